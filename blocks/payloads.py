@@ -1,0 +1,52 @@
+"""Small typed payloads carried in button values and modal `private_metadata`.
+
+They carry ids only; the store holds the truth. Each has `pack()`/`unpack()` and a hard
+length check against Slack's limit for where it travels.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, Self
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+
+class PayloadError(ValueError):
+    """A button value or private_metadata that is not ours or was tampered with."""
+
+
+class _Packed(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    limit: ClassVar[int] = 2000
+
+    def pack(self) -> str:
+        raw = self.model_dump_json(exclude_none=True)
+        if len(raw) > self.limit:
+            raise PayloadError(f"{type(self).__name__} packs to {len(raw)} chars; limit {self.limit}")
+        return raw
+
+    @classmethod
+    def unpack(cls, raw: str | None) -> Self:
+        if not raw or len(raw) > cls.limit:
+            raise PayloadError(f"{cls.__name__}: missing or oversized payload")
+        try:
+            return cls.model_validate_json(raw)
+        except ValidationError as e:
+            raise PayloadError(f"{cls.__name__}: {e.errors()[0]['msg']}") from e
+
+
+class ButtonValue(_Packed):
+    """Value of a card button: which request, and for option buttons which option."""
+
+    limit: ClassVar[int] = 2000
+    r: str
+    o: str | None = None
+
+
+class ModalMeta(_Packed):
+    """private_metadata of a modal opened from a card: the request and where its card is."""
+
+    limit: ClassVar[int] = 3000
+    r: str
+    c: str | None = None
+    t: str | None = None

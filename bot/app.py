@@ -1,0 +1,148 @@
+"""Wiring: `build_app(...)` constructs everything once; `Bot.start()`/`stop()` run it.
+
+HTTP mode serves `POST /slack/events` (interactivity, slash commands, events),
+`GET /healthz` and `GET /metrics`; with `SLACK_APP_TOKEN` Slack traffic arrives over
+Socket Mode instead and the HTTP server keeps only health and metrics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
+from slack_bolt.async_app import AsyncApp, AsyncBoltContext
+from slack_sdk.http_retry.builtin_async_handlers import (
+    AsyncConnectionErrorRetryHandler,
+    AsyncRateLimitErrorRetryHandler,
+    AsyncServerErrorRetryHandler,
+)
+from slack_sdk.web.async_client import AsyncWebClient
+
+from blocks.cards import approval_card, locked_card
+from bot.config import Settings
+from bot.delivery import Delivery
+from bot.directory import SlackDirectory
+from bot.intake import Intake
+from bot.metrics import render_metrics
+from bot.routing import Router, SingleChannelRouter
+from handlers import cards
+from handlers.deps import CONTEXT_KEY, Deps
+from store.models import Record, State
+from store.redis_store import Store
+
+log = logging.getLogger("hitl")
+
+
+def render(record: Record) -> dict[str, Any]:
+    """The card for a record in its current state."""
+    return approval_card(record) if record.state is State.pending else locked_card(record)
+
+
+def slack_client(settings: Settings, *, retries: bool) -> AsyncWebClient:
+    """A Web API client on SLACK_API_URL; with `retries`, 429/5xx/connection errors are retried."""
+    handlers = [AsyncRateLimitErrorRetryHandler(max_retry_count=2), AsyncServerErrorRetryHandler(max_retry_count=2),
+                AsyncConnectionErrorRetryHandler(max_retry_count=2)] if retries else []
+    return AsyncWebClient(token=settings.slack_bot_token, base_url=settings.slack_api_url,
+                          retry_handlers=handlers, timeout=15)
+
+
+@dataclass
+class Bot:
+    """The running product: Bolt app, web server, intake and delivery."""
+
+    settings: Settings
+    store: Store
+    bolt: AsyncApp
+    web: web.Application
+    intake: Intake
+    delivery: Delivery
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    runner: Any = None
+    port: int = 0
+    socket_handler: Any = None
+
+    async def start(self) -> None:
+        self.runner = web.AppRunner(self.web, handle_signals=False, access_log=None)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, self.settings.host, self.settings.port)
+        await site.start()
+        server = site._server
+        sockets = getattr(server, "sockets", None) or []
+        self.port = sockets[0].getsockname()[1] if sockets else self.settings.port
+        self.tasks = [asyncio.create_task(self.intake.run(), name="intake"),
+                      asyncio.create_task(self.delivery.run(), name="delivery")]
+        if self.settings.socket_mode:
+            from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+
+            self.socket_handler = AsyncSocketModeHandler(self.bolt, self.settings.slack_app_token)
+            await self.socket_handler.connect_async()
+        log.info("hitl: listening on %s:%s (%s mode)", self.settings.host, self.port,
+                 "Socket" if self.settings.socket_mode else "HTTP")
+
+    async def stop(self) -> None:
+        """Stop reading new entries, finish in-flight work, close everything."""
+        self.intake.stop()
+        if self.tasks:
+            await asyncio.wait([self.tasks[0]], timeout=15)
+        self.delivery.stop()
+        await asyncio.wait(self.tasks, timeout=15)
+        for t in self.tasks:
+            t.cancel()
+        if self.socket_handler is not None:
+            await self.socket_handler.close_async()
+        if self.runner is not None:
+            await self.runner.cleanup()
+        await self.intake.close()
+        await self.store.close()
+
+
+def build_app(settings: Settings, store: Store | None = None,
+              router: Callable[[], Router] | None = None) -> Bot:
+    """Construct the whole bot from settings; nothing runs until `Bot.start()`."""
+    store = store or Store.from_url(settings.redis_url, settings.prefix)
+    default_router = SingleChannelRouter()
+    get_router = router or (lambda: default_router)
+    bolt_client = slack_client(settings, retries=True)
+    delivery = Delivery(store, slack_client(settings, retries=False), render)
+    intake = Intake(store, get_router, redis_url=settings.redis_url, consumer=settings.consumer,
+                    claim_idle_s=settings.claim_idle_s, max_deliveries=settings.max_deliveries,
+                    on_accepted=delivery.kick)
+    d = Deps(store=store, directory=SlackDirectory(bolt_client), kick=delivery.kick)
+    bolt = AsyncApp(token=settings.slack_bot_token, signing_secret=settings.slack_signing_secret or "unused",
+                    client=bolt_client, request_verification_enabled=not settings.socket_mode,
+                    process_before_response=False)
+
+    @bolt.middleware
+    async def inject(context: AsyncBoltContext, next: Callable[[], Awaitable[None]]) -> None:
+        context[CONTEXT_KEY] = d
+        await next()
+
+    cards.register(bolt)
+    webapp = web.Application()
+    bot = Bot(settings=settings, store=store, bolt=bolt, web=webapp, intake=intake, delivery=delivery)
+
+    async def events(request: web.Request) -> web.Response:
+        return await to_aiohttp_response(await bolt.async_dispatch(await to_bolt_request(request)))
+
+    async def healthz(_: web.Request) -> web.Response:
+        try:
+            redis_ok = await asyncio.wait_for(store.ping(), 2)
+        except Exception:
+            redis_ok = False
+        ok = redis_ok and intake.running
+        body = {"redis": "ok" if redis_ok else "down", "intake": "running" if intake.running else "stopped"}
+        return web.json_response(body, status=200 if ok else 503)
+
+    async def metrics(_: web.Request) -> web.Response:
+        return web.Response(text=await render_metrics(bot), content_type="text/plain", charset="utf-8")
+
+    if not settings.socket_mode:
+        webapp.router.add_post("/slack/events", events)
+    webapp.router.add_get("/healthz", healthz)
+    webapp.router.add_get("/metrics", metrics)
+    return bot

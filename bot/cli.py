@@ -1,0 +1,146 @@
+"""The `hitl` command: run, demo, request, schema, policy check."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from bot.config import ConfigError, load_settings
+from store.models import Decision, Request
+
+APPROVED = {"approved", "auto_approved", "answered", "resolved"}
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="hitl", description="Human judgment for AI agents, inside Slack.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub.add_parser("run", help="run the bot: intake, Slack listeners, delivery, scheduler")
+    demo = sub.add_parser("demo", help="the whole loop on the built-in Slack emulator, no workspace needed")
+    demo.add_argument("--port", type=int, default=8080, help="emulator web page port (default 8080)")
+    demo.add_argument("--no-agent", action="store_true", help="do not push the demo requests")
+    req = sub.add_parser("request", help="push a request from a shell, optionally wait for its decision")
+    req.add_argument("--json", dest="json_file", help="the whole request as JSON (a file, or - for stdin)")
+    req.add_argument("--agent")
+    req.add_argument("--action")
+    req.add_argument("--summary")
+    req.add_argument("--id")
+    req.add_argument("--params", help="params as a JSON object")
+    req.add_argument("--editable", help="comma-separated names of editable params")
+    req.add_argument("--confidence", type=float)
+    req.add_argument("--wait", action="store_true", help="wait for the decision and print it")
+    req.add_argument("--timeout", type=float, help="seconds to wait (default: forever)")
+    schema = sub.add_parser("schema", help="print the JSON Schema of the request and the decision")
+    schema.add_argument("which", nargs="?", choices=["request", "decision", "all"], default="all")
+    policy = sub.add_parser("policy", help="policy file tools")
+    psub = policy.add_subparsers(dest="policy_command", required=True, metavar="SUBCOMMAND")
+    check = psub.add_parser("check", help="validate a policy file and show how sample requests route")
+    check.add_argument("file", nargs="?", help="policy file (default: HITL_POLICY or the built-in policy)")
+    check.add_argument("requests", nargs="*", help="sample request JSON files")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "schema":
+            return _schema(args.which)
+        if args.command == "request":
+            return asyncio.run(_request(args, _read_json(args.json_file)))
+        if args.command == "run":
+            return asyncio.run(_run())
+        if args.command == "demo":
+            from bot.demo import demo
+
+            return asyncio.run(demo(port=args.port, agent=not args.no_agent))
+        if args.command == "policy":
+            from bot.policy.check import check
+
+            code, report = check(Path(args.file) if args.file else None, [Path(r) for r in args.requests])
+            print(report)
+            return code
+    except ConfigError as e:
+        print(e, file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 2
+
+
+def _schema(which: str) -> int:
+    schemas: dict[str, Any] = {"request": Request.model_json_schema(), "decision": Decision.model_json_schema()}
+    print(json.dumps(schemas if which == "all" else schemas[which], indent=2))
+    return 0
+
+
+def _read_json(source: str | None) -> dict[str, Any]:
+    if not source:
+        return {}
+    text = sys.stdin.read() if source == "-" else Path(source).read_text()
+    data = json.loads(text)
+    if not isinstance(data, dict):
+        raise SystemExit("the request JSON must be an object")
+    return data
+
+
+async def _request(args: argparse.Namespace, data: dict[str, Any]) -> int:
+    from bot.client import HitlClient
+
+    settings = load_settings()
+    for key in ("agent", "action", "summary", "id", "confidence"):
+        if getattr(args, key) is not None:
+            data[key] = getattr(args, key)
+    if args.params:
+        data["params"] = json.loads(args.params)
+    if args.editable:
+        data["editable"] = [x.strip() for x in args.editable.split(",") if x.strip()]
+    try:
+        request = Request.model_validate(data)
+    except ValidationError as e:
+        for err in e.errors():
+            print(f"{'.'.join(str(x) for x in err['loc'])}: {err['msg']}", file=sys.stderr)
+        return 2
+    client = HitlClient.from_url(settings.redis_url, prefix=settings.prefix)
+    try:
+        rid = await client.submit(request)
+        print(rid, file=sys.stderr if args.wait else sys.stdout)
+        if not args.wait:
+            return 0
+        try:
+            decision = await client.wait(rid, args.timeout)
+        except TimeoutError:
+            print(f"no decision within {args.timeout}s", file=sys.stderr)
+            return 124
+        print(decision.model_dump_json(indent=2))
+        return 0 if decision.status in APPROVED else 1
+    finally:
+        await client.close()
+
+
+async def _run() -> int:
+    from bot.app import build_app
+
+    settings = load_settings()
+    settings.require_for_run()
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    bot = build_app(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await bot.start()
+    await stop.wait()
+    logging.getLogger("hitl").info("hitl: stopping (finishing in-flight work)")
+    await bot.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,123 @@
+"""Settings from the environment, named exactly as the public contract names them."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+SLACK_API_DEFAULT = "https://slack.com/api/"
+
+
+class ConfigError(Exception):
+    """The environment is missing or has malformed values; the message lists each one."""
+
+
+def _env(name: str) -> AliasChoices:
+    return AliasChoices(name)
+
+
+class Settings(BaseSettings):
+    """Every setting the bot reads; values are checked when the bot starts."""
+
+    model_config = SettingsConfigDict(env_prefix="", extra="ignore", populate_by_name=True)
+
+    slack_bot_token: str | None = Field(None, validation_alias=_env("SLACK_BOT_TOKEN"))
+    slack_signing_secret: str | None = Field(None, validation_alias=_env("SLACK_SIGNING_SECRET"))
+    slack_app_token: str | None = Field(None, validation_alias=_env("SLACK_APP_TOKEN"))
+    slack_api_url: str = Field(SLACK_API_DEFAULT, validation_alias=_env("SLACK_API_URL"))
+    redis_url: str = Field("redis://localhost:6379/0", validation_alias=_env("REDIS_URL"))
+    prefix: str = Field("hitl", validation_alias=_env("HITL_PREFIX"))
+    policy: Path | None = Field(None, validation_alias=_env("HITL_POLICY"))
+    port: int = Field(3000, ge=0, le=65535, validation_alias=_env("HITL_PORT"))
+    # Extensions of the contract (documented in README.md, "Configuration").
+    host: str = Field("0.0.0.0", validation_alias=_env("HITL_HOST"))
+    consumer: str = Field(default_factory=socket.gethostname, validation_alias=_env("HITL_CONSUMER"))
+    claim_idle_s: float = Field(30.0, gt=0, validation_alias=_env("HITL_CLAIM_IDLE_S"))
+    max_deliveries: int = Field(5, ge=1, validation_alias=_env("HITL_MAX_DELIVERIES"))
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", validation_alias=_env("HITL_LOG_LEVEL")
+    )
+
+    @field_validator("slack_bot_token")
+    @classmethod
+    def _bot_token(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith("xoxb-"):
+            raise ValueError("must be a bot token starting with 'xoxb-'")
+        return v
+
+    @field_validator("slack_app_token")
+    @classmethod
+    def _app_token(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith("xapp-"):
+            raise ValueError("must be an app-level token starting with 'xapp-'")
+        return v or None
+
+    @field_validator("slack_api_url")
+    @classmethod
+    def _api_url(cls, v: str) -> str:
+        if not v.startswith(("http://", "https://")):
+            raise ValueError("must be an http(s) URL such as https://slack.com/api/")
+        return v if v.endswith("/") else v + "/"
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, v: str) -> str:
+        if not v.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return v
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, v: str) -> str:
+        if not v or any(c.isspace() for c in v) or len(v) > 64:
+            raise ValueError("must be 1-64 characters without spaces, for example 'hitl' or '{hitl}'")
+        return v
+
+    @field_validator("policy")
+    @classmethod
+    def _policy(cls, v: Path | None) -> Path | None:
+        if v is not None and not v.is_file():
+            raise ValueError(f"no policy file at {v}")
+        return v
+
+    @property
+    def socket_mode(self) -> bool:
+        return self.slack_app_token is not None
+
+    def require_for_run(self) -> None:
+        """Raise ConfigError naming every value `hitl run` needs and does not have."""
+        missing = []
+        if not self.slack_bot_token:
+            missing.append("SLACK_BOT_TOKEN: required (the bot token, xoxb-...)")
+        if not self.socket_mode and not self.slack_signing_secret:
+            missing.append(
+                "SLACK_SIGNING_SECRET: required in HTTP mode (set SLACK_APP_TOKEN for Socket Mode)"
+            )
+        if missing:
+            raise ConfigError("configuration error:\n  " + "\n  ".join(missing))
+
+
+_NAMES = {
+    "slack_bot_token": "SLACK_BOT_TOKEN", "slack_signing_secret": "SLACK_SIGNING_SECRET",
+    "slack_app_token": "SLACK_APP_TOKEN", "slack_api_url": "SLACK_API_URL",
+    "redis_url": "REDIS_URL", "prefix": "HITL_PREFIX", "policy": "HITL_POLICY", "port": "HITL_PORT",
+    "host": "HITL_HOST", "consumer": "HITL_CONSUMER", "claim_idle_s": "HITL_CLAIM_IDLE_S",
+    "max_deliveries": "HITL_MAX_DELIVERIES", "log_level": "HITL_LOG_LEVEL",
+}
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Settings from the environment (and overrides), or ConfigError with one line per problem."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as e:
+        lines = []
+        for err in e.errors():
+            field = str(err["loc"][0]) if err["loc"] else "?"
+            name = _NAMES.get(field, field.upper())
+            lines.append(f"{name}: {err['msg'].removeprefix('Value error, ')} (got {err.get('input')!r})")
+        raise ConfigError("configuration error:\n  " + "\n  ".join(lines)) from e

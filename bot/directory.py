@@ -1,0 +1,47 @@
+"""User group membership from Slack (`usergroups.users.list`), cached with a short TTL.
+
+A cached answer is served at once; when it is older than the TTL it is still served while a
+background task refreshes it, so a click never waits on Slack twice for the same group.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+log = logging.getLogger("hitl.directory")
+
+
+class SlackDirectory:
+    def __init__(self, slack: AsyncWebClient, ttl_s: float = 60.0) -> None:
+        self.slack = slack
+        self.ttl_s = ttl_s
+        self._cache: dict[str, tuple[float, frozenset[str]]] = {}
+        self._refreshing: dict[str, asyncio.Task[frozenset[str]]] = {}
+
+    async def members(self, group_id: str) -> frozenset[str]:
+        """Members of a user group (empty if Slack does not know it)."""
+        hit = self._cache.get(group_id)
+        if hit is None:
+            return await self._fetch(group_id)
+        if time.monotonic() - hit[0] > self.ttl_s and group_id not in self._refreshing:
+            task = asyncio.create_task(self._fetch(group_id))
+            self._refreshing[group_id] = task
+            task.add_done_callback(lambda _: self._refreshing.pop(group_id, None))
+        return hit[1]
+
+    async def _fetch(self, group_id: str) -> frozenset[str]:
+        try:
+            resp = await self.slack.usergroups_users_list(usergroup=group_id)
+            found: list[str] = resp.get("users", [])
+            users = frozenset(str(u) for u in found)
+        except SlackApiError as e:
+            log.warning("directory: usergroups.users.list %s failed: %s", group_id, e.response.get("error"))
+            hit = self._cache.get(group_id)
+            return hit[1] if hit else frozenset()
+        self._cache[group_id] = (time.monotonic(), users)
+        return users

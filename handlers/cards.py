@@ -1,0 +1,95 @@
+"""Listeners for card buttons and the modals they open: approve, reject, edit."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext, AsyncRespond
+from slack_sdk.web.async_client import AsyncWebClient
+
+from blocks.ids import ActionId, CallbackId
+from blocks.messages import refusal_message
+from blocks.modals import edit_modal, parse_edit_values, parse_reject_values, reject_modal
+from blocks.payloads import ButtonValue, ModalMeta
+from handlers import reviews
+from handlers.deps import deps, user_name
+from store.errors import StoreError
+from store.models import Choice
+
+
+async def on_approve(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any],
+                     respond: AsyncRespond, context: AsyncBoltContext) -> None:
+    await ack()
+    user = body["user"]
+    try:
+        await reviews.decide(deps(context), ButtonValue.unpack(action["value"]).r, user["id"],
+                             user_name(user), Choice.approve)
+    except StoreError as e:
+        await respond(**refusal_message(e), response_type="ephemeral", replace_original=False)
+
+
+async def _open(choice: Choice, body: dict[str, Any], action: dict[str, Any], respond: AsyncRespond,
+                context: AsyncBoltContext, client: AsyncWebClient) -> None:
+    rid = ButtonValue.unpack(action["value"]).r
+    try:
+        record = await reviews.check(deps(context), rid, body["user"]["id"], choice)
+    except StoreError as e:
+        await respond(**refusal_message(e), response_type="ephemeral", replace_original=False)
+        return
+    container = body.get("container") or {}
+    meta = ModalMeta(r=rid, c=container.get("channel_id"), t=container.get("message_ts"))
+    view = reject_modal(record, meta) if choice is Choice.reject else edit_modal(record, meta)
+    await client.views_open(trigger_id=body["trigger_id"], view=view)
+
+
+async def on_reject(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], respond: AsyncRespond,
+                    context: AsyncBoltContext, client: AsyncWebClient) -> None:
+    await ack()
+    await _open(Choice.reject, body, action, respond, context, client)
+
+
+async def on_edit(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], respond: AsyncRespond,
+                  context: AsyncBoltContext, client: AsyncWebClient) -> None:
+    await ack()
+    await _open(Choice.edit, body, action, respond, context, client)
+
+
+async def on_reject_submitted(ack: AsyncAck, body: dict[str, Any], view: dict[str, Any],
+                              context: AsyncBoltContext, client: AsyncWebClient) -> None:
+    (code, text), errors = parse_reject_values(view["state"]["values"])
+    if errors:
+        await ack(response_action="errors", errors=errors)
+        return
+    await ack()
+    meta = ModalMeta.unpack(view.get("private_metadata"))
+    await _decide_from_modal(body, meta, context, client, Choice.reject, reason_code=code, reason=text)
+
+
+async def on_edit_submitted(ack: AsyncAck, body: dict[str, Any], view: dict[str, Any],
+                            context: AsyncBoltContext, client: AsyncWebClient) -> None:
+    meta = ModalMeta.unpack(view.get("private_metadata"))
+    record = await deps(context).store.get(meta.r)
+    values, errors = parse_edit_values(record, view["state"]["values"])
+    if errors:
+        await ack(response_action="errors", errors=errors)
+        return
+    await ack()
+    await _decide_from_modal(body, meta, context, client, Choice.edit, edits=values)
+
+
+async def _decide_from_modal(body: dict[str, Any], meta: ModalMeta, context: AsyncBoltContext,
+                             client: AsyncWebClient, choice: Choice, **kw: Any) -> None:
+    user = body["user"]
+    try:
+        await reviews.decide(deps(context), meta.r, user["id"], user_name(user), choice, **kw)
+    except StoreError as e:
+        if meta.c:
+            await client.chat_postEphemeral(channel=meta.c, user=user["id"], **refusal_message(e))
+
+
+def register(app: AsyncApp) -> None:
+    app.action(ActionId.approve.value)(on_approve)
+    app.action(ActionId.reject.value)(on_reject)
+    app.action(ActionId.edit.value)(on_edit)
+    app.view(CallbackId.reject_modal.value)(on_reject_submitted)
+    app.view(CallbackId.edit_modal.value)(on_edit_submitted)

@@ -1,0 +1,63 @@
+"""The one domain call each listener makes: authorize, transition, audit.
+
+Reads the record, authorizes the person, computes the transition and applies it; a record
+that changed meanwhile is read again. Refusals and late clicks are audited and raised.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from handlers.deps import Deps
+from store.errors import AlreadyDecided, Conflict, NotAllowed
+from store.models import Choice, Record, utcnow
+from store.transitions import authorize, vote
+
+MAX_RETRIES = 20
+
+
+async def check(d: Deps, request_id: str, user_id: str, choice: Choice) -> Record:
+    """The record if `user_id` may do `choice` now (before opening a modal); raises otherwise."""
+    record = await d.store.get(request_id)
+    await _authorize(d, record, user_id, choice)
+    return record
+
+
+async def decide(d: Deps, request_id: str, user_id: str, name: str, choice: Choice, **kw: Any) -> Record:
+    """Apply one person's choice; the record after it. Raises NotAllowed, AlreadyDecided, NotFound."""
+    for _ in range(MAX_RETRIES):
+        record = await d.store.get(request_id)
+        await _authorize(d, record, user_id, choice)
+        try:
+            t = vote(record, user_id=user_id, name=name, choice=choice, now=utcnow(), **kw)
+            record = await d.store.apply(t, utcnow())
+        except Conflict:
+            continue
+        except AlreadyDecided as e:
+            await _late(d, e, user_id, choice)
+            raise
+        d.kick()
+        return record
+    raise Conflict(f"request {request_id} kept changing; try again")
+
+
+async def _authorize(d: Deps, record: Record, user_id: str, choice: Choice) -> None:
+    groups = frozenset([g for g in record.route.approvers
+                        if g.startswith("S") and user_id in await d.directory.members(g)])
+    try:
+        authorize(record, user_id, choice, groups=groups, admins=d.admins())
+    except NotAllowed as e:
+        await d.store.audit(record.id, "refused", user_id, {"choice": choice.value, "reason": e.reason}, utcnow())
+        raise
+    except AlreadyDecided as e:
+        await _late(d, e, user_id, choice)
+        raise
+
+
+async def _late(d: Deps, e: AlreadyDecided, user_id: str, choice: Choice) -> None:
+    record = e.record
+    assert isinstance(record, Record)
+    await d.store.audit(record.id, "clicked", user_id, {"choice": choice.value, "outcome": "already_decided"}, utcnow())
+    # The card may still show buttons if the bot died before updating it: lock it now.
+    await d.store.enqueue(f"update:{record.id}", int(utcnow().timestamp() * 1000))
+    d.kick()

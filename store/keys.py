@@ -1,0 +1,80 @@
+"""Every Redis key the product uses, built from one prefix in one place.
+
+Wrap the prefix in braces (`{hitl}`) to keep every key in one Redis Cluster slot, so the
+multi-key Lua scripts stay valid there.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Keys:
+    prefix: str = "hitl"
+
+    @property
+    def requests(self) -> str:
+        """Stream agents XADD requests to."""
+        return f"{self.prefix}:requests"
+
+    @property
+    def dead(self) -> str:
+        """Dead-letter stream: raw entries that could not be accepted, with an `error`."""
+        return f"{self.prefix}:requests:dead"
+
+    @property
+    def decisions(self) -> str:
+        """Stream of every decision, whatever the request's `reply_to`."""
+        return f"{self.prefix}:decisions"
+
+    @property
+    def audit(self) -> str:
+        return f"{self.prefix}:audit"
+
+    @property
+    def pending(self) -> str:
+        """Sorted set of undecided request ids by creation time."""
+        return f"{self.prefix}:pending"
+
+    @property
+    def outbox(self) -> str:
+        """Sorted set of Slack operations (`post:<id>`, `update:<id>`) by due time."""
+        return f"{self.prefix}:outbox"
+
+    @property
+    def deadlines(self) -> str:
+        """Sorted set of timed events (`<kind>:<id>`) by due time."""
+        return f"{self.prefix}:deadlines"
+
+    @property
+    def actions_seen(self) -> str:
+        return f"{self.prefix}:actions"
+
+    @property
+    def control(self) -> str:
+        """Hash of switches shared by every replica (pause and its reason)."""
+        return f"{self.prefix}:control"
+
+    @property
+    def results_prefix(self) -> str:
+        return f"{self.prefix}:results:"
+
+    def request(self, request_id: str) -> str:
+        return f"{self.prefix}:req:{request_id}"
+
+    def invalid(self, request_id: str) -> str:
+        """The `invalid` decision of a request id that never became a request (kept 7 days)."""
+        return f"{self.prefix}:invalid:{request_id}"
+
+    def results(self, name: str) -> str:
+        return f"{self.prefix}:results:{name}"
+
+    def stats(self, name: str) -> str:
+        return f"{self.prefix}:stats:{name}"
+
+    def owns(self, key: str) -> bool:
+        """True when `key` is one of the bot's own keys (agents may only write results)."""
+        if key.startswith(self.results_prefix) and len(key) > len(self.results_prefix):
+            return False
+        return key == self.prefix or key.startswith(f"{self.prefix}:")

@@ -1,0 +1,28 @@
+-- Shared by every script (prepended when the store loads them).
+-- Audit entries arrive as ARGV triples: event, actor, detail JSON.
+local function audit(audit_key, trail_key, event, request_id, actor, at, detail)
+  local id = redis.call('XADD', audit_key, '*', 'event', event, 'request_id', request_id,
+    'actor', actor, 'at', at, 'detail', detail)
+  redis.call('RPUSH', trail_key, id)
+  return id
+end
+
+-- Decision to {prefix}:decisions, and to the agent's reply stream when it named one.
+local function publish(decisions_key, reply_key, has_reply, request_id, decision, at, audit_key, trail_key)
+  redis.call('XADD', decisions_key, 'MAXLEN', '~', 100000, '*', 'request_id', request_id, 'decision', decision)
+  local streams = {decisions_key}
+  if has_reply == '1' then
+    redis.call('XADD', reply_key, 'MAXLEN', '~', 10000, '*', 'request_id', request_id, 'decision', decision)
+    table.insert(streams, reply_key)
+  end
+  audit(audit_key, trail_key, 'published', request_id, 'system', at, cjson.encode({streams = streams}))
+end
+
+local function audits_from(argv, i, audit_key, trail_key, request_id, at)
+  local n = tonumber(argv[i]); i = i + 1
+  for _ = 1, n do
+    audit(audit_key, trail_key, argv[i], request_id, argv[i + 1], at, argv[i + 2])
+    i = i + 3
+  end
+  return i
+end

@@ -1,0 +1,28 @@
+-- Store a valid request's effects and acknowledge its stream entry, atomically.
+-- KEYS: requests, record, trail, audit, pending, outbox, decisions, reply (or decisions), actions
+-- ARGV: group, entry_id, request_id, now_ms, now_iso, request, route, params, state,
+--       decision ('' if none), has_reply, outbox_member ('' if none), action, audits...
+if redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) == 0 then
+  return 'redelivered'
+end
+local rid, at = ARGV[3], ARGV[5]
+if redis.call('EXISTS', KEYS[2]) == 1 then
+  audit(KEYS[4], KEYS[3], 'duplicate', rid, 'system', at, cjson.encode({entry_id = ARGV[2]}))
+  return 'duplicate'
+end
+redis.call('HSET', KEYS[2], 'request', ARGV[6], 'route', ARGV[7], 'params', ARGV[8],
+  'state', ARGV[9], 'version', 0, 'votes', '[]', 'changes', '{}',
+  'created_at', ARGV[4], 'entry_id', ARGV[2])
+audits_from(ARGV, 14, KEYS[4], KEYS[3], rid, at)
+redis.call('SADD', KEYS[9], ARGV[13])
+if ARGV[10] ~= '' then
+  redis.call('HSET', KEYS[2], 'decision', ARGV[10], 'decided_at', ARGV[4])
+  audit(KEYS[4], KEYS[3], 'decided', rid, 'policy', at, cjson.encode({status = cjson.decode(ARGV[10])['status']}))
+  publish(KEYS[7], KEYS[8], ARGV[11], rid, ARGV[10], at, KEYS[4], KEYS[3])
+else
+  redis.call('ZADD', KEYS[5], ARGV[4], rid)
+end
+if ARGV[12] ~= '' then
+  redis.call('ZADD', KEYS[6], ARGV[4], ARGV[12])
+end
+return 'accepted'

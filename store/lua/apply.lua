@@ -1,0 +1,40 @@
+-- Apply one transition computed from the record at an expected version: checks, then writes.
+-- KEYS: record, trail, audit, pending, outbox, decisions, reply (or decisions), deadlines
+-- ARGV: request_id, expected_version, now_ms, now_iso, n_fields, field pairs...,
+--       decision ('' if none), has_reply, outbox_member ('' if none), n_deadlines, members..., audits...
+local rid, at = ARGV[1], ARGV[4]
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  return {'missing'}
+end
+local state = redis.call('HGET', KEYS[1], 'state')
+if state ~= 'pending' then
+  return {'decided', state}
+end
+local version = redis.call('HGET', KEYS[1], 'version')
+if version ~= ARGV[2] then
+  return {'conflict', version}
+end
+local i = 6
+local nf = tonumber(ARGV[5])
+for _ = 1, nf do
+  redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+  i = i + 2
+end
+local decision, has_reply, member = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+i = i + 3
+local nd = tonumber(ARGV[i]); i = i + 1
+for _ = 1, nd do
+  redis.call('ZREM', KEYS[8], ARGV[i]); i = i + 1
+end
+i = audits_from(ARGV, i, KEYS[3], KEYS[2], rid, at)
+local v = redis.call('HINCRBY', KEYS[1], 'version', 1)
+if decision ~= '' then
+  redis.call('HSET', KEYS[1], 'state', 'decided', 'decision', decision, 'decided_at', ARGV[3])
+  redis.call('ZREM', KEYS[4], rid)
+  audit(KEYS[3], KEYS[2], 'decided', rid, 'system', at, cjson.encode({status = cjson.decode(decision)['status']}))
+  publish(KEYS[6], KEYS[7], has_reply, rid, decision, at, KEYS[3], KEYS[2])
+end
+if member ~= '' then
+  redis.call('ZADD', KEYS[5], ARGV[3], member)
+end
+return {'ok', tostring(v)}

@@ -1,0 +1,23 @@
+-- Record where a request's card was posted and finish the post operation.
+-- KEYS: record, trail, audit, outbox
+-- ARGV: request_id, member, lease_until_ms, channel, ts, now_iso, now_ms, rendered_version
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  redis.call('ZREM', KEYS[4], ARGV[2])
+  return {'missing'}
+end
+local score = redis.call('ZSCORE', KEYS[4], ARGV[2])
+if score and tonumber(score) == tonumber(ARGV[3]) then
+  redis.call('ZREM', KEYS[4], ARGV[2])
+end
+local ts = redis.call('HGET', KEYS[1], 'ts')
+if ts then
+  return {'exists', ts}
+end
+redis.call('HSET', KEYS[1], 'channel', ARGV[4], 'ts', ARGV[5])
+redis.call('HDEL', KEYS[1], 'post_attempt')
+audit(KEYS[3], KEYS[2], 'posted', ARGV[1], 'system', ARGV[6],
+  cjson.encode({channel = ARGV[4], ts = ARGV[5]}))
+if redis.call('HGET', KEYS[1], 'version') ~= ARGV[8] then
+  redis.call('ZADD', KEYS[4], ARGV[7], 'update:' .. ARGV[1])
+end
+return {'posted', ARGV[5]}

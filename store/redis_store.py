@@ -1,0 +1,347 @@
+"""`Store`: the product's Redis persistence. Values cross its edge as models, never raw bytes.
+
+Every multi-step change is one Lua script (see `store/lua/`) that checks first and then
+writes, so replicas sharing one Redis never decide twice and a retried call changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from importlib import resources
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
+
+from store.errors import AlreadyDecided, Conflict, NotFound
+from store.keys import Keys
+from store.models import AuditEvent, Decision, Record, Request, Route, from_epoch
+from store.transitions import Transition
+
+GROUP = "hitl"
+
+
+def _script(name: str) -> str:
+    lua = resources.files("store") / "lua"
+    return (lua / "_prelude.lua").read_text() + "\n" + (lua / f"{name}.lua").read_text()
+
+
+def _ms(at: datetime) -> int:
+    return int(at.timestamp() * 1000)
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One raw entry of the requests stream."""
+
+    id: str
+    fields: dict[str, str]
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """What intake stores for a valid request."""
+
+    request: Request
+    route: Route
+    decision: Decision | None
+    post: bool
+
+
+class Store:
+    """Redis persistence for requests, decisions, the outbox and the audit trail."""
+
+    def __init__(self, client: aioredis.Redis, prefix: str = "hitl") -> None:
+        # redis-py's response types are unions for every decode mode; values are checked
+        # and turned into models at this edge instead.
+        self.redis: Any = client
+        self.keys = Keys(prefix)
+        self._scripts = {
+            name: client.register_script(_script(name))
+            for name in (
+                "accept",
+                "dead",
+                "apply",
+                "audit",
+                "outbox_claim",
+                "outbox_done",
+                "mark_posted",
+            )
+        }
+
+    @classmethod
+    def from_url(cls, url: str, prefix: str = "hitl", **kwargs: Any) -> Store:
+        """A store on its own connection pool (decoded strings, explicit timeouts)."""
+        kwargs.setdefault("socket_timeout", 5)
+        kwargs.setdefault("socket_connect_timeout", 5)
+        return cls(aioredis.Redis.from_url(url, decode_responses=True, **kwargs), prefix)
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+
+    async def ping(self) -> bool:
+        return bool(await self.redis.ping())
+
+    async def _run(self, name: str, keys: list[str], args: list[Any]) -> Any:
+        return await self._scripts[name](keys=keys, args=args)
+
+    # ---- intake ---------------------------------------------------------------------
+
+    async def ensure_group(self) -> None:
+        """Create the consumer group (from the stream's start, so earlier entries count)."""
+        try:
+            await self.redis.xgroup_create(self.keys.requests, GROUP, id="0", mkstream=True)
+        except ResponseError as e:
+            if "BUSYGROUP" not in str(e):
+                raise
+
+    async def accept(self, entry_id: str, acc: Accepted, now: datetime) -> str:
+        """Store a valid request and ack its entry in one step: accepted, duplicate or redelivered."""
+        k, req = self.keys, acc.request
+        assert req.id is not None
+        reply = req.reply_to or ""
+        audits: list[Any] = [
+            2,
+            "received",
+            req.agent,
+            json.dumps({"entry_id": entry_id, "action": req.action}),
+        ]
+        audits += [
+            "routed",
+            "policy",
+            acc.route.model_dump_json(
+                include={"mode", "tier", "rules", "reasons", "sampled", "paused", "channel"}
+            ),
+        ]
+        args = [
+            GROUP,
+            entry_id,
+            req.id,
+            _ms(now),
+            now.isoformat(),
+            req.model_dump_json(exclude_none=True),
+            acc.route.model_dump_json(),
+            json.dumps(req.params),
+            "decided" if acc.decision else "pending",
+            acc.decision.model_dump_json() if acc.decision else "",
+            "1" if reply else "0",
+            f"post:{req.id}" if acc.post else "",
+            req.action,
+            *audits,
+        ]
+        keys = [
+            k.requests,
+            k.request(req.id),
+            self.trail_key(req.id),
+            k.audit,
+            k.pending,
+            k.outbox,
+            k.decisions,
+            reply or k.decisions,
+            k.actions_seen,
+        ]
+        return str(await self._run("accept", keys, args))
+
+    async def dead_letter(
+        self,
+        entry: Entry,
+        error: str,
+        now: datetime,
+        *,
+        request_id: str,
+        decision: Decision | None,
+        reply_to: str | None,
+    ) -> str:
+        """Move an unusable entry to the dead-letter stream, tell its agent, ack it."""
+        k = self.keys
+        raw = [x for pair in entry.fields.items() for x in pair]
+        args = [
+            GROUP,
+            entry.id,
+            error,
+            now.isoformat(),
+            request_id,
+            decision.model_dump_json() if decision else "",
+            "1" if reply_to else "0",
+            *raw,
+        ]
+        keys = [
+            k.requests,
+            k.dead,
+            k.audit,
+            self.trail_key(request_id),
+            k.decisions,
+            reply_to or k.decisions,
+            k.invalid(request_id),
+            k.request(request_id),
+        ]
+        return str(await self._run("dead", keys, args))
+
+    async def action_seen(self, action: str) -> bool:
+        return bool(await self.redis.sismember(self.keys.actions_seen, action))
+
+    # ---- records ----------------------------------------------------------------------
+
+    def trail_key(self, request_id: str) -> str:
+        return f"{self.keys.request(request_id)}:trail"
+
+    async def exists(self, request_id: str) -> bool:
+        return bool(await self.redis.exists(self.keys.request(request_id)))
+
+    async def get(self, request_id: str) -> Record:
+        """The stored record, or NotFound."""
+        raw = await self.redis.hgetall(self.keys.request(request_id))
+        if not raw:
+            raise NotFound(request_id)
+        return _record(raw)
+
+    async def apply(self, t: Transition, now: datetime) -> Record:
+        """Write a transition if the record is still pending at the version it was computed from."""
+        k, rec = self.keys, t.record
+        reply = rec.request.reply_to or ""
+        args: list[Any] = [rec.id, rec.version, _ms(now), now.isoformat(), len(t.fields)]
+        for name, value in t.fields.items():
+            args += [name, value]
+        args += [
+            t.decision.model_dump_json() if t.decision else "",
+            "1" if reply else "0",
+            f"update:{rec.id}" if t.update_card else "",
+        ]
+        deadlines = [f"{kind}:{rec.id}" for kind in DEADLINE_KINDS] if t.final else []
+        args += [len(deadlines), *deadlines, len(t.audit)]
+        for event, actor, detail in t.audit:
+            args += [event, actor, json.dumps(detail, default=str)]
+        keys = [
+            k.request(rec.id),
+            self.trail_key(rec.id),
+            k.audit,
+            k.pending,
+            k.outbox,
+            k.decisions,
+            reply or k.decisions,
+            k.deadlines,
+        ]
+        res = await self._run("apply", keys, args)
+        status = res[0]
+        if status == "ok":
+            return await self.get(rec.id)
+        if status == "missing":
+            raise NotFound(rec.id)
+        if status == "decided":
+            raise AlreadyDecided(await self.get(rec.id))
+        raise Conflict(f"request {rec.id} changed (version {res[1]}, expected {rec.version})")
+
+    async def audit(
+        self, request_id: str, event: str, actor: str, detail: dict[str, Any], now: datetime
+    ) -> None:
+        """Append one audit entry outside a transition (refusals, post failures)."""
+        args = [event, request_id, actor, now.isoformat(), json.dumps(detail, default=str)]
+        await self._run("audit", [self.keys.audit, self.trail_key(request_id)], args)
+
+    async def trail(self, request_id: str) -> list[AuditEvent]:
+        """Every audit entry of one request, oldest first."""
+        ids = await self.redis.lrange(self.trail_key(request_id), 0, -1)
+        async with self.redis.pipeline(transaction=False) as p:
+            for i in ids:
+                p.xrange(self.keys.audit, i, i)
+            rows = await p.execute()
+        return [_audit(r[0][0], r[0][1]) for r in rows if r]
+
+    async def audit_entries(self, count: int = 1000) -> list[AuditEvent]:
+        rows = await self.redis.xrange(self.keys.audit, count=count)
+        return [_audit(i, f) for i, f in rows]
+
+    # ---- outbox -----------------------------------------------------------------------
+
+    async def claim_outbox(
+        self, now_ms: int, lease_ms: int, limit: int = 20
+    ) -> tuple[int, list[str]]:
+        """Lease due outbox operations; returns the lease end and the members."""
+        until = now_ms + lease_ms
+        members = await self._run("outbox_claim", [self.keys.outbox], [now_ms, until, limit])
+        return until, [str(m) for m in members]
+
+    async def finish_outbox(self, member: str, lease: int, retry_at_ms: int | None = None) -> bool:
+        """Remove (or reschedule) a leased operation unless it was queued again meanwhile."""
+        args = [member, lease, "" if retry_at_ms is None else retry_at_ms]
+        return bool(await self._run("outbox_done", [self.keys.outbox], args))
+
+    async def enqueue(self, member: str, due_ms: int) -> None:
+        await self.redis.zadd(self.keys.outbox, {member: due_ms})
+
+    async def next_outbox_due(self) -> int | None:
+        rows = await self.redis.zrange(self.keys.outbox, 0, 0, withscores=True)
+        return int(rows[0][1]) if rows else None
+
+    async def note_post_attempt(self, request_id: str, now: datetime, channel: str) -> str | None:
+        """Remember a post is under way; returns the previous attempt's time if one was unfinished."""
+        key = self.keys.request(request_id)
+        async with self.redis.pipeline(transaction=True) as p:
+            p.hget(key, "post_attempt")
+            p.hset(key, "post_attempt", json.dumps({"at": now.timestamp(), "channel": channel}))
+            prev, _ = await p.execute()
+        return prev
+
+    async def mark_posted(
+        self,
+        request_id: str,
+        member: str,
+        lease: int,
+        channel: str,
+        ts: str,
+        now: datetime,
+        version: int,
+    ) -> tuple[str, str | None]:
+        """Store the card's channel and ts; ('posted', ts), ('exists', earlier ts) or ('missing', None)."""
+        k = self.keys
+        keys = [k.request(request_id), self.trail_key(request_id), k.audit, k.outbox]
+        res = await self._run(
+            "mark_posted",
+            keys,
+            [request_id, member, lease, channel, ts, now.isoformat(), _ms(now), version],
+        )
+        return str(res[0]), (str(res[1]) if len(res) > 1 else None)
+
+    async def outbox_depth(self) -> int:
+        return int(await self.redis.zcard(self.keys.outbox))
+
+    async def pending_ids(self, limit: int = 100) -> list[str]:
+        return [str(x) for x in await self.redis.zrange(self.keys.pending, 0, limit - 1)]
+
+    async def pending_count(self) -> int:
+        return int(await self.redis.zcard(self.keys.pending))
+
+
+DEADLINE_KINDS = ("remind", "escalate", "expire")
+
+
+def _record(raw: dict[str, str]) -> Record:
+    decision = raw.get("decision")
+    return Record(
+        request=Request.model_validate_json(raw["request"]),
+        route=Route.model_validate_json(raw["route"]),
+        state=raw.get("state", "pending"),
+        version=int(raw.get("version", 0)),
+        params=json.loads(raw.get("params") or "{}"),
+        changes=json.loads(raw.get("changes") or "{}"),
+        votes=json.loads(raw.get("votes") or "[]"),
+        decision=Decision.model_validate_json(decision) if decision else None,
+        channel=raw.get("channel"),
+        ts=raw.get("ts"),
+        created_at=from_epoch(int(raw["created_at"]) / 1000),
+        entry_id=raw.get("entry_id"),
+    )
+
+
+def _audit(entry_id: str, f: dict[str, str]) -> AuditEvent:
+    return AuditEvent(
+        event=f.get("event", ""),
+        request_id=f.get("request_id", ""),
+        actor=f.get("actor", ""),
+        at=datetime.fromisoformat(f["at"]) if f.get("at") else from_epoch(time.time()),
+        detail=json.loads(f.get("detail") or "{}"),
+        entry_id=entry_id,
+    )
