@@ -23,7 +23,7 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 )
 from slack_sdk.web.async_client import AsyncWebClient
 
-from blocks.cards import approval_card, locked_card
+from blocks.cards import card
 from bot.config import Settings
 from bot.delivery import Delivery
 from bot.directory import SlackDirectory
@@ -32,7 +32,7 @@ from bot.metrics import render_metrics
 from bot.routing import Router, SingleChannelRouter
 from handlers import cards
 from handlers.deps import CONTEXT_KEY, Deps
-from store.models import Record, State
+from store.models import Record
 from store.redis_store import Store
 
 log = logging.getLogger("hitl")
@@ -40,7 +40,7 @@ log = logging.getLogger("hitl")
 
 def render(record: Record) -> dict[str, Any]:
     """The card for a record in its current state."""
-    return approval_card(record) if record.state is State.pending else locked_card(record)
+    return card(record)
 
 
 def slack_client(settings: Settings, *, retries: bool) -> AsyncWebClient:

@@ -10,7 +10,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from blocks.ids import ActionId, CallbackId
 from blocks.messages import refusal_message
 from blocks.modals import edit_modal, parse_edit_values, parse_reject_values, reject_modal
-from blocks.payloads import ButtonValue, ModalMeta
+from blocks.payloads import ButtonValue, ModalMeta, PayloadError
 from handlers import reviews
 from handlers.deps import deps, user_name
 from store.errors import StoreError
@@ -24,7 +24,7 @@ async def on_approve(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any]
     try:
         await reviews.decide(deps(context), ButtonValue.unpack(action["value"]).r, user["id"],
                              user_name(user), Choice.approve)
-    except StoreError as e:
+    except (StoreError, PayloadError) as e:
         await respond(**refusal_message(e), response_type="ephemeral", replace_original=False)
 
 
@@ -33,7 +33,7 @@ async def _open(choice: Choice, body: dict[str, Any], action: dict[str, Any], re
     rid = ButtonValue.unpack(action["value"]).r
     try:
         record = await reviews.check(deps(context), rid, body["user"]["id"], choice)
-    except StoreError as e:
+    except (StoreError, PayloadError) as e:
         await respond(**refusal_message(e), response_type="ephemeral", replace_original=False)
         return
     container = body.get("container") or {}
@@ -56,13 +56,14 @@ async def on_edit(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], r
 
 async def on_reject_submitted(ack: AsyncAck, body: dict[str, Any], view: dict[str, Any],
                               context: AsyncBoltContext, client: AsyncWebClient) -> None:
-    (code, text), errors = parse_reject_values(view["state"]["values"])
+    rejection, errors = parse_reject_values(view["state"]["values"])
     if errors:
         await ack(response_action="errors", errors=errors)
         return
     await ack()
     meta = ModalMeta.unpack(view.get("private_metadata"))
-    await _decide_from_modal(body, meta, context, client, Choice.reject, reason_code=code, reason=text)
+    await _decide_from_modal(body, meta, context, client, Choice.reject,
+                             reason_code=rejection.code, reason=rejection.text)
 
 
 async def on_edit_submitted(ack: AsyncAck, body: dict[str, Any], view: dict[str, Any],
@@ -82,7 +83,7 @@ async def _decide_from_modal(body: dict[str, Any], meta: ModalMeta, context: Asy
     user = body["user"]
     try:
         await reviews.decide(deps(context), meta.r, user["id"], user_name(user), choice, **kw)
-    except StoreError as e:
+    except (StoreError, PayloadError) as e:
         if meta.c:
             await client.chat_postEphemeral(channel=meta.c, user=user["id"], **refusal_message(e))
 

@@ -14,14 +14,8 @@ from typing import Any
 from store.errors import AlreadyDecided, NotAllowed
 from store.models import Change, Choice, Decision, Record, State, Status, Vote
 
-REFUSALS = {
-    "self_approval": "You asked for this action, so you cannot approve it yourself. "
-    "Another approver has to decide.",
-    "not_an_approver": "You are not one of the approvers for this request.",
-    "already_voted": "You have already voted on this request; another person has to "
-    "approve it to reach the quorum.",
-    "not_pending": "This request is no longer waiting for a decision.",
-}
+REFUSAL_CODES = ("self_approval", "not_an_approver", "already_voted")
+"""Codes of NotAllowed; the words people read are in `blocks.messages`."""
 
 
 @dataclass
@@ -56,7 +50,7 @@ def authorize(
         raise AlreadyDecided(record)
     approving = choice in (Choice.approve, Choice.edit, Choice.answer, Choice.resolve)
     if approving and record.request.requested_by == user_id:
-        raise NotAllowed("self_approval", REFUSALS["self_approval"])
+        raise NotAllowed("self_approval", "the requester cannot approve their own request")
     approvers = set(record.route.approvers)
     if (
         approvers
@@ -64,9 +58,9 @@ def authorize(
         and not (groups & approvers)
         and user_id not in admins
     ):
-        raise NotAllowed("not_an_approver", REFUSALS["not_an_approver"])
+        raise NotAllowed("not_an_approver", "not an approver of this request")
     if user_id in record.voter_ids():
-        raise NotAllowed("already_voted", REFUSALS["already_voted"])
+        raise NotAllowed("already_voted", "already voted on this request")
 
 
 def _decision(

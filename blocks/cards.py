@@ -1,0 +1,259 @@
+"""Request cards: the pending card people decide on, and the locked card after a decision.
+
+Layout, in reading order: header, summary in plain language, key facts as fields, the
+agent's recommendation and goal, the draft (reviews), a short conversation excerpt, then a
+context line that explains why the card is here. All agent text is escaped and cut to fit.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from blocks.facts import (
+    current_draft,
+    current_params,
+    hides_agent_view,
+    kind_title,
+    mentions,
+    mode_label,
+)
+from blocks.ids import ActionId, BlockId
+from blocks.kit import (
+    FALLBACK_MAX,
+    MESSAGE_BLOCKS_MAX,
+    Block,
+    button,
+    context,
+    fields,
+    header,
+    section,
+)
+from blocks.outcome import outcome_line, status_title
+from blocks.payloads import ButtonValue
+from blocks.text import (
+    clip,
+    fmt_amount,
+    fmt_confidence,
+    fmt_value,
+    truncate,
+    user_mention,
+)
+from store.models import Kind, Record, State
+
+MAX_PARAM_FIELDS = 6
+PARAM_VALUE_MAX = 300
+EXCERPT_TURNS = 3
+TURN_MAX = 280
+DRAFT_MAX = 2900
+SUMMARY_MAX = 3000
+
+
+def card(
+    record: Record,
+    *,
+    paused: bool = False,
+    paused_reason: str | None = None,
+    details: bool = False,
+) -> dict[str, Any]:
+    """The message for `record` as it stands: the pending card, or the locked one once decided."""
+    if record.state is State.pending and record.decision is None:
+        return approval_card(record, paused=paused, paused_reason=paused_reason, details=details)
+    return locked_card(record)
+
+
+def approval_card(
+    record: Record,
+    *,
+    paused: bool = False,
+    paused_reason: str | None = None,
+    details: bool = False,
+) -> dict[str, Any]:
+    """`{"text", "blocks"}` of a pending card with its buttons, within Slack's message limits.
+
+    `details` adds a "Details" button (`ActionId.show_context`, opens `context_modal`).
+    """
+    blocks: list[Block] = []
+    if paused:
+        why = clip(paused_reason, 500) if paused_reason else "every request needs a person"
+        blocks.append(section(f"⏸ *Automation paused:* {why}"))
+    blocks += _body(record)
+    if record.route.quorum > 1:
+        blocks.append(context([_quorum(record)]))
+    blocks.append(_actions(record, details=details))
+    return {"text": _fallback(record, paused=paused), "blocks": blocks[:MESSAGE_BLOCKS_MAX]}
+
+
+def locked_card(record: Record) -> dict[str, Any]:
+    """`{"text", "blocks"}` of a decided card: the same facts and the outcome, no buttons."""
+    outcome = outcome_line(record)
+    blocks = [
+        header(f"{status_title(record)}: {record.request.action}"),
+        section(outcome),
+        *_body(record, with_header=False),
+    ]
+    text = clip(f"{status_title(record)}: {record.request.action} — {record.request.summary}", 300)
+    return {"text": truncate(text, FALLBACK_MAX), "blocks": blocks[:MESSAGE_BLOCKS_MAX]}
+
+
+def _fallback(record: Record, *, paused: bool) -> str:
+    r = record.request
+    text = f"{kind_title(record)}: {r.action} — {r.summary}"
+    return clip(("⏸ Automation paused. " if paused else "") + text, 300)
+
+
+def _body(record: Record, *, with_header: bool = True) -> list[Block]:
+    r = record.request
+    blocks: list[Block] = []
+    if with_header:
+        blocks.append(header(f"{kind_title(record)}: {r.action}"))
+    blocks.append(section(clip(r.summary, SUMMARY_MAX)))
+    facts, more = _facts(record)
+    blocks.append(fields(facts))
+    if more:
+        blocks.append(context([more]))
+    if text := _advice(record):
+        blocks.append(section(text))
+    blocks += _draft(record)
+    if r.context.conversation:
+        blocks.append(_excerpt(record))
+    blocks.append(context(_explainer(record)))
+    return blocks
+
+
+def _facts(record: Record) -> tuple[list[str], str | None]:
+    r = record.request
+    items = [f"*Agent*\n{clip(r.agent, 200)}", f"*Action*\n{clip(r.action, 200)}"]
+    if r.confidence is not None and not hides_agent_view(record):
+        items.append(f"*Confidence*\n{fmt_confidence(r.confidence)}")
+    if r.risk.amount is not None:
+        items.append(f"*Amount*\n{fmt_amount(r.risk.amount, r.risk.currency)}")
+    risk = _risk(record)
+    if risk:
+        items.append(f"*Risk*\n{risk}")
+    params = current_params(record)
+    room = min(MAX_PARAM_FIELDS, 10 - len(items))
+    shown = list(params)[:room]
+    for key in shown:
+        edited = " (edited)" if key in record.changes else ""
+        items.append(
+            f"*{clip(key, 100)}*{edited}\n{fmt_value(params[key], key=key, limit=PARAM_VALUE_MAX)}"
+        )
+    hidden = len(params) - len(shown)
+    more = f"+{hidden} more param{'s' if hidden != 1 else ''}" if hidden else None
+    return items, more
+
+
+def _risk(record: Record) -> str:
+    risk = record.request.risk
+    parts = []
+    if risk.reversible is False:
+        parts.append(":warning: *Irreversible*")
+    if risk.domain:
+        parts.append(f"domain: {clip(risk.domain, 60)}")
+    if risk.sentiment is not None:
+        mood = (
+            "negative"
+            if risk.sentiment < -0.2
+            else "positive"
+            if risk.sentiment > 0.2
+            else "neutral"
+        )
+        parts.append(f"sentiment: {mood} ({risk.sentiment:+.1f})")
+    if risk.tags:
+        parts.append("tags: " + clip(", ".join(risk.tags), 300))
+    return " · ".join(parts)
+
+
+def _advice(record: Record) -> str:
+    ctx = record.request.context
+    lines = []
+    if ctx.recommendation and not hides_agent_view(record):
+        lines.append(f"*Agent recommends:* {clip(ctx.recommendation, 800)}")
+    if ctx.goal:
+        lines.append(f"*Goal:* {clip(ctx.goal, 500)}")
+    if ctx.failure_reason:
+        lines.append(f"*Why the agent stopped:* {clip(ctx.failure_reason, 500)}")
+    for a in ctx.actions_attempted[-3:]:
+        mark = "•" if a.ok is None else "✓" if a.ok else "✗"
+        result = f" — {clip(a.result, 150)}" if a.result else ""
+        lines.append(f"{mark} tried {clip(a.action, 100)}{result}")
+    if ctx.alternatives and not hides_agent_view(record):
+        lines.append("*Alternatives:* " + clip("; ".join(ctx.alternatives), 400))
+    return "\n".join(lines)
+
+
+def _draft(record: Record) -> list[Block]:
+    draft = current_draft(record)
+    if draft is None or (record.request.kind is not Kind.review and not draft):
+        return []
+    text = clip(draft, DRAFT_MAX) if draft else "(empty)"
+    edited = " (edited)" if "draft" in record.changes else ""
+    blocks = [section(f"*Draft*{edited}\n{text}")]
+    if text.endswith("…") and len(text) >= DRAFT_MAX - 6:
+        where = (
+            "open Edit to see all of it"
+            if "draft" in record.request.editable
+            else "it was cut to fit"
+        )
+        blocks.append(context([f"Draft shortened here ({len(draft):,} characters); {where}."]))
+    return blocks
+
+
+def _excerpt(record: Record) -> Block:
+    turns = record.request.context.conversation
+    last = turns[-EXCERPT_TURNS:]
+    head = "*Conversation*" + (
+        f" (last {len(last)} of {len(turns)})" if len(turns) > len(last) else ""
+    )
+    lines = [f"*{clip(t.role or 'message', 40)}:* {clip(t.text, TURN_MAX)}" for t in last]
+    return context([head, *lines])
+
+
+def _explainer(record: Record) -> list[str]:
+    route = record.route
+    parts = [f"{clip(route.tier, 40).capitalize()} tier", mode_label(route.mode)]
+    if route.sampled:
+        parts.append("sampled")
+    if route.paused:
+        parts.append("sent to people because automation is paused")
+    why = route.reasons or [f"rule: {r}" for r in route.rules]
+    if why:
+        parts.append(clip("; ".join(why), 1200))
+    items = [" · ".join(parts)]
+    if record.request.requested_by:
+        items.append(f"Requested for {user_mention(record.request.requested_by)}")
+    return items
+
+
+def _quorum(record: Record) -> str:
+    approvals = record.approvals()
+    need = record.route.quorum
+    who = mentions([v.user_id for v in approvals])
+    return f"{len(approvals)} of {need} approvals" + (f": {who}" if who else "")
+
+
+def _actions(record: Record, *, details: bool) -> Block:
+    """Buttons by kind. Option buttons share one block, so each action_id carries its index:
+    `hitl.option:0`, `hitl.option:1`, ... (handlers match `hitl.option:\\d+`)."""
+    r = record.request
+    value = ButtonValue(r=record.id).pack()
+    elements: list[dict[str, Any]]
+    if r.kind is Kind.question:
+        elements = [
+            button(
+                o.label,
+                f"{ActionId.option}:{i}",
+                ButtonValue(r=record.id, o=o.value).pack(),
+                style=o.style,
+            )
+            for i, o in enumerate(r.options)
+        ]
+        elements.append(button("Answer…", ActionId.answer, value))
+    else:
+        elements = [button("Approve", ActionId.approve, value, style="primary")]
+        if r.editable:
+            elements.append(button("Edit…", ActionId.edit, value))
+        elements.append(button("Reject", ActionId.reject, value, style="danger"))
+    if details:
+        elements.append(button("Details", ActionId.show_context, value))
+    return {"type": "actions", "block_id": str(BlockId.actions), "elements": elements}

@@ -1,0 +1,109 @@
+"""What a record says, as small display-ready pieces shared by cards, modals and messages.
+
+The rejection taxonomy lives here too, because both the reject modal (to ask) and the
+locked card (to show) need the labels.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from blocks.text import escape, user_mention
+from store.models import Choice, Kind, Mode, Record, Status, Vote
+
+REJECT_REASONS: tuple[tuple[str, str], ...] = (
+    ("wrong_action", "Wrong action"),
+    ("wrong_params", "Wrong details/amount"),
+    ("policy", "Against policy"),
+    ("needs_info", "Needs more information"),
+    ("risky", "Too risky"),
+    ("other", "Other"),
+)
+"""(code, label) pairs offered in the reject modal, in display order."""
+
+_TITLES = {
+    Kind.approval: "Approval needed",
+    Kind.review: "Review needed",
+    Kind.question: "Question",
+    Kind.escalation: "Handover needed",
+}
+
+_MODES = {
+    Mode.auto: "automatic (sampled for review)",
+    Mode.audit: "done, reviewed afterwards",
+    Mode.shadow: "shadow review (agent's view hidden)",
+    Mode.approve: "approval required",
+    Mode.escalate: "handed to a person",
+    Mode.deny: "denied by policy",
+}
+
+STATUS_WORDS = {
+    Status.approved: "approved",
+    Status.rejected: "rejected",
+    Status.expired: "expired",
+    Status.answered: "answered",
+    Status.resolved: "resolved",
+    Status.auto_approved: "approved automatically",
+    Status.denied: "denied by policy",
+    Status.invalid: "refused as invalid",
+}
+
+_DECIDING_CHOICES = {
+    Status.approved: (Choice.approve, Choice.edit),
+    Status.rejected: (Choice.reject,),
+    Status.answered: (Choice.answer,),
+    Status.resolved: (Choice.resolve,),
+}
+
+
+def reject_label(code: str | None) -> str | None:
+    """The label of a rejection code; unknown codes come back escaped, None stays None."""
+    if code is None:
+        return None
+    return dict(REJECT_REASONS).get(code) or escape(code)
+
+
+def kind_title(record: Record) -> str:
+    """`Approval needed`, `Review needed`, `Question` or `Handover needed`."""
+    return _TITLES.get(record.request.kind, "Approval needed")
+
+
+def mode_label(mode: Mode) -> str:
+    """The routing mode in a few plain words (`approval required`)."""
+    return _MODES.get(mode, mode.value)
+
+
+def current_params(record: Record) -> dict[str, Any]:
+    """The params as they stand now (after any edits), falling back to the request's."""
+    return record.params or record.request.params
+
+
+def current_draft(record: Record) -> str | None:
+    """The draft as it stands now: the last edit of it, else the agent's draft."""
+    change = record.changes.get("draft")
+    if change is not None and isinstance(change.after, str):
+        return change.after
+    return record.request.draft
+
+
+def hides_agent_view(record: Record) -> bool:
+    """Shadow mode: people decide without seeing the agent's recommendation or confidence."""
+    return record.route.mode is Mode.shadow
+
+
+def deciders(record: Record) -> list[Vote]:
+    """The votes that made the decision (the approvers of an approval, the rejecter, ...)."""
+    d = record.decision
+    if d is None:
+        return []
+    choices = _DECIDING_CHOICES.get(d.status)
+    votes = [v for v in d.decided_by if choices is None or v.choice in choices]
+    return votes or list(d.decided_by)
+
+
+def mentions(user_ids: list[str]) -> str:
+    """`<@U1>`, `<@U1> and <@U2>`, `<@U1>, <@U2> and <@U3>` (invalid ids as escaped text)."""
+    names = [user_mention(u) for u in dict.fromkeys(user_ids)]
+    if len(names) <= 1:
+        return "".join(names)
+    return ", ".join(names[:-1]) + " and " + names[-1]

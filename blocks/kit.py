@@ -1,0 +1,131 @@
+"""Block Kit primitives that enforce Slack's size limits where the block is made.
+
+Callers pass text that is already escaped (mrkdwn) or plain; these helpers only cut it to
+the limit of the place it goes, so no builder can produce a block Slack would refuse.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from blocks.text import truncate
+
+SECTION_MAX = 3000
+FIELD_MAX = 2000
+FIELDS_MAX = 10
+HEADER_MAX = 150
+CONTEXT_ELEMENTS_MAX = 10
+CONTEXT_TEXT_MAX = 2000
+BUTTON_TEXT_MAX = 75
+MESSAGE_BLOCKS_MAX = 50
+MODAL_BLOCKS_MAX = 100
+MODAL_TITLE_MAX = 24
+TEXT_INPUT_MAX = 3000
+LABEL_MAX = 2000
+OPTION_TEXT_MAX = 75
+FALLBACK_MAX = 3000
+
+Block = dict[str, Any]
+
+
+def plain(text: str, limit: int = SECTION_MAX) -> dict[str, Any]:
+    """A plain_text object of at most `limit` chars (plain text never pings or links)."""
+    return {"type": "plain_text", "text": truncate(text, limit) or " ", "emoji": True}
+
+
+def mrkdwn(text: str, limit: int = SECTION_MAX) -> dict[str, Any]:
+    """A mrkdwn text object of at most `limit` chars; `text` must already be escaped."""
+    return {"type": "mrkdwn", "text": truncate(text, limit) or " "}
+
+
+def header(text: str) -> Block:
+    """A header block (plain text, at most 150 chars)."""
+    return {"type": "header", "text": plain(text, HEADER_MAX)}
+
+
+def section(text: str, *, block_id: str | None = None) -> Block:
+    """A mrkdwn section of at most 3000 chars."""
+    b: Block = {"type": "section", "text": mrkdwn(text, SECTION_MAX)}
+    if block_id:
+        b["block_id"] = block_id
+    return b
+
+
+def fields(items: list[str]) -> Block:
+    """A section of mrkdwn fields: at most 10, each at most 2000 chars."""
+    return {"type": "section", "fields": [mrkdwn(t, FIELD_MAX) for t in items[:FIELDS_MAX]]}
+
+
+def context(items: list[str]) -> Block:
+    """A context block of mrkdwn elements: at most 10, each cut to fit."""
+    return {
+        "type": "context",
+        "elements": [mrkdwn(t, CONTEXT_TEXT_MAX) for t in items[:CONTEXT_ELEMENTS_MAX]],
+    }
+
+
+def divider() -> Block:
+    """A divider."""
+    return {"type": "divider"}
+
+
+def button(text: str, action_id: str, value: str, *, style: str | None = None) -> dict[str, Any]:
+    """A button with text cut to 75 chars; `value` is a packed payload (already length-checked)."""
+    b: dict[str, Any] = {
+        "type": "button",
+        "text": plain(text, BUTTON_TEXT_MAX),
+        "action_id": str(action_id),
+        "value": value,
+    }
+    if style in ("primary", "danger"):
+        b["style"] = style
+    return b
+
+
+def option(text: str, value: str) -> dict[str, Any]:
+    """An option for selects and radio buttons (text cut to 75 chars)."""
+    return {"text": plain(text, OPTION_TEXT_MAX), "value": value}
+
+
+def input_block(
+    block_id: str,
+    label: str,
+    element: dict[str, Any],
+    *,
+    optional: bool = False,
+    hint: str | None = None,
+) -> Block:
+    """An input block with a plain-text label (and hint) cut to Slack's limits."""
+    b: Block = {
+        "type": "input",
+        "block_id": str(block_id),
+        "label": plain(label, LABEL_MAX),
+        "element": element,
+        "optional": optional,
+    }
+    if hint:
+        b["hint"] = plain(hint, LABEL_MAX)
+    return b
+
+
+def modal(
+    callback_id: str,
+    title: str,
+    blocks: list[Block],
+    *,
+    private_metadata: str,
+    submit: str | None = None,
+    close: str = "Cancel",
+) -> dict[str, Any]:
+    """A modal view dict: title/submit/close at most 24 chars, at most 100 blocks."""
+    v: dict[str, Any] = {
+        "type": "modal",
+        "callback_id": str(callback_id),
+        "title": plain(title, MODAL_TITLE_MAX),
+        "close": plain(close, MODAL_TITLE_MAX),
+        "private_metadata": private_metadata,
+        "blocks": blocks[:MODAL_BLOCKS_MAX],
+    }
+    if submit:
+        v["submit"] = plain(submit, MODAL_TITLE_MAX)
+    return v

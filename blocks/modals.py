@@ -1,0 +1,279 @@
+"""Modals opened from a card (reject, edit and approve, answer) and the parsers of their input.
+
+Every parser re-validates what Slack sends (a client can send anything) and returns the
+values together with errors keyed by block id, ready for `ack(response_action="errors")`.
+Numbers typed into the edit modal keep their type: an int param stays an int. Commas are
+accepted only as thousands separators (`1,000` is 1000; `1,5` is refused, not read as 15).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, NamedTuple
+
+from blocks.facts import REJECT_REASONS, current_draft, current_params, kind_title
+from blocks.ids import INPUT_ACTION, BlockId, CallbackId, param_block_id
+from blocks.kit import (
+    TEXT_INPUT_MAX,
+    Block,
+    context,
+    input_block,
+    modal,
+    option,
+    section,
+)
+from blocks.payloads import ModalMeta
+from blocks.text import clip, fmt_plain, is_money_key, number_str, parse_number
+from store.models import Record
+
+Errors = dict[str, str]
+StateValues = dict[str, dict[str, dict[str, Any]]]
+
+_YES_NO = (("Yes", "true"), ("No", "false"))
+MULTILINE_AT = 150
+
+
+class Rejection(NamedTuple):
+    """A reviewer's reason for rejecting: a code from REJECT_REASONS and optional free text."""
+
+    code: str
+    text: str | None
+
+
+def reject_modal(record: Record, meta: ModalMeta) -> dict[str, Any]:
+    """The reject modal: a reason from the taxonomy (required) and free text (optional)."""
+    blocks: list[Block] = [
+        _about(record, "Rejecting"),
+        input_block(
+            BlockId.reason_code,
+            "Why are you rejecting it?",
+            {
+                "type": "radio_buttons",
+                "action_id": INPUT_ACTION,
+                "options": [option(label, code) for code, label in REJECT_REASONS],
+            },
+        ),
+        input_block(
+            BlockId.reason_text,
+            "Details for the agent",
+            _text_input(None, multiline=True, placeholder="What should be done instead?"),
+            optional=True,
+            hint="Required when the reason is Other. The agent receives this text.",
+        ),
+    ]
+    return modal(
+        CallbackId.reject_modal,
+        "Reject request",
+        blocks,
+        private_metadata=meta.pack(),
+        submit="Reject",
+    )
+
+
+def edit_modal(record: Record, meta: ModalMeta) -> dict[str, Any]:
+    """The edit modal: one input per editable param, typed like its current value."""
+    blocks: list[Block] = [_about(record, "Editing")]
+    current = current_params(record)
+    for name, kind in editable_inputs(record).items():
+        value = current_draft(record) if name == "draft" else current.get(name)
+        if kind == "too_long":
+            blocks.append(
+                context(
+                    [
+                        f"*{clip(name, 100)}* is too long to edit here "
+                        f"({len(str(value)):,} characters); it stays as it is."
+                    ]
+                )
+            )
+            continue
+        blocks.append(
+            input_block(
+                param_block_id(name),
+                name,
+                _param_element(name, kind, value),
+                optional=kind == "text" and not value,
+                hint=_was(record, name),
+            )
+        )
+    blocks.append(context(["Submitting approves the request with these values."]))
+    return modal(
+        CallbackId.edit_modal,
+        "Edit and approve",
+        blocks,
+        private_metadata=meta.pack(),
+        submit="Approve",
+    )
+
+
+def answer_modal(record: Record, meta: ModalMeta) -> dict[str, Any]:
+    """The answer modal of a question: one required free-text answer."""
+    blocks: list[Block] = [
+        _about(record, "Answering"),
+        input_block(
+            BlockId.answer_text,
+            "Your answer",
+            _text_input(None, multiline=True),
+            hint="The agent receives this text as your answer.",
+        ),
+    ]
+    return modal(
+        CallbackId.answer_modal,
+        "Answer question",
+        blocks,
+        private_metadata=meta.pack(),
+        submit="Send answer",
+    )
+
+
+def editable_inputs(record: Record) -> dict[str, str]:
+    """Editable param name -> input kind (`int`, `float`, `bool`, `text`, `draft`, `too_long`)."""
+    current = current_params(record)
+    out: dict[str, str] = {}
+    for name in record.request.editable:
+        value = current_draft(record) if name == "draft" else current.get(name)
+        if isinstance(value, bool):
+            out[name] = "bool"
+        elif isinstance(value, int):
+            out[name] = "int"
+        elif isinstance(value, float):
+            out[name] = "float"
+        elif value is not None and len(str(value)) > TEXT_INPUT_MAX:
+            out[name] = "too_long"
+        else:
+            out[name] = "draft" if name == "draft" else "text"
+    return out
+
+
+def parse_edit_values(record: Record, state_values: StateValues) -> tuple[dict[str, Any], Errors]:
+    """Editable params typed like the originals (an int stays an int), and errors by block id."""
+    current = current_params(record)
+    values: dict[str, Any] = {}
+    errors: Errors = {}
+    for name, kind in editable_inputs(record).items():
+        if kind == "too_long":
+            continue
+        bid = param_block_id(name)
+        element = state_values.get(bid, {}).get(INPUT_ACTION)
+        if element is None:
+            errors[bid] = "This field is missing; close the form and try again."
+            continue
+        original = current_draft(record) if name == "draft" else current.get(name)
+        try:
+            values[name] = _parse_param(name, kind, original, element)
+        except ValueError as e:
+            errors[bid] = str(e)
+    return values, errors
+
+
+def parse_reject_values(state_values: StateValues) -> tuple[Rejection, Errors]:
+    """The rejection (code, text) from the reject modal, and errors by block id."""
+    errors: Errors = {}
+    code = _selected(state_values, BlockId.reason_code) or ""
+    if code not in dict(REJECT_REASONS):
+        errors[BlockId.reason_code] = "Choose a reason."
+    text = (_typed(state_values, BlockId.reason_text) or "").strip()
+    if code == "other" and not text:
+        errors[BlockId.reason_text] = "Say why, so the agent knows what was wrong."
+    elif len(text) > TEXT_INPUT_MAX:
+        errors[BlockId.reason_text] = f"Keep it under {TEXT_INPUT_MAX:,} characters."
+    return Rejection(code, text or None), errors
+
+
+def parse_answer_values(state_values: StateValues) -> tuple[str, Errors]:
+    """The answer text from the answer modal (required, stripped), and errors by block id."""
+    text = (_typed(state_values, BlockId.answer_text) or "").strip()
+    if not text:
+        return "", {BlockId.answer_text: "Write an answer."}
+    if len(text) > TEXT_INPUT_MAX:
+        return text, {BlockId.answer_text: f"Keep it under {TEXT_INPUT_MAX:,} characters."}
+    return text, {}
+
+
+def _about(record: Record, verb: str) -> Block:
+    r = record.request
+    return section(
+        f"{verb} *{clip(r.action, 100)}* from *{clip(r.agent, 100)}* "
+        f"({kind_title(record).lower()}):\n{clip(r.summary, 600)}"
+    )
+
+
+def _was(record: Record, name: str) -> str | None:
+    change = record.changes.get(name)
+    if change is None:
+        return None
+    return f"The agent proposed: {fmt_plain(change.before, key=name, limit=150)}"
+
+
+def _text_input(
+    value: str | None, *, multiline: bool, placeholder: str | None = None
+) -> dict[str, Any]:
+    el: dict[str, Any] = {
+        "type": "plain_text_input",
+        "action_id": INPUT_ACTION,
+        "multiline": multiline,
+        "max_length": TEXT_INPUT_MAX,
+    }
+    if value:
+        el["initial_value"] = value
+    if placeholder:
+        el["placeholder"] = {"type": "plain_text", "text": placeholder}
+    return el
+
+
+def _param_element(name: str, kind: str, value: Any) -> dict[str, Any]:
+    if kind == "bool":
+        opts = [option(label, v) for label, v in _YES_NO]
+        return {
+            "type": "radio_buttons",
+            "action_id": INPUT_ACTION,
+            "options": opts,
+            "initial_option": opts[0] if value else opts[1],
+        }
+    if kind in ("int", "float"):
+        el: dict[str, Any] = {
+            "type": "number_input",
+            "action_id": INPUT_ACTION,
+            "is_decimal_allowed": kind == "float",
+        }
+        if math.isfinite(value):
+            el["initial_value"] = number_str(value)
+        if is_money_key(name) and value >= 0:
+            el["min_value"] = "0"
+        return el
+    text = "" if value is None else str(value)
+    multiline = kind == "draft" or len(text) > MULTILINE_AT or "\n" in text
+    return _text_input(text, multiline=multiline)
+
+
+def _parse_param(name: str, kind: str, original: Any, element: dict[str, Any]) -> Any:
+    if kind == "bool":
+        chosen = (element.get("selected_option") or {}).get("value")
+        if chosen not in ("true", "false"):
+            raise ValueError("Choose yes or no.")
+        return chosen == "true"
+    if kind in ("int", "float"):
+        number = parse_number(element.get("value"), whole=kind == "int")
+        if is_money_key(name) and original >= 0 and number < 0:
+            raise ValueError("Enter an amount of 0 or more.")
+        return number
+    text = element.get("value") or ""
+    if len(text) > TEXT_INPUT_MAX:
+        raise ValueError(f"Keep it under {TEXT_INPUT_MAX:,} characters.")
+    if not text.strip():
+        if original:
+            raise ValueError("This can't be empty.")
+        return original  # it was empty (or null) and stays so
+    return text
+
+
+def _selected(state_values: StateValues, block_id: str) -> str | None:
+    element = state_values.get(block_id, {}).get(INPUT_ACTION) or {}
+    chosen = element.get("selected_option") or {}
+    value = chosen.get("value")
+    return value if isinstance(value, str) else None
+
+
+def _typed(state_values: StateValues, block_id: str) -> str | None:
+    element = state_values.get(block_id, {}).get(INPUT_ACTION) or {}
+    value = element.get("value")
+    return value if isinstance(value, str) else None
