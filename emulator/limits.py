@@ -1,0 +1,97 @@
+"""Injected faults and Slack's rate limits (token buckets)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+# Calls per minute for each tier; the bucket holds a minute's worth, so short bursts pass.
+TIER_PER_MINUTE = {"t1": 1, "t2": 20, "t3": 50, "t4": 100}
+# chat.postMessage ("special" tier t5): 1 message per second per channel. Slack tolerates short
+# bursts, modelled as a bucket of POST_BURST messages refilled at 1 per second.
+POST_BURST = 3
+
+
+@dataclass
+class Fault:
+    """What to do to the next `times` calls of a method (`times=None`: every call)."""
+
+    status: int = 200
+    retry_after: int | None = None
+    error: str | None = None
+    delay: float = 0.0
+    times: int | None = 1
+
+
+class Faults:
+    """Faults queued per method; `"*"` matches every method."""
+
+    def __init__(self) -> None:
+        self._queued: dict[str, list[Fault]] = {}
+
+    def add(self, method: str, fault: Fault) -> None:
+        self._queued.setdefault(method, []).append(fault)
+
+    def clear(self) -> None:
+        self._queued.clear()
+
+    def take(self, method: str) -> Fault | None:
+        """The fault for this call, if any, counting it against its `times`."""
+        for key in (method, "*"):
+            queue = self._queued.get(key)
+            if not queue:
+                continue
+            fault = queue[0]
+            if fault.times is not None:
+                fault.times -= 1
+                if fault.times <= 0:
+                    queue.pop(0)
+            return fault
+        return None
+
+
+@dataclass
+class _Bucket:
+    capacity: float
+    per_second: float
+    tokens: float
+    updated: float
+
+
+class RateLimiter:
+    """Answers whether a call is over its tier; counts the calls it limited."""
+
+    def __init__(self, clock: Callable[[], float], enabled: bool = False) -> None:
+        self.clock = clock
+        self.enabled = enabled
+        self.limited = 0
+        self._buckets: dict[tuple[str, str], _Bucket] = {}
+
+    def _bucket(self, key: tuple[str, str], capacity: float, per_second: float) -> _Bucket:
+        bucket = self._buckets.get(key)
+        now = self.clock()
+        if bucket is None:
+            bucket = self._buckets[key] = _Bucket(capacity, per_second, capacity, now)
+        bucket.tokens = min(
+            bucket.capacity, bucket.tokens + (now - bucket.updated) * bucket.per_second
+        )
+        bucket.updated = now
+        return bucket
+
+    def check(self, method: str, tier: str, channel: str | None = None) -> int | None:
+        """None if the call may proceed, else the Retry-After in whole seconds."""
+        if not self.enabled:
+            return None
+        if method == "chat.postMessage":
+            bucket = self._bucket((method, channel or ""), POST_BURST, 1.0)
+        elif tier in TIER_PER_MINUTE:
+            per_minute = TIER_PER_MINUTE[tier]
+            bucket = self._bucket((method, ""), per_minute, per_minute / 60)
+        else:
+            return None
+        if bucket.tokens >= 1:
+            bucket.tokens -= 1
+            return None
+        self.limited += 1
+        return max(1, math.ceil((1 - bucket.tokens) / bucket.per_second))

@@ -1,0 +1,186 @@
+"""The Web API endpoint: parse, authenticate, check against the reference, limit, record."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from emulator import api_chat, api_conversations, api_files, api_views
+from emulator.args import Args, Handler, decode_json_args
+from emulator.blockcheck import BlockError
+from emulator.common import JSON, SlackError
+from emulator.limits import Faults, RateLimiter
+from emulator.reference import Reference
+from emulator.state import Workspace
+
+log = logging.getLogger(__name__)
+
+HANDLERS: dict[str, Handler] = {
+    **api_chat.HANDLERS,
+    **api_conversations.HANDLERS,
+    **api_views.HANDLERS,
+    **api_files.HANDLERS,
+}
+FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+
+
+@dataclass
+class Call:
+    """One recorded Web API call: arguments decoded (blocks as Python), never the token."""
+
+    method: str
+    args: JSON
+    response: JSON
+    status: int
+    at: float
+    headers: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.response.get("ok"))
+
+
+class WebApi:
+    """Serves `/api/<method>` over a workspace; every answer is recorded in `calls`."""
+
+    def __init__(
+        self,
+        ws: Workspace,
+        reference: Reference,
+        faults: Faults,
+        limiter: RateLimiter,
+        tokens: set[str],
+        clock: Callable[[], float],
+    ) -> None:
+        self.ws = ws
+        self.reference = reference
+        self.faults = faults
+        self.limiter = limiter
+        self.tokens = tokens
+        self.clock = clock
+        self.calls: list[Call] = []
+        self.block_errors: list[BlockError] = []
+
+    async def handle(self, request: web.Request) -> web.Response:
+        method = request.match_info["method"]
+        try:
+            raw = await _read_args(request)
+        except ValueError:
+            return self._answer(method, {}, {"ok": False, "error": "invalid_json"})
+        token = _bearer(request) or str(raw.pop("token", "") or "")
+        raw.pop("token", None)
+        args = decode_json_args(raw)
+        return await self._dispatch(method, args, token)
+
+    async def _dispatch(self, method: str, args: JSON, token: str) -> web.Response:
+        spec = self.reference.get(method)
+        if spec is None:
+            return self._answer(method, args, {"ok": False, "error": "unknown_method"})
+        fault = self.faults.take(method)
+        if fault is not None:
+            if fault.delay:
+                await asyncio.sleep(fault.delay)
+            if fault.status == 429:
+                retry = str(fault.retry_after if fault.retry_after is not None else 1)
+                return self._answer(
+                    method, args, {"ok": False, "error": "ratelimited"}, 429, {"Retry-After": retry}
+                )
+            if fault.status != 200:
+                return self._answer(
+                    method, args, {"ok": False, "error": "internal_error"}, fault.status
+                )
+            if fault.error:
+                return self._answer(method, args, {"ok": False, "error": fault.error})
+        if not token:
+            return self._answer(method, args, {"ok": False, "error": "not_authed"})
+        if token not in self.tokens:
+            return self._answer(method, args, {"ok": False, "error": "invalid_auth"})
+        channel = self.ws.find_channel(str(args.get("channel") or ""))
+        retry_after = self.limiter.check(method, spec.tier, channel.id if channel else None)
+        if retry_after is not None:
+            return self._answer(
+                method,
+                args,
+                {"ok": False, "error": "ratelimited"},
+                429,
+                {"Retry-After": str(retry_after)},
+            )
+        missing = [r for r in spec.required if args.get(r) in (None, "")]
+        if missing:
+            return self._answer(
+                method,
+                args,
+                {
+                    "ok": False,
+                    "error": "invalid_arguments",
+                    "response_metadata": {
+                        "messages": [f"[ERROR] missing required field: {m}" for m in missing]
+                    },
+                },
+            )
+        handler = HANDLERS.get(method)
+        if handler is None:
+            return self._answer(method, args, {"ok": False, "error": "not_implemented"})
+        try:
+            result = {"ok": True, **handler(self.ws, Args(args))}
+        except SlackError as e:
+            result = {"ok": False, "error": e.error, **e.extra}
+            if e.error == "invalid_blocks":
+                self.block_errors.append(BlockError(method, list(e.extra.get("errors", [])), args))
+        except Exception:
+            log.exception("emulator bug in %s", method)
+            return self._answer(method, args, {"ok": False, "error": "internal_error"}, 500)
+        return self._answer(method, args, result)
+
+    def record(
+        self,
+        method: str,
+        args: JSON,
+        body: JSON,
+        status: int = 200,
+        headers: dict[str, str] | None = None,
+    ) -> Call:
+        """Append one call to `calls` (also used for response_url posts)."""
+        call = Call(method, args, body, status, self.clock(), dict(headers or {}))
+        self.calls.append(call)
+        return call
+
+    def _answer(
+        self,
+        method: str,
+        args: JSON,
+        body: JSON,
+        status: int = 200,
+        headers: dict[str, str] | None = None,
+    ) -> web.Response:
+        self.record(method, args, body, status, headers)
+        return web.json_response(body, status=status, headers=headers)
+
+
+def _bearer(request: web.Request) -> str | None:
+    auth = request.headers.get("Authorization", "")
+    return auth[7:].strip() if auth.lower().startswith("bearer ") else None
+
+
+async def _read_args(request: web.Request) -> dict[str, Any]:
+    """Query string, then form or JSON body; a JSON body that does not parse raises ValueError."""
+    args: dict[str, Any] = dict(request.query)
+    if request.method != "POST" or not request.can_read_body:
+        return args
+    if request.content_type == "application/json":
+        text = await request.text()
+        if text.strip():
+            body = json.loads(text)
+            if not isinstance(body, dict):
+                raise ValueError("JSON body is not an object")
+            args.update(body)
+    elif request.content_type in FORM_TYPES:
+        form = await request.post()
+        args.update({k: v for k, v in form.items() if isinstance(v, str)})
+    return args
