@@ -113,7 +113,7 @@ def build_app(settings: Settings, store: Store | None = None,
                     claim_idle_s=settings.claim_idle_s, max_deliveries=settings.max_deliveries,
                     on_accepted=delivery.kick)
     d = Deps(store=store, directory=SlackDirectory(bolt_client), kick=delivery.kick)
-    bolt = AsyncApp(token=settings.slack_bot_token, signing_secret=settings.slack_signing_secret or "unused",
+    bolt = AsyncApp(signing_secret=settings.slack_signing_secret or "unused",
                     client=bolt_client, request_verification_enabled=not settings.socket_mode,
                     process_before_response=False)
 

@@ -1,0 +1,139 @@
+"""Kill -9 of a real `hitl run` process at the worst moments: nothing lost, nothing doubled."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from blocks.ids import ActionId
+from emulator import Emulator
+from store.models import Status
+from tests.harness import SECRET, TOKEN, Harness, start_bot
+from tests.redis_server import free_port
+from tests.util import eventually
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+async def emu() -> AsyncIterator[Emulator]:
+    e = Emulator(signing_secret=SECRET, request_url=None, bot_token=TOKEN)
+    await e.start()
+    yield e
+    await e.stop()
+
+
+async def _crashing_bot(redis_url: str, emu: Emulator, point: str, mark: Path) -> subprocess.Popen[bytes]:
+    port = free_port()
+    emu.request_url = f"http://127.0.0.1:{port}/slack/events"
+    env = {**os.environ, "SLACK_BOT_TOKEN": TOKEN, "SLACK_SIGNING_SECRET": SECRET,
+           "SLACK_API_URL": emu.api_url, "REDIS_URL": redis_url, "HITL_PORT": str(port),
+           "HITL_HOST": "127.0.0.1", "HITL_CONSUMER": "replica-1", "HITL_CLAIM_IDLE_S": "0.5",
+           "HITL_TEST_PAUSE_AT": point, "HITL_TEST_MARK": str(mark), "PYTHONPATH": str(ROOT)}
+    with (mark.parent / "bot.log").open("wb") as log:
+        return subprocess.Popen([sys.executable, str(ROOT / "tests" / "crashing_bot.py")], env=env,
+                                cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log)
+
+
+async def _kill_at_mark(proc: subprocess.Popen[bytes], mark: Path) -> None:
+    deadline = time.monotonic() + 20
+    while not mark.exists():
+        if proc.poll() is not None:
+            raise AssertionError(f"bot exited early: {(mark.parent / 'bot.log').read_text()}")
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError("the bot never reached the pause point")
+        await asyncio.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(10)
+
+
+async def _restart(redis_url: str, emu: Emulator) -> Harness:
+    from bot.client import HitlClient
+
+    port = free_port()
+    emu.request_url = f"http://127.0.0.1:{port}/slack/events"
+    bot = await start_bot(redis_url, emu, port=port, consumer="replica-1", claim_idle_s=0.5)
+    return Harness(redis_url, emu, bot, HitlClient.from_url(redis_url, name="agent"), [bot])
+
+
+async def test_killed_between_read_and_ack(redis_url: str, emu: Emulator, tmp_path: Path) -> None:
+    mark = tmp_path / "mark"
+    proc = await _crashing_bot(redis_url, emu, "before_accept", mark)
+    from bot.client import HitlClient
+
+    async with HitlClient.from_url(redis_url, name="agent") as agent:
+        rid = await agent.request(agent="billing", action="refund", summary="Refund $40", id="crash-1")
+        await _kill_at_mark(proc, mark)
+        h = await _restart(redis_url, emu)
+        try:
+            assert (await h.store.redis.xpending(h.store.keys.requests, "hitl"))["pending"] in (0, 1)
+            rec = await h.card(rid)
+            await h.click(rec, "U0ALICE", ActionId.approve)
+            decision = await agent.wait(rid, timeout=10)
+            assert decision.status is Status.approved
+            await asyncio.sleep(0.3)
+            assert len(emu.messages(rec.channel or "")) == 1
+            assert await h.store.redis.xlen(h.store.keys.decisions) == 1
+            assert (await h.store.redis.xpending(h.store.keys.requests, "hitl"))["pending"] == 0
+        finally:
+            await h.client.close()
+            await h.bot.stop()
+
+
+async def test_killed_after_posting_before_storing_the_ts(redis_url: str, emu: Emulator, tmp_path: Path) -> None:
+    mark = tmp_path / "mark"
+    proc = await _crashing_bot(redis_url, emu, "after_post", mark)
+    from bot.client import HitlClient
+
+    async with HitlClient.from_url(redis_url, name="agent") as agent:
+        rid = await agent.request(agent="billing", action="refund", summary="Refund $40", id="crash-2")
+        await _kill_at_mark(proc, mark)
+        assert len(emu.messages("#approvals")) == 1  # the card reached Slack; its ts was never stored
+        h = await _restart(redis_url, emu)
+        try:
+            # the dead replica's lease runs out
+            await h.store.enqueue(f"post:{rid}", 0)
+            h.bot.delivery.kick()
+            rec = await h.card(rid)
+            assert len(emu.messages("#approvals")) == 1
+            assert rec.ts == emu.messages("#approvals")[0]["ts"]
+            await h.click(rec, "U0BOB", ActionId.approve)
+            assert (await agent.wait(rid, timeout=10)).status is Status.approved
+        finally:
+            await h.client.close()
+            await h.bot.stop()
+
+
+async def test_sigterm_finishes_cleanly(redis_url: str, emu: Emulator, tmp_path: Path) -> None:
+    port = free_port()
+    env = {**os.environ, "SLACK_BOT_TOKEN": TOKEN, "SLACK_SIGNING_SECRET": SECRET,
+           "SLACK_API_URL": emu.api_url, "REDIS_URL": redis_url, "HITL_PORT": str(port),
+           "HITL_HOST": "127.0.0.1", "PYTHONPATH": str(ROOT)}
+    with (tmp_path / "bot.log").open("wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "bot.cli", "run"], env=env, cwd=ROOT,
+                                stdout=subprocess.DEVNULL, stderr=log)
+    from bot.client import HitlClient
+
+    try:
+        async with HitlClient.from_url(redis_url, name="agent") as agent:
+            rid = await agent.request(agent="billing", action="refund", summary="Refund", id="term-1")
+
+            async def posted() -> bool:
+                return bool(emu.calls_to("chat.postMessage"))
+
+            await eventually(posted, 20, "card posted by the subprocess")
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(20) == 0
+            assert await agent.decision(rid) is None
+    finally:
+        if proc.poll() is None:
+            proc.kill()
