@@ -29,10 +29,10 @@ from bot.delivery import Delivery
 from bot.directory import SlackDirectory
 from bot.intake import Intake
 from bot.metrics import render_metrics
-from bot.routing import Router, SingleChannelRouter
+from bot.policy import PolicyError, PolicyHolder
 from handlers import cards
 from handlers.deps import CONTEXT_KEY, Deps
-from store.models import Record
+from store.models import Record, utcnow
 from store.redis_store import Store
 
 log = logging.getLogger("hitl")
@@ -65,6 +65,8 @@ class Bot:
     runner: Any = None
     port: int = 0
     socket_handler: Any = None
+    policy: PolicyHolder = field(default_factory=PolicyHolder)
+    _policy_mtime: float = 0.0
 
     async def start(self) -> None:
         self.runner = web.AppRunner(self.web, handle_signals=False, access_log=None)
@@ -74,8 +76,10 @@ class Bot:
         server = site._server
         sockets = getattr(server, "sockets", None) or []
         self.port = sockets[0].getsockname()[1] if sockets else self.settings.port
+        self._policy_mtime = self._mtime()
         self.tasks = [asyncio.create_task(self.intake.run(), name="intake"),
-                      asyncio.create_task(self.delivery.run(), name="delivery")]
+                      asyncio.create_task(self.delivery.run(), name="delivery"),
+                      asyncio.create_task(self._watch_policy(), name="policy-watch")]
         if self.settings.socket_mode:
             from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 
@@ -84,15 +88,52 @@ class Bot:
         log.info("hitl: listening on %s:%s (%s mode)", self.settings.host, self.port,
                  "Socket" if self.settings.socket_mode else "HTTP")
 
+    def _mtime(self) -> float:
+        path = self.settings.policy
+        try:
+            return path.stat().st_mtime if path else 0.0
+        except OSError:
+            return 0.0
+
+    async def reload_policy(self) -> bool:
+        """Re-read the policy file; an invalid one is audited and the policy in force is kept."""
+        now = utcnow()
+        try:
+            changed = self.policy.reload()
+        except PolicyError as e:
+            await self.store.audit_system("policy_rejected", "system",
+                                          {"source": e.source, "errors": e.errors}, now)
+            return False
+        if changed:
+            await self.store.audit_system("policy_changed", "system",
+                                          {"source": self.policy().source, "digest": self.policy.digest}, now)
+        return changed
+
+    async def _watch_policy(self) -> None:
+        while True:
+            await asyncio.sleep(2.0)
+            mtime = self._mtime()
+            if mtime != self._policy_mtime:
+                self._policy_mtime = mtime
+                try:
+                    await self.reload_policy()
+                except Exception:
+                    log.exception("policy reload failed")
+
     async def stop(self) -> None:
         """Stop reading new entries, finish in-flight work, close everything."""
+        background = [t for t in self.tasks if t.get_name() not in ("intake", "delivery")]
+        for t in background:
+            t.cancel()
         self.intake.stop()
-        if self.tasks:
-            await asyncio.wait([self.tasks[0]], timeout=15)
+        for t in self.tasks:
+            if t.get_name() == "intake":
+                await asyncio.wait([t], timeout=15)
         self.delivery.stop()
         await asyncio.wait(self.tasks, timeout=15)
         for t in self.tasks:
             t.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
         if self.socket_handler is not None:
             await self.socket_handler.close_async()
         if self.runner is not None:
@@ -101,18 +142,20 @@ class Bot:
         await self.store.close()
 
 
-def build_app(settings: Settings, store: Store | None = None,
-              router: Callable[[], Router] | None = None) -> Bot:
-    """Construct the whole bot from settings; nothing runs until `Bot.start()`."""
+def build_app(settings: Settings, store: Store | None = None, policy: PolicyHolder | None = None) -> Bot:
+    """Construct the whole bot from settings; nothing runs until `Bot.start()`.
+
+    Raises PolicyError when the policy file is invalid (the bot does not start on it).
+    """
+    policy = policy or PolicyHolder(settings.policy)
     store = store or Store.from_url(settings.redis_url, settings.prefix)
-    default_router = SingleChannelRouter()
-    get_router = router or (lambda: default_router)
     bolt_client = slack_client(settings, retries=True)
     delivery = Delivery(store, slack_client(settings, retries=False), render)
-    intake = Intake(store, get_router, redis_url=settings.redis_url, consumer=settings.consumer,
+    intake = Intake(store, policy, redis_url=settings.redis_url, consumer=settings.consumer,
                     claim_idle_s=settings.claim_idle_s, max_deliveries=settings.max_deliveries,
                     on_accepted=delivery.kick)
-    d = Deps(store=store, directory=SlackDirectory(bolt_client), kick=delivery.kick)
+    d = Deps(store=store, directory=SlackDirectory(bolt_client), kick=delivery.kick,
+             admins=lambda: frozenset(policy().admins))
     bolt = AsyncApp(signing_secret=settings.slack_signing_secret or "unused",
                     client=bolt_client, request_verification_enabled=not settings.socket_mode,
                     process_before_response=False)
@@ -124,7 +167,8 @@ def build_app(settings: Settings, store: Store | None = None,
 
     cards.register(bolt)
     webapp = web.Application()
-    bot = Bot(settings=settings, store=store, bolt=bolt, web=webapp, intake=intake, delivery=delivery)
+    bot = Bot(settings=settings, store=store, bolt=bolt, web=webapp, intake=intake, delivery=delivery,
+              policy=policy)
 
     async def events(request: web.Request) -> web.Response:
         return await to_aiohttp_response(await bolt.async_dispatch(await to_bolt_request(request)))

@@ -14,6 +14,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from bot.config import ConfigError, load_settings
+from bot.policy import PolicyError
 from store.models import Decision, Request
 
 APPROVED = {"approved", "auto_approved", "answered", "resolved"}
@@ -130,11 +131,16 @@ async def _run() -> int:
     settings = load_settings()
     settings.require_for_run()
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    bot = build_app(settings)
+    try:
+        bot = build_app(settings)
+    except PolicyError as e:
+        print(e, file=sys.stderr)
+        return 2
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(bot.reload_policy()))
     await bot.start()
     await stop.wait()
     logging.getLogger("hitl").info("hitl: stopping (finishing in-flight work)")

@@ -241,6 +241,11 @@ class Store:
         args = [event, request_id, actor, now.isoformat(), json.dumps(detail, default=str)]
         await self._run("audit", [self.keys.audit, self.trail_key(request_id)], args)
 
+    async def audit_system(self, event: str, actor: str, detail: dict[str, Any], now: datetime) -> None:
+        """An audit entry about the system itself (policy changed, paused), not one request."""
+        await self.redis.xadd(self.keys.audit, {"event": event, "request_id": "", "actor": actor,
+                                                "at": now.isoformat(), "detail": json.dumps(detail, default=str)})
+
     async def trail(self, request_id: str) -> list[AuditEvent]:
         """Every audit entry of one request, oldest first."""
         ids = await self.redis.lrange(self.trail_key(request_id), 0, -1)

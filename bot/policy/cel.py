@@ -1,0 +1,104 @@
+"""CEL conditions: compiled once at load, evaluated against one activation per request.
+
+Conditions see one variable, `request`: the Request model as JSON (`model_dump(mode="json",
+exclude_none=True)`), so an absent optional field is *missing* from the map (test it with
+`has(request.risk.amount)`), and empty lists and maps are present. We use the Rust-backed
+`common-expression-language` package (see docs/policy.md for the comparison with cel-python).
+
+Converting a Python dict to CEL values is the expensive step (about 1 µs per value), so
+the activation is built once per request and holds only the request fields that some
+condition names (`request.risk.amount` -> `risk.amount`); a condition that uses `request`
+in any other way (`request["risk"]`, `size(request)`) makes the whole request visible.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import cel
+
+from store.models import Request
+
+_LOCATION = re.compile(r"<input>:(\d+):(\d+): (?:Syntax error: )?(.*)")
+_LONG_EXPECT = re.compile(r"expecting \{[^}]{40,}\}")
+_PATH = re.compile(r"(?<![\w.])request((?:\s*\.\s*[A-Za-z_]\w*)*)(\s*\()?")
+# Request fields that are models: a condition naming a sub-field needs only that sub-field.
+_NESTED = frozenset({"risk", "context", "metadata"})
+
+Include = dict[str, Any]
+
+
+class ConditionSyntaxError(ValueError):
+    """A `when` expression that does not compile; the message says where and why."""
+
+
+class ConditionError(Exception):
+    """A condition that could not be evaluated on one request (missing field, type error)."""
+
+
+def compile_condition(source: str) -> cel.Program:
+    """The compiled program, or ConditionSyntaxError naming the line and column."""
+    if not source.strip():
+        raise ConditionSyntaxError("empty condition")
+    try:
+        return cel.compile(source)
+    except ValueError as e:
+        raise ConditionSyntaxError(_syntax_message(source, str(e))) from None
+
+
+def _syntax_message(source: str, raw: str) -> str:
+    match = _LOCATION.search(raw)
+    if match is None:
+        return f"CEL syntax error: {raw.splitlines()[0] if raw else 'unknown'}"
+    line, column = int(match[1]), int(match[2])
+    what = _LONG_EXPECT.sub("expecting a value", match[3])
+    where = f"column {column}" if "\n" not in source else f"line {line}, column {column}"
+    return f"CEL syntax error at {where}: {what}"
+
+
+def referenced_fields(sources: list[str]) -> Include | None:
+    """The `include` spec of the request fields the conditions name; None means all of them."""
+    include: Include = {}
+    for source in sources:
+        for match in _PATH.finditer(source):
+            names = [n.strip() for n in match[1].split(".") if n.strip()]
+            if match[2] and names:
+                names.pop()  # `request.summary.contains(` calls a method on summary
+            if not names:
+                return None  # `request` used as a whole
+            top = names[0]
+            if top in _NESTED and len(names) > 1:
+                current = include.get(top)
+                if current is not True:
+                    include[top] = (current or set()) | {names[1]}
+            else:
+                include[top] = True
+    return include
+
+
+def activation(request: Request, include: Include | None) -> cel.Context:
+    """The CEL context holding `request`, restricted to `include` when given."""
+    data = request.model_dump(mode="json", exclude_none=True, include=include)
+    return cel.Context(variables={"request": data})
+
+
+def evaluate(program: cel.Program, context: cel.Context) -> bool:
+    """Whether the condition holds; ConditionError when it cannot be evaluated."""
+    try:
+        result = program.execute(context)
+    # The Rust bindings raise KeyError (no such field), TypeError (no such overload),
+    # RuntimeError (unknown function) and ValueError; any failure of a condition on one
+    # request must skip the rule, never stop intake.
+    except Exception as e:
+        raise ConditionError(_runtime_message(e)) from e
+    if not isinstance(result, bool):
+        raise ConditionError(f"returned {type(result).__name__} {result!r}, not true or false")
+    return result
+
+
+def _runtime_message(error: Exception) -> str:
+    if isinstance(error, KeyError):
+        return f"no field {error.args[0]!r} in the request"
+    text = str(error).split(". ")[0]
+    return f"{type(error).__name__}: {text}"

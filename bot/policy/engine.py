@@ -1,0 +1,194 @@
+"""PolicyEngine: where each request goes and why, from a validated policy. Pure and stateless
+per request (apart from counting skipped rules), so every replica routes alike.
+
+Combination (docs/policy.md, "How a route is chosen"):
+- Each built-in trigger and each file rule that fires gives a tier, a mode, or both.
+- The tier is the highest any of them gives (tiers rank in file order); when none gives
+  a tier, `defaults.tier`. Confidence at or above `review` gives the lowest tier, so it
+  decides only when no rule says more: risk trumps confidence.
+- The mode is the most restrictive (MODE_RANK) of the tier's mode and every hit's mode.
+- Auto and audit routes are sampled for review at the highest rate of the tier and the
+  hits, deterministically by request id.
+- Paused: auto, audit and shadow become approve.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+import cel
+
+from bot.policy.cel import (
+    ConditionError,
+    activation,
+    compile_condition,
+    evaluate,
+    referenced_fields,
+)
+from bot.policy.load import default_text, load_file, load_policy
+from bot.policy.model import EscalationLevel, OnTimeout, Policy, Reminder
+from bot.policy.triggers import BuiltinTriggers, Hit
+from store.models import MODE_RANK, Mode, Request, Route
+
+log = logging.getLogger("hitl.policy")
+
+_ACTS_ALONE = frozenset({Mode.auto, Mode.audit})
+_PAUSABLE = frozenset({Mode.auto, Mode.audit, Mode.shadow})
+
+
+@dataclass(frozen=True)
+class ResolvedTier:
+    """A tier with every unset field taken from `defaults` (what a route and issue 4 use)."""
+
+    name: str
+    rank: int
+    mode: Mode
+    sample: float
+    channel: str
+    approvers: tuple[str, ...]
+    quorum: int
+    timeout_s: int
+    on_timeout: OnTimeout
+    escalation: tuple[EscalationLevel, ...]
+    reminder: Reminder | None
+
+
+class _CompiledRule(NamedTuple):
+    name: str
+    program: cel.Program
+    hit: Hit
+
+
+def sample_point(key: str) -> float:
+    """A stable number in [0, 1) for `key`: the first 8 bytes of its SHA-256."""
+    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") / 2**64
+
+
+def _sample_key(request: Request) -> str:
+    return request.id or f"{request.agent}\0{request.action}\0{request.summary}"
+
+
+class PolicyEngine:
+    """Routes requests by one policy; build it with from_file, from_yaml or default."""
+
+    def __init__(self, policy: Policy, source: str = "file") -> None:
+        self.policy = policy
+        self.source = source
+        self.admins: tuple[str, ...] = tuple(policy.admins)
+        self.skipped: Counter[str] = Counter()
+        d = policy.defaults
+        self.tiers: dict[str, ResolvedTier] = {
+            name: ResolvedTier(
+                name=name, rank=rank, mode=t.mode, sample=t.sample,
+                channel=t.channel or d.channel,
+                approvers=tuple(d.approvers if t.approvers is None else t.approvers),
+                quorum=t.quorum or d.quorum, timeout_s=t.timeout or d.timeout,
+                on_timeout=t.on_timeout or d.on_timeout,
+                escalation=tuple(t.escalation), reminder=t.reminder)
+            for rank, (name, t) in enumerate(policy.tiers.items())
+        }
+        self._order = list(self.tiers.values())
+        index = {t.name: t.rank for t in self._order}
+        self._default_tier = index[d.tier]
+        self._triggers = BuiltinTriggers(policy.triggers, policy.confidence, index)
+        self._rules = [
+            _CompiledRule(r.name, compile_condition(r.when), Hit(
+                r.name, None if r.tier is None else index[r.tier], r.mode,
+                r.reason or f"rule {r.name}", r.sample))
+            for r in policy.rules
+        ]
+        self._include = referenced_fields([r.when for r in policy.rules])
+
+    @classmethod
+    def from_yaml(cls, text: str, source: str = "file") -> PolicyEngine:
+        """An engine for the policy in `text`; PolicyError names each invalid field."""
+        return cls(load_policy(text, source), source)
+
+    @classmethod
+    def from_file(cls, path: Path) -> PolicyEngine:
+        """An engine for the policy file at `path`; PolicyError if unreadable or invalid."""
+        return cls(load_file(path), str(path))
+
+    @classmethod
+    def default(cls) -> PolicyEngine:
+        """An engine for the built-in default policy (bot/policy/default.yml)."""
+        return cls.from_yaml(default_text(), "built-in default policy")
+
+    def tier(self, name: str) -> ResolvedTier:
+        """The named tier merged over the defaults (KeyError if the policy has none)."""
+        return self.tiers[name]
+
+    def hits(self, request: Request, *, first_use: bool = False) -> list[Hit]:
+        """Every trigger and rule that fires; a rule whose condition fails is skipped."""
+        hits = self._triggers.hits(request, first_use)
+        if self._rules:
+            context = activation(request, self._include)
+            for rule in self._rules:
+                try:
+                    if evaluate(rule.program, context):
+                        hits.append(rule.hit)
+                except ConditionError as e:
+                    self.skipped[rule.name] += 1
+                    # The first skip of a rule is a warning; repeats (a field most requests
+                    # lack) are debug, so a sloppy rule cannot flood the log. All are counted.
+                    level = logging.WARNING if self.skipped[rule.name] == 1 else logging.DEBUG
+                    log.log(level, "policy rule %r skipped for request %s: %s (%d skips)",
+                            rule.name, request.id, e, self.skipped[rule.name])
+        return hits
+
+    def route(self, request: Request, *, first_use: bool = False, paused: bool = False) -> Route:
+        """Where `request` goes and why; deterministic for a given request and flags."""
+        hits = self.hits(request, first_use=first_use)
+        ranks = [h.tier for h in hits if h.tier is not None]
+        tier = self._order[max(ranks) if ranks else self._default_tier]
+        mode = tier.mode
+        for h in hits:
+            if h.mode is not None and MODE_RANK[h.mode] > MODE_RANK[mode]:
+                mode = h.mode
+        reasons = _reasons(hits, tier, mode, defaulted=not ranks)
+        sampled = False
+        if mode in _ACTS_ALONE:
+            rate = max([tier.sample, *(h.sample for h in hits if h.sample is not None)])
+            sampled = rate >= 1 or (rate > 0 and sample_point(_sample_key(request)) < rate)
+        if paused and mode in _PAUSABLE:
+            mode, sampled = Mode.approve, False
+            reasons.insert(0, "Automation paused: a person approves every request")
+        timeout = tier.timeout_s
+        if request.timeout_s is not None:
+            timeout = min(timeout, request.timeout_s)  # an agent may shorten, never extend
+        return Route(mode=mode, tier=tier.name, rules=[h.name for h in hits], reasons=reasons,
+                     sampled=sampled, paused=paused, channel=tier.channel,
+                     approvers=list(tier.approvers), quorum=tier.quorum, timeout_s=timeout)
+
+
+def _reasons(hits: list[Hit], tier: ResolvedTier, mode: Mode, *, defaulted: bool) -> list[str]:
+    """Plain-words reasons: what decided the mode first, then the tier, then the rest."""
+    if mode is Mode.deny:
+        denied = [_sentence(h.reason) for h in hits if h.mode is Mode.deny]
+        return denied or [f"The {tier.name} tier refuses every request"]
+    label = tier.name.capitalize()
+
+    def text(h: Hit) -> str:
+        if h.tier == tier.rank and not h.name.startswith("confidence_"):
+            return f"{label} tier: {h.reason}"
+        return _sentence(h.reason)
+
+    first = [text(h) for h in hits if h.mode is mode and mode is not tier.mode]
+    second = [text(h) for h in hits if h.tier == tier.rank and not (
+        h.mode is mode and mode is not tier.mode)]
+    rest = [text(h) for h in hits if h.tier != tier.rank and not (
+        h.mode is mode and mode is not tier.mode)]
+    out = first + second + rest
+    if defaulted:
+        out.append(f"{label} tier by default: no rule sets a tier" if hits
+                   else f"No rule applies: {tier.name} tier by default")
+    return out
+
+
+def _sentence(text: str) -> str:
+    return text[:1].upper() + text[1:]

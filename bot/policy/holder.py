@@ -1,0 +1,60 @@
+"""PolicyHolder: the policy in force, reloaded from its file; a bad file never replaces it."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+
+from bot.policy.engine import PolicyEngine
+from bot.policy.load import PolicyError, default_text
+
+log = logging.getLogger("hitl.policy")
+
+
+class PolicyHolder:
+    """Keeps the current engine; calling the holder returns it (intake's router factory)."""
+
+    def __init__(self, path: Path | None = None) -> None:
+        """Load `path` (or the built-in default); PolicyError at start if it is invalid."""
+        self.path = path
+        self._engine, self.digest = self._load()
+        self.last_error: PolicyError | None = None
+
+    @property
+    def engine(self) -> PolicyEngine:
+        return self._engine
+
+    def __call__(self) -> PolicyEngine:
+        return self._engine
+
+    def _load(self) -> tuple[PolicyEngine, str]:
+        if self.path is None:
+            text = default_text()
+            return PolicyEngine.from_yaml(text, "built-in default policy"), _digest(text)
+        try:
+            text = self.path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise PolicyError(str(self.path), [f"cannot read the file: {e}"]) from None
+        return PolicyEngine.from_yaml(text, str(self.path)), _digest(text)
+
+    def reload(self) -> bool:
+        """Re-read the file; True if the policy changed. An invalid file keeps the old policy,
+        is logged, kept in `last_error`, and raised as PolicyError."""
+        try:
+            engine, digest = self._load()
+        except PolicyError as e:
+            self.last_error = e
+            log.error("policy reload failed, keeping the policy in force (%s): %s",
+                      self.digest[:12], e)
+            raise
+        self.last_error = None
+        if digest == self.digest:
+            return False
+        self._engine, self.digest = engine, digest
+        log.info("policy reloaded from %s (%s)", engine.source, digest[:12])
+        return True
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
