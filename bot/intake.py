@@ -55,7 +55,6 @@ class Intake:
         claim_idle_s: float = 30.0,
         max_deliveries: int = 5,
         on_accepted: Callable[[], None] = lambda: None,
-        is_paused: Callable[[], bool] = lambda: False,
     ) -> None:
         self.store = store
         self.router = router
@@ -63,7 +62,7 @@ class Intake:
         self.claim_idle_ms = int(claim_idle_s * 1000)
         self.max_deliveries = max_deliveries
         self.on_accepted = on_accepted
-        self.is_paused = is_paused
+        self._paused = False
         # XREADGROUP BLOCK needs a socket timeout that outlasts the block.
         self._blocking: Any = aioredis.Redis.from_url(
             redis_url, decode_responses=True, socket_timeout=BLOCK_MS / 1000 + 10,
@@ -156,6 +155,8 @@ class Intake:
         return len(entries)
 
     async def _process(self, entries: list[Entry]) -> None:
+        # Read the pause switch once per batch, so a pause reaches every replica at once.
+        self._paused = (await self.store.control()).get("paused") == "1"
         await asyncio.gather(*(self._one(e) for e in entries))
 
     async def _one(self, entry: Entry) -> None:
@@ -180,7 +181,7 @@ class Intake:
         assert request.id is not None
         router = self.router()
         first_use = not await self.store.action_seen(request.action)
-        route = router.route(request, first_use=first_use, paused=self.is_paused())
+        route = router.route(request, first_use=first_use, paused=self._paused)
         decision = immediate_decision(request, route)
         verdict = await self.store.accept(
             entry.id, Accepted(request, route, decision, post=needs_card(route)), utcnow())

@@ -275,6 +275,7 @@ class Record(BaseModel):
     channel: str | None = None
     ts: str | None = None
     created_at: datetime
+    posted_at: datetime | None = None
     entry_id: str | None = None
 
     @property

@@ -49,6 +49,8 @@ class Accepted:
     route: Route
     decision: Decision | None
     post: bool
+    deadlines: tuple[tuple[str, int], ...] = ()
+    """Timed events to schedule while the request is pending: (`<kind>:<id>`, due epoch ms)."""
 
 
 class Store:
@@ -130,6 +132,8 @@ class Store:
             "1" if reply else "0",
             f"post:{req.id}" if acc.post else "",
             req.action,
+            len(acc.deadlines),
+            *[x for member, due in acc.deadlines for x in (member, due)],
             *audits,
         ]
         keys = [
@@ -142,6 +146,7 @@ class Store:
             k.decisions,
             reply or k.decisions,
             k.actions_seen,
+            k.deadlines,
         ]
         return str(await self._run("accept", keys, args))
 
@@ -211,7 +216,9 @@ class Store:
             f"update:{rec.id}" if t.update_card else "",
         ]
         deadlines = [f"{kind}:{rec.id}" for kind in DEADLINE_KINDS] if t.final else []
-        args += [len(deadlines), *deadlines, len(t.audit)]
+        args += [len(deadlines), *deadlines, len(t.schedule)]
+        args += [x for member, due in t.schedule for x in (member, due)]
+        args += [len(t.audit)]
         for event, actor, detail in t.audit:
             args += [event, actor, json.dumps(detail, default=str)]
         keys = [
@@ -261,18 +268,50 @@ class Store:
 
     # ---- outbox -----------------------------------------------------------------------
 
+    async def claim_due(
+        self, key: str, now_ms: int, lease_ms: int, limit: int = 20
+    ) -> tuple[int, list[str]]:
+        """Lease due members of a due-time sorted set (outbox, deadlines): each fires once."""
+        until = now_ms + lease_ms
+        members = await self._run("outbox_claim", [key], [now_ms, until, limit])
+        return until, [str(m) for m in members]
+
+    async def finish_due(
+        self, key: str, member: str, lease: int, retry_at_ms: int | None = None
+    ) -> bool:
+        """Remove (or reschedule) a leased member unless it was scheduled again meanwhile."""
+        args = [member, lease, "" if retry_at_ms is None else retry_at_ms]
+        return bool(await self._run("outbox_done", [key], args))
+
     async def claim_outbox(
         self, now_ms: int, lease_ms: int, limit: int = 20
     ) -> tuple[int, list[str]]:
         """Lease due outbox operations; returns the lease end and the members."""
-        until = now_ms + lease_ms
-        members = await self._run("outbox_claim", [self.keys.outbox], [now_ms, until, limit])
-        return until, [str(m) for m in members]
+        return await self.claim_due(self.keys.outbox, now_ms, lease_ms, limit)
 
     async def finish_outbox(self, member: str, lease: int, retry_at_ms: int | None = None) -> bool:
         """Remove (or reschedule) a leased operation unless it was queued again meanwhile."""
-        args = [member, lease, "" if retry_at_ms is None else retry_at_ms]
-        return bool(await self._run("outbox_done", [self.keys.outbox], args))
+        return await self.finish_due(self.keys.outbox, member, lease, retry_at_ms)
+
+    # ---- control ----------------------------------------------------------------------
+
+    async def set_paused(self, paused: bool, reason: str | None, actor: str, now: datetime) -> None:
+        """Pause or resume automation for every replica (survives restarts), audited."""
+        k = self.keys
+        async with self.redis.pipeline(transaction=True) as p:
+            if paused:
+                p.hset(k.control, mapping={"paused": "1", "reason": reason or "", "by": actor,
+                                           "at": now.isoformat()})
+            else:
+                p.hdel(k.control, "paused", "reason", "by", "at")
+            p.xadd(k.audit, {"event": "paused" if paused else "resumed", "request_id": "",
+                             "actor": actor, "at": now.isoformat(),
+                             "detail": json.dumps({"reason": reason})})
+            await p.execute()
+
+    async def control(self) -> dict[str, str]:
+        """The shared switches: `paused` ("1" when paused), `reason`, `by`, `at`."""
+        return dict(await self.redis.hgetall(self.keys.control))
 
     async def enqueue(self, member: str, due_ms: int) -> None:
         await self.redis.zadd(self.keys.outbox, {member: due_ms})
@@ -321,6 +360,8 @@ class Store:
 
 
 DEADLINE_KINDS = ("remind", "escalate", "expire")
+"""Timed events a request may have, at most one member `<kind>:<id>` each; a final
+transition removes them all."""
 
 
 def _record(raw: dict[str, str]) -> Record:
@@ -337,6 +378,7 @@ def _record(raw: dict[str, str]) -> Record:
         channel=raw.get("channel"),
         ts=raw.get("ts"),
         created_at=from_epoch(int(raw["created_at"]) / 1000),
+        posted_at=from_epoch(int(raw["posted_at"]) / 1000) if raw.get("posted_at") else None,
         entry_id=raw.get("entry_id"),
     )
 

@@ -27,6 +27,8 @@ class Transition:
     audit: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
     decision: Decision | None = None
     update_card: bool = True
+    schedule: list[tuple[str, int]] = field(default_factory=list)
+    """Timed events to (re)schedule: (`<kind>:<id>`, due epoch ms); see DEADLINE_KINDS."""
 
     @property
     def request_id(self) -> str:

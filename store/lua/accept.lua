@@ -1,7 +1,9 @@
 -- Store a valid request's effects and acknowledge its stream entry, atomically.
--- KEYS: requests, record, trail, audit, pending, outbox, decisions, reply (or decisions), actions
+-- KEYS: requests, record, trail, audit, pending, outbox, decisions, reply (or decisions), actions,
+--       deadlines
 -- ARGV: group, entry_id, request_id, now_ms, now_iso, request, route, params, state,
---       decision ('' if none), has_reply, outbox_member ('' if none), action, audits...
+--       decision ('' if none), has_reply, outbox_member ('' if none), action,
+--       n_deadlines, (member, due_ms) pairs..., audits...
 if redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) == 0 then
   return 'redelivered'
 end
@@ -13,7 +15,13 @@ end
 redis.call('HSET', KEYS[2], 'request', ARGV[6], 'route', ARGV[7], 'params', ARGV[8],
   'state', ARGV[9], 'version', 0, 'votes', '[]', 'changes', '{}',
   'created_at', ARGV[4], 'entry_id', ARGV[2])
-audits_from(ARGV, 14, KEYS[4], KEYS[3], rid, at)
+local i = 14
+local nd = tonumber(ARGV[i]); i = i + 1
+local deadlines = {}
+for _ = 1, nd do
+  table.insert(deadlines, {ARGV[i], ARGV[i + 1]}); i = i + 2
+end
+audits_from(ARGV, i, KEYS[4], KEYS[3], rid, at)
 redis.call('SADD', KEYS[9], ARGV[13])
 if ARGV[10] ~= '' then
   redis.call('HSET', KEYS[2], 'decision', ARGV[10], 'decided_at', ARGV[4])
@@ -21,6 +29,9 @@ if ARGV[10] ~= '' then
   publish(KEYS[7], KEYS[8], ARGV[11], rid, ARGV[10], at, KEYS[4], KEYS[3])
 else
   redis.call('ZADD', KEYS[5], ARGV[4], rid)
+  for _, d in ipairs(deadlines) do
+    redis.call('ZADD', KEYS[10], d[2], d[1])
+  end
 end
 if ARGV[12] ~= '' then
   redis.call('ZADD', KEYS[6], ARGV[4], ARGV[12])

@@ -1,7 +1,8 @@
 -- Apply one transition computed from the record at an expected version: checks, then writes.
 -- KEYS: record, trail, audit, pending, outbox, decisions, reply (or decisions), deadlines
 -- ARGV: request_id, expected_version, now_ms, now_iso, n_fields, field pairs...,
---       decision ('' if none), has_reply, outbox_member ('' if none), n_deadlines, members..., audits...
+--       decision ('' if none), has_reply, outbox_member ('' if none), n_deadlines, members...,
+--       n_schedule, (member, due_ms) pairs..., audits...
 local rid, at = ARGV[1], ARGV[4]
 if redis.call('EXISTS', KEYS[1]) == 0 then
   return {'missing'}
@@ -25,6 +26,10 @@ i = i + 3
 local nd = tonumber(ARGV[i]); i = i + 1
 for _ = 1, nd do
   redis.call('ZREM', KEYS[8], ARGV[i]); i = i + 1
+end
+local ns = tonumber(ARGV[i]); i = i + 1
+for _ = 1, ns do
+  redis.call('ZADD', KEYS[8], ARGV[i + 1], ARGV[i]); i = i + 2
 end
 i = audits_from(ARGV, i, KEYS[3], KEYS[2], rid, at)
 local v = redis.call('HINCRBY', KEYS[1], 'version', 1)

@@ -13,7 +13,7 @@ local ts = redis.call('HGET', KEYS[1], 'ts')
 if ts then
   return {'exists', ts}
 end
-redis.call('HSET', KEYS[1], 'channel', ARGV[4], 'ts', ARGV[5])
+redis.call('HSET', KEYS[1], 'channel', ARGV[4], 'ts', ARGV[5], 'posted_at', ARGV[7])
 redis.call('HDEL', KEYS[1], 'post_attempt')
 audit(KEYS[3], KEYS[2], 'posted', ARGV[1], 'system', ARGV[6],
   cjson.encode({channel = ARGV[4], ts = ARGV[5]}))
