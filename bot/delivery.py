@@ -64,6 +64,7 @@ class Delivery:
 
     async def run(self) -> None:
         while not self._stopping.is_set():
+            self._wake.clear()  # before the pass: a kick during it makes the wait below return
             try:
                 done = await self.run_once()
             except Exception:  # Redis briefly away: the outbox is durable, try again shortly
@@ -77,7 +78,6 @@ class Delivery:
             except Exception:
                 log.debug("delivery: could not read the next due time")
             wait = 1.0 if due is None else min(1.0, max(0.0, (due - _now_ms()) / 1000))
-            self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), wait)
 

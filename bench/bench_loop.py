@@ -1,0 +1,124 @@
+"""Core-loop latency: request -> card posted, and click -> decision in the waiting agent's hands.
+
+Topology as in production: `hitl run` in its own process; Slack (the emulator) and the agent
+(the Python client, blocked in `wait`) in this one; a private redis-server.
+
+    .venv/bin/python -m bench.bench_loop [--n 1000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from bot.client import HitlClient
+from emulator import Emulator
+from tests.redis_server import RedisServer, free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+SECRET, TOKEN = "bench-secret", "xoxb-bench"
+POLICY = "triggers:\n  first_use: {enabled: false}\n"
+
+
+def pct(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+
+
+def report(name: str, ms: list[float]) -> None:
+    print(f"{name:<34} n={len(ms):<5} p50={pct(ms, 50):7.2f} ms  p90={pct(ms, 90):7.2f} ms  "
+          f"p99={pct(ms, 99):7.2f} ms  mean={statistics.fmean(ms):7.2f} ms", flush=True)
+
+
+async def main(n: int) -> None:
+    redis = RedisServer()
+    redis.start()
+    port = free_port()
+    emu = Emulator(signing_secret=SECRET, request_url=f"http://127.0.0.1:{port}/slack/events", bot_token=TOKEN)
+    await emu.start()
+    policy = Path(redis.dir) / "policy.yml"
+    policy.write_text(POLICY)
+    env = {**os.environ, "SLACK_BOT_TOKEN": TOKEN, "SLACK_SIGNING_SECRET": SECRET, "SLACK_API_URL": emu.api_url,
+           "REDIS_URL": redis.url, "HITL_PORT": str(port), "HITL_HOST": "127.0.0.1", "HITL_POLICY": str(policy),
+           "HITL_LOG_LEVEL": "WARNING", "PYTHONPATH": str(ROOT)}
+    bot = subprocess.Popen([sys.executable, "-m", "bot.cli", "run"], env=env, cwd=ROOT)
+    client = HitlClient.from_url(redis.url, name="bench-agent")
+    try:
+        await _wait_healthy(port)
+        posted: dict[str, float] = {}
+        # request -> card posted (one at a time: latency, not throughput)
+        to_card: list[float] = []
+        ids = []
+        for i in range(n):
+            rid = f"bench-{i}"
+            t0 = time.time()
+            await client.request(agent="bench", action="refund", summary=f"Refund #{i}", id=rid,
+                                 params={"amount": 10 + i})
+            call = await _card_call(emu, rid, posted)
+            to_card.append((call - t0) * 1000)
+            ids.append(rid)
+        report("request -> card posted", to_card)
+        # click -> decision in the waiting agent's hands
+        to_agent: list[float] = []
+        channel = emu.messages("#approvals")
+        by_id = {m["metadata"]["event_payload"]["request_id"]: m["ts"] for m in channel if m.get("metadata")}
+        for rid in ids:
+            waiting = asyncio.create_task(client.wait(rid, timeout=30))
+            await asyncio.sleep(0)  # the agent is blocked in XREAD before the click
+            t0 = time.perf_counter()
+            done = asyncio.get_running_loop().create_future()
+            waiting.add_done_callback(lambda _t, f=done: f.done() or f.set_result(time.perf_counter()))
+            await emu.click("U0ALICE", "#approvals", by_id[rid], "hitl.approve")
+            t1 = await done
+            assert (await waiting).status.value == "approved"
+            to_agent.append((t1 - t0) * 1000)
+        report("click -> decision in the agent", to_agent)
+        acks = [r.elapsed * 1000 for r in emu.sent if r.kind == "block_actions"]
+        if acks:
+            report("click -> HTTP ack to Slack", acks)
+    finally:
+        await client.close()
+        bot.terminate()
+        bot.wait(20)
+        await emu.stop()
+        redis.stop()
+
+
+async def _wait_healthy(port: int) -> None:
+    import aiohttp
+
+    async with aiohttp.ClientSession() as s:
+        for _ in range(300):
+            try:
+                async with s.get(f"http://127.0.0.1:{port}/healthz") as r:
+                    if r.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.05)
+    raise SystemExit("the bot did not become healthy")
+
+
+async def _card_call(emu: Emulator, rid: str, seen: dict[str, float]) -> float:
+    for _ in range(10_000):
+        for call in reversed(emu.calls_to("chat.postMessage")):
+            meta = call.args.get("metadata") or {}
+            if isinstance(meta, dict) and (meta.get("event_payload") or {}).get("request_id") == rid:
+                seen[rid] = call.at
+                return call.at
+            if len(seen) and call.at < min(seen.values(), default=0):
+                break
+        await asyncio.sleep(0.0005)
+    raise SystemExit(f"no card for {rid}")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--n", type=int, default=1000)
+    asyncio.run(main(parser.parse_args().n))
