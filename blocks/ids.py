@@ -12,6 +12,39 @@ class ActionId(StrEnum):
     option = "hitl.option"
     answer = "hitl.answer"
     show_context = "hitl.show_context"
+    take_over = "hitl.take_over"
+    reply = "hitl.reply"
+    resolve = "hitl.resolve"
+    hand_back = "hitl.hand_back"
+
+
+class BatchActionId(StrEnum):
+    """Controls of a batch card and of its one-by-one review modal."""
+
+    item = "hitl.batch.item"
+    approve_all = "hitl.batch.approve_all"
+    reject_all = "hitl.batch.reject_all"
+    one_by_one = "hitl.batch.one_by_one"
+    step_approve = "hitl.batch.step_approve"
+    step_reject = "hitl.batch.step_reject"
+    step_skip = "hitl.batch.step_skip"
+    step_reason = "hitl.batch.step_reason"
+    open_queue = "hitl.batch.open_queue"
+
+
+BATCH_ITEM_PREFIX = "hitl.batch:"
+"""A batch card's item line is block `hitl.batch:<batch id>:<request id>`."""
+
+
+def batch_item_block_id(batch_id: str, request_id: str) -> str:
+    return f"{BATCH_ITEM_PREFIX}{batch_id}:{request_id}"
+
+
+def from_batch_item_block_id(block_id: str) -> tuple[str, str] | None:
+    if not block_id.startswith(BATCH_ITEM_PREFIX):
+        return None
+    batch_id, _, request_id = block_id[len(BATCH_ITEM_PREFIX):].partition(":")
+    return (batch_id, request_id) if batch_id and request_id else None
 
 
 class CallbackId(StrEnum):
@@ -19,6 +52,12 @@ class CallbackId(StrEnum):
     edit_modal = "hitl.edit_modal"
     answer_modal = "hitl.answer_modal"
     context_modal = "hitl.context_modal"
+    reject_all_modal = "hitl.batch.reject_all_modal"
+    one_by_one_modal = "hitl.batch.one_by_one_modal"
+    queue_modal = "hitl.batch.queue_modal"
+    reply_modal = "hitl.reply_modal"
+    resolve_modal = "hitl.resolve_modal"
+    hand_back_modal = "hitl.hand_back_modal"
 
 
 class BlockId(StrEnum):
@@ -26,6 +65,9 @@ class BlockId(StrEnum):
     reason_code = "hitl.reason_code"
     reason_text = "hitl.reason_text"
     answer_text = "hitl.answer_text"
+    reply_text = "hitl.reply_text"
+    resolution_text = "hitl.resolution_text"
+    instructions_text = "hitl.instructions_text"
 
 
 PARAM_BLOCK_PREFIX = "hitl.param:"

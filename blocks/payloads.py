@@ -50,3 +50,21 @@ class ModalMeta(_Packed):
     r: str
     c: str | None = None
     t: str | None = None
+
+
+class BatchValue(_Packed):
+    """Value of a batch card's bulk buttons: which batch, and how many items it acted on."""
+
+    limit: ClassVar[int] = 2000
+    b: str
+    n: int | None = None
+
+
+class BatchMeta(_Packed):
+    """private_metadata of a batch modal: the batch, the item shown, and the card's place."""
+
+    limit: ClassVar[int] = 3000
+    b: str
+    r: str | None = None
+    c: str | None = None
+    t: str | None = None

@@ -38,6 +38,9 @@ class Settings(BaseSettings):
     consumer: str = Field(default_factory=socket.gethostname, validation_alias=_env("HITL_CONSUMER"))
     claim_idle_s: float = Field(30.0, gt=0, validation_alias=_env("HITL_CLAIM_IDLE_S"))
     max_deliveries: int = Field(5, ge=1, validation_alias=_env("HITL_MAX_DELIVERIES"))
+    post_rate: float = Field(1.0, gt=0, le=100, validation_alias=_env("HITL_POST_RATE"))
+    post_burst: float = Field(2.0, ge=1, le=100, validation_alias=_env("HITL_POST_BURST"))
+    backlog_at: int = Field(10, ge=2, validation_alias=_env("HITL_BACKLOG_AT"))
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", validation_alias=_env("HITL_LOG_LEVEL")
     )
@@ -107,6 +110,7 @@ _NAMES = {
     "redis_url": "REDIS_URL", "prefix": "HITL_PREFIX", "policy": "HITL_POLICY", "port": "HITL_PORT",
     "host": "HITL_HOST", "consumer": "HITL_CONSUMER", "claim_idle_s": "HITL_CLAIM_IDLE_S",
     "max_deliveries": "HITL_MAX_DELIVERIES", "log_level": "HITL_LOG_LEVEL",
+    "post_rate": "HITL_POST_RATE", "post_burst": "HITL_POST_BURST", "backlog_at": "HITL_BACKLOG_AT",
 }
 
 

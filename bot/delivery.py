@@ -1,11 +1,15 @@
 """Delivery: the outbox worker that posts and updates cards in Slack, exactly once each.
 
-Outbox members are `post:<id>` and `update:<id>` in a sorted set by due time. A worker leases
-due members, does the Slack call, and finishes them; a worker that dies leaves its lease to
-run out and another worker retries. A post that may have reached Slack before a crash is
-reconciled by looking for the card's message metadata in the channel's history, so a retry
-never posts a second card. 429s reschedule the operation after `Retry-After`; 5xx and
-timeouts back off exponentially.
+Outbox members are `post:<id>`, `update:<id>`, `batch:<batch id>` and `digest:<channel>` in a
+sorted set by due time. A worker leases due members, does the Slack call, and finishes them;
+a worker that dies leaves its lease to run out and another worker retries. A post that may
+have reached Slack before a crash is reconciled by looking for the card's message metadata
+in the channel's history, so a retry never posts a second card.
+
+Posts are paced per channel and updates per workspace by token buckets in Redis, shared by
+every replica, so a burst never turns into a 429 storm; a 429 that happens anyway closes the
+bucket for `Retry-After`. 5xx and timeouts back off exponentially. Requests the policy groups
+go onto batch cards; a channel whose queue of unposted cards grows gets a backlog digest.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import contextlib
 import json
 import logging
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -22,8 +27,9 @@ from aiohttp import ClientError
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.backlog import Backlog
 from store.errors import NotFound
-from store.models import Record, utcnow
+from store.models import Batch, Record, State, utcnow
 from store.redis_store import Store
 
 log = logging.getLogger("hitl.delivery")
@@ -31,29 +37,41 @@ log = logging.getLogger("hitl.delivery")
 METADATA_EVENT = "hitl_request"
 LEASE_MS = 30_000
 MAX_BACKOFF_S = 300.0
+POST_RATE, POST_BURST = 1.0, 2.0  # Slack: about one message per second per channel, short bursts
+UPDATE_RATE, UPDATE_BURST = 0.8, 20.0  # chat.update is Tier 3: about 50 per minute
 PERMANENT = {"channel_not_found", "is_archived", "invalid_blocks", "msg_too_long", "invalid_auth",
              "account_inactive", "token_revoked", "missing_scope", "not_authed"}
 
 Render = Callable[[Record], dict[str, Any]]
+RenderBatch = Callable[[Batch, list[Record]], dict[str, Any]]
 
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
+class Deferred(Exception):
+    """The call must wait for its pacing bucket; the operation was rescheduled."""
+
+
 class Delivery:
     """Posts and updates cards from the outbox; `run()` until `stop()`, `kick()` to wake it."""
 
-    def __init__(self, store: Store, slack: AsyncWebClient, render: Render, *, batch: int = 20) -> None:
+    def __init__(self, store: Store, slack: AsyncWebClient, render: Render, render_batch: RenderBatch,
+                 *, batch: int = 20, backlog: Backlog | None = None, post_rate: float = POST_RATE,
+                 post_burst: float = POST_BURST) -> None:
         self.store = store
         self.slack = slack
         self.render = render
+        self.render_batch = render_batch
         self.batch = batch
+        self.backlog = backlog or Backlog(store)
+        self.post_rate, self.post_burst = post_rate, post_burst
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self._attempts: dict[str, int] = {}
         self._channel_ids: dict[str, str] = {}
-        self.stats = {"posted": 0, "updated": 0, "rate_limited": 0, "errors": 0}
+        self.stats = {"posted": 0, "updated": 0, "rate_limited": 0, "errors": 0, "deferred": 0}
 
     def kick(self) -> None:
         self._wake.set()
@@ -88,60 +106,141 @@ class Delivery:
         return len(members)
 
     async def _perform(self, member: str, lease: int) -> None:
-        op, _, rid = member.partition(":")
-        try:
-            record = await self.store.get(rid)
-        except NotFound:
-            await self.store.finish_outbox(member, lease)
-            return
+        op, _, key = member.partition(":")
+        bucket = f"post:{key}" if op == "digest" else "update"
         try:
             if op == "post":
-                await self._post(record, member, lease)
+                bucket = await self._post_request(key, member, lease)
+            elif op == "update":
+                await self._update_request(key, member, lease)
+            elif op == "batch":
+                bucket = await self._batch(key, member, lease)
+            elif op == "digest":
+                await self.backlog.refresh(self, key, member, lease)
             else:
-                await self._update(record, member, lease)
+                log.error("delivery: unknown outbox operation %r dropped", member)
+                await self.store.finish_outbox(member, lease)
             self._attempts.pop(member, None)
+        except Deferred:
+            self.stats["deferred"] += 1
+        except NotFound:
+            await self.store.finish_outbox(member, lease)
         except SlackApiError as e:
-            await self._failed(record, member, lease, e)
+            await self._failed(key, member, lease, e, bucket)
         except (TimeoutError, ClientError, OSError) as e:
             await self._retry_later(member, lease, f"{type(e).__name__}: {e}")
 
-    async def _post(self, record: Record, member: str, lease: int) -> None:
+    async def pace(self, bucket: str, member: str, lease: int) -> None:
+        """Take a token from `bucket` or reschedule the operation and raise Deferred."""
+        post = bucket.startswith("post:")
+        rate, burst = (self.post_rate, self.post_burst) if post else (UPDATE_RATE, UPDATE_BURST)
+        now = _now_ms()
+        wait = await self.store.pace(bucket, member, now, rate, burst)
+        if wait > 0:
+            await self.store.finish_outbox(member, lease, now + wait)
+            if post and not member.startswith("digest:"):
+                await self.backlog.waiting(self, bucket[5:], member, now)
+            raise Deferred(bucket)
+
+    # ---- single cards -------------------------------------------------------------------
+
+    async def _post_request(self, rid: str, member: str, lease: int) -> str:
+        record = await self.store.get(rid)
+        channel = record.route.channel
         if record.ts:
             await self.store.finish_outbox(member, lease)
-            return
-        channel = record.route.channel
+            return f"post:{channel}"
+        if record.route.group and record.state is State.pending:
+            bid = await self.store.join_batch(record, uuid.uuid4().hex[:12], _now_ms())
+            await self.store.enqueue(f"batch:{bid}", _now_ms())
+            await self.store.finish_outbox(member, lease)
+            self.kick()
+            return f"post:{channel}"
+        await self.pace(f"post:{channel}", member, lease)
+        if await self.backlog.maybe_post_digest(self, channel):
+            await self.pace(f"post:{channel}", member, lease)  # the digest took this slot
         previous = await self.store.note_post_attempt(record.id, utcnow(), channel)
-        found = await self._find_posted(record.id, json.loads(previous)) if previous else None
+        found = await self._find_posted(channel, "request_id", rid, json.loads(previous)) if previous else None
         if found:
-            channel_id, found_ts = found
-            await self.store.mark_posted(record.id, member, lease, channel_id, found_ts, utcnow(), record.version)
-            log.info("delivery: card of %s was already posted (%s); not posting again", record.id, found_ts)
-            return
-        message = self.render(record)
-        resp = await self._call_joining(channel, lambda: self.slack.chat_postMessage(
-            channel=channel, text=message["text"], blocks=message["blocks"], unfurl_links=False,
-            metadata={"event_type": METADATA_EVENT, "event_payload": {"request_id": record.id}}))
-        channel_id, ts = str(resp["channel"]), str(resp["ts"])
-        self._channel_ids[channel] = channel_id
-        verdict, earlier = await self.store.mark_posted(record.id, member, lease, channel_id, ts, utcnow(), record.version)
-        if verdict == "exists" and earlier != ts:  # another replica won a race: remove ours
-            await self.slack.chat_delete(channel=channel_id, ts=ts)
-        self.stats["posted"] += 1
+            channel_id, ts = found
+            await self.store.mark_posted(record.id, member, lease, channel_id, ts, utcnow(), record.version)
+            log.info("delivery: card of %s was already posted (%s); not posting again", rid, ts)
+        else:
+            message = self.render(record)
+            channel_id, ts = await self._post(channel, message, {"request_id": rid})
+            verdict, earlier = await self.store.mark_posted(record.id, member, lease, channel_id, ts, utcnow(),
+                                                            record.version)
+            if verdict == "exists" and earlier != ts:  # another replica won a race: remove ours
+                await self.slack.chat_delete(channel=channel_id, ts=ts)
+        await self.backlog.posted(self, channel, member)
+        return f"post:{channel}"
 
-    async def _update(self, record: Record, member: str, lease: int) -> None:
+    async def _update_request(self, rid: str, member: str, lease: int) -> None:
+        record = await self.store.get(rid)
+        if record.batch:  # its card is the batch card
+            await self.store.enqueue(f"batch:{record.batch}", _now_ms())
+            await self.store.finish_outbox(member, lease)
+            self.kick()
+            return
         if not record.ts or not record.channel:
             await self.store.finish_outbox(member, lease)  # the post renders the latest state
             return
-        message = self.render(record)
+        await self.pace("update", member, lease)
+        await self._update(record.channel, record.ts, self.render(record), rid)
+        await self.store.finish_outbox(member, lease)
+
+    # ---- batch cards --------------------------------------------------------------------
+
+    async def _batch(self, bid: str, member: str, lease: int) -> str:
+        batch = await self.store.get_batch(bid)
+        bucket = f"post:{batch.channel}"
+        records = await self.store.get_many(batch.items)
+        if not records:
+            await self.store.finish_outbox(member, lease)
+            return bucket
+        if batch.ts:
+            await self.pace("update", member, lease)
+            await self._update(batch.channel, batch.ts, self.render_batch(batch, records), bid)
+            await self.store.batch_shown(batch, batch.channel, batch.ts, utcnow())
+            await self.store.finish_outbox(member, lease)
+            return "update"
+        await self.pace(bucket, member, lease)
+        if await self.backlog.maybe_post_digest(self, batch.channel):
+            await self.pace(bucket, member, lease)  # the digest took this slot
+        previous = await self.store.note_batch_attempt(bid, utcnow())
+        attempt = {**json.loads(previous), "channel": batch.channel} if previous else None
+        found = await self._find_posted(batch.channel, "batch_id", bid, attempt) if attempt else None
+        if found:
+            channel_id, ts = found
+        else:
+            channel_id, ts = await self._post(batch.channel, self.render_batch(batch, records),
+                                              {"batch_id": bid, "request_id": records[0].id})
+        await self.store.batch_shown(batch, channel_id, ts, utcnow())
+        if len(records) > 1 or found:  # items may have joined while it was posted
+            await self.store.enqueue(f"batch:{bid}", _now_ms())
+        await self.store.finish_outbox(member, lease)
+        await self.backlog.posted(self, batch.channel, member)
+        return bucket
+
+    # ---- Slack calls --------------------------------------------------------------------
+
+    async def _post(self, channel: str, message: dict[str, Any], payload: dict[str, Any]) -> tuple[str, str]:
+        resp = await self._call_joining(channel, lambda: self.slack.chat_postMessage(
+            channel=channel, text=message["text"], blocks=message["blocks"], unfurl_links=False,
+            metadata={"event_type": METADATA_EVENT, "event_payload": payload}))
+        channel_id, ts = str(resp["channel"]), str(resp["ts"])
+        self._channel_ids[channel] = channel_id
+        self.stats["posted"] += 1
+        return channel_id, ts
+
+    async def _update(self, channel: str, ts: str, message: dict[str, Any], what: str) -> None:
         try:
-            await self.slack.chat_update(channel=record.channel, ts=record.ts, text=message["text"],
-                                         blocks=message["blocks"])
+            await self.slack.chat_update(channel=channel, ts=ts, text=message["text"], blocks=message["blocks"])
+            self.stats["updated"] += 1
         except SlackApiError as e:
             if e.response.get("error") not in ("message_not_found", "cant_update_message"):
                 raise
-            log.warning("delivery: card of %s cannot be updated: %s", record.id, e.response.get("error"))
-        await self.store.finish_outbox(member, lease)
-        self.stats["updated"] += 1
+            log.warning("delivery: card of %s cannot be updated: %s", what, e.response.get("error"))
 
     async def _call_joining(self, channel: str, call: Callable[[], Any]) -> Any:
         try:
@@ -149,10 +248,11 @@ class Delivery:
         except SlackApiError as e:
             if e.response.get("error") != "not_in_channel":
                 raise
-            await self.slack.conversations_join(channel=await self._channel_id(channel))
+            await self.slack.conversations_join(channel=await self.channel_id(channel))
             return await call()
 
-    async def _channel_id(self, channel: str) -> str:
+    async def channel_id(self, channel: str) -> str:
+        """The id of a `#name` channel (cached), or the id itself."""
         if not channel.startswith("#"):
             return channel
         if channel in self._channel_ids:
@@ -168,31 +268,38 @@ class Delivery:
                 break
         return self._channel_ids.get(channel, channel)
 
-    async def _find_posted(self, request_id: str, attempt: dict[str, Any]) -> tuple[str, str] | None:
+    async def _find_posted(self, channel: str, key: str, value: str,
+                           attempt: dict[str, Any] | None) -> tuple[str, str] | None:
         """A card an earlier, unfinished attempt may have posted, found by its metadata."""
-        channel_id = await self._channel_id(str(attempt.get("channel")))
+        if attempt is None:
+            return None
+        channel_id = await self.channel_id(str(attempt.get("channel") or channel))
         resp = await self.slack.conversations_history(
             channel=channel_id, oldest=str(float(attempt.get("at", 0)) - 60), limit=200,
             include_all_metadata=True)
         messages: list[dict[str, Any]] = resp.get("messages", [])
         for m in messages:
             meta = m.get("metadata") or {}
-            if meta.get("event_type") == METADATA_EVENT and (meta.get("event_payload") or {}).get("request_id") == request_id:
+            if meta.get("event_type") == METADATA_EVENT and (meta.get("event_payload") or {}).get(key) == value:
                 return channel_id, str(m["ts"])
         return None
 
-    async def _failed(self, record: Record, member: str, lease: int, e: SlackApiError) -> None:
+    async def _failed(self, key: str, member: str, lease: int, e: SlackApiError, bucket: str) -> None:
         status = e.response.status_code
         error = str(e.response.get("error") or status)
         self.stats["errors"] += 1
         if status == 429:
             self.stats["rate_limited"] += 1
-            retry_after = float(e.response.headers.get("Retry-After", e.response.headers.get("retry-after", 1)))
-            await self.store.finish_outbox(member, lease, _now_ms() + int(retry_after * 1000))
+            headers = e.response.headers or {}
+            retry_after = float(headers.get("Retry-After", headers.get("retry-after", 1)))
+            until = _now_ms() + int(retry_after * 1000)
+            await self.store.block(bucket, _now_ms(), until)
+            await self.store.finish_outbox(member, lease, until)
             return
         if error in PERMANENT:
-            log.error("delivery: %s of %s failed: %s", member.split(":")[0], record.id, error)
-            await self.store.audit(record.id, "post_failed", "system", {"op": member, "error": error}, utcnow())
+            log.error("delivery: %s failed: %s", member, error)
+            if member.startswith(("post:", "update:")):
+                await self.store.audit(key, "post_failed", "system", {"op": member, "error": error}, utcnow())
         await self._retry_later(member, lease, error)
 
     async def _retry_later(self, member: str, lease: int, why: str) -> None:

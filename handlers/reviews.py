@@ -61,3 +61,18 @@ async def _late(d: Deps, e: AlreadyDecided, user_id: str, choice: Choice) -> Non
     # The card may still show buttons if the bot died before updating it: lock it now.
     await d.store.enqueue(f"update:{record.id}", int(utcnow().timestamp() * 1000))
     d.kick()
+
+
+async def decide_many(d: Deps, request_ids: list[str], user_id: str, name: str, choice: Choice,
+                      **kw: Any) -> list[tuple[str, Record | None, Exception | None]]:
+    """The same choice on each request separately: its own authorization, quorum and decision.
+
+    Returns (request id, record after, None) or (request id, None, the refusal) per item;
+    refused items stay pending."""
+    out: list[tuple[str, Record | None, Exception | None]] = []
+    for rid in request_ids:
+        try:
+            out.append((rid, await decide(d, rid, user_id, name, choice, **kw), None))
+        except (NotAllowed, AlreadyDecided, Conflict) as e:
+            out.append((rid, None, e))
+    return out

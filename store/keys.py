@@ -43,6 +43,11 @@ class Keys:
         return f"{self.prefix}:outbox"
 
     @property
+    def outbox_again(self) -> str:
+        """Outbox members queued again while leased: each runs once more when its lease ends."""
+        return f"{self.prefix}:outbox:again"
+
+    @property
     def deadlines(self) -> str:
         """Sorted set of timed events (`<kind>:<id>`) by due time."""
         return f"{self.prefix}:deadlines"
@@ -66,6 +71,20 @@ class Keys:
     def invalid(self, request_id: str) -> str:
         """The `invalid` decision of a request id that never became a request (kept 7 days)."""
         return f"{self.prefix}:invalid:{request_id}"
+
+    def rate(self, bucket: str) -> str:
+        """Token bucket pacing Slack calls (`post:<channel>`, `update`)."""
+        return f"{self.prefix}:rate:{bucket}"
+
+    def batch(self, batch_id: str) -> str:
+        return f"{self.prefix}:batch:{batch_id}"
+
+    def batch_items(self, batch_id: str) -> str:
+        return f"{self.prefix}:batch:{batch_id}:items"
+
+    def open_batch(self, channel: str, group: str) -> str:
+        """The batch still collecting items for (channel, group), expiring with its window."""
+        return f"{self.prefix}:batchopen:{channel}|{group}"
 
     def results(self, name: str) -> str:
         return f"{self.prefix}:results:{name}"

@@ -86,6 +86,20 @@ class Choice(StrEnum):
     answer = "answer"
     resolve = "resolve"
     expire = "expire"
+    take_over = "take_over"
+    reply = "reply"
+    hand_back = "hand_back"
+
+
+class EscalationReason(StrEnum):
+    """Why an agent handed a case to a person (`context.escalation_reason`)."""
+
+    low_confidence = "low_confidence"
+    rule = "rule"
+    loop = "loop"
+    user_requested = "user_requested"
+    error = "error"
+    other = "other"
 
 
 class _Strict(BaseModel):
@@ -136,6 +150,7 @@ class Context(_Strict):
     customer: dict[str, Any] = Field(default_factory=dict, max_length=30)
     recommendation: Text | None = None
     alternatives: list[Text] = Field(default_factory=list, max_length=10)
+    escalation_reason: EscalationReason | None = None
 
 
 def _option(value: Any) -> Any:
@@ -237,6 +252,10 @@ class Route(_Strict):
     approvers: list[str] = Field(default_factory=list)
     quorum: int = Field(default=1, ge=1, le=10)
     timeout_s: int | None = None
+    group: str | None = None
+    """Requests with the same group, channel and window share one batch card."""
+    batch_window_s: int = 10
+    batch_max: int = 40
 
 
 class Decision(_Strict):
@@ -259,6 +278,37 @@ class Decision(_Strict):
         return self.status in (Status.approved, Status.auto_approved)
 
 
+def _json_text(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, str) else value
+
+
+class AgentMessage(BaseModel):
+    """An interim message to the agent while a request stays open (take over, reply).
+
+    Added to the request's `reply_to` stream as field `message` (JSON) with `message_for`
+    (the request id); the final decision still follows as the one `decision` entry.
+    """
+
+    request_id: str
+    event: str
+    """`taken_over` (a person owns the case now) or `reply` (a person's message)."""
+    text: str | None = None
+    by: Vote
+    at: datetime
+
+
+RECORD_EXTRAS = (
+    "escalation_level",
+    "reminders",
+    "escalated_to",
+    "extra_approvers",
+    "time_to_escalate_s",
+    "owner",
+    "messages",
+)
+"""Hash fields of the record written by timed events and escalations (read when present)."""
+
+
 class Record(BaseModel):
     """The bot's stored state of one request (one Redis hash)."""
 
@@ -277,11 +327,38 @@ class Record(BaseModel):
     created_at: datetime
     posted_at: datetime | None = None
     entry_id: str | None = None
+    batch: str | None = None
+    """The batch card this request is shown on, if it was grouped."""
+    escalation_level: int = 0
+    """Escalation levels of the tier notified so far (repeats of the last one count too)."""
+    reminders: int = 0
+    """Reminders posted so far."""
+    escalated_to: Annotated[list[str], BeforeValidator(_json_text)] = Field(default_factory=list)
+    """Targets escalation levels notified (channels, users, user groups), in order."""
+    extra_approvers: Annotated[list[str], BeforeValidator(_json_text)] = Field(
+        default_factory=list
+    )
+    """Users who may decide because an escalation level notified them (or their group)."""
+    time_to_escalate_s: float | None = None
+    """Seconds from the trigger to the first person notified (escalation card or level)."""
+    owner: Annotated[Vote | None, BeforeValidator(_json_text)] = None
+    """Who took the case over (escalations); only they may act on it then."""
+    messages: Annotated[list[AgentMessage], BeforeValidator(_json_text)] = Field(
+        default_factory=list
+    )
+    """Interim messages sent to the agent (take over, replies), oldest first."""
 
     @property
     def id(self) -> str:
         assert self.request.id is not None
         return self.request.id
+
+    def may_decide(self, user_id: str, groups: frozenset[str] = frozenset()) -> bool:
+        """Whether the approver list (widened by escalations) lets `user_id` act."""
+        approvers = set(self.route.approvers)
+        if not approvers:
+            return True
+        return user_id in approvers or bool(groups & approvers) or user_id in self.extra_approvers
 
     def approvals(self) -> list[Vote]:
         return [v for v in self.votes if v.choice in (Choice.approve, Choice.edit)]
@@ -301,6 +378,20 @@ class AuditEvent(BaseModel):
     at: datetime
     detail: dict[str, Any] = Field(default_factory=dict)
     entry_id: str | None = None
+
+
+class Batch(BaseModel):
+    """Several related requests shown on one card."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    id: str
+    group: str
+    channel: str
+    items: list[str] = Field(default_factory=list)
+    ts: str | None = None
+    created_at: datetime
+    posted_at: datetime | None = None
 
 
 def utcnow() -> datetime:

@@ -18,7 +18,16 @@ from redis.exceptions import ResponseError
 
 from store.errors import AlreadyDecided, Conflict, NotFound
 from store.keys import Keys
-from store.models import AuditEvent, Decision, Record, Request, Route, from_epoch
+from store.models import (
+    RECORD_EXTRAS,
+    AuditEvent,
+    Batch,
+    Decision,
+    Record,
+    Request,
+    Route,
+    from_epoch,
+)
 from store.transitions import Transition
 
 GROUP = "hitl"
@@ -70,7 +79,11 @@ class Store:
                 "audit",
                 "outbox_claim",
                 "outbox_done",
+                "outbox_add",
                 "mark_posted",
+                "pace",
+                "join_batch",
+                "batch_shown",
             )
         }
 
@@ -221,6 +234,7 @@ class Store:
         args += [len(t.audit)]
         for event, actor, detail in t.audit:
             args += [event, actor, json.dumps(detail, default=str)]
+        args.append(t.message or "")
         keys = [
             k.request(rec.id),
             self.trail_key(rec.id),
@@ -230,6 +244,7 @@ class Store:
             k.decisions,
             reply or k.decisions,
             k.deadlines,
+            k.outbox_again,
         ]
         res = await self._run("apply", keys, args)
         status = res[0]
@@ -279,9 +294,9 @@ class Store:
     async def finish_due(
         self, key: str, member: str, lease: int, retry_at_ms: int | None = None
     ) -> bool:
-        """Remove (or reschedule) a leased member unless it was scheduled again meanwhile."""
-        args = [member, lease, "" if retry_at_ms is None else retry_at_ms]
-        return bool(await self._run("outbox_done", [key], args))
+        """Remove (or reschedule) a leased member; if it was queued again meanwhile, run it again."""
+        args = [member, lease, "" if retry_at_ms is None else retry_at_ms, int(time.time() * 1000)]
+        return bool(await self._run("outbox_done", [key, f"{key}:again"], args))
 
     async def claim_outbox(
         self, now_ms: int, lease_ms: int, limit: int = 20
@@ -292,6 +307,64 @@ class Store:
     async def finish_outbox(self, member: str, lease: int, retry_at_ms: int | None = None) -> bool:
         """Remove (or reschedule) a leased operation unless it was queued again meanwhile."""
         return await self.finish_due(self.keys.outbox, member, lease, retry_at_ms)
+
+    # ---- pacing and batches -----------------------------------------------------------
+
+    async def pace(self, bucket: str, member: str, now_ms: int, rate: float, burst: float) -> int:
+        """Milliseconds until `member` may make its paced Slack call (0: now), by reservation.
+
+        The bucket is shared by every replica; a member told to wait holds a slot and gets 0
+        when it asks again at that slot."""
+        keys = [self.keys.rate(bucket), self.keys.rate(bucket) + ":slots"]
+        return int(await self._run("pace", keys, [member, now_ms, rate, burst, ""]))
+
+    async def block(self, bucket: str, now_ms: int, until_ms: int) -> None:
+        """Close a bucket until `until_ms` (a 429's Retry-After), dropping its reservations."""
+        keys = [self.keys.rate(bucket), self.keys.rate(bucket) + ":slots"]
+        await self._run("pace", keys, ["", now_ms, 1, 1, until_ms])
+
+    async def join_batch(self, record: Record, new_id: str, now_ms: int) -> str:
+        """The batch card a grouped request is shown on (joining the open one, or a new one)."""
+        route = record.route
+        assert route.group is not None
+        open_key = self.keys.open_batch(route.channel, route.group)
+        args = [self.keys.prefix, new_id, record.id, route.channel, route.group, now_ms,
+                route.batch_window_s * 1000, route.batch_max]
+        return str(await self._run("join_batch", [open_key, self.keys.request(record.id)], args))
+
+    async def get_batch(self, batch_id: str) -> Batch:
+        async with self.redis.pipeline(transaction=False) as p:
+            p.hgetall(self.keys.batch(batch_id))
+            p.lrange(self.keys.batch_items(batch_id), 0, -1)
+            raw, items = await p.execute()
+        if not raw:
+            raise NotFound(batch_id)
+        posted = raw.get("posted_at")
+        return Batch(id=batch_id, group=raw["group"], channel=raw["channel"], items=items,
+                     ts=raw.get("ts"), created_at=from_epoch(int(raw["created_at"]) / 1000),
+                     posted_at=from_epoch(int(posted) / 1000) if posted else None)
+
+    async def get_many(self, request_ids: list[str]) -> list[Record]:
+        """Records in the given order (missing ones left out), in one round trip."""
+        async with self.redis.pipeline(transaction=False) as p:
+            for rid in request_ids:
+                p.hgetall(self.keys.request(rid))
+            rows = await p.execute()
+        return [_record(r) for r in rows if r]
+
+    async def batch_shown(self, batch: Batch, channel: str, ts: str, now: datetime) -> int:
+        """Record the batch card's place and mark its items posted; how many were new."""
+        args = [self.keys.prefix, batch.id, channel, ts, _ms(now), now.isoformat(), *batch.items]
+        return int(await self._run("batch_shown", [self.keys.batch(batch.id), self.keys.audit], args))
+
+    async def note_batch_attempt(self, batch_id: str, now: datetime) -> str | None:
+        """Remember a batch post is under way; the previous unfinished attempt, if any."""
+        key = self.keys.batch(batch_id)
+        async with self.redis.pipeline(transaction=True) as p:
+            p.hget(key, "post_attempt")
+            p.hset(key, "post_attempt", json.dumps({"at": now.timestamp()}))
+            prev, _ = await p.execute()
+        return prev
 
     # ---- control ----------------------------------------------------------------------
 
@@ -314,7 +387,8 @@ class Store:
         return dict(await self.redis.hgetall(self.keys.control))
 
     async def enqueue(self, member: str, due_ms: int) -> None:
-        await self.redis.zadd(self.keys.outbox, {member: due_ms})
+        """Queue an outbox operation; one leased now is not run twice at once but once more after."""
+        await self._run("outbox_add", [self.keys.outbox, self.keys.outbox_again], [member, due_ms])
 
     async def next_outbox_due(self) -> int | None:
         rows = await self.redis.zrange(self.keys.outbox, 0, 0, withscores=True)
@@ -380,6 +454,8 @@ def _record(raw: dict[str, str]) -> Record:
         created_at=from_epoch(int(raw["created_at"]) / 1000),
         posted_at=from_epoch(int(raw["posted_at"]) / 1000) if raw.get("posted_at") else None,
         entry_id=raw.get("entry_id"),
+        batch=raw.get("batch"),
+        **{name: raw[name] for name in RECORD_EXTRAS if raw.get(name)},
     )
 
 

@@ -12,10 +12,23 @@ from datetime import datetime
 from typing import Any
 
 from store.errors import AlreadyDecided, NotAllowed
-from store.models import Change, Choice, Decision, Record, State, Status, Vote
+from store.models import AgentMessage, Change, Choice, Decision, Record, State, Status, Vote
 
-REFUSAL_CODES = ("self_approval", "not_an_approver", "already_voted")
-"""Codes of NotAllowed; the words people read are in `blocks.messages`."""
+REFUSAL_CODES = ("self_approval", "not_an_approver", "already_voted", "owned", "already_owner",
+                 "bad_option")
+"""Codes of NotAllowed; the words people read are in `blocks.messages` and `blocks.escalation`."""
+
+DECIDING = frozenset({Choice.approve, Choice.edit, Choice.answer, Choice.resolve,
+                      Choice.take_over, Choice.reply, Choice.hand_back})
+"""Choices the requester may never make on their own request."""
+
+VOTING = frozenset({Choice.approve, Choice.edit, Choice.reject, Choice.answer})
+"""Choices a person makes once per request (the quorum counts people, not clicks)."""
+
+MAX_MESSAGES = 50
+MAX_EXTRA_APPROVERS = 1000
+TIMEOUT_CODE = "timeout"
+"""`reason_code` of a decision taken because nobody decided in time."""
 
 
 @dataclass
@@ -29,6 +42,8 @@ class Transition:
     update_card: bool = True
     schedule: list[tuple[str, int]] = field(default_factory=list)
     """Timed events to (re)schedule: (`<kind>:<id>`, due epoch ms); see DEADLINE_KINDS."""
+    message: str | None = None
+    """An interim AgentMessage (JSON) for the agent's reply stream; the request stays open."""
 
     @property
     def request_id(self) -> str:
@@ -46,16 +61,25 @@ def authorize(
     *,
     groups: frozenset[str] = frozenset(),
 ) -> None:
-    """Raise AlreadyDecided or NotAllowed unless `user_id` may do `choice` on `record` now."""
+    """Raise AlreadyDecided or NotAllowed unless `user_id` may do `choice` on `record` now.
+
+    Approvers are the route's, widened by escalation levels; once someone has taken a case
+    over only they may act on it; a person votes once, but may reply as often as needed.
+    """
     if record.state is not State.pending:
         raise AlreadyDecided(record)
-    approving = choice in (Choice.approve, Choice.edit, Choice.answer, Choice.resolve)
-    if approving and record.request.requested_by == user_id:
+    if choice in DECIDING and record.request.requested_by == user_id:
         raise NotAllowed("self_approval", "the requester cannot approve their own request")
-    approvers = set(record.route.approvers)
-    if approvers and user_id not in approvers and not (groups & approvers):
+    if not record.may_decide(user_id, groups):
         raise NotAllowed("not_an_approver", "not an approver of this request")
-    if user_id in record.voter_ids():
+    owner = record.owner
+    if owner is not None and owner.user_id != user_id:
+        raise NotAllowed("owned", f"{owner.name or owner.user_id} has taken over this case")
+    if choice is Choice.take_over and owner is not None:
+        raise NotAllowed("already_owner", "you have already taken over this case")
+    if choice in VOTING and any(
+        v.user_id == user_id and v.choice in VOTING for v in record.votes
+    ):
         raise NotAllowed("already_voted", "already voted on this request")
 
 
@@ -87,7 +111,14 @@ def vote(
     answer: str | None = None,
     option: str | None = None,
 ) -> Transition:
-    """One person's approve/edit/reject/answer: the vote, and the decision once it is final."""
+    """One person's choice: the vote, and the decision once it is final.
+
+    approve/edit count towards the quorum; reject, answer (a question), resolve and hand_back
+    (an escalation: `answered` with the instructions in `answer`) decide at once; take_over
+    and reply keep the request open and send the agent an interim message.
+    """
+    if option is not None and option not in {o.value for o in record.request.options}:
+        raise NotAllowed("bad_option", "that is not one of this question's options")
     v = Vote(user_id=user_id, name=name, choice=choice, at=now)
     votes = [*record.votes, v]
     t = Transition(record)
@@ -120,20 +151,97 @@ def vote(
         t.decision = _decision(record, Status.answered, votes, now, answer=answer, option=option)
     elif choice is Choice.resolve:
         t.decision = _decision(record, Status.resolved, votes, now, reason=reason)
-    elif approvals >= record.route.quorum:
+    elif choice is Choice.hand_back:
+        t.decision = _decision(record, Status.answered, votes, now, answer=answer)
+    elif choice is Choice.take_over:
+        t.fields["owner"] = v.model_dump_json()
+        t.audit.append(("taken_over", user_id, {"name": name}))
+        _tell_agent(t, record, "taken_over", None, v, now)
+    elif choice is Choice.reply:
+        if record.owner is None:  # replying makes the person the case's owner
+            t.fields["owner"] = v.model_dump_json()
+        t.audit.append(("replied", user_id, {"chars": len(answer or "")}))
+        _tell_agent(t, record, "reply", answer, v, now)
+    elif choice in (Choice.approve, Choice.edit) and approvals >= record.route.quorum:
         t.decision = _decision(record, Status.approved, votes, now, params=params, changes=changes)
     return t
+
+
+def _tell_agent(
+    t: Transition, record: Record, event: str, text: str | None, by: Vote, now: datetime
+) -> None:
+    msg = AgentMessage(request_id=record.id, event=event, text=text, by=by, at=now)
+    t.message = msg.model_dump_json(exclude_none=True)
+    kept = [*record.messages, msg][-MAX_MESSAGES:]
+    t.fields["messages"] = "[" + ",".join(m.model_dump_json() for m in kept) + "]"
 
 
 def expire(
     record: Record, *, now: datetime, status: Status = Status.expired, reason: str
 ) -> Transition:
-    """Nobody decided in time: the request ends with `status` (expired unless policy says so)."""
+    """Nobody decided in time: the request ends with `status` (expired unless the tier says
+    `on_timeout: approve`, then auto_approved), `reason_code` "timeout", audited `expired`."""
     if record.state is not State.pending:
         raise AlreadyDecided(record)
     t = Transition(record)
-    t.decision = _decision(record, status, list(record.votes), now, reason=reason)
+    t.decision = _decision(
+        record, status, list(record.votes), now, reason=reason, reason_code=TIMEOUT_CODE
+    )
     t.audit.append(("expired", "system", {"status": status.value, "reason": reason}))
+    return t
+
+
+def remind(
+    record: Record, *, now: datetime, mentioned: list[str], next_due_ms: int | None
+) -> Transition:
+    """A reminder was posted: count it and schedule the next one (the card is unchanged)."""
+    if record.state is not State.pending:
+        raise AlreadyDecided(record)
+    t = Transition(record, update_card=False)
+    count = record.reminders + 1
+    t.fields["reminders"] = str(count)
+    t.audit.append(("reminded", "system", {"count": count, "mentioned": mentioned}))
+    if next_due_ms is not None:
+        t.schedule.append((f"remind:{record.id}", next_due_ms))
+    return t
+
+
+def escalate(
+    record: Record,
+    *,
+    now: datetime,
+    level: int,
+    targets: list[str],
+    approvers: list[str],
+    seconds: float,
+    next_due_ms: int | None,
+    failed: dict[str, str] | None = None,
+) -> Transition:
+    """Escalation level `level` notified `targets`: widen who may decide, record the time to
+    escalate (audit `escalated` with `seconds` and `level`), schedule the next level.
+
+    Level 0 is the escalation card itself (no targets, nobody added); levels 1.. are the
+    tier's `escalation` list, counted in `escalation_level`.
+    """
+    if record.state is not State.pending:
+        raise AlreadyDecided(record)
+    t = Transition(record)
+    if level > 0:
+        t.fields["escalation_level"] = str(record.escalation_level + 1)
+        notified = list(dict.fromkeys([*record.escalated_to, *targets]))
+        t.fields["escalated_to"] = _dump(notified)
+        extra = list(dict.fromkeys([*record.extra_approvers, *approvers]))
+        t.fields["extra_approvers"] = _dump(extra[:MAX_EXTRA_APPROVERS])
+    else:
+        t.update_card = False
+    if record.time_to_escalate_s is None:
+        t.fields["time_to_escalate_s"] = f"{seconds:.3f}"
+    detail: dict[str, Any] = {"seconds": round(seconds, 3), "level": level, "targets": targets}
+    if failed:
+        detail["failed"] = failed
+    t.audit.append(("escalated", "system", detail))
+    if next_due_ms is not None:
+        t.schedule.append((f"escalate:{record.id}", next_due_ms))
     return t
 
 

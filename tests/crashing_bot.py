@@ -1,7 +1,7 @@
 """`hitl run` that stops dead at a chosen point, so a test can SIGKILL it exactly there.
 
 HITL_TEST_PAUSE_AT=before_accept: the entry has been read but not acknowledged.
-HITL_TEST_PAUSE_AT=after_post:    the card is in Slack but its ts is not stored yet.
+HITL_TEST_PAUSE_AT=after_post:    the card (single or batch) is in Slack but its ts is not stored yet.
 HITL_TEST_MARK is a file written when the point is reached.
 """
 
@@ -27,6 +27,7 @@ def main() -> int:
         Store.accept = _hang  # type: ignore[method-assign]
     elif point == "after_post":
         Store.mark_posted = _hang  # type: ignore[method-assign]
+        Store.batch_shown = _hang  # type: ignore[method-assign]
     else:
         raise SystemExit(f"unknown pause point {point}")
     from bot.cli import main as cli

@@ -75,6 +75,8 @@ async def start_bot(redis_url: str, emu: Emulator, **overrides: Any) -> Bot:
         slack_bot_token=TOKEN, slack_signing_secret=SECRET, slack_api_url=emu.api_url,
         redis_url=redis_url, port=overrides.pop("port", 0), host="127.0.0.1",
         consumer=overrides.pop("consumer", "test"), claim_idle_s=overrides.pop("claim_idle_s", 30.0),
+        # the emulator does not rate-limit unless a test asks; pacing has its own tests
+        post_rate=overrides.pop("post_rate", 100.0), post_burst=overrides.pop("post_burst", 100.0),
         **overrides,
     )
     bot = build_app(settings)
@@ -82,9 +84,10 @@ async def start_bot(redis_url: str, emu: Emulator, **overrides: Any) -> Bot:
     return bot
 
 
-async def start(redis_url: str, **overrides: Any) -> Harness:
+async def start(redis_url: str, *, rate_limits: bool = False, **overrides: Any) -> Harness:
     port = free_port()
-    emu = Emulator(signing_secret=SECRET, request_url=f"http://127.0.0.1:{port}/slack/events", bot_token=TOKEN)
+    emu = Emulator(signing_secret=SECRET, request_url=f"http://127.0.0.1:{port}/slack/events", bot_token=TOKEN,
+                   rate_limits=rate_limits)
     await emu.start()
     bot = await start_bot(redis_url, emu, port=port, **overrides)
     client = HitlClient.from_url(redis_url, name="test-agent")

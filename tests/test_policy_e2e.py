@@ -79,7 +79,11 @@ async def test_high_tier_needs_two_managers(h: Harness) -> None:
     await eventually(one_vote, what="first approval")
     rec = await h.store.get(rid)
     assert rec.decision is None
-    assert "1 of 2" in json.dumps(h.message(rec)["blocks"])
+
+    async def progress_shown() -> bool:
+        return "1 of 2" in json.dumps(h.message(rec)["blocks"])
+
+    await eventually(progress_shown, what="quorum progress on the card")
     # Alice cannot count twice
     await h.click(rec, "U0ALICE", ActionId.approve)
     assert "already voted" in await _ephemeral(h, "U0ALICE")

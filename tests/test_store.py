@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 
 import pytest
 
@@ -132,9 +133,10 @@ async def test_outbox_lease_and_requeue(store: Store) -> None:
     lease, members = await store.claim_outbox(2000, 30_000)
     assert members == ["post:a"]
     assert (await store.claim_outbox(2000, 30_000))[1] == []  # leased: not due again
-    await store.enqueue("post:a", 2500)  # queued again while leased
-    assert not await store.finish_outbox("post:a", lease)
-    assert await store.outbox_depth() == 1
-    lease2, members = await store.claim_outbox(3000, 30_000)
+    await store.enqueue("post:a", 2500)  # queued again while leased: not runnable twice at once
+    assert (await store.claim_outbox(2600, 30_000))[1] == []
+    assert await store.finish_outbox("post:a", lease)  # ... but it runs once more afterwards
+    lease2, members = await store.claim_outbox(int(time.time() * 1000), 30_000)
     assert members == ["post:a"] and await store.finish_outbox("post:a", lease2)
     assert await store.outbox_depth() == 0
+    assert not await store.finish_outbox("post:a", lease2)  # a lease that is no longer ours

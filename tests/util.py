@@ -18,3 +18,25 @@ async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 10.0,
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         await asyncio.sleep(0.02)
+
+
+def shown_request_ids(message: dict[str, Any]) -> set[str]:
+    """Request ids a card shows: batch item lines, button values, the card's metadata."""
+    import json
+
+    ids: set[str] = set()
+    payload = (message.get("metadata") or {}).get("event_payload") or {}
+    if "request_id" in payload and "batch_id" not in payload:
+        ids.add(str(payload["request_id"]))
+    for block in message.get("blocks") or []:
+        block_id = str(block.get("block_id", ""))
+        if block_id.startswith("hitl.batch:"):
+            ids.add(block_id.split(":", 2)[2])
+        for el in block.get("elements", []) if block.get("type") == "actions" else []:
+            try:
+                value = json.loads(el.get("value") or "{}")
+            except ValueError:
+                continue
+            if isinstance(value, dict) and "r" in value:
+                ids.add(str(value["r"]))
+    return ids

@@ -33,7 +33,7 @@ from bot.policy.cel import (
 from bot.policy.load import default_text, load_file, load_policy
 from bot.policy.model import EscalationLevel, OnTimeout, Policy, Reminder
 from bot.policy.triggers import BuiltinTriggers, Hit
-from store.models import MODE_RANK, Mode, Request, Route
+from store.models import MODE_RANK, Kind, Mode, Request, Route
 
 log = logging.getLogger("hitl.policy")
 
@@ -163,7 +163,18 @@ class PolicyEngine:
             timeout = min(timeout, request.timeout_s)  # an agent may shorten, never extend
         return Route(mode=mode, tier=tier.name, rules=[h.name for h in hits], reasons=reasons,
                      sampled=sampled, paused=paused, channel=tier.channel,
-                     approvers=list(tier.approvers), quorum=tier.quorum, timeout_s=timeout)
+                     approvers=list(tier.approvers), quorum=tier.quorum, timeout_s=timeout,
+                     group=self._group(request, mode), batch_window_s=int(self.policy.batching.window),
+                     batch_max=self.policy.batching.max_items)
+
+    def _group(self, request: Request, mode: Mode) -> str | None:
+        """The batch group of a request people approve; None when it gets a card of its own."""
+        b = self.policy.batching
+        if not b.enabled or request.kind is not Kind.approval or mode is not Mode.approve:
+            return None
+        if request.batch_key:
+            return f"key:{request.batch_key}"
+        return f"{request.agent}/{request.action}" if b.similar else None
 
 
 def _reasons(hits: list[Hit], tier: ResolvedTier, mode: Mode, *, defaulted: bool) -> list[str]:

@@ -80,6 +80,8 @@ class EscalationLevel(_Section):
 
     after: Duration
     notify: list[Target] = Field(min_length=1)
+    repeat: Duration | None = None
+    """Last level only: notify its targets again every `repeat` until someone decides."""
 
 
 class Reminder(_Section):
@@ -126,6 +128,9 @@ class Tier(_Section):
                 raise ValueError(
                     f"level {i} (after {format_duration(v[i].after)}) must come later than "
                     f"level {i - 1} (after {format_duration(v[i - 1].after)})")
+        for i, level in enumerate(v[:-1]):
+            if level.repeat is not None:
+                raise ValueError(f"level {i}: only the last level may repeat")
         return v
 
 
@@ -160,6 +165,15 @@ def _default_tiers() -> dict[str, Tier]:
     }
 
 
+class Batching(_Section):
+    """Related requests on one card: a `batch_key`, or the same agent and action in a window."""
+
+    enabled: bool = True
+    window: Duration = 10
+    max_items: int = Field(40, ge=2, le=45)
+    similar: bool = True
+
+
 class Policy(_Section):
     """A whole policy file."""
 
@@ -169,6 +183,7 @@ class Policy(_Section):
     rules: list[Rule] = Field(default_factory=list, max_length=1000)
     admins: list[SlackUser] = Field(default_factory=list)
     triggers: Triggers = Field(default_factory=Triggers)
+    batching: Batching = Field(default_factory=Batching)
 
     @model_validator(mode="after")
     def _references(self) -> Policy:

@@ -1,8 +1,11 @@
 -- Apply one transition computed from the record at an expected version: checks, then writes.
--- KEYS: record, trail, audit, pending, outbox, decisions, reply (or decisions), deadlines
+-- KEYS: record, trail, audit, pending, outbox, decisions, reply (or decisions), deadlines,
+--       outbox again-set
 -- ARGV: request_id, expected_version, now_ms, now_iso, n_fields, field pairs...,
 --       decision ('' if none), has_reply, outbox_member ('' if none), n_deadlines, members...,
---       n_schedule, (member, due_ms) pairs..., audits...
+--       n_schedule, (member, due_ms) pairs..., audits..., message ('' if none)
+-- A message is an interim note to the agent (take over, reply): added to the reply stream as
+-- `message_for` + `message`, never as a `decision`, so readers of decisions skip it.
 local rid, at = ARGV[1], ARGV[4]
 if redis.call('EXISTS', KEYS[1]) == 0 then
   return {'missing'}
@@ -32,6 +35,7 @@ for _ = 1, ns do
   redis.call('ZADD', KEYS[8], ARGV[i + 1], ARGV[i]); i = i + 2
 end
 i = audits_from(ARGV, i, KEYS[3], KEYS[2], rid, at)
+local message = ARGV[i] or ''
 local v = redis.call('HINCRBY', KEYS[1], 'version', 1)
 if decision ~= '' then
   redis.call('HSET', KEYS[1], 'state', 'decided', 'decision', decision, 'decided_at', ARGV[3])
@@ -39,7 +43,19 @@ if decision ~= '' then
   audit(KEYS[3], KEYS[2], 'decided', rid, 'system', at, cjson.encode({status = cjson.decode(decision)['status']}))
   publish(KEYS[6], KEYS[7], has_reply, rid, decision, at, KEYS[3], KEYS[2])
 end
+if message ~= '' then
+  if has_reply == '1' then
+    redis.call('XADD', KEYS[7], 'MAXLEN', '~', 10000, '*', 'message_for', rid, 'message', message)
+  end
+  audit(KEYS[3], KEYS[2], 'messaged', rid, 'system', at,
+    cjson.encode({event = cjson.decode(message)['event'], delivered = (has_reply == '1')}))
+end
 if member ~= '' then
-  redis.call('ZADD', KEYS[5], ARGV[3], member)
+  local queued = redis.call('ZSCORE', KEYS[5], member)
+  if queued and tonumber(queued) > tonumber(ARGV[3]) then
+    redis.call('SADD', KEYS[9], member)  -- being updated now: run once more afterwards
+  else
+    redis.call('ZADD', KEYS[5], ARGV[3], member)
+  end
 end
 return {'ok', tostring(v)}

@@ -18,6 +18,6 @@ redis.call('HDEL', KEYS[1], 'post_attempt')
 audit(KEYS[3], KEYS[2], 'posted', ARGV[1], 'system', ARGV[6],
   cjson.encode({channel = ARGV[4], ts = ARGV[5]}))
 if redis.call('HGET', KEYS[1], 'version') ~= ARGV[8] then
-  redis.call('ZADD', KEYS[4], ARGV[7], 'update:' .. ARGV[1])
+  redis.call('ZADD', KEYS[4], 'NX', ARGV[7], 'update:' .. ARGV[1])
 end
 return {'posted', ARGV[5]}

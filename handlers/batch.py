@@ -1,0 +1,179 @@
+"""Listeners for batch cards: an item's own control, Approve all, Reject all, one by one,
+and the backlog digest's queue button. Bulk actions decide each item separately."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext, AsyncRespond
+from slack_sdk.web.async_client import AsyncWebClient
+
+from blocks.batch import bulk_result_message, one_by_one_modal, queue_modal, reject_all_modal
+from blocks.details import context_modal
+from blocks.ids import BatchActionId, BlockId, CallbackId, from_batch_item_block_id
+from blocks.messages import refusal_message
+from blocks.modals import parse_reject_values, reject_modal
+from blocks.payloads import BatchMeta, BatchValue, ModalMeta, PayloadError
+from handlers import reviews
+from handlers.deps import deps, user_name
+from store.backlog import BacklogStore
+from store.errors import StoreError
+from store.models import Choice, Record, State
+
+ERRORS = (StoreError, PayloadError)
+
+
+def _where(body: dict[str, Any]) -> tuple[str | None, str | None]:
+    c = body.get("container") or {}
+    return c.get("channel_id"), c.get("message_ts")
+
+
+async def on_item(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], respond: AsyncRespond,
+                  context: AsyncBoltContext, client: AsyncWebClient) -> None:
+    await ack()
+    d, user = deps(context), body["user"]
+    choice = (action.get("selected_option") or {}).get("value")
+    ids = from_batch_item_block_id(str(action.get("block_id", "")))
+    try:
+        if ids is None:
+            raise PayloadError("not a batch item")
+        rid = ids[1]
+        channel, ts = _where(body)
+        if choice == "approve":
+            await reviews.decide(d, rid, user["id"], user_name(user), Choice.approve)
+        elif choice == "reject":
+            record = await reviews.check(d, rid, user["id"], Choice.reject)
+            await client.views_open(trigger_id=body["trigger_id"],
+                                    view=reject_modal(record, ModalMeta(r=rid, c=channel, t=ts)))
+        else:
+            record = await d.store.get(rid)
+            await client.views_open(trigger_id=body["trigger_id"], view=context_modal(record))
+    except ERRORS as e:
+        await respond(**refusal_message(e), response_type="ephemeral", replace_original=False)
+
+
+async def _pending(context: AsyncBoltContext, batch_id: str) -> list[Record]:
+    store = deps(context).store
+    batch = await store.get_batch(batch_id)
+    return [r for r in await store.get_many(batch.items) if r.state is State.pending]
+
+
+async def on_approve_all(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], respond: AsyncRespond,
+                         context: AsyncBoltContext) -> None:
+    await ack()
+    user = body["user"]
+    try:
+        pending = await _pending(context, BatchValue.unpack(action["value"]).b)
+        outcomes = await reviews.decide_many(deps(context), [r.id for r in pending], user["id"],
+                                             user_name(user), Choice.approve)
+        await respond(**bulk_result_message("approved", outcomes), response_type="ephemeral",
+                      replace_original=False)
+    except ERRORS as e:
+        await respond(**refusal_message(e), response_type="ephemeral", replace_original=False)
+
+
+async def on_reject_all(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], respond: AsyncRespond,
+                        context: AsyncBoltContext, client: AsyncWebClient) -> None:
+    await ack()
+    try:
+        bid = BatchValue.unpack(action["value"]).b
+        batch = await deps(context).store.get_batch(bid)
+        pending = await _pending(context, bid)
+        channel, ts = _where(body)
+        await client.views_open(trigger_id=body["trigger_id"],
+                                view=reject_all_modal(batch, pending, BatchMeta(b=bid, c=channel, t=ts)))
+    except ERRORS as e:
+        await respond(**refusal_message(e), response_type="ephemeral", replace_original=False)
+
+
+async def on_reject_all_submitted(ack: AsyncAck, body: dict[str, Any], view: dict[str, Any],
+                                  context: AsyncBoltContext, client: AsyncWebClient) -> None:
+    rejection, errors = parse_reject_values(view["state"]["values"])
+    if errors:
+        await ack(response_action="errors", errors=errors)
+        return
+    await ack()
+    meta = BatchMeta.unpack(view.get("private_metadata"))
+    user = body["user"]
+    pending = await _pending(context, meta.b)
+    outcomes = await reviews.decide_many(deps(context), [r.id for r in pending], user["id"], user_name(user),
+                                         Choice.reject, reason_code=rejection.code, reason=rejection.text)
+    if meta.c:
+        await client.chat_postEphemeral(channel=meta.c, user=user["id"], **bulk_result_message("rejected", outcomes))
+
+
+async def on_one_by_one(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], respond: AsyncRespond,
+                        context: AsyncBoltContext, client: AsyncWebClient) -> None:
+    await ack()
+    try:
+        bid = BatchValue.unpack(action["value"]).b
+        batch = await deps(context).store.get_batch(bid)
+        pending = await _pending(context, bid)
+        channel, ts = _where(body)
+        first = pending[0] if pending else None
+        meta = BatchMeta(b=bid, r=first.id if first else None, c=channel, t=ts)
+        await client.views_open(trigger_id=body["trigger_id"],
+                                view=one_by_one_modal(batch, first, (1, len(pending)), meta))
+    except ERRORS as e:
+        await respond(**refusal_message(e), response_type="ephemeral", replace_original=False)
+
+
+async def on_step(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], context: AsyncBoltContext,
+                  client: AsyncWebClient) -> None:
+    """Approve, reject or skip the item shown in the one-by-one modal, then show the next."""
+    await ack()
+    d, user, view = deps(context), body["user"], body["view"]
+    meta = BatchMeta.unpack(action["value"])
+    note = None
+    if meta.r and action["action_id"] != BatchActionId.step_skip:
+        values = view.get("state", {}).get("values", {})
+        chosen = values.get(BlockId.reason_code, {}).get(BatchActionId.step_reason) or {}
+        code = (chosen.get("selected_option") or {}).get("value")
+        try:
+            if action["action_id"] == BatchActionId.step_approve:
+                await reviews.decide(d, meta.r, user["id"], user_name(user), Choice.approve)
+            else:
+                await reviews.decide(d, meta.r, user["id"], user_name(user), Choice.reject,
+                                     reason_code=code or "other", reason=None if code else "Rejected in one-by-one review")
+        except ERRORS as e:
+            note = refusal_message(e)["text"]
+    batch = await d.store.get_batch(meta.b)
+    pending = [r for r in await d.store.get_many(batch.items) if r.state is State.pending]
+    after = [r for r in pending if meta.r is None or batch.items.index(r.id) > batch.items.index(meta.r)]
+    candidates = after or pending
+    nxt: Record | None = candidates[0] if candidates else None
+    position = (pending.index(nxt) + 1 if nxt else 0, len(pending))
+    new = one_by_one_modal(batch, nxt, position, BatchMeta(b=meta.b, r=nxt.id if nxt else None, c=meta.c, t=meta.t),
+                           note=note)
+    await client.views_update(view_id=view["id"], hash=view.get("hash"), view=new)
+
+
+async def on_open_queue(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], context: AsyncBoltContext,
+                        client: AsyncWebClient) -> None:
+    await ack()
+    channel = BatchValue.unpack(action["value"]).b
+    d = deps(context)
+    state = BacklogStore(d.store)
+    ids: list[str] = []
+    for member, _ in await state.members(channel, 200):
+        op, _, key = member.partition(":")
+        ids += [key] if op == "post" else (await d.store.get_batch(key)).items if op == "batch" else []
+    waiting = [r for r in await d.store.get_many(ids) if not r.ts]
+    await client.views_open(trigger_id=body["trigger_id"], view=queue_modal(channel, waiting))
+
+
+async def on_reason_chosen(ack: AsyncAck) -> None:
+    """Choosing a reason in the one-by-one modal only fills its state; Reject reads it."""
+    await ack()
+
+
+def register(app: AsyncApp) -> None:
+    app.action(BatchActionId.item.value)(on_item)
+    app.action(BatchActionId.approve_all.value)(on_approve_all)
+    app.action(BatchActionId.reject_all.value)(on_reject_all)
+    app.action(BatchActionId.one_by_one.value)(on_one_by_one)
+    for step in (BatchActionId.step_approve, BatchActionId.step_reject, BatchActionId.step_skip):
+        app.action(step.value)(on_step)
+    app.action(BatchActionId.open_queue.value)(on_open_queue)
+    app.action(BatchActionId.step_reason.value)(on_reason_chosen)
+    app.view(CallbackId.reject_all_modal.value)(on_reject_all_submitted)

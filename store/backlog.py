@@ -1,0 +1,57 @@
+"""Per-channel backlog state: which cards wait for their posting slot, and the digest card."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from store.redis_store import Store
+
+
+class BacklogStore:
+    """Waiting cards per channel (`{prefix}:waiting:<channel>`) and its digest card."""
+
+    def __init__(self, store: Store) -> None:
+        self.redis: Any = store.redis
+        self.prefix = store.keys.prefix
+
+    def _waiting(self, channel: str) -> str:
+        return f"{self.prefix}:waiting:{channel}"
+
+    def _digest(self, channel: str) -> str:
+        return f"{self.prefix}:digest:{channel}"
+
+    async def add(self, channel: str, member: str, now_ms: int) -> int:
+        """Note an outbox operation waiting for a posting slot; how many wait now."""
+        async with self.redis.pipeline(transaction=True) as p:
+            p.zadd(self._waiting(channel), {member: now_ms}, nx=True)
+            p.zcard(self._waiting(channel))
+            _, n = await p.execute()
+        return int(n)
+
+    async def remove(self, channel: str, member: str) -> int:
+        async with self.redis.pipeline(transaction=True) as p:
+            p.zrem(self._waiting(channel), member)
+            p.zcard(self._waiting(channel))
+            _, n = await p.execute()
+        return int(n)
+
+    async def members(self, channel: str, limit: int = 500) -> list[tuple[str, int]]:
+        """Waiting operations, oldest first, with the time they started waiting."""
+        rows = await self.redis.zrange(self._waiting(channel), 0, limit - 1, withscores=True)
+        return [(str(m), int(s)) for m, s in rows]
+
+    async def count(self, channel: str) -> int:
+        return int(await self.redis.zcard(self._waiting(channel)))
+
+    async def claim_digest(self, channel: str) -> bool:
+        """True for the one replica that may post this channel's digest now."""
+        return bool(await self.redis.hsetnx(self._digest(channel), "posting", "1"))
+
+    async def digest(self, channel: str) -> dict[str, str]:
+        return dict(await self.redis.hgetall(self._digest(channel)))
+
+    async def set_digest(self, channel: str, channel_id: str, ts: str) -> None:
+        await self.redis.hset(self._digest(channel), mapping={"channel_id": channel_id, "ts": ts})
+
+    async def clear_digest(self, channel: str) -> None:
+        await self.redis.delete(self._digest(channel))
