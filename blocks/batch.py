@@ -120,13 +120,14 @@ def item_line(record: Record) -> str:
 def _item(batch: Batch, record: Record) -> Block:
     block_id = batch_item_block_id(batch.id, record.id)
     if record.state is not State.pending:
+        # both parts are mrkdwn already (escaped where they hold agent text): cut, never re-escape
         return {"type": "section", "block_id": block_id,
-                "text": {"type": "mrkdwn", "text": clip(f"~{item_line(record)}~\n{outcome_line(record)}", 3000)}}
+                "text": {"type": "mrkdwn", "text": truncate(f"~{item_line(record)}~\n{outcome_line(record)}", 3000)}}
     line = item_line(record)
     if record.route.quorum > 1 and record.approvals():
         line += f"\n⏳ {len(record.approvals())} of {record.route.quorum} approvals: " + ", ".join(
             user_mention(v.user_id) for v in record.approvals())
-    return {"type": "section", "block_id": block_id, "text": {"type": "mrkdwn", "text": clip(line, 3000)},
+    return {"type": "section", "block_id": block_id, "text": {"type": "mrkdwn", "text": truncate(line, 3000)},
             "accessory": {"type": "overflow", "action_id": BatchActionId.item.value, "options": [
                 option("✅ Approve", "approve"), option("❌ Reject…", "reject"), option("🔍 Details", "details")]}}
 

@@ -1,7 +1,8 @@
 """`hitl demo`: the whole loop on one machine, with the built-in Slack emulator.
 
-Finds Redis at REDIS_URL or starts a private `redis-server`, starts the emulator, the bot
-and a demo agent, prints the URL to open, and on Ctrl-C stops everything it started.
+`Demo` finds Redis (REDIS_URL, or a private `redis-server`), starts the emulator and its web
+page, the bot on the demo policy, and a demo agent; leaving `async with Demo(...)` stops
+everything it started. `demo()` is the command: it prints the URL and waits for Ctrl-C.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import signal
 import socket
 import subprocess
 import tempfile
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -23,8 +26,17 @@ from bot.app import build_app
 from bot.client import HitlClient
 from bot.config import load_settings
 from emulator import Emulator
+from store.models import Decision
 
 DEMO_PREFIX = "hitl-demo"
+DEMO_POLICY = Path(__file__).with_name("demo_policy.yml")
+DEFAULT_REDIS = "redis://localhost:6379/0"
+
+TRY = """\
+  Try it: you are Alice. Approve the $250 refund in #approvals; Edit the VIP email draft;
+  reject something with a reason; approve the 5 tag updates at once; type /hitl help.
+  Then act as Carol (the switcher at the top left) and try to approve the deletion in
+  #approvals-high: only @managers (Alice and Bob) may, and it needs both of them."""
 
 
 def _free_port() -> int:
@@ -43,14 +55,31 @@ async def _reachable(url: str) -> bool:
         await client.aclose()
 
 
-def _spawn_redis(binary: str, port: int) -> subprocess.Popen[bytes]:
-    workdir = tempfile.mkdtemp(prefix="hitl-demo-redis-")
-    return subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                             "--appendonly", "no", "--dir", workdir],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+class PrivateRedis:
+    """A `redis-server` on a free port in a temporary directory, no persistence."""
+
+    def __init__(self, binary: str) -> None:
+        self.port = _free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.dir = tempfile.mkdtemp(prefix="hitl-demo-redis-")
+        self.proc = subprocess.Popen(
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", self.dir],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def stop(self) -> None:
+        """Terminate the server (kill it if it does not exit) and remove its directory."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
-async def find_redis(url: str) -> tuple[str, subprocess.Popen[bytes] | None]:
+async def find_redis(url: str) -> tuple[str, PrivateRedis | None]:
     """A Redis to use: the one at `url`, or a private redis-server; SystemExit if neither."""
     if await _reachable(url):
         return url, None
@@ -60,15 +89,13 @@ async def find_redis(url: str) -> tuple[str, subprocess.Popen[bytes] | None]:
             f"hitl demo needs Redis: nothing answers at {url} and redis-server is not installed.\n"
             "Install it (Debian/Ubuntu: sudo apt-get install redis-server; macOS: brew install redis)\n"
             "or point REDIS_URL at a running Redis.")
-    port = _free_port()
-    proc = _spawn_redis(binary, port)
-    private = f"redis://127.0.0.1:{port}/0"
+    server = PrivateRedis(binary)
     for _ in range(100):
-        if await _reachable(private):
-            return private, proc
+        if await _reachable(server.url):
+            return server.url, server
         await asyncio.sleep(0.05)
-    proc.kill()
-    raise SystemExit(f"could not start a private redis-server on port {port}")
+    server.stop()
+    raise SystemExit(f"could not start a private redis-server on port {server.port}")
 
 
 DEMO_REQUESTS: list[dict[str, Any]] = [
@@ -106,55 +133,130 @@ DEMO_REQUESTS: list[dict[str, Any]] = [
 ]
 
 
-async def demo_agent(client: HitlClient) -> None:
-    """Push the demo requests and print each decision as it arrives."""
-    ids = []
-    for req in DEMO_REQUESTS:
-        ids.append(await client.request(**{**req, "id": f"{req['id']}-{secrets.token_hex(2)}"}))
+class DemoAgent:
+    """Pushes DEMO_REQUESTS (ids made unique per run) and reports each decision as it arrives."""
 
-    async def report(rid: str) -> None:
-        d = await client.wait(rid)
+    def __init__(self, client: HitlClient, out: Callable[[str], None]) -> None:
+        self.client = client
+        self.out = out
+        self.ids: dict[str, str] = {}  # DEMO_REQUESTS id -> the id pushed this run
+        self.decisions: dict[str, Decision] = {}  # pushed id -> decision
+
+    async def push(self) -> None:
+        for req in DEMO_REQUESTS:
+            rid = f"{req['id']}-{secrets.token_hex(2)}"
+            self.ids[req["id"]] = await self.client.request(**{**req, "id": rid})
+        self.out(f"  demo agent pushed {len(self.ids)} requests; decisions appear below.")
+
+    async def report(self) -> None:
+        await asyncio.gather(*(self._report(rid) for rid in self.ids.values()))
+
+    async def _report(self, rid: str) -> None:
+        d = await self.client.wait(rid)
+        self.decisions[rid] = d
         who = ", ".join(v.name or v.user_id for v in d.decided_by) or "policy"
-        print(f"  agent got: {rid} -> {d.status.value} ({who})", flush=True)
+        detail = f": {d.reason}" if d.reason else ""
+        self.out(f"  agent got: {rid} -> {d.status.value} ({who}){detail}")
 
-    await asyncio.gather(*(report(r) for r in ids))
+
+class Demo:
+    """Redis, the emulator, the bot and the demo agent; `async with` starts and stops them all."""
+
+    def __init__(self, *, redis_url: str | None = None, port: int = 8080, host: str = "127.0.0.1",
+                 agent: bool = True, policy: Path = DEMO_POLICY,
+                 out: Callable[[str], None] = lambda line: print(line, flush=True)) -> None:
+        self.want_redis = redis_url or os.environ.get("REDIS_URL", DEFAULT_REDIS)
+        self.port, self.host, self.with_agent, self.policy, self.out = port, host, agent, policy, out
+        self.redis_url = ""
+        self.private_redis: PrivateRedis | None = None
+        self._stack = contextlib.AsyncExitStack()
+
+    @property
+    def url(self) -> str:
+        """The page to open."""
+        return f"{self.emu.url}/"
+
+    async def __aenter__(self) -> Demo:
+        try:
+            await self._start()
+        except BaseException:
+            await self._stack.aclose()
+            raise
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._stack.aclose()
+
+    async def _start(self) -> None:
+        self.redis_url, self.private_redis = await find_redis(self.want_redis)
+        if self.private_redis is not None:
+            self._stack.callback(self.private_redis.stop)
+        secret = secrets.token_hex(16)
+        bot_port = _free_port()
+        self.emu = Emulator(signing_secret=secret, bot_token="xoxb-demo",
+                            request_url=f"http://127.0.0.1:{bot_port}/slack/events")
+        try:
+            await self.emu.start(self.host, self.port)
+        except OSError as e:
+            await self.emu.stop()
+            raise SystemExit(f"cannot serve the demo page on {self.host}:{self.port} ({e.strerror}); "
+                             "try another port: hitl demo --port 8081") from None
+        self._stack.push_async_callback(self.emu.stop)
+        settings = load_settings(slack_bot_token="xoxb-demo", slack_signing_secret=secret,
+                                 slack_api_url=self.emu.api_url, redis_url=self.redis_url,
+                                 prefix=DEMO_PREFIX, policy=self.policy, port=bot_port,
+                                 host="127.0.0.1", consumer="demo")
+        self.bot = build_app(settings)
+        try:
+            await self._clear(self.bot.store.redis)
+            await self.bot.start()
+        except BaseException:
+            await self.bot.store.close()
+            raise
+        self._stack.push_async_callback(self.bot.stop)
+        self.client = HitlClient.from_url(self.redis_url, prefix=DEMO_PREFIX, name="demo-agent")
+        self._stack.push_async_callback(self.client.close)
+        self.agent = DemoAgent(self.client, self.out)
+        self.announce()
+        if self.with_agent:
+            await self.agent.push()
+            task = asyncio.create_task(self.agent.report(), name="demo-agent")
+            self._stack.push_async_callback(_cancel, task)
+
+    @staticmethod
+    async def _clear(redis: Any) -> None:
+        """Start from an empty demo: the demo's keys only, never anyone else's."""
+        keys = [k async for k in redis.scan_iter(f"{DEMO_PREFIX}:*")]
+        if keys:
+            await redis.delete(*keys)
+
+    def announce(self) -> None:
+        """Print where to go and what to try."""
+        private = " (a private redis-server, stopped on exit)" if self.private_redis else ""
+        self.out(f"hitl demo is running: open {self.url} in a browser (Ctrl-C stops it).")
+        self.out(f"  Redis {self.redis_url}{private}, key prefix {DEMO_PREFIX}; policy {self.policy}")
+        self.out(TRY)
 
 
-async def demo(port: int = 8080, agent: bool = True) -> int:
-    url, redis_proc = await find_redis(os.environ.get("REDIS_URL", "redis://localhost:6379/0"))
-    secret = secrets.token_hex(16)
-    bot_port = _free_port()
-    emu = Emulator(signing_secret=secret, request_url=f"http://127.0.0.1:{bot_port}/slack/events",
-                   bot_token="xoxb-demo")
-    await emu.start(port=port)
-    settings = load_settings(slack_bot_token="xoxb-demo", slack_signing_secret=secret,
-                             slack_api_url=emu.api_url, redis_url=url, prefix=DEMO_PREFIX,
-                             port=bot_port, host="127.0.0.1", consumer="demo")
-    bot = build_app(settings)
-    client = HitlClient.from_url(url, prefix=DEMO_PREFIX, name="demo-agent")
-    tasks: list[asyncio.Task[None]] = []
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def demo(port: int = 8080, agent: bool = True, redis_url: str | None = None) -> int:
+    """Run the demo until Ctrl-C (or SIGTERM); everything it started is stopped on the way out."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    signals = (signal.SIGINT, signal.SIGTERM)
+    for sig in signals:
         loop.add_signal_handler(sig, stop.set)
     try:
-        await bot.store.redis.delete(*[k async for k in bot.store.redis.scan_iter(f"{DEMO_PREFIX}:*")] or ["-"])
-        await bot.start()
-        print(f"hitl demo is running. Open {emu.url}/ in a browser (Ctrl-C stops it).", flush=True)
-        print(f"  Redis: {url}{' (private)' if redis_proc else ''}, prefix {DEMO_PREFIX}", flush=True)
-        if agent:
-            tasks.append(asyncio.create_task(demo_agent(client)))
-        await stop.wait()
+        async with Demo(redis_url=redis_url, port=port, agent=agent):
+            await stop.wait()
+            print("stopping…", flush=True)
     finally:
-        print("stopping…", flush=True)
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        await client.close()
-        with contextlib.suppress(Exception):
-            await bot.stop()
-        await emu.stop()
-        if redis_proc is not None:
-            redis_proc.terminate()
-            redis_proc.wait(5)
+        for sig in signals:
+            loop.remove_signal_handler(sig)
+    print("stopped; nothing left running.", flush=True)
     return 0

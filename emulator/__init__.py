@@ -1,4 +1,4 @@
-"""A local Slack: stateful Web API, signed interactions and (later) a web page.
+"""A local Slack: stateful Web API, signed interactions and a web page (`/`).
 
 Imports nothing of the product; the bot talks to it exactly as to Slack.
 """

@@ -19,11 +19,9 @@ from emulator.responses import Responses
 from emulator.state import Channel, User, UserGroup, Workspace, seed
 from emulator.submission import SubmitResult
 from emulator.transport import Reply, Transport
+from emulator.ui import WebUI
 from emulator.views import View
 from emulator.webapi import Call, WebApi
-
-PLACEHOLDER = """<!doctype html><html><head><title>hitl Slack emulator</title></head>
-<body><h1>hitl Slack emulator</h1><p>Web API at <code>/api/</code>.</p></body></html>"""
 
 
 class Emulator:
@@ -54,6 +52,7 @@ class Emulator:
         self.transport = Transport(signing_secret, request_url)
         self.responses = Responses(self.ws, self.api.record, self.api.block_errors)
         self.interactions = Interactions(self.ws, self.transport, self.responses)
+        self.ui = WebUI(self)
         self.app = self.make_app()
         self.url = ""
         self.api_url = ""
@@ -62,13 +61,13 @@ class Emulator:
     # -- server ---------------------------------------------------------------------------
 
     def make_app(self) -> web.Application:
-        """The aiohttp application; add routes (the web page) before `start()`."""
+        """The aiohttp application: the Web API, response_urls, files, and the web page."""
         app = web.Application()
         app.router.add_route("*", "/api/{method}", self.api.handle)
         app.router.add_post("/upload/{file_id}", self._upload)
         app.router.add_get("/files/{file_id}/{name}", self._download)
         app.router.add_post("/response/{token}", self.responses.handle)
-        app.router.add_get("/", self._index)
+        self.ui.mount(app)
         return app
 
     async def _upload(self, request: web.Request) -> web.Response:
@@ -76,9 +75,6 @@ class Emulator:
 
     async def _download(self, request: web.Request) -> web.Response:
         return await api_files.download(self.ws, request)
-
-    async def _index(self, request: web.Request) -> web.Response:
-        return web.Response(text=PLACEHOLDER, content_type="text/html")
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
         """Serve on host:port (0: a free port); sets and returns `url`."""

@@ -1,0 +1,110 @@
+"""`hitl demo`: Redis found or started, everything it starts is stopped, clear failures."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import sys
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+import bot.demo
+from bot.demo import DEMO_REQUESTS, Demo
+from store.models import Status
+from tests.redis_server import free_port
+from tests.util import eventually
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+async def test_demo_runs_the_loop_and_stops_everything(redis_url: str) -> None:
+    lines: list[str] = []
+    before = asyncio.all_tasks()
+    async with Demo(redis_url=redis_url, port=0, out=lines.append) as d:
+        assert d.private_redis is None and d.redis_url == redis_url
+        page_port, bot_port = d.emu.url.rsplit(":", 1)[1], d.bot.port
+        async with aiohttp.ClientSession() as http, http.get(d.url) as r:
+            assert r.status == 200 and "user-switcher" in await r.text()
+        assert set(d.agent.ids) == {r["id"] for r in DEMO_REQUESTS}
+        lookup = await d.client.wait(d.agent.ids["demo-lookup"], timeout=5)
+        assert lookup.status is Status.auto_approved and lookup.route is not None
+        assert lookup.route.mode.value == "auto"
+
+        async def cards() -> bool:  # Slack's pace: one message per second per channel
+            return len(d.emu.messages("#approvals")) == 4 and len(d.emu.messages("#approvals-high")) == 2
+
+        await eventually(cards, 10, "the demo's cards")  # the rest wait for people
+        assert any("5 requests" in m["text"] for m in d.emu.messages("#approvals"))  # one batch
+        deletion = await d.bot.store.get(d.agent.ids["demo-delete"])
+        assert deletion.route.tier == "high" and deletion.route.approvers == ["S0MANAGERS"]
+        assert deletion.route.quorum == 2
+        legal = await d.bot.store.get(d.agent.ids["demo-legal"])
+        assert legal.route.mode.value == "escalate"
+        await eventually(lambda: asyncio.sleep(0, any("agent got: demo-lookup" in x for x in lines)),
+                         5, "the agent's report")
+    text = "\n".join(lines)
+    assert f"open {d.url}" in text and "act as Carol" in text
+    assert not _listening(int(page_port)) and not _listening(bot_port)
+    assert asyncio.all_tasks() - before <= {asyncio.current_task()}
+
+
+async def test_a_private_redis_server_when_none_answers() -> None:
+    nowhere = f"redis://127.0.0.1:{free_port()}/0"
+    async with Demo(redis_url=nowhere, port=0, agent=False, out=lambda line: None) as d:
+        server = d.private_redis
+        assert server is not None and d.redis_url == server.url
+        assert server.proc.poll() is None and await d.bot.store.ping()
+    assert server.proc.poll() is not None and not Path(server.dir).exists()
+
+
+async def test_no_redis_and_no_redis_server_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(bot.demo.shutil, "which", lambda name: None)
+    with pytest.raises(SystemExit, match=r"(?s)needs Redis.*apt-get install redis-server"):
+        async with Demo(redis_url=f"redis://127.0.0.1:{free_port()}/0", port=0):
+            pass
+
+
+async def test_a_busy_port_is_a_clear_error(redis_url: str) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        with pytest.raises(SystemExit, match="--port"):
+            async with Demo(redis_url=redis_url, port=port, out=lambda line: None):
+                pass
+
+
+async def test_hitl_demo_stops_on_ctrl_c_and_leaves_nothing_running() -> None:
+    env = {**os.environ, "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}  # nothing there
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot.cli", "demo", "--port", "0", env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    assert proc.stdout is not None
+    lines: list[str] = []
+    try:
+        async with asyncio.timeout(20):
+            while not any("agent got: demo-lookup" in x for x in lines):
+                line = (await proc.stdout.readline()).decode()
+                assert line, f"hitl demo exited early: {''.join(lines)}"
+                lines.append(line)
+        proc.send_signal(signal.SIGINT)
+        rest, _ = await asyncio.wait_for(proc.communicate(), 20)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    out = "".join(lines) + rest.decode()
+    assert proc.returncode == 0, out
+    assert "hitl demo is running: open http://127.0.0.1:" in out and "stopped" in out
+    redis_line = next(x for x in lines if x.strip().startswith("Redis redis://"))
+    assert "private" in redis_line
+    redis_port = int(redis_line.split("redis://127.0.0.1:")[1].split("/")[0])
+    page_port = int(out.split("open http://127.0.0.1:")[1].split("/")[0])
+    assert not _listening(redis_port) and not _listening(page_port)
