@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
 import time
@@ -38,7 +39,7 @@ METADATA_EVENT = "hitl_request"
 LEASE_MS = 30_000
 MAX_BACKOFF_S = 300.0
 POST_RATE, POST_BURST = 1.0, 2.0  # Slack: about one message per second per channel, short bursts
-UPDATE_RATE, UPDATE_BURST = 0.8, 20.0  # chat.update is Tier 3: about 50 per minute
+UPDATE_RATE, UPDATE_BURST = 0.8, 40.0  # chat.update is Tier 3: about 50 per minute
 PERMANENT = {"channel_not_found", "is_archived", "invalid_blocks", "msg_too_long", "invalid_auth",
              "account_inactive", "token_revoked", "missing_scope", "not_authed"}
 
@@ -48,6 +49,10 @@ RenderBatch = Callable[[Batch, list[Record]], dict[str, Any]]
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
+
+
+def _digest(message: dict[str, Any]) -> str:
+    return hashlib.sha1(json.dumps(message, sort_keys=True).encode(), usedforsecurity=False).hexdigest()
 
 
 class Deferred(Exception):
@@ -198,10 +203,13 @@ class Delivery:
         if not records:
             await self.store.finish_outbox(member, lease)
             return bucket
+        message = self.render_batch(batch, records)
+        rendered = _digest(message)
         if batch.ts:
-            await self.pace("update", member, lease)
-            await self._update(batch.channel, batch.ts, self.render_batch(batch, records), bid)
-            await self.store.batch_shown(batch, batch.channel, batch.ts, utcnow())
+            if rendered != batch.rendered:  # Slack already shows exactly this: no call
+                await self.pace("update", member, lease)
+                await self._update(batch.channel, batch.ts, message, bid)
+            await self.store.batch_shown(batch, batch.channel, batch.ts, utcnow(), rendered)
             await self.store.finish_outbox(member, lease)
             return "update"
         await self.pace(bucket, member, lease)
@@ -213,10 +221,9 @@ class Delivery:
         if found:
             channel_id, ts = found
         else:
-            channel_id, ts = await self._post(batch.channel, self.render_batch(batch, records),
-                                              {"batch_id": bid, "request_id": records[0].id})
-        await self.store.batch_shown(batch, channel_id, ts, utcnow())
-        if len(records) > 1 or found:  # items may have joined while it was posted
+            channel_id, ts = await self._post(batch.channel, message, {"batch_id": bid, "request_id": records[0].id})
+        await self.store.batch_shown(batch, channel_id, ts, utcnow(), "" if found else rendered)
+        if found:  # posted by a run that died: bring the card up to date (joins re-queue themselves)
             await self.store.enqueue(f"batch:{bid}", _now_ms())
         await self.store.finish_outbox(member, lease)
         await self.backlog.posted(self, batch.channel, member)

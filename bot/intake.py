@@ -21,12 +21,14 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from bot.routing import Router, immediate_decision, needs_card
+from bot.timing import honour_user_request, plan, tier_of
 from store.models import MAX_ENTRY_BYTES, Decision, Request, Status, utcnow
 from store.redis_store import GROUP, Accepted, Entry, Store
 
 log = logging.getLogger("hitl.intake")
 
 BLOCK_MS = 2000
+CONCURRENCY = 16  # entries of one read processed at once (each a few Redis round trips)
 
 
 class Invalid(Exception):
@@ -157,7 +159,13 @@ class Intake:
     async def _process(self, entries: list[Entry]) -> None:
         # Read the pause switch once per batch, so a pause reaches every replica at once.
         self._paused = (await self.store.control()).get("paused") == "1"
-        await asyncio.gather(*(self._one(e) for e in entries))
+        limit = asyncio.Semaphore(CONCURRENCY)
+
+        async def bounded(e: Entry) -> None:
+            async with limit:
+                await self._one(e)
+
+        await asyncio.gather(*(bounded(e) for e in entries))
 
     async def _one(self, entry: Entry) -> None:
         try:
@@ -181,10 +189,14 @@ class Intake:
         assert request.id is not None
         router = self.router()
         first_use = not await self.store.action_seen(request.action)
-        route = router.route(request, first_use=first_use, paused=self._paused)
+        route = honour_user_request(request, router.route(request, first_use=first_use,
+                                                          paused=self._paused))
         decision = immediate_decision(request, route)
+        now = utcnow()
+        deadlines = plan(request, route, tier_of(router, route), int(now.timestamp() * 1000))
         verdict = await self.store.accept(
-            entry.id, Accepted(request, route, decision, post=needs_card(route)), utcnow())
+            entry.id, Accepted(request, route, decision, post=needs_card(route),
+                               deadlines=() if decision else deadlines), now)
         self.processed += 1
         if verdict == "accepted":
             self.on_accepted()

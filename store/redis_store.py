@@ -92,7 +92,10 @@ class Store:
         """A store on its own connection pool (decoded strings, explicit timeouts)."""
         kwargs.setdefault("socket_timeout", 5)
         kwargs.setdefault("socket_connect_timeout", 5)
-        return cls(aioredis.Redis.from_url(url, decode_responses=True, **kwargs), prefix)
+        # A blocking pool: a burst waits for a free connection instead of failing.
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url, decode_responses=True, max_connections=kwargs.pop("max_connections", 64), timeout=10, **kwargs)
+        return cls(aioredis.Redis.from_pool(pool), prefix)  # the client owns (and closes) the pool
 
     async def close(self) -> None:
         await self.redis.aclose()
@@ -341,6 +344,7 @@ class Store:
             raise NotFound(batch_id)
         posted = raw.get("posted_at")
         return Batch(id=batch_id, group=raw["group"], channel=raw["channel"], items=items,
+                     rendered=raw.get("rendered"),
                      ts=raw.get("ts"), created_at=from_epoch(int(raw["created_at"]) / 1000),
                      posted_at=from_epoch(int(posted) / 1000) if posted else None)
 
@@ -352,9 +356,9 @@ class Store:
             rows = await p.execute()
         return [_record(r) for r in rows if r]
 
-    async def batch_shown(self, batch: Batch, channel: str, ts: str, now: datetime) -> int:
-        """Record the batch card's place and mark its items posted; how many were new."""
-        args = [self.keys.prefix, batch.id, channel, ts, _ms(now), now.isoformat(), *batch.items]
+    async def batch_shown(self, batch: Batch, channel: str, ts: str, now: datetime, rendered: str = "") -> int:
+        """Record the batch card's place and what it shows; mark its items posted (once each)."""
+        args = [self.keys.prefix, batch.id, channel, ts, _ms(now), now.isoformat(), rendered, *batch.items]
         return int(await self._run("batch_shown", [self.keys.batch(batch.id), self.keys.audit], args))
 
     async def note_batch_attempt(self, batch_id: str, now: datetime) -> str | None:
