@@ -16,6 +16,7 @@ from emulator.interactions import Interactions
 from emulator.limits import Fault, Faults, RateLimiter
 from emulator.reference import Reference
 from emulator.responses import Responses
+from emulator.socket_mode import SocketMode
 from emulator.state import Channel, User, UserGroup, Workspace, seed
 from emulator.submission import SubmitResult
 from emulator.transport import Reply, Transport
@@ -37,8 +38,10 @@ class Emulator:
         reference_dir: Path | None = None,
         trigger_ttl: float = 3.0,
         clock: Callable[[], float] = time.time,
+        app_token: str | None = None,
     ) -> None:
         self.signing_secret = signing_secret
+        self.socket_mode = SocketMode(app_token)
         self.bot_token = bot_token
         self.ws = Workspace(clock)
         self.ws.triggers.ttl = trigger_ttl
@@ -50,6 +53,7 @@ class Emulator:
             self.ws, self.reference, self.faults, self.limiter, {bot_token}, lambda: self.ws.clock()
         )
         self.transport = Transport(signing_secret, request_url)
+        self.transport.socket_mode = self.socket_mode
         self.responses = Responses(self.ws, self.api.record, self.api.block_errors)
         self.interactions = Interactions(self.ws, self.transport, self.responses)
         self.ui = WebUI(self)
@@ -63,6 +67,7 @@ class Emulator:
     def make_app(self) -> web.Application:
         """The aiohttp application: the Web API, response_urls, files, and the web page."""
         app = web.Application()
+        self.socket_mode.mount(app)
         app.router.add_route("*", "/api/{method}", self.api.handle)
         app.router.add_post("/upload/{file_id}", self._upload)
         app.router.add_get("/files/{file_id}/{name}", self._download)
@@ -86,9 +91,11 @@ class Emulator:
         self.url = f"http://{host}:{bound}"
         self.api_url = f"{self.url}/api/"
         self.ws.base_url = self.url
+        self.socket_mode.base_url = self.url
         return self.url
 
     async def stop(self) -> None:
+        await self.socket_mode.close()
         await self.transport.close()
         if self._runner is not None:
             await self._runner.cleanup()

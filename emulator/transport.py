@@ -12,6 +12,7 @@ import aiohttp
 
 from emulator.common import JSON
 from emulator.signing import sign
+from emulator.socket_mode import SocketMode
 
 # Slack gives up on an app that has not answered an interaction within 3 seconds.
 ACK_TIMEOUT = 3.0
@@ -45,6 +46,7 @@ class Transport:
         self.ack_timeout = ACK_TIMEOUT
         self.sent: list[Reply] = []
         self._session: aiohttp.ClientSession | None = None
+        self.socket_mode: SocketMode | None = None
 
     async def close(self) -> None:
         if self._session is not None:
@@ -64,6 +66,11 @@ class Transport:
         return await self._post(kind, json.dumps(payload).encode(), "application/json", payload)
 
     async def _post(self, kind: str, body: bytes, content_type: str, payload: JSON) -> Reply:
+        if self.socket_mode is not None and self.socket_mode.connected:
+            status, text, elapsed, timed_out = await self.socket_mode.deliver(kind, payload, self.ack_timeout)
+            reply = Reply(kind, payload, status, text, elapsed, timed_out)
+            self.sent.append(reply)
+            return reply
         if not self.request_url:
             raise RuntimeError("the emulator has no request_url to send interactions to")
         if self._session is None:

@@ -72,7 +72,8 @@ class Harness:
 
 async def start_bot(redis_url: str, emu: Emulator, **overrides: Any) -> Bot:
     settings = load_settings(
-        slack_bot_token=TOKEN, slack_signing_secret=SECRET, slack_api_url=emu.api_url,
+        slack_bot_token=TOKEN, slack_signing_secret=overrides.pop("slack_signing_secret", SECRET),
+        slack_api_url=emu.api_url,
         redis_url=redis_url, port=overrides.pop("port", 0), host="127.0.0.1",
         consumer=overrides.pop("consumer", "test"), claim_idle_s=overrides.pop("claim_idle_s", 30.0),
         # the emulator does not rate-limit unless a test asks; pacing has its own tests
