@@ -9,6 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from blocks.escalation import (
+    escalation_card,
+    is_handover,
+    locked_escalation_card,
+    status_lines,
+)
 from blocks.facts import (
     current_draft,
     current_params,
@@ -38,7 +44,8 @@ from blocks.text import (
     truncate,
     user_mention,
 )
-from store.models import Kind, Record, State
+from store.models import Kind, Record, State, Status
+from store.transitions import TIMEOUT_CODE
 
 MAX_PARAM_FIELDS = 6
 PARAM_VALUE_MAX = 300
@@ -55,8 +62,13 @@ def card(
     paused_reason: str | None = None,
     details: bool = False,
 ) -> dict[str, Any]:
-    """The message for `record` as it stands: the pending card, or the locked one once decided."""
-    if record.state is State.pending and record.decision is None:
+    """The message for `record` as it stands: the pending card, or the locked one once decided.
+
+    Handovers (kind `escalation`, or mode `escalate`) get the escalation card."""
+    pending = record.state is State.pending and record.decision is None
+    if is_handover(record):
+        return escalation_card(record) if pending else locked_escalation_card(record)
+    if pending:
         return approval_card(record, paused=paused, paused_reason=paused_reason, details=details)
     return locked_card(record)
 
@@ -79,6 +91,8 @@ def approval_card(
     blocks += _body(record)
     if record.route.quorum > 1:
         blocks.append(context([_quorum(record)]))
+    if status := status_lines(record):
+        blocks.append(context(status))
     blocks.append(_actions(record, details=details))
     return {"text": _fallback(record, paused=paused), "blocks": blocks[:MESSAGE_BLOCKS_MAX]}
 
@@ -86,6 +100,9 @@ def approval_card(
 def locked_card(record: Record) -> dict[str, Any]:
     """`{"text", "blocks"}` of a decided card: the same facts and the outcome, no buttons."""
     outcome = outcome_line(record)
+    d = record.decision
+    if d is not None and d.reason_code == TIMEOUT_CODE and d.status is Status.auto_approved:
+        outcome += f"\n:hourglass: {clip(d.reason or 'No decision in time', 500)}"
     blocks = [
         header(f"{status_title(record)}: {record.request.action}"),
         section(outcome),

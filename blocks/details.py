@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from blocks.escalation import status_lines
 from blocks.facts import current_draft, current_params, hides_agent_view, kind_title
 from blocks.ids import CallbackId
 from blocks.kit import MODAL_BLOCKS_MAX, Block, context, divider, fields, header, modal, section
@@ -54,6 +55,12 @@ def context_modal(record: Record, meta: ModalMeta | None = None) -> dict[str, An
             )
         )
     blocks.append(context([_meta_line(record)]))
+    if status := status_lines(record):
+        blocks.append(context(status))
+    if record.messages:
+        lines = [f"*{clip(m.by.name or m.by.user_id, 80)}* ({m.event.replace('_', ' ')}): "
+                 f"{clip(m.text or '', 400)}" for m in record.messages[-5:]]
+        blocks.append(section("*Messages to the agent*\n" + "\n".join(lines)))
     blocks += _conversation(record, MODAL_BLOCKS_MAX - len(blocks))
     return modal(
         CallbackId.context_modal,
@@ -99,7 +106,9 @@ def _conversation(record: Record, room: int) -> list[Block]:
         return []
     shown = turns[-(room - 2) :]
     head = "*Conversation*" + (
-        f" (last {len(shown)} of {len(turns)})" if len(shown) < len(turns) else ""
+        f" (last {len(shown)} of {len(turns)}; the {len(turns) - len(shown)} earlier turns are "
+        f"stored with request {clip(record.id, 128)})"
+        if len(shown) < len(turns) else ""
     )
     return [
         divider(),

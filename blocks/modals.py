@@ -1,4 +1,5 @@
-"""Modals opened from a card (reject, edit and approve, answer) and the parsers of their input.
+"""Modals opened from a card (reject, edit and approve, answer, reply, resolve, hand back) and
+the parsers of their input.
 
 Every parser re-validates what Slack sends (a client can send anything) and returns the
 values together with errors keyed by block id, ready for `ack(response_action="errors")`.
@@ -123,6 +124,48 @@ def answer_modal(record: Record, meta: ModalMeta) -> dict[str, Any]:
         private_metadata=meta.pack(),
         submit="Send answer",
     )
+
+
+def reply_modal(record: Record, meta: ModalMeta) -> dict[str, Any]:
+    """Reply to the agent (escalations): a message it receives now; the case stays open."""
+    return _text_modal(record, meta, CallbackId.reply_modal, "Reply to agent", "Send",
+                       BlockId.reply_text, "Message to the agent",
+                       "The agent receives this at once; the case stays open and yours.")
+
+
+def resolve_modal(record: Record, meta: ModalMeta) -> dict[str, Any]:
+    """Resolve the case (escalations): a resolution note; the decision is `resolved`."""
+    return _text_modal(record, meta, CallbackId.resolve_modal, "Resolve case", "Resolve",
+                       BlockId.resolution_text, "How was it resolved?",
+                       "The agent receives this note with the decision `resolved` and "
+                       "stops working on the case.")
+
+
+def hand_back_modal(record: Record, meta: ModalMeta) -> dict[str, Any]:
+    """Hand the case back (escalations): instructions the agent continues with."""
+    return _text_modal(record, meta, CallbackId.hand_back_modal, "Hand back to agent",
+                       "Hand back", BlockId.instructions_text, "Instructions for the agent",
+                       "The agent continues the case with these instructions (decision "
+                       "`answered`, the text in `answer`).")
+
+
+def parse_text_value(state_values: StateValues, block_id: str) -> tuple[str, Errors]:
+    """The required text of a one-input modal (reply, resolve, hand back), and errors."""
+    text = (_typed(state_values, block_id) or "").strip()
+    if not text:
+        return "", {block_id: "Write something for the agent."}
+    if len(text) > TEXT_INPUT_MAX:
+        return text, {block_id: f"Keep it under {TEXT_INPUT_MAX:,} characters."}
+    return text, {}
+
+
+def _text_modal(record: Record, meta: ModalMeta, callback_id: str, title: str, submit: str,
+                block_id: str, label: str, hint: str) -> dict[str, Any]:
+    blocks: list[Block] = [
+        _about(record, "About"),
+        input_block(block_id, label, _text_input(None, multiline=True), hint=hint),
+    ]
+    return modal(callback_id, title, blocks, private_metadata=meta.pack(), submit=submit)
 
 
 def editable_inputs(record: Record) -> dict[str, str]:

@@ -390,6 +390,8 @@ class Batch(BaseModel):
     channel: str
     items: list[str] = Field(default_factory=list)
     ts: str | None = None
+    rendered: str | None = None
+    """A digest of the card Slack shows, so an unchanged card is not updated again."""
     created_at: datetime
     posted_at: datetime | None = None
 

@@ -1,0 +1,392 @@
+"""Scheduler: fires the timed events of pending requests (reminders, escalation levels, expiry).
+
+Deadlines live in Redis, in the sorted set `{prefix}:deadlines` (members `remind:<id>`,
+`escalate:<id>`, `expire:<id>` scored by due time; one of each at most). Intake schedules
+them atomically with the request; any decision removes them in the same script that records
+it. Every replica runs a scheduler: `claim_due` leases due members (their score moves to the
+lease's end), so each fires on one replica; a replica that dies mid-event leaves its lease to
+run out and another one fires it. Deadlines that came due while every replica was down are
+simply due members, fired at the next start.
+
+An event does its Slack calls first and then applies its transition (which reschedules the
+next event and records counts on the record), so a crash in between repeats a notification
+rather than losing it. Slack 429s and 5xx retry the event later; a target Slack refuses for
+good (`channel_not_found`) is recorded in the audit entry and the chain goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import ClientError
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from blocks.escalation import escalation_note, escalation_notice, reminder_message
+from blocks.text import fmt_duration
+from bot.policy import ResolvedTier
+from bot.timing import (
+    expire_at_ms,
+    is_escalation,
+    level,
+    level_due_ms,
+    next_level_ms,
+    next_reminder_ms,
+    on_timeout,
+    reminder_due_ms,
+    tier_of,
+    timeout_s,
+    trigger_ms,
+)
+from store.errors import AlreadyDecided, Conflict, NotFound
+from store.models import Record, State, Status, from_epoch, utcnow
+from store.redis_store import Store
+from store.transitions import Transition, escalate, expire, remind
+
+log = logging.getLogger("hitl.scheduler")
+
+LEASE_MS = 30_000
+MAX_WAIT_S = 1.0
+EARLY_MS = 50
+MAX_BACKOFF_S = 300.0
+MAX_MEMBERS = 1000
+TRANSIENT = {"ratelimited", "internal_error", "fatal_error", "service_unavailable",
+             "request_timeout"}
+
+Make = Callable[[Record], Transition | None]
+
+
+class RetryLater(Exception):
+    """The event cannot complete now (Slack throttling or down); try again at `at_ms`, or
+    after a growing back-off when None."""
+
+    def __init__(self, at_ms: int | None, why: str) -> None:
+        super().__init__(why)
+        self.at_ms = at_ms
+
+
+class Scheduler:
+    """Fires due deadlines; `run()` until `stop()`, `kick()` to look again at once.
+
+    `clock` (epoch seconds) is injectable so tests move time instead of sleeping.
+    """
+
+    def __init__(self, store: Store, slack: AsyncWebClient, policy: Callable[[], Any], *,
+                 clock: Callable[[], float] = time.time, lease_ms: int = LEASE_MS,
+                 batch: int = 50, on_change: Callable[[], None] = lambda: None) -> None:
+        self.store = store
+        self.slack = slack
+        self.policy = policy
+        self.clock = clock
+        self.lease_ms = lease_ms
+        self.batch = batch
+        self.on_change = on_change
+        self._wake = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._attempts: dict[str, int] = {}
+        self._channel_ids: dict[str, str] = {}
+        self.stats = {"reminded": 0, "escalated": 0, "expired": 0, "auto_approved": 0,
+                      "retried": 0, "errors": 0}
+
+    def now_ms(self) -> int:
+        return int(self.clock() * 1000)
+
+    def kick(self) -> None:
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._wake.set()
+
+    async def run(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                done = await self.run_once()
+            except Exception:  # Redis briefly away: deadlines are durable, look again shortly
+                log.exception("scheduler: pass failed")
+                done = 0
+            if done:
+                continue
+            wait = MAX_WAIT_S
+            with contextlib.suppress(Exception):
+                rows = await self.store.redis.zrange(self.store.keys.deadlines, 0, 0, withscores=True)
+                if rows:
+                    wait = min(MAX_WAIT_S, max(0.0, (int(rows[0][1]) - self.now_ms()) / 1000))
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), wait)
+
+    async def run_once(self) -> int:
+        """Lease and fire every due deadline once; returns how many were leased."""
+        lease, members = await self.store.claim_due(
+            self.store.keys.deadlines, self.now_ms(), self.lease_ms, self.batch)
+        results = await asyncio.gather(*(self._fire(m, lease) for m in members),
+                                       return_exceptions=True)
+        for member, result in zip(members, results, strict=True):
+            if isinstance(result, BaseException):
+                log.error("scheduler: %s failed; retried when its lease runs out", member,
+                          exc_info=result)
+        return len(members)
+
+    async def _fire(self, member: str, lease: int) -> None:
+        kind, _, rid = member.partition(":")
+        retry_at: int | None = None
+        try:
+            retry_at = await self._handle(kind, rid)
+            self._attempts.pop(member, None)
+        except (NotFound, AlreadyDecided):
+            retry_at = None
+        except RetryLater as e:
+            self.stats["retried"] += 1
+            if e.at_ms is None:
+                retry_at = self._backoff(member, str(e))
+            else:
+                log.warning("scheduler: %s postponed: %s", member, e)
+                retry_at = e.at_ms
+        except (TimeoutError, ClientError, OSError) as e:
+            retry_at = self._backoff(member, f"{type(e).__name__}: {e}")
+        except SlackApiError as e:  # refused for good (the card's channel is gone, ...)
+            retry_at = self._backoff(member, f"Slack error {self._classify(e)}")
+        await self.store.finish_due(self.store.keys.deadlines, member, lease, retry_at)
+
+    async def _handle(self, kind: str, rid: str) -> int | None:
+        """Fire one event; None when done (or rescheduled by its transition), else retry time."""
+        record = await self.store.get(rid)
+        if record.state is not State.pending:
+            return None
+        tier = tier_of(self.policy(), record.route)
+        if kind == "expire":
+            return await self._expire(record, tier)
+        if self.now_ms() >= expire_at_ms(record):
+            return None  # its expiry is due too and wins: no reminder for a closed request
+        if kind == "remind":
+            return await self._remind(record, tier)
+        if kind == "escalate":
+            return await self._escalate(record, tier)
+        log.warning("scheduler: unknown deadline kind %r for %s", kind, rid)
+        return None
+
+    # ---- events ---------------------------------------------------------------------------
+
+    async def _expire(self, record: Record, tier: ResolvedTier | None) -> int | None:
+        status = on_timeout(record, tier)
+        waited = fmt_duration(timeout_s(record.request, record.route))
+        reason = f"No decision in {waited}"
+        if status is Status.auto_approved:
+            reason += f"; the {record.route.tier} tier approves what nobody decides in time"
+        now = from_epoch(self.clock())
+        if await self._apply(record.id, lambda r: expire(r, now=now, status=status, reason=reason)):
+            self.stats["auto_approved" if status is Status.auto_approved else "expired"] += 1
+            self.on_change()
+        return None
+
+    async def _remind(self, record: Record, tier: ResolvedTier | None) -> int | None:
+        due = reminder_due_ms(record, tier, record.reminders)
+        if record.owner is not None or due is None:
+            return None  # someone owns the case, or the policy no longer reminds
+        if not record.ts or not record.channel:
+            return self._card_wait(due)
+        if self.now_ms() < due - EARLY_MS:
+            return due  # counted from posting, which came later than receipt
+        who = [*record.route.approvers]
+        left = (expire_at_ms(record) - self.now_ms()) / 1000
+        message = reminder_message(record, who, left, on_timeout(record, tier))
+        await self._post(record.channel, thread_ts=record.ts, reply_broadcast=not who, **message)
+        now = from_epoch(self.clock())
+        now_ms = self.now_ms()
+        await self._apply(record.id, lambda r: remind(
+            r, now=now, mentioned=who, next_due_ms=next_reminder_ms(r, tier, now_ms)))
+        self.stats["reminded"] += 1
+        return None
+
+    async def _escalate(self, record: Record, tier: ResolvedTier | None) -> int | None:
+        if is_escalation(record.request, record.route) and record.time_to_escalate_s is None:
+            return await self._escalation_card_shown(record, tier)
+        n = record.escalation_level
+        lv, due = level(tier, n), level_due_ms(record, tier, n)
+        if record.owner is not None or lv is None or due is None or tier is None:
+            return None
+        if not record.ts or not record.channel or record.posted_at is None:
+            return self._card_wait(due)
+        if self.now_ms() < due - EARLY_MS:
+            return due
+        number = min(n, len(tier.escalation) - 1) + 1
+        waited = (self.now_ms() - int(record.posted_at.timestamp() * 1000)) / 1000
+        permalink = await self._permalink(record.channel, record.ts)
+        targets = list(lv.notify)
+        approvers: list[str] = []
+        failed: dict[str, str] = {}
+        for target in targets:
+            try:
+                approvers += await self._notify(record, target, number, waited, permalink)
+            except SlackApiError as e:
+                self._raise_if_transient(e)
+                error = self._classify(e)
+                log.error("scheduler: escalation of %s to %s failed: %s", record.id, target, error)
+                failed[target] = error
+        note = escalation_note(record, number, targets, waited)
+        try:
+            await self._post(record.channel, thread_ts=record.ts, **note)
+        except RetryLater:
+            if any(t.startswith("S") for t in targets):
+                raise  # user groups are told only in the card's thread
+            failed["card_thread"] = "rate_limited"
+        except SlackApiError as e:  # the notices went out; the thread note is a courtesy
+            failed["card_thread"] = self._classify(e)
+        now_ms = self.now_ms()
+        seconds = max(0.0, (now_ms - due) / 1000)
+        now = from_epoch(self.clock())
+        applied = await self._apply(record.id, lambda r: escalate(
+            r, now=now, level=number, targets=targets, approvers=approvers, seconds=seconds,
+            failed=failed, next_due_ms=next_level_ms(r, tier, now_ms)))
+        if applied:
+            self.stats["escalated"] += 1
+            self.on_change()
+        return None
+
+    async def _escalation_card_shown(self, record: Record, tier: ResolvedTier | None) -> int | None:
+        """Level 0: the handover card itself notified people; record how long that took."""
+        if record.posted_at is None:
+            return self._card_wait(trigger_ms(record))
+        posted_ms = int(record.posted_at.timestamp() * 1000)
+        seconds = max(0.0, (posted_ms - trigger_ms(record)) / 1000)
+        now = from_epoch(self.clock())
+        channel = record.channel or record.route.channel
+        await self._apply(record.id, lambda r: escalate(
+            r, now=now, level=0, targets=[channel], approvers=[], seconds=seconds,
+            next_due_ms=level_due_ms(r, tier, r.escalation_level)))
+        return None
+
+    # ---- Slack ----------------------------------------------------------------------------
+
+    async def _notify(self, record: Record, target: str, number: int, waited: float,
+                      permalink: str | None) -> list[str]:
+        """Notify one target; returns the users it makes approvers (only when the route
+        restricts approvers: otherwise anyone may decide already)."""
+        restricted = bool(record.route.approvers)
+        notice = escalation_notice(record, number, waited, permalink)
+        if target.startswith("S"):  # a user group: mentioned in the card's thread
+            return await self._group_members(target) if restricted else []
+        if target[:1] in "UW":
+            opened = await self.slack.conversations_open(users=target)
+            await self._post(str(opened["channel"]["id"]), **notice)
+            return [target]
+        await self._post(target, **notice)
+        return await self._channel_members(target) if restricted else []
+
+    async def _post(self, channel: str, **kwargs: Any) -> None:
+        """chat.postMessage, joining a public channel the bot is not in; transient errors
+        become RetryLater (the whole event is retried)."""
+        try:
+            try:
+                await self.slack.chat_postMessage(channel=channel, unfurl_links=False, **kwargs)
+            except SlackApiError as e:
+                if e.response.get("error") != "not_in_channel":
+                    raise
+                await self.slack.conversations_join(channel=await self._channel_id(channel))
+                await self.slack.chat_postMessage(channel=channel, unfurl_links=False, **kwargs)
+        except SlackApiError as e:
+            self._raise_if_transient(e)
+            raise
+
+    async def _permalink(self, channel: str, ts: str) -> str | None:
+        try:
+            resp = await self.slack.chat_getPermalink(channel=channel, message_ts=ts)
+        except SlackApiError as e:
+            self._raise_if_transient(e)
+            return None
+        link = resp.get("permalink")
+        return str(link) if link else None
+
+    async def _group_members(self, group: str) -> list[str]:
+        try:
+            resp = await self.slack.usergroups_users_list(usergroup=group)
+        except SlackApiError as e:
+            log.warning("scheduler: members of %s unknown: %s", group, e.response.get("error"))
+            return []
+        users: list[Any] = resp.get("users", [])
+        return [str(u) for u in users][:MAX_MEMBERS]
+
+    async def _channel_members(self, channel: str) -> list[str]:
+        members: list[str] = []
+        cursor = None
+        try:
+            cid = await self._channel_id(channel)
+            while len(members) < MAX_MEMBERS:
+                resp = await self.slack.conversations_members(channel=cid, limit=200, cursor=cursor)
+                page: list[Any] = resp.get("members", [])
+                members += [str(u) for u in page]
+                cursor = (resp.get("response_metadata") or {}).get("next_cursor")
+                if not cursor:
+                    break
+        except SlackApiError as e:
+            log.warning("scheduler: members of %s unknown: %s", channel, e.response.get("error"))
+        return [m for m in members if m[:1] in "UW"][:MAX_MEMBERS]
+
+    async def _channel_id(self, channel: str) -> str:
+        if not channel.startswith("#"):
+            return channel
+        if channel not in self._channel_ids:
+            cursor = None
+            while True:
+                resp = await self.slack.conversations_list(
+                    limit=1000, cursor=cursor, types="public_channel,private_channel")
+                for c in resp["channels"]:
+                    self._channel_ids["#" + c["name"]] = c["id"]
+                cursor = (resp.get("response_metadata") or {}).get("next_cursor")
+                if not cursor:
+                    break
+        return self._channel_ids.get(channel, channel)
+
+    def _classify(self, e: SlackApiError) -> str:
+        return str(e.response.get("error") or e.response.status_code)
+
+    def _raise_if_transient(self, e: SlackApiError) -> None:
+        status = e.response.status_code
+        if status == 429:
+            headers = e.response.headers or {}
+            after = float(headers.get("Retry-After", headers.get("retry-after", 1)))
+            raise RetryLater(self.now_ms() + int(after * 1000), "Slack rate limit") from e
+        if status >= 500 or self._classify(e) in TRANSIENT:
+            raise RetryLater(None, f"Slack error {self._classify(e)}") from e
+
+    # ---- helpers --------------------------------------------------------------------------
+
+    async def _apply(self, rid: str, make: Make) -> Record | None:
+        """Apply `make(record)` to the latest record; re-read on Conflict. None if it ended."""
+        for _ in range(20):
+            try:
+                record = await self.store.get(rid)
+            except NotFound:
+                return None
+            if record.state is not State.pending:
+                return None
+            t = make(record)
+            if t is None:
+                return None
+            try:
+                # Stamped with the wall clock: the outbox and audit run on it. The injectable
+                # clock only decides what is due (and the decision's time).
+                return await self.store.apply(t, utcnow())
+            except Conflict:
+                continue
+            except AlreadyDecided:
+                return None
+        raise Conflict(f"request {rid} kept changing")
+
+    def _card_wait(self, since_ms: int) -> int:
+        """When to look again for a card that is not posted yet: soon, then less often."""
+        late = max(0, self.now_ms() - since_ms)
+        return self.now_ms() + min(2000, max(100, late // 2))
+
+    def _backoff(self, member: str, why: str) -> int:
+        n = self._attempts[member] = self._attempts.get(member, 0) + 1
+        delay = min(MAX_BACKOFF_S, 0.5 * 2 ** (n - 1))
+        self.stats["errors"] += 1
+        log.warning("scheduler: %s failed (%s); retry %d in %.1fs", member, why, n, delay)
+        return self.now_ms() + int(delay * 1000)

@@ -1,0 +1,306 @@
+"""The scheduler against a real Redis and the Slack emulator, on an injected clock: reminders,
+escalation levels and expiry fire in order, once, only while the request is pending."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.policy import PolicyEngine, PolicyError
+from bot.scheduler import Scheduler
+from bot.timing import honour_user_request, next_level_ms, plan, tier_of
+from emulator import Emulator
+from store.models import Choice, Record, Request, Status, from_epoch
+from store.redis_store import GROUP, Accepted, Store
+from store.transitions import authorize, vote
+
+TOKEN = "xoxb-test-token"
+POLICY = """
+defaults: {channel: "#approvals", approvers: ["U0ALICE"]}
+tiers:
+  low: {mode: auto}
+  relaxed: {mode: approve, timeout: 10s, on_timeout: approve}
+  medium:
+    mode: approve
+    timeout: 100s
+    reminder: {at: 0.2, repeat: true}
+    escalation:
+      - {after: 30s, notify: ["#approvals-leads", "#no-such-channel"]}
+      - {after: 50s, notify: ["U0DAVE", "S0MANAGERS"], repeat: 20s}
+  high: {mode: approve, quorum: 2}
+rules:
+  - {name: tags, when: 'request.action == "tag_contact"', tier: relaxed}
+triggers: {first_use: {enabled: false}}
+"""
+ENGINE = PolicyEngine.from_yaml(POLICY)
+
+
+@dataclass
+class World:
+    store: Store
+    emu: Emulator
+    slack: AsyncWebClient
+    t0: float = field(default_factory=time.time)
+    offset: float = 0.0
+    schedulers: list[Scheduler] = field(default_factory=list)
+
+    def clock(self) -> float:
+        return self.t0 + self.offset
+
+    def scheduler(self) -> Scheduler:
+        s = Scheduler(self.store, self.slack, lambda: ENGINE, clock=self.clock)
+        self.schedulers.append(s)
+        return s
+
+    async def request(self, *, post: bool = True, **fields: Any) -> Record:
+        """Accept a request as intake does (deadlines planned) and post a stand-in card."""
+        store = self.store
+        data = {"agent": "crm-bot", "action": "update_contact", "summary": "Update contact 7",
+                "id": f"r{len(await store.pending_ids(1000))}-{time.monotonic_ns()}"} | fields
+        req = Request.model_validate(data)
+        await store.ensure_group()
+        entry = await store.redis.xadd(store.keys.requests, {"request": req.model_dump_json()})
+        await store.redis.xreadgroup(GROUP, "test", {store.keys.requests: ">"}, count=100)
+        route = honour_user_request(req, ENGINE.route(req))
+        now = from_epoch(self.clock())
+        deadlines = plan(req, route, tier_of(ENGINE, route), int(self.clock() * 1000))
+        await store.accept(entry, Accepted(req, route, None, post=False, deadlines=deadlines), now)
+        assert req.id is not None
+        if post:
+            resp = await self.slack.chat_postMessage(channel=route.channel, text="card")
+            await store.mark_posted(req.id, f"post:{req.id}", 0, str(resp["channel"]),
+                                    str(resp["ts"]), now, 0)
+        return await store.get(req.id)
+
+    def thread(self, rec: Record) -> list[str]:
+        assert rec.channel and rec.ts
+        return [m["text"] for m in self.emu.thread(rec.channel, rec.ts)[1:]]
+
+    async def events(self, rid: str) -> list[tuple[str, dict[str, Any]]]:
+        timed = ("reminded", "escalated", "expired")
+        return [(e.event, e.detail) for e in await self.store.trail(rid) if e.event in timed]
+
+
+@pytest.fixture
+async def w(store: Store) -> AsyncIterator[World]:
+    emu = Emulator(signing_secret="s", request_url=None, bot_token=TOKEN)
+    await emu.start()
+    slack = AsyncWebClient(token=TOKEN, base_url=emu.api_url)
+    yield World(store, emu, slack)
+    await emu.stop()
+
+
+async def step(w: World, to: float, by: float = 5.0, s: Scheduler | None = None) -> None:
+    """Move the clock forward to `to` seconds after t0, firing what is due at each step."""
+    s = s or (w.schedulers[0] if w.schedulers else w.scheduler())
+    while w.offset < to:
+        w.offset = min(to, w.offset + by)
+        while await s.run_once():
+            pass
+
+
+async def test_reminders_and_levels_fire_in_order_then_expiry_ends_them(w: World) -> None:
+    rec = await w.request()
+    await step(w, 130)
+    events = await w.events(rec.id)
+    assert [(e, d.get("level", d.get("count"))) for e, d in events] == [
+        ("reminded", 1), ("escalated", 1), ("reminded", 2), ("escalated", 2),
+        ("reminded", 3), ("escalated", 2), ("reminded", 4), ("escalated", 2), ("expired", None)]
+    after = await w.store.get(rec.id)
+    assert after.decision is not None and after.decision.status is Status.expired
+    assert after.decision.reason == "No decision in 1m" and after.decision.reason_code == "timeout"
+    assert after.reminders == 4 and after.escalation_level == 4
+    assert await w.store.redis.zcard(w.store.keys.deadlines) == 0
+    thread = w.thread(rec)
+    assert thread[0].startswith(":alarm_clock: <@U0ALICE> Reminder: this request is still waiting")
+    assert "escalated (level 1) to #approvals-leads" in thread[1]
+    assert "<@U0DAVE>, <!subteam^S0MANAGERS>" in thread[3]
+    leads = w.emu.messages("#approvals-leads")
+    assert len(leads) == 1 and "Escalated to you (level 1)" in json.dumps(leads[0]["blocks"])
+    assert "Open the card" in json.dumps(leads[0]["blocks"])
+    assert len(w.emu.messages("U0DAVE")) == 3  # level 2 and its two repeats, as DMs
+    first = next(d for e, d in events if e == "escalated")
+    assert first["failed"] == {"#no-such-channel": "channel_not_found"}
+    assert 0 <= first["seconds"] < 1
+
+
+async def test_escalation_widens_who_may_decide(w: World) -> None:
+    rec = await w.request()
+    await step(w, 55)
+    rec = await w.store.get(rec.id)
+    assert rec.escalated_to == ["#approvals-leads", "#no-such-channel", "U0DAVE", "S0MANAGERS"]
+    assert set(rec.extra_approvers) == {"U0DAVE", "U0ALICE", "U0BOB"}  # the group's members
+    authorize(rec, "U0DAVE", Choice.approve)
+    assert rec.time_to_escalate_s is not None and rec.time_to_escalate_s < 1
+
+
+async def test_a_decision_cancels_what_is_scheduled(w: World) -> None:
+    rec = await w.request()
+    await step(w, 25)
+    assert len(await w.events(rec.id)) == 1
+    now = from_epoch(w.clock())
+    rec = await w.store.get(rec.id)
+    await w.store.apply(vote(rec, user_id="U0ALICE", name="alice", choice=Choice.approve,
+                             now=now), now)
+    for kind in ("remind", "escalate", "expire"):
+        assert await w.store.redis.zscore(w.store.keys.deadlines, f"{kind}:{rec.id}") is None
+    await step(w, 200)
+    assert len(await w.events(rec.id)) == 1 and len(w.thread(rec)) == 1
+
+
+async def test_two_schedulers_racing_fire_each_deadline_once(w: World) -> None:
+    recs = [await w.request() for _ in range(8)]
+    a, b = w.scheduler(), w.scheduler()
+    w.offset = 35  # one reminder and the first level are due for every request
+    await asyncio.gather(a.run_once(), b.run_once(), a.run_once(), b.run_once())
+    for rec in recs:
+        events = [e for e, _ in await w.events(rec.id)]
+        assert sorted(events) == ["escalated", "reminded"], events
+        assert len(w.thread(rec)) == 2
+    assert len(w.emu.messages("#approvals-leads")) == len(recs)
+    assert a.stats["reminded"] + b.stats["reminded"] == len(recs)
+
+
+async def test_a_crashed_replicas_lease_runs_out_and_another_fires_it(w: World) -> None:
+    rec = await w.request()
+    w.offset = 21
+    _lease, members = await w.store.claim_due(w.store.keys.deadlines, int(w.clock() * 1000),
+                                             30_000)
+    assert members == [f"remind:{rec.id}"]  # ... and the replica dies here
+    other = w.scheduler()
+    w.offset = 22
+    await other.run_once()
+    assert await w.events(rec.id) == []
+    w.offset = 29
+    await other.run_once()
+    assert await w.events(rec.id) == []
+    w.offset = 52  # the lease ended at 51
+    while await other.run_once():
+        pass
+    assert sorted(e for e, _ in await w.events(rec.id)) == ["escalated", "escalated", "reminded"]
+    assert sum(1 for t in w.thread(rec) if "Reminder" in t) == 1
+
+
+async def test_deadlines_missed_while_down_fire_at_the_next_start(w: World) -> None:
+    waiting = await w.request()
+    expired = await w.request()
+    w.offset = 58  # every replica was down: levels 1 and 2 and two reminders are due
+    s = w.scheduler()
+    while await s.run_once():
+        pass
+    events = [(e, d.get("level")) for e, d in await w.events(waiting.id)]
+    assert ("escalated", 1) in events and ("escalated", 2) in events
+    assert sum(1 for e, _ in events if e == "reminded") == 1  # no burst of stale reminders
+    w.offset = 500
+    while await s.run_once():
+        pass
+    for rec in (waiting, expired):
+        final = await w.store.get(rec.id)
+        assert final.decision is not None and final.decision.status is Status.expired
+        assert [e for e, _ in await w.events(rec.id)].count("expired") == 1
+    assert await w.store.redis.zcard(w.store.keys.deadlines) == 0
+
+
+async def test_a_throttled_reminder_waits_for_retry_after(w: World) -> None:
+    rec = await w.request()
+    w.emu.inject("chat.postMessage", status=429, retry_after=7)
+    s = w.scheduler()
+    w.offset = 20
+    await s.run_once()
+    assert await w.events(rec.id) == []
+    due = await w.store.redis.zscore(w.store.keys.deadlines, f"remind:{rec.id}")
+    assert abs(due - (w.clock() + 7) * 1000) < 50
+    w.offset = 27
+    await s.run_once()
+    assert [e for e, _ in await w.events(rec.id)] == ["reminded"]
+
+
+async def test_timeout_approves_only_where_the_tier_says_so(w: World) -> None:
+    rec = await w.request(action="tag_contact", reply_to="agent:inbox")
+    question = await w.request(action="tag_contact", kind="question", options=["a", "b"])
+    assert rec.route.tier == "relaxed"
+    await step(w, 11)
+    final = await w.store.get(rec.id)
+    assert final.decision is not None and final.decision.status is Status.auto_approved
+    assert final.decision.reason_code == "timeout" and "relaxed tier approves" in (
+        final.decision.reason or "")
+    assert await w.store.redis.xlen("agent:inbox") == 1
+    q = await w.store.get(question.id)
+    assert q.decision is not None and q.decision.status is Status.expired  # never auto-answered
+    assert [e.event for e in await w.store.trail(rec.id)].count("expired") == 1
+
+
+async def test_reminders_wait_for_a_card_that_is_not_posted_yet(w: World) -> None:
+    rec = await w.request(post=False)
+    s = w.scheduler()
+    w.offset = 20
+    await s.run_once()
+    assert await w.events(rec.id) == []
+    due = await w.store.redis.zscore(w.store.keys.deadlines, f"remind:{rec.id}")
+    assert due is not None and w.clock() * 1000 < due <= (w.clock() + 2) * 1000
+
+
+def test_plan_and_next_level() -> None:
+    req = Request(id="x", agent="a", action="update_contact", summary="s")
+    route = ENGINE.route(req)
+    tier = tier_of(ENGINE, route)
+    assert dict(plan(req, route, tier, 1000)) == {
+        "expire:x": 101_000, "remind:x": 21_000, "escalate:x": 31_000}
+    esc = Request(id="y", agent="a", action="b", summary="s", kind="escalation")
+    assert dict(plan(esc, ENGINE.route(esc), tier, 0))["escalate:y"] == 0  # level 0 at once
+    short = Request(id="z", agent="a", action="b", summary="s", timeout_s=25)
+    assert dict(plan(short, ENGINE.route(short), tier, 0)) == {"expire:z": 25_000,
+                                                               "remind:z": 5_000}
+    record = Record(request=req, route=route, created_at=from_epoch(0), posted_at=from_epoch(0),
+                    escalation_level=1)
+    assert next_level_ms(record, tier, 50_000) == 70_000  # the repeat: 50s + 20s
+    late = record.model_copy(update={"escalation_level": 2, "route": route.model_copy(
+        update={"timeout_s": 1000})})
+    assert next_level_ms(late, tier, 130_000) == 150_000  # missed repeats are not bursted
+
+
+def test_user_requested_human_escalates_whatever_the_policy() -> None:
+    deny = PolicyEngine.from_yaml(POLICY.replace(
+        "rules:\n", "rules:\n  - {name: deny_all, when: 'true', mode: deny}\n"))
+    req = Request(id="u", agent="a", action="b", summary="I want to talk to a human now")
+    route = honour_user_request(req, deny.route(req))
+    assert route.mode.value == "escalate" and "user_requested_human" in route.rules
+    assert route.reasons[0].startswith("The user asked for a person")
+    agent_says = Request(id="v", agent="a", action="b", summary="s",
+                         context={"escalation_reason": "user_requested"})
+    assert honour_user_request(agent_says, ENGINE.route(agent_says)).mode.value == "escalate"
+    plain = Request(id="p", agent="a", action="b", summary="s")
+    assert honour_user_request(plain, ENGINE.route(plain)) == ENGINE.route(plain)
+
+
+async def test_slack_5xx_backs_off_and_retries(w: World) -> None:
+    rec = await w.request()
+    w.emu.inject("chat.postMessage", status=500, times=2)
+    s = w.scheduler()
+    w.offset = 20
+    await s.run_once()
+    first = await w.store.redis.zscore(w.store.keys.deadlines, f"remind:{rec.id}")
+    assert first == pytest.approx(w.clock() * 1000 + 500, abs=2)  # 0.5 s, then 1 s, ...
+    w.offset = 20.5
+    await s.run_once()
+    second = await w.store.redis.zscore(w.store.keys.deadlines, f"remind:{rec.id}")
+    assert second == pytest.approx(w.clock() * 1000 + 1000, abs=2)
+    w.offset = 21.5
+    await s.run_once()
+    assert [e for e, _ in await w.events(rec.id)] == ["reminded"]
+    assert s.stats["retried"] == 2
+
+
+def test_only_the_last_level_may_repeat() -> None:
+    bad = POLICY.replace('{after: 30s, notify: ["#approvals-leads", "#no-such-channel"]}',
+                         '{after: 30s, notify: ["#approvals-leads"], repeat: 10s}')
+    with pytest.raises(PolicyError) as e:
+        PolicyEngine.from_yaml(bad)
+    assert "level 0: only the last level may repeat" in str(e.value)

@@ -1,0 +1,162 @@
+"""The pure state machine: who may act on a request, and what each choice and timed event
+writes (fields, audit, decision, interim message, schedule)."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from store.errors import AlreadyDecided, NotAllowed
+from store.models import AgentMessage, Choice, Record, Request, Route, State, Status, Vote
+from store.transitions import TIMEOUT_CODE, authorize, escalate, expire, remind, vote
+
+NOW = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
+
+
+def make(route: Route | None = None, **fields: Any) -> Record:
+    base: dict[str, Any] = {"id": "r1", "agent": "support-bot", "action": "handover",
+                            "summary": "Customer wants a person", "kind": "escalation"}
+    req = Request.model_validate(base | fields)
+    return Record(request=req, route=route or Route(mode="escalate"), created_at=NOW,
+                  params=dict(req.params))
+
+
+def apply(record: Record, t: Any) -> Record:
+    """What Store.apply would store, read back as a record (every field value is JSON)."""
+    data = record.model_dump() | {k: json.loads(v) for k, v in t.fields.items()}
+    data["version"] = record.version + 1
+    if t.decision is not None:
+        data |= {"decision": t.decision, "state": State.decided}
+    return Record.model_validate(data)
+
+
+def who(user: str, choice: Choice) -> dict[str, Any]:
+    return {"user_id": user, "name": user.lower(), "choice": choice, "now": NOW}
+
+
+def test_take_over_assigns_the_owner_and_tells_the_agent() -> None:
+    record = make()
+    t = vote(record, **who("U0ALICE", Choice.take_over))
+    assert t.decision is None and t.update_card
+    assert Vote.model_validate_json(t.fields["owner"]).user_id == "U0ALICE"
+    assert ("taken_over", "U0ALICE", {"name": "u0alice"}) in t.audit
+    assert t.message is not None
+    msg = AgentMessage.model_validate_json(t.message)
+    assert msg.event == "taken_over" and msg.request_id == "r1" and msg.by.user_id == "U0ALICE"
+    owned = apply(record, t)
+    assert owned.owner is not None and owned.owner.user_id == "U0ALICE"
+    with pytest.raises(NotAllowed) as e:
+        authorize(owned, "U0BOB", Choice.take_over)
+    assert e.value.reason == "owned" and "u0alice" in e.value.message
+    for choice in (Choice.reply, Choice.resolve, Choice.hand_back, Choice.approve):
+        with pytest.raises(NotAllowed):
+            authorize(owned, "U0BOB", choice)
+    with pytest.raises(NotAllowed) as e:
+        authorize(owned, "U0ALICE", Choice.take_over)
+    assert e.value.reason == "already_owner"
+
+
+def test_the_owner_replies_as_often_as_needed_then_resolves() -> None:
+    record = apply(make(), vote(make(), **who("U0ALICE", Choice.take_over)))
+    for text in ("Checking the order", "Refund sent"):
+        authorize(record, "U0ALICE", Choice.reply)
+        t = vote(record, **who("U0ALICE", Choice.reply), answer=text)
+        assert t.decision is None
+        assert AgentMessage.model_validate_json(t.message or "").text == text
+        record = apply(record, t)
+    assert [m.text for m in record.messages] == [None, "Checking the order", "Refund sent"]
+    authorize(record, "U0ALICE", Choice.resolve)
+    t = vote(record, **who("U0ALICE", Choice.resolve), reason="Refunded $40")
+    assert t.decision is not None and t.decision.status is Status.resolved
+    assert t.decision.reason == "Refunded $40"
+    assert [v.choice for v in t.decision.decided_by] == [
+        Choice.take_over, Choice.reply, Choice.reply, Choice.resolve]
+
+
+def test_reply_without_taking_over_makes_the_replier_the_owner() -> None:
+    record = make()
+    t = vote(record, **who("U0BOB", Choice.reply), answer="On it")
+    assert Vote.model_validate_json(t.fields["owner"]).user_id == "U0BOB"
+
+
+def test_hand_back_is_answered_with_the_instructions() -> None:
+    t = vote(make(), **who("U0ALICE", Choice.hand_back), answer="Offer a 10% voucher")
+    assert t.decision is not None and t.decision.status is Status.answered
+    assert t.decision.answer == "Offer a 10% voucher" and t.message is None
+
+
+def test_requester_never_acts_on_their_own_case() -> None:
+    record = make(requested_by="U0REQ")
+    for choice in (Choice.take_over, Choice.reply, Choice.resolve, Choice.hand_back,
+                   Choice.answer, Choice.approve):
+        with pytest.raises(NotAllowed) as e:
+            authorize(record, "U0REQ", choice)
+        assert e.value.reason == "self_approval"
+
+
+def test_escalation_widens_who_may_decide() -> None:
+    record = make(route=Route(mode="approve", approvers=["U0ALICE"]), kind="approval")
+    with pytest.raises(NotAllowed):
+        authorize(record, "U0HEAD", Choice.approve)
+    t = escalate(record, now=NOW, level=1, targets=["#leads", "U0HEAD"], approvers=["U0HEAD"],
+                 seconds=0.2, next_due_ms=123)
+    assert ("escalate:r1", 123) in t.schedule and t.update_card
+    audit = dict((e, d) for e, _, d in t.audit)["escalated"]
+    assert audit == {"seconds": 0.2, "level": 1, "targets": ["#leads", "U0HEAD"]}
+    widened = apply(record, t)
+    assert widened.escalation_level == 1 and widened.escalated_to == ["#leads", "U0HEAD"]
+    assert widened.time_to_escalate_s == 0.2
+    authorize(widened, "U0HEAD", Choice.approve)
+    with pytest.raises(NotAllowed):
+        authorize(widened, "U0BOB", Choice.approve)
+    again = apply(widened, escalate(widened, now=NOW, level=2, targets=["U0HEAD"],
+                                    approvers=["U0HEAD"], seconds=0.5, next_due_ms=None))
+    assert again.escalation_level == 2 and again.escalated_to == ["#leads", "U0HEAD"]
+    assert again.time_to_escalate_s == 0.2  # the first notification's
+
+
+def test_level_zero_records_the_time_to_escalate_without_touching_the_card() -> None:
+    t = escalate(make(), now=NOW, level=0, targets=["C1"], approvers=[], seconds=0.04,
+                 next_due_ms=None)
+    assert not t.update_card and "escalation_level" not in t.fields
+    assert t.fields["time_to_escalate_s"] == "0.040"
+
+
+def test_voting_twice_is_refused_but_replies_are_not() -> None:
+    record = make(route=Route(quorum=2), kind="approval")
+    record = apply(record, vote(record, **who("U0ALICE", Choice.approve)))
+    with pytest.raises(NotAllowed) as e:
+        authorize(record, "U0ALICE", Choice.reject)
+    assert e.value.reason == "already_voted"
+
+
+def test_expire_and_timeout_approval() -> None:
+    record = make(kind="approval", route=Route())
+    t = expire(record, now=NOW + timedelta(hours=4), reason="No decision in 4h")
+    assert t.decision is not None and t.decision.status is Status.expired
+    assert t.decision.reason_code == TIMEOUT_CODE and t.update_card and t.final
+    assert t.audit == [("expired", "system", {"status": "expired", "reason": "No decision in 4h"})]
+    t = expire(record, now=NOW, status=Status.auto_approved, reason="low tier passes")
+    assert t.decision is not None and t.decision.approved
+    with pytest.raises(AlreadyDecided):
+        expire(apply(record, t), now=NOW, reason="again")
+
+
+def test_remind_counts_and_schedules_the_next() -> None:
+    record = make()
+    t = remind(record, now=NOW, mentioned=["U0ALICE"], next_due_ms=99)
+    assert t.fields == {"reminders": "1"} and not t.update_card
+    assert t.schedule == [("remind:r1", 99)]
+    assert apply(record, t).reminders == 1
+
+
+def test_an_option_must_be_one_of_the_question() -> None:
+    record = make(kind="question", options=["yes", "no"], route=Route())
+    t = vote(record, **who("U0ALICE", Choice.answer), option="no")
+    assert t.decision is not None and t.decision.option == "no"
+    with pytest.raises(NotAllowed) as e:
+        vote(record, **who("U0ALICE", Choice.answer), option="maybe")
+    assert e.value.reason == "bad_option"
