@@ -57,7 +57,7 @@ def batch_card(batch: Batch, records: list[Record]) -> dict[str, Any]:
         value = BatchValue(b=batch.id, n=n).pack()
         blocks.append({"type": "actions", "block_id": BlockId.actions.value, "elements": [
             _confirmed(button(f"Approve all {n}", BatchActionId.approve_all, value, style="primary"),
-                       f"Approve all {n}?", _what_happens(pending), "Approve all", "primary"),
+                       f"Approve all {n}?", _confirmation(pending), "Approve all", "primary"),
             _confirmed(button(f"Reject all {n}", BatchActionId.reject_all, value, style="danger"),
                        f"Reject all {n}?", f"All {n} waiting requests will be rejected; you give one "
                        "reason for all of them.", "Reject all", "danger"),
@@ -89,6 +89,17 @@ def _what_happens(pending: list[Record]) -> str:
     return clip(f"Approving all runs {', '.join(parts)}{money}.", 3000)
 
 
+def _confirmation(pending: list[Record]) -> str:
+    """The confirmation dialog's text: what will happen, then the list (Slack allows 300 chars)."""
+    text = _what_happens(pending)
+    lines = [f"• {escape(truncate(r.request.summary, 60))}" for r in pending[:5]]
+    more = f"\n…and {len(pending) - 5} more" if len(pending) > 5 else ""
+    irreversible = sum(1 for r in pending if r.request.risk.reversible is False)
+    undo = f"\n⚠️ {irreversible} cannot be undone." if irreversible else ""
+    full = f"{text}\n" + "\n".join(lines) + more + undo
+    return full if len(full) <= 300 else text[:300]
+
+
 def _warnings(pending: list[Record]) -> list[str]:
     out = []
     irreversible = sum(1 for r in pending if r.request.risk.reversible is False)
@@ -114,7 +125,7 @@ def item_line(record: Record) -> str:
     if req.confidence is not None:
         facts.append(fmt_confidence(req.confidence))
     tail = f" · {' · '.join(facts)}" if facts else ""
-    return clip(f"{escape(truncate(req.summary, 160))}{tail}", ITEM_LINE_MAX)
+    return truncate(f"{escape(truncate(req.summary, 160))}{tail}", ITEM_LINE_MAX)  # escaped already
 
 
 def _item(batch: Batch, record: Record) -> Block:
@@ -134,7 +145,7 @@ def _item(batch: Batch, record: Record) -> Block:
 
 def _confirmed(element: dict[str, Any], title: str, text: str, confirm: str, style: str) -> dict[str, Any]:
     element["confirm"] = {"title": {"type": "plain_text", "text": truncate(title, 100)},
-                          "text": {"type": "mrkdwn", "text": clip(text, 300)},
+                          "text": {"type": "mrkdwn", "text": truncate(text, 300)},  # mrkdwn already
                           "confirm": {"type": "plain_text", "text": confirm},
                           "deny": {"type": "plain_text", "text": "Cancel"}, "style": style}
     return element

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,14 +23,21 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 )
 from slack_sdk.web.async_client import AsyncWebClient
 
+from blocks.batch import batch_card
 from blocks.cards import card
+from bot import charts
+from bot.backlog import Backlog
 from bot.config import Settings
 from bot.delivery import Delivery
 from bot.directory import SlackDirectory
 from bot.intake import Intake
 from bot.metrics import render_metrics
 from bot.policy import PolicyError, PolicyHolder
-from handlers import cards
+from bot.scheduler import Scheduler
+from bot.stats import PauseState, StatsProjector, policy_lines
+from handlers import batch, cards, escalations, questions
+from handlers import commands as command_handlers
+from handlers import home as home_handlers
 from handlers.deps import CONTEXT_KEY, Deps
 from store.models import Record, utcnow
 from store.redis_store import Store
@@ -38,9 +45,9 @@ from store.redis_store import Store
 log = logging.getLogger("hitl")
 
 
-def render(record: Record) -> dict[str, Any]:
-    """The card for a record in its current state."""
-    return card(record)
+def render(record: Record, paused_reason: str | None = None) -> dict[str, Any]:
+    """The card for a record in its current state; routed while paused, it says so (and why)."""
+    return card(record, paused=record.route.paused, paused_reason=paused_reason)
 
 
 def slack_client(settings: Settings, *, retries: bool) -> AsyncWebClient:
@@ -67,6 +74,10 @@ class Bot:
     socket_handler: Any = None
     policy: PolicyHolder = field(default_factory=PolicyHolder)
     _policy_mtime: float = 0.0
+    background: dict[str, Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=dict)
+    """More tasks to run while the bot runs (by name); cancelled first on stop."""
+    scheduler: Scheduler | None = None
+    """Reminders, escalation levels and expiry (runs as the background task `scheduler`)."""
 
     async def start(self) -> None:
         self.runner = web.AppRunner(self.web, handle_signals=False, access_log=None)
@@ -80,6 +91,7 @@ class Bot:
         self.tasks = [asyncio.create_task(self.intake.run(), name="intake"),
                       asyncio.create_task(self.delivery.run(), name="delivery"),
                       asyncio.create_task(self._watch_policy(), name="policy-watch")]
+        self.tasks += [asyncio.create_task(run(), name=name) for name, run in self.background.items()]
         if self.settings.socket_mode:
             from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 
@@ -142,6 +154,12 @@ class Bot:
         await self.store.close()
 
 
+def _kick_both(delivery: Delivery, scheduler: Scheduler) -> None:
+    """A new request: its card is due now, and so may be its first deadline."""
+    delivery.kick()
+    scheduler.kick()
+
+
 def build_app(settings: Settings, store: Store | None = None, policy: PolicyHolder | None = None) -> Bot:
     """Construct the whole bot from settings; nothing runs until `Bot.start()`.
 
@@ -150,12 +168,19 @@ def build_app(settings: Settings, store: Store | None = None, policy: PolicyHold
     policy = policy or PolicyHolder(settings.policy)
     store = store or Store.from_url(settings.redis_url, settings.prefix)
     bolt_client = slack_client(settings, retries=True)
-    delivery = Delivery(store, slack_client(settings, retries=False), render)
+    pause = PauseState(store)
+    delivery = Delivery(store, slack_client(settings, retries=False),
+                        lambda r: render(r, pause.reason if r.route.paused else None), batch_card,
+                        backlog=Backlog(store, settings.backlog_at), post_rate=settings.post_rate,
+                        post_burst=settings.post_burst)
     intake = Intake(store, policy, redis_url=settings.redis_url, consumer=settings.consumer,
                     claim_idle_s=settings.claim_idle_s, max_deliveries=settings.max_deliveries,
-                    on_accepted=delivery.kick)
+                    on_accepted=lambda: _kick_both(delivery, scheduler))
+    scheduler = Scheduler(store, slack_client(settings, retries=False), lambda: intake.router(),
+                          on_change=delivery.kick)
     d = Deps(store=store, directory=SlackDirectory(bolt_client), kick=delivery.kick,
-             admins=lambda: frozenset(policy().admins))
+             admins=lambda: frozenset(policy().admins), paused=pause.current, on_pause=pause.note,
+             policy_lines=lambda: policy_lines(policy()), chart=charts.png)
     bolt = AsyncApp(signing_secret=settings.slack_signing_secret or "unused",
                     client=bolt_client, request_verification_enabled=not settings.socket_mode,
                     process_before_response=False)
@@ -166,9 +191,19 @@ def build_app(settings: Settings, store: Store | None = None, policy: PolicyHold
         await next()
 
     cards.register(bolt)
+    batch.register(bolt)
+    escalations.register(bolt)
+    questions.register(bolt)
+    command_handlers.register(bolt)
+    home_handlers.register(bolt)
     webapp = web.Application()
     bot = Bot(settings=settings, store=store, bolt=bolt, web=webapp, intake=intake, delivery=delivery,
               policy=policy)
+    stats = StatsProjector(store, redis_url=settings.redis_url, consumer=settings.consumer,
+                           claim_idle_s=settings.claim_idle_s)
+    bot.background.update({"stats": stats.run, "pause-watch": pause.run})
+    bot.scheduler = scheduler
+    bot.background["scheduler"] = scheduler.run
 
     async def events(request: web.Request) -> web.Response:
         return await to_aiohttp_response(await bolt.async_dispatch(await to_bolt_request(request)))

@@ -1,46 +1,97 @@
-"""`GET /metrics` in Prometheus' text format, read from Redis so every replica agrees."""
+"""`GET /metrics` in Prometheus' text format (version 0.0.4).
+
+Queue depths, the pause switch and the counters of requests, decisions and durations are
+read from Redis, so every replica reports the same figures (scrape any one, or take `max`
+across replicas). Slack API calls are counted by each replica itself (`sum` across them).
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 from store.redis_store import GROUP
+from store.stats import BOUNDS_S, StatsStore
+
+Sample = tuple[str, float]
 
 
-def _line(name: str, kind: str, help_: str, samples: list[tuple[str, float]]) -> str:
+def _family(name: str, kind: str, help_: str, samples: list[Sample]) -> str:
     out = [f"# HELP {name} {help_}", f"# TYPE {name} {kind}"]
     out += [f"{name}{labels} {value:g}" for labels, value in samples]
     return "\n".join(out)
 
 
+def _label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _by(totals: dict[str, int], prefix: str, label: str, suffix: str = "") -> list[Sample]:
+    return [(f'{suffix}{{{label}="{_label(k[len(prefix):])}"}}', v)
+            for k, v in sorted(totals.items()) if k.startswith(prefix)]
+
+
+def histogram(name: str, help_: str, totals: dict[str, int], prefix: str) -> str:
+    """A cumulative Prometheus histogram from the stored per-bucket counts (sum in ms)."""
+    lines = [f"# HELP {name} {help_}", f"# TYPE {name} histogram"]
+    running = 0
+    for i, bound in enumerate(BOUNDS_S):
+        running += totals.get(f"{prefix}{i}", 0)
+        lines.append(f'{name}_bucket{{le="{bound:g}"}} {running}')
+    running += totals.get(f"{prefix}{len(BOUNDS_S)}", 0)
+    lines.append(f'{name}_bucket{{le="+Inf"}} {running}')
+    lines.append(f"{name}_sum {totals.get(f'{prefix}sum', 0) / 1000:g}")
+    lines.append(f"{name}_count {running}")
+    return "\n".join(lines)
+
+
 async def render_metrics(bot: Any) -> str:
-    """The exposition text: queue, outbox and dead-letter depths, and this replica's counters."""
+    """The exposition text of the whole loop (shared figures) and this replica's Slack calls."""
     store = bot.store
     k = store.keys
     r = store.redis
+    stats = StatsStore(r, k)
     lag = 0
-    try:
+    if await r.exists(k.requests):
         for g in await r.xinfo_groups(k.requests):
             if g["name"] == GROUP:
                 lag = int(g.get("lag") or 0) + int(g.get("pending") or 0)
-    except Exception:
-        lag = 0
+    totals = await stats.totals()
+    control = await store.control()
+    delivery = bot.delivery.stats
     parts = [
-        _line("hitl_queue_depth", "gauge", "Requests waiting to be read or acknowledged by intake.",
-              [("", lag)]),
-        _line("hitl_pending_requests", "gauge", "Requests waiting for a human decision.",
-              [("", await store.pending_count())]),
-        _line("hitl_outbox_depth", "gauge", "Slack posts and updates not yet done.",
-              [("", await store.outbox_depth())]),
-        _line("hitl_dead_letters", "gauge", "Entries in the dead-letter stream.",
-              [("", await r.xlen(k.dead))]),
-        _line("hitl_intake_processed_total", "counter", "Entries this replica accepted.",
-              [("", bot.intake.processed)]),
-        _line("hitl_slack_posts_total", "counter", "Cards this replica posted.",
-              [("", bot.delivery.stats["posted"])]),
-        _line("hitl_slack_rate_limited_total", "counter", "429 answers this replica received.",
-              [("", bot.delivery.stats["rate_limited"])]),
-        _line("hitl_slack_errors_total", "counter", "Slack API errors this replica received.",
-              [("", bot.delivery.stats["errors"])]),
+        _family("hitl_queue_depth", "gauge", "Requests waiting to be read or acknowledged by intake.",
+                [("", lag)]),
+        _family("hitl_pending_requests", "gauge", "Requests waiting for a human decision.",
+                [("", await store.pending_count())]),
+        _family("hitl_outbox_depth", "gauge", "Slack posts and updates not yet done.",
+                [("", await store.outbox_depth())]),
+        _family("hitl_dead_letters", "gauge", "Entries in the dead-letter stream.",
+                [("", await r.xlen(k.dead))]),
+        _family("hitl_paused", "gauge", "1 while automation is paused (/hitl pause).",
+                [("", 1 if control.get("paused") == "1" else 0)]),
+        _family("hitl_stats_lag", "gauge", "Audit events not yet counted into the stats.",
+                [("", await stats.lag())]),
+        _family("hitl_requests_total", "counter", "Requests routed, by mode.",
+                _by(totals, "mode:", "mode")),
+        _family("hitl_requests_paused_total", "counter", "Requests routed while paused, by mode.",
+                _by(totals, "paused:", "mode")),
+        _family("hitl_decisions_total", "counter", "Decisions, by status.",
+                _by(totals, "st:", "status")),
+        _family("hitl_decisions_edited_total", "counter", "Approvals with edited fields.",
+                [("", totals.get("edited", 0))]),
+        _family("hitl_escalations_total", "counter", "Escalation notifications sent.",
+                [("", totals.get("escalated", 0))]),
+        histogram("hitl_time_to_decision_seconds", "Request received to a person's decision.",
+                   totals, "ttd:"),
+        histogram("hitl_time_to_escalate_seconds", "Trigger to human notification (card posted, "
+                   "escalation sent).", totals, "tte:"),
+        _family("hitl_intake_processed_total", "counter", "Entries this replica accepted.",
+                [("", bot.intake.processed)]),
+        _family("hitl_slack_posts_total", "counter", "Cards this replica posted.",
+                [("", delivery["posted"])]),
+        _family("hitl_slack_rate_limited_total", "counter", "429 answers this replica received.",
+                [("", delivery["rate_limited"])]),
+        _family("hitl_slack_errors_total", "counter", "Slack API errors this replica received.",
+                [("", delivery["errors"])]),
     ]
     return "\n".join(parts) + "\n"

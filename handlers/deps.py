@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from store.redis_store import Store
+from store.stats import Report
 
 CONTEXT_KEY = "hitl"
 
@@ -29,6 +30,12 @@ class Deps:
     admins: Callable[[], frozenset[str]] = lambda: frozenset()
     kick: Callable[[], None] = lambda: None
     paused: Callable[[], tuple[bool, str | None]] = lambda: (False, None)
+    on_pause: Callable[[bool, str | None], None] = lambda paused, reason: None
+    """Told at once when this replica pauses or resumes (cards render from a local copy)."""
+    policy_lines: Callable[[], list[str]] = lambda: []
+    """The active policy in plain words (mrkdwn, escaped)."""
+    chart: Callable[[Report], bytes] | None = None
+    """The stats chart as PNG (CPU work: call it in a thread); None: no chart."""
 
 
 def deps(context: Any) -> Deps:

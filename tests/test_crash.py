@@ -18,7 +18,7 @@ from emulator import Emulator
 from store.models import Status
 from tests.harness import SECRET, TOKEN, Harness, start_bot
 from tests.redis_server import free_port
-from tests.util import eventually
+from tests.util import eventually, shown_request_ids
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -138,3 +138,33 @@ async def test_sigterm_finishes_cleanly(redis_url: str, emu: Emulator, tmp_path:
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+async def test_killed_mid_batch_completes_the_card_without_a_duplicate(
+        redis_url: str, emu: Emulator, tmp_path: Path) -> None:
+    mark = tmp_path / "mark"
+    proc = await _crashing_bot(redis_url, emu, "after_post", mark)
+    from bot.client import HitlClient
+
+    async with HitlClient.from_url(redis_url, name="agent") as agent:
+        ids = [await agent.request(agent="files", action="delete_file", summary=f"Delete report-{i}.csv",
+                                   batch_key="cleanup", id=f"del-{i}") for i in range(5)]
+        await _kill_at_mark(proc, mark)
+        assert len(emu.messages("#approvals")) == 1  # the batch card reached Slack, nothing was stored
+        h = await _restart(redis_url, emu)
+        try:
+            for member in await h.store.redis.zrange(h.store.keys.outbox, 0, -1):
+                await h.store.redis.zadd(h.store.keys.outbox, {member: 0})  # the dead replica's leases end
+            h.bot.delivery.kick()
+
+            async def complete() -> bool:
+                msgs = emu.messages("#approvals")
+                return len(msgs) == 1 and set(ids) <= shown_request_ids(msgs[0])
+
+            await eventually(complete, 15, "the batch card completed in place")
+            await asyncio.sleep(0.5)
+            assert len(emu.messages("#approvals")) == 1
+            assert len([c for c in emu.calls_to("chat.postMessage") if c.ok]) == 1
+        finally:
+            await h.client.close()
+            await h.bot.stop()

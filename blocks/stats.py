@@ -1,0 +1,134 @@
+"""The loop's health in words: the `/hitl stats` reply and the metrics part of the App Home."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from blocks.kit import Block, context, fields, header, section
+from blocks.text import clip, fmt_duration, user_mention
+from store.stats import HUMAN_STATUSES, QUEUE_TREND_HOURS, Histogram, Report
+
+MODES_SHOWN = ("auto", "audit", "shadow", "approve", "escalate", "deny")
+MAX_REVIEWERS = 10
+MAX_WARNINGS = 8
+SPARK = "▁▂▃▄▅▆▇█"
+
+
+def window_label(hours: int) -> str:
+    """`24 hours`, `7 days`, `30 days`."""
+    return f"{hours // 24} days" if hours > 48 else f"{hours} hours"
+
+
+def seconds(x: float | None) -> str:
+    """A duration for people: `1.5s` under ten seconds, then `45s`, `12m`, `4h 30m`."""
+    if x is None:
+        return "—"
+    return f"{x:.1f}s" if x < 10 else fmt_duration(x)
+
+
+def pct(x: float | None) -> str:
+    return "—" if x is None else f"{x:.0%}"
+
+
+def _quantiles(h: Histogram) -> str:
+    if not h.count:
+        return "no data"
+    return f"p50 {seconds(h.quantile(0.5))} · p90 {seconds(h.quantile(0.9))} ({h.count})"
+
+
+def sparkline(values: list[int]) -> str:
+    """`▁▃█▂`: one character per value, scaled to the largest."""
+    top = max(values, default=0)
+    if not top:
+        return SPARK[0] * len(values)
+    return "".join(SPARK[min(len(SPARK) - 1, round(v / top * (len(SPARK) - 1)))] for v in values)
+
+
+def _routes(r: Report) -> str:
+    parts = [f"{m} {r.by_mode[m]}" for m in MODES_SHOWN if r.by_mode.get(m)]
+    parts += [f"{clip(m, 30)} {n}" for m, n in r.by_mode.items() if m not in MODES_SHOWN and n]
+    text = " · ".join(parts) or "none"
+    return text + (f" ({r.paused_routed} while paused)" if r.paused_routed else "")
+
+
+def _queue(r: Report) -> str:
+    trend = f"{r.queue_change:+d} in {QUEUE_TREND_HOURS}h"
+    oldest = f", oldest waiting {seconds(r.oldest_wait_s)}" if r.oldest_wait_s is not None else ""
+    return f"{r.queue_depth} waiting ({trend}){oldest}"
+
+
+def metric_fields(r: Report) -> list[str]:
+    """The key figures as mrkdwn fields (at most 10, a Slack section's limit)."""
+    d = r.decisions
+    human = (f"{r.human_decisions}: approved {pct(r.rate('approved'))} · rejected "
+             f"{pct(r.rate('rejected'))} · edited {pct(r.edit_rate)}")
+    others = [f"{s} {n}" for s, n in sorted(d.items()) if s not in HUMAN_STATUSES
+              and s != "expired" and n]
+    return [
+        f"*Requests*\n{r.requests}: {_routes(r)}",
+        f"*Escalation rate* (target 10-30%)\n{pct(r.escalation_rate)} sent to people",
+        f"*Decisions by people*\n{human}",
+        f"*Override rate* (edited or rejected)\n{pct(r.override_rate)}",
+        f"*Time to decision*\n{_quantiles(r.ttd)}",
+        f"*Time to escalate* (target < 10s)\n{_quantiles(r.tte)}",
+        f"*Expired*\n{d.get('expired', 0)}" + (f" · {', '.join(others)}" if others else ""),
+        f"*Queue*\n{_queue(r)}",
+    ]
+
+
+def warning_lines(r: Report) -> list[str]:
+    """One line per warning sign that holds, or one line saying none does."""
+    if not r.warnings:
+        return [":white_check_mark: No warning signs in this window."]
+    out = []
+    for w in r.warnings[:MAX_WARNINGS]:
+        who = f"{user_mention(w.user_id)}: " if w.user_id else ""
+        out.append(f":warning: {who}{clip(w.text, 300)}")
+    if len(r.warnings) > MAX_WARNINGS:
+        out.append(f"and {len(r.warnings) - MAX_WARNINGS} more warning signs")
+    return out
+
+
+def _busiest(r: Report) -> str:
+    actions = ", ".join(f"{clip(a, 60)} {n}" for a, n in r.top_actions) or "none"
+    agents = ", ".join(f"{clip(a, 60)} {n}" for a, n in r.top_agents) or "none"
+    return f"*Busiest actions:* {actions}\n*Busiest agents:* {agents}"
+
+
+def _reviewers(r: Report) -> str:
+    if not r.reviewers:
+        return "*Reviewers:* nobody decided anything in this window."
+    lines = ["*Reviewers* (decisions · median time to decide · approvals)"]
+    for rv in r.reviewers[:MAX_REVIEWERS]:
+        flag = " :warning:" if rv.rubber_stamp else ""
+        lines.append(f"{user_mention(rv.user_id)} {rv.decisions} · {seconds(rv.median_s)} · "
+                     f"{pct(rv.approval_rate)}{flag}")
+    if len(r.reviewers) > MAX_REVIEWERS:
+        lines.append(f"and {len(r.reviewers) - MAX_REVIEWERS} more")
+    return "\n".join(lines)
+
+
+def decisions_per_hour(r: Report) -> list[int]:
+    return [sum(h.outcomes.values()) for h in r.series]
+
+
+def stats_message(r: Report, *, lag: int = 0, chart: bool = False) -> dict[str, Any]:
+    """`{"text", "blocks"}` of the `/hitl stats` reply for one window."""
+    label = window_label(r.hours)
+    blocks: list[Block] = [
+        header(f"hitl stats: the last {label}"),
+        fields(metric_fields(r)),
+        section(_busiest(r)),
+        section(_reviewers(r)),
+        section("*Warning signs*\n" + "\n".join(warning_lines(r))),
+        section(f"*Decisions per hour* `{sparkline(decisions_per_hour(r))}`"),
+    ]
+    notes = ["Counted as events happen, in hourly buckets (UTC)."]
+    if lag:
+        notes.append(f"{lag} recent events are still being counted.")
+    if chart:
+        notes.append("The chart follows in this channel.")
+    blocks.append(context([" ".join(notes)]))
+    text = (f"hitl stats, last {label}: {r.requests} requests, escalation rate "
+            f"{pct(r.escalation_rate)}, {len(r.warnings)} warning signs")
+    return {"text": text, "blocks": blocks}

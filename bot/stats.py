@@ -1,0 +1,395 @@
+"""The stats projector: audit events -> hourly counters, through the `stats` consumer group.
+
+Each replica reads `{prefix}:audit` as one consumer of the group `stats`, turns every event
+into counter increments (`ops_for`) and hands a batch to `StatsStore.apply`, which counts
+and acknowledges each event in one script: replicas share the stream, a crashed replica's
+unacknowledged events are reclaimed by another (XAUTOCLAIM), and nothing is counted twice.
+Durations come from the record (`created_at`, `posted_at`, epoch ms) and the event's time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from datetime import datetime
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from blocks.text import escape, user_mention
+from bot.policy import PolicyEngine, ResolvedTier
+from bot.policy.fields import format_duration
+from store.redis_store import Store
+from store.stats import (
+    APPROVING_CHOICES,
+    HOUR_MS,
+    HUMAN_MODES,
+    HUMAN_STATUSES,
+    LEAVES_QUEUE,
+    RETENTION_S,
+    STATS_GROUP,
+    Counted,
+    Op,
+    StatsStore,
+    bucket_index,
+)
+
+log = logging.getLogger("hitl.stats")
+
+BLOCK_MS = 1000
+BATCH = 200
+RECORD_FIELDS = ("created_at", "posted_at", "route", "request", "changes")
+NON_TRIVIAL_CHARS = 100
+NON_TRIVIAL_PARAMS = 3
+_NEEDS_RECORD = frozenset({"decided", "clicked", "posted"})
+
+
+def event_ms(entry_id: str, fields: dict[str, str]) -> int:
+    """When the event happened: its `at`, else the stream entry's own time."""
+    try:
+        return int(datetime.fromisoformat(fields["at"]).timestamp() * 1000)
+    except (KeyError, ValueError):
+        return int(entry_id.split("-")[0])
+
+
+def non_trivial(record: dict[str, Any]) -> bool:
+    """A card with more than a line to read, decided before the action ran.
+
+    Deciding such a card in under a few seconds means it was not read (rubber-stamping);
+    after-the-fact reviews of sampled automatic actions and one-liners do not count.
+    """
+    route, request = record.get("route") or {}, record.get("request") or {}
+    if route.get("mode") not in HUMAN_MODES:
+        return False
+    context = request.get("context") or {}
+    text = "".join(str(request.get(k) or "") for k in ("summary", "draft"))
+    text += "".join(str(context.get(k) or "") for k in ("goal", "recommendation"))
+    return len(text) >= NON_TRIVIAL_CHARS or len(request.get("params") or {}) >= NON_TRIVIAL_PARAMS
+
+
+def ops_for(fields: dict[str, str], at_ms: int, record: dict[str, Any] | None,
+            now_ms: int) -> list[Op]:
+    """The increments one audit event causes, in its hour's bucket and in the totals.
+
+    An event older than the buckets' retention only counts in the totals.
+    """
+    at_hour = at_ms // HOUR_MS
+    expired = (at_hour + 1) * HOUR_MS + RETENTION_S * 1000 <= now_ms
+    hour = None if expired else at_hour
+    event, actor = fields.get("event", ""), fields.get("actor", "")
+    try:
+        detail = json.loads(fields.get("detail") or "{}")
+    except ValueError:
+        detail = {}
+    if not isinstance(detail, dict):
+        detail = {}
+    rec = record or {}
+    out: list[Op] = []
+
+    def both(name: str, amount: int = 1) -> None:
+        out.append(Op(name, amount, None))
+        if hour is not None:
+            out.append(Op(name, amount, hour))
+
+    def hourly(name: str, amount: int = 1) -> None:
+        if hour is not None:
+            out.append(Op(name, amount, hour))
+
+    def hist(prefix: str, since_ms: Any, *, totals: bool = True) -> None:
+        """A duration from `since_ms` to the event into histogram `prefix` (and its sum)."""
+        if since_ms is None:
+            return
+        ms = max(0, at_ms - int(since_ms))
+        for h in ([None] if totals else []) + ([hour] if hour is not None else []):
+            out.append(Op(f"{prefix}{bucket_index(ms / 1000)}", 1, h))
+            if totals:
+                out.append(Op(f"{prefix}sum", ms, h))
+
+    if event == "received":
+        both("received")
+        hourly(f"agent:{actor}")
+        if detail.get("action"):
+            hourly(f"action:{detail['action']}")
+    elif event == "routed" and detail.get("mode"):
+        mode = str(detail["mode"])
+        both(f"mode:{mode}")
+        if detail.get("paused"):
+            both(f"paused:{mode}")
+        if mode in HUMAN_MODES:
+            hourly("pending:in")
+    elif event == "decided" and detail.get("status"):
+        status = str(detail["status"])
+        both(f"st:{status}")
+        if status in LEAVES_QUEUE:
+            hourly("pending:out")
+        if status in HUMAN_STATUSES:
+            hist("ttd:", rec.get("created_at"))
+        if status == "approved" and rec.get("changes"):
+            both("edited")
+    elif event == "clicked" and "outcome" not in detail and detail.get("choice"):
+        p = f"rv:{actor}:"
+        hourly(p + "n")
+        if detail["choice"] in APPROVING_CHOICES:
+            hourly(p + "ok")
+        hist(p + "t", rec.get("posted_at"), totals=False)
+        if non_trivial(rec):
+            hist(p + "nt", rec.get("posted_at"), totals=False)
+    elif event == "posted" and (rec.get("route") or {}).get("mode") in HUMAN_MODES - {"escalate"}:
+        # handover cards (mode escalate) are timed by the scheduler's `escalated` level-0 event
+        hist("tte:", rec.get("created_at"))
+    elif event == "escalated":
+        if int(detail.get("level") or 0) >= 1:  # level 0 is the handover card itself
+            both("escalated")
+        took = detail.get("seconds")
+        if isinstance(took, int | float) and not isinstance(took, bool) and took >= 0:
+            hist("tte:", at_ms - int(took * 1000))
+    elif event in ("invalid", "refused", "expired"):
+        both(event)
+    return out
+
+
+def _decode_record(raw: list[str | None]) -> dict[str, Any] | None:
+    values = dict(zip(RECORD_FIELDS, raw, strict=True))
+    if values["created_at"] is None:
+        return None
+    out: dict[str, Any] = {"created_at": int(values["created_at"]),
+                           "posted_at": int(values["posted_at"]) if values["posted_at"] else None}
+    for name in ("route", "request", "changes"):
+        try:
+            out[name] = json.loads(values[name] or "null")
+        except ValueError:
+            out[name] = None
+    return out
+
+
+def _honour_cancel() -> None:
+    """Raise CancelledError if this task was asked to stop.
+
+    redis-py can swallow a cancellation that lands during a read (the read then returns
+    normally); the request stays on the task, so loops check it before each round.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
+class StatsProjector:
+    """Counts audit events into the stats buckets; `run()` until cancelled."""
+
+    def __init__(self, store: Store, *, redis_url: str, consumer: str,
+                 claim_idle_s: float = 30.0) -> None:
+        self.store = store
+        self.stats = StatsStore(store.redis, store.keys)
+        self.consumer = consumer
+        self.claim_idle_ms = int(claim_idle_s * 1000)
+        self.counted = 0
+        # XREADGROUP BLOCK needs a socket timeout that outlasts the block.
+        self._blocking: Any = aioredis.Redis.from_url(
+            redis_url, decode_responses=True, socket_timeout=BLOCK_MS / 1000 + 10,
+            socket_connect_timeout=5)
+
+    async def close(self) -> None:
+        await self._blocking.aclose()
+
+    async def ensure_group(self) -> None:
+        """The group starts at the stream's beginning: history present at first start counts."""
+        try:
+            await self.store.redis.xgroup_create(self.store.keys.audit, STATS_GROUP, id="0",
+                                                 mkstream=True)
+        except ResponseError as e:
+            if "BUSYGROUP" not in str(e):
+                raise
+
+    async def run(self) -> None:
+        try:
+            while True:
+                try:
+                    await self.ensure_group()
+                    while await self.read("0", block_ms=None):  # ours from before a restart
+                        pass
+                    await self._loop()
+                except (RedisConnectionError, RedisTimeoutError, OSError) as e:
+                    log.warning("stats: Redis unavailable (%s); retrying in 1s", e)
+                    await asyncio.sleep(1.0)
+                except ResponseError as e:  # NOGROUP after a Redis restart: create it again
+                    log.warning("stats: %s; retrying in 1s", e)
+                    await asyncio.sleep(1.0)
+        finally:
+            with contextlib.suppress(Exception):
+                await self.close()
+
+    async def _loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        last_claim = 0.0
+        while True:
+            _honour_cancel()
+            if loop.time() - last_claim >= min(self.claim_idle_ms / 2000, 5.0):
+                last_claim = loop.time()
+                await self.reclaim()
+            await self.read(">", block_ms=BLOCK_MS)
+
+    async def read(self, start: str, *, block_ms: int | None) -> int:
+        """Read one batch (`>` new, `0` our unacknowledged) and count it; returns its size."""
+        rows = await self._blocking.xreadgroup(
+            STATS_GROUP, self.consumer, {self.store.keys.audit: start}, count=BATCH,
+            block=block_ms)
+        entries = [(i, f) for i, f in rows[0][1]] if rows else []
+        return await self.count(entries)
+
+    async def reclaim(self) -> int:
+        """Take over events another replica read but never counted (it died meanwhile)."""
+        _, rows, _ = await self.store.redis.xautoclaim(
+            self.store.keys.audit, STATS_GROUP, self.consumer, self.claim_idle_ms, "0-0",
+            count=BATCH)
+        return await self.count([(i, f) for i, f in rows])
+
+    async def count(self, entries: list[tuple[str, dict[str, str] | None]]) -> int:
+        """Count a batch of audit entries (deleted ones are just acknowledged)."""
+        if not entries:
+            return 0
+        needed = sorted({f["request_id"] for _, f in entries
+                         if f and f.get("event") in _NEEDS_RECORD and f.get("request_id")})
+        records: dict[str, dict[str, Any] | None] = {}
+        if needed:
+            async with self.store.redis.pipeline(transaction=False) as p:
+                for rid in needed:
+                    p.hmget(self.store.keys.request(rid), RECORD_FIELDS)
+                rows = await p.execute()
+            records = {rid: _decode_record(raw) for rid, raw in zip(needed, rows, strict=True)}
+        now_ms = int(await self._now_ms())
+        batch = [Counted(i, self._ops(i, f, records, now_ms)) for i, f in entries]
+        n = await self.stats.apply(batch)
+        self.counted += n
+        return len(entries)
+
+    @staticmethod
+    def _ops(entry_id: str, fields: dict[str, str] | None,
+             records: dict[str, dict[str, Any] | None], now_ms: int) -> list[Op]:
+        if not fields:  # deleted from the stream: nothing to count, still acknowledged
+            return []
+        try:
+            return ops_for(fields, event_ms(entry_id, fields),
+                           records.get(fields.get("request_id", "")), now_ms)
+        except (TypeError, ValueError, KeyError) as e:  # a malformed entry must not stall stats
+            log.warning("stats: audit entry %s not counted: %s", entry_id, e)
+            return []
+
+    async def _now_ms(self) -> float:
+        seconds, micros = await self.store.redis.time()
+        return int(seconds) * 1000 + int(micros) / 1000
+
+
+# ---- what the commands and the App Home are given --------------------------------------------
+
+
+class PauseState:
+    """This replica's copy of the pause switch, for rendering cards (which cannot wait on Redis).
+
+    `run()` re-reads it every second; the pause command updates it at once via `note`.
+    """
+
+    def __init__(self, store: Store, every_s: float = 1.0) -> None:
+        self.store = store
+        self.every_s = every_s
+        self.paused = False
+        self.reason: str | None = None
+
+    def note(self, paused: bool, reason: str | None) -> None:
+        self.paused, self.reason = paused, (reason or None) if paused else None
+
+    def current(self) -> tuple[bool, str | None]:
+        return self.paused, self.reason
+
+    async def refresh(self) -> None:
+        control = await self.store.control()
+        self.note(control.get("paused") == "1", control.get("reason"))
+
+    async def run(self) -> None:
+        while True:
+            _honour_cancel()
+            try:
+                await self.refresh()
+            except Exception as e:  # Redis away: keep the last known state
+                log.debug("pause state: %s", e)
+            await asyncio.sleep(self.every_s)
+
+
+_MODE_WORDS = {
+    "auto": "acts alone",
+    "audit": "acts at once and is reviewed afterwards",
+    "shadow": "a person decides without seeing the agent's recommendation",
+    "escalate": "handed to a person, who takes over",
+    "deny": "refused",
+}
+
+
+def _who(ids: tuple[str, ...] | list[str]) -> str:
+    return ", ".join(user_mention(i) if not i.startswith("S") else f"<!subteam^{i}>" for i in ids)
+
+
+def _tier_words(t: ResolvedTier) -> str:
+    mode = t.mode.value
+    if mode == "approve":
+        words = "a person approves first" if t.quorum == 1 else (
+            f"{t.quorum} different people approve first")
+    else:
+        words = _MODE_WORDS.get(mode, mode)
+    if mode in ("auto", "audit"):
+        share = "every one" if t.sample >= 1 else f"{t.sample:.0%}" if t.sample else None
+        if share and mode == "auto":
+            words += f"; {share} sampled for review afterwards"
+        elif mode == "audit":
+            words = f"acts at once; {share or 'none'} reviewed afterwards"
+        return words
+    if mode == "deny":
+        return words
+    words += f", in {escape(t.channel)}"
+    words += f"; only {_who(t.approvers)} may decide" if t.approvers else "; anyone may decide"
+    outcome = "rejected" if t.on_timeout.value == "reject" else "approved"
+    words += f"; unanswered after {format_duration(t.timeout_s)} it is {outcome}"
+    if t.reminder is not None:
+        at = "at " if t.reminder.at is not None else ""
+        words += f"; reminder {at}{escape(t.reminder.describe())}"
+    for level in t.escalation:
+        notify = ", ".join(escape(n) if n.startswith("#") else _who([n]) for n in level.notify)
+        words += f"; after {format_duration(level.after)} {notify} is notified"
+    return words
+
+
+def policy_lines(engine: PolicyEngine) -> list[str]:
+    """The active policy in plain words (mrkdwn; anything from the file is escaped)."""
+    p = engine.policy
+    lines = [f"*Source:* {escape(engine.source)}"]
+    for t in engine.tiers.values():
+        lines.append(f"*{escape(t.name.capitalize())} tier:* {_tier_words(t)}.")
+    lines.append(f"*No rule applies:* the {escape(p.defaults.tier)} tier.")
+    trig = p.triggers
+    if trig.confidence.enabled:
+        c = p.confidence
+        lines.append(f"*Confidence:* {c.autonomous:.0%} or more adds no scrutiny; "
+                     f"{c.review:.0%}-{c.autonomous:.0%} acts and is reviewed afterwards; "
+                     f"under {c.review:.0%} a person takes over. Risk rules always win.")
+    for r in p.rules:
+        effect = " and ".join(x for x in (
+            f"tier {escape(r.tier)}" if r.tier else "", f"mode {r.mode.value}" if r.mode else "")
+            if x)
+        why = f" ({escape(r.reason)})" if r.reason else ""
+        lines.append(f"*Rule {escape(r.name)}:* when `{escape(r.when)}` → {effect}{why}.")
+    on = [name for name, t in trig if t.enabled]
+    off = [name for name, t in trig if not t.enabled]
+    details = {
+        "amount_over_limit": f"amounts over {trig.amount_over_limit.limit:g}",
+        "tool_call_loop": f"more than {trig.tool_call_loop.limit} tool calls",
+        "negative_sentiment": f"sentiment under {trig.negative_sentiment.below:g}",
+    }
+    named = [f"{n} ({details[n]})" if n in details else n for n in on]
+    lines.append(f"*Built-in triggers on:* {escape(', '.join(named)) or 'none'}"
+                 + (f"; off: {escape(', '.join(off))}." if off else "."))
+    lines.append(f"*Admins* (may pause and resume): {_who(list(engine.admins))}." if engine.admins
+                 else "*Admins:* none, so nobody may pause or resume (set `admins:` in the file).")
+    return lines

@@ -1,0 +1,222 @@
+"""`/hitl` subcommands: help, stats, queue, pause, resume, policy, audit.
+
+Every reply is ephemeral to the person who asked and is the acknowledgement itself, so it
+shows at once; only the stats chart goes to the channel, uploaded after the acknowledgement.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext, AsyncRespond
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from blocks.commands import (
+    audit_message,
+    help_message,
+    pause_message,
+    paused_line,
+    policy_message,
+    queue_message,
+    refused_message,
+    resume_message,
+    usage_message,
+)
+from blocks.stats import stats_message, window_label
+from handlers.deps import Deps, deps
+from store.models import Record, utcnow
+from store.redis_store import Store
+from store.stats import Report, StatsStore
+
+log = logging.getLogger("hitl.commands")
+
+WINDOWS = {"": 24, "24h": 24, "1d": 24, "7d": 168, "1w": 168, "30d": 720}
+QUEUE_LIMIT = 20
+PERMALINK_WAIT_S = 1.5
+REASON_MAX = 500
+
+
+@dataclass(frozen=True)
+class Asked:
+    """One `/hitl` invocation: who, where, and the words after the subcommand."""
+
+    d: Deps
+    user: str
+    channel: str
+    args: str
+    command: str
+    team_domain: str
+
+
+Reply = dict[str, Any]
+
+
+def stats_of(d: Deps) -> StatsStore:
+    return StatsStore(d.store.redis, d.store.keys)
+
+
+async def control_line(store: Store) -> str:
+    """The pause switch in words, as every replica sees it."""
+    c = await store.control()
+    at = c.get("at")
+    since = datetime.fromisoformat(at) if at else None
+    return paused_line(c.get("paused") == "1", c.get("reason") or None, c.get("by") or None, since)
+
+
+async def permalinks(client: AsyncWebClient, records: list[Record],
+                     team_domain: str = "") -> list[str | None]:
+    """A link to each record's card (chat.getPermalink; built from channel and ts if slow)."""
+
+    async def one(r: Record) -> str | None:
+        if not (r.channel and r.ts):
+            return None
+        try:
+            resp = await client.chat_getPermalink(channel=r.channel, message_ts=r.ts)
+            return str(resp["permalink"])
+        except SlackApiError as e:
+            log.info("permalink of %s: %s", r.id, e.response.get("error"))
+            return _built_link(r, team_domain)
+
+    tasks = [asyncio.ensure_future(one(r)) for r in records]
+    if tasks:
+        await asyncio.wait(tasks, timeout=PERMALINK_WAIT_S)
+    out = []
+    for r, t in zip(records, tasks, strict=True):
+        if t.done() and not t.cancelled() and t.exception() is None:
+            out.append(t.result())
+        else:
+            t.cancel()
+            out.append(_built_link(r, team_domain))
+    return out
+
+
+def _built_link(r: Record, team_domain: str) -> str | None:
+    if not (team_domain and r.channel and r.ts):
+        return None
+    return f"https://{team_domain}.slack.com/archives/{r.channel}/p{r.ts.replace('.', '')}"
+
+
+async def pending_records(store: Store, limit: int) -> tuple[list[Record], int]:
+    """The `limit` oldest pending records and how many are pending in all."""
+    ids = await store.pending_ids(limit)
+    total = await store.pending_count()
+    found = await asyncio.gather(*(store.get(i) for i in ids), return_exceptions=True)
+    return [r for r in found if isinstance(r, Record)], total
+
+
+# ---- subcommands --------------------------------------------------------------------------------
+
+
+async def do_help(a: Asked) -> Reply:
+    return help_message(a.command)
+
+
+async def do_queue(a: Asked, client: AsyncWebClient) -> Reply:
+    records, total = await pending_records(a.d.store, QUEUE_LIMIT)
+    links = await permalinks(client, records, a.team_domain)
+    return queue_message(list(zip(records, links, strict=True)), total, utcnow())
+
+
+async def do_pause(a: Asked) -> Reply:
+    if a.user not in a.d.admins():
+        return await _refuse(a, "pause")
+    reason = a.args[:REASON_MAX] or None
+    was = (await a.d.store.control()).get("paused") == "1"
+    await a.d.store.set_paused(True, reason, a.user, utcnow())
+    a.d.on_pause(True, reason)
+    return pause_message(a.user, reason, was_paused=was)
+
+
+async def do_resume(a: Asked) -> Reply:
+    if a.user not in a.d.admins():
+        return await _refuse(a, "resume")
+    was = (await a.d.store.control()).get("paused") == "1"
+    if was:
+        await a.d.store.set_paused(False, None, a.user, utcnow())
+        a.d.on_pause(False, None)
+    return resume_message(a.user, was_paused=was)
+
+
+async def _refuse(a: Asked, command: str) -> Reply:
+    await a.d.store.audit_system("refused", a.user, {"command": command, "reason": "not_admin",
+                                                     "channel": a.channel}, utcnow())
+    return refused_message("not_admin")
+
+
+async def do_policy(a: Asked) -> Reply:
+    return policy_message(a.d.policy_lines(), await control_line(a.d.store))
+
+
+async def do_audit(a: Asked) -> Reply:
+    rid = a.args.split()[0] if a.args else ""
+    if not rid:
+        return usage_message(f"Which request? `{a.command} audit <request id>`")
+    return audit_message(rid, await a.d.store.trail(rid))
+
+
+async def do_stats(a: Asked) -> tuple[Reply, Report | None]:
+    window = a.args.lower().split()[0] if a.args else ""
+    hours = WINDOWS.get(window)
+    if hours is None:
+        return usage_message(f"Use `{a.command} stats 24h`, `7d` or `30d`."), None
+    stats = stats_of(a.d)
+    report = await stats.report(hours, utcnow().timestamp())
+    chart = a.d.chart is not None and report.requests > 0
+    return stats_message(report, lag=await stats.lag(), chart=chart), report if chart else None
+
+
+async def share_chart(a: Asked, report: Report, client: AsyncWebClient,
+                      respond: AsyncRespond) -> None:
+    """Render the chart off the event loop and upload it to the channel of the command."""
+    assert a.d.chart is not None
+    png = await asyncio.to_thread(a.d.chart, report)
+    label = window_label(report.hours)
+    try:
+        await client.files_upload_v2(
+            channel=a.channel, file=png, filename=f"hitl-stats-{report.hours}h.png",
+            title=f"hitl: decisions per hour and time to decision, last {label}",
+            alt_txt=f"Decisions per hour by outcome and time to decision, last {label}")
+    except SlackApiError as e:
+        error = e.response.get("error")
+        log.warning("stats chart upload to %s failed: %s", a.channel, error)
+        await respond(**usage_message(f"I couldn't share the chart in this channel ({error}); "
+                                      "invite me to it, or run the command where I am a member."),
+                      response_type="ephemeral", replace_original=False)
+
+
+# ---- the listener -------------------------------------------------------------------------------
+
+SIMPLE: dict[str, Callable[[Asked], Awaitable[Reply]]] = {
+    "help": do_help, "pause": do_pause, "resume": do_resume, "policy": do_policy,
+    "audit": do_audit,
+}
+
+
+async def on_hitl(ack: AsyncAck, command: dict[str, Any], client: AsyncWebClient,
+                  respond: AsyncRespond, context: AsyncBoltContext) -> None:
+    sub, _, rest = (command.get("text") or "").strip().partition(" ")
+    a = Asked(deps(context), command["user_id"], command.get("channel_id") or "", rest.strip(),
+              command.get("command") or "/hitl", command.get("team_domain") or "")
+    sub = sub.lower()
+    report = None
+    if sub == "stats":
+        reply, report = await do_stats(a)
+    elif sub == "queue":
+        reply = await do_queue(a, client)
+    elif sub in SIMPLE:
+        reply = await SIMPLE[sub](a)
+    else:
+        reply = help_message(a.command, unknown=sub or None)
+    await ack(**reply, response_type="ephemeral")
+    if report is not None:
+        await share_chart(a, report, client, respond)
+
+
+def register(app: AsyncApp) -> None:
+    app.command("/hitl")(on_hitl)

@@ -1,0 +1,117 @@
+"""Batch cards and their modals: Slack's limits, escaping, and what the reviewer is told."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from slack_sdk.models.blocks import Block
+
+from blocks.batch import (
+    batch_card,
+    bulk_result_message,
+    digest_card,
+    one_by_one_modal,
+    reject_all_modal,
+)
+from blocks.payloads import BatchMeta
+from store.errors import AlreadyDecided, NotAllowed
+from store.models import Batch, Choice, Decision, Record, Request, Route, State, Status, Vote
+
+NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
+EVIL = "<!channel> see <http://evil.example|bank.com> & *bold*"
+
+
+def _record(i: int, *, summary: str = "Delete /tmp/report.csv", decided: bool = False, **req: Any) -> Record:
+    request = Request.model_validate({"id": f"r{i}", "agent": "files", "action": "delete_file",
+                                      "summary": f"{summary} {i}", "params": {"path": f"/tmp/{i}"}, **req})
+    rec = Record(request=request, route=Route(group="key:cleanup"), created_at=NOW, params=request.params,
+                 batch="b1")
+    if decided:
+        vote = Vote(user_id="U0ALICE", name="alice", choice=Choice.approve, at=NOW)
+        rec = rec.model_copy(update={"state": State.decided, "votes": [vote], "decision": Decision(
+            request_id=request.id or "", status=Status.approved, decided_by=[vote], decided_at=NOW)})
+    return rec
+
+
+def _batch(n: int) -> Batch:
+    return Batch(id="b1", group="key:cleanup", channel="#approvals", items=[f"r{i}" for i in range(n)],
+                 created_at=NOW - timedelta(seconds=5))
+
+
+def _check(blocks: list[dict[str, Any]], limit: int = 50) -> None:
+    assert len(blocks) <= limit
+    for b in blocks:
+        assert Block.parse(b) is not None
+        Block.parse(b).to_dict()  # raises on Slack's limits
+
+
+@pytest.mark.parametrize("n", [2, 5, 40])
+def test_batch_card_fits_slack(n: int) -> None:
+    records = [_record(i, summary=EVIL * 40, risk={"reversible": False}) for i in range(n)]
+    msg = batch_card(_batch(n), records)
+    _check(msg["blocks"])
+    text = json.dumps(msg)
+    assert "<!channel>" not in text and "<http://evil" not in text and "&lt;!channel&gt;" in text
+    actions = next(b for b in msg["blocks"] if b["type"] == "actions")
+    assert [e["text"]["text"] for e in actions["elements"]] == [f"Approve all {n}", f"Reject all {n}",
+                                                              "Review one by one"]
+    confirm = actions["elements"][0]["confirm"]["text"]["text"]
+    assert len(confirm) <= 300 and "delete_file" in confirm
+
+
+def test_five_deletions_become_one_confirmation_with_the_list() -> None:
+    records = [_record(i, risk={"reversible": False}) for i in range(5)]
+    msg = batch_card(_batch(5), records)
+    text = json.dumps(msg["blocks"])
+    assert "Approving all runs *delete_file* 5 times" in text
+    assert "5 of these cannot be undone" in text
+    confirm = next(b for b in msg["blocks"] if b["type"] == "actions")["elements"][0]["confirm"]["text"]["text"]
+    assert all(f"Delete /tmp/report.csv {i}" in confirm for i in range(5)) and "cannot be undone" in confirm
+    assert sum(1 for b in msg["blocks"] if b.get("block_id", "").startswith("hitl.batch:b1:")) == 5
+
+
+def test_a_batch_of_one_is_the_ordinary_card() -> None:
+    msg = batch_card(_batch(1), [_record(0)])
+    assert "hitl.approve" in json.dumps(msg["blocks"]) and "hitl.batch" not in json.dumps(msg["blocks"])
+
+
+def test_decided_items_show_who_without_double_escaping() -> None:
+    msg = batch_card(_batch(2), [_record(0, decided=True), _record(1)])
+    line = next(b for b in msg["blocks"] if b.get("block_id") == "hitl.batch:b1:r0")["text"]["text"]
+    assert "<@U0ALICE>" in line and "&lt;@" not in line and "accessory" not in json.dumps(
+        next(b for b in msg["blocks"] if b.get("block_id") == "hitl.batch:b1:r0"))
+    assert "Approve all 1" in json.dumps(msg["blocks"])
+
+
+def test_modals_fit_slack() -> None:
+    records = [_record(i, summary=EVIL * 30) for i in range(40)]
+    meta = BatchMeta(b="b1", r="r0", c="C1", t="1.2")
+    for view in (reject_all_modal(_batch(40), records, meta),
+                 one_by_one_modal(_batch(40), records[0], (1, 40), meta, note="You cannot approve this one"),
+                 one_by_one_modal(_batch(40), None, (0, 0), meta)):
+        _check(view["blocks"], 100)
+        assert len(view["title"]["text"]) <= 24 and len(view["private_metadata"]) <= 3000
+
+
+def test_bulk_result_says_what_happened_to_each() -> None:
+    done = _record(0, decided=True)
+    waiting = _record(1)
+    msg = bulk_result_message("approved", [
+        ("r0", done, None), ("r1", waiting, None),
+        ("r2", None, NotAllowed("self_approval", "x")), ("r3", None, AlreadyDecided(done))])
+    text = msg["text"]
+    assert text.startswith("Approved 1 of 4.")
+    assert "1 still need another approver" in text and "cannot approve it yourself" in text
+    assert "1 had already been decided" in text
+
+
+def test_digest_card() -> None:
+    waiting = [_record(i) for i in range(25)]
+    msg = digest_card("#approvals", waiting, 42.0, cleared=False)
+    _check(msg["blocks"])
+    text = json.dumps(msg["blocks"])
+    assert "25 requests" in text and "delete_file 25" in text and "42 s" in text
+    assert "cleared" in json.dumps(digest_card("#approvals", [], None, cleared=True))

@@ -1,0 +1,339 @@
+"""Stats: audit events -> hourly counters (once each, whoever counts) -> a report with warnings.
+
+A known history is written straight into Redis (records and audit events with chosen
+times), counted by the real projector, and every figure of the report is checked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from blocks.stats import stats_message
+from bot.stats import StatsProjector, event_ms, non_trivial, ops_for
+from store.redis_store import Store
+from store.stats import (
+    BOUNDS_S,
+    HOUR_MS,
+    RETENTION_S,
+    STATS_GROUP,
+    Histogram,
+    StatsStore,
+    bucket_index,
+    build_report,
+)
+from tests.test_blocks import check_blocks
+
+LONG = "Refund the duplicate charge on order 4711 to the customer's original card; " * 3
+
+
+@pytest.fixture
+async def projector(store: Store, redis_url: str) -> AsyncIterator[StatsProjector]:
+    p = StatsProjector(store, redis_url=redis_url, consumer="test", claim_idle_s=0.05)
+    await p.ensure_group()
+    yield p
+    await p.close()
+
+
+async def drain(p: StatsProjector) -> None:
+    while await p.read(">", block_ms=None):
+        pass
+
+
+class History:
+    """Writes records and audit events with chosen times, as the bot's scripts would."""
+
+    def __init__(self, store: Store, now: datetime) -> None:
+        self.store, self.now = store, now
+
+    async def record(self, rid: str, *, created: datetime, posted: datetime | None = None,
+                     mode: str = "approve", summary: str = "Refund $250 to Ana",
+                     changes: dict[str, Any] | None = None) -> None:
+        fields = {"created_at": int(created.timestamp() * 1000),
+                  "route": json.dumps({"mode": mode, "tier": "medium"}),
+                  "request": json.dumps({"agent": "billing", "action": "refund", "summary": summary}),
+                  "changes": json.dumps(changes or {}), "state": "pending"}
+        if posted:
+            fields["posted_at"] = int(posted.timestamp() * 1000)
+        await self.store.redis.hset(self.store.keys.request(rid), mapping=fields)
+
+    async def event(self, event: str, rid: str, at: datetime, actor: str = "system",
+                    **detail: Any) -> None:
+        await self.store.redis.xadd(self.store.keys.audit, {
+            "event": event, "request_id": rid, "actor": actor, "at": at.isoformat(),
+            "detail": json.dumps(detail)})
+
+    async def request(self, rid: str, created: datetime, mode: str, *, agent: str = "billing",
+                      action: str = "refund", paused: bool = False) -> None:
+        await self.event("received", rid, created, agent, action=action)
+        await self.event("routed", rid, created, "policy", mode=mode, tier="medium",
+                         paused=paused, sampled=False)
+
+
+# ---- pure parts ---------------------------------------------------------------------------------
+
+
+def test_bucket_index_and_quantiles() -> None:
+    assert bucket_index(0) == 0 and bucket_index(1) == 0 and bucket_index(1.01) == 1
+    assert bucket_index(10**9) == len(BOUNDS_S)
+    counts = [0] * (len(BOUNDS_S) + 1)
+    counts[bucket_index(120)] = 10  # (60, 120]
+    counts[bucket_index(600)] = 5  # (300, 600]
+    h = Histogram(tuple(counts), 0)
+    assert h.quantile(0.5) == pytest.approx(60 + 60 * 7.5 / 10)
+    assert h.quantile(0.9) == pytest.approx(300 + 300 * 3.5 / 5)
+    assert Histogram().quantile(0.5) is None
+
+
+def test_event_time_is_at_else_the_entry_id() -> None:
+    at = datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
+    assert event_ms("1-0", {"at": at.isoformat()}) == int(at.timestamp() * 1000)
+    assert event_ms("1700000000123-4", {}) == 1700000000123
+
+
+def test_non_trivial_cards() -> None:
+    short = {"route": {"mode": "approve"}, "request": {"summary": "Refund $5"}}
+    assert not non_trivial(short)
+    assert non_trivial({**short, "request": {"summary": LONG}})
+    assert non_trivial({**short, "request": {"summary": "x", "params": {"a": 1, "b": 2, "c": 3}}})
+    # a sampled after-the-fact review is not a decision before acting
+    assert not non_trivial({"route": {"mode": "auto"}, "request": {"summary": LONG}})
+
+
+def test_ops_of_an_event_past_retention_only_count_in_totals() -> None:
+    now = 1_900_000_000_000
+    old = now - (RETENTION_S + 2 * 3600) * 1000
+    ops = ops_for({"event": "routed", "detail": '{"mode": "auto"}'}, old, None, now)
+    assert ops and all(op.hour is None for op in ops)
+    fresh = ops_for({"event": "routed", "detail": '{"mode": "auto"}'}, now, None, now)
+    assert {op.hour for op in fresh} == {None, now // HOUR_MS}
+
+
+def _bucket(**fields: int) -> dict[str, int]:
+    return {k.replace("__", ":"): v for k, v in fields.items()}
+
+
+def test_warning_signs_hold_only_past_their_thresholds() -> None:
+    now = 1_900_000_000.0
+    quiet = [(0, {"mode:approve": 3, "mode:auto": 17})]  # 15% escalated, 20 routed
+    assert build_report(quiet, now_s=now, queue_depth=0, oldest_created_s=None).warnings == []
+    too_few = [(0, {"mode:approve": 19})]  # 100% but fewer than 20 routed: not flagged
+    assert build_report(too_few, now_s=now, queue_depth=0, oldest_created_s=None).warnings == []
+    high = build_report([(0, {"mode:approve": 9, "mode:auto": 11})], now_s=now, queue_depth=0,
+                        oldest_created_s=None)
+    assert [w.code for w in high.warnings] == ["escalation_high"]
+    low = build_report([(0, {"mode:approve": 1, "mode:auto": 39})], now_s=now, queue_depth=0,
+                       oldest_created_s=None)
+    assert [w.code for w in low.warnings] == ["escalation_low"]
+    # requests routed while paused do not count towards the escalation rate
+    paused = build_report([(0, {"mode:approve": 30, "paused:approve": 28, "mode:auto": 18})],
+                          now_s=now, queue_depth=0, oldest_created_s=None)
+    assert paused.escalation_rate == pytest.approx(2 / 20) and paused.paused_routed == 28
+    assert paused.warnings == []
+
+
+def test_override_rising_compares_the_halves_of_the_window() -> None:
+    first = [(h, {"st:approved": 1}) for h in range(12)]
+    second = [(h, {"st:approved": 1}) for h in range(12, 18)] + [
+        (h, {"st:rejected": 1}) for h in range(18, 24)]
+    r = build_report(first + second, now_s=0, queue_depth=0, oldest_created_s=None)
+    assert r.override_halves == (0.0, 0.5)
+    assert "override_rising" in [w.code for w in r.warnings]
+    steady = [(h, {"st:approved": 1}) for h in range(24)]
+    assert build_report(steady, now_s=0, queue_depth=0, oldest_created_s=None).warnings == []
+
+
+def test_queue_growing_and_slow_escalation() -> None:
+    grow = [(h, {"pending:in": 2}) for h in range(6)]  # +12 in six hours
+    r = build_report(grow, now_s=0, queue_depth=12, oldest_created_s=None)
+    assert r.queue_change == 12 and [w.code for w in r.warnings] == ["queue_growing"]
+    steady = [(h, {"pending:in": 2, "pending:out": 2}) for h in range(6)]
+    assert build_report(steady, now_s=0, queue_depth=40, oldest_created_s=None).warnings == []
+    slow = {f"tte:{bucket_index(90)}": 10}
+    r = build_report([(0, slow)], now_s=0, queue_depth=0, oldest_created_s=None)
+    assert [w.code for w in r.warnings] == ["slow_escalation"]
+    fast = {f"tte:{bucket_index(4)}": 10}
+    assert build_report([(0, fast)], now_s=0, queue_depth=0, oldest_created_s=None).warnings == []
+
+
+def test_rubber_stamp_by_speed_or_by_approval_share() -> None:
+    fast = {"rv:U0FAST:n": 6, "rv:U0FAST:ok": 3, f"rv:U0FAST:nt{bucket_index(1.5)}": 6,
+            f"rv:U0FAST:t{bucket_index(1.5)}": 6}
+    always = {"rv:U0YES:n": 60, "rv:U0YES:ok": 60, f"rv:U0YES:t{bucket_index(40)}": 60}
+    careful = {"rv:U0OK:n": 60, "rv:U0OK:ok": 55, f"rv:U0OK:nt{bucket_index(40)}": 60}
+    r = build_report([(0, {**fast, **always, **careful})], now_s=0, queue_depth=0,
+                     oldest_created_s=None)
+    flagged = {w.user_id: w.text for w in r.warnings if w.code == "rubber_stamp"}
+    assert set(flagged) == {"U0FAST", "U0YES"}
+    assert "1.5s" in flagged["U0FAST"] and "100% of 60" in flagged["U0YES"]
+    assert [rv.user_id for rv in r.reviewers] == ["U0OK", "U0YES", "U0FAST"]
+
+
+# ---- the projector on a real Redis ----------------------------------------------------------------
+
+
+async def test_a_known_history_gives_known_figures(store: Store, projector: StatsProjector) -> None:
+    now = datetime.now(UTC)
+    t0 = now - timedelta(hours=3)
+    h = History(store, now)
+    # 10 automatic, 1 denied, 18 for approval, 1 escalation: 30 routed, 19 sent to people
+    for i in range(10):
+        await h.request(f"auto{i}", t0, "auto", action="lookup_order")
+        await h.event("decided", f"auto{i}", t0, "policy", status="auto_approved")
+    await h.request("deny0", t0, "deny", agent="rogue")
+    await h.event("decided", "deny0", t0, "policy", status="denied")
+    await h.request("esc0", t0, "escalate", agent="support")
+    for i in range(18):
+        rid = f"r{i}"
+        created = t0 + timedelta(minutes=i)
+        posted = created + timedelta(seconds=90)  # slow notifications: p90 over 60s
+        await h.record(rid, created=created, posted=posted, summary=LONG,
+                       changes={"amount": {"before": 250, "after": 200}} if i == 1 else None)
+        await h.request(rid, created, "approve")
+        await h.event("posted", rid, posted)
+        if i < 10:  # alice: 1.5s after the card appears, every time
+            at = posted + timedelta(seconds=1.5)
+            await h.event("clicked", rid, at, "U0ALICE", choice="edit" if i == 1 else "approve")
+            await h.event("decided", rid, at, status="approved")
+        elif i < 15:  # bob: ten minutes, and rejects two
+            at = posted + timedelta(minutes=10)
+            choice = "reject" if i < 12 else "approve"
+            await h.event("clicked", rid, at, "U0BOB", choice=choice)
+            await h.event("decided", rid, at, status="rejected" if i < 12 else "approved")
+    await h.event("clicked", "r0", now, "U0BOB", choice="approve", outcome="already_decided")
+    for i in range(15, 18):
+        await store.redis.zadd(store.keys.pending, {f"r{i}": int((t0 + timedelta(minutes=i)).timestamp() * 1000)})
+    await store.redis.zadd(store.keys.pending, {"esc0": int(t0.timestamp() * 1000)})
+    await drain(projector)
+
+    stats = StatsStore(store.redis, store.keys)
+    assert await stats.lag() == 0
+    r = await stats.report(24, now.timestamp())
+    assert r.requests == 30
+    assert r.by_mode == {"auto": 10, "deny": 1, "approve": 18, "escalate": 1}
+    assert r.escalation_rate == pytest.approx(19 / 30)
+    assert r.decisions == {"auto_approved": 10, "denied": 1, "approved": 13, "rejected": 2}
+    assert r.human_decisions == 15 and r.edited == 1
+    assert r.rate("approved") == pytest.approx(13 / 15)
+    assert r.override_rate == pytest.approx(3 / 15)
+    # time to decision: 10 at 91.5s (60..120], 5 at 690s (600..1800]
+    assert r.ttd.count == 15
+    assert r.ttd.quantile(0.5) == pytest.approx(60 + 60 * 7.5 / 10)
+    assert r.ttd.quantile(0.9) == pytest.approx(600 + 1200 * 3.5 / 5)
+    assert r.ttd.sum_s == pytest.approx(10 * 91.5 + 5 * 690)
+    assert r.tte.count == 18 and r.tte.quantile(0.5) == pytest.approx(60 + 60 * 9 / 18)
+    assert r.queue_depth == 4 and r.queue_change == 19 - 15
+    assert r.oldest_wait_s == pytest.approx(3 * 3600, abs=2)
+    assert r.top_actions[0] == ("refund", 20) and ("lookup_order", 10) in r.top_actions
+    assert r.top_agents[0] == ("billing", 28)
+    alice, bob = (next(x for x in r.reviewers if x.user_id == u) for u in ("U0ALICE", "U0BOB"))
+    assert (alice.decisions, alice.approvals, alice.nontrivial) == (10, 10, 10)
+    assert alice.median_s == pytest.approx(1 + 0.5) and alice.rubber_stamp
+    assert (bob.decisions, bob.approvals) == (5, 3) and not bob.rubber_stamp  # late click ignored
+    assert bob.median_s == pytest.approx(300 + 300 * 2.5 / 5)
+    codes = [w.code for w in r.warnings]
+    assert codes == ["escalation_high", "slow_escalation", "rubber_stamp"]
+    assert sum(sum(x.outcomes.values()) for x in r.series) == 26 and len(r.series) == 24
+
+    totals = await stats.totals()
+    assert totals["mode:approve"] == 18 and totals["st:approved"] == 13
+    assert "agent:billing" not in totals  # unbounded names stay in the expiring buckets
+    ttl = await store.redis.ttl(stats.hour_key(int(t0.timestamp() * 1000) // HOUR_MS))
+    assert RETENTION_S - 4 * 3600 < ttl <= RETENTION_S + 3600
+    assert await store.redis.ttl(stats.total_key) == -1
+
+
+async def test_each_event_counts_once_whoever_reads_it(store: Store, redis_url: str) -> None:
+    h = History(store, datetime.now(UTC))
+    projectors = [StatsProjector(store, redis_url=redis_url, consumer=f"c{i}") for i in range(3)]
+    await projectors[0].ensure_group()
+    for i in range(300):
+        await h.request(f"x{i}", h.now, "auto")
+    await asyncio.gather(*(drain(p) for p in projectors))
+    # the same entries offered again (a retried batch, a reclaim) add nothing
+    rows = await store.redis.xrange(store.keys.audit, count=50)
+    assert await projectors[1].count(list(rows)) == 50
+    assert await projectors[2].count(list(rows)) == 50
+    totals = await StatsStore(store.redis, store.keys).totals()
+    assert totals["mode:auto"] == 300 and totals["received"] == 300
+    assert sum(p.counted for p in projectors) == 600
+    for p in projectors:
+        await p.close()
+
+
+async def test_a_dead_consumers_events_are_reclaimed(store: Store, redis_url: str) -> None:
+    h = History(store, datetime.now(UTC))
+    await h.request("a", h.now, "approve")
+    dead = StatsProjector(store, redis_url=redis_url, consumer="dead")
+    await dead.ensure_group()
+    # "dead" reads the entries and dies before counting them
+    await store.redis.xreadgroup(STATS_GROUP, "dead", {store.keys.audit: ">"}, count=10)
+    alive = StatsProjector(store, redis_url=redis_url, consumer="alive", claim_idle_s=0.05)
+    assert await alive.read(">", block_ms=None) == 0
+    await asyncio.sleep(0.1)
+    assert await alive.reclaim() == 2
+    assert (await StatsStore(store.redis, store.keys).totals())["mode:approve"] == 1
+    for p in (dead, alive):
+        await p.close()
+
+
+async def test_the_running_projector_counts_live_events(store: Store, redis_url: str) -> None:
+    p = StatsProjector(store, redis_url=redis_url, consumer="live")
+    task = asyncio.create_task(p.run())
+    h = History(store, datetime.now(UTC))
+    await h.request("live", h.now, "escalate")
+    stats = StatsStore(store.redis, store.keys)
+    for _ in range(200):
+        if (await stats.totals()).get("mode:escalate") == 1:
+            break
+        await asyncio.sleep(0.02)
+    assert (await stats.totals()).get("mode:escalate") == 1
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
+def test_stats_message_escapes_names_and_fits_slack() -> None:
+    bucket = {"mode:approve": 30, "action:<!channel> boom": 3, "agent:<@U0ADMIN> & co": 3}
+    for i in range(40):
+        bucket |= {f"rv:U0R{i:03d}:n": 60, f"rv:U0R{i:03d}:ok": 60}
+    r = build_report([(0, bucket)], now_s=3600.0, queue_depth=0, oldest_created_s=None)
+    msg = stats_message(r, lag=3, chart=True)
+    check_blocks(msg["blocks"])
+    assert len(msg["blocks"]) <= 50 and len(msg["text"]) < 3000
+    text = json.dumps(msg, ensure_ascii=False)
+    assert "<!channel>" not in text and "&lt;!channel&gt; boom 3" in text
+    assert "&lt;@U0ADMIN&gt; &amp; co 3" in text
+    assert "and 30 more" in text and "and 33 more warning signs" in text  # 40 + escalation
+    assert "3 recent events are still being counted" in text and "chart follows" in text
+    assert "<@U0R000> 60 · — · 100% :warning:" in text
+
+
+async def test_malformed_entries_are_acknowledged_without_stalling(store: Store,
+                                                                    projector: StatsProjector) -> None:
+    await store.redis.xadd(store.keys.audit, {"event": "clicked", "request_id": "x", "actor": "U1",
+                                              "detail": '{"choice": ["odd"]}'})
+    await store.redis.xadd(store.keys.audit, {"event": "routed", "detail": "not json"})
+    await History(store, datetime.now(UTC)).request("ok", datetime.now(UTC), "auto")
+    await drain(projector)
+    stats = StatsStore(store.redis, store.keys)
+    assert await stats.lag() == 0 and (await stats.totals()) == {"mode:auto": 1, "received": 1}
+
+
+def test_a_handover_card_is_timed_once_and_is_not_an_escalation_level() -> None:
+    now = 1_900_000_000_000
+    rec = {"created_at": now - 2000, "route": {"mode": "escalate"}}
+    posted = ops_for({"event": "posted", "detail": "{}"}, now, rec, now)
+    level0 = ops_for({"event": "escalated", "detail": '{"seconds": 2.0, "level": 0}'}, now, None, now)
+    level1 = ops_for({"event": "escalated", "detail": '{"seconds": 0.1, "level": 1}'}, now, None, now)
+    tte = [op for op in posted + level0 if op.field.startswith("tte:") and not op.field.endswith("sum")
+           and op.hour is None]
+    assert len(tte) == 1  # from the level-0 event only
+    assert not any(op.field == "escalated" for op in level0)
+    assert any(op.field == "escalated" for op in level1)
+    approve = ops_for({"event": "posted", "detail": "{}"}, now, {**rec, "route": {"mode": "approve"}}, now)
+    assert [op for op in approve if op.field.startswith("tte:") and op.hour is None]  # approval cards count
