@@ -22,6 +22,7 @@ from blocks.facts import (
     kind_title,
     mentions,
     mode_label,
+    reject_label,
 )
 from blocks.ids import ActionId, BlockId
 from blocks.kit import (
@@ -40,11 +41,12 @@ from blocks.text import (
     clip,
     fmt_amount,
     fmt_confidence,
+    fmt_time,
     fmt_value,
     truncate,
     user_mention,
 )
-from store.models import Kind, Record, State, Status
+from store.models import Kind, Mode, Record, State, Status
 from store.transitions import TIMEOUT_CODE
 
 MAX_PARAM_FIELDS = 6
@@ -70,6 +72,8 @@ def card(
         return escalation_card(record) if pending else locked_escalation_card(record)
     if pending:
         return approval_card(record, paused=paused, paused_reason=paused_reason, details=details)
+    if needs_review(record) or record.review is not None:
+        return review_card(record)
     return locked_card(record)
 
 
@@ -95,6 +99,37 @@ def approval_card(
         blocks.append(context(status))
     blocks.append(_actions(record, details=details))
     return {"text": _fallback(record, paused=paused), "blocks": blocks[:MESSAGE_BLOCKS_MAX]}
+
+
+def needs_review(record: Record) -> bool:
+    """An action that ran on its own and was sampled for a person's check, not yet checked."""
+    d = record.decision
+    return (d is not None and d.status is Status.auto_approved and record.route.sampled
+            and record.review is None)
+
+
+def review_card(record: Record) -> dict[str, Any]:
+    """`{"text", "blocks"}` of an action that already ran: check it (Looks right / This was
+    wrong), or, once checked, who checked it and the verdict."""
+    rv = record.review
+    if rv is None:
+        lead = ("🔍 *This already ran on its own* (" + ("act, then review" if record.route.mode is Mode.audit
+                else "a sample of automatic actions") + "). Please check it: was it right?")
+    elif rv.verdict == "ok":
+        lead = f"✅ *Checked:* looks right, by {user_mention(rv.by.user_id)} at {fmt_time(rv.by.at)}"
+    else:
+        why = ": ".join(x for x in (reject_label(rv.reason_code), clip(rv.reason, 500) if rv.reason else None) if x)
+        lead = (f"⚠️ *Flagged as wrong* by {user_mention(rv.by.user_id)} at {fmt_time(rv.by.at)}"
+                + (f" — {why}" if why else "") + ". The agent was told.")
+    blocks: list[Block] = [header(f"Ran automatically: {record.request.action}"), section(lead),
+                           *_body(record, with_header=False)]
+    if rv is None:
+        value = ButtonValue(r=record.id).pack()
+        blocks.append({"type": "actions", "block_id": BlockId.actions.value, "elements": [
+            button("Looks right", ActionId.review_ok, value, style="primary"),
+            button("This was wrong", ActionId.review_wrong, value, style="danger")]})
+    text = clip(f"Ran automatically: {record.request.action} — {record.request.summary}", 300)
+    return {"text": truncate(text, FALLBACK_MAX), "blocks": blocks[:MESSAGE_BLOCKS_MAX]}
 
 
 def locked_card(record: Record) -> dict[str, Any]:
@@ -234,6 +269,9 @@ def _explainer(record: Record) -> list[str]:
     if route.paused:
         parts.append("sent to people because automation is paused")
     why = route.reasons or [f"rule: {r}" for r in route.rules]
+    if hides_agent_view(record):  # shadow mode: nothing that gives away the agent's own view
+        why = [w for w in why if "confidence" not in w.lower() and "recommend" not in w.lower()]
+        parts.append("decide on the facts: the agent's recommendation and confidence are hidden")
     if why:
         parts.append(clip("; ".join(why), 1200))
     items = [" · ".join(parts)]

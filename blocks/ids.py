@@ -16,6 +16,8 @@ class ActionId(StrEnum):
     reply = "hitl.reply"
     resolve = "hitl.resolve"
     hand_back = "hitl.hand_back"
+    review_ok = "hitl.review_ok"
+    review_wrong = "hitl.review_wrong"
 
 
 class BatchActionId(StrEnum):
@@ -58,6 +60,7 @@ class CallbackId(StrEnum):
     reply_modal = "hitl.reply_modal"
     resolve_modal = "hitl.resolve_modal"
     hand_back_modal = "hitl.hand_back_modal"
+    review_wrong_modal = "hitl.review_wrong_modal"
 
 
 class BlockId(StrEnum):

@@ -22,6 +22,7 @@ MESSAGES: dict[str, str] = {
     "already_voted": "You have already voted on this request; another person has to "
     "approve it to reach the quorum.",
     "not_admin": "Only hitl admins can do this.",
+    "not_reviewable": "This request is still waiting for a decision; approve or reject it instead.",
     "not_found": "I can't find this request any more; nothing was changed.",
     "conflict": "Several people clicked at once and I couldn't record yours; please try again.",
     "bad_payload": "This button or form isn't one I recognise (it may be from an old card); "
@@ -71,6 +72,11 @@ def _reply(text: str) -> dict[str, Any]:
 
 def refusal_message(error: Exception) -> dict[str, Any]:
     """The ephemeral reply for a domain error raised while handling someone's click."""
+    if isinstance(error, AlreadyDecided) and isinstance(error.record, Record) and error.record.review:
+        rv = error.record.review
+        verdict = "looks right" if rv.verdict == "ok" else "flagged as wrong"
+        return _reply(f"Already checked by {mentions([rv.by.user_id])} {ago(rv.by.at)} ({verdict}) "
+                      "— nothing changed.")
     if isinstance(error, AlreadyDecided) and isinstance(error.record, Record):
         return already_decided_message(error.record)
     if isinstance(error, NotAllowed):

@@ -41,13 +41,15 @@ class Rejection(NamedTuple):
     text: str | None
 
 
-def reject_modal(record: Record, meta: ModalMeta) -> dict[str, Any]:
-    """The reject modal: a reason from the taxonomy (required) and free text (optional)."""
+def reject_modal(record: Record, meta: ModalMeta, *, after_the_fact: bool = False) -> dict[str, Any]:
+    """The reject modal: a reason from the taxonomy (required) and free text (optional).
+
+    `after_the_fact`: the action already ran; the person says what was wrong with it."""
     blocks: list[Block] = [
-        _about(record, "Rejecting"),
+        _about(record, "Flagging" if after_the_fact else "Rejecting"),
         input_block(
             BlockId.reason_code,
-            "Why are you rejecting it?",
+            "What was wrong with it?" if after_the_fact else "Why are you rejecting it?",
             {
                 "type": "radio_buttons",
                 "action_id": INPUT_ACTION,
@@ -62,6 +64,9 @@ def reject_modal(record: Record, meta: ModalMeta) -> dict[str, Any]:
             hint="Required when the reason is Other. The agent receives this text.",
         ),
     ]
+    if after_the_fact:
+        return modal(CallbackId.review_wrong_modal, "It was wrong", blocks,
+                     private_metadata=meta.pack(), submit="Flag it")
     return modal(
         CallbackId.reject_modal,
         "Reject request",

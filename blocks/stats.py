@@ -68,12 +68,22 @@ def metric_fields(r: Report) -> list[str]:
         f"*Requests*\n{r.requests}: {_routes(r)}",
         f"*Escalation rate* (target 10-30%)\n{pct(r.escalation_rate)} sent to people",
         f"*Decisions by people*\n{human}",
-        f"*Override rate* (edited or rejected)\n{pct(r.override_rate)}",
+        f"*Override rate* (edited or rejected)\n{pct(r.override_rate)}" + _after_the_fact(r),
         f"*Time to decision*\n{_quantiles(r.ttd)}",
         f"*Time to escalate* (target < 10s)\n{_quantiles(r.tte)}",
         f"*Expired*\n{d.get('expired', 0)}" + (f" · {', '.join(others)}" if others else ""),
         f"*Queue*\n{_queue(r)}",
     ]
+
+
+def _after_the_fact(r: Report) -> str:
+    """Checks of actions that ran alone, and shadow-mode agreement, when there were any."""
+    out = ""
+    if r.reviewed:
+        out += f"\nchecked afterwards {r.reviewed}, found wrong {r.overridden}"
+    if r.shadow:
+        out += f"\nshadow: agreed with the agent {pct(r.shadow_agreed / r.shadow)} of {r.shadow}"
+    return out
 
 
 def warning_lines(r: Report) -> list[str]:

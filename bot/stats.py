@@ -148,8 +148,12 @@ def ops_for(fields: dict[str, str], at_ms: int, record: dict[str, Any] | None,
         took = detail.get("seconds")
         if isinstance(took, int | float) and not isinstance(took, bool) and took >= 0:
             hist("tte:", at_ms - int(took * 1000))
-    elif event in ("invalid", "refused", "expired"):
+    elif event in ("invalid", "refused", "expired", "reviewed", "overridden"):
         both(event)
+    elif event == "shadow_compared":
+        both("shadow")
+        if detail.get("agreed_action"):
+            both("shadow_agreed")
     return out
 
 

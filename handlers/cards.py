@@ -88,9 +88,55 @@ async def _decide_from_modal(body: dict[str, Any], meta: ModalMeta, context: Asy
             await client.chat_postEphemeral(channel=meta.c, user=user["id"], **refusal_message(e))
 
 
+async def on_review_ok(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any],
+                       respond: AsyncRespond, context: AsyncBoltContext) -> None:
+    await ack()
+    user = body["user"]
+    try:
+        await reviews.review(deps(context), ButtonValue.unpack(action["value"]).r, user["id"],
+                             user_name(user), "ok")
+    except (StoreError, PayloadError) as e:
+        await respond(**refusal_message(e), response_type="ephemeral", replace_original=False)
+
+
+async def on_review_wrong(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], respond: AsyncRespond,
+                          context: AsyncBoltContext, client: AsyncWebClient) -> None:
+    await ack()
+    user = body["user"]
+    try:
+        rid = ButtonValue.unpack(action["value"]).r
+        record = await reviews.check_review(deps(context), rid, user["id"])
+    except (StoreError, PayloadError) as e:
+        await respond(**refusal_message(e), response_type="ephemeral", replace_original=False)
+        return
+    container = body.get("container") or {}
+    meta = ModalMeta(r=rid, c=container.get("channel_id"), t=container.get("message_ts"))
+    await client.views_open(trigger_id=body["trigger_id"], view=reject_modal(record, meta, after_the_fact=True))
+
+
+async def on_review_wrong_submitted(ack: AsyncAck, body: dict[str, Any], view: dict[str, Any],
+                                    context: AsyncBoltContext, client: AsyncWebClient) -> None:
+    rejection, errors = parse_reject_values(view["state"]["values"])
+    if errors:
+        await ack(response_action="errors", errors=errors)
+        return
+    await ack()
+    meta = ModalMeta.unpack(view.get("private_metadata"))
+    user = body["user"]
+    try:
+        await reviews.review(deps(context), meta.r, user["id"], user_name(user), "wrong",
+                             reason_code=rejection.code, reason=rejection.text)
+    except StoreError as e:
+        if meta.c:
+            await client.chat_postEphemeral(channel=meta.c, user=user["id"], **refusal_message(e))
+
+
 def register(app: AsyncApp) -> None:
     app.action(ActionId.approve.value)(on_approve)
     app.action(ActionId.reject.value)(on_reject)
     app.action(ActionId.edit.value)(on_edit)
     app.view(CallbackId.reject_modal.value)(on_reject_submitted)
+    app.action(ActionId.review_ok.value)(on_review_ok)
+    app.action(ActionId.review_wrong.value)(on_review_wrong)
+    app.view(CallbackId.review_wrong_modal.value)(on_review_wrong_submitted)
     app.view(CallbackId.edit_modal.value)(on_edit_submitted)

@@ -10,8 +10,8 @@ from typing import Any
 
 from handlers.deps import Deps
 from store.errors import AlreadyDecided, Conflict, NotAllowed
-from store.models import Choice, Record, utcnow
-from store.transitions import authorize, vote
+from store.models import AgentMessage, Choice, Record, Review, Vote, utcnow
+from store.transitions import authorize, authorize_review, vote
 
 MAX_RETRIES = 20
 
@@ -76,3 +76,29 @@ async def decide_many(d: Deps, request_ids: list[str], user_id: str, name: str, 
         except (NotAllowed, AlreadyDecided, Conflict) as e:
             out.append((rid, None, e))
     return out
+
+
+async def check_review(d: Deps, request_id: str, user_id: str) -> Record:
+    """The record if `user_id` may review it now; refusals are audited and raised."""
+    record = await d.store.get(request_id)
+    groups = frozenset([g for g in record.route.approvers
+                        if g.startswith("S") and user_id in await d.directory.members(g)])
+    try:
+        authorize_review(record, user_id, groups=groups)
+    except NotAllowed as e:
+        await d.store.audit(record.id, "refused", user_id, {"choice": "review", "reason": e.reason}, utcnow())
+        raise
+    return record
+
+
+async def review(d: Deps, request_id: str, user_id: str, name: str, verdict: str,
+                 reason_code: str | None = None, reason: str | None = None) -> Record:
+    """A person's check of an action that ran on its own; `wrong` is an override the agent hears."""
+    record = await check_review(d, request_id, user_id)
+    now = utcnow()
+    by = Vote(user_id=user_id, name=name, choice=Choice.reject if verdict == "wrong" else Choice.approve, at=now)
+    rv = Review(verdict=verdict, by=by, reason_code=reason_code, reason=reason)
+    message = AgentMessage(request_id=record.id, event="override", text=reason, by=by, at=now)
+    await d.store.review(record, rv, message.model_dump_json(exclude_none=True), now)
+    d.kick()
+    return await d.store.get(request_id)

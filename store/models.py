@@ -282,6 +282,18 @@ def _json_text(value: Any) -> Any:
     return json.loads(value) if isinstance(value, str) else value
 
 
+class Review(BaseModel):
+    """A person's check of an action that ran on its own (audit mode, sampled auto)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    verdict: str
+    """`ok` (looks right) or `wrong` (an override: the agent should not have done it)."""
+    by: Vote
+    reason_code: str | None = None
+    reason: str | None = None
+
+
 class AgentMessage(BaseModel):
     """An interim message to the agent while a request stays open (take over, reply).
 
@@ -291,13 +303,15 @@ class AgentMessage(BaseModel):
 
     request_id: str
     event: str
-    """`taken_over` (a person owns the case now) or `reply` (a person's message)."""
+    """`taken_over` (a person owns the case now), `reply` (a person's message), or `override`
+    (a reviewer found that an action that ran on its own was wrong)."""
     text: str | None = None
     by: Vote
     at: datetime
 
 
 RECORD_EXTRAS = (
+    "review",
     "escalation_level",
     "reminders",
     "escalated_to",
@@ -327,6 +341,8 @@ class Record(BaseModel):
     created_at: datetime
     posted_at: datetime | None = None
     entry_id: str | None = None
+    review: Annotated[Review | None, BeforeValidator(_json_text)] = None
+    """The after-the-fact review of an action that ran on its own."""
     batch: str | None = None
     """The batch card this request is shown on, if it was grouped."""
     escalation_level: int = 0

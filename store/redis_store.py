@@ -25,6 +25,7 @@ from store.models import (
     Decision,
     Record,
     Request,
+    Review,
     Route,
     from_epoch,
 )
@@ -84,6 +85,7 @@ class Store:
                 "pace",
                 "join_batch",
                 "batch_shown",
+                "review",
             )
         }
 
@@ -258,6 +260,22 @@ class Store:
         if status == "decided":
             raise AlreadyDecided(await self.get(rec.id))
         raise Conflict(f"request {rec.id} changed (version {res[1]}, expected {rec.version})")
+
+    async def review(self, record: Record, review: Review, message: str, now: datetime) -> None:
+        """Record a person's verdict on an action that ran on its own (once); AlreadyDecided
+        carries the record when someone reviewed it first."""
+        k, reply = self.keys, record.request.reply_to or ""
+        keys = [k.request(record.id), self.trail_key(record.id), k.audit, k.outbox, reply or k.decisions,
+                k.outbox_again]
+        args = [record.id, review.model_dump_json(), review.verdict, _ms(now), now.isoformat(),
+                "1" if reply else "0", message]
+        res = await self._run("review", keys, args)
+        if res[0] == "missing":
+            raise NotFound(record.id)
+        if res[0] == "reviewed":
+            raise AlreadyDecided(await self.get(record.id))
+        if res[0] == "pending":
+            raise Conflict(f"request {record.id} is still waiting for a decision")
 
     async def audit(
         self, request_id: str, event: str, actor: str, detail: dict[str, Any], now: datetime

@@ -266,6 +266,13 @@ class Report:
     series: list[Hour]
     override_halves: tuple[float | None, float | None]
     warnings: list[Sign] = field(default_factory=list)
+    reviewed: int = 0
+    """Actions that ran on their own and were checked afterwards (audit mode, samples)."""
+    overridden: int = 0
+    """... of which the person found them wrong."""
+    shadow: int = 0
+    shadow_agreed: int = 0
+    """Shadow-mode decisions, and how many agreed with what the agent proposed."""
 
     def rate(self, status: str) -> float | None:
         n = self.human_decisions
@@ -325,6 +332,8 @@ def build_report(buckets: list[tuple[int, dict[str, int]]], *, now_s: float, que
         decisions=decisions, human_decisions=human, edited=total.get("edited", 0),
         ttd=Histogram.read(total, "ttd:"), tte=Histogram.read(total, "tte:"),
         escalations=total.get("escalated", 0), queue_depth=queue_depth, queue_change=change,
+        reviewed=total.get("reviewed", 0), overridden=total.get("overridden", 0),
+        shadow=total.get("shadow", 0), shadow_agreed=total.get("shadow_agreed", 0),
         oldest_wait_s=None if oldest_created_s is None else max(0.0, now_s - oldest_created_s),
         top_actions=_top(total, "action:"), top_agents=_top(total, "agent:"),
         reviewers=_reviewers(total), series=series,

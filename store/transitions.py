@@ -12,9 +12,9 @@ from datetime import datetime
 from typing import Any
 
 from store.errors import AlreadyDecided, NotAllowed
-from store.models import AgentMessage, Change, Choice, Decision, Record, State, Status, Vote
+from store.models import AgentMessage, Change, Choice, Decision, Mode, Record, State, Status, Vote
 
-REFUSAL_CODES = ("self_approval", "not_an_approver", "already_voted", "owned", "already_owner",
+REFUSAL_CODES = ("self_approval", "not_an_approver", "already_voted", "owned", "already_owner", "not_reviewable",
                  "bad_option")
 """Codes of NotAllowed; the words people read are in `blocks.messages` and `blocks.escalation`."""
 
@@ -164,7 +164,32 @@ def vote(
         _tell_agent(t, record, "reply", answer, v, now)
     elif choice in (Choice.approve, Choice.edit) and approvals >= record.route.quorum:
         t.decision = _decision(record, Status.approved, votes, now, params=params, changes=changes)
+    if t.decision is not None and record.route.mode is Mode.shadow:
+        _compare_shadow(t, record)
     return t
+
+
+def _compare_shadow(t: Transition, record: Record) -> None:
+    """Shadow mode: the agent proposed the action; did the person, who did not see its
+    recommendation, agree? Kept in the audit trail (and counted by stats)."""
+    assert t.decision is not None
+    approved = t.decision.status is Status.approved
+    t.audit.append(("shadow_compared", "system", {
+        "agreed": approved and not t.decision.changes, "agreed_action": approved,
+        "confidence": record.request.confidence, "status": t.decision.status.value}))
+
+
+def authorize_review(record: Record, user_id: str, *, groups: frozenset[str] = frozenset()) -> None:
+    """Raise unless `user_id` may review an action that ran on its own (once, not their own)."""
+    if record.state is State.pending or record.decision is None:
+        raise NotAllowed("not_reviewable", "this request is still waiting for a decision")
+    if record.review is not None:
+        raise AlreadyDecided(record)
+    if record.request.requested_by == user_id:
+        raise NotAllowed("self_approval", "the requester cannot review their own request")
+    approvers = set(record.route.approvers) | set(record.extra_approvers)
+    if approvers and user_id not in approvers and not (groups & approvers):
+        raise NotAllowed("not_an_approver", "not an approver of this request")
 
 
 def _tell_agent(

@@ -337,3 +337,22 @@ def test_a_handover_card_is_timed_once_and_is_not_an_escalation_level() -> None:
     assert any(op.field == "escalated" for op in level1)
     approve = ops_for({"event": "posted", "detail": "{}"}, now, {**rec, "route": {"mode": "approve"}}, now)
     assert [op for op in approve if op.field.startswith("tte:") and op.hour is None]  # approval cards count
+
+
+def test_checks_after_the_fact_and_shadow_agreement_are_reported() -> None:
+    from blocks.stats import metric_fields
+
+    now = 1_900_000_000_000
+    ops = []
+    for event, detail in [("reviewed", '{"verdict": "ok"}'), ("reviewed", '{"verdict": "wrong"}'),
+                          ("overridden", "{}"), ("shadow_compared", '{"agreed_action": true}'),
+                          ("shadow_compared", '{"agreed_action": false}')]:
+        ops += ops_for({"event": event, "detail": detail}, now, None, now)
+    bucket: dict[str, int] = {}
+    for op in ops:
+        if op.hour is not None:
+            bucket[op.field] = bucket.get(op.field, 0) + op.amount
+    report = build_report([(now // 3_600_000, bucket)], now_s=now / 1000, queue_depth=0, oldest_created_s=None)
+    assert (report.reviewed, report.overridden, report.shadow, report.shadow_agreed) == (2, 1, 2, 1)
+    text = "\n".join(metric_fields(report))
+    assert "checked afterwards 2, found wrong 1" in text and "agreed with the agent 50% of 2" in text

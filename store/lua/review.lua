@@ -1,0 +1,35 @@
+-- Record the after-the-fact review of an action that ran on its own; once per request.
+-- A "wrong" verdict is an override: audited as such, and the agent is told on its reply stream.
+-- KEYS: record, trail, audit, outbox, reply (or decisions), outbox again-set
+-- ARGV: request_id, review JSON, verdict, now_ms, now_iso, has_reply, message JSON
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  return {'missing'}
+end
+if redis.call('HGET', KEYS[1], 'state') ~= 'decided' then
+  return {'pending'}
+end
+local earlier = redis.call('HGET', KEYS[1], 'review')
+if earlier then
+  return {'reviewed', earlier}
+end
+local rid, at = ARGV[1], ARGV[5]
+redis.call('HSET', KEYS[1], 'review', ARGV[2])
+redis.call('HINCRBY', KEYS[1], 'version', 1)
+local review = cjson.decode(ARGV[2])
+audit(KEYS[3], KEYS[2], 'reviewed', rid, review['by']['user_id'], at,
+  cjson.encode({verdict = ARGV[3], reason_code = review['reason_code']}))
+if ARGV[3] == 'wrong' then
+  audit(KEYS[3], KEYS[2], 'overridden', rid, review['by']['user_id'], at,
+    cjson.encode({reason_code = review['reason_code']}))
+  if ARGV[6] == '1' then
+    redis.call('XADD', KEYS[5], 'MAXLEN', '~', 10000, '*', 'message_for', rid, 'message', ARGV[7])
+  end
+end
+local member = 'update:' .. rid
+local queued = redis.call('ZSCORE', KEYS[4], member)
+if queued and tonumber(queued) > tonumber(ARGV[4]) then
+  redis.call('SADD', KEYS[6], member)
+else
+  redis.call('ZADD', KEYS[4], ARGV[4], member)
+end
+return {'ok'}
