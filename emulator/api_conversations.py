@@ -117,6 +117,14 @@ def join(ws: Workspace, a: Args) -> JSON:
     return out
 
 
+def members(ws: Workspace, a: Args) -> JSON:
+    """`conversations.members`: the channel's member ids, paged like Slack."""
+    channel = ws.channel(a.text("channel"))
+    ids = sorted(channel.members)
+    page, cursor = _page(ids, a, 100)
+    return {"members": page, "response_metadata": {"next_cursor": cursor}}
+
+
 def open_conversation(ws: Workspace, a: Args) -> JSON:
     if a.has("channel"):
         return {"channel": {"id": ws.channel(a.text("channel")).id}}
@@ -158,6 +166,7 @@ HANDLERS: dict[str, Handler] = {
     "conversations.info": info,
     "conversations.list": list_conversations,
     "conversations.join": join,
+    "conversations.members": members,
     "conversations.open": open_conversation,
     "users.info": users_info,
     "users.list": users_list,

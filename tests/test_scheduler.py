@@ -17,6 +17,7 @@ from bot.policy import PolicyEngine, PolicyError
 from bot.scheduler import Scheduler
 from bot.timing import honour_user_request, next_level_ms, plan, tier_of
 from emulator import Emulator
+from store.errors import NotAllowed
 from store.models import Choice, Record, Request, Status, from_epoch
 from store.redis_store import GROUP, Accepted, Store
 from store.transitions import authorize, vote
@@ -132,12 +133,19 @@ async def test_reminders_and_levels_fire_in_order_then_expiry_ends_them(w: World
 
 
 async def test_escalation_widens_who_may_decide(w: World) -> None:
+    leads = w.emu.ws.find_channel("#approvals-leads")
+    assert leads is not None
+    leads.members.add("U0CAROL")  # a lead: widened in by the channel-level notice
     rec = await w.request()
+    with pytest.raises(NotAllowed):
+        authorize(rec, "U0CAROL", Choice.approve)
     await step(w, 55)
     rec = await w.store.get(rec.id)
     assert rec.escalated_to == ["#approvals-leads", "#no-such-channel", "U0DAVE", "S0MANAGERS"]
-    assert set(rec.extra_approvers) == {"U0DAVE", "U0ALICE", "U0BOB"}  # the group's members
+    # the notified user, the group's members and the channel's members (conversations.members)
+    assert {"U0DAVE", "U0ALICE", "U0BOB", "U0CAROL"} <= set(rec.extra_approvers)
     authorize(rec, "U0DAVE", Choice.approve)
+    authorize(rec, "U0CAROL", Choice.approve)
     assert rec.time_to_escalate_s is not None and rec.time_to_escalate_s < 1
 
 
