@@ -15,7 +15,6 @@ go onto batch cards; a channel whose queue of unposted cards grows gets a backlo
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import json
 import logging
@@ -29,6 +28,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.backlog import Backlog
+from bot.worker import DueWorker
 from store.errors import NotFound
 from store.models import Batch, Record, State, utcnow
 from store.redis_store import Store
@@ -59,12 +59,15 @@ class Deferred(Exception):
     """The call must wait for its pacing bucket; the operation was rescheduled."""
 
 
-class Delivery:
+class Delivery(DueWorker):
     """Posts and updates cards from the outbox; `run()` until `stop()`, `kick()` to wake it."""
+
+    name = "delivery"
 
     def __init__(self, store: Store, slack: AsyncWebClient, render: Render, render_batch: RenderBatch,
                  *, batch: int = 20, backlog: Backlog | None = None, post_rate: float = POST_RATE,
                  post_burst: float = POST_BURST) -> None:
+        super().__init__()
         self.store = store
         self.slack = slack
         self.render = render
@@ -72,37 +75,15 @@ class Delivery:
         self.batch = batch
         self.backlog = backlog or Backlog(store)
         self.post_rate, self.post_burst = post_rate, post_burst
-        self._wake = asyncio.Event()
-        self._stopping = asyncio.Event()
         self._attempts: dict[str, int] = {}
         self._channel_ids: dict[str, str] = {}
         self.stats = {"posted": 0, "updated": 0, "rate_limited": 0, "errors": 0, "deferred": 0}
 
-    def kick(self) -> None:
-        self._wake.set()
+    def now_ms(self) -> int:
+        return _now_ms()
 
-    def stop(self) -> None:
-        self._stopping.set()
-        self._wake.set()
-
-    async def run(self) -> None:
-        while not self._stopping.is_set():
-            self._wake.clear()  # before the pass: a kick during it makes the wait below return
-            try:
-                done = await self.run_once()
-            except Exception:  # Redis briefly away: the outbox is durable, try again shortly
-                log.exception("delivery: pass failed")
-                done = 0
-            if done:
-                continue
-            due = None
-            try:
-                due = await self.store.next_outbox_due()
-            except Exception:
-                log.debug("delivery: could not read the next due time")
-            wait = 1.0 if due is None else min(1.0, max(0.0, (due - _now_ms()) / 1000))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), wait)
+    async def next_due_ms(self) -> int | None:
+        return await self.store.next_outbox_due()
 
     async def run_once(self) -> int:
         """Lease and perform every due operation once; returns how many were attempted."""

@@ -17,7 +17,6 @@ good (`channel_not_found`) is recorded in the audit entry and the chain goes on.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -43,6 +42,7 @@ from bot.timing import (
     timeout_s,
     trigger_ms,
 )
+from bot.worker import DueWorker
 from store.errors import AlreadyDecided, Conflict, NotFound
 from store.models import Record, State, Status, from_epoch, utcnow
 from store.redis_store import Store
@@ -70,7 +70,7 @@ class RetryLater(Exception):
         self.at_ms = at_ms
 
 
-class Scheduler:
+class Scheduler(DueWorker):
     """Fires due deadlines; `run()` until `stop()`, `kick()` to look again at once.
 
     `clock` (epoch seconds) is injectable so tests move time instead of sleeping.
@@ -79,6 +79,8 @@ class Scheduler:
     def __init__(self, store: Store, slack: AsyncWebClient, policy: Callable[[], Any], *,
                  clock: Callable[[], float] = time.time, lease_ms: int = LEASE_MS,
                  batch: int = 50, on_change: Callable[[], None] = lambda: None) -> None:
+        super().__init__()
+        self.max_wait_s = MAX_WAIT_S
         self.store = store
         self.slack = slack
         self.policy = policy
@@ -86,8 +88,6 @@ class Scheduler:
         self.lease_ms = lease_ms
         self.batch = batch
         self.on_change = on_change
-        self._wake = asyncio.Event()
-        self._stopping = asyncio.Event()
         self._attempts: dict[str, int] = {}
         self._channel_ids: dict[str, str] = {}
         self.stats = {"reminded": 0, "escalated": 0, "expired": 0, "auto_approved": 0,
@@ -96,30 +96,9 @@ class Scheduler:
     def now_ms(self) -> int:
         return int(self.clock() * 1000)
 
-    def kick(self) -> None:
-        self._wake.set()
-
-    def stop(self) -> None:
-        self._stopping.set()
-        self._wake.set()
-
-    async def run(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                done = await self.run_once()
-            except Exception:  # Redis briefly away: deadlines are durable, look again shortly
-                log.exception("scheduler: pass failed")
-                done = 0
-            if done:
-                continue
-            wait = MAX_WAIT_S
-            with contextlib.suppress(Exception):
-                rows = await self.store.redis.zrange(self.store.keys.deadlines, 0, 0, withscores=True)
-                if rows:
-                    wait = min(MAX_WAIT_S, max(0.0, (int(rows[0][1]) - self.now_ms()) / 1000))
-            self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), wait)
+    async def next_due_ms(self) -> int | None:
+        rows = await self.store.redis.zrange(self.store.keys.deadlines, 0, 0, withscores=True)
+        return int(rows[0][1]) if rows else None
 
     async def run_once(self) -> int:
         """Lease and fire every due deadline once; returns how many were leased."""

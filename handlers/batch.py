@@ -12,10 +12,11 @@ from blocks.batch import bulk_result_message, one_by_one_modal, queue_modal, rej
 from blocks.details import context_modal
 from blocks.ids import BatchActionId, BlockId, CallbackId, from_batch_item_block_id
 from blocks.messages import refusal_message
-from blocks.modals import parse_reject_values, reject_modal
+from blocks.modals import reject_modal
 from blocks.payloads import BatchMeta, BatchValue, ModalMeta, PayloadError
 from handlers import reviews
 from handlers.deps import deps, user_name
+from handlers.forms import ack_rejection
 from store.backlog import BacklogStore
 from store.errors import StoreError
 from store.models import Choice, Record, State
@@ -88,11 +89,9 @@ async def on_reject_all(ack: AsyncAck, body: dict[str, Any], action: dict[str, A
 
 async def on_reject_all_submitted(ack: AsyncAck, body: dict[str, Any], view: dict[str, Any],
                                   context: AsyncBoltContext, client: AsyncWebClient) -> None:
-    rejection, errors = parse_reject_values(view["state"]["values"])
-    if errors:
-        await ack(response_action="errors", errors=errors)
+    rejection = await ack_rejection(ack, view)
+    if rejection is None:
         return
-    await ack()
     meta = BatchMeta.unpack(view.get("private_metadata"))
     user = body["user"]
     pending = await _pending(context, meta.b)

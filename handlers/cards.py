@@ -9,10 +9,11 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from blocks.ids import ActionId, CallbackId
 from blocks.messages import refusal_message
-from blocks.modals import edit_modal, parse_edit_values, parse_reject_values, reject_modal
+from blocks.modals import edit_modal, parse_edit_values, reject_modal
 from blocks.payloads import ButtonValue, ModalMeta, PayloadError
 from handlers import reviews
 from handlers.deps import deps, user_name
+from handlers.forms import ack_rejection
 from store.errors import StoreError
 from store.models import Choice
 
@@ -56,11 +57,9 @@ async def on_edit(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], r
 
 async def on_reject_submitted(ack: AsyncAck, body: dict[str, Any], view: dict[str, Any],
                               context: AsyncBoltContext, client: AsyncWebClient) -> None:
-    rejection, errors = parse_reject_values(view["state"]["values"])
-    if errors:
-        await ack(response_action="errors", errors=errors)
+    rejection = await ack_rejection(ack, view)
+    if rejection is None:
         return
-    await ack()
     meta = ModalMeta.unpack(view.get("private_metadata"))
     await _decide_from_modal(body, meta, context, client, Choice.reject,
                              reason_code=rejection.code, reason=rejection.text)
@@ -116,11 +115,9 @@ async def on_review_wrong(ack: AsyncAck, body: dict[str, Any], action: dict[str,
 
 async def on_review_wrong_submitted(ack: AsyncAck, body: dict[str, Any], view: dict[str, Any],
                                     context: AsyncBoltContext, client: AsyncWebClient) -> None:
-    rejection, errors = parse_reject_values(view["state"]["values"])
-    if errors:
-        await ack(response_action="errors", errors=errors)
+    rejection = await ack_rejection(ack, view)
+    if rejection is None:
         return
-    await ack()
     meta = ModalMeta.unpack(view.get("private_metadata"))
     user = body["user"]
     try:
