@@ -12,17 +12,22 @@ request's stored state first, then awaited on its reply stream.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 import uuid
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from store.keys import Keys
 from store.models import Decision, Request
+from store.redis_store import reconnecting
 
 BLOCK_MS = 10_000
+RECONNECT_S = 0.5
 
 
 class HitlClient:
@@ -38,7 +43,8 @@ class HitlClient:
     @classmethod
     def from_url(cls, url: str, *, prefix: str = "hitl", name: str | None = None) -> HitlClient:
         """A client with its own connections; the blocking one's timeout outlasts its BLOCK."""
-        plain = aioredis.Redis.from_url(url, decode_responses=True, socket_timeout=5)
+        plain = aioredis.Redis.from_url(url, decode_responses=True, socket_timeout=5, retry=reconnecting(),
+                                        retry_on_error=[RedisConnectionError, RedisTimeoutError])
         blocking = aioredis.Redis.from_url(url, decode_responses=True, socket_timeout=BLOCK_MS / 1000 + 10)
         return cls(plain, blocking, prefix=prefix, name=name)
 
@@ -101,7 +107,16 @@ class HitlClient:
                 if left <= 0:
                     raise TimeoutError(f"no decision for {request_id} within {timeout}s")
                 block = max(1, min(BLOCK_MS, int(left * 1000)))
-            rows = await self._blocking.xread({stream: last}, count=100, block=block)
+            try:
+                rows = await self._blocking.xread({stream: last}, count=100, block=block)
+            except (RedisConnectionError, RedisTimeoutError):
+                # Redis restarting: wait a moment and carry on from the same stream position;
+                # the decision is stored by id too, in case it was published meanwhile
+                await asyncio.sleep(RECONNECT_S)
+                with contextlib.suppress(RedisConnectionError, RedisTimeoutError):
+                    if found := await self.decision(request_id):
+                        return found
+                continue
             for _, entries in rows or []:
                 for entry_id, fields in entries:
                     last = entry_id

@@ -93,6 +93,10 @@ class Intake:
                 self.running = False
                 log.warning("intake: Redis unavailable (%s); retrying in 1s", e)
                 await self._sleep(1.0)
+            except Exception:  # a bug must not leave intake dead while /healthz says it runs
+                self.running = False
+                log.exception("intake: unexpected failure; restarting in 1s")
+                await self._sleep(1.0)
         self.running = False
 
     async def _sleep(self, seconds: float) -> None:
@@ -107,7 +111,8 @@ class Intake:
             entries = [e for e in entries if e.fields]  # deleted entries come back empty
             if not entries:
                 return
-            await self._process(entries)
+            # re-read after a restart: an entry that crashed us every time must not loop forever
+            await self._process(await self._without_poison(entries))
 
     async def _loop(self) -> None:
         last_claim = 0.0
@@ -141,20 +146,26 @@ class Intake:
         entries = [Entry(i, f) for i, f in rows if f]
         if not entries:
             return 0
-        counts = {}
-        for e in entries:
-            info = await self.store.redis.xpending_range(k.requests, GROUP, e.id, e.id, 1)
-            counts[e.id] = int(info[0]["times_delivered"]) if info else 1
-        retry = []
-        for e in entries:
-            if counts[e.id] > self.max_deliveries:
-                await self._dead(e, f"delivered {counts[e.id]} times without being processed "
+        log.info("intake: reclaimed %d idle entries", len(entries))
+        await self._process(await self._without_poison(entries))
+        return len(entries)
+
+    async def _without_poison(self, entries: list[Entry]) -> list[Entry]:
+        """Dead-letter entries delivered more than `max_deliveries` times; the rest to process."""
+        k = self.store.keys
+        async with self.store.redis.pipeline(transaction=False) as p:
+            for e in entries:
+                p.xpending_range(k.requests, GROUP, e.id, e.id, 1)
+            infos = await p.execute()
+        keep = []
+        for e, info in zip(entries, infos, strict=True):
+            n = int(info[0]["times_delivered"]) if info else 1
+            if n > self.max_deliveries:
+                await self._dead(e, f"delivered {n} times without being processed "
                                     "(a consumer crashed on it each time)")
             else:
-                retry.append(e)
-        log.info("intake: reclaimed %d idle entries", len(entries))
-        await self._process(retry)
-        return len(entries)
+                keep.append(e)
+        return keep
 
     async def _process(self, entries: list[Entry]) -> None:
         # Read the pause switch once per batch, so a pause reaches every replica at once.

@@ -14,7 +14,11 @@ from importlib import resources
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from store.errors import AlreadyDecided, Conflict, NotFound
 from store.keys import Keys
@@ -32,6 +36,12 @@ from store.models import (
 from store.transitions import Transition
 
 GROUP = "hitl"
+
+
+def reconnecting() -> Retry:
+    """Retries across a Redis restart (about 6 s in all). Every write path here is idempotent
+    (version checks, XACK guards, lease checks), so a write that is sent twice changes nothing."""
+    return Retry(ExponentialBackoff(cap=2.0, base=0.05), 8)
 
 
 def _script(name: str) -> str:
@@ -94,6 +104,8 @@ class Store:
         """A store on its own connection pool (decoded strings, explicit timeouts)."""
         kwargs.setdefault("socket_timeout", 5)
         kwargs.setdefault("socket_connect_timeout", 5)
+        kwargs.setdefault("retry", reconnecting())
+        kwargs.setdefault("retry_on_error", [RedisConnectionError, RedisTimeoutError])
         # A blocking pool: a burst waits for a free connection instead of failing.
         pool = aioredis.BlockingConnectionPool.from_url(
             url, decode_responses=True, max_connections=kwargs.pop("max_connections", 64), timeout=10, **kwargs)

@@ -147,3 +147,23 @@ async def test_entry_delivered_too_often_is_dead_lettered(store: Store, redis_ur
     [dead] = await _dead(store, 1)
     assert "delivered 5 times" in dead["error"]
     assert not await store.exists("poison")
+
+
+async def test_a_poison_entry_of_our_own_is_dead_lettered_after_restarts(store: Store, redis_url: str) -> None:
+    """A fixed consumer name that crashed on an entry each time re-reads it on start; it must
+    not loop forever."""
+    await store.ensure_group()
+    entry_id = await _push(store, {**GOOD, "id": "own-poison"})
+    await store.redis.xreadgroup(GROUP, "fixed", {store.keys.requests: ">"})
+    for _ in range(4):  # four restarts, each crashing while handling it
+        await store.redis.xreadgroup(GROUP, "fixed", {store.keys.requests: "0"})
+    i = Intake(store, lambda: ROUTER, redis_url=redis_url, consumer="fixed", max_deliveries=3)
+    task = asyncio.create_task(i.run())
+    try:
+        [dead] = await _dead(store, 1)
+        assert dead["entry_id"] == entry_id and "delivered" in dead["error"]
+        assert not await store.exists("own-poison")
+    finally:
+        i.stop()
+        await asyncio.wait_for(task, 10)
+        await i.close()
