@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import json
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -23,8 +25,10 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from store.keys import Keys
-from store.models import Decision, Request
+from store.models import AgentMessage, Decision, Request
 from store.redis_store import reconnecting
+
+OnMessage = Callable[[AgentMessage], Awaitable[None] | None]
 
 BLOCK_MS = 10_000
 RECONNECT_S = 0.5
@@ -39,6 +43,7 @@ class HitlClient:
         self._blocking: Any = blocking
         self.keys = Keys(prefix)
         self.reply_to = self.keys.results(name or f"client-{uuid.uuid4().hex[:12]}")
+        self._replies: dict[str, str] = {}  # request id -> reply_to, for requests pushed here
 
     @classmethod
     def from_url(cls, url: str, *, prefix: str = "hitl", name: str | None = None) -> HitlClient:
@@ -66,8 +71,11 @@ class HitlClient:
         if request.reply_to is None:
             update["reply_to"] = self.reply_to
         request = request.model_copy(update=update)
+        assert request.id is not None and request.reply_to is not None
+        if len(self._replies) >= 10_000:
+            self._replies.pop(next(iter(self._replies)))
+        self._replies[request.id] = request.reply_to
         await self.redis.xadd(self.keys.requests, {"request": request.model_dump_json(exclude_none=True)})
-        assert request.id is not None
         return request.id
 
     async def request(self, agent: str, action: str, summary: str, **fields: Any) -> str:
@@ -82,10 +90,18 @@ class HitlClient:
         return Decision.model_validate_json(raw) if raw else None
 
     async def wait(self, request_id: str, timeout: float | None = None, *,
-                   reply_to: str | None = None) -> Decision:
-        """Block until the request is decided; TimeoutError after `timeout` seconds."""
-        stream = reply_to or await self._reply_stream(request_id)
-        return await self._wait(request_id, stream, await self._last_id(stream), timeout)
+                   reply_to: str | None = None, on_message: OnMessage | None = None) -> Decision:
+        """Block until the request is decided; TimeoutError after `timeout` seconds.
+
+        `on_message` is called with each interim message that arrives meanwhile (a person took
+        the case over, replied, or flagged an action that ran on its own as wrong)."""
+        stream = reply_to or self._replies.get(request_id) or await self._reply_stream(request_id)
+        return await self._wait(request_id, stream, await self._last_id(stream), timeout, on_message)
+
+    async def messages(self, request_id: str) -> list[AgentMessage]:
+        """Every interim message of a request so far, oldest first (kept on the record)."""
+        raw = await self.redis.hget(self.keys.request(request_id), "messages")
+        return [AgentMessage.model_validate(m) for m in json.loads(raw)] if raw else []
 
     async def ask(self, agent: str, action: str, summary: str, *, timeout: float | None = None,
                   **fields: Any) -> Decision:
@@ -95,7 +111,8 @@ class HitlClient:
         request_id = await self.request(agent, action, summary, **fields)
         return await self._wait(request_id, stream, last, timeout)
 
-    async def _wait(self, request_id: str, stream: str, last: str, timeout: float | None) -> Decision:
+    async def _wait(self, request_id: str, stream: str, last: str, timeout: float | None,
+                    on_message: OnMessage | None = None) -> Decision:
         found = await self.decision(request_id)
         if found:
             return found
@@ -122,6 +139,10 @@ class HitlClient:
                     last = entry_id
                     if fields.get("request_id") == request_id:
                         return Decision.model_validate(json.loads(fields["decision"]))
+                    if on_message is not None and fields.get("message_for") == request_id:
+                        result = on_message(AgentMessage.model_validate_json(fields["message"]))
+                        if inspect.isawaitable(result):
+                            await result
 
     async def _reply_stream(self, request_id: str) -> str:
         raw = await self.redis.hget(self.keys.request(request_id), "request")

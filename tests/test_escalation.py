@@ -4,6 +4,7 @@ bot's own scheduler (its clock moved, never slept), and deadlines missed while s
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import time
@@ -382,3 +383,25 @@ def test_why_it_escalated_in_plain_words() -> None:
     assert why_escalated(rule) == ["VIP customers get a person"]
     assert why_escalated(make(kind="escalation", route=Route(mode="escalate"))) == [
         "The agent handed the case over"]
+
+
+async def test_the_python_client_hears_interim_messages_while_it_waits(h: Harness) -> None:
+    rid = await push_handover(h)
+    heard: list[str] = []
+
+    async def on_message(m: Any) -> None:
+        heard.append(f"{m.event}:{m.text or ''}")
+
+    waiting = asyncio.create_task(h.client.wait(rid, timeout=20, on_message=on_message))
+    rec = await h.card(rid)
+    await h.click(rec, "U0ALICE", ActionId.take_over)
+    await interim(h, rid, 1)
+    await h.click(rec, "U0ALICE", ActionId.reply)
+    await submit(h, "U0ALICE", BlockId.reply_text, "On it")
+    await interim(h, rid, 2)
+    await h.click(rec, "U0ALICE", ActionId.resolve)
+    await submit(h, "U0ALICE", BlockId.resolution_text, "Done")
+    decision = await waiting
+    assert decision.status is Status.resolved
+    assert heard == ["taken_over:", "reply:On it"]
+    assert [m.event for m in await h.client.messages(rid)] == ["taken_over", "reply"]
