@@ -58,6 +58,8 @@ async def render_metrics(bot: Any) -> str:
     totals = await stats.totals()
     control = await store.control()
     delivery = bot.delivery.stats
+    scheduler = bot.scheduler.stats if getattr(bot, "scheduler", None) is not None else {}
+    skipped = dict(bot.policy().skipped)
     parts = [
         _family("hitl_queue_depth", "gauge", "Requests waiting to be read or acknowledged by intake.",
                 [("", lag)]),
@@ -90,8 +92,13 @@ async def render_metrics(bot: Any) -> str:
         _family("hitl_slack_posts_total", "counter", "Cards this replica posted.",
                 [("", delivery["posted"])]),
         _family("hitl_slack_rate_limited_total", "counter", "429 answers this replica received.",
-                [("", delivery["rate_limited"])]),
+                [('{component="delivery"}', delivery["rate_limited"]),
+                 ('{component="scheduler"}', scheduler.get("rate_limited", 0))]),
         _family("hitl_slack_errors_total", "counter", "Slack API errors this replica received.",
-                [("", delivery["errors"])]),
+                [('{component="delivery"}', delivery["errors"]),
+                 ('{component="scheduler"}', scheduler.get("errors", 0))]),
+        _family("hitl_policy_rules_skipped_total", "counter",
+                "Rule evaluations skipped because the condition failed on a request (missing field).",
+                [(f'{{rule="{_label(rule)}"}}', n) for rule, n in sorted(skipped.items())] or [("", 0)]),
     ]
     return "\n".join(parts) + "\n"

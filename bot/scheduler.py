@@ -91,7 +91,7 @@ class Scheduler(DueWorker):
         self._attempts: dict[str, int] = {}
         self._channel_ids: dict[str, str] = {}
         self.stats = {"reminded": 0, "escalated": 0, "expired": 0, "auto_approved": 0,
-                      "retried": 0, "errors": 0}
+                      "retried": 0, "errors": 0, "rate_limited": 0}
 
     def now_ms(self) -> int:
         return int(self.clock() * 1000)
@@ -122,6 +122,8 @@ class Scheduler(DueWorker):
             retry_at = None
         except RetryLater as e:
             self.stats["retried"] += 1
+            if e.at_ms is not None:  # only a 429 names when to come back
+                self.stats["rate_limited"] += 1
             if e.at_ms is None:
                 retry_at = self._backoff(member, str(e))
             else:

@@ -86,3 +86,20 @@ def test_histogram_is_cumulative_with_sum_in_seconds() -> None:
     assert got[("t_seconds_bucket", "1")] == 2 and got[("t_seconds_bucket", "60")] == 2
     assert got[("t_seconds_bucket", "120")] == 5 and got[("t_seconds_bucket", "+Inf")] == 6
     assert got[("t_seconds_count", None)] == 6 and got[("t_seconds_sum", None)] == 500
+
+
+async def test_skipped_rules_and_slack_errors_are_exported(redis_url: str, tmp_path: Path) -> None:
+    path = tmp_path / "policy.yml"
+    path.write_text('rules:\n  - {name: big_refund, when: "request.risk.amount > 100", tier: high}\n'
+                    "batching: {enabled: false}\n")
+    h = await start(redis_url, policy=path)
+    try:
+        h.emu.inject("chat.postMessage", status=429, retry_after=1, times=1)
+        rid = await h.push(summary="No amount given")  # the rule's field is missing: skipped
+        await h.card(rid)
+        m = await scrape(h)
+        assert value(m, "hitl_policy_rules_skipped", "hitl_policy_rules_skipped_total", rule="big_refund") == 1
+        assert value(m, "hitl_slack_rate_limited", "hitl_slack_rate_limited_total", component="delivery") == 1
+        assert value(m, "hitl_slack_errors", "hitl_slack_errors_total", component="scheduler") == 0
+    finally:
+        await stop(h)
