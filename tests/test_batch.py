@@ -12,7 +12,7 @@ import pytest
 
 from blocks.ids import BatchActionId, batch_item_block_id
 from store.models import Record, Status
-from tests.harness import Harness, start, stop
+from tests.harness import Harness, start, start_bot, stop
 from tests.util import eventually, shown_request_ids
 
 POLICY = """
@@ -202,5 +202,58 @@ async def test_a_burst_under_slack_rate_limits(redis_url: str, policy: Path) -> 
             return "cleared" in json.dumps(m["blocks"])
 
         await eventually(cleared, 15, "digest cleared")
+    finally:
+        await stop(h)
+
+
+async def test_a_batch_past_max_items_splits_into_more_cards(redis_url: str, tmp_path: Path) -> None:
+    path = tmp_path / "policy.yml"
+    path.write_text(POLICY.replace("batching: {window: 30s, max_items: 40}", "batching: {window: 30s, max_items: 3}"))
+    h = await start(redis_url, policy=path)
+    try:
+        ids = [await h.push(agent="crm", action="update_tag", summary=f"Tag #{i}") for i in range(7)]
+        msgs = await _cards_showing(h, ids)
+        assert len(msgs) == 3  # 3 + 3 + 1, none truncated
+        shown = [shown_request_ids(m) for m in msgs]
+        assert sorted(len(s) for s in shown) == [1, 3, 3]
+        assert all(len(m["blocks"]) <= 50 for m in msgs)
+        assert set().union(*shown) == set(ids)
+    finally:
+        await stop(h)
+
+
+async def test_two_replicas_share_the_pace_under_slack_limits(redis_url: str, policy: Path) -> None:
+    """Pacing lives in Redis: two replicas together still post about one card per second."""
+    h = await start(redis_url, policy=policy, rate_limits=True, post_rate=1.0, post_burst=2.0,
+                    consumer="replica-a")
+    h.bots.append(await start_bot(redis_url, h.emu, policy=policy, post_rate=1.0, post_burst=2.0,
+                                  consumer="replica-b"))
+    try:
+        ids = [await h.push(action=f"one_off_{i}", summary=f"One-off {i}") for i in range(6)]
+        msgs = await _cards_showing(h, ids)
+        assert len(msgs) == 6 and h.emu.rate_limited == 0
+        posts = sorted(c.at for c in h.emu.calls_to("chat.postMessage") if c.ok)
+        assert posts[-1] - posts[0] >= 3.0  # 6 posts, a burst of 2, then one per second
+        assert sum(b.delivery.stats["posted"] for b in h.bots) == 6
+    finally:
+        await stop(h)
+
+
+async def test_the_digest_opens_the_queue(redis_url: str, policy: Path) -> None:
+    h = await start(redis_url, policy=policy, rate_limits=True, post_rate=0.5, post_burst=1.0, backlog_at=3)
+    try:
+        ids = [await h.push(action=f"single_{i}", summary=f"One-off {i}") for i in range(6)]
+
+        async def digest() -> dict[str, Any] | None:
+            return next((m for m in h.emu.messages("#approvals") if "Approval backlog" in json.dumps(m["blocks"])),
+                        None)
+
+        card = await eventually(digest, 20, "the backlog digest")
+        await h.emu.click("U0CAROL", "#approvals", card["ts"], BatchActionId.open_queue)
+        view = await eventually(lambda: asyncio.sleep(0, h.emu.top_view("U0CAROL")), what="queue modal")
+        text = json.dumps(view.blocks)
+        waiting = [i for i in range(6) if f"One-off {i}" in text]
+        assert waiting and "requests waiting in #approvals" in text
+        await _cards_showing(h, ids)
     finally:
         await stop(h)
