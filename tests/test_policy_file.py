@@ -213,3 +213,13 @@ def test_check_shows_paused_and_first_use(tmp_path: Path) -> None:
     assert "first_use" in report and f"  mode      {Mode.approve.value}" in report
     _, report = check(None, [req], paused=True)
     assert "  paused    yes" in report
+
+
+def test_the_docs_show_the_default_policy_as_it_is() -> None:
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    docs = (root / "docs" / "policy.md").read_text()
+    start = docs.index("## The built-in default policy")
+    block = docs[docs.index("```yaml\n", start) + len("```yaml\n"):]
+    assert block[:block.index("```")] == (root / "bot" / "policy" / "default.yml").read_text()
