@@ -137,7 +137,7 @@ def stats_message(r: Report, *, lag: int = 0, chart: bool = False) -> dict[str, 
     if lag:
         notes.append(f"{lag} recent events are still being counted.")
     if chart:
-        notes.append("The chart follows in this channel.")
+        notes.append("The chart follows in your direct messages with me.")
     blocks.append(context([" ".join(notes)]))
     text = (f"hitl stats, last {label}: {r.requests} requests, escalation rate "
             f"{pct(r.escalation_rate)}, {len(r.warnings)} warning signs")

@@ -173,20 +173,21 @@ async def do_stats(a: Asked) -> tuple[Reply, Report | None]:
 
 async def share_chart(a: Asked, report: Report, client: AsyncWebClient,
                       respond: AsyncRespond) -> None:
-    """Render the chart off the event loop and upload it to the channel of the command."""
+    """Render the chart off the event loop and send it to the asker alone (a DM with the bot),
+    as private as the ephemeral reply it goes with."""
     assert a.d.chart is not None
     png = await asyncio.to_thread(a.d.chart, report)
     label = window_label(report.hours)
     try:
+        dm = await client.conversations_open(users=a.user)
         await client.files_upload_v2(
-            channel=a.channel, file=png, filename=f"hitl-stats-{report.hours}h.png",
+            channel=str(dm["channel"]["id"]), file=png, filename=f"hitl-stats-{report.hours}h.png",
             title=f"hitl: decisions per hour and time to decision, last {label}",
             alt_txt=f"Decisions per hour by outcome and time to decision, last {label}")
     except SlackApiError as e:
         error = e.response.get("error")
-        log.warning("stats chart upload to %s failed: %s", a.channel, error)
-        await respond(**usage_message(f"I couldn't share the chart in this channel ({error}); "
-                                      "invite me to it, or run the command where I am a member."),
+        log.warning("stats chart upload to %s failed: %s", a.user, error)
+        await respond(**usage_message(f"I couldn't send you the chart ({error})."),
                       response_type="ephemeral", replace_original=False)
 
 

@@ -208,8 +208,11 @@ async def test_stats_from_a_known_history_with_a_chart(h: Harness) -> None:
     assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 10_000
     image = Image.open(io.BytesIO(png))
     assert image.format == "PNG" and image.size == (900, 560)
-    assert len(done) == 1 and done[0].args.get("channel_id") == "C0GENERAL"
-    assert any(m.get("files") for m in h.emu.messages("#general"))
+    # as private as the reply: a DM with the asker, never the channel
+    dm = done[0].args.get("channel_id")
+    assert len(done) == 1 and dm != "C0GENERAL" and dm.startswith("D")
+    assert not any(m.get("files") for m in h.emu.messages("#general"))
+    assert any(m.get("files") for m in h.emu.messages(dm))
 
     assert "the last 7 days" in words(await hitl(h, "stats 7d"))
     assert "Use `/hitl stats 24h`" in words(await hitl(h, "stats 1y"))
