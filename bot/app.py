@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,9 +46,31 @@ from store.redis_store import Store
 log = logging.getLogger("hitl")
 
 
-def render(record: Record, paused_reason: str | None = None) -> dict[str, Any]:
-    """The card for a record in its current state; routed while paused, it says so (and why)."""
-    return card(record, paused=record.route.paused, paused_reason=paused_reason)
+def render(record: Record, pause: tuple[bool, str | None] = (False, None)) -> dict[str, Any]:
+    """The card for a record in its current state; while automation is paused, every open card
+    says so, and why."""
+    paused, reason = pause
+    return card(record, paused=paused, paused_reason=reason)
+
+
+def _paused(store: Store, pause: PauseState, paused: bool, reason: str | None) -> None:
+    """Pause or resume noted here at once; every open card is redrawn to show it. The redraw
+    waits a moment, so the other replicas (which re-read the switch every second) agree."""
+    pause.note(paused, reason)
+
+    async def redraw() -> None:
+        due = int(time.time() * 1000) + REDRAW_AFTER_MS
+        for rid in await store.pending_ids(MAX_REDRAW):
+            await store.enqueue(f"update:{rid}", due)
+
+    task = asyncio.ensure_future(redraw())
+    _REDRAWS.add(task)
+    task.add_done_callback(_REDRAWS.discard)
+
+
+REDRAW_AFTER_MS = 1500
+MAX_REDRAW = 1000
+_REDRAWS: set[asyncio.Future[None]] = set()
 
 
 def slack_client(settings: Settings, *, retries: bool) -> AsyncWebClient:
@@ -170,7 +193,7 @@ def build_app(settings: Settings, store: Store | None = None, policy: PolicyHold
     bolt_client = slack_client(settings, retries=True)
     pause = PauseState(store)
     delivery = Delivery(store, slack_client(settings, retries=False),
-                        lambda r: render(r, pause.reason if r.route.paused else None), batch_card,
+                        lambda r: render(r, pause.current()), batch_card,
                         backlog=Backlog(store, settings.backlog_at), post_rate=settings.post_rate,
                         post_burst=settings.post_burst)
     intake = Intake(store, policy, redis_url=settings.redis_url, consumer=settings.consumer,
@@ -179,7 +202,7 @@ def build_app(settings: Settings, store: Store | None = None, policy: PolicyHold
     scheduler = Scheduler(store, slack_client(settings, retries=False), lambda: intake.router(),
                           on_change=delivery.kick)
     d = Deps(store=store, directory=SlackDirectory(bolt_client), kick=delivery.kick,
-             admins=lambda: frozenset(policy().admins), paused=pause.current, on_pause=pause.note,
+             admins=lambda: frozenset(policy().admins), paused=pause.current, on_pause=lambda paused, reason: _paused(store, pause, paused, reason),
              policy_lines=lambda: policy_lines(policy()), chart=charts.png)
     bolt = AsyncApp(signing_secret=settings.slack_signing_secret or "unused",
                     client=bolt_client, request_verification_enabled=not settings.socket_mode,

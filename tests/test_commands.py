@@ -139,6 +139,20 @@ async def test_pause_by_an_admin_sends_everything_to_people_and_survives_a_resta
         "paused", "resumed"]
 
 
+async def test_a_pause_shows_on_every_open_card_until_resumed(h: Harness) -> None:
+    rid = await h.push(summary="Refund $40", id="open-before-pause")
+    rec = await h.card(rid)
+    assert "Automation paused" not in json.dumps(h.message(rec)["blocks"])
+    await hitl(h, "pause Incident 7", user="U0ADMIN")
+
+    async def shows(text: str, present: bool) -> bool:
+        return (text in json.dumps(h.message(await h.store.get(rid))["blocks"])) is present
+
+    await eventually(lambda: shows("Incident 7", True), what="the open card shows the pause")
+    await hitl(h, "resume", user="U0ADMIN")
+    await eventually(lambda: shows("Automation paused", False), what="the banner goes on resume")
+
+
 async def test_pause_and_resume_by_others_are_refused_and_audited(h: Harness) -> None:
     for command in ("pause stop everything", "resume"):
         reply = await hitl(h, command, user="U0BOB")
