@@ -1,7 +1,8 @@
 """User group membership from Slack (`usergroups.users.list`), cached with a short TTL.
 
 A cached answer is served at once; when it is older than the TTL it is still served while a
-background task refreshes it, so a click never waits on Slack twice for the same group.
+background task refreshes it, so a click never waits on Slack twice for the same group. An
+answer older than `max_stale_s` (after a long quiet spell) is fetched afresh before use.
 """
 
 from __future__ import annotations
@@ -17,16 +18,18 @@ log = logging.getLogger("hitl.directory")
 
 
 class SlackDirectory:
-    def __init__(self, slack: AsyncWebClient, ttl_s: float = 60.0) -> None:
+    def __init__(self, slack: AsyncWebClient, ttl_s: float = 60.0, max_stale_s: float = 300.0) -> None:
         self.slack = slack
         self.ttl_s = ttl_s
+        self.max_stale_s = max_stale_s
         self._cache: dict[str, tuple[float, frozenset[str]]] = {}
         self._refreshing: dict[str, asyncio.Task[frozenset[str]]] = {}
 
     async def members(self, group_id: str) -> frozenset[str]:
         """Members of a user group (empty if Slack does not know it)."""
         hit = self._cache.get(group_id)
-        if hit is None:
+        # unknown, or so old that someone removed from the group long ago could still approve
+        if hit is None or time.monotonic() - hit[0] > self.max_stale_s:
             return await self._fetch(group_id)
         if time.monotonic() - hit[0] > self.ttl_s and group_id not in self._refreshing:
             task = asyncio.create_task(self._fetch(group_id))
