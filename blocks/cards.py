@@ -183,14 +183,18 @@ def _facts(record: Record) -> tuple[list[str], str | None]:
     if risk:
         items.append(f"*Risk*\n{risk}")
     params = current_params(record)
+    # a param that only repeats the risk amount already shown as "Amount" is not shown twice
+    # (an edited one is: the reviewer must see the new value)
+    same = {k for k, v in params.items() if k.lower() == "amount" and k not in record.changes
+            and isinstance(v, int | float) and not isinstance(v, bool) and v == r.risk.amount}
     room = min(MAX_PARAM_FIELDS, 10 - len(items))
-    shown = list(params)[:room]
+    shown = [k for k in params if k not in same][:room]
     for key in shown:
         edited = " (edited)" if key in record.changes else ""
         items.append(
             f"*{clip(key, 100)}*{edited}\n{fmt_value(params[key], key=key, limit=PARAM_VALUE_MAX)}"
         )
-    hidden = len(params) - len(shown)
+    hidden = len(params) - len(same) - len(shown)
     more = f"+{hidden} more param{'s' if hidden != 1 else ''}" if hidden else None
     return items, more
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -364,7 +365,7 @@ def test_card_layout() -> None:
         "text": {"type": "plain_text", "text": "Approval needed: refund", "emoji": True},
     }
     assert "*Confidence*\n72%" in text and "*Amount*\n$250.00" in text
-    assert ":warning: *Irreversible*" in text and "*amount*\n250.00" in text
+    assert ":warning: *Irreversible*" in text and "*amount*\n250.00" not in text  # shown once, as Amount
     assert "Medium tier · approval required · rule: refunds over $100" in text
     assert "1 of 2 approvals: <@U01>" in text and "Requested for <@U0REQ>" in text
     assert msg["text"] == "Approval needed: refund — Refund order 123 for a late delivery"
@@ -680,3 +681,18 @@ def test_refusal_messages() -> None:
     msg = error_message(EVIL)
     check_message(msg)
     assert "&lt;!channel&gt;" in msg["text"]
+
+
+def test_the_amount_is_not_shown_twice() -> None:
+    from blocks.cards import approval_card
+    from store.models import Record, Request, Route
+
+    req = Request.model_validate({"id": "r1", "agent": "a", "action": "refund", "summary": "Refund",
+                                  "params": {"amount": 250, "order": "4711"}, "editable": ["amount"],
+                                  "risk": {"amount": 250, "currency": "USD"}})
+    rec = Record(request=req, route=Route(), params=req.params, created_at=datetime(2026, 1, 1, tzinfo=UTC))
+    fields = json.dumps([b for b in approval_card(rec)["blocks"] if b.get("fields")])
+    assert "$250.00" in fields and "*amount*" not in fields and "order" in fields
+    edited = rec.model_copy(update={"params": {"amount": 200, "order": "4711"},
+                                    "changes": {"amount": {"before": 250, "after": 200}}})
+    assert "*amount* (edited)" in json.dumps(approval_card(edited)["blocks"])
