@@ -60,8 +60,7 @@ def _paused(store: Store, pause: PauseState, paused: bool, reason: str | None) -
 
     async def redraw() -> None:
         due = int(time.time() * 1000) + REDRAW_AFTER_MS
-        for rid in await store.pending_ids(MAX_REDRAW):
-            await store.enqueue(f"update:{rid}", due)
+        await store.enqueue_many([f"update:{rid}" for rid in await store.pending_ids(MAX_REDRAW)], due)
 
     task = asyncio.ensure_future(redraw())
     _REDRAWS.add(task)

@@ -84,17 +84,7 @@ class Backlog:
 
     async def records(self, channel: str, limit: int = 500) -> list[Record]:
         """The requests whose cards wait for a slot in `channel`, oldest first."""
-        ids: list[str] = []
-        for member, _ in await self.state.members(channel, limit):
-            op, _, key = member.partition(":")
-            if op == "post":
-                ids.append(key)
-            elif op == "batch":
-                try:
-                    ids += (await self.store.get_batch(key)).items
-                except Exception:
-                    continue
-        return [r for r in await self.store.get_many(ids[:limit]) if not r.ts]
+        return [r for r in await self.store.get_many(await self.state.waiting_ids(channel, limit)) if not r.ts]
 
     @staticmethod
     def _oldest_age(first: list[tuple[str, int]]) -> float | None:

@@ -19,7 +19,7 @@ from handlers.deps import deps, user_name
 from handlers.forms import ack_rejection
 from store.backlog import BacklogStore
 from store.errors import StoreError
-from store.models import Choice, Record, State
+from store.models import Batch, Choice, Record, State
 
 ERRORS = (StoreError, PayloadError)
 
@@ -53,10 +53,11 @@ async def on_item(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], r
         await respond(**refusal_message(e), response_type="ephemeral", replace_original=False)
 
 
-async def _pending(context: AsyncBoltContext, batch_id: str) -> list[Record]:
+async def _pending(context: AsyncBoltContext, batch_id: str) -> tuple[Batch, list[Record]]:
+    """The batch and its items still waiting for a decision, in card order."""
     store = deps(context).store
     batch = await store.get_batch(batch_id)
-    return [r for r in await store.get_many(batch.items) if r.state is State.pending]
+    return batch, [r for r in await store.get_many(batch.items) if r.state is State.pending]
 
 
 async def on_approve_all(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], respond: AsyncRespond,
@@ -64,7 +65,7 @@ async def on_approve_all(ack: AsyncAck, body: dict[str, Any], action: dict[str, 
     await ack()
     user = body["user"]
     try:
-        pending = await _pending(context, BatchValue.unpack(action["value"]).b)
+        _, pending = await _pending(context, BatchValue.unpack(action["value"]).b)
         outcomes = await reviews.decide_many(deps(context), [r.id for r in pending], user["id"],
                                              user_name(user), Choice.approve)
         await respond(**bulk_result_message("approved", outcomes), response_type="ephemeral",
@@ -78,8 +79,7 @@ async def on_reject_all(ack: AsyncAck, body: dict[str, Any], action: dict[str, A
     await ack()
     try:
         bid = BatchValue.unpack(action["value"]).b
-        batch = await deps(context).store.get_batch(bid)
-        pending = await _pending(context, bid)
+        batch, pending = await _pending(context, bid)
         channel, ts = _where(body)
         await client.views_open(trigger_id=body["trigger_id"],
                                 view=reject_all_modal(batch, pending, BatchMeta(b=bid, c=channel, t=ts)))
@@ -94,7 +94,7 @@ async def on_reject_all_submitted(ack: AsyncAck, body: dict[str, Any], view: dic
         return
     meta = BatchMeta.unpack(view.get("private_metadata"))
     user = body["user"]
-    pending = await _pending(context, meta.b)
+    _, pending = await _pending(context, meta.b)
     outcomes = await reviews.decide_many(deps(context), [r.id for r in pending], user["id"], user_name(user),
                                          Choice.reject, reason_code=rejection.code, reason=rejection.text)
     if meta.c:
@@ -106,8 +106,7 @@ async def on_one_by_one(ack: AsyncAck, body: dict[str, Any], action: dict[str, A
     await ack()
     try:
         bid = BatchValue.unpack(action["value"]).b
-        batch = await deps(context).store.get_batch(bid)
-        pending = await _pending(context, bid)
+        batch, pending = await _pending(context, bid)
         channel, ts = _where(body)
         first = pending[0] if pending else None
         meta = BatchMeta(b=bid, r=first.id if first else None, c=channel, t=ts)
@@ -136,8 +135,7 @@ async def on_step(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], c
                                      reason_code=code or "other", reason=None if code else "Rejected in one-by-one review")
         except ERRORS as e:
             note = refusal_message(e)["text"]
-    batch = await d.store.get_batch(meta.b)
-    pending = [r for r in await d.store.get_many(batch.items) if r.state is State.pending]
+    batch, pending = await _pending(context, meta.b)
     after = [r for r in pending if meta.r is None or batch.items.index(r.id) > batch.items.index(meta.r)]
     candidates = after or pending
     nxt: Record | None = candidates[0] if candidates else None
@@ -151,13 +149,8 @@ async def on_open_queue(ack: AsyncAck, body: dict[str, Any], action: dict[str, A
                         client: AsyncWebClient) -> None:
     await ack()
     channel = BatchValue.unpack(action["value"]).b
-    d = deps(context)
-    state = BacklogStore(d.store)
-    ids: list[str] = []
-    for member, _ in await state.members(channel, 200):
-        op, _, key = member.partition(":")
-        ids += [key] if op == "post" else (await d.store.get_batch(key)).items if op == "batch" else []
-    waiting = [r for r in await d.store.get_many(ids) if not r.ts]
+    store = deps(context).store
+    waiting = [r for r in await store.get_many(await BacklogStore(store).waiting_ids(channel, 200)) if not r.ts]
     await client.views_open(trigger_id=body["trigger_id"], view=queue_modal(channel, waiting))
 
 

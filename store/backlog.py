@@ -11,6 +11,7 @@ class BacklogStore:
     """Waiting cards per channel (`{prefix}:waiting:<channel>`) and its digest card."""
 
     def __init__(self, store: Store) -> None:
+        self.store = store
         self.redis: Any = store.redis
         self.prefix = store.keys.prefix
 
@@ -39,6 +40,21 @@ class BacklogStore:
         """Waiting operations, oldest first, with the time they started waiting."""
         rows = await self.redis.zrange(self._waiting(channel), 0, limit - 1, withscores=True)
         return [(str(m), int(s)) for m, s in rows]
+
+    async def waiting_ids(self, channel: str, limit: int = 500) -> list[str]:
+        """Request ids whose cards wait for a slot in `channel`, oldest first (batches expanded)."""
+        members = [m for m, _ in await self.members(channel, limit)]
+        async with self.redis.pipeline(transaction=False) as p:
+            for m in members:
+                op, _, key = m.partition(":")
+                if op == "batch":
+                    p.lrange(self.store.keys.batch_items(key), 0, -1)
+            items = iter(await p.execute())
+        ids: list[str] = []
+        for m in members:
+            op, _, key = m.partition(":")
+            ids += [key] if op == "post" else next(items) if op == "batch" else []
+        return ids[:limit]
 
     async def count(self, channel: str) -> int:
         return int(await self.redis.zcard(self._waiting(channel)))

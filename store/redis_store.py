@@ -424,6 +424,14 @@ class Store:
         """Queue an outbox operation; one leased now is not run twice at once but once more after."""
         await self._run("outbox_add", [self.keys.outbox, self.keys.outbox_again], [member, due_ms])
 
+    async def enqueue_many(self, members: list[str], due_ms: int) -> None:
+        """`enqueue` for many operations in one round trip."""
+        script = self._scripts["outbox_add"]
+        async with self.redis.pipeline(transaction=False) as p:
+            for member in members:
+                await script(keys=[self.keys.outbox, self.keys.outbox_again], args=[member, due_ms], client=p)
+            await p.execute()
+
     async def next_outbox_due(self) -> int | None:
         rows = await self.redis.zrange(self.keys.outbox, 0, 0, withscores=True)
         return int(rows[0][1]) if rows else None

@@ -140,3 +140,12 @@ async def test_outbox_lease_and_requeue(store: Store) -> None:
     assert members == ["post:a"] and await store.finish_outbox("post:a", lease2)
     assert await store.outbox_depth() == 0
     assert not await store.finish_outbox("post:a", lease2)  # a lease that is no longer ours
+
+
+async def test_enqueue_many_is_enqueue_for_each(store: Store) -> None:
+    await store.enqueue("update:a", 1000)
+    lease, _ = await store.claim_outbox(1000, 30_000)  # "update:a" is leased now
+    await store.enqueue_many(["update:a", "update:b", "update:c"], 2000)
+    rows = dict(await store.redis.zrange(store.keys.outbox, 0, -1, withscores=True))
+    assert rows == {"update:b": 2000, "update:c": 2000, "update:a": lease}  # the leased one is not pulled forward
+    assert await store.redis.sismember(store.keys.outbox_again, "update:a")
