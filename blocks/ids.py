@@ -82,6 +82,3 @@ INPUT_ACTION = "value"
 def param_block_id(name: str) -> str:
     return f"{PARAM_BLOCK_PREFIX}{name}"
 
-
-def param_from_block_id(block_id: str) -> str | None:
-    return block_id[len(PARAM_BLOCK_PREFIX):] if block_id.startswith(PARAM_BLOCK_PREFIX) else None

@@ -202,7 +202,7 @@ def build_app(settings: Settings, store: Store | None = None, policy: PolicyHold
                           on_change=delivery.kick)
     d = Deps(store=store, directory=SlackDirectory(bolt_client), kick=delivery.kick,
              admins=lambda: frozenset(policy().admins), paused=pause.current, on_pause=lambda paused, reason: _paused(store, pause, paused, reason),
-             policy_lines=lambda: policy_lines(policy()), chart=charts.png)
+             policy_lines=lambda: policy_lines(policy(), policy.last_error), chart=charts.png)
     bolt = AsyncApp(signing_secret=settings.slack_signing_secret or "unused",
                     client=bolt_client, request_verification_enabled=not settings.socket_mode,
                     process_before_response=False)

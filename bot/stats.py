@@ -22,7 +22,7 @@ from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from blocks.text import escape, user_mention
-from bot.policy import PolicyEngine, ResolvedTier
+from bot.policy import PolicyEngine, PolicyError, ResolvedTier
 from bot.policy.fields import format_duration
 from store.redis_store import Store
 from store.stats import (
@@ -365,10 +365,16 @@ def _tier_words(t: ResolvedTier) -> str:
     return words
 
 
-def policy_lines(engine: PolicyEngine) -> list[str]:
-    """The active policy in plain words (mrkdwn; anything from the file is escaped)."""
+def policy_lines(engine: PolicyEngine, rejected: PolicyError | None = None) -> list[str]:
+    """The active policy in plain words (mrkdwn; anything from the file is escaped), led by the
+    errors of the last reload when it was refused (the policy in force is then the older one)."""
     p = engine.policy
-    lines = [f"*Source:* {escape(engine.source)}"]
+    lines = []
+    if rejected is not None:
+        errors = "; ".join(escape(e) for e in rejected.errors[:5])
+        lines.append(f"⚠️ *The last change to {escape(rejected.source)} was refused*, so this older "
+                     f"policy is still in force: {errors}")
+    lines.append(f"*Source:* {escape(engine.source)}")
     for t in engine.tiers.values():
         lines.append(f"*{escape(t.name.capitalize())} tier:* {_tier_words(t)}.")
     lines.append(f"*No rule applies:* the {escape(p.defaults.tier)} tier.")

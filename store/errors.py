@@ -33,8 +33,3 @@ class NotAllowed(StoreError):
 class Conflict(StoreError):
     """The record changed between read and write; the caller re-reads and retries."""
 
-
-class InvalidRequest(StoreError):
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message

@@ -242,6 +242,17 @@ async def test_policy_in_plain_words(h: Harness) -> None:
         assert expected in text, expected
 
 
+async def test_policy_says_when_a_change_was_refused(h: Harness, policy_file: Path) -> None:
+    policy_file.write_text("tiers:\n  high: {quorum: 0}\n")
+    assert not await h.bot.reload_policy()
+    text = words(await hitl(h, "policy"))
+    assert "The last change to" in text and "was refused" in text and "tiers.high.quorum" in text
+    assert "*Rule no_crypto:*" in text  # the policy in force is still the earlier one
+    policy_file.write_text(POLICY)
+    await h.bot.reload_policy()
+    assert "was refused" not in words(await hitl(h, "policy"))
+
+
 async def test_audit_shows_who_did_what_and_when(h: Harness) -> None:
     rid = await h.push(id="trail-1")
     await h.click(await h.card(rid), "U0CAROL", ActionId.approve)
