@@ -6,12 +6,15 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from bot.config import ConfigError, load_settings
 from bot.policy import PolicyError
@@ -67,8 +70,12 @@ def main(argv: list[str] | None = None) -> int:
             code, report = check(Path(args.file) if args.file else None, [Path(r) for r in args.requests])
             print(report)
             return code
-    except ConfigError as e:
-        print(e, file=sys.stderr)
+    except (ConfigError, UsageError) as e:
+        print(e if isinstance(e, ConfigError) else f"hitl: {e}", file=sys.stderr)
+        return 2
+    except (RedisConnectionError, RedisTimeoutError) as e:
+        print(f"hitl: cannot reach Redis at {os.environ.get('REDIS_URL', 'redis://localhost:6379/0')}: {e}",
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
@@ -81,14 +88,28 @@ def _schema(which: str) -> int:
     return 0
 
 
+class UsageError(Exception):
+    """A command-line argument that cannot be used; the message says which and why."""
+
+
+def _json_object(text: str, what: str) -> dict[str, Any]:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise UsageError(f"{what} is not valid JSON: {e}") from e
+    if not isinstance(data, dict):
+        raise UsageError(f"{what} must be a JSON object, not {type(data).__name__}")
+    return data
+
+
 def _read_json(source: str | None) -> dict[str, Any]:
     if not source:
         return {}
-    text = sys.stdin.read() if source == "-" else Path(source).read_text()
-    data = json.loads(text)
-    if not isinstance(data, dict):
-        raise SystemExit("the request JSON must be an object")
-    return data
+    try:
+        text = sys.stdin.read() if source == "-" else Path(source).read_text()
+    except OSError as e:
+        raise UsageError(f"--json: cannot read {source}: {e.strerror or e}") from e
+    return _json_object(text, f"--json {source}")
 
 
 async def _request(args: argparse.Namespace, data: dict[str, Any]) -> int:
@@ -99,7 +120,7 @@ async def _request(args: argparse.Namespace, data: dict[str, Any]) -> int:
         if getattr(args, key) is not None:
             data[key] = getattr(args, key)
     if args.params:
-        data["params"] = json.loads(args.params)
+        data["params"] = _json_object(args.params, "--params")
     if args.editable:
         data["editable"] = [x.strip() for x in args.editable.split(",") if x.strip()]
     try:

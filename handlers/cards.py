@@ -67,8 +67,13 @@ async def on_reject_submitted(ack: AsyncAck, body: dict[str, Any], view: dict[st
 
 async def on_edit_submitted(ack: AsyncAck, body: dict[str, Any], view: dict[str, Any],
                             context: AsyncBoltContext, client: AsyncWebClient) -> None:
-    meta = ModalMeta.unpack(view.get("private_metadata"))
-    record = await deps(context).store.get(meta.r)
+    try:
+        meta = ModalMeta.unpack(view.get("private_metadata"))
+        record = await deps(context).store.get(meta.r)
+    except (StoreError, PayloadError) as e:  # acknowledge first: the modal closes, the person is told
+        await ack()
+        await client.chat_postMessage(channel=body["user"]["id"], **refusal_message(e))  # a DM
+        return
     values, errors = parse_edit_values(record, view["state"]["values"])
     if errors:
         await ack(response_action="errors", errors=errors)

@@ -87,3 +87,24 @@ def test_request_refuses_an_invalid_request_before_sending() -> None:
     out = _hitl("request", "--agent", "a", "--action", "b", "--summary", "c", "--confidence", "2",
                 env={"REDIS_URL": "redis://127.0.0.1:1/0"})
     assert out.returncode == 2 and "confidence" in out.stderr
+
+
+def test_request_explains_unusable_arguments(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text("[1")
+    cases = [
+        (["--agent", "a", "--action", "b", "--summary", "c", "--params", "{nope"], "--params is not valid JSON"),
+        (["--agent", "a", "--action", "b", "--summary", "c", "--params", "[1]"], "--params must be a JSON object"),
+        (["--json", str(bad)], f"--json {bad} is not valid JSON"),
+        (["--json", str(tmp_path / "missing.json")], "cannot read"),
+    ]
+    for args, message in cases:
+        out = _hitl("request", *args)
+        assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr, out.stderr
+
+
+def test_request_without_redis_says_so() -> None:
+    out = _hitl("request", "--agent", "a", "--action", "b", "--summary", "c",
+                env={"REDIS_URL": "redis://127.0.0.1:1/0"})
+    assert out.returncode == 2 and "cannot reach Redis at redis://127.0.0.1:1/0" in out.stderr
+    assert "Traceback" not in out.stderr

@@ -222,3 +222,18 @@ async def test_healthz_and_metrics(h: Harness) -> None:
 
     names = {f.name for f in text_string_to_metric_families(text)}
     assert {"hitl_queue_depth", "hitl_outbox_depth", "hitl_dead_letters"} <= names
+
+
+async def test_an_edit_for_a_request_that_vanished_closes_and_explains(h: Harness) -> None:
+    rid = await h.push(params={"amount": 250}, editable=["amount"])
+    rec = await h.card(rid)
+    await h.click(rec, "U0ALICE", ActionId.edit)
+    view = await eventually(lambda: _open_view(h, "U0ALICE"), what="edit modal")
+    await h.store.redis.delete(h.store.keys.request(rid))  # e.g. removed by an operator meanwhile
+    result = await h.emu.submit_view("U0ALICE", view.id, {param_block_id("amount"): {"value": "200"}})
+    assert result.closed and result.reply is not None and result.reply.status == 200
+
+    async def told() -> bool:
+        return any("can't find this request" in json.dumps(m) for m in h.emu.messages("U0ALICE"))
+
+    await eventually(told, what="a DM that explains")
