@@ -28,6 +28,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.backlog import Backlog
+from bot.channels import ChannelIds
 from bot.worker import DueWorker
 from store.errors import NotFound
 from store.models import Batch, Record, State, utcnow
@@ -76,7 +77,7 @@ class Delivery(DueWorker):
         self.backlog = backlog or Backlog(store)
         self.post_rate, self.post_burst = post_rate, post_burst
         self._attempts: dict[str, int] = {}
-        self._channel_ids: dict[str, str] = {}
+        self.channels = ChannelIds(slack)
         self.stats = {"posted": 0, "updated": 0, "rate_limited": 0, "errors": 0, "deferred": 0}
 
     def now_ms(self) -> int:
@@ -217,7 +218,7 @@ class Delivery(DueWorker):
             channel=channel, text=message["text"], blocks=message["blocks"], unfurl_links=False,
             metadata={"event_type": METADATA_EVENT, "event_payload": payload}))
         channel_id, ts = str(resp["channel"]), str(resp["ts"])
-        self._channel_ids[channel] = channel_id
+        self.channels.remember(channel, channel_id)
         self.stats["posted"] += 1
         return channel_id, ts
 
@@ -241,20 +242,7 @@ class Delivery(DueWorker):
 
     async def channel_id(self, channel: str) -> str:
         """The id of a `#name` channel (cached), or the id itself."""
-        if not channel.startswith("#"):
-            return channel
-        if channel in self._channel_ids:
-            return self._channel_ids[channel]
-        cursor = None
-        while True:
-            resp = await self.slack.conversations_list(limit=1000, cursor=cursor,
-                                                       types="public_channel,private_channel")
-            for c in resp["channels"]:
-                self._channel_ids["#" + c["name"]] = c["id"]
-            cursor = (resp.get("response_metadata") or {}).get("next_cursor")
-            if not cursor:
-                break
-        return self._channel_ids.get(channel, channel)
+        return await self.channels.id(channel)
 
     async def _find_posted(self, channel: str, key: str, value: str,
                            attempt: dict[str, Any] | None) -> tuple[str, str] | None:

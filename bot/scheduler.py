@@ -28,6 +28,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from blocks.escalation import escalation_note, escalation_notice, reminder_message
 from blocks.text import fmt_duration
+from bot.channels import ChannelIds
 from bot.policy import ResolvedTier
 from bot.timing import (
     expire_at_ms,
@@ -89,7 +90,7 @@ class Scheduler(DueWorker):
         self.batch = batch
         self.on_change = on_change
         self._attempts: dict[str, int] = {}
-        self._channel_ids: dict[str, str] = {}
+        self.channels = ChannelIds(slack)
         self.stats = {"reminded": 0, "escalated": 0, "expired": 0, "auto_approved": 0,
                       "retried": 0, "errors": 0, "rate_limited": 0}
 
@@ -310,19 +311,7 @@ class Scheduler(DueWorker):
         return [m for m in members if m[:1] in "UW"][:MAX_MEMBERS]
 
     async def _channel_id(self, channel: str) -> str:
-        if not channel.startswith("#"):
-            return channel
-        if channel not in self._channel_ids:
-            cursor = None
-            while True:
-                resp = await self.slack.conversations_list(
-                    limit=1000, cursor=cursor, types="public_channel,private_channel")
-                for c in resp["channels"]:
-                    self._channel_ids["#" + c["name"]] = c["id"]
-                cursor = (resp.get("response_metadata") or {}).get("next_cursor")
-                if not cursor:
-                    break
-        return self._channel_ids.get(channel, channel)
+        return await self.channels.id(channel)
 
     def _classify(self, e: SlackApiError) -> str:
         return str(e.response.get("error") or e.response.status_code)
