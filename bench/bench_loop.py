@@ -23,7 +23,7 @@ from tests.redis_server import RedisServer, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET, TOKEN = "bench-secret", "xoxb-bench"
-POLICY = "triggers:\n  first_use: {enabled: false}\n"
+POLICY = "triggers:\n  first_use: {enabled: false}\nbatching:\n  enabled: false\n"  # one card per request: latency
 
 
 def pct(values: list[float], p: float) -> float:
@@ -46,7 +46,9 @@ async def main(n: int) -> None:
     policy.write_text(POLICY)
     env = {**os.environ, "SLACK_BOT_TOKEN": TOKEN, "SLACK_SIGNING_SECRET": SECRET, "SLACK_API_URL": emu.api_url,
            "REDIS_URL": redis.url, "HITL_PORT": str(port), "HITL_HOST": "127.0.0.1", "HITL_POLICY": str(policy),
-           "HITL_LOG_LEVEL": "WARNING", "PYTHONPATH": str(ROOT)}
+           "HITL_LOG_LEVEL": "WARNING", "PYTHONPATH": str(ROOT),
+           # latency with Slack not throttling: pacing (1 post/s/channel) has bench_burst
+           "HITL_POST_RATE": "100", "HITL_POST_BURST": "100"}
     bot = subprocess.Popen([sys.executable, "-m", "bot.cli", "run"], env=env, cwd=ROOT)
     client = HitlClient.from_url(redis.url, name="bench-agent")
     try:

@@ -14,6 +14,8 @@ from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from store.bounds import MAX_NUMBER
+
 ELLIPSIS = "…"
 
 _USER_ID = re.compile(r"^[UW][A-Z0-9]{2,30}$")
@@ -36,6 +38,8 @@ _MONEY_WORDS = (
     "eur",
     "gbp",
 )
+_NUMBER_CHARS = 64  # 1e15 with commas and decimals fits; anything longer is refused unread
+_RANGE = "Enter a number between -1,000,000,000,000,000 and 1,000,000,000,000,000."
 _NUMBER = re.compile(r"^[+-]?(\d+|\d{1,3}(,\d{3})+)(\.\d+)?$|^[+-]?\.\d+$")
 _SYMBOLS = {"USD": "$", "EUR": "€", "GBP": "£"}
 
@@ -172,12 +176,14 @@ def parse_number(raw: Any, *, whole: bool) -> int | float:
     """
     message = "Enter a whole number." if whole else "Enter a number."
     s = str(raw or "").strip().replace(" ", "")
-    if not _NUMBER.match(s):
-        raise ValueError(message)
+    if len(s) > _NUMBER_CHARS or not _NUMBER.match(s):  # checked before any conversion
+        raise ValueError(message if len(s) <= _NUMBER_CHARS else _RANGE)
     try:
         d = Decimal(s.replace(",", ""))
     except InvalidOperation as e:
         raise ValueError(message) from e
+    if not d.is_finite() or abs(d) > Decimal(int(MAX_NUMBER)):
+        raise ValueError(_RANGE)  # the bound requests are held to (store.bounds)
     if whole:
         if d != d.to_integral_value():
             raise ValueError(message)

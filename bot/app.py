@@ -197,6 +197,7 @@ def build_app(settings: Settings, store: Store | None = None, policy: PolicyHold
                         post_burst=settings.post_burst)
     intake = Intake(store, policy, redis_url=settings.redis_url, consumer=settings.consumer,
                     claim_idle_s=settings.claim_idle_s, max_deliveries=settings.max_deliveries,
+                    dead_max_len=settings.dead_max_len, dead_max_age_s=settings.dead_max_age_s,
                     on_accepted=lambda: _kick_both(delivery, scheduler))
     scheduler = Scheduler(store, slack_client(settings, retries=False), lambda: intake.router(),
                           on_change=delivery.kick)

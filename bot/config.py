@@ -41,6 +41,8 @@ class Settings(BaseSettings):
     post_rate: float = Field(1.0, gt=0, le=100, validation_alias=_env("HITL_POST_RATE"))
     post_burst: float = Field(2.0, ge=1, le=100, validation_alias=_env("HITL_POST_BURST"))
     backlog_at: int = Field(10, ge=2, validation_alias=_env("HITL_BACKLOG_AT"))
+    dead_max_len: int = Field(10_000, ge=1, validation_alias=_env("HITL_DEAD_MAX_LEN"))
+    dead_max_age_s: float = Field(30 * 86400, gt=0, validation_alias=_env("HITL_DEAD_MAX_AGE_S"))
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", validation_alias=_env("HITL_LOG_LEVEL")
     )
@@ -111,6 +113,7 @@ _NAMES = {
     "host": "HITL_HOST", "consumer": "HITL_CONSUMER", "claim_idle_s": "HITL_CLAIM_IDLE_S",
     "max_deliveries": "HITL_MAX_DELIVERIES", "log_level": "HITL_LOG_LEVEL",
     "post_rate": "HITL_POST_RATE", "post_burst": "HITL_POST_BURST", "backlog_at": "HITL_BACKLOG_AT",
+    "dead_max_len": "HITL_DEAD_MAX_LEN", "dead_max_age_s": "HITL_DEAD_MAX_AGE_S",
 }
 
 

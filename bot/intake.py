@@ -4,31 +4,41 @@ On start the consumer first re-reads its own pending entries, then new ones. Ent
 pending by a dead consumer are reclaimed with XAUTOCLAIM once idle; an entry delivered too
 many times goes to the dead-letter stream. Nothing is acknowledged before its effects are
 stored: the accept and dead-letter scripts do both in one step.
+
+No entry can stop intake: entries are read as raw bytes (store.stream), each field is decoded
+and parsed within bounds (store.bounds), and any failure while handling one entry dead-letters
+that entry with a reason and moves on to the next.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import logging
 from collections.abc import Callable
 from typing import Any
 
-import redis.asyncio as aioredis
 from pydantic import ValidationError
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from bot.routing import Router, immediate_decision, needs_card
 from bot.timing import honour_user_request, plan, tier_of
+from store import bounds
+from store.keys import is_request_id
 from store.models import MAX_ENTRY_BYTES, Decision, Request, Status, utcnow
-from store.redis_store import GROUP, Accepted, Entry, Store
+from store.redis_store import Accepted, Store
+from store.stream import Entry, RequestStream
 
 log = logging.getLogger("hitl.intake")
 
 BLOCK_MS = 2000
 CONCURRENCY = 16  # entries of one read processed at once (each a few Redis round trips)
+TRIM_EVERY_S = 10.0  # how often acknowledged entries are trimmed from the requests stream
+MAX_FIELDS = 32  # a request entry has one field, `request`; a few more are tolerated
 
 
 class Invalid(Exception):
@@ -57,6 +67,8 @@ class Intake:
         claim_idle_s: float = 30.0,
         max_deliveries: int = 5,
         on_accepted: Callable[[], None] = lambda: None,
+        dead_max_len: int = 10_000,
+        dead_max_age_s: float | None = 30 * 86400,
     ) -> None:
         self.store = store
         self.router = router
@@ -64,12 +76,10 @@ class Intake:
         self.claim_idle_ms = int(claim_idle_s * 1000)
         self.max_deliveries = max_deliveries
         self.on_accepted = on_accepted
+        self.dead_max_len = dead_max_len
+        self.dead_max_age_s = dead_max_age_s
         self._paused = False
-        # XREADGROUP BLOCK needs a socket timeout that outlasts the block.
-        self._blocking: Any = aioredis.Redis.from_url(
-            redis_url, decode_responses=True, socket_timeout=BLOCK_MS / 1000 + 10,
-            socket_connect_timeout=5,
-        )
+        self.stream = RequestStream(redis_url, store.keys.requests, block_ms=BLOCK_MS)
         self._stopping = asyncio.Event()
         self._failures: dict[str, int] = {}
         self.running = False
@@ -79,7 +89,7 @@ class Intake:
         self._stopping.set()
 
     async def close(self) -> None:
-        await self._blocking.aclose()
+        await self.stream.close()
 
     async def run(self) -> None:
         """Process entries until stopped; survives Redis restarts by re-reading its pending entries."""
@@ -105,45 +115,41 @@ class Intake:
 
     async def _drain_own_pending(self) -> None:
         while not self._stopping.is_set():
-            rows = await self._blocking.xreadgroup(
-                GROUP, self.consumer, {self.store.keys.requests: "0"}, count=100)
-            entries = [Entry(i, f) for i, f in rows[0][1]] if rows else []
-            entries = [e for e in entries if e.fields]  # deleted entries come back empty
+            entries = await self.stream.read(self.consumer, "0")
             if not entries:
                 return
             # re-read after a restart: an entry that crashed us every time must not loop forever
             await self._process(await self._without_poison(entries))
 
     async def _loop(self) -> None:
-        last_claim = 0.0
+        last_claim = last_trim = 0.0
         loop = asyncio.get_running_loop()
         while not self._stopping.is_set():
             if loop.time() - last_claim >= min(self.claim_idle_ms / 2000, 5.0):
                 last_claim = loop.time()
                 await self.reclaim()
-            rows = await self._read_or_stop(min(BLOCK_MS, max(self.claim_idle_ms // 2, 100)))
-            if rows:
-                await self._process([Entry(i, f) for i, f in rows[0][1]])
+            if loop.time() - last_trim >= TRIM_EVERY_S:
+                last_trim = loop.time()
+                await self.store.trim_requests()
+            entries = await self._read_or_stop(min(BLOCK_MS, max(self.claim_idle_ms // 2, 100)))
+            if entries:
+                await self._process(entries)
 
-    async def _read_or_stop(self, block_ms: int) -> Any:
+    async def _read_or_stop(self, block_ms: int) -> list[Entry]:
         """A blocking read that `stop()` interrupts; entries it had taken stay pending for us."""
-        read = asyncio.ensure_future(self._blocking.xreadgroup(
-            GROUP, self.consumer, {self.store.keys.requests: ">"}, count=100, block=block_ms))
+        read = asyncio.ensure_future(self.stream.read(self.consumer, ">", block_ms=block_ms))
         stopped = asyncio.ensure_future(self._stopping.wait())
         await asyncio.wait({read, stopped}, return_when=asyncio.FIRST_COMPLETED)
         stopped.cancel()
         if not read.done():
             read.cancel()
             await asyncio.gather(read, return_exceptions=True)
-            return None
+            return []
         return read.result()
 
     async def reclaim(self) -> int:
         """Take over entries another consumer left idle; dead-letter those delivered too often."""
-        k = self.store.keys
-        _, rows, _ = await self.store.redis.xautoclaim(
-            k.requests, GROUP, self.consumer, self.claim_idle_ms, "0-0", count=100)
-        entries = [Entry(i, f) for i, f in rows if f]
+        entries = await self.stream.reclaim(self.consumer, self.claim_idle_ms)
         if not entries:
             return 0
         log.info("intake: reclaimed %d idle entries", len(entries))
@@ -152,14 +158,8 @@ class Intake:
 
     async def _without_poison(self, entries: list[Entry]) -> list[Entry]:
         """Dead-letter entries delivered more than `max_deliveries` times; the rest to process."""
-        k = self.store.keys
-        async with self.store.redis.pipeline(transaction=False) as p:
-            for e in entries:
-                p.xpending_range(k.requests, GROUP, e.id, e.id, 1)
-            infos = await p.execute()
         keep = []
-        for e, info in zip(entries, infos, strict=True):
-            n = int(info[0]["times_delivered"]) if info else 1
+        for e, n in zip(entries, await self.stream.deliveries(entries), strict=True):
             if n > self.max_deliveries:
                 await self._dead(e, f"delivered {n} times without being processed "
                                     "(a consumer crashed on it each time)")
@@ -179,17 +179,21 @@ class Intake:
         await asyncio.gather(*(bounded(e) for e in entries))
 
     async def _one(self, entry: Entry) -> None:
+        """Handle one entry; whatever goes wrong with it is its own problem, never the loop's."""
         try:
             await self.handle(entry)
             self._failures.pop(entry.id, None)
         except (RedisConnectionError, RedisTimeoutError):
             raise
-        except Exception as e:  # an unexpected bug: retry, then dead-letter with the reason
+        except RedisError as e:  # a server state (loading, busy, out of memory): retry, then give up
             n = self._failures[entry.id] = self._failures.get(entry.id, 0) + 1
-            log.exception("intake: entry %s failed (attempt %d)", entry.id, n)
+            log.warning("intake: entry %s failed in Redis (attempt %d): %s", entry.id, n, e)
             if n >= self.max_deliveries:
                 self._failures.pop(entry.id, None)
-                await self._dead(entry, f"internal error while processing: {type(e).__name__}: {e}")
+                await self._dead(entry, f"Redis refused to store it {n} times: {e}")
+        except Exception as e:  # a bug met on this entry: it must not block the ones after it
+            log.exception("intake: entry %s could not be handled", entry.id)
+            await self._dead(entry, f"internal error while processing: {type(e).__name__}: {_clip(str(e))}")
 
     async def handle(self, entry: Entry) -> str:
         """Validate, route and store one entry; returns the store's verdict."""
@@ -208,6 +212,10 @@ class Intake:
         verdict = await self.store.accept(
             entry.id, Accepted(request, route, decision, post=needs_card(route),
                                deadlines=() if decision else deadlines), now)
+        if verdict.startswith("reply_type:"):
+            return await self._dead(entry, f"reply_to {request.reply_to!r} is an existing "
+                                           f"{verdict.removeprefix('reply_type:')} key, not a stream; use a "
+                                           f"stream of your own or {self.store.keys.results_prefix}<name>")
         self.processed += 1
         if verdict == "accepted":
             self.on_accepted()
@@ -215,14 +223,22 @@ class Intake:
 
     def parse(self, entry: Entry) -> Request:
         """The entry's request, or Invalid with a readable reason."""
-        raw = entry.fields.get("request")
+        raw = entry.field("request")
         if raw is None:
-            raise Invalid(f"entry has no 'request' field (fields: {', '.join(sorted(entry.fields)) or 'none'})")
-        if len(raw.encode()) > MAX_ENTRY_BYTES:
-            raise Invalid(f"request is {len(raw.encode())} bytes; the limit is {MAX_ENTRY_BYTES}")
+            raise Invalid(f"entry has no 'request' field (fields: {_clip(', '.join(entry.names())) or 'none'})")
+        if len(entry.fields) > MAX_FIELDS:
+            raise Invalid(f"entry has {len(entry.fields)} fields; send one field, 'request'")
+        if len(raw) > MAX_ENTRY_BYTES:
+            raise Invalid(f"request is {len(raw)} bytes; the limit is {MAX_ENTRY_BYTES}")
         try:
-            data = json.loads(raw)
-        except json.JSONDecodeError as e:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise Invalid(f"request is not UTF-8 text (byte {e.start}: {e.reason})") from e
+        try:
+            data = bounds.loads(text)
+        except bounds.OutOfBounds as e:
+            raise Invalid(f"request is out of bounds: {e}") from e
+        except ValueError as e:  # json.JSONDecodeError
             raise Invalid(f"request is not valid JSON: {e}") from e
         if not isinstance(data, dict):
             raise Invalid(f"request must be a JSON object, not {type(data).__name__}")
@@ -237,28 +253,41 @@ class Intake:
             request = request.model_copy(update={"id": entry.id})
         return request
 
-    def _usable_reply_to(self, entry: Entry) -> str | None:
+    @staticmethod
+    def _salvage(entry: Entry) -> dict[str, Any]:
+        """What can be read of an unusable entry (for its id and reply_to), or nothing."""
+        raw = entry.field("request")
         try:
-            data: Any = json.loads(entry.fields.get("request") or "")
-        except (json.JSONDecodeError, TypeError):
-            return None
-        reply = data.get("reply_to") if isinstance(data, dict) else None
-        if isinstance(reply, str) and 0 < len(reply) <= 256 and not self.store.keys.owns(reply):
-            return reply
-        return None
-
-    def _request_id(self, entry: Entry) -> str:
-        try:
-            data: Any = json.loads(entry.fields.get("request") or "")
-            rid = data.get("id") if isinstance(data, dict) else None
-        except (json.JSONDecodeError, TypeError):
-            rid = None
-        return rid if isinstance(rid, str) and 0 < len(rid) <= 128 else entry.id
+            data = bounds.loads(raw.decode("utf-8")) if raw and len(raw) <= MAX_ENTRY_BYTES else None
+        except ValueError:  # not UTF-8, not JSON, out of bounds
+            return {}
+        return data if isinstance(data, dict) else {}
 
     async def _dead(self, entry: Entry, error: str) -> str:
-        reply_to = self._usable_reply_to(entry)
-        rid = self._request_id(entry)
+        data = self._salvage(entry)
+        reply = data.get("reply_to")
+        reply_to = reply if isinstance(reply, str) and 0 < len(reply) <= 256 and not self.store.keys.owns(reply) \
+            else None
+        rid = data["id"] if is_request_id(data.get("id")) else entry.id
         decision = Decision(request_id=rid, status=Status.invalid, reason=error, decided_at=utcnow())
         log.warning("intake: dead-lettered %s: %s", entry.id, error)
-        return await self.store.dead_letter(entry, error, utcnow(), request_id=rid,
-                                            decision=decision, reply_to=reply_to)
+        try:
+            return await self.store.dead_letter(entry, error, utcnow(), request_id=rid, decision=decision,
+                                                reply_to=reply_to, max_len=self.dead_max_len,
+                                                max_age_s=self.dead_max_age_s)
+        except (RedisConnectionError, RedisTimeoutError):
+            raise
+        except Exception as e:  # last resort: keep the bytes, tell nobody, move on
+            log.exception("intake: dead letter of %s failed; keeping it as base64", entry.id)
+            packed = base64.b64encode(json.dumps(
+                [[base64.b64encode(k).decode(), base64.b64encode(v).decode()] for k, v in entry.fields.items()]
+            ).encode())
+            last = Entry(entry.id, {b"raw_base64": packed[:256 * 1024]})
+            return await self.store.dead_letter(
+                last, f"{error} (and the dead letter failed: {type(e).__name__}: {_clip(str(e))})", utcnow(),
+                request_id=entry.id, decision=None, reply_to=None, max_len=self.dead_max_len,
+                max_age_s=self.dead_max_age_s)
+
+
+def _clip(text: str, n: int = 300) -> str:
+    return text if len(text) <= n else text[: n - 3] + "..."

@@ -6,7 +6,17 @@ multi-key Lua scripts stay valid there.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+
+REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
+"""The request id alphabet (`hitl.protocol.REQUEST_ID_PATTERN`): no `:`, so an id can never
+reach into another key's name. Every key derived from an id is `{prefix}:<kind>:<id>`, and no
+two kinds share a namespace."""
+
+
+def is_request_id(value: object) -> bool:
+    return isinstance(value, str) and REQUEST_ID.fullmatch(value) is not None
 
 
 @dataclass(frozen=True)
@@ -67,6 +77,14 @@ class Keys:
 
     def request(self, request_id: str) -> str:
         return f"{self.prefix}:req:{request_id}"
+
+    def trail(self, request_id: str) -> str:
+        """List of the audit entry ids of one request, oldest first."""
+        return f"{self.prefix}:trail:{request_id}"
+
+    def audit_once(self, key: str) -> str:
+        """Marks an audit() call as done (by its idempotency key) so a retry adds nothing."""
+        return f"{self.prefix}:auditonce:{key}"
 
     def invalid(self, request_id: str) -> str:
         """The `invalid` decision of a request id that never became a request (kept 7 days)."""

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from importlib import resources
-from typing import Any
+from typing import Any, cast
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -33,9 +34,15 @@ from store.models import (
     Route,
     from_epoch,
 )
+from store.stream import GROUP, Entry
 from store.transitions import Transition
 
-GROUP = "hitl"
+__all__ = ["GROUP", "Accepted", "Entry", "Store"]
+
+DEAD_FIELDS_MAX = 32
+"""Raw fields kept in a dead letter (an entry may have thousands; a Lua call takes ~8,000 args)."""
+DEAD_BYTES_MAX = 128 * 1024
+"""Raw bytes kept in a dead letter; past this the entry is cut, marked `truncated`."""
 
 
 def reconnecting() -> Retry:
@@ -54,14 +61,6 @@ def _ms(at: datetime) -> int:
 
 
 @dataclass(frozen=True)
-class Entry:
-    """One raw entry of the requests stream."""
-
-    id: str
-    fields: dict[str, str]
-
-
-@dataclass(frozen=True)
 class Accepted:
     """What intake stores for a valid request."""
 
@@ -77,9 +76,9 @@ class Store:
     """Redis persistence for requests, decisions, the outbox and the audit trail."""
 
     def __init__(self, client: aioredis.Redis, prefix: str = "hitl") -> None:
-        # redis-py's response types are unions for every decode mode; values are checked
-        # and turned into models at this edge instead.
-        self.redis: Any = client
+        # redis-py's response types are unions for every decode mode (bytes | str); this
+        # client decodes, so values are cast to str where they are turned into models.
+        self.redis: aioredis.Redis = client
         self.keys = Keys(prefix)
         self._scripts = {
             name: client.register_script(_script(name))
@@ -96,6 +95,8 @@ class Store:
                 "join_batch",
                 "batch_shown",
                 "review",
+                "control",
+                "trim_requests",
             )
         }
 
@@ -169,7 +170,7 @@ class Store:
         keys = [
             k.requests,
             k.request(req.id),
-            self.trail_key(req.id),
+            k.trail(req.id),
             k.audit,
             k.pending,
             k.outbox,
@@ -177,6 +178,7 @@ class Store:
             reply or k.decisions,
             k.actions_seen,
             k.deadlines,
+            k.invalid(req.id),
         ]
         return str(await self._run("accept", keys, args))
 
@@ -189,11 +191,17 @@ class Store:
         request_id: str,
         decision: Decision | None,
         reply_to: str | None,
+        max_len: int = 10_000,
+        max_age_s: float | None = None,
     ) -> str:
-        """Move an unusable entry to the dead-letter stream, tell its agent, ack it."""
+        """Move an unusable entry to the dead-letter stream, tell its agent, ack it.
+
+        The dead letters keep at most `max_len` entries, none older than `max_age_s`. An id
+        that has a live record gets no `invalid` decision ('dead_live'): that id is decided
+        by its record."""
         k = self.keys
-        raw = [x for pair in entry.fields.items() for x in pair]
-        args = [
+        min_id = f"{max(0, _ms(now) - int(max_age_s * 1000))}-0" if max_age_s else ""
+        args: list[Any] = [
             GROUP,
             entry.id,
             error,
@@ -201,13 +209,15 @@ class Store:
             request_id,
             decision.model_dump_json() if decision else "",
             "1" if reply_to else "0",
-            *raw,
+            max_len,
+            min_id,
+            *dead_fields(entry),
         ]
         keys = [
             k.requests,
             k.dead,
             k.audit,
-            self.trail_key(request_id),
+            k.trail(request_id),
             k.decisions,
             reply_to or k.decisions,
             k.invalid(request_id),
@@ -215,20 +225,24 @@ class Store:
         ]
         return str(await self._run("dead", keys, args))
 
+    async def trim_requests(self) -> int:
+        """Drop acknowledged entries from the requests stream (never an unread or pending one)."""
+        return int(await self._run("trim_requests", [self.keys.requests], []))
+
     async def action_seen(self, action: str) -> bool:
         return bool(await self.redis.sismember(self.keys.actions_seen, action))
 
     # ---- records ----------------------------------------------------------------------
 
     def trail_key(self, request_id: str) -> str:
-        return f"{self.keys.request(request_id)}:trail"
+        return self.keys.trail(request_id)
 
     async def exists(self, request_id: str) -> bool:
         return bool(await self.redis.exists(self.keys.request(request_id)))
 
     async def get(self, request_id: str) -> Record:
         """The stored record, or NotFound."""
-        raw = await self.redis.hgetall(self.keys.request(request_id))
+        raw = cast(dict[str, str], await self.redis.hgetall(self.keys.request(request_id)))
         if not raw:
             raise NotFound(request_id)
         return _record(raw)
@@ -254,7 +268,7 @@ class Store:
         args.append(t.message or "")
         keys = [
             k.request(rec.id),
-            self.trail_key(rec.id),
+            k.trail(rec.id),
             k.audit,
             k.pending,
             k.outbox,
@@ -277,7 +291,7 @@ class Store:
         """Record a person's verdict on an action that ran on its own (once); AlreadyDecided
         carries the record when someone reviewed it first."""
         k, reply = self.keys, record.request.reply_to or ""
-        keys = [k.request(record.id), self.trail_key(record.id), k.audit, k.outbox, reply or k.decisions,
+        keys = [k.request(record.id), k.trail(record.id), k.audit, k.outbox, reply or k.decisions,
                 k.outbox_again]
         args = [record.id, review.model_dump_json(), review.verdict, _ms(now), now.isoformat(),
                 "1" if reply else "0", message]
@@ -290,20 +304,30 @@ class Store:
             raise Conflict(f"request {record.id} is still waiting for a decision")
 
     async def audit(
-        self, request_id: str, event: str, actor: str, detail: dict[str, Any], now: datetime
-    ) -> None:
-        """Append one audit entry outside a transition (refusals, post failures)."""
-        args = [event, request_id, actor, now.isoformat(), json.dumps(detail, default=str)]
-        await self._run("audit", [self.keys.audit, self.trail_key(request_id)], args)
+        self, request_id: str, event: str, actor: str, detail: dict[str, Any], now: datetime,
+        *, key: str | None = None,
+    ) -> str:
+        """Append one audit entry outside a transition (refusals, post failures); its id.
 
-    async def audit_system(self, event: str, actor: str, detail: dict[str, Any], now: datetime) -> None:
-        """An audit entry about the system itself (policy changed, paused), not one request."""
-        await self.redis.xadd(self.keys.audit, {"event": event, "request_id": "", "actor": actor,
-                                                "at": now.isoformat(), "detail": json.dumps(detail, default=str)})
+        Once per idempotency `key` (a fresh one per call by default): the client's retry of a
+        call whose reply was lost adds nothing."""
+        k = self.keys
+        args = [event, request_id, actor, now.isoformat(), json.dumps(detail, default=str), "1"]
+        keys = [k.audit, k.trail(request_id), k.audit_once(key or uuid.uuid4().hex)]
+        return str(await self._run("audit", keys, args))
+
+    async def audit_system(self, event: str, actor: str, detail: dict[str, Any], now: datetime,
+                           *, key: str | None = None) -> str:
+        """An audit entry about the system itself (policy changed, paused), not one request;
+        once per idempotency `key`, like `audit`."""
+        k = self.keys
+        once = k.audit_once(key or uuid.uuid4().hex)
+        args = [event, "", actor, now.isoformat(), json.dumps(detail, default=str), "0"]
+        return str(await self._run("audit", [k.audit, once, once], args))
 
     async def trail(self, request_id: str) -> list[AuditEvent]:
         """Every audit entry of one request, oldest first."""
-        ids = await self.redis.lrange(self.trail_key(request_id), 0, -1)
+        ids = await self.redis.lrange(self.keys.trail(request_id), 0, -1)
         async with self.redis.pipeline(transaction=False) as p:
             for i in ids:
                 p.xrange(self.keys.audit, i, i)
@@ -311,7 +335,7 @@ class Store:
         return [_audit(r[0][0], r[0][1]) for r in rows if r]
 
     async def audit_entries(self, count: int = 1000) -> list[AuditEvent]:
-        rows = await self.redis.xrange(self.keys.audit, count=count)
+        rows = cast(list[tuple[str, dict[str, str]]], await self.redis.xrange(self.keys.audit, count=count))
         return [_audit(i, f) for i, f in rows]
 
     # ---- outbox -----------------------------------------------------------------------
@@ -402,23 +426,15 @@ class Store:
 
     # ---- control ----------------------------------------------------------------------
 
-    async def set_paused(self, paused: bool, reason: str | None, actor: str, now: datetime) -> None:
-        """Pause or resume automation for every replica (survives restarts), audited."""
-        k = self.keys
-        async with self.redis.pipeline(transaction=True) as p:
-            if paused:
-                p.hset(k.control, mapping={"paused": "1", "reason": reason or "", "by": actor,
-                                           "at": now.isoformat()})
-            else:
-                p.hdel(k.control, "paused", "reason", "by", "at")
-            p.xadd(k.audit, {"event": "paused" if paused else "resumed", "request_id": "",
-                             "actor": actor, "at": now.isoformat(),
-                             "detail": json.dumps({"reason": reason})})
-            await p.execute()
+    async def set_paused(self, paused: bool, reason: str | None, actor: str, now: datetime) -> bool:
+        """Pause or resume automation for every replica (survives restarts), audited; False
+        (nothing written) when it is already so, which makes a retried call harmless."""
+        args = ["1" if paused else "", reason or "", actor, now.isoformat()]
+        return bool(await self._run("control", [self.keys.control, self.keys.audit], args))
 
     async def control(self) -> dict[str, str]:
         """The shared switches: `paused` ("1" when paused), `reason`, `by`, `at`."""
-        return dict(await self.redis.hgetall(self.keys.control))
+        return cast(dict[str, str], await self.redis.hgetall(self.keys.control))
 
     async def enqueue(self, member: str, due_ms: int) -> None:
         """Queue an outbox operation; one leased now is not run twice at once but once more after."""
@@ -473,6 +489,20 @@ class Store:
 
     async def pending_count(self) -> int:
         return int(await self.redis.zcard(self.keys.pending))
+
+
+def dead_fields(entry: Entry) -> list[bytes]:
+    """The entry's raw field pairs as a dead letter keeps them: at most DEAD_FIELDS_MAX fields
+    and DEAD_BYTES_MAX bytes; a cut entry says so in `truncated`."""
+    out: list[bytes] = []
+    size, kept = 0, 0
+    for name, value in entry.fields.items():
+        if kept == DEAD_FIELDS_MAX or size + len(name) + len(value) > DEAD_BYTES_MAX:
+            out += [b"truncated", f"{len(entry.fields)} fields, {kept} kept".encode()]
+            break
+        out += [name, value]
+        size, kept = size + len(name) + len(value), kept + 1
+    return out
 
 
 DEADLINE_KINDS = ("remind", "escalate", "expire")

@@ -31,10 +31,10 @@ MAX_TEXT = 3000
 MAX_TURNS = 200
 MAX_TIMEOUT_S = 30 * 24 * 3600
 
-RequestId = Annotated[
-    str,
-    StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:\-]*$"),
-]
+REQUEST_ID_PATTERN = r"^[A-Za-z0-9._-]{1,128}$"
+"""Request ids: letters, digits, `.`, `_`, `-`; 1 to 128 characters. No `:`, so no id can
+name another key (every key derived from an id is `{prefix}:<kind>:<id>`)."""
+RequestId = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=REQUEST_ID_PATTERN)]
 SlackUserId = Annotated[str, StringConstraints(pattern=r"^[UW][A-Z0-9]{2,30}$")]
 Name = Annotated[str, StringConstraints(min_length=1, max_length=100, strip_whitespace=True)]
 ShortText = Annotated[str, StringConstraints(max_length=300)]

@@ -7,15 +7,30 @@ local function audit(audit_key, trail_key, event, request_id, actor, at, detail)
   return id
 end
 
+-- The agent's reply key is untrusted: usable when absent or a stream. Scripts call this with
+-- their other checks, before any write, so an XADD to it can never fail half-way.
+-- Returns the has_reply flag to use ('1' or '0') and, when unusable, the key's type.
+local function reply_ok(reply_key, has_reply)
+  if has_reply ~= '1' then return '0', nil end
+  local t = redis.call('TYPE', reply_key)['ok']
+  if t == 'none' or t == 'stream' then return '1', nil end
+  return '0', t
+end
+
 -- Decision to {prefix}:decisions, and to the agent's reply stream when it named one.
-local function publish(decisions_key, reply_key, has_reply, request_id, decision, at, audit_key, trail_key)
+-- `unreachable` (the reply key's type when reply_ok refused it) is recorded in the audit.
+local function publish(decisions_key, reply_key, has_reply, request_id, decision, at, audit_key, trail_key, unreachable)
   redis.call('XADD', decisions_key, 'MAXLEN', '~', 100000, '*', 'request_id', request_id, 'decision', decision)
   local streams = {decisions_key}
   if has_reply == '1' then
     redis.call('XADD', reply_key, 'MAXLEN', '~', 10000, '*', 'request_id', request_id, 'decision', decision)
     table.insert(streams, reply_key)
   end
-  audit(audit_key, trail_key, 'published', request_id, 'system', at, cjson.encode({streams = streams}))
+  local detail = {streams = streams}
+  if unreachable then
+    detail['reply_failed'] = reply_key .. ' is a ' .. unreachable .. ', not a stream'
+  end
+  audit(audit_key, trail_key, 'published', request_id, 'system', at, cjson.encode(detail))
 end
 
 local function audits_from(argv, i, audit_key, trail_key, request_id, at)

@@ -1,20 +1,28 @@
 -- Store a valid request's effects and acknowledge its stream entry, atomically.
+-- Checks first (still pending for the group, not a duplicate, reply key usable), then the
+-- writes, XACK last: a failure can only happen before anything is written.
 -- KEYS: requests, record, trail, audit, pending, outbox, decisions, reply (or decisions), actions,
---       deadlines
+--       deadlines, invalid marker
 -- ARGV: group, entry_id, request_id, now_ms, now_iso, request, route, params, state,
 --       decision ('' if none), has_reply, outbox_member ('' if none), action,
 --       n_deadlines, (member, due_ms) pairs..., audits...
-if redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) == 0 then
+if #redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1) == 0 then
   return 'redelivered'
 end
 local rid, at = ARGV[3], ARGV[5]
 if redis.call('EXISTS', KEYS[2]) == 1 then
   audit(KEYS[4], KEYS[3], 'duplicate', rid, 'system', at, cjson.encode({entry_id = ARGV[2]}))
+  redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
   return 'duplicate'
+end
+local has_reply, unusable = reply_ok(KEYS[8], ARGV[11])
+if unusable then
+  return 'reply_type:' .. unusable  -- nothing written: intake dead-letters the entry
 end
 redis.call('HSET', KEYS[2], 'request', ARGV[6], 'route', ARGV[7], 'params', ARGV[8],
   'state', ARGV[9], 'version', 0, 'votes', '[]', 'changes', '{}',
   'created_at', ARGV[4], 'entry_id', ARGV[2])
+redis.call('DEL', KEYS[11])  -- an earlier invalid try of this id no longer answers for it
 local i = 14
 local nd = tonumber(ARGV[i]); i = i + 1
 local deadlines = {}
@@ -26,7 +34,7 @@ redis.call('SADD', KEYS[9], ARGV[13])
 if ARGV[10] ~= '' then
   redis.call('HSET', KEYS[2], 'decision', ARGV[10], 'decided_at', ARGV[4])
   audit(KEYS[4], KEYS[3], 'decided', rid, 'policy', at, cjson.encode({status = cjson.decode(ARGV[10])['status']}))
-  publish(KEYS[7], KEYS[8], ARGV[11], rid, ARGV[10], at, KEYS[4], KEYS[3])
+  publish(KEYS[7], KEYS[8], has_reply, rid, ARGV[10], at, KEYS[4], KEYS[3])
 else
   redis.call('ZADD', KEYS[5], ARGV[4], rid)
   for _, d in ipairs(deadlines) do
@@ -36,4 +44,5 @@ end
 if ARGV[12] ~= '' then
   redis.call('ZADD', KEYS[6], ARGV[4], ARGV[12])
 end
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
 return 'accepted'

@@ -1,4 +1,6 @@
 -- Apply one transition computed from the record at an expected version: checks, then writes.
+-- A reply key that is no longer a stream does not stop the decision: it is stored, published to
+-- {prefix}:decisions, and the failure to reach reply_to is in the `published` audit entry.
 -- KEYS: record, trail, audit, pending, outbox, decisions, reply (or decisions), deadlines,
 --       outbox again-set
 -- ARGV: request_id, expected_version, now_ms, now_iso, n_fields, field pairs...,
@@ -18,13 +20,15 @@ local version = redis.call('HGET', KEYS[1], 'version')
 if version ~= ARGV[2] then
   return {'conflict', version}
 end
+-- the agent's reply key is checked with the rest, before any write (it may have changed since intake)
+local has_reply, unusable = reply_ok(KEYS[7], ARGV[6 + 2 * tonumber(ARGV[5]) + 1])
 local i = 6
 local nf = tonumber(ARGV[5])
 for _ = 1, nf do
   redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
   i = i + 2
 end
-local decision, has_reply, member = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+local decision, member = ARGV[i], ARGV[i + 2]
 i = i + 3
 local nd = tonumber(ARGV[i]); i = i + 1
 for _ = 1, nd do
@@ -41,7 +45,7 @@ if decision ~= '' then
   redis.call('HSET', KEYS[1], 'state', 'decided', 'decision', decision, 'decided_at', ARGV[3])
   redis.call('ZREM', KEYS[4], rid)
   audit(KEYS[3], KEYS[2], 'decided', rid, 'system', at, cjson.encode({status = cjson.decode(decision)['status']}))
-  publish(KEYS[6], KEYS[7], has_reply, rid, decision, at, KEYS[3], KEYS[2])
+  publish(KEYS[6], KEYS[7], has_reply, rid, decision, at, KEYS[3], KEYS[2], unusable)
 end
 if message ~= '' then
   if has_reply == '1' then

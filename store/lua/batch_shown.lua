@@ -11,7 +11,7 @@ for i = 8, #ARGV do
   local rec = p .. ':req:' .. rid
   if redis.call('EXISTS', rec) == 1 and not redis.call('HGET', rec, 'ts') then
     redis.call('HSET', rec, 'channel', ARGV[3], 'ts', ARGV[4], 'posted_at', ARGV[5])
-    audit(KEYS[2], rec .. ':trail', 'posted', rid, 'system', ARGV[6],
+    audit(KEYS[2], p .. ':trail:' .. rid, 'posted', rid, 'system', ARGV[6],
       cjson.encode({channel = ARGV[3], ts = ARGV[4], batch = ARGV[2]}))
     marked = marked + 1
   end

@@ -1,18 +1,27 @@
 -- Dead-letter an entry that cannot be accepted, tell its agent when possible, acknowledge it.
+-- Checks first, writes next, XACK last. An id that already has a record is live: its
+-- decision belongs to that record, so an invalid entry reusing it publishes nothing and
+-- leaves no invalid marker.
 -- KEYS: requests, dead, audit, trail, decisions, reply (or decisions), invalid marker, record
--- ARGV: group, entry_id, error, now_iso, request_id, decision ('' if none), has_reply, raw field pairs...
-if redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) == 0 then
+-- ARGV: group, entry_id, error, now_iso, request_id, decision ('' if none), has_reply,
+--       dead_max_len, dead_min_id ('' for no age limit), raw field pairs...
+if #redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1) == 0 then
   return 'redelivered'
 end
+local live = redis.call('EXISTS', KEYS[8]) == 1
+local has_reply, unusable = reply_ok(KEYS[6], ARGV[7])
 local fields = {'error', ARGV[3], 'entry_id', ARGV[2], 'at', ARGV[4]}
-for i = 8, #ARGV do table.insert(fields, ARGV[i]) end
-redis.call('XADD', KEYS[2], '*', unpack(fields))
-audit(KEYS[3], KEYS[4], 'invalid', ARGV[5], 'system', ARGV[4],
-  cjson.encode({entry_id = ARGV[2], error = ARGV[3]}))
-if ARGV[6] ~= '' then
-  if redis.call('EXISTS', KEYS[8]) == 0 then
-    redis.call('SET', KEYS[7], ARGV[6], 'EX', 604800)
-  end
-  publish(KEYS[5], KEYS[6], ARGV[7], ARGV[5], ARGV[6], ARGV[4], KEYS[3], KEYS[4])
+for i = 10, #ARGV do table.insert(fields, ARGV[i]) end
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[8], '*', unpack(fields))
+if ARGV[9] ~= '' then
+  redis.call('XTRIM', KEYS[2], 'MINID', ARGV[9])
 end
+audit(KEYS[3], KEYS[4], 'invalid', ARGV[5], 'system', ARGV[4],
+  cjson.encode({entry_id = ARGV[2], error = ARGV[3], live = live}))
+if ARGV[6] ~= '' and not live then
+  redis.call('SET', KEYS[7], ARGV[6], 'EX', 604800)
+  publish(KEYS[5], KEYS[6], has_reply, ARGV[5], ARGV[6], ARGV[4], KEYS[3], KEYS[4], unusable)
+end
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+if live then return 'dead_live' end
 return 'dead'

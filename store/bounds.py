@@ -1,0 +1,82 @@
+"""Bounded JSON: the limits every value from outside (a queue entry, an edit) is held to.
+
+A value that passes these checks can be stored, read back by every reader (pydantic, Lua's
+cjson, JavaScript) and shown on a card; one that does not is refused with a reason in words,
+before anything is stored. Python's `json` alone accepts `NaN`, `1e400` (as infinity), nesting
+deep enough to exceed other parsers' limits, and integers too long to convert back to text.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+MAX_DEPTH = 32
+"""Nesting of objects and lists in one request (the request object itself is level 1)."""
+MAX_NUMBER = 1e15
+"""Largest magnitude of any number (risk.amount's cap; every integer up to it is exact as a
+double, so JavaScript and Lua agents read the same value). Larger ids belong in strings."""
+MAX_DIGITS = 16
+"""Digits of an integer (len(str(10**15)))."""
+
+
+class OutOfBounds(ValueError):
+    """A value outside the limits; the message says which limit, in plain words."""
+
+
+def check_number(value: float | int) -> float | int:
+    """`value` itself when it is finite and within ±MAX_NUMBER, else OutOfBounds."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise OutOfBounds(f"{value} is not a finite number")
+    if abs(value) > MAX_NUMBER:
+        raise OutOfBounds(f"{_short(value)} is out of range (numbers are at most 1e15 in magnitude; "
+                          "send larger ids as text)")
+    return value
+
+
+def _int(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_DIGITS:
+        raise OutOfBounds(f"the integer {_clip(text)} has {len(text.lstrip('-'))} digits "
+                          f"(numbers are at most 1e15 in magnitude; send larger ids as text)")
+    return int(check_number(int(text)))
+
+
+def _float(text: str) -> float:
+    return float(check_number(float(text)))
+
+
+def _constant(text: str) -> Any:
+    raise OutOfBounds(f"{text} is not a number JSON allows")
+
+
+def loads(text: str | bytes) -> Any:
+    """Parse JSON within MAX_DEPTH, MAX_NUMBER and finite numbers; OutOfBounds or
+    json.JSONDecodeError (both ValueError) otherwise."""
+    try:
+        data = json.loads(text, parse_int=_int, parse_float=_float, parse_constant=_constant)
+    except RecursionError as e:  # nested far past MAX_DEPTH
+        raise OutOfBounds(f"nested more than {MAX_DEPTH} levels deep") from e
+    check_depth(data)
+    return data
+
+
+def check_depth(data: Any) -> None:
+    """OutOfBounds when lists and objects nest deeper than MAX_DEPTH."""
+    level: list[tuple[Any, int]] = [(data, 1)]
+    while level:
+        value, depth = level.pop()
+        children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+        for child in children:
+            if isinstance(child, dict | list):
+                if depth + 1 > MAX_DEPTH:
+                    raise OutOfBounds(f"nested more than {MAX_DEPTH} levels deep")
+                level.append((child, depth + 1))
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= 24 else f"{text[:10]}...{text[-6:]}"
+
+
+def _short(value: float | int) -> str:
+    return _clip(str(value)) if isinstance(value, int) else f"{value:g}"

@@ -1,0 +1,71 @@
+"""The requests stream as intake reads it: raw bytes, never decoded while reading.
+
+An agent may XADD anything, including bytes that are not UTF-8. A decoding client would fail
+inside the read itself, before any entry can be handled, and the same entry would come back
+on every read. This reader has its own connection that returns bytes; intake decodes each
+field itself and dead-letters what it cannot use.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import cast
+
+import redis.asyncio as aioredis
+
+GROUP = "hitl"
+
+RawFields = dict[bytes, bytes]
+_Rows = list[tuple[bytes, RawFields | None]]
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One raw entry of the requests stream."""
+
+    id: str
+    fields: RawFields
+
+    def field(self, name: str) -> bytes | None:
+        return self.fields.get(name.encode())
+
+    def names(self) -> list[str]:
+        """The entry's field names, readable even when they are not UTF-8."""
+        return sorted(n.decode("utf-8", "backslashreplace") for n in self.fields)
+
+
+def _entries(rows: _Rows) -> list[Entry]:
+    # entries deleted while pending come back without fields: nothing to handle
+    return [Entry(i.decode(), f) for i, f in rows if f]
+
+
+class RequestStream:
+    """Blocking reads, reclaims and delivery counts of the requests stream for one group."""
+
+    def __init__(self, url: str, key: str, *, block_ms: int) -> None:
+        self.key = key
+        # XREADGROUP BLOCK needs a socket timeout that outlasts the block.
+        self._redis: aioredis.Redis = aioredis.Redis.from_url(
+            url, decode_responses=False, socket_timeout=block_ms / 1000 + 10, socket_connect_timeout=5)
+
+    async def close(self) -> None:
+        await self._redis.aclose()
+
+    async def read(self, consumer: str, start: str, *, count: int = 100, block_ms: int | None = None) -> list[Entry]:
+        """Entries for `consumer`: new ones (`>`), or its own unacknowledged ones (`0`)."""
+        rows = cast(list[tuple[bytes, _Rows]] | None, await self._redis.xreadgroup(
+            GROUP, consumer, {self.key: start}, count=count, block=block_ms))
+        return _entries(rows[0][1]) if rows else []
+
+    async def reclaim(self, consumer: str, idle_ms: int, *, count: int = 100) -> list[Entry]:
+        """Take over entries other consumers left idle for `idle_ms`."""
+        res = await self._redis.xautoclaim(self.key, GROUP, consumer, idle_ms, "0-0", count=count)
+        return _entries(cast(_Rows, res[1]))
+
+    async def deliveries(self, entries: list[Entry]) -> list[int]:
+        """How many times each entry has been delivered (1 when no longer pending)."""
+        async with self._redis.pipeline(transaction=False) as p:
+            for e in entries:
+                p.xpending_range(self.key, GROUP, e.id, e.id, 1)
+            infos = await p.execute()
+        return [int(info[0]["times_delivered"]) if info else 1 for info in infos]

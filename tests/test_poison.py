@@ -1,0 +1,165 @@
+"""No entry can stop intake (issue 10, points 1, 2, 4, 5): each poison class is dead-lettered
+with a reason, and a valid request pushed right after it still gets its record."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+
+import pytest
+import redis.asyncio as aioredis
+
+from bot.intake import Intake
+from bot.routing import SingleChannelRouter
+from store.models import State, Status
+from store.redis_store import GROUP, Store
+from tests.util import eventually
+
+ROUTER = SingleChannelRouter()
+GOOD = {"agent": "billing", "action": "refund", "summary": "Refund $250"}
+
+
+@pytest.fixture
+async def intake(store: Store, redis_url: str) -> AsyncIterator[Intake]:
+    i = Intake(store, lambda: ROUTER, redis_url=redis_url, consumer="c1", claim_idle_s=0.2, max_deliveries=3)
+    task = asyncio.create_task(i.run())
+    await eventually(lambda: asyncio.sleep(0, i.running), what="intake running")
+    yield i
+    i.stop()
+    await asyncio.wait_for(task, 10)
+    await i.close()
+
+
+@pytest.fixture
+async def raw(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    """A client that returns bytes: dead letters may hold bytes that are not UTF-8."""
+    client = aioredis.Redis.from_url(redis_url, decode_responses=False)
+    yield client
+    await client.aclose()
+
+
+def _nested(depth: int) -> str:
+    """A request nested `depth` levels (the request object and params are two of them)."""
+    inner = "[" * (depth - 2) + "1" + "]" * (depth - 2)
+    return json.dumps({**GOOD, "params": {"x": 0}}).replace('{"x": 0}', '{"x": ' + inner + "}")
+
+
+def _text(value: object) -> bytes:
+    return (value if isinstance(value, str) else json.dumps(value)).encode()
+
+
+POISON: list[tuple[str, dict[bytes, bytes], str]] = [
+    ("non-utf8", {b"request": b'\xff\xfe{"agent": "a"}'}, "not UTF-8 text (byte 0"),
+    ("non-utf8 field name", {b"\xff": b"x"}, "no 'request' field (fields: \\xff)"),
+    ("depth 33", {b"request": _text(_nested(33))}, "nested more than 32 levels"),
+    ("depth 32 is fine but has an unknown field", {b"request": _text(_nested(32)).replace(b'"agent"', b'"agnt"')},
+     "agent: Field required"),
+    ("depth 200", {b"request": _text(_nested(200))}, "nested more than 32 levels"),
+    ("depth 255", {b"request": _text(_nested(255))}, "nested more than 32 levels"),
+    ("depth 1000", {b"request": _text(_nested(1000))}, "nested more than 32 levels"),
+    ("depth 30000", {b"request": _text(_nested(30000))},
+     "nested more than 32 levels"),
+    ("integer of 5000 digits", {b"request": _text({**GOOD, "params": {"n": 0}}).replace(b"0}", b"9" * 5000 + b"}")},
+     "has 5000 digits"),
+    ("integer past 1e15", {b"request": _text({**GOOD, "params": {"n": 10**15 + 1}})}, "1000000000000001 is out of range"),
+    ("NaN", {b"request": _text({**GOOD, "params": {"n": float("nan")}})}, "NaN is not a number JSON allows"),
+    ("Infinity", {b"request": _text({**GOOD, "confidence": float("inf")})}, "Infinity is not a number"),
+    ("-Infinity", {b"request": _text({**GOOD, "params": {"n": float("-inf")}})}, "-Infinity is not a number"),
+    ("float overflowing to inf", {b"request": _text(GOOD).replace(b"}", b', "params": {"n": 1e400}}')},
+     "inf is not a finite number"),
+    ("huge float", {b"request": _text({**GOOD, "risk": {"amount": 1e30}})}, "1e+30 is out of range"),
+    ("oversized", {b"request": _text({**GOOD, "summary": "x" * 70_000})}, "the limit is 65536"),
+    ("missing field", {b"payload": _text(GOOD)}, "no 'request' field (fields: payload)"),
+    ("wrong field type", {b"request": _text({**GOOD, "summary": 5})}, "summary: Input should be a valid string"),
+    ("not an object", {b"request": b"5"}, "must be a JSON object, not int"),
+    ("many fields", {b"request": _text(GOOD), **{f"f{i}".encode(): b"v" for i in range(5000)}},
+     "entry has 5001 fields"),
+    ("id with a colon", {b"request": _text({**GOOD, "id": "x:trail"})}, "id: String should match pattern"),
+    ("id too long", {b"request": _text({**GOOD, "id": "a" * 129})}, "id: String should have at most 128"),
+]
+
+
+@pytest.mark.parametrize(("case", "fields", "error"), POISON, ids=[c[0] for c in POISON])
+async def test_a_poison_entry_is_dead_lettered_and_intake_goes_on(
+    store: Store, intake: Intake, raw: aioredis.Redis, case: str, fields: dict[bytes, bytes], error: str
+) -> None:
+    entry_id = (await raw.xadd(store.keys.requests, fields)).decode()  # type: ignore[arg-type]
+    await store.redis.xadd(store.keys.requests, {"request": json.dumps({**GOOD, "id": "after"})})
+    rec = await eventually(lambda: _record(store, "after"), what="the valid request after the poison")
+    assert rec.state is State.pending
+    [(_, dead)] = await raw.xrange(store.keys.dead)
+    assert error in dead[b"error"].decode(), dead[b"error"]
+    assert dead[b"entry_id"].decode() == entry_id
+    if len(fields) <= 32 and sum(len(v) for v in fields.values()) < 128 * 1024:
+        for name, value in fields.items():  # the raw entry is kept byte for byte
+            assert dead[name] == value
+    else:
+        assert b"truncated" in dead
+    assert (await store.redis.xpending(store.keys.requests, GROUP))["pending"] == 0
+
+
+async def _record(store: Store, rid: str):  # type: ignore[no-untyped-def]
+    return await store.get(rid) if await store.exists(rid) else None
+
+
+@pytest.mark.parametrize("suffix", [".trail", "-trail", "_trail", ".items", "-invalid", ".dead"])
+async def test_ids_shaped_like_derived_keys_are_separate_requests(
+    store: Store, intake: Intake, suffix: str
+) -> None:
+    """Issue 2: `X` and an id shaped like one of X's derived keys are two requests, in either order."""
+    for first, second in (("x", "x" + suffix), ("y" + suffix, "y")):
+        await store.redis.xadd(store.keys.requests, {"request": json.dumps({**GOOD, "id": first})})
+        await store.redis.xadd(store.keys.requests, {"request": json.dumps({**GOOD, "id": second})})
+        for rid in (first, second):
+            rec = await eventually(lambda rid=rid: _record(store, rid), what=f"record {rid}")  # type: ignore[misc]
+            assert rec.state is State.pending and rec.request.id == rid
+            assert [e.event for e in await store.trail(rid)] == ["received", "routed"]
+    assert not await store.redis.xlen(store.keys.dead)
+    assert await store.pending_count() == 4
+
+
+async def test_an_invalid_entry_reusing_a_live_id_publishes_nothing(store: Store, intake: Intake) -> None:
+    """Issue 4: the dead letter of a bad entry must not decide a live request."""
+    await store.redis.xadd(store.keys.requests, {"request": json.dumps({**GOOD, "id": "live", "reply_to": "ag:in"})})
+    await eventually(lambda: _record(store, "live"), what="live record")
+    await store.redis.xadd(store.keys.requests, {"request": json.dumps(
+        {"agent": "a", "action": "b", "id": "live", "confidence": 7, "summary": "s", "reply_to": "ag:in"})})
+    await eventually(lambda: store.redis.xlen(store.keys.dead), what="dead letter")
+    assert await store.redis.xlen(store.keys.decisions) == 0
+    assert await store.redis.xlen("ag:in") == 0
+    assert not await store.redis.exists(store.keys.invalid("live"))
+    assert (await store.get("live")).state is State.pending
+    assert "invalid" in [e.event for e in await store.trail("live")]
+
+
+async def test_a_valid_retry_after_an_invalid_try_wins(store: Store, intake: Intake) -> None:
+    """Issue 4: the 7-day invalid marker no longer answers once the id has a record."""
+    await store.redis.xadd(store.keys.requests, {"request": json.dumps({**GOOD, "id": "retry", "confidence": 7})})
+    await eventually(lambda: store.redis.exists(store.keys.invalid("retry")), what="invalid marker")
+    assert (await intake_client_decision(store, "retry")) == Status.invalid
+    await store.redis.xadd(store.keys.requests, {"request": json.dumps({**GOOD, "id": "retry"})})
+    rec = await eventually(lambda: _record(store, "retry"), what="retry accepted")
+    assert rec.state is State.pending
+    assert not await store.redis.exists(store.keys.invalid("retry"))
+    assert await intake_client_decision(store, "retry") is None
+
+
+async def intake_client_decision(store: Store, rid: str) -> Status | None:
+    """What the agent's `decision(id)` reads: the record's decision, else the invalid marker."""
+    from bot.client import HitlClient
+
+    client = HitlClient(store.redis, store.redis, prefix=store.keys.prefix)
+    d = await client.decision(rid)
+    return d.status if d else None
+
+
+async def test_a_reply_to_naming_a_hash_is_invalid_at_intake(store: Store, intake: Intake) -> None:
+    """Issue 3: a reply_to that exists and is not a stream is refused before anything is written."""
+    await store.redis.hset("agent:box", "k", "v")
+    await store.redis.xadd(store.keys.requests, {"request": json.dumps({**GOOD, "id": "h1", "reply_to": "agent:box"})})
+    [(_, dead)] = await eventually(lambda: store.redis.xrange(store.keys.dead), what="dead letter")
+    assert "reply_to 'agent:box' is an existing hash key, not a stream" in dead["error"]
+    assert not await store.exists("h1")
+    assert await store.redis.hgetall("agent:box") == {"k": "v"}
+    assert (await store.redis.xpending(store.keys.requests, GROUP))["pending"] == 0
