@@ -43,8 +43,7 @@ class Backlog:
 
     async def _schedule_refresh(self, channel: str) -> None:
         # NX: a refresh already due is not pushed back, so updates come every couple of seconds
-        await self.store.redis.zadd(self.store.keys.outbox, {f"digest:{channel}": _now_ms() + REFRESH_MS},
-                                    nx=True)
+        await self.store.enqueue_once(f"digest:{channel}", _now_ms() + REFRESH_MS)
 
     async def maybe_post_digest(self, d: Delivery, channel: str) -> bool:
         """With a posting slot in hand: post the digest first if the channel is backlogged."""

@@ -208,7 +208,7 @@ class Demo:
                                  host="127.0.0.1", consumer="demo")
         self.bot = build_app(settings)
         try:
-            await self._clear(self.bot.store.redis)
+            await self.bot.store.clear()
             await self.bot.start()
         except BaseException:
             await self.bot.store.close()
@@ -222,13 +222,6 @@ class Demo:
             await self.agent.push()
             task = asyncio.create_task(self.agent.report(), name="demo-agent")
             self._stack.push_async_callback(_cancel, task)
-
-    @staticmethod
-    async def _clear(redis: Any) -> None:
-        """Start from an empty demo: the demo's keys only, never anyone else's."""
-        keys = [k async for k in redis.scan_iter(f"{DEMO_PREFIX}:*")]
-        if keys:
-            await redis.delete(*keys)
 
     def announce(self) -> None:
         """Print where to go and what to try."""

@@ -21,13 +21,11 @@ from collections.abc import Callable
 from typing import Any
 
 from pydantic import ValidationError
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from bot.routing import Router, immediate_decision, needs_card
 from bot.timing import honour_user_request, plan, tier_of
 from store import bounds
+from store.failures import StoreFailure, Unavailable
 from store.keys import is_request_id
 from store.models import MAX_ENTRY_BYTES, Decision, Request, Status, utcnow
 from store.redis_store import Accepted, Store
@@ -69,6 +67,7 @@ class Intake:
         on_accepted: Callable[[], None] = lambda: None,
         dead_max_len: int = 10_000,
         dead_max_age_s: float | None = 30 * 86400,
+        trim_every_s: float = TRIM_EVERY_S,
     ) -> None:
         self.store = store
         self.router = router
@@ -78,6 +77,7 @@ class Intake:
         self.on_accepted = on_accepted
         self.dead_max_len = dead_max_len
         self.dead_max_age_s = dead_max_age_s
+        self.trim_every_s = trim_every_s
         self._paused = False
         self.stream = RequestStream(redis_url, store.keys.requests, block_ms=BLOCK_MS)
         self._stopping = asyncio.Event()
@@ -99,7 +99,7 @@ class Intake:
                 self.running = True
                 await self._drain_own_pending()
                 await self._loop()
-            except (RedisConnectionError, RedisTimeoutError, OSError) as e:
+            except Unavailable as e:
                 self.running = False
                 log.warning("intake: Redis unavailable (%s); retrying in 1s", e)
                 await self._sleep(1.0)
@@ -128,7 +128,7 @@ class Intake:
             if loop.time() - last_claim >= min(self.claim_idle_ms / 2000, 5.0):
                 last_claim = loop.time()
                 await self.reclaim()
-            if loop.time() - last_trim >= TRIM_EVERY_S:
+            if loop.time() - last_trim >= self.trim_every_s:
                 last_trim = loop.time()
                 await self.store.trim_requests()
             entries = await self._read_or_stop(min(BLOCK_MS, max(self.claim_idle_ms // 2, 100)))
@@ -183,9 +183,9 @@ class Intake:
         try:
             await self.handle(entry)
             self._failures.pop(entry.id, None)
-        except (RedisConnectionError, RedisTimeoutError):
+        except Unavailable:
             raise
-        except RedisError as e:  # a server state (loading, busy, out of memory): retry, then give up
+        except StoreFailure as e:  # a server state (loading, busy, out of memory): retry, then give up
             n = self._failures[entry.id] = self._failures.get(entry.id, 0) + 1
             log.warning("intake: entry %s failed in Redis (attempt %d): %s", entry.id, n, e)
             if n >= self.max_deliveries:
@@ -275,7 +275,7 @@ class Intake:
             return await self.store.dead_letter(entry, error, utcnow(), request_id=rid, decision=decision,
                                                 reply_to=reply_to, max_len=self.dead_max_len,
                                                 max_age_s=self.dead_max_age_s)
-        except (RedisConnectionError, RedisTimeoutError):
+        except Unavailable:
             raise
         except Exception as e:  # last resort: keep the bytes, tell nobody, move on
             log.exception("intake: dead letter of %s failed; keeping it as base64", entry.id)

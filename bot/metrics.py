@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from store.redis_store import GROUP
-from store.stats import BOUNDS_S, StatsStore
+from store.stats import BOUNDS_S
 
 Sample = tuple[str, float]
 
@@ -47,14 +46,8 @@ def histogram(name: str, help_: str, totals: dict[str, int], prefix: str) -> str
 async def render_metrics(bot: Any) -> str:
     """The exposition text of the whole loop (shared figures) and this replica's Slack calls."""
     store = bot.store
-    k = store.keys
-    r = store.redis
-    stats = StatsStore(r, k)
-    lag = 0
-    if await r.exists(k.requests):
-        for g in await r.xinfo_groups(k.requests):
-            if g["name"] == GROUP:
-                lag = int(g.get("lag") or 0) + int(g.get("pending") or 0)
+    stats = store.stats
+    lag = await store.queue_lag()
     totals = await stats.totals()
     control = await store.control()
     delivery = bot.delivery.stats
@@ -68,7 +61,7 @@ async def render_metrics(bot: Any) -> str:
         _family("hitl_outbox_depth", "gauge", "Slack posts and updates not yet done.",
                 [("", await store.outbox_depth())]),
         _family("hitl_dead_letters", "gauge", "Entries in the dead-letter stream.",
-                [("", await r.xlen(k.dead))]),
+                [("", await store.dead_count())]),
         _family("hitl_paused", "gauge", "1 while automation is paused (/hitl pause).",
                 [("", 1 if control.get("paused") == "1" else 0)]),
         _family("hitl_stats_lag", "gauge", "Audit events not yet counted into the stats.",

@@ -98,8 +98,7 @@ class Scheduler(DueWorker):
         return int(self.clock() * 1000)
 
     async def next_due_ms(self) -> int | None:
-        rows = await self.store.redis.zrange(self.store.keys.deadlines, 0, 0, withscores=True)
-        return int(rows[0][1]) if rows else None
+        return await self.store.next_due(self.store.keys.deadlines)
 
     async def run_once(self) -> int:
         """Lease and fire every due deadline once; returns how many were leased."""

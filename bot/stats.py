@@ -16,14 +16,10 @@ import logging
 from datetime import datetime
 from typing import Any
 
-import redis.asyncio as aioredis
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
-
 from blocks.text import escape, user_mention
 from bot.policy import PolicyEngine, PolicyError, ResolvedTier
 from bot.policy.fields import format_duration
+from store.failures import Refused, Unavailable
 from store.redis_store import Store
 from store.stats import (
     APPROVING_CHOICES,
@@ -32,10 +28,8 @@ from store.stats import (
     HUMAN_STATUSES,
     LEAVES_QUEUE,
     RETENTION_S,
-    STATS_GROUP,
     Counted,
     Op,
-    StatsStore,
     bucket_index,
 )
 
@@ -188,26 +182,18 @@ class StatsProjector:
     def __init__(self, store: Store, *, redis_url: str, consumer: str,
                  claim_idle_s: float = 30.0) -> None:
         self.store = store
-        self.stats = StatsStore(store.redis, store.keys)
+        self.stats = store.stats
         self.consumer = consumer
         self.claim_idle_ms = int(claim_idle_s * 1000)
         self.counted = 0
-        # XREADGROUP BLOCK needs a socket timeout that outlasts the block.
-        self._blocking: Any = aioredis.Redis.from_url(
-            redis_url, decode_responses=True, socket_timeout=BLOCK_MS / 1000 + 10,
-            socket_connect_timeout=5)
+        self.feed = store.audit_feed(redis_url, block_ms=BLOCK_MS)
 
     async def close(self) -> None:
-        await self._blocking.aclose()
+        await self.feed.close()
 
     async def ensure_group(self) -> None:
         """The group starts at the stream's beginning: history present at first start counts."""
-        try:
-            await self.store.redis.xgroup_create(self.store.keys.audit, STATS_GROUP, id="0",
-                                                 mkstream=True)
-        except ResponseError as e:
-            if "BUSYGROUP" not in str(e):
-                raise
+        await self.feed.ensure_group()
 
     async def run(self) -> None:
         try:
@@ -217,10 +203,10 @@ class StatsProjector:
                     while await self.read("0", block_ms=None):  # ours from before a restart
                         pass
                     await self._loop()
-                except (RedisConnectionError, RedisTimeoutError, OSError) as e:
+                except Unavailable as e:
                     log.warning("stats: Redis unavailable (%s); retrying in 1s", e)
                     await asyncio.sleep(1.0)
-                except ResponseError as e:  # NOGROUP after a Redis restart: create it again
+                except Refused as e:  # NOGROUP after a Redis restart: create it again
                     log.warning("stats: %s; retrying in 1s", e)
                     await asyncio.sleep(1.0)
         finally:
@@ -239,18 +225,11 @@ class StatsProjector:
 
     async def read(self, start: str, *, block_ms: int | None) -> int:
         """Read one batch (`>` new, `0` our unacknowledged) and count it; returns its size."""
-        rows = await self._blocking.xreadgroup(
-            STATS_GROUP, self.consumer, {self.store.keys.audit: start}, count=BATCH,
-            block=block_ms)
-        entries = [(i, f) for i, f in rows[0][1]] if rows else []
-        return await self.count(entries)
+        return await self.count(await self.feed.read(self.consumer, start, count=BATCH, block_ms=block_ms))
 
     async def reclaim(self) -> int:
         """Take over events another replica read but never counted (it died meanwhile)."""
-        _, rows, _ = await self.store.redis.xautoclaim(
-            self.store.keys.audit, STATS_GROUP, self.consumer, self.claim_idle_ms, "0-0",
-            count=BATCH)
-        return await self.count([(i, f) for i, f in rows])
+        return await self.count(await self.feed.reclaim(self.consumer, self.claim_idle_ms, count=BATCH))
 
     async def count(self, entries: list[tuple[str, dict[str, str] | None]]) -> int:
         """Count a batch of audit entries (deleted ones are just acknowledged)."""
@@ -260,12 +239,9 @@ class StatsProjector:
                          if f and f.get("event") in _NEEDS_RECORD and f.get("request_id")})
         records: dict[str, dict[str, Any] | None] = {}
         if needed:
-            async with self.store.redis.pipeline(transaction=False) as p:
-                for rid in needed:
-                    p.hmget(self.store.keys.request(rid), RECORD_FIELDS)
-                rows = await p.execute()
+            rows = await self.feed.record_fields(needed, RECORD_FIELDS)
             records = {rid: _decode_record(raw) for rid, raw in zip(needed, rows, strict=True)}
-        now_ms = int(await self._now_ms())
+        now_ms = int(await self.feed.now_ms())
         batch = [Counted(i, self._ops(i, f, records, now_ms)) for i, f in entries]
         n = await self.stats.apply(batch)
         self.counted += n
@@ -282,10 +258,6 @@ class StatsProjector:
         except (TypeError, ValueError, KeyError) as e:  # a malformed entry must not stall stats
             log.warning("stats: audit entry %s not counted: %s", entry_id, e)
             return []
-
-    async def _now_ms(self) -> float:
-        seconds, micros = await self.store.redis.time()
-        return int(seconds) * 1000 + int(micros) / 1000
 
 
 # ---- what the commands and the App Home are given --------------------------------------------

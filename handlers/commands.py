@@ -58,7 +58,7 @@ Reply = dict[str, Any]
 
 
 def stats_of(d: Deps) -> StatsStore:
-    return StatsStore(d.store.redis, d.store.keys)
+    return d.store.stats
 
 
 async def control_line(store: Store) -> str:

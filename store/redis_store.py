@@ -21,6 +21,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from store.audit_feed import AuditFeed
 from store.errors import AlreadyDecided, Conflict, NotFound
 from store.keys import Keys
 from store.models import (
@@ -34,6 +35,7 @@ from store.models import (
     Route,
     from_epoch,
 )
+from store.stats import StatsStore
 from store.stream import GROUP, Entry
 from store.transitions import Transition
 
@@ -80,6 +82,8 @@ class Store:
         # client decodes, so values are cast to str where they are turned into models.
         self.redis: aioredis.Redis = client
         self.keys = Keys(prefix)
+        self.stats = StatsStore(client, self.keys)
+        """The stats counters and report, on this store's client."""
         self._scripts = {
             name: client.register_script(_script(name))
             for name in (
@@ -114,6 +118,17 @@ class Store:
 
     async def close(self) -> None:
         await self.redis.aclose()
+
+    async def clear(self) -> int:
+        """Delete every key of this prefix (the demo starts empty); others' keys are never touched."""
+        keys = [k async for k in self.redis.scan_iter(f"{self.keys.prefix}:*", count=1000)]
+        for i in range(0, len(keys), 1000):
+            await self.redis.delete(*keys[i:i + 1000])
+        return len(keys)
+
+    def audit_feed(self, url: str, *, block_ms: int) -> AuditFeed:
+        """The audit stream as the stats projector reads it (blocking reads on their own connection)."""
+        return AuditFeed(url, self.redis, self.keys, block_ms=block_ms)
 
     async def ping(self) -> bool:
         return bool(await self.redis.ping())
@@ -224,6 +239,19 @@ class Store:
             k.request(request_id),
         ]
         return str(await self._run("dead", keys, args))
+
+    async def queue_lag(self) -> int:
+        """Entries of the requests stream not yet read or not yet acknowledged by intake."""
+        if not await self.redis.exists(self.keys.requests):
+            return 0
+        for g in await self.redis.xinfo_groups(self.keys.requests):
+            if g["name"] == GROUP:
+                return int(g.get("lag") or 0) + int(g.get("pending") or 0)
+        return 0
+
+    async def dead_count(self) -> int:
+        """Entries in the dead-letter stream."""
+        return int(await self.redis.xlen(self.keys.dead))
 
     async def trim_requests(self) -> int:
         """Drop acknowledged entries from the requests stream (never an unread or pending one)."""
@@ -449,8 +477,16 @@ class Store:
             await p.execute()
 
     async def next_outbox_due(self) -> int | None:
-        rows = await self.redis.zrange(self.keys.outbox, 0, 0, withscores=True)
+        return await self.next_due(self.keys.outbox)
+
+    async def next_due(self, key: str) -> int | None:
+        """The earliest due time (epoch ms) in a due-time sorted set (outbox, deadlines)."""
+        rows = await self.redis.zrange(key, 0, 0, withscores=True)
         return int(rows[0][1]) if rows else None
+
+    async def enqueue_once(self, member: str, due_ms: int) -> None:
+        """Queue an outbox operation unless it is already queued (its due time is kept)."""
+        await self.redis.zadd(self.keys.outbox, {member: due_ms}, nx=True)
 
     async def note_post_attempt(self, request_id: str, now: datetime, channel: str) -> str | None:
         """Remember a post is under way; returns the previous attempt's time if one was unfinished."""

@@ -103,6 +103,42 @@ async def _record(store: Store, rid: str):  # type: ignore[no-untyped-def]
     return await store.get(rid) if await store.exists(rid) else None
 
 
+@pytest.mark.parametrize("order", ["x first", "x:trail first"])
+async def test_an_id_naming_another_requests_key_is_refused(store: Store, intake: Intake, order: str) -> None:
+    """Issue 2: `x:trail` was a valid id and the name of x's trail; now it is not an id at all,
+    and x is untouched whichever arrives first."""
+    ids = ["x", "x:trail"] if order == "x first" else ["x:trail", "x"]
+    for rid in ids:
+        await store.redis.xadd(store.keys.requests, {"request": json.dumps({**GOOD, "id": rid})})
+    rec = await eventually(lambda: _record(store, "x"), what="record x")
+    [(_, dead)] = await eventually(lambda: store.redis.xrange(store.keys.dead), what="dead letter")
+    assert "id: String should match pattern" in dead["error"]
+    assert rec.state is State.pending
+    assert [e.event for e in await store.trail("x")] == ["received", "routed"]
+    assert await store.pending_ids() == ["x"] and await store.outbox_depth() == 1
+    assert (await store.redis.xpending(store.keys.requests, GROUP))["pending"] == 0
+
+
+async def test_intake_trims_what_it_has_acknowledged(store: Store, redis_url: str) -> None:
+    """Issue 9: the requests stream does not grow for ever."""
+    i = Intake(store, lambda: ROUTER, redis_url=redis_url, consumer="c1", trim_every_s=0.05)
+    for n in range(20):
+        await store.redis.xadd(store.keys.requests, {"request": json.dumps({**GOOD, "id": f"t{n}"})})
+    task = asyncio.create_task(i.run())
+    try:
+        await eventually(lambda: store.exists("t19"), what="all accepted")
+        await eventually(lambda: _shorter(store, 2), what="the stream trimmed")
+        assert await store.pending_count() == 20
+    finally:
+        i.stop()
+        await asyncio.wait_for(task, 10)
+        await i.close()
+
+
+async def _shorter(store: Store, n: int) -> bool:
+    return int(await store.redis.xlen(store.keys.requests)) < n
+
+
 @pytest.mark.parametrize("suffix", [".trail", "-trail", "_trail", ".items", "-invalid", ".dead"])
 async def test_ids_shaped_like_derived_keys_are_separate_requests(
     store: Store, intake: Intake, suffix: str

@@ -1,0 +1,62 @@
+"""The audit stream as the stats projector reads it, through the `stats` consumer group.
+
+Redis calls only; what each event counts for is decided in `bot.stats`. Reads block on their
+own connection (its socket timeout outlasts the block); everything else uses the store's client.
+"""
+
+from __future__ import annotations
+
+from typing import cast
+
+import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
+
+from store.keys import Keys
+from store.stats import STATS_GROUP
+
+AuditRow = tuple[str, dict[str, str] | None]
+"""An audit entry id and its fields (None when it was deleted while pending)."""
+
+
+class AuditFeed:
+    """Reads, reclaims and record lookups for counting audit events."""
+
+    def __init__(self, url: str, client: aioredis.Redis, keys: Keys, *, block_ms: int) -> None:
+        self.keys = keys
+        self._redis = client
+        self._blocking: aioredis.Redis = aioredis.Redis.from_url(
+            url, decode_responses=True, socket_timeout=block_ms / 1000 + 10, socket_connect_timeout=5)
+
+    async def close(self) -> None:
+        await self._blocking.aclose()
+
+    async def ensure_group(self) -> None:
+        """The group starts at the stream's beginning: history present at first start counts."""
+        try:
+            await self._redis.xgroup_create(self.keys.audit, STATS_GROUP, id="0", mkstream=True)
+        except ResponseError as e:
+            if "BUSYGROUP" not in str(e):
+                raise
+
+    async def read(self, consumer: str, start: str, *, count: int, block_ms: int | None) -> list[AuditRow]:
+        """New events (`>`) or this consumer's unacknowledged ones (`0`)."""
+        rows = cast(list[tuple[str, list[AuditRow]]] | None, await self._blocking.xreadgroup(
+            STATS_GROUP, consumer, {self.keys.audit: start}, count=count, block=block_ms))
+        return list(rows[0][1]) if rows else []
+
+    async def reclaim(self, consumer: str, idle_ms: int, *, count: int) -> list[AuditRow]:
+        """Events another replica read and left unacknowledged for `idle_ms`."""
+        res = await self._redis.xautoclaim(self.keys.audit, STATS_GROUP, consumer, idle_ms, "0-0", count=count)
+        return list(cast(list[AuditRow], res[1]))
+
+    async def record_fields(self, request_ids: list[str], fields: tuple[str, ...]) -> list[list[str | None]]:
+        """`fields` of each request's record, in one round trip (None where absent)."""
+        async with self._redis.pipeline(transaction=False) as p:
+            for rid in request_ids:
+                p.hmget(self.keys.request(rid), list(fields))
+            return cast(list[list[str | None]], await p.execute())
+
+    async def now_ms(self) -> float:
+        """Redis's clock, shared by every replica."""
+        seconds, micros = cast(tuple[int, int], await self._redis.time())
+        return int(seconds) * 1000 + int(micros) / 1000
