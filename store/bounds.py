@@ -57,7 +57,9 @@ def loads(text: str | bytes) -> Any:
         data = json.loads(text, parse_int=_int, parse_float=_float, parse_constant=_constant)
     except RecursionError as e:  # nested far past MAX_DEPTH
         raise OutOfBounds(f"nested more than {MAX_DEPTH} levels deep") from e
-    check_depth(data)
+    opened = text.count("{") + text.count("[") if isinstance(text, str) else MAX_DEPTH + 1
+    if opened > MAX_DEPTH:  # otherwise it cannot nest deeper (brackets in strings only add)
+        check_depth(data)
     return data
 
 
