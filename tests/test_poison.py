@@ -4,16 +4,19 @@ with a reason, and a valid request pushed right after it still gets its record."
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
 
 from bot.intake import Intake
 from bot.routing import SingleChannelRouter
-from store.models import State, Status
-from store.redis_store import GROUP, Store
+from store.models import Request, Route, State, Status
+from store.redis_store import GROUP, Entry, Store
 from tests.util import eventually
 
 ROUTER = SingleChannelRouter()
@@ -199,3 +202,60 @@ async def test_a_reply_to_naming_a_hash_is_invalid_at_intake(store: Store, intak
     assert not await store.exists("h1")
     assert await store.redis.hgetall("agent:box") == {"k": "v"}
     assert (await store.redis.xpending(store.keys.requests, GROUP))["pending"] == 0
+
+
+class _Breaks(SingleChannelRouter):
+    """A router with a bug that only one request meets."""
+
+    def route(self, request: Request, *, first_use: bool = False, paused: bool = False) -> Route:
+        if request.summary == "boom":
+            raise RuntimeError("a bug met on this request")
+        return super().route(request, first_use=first_use, paused=paused)
+
+
+class _DeadLetterFailsOnce(Store):
+    """A store whose first dead letter is refused (as Redis could refuse a write)."""
+
+    failed = False
+
+    async def dead_letter(self, entry: Entry, error: str, *args: Any, **kw: Any) -> str:
+        if not self.failed:
+            self.failed = True
+            raise ResponseError("OOM command not allowed when used memory > 'maxmemory'")
+        return await super().dead_letter(entry, error, *args, **kw)
+
+
+async def test_a_bug_met_on_one_entry_dead_letters_it_at_once(store: Store, redis_url: str) -> None:
+    i = Intake(store, lambda: _Breaks(), redis_url=redis_url, consumer="c1")
+    await store.redis.xadd(store.keys.requests, {"request": json.dumps({**GOOD, "id": "b", "summary": "boom"})})
+    await store.redis.xadd(store.keys.requests, {"request": json.dumps({**GOOD, "id": "after"})})
+    task = asyncio.create_task(i.run())
+    try:
+        await eventually(lambda: _record(store, "after"), what="the request after the bad one")
+        [(_, dead)] = await eventually(lambda: store.redis.xrange(store.keys.dead), what="dead letter")
+        assert dead["error"] == "internal error while processing: RuntimeError: a bug met on this request"
+        assert i.running
+    finally:
+        i.stop()
+        await asyncio.wait_for(task, 10)
+        await i.close()
+
+
+async def test_when_even_the_dead_letter_fails_the_bytes_are_kept_as_base64(redis_url: str) -> None:
+    store = _DeadLetterFailsOnce.from_url(redis_url)
+    i = Intake(store, lambda: ROUTER, redis_url=redis_url, consumer="c1")
+    raw = {b"request": b"\xff not json", b"other": b"\x00\x01"}
+    try:
+        await store.redis.xadd(store.keys.requests, raw)  # type: ignore[arg-type]
+        await store.ensure_group()
+        [entry] = await i.stream.read("c1", ">")
+        await i._one(entry)
+        [(_, dead)] = await store.redis.xrange(store.keys.dead)
+        assert dead["error"].startswith("request is not UTF-8 text (byte 0") and "the dead letter failed: " \
+            "ResponseError: OOM" in dead["error"]
+        pairs = json.loads(base64.b64decode(dead["raw_base64"]))
+        assert {base64.b64decode(k): base64.b64decode(v) for k, v in pairs} == raw
+        assert (await store.redis.xpending(store.keys.requests, GROUP))["pending"] == 0
+    finally:
+        await i.close()
+        await store.close()
