@@ -268,8 +268,11 @@ class Intake:
         reply = data.get("reply_to")
         reply_to = reply if isinstance(reply, str) and 0 < len(reply) <= 256 and not self.store.keys.owns(reply) \
             else None
-        rid = data["id"] if is_request_id(data.get("id")) else entry.id
-        decision = Decision(request_id=rid, status=Status.invalid, reason=error, decided_at=utcnow())
+        sent = data.get("id")
+        rid = sent if isinstance(sent, str) and is_request_id(sent) else entry.id
+        # the agent matches its answer by the id it sent, even one outside the alphabet
+        shown = sent if isinstance(sent, str) and 0 < len(sent) <= 256 else rid
+        decision = Decision(request_id=shown, status=Status.invalid, reason=error, decided_at=utcnow())
         log.warning("intake: dead-lettered %s: %s", entry.id, error)
         try:
             return await self.store.dead_letter(entry, error, utcnow(), request_id=rid, decision=decision,

@@ -226,6 +226,7 @@ class Store:
             "1" if reply_to else "0",
             max_len,
             min_id,
+            decision.request_id if decision else request_id,
             *dead_fields(entry),
         ]
         keys = [

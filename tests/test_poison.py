@@ -122,6 +122,15 @@ async def test_an_id_naming_another_requests_key_is_refused(store: Store, intake
     assert (await store.redis.xpending(store.keys.requests, GROUP))["pending"] == 0
 
 
+async def test_an_agent_that_sent_an_unusable_id_still_gets_its_answer(store: Store, intake: Intake) -> None:
+    """Nobody waits for ever: the invalid decision names the id the agent sent (its keys do not)."""
+    await store.redis.xadd(store.keys.requests, {"request": json.dumps({**GOOD, "id": "x:trail", "reply_to": "ag:in"})})
+    [(_, reply)] = await eventually(lambda: store.redis.xrange("ag:in"), what="answer on reply_to")
+    assert reply["request_id"] == "x:trail" and json.loads(reply["decision"])["status"] == "invalid"
+    assert not await store.redis.exists(store.keys.invalid("x:trail"))
+    assert not [k for k in await store.redis.keys("*x:trail*")]
+
+
 async def test_intake_trims_what_it_has_acknowledged(store: Store, redis_url: str) -> None:
     """Issue 9: the requests stream does not grow for ever."""
     i = Intake(store, lambda: ROUTER, redis_url=redis_url, consumer="c1", trim_every_s=0.05)
