@@ -55,7 +55,12 @@ class RequestStream:
         """Entries for `consumer`: new ones (`>`), or its own unacknowledged ones (`0`)."""
         rows = cast(list[tuple[bytes, _Rows]] | None, await self._redis.xreadgroup(
             GROUP, consumer, {self.key: start}, count=count, block=block_ms))
-        return _entries(rows[0][1]) if rows else []
+        if not rows:
+            return []
+        gone = [i for i, f in rows[0][1] if not f]
+        if gone:  # deleted while pending (XDEL): nothing to handle, and it must not hold back trimming
+            await self._redis.xack(self.key, GROUP, *gone)
+        return _entries(rows[0][1])
 
     async def reclaim(self, consumer: str, idle_ms: int, *, count: int = 100) -> list[Entry]:
         """Take over entries other consumers left idle for `idle_ms`."""

@@ -210,3 +210,20 @@ async def test_trim_keeps_every_unread_and_unacknowledged_entry(store: Store) ->
     assert [i for i, _ in await store.redis.xrange(store.keys.requests)] == ids[5:]  # last read kept, unread kept
     rest = await store.redis.xreadgroup(GROUP, "t", {store.keys.requests: ">"})
     assert [i for i, _ in rest[0][1]] == ids[6:]
+
+
+async def test_an_entry_deleted_while_pending_does_not_hold_back_trimming(store: Store, redis_url: str) -> None:
+    from store.stream import RequestStream
+
+    await store.ensure_group()
+    first = await store.redis.xadd(store.keys.requests, {"request": "1"})
+    await store.redis.xadd(store.keys.requests, {"request": "2"})
+    stream = RequestStream(redis_url, store.keys.requests, block_ms=100)
+    try:
+        assert len(await stream.read("t", ">")) == 2
+        await store.redis.xdel(store.keys.requests, first)
+        [entry] = await stream.read("t", "0")  # the deleted one is acknowledged, not returned
+        assert entry.field("request") == b"2"
+        assert await _pending(store) == 1
+    finally:
+        await stream.close()
