@@ -32,6 +32,9 @@ class BatchActionId(StrEnum):
     step_skip = "hitl.batch.step_skip"
     step_reason = "hitl.batch.step_reason"
     open_queue = "hitl.batch.open_queue"
+    step_edit = "hitl.batch.step_edit"
+    review_item = "hitl.batch.review_item"
+    review_all = "hitl.batch.review_all"
 
 
 BATCH_ITEM_PREFIX = "hitl.batch:"

@@ -9,13 +9,8 @@ from typing import Any
 import pytest
 from slack_sdk.models.blocks import Block
 
-from blocks.batch import (
-    batch_card,
-    bulk_result_message,
-    digest_card,
-    one_by_one_modal,
-    reject_all_modal,
-)
+from blocks.batch import batch_card
+from blocks.batch_views import bulk_result_message, digest_card, one_by_one_modal, reject_all_modal
 from blocks.payloads import BatchMeta
 from store.errors import AlreadyDecided, NotAllowed
 from store.models import Batch, Choice, Decision, Record, Request, Route, State, Status, Vote
@@ -103,9 +98,9 @@ def test_bulk_result_says_what_happened_to_each() -> None:
         ("r0", done, None), ("r1", waiting, None),
         ("r2", None, NotAllowed("self_approval", "x")), ("r3", None, AlreadyDecided(done))])
     text = msg["text"]
-    assert text.startswith("Approved 1 of 4.")
+    assert text.startswith("Approved 1 of the 4 you saw.")
     assert "1 still need another approver" in text and "cannot approve it yourself" in text
-    assert "1 had already been decided" in text
+    assert "1 had already been settled" in text
 
 
 def test_digest_card() -> None:

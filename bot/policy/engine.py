@@ -164,17 +164,29 @@ class PolicyEngine:
         return Route(mode=mode, tier=tier.name, rules=[h.name for h in hits], reasons=reasons,
                      sampled=sampled, paused=paused, channel=tier.channel,
                      approvers=list(tier.approvers), quorum=tier.quorum, timeout_s=timeout,
-                     group=self._group(request, mode), batch_window_s=int(self.policy.batching.window),
+                     group=self._group(request, mode, sampled), batch_window_s=int(self.policy.batching.window),
                      batch_max=self.policy.batching.max_items)
 
-    def _group(self, request: Request, mode: Mode) -> str | None:
-        """The batch group of a request people approve; None when it gets a card of its own."""
+    def _group(self, request: Request, mode: Mode, sampled: bool) -> str | None:
+        """The batch group of a request a person looks at; None when it gets a card of its own.
+
+        Approvals group as `key:<batch_key>` or `<agent>/<action>`; shadow decisions and
+        review-afterwards items (audit, samples) get their own groups (`shadow:...`,
+        `review:...`), so one card never mixes "approve first" with "ran, review it"."""
         b = self.policy.batching
-        if not b.enabled or request.kind is not Kind.approval or mode is not Mode.approve:
+        if not b.enabled or request.kind is not Kind.approval:
+            return None
+        if mode is Mode.approve:
+            prefix = ""
+        elif mode is Mode.shadow:
+            prefix = "shadow:"
+        elif mode in _ACTS_ALONE and sampled:
+            prefix = "review:"
+        else:
             return None
         if request.batch_key:
-            return f"key:{request.batch_key}"
-        return f"{request.agent}/{request.action}" if b.similar else None
+            return f"{prefix}key:{request.batch_key}"
+        return f"{prefix}{request.agent}/{request.action}" if b.similar else None
 
 
 def _reasons(hits: list[Hit], tier: ResolvedTier, mode: Mode, *, defaulted: bool) -> list[str]:

@@ -13,6 +13,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
+from blocks.batch import BATCH_ITEMS_MAX
 from bot.policy.cel import compile_condition
 from bot.policy.fields import (
     Approver,
@@ -170,7 +171,7 @@ class Batching(_Section):
 
     enabled: bool = True
     window: Duration = 10
-    max_items: int = Field(40, ge=2, le=45)
+    max_items: int = Field(40, ge=2, le=BATCH_ITEMS_MAX)  # what always fits on one card
     similar: bool = True
 
 
