@@ -89,7 +89,7 @@ class PolicyEngine:
                 approvers=tuple(d.approvers if t.approvers is None else t.approvers),
                 quorum=t.quorum or d.quorum, timeout_s=t.timeout or d.timeout,
                 on_timeout=t.on_timeout or d.on_timeout,
-                escalation=tuple(t.escalation), reminder=t.reminder)
+                escalation=tuple(t.resolved_escalation(d)), reminder=t.resolved_reminder(d))
             for rank, (name, t) in enumerate(policy.tiers.items())
         }
         self._order = list(self.tiers.values())
