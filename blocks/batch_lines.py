@@ -7,16 +7,13 @@ copyable, what `/hitl audit` takes). Agent text is escaped here, exactly once.
 
 from __future__ import annotations
 
-from typing import Any
-
-from blocks.facts import current_params, hides_agent_view, reject_label
+from blocks.facts import current_params, hides_agent_view, reject_label, shown_value
 from blocks.text import (
     clip,
     escape,
     fmt_amount,
     fmt_confidence,
     fmt_time,
-    fmt_value,
     label,
     truncate,
     user_mention,
@@ -28,30 +25,14 @@ SUMMARY_MAX = 160
 PARAMS_SHOWN = 2
 
 
-def _is_number(v: Any) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool)
-
-
-def shown_value(record: Record, key: str, value: Any, *, limit: int = 60) -> str:
-    """A param's value as mrkdwn; an edited one as `new, edited from old`."""
-    money = record.request.risk.currency if key.lower() == "amount" and _is_number(value) else None
-    text = fmt_amount(float(value), money) if money else fmt_value(value, key=key, limit=limit)
-    change = record.changes.get(key)
-    if change is not None:
-        before = change.before
-        was = (fmt_amount(float(before), money) if money and _is_number(before)
-               else fmt_value(before, key=key, limit=limit))
-        text += f", _edited from {was}_"
-    return text
-
-
 def facts(record: Record) -> list[str]:
     """The item's facts not already in its summary: amount, up to two params, confidence."""
     req = record.request
     params = current_params(record)
     summary = req.summary.lower()
     out = []
-    amount_param = next((k for k in params if k.lower() == "amount" and _is_number(params[k])), None)
+    amount_param = next((k for k in params if k.lower() == "amount" and isinstance(params[k], int | float)
+                         and not isinstance(params[k], bool)), None)
     if amount_param is not None and (amount_param in record.changes or params[amount_param] != req.risk.amount):
         out.append(f"Amount {shown_value(record, amount_param, params[amount_param])}")
     elif req.risk.amount is not None:

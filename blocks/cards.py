@@ -18,11 +18,13 @@ from blocks.escalation import (
 from blocks.facts import (
     current_draft,
     current_params,
+    edited_amount_key,
     hides_agent_view,
     kind_title,
     mentions,
     mode_label,
     reject_label,
+    shown_value,
 )
 from blocks.ids import ActionId, BlockId
 from blocks.kit import (
@@ -42,7 +44,7 @@ from blocks.text import (
     fmt_amount,
     fmt_confidence,
     fmt_time,
-    fmt_value,
+    label,
     truncate,
     user_mention,
 )
@@ -158,7 +160,11 @@ def _body(record: Record, *, with_header: bool = True) -> list[Block]:
     blocks: list[Block] = []
     if with_header:
         blocks.append(header(f"{kind_title(record)}: {r.action}"))
-    blocks.append(section(clip(r.summary, SUMMARY_MAX)))
+    if record.changes:  # the summary is the agent's words; the edited values are below
+        blocks.append(section(truncate(clip(r.summary, SUMMARY_MAX - 80) + "\n_The agent's original summary; "
+                                       "edited values are marked below._", SUMMARY_MAX)))
+    else:
+        blocks.append(section(clip(r.summary, SUMMARY_MAX)))
     facts, more = _facts(record)
     blocks.append(fields(facts))
     if more:
@@ -177,23 +183,21 @@ def _facts(record: Record) -> tuple[list[str], str | None]:
     items = [f"*Agent*\n{clip(r.agent, 200)}", f"*Action*\n{clip(r.action, 200)}"]
     if r.confidence is not None and not hides_agent_view(record):
         items.append(f"*Confidence*\n{fmt_confidence(r.confidence)}")
-    if r.risk.amount is not None:
+    edited_amount = edited_amount_key(record)
+    if r.risk.amount is not None and edited_amount is None:
         items.append(f"*Amount*\n{fmt_amount(r.risk.amount, r.risk.currency)}")
     risk = _risk(record)
     if risk:
         items.append(f"*Risk*\n{risk}")
     params = current_params(record)
     # a param that only repeats the risk amount already shown as "Amount" is not shown twice
-    # (an edited one is: the reviewer must see the new value)
+    # (an edited one is, in place of the agent's amount: "$200.00, edited from $250.00")
     same = {k for k, v in params.items() if k.lower() == "amount" and k not in record.changes
             and isinstance(v, int | float) and not isinstance(v, bool) and v == r.risk.amount}
     room = min(MAX_PARAM_FIELDS, 10 - len(items))
     shown = [k for k in params if k not in same][:room]
     for key in shown:
-        edited = " (edited)" if key in record.changes else ""
-        items.append(
-            f"*{clip(key, 100)}*{edited}\n{fmt_value(params[key], key=key, limit=PARAM_VALUE_MAX)}"
-        )
+        items.append(f"*{clip(label(key), 100)}*\n{shown_value(record, key, params[key], limit=PARAM_VALUE_MAX)}")
     hidden = len(params) - len(same) - len(shown)
     more = f"+{hidden} more param{'s' if hidden != 1 else ''}" if hidden else None
     return items, more
@@ -266,10 +270,15 @@ def _excerpt(record: Record) -> Block:
 
 
 def _explainer(record: Record) -> list[str]:
+    """One line that explains the card, consistent with its state: the mode's words while it
+    waits (approve first / ran, review it), none once decided (the outcome line says it);
+    why it is here; and the request id (small, copyable: what `/hitl audit` takes)."""
     route = record.route
-    parts = [f"{clip(route.tier, 40).capitalize()} tier", mode_label(route.mode)]
-    if route.sampled:
-        parts.append("sampled")
+    parts = [f"{clip(route.tier, 40).capitalize()} tier"]
+    if record.state is State.pending and record.decision is None:
+        parts.append(mode_label(route.mode))
+    elif needs_review(record):
+        parts.append("ran on its own, review it")
     if route.paused:
         parts.append("sent to people because automation is paused")
     why = route.reasons or [f"rule: {r}" for r in route.rules]
@@ -281,6 +290,7 @@ def _explainer(record: Record) -> list[str]:
     items = [" · ".join(parts)]
     if record.request.requested_by:
         items.append(f"Requested for {user_mention(record.request.requested_by)}")
+    items.append(f"Request `{record.id}`")
     return items
 
 

@@ -366,7 +366,8 @@ def test_card_layout() -> None:
     }
     assert "*Confidence*\n72%" in text and "*Amount*\n$250.00" in text
     assert ":warning: *Irreversible*" in text and "*amount*\n250.00" not in text  # shown once, as Amount
-    assert "Medium tier · approval required · rule: refunds over $100" in text
+    assert "Medium tier · approve first: nothing runs until a person approves · rule: refunds over $100" in text
+    assert "Request `r1`" in text
     assert "1 of 2 approvals: <@U01>" in text and "Requested for <@U0REQ>" in text
     assert msg["text"] == "Approval needed: refund — Refund order 123 for a late delivery"
     buttons = msg["blocks"][-1]
@@ -685,14 +686,17 @@ def test_refusal_messages() -> None:
 
 def test_the_amount_is_not_shown_twice() -> None:
     from blocks.cards import approval_card
-    from store.models import Record, Request, Route
+    from store.models import Change, Record, Request, Route
 
     req = Request.model_validate({"id": "r1", "agent": "a", "action": "refund", "summary": "Refund",
                                   "params": {"amount": 250, "order": "4711"}, "editable": ["amount"],
                                   "risk": {"amount": 250, "currency": "USD"}})
     rec = Record(request=req, route=Route(), params=req.params, created_at=datetime(2026, 1, 1, tzinfo=UTC))
     fields = json.dumps([b for b in approval_card(rec)["blocks"] if b.get("fields")])
-    assert "$250.00" in fields and "*amount*" not in fields and "order" in fields
+    assert fields.count("$250.00") == 1 and "*Order*" in fields  # humanised labels, never raw keys
     edited = rec.model_copy(update={"params": {"amount": 200, "order": "4711"},
-                                    "changes": {"amount": {"before": 250, "after": 200}}})
-    assert "*amount* (edited)" in json.dumps(approval_card(edited)["blocks"])
+                                    "changes": {"amount": Change(before=250, after=200)}})
+    text = json.dumps(approval_card(edited)["blocks"])
+    # the edited value in place, once; the summary marked as the agent's original
+    assert "*Amount*\\n$200.00, _edited from $250.00_" in text and text.count("$250.00") == 1
+    assert "The agent's original summary" in text

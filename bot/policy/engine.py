@@ -157,6 +157,7 @@ class PolicyEngine:
             sampled = rate >= 1 or (rate > 0 and sample_point(_sample_key(request)) < rate)
         if paused and mode in _PAUSABLE:
             mode, sampled = Mode.approve, False
+            reasons = _reasons(hits, tier, mode, defaulted=not ranks)
             reasons.insert(0, "Automation paused: a person approves every request")
         timeout = tier.timeout_s
         if request.timeout_s is not None:
@@ -197,9 +198,14 @@ def _reasons(hits: list[Hit], tier: ResolvedTier, mode: Mode, *, defaulted: bool
     label = tier.name.capitalize()
 
     def text(h: Hit) -> str:
+        reason = h.reason
+        if h.mode is not None and MODE_RANK[h.mode] < MODE_RANK[mode]:
+            # its consequence ("acts, then a person reviews") did not happen: say so, so the
+            # card never contradicts its own mode
+            reason = reason.split(" — ")[0] + " (outweighed by a stricter rule)"
         if h.tier == tier.rank and not h.name.startswith("confidence_"):
-            return f"{label} tier: {h.reason}"
-        return _sentence(h.reason)
+            return f"{label} tier: {reason}"
+        return _sentence(reason)
 
     first = [text(h) for h in hits if h.mode is mode and mode is not tier.mode]
     second = [text(h) for h in hits if h.tier == tier.rank and not (
