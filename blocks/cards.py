@@ -71,12 +71,26 @@ def card(
     Handovers (kind `escalation`, or mode `escalate`) get the escalation card."""
     pending = record.state is State.pending and record.decision is None
     if is_handover(record):
-        return escalation_card(record) if pending else locked_escalation_card(record)
+        if not pending:
+            return locked_escalation_card(record)
+        return _with_pause(escalation_card(record), paused, paused_reason)
     if pending:
         return approval_card(record, paused=paused, paused_reason=paused_reason, details=details)
     if needs_review(record) or record.review is not None:
-        return review_card(record)
+        return review_card(record)  # it ran already: a pause changes nothing for it
     return locked_card(record)
+
+
+def pause_banner(paused_reason: str | None) -> Block:
+    """The notice every open card carries while automation is paused, with the reason."""
+    why = clip(paused_reason, 500) if paused_reason else "every request needs a person"
+    return section(f"⏸ *Automation paused:* {why}")
+
+
+def _with_pause(message: dict[str, Any], paused: bool, paused_reason: str | None) -> dict[str, Any]:
+    if not paused:
+        return message
+    return {**message, "blocks": [pause_banner(paused_reason), *message["blocks"]][:MESSAGE_BLOCKS_MAX]}
 
 
 def approval_card(
@@ -92,8 +106,7 @@ def approval_card(
     """
     blocks: list[Block] = []
     if paused:
-        why = clip(paused_reason, 500) if paused_reason else "every request needs a person"
-        blocks.append(section(f"⏸ *Automation paused:* {why}"))
+        blocks.append(pause_banner(paused_reason))
     blocks += _body(record)
     if record.route.quorum > 1:
         blocks.append(context([_quorum(record)]))

@@ -423,6 +423,11 @@ def test_huge_card_is_truncated_not_dropped() -> None:
 def test_paused_warning_first() -> None:
     msg = approval_card(make(), paused=True, paused_reason="incident 42")
     assert msg["blocks"][0]["text"]["text"] == "⏸ *Automation paused:* incident 42"
+    # every open card carries it, handovers too; a decided card does not
+    handover = card(make(kind="escalation"), paused=True, paused_reason="R&D <freeze>")
+    assert handover["blocks"][0]["text"]["text"] == "⏸ *Automation paused:* R&amp;D &lt;freeze&gt;"
+    done = decided(make(), Status.approved, [("U01", Choice.approve)])
+    assert "⏸" not in json.dumps(card(done, paused=True, paused_reason="incident 42"), ensure_ascii=False)
 
 
 @pytest.mark.parametrize(

@@ -110,3 +110,11 @@ def test_digest_card() -> None:
     text = json.dumps(msg["blocks"])
     assert "25 requests" in text and "delete_file 25" in text and "42 s" in text
     assert "cleared" in json.dumps(digest_card("#approvals", [], None, cleared=True))
+
+
+def test_an_open_batch_shows_the_pause_and_a_settled_one_does_not() -> None:
+    records = [_record(i) for i in range(3)]
+    msg = batch_card(_batch(3), records, paused=True, paused_reason="Incident <7> & co")
+    assert "⏸ *Automation paused:* Incident &lt;7&gt; &amp; co" in json.dumps(msg["blocks"], ensure_ascii=False)
+    settled = [_record(i, decided=True) for i in range(3)]
+    assert "⏸" not in json.dumps(batch_card(_batch(3), settled, paused=True, paused_reason="x"), ensure_ascii=False)
