@@ -136,6 +136,20 @@ async def test_an_item_is_edited_inside_a_batch(redis_url: str, tmp_path: Path) 
 
         await eventually(shows_edit, what="the edited value in place")
         assert (await h.store.get(ids[1])).state is State.pending
+        # the one-by-one review offers Edit too: the same modal, pushed on top
+        await h.emu.click("U0BOB", rec.channel or "", rec.ts or "", BatchActionId.one_by_one)
+        step = await eventually(lambda: asyncio.sleep(0, h.emu.top_view("U0BOB")), what="one-by-one modal")
+        await h.emu.click_view("U0BOB", step.id, BatchActionId.step_edit)
+
+        async def pushed() -> Any:
+            top = h.emu.top_view("U0BOB")
+            return top if top is not None and top.id != step.id else None
+
+        edit = await eventually(pushed, what="the edit modal on top")
+        assert param_block_id("amount") in json.dumps(edit.to_slack()["blocks"])
+        assert (await h.emu.submit_view("U0BOB", edit.id, {param_block_id("amount"): {"value": "180"}})).closed
+        decision = await h.client.wait(ids[1], timeout=10)
+        assert decision.status is Status.approved and decision.params["amount"] == 180
     finally:
         await stop(h)
 
@@ -176,6 +190,15 @@ async def test_review_afterwards_items_share_a_review_card(redis_url: str, tmp_p
         assert len(reviewed) == 5 and (await h.store.get(ids[4])).review is None  # own request: refused
         events = [e.event for e in await h.store.trail(ids[1])]
         assert events.count("reviewed") == 1
+        # a later action joins the still-open review card; "Was wrong" on it is an override
+        late = await h.push(agent="crm", action="tag_customer", summary="Tag customer 9 as VIP", confidence=0.95)
+        rec = await eventually(lambda: _on_card(h, late), what="the late action on the review card")
+        assert rec.batch == (await h.store.get(ids[0])).batch
+        await _review_item(h, rec, "U0CAROL", "wrong")
+        view = await eventually(lambda: asyncio.sleep(0, h.emu.top_view("U0CAROL")), what="what-was-wrong modal")
+        assert (await h.emu.submit_view("U0CAROL", view.id, {"hitl.reason_code": {"value": "wrong_action"}})).closed
+        await eventually(lambda: _reviewed(h, late), what="the override")
+        assert (await h.store.get(late)).review.verdict == "wrong"  # type: ignore[union-attr]
     finally:
         await stop(h)
 
@@ -186,6 +209,11 @@ async def _review_item(h: Harness, rec: Any, user: str, choice: str) -> Any:
     assert rec.batch and rec.channel and rec.ts
     return await h.emu.click(user, rec.channel, rec.ts, BatchActionId.review_item, value=choice,
                              block_id=batch_item_block_id(rec.batch, rec.id))
+
+
+async def _on_card(h: Harness, rid: str) -> Any:
+    rec = await _exists(h, rid)
+    return rec if rec is not None and rec.ts else None
 
 
 async def _reviewed(h: Harness, rid: str) -> bool:

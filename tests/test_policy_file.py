@@ -245,3 +245,11 @@ tiers:
     with pytest.raises(ValueError, match="must come later"):
         Policy.model_validate(yaml.safe_load(
             "defaults: {escalation: [{after: 30m, notify: ['#a']}, {after: 10m, notify: ['#b']}]}"))
+
+
+def test_max_items_is_validated_against_what_fits_on_a_card() -> None:
+    from blocks.batch import BATCH_ITEMS_MAX
+
+    assert Policy.model_validate({"batching": {"max_items": BATCH_ITEMS_MAX}}).batching.max_items == 45
+    with pytest.raises(ValueError, match="max_items"):
+        Policy.model_validate({"batching": {"max_items": BATCH_ITEMS_MAX + 1}})
