@@ -469,7 +469,7 @@ def test_locked_outcomes(
     assert outcome.startswith(expected)
     assert not any(b["type"] == "actions" for b in msg["blocks"])
     if kw.get("changes"):
-        assert outcome.endswith(": amount 250.00 → 200.00")
+        assert outcome.endswith(": Amount 250.00 → 200.00")
     if status is Status.rejected:
         assert outcome.endswith(" — reason: Against policy: no &lt;refunds&gt;")
 
