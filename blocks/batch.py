@@ -68,29 +68,35 @@ def batch_card(batch: Batch, records: list[Record], *, paused: bool = False,
         why = clip(paused_reason, 500) if paused_reason else "every request needs a person"
         top.append(context([f"⏸ *Automation paused:* {why}"]))
     room = MESSAGE_BLOCKS_MAX - len(top) - 2  # the actions and the footer
-    drawn, lines = _draw(batch, kind, items, room)
+    prefix, drawn, lines = _draw(batch, kind, by_id, room)
     shown_open = [r for r in drawn if awaiting(r, kind)]
     blocks = top + lines
     if shown_open:
-        blocks.append(_actions(batch, kind, drawn, shown_open))
+        blocks.append(_actions(batch, kind, prefix, shown_open))
     blocks.append(context([_footer(kind, items, open_items, drawn)]))
     text = f"{_title(kind, name, items, open_items)}: {len(open_items)} waiting"
     return {"text": truncate(text, 3000), "blocks": blocks[:MESSAGE_BLOCKS_MAX]}
 
 
-def _draw(batch: Batch, kind: str, items: list[Record], room: int) -> tuple[list[Record], list[Block]]:
-    """The items the card draws (a prefix of the batch, so the bulk buttons can bind it) and
-    their blocks: one per item; settled items folded into one block when room runs short."""
+def _draw(batch: Batch, kind: str, by_id: dict[str, Record], room: int) -> tuple[list[str], list[Record], list[Block]]:
+    """The prefix of the batch's item ids the card covers (what the bulk buttons bind), the
+    records it draws, and their blocks: one per item; settled items folded into one block
+    when room runs short (with `max_items` valid, every item fits on its own)."""
+    items = [by_id[i] for i in batch.items if i in by_id]
     settled = [r for r in items if not awaiting(r, kind)]
     fold = len(items) > room
+    prefix: list[str] = []
     drawn: list[Record] = []
     budget = room - (1 if fold and settled else 0)
-    for r in items:
-        if awaiting(r, kind) or not fold:
+    for rid in batch.items:
+        r = by_id.get(rid)
+        if r is not None and (awaiting(r, kind) or not fold):
             if budget == 0:
                 break
             budget -= 1
-        drawn.append(r)
+        prefix.append(rid)
+        if r is not None:
+            drawn.append(r)
     lines: list[Block] = []
     folded = [r for r in drawn if not awaiting(r, kind)] if fold else []
     if folded:
@@ -99,7 +105,7 @@ def _draw(batch: Batch, kind: str, items: list[Record], room: int) -> tuple[list
     for r in _arrival(drawn):
         if r not in folded:
             lines.append(_item(batch, kind, r))
-    return drawn, lines
+    return prefix, drawn, lines
 
 
 def _arrival(records: list[Record]) -> list[Record]:
@@ -195,9 +201,9 @@ def _item(batch: Batch, kind: str, record: Record) -> Block:
             "accessory": {"type": "overflow", "action_id": BatchActionId.item.value, "options": choices}}
 
 
-def _actions(batch: Batch, kind: str, drawn: list[Record], shown_open: list[Record]) -> Block:
+def _actions(batch: Batch, kind: str, prefix: list[str], shown_open: list[Record]) -> Block:
     n = len(shown_open)
-    value = BatchValue(b=batch.id, n=n, i=len(drawn), h=drawn_hash([r.id for r in drawn])).pack()
+    value = BatchValue(b=batch.id, n=n, i=len(prefix), h=drawn_hash(prefix)).pack()
     if kind == REVIEW:
         return {"type": "actions", "block_id": BlockId.actions.value, "elements": [
             _confirmed(button(f"All look right ({n})", BatchActionId.review_all, value, style="primary"),

@@ -118,3 +118,22 @@ def test_an_open_batch_shows_the_pause_and_a_settled_one_does_not() -> None:
     assert "⏸ *Automation paused:* Incident &lt;7&gt; &amp; co" in json.dumps(msg["blocks"], ensure_ascii=False)
     settled = [_record(i, decided=True) for i in range(3)]
     assert "⏸" not in json.dumps(batch_card(_batch(3), settled, paused=True, paused_reason="x"), ensure_ascii=False)
+
+
+def test_the_block_budget_is_computed_even_past_max_items() -> None:
+    """A batch bigger than any valid max_items (old data, a changed policy) still fits: settled
+    items fold into one block, and waiting items past the room are left off the card and out
+    of what its bulk buttons bind."""
+    from blocks.payloads import BatchValue
+
+    records = [_record(i, decided=i < 10, requested_by="U0ALICE", risk={"reversible": False}) for i in range(48)]
+    msg = batch_card(_batch(48), records, paused=True, paused_reason="incident")
+    _check(msg["blocks"])
+    actions = next(b for b in msg["blocks"] if b["type"] == "actions")
+    value = BatchValue.unpack(actions["elements"][0]["value"])
+    assert value.n == 38 and value.i == 48 and "10 settled:" in json.dumps(msg["blocks"])
+    waiting = [_record(i) for i in range(60)]
+    msg = batch_card(_batch(60), waiting, paused=True, paused_reason="incident")
+    _check(msg["blocks"])
+    value = BatchValue.unpack(next(b for b in msg["blocks"] if b["type"] == "actions")["elements"][0]["value"])
+    assert value.i == value.n == 45 and "15 more not shown yet" in json.dumps(msg["blocks"])
