@@ -1,103 +1,155 @@
-"""Batch cards: several related requests on one card, and the bulk and one-by-one views.
+"""Batch cards: several related requests on one card, each with its own control.
 
-A batch of one is the ordinary card of its request. From two items on, the card lists one
-line per item with its key facts and its own Approve/Reject control, says in plain words
-what approving all would do, and offers Approve all, Reject all (each behind a confirmation)
-and Review one by one. Everything is escaped and kept within Slack's limits.
+Three kinds, from the batch's group (see `group_kind`): approvals (approve first), shadow
+decisions (the same card with the agent's view hidden) and review batches (actions that
+already ran, to be checked). A batch of one is the ordinary card of its request.
+
+The block budget is computed: the card's fixed blocks are counted first and the items get
+what is left of Slack's 50, so no warning line can push a card over the limit. The bulk
+button binds the items the card draws (`BatchValue.i`, `BatchValue.h`): a click acts on
+exactly what the reviewer saw. Agent text is escaped exactly once (`clip`); text that is
+mrkdwn already is only cut (`truncate`), which never splits an entity or a mention.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter
 from typing import Any
 
+from blocks.batch_lines import item_line, review_line, strike
 from blocks.cards import card
-from blocks.facts import REJECT_REASONS, current_params, mode_label
-from blocks.ids import INPUT_ACTION, BatchActionId, BlockId, CallbackId, batch_item_block_id
-from blocks.kit import (
-    MESSAGE_BLOCKS_MAX,
-    Block,
-    button,
-    context,
-    divider,
-    header,
-    input_block,
-    modal,
-    option,
-    section,
-)
-from blocks.messages import MESSAGES
+from blocks.ids import BatchActionId, BlockId, batch_item_block_id
+from blocks.kit import MESSAGE_BLOCKS_MAX, Block, button, context, header, option, section
 from blocks.outcome import outcome_line
-from blocks.payloads import BatchMeta, BatchValue
-from blocks.text import clip, escape, fmt_amount, fmt_confidence, fmt_value, truncate, user_mention
-from store.errors import AlreadyDecided, NotAllowed
-from store.models import Batch, Record, State
+from blocks.payloads import BatchValue
+from blocks.text import clip, escape, fmt_amount, truncate, user_mention
+from store.models import Batch, Mode, Record, State
 
-ITEM_LINE_MAX = 280
+BATCH_OVERHEAD_MAX = 5
+"""Fixed blocks of a batch card at most: header, lead, pause notice, actions, footer."""
+BATCH_ITEMS_MAX = MESSAGE_BLOCKS_MAX - BATCH_OVERHEAD_MAX
+"""Items that always fit on one card, one block each: the largest valid `batching.max_items`."""
+
+REVIEW, SHADOW, APPROVE = "review", "shadow", "approve"
 
 
-def batch_card(batch: Batch, records: list[Record]) -> dict[str, Any]:
-    """`{"text", "blocks"}` of a batch card; one item is its request's ordinary card."""
+def group_kind(group: str) -> tuple[str, str]:
+    """(`review` | `shadow` | `approve`, the group without its kind prefix)."""
+    for kind in (REVIEW, SHADOW):
+        if group.startswith(kind + ":"):
+            return kind, group[len(kind) + 1:]
+    return APPROVE, group
+
+
+def drawn_hash(ids: list[str]) -> str:
+    """A short digest of the item ids a card drew, carried by its bulk buttons."""
+    return hashlib.sha1("\n".join(ids).encode(), usedforsecurity=False).hexdigest()[:12]
+
+
+def awaiting(record: Record, kind: str) -> bool:
+    """Whether the item still waits for a person on a card of this kind."""
+    if kind == REVIEW:
+        return record.review is None and record.state is not State.pending
+    return record.state is State.pending
+
+
+def batch_card(batch: Batch, records: list[Record], *, paused: bool = False,
+               paused_reason: str | None = None) -> dict[str, Any]:
+    """`{"text", "blocks"}` of a batch card, within Slack's limits whatever the items say."""
     if len(records) == 1:
-        return card(records[0])
-    pending = [r for r in records if r.state is State.pending]
-    first = records[0]
-    title = _title(batch, records)
-    blocks: list[Block] = [header(title)]
-    if pending:
-        blocks.append(section(_what_happens(pending)))
-    warnings = _warnings(pending)
-    if warnings:
-        blocks.append(context(warnings))
-    blocks.append(divider())
-    for r in records:
-        blocks.append(_item(batch, r))
-    n = len(pending)
-    if n:
-        value = BatchValue(b=batch.id, n=n).pack()
-        blocks.append({"type": "actions", "block_id": BlockId.actions.value, "elements": [
-            _confirmed(button(f"Approve all {n}", BatchActionId.approve_all, value, style="primary"),
-                       f"Approve all {n}?", _confirmation(pending), "Approve all", "primary"),
-            _confirmed(button(f"Reject all {n}", BatchActionId.reject_all, value, style="danger"),
-                       f"Reject all {n}?", f"All {n} waiting requests will be rejected; you give one "
-                       "reason for all of them.", "Reject all", "danger"),
-            button("Review one by one", BatchActionId.one_by_one, value),
-        ]})
-    done = len(records) - n
-    route = first.route
-    blocks.append(context([f"Batch of {len(records)} · {n} waiting · {done} decided · "
-                           f"{escape(route.tier.capitalize())} tier · {mode_label(route.mode)}"]))
-    assert len(blocks) <= MESSAGE_BLOCKS_MAX, "batches are capped below Slack's block limit"
-    text = clip(f"{title}: {n} waiting for a decision", 3000)
-    return {"text": text, "blocks": blocks}
+        return card(records[0], paused=paused, paused_reason=paused_reason)
+    kind, name = group_kind(batch.group)
+    by_id = {r.id: r for r in records}
+    items = [by_id[i] for i in batch.items if i in by_id]
+    open_items = [r for r in items if awaiting(r, kind)]
+    top: list[Block] = [header(_title(kind, name, items, open_items)), section(_lead(kind, items, open_items))]
+    if paused and kind != REVIEW and open_items:
+        why = clip(paused_reason, 500) if paused_reason else "every request needs a person"
+        top.append(context([f"⏸ *Automation paused:* {why}"]))
+    room = MESSAGE_BLOCKS_MAX - len(top) - 2  # the actions and the footer
+    prefix, drawn, lines = _draw(batch, kind, by_id, room)
+    shown_open = [r for r in drawn if awaiting(r, kind)]
+    blocks = top + lines
+    if shown_open:
+        blocks.append(_actions(batch, kind, prefix, shown_open))
+    blocks.append(context([_footer(kind, items, open_items, drawn)]))
+    text = f"{_title(kind, name, items, open_items)}: {len(open_items)} waiting"
+    return {"text": truncate(text, 3000), "blocks": blocks[:MESSAGE_BLOCKS_MAX]}
 
 
-def _title(batch: Batch, records: list[Record]) -> str:
-    first = records[0].request
-    if batch.group.startswith("key:"):
-        return truncate(f"{len(records)} requests: {batch.group[4:]}", 150)
-    return truncate(f"{len(records)} {first.action} requests from {first.agent}", 150)
+def _draw(batch: Batch, kind: str, by_id: dict[str, Record], room: int) -> tuple[list[str], list[Record], list[Block]]:
+    """The prefix of the batch's item ids the card covers (what the bulk buttons bind), the
+    records it draws, and their blocks: one per item; settled items folded into one block
+    when room runs short (with `max_items` valid, every item fits on its own)."""
+    items = [by_id[i] for i in batch.items if i in by_id]
+    settled = [r for r in items if not awaiting(r, kind)]
+    fold = len(items) > room
+    prefix: list[str] = []
+    drawn: list[Record] = []
+    budget = room - (1 if fold and settled else 0)
+    for rid in batch.items:
+        r = by_id.get(rid)
+        if r is not None and (awaiting(r, kind) or not fold):
+            if budget == 0:
+                break
+            budget -= 1
+        prefix.append(rid)
+        if r is not None:
+            drawn.append(r)
+    lines: list[Block] = []
+    folded = [r for r in drawn if not awaiting(r, kind)] if fold else []
+    if folded:
+        text = "\n".join(_settled_line(kind, r) for r in _arrival(folded))
+        lines.append(section(truncate(f"*{len(folded)} settled:*\n{text}", 3000)))
+    for r in _arrival(drawn):
+        if r not in folded:
+            lines.append(_item(batch, kind, r))
+    return prefix, drawn, lines
+
+
+def _arrival(records: list[Record]) -> list[Record]:
+    return sorted(records, key=lambda r: (r.created_at, r.id))
+
+
+def _title(kind: str, name: str, items: list[Record], open_items: list[Record]) -> str:
+    n = len(items)
+    if kind == REVIEW:
+        if open_items:
+            return f"{n} actions ran on their own, please check them"
+        return f"{n} actions ran on their own, all checked"
+    first = items[0].request
+    if name.startswith("key:"):
+        return f"{n} requests: {name[4:]}"
+    return f"{n} {first.action} requests from {first.agent}"
+
+
+def _lead(kind: str, items: list[Record], open_items: list[Record]) -> str:
+    """The one explanation line, consistent with the mode; a status line once all is settled."""
+    if kind == REVIEW:
+        if not open_items:
+            wrong = sum(1 for r in items if r.review is not None and r.review.verdict == "wrong")
+            return f"✅ *All checked:* {len(items) - wrong} looked right, {wrong} flagged as wrong."
+        return ("🔍 *These already ran, review them:* for each, say whether it looks right or was "
+                "wrong (the agent is told).")
+    if not open_items:
+        done = Counter(r.decision.status.value for r in items if r.decision is not None)
+        return "✅ *All decided:* " + ", ".join(f"{n} {s.replace('_', ' ')}" for s, n in done.most_common()) + "."
+    lead = "⏳ *Approval needed first:* nothing runs until a person approves it. " + _what_happens(open_items)
+    if kind == SHADOW:
+        lead += " Decide on the facts: the agent's recommendation and confidence are hidden."
+    warnings = _warnings(open_items)
+    return lead + ("\n" + " · ".join(warnings) if warnings else "")
 
 
 def _what_happens(pending: list[Record]) -> str:
-    """What approving every waiting item would do, in plain words."""
+    """What approving every waiting item would do, in plain words (mrkdwn)."""
     actions = Counter(r.request.action for r in pending)
-    parts = [f"*{escape(a)}* {n} time{'s' if n > 1 else ''}" for a, n in actions.most_common(5)]
+    parts = [f"*{clip(a, 80)}* {n} time{'s' if n > 1 else ''}" for a, n in actions.most_common(5)]
     total = sum(r.request.risk.amount or 0 for r in pending)
     currency = next((r.request.risk.currency for r in pending if r.request.risk.currency), None)
     money = f", moving {fmt_amount(total, currency)} in total" if total else ""
-    return clip(f"Approving all runs {', '.join(parts)}{money}.", 3000)
-
-
-def _confirmation(pending: list[Record]) -> str:
-    """The confirmation dialog's text: what will happen, then the list (Slack allows 300 chars)."""
-    text = _what_happens(pending)
-    lines = [f"• {escape(truncate(r.request.summary, 60))}" for r in pending[:5]]
-    more = f"\n…and {len(pending) - 5} more" if len(pending) > 5 else ""
-    irreversible = sum(1 for r in pending if r.request.risk.reversible is False)
-    undo = f"\n⚠️ {irreversible} cannot be undone." if irreversible else ""
-    full = f"{text}\n" + "\n".join(lines) + more + undo
-    return full if len(full) <= 300 else text[:300]
+    return f"Approving all runs {', '.join(parts)}{money}."
 
 
 def _warnings(pending: list[Record]) -> list[str]:
@@ -114,33 +166,68 @@ def _warnings(pending: list[Record]) -> list[str]:
     return out
 
 
-def item_line(record: Record) -> str:
-    """One line of key facts: the summary, the first params, amount and confidence."""
-    req = record.request
-    facts = []
-    if req.risk.amount is not None:
-        facts.append(fmt_amount(req.risk.amount, req.risk.currency))
-    for key, value in list(current_params(record).items())[:2]:
-        facts.append(f"{escape(key)}: {fmt_value(value, key=key, limit=40)}")
-    if req.confidence is not None:
-        facts.append(fmt_confidence(req.confidence))
-    tail = f" · {' · '.join(facts)}" if facts else ""
-    return truncate(f"{escape(truncate(req.summary, 160))}{tail}", ITEM_LINE_MAX)  # escaped already
+def _settled_line(kind: str, record: Record) -> str:
+    return review_line(record) if kind == REVIEW else _decided_line(record)
 
 
-def _item(batch: Batch, record: Record) -> Block:
+def _decided_line(record: Record) -> str:
+    """Approved items read as done (✅), rejected and expired ones are struck through (❌)."""
+    line = item_line(record)
+    d = record.decision
+    if d is not None and d.status.value in ("approved", "auto_approved", "answered", "resolved"):
+        return f"✅ {line}\n{outcome_line(record)}"
+    return f"❌ {strike(line)}\n{outcome_line(record)}"
+
+
+def _item(batch: Batch, kind: str, record: Record) -> Block:
     block_id = batch_item_block_id(batch.id, record.id)
+    if kind == REVIEW:
+        if record.review is not None:
+            return section(truncate(review_line(record), 3000), block_id=block_id)
+        return {**section(truncate(review_line(record), 3000), block_id=block_id), "accessory": {
+            "type": "overflow", "action_id": BatchActionId.review_item.value, "options": [
+                option("✅ Looks right", "ok"), option("⚠️ Was wrong…", "wrong"), option("🔍 Details", "details")]}}
     if record.state is not State.pending:
-        # both parts are mrkdwn already (escaped where they hold agent text): cut, never re-escape
-        return {"type": "section", "block_id": block_id,
-                "text": {"type": "mrkdwn", "text": truncate(f"~{item_line(record)}~\n{outcome_line(record)}", 3000)}}
+        return section(truncate(_decided_line(record), 3000), block_id=block_id)
     line = item_line(record)
     if record.route.quorum > 1 and record.approvals():
         line += f"\n⏳ {len(record.approvals())} of {record.route.quorum} approvals: " + ", ".join(
             user_mention(v.user_id) for v in record.approvals())
-    return {"type": "section", "block_id": block_id, "text": {"type": "mrkdwn", "text": truncate(line, 3000)},
-            "accessory": {"type": "overflow", "action_id": BatchActionId.item.value, "options": [
-                option("✅ Approve", "approve"), option("❌ Reject…", "reject"), option("🔍 Details", "details")]}}
+    choices = [option("✅ Approve", "approve")]
+    if record.request.editable:
+        choices.append(option("✏️ Edit…", "edit"))
+    choices += [option("❌ Reject…", "reject"), option("🔍 Details", "details")]
+    return {**section(truncate(line, 3000), block_id=block_id),
+            "accessory": {"type": "overflow", "action_id": BatchActionId.item.value, "options": choices}}
+
+
+def _actions(batch: Batch, kind: str, prefix: list[str], shown_open: list[Record]) -> Block:
+    n = len(shown_open)
+    value = BatchValue(b=batch.id, n=n, i=len(prefix), h=drawn_hash(prefix)).pack()
+    if kind == REVIEW:
+        return {"type": "actions", "block_id": BlockId.actions.value, "elements": [
+            _confirmed(button(f"All look right ({n})", BatchActionId.review_all, value, style="primary"),
+                       f"All {n} look right?", f"You confirm each of the {n} actions shown as right; "
+                       "each is recorded in your name.", "All look right", "primary")]}
+    return {"type": "actions", "block_id": BlockId.actions.value, "elements": [
+        _confirmed(button(f"Approve all {n}", BatchActionId.approve_all, value, style="primary"),
+                   f"Approve all {n}?", _confirmation(shown_open), "Approve all", "primary"),
+        _confirmed(button(f"Reject all {n}", BatchActionId.reject_all, value, style="danger"),
+                   f"Reject all {n}?", f"All {n} requests shown will be rejected; you give one "
+                   "reason for all of them.", "Reject all", "danger"),
+        button("Review one by one", BatchActionId.one_by_one, value),
+    ]}
+
+
+def _confirmation(pending: list[Record]) -> str:
+    """The confirmation dialog's text (Slack allows 300 chars): what will happen, the list."""
+    text = _what_happens(pending)
+    lines = [f"• {clip(r.request.summary, 60)}" for r in _arrival(pending)[:5]]
+    more = f"\n…and {len(pending) - 5} more" if len(pending) > 5 else ""
+    irreversible = sum(1 for r in pending if r.request.risk.reversible is False)
+    undo = f"\n⚠️ {irreversible} cannot be undone." if irreversible else ""
+    full = f"{text}\n" + "\n".join(lines) + more + undo
+    return full if len(full) <= 300 else truncate(text, 300)
 
 
 def _confirmed(element: dict[str, Any], title: str, text: str, confirm: str, style: str) -> dict[str, Any]:
@@ -151,96 +238,16 @@ def _confirmed(element: dict[str, Any], title: str, text: str, confirm: str, sty
     return element
 
 
-def reject_all_modal(batch: Batch, pending: list[Record], meta: BatchMeta) -> dict[str, Any]:
-    """The reason for rejecting every waiting item of a batch."""
-    lines = "\n".join(f"• {item_line(r)}" for r in pending[:15])
-    more = f"\n…and {len(pending) - 15} more" if len(pending) > 15 else ""
-    return modal(CallbackId.reject_all_modal, "Reject all", [
-        section(clip(f"Rejecting {len(pending)} requests:\n{lines}{more}", 3000)),
-        input_block(BlockId.reason_code, "Reason", _reasons()),
-        input_block(BlockId.reason_text, "Details (optional)", {
-            "type": "plain_text_input", "action_id": INPUT_ACTION, "multiline": True, "max_length": 2000},
-            optional=True),
-    ], submit="Reject all", private_metadata=meta.pack())
+def _footer(kind: str, items: list[Record], open_items: list[Record], drawn: list[Record]) -> str:
+    route = items[0].route
+    word = "to check" if kind == REVIEW else "waiting"
+    mode = {REVIEW: "ran, reviewed afterwards", SHADOW: "shadow review"}.get(kind, _mode(route.mode))
+    parts = [f"Batch of {len(items)}", f"{len(open_items)} {word}", f"{len(items) - len(open_items)} settled",
+             f"{clip(route.tier, 40).capitalize()} tier", mode]
+    if len(drawn) < len(items):
+        parts.append(f"{len(items) - len(drawn)} more not shown yet (they stay open)")
+    return " · ".join(parts)
 
 
-def _reasons() -> dict[str, Any]:
-    return {"type": "static_select", "action_id": INPUT_ACTION,
-            "options": [option(label, code) for code, label in REJECT_REASONS]}
-
-
-def one_by_one_modal(batch: Batch, record: Record | None, position: tuple[int, int], meta: BatchMeta,
-                     *, note: str | None = None) -> dict[str, Any]:
-    """Review a batch's waiting items one at a time (or say that none are left)."""
-    top = [context([clip(note, 2000)])] if note else []
-    if record is None:
-        return modal(CallbackId.one_by_one_modal, "Review one by one",
-                     [*top, section("✅ Nothing is waiting in this batch any more.")], private_metadata=meta.pack())
-    index, total = position
-    shown = card(record)["blocks"]
-    body = [b for b in shown if b.get("type") != "actions"][: 100 - 6]
-    body[:0] = [*top, context([f"Item {index} of {total} waiting"])]
-    body.append(section("*Reason, if you reject:*"))
-    body.append({"type": "actions", "block_id": BlockId.reason_code.value, "elements": [
-        {**_reasons(), "action_id": BatchActionId.step_reason.value,
-         "placeholder": {"type": "plain_text", "text": "Choose a reason"}}]})
-    body.append({"type": "actions", "block_id": BlockId.actions.value, "elements": [
-        button("Approve", BatchActionId.step_approve, meta.pack(), style="primary"),
-        button("Reject", BatchActionId.step_reject, meta.pack(), style="danger"),
-        button("Skip", BatchActionId.step_skip, meta.pack()),
-    ]})
-    return modal(CallbackId.one_by_one_modal, "Review one by one", body, private_metadata=meta.pack())
-
-
-def digest_card(channel: str, waiting: list[Record], oldest_age_s: float | None, *, cleared: bool) -> dict[str, Any]:
-    """The backlog digest of a channel: counts by action and tier, oldest waiting, a queue button."""
-    if cleared:
-        text = f"✅ Backlog in {escape(channel)} cleared: every request is on a card."
-        return {"text": text, "blocks": [section(text)]}
-    by_action = Counter(r.request.action for r in waiting)
-    by_tier = Counter(r.route.tier for r in waiting)
-    lines = [
-        f"📥 *{len(waiting)} requests* are queued for {escape(channel)} faster than Slack lets us post "
-        "them; their cards follow one per second. This summary updates in place.",
-        "*By action:* " + ", ".join(f"{escape(a)} {n}" for a, n in by_action.most_common(8)),
-        "*By tier:* " + ", ".join(f"{escape(t)} {n}" for t, n in by_tier.most_common()),
-    ]
-    if oldest_age_s is not None:
-        lines.append(f"*Oldest waiting:* {int(oldest_age_s)} s")
-    return {"text": clip(f"{len(waiting)} requests queued for {channel}", 3000), "blocks": [
-        header("Approval backlog"),
-        section(clip("\n".join(lines), 3000)),
-        {"type": "actions", "block_id": BlockId.actions.value, "elements": [
-            button("Open the queue", BatchActionId.open_queue, BatchValue(b=channel).pack())]},
-    ]}
-
-
-def queue_modal(channel: str, waiting: list[Record]) -> dict[str, Any]:
-    """The requests waiting for a card in a channel, oldest first."""
-    lines = [f"• {item_line(r)}" for r in waiting[:90]]
-    body = [section(clip("\n".join(lines[i:i + 10]), 3000)) for i in range(0, len(lines), 10)] or [
-        section("Nothing is waiting.")]
-    return modal(CallbackId.queue_modal, "Queue", [
-        context([f"{len(waiting)} requests waiting in {escape(channel)}"]), *body], private_metadata="")
-
-
-def bulk_result_message(verb: str, outcomes: list[tuple[str, Record | None, Exception | None]]) -> dict[str, Any]:
-    """`{"text", "blocks"}` telling the clicker what a bulk action did to each item, honestly."""
-    done = [r for _, r, e in outcomes if r is not None and r.decision is not None]
-    waiting = [r for _, r, e in outcomes if r is not None and r.decision is None]
-    refused: Counter[str] = Counter()
-    late = 0
-    for _, _, e in outcomes:
-        if isinstance(e, NotAllowed):
-            refused[e.reason] += 1
-        elif isinstance(e, AlreadyDecided):
-            late += 1
-    lines = [f"{verb.capitalize()} {len(done)} of {len(outcomes)}."]
-    if waiting:
-        lines.append(f"⏳ {len(waiting)} still need another approver to reach their quorum; they stay open.")
-    for reason, n in refused.most_common():
-        lines.append(f"⛔ {n} not {verb}: {MESSAGES.get(reason, reason)}")
-    if late:
-        lines.append(f"{late} had already been decided; nothing changed for them.")
-    text = clip("\n".join(lines), 3000)
-    return {"text": text, "blocks": [section(text)]}
+def _mode(mode: Mode) -> str:
+    return "approve first" if mode is Mode.approve else escape(mode.value)

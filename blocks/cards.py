@@ -18,11 +18,13 @@ from blocks.escalation import (
 from blocks.facts import (
     current_draft,
     current_params,
+    edited_amount_key,
     hides_agent_view,
     kind_title,
     mentions,
     mode_label,
     reject_label,
+    shown_value,
 )
 from blocks.ids import ActionId, BlockId
 from blocks.kit import (
@@ -42,7 +44,7 @@ from blocks.text import (
     fmt_amount,
     fmt_confidence,
     fmt_time,
-    fmt_value,
+    label,
     truncate,
     user_mention,
 )
@@ -69,12 +71,26 @@ def card(
     Handovers (kind `escalation`, or mode `escalate`) get the escalation card."""
     pending = record.state is State.pending and record.decision is None
     if is_handover(record):
-        return escalation_card(record) if pending else locked_escalation_card(record)
+        if not pending:
+            return locked_escalation_card(record)
+        return _with_pause(escalation_card(record), paused, paused_reason)
     if pending:
         return approval_card(record, paused=paused, paused_reason=paused_reason, details=details)
     if needs_review(record) or record.review is not None:
-        return review_card(record)
+        return review_card(record)  # it ran already: a pause changes nothing for it
     return locked_card(record)
+
+
+def pause_banner(paused_reason: str | None) -> Block:
+    """The notice every open card carries while automation is paused, with the reason."""
+    why = clip(paused_reason, 500) if paused_reason else "every request needs a person"
+    return section(f"⏸ *Automation paused:* {why}")
+
+
+def _with_pause(message: dict[str, Any], paused: bool, paused_reason: str | None) -> dict[str, Any]:
+    if not paused:
+        return message
+    return {**message, "blocks": [pause_banner(paused_reason), *message["blocks"]][:MESSAGE_BLOCKS_MAX]}
 
 
 def approval_card(
@@ -90,8 +106,7 @@ def approval_card(
     """
     blocks: list[Block] = []
     if paused:
-        why = clip(paused_reason, 500) if paused_reason else "every request needs a person"
-        blocks.append(section(f"⏸ *Automation paused:* {why}"))
+        blocks.append(pause_banner(paused_reason))
     blocks += _body(record)
     if record.route.quorum > 1:
         blocks.append(context([_quorum(record)]))
@@ -158,7 +173,11 @@ def _body(record: Record, *, with_header: bool = True) -> list[Block]:
     blocks: list[Block] = []
     if with_header:
         blocks.append(header(f"{kind_title(record)}: {r.action}"))
-    blocks.append(section(clip(r.summary, SUMMARY_MAX)))
+    if record.changes:  # the summary is the agent's words; the edited values are below
+        blocks.append(section(truncate(clip(r.summary, SUMMARY_MAX - 80) + "\n_The agent's original summary; "
+                                       "edited values are marked below._", SUMMARY_MAX)))
+    else:
+        blocks.append(section(clip(r.summary, SUMMARY_MAX)))
     facts, more = _facts(record)
     blocks.append(fields(facts))
     if more:
@@ -177,23 +196,21 @@ def _facts(record: Record) -> tuple[list[str], str | None]:
     items = [f"*Agent*\n{clip(r.agent, 200)}", f"*Action*\n{clip(r.action, 200)}"]
     if r.confidence is not None and not hides_agent_view(record):
         items.append(f"*Confidence*\n{fmt_confidence(r.confidence)}")
-    if r.risk.amount is not None:
+    edited_amount = edited_amount_key(record)
+    if r.risk.amount is not None and edited_amount is None:
         items.append(f"*Amount*\n{fmt_amount(r.risk.amount, r.risk.currency)}")
     risk = _risk(record)
     if risk:
         items.append(f"*Risk*\n{risk}")
     params = current_params(record)
     # a param that only repeats the risk amount already shown as "Amount" is not shown twice
-    # (an edited one is: the reviewer must see the new value)
+    # (an edited one is, in place of the agent's amount: "$200.00, edited from $250.00")
     same = {k for k, v in params.items() if k.lower() == "amount" and k not in record.changes
             and isinstance(v, int | float) and not isinstance(v, bool) and v == r.risk.amount}
     room = min(MAX_PARAM_FIELDS, 10 - len(items))
     shown = [k for k in params if k not in same][:room]
     for key in shown:
-        edited = " (edited)" if key in record.changes else ""
-        items.append(
-            f"*{clip(key, 100)}*{edited}\n{fmt_value(params[key], key=key, limit=PARAM_VALUE_MAX)}"
-        )
+        items.append(f"*{clip(label(key), 100)}*\n{shown_value(record, key, params[key], limit=PARAM_VALUE_MAX)}")
     hidden = len(params) - len(same) - len(shown)
     more = f"+{hidden} more param{'s' if hidden != 1 else ''}" if hidden else None
     return items, more
@@ -266,10 +283,15 @@ def _excerpt(record: Record) -> Block:
 
 
 def _explainer(record: Record) -> list[str]:
+    """One line that explains the card, consistent with its state: the mode's words while it
+    waits (approve first / ran, review it), none once decided (the outcome line says it);
+    why it is here; and the request id (small, copyable: what `/hitl audit` takes)."""
     route = record.route
-    parts = [f"{clip(route.tier, 40).capitalize()} tier", mode_label(route.mode)]
-    if route.sampled:
-        parts.append("sampled")
+    parts = [f"{clip(route.tier, 40).capitalize()} tier"]
+    if record.state is State.pending and record.decision is None:
+        parts.append(mode_label(route.mode))
+    elif needs_review(record):
+        parts.append("ran on its own, review it")
     if route.paused:
         parts.append("sent to people because automation is paused")
     why = route.reasons or [f"rule: {r}" for r in route.rules]
@@ -281,6 +303,7 @@ def _explainer(record: Record) -> list[str]:
     items = [" · ".join(parts)]
     if record.request.requested_by:
         items.append(f"Requested for {user_mention(record.request.requested_by)}")
+    items.append(f"Request `{record.id}`")
     return items
 
 

@@ -9,7 +9,7 @@ from blocks.facts import current_draft, current_params, hides_agent_view, kind_t
 from blocks.ids import CallbackId
 from blocks.kit import MODAL_BLOCKS_MAX, Block, context, divider, fields, header, modal, section
 from blocks.payloads import ModalMeta
-from blocks.text import clip, fmt_time, fmt_value
+from blocks.text import clip, fmt_time, fmt_value, label
 from store.models import Record
 
 MAX_PARAMS = 40
@@ -28,13 +28,13 @@ def context_modal(record: Record, meta: ModalMeta | None = None) -> dict[str, An
     if draft:
         blocks.append(section(f"*Draft*\n{clip(draft, 2990)}"))
     agent_view = not hides_agent_view(record)
-    for label, text in (
+    for title, text in (
         ("Agent recommends", ctx.recommendation if agent_view else None),
         ("Goal", ctx.goal),
         ("Why the agent stopped", ctx.failure_reason),
     ):
         if text:
-            blocks.append(section(f"*{label}*\n{clip(text, 2900)}"))
+            blocks.append(section(f"*{title}*\n{clip(text, 2900)}"))
     if ctx.alternatives and agent_view:
         blocks.append(section("*Alternatives*\n" + clip("\n".join(ctx.alternatives), 2900)))
     if ctx.actions_attempted:
@@ -49,7 +49,7 @@ def context_modal(record: Record, meta: ModalMeta | None = None) -> dict[str, An
         blocks.append(
             fields(
                 [
-                    f"*{clip(k, 100)}*\n{fmt_value(v, key=k, limit=500)}"
+                    f"*{clip(label(k), 100)}*\n{fmt_value(v, key=k, limit=500)}"
                     for k, v in list(ctx.customer.items())[:10]
                 ]
             )
@@ -74,7 +74,7 @@ def context_modal(record: Record, meta: ModalMeta | None = None) -> dict[str, An
 def _params(record: Record) -> list[Block]:
     params = current_params(record)
     items = [
-        f"*{clip(k, 100)}*\n{fmt_value(v, key=k, limit=1800)}"
+        f"*{clip(label(k), 100)}*\n{fmt_value(v, key=k, limit=1800)}"
         for k, v in list(params.items())[:MAX_PARAMS]
     ]
     blocks = [fields(items[i : i + 10]) for i in range(0, len(items), 10)]
@@ -89,14 +89,14 @@ def _meta_line(record: Record) -> str:
     parts = [f"Agent {clip(r.agent, 100)}", f"received {fmt_time(record.created_at)}"]
     if r.confidence is not None and not hides_agent_view(record):
         parts.append(f"confidence {round(r.confidence * 100)}%")
-    for label, value in (
+    for name, value in (
         ("model", m.model),
         ("prompt", m.prompt_version),
         ("session", m.session_id),
         ("tool calls", m.tool_calls),
     ):
         if value is not None:
-            parts.append(f"{label} {clip(str(value), 100)}")
+            parts.append(f"{name} {clip(str(value), 100)}")
     return " · ".join(parts)
 
 

@@ -34,6 +34,7 @@ from blocks.text import (
     fmt_duration,
     fmt_time,
     fmt_value,
+    label,
     truncate,
     user_mention,
 )
@@ -211,14 +212,14 @@ def _facts(record: Record) -> list[str]:
         items.append(f"*Amount*\n{fmt_amount(r.risk.amount, r.risk.currency)}")
     customer = list(r.context.customer.items())
     for key, value in customer[:CUSTOMER_FACTS]:
-        items.append(f"*{clip(key, 60)}*\n{fmt_value(value, key=key, limit=150)}")
+        items.append(f"*{clip(label(key), 60)}*\n{fmt_value(value, key=key, limit=150)}")
     if len(customer) > CUSTOMER_FACTS:
         items.append(f"*More customer facts*\n{len(customer) - CUSTOMER_FACTS} in full context")
     if r.kind is not Kind.escalation:
         params = current_params(record)
         room = 10 - len(items)
         for key in list(params)[:max(0, min(2, room))]:
-            items.append(f"*{clip(key, 60)}*\n{fmt_value(params[key], key=key, limit=150)}")
+            items.append(f"*{clip(label(key), 60)}*\n{fmt_value(params[key], key=key, limit=150)}")
     return items[:10]
 
 

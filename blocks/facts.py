@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from blocks.text import escape, user_mention
+from blocks.text import escape, fmt_amount, fmt_value, user_mention
 from store.models import Choice, Kind, Mode, Record, Status, Vote
 
 REJECT_REASONS: tuple[tuple[str, str], ...] = (
@@ -29,10 +29,10 @@ _TITLES = {
 }
 
 _MODES = {
-    Mode.auto: "automatic (sampled for review)",
-    Mode.audit: "done, reviewed afterwards",
-    Mode.shadow: "shadow review (agent's view hidden)",
-    Mode.approve: "approval required",
+    Mode.auto: "ran on its own, sampled for review",
+    Mode.audit: "ran on its own, reviewed afterwards",
+    Mode.shadow: "approve first (shadow: the agent's view hidden)",
+    Mode.approve: "approve first: nothing runs until a person approves",
     Mode.escalate: "handed to a person",
     Mode.deny: "denied by policy",
 }
@@ -69,7 +69,7 @@ def kind_title(record: Record) -> str:
 
 
 def mode_label(mode: Mode) -> str:
-    """The routing mode in a few plain words (`approval required`)."""
+    """The routing mode in a few plain words (`approve first: ...`), for open cards."""
     return _MODES.get(mode, mode.value)
 
 
@@ -107,3 +107,25 @@ def mentions(user_ids: list[str]) -> str:
     if len(names) <= 1:
         return "".join(names)
     return ", ".join(names[:-1]) + " and " + names[-1]
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+def shown_value(record: Record, key: str, value: Any, *, limit: int = 60) -> str:
+    """A param's value as mrkdwn; an edited one in place as `new, edited from old`."""
+    money = record.request.risk.currency if key.lower() == "amount" and _is_number(value) else None
+    text = fmt_amount(float(value), money) if money else fmt_value(value, key=key, limit=limit)
+    change = record.changes.get(key)
+    if change is not None:
+        before = change.before
+        was = (fmt_amount(float(before), money) if money and _is_number(before)
+               else fmt_value(before, key=key, limit=limit))
+        text += f", _edited from {was}_"
+    return text
+
+
+def edited_amount_key(record: Record) -> str | None:
+    """The `amount` param when a person changed it (it then replaces the agent's risk amount)."""
+    return next((k for k in record.changes if k.lower() == "amount"), None)

@@ -32,6 +32,9 @@ class BatchActionId(StrEnum):
     step_skip = "hitl.batch.step_skip"
     step_reason = "hitl.batch.step_reason"
     open_queue = "hitl.batch.open_queue"
+    step_edit = "hitl.batch.step_edit"
+    review_item = "hitl.batch.review_item"
+    review_all = "hitl.batch.review_all"
 
 
 BATCH_ITEM_PREFIX = "hitl.batch:"
@@ -49,6 +52,13 @@ def from_batch_item_block_id(block_id: str) -> tuple[str, str] | None:
     return (batch_id, request_id) if batch_id and request_id else None
 
 
+class HomeActionId(StrEnum):
+    """The App Home's pause switch (admins only)."""
+
+    pause = "hitl.home.pause"
+    resume = "hitl.home.resume"
+
+
 class CallbackId(StrEnum):
     reject_modal = "hitl.reject_modal"
     edit_modal = "hitl.edit_modal"
@@ -61,6 +71,7 @@ class CallbackId(StrEnum):
     resolve_modal = "hitl.resolve_modal"
     hand_back_modal = "hitl.hand_back_modal"
     review_wrong_modal = "hitl.review_wrong_modal"
+    pause_modal = "hitl.home.pause_modal"
 
 
 class BlockId(StrEnum):

@@ -24,7 +24,7 @@ from blocks.kit import (
     section,
 )
 from blocks.payloads import ModalMeta
-from blocks.text import clip, fmt_plain, is_money_key, number_str, parse_number
+from blocks.text import clip, fmt_plain, is_money_key, label, number_str, parse_number
 from store.models import Record
 
 Errors = dict[str, str]
@@ -86,7 +86,7 @@ def edit_modal(record: Record, meta: ModalMeta) -> dict[str, Any]:
             blocks.append(
                 context(
                     [
-                        f"*{clip(name, 100)}* is too long to edit here "
+                        f"*{clip(label(name), 100)}* is too long to edit here "
                         f"({len(str(value)):,} characters); it stays as it is."
                     ]
                 )
@@ -95,7 +95,7 @@ def edit_modal(record: Record, meta: ModalMeta) -> dict[str, Any]:
         blocks.append(
             input_block(
                 param_block_id(name),
-                name,
+                label(name),
                 _param_element(name, kind, value),
                 optional=kind == "text" and not value,
                 hint=_was(record, name),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from blocks.facts import STATUS_WORDS, deciders, mentions, reject_label
-from blocks.text import clip, fmt_duration, fmt_time, fmt_value
+from blocks.text import clip, fmt_duration, fmt_time, fmt_value, label
 from store.models import Change, Record, Status
 
 
@@ -69,7 +69,7 @@ def _changes(changes: dict[str, Change]) -> str:
         else:
             before = fmt_value(c.before, key=key, limit=80)
             after = fmt_value(c.after, key=key, limit=80)
-            out.append(f"{clip(key, 60)} {before} → {after}")
+            out.append(f"{clip(label(key), 60)} {before} → {after}")
     if len(changes) > 5:
         out.append(f"+{len(changes) - 5} more")
     return "; ".join(out)

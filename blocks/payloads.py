@@ -53,11 +53,15 @@ class ModalMeta(_Packed):
 
 
 class BatchValue(_Packed):
-    """Value of a batch card's bulk buttons: which batch, and how many items it acted on."""
+    """Value of a batch card's bulk buttons: which batch, how many waiting items it showed (`n`),
+    and which items it drew: the first `i` of the batch (items only ever join at the end),
+    whose ids hash to `h`. A bulk click acts on exactly those."""
 
     limit: ClassVar[int] = 2000
     b: str
     n: int | None = None
+    i: int | None = None
+    h: str | None = None
 
 
 class BatchMeta(_Packed):
@@ -68,3 +72,5 @@ class BatchMeta(_Packed):
     r: str | None = None
     c: str | None = None
     t: str | None = None
+    i: int | None = None
+    h: str | None = None

@@ -19,7 +19,7 @@ from store.bounds import MAX_NUMBER
 ELLIPSIS = "…"
 
 _USER_ID = re.compile(r"^[UW][A-Z0-9]{2,30}$")
-_ENTITY_TAIL = re.compile(r"&[a-z]{0,3}$")
+_ENTITY_TAIL = re.compile(r"&[a-z]{0,4}$")
 _MONEY_WORDS = (
     "amount",
     "price",
@@ -50,24 +50,36 @@ def escape(s: str) -> str:
 
 
 def truncate(s: str, n: int) -> str:
-    """`s` cut to at most `n` characters, ending in an ellipsis when anything was cut."""
+    """`s` cut to at most `n` characters, ending in an ellipsis when anything was cut.
+
+    The one truncation helper of every surface: a cut never splits an `&amp;`-style entity
+    or a `<...>` mention, date or link, so escaped text stays escaped exactly once."""
     if len(s) <= n:
         return s
     if n <= 0:
         return ""
-    return s[: n - 1].rstrip() + ELLIPSIS
+    head = _ENTITY_TAIL.sub("", s[: n - 1])  # a cut "&am" would show as junk
+    opened = head.rfind("<")
+    if opened > head.rfind(">"):  # inside <@U1>, <!date^...|...> or <url|text>: cut before it
+        head = head[:opened]
+    return head.rstrip() + ELLIPSIS
 
 
 def clip(s: str, n: int) -> str:
-    """`s` escaped and then cut to at most `n` characters, never splitting an `&...;` entity."""
-    out = escape(s)
-    if len(out) <= n:
-        return out
-    if n <= 0:
-        return ""
-    head = out[: n - 1]
-    head = _ENTITY_TAIL.sub("", head)  # a cut "&am" would show as junk
-    return head.rstrip() + ELLIPSIS
+    """Untrusted `s` escaped and then cut to at most `n` characters (never splitting an entity).
+
+    Only for raw agent text: text that is mrkdwn already goes through `truncate`."""
+    return truncate(escape(s), n)
+
+
+def label(key: str) -> str:
+    """A param name for people: `order_id` -> `Order id`, `refundAmount` -> `Refund amount`
+    (plain text: escape it for mrkdwn)."""
+    words = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", " ", key).replace("_", " ").replace("-", " ").split()
+    if not words:
+        return key
+    text = " ".join(w if w.isupper() and len(w) > 1 else w.lower() for w in words)
+    return text[0].upper() + text[1:]
 
 
 def is_user_id(user_id: str) -> bool:

@@ -36,7 +36,7 @@ from bot.metrics import render_metrics
 from bot.policy import PolicyError, PolicyHolder
 from bot.scheduler import Scheduler
 from bot.stats import PauseState, StatsProjector, policy_lines
-from handlers import batch, cards, escalations, questions
+from handlers import batch, cards, escalations, questions, review_batch
 from handlers import commands as command_handlers
 from handlers import home as home_handlers
 from handlers.deps import CONTEXT_KEY, Deps
@@ -192,7 +192,8 @@ def build_app(settings: Settings, store: Store | None = None, policy: PolicyHold
     bolt_client = slack_client(settings, retries=True)
     pause = PauseState(store)
     delivery = Delivery(store, slack_client(settings, retries=False),
-                        lambda r: render(r, pause.current()), batch_card,
+                        lambda r: render(r, pause.current()),
+                        lambda b, rs: batch_card(b, rs, paused=pause.current()[0], paused_reason=pause.current()[1]),
                         backlog=Backlog(store, settings.backlog_at), post_rate=settings.post_rate,
                         post_burst=settings.post_burst)
     intake = Intake(store, policy, redis_url=settings.redis_url, consumer=settings.consumer,
@@ -215,6 +216,7 @@ def build_app(settings: Settings, store: Store | None = None, policy: PolicyHold
 
     cards.register(bolt)
     batch.register(bolt)
+    review_batch.register(bolt)
     escalations.register(bolt)
     questions.register(bolt)
     command_handlers.register(bolt)

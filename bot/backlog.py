@@ -10,7 +10,7 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-from blocks.batch import digest_card
+from blocks.batch_views import digest_card
 from store.backlog import BacklogStore
 from store.models import Record
 from store.redis_store import Store

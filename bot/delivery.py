@@ -31,7 +31,7 @@ from bot.backlog import Backlog
 from bot.channels import ChannelIds
 from bot.worker import DueWorker
 from store.errors import NotFound
-from store.models import Batch, Record, State, utcnow
+from store.models import Batch, Record, State, Status, utcnow
 from store.redis_store import Store
 
 log = logging.getLogger("hitl.delivery")
@@ -54,6 +54,15 @@ def _now_ms() -> int:
 
 def _digest(message: dict[str, Any]) -> str:
     return hashlib.sha1(json.dumps(message, sort_keys=True).encode(), usedforsecurity=False).hexdigest()
+
+
+def _awaits_person(record: Record) -> bool:
+    """Pending a decision, or (review batches) ran on its own and not yet checked."""
+    if record.state is State.pending:
+        return True
+    d = record.decision
+    return (d is not None and d.status is Status.auto_approved and record.route.sampled
+            and record.review is None)
 
 
 class Deferred(Exception):
@@ -137,7 +146,7 @@ class Delivery(DueWorker):
         if record.ts:
             await self.store.finish_outbox(member, lease)
             return f"post:{channel}"
-        if record.route.group and record.state is State.pending:
+        if record.route.group and _awaits_person(record):
             bid = await self.store.join_batch(record, uuid.uuid4().hex[:12], _now_ms())
             await self.store.enqueue(f"batch:{bid}", _now_ms())
             await self.store.finish_outbox(member, lease)

@@ -1,18 +1,21 @@
 """Listeners for batch cards: an item's own control, Approve all, Reject all, one by one,
-and the backlog digest's queue button. Bulk actions decide each item separately."""
+and the backlog digest's queue button. Bulk actions decide each item separately, and only
+the items the card drew (`BatchValue.i`/`h`): later arrivals stay open and the reply says so."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext, AsyncRespond
 from slack_sdk.web.async_client import AsyncWebClient
 
-from blocks.batch import bulk_result_message, one_by_one_modal, queue_modal, reject_all_modal
+from blocks.batch import drawn_hash
+from blocks.batch_views import bulk_result_message, one_by_one_modal, queue_modal, reject_all_modal
 from blocks.details import context_modal
 from blocks.ids import BatchActionId, BlockId, CallbackId, from_batch_item_block_id
 from blocks.messages import refusal_message
-from blocks.modals import reject_modal
+from blocks.modals import edit_modal, reject_modal
 from blocks.payloads import BatchMeta, BatchValue, ModalMeta, PayloadError
 from handlers import reviews
 from handlers.deps import deps, user_name
@@ -46,6 +49,10 @@ async def on_item(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], r
             record = await reviews.check(d, rid, user["id"], Choice.reject)
             await client.views_open(trigger_id=body["trigger_id"],
                                     view=reject_modal(record, ModalMeta(r=rid, c=channel, t=ts)))
+        elif choice == "edit":  # the same typed modal and validation as a single card's Edit
+            record = await reviews.check(d, rid, user["id"], Choice.edit)
+            await client.views_open(trigger_id=body["trigger_id"],
+                                    view=edit_modal(record, ModalMeta(r=rid, c=channel, t=ts)))
         else:
             record = await d.store.get(rid)
             await client.views_open(trigger_id=body["trigger_id"], view=context_modal(record))
@@ -60,16 +67,38 @@ async def _pending(context: AsyncBoltContext, batch_id: str) -> tuple[Batch, lis
     return batch, [r for r in await store.get_many(batch.items) if r.state is State.pending]
 
 
+async def drawn(context: AsyncBoltContext, batch_id: str, i: int | None, h: str | None,
+                waiting: Callable[[Record], bool]) -> tuple[Batch, list[Record], int]:
+    """The waiting items among those the card drew (the batch's first `i`, hashing to `h`),
+    and how many waiting items joined after it was drawn. A card that does not match its
+    batch (tampered, or from another batch) is refused: nothing is decided on a guess."""
+    store = deps(context).store
+    batch = await store.get_batch(batch_id)
+    shown = batch.items if i is None else batch.items[:i]
+    if h is not None and drawn_hash(shown) != h:
+        raise PayloadError("the card does not match its batch")
+    records = await store.get_many(batch.items)
+    chosen = set(shown)
+    return (batch, [r for r in records if r.id in chosen and waiting(r)],
+            sum(1 for r in records if r.id not in chosen and waiting(r)))
+
+
+def _is_pending(r: Record) -> bool:
+    return r.state is State.pending
+
+
 async def on_approve_all(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], respond: AsyncRespond,
                          context: AsyncBoltContext) -> None:
     await ack()
     user = body["user"]
     try:
-        _, pending = await _pending(context, BatchValue.unpack(action["value"]).b)
+        v = BatchValue.unpack(action["value"])
+        _, pending, arrived = await drawn(context, v.b, v.i, v.h, _is_pending)
         outcomes = await reviews.decide_many(deps(context), [r.id for r in pending], user["id"],
                                              user_name(user), Choice.approve)
-        await respond(**bulk_result_message("approved", outcomes), response_type="ephemeral",
-                      replace_original=False)
+        gone = max(0, (v.n or 0) - len(pending))
+        await respond(**bulk_result_message("approved", outcomes, arrived=arrived, gone=gone),
+                      response_type="ephemeral", replace_original=False)
     except ERRORS as e:
         await respond(**refusal_message(e), response_type="ephemeral", replace_original=False)
 
@@ -78,11 +107,11 @@ async def on_reject_all(ack: AsyncAck, body: dict[str, Any], action: dict[str, A
                         context: AsyncBoltContext, client: AsyncWebClient) -> None:
     await ack()
     try:
-        bid = BatchValue.unpack(action["value"]).b
-        batch, pending = await _pending(context, bid)
+        v = BatchValue.unpack(action["value"])
+        batch, pending, _ = await drawn(context, v.b, v.i, v.h, _is_pending)
         channel, ts = _where(body)
-        await client.views_open(trigger_id=body["trigger_id"],
-                                view=reject_all_modal(batch, pending, BatchMeta(b=bid, c=channel, t=ts)))
+        await client.views_open(trigger_id=body["trigger_id"], view=reject_all_modal(
+            batch, pending, BatchMeta(b=v.b, c=channel, t=ts, i=v.i, h=v.h)))
     except ERRORS as e:
         await respond(**refusal_message(e), response_type="ephemeral", replace_original=False)
 
@@ -94,11 +123,17 @@ async def on_reject_all_submitted(ack: AsyncAck, body: dict[str, Any], view: dic
         return
     meta = BatchMeta.unpack(view.get("private_metadata"))
     user = body["user"]
-    _, pending = await _pending(context, meta.b)
+    try:
+        _, pending, arrived = await drawn(context, meta.b, meta.i, meta.h, _is_pending)
+    except ERRORS as e:
+        if meta.c:
+            await client.chat_postEphemeral(channel=meta.c, user=user["id"], **refusal_message(e))
+        return
     outcomes = await reviews.decide_many(deps(context), [r.id for r in pending], user["id"], user_name(user),
                                          Choice.reject, reason_code=rejection.code, reason=rejection.text)
     if meta.c:
-        await client.chat_postEphemeral(channel=meta.c, user=user["id"], **bulk_result_message("rejected", outcomes))
+        await client.chat_postEphemeral(channel=meta.c, user=user["id"],
+                                        **bulk_result_message("rejected", outcomes, arrived=arrived))
 
 
 async def on_one_by_one(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], respond: AsyncRespond,
@@ -123,7 +158,15 @@ async def on_step(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], c
     d, user, view = deps(context), body["user"], body["view"]
     meta = BatchMeta.unpack(action["value"])
     note = None
-    if meta.r and action["action_id"] != BatchActionId.step_skip:
+    if meta.r and action["action_id"] == BatchActionId.step_edit:
+        try:  # the edit modal goes on top; its submission decides like a card's Edit
+            record = await reviews.check(d, meta.r, user["id"], Choice.edit)
+            await client.views_push(trigger_id=body["trigger_id"],
+                                    view=edit_modal(record, ModalMeta(r=meta.r, c=meta.c, t=meta.t)))
+            return
+        except ERRORS as e:
+            note = refusal_message(e)["text"]
+    elif meta.r and action["action_id"] != BatchActionId.step_skip:
         values = view.get("state", {}).get("values", {})
         chosen = values.get(BlockId.reason_code, {}).get(BatchActionId.step_reason) or {}
         code = (chosen.get("selected_option") or {}).get("value")
@@ -164,7 +207,8 @@ def register(app: AsyncApp) -> None:
     app.action(BatchActionId.approve_all.value)(on_approve_all)
     app.action(BatchActionId.reject_all.value)(on_reject_all)
     app.action(BatchActionId.one_by_one.value)(on_one_by_one)
-    for step in (BatchActionId.step_approve, BatchActionId.step_reject, BatchActionId.step_skip):
+    for step in (BatchActionId.step_approve, BatchActionId.step_reject, BatchActionId.step_skip,
+                 BatchActionId.step_edit):
         app.action(step.value)(on_step)
     app.action(BatchActionId.open_queue.value)(on_open_queue)
     app.action(BatchActionId.step_reason.value)(on_reason_chosen)

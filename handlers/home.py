@@ -5,11 +5,20 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from slack_bolt.async_app import AsyncApp, AsyncBoltContext
+from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext
 from slack_sdk.web.async_client import AsyncWebClient
 
-from blocks.home import WAITING_SHOWN, home_view
-from handlers.commands import control_line, pending_records, permalinks, stats_of
+from blocks.home import WAITING_SHOWN, home_view, pause_modal
+from blocks.ids import INPUT_ACTION, BlockId, CallbackId, HomeActionId
+from handlers.commands import (
+    Asked,
+    control_line,
+    do_pause,
+    do_resume,
+    pending_records,
+    permalinks,
+    stats_of,
+)
 from handlers.deps import Deps, deps
 from store.errors import StoreError
 from store.models import Choice, Record, utcnow
@@ -42,17 +51,59 @@ async def on_home_opened(event: dict[str, Any], client: AsyncWebClient,
                          context: AsyncBoltContext) -> None:
     if event.get("tab", "home") != "home":
         return
-    d, user = deps(context), event["user"]
+    await publish(deps(context), client, event["user"])
+
+
+async def publish(d: Deps, client: AsyncWebClient, user: str) -> None:
+    """Draw `user`'s Home tab as things stand (admins get the pause switch)."""
     now = utcnow()
     waiting = await waiting_for(d, user)
     shown = waiting[:WAITING_SHOWN]
     links = await permalinks(client, shown)
     report = await stats_of(d).report(HOME_HOURS, now.timestamp())
+    switch = (await d.store.control()).get("paused") == "1" if user in d.admins() else None
     view = home_view(waiting=list(zip(shown, links, strict=True)), waiting_total=len(waiting),
                      report=report, pause=await control_line(d.store), policy=d.policy_lines(),
-                     now=now)
+                     now=now, switch=switch)
     await client.views_publish(user_id=user, view=view)
+
+
+def _asked(d: Deps, user: str, command: str, args: str = "") -> Asked:
+    return Asked(d=d, user=user, channel="app_home", args=args, command=command, team_domain="")
+
+
+async def on_pause_clicked(ack: AsyncAck, body: dict[str, Any], context: AsyncBoltContext,
+                           client: AsyncWebClient) -> None:
+    await ack()
+    d, user = deps(context), body["user"]["id"]
+    if user not in d.admins():  # a stale Home tab: refused and audited like /hitl pause
+        await do_pause(_asked(d, user, "pause"))
+        await publish(d, client, user)
+        return
+    await client.views_open(trigger_id=body["trigger_id"], view=pause_modal())
+
+
+async def on_pause_submitted(ack: AsyncAck, body: dict[str, Any], view: dict[str, Any],
+                             context: AsyncBoltContext, client: AsyncWebClient) -> None:
+    """The same domain call as `/hitl pause <reason>` (admins only, audited, every card redrawn)."""
+    await ack()
+    d, user = deps(context), body["user"]["id"]
+    values = view.get("state", {}).get("values", {})
+    reason = str((values.get(BlockId.reason_text, {}).get(INPUT_ACTION) or {}).get("value") or "")
+    await do_pause(_asked(d, user, "pause", reason.strip()))
+    await publish(d, client, user)
+
+
+async def on_resume_clicked(ack: AsyncAck, body: dict[str, Any], context: AsyncBoltContext,
+                            client: AsyncWebClient) -> None:
+    await ack()
+    d, user = deps(context), body["user"]["id"]
+    await do_resume(_asked(d, user, "resume"))
+    await publish(d, client, user)
 
 
 def register(app: AsyncApp) -> None:
     app.event("app_home_opened")(on_home_opened)
+    app.action(HomeActionId.pause.value)(on_pause_clicked)
+    app.action(HomeActionId.resume.value)(on_resume_clicked)
+    app.view(CallbackId.pause_modal.value)(on_pause_submitted)

@@ -410,12 +410,14 @@ class Store:
         await self._run("pace", keys, ["", now_ms, 1, 1, until_ms])
 
     async def join_batch(self, record: Record, new_id: str, now_ms: int) -> str:
-        """The batch card a grouped request is shown on (joining the open one, or a new one)."""
+        """The batch card a grouped request is shown on: the open one of its group while one of
+        its items still waits for a person, else a new one."""
         route = record.route
         assert route.group is not None
         open_key = self.keys.open_batch(route.channel, route.group)
         args = [self.keys.prefix, new_id, record.id, route.channel, route.group, now_ms,
-                route.batch_window_s * 1000, route.batch_max]
+                route.batch_window_s * 1000, route.batch_max,
+                "1" if route.group.startswith("review:") else "0"]
         return str(await self._run("join_batch", [open_key, self.keys.request(record.id)], args))
 
     async def get_batch(self, batch_id: str) -> Batch:

@@ -366,7 +366,8 @@ def test_card_layout() -> None:
     }
     assert "*Confidence*\n72%" in text and "*Amount*\n$250.00" in text
     assert ":warning: *Irreversible*" in text and "*amount*\n250.00" not in text  # shown once, as Amount
-    assert "Medium tier · approval required · rule: refunds over $100" in text
+    assert "Medium tier · approve first: nothing runs until a person approves · rule: refunds over $100" in text
+    assert "Request `r1`" in text
     assert "1 of 2 approvals: <@U01>" in text and "Requested for <@U0REQ>" in text
     assert msg["text"] == "Approval needed: refund — Refund order 123 for a late delivery"
     buttons = msg["blocks"][-1]
@@ -422,6 +423,11 @@ def test_huge_card_is_truncated_not_dropped() -> None:
 def test_paused_warning_first() -> None:
     msg = approval_card(make(), paused=True, paused_reason="incident 42")
     assert msg["blocks"][0]["text"]["text"] == "⏸ *Automation paused:* incident 42"
+    # every open card carries it, handovers too; a decided card does not
+    handover = card(make(kind="escalation"), paused=True, paused_reason="R&D <freeze>")
+    assert handover["blocks"][0]["text"]["text"] == "⏸ *Automation paused:* R&amp;D &lt;freeze&gt;"
+    done = decided(make(), Status.approved, [("U01", Choice.approve)])
+    assert "⏸" not in json.dumps(card(done, paused=True, paused_reason="incident 42"), ensure_ascii=False)
 
 
 @pytest.mark.parametrize(
@@ -463,7 +469,7 @@ def test_locked_outcomes(
     assert outcome.startswith(expected)
     assert not any(b["type"] == "actions" for b in msg["blocks"])
     if kw.get("changes"):
-        assert outcome.endswith(": amount 250.00 → 200.00")
+        assert outcome.endswith(": Amount 250.00 → 200.00")
     if status is Status.rejected:
         assert outcome.endswith(" — reason: Against policy: no &lt;refunds&gt;")
 
@@ -685,14 +691,17 @@ def test_refusal_messages() -> None:
 
 def test_the_amount_is_not_shown_twice() -> None:
     from blocks.cards import approval_card
-    from store.models import Record, Request, Route
+    from store.models import Change, Record, Request, Route
 
     req = Request.model_validate({"id": "r1", "agent": "a", "action": "refund", "summary": "Refund",
                                   "params": {"amount": 250, "order": "4711"}, "editable": ["amount"],
                                   "risk": {"amount": 250, "currency": "USD"}})
     rec = Record(request=req, route=Route(), params=req.params, created_at=datetime(2026, 1, 1, tzinfo=UTC))
     fields = json.dumps([b for b in approval_card(rec)["blocks"] if b.get("fields")])
-    assert "$250.00" in fields and "*amount*" not in fields and "order" in fields
+    assert fields.count("$250.00") == 1 and "*Order*" in fields  # humanised labels, never raw keys
     edited = rec.model_copy(update={"params": {"amount": 200, "order": "4711"},
-                                    "changes": {"amount": {"before": 250, "after": 200}}})
-    assert "*amount* (edited)" in json.dumps(approval_card(edited)["blocks"])
+                                    "changes": {"amount": Change(before=250, after=200)}})
+    text = json.dumps(approval_card(edited)["blocks"])
+    # the edited value in place, once; the summary marked as the agent's original
+    assert "*Amount*\\n$200.00, _edited from $250.00_" in text and text.count("$250.00") == 1
+    assert "The agent's original summary" in text

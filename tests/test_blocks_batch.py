@@ -9,13 +9,8 @@ from typing import Any
 import pytest
 from slack_sdk.models.blocks import Block
 
-from blocks.batch import (
-    batch_card,
-    bulk_result_message,
-    digest_card,
-    one_by_one_modal,
-    reject_all_modal,
-)
+from blocks.batch import batch_card
+from blocks.batch_views import bulk_result_message, digest_card, one_by_one_modal, reject_all_modal
 from blocks.payloads import BatchMeta
 from store.errors import AlreadyDecided, NotAllowed
 from store.models import Batch, Choice, Decision, Record, Request, Route, State, Status, Vote
@@ -103,9 +98,9 @@ def test_bulk_result_says_what_happened_to_each() -> None:
         ("r0", done, None), ("r1", waiting, None),
         ("r2", None, NotAllowed("self_approval", "x")), ("r3", None, AlreadyDecided(done))])
     text = msg["text"]
-    assert text.startswith("Approved 1 of 4.")
+    assert text.startswith("Approved 1 of the 4 you saw.")
     assert "1 still need another approver" in text and "cannot approve it yourself" in text
-    assert "1 had already been decided" in text
+    assert "1 had already been settled" in text
 
 
 def test_digest_card() -> None:
@@ -115,3 +110,30 @@ def test_digest_card() -> None:
     text = json.dumps(msg["blocks"])
     assert "25 requests" in text and "delete_file 25" in text and "42 s" in text
     assert "cleared" in json.dumps(digest_card("#approvals", [], None, cleared=True))
+
+
+def test_an_open_batch_shows_the_pause_and_a_settled_one_does_not() -> None:
+    records = [_record(i) for i in range(3)]
+    msg = batch_card(_batch(3), records, paused=True, paused_reason="Incident <7> & co")
+    assert "⏸ *Automation paused:* Incident &lt;7&gt; &amp; co" in json.dumps(msg["blocks"], ensure_ascii=False)
+    settled = [_record(i, decided=True) for i in range(3)]
+    assert "⏸" not in json.dumps(batch_card(_batch(3), settled, paused=True, paused_reason="x"), ensure_ascii=False)
+
+
+def test_the_block_budget_is_computed_even_past_max_items() -> None:
+    """A batch bigger than any valid max_items (old data, a changed policy) still fits: settled
+    items fold into one block, and waiting items past the room are left off the card and out
+    of what its bulk buttons bind."""
+    from blocks.payloads import BatchValue
+
+    records = [_record(i, decided=i < 10, requested_by="U0ALICE", risk={"reversible": False}) for i in range(48)]
+    msg = batch_card(_batch(48), records, paused=True, paused_reason="incident")
+    _check(msg["blocks"])
+    actions = next(b for b in msg["blocks"] if b["type"] == "actions")
+    value = BatchValue.unpack(actions["elements"][0]["value"])
+    assert value.n == 38 and value.i == 48 and "10 settled:" in json.dumps(msg["blocks"])
+    waiting = [_record(i) for i in range(60)]
+    msg = batch_card(_batch(60), waiting, paused=True, paused_reason="incident")
+    _check(msg["blocks"])
+    value = BatchValue.unpack(next(b for b in msg["blocks"] if b["type"] == "actions")["elements"][0]["value"])
+    assert value.i == value.n == 45 and "15 more not shown yet" in json.dumps(msg["blocks"])

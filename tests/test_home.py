@@ -91,3 +91,41 @@ def test_home_view_fits_slack_limits_with_hostile_text() -> None:
     text = json.dumps(view)
     assert "<!channel>" not in text and "<@U0X>" not in text and "&lt;!channel&gt; pay" in text
     assert "and 20 more" in text
+
+
+async def test_admins_pause_and_resume_from_the_home_tab(h: Harness) -> None:
+    from blocks.ids import BlockId, HomeActionId
+
+    rec = await h.card(await h.push(id="open-1", summary="Refund $40 to Ana"))
+    assert "Pause automation" not in await home_of(h, "U0BOB")  # no switch for others
+    assert "Pause automation" in await home_of(h, "U0ADMIN")
+    home = h.emu.home("U0ADMIN")
+    assert home is not None
+    await h.emu.click_view("U0ADMIN", home.id, HomeActionId.pause)
+    modal = await eventually(lambda: _top(h, "U0ADMIN"), what="the pause modal")
+    result = await h.emu.submit_view("U0ADMIN", modal.id, {BlockId.reason_text.value: {"value": "R&D <freeze>"}})
+    assert result.closed
+    control = await eventually(h.store.control, what="paused")
+    assert control["paused"] == "1" and control["reason"] == "R&D <freeze>" and control["by"] == "U0ADMIN"
+
+    async def card_shows(text: str, present: bool) -> bool:
+        return (text in json.dumps(h.message(rec)["blocks"], ensure_ascii=False)) is present
+
+    await eventually(lambda: card_shows("R&amp;D &lt;freeze&gt;", True), what="the reason on the open card")
+    assert "Resume automation" in await home_of(h, "U0ADMIN")
+    home = h.emu.home("U0ADMIN")
+    assert home is not None
+    await h.emu.click_view("U0ADMIN", home.id, HomeActionId.resume)
+
+    async def resumed() -> bool:
+        return (await h.store.control()).get("paused") is None
+
+    await eventually(resumed, what="resumed")
+    await eventually(lambda: card_shows("Automation paused", False), what="the notice gone on resume")
+    events = [e.event for e in await h.store.audit_entries() if e.event in ("paused", "resumed")]
+    assert events == ["paused", "resumed"]
+
+
+async def _top(h: Harness, user: str) -> Any:
+    view = h.emu.top_view(user)
+    return view if view is not None and view.to_slack().get("callback_id") == "hitl.home.pause_modal" else None

@@ -176,7 +176,7 @@ def test_manifest_settings(manifest: dict[str, Any]) -> None:
     features, settings = manifest["features"], manifest["settings"]
     assert features["bot_user"] == {"display_name": "hitl", "always_online": True}
     assert features["app_home"]["home_tab_enabled"] is True
-    assert features["app_home"]["messages_tab_enabled"] is False
+    assert features["app_home"]["messages_tab_enabled"] is True  # the bot sends DMs
     [command] = features["slash_commands"]
     assert command["command"] == "/hitl"
     assert command["usage_hint"] == "help | stats | queue | pause | resume | policy | audit <id>"

@@ -317,3 +317,20 @@ tiers:
     assert [lvl.after for lvl in high.escalation] == [3600, 10800]
     assert engine.tier("critical").rank == 3
     assert engine.admins == ()
+
+
+def test_a_reason_a_stricter_mode_outweighed_never_contradicts_the_card() -> None:
+    engine = PolicyEngine.from_yaml("tiers:\n  low: {mode: auto}\n  medium: {mode: approve}\n"
+                                    "  high: {mode: approve}\ndefaults: {tier: medium}\n"
+                                    "triggers: {first_use: {enabled: false}}\n")
+    request = Request.model_validate({"id": "r1", "agent": "a", "action": "refund", "summary": "s",
+                                      "confidence": 0.66, "risk": {"reversible": False}})
+    for paused in (False, True):
+        route = engine.route(request, paused=paused)
+        assert route.mode is Mode.approve
+        text = "; ".join(route.reasons)
+        assert "acts, then a person reviews" not in text and "outweighed by a stricter rule" in text, text
+    calm = Request.model_validate({"id": "r2", "agent": "a", "action": "lookup", "summary": "s", "confidence": 0.66})
+    route = engine.route(calm)
+    assert route.mode is Mode.audit  # where the confidence band decides, its consequence is said
+    assert "acts, then a person reviews" in "; ".join(route.reasons)

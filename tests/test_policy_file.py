@@ -223,3 +223,33 @@ def test_the_docs_show_the_default_policy_as_it_is() -> None:
     start = docs.index("## The built-in default policy")
     block = docs[docs.index("```yaml\n", start) + len("```yaml\n"):]
     assert block[:block.index("```")] == (root / "bot" / "policy" / "default.yml").read_text()
+
+
+def test_defaults_give_every_tier_its_escalation_and_reminder() -> None:
+    policy = Policy.model_validate(yaml.safe_load("""
+defaults:
+  reminder: 50%
+  escalation: [{after: 30m, notify: ["#oncall"]}]
+tiers:
+  low: {mode: auto}
+  medium: {mode: approve}
+  high: {mode: approve, escalation: [], reminder: null}
+  top: {mode: approve, reminder: 10m, escalation: [{after: 5m, notify: ["#execs"]}]}
+"""))
+    tiers = PolicyEngine(policy).tiers
+    assert [lv.notify for lv in tiers["medium"].escalation] == [["#oncall"]]
+    assert tiers["medium"].reminder is not None and tiers["medium"].reminder.at == 0.5
+    assert tiers["high"].escalation == () and tiers["high"].reminder is None  # opted out
+    assert [lv.notify for lv in tiers["top"].escalation] == [["#execs"]] and tiers["top"].reminder
+    assert tiers["top"].reminder.after == 600
+    with pytest.raises(ValueError, match="must come later"):
+        Policy.model_validate(yaml.safe_load(
+            "defaults: {escalation: [{after: 30m, notify: ['#a']}, {after: 10m, notify: ['#b']}]}"))
+
+
+def test_max_items_is_validated_against_what_fits_on_a_card() -> None:
+    from blocks.batch import BATCH_ITEMS_MAX
+
+    assert Policy.model_validate({"batching": {"max_items": BATCH_ITEMS_MAX}}).batching.max_items == 45
+    with pytest.raises(ValueError, match="max_items"):
+        Policy.model_validate({"batching": {"max_items": BATCH_ITEMS_MAX + 1}})

@@ -89,7 +89,7 @@ class PolicyEngine:
                 approvers=tuple(d.approvers if t.approvers is None else t.approvers),
                 quorum=t.quorum or d.quorum, timeout_s=t.timeout or d.timeout,
                 on_timeout=t.on_timeout or d.on_timeout,
-                escalation=tuple(t.escalation), reminder=t.reminder)
+                escalation=tuple(t.resolved_escalation(d)), reminder=t.resolved_reminder(d))
             for rank, (name, t) in enumerate(policy.tiers.items())
         }
         self._order = list(self.tiers.values())
@@ -157,6 +157,7 @@ class PolicyEngine:
             sampled = rate >= 1 or (rate > 0 and sample_point(_sample_key(request)) < rate)
         if paused and mode in _PAUSABLE:
             mode, sampled = Mode.approve, False
+            reasons = _reasons(hits, tier, mode, defaulted=not ranks)
             reasons.insert(0, "Automation paused: a person approves every request")
         timeout = tier.timeout_s
         if request.timeout_s is not None:
@@ -164,17 +165,29 @@ class PolicyEngine:
         return Route(mode=mode, tier=tier.name, rules=[h.name for h in hits], reasons=reasons,
                      sampled=sampled, paused=paused, channel=tier.channel,
                      approvers=list(tier.approvers), quorum=tier.quorum, timeout_s=timeout,
-                     group=self._group(request, mode), batch_window_s=int(self.policy.batching.window),
+                     group=self._group(request, mode, sampled), batch_window_s=int(self.policy.batching.window),
                      batch_max=self.policy.batching.max_items)
 
-    def _group(self, request: Request, mode: Mode) -> str | None:
-        """The batch group of a request people approve; None when it gets a card of its own."""
+    def _group(self, request: Request, mode: Mode, sampled: bool) -> str | None:
+        """The batch group of a request a person looks at; None when it gets a card of its own.
+
+        Approvals group as `key:<batch_key>` or `<agent>/<action>`; shadow decisions and
+        review-afterwards items (audit, samples) get their own groups (`shadow:...`,
+        `review:...`), so one card never mixes "approve first" with "ran, review it"."""
         b = self.policy.batching
-        if not b.enabled or request.kind is not Kind.approval or mode is not Mode.approve:
+        if not b.enabled or request.kind is not Kind.approval:
+            return None
+        if mode is Mode.approve:
+            prefix = ""
+        elif mode is Mode.shadow:
+            prefix = "shadow:"
+        elif mode in _ACTS_ALONE and sampled:
+            prefix = "review:"
+        else:
             return None
         if request.batch_key:
-            return f"key:{request.batch_key}"
-        return f"{request.agent}/{request.action}" if b.similar else None
+            return f"{prefix}key:{request.batch_key}"
+        return f"{prefix}{request.agent}/{request.action}" if b.similar else None
 
 
 def _reasons(hits: list[Hit], tier: ResolvedTier, mode: Mode, *, defaulted: bool) -> list[str]:
@@ -185,9 +198,14 @@ def _reasons(hits: list[Hit], tier: ResolvedTier, mode: Mode, *, defaulted: bool
     label = tier.name.capitalize()
 
     def text(h: Hit) -> str:
+        reason = h.reason
+        if h.mode is not None and MODE_RANK[h.mode] < MODE_RANK[mode]:
+            # its consequence ("acts, then a person reviews") did not happen: say so, so the
+            # card never contradicts its own mode
+            reason = reason.split(" — ")[0] + " (outweighed by a stricter rule)"
         if h.tier == tier.rank and not h.name.startswith("confidence_"):
-            return f"{label} tier: {h.reason}"
-        return _sentence(h.reason)
+            return f"{label} tier: {reason}"
+        return _sentence(reason)
 
     first = [text(h) for h in hits if h.mode is mode and mode is not tier.mode]
     second = [text(h) for h in hits if h.tier == tier.rank and not (

@@ -13,6 +13,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
+from blocks.batch import BATCH_ITEMS_MAX
 from bot.policy.cel import compile_condition
 from bot.policy.fields import (
     Approver,
@@ -49,6 +50,15 @@ class Defaults(_Section):
     timeout: Duration = 4 * 3600
     on_timeout: OnTimeout = OnTimeout.reject
     tier: Identifier = "medium"
+    escalation: list[EscalationLevel] = Field(default_factory=list, max_length=10)
+    """Every tier's escalation chain unless the tier gives its own (`escalation: []`: none)."""
+    reminder: Annotated[Reminder, BeforeValidator(parse_fraction_or_duration)] | None = None
+    """Every tier's reminder unless the tier gives its own (`reminder: null`: none)."""
+
+    @field_validator("escalation")
+    @classmethod
+    def _increasing(cls, v: list[EscalationLevel]) -> list[EscalationLevel]:
+        return _check_levels(v)
 
     @field_validator("on_timeout")
     @classmethod
@@ -107,6 +117,9 @@ class Reminder(_Section):
         return when + (", repeated" if self.repeat else "")
 
 
+Defaults.model_rebuild()  # it names EscalationLevel and Reminder, defined after it
+
+
 class Tier(_Section):
     """One risk tier; unset fields come from `defaults`."""
 
@@ -117,21 +130,36 @@ class Tier(_Section):
     quorum: int | None = Field(default=None, ge=1, le=10)
     timeout: Duration | None = None
     on_timeout: OnTimeout | None = None
-    escalation: list[EscalationLevel] = Field(default_factory=list, max_length=10)
+    escalation: list[EscalationLevel] | None = Field(default=None, max_length=10)
+    """Unset: `defaults.escalation`."""
     reminder: Annotated[Reminder, BeforeValidator(parse_fraction_or_duration)] | None = None
+    """Unset: `defaults.reminder`; `null` written out: no reminder."""
 
     @field_validator("escalation")
     @classmethod
-    def _increasing(cls, v: list[EscalationLevel]) -> list[EscalationLevel]:
-        for i in range(1, len(v)):
-            if v[i].after <= v[i - 1].after:
-                raise ValueError(
-                    f"level {i} (after {format_duration(v[i].after)}) must come later than "
-                    f"level {i - 1} (after {format_duration(v[i - 1].after)})")
-        for i, level in enumerate(v[:-1]):
-            if level.repeat is not None:
-                raise ValueError(f"level {i}: only the last level may repeat")
-        return v
+    def _increasing(cls, v: list[EscalationLevel] | None) -> list[EscalationLevel] | None:
+        return None if v is None else _check_levels(v)
+
+    def resolved_escalation(self, d: Defaults) -> list[EscalationLevel]:
+        """The tier's chain, or the default one when the tier does not give its own."""
+        return d.escalation if self.escalation is None else self.escalation
+
+    def resolved_reminder(self, d: Defaults) -> Reminder | None:
+        """The tier's reminder, or the default one when the tier does not mention it."""
+        return self.reminder if "reminder" in self.model_fields_set else d.reminder
+
+
+def _check_levels(v: list[EscalationLevel]) -> list[EscalationLevel]:
+    """Levels come later one after another; only the last one may repeat."""
+    for i in range(1, len(v)):
+        if v[i].after <= v[i - 1].after:
+            raise ValueError(
+                f"level {i} (after {format_duration(v[i].after)}) must come later than "
+                f"level {i - 1} (after {format_duration(v[i - 1].after)})")
+    for i, level in enumerate(v[:-1]):
+        if level.repeat is not None:
+            raise ValueError(f"level {i}: only the last level may repeat")
+    return v
 
 
 class Rule(_Section):
@@ -170,7 +198,7 @@ class Batching(_Section):
 
     enabled: bool = True
     window: Duration = 10
-    max_items: int = Field(40, ge=2, le=45)
+    max_items: int = Field(40, ge=2, le=BATCH_ITEMS_MAX)  # what always fits on one card
     similar: bool = True
 
 
