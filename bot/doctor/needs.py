@@ -1,7 +1,7 @@
 """The Slack scopes hitl needs, derived from the Web API methods its code calls.
 
 The code of `bot` and `handlers` is scanned for slack_sdk calls (`.chat_postMessage(`) and
-`api_call("method"`); each method's bot scopes come from the shipped reference data
+`api_call(<name>)`); each method's bot scopes come from the shipped reference data
 (`emulator/data/methods.json`): a token needs any one of a method's scopes. The `/hitl`
 command adds `commands`. tests/test_doctor.py checks this scan agrees with the manifest test's.
 """
