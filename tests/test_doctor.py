@@ -257,3 +257,12 @@ def test_the_scopes_the_code_needs_agree_with_the_manifest_test() -> None:
     assert {"chat.postMessage", "users.info", "usergroups.users.list"} <= set(calls)
     assert missing_scopes({"chat:write"}) and not missing_scopes(
         {s for spec in called_methods().values() for s in spec.bot_scopes} | {"commands"})
+
+
+async def test_a_malformed_environment_is_one_error_line(env: pytest.MonkeyPatch) -> None:
+    env.setenv("SLACK_BOT_TOKEN", "xoxp-a-user-token")
+    env.setenv("REDIS_URL", "localhost:6379")
+    code, checks, _ = await run()
+    [config] = checks
+    assert code == 1 and config.name == "config" and config.status is Status.error
+    assert "SLACK_BOT_TOKEN: must be a bot token" in config.detail and "REDIS_URL" in config.detail
