@@ -104,10 +104,13 @@ def derive(source: Path, out: Path) -> dict[str, dict[str, Any]]:
         if not (source / rel).is_file():
             raise ReferenceError_(f"{source}: {rel} is missing")
     methods = read_methods(source / "methods")
-    schema = json.loads((source / SCHEMA).read_text(encoding="utf-8"))
+    try:
+        json.loads((source / SCHEMA).read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise ReferenceError_(f"{source / SCHEMA}: not JSON ({e})") from e
     out.mkdir(parents=True, exist_ok=True)
     (out / "methods.json").write_text(dump_methods(methods), encoding="utf-8")
-    (out / "manifest.schema.json").write_text(json.dumps(schema, indent=2) + "\n", encoding="utf-8")
+    shutil.copyfile(source / SCHEMA, out / "manifest.schema.json")
     for rel, name in LICENSES.items():
         shutil.copyfile(source / rel, out / name)
     (out / "NOTICE.md").write_text(NOTICE.format(count=len(methods)), encoding="utf-8")
