@@ -141,7 +141,8 @@ async def test_channels_the_bot_is_not_in(env: pytest.MonkeyPatch, emu: Emulator
     assert set(bad) == {"slack.channel #approvals-high", "slack.channel G0LEADS"}, bad
     assert "no channel #approvals-high" in bad["slack.channel #approvals-high"].detail
     assert "private and the bot is not a member" in bad["slack.channel G0LEADS"].detail
-    assert bad["slack.channel G0LEADS"].fix == "invite the bot: type /invite @hitl in G0LEADS"
+    assert bad["slack.channel G0LEADS"].fix == (
+        "invite the bot: type /invite @hitl in #approvals-leads-private")
     assert "joins it itself" in only(checks, "slack.channel #approvals").detail
     emu.scopes = emu.scopes - {"channels:join"}  # now it may not join
     _, checks, _ = await run()

@@ -35,7 +35,8 @@ def text(checks: list[Check]) -> str:
         lines.append(f"{MARK[c.status]} {c.name}: {c.detail}{fix}")
     errors = sum(c.status is Status.error for c in checks)
     warns = sum(c.status is Status.warn for c in checks)
-    lines.append(f"{len(checks)} checks: {errors} errors, {warns} warnings"
+    lines.append(f"{len(checks)} checks: {errors} error{'s' * (errors != 1)}, "
+                 f"{warns} warning{'s' * (warns != 1)}"
                  + ("" if errors else " (hitl can run)"))
     return "\n".join(lines)
 

@@ -83,6 +83,7 @@ async def check_channel(doc: SlackDoctor, channel: str, names: dict[str, str]) -
         return Check(name, ERROR, f"conversations.info({cid}) failed: {_error(e)}",
                      f"check the id in the policy, or {invite}")
     label = f"#{info.get('name', cid)} ({cid})"
+    invite = f"invite the bot: type /invite @hitl in #{info.get('name', cid)}"
     if info.get("is_archived"):
         return Check(name, ERROR, f"{label} is archived: cards cannot be posted there",
                      "unarchive it, or name another channel in the policy")
