@@ -1,4 +1,4 @@
-"""The `hitl` command: run, demo, request, schema, policy check."""
+"""The `hitl` command: run, demo, request, schema, policy check, doctor."""
 
 from __future__ import annotations
 
@@ -48,6 +48,8 @@ def _parser() -> argparse.ArgumentParser:
     check = psub.add_parser("check", help="validate a policy file and show how sample requests route")
     check.add_argument("file", nargs="?", help="policy file (default: HITL_POLICY or the built-in policy)")
     check.add_argument("requests", nargs="*", help="sample request JSON files")
+    doctor = sub.add_parser("doctor", help="check the Slack app, the policy's channels and groups, and Redis")
+    doctor.add_argument("--json", action="store_true", help="the report as JSON, for automation")
     return p
 
 
@@ -64,6 +66,10 @@ def main(argv: list[str] | None = None) -> int:
             from bot.demo import demo
 
             return asyncio.run(demo(port=args.port, agent=not args.no_agent))
+        if args.command == "doctor":
+            from bot.doctor import doctor
+
+            return asyncio.run(doctor(as_json_output=args.json))
         if args.command == "policy":
             from bot.policy.check import check
 

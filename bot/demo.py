@@ -1,8 +1,10 @@
 """`hitl demo`: the whole loop on one machine, with the built-in Slack emulator.
 
-`Demo` finds Redis (REDIS_URL, or a private `redis-server`), starts the emulator and its web
-page, the bot on the demo policy, and a demo agent; leaving `async with Demo(...)` stops
-everything it started. `demo()` is the command: it prints the URL and waits for Ctrl-C.
+`Demo` starts a private `redis-server` (temporary directory, free port, stopped on exit), or
+uses the Redis that REDIS_URL names when it is set explicitly: never whatever happens to answer
+at localhost:6379, whose data is not the demo's. Then it starts the emulator and its web page,
+the bot on the demo policy, and a demo agent; leaving `async with Demo(...)` stops everything
+it started. `demo()` is the command: it prints the URL and waits for Ctrl-C.
 """
 
 from __future__ import annotations
@@ -30,7 +32,6 @@ from store.models import Decision
 
 DEMO_PREFIX = "hitl-demo"
 DEMO_POLICY = Path(__file__).with_name("demo_policy.yml")
-DEFAULT_REDIS = "redis://localhost:6379/0"
 
 TRY = """\
   Try it: you are Alice. Approve the $250 refund in #approvals; Edit the VIP email draft;
@@ -79,23 +80,30 @@ class PrivateRedis:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-async def find_redis(url: str) -> tuple[str, PrivateRedis | None]:
-    """A Redis to use: the one at `url`, or a private redis-server; SystemExit if neither."""
-    if await _reachable(url):
-        return url, None
+async def find_redis(url: str | None) -> tuple[str, PrivateRedis | None]:
+    """The Redis at `url` when one is given (it must answer), else a private redis-server."""
+    if url:
+        if await _reachable(url):
+            return url, None
+        raise SystemExit(
+            f"hitl demo: nothing answers at REDIS_URL={url}.\n"
+            "Start that Redis, or unset REDIS_URL and the demo starts a private redis-server.")
     binary = shutil.which("redis-server")
     if not binary:
         raise SystemExit(
-            f"hitl demo needs Redis: nothing answers at {url} and redis-server is not installed.\n"
-            "Install it (Debian/Ubuntu: sudo apt-get install redis-server; macOS: brew install redis)\n"
-            "or point REDIS_URL at a running Redis.")
+            "hitl demo needs Redis: it starts a private redis-server, which is not installed.\n"
+            "Install it (Debian/Ubuntu: sudo apt-get install redis-server; macOS: brew install redis),\n"
+            "run ./run demo (it installs it when run as root), or set REDIS_URL to a Redis of yours\n"
+            "(the demo then uses and empties only keys under hitl-demo:).")
     server = PrivateRedis(binary)
     for _ in range(100):
         if await _reachable(server.url):
             return server.url, server
+        if server.proc.poll() is not None:
+            break
         await asyncio.sleep(0.05)
     server.stop()
-    raise SystemExit(f"could not start a private redis-server on port {server.port}")
+    raise SystemExit(f"hitl demo: could not start a private redis-server on port {server.port}")
 
 
 DEMO_REQUESTS: list[dict[str, Any]] = [
@@ -165,7 +173,7 @@ class Demo:
     def __init__(self, *, redis_url: str | None = None, port: int = 8080, host: str = "127.0.0.1",
                  agent: bool = True, policy: Path = DEMO_POLICY,
                  out: Callable[[str], None] = lambda line: print(line, flush=True)) -> None:
-        self.want_redis = redis_url or os.environ.get("REDIS_URL", DEFAULT_REDIS)
+        self.want_redis = redis_url or os.environ.get("REDIS_URL") or None
         self.port, self.host, self.with_agent, self.policy, self.out = port, host, agent, policy, out
         self.redis_url = ""
         self.private_redis: PrivateRedis | None = None
@@ -225,9 +233,12 @@ class Demo:
 
     def announce(self) -> None:
         """Print where to go and what to try."""
-        private = " (a private redis-server, stopped on exit)" if self.private_redis else ""
+        whose = (" (a private redis-server in a temporary directory, removed on exit)"
+                 if self.private_redis else
+                 f" (yours, from REDIS_URL: only keys under {DEMO_PREFIX}: are used, and emptied)")
         self.out(f"hitl demo is running: open {self.url} in a browser (Ctrl-C stops it).")
-        self.out(f"  Redis {self.redis_url}{private}, key prefix {DEMO_PREFIX}; policy {self.policy}")
+        self.out(f"  Redis {self.redis_url}{whose}")
+        self.out(f"  key prefix {DEMO_PREFIX}; policy {self.policy}")
         self.out(TRY)
 
 

@@ -1,106 +1,99 @@
-"""Slack's Web API method reference: which methods exist, their required arguments and tiers."""
+"""Slack's Web API method reference: methods, required arguments, scopes and rate tiers.
+
+One source: `emulator/data/methods.json`, derived from Slack's method reference by
+`scripts/derive_slack_reference.py` (see `emulator/data/NOTICE.md`). It ships inside the
+package, so the emulator, the tests and `hitl doctor` read the same facts from the
+repository and never from outside it.
+"""
 
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
+from functools import cache
+from importlib import resources
 from pathlib import Path
+from typing import Any
 
-ENV_VAR = "HITL_SLACK_REFERENCE"
+DATA = "data"
+METHODS_FILE = "methods.json"
+MANIFEST_SCHEMA_FILE = "manifest.schema.json"
 
 
 @dataclass(frozen=True)
 class MethodSpec:
+    """One Web API method. A token needs any one of `bot_scopes` (or `user_scopes`)."""
+
     name: str
     required: tuple[str, ...]
-    tier: str
+    tier: str  # "t1".."t4", "t5" for chat.postMessage's special tier, "" when none is listed
+    bot_scopes: tuple[str, ...] = ()
+    user_scopes: tuple[str, ...] = ()
+    http: str = "POST"
+
+    @property
+    def user_only(self) -> bool:
+        """Only a user token can call it: user scopes listed and no bot scope."""
+        return bool(self.user_scopes) and not self.bot_scopes
+
+    def granted_by(self, scopes: set[str] | frozenset[str]) -> bool:
+        """Whether a bot token holding `scopes` may call this method."""
+        return not self.bot_scopes or bool(scopes & set(self.bot_scopes))
 
 
-# Used when the reference data is not on disk (a pip-installed `hitl demo`): the methods the
-# bot and the emulator's own driver use, with Slack's required arguments and rate tiers.
-BUILTIN: dict[str, tuple[tuple[str, ...], str]] = {
-    "auth.test": ((), "t5"),
-    "chat.postMessage": (("channel",), "t5"),
-    "chat.update": (("ts", "channel"), "t3"),
-    "chat.delete": (("ts", "channel"), "t3"),
-    "chat.postEphemeral": (("user", "channel"), "t4"),
-    "chat.getPermalink": (("channel", "message_ts"), "t5"),
-    "conversations.history": (("channel",), "t3"),
-    "conversations.replies": (("channel", "ts"), "t3"),
-    "conversations.info": (("channel",), "t3"),
-    "conversations.list": ((), "t2"),
-    "conversations.join": (("channel",), "t3"),
-    "conversations.open": ((), "t3"),
-    "users.info": (("user",), "t4"),
-    "users.list": ((), "t2"),
-    "usergroups.list": ((), "t2"),
-    "usergroups.users.list": (("usergroup",), "t2"),
-    "views.open": (("view",), "t4"),
-    "views.update": (("view",), "t4"),
-    "views.push": (("view",), "t4"),
-    "views.publish": (("user_id", "view"), "t4"),
-    "files.getUploadURLExternal": (("length", "filename"), "t4"),
-    "files.completeUploadExternal": (("files",), "t4"),
-    "files.info": (("file",), "t4"),
-    "reactions.add": (("name", "timestamp", "channel"), "t3"),
-}
+def _spec(name: str, entry: dict[str, Any]) -> MethodSpec:
+    return MethodSpec(
+        name=name,
+        required=tuple(entry.get("required") or ()),
+        tier=str(entry.get("tier") or ""),
+        bot_scopes=tuple(entry.get("bot") or ()),
+        user_scopes=tuple(entry.get("user") or ()),
+        http=str(entry.get("http") or "POST"),
+    )
+
+
+def data_text(name: str) -> str:
+    """A file of the derived reference data shipped in `emulator/data/`."""
+    return resources.files("emulator").joinpath(DATA, name).read_text(encoding="utf-8")
+
+
+@cache
+def manifest_schema() -> dict[str, Any]:
+    """Slack's app manifest JSON Schema (draft-07)."""
+    schema: dict[str, Any] = json.loads(data_text(MANIFEST_SCHEMA_FILE))
+    return schema
 
 
 class Reference:
     """The set of known methods, loaded once."""
 
-    def __init__(self, methods: dict[str, MethodSpec], source: Path | None) -> None:
+    def __init__(self, methods: dict[str, MethodSpec], source: str) -> None:
         self.methods = methods
         self.source = source
 
     def get(self, name: str) -> MethodSpec | None:
         return self.methods.get(name)
 
-    @classmethod
-    def builtin(cls) -> Reference:
-        return cls({n: MethodSpec(n, req, tier) for n, (req, tier) in BUILTIN.items()}, None)
+    def __contains__(self, name: object) -> bool:
+        return name in self.methods
 
     @classmethod
-    def from_dir(cls, methods_dir: Path) -> Reference:
-        """Read every `<method>.json`; `token` is never required (it travels in a header)."""
-        methods: dict[str, MethodSpec] = {}
-        for path in sorted(methods_dir.glob("*.json")):
-            data = json.loads(path.read_text())
-            if not isinstance(data, dict) or not isinstance(data.get("args"), dict):
-                continue  # methods.json is an index, not a method
-            required = tuple(r for r in data.get("args", {}).get("required", []) if r != "token")
-            methods[path.stem] = MethodSpec(path.stem, required, str(data.get("rate_limits", "t3")))
-        return cls(methods, methods_dir)
+    def parse(cls, text: str, source: str) -> Reference:
+        """From the text of a `methods.json` (name -> {required, tier, bot, user, http})."""
+        data = json.loads(text)
+        if not isinstance(data, dict) or not data:
+            raise ValueError(f"{source}: not a non-empty JSON object of methods")
+        return cls({name: _spec(name, entry) for name, entry in data.items()}, source)
 
     @classmethod
-    def load(cls, reference_dir: Path | None = None) -> Reference:
-        """From `reference_dir`, `$HITL_SLACK_REFERENCE`, the repository, or the built-in table."""
-        found = find_methods_dir(reference_dir)
-        return cls.from_dir(found) if found else cls.builtin()
+    def load(cls, methods_file: Path | None = None) -> Reference:
+        """The shipped `emulator/data/methods.json`, or another file of the same shape."""
+        if methods_file is not None:
+            return cls.parse(Path(methods_file).read_text(encoding="utf-8"), str(methods_file))
+        return shipped()
 
 
-def _methods_dir(candidate: Path) -> Path | None:
-    for p in (candidate, candidate / "methods", candidate / "slack-reference" / "methods"):
-        if p.is_dir() and any(p.glob("*.json")):
-            return p
-    return None
-
-
-def find_methods_dir(explicit: Path | None = None) -> Path | None:
-    """Locate `shared/slack-reference/methods`, walking up from the cwd and this package."""
-    if explicit is not None:
-        return _methods_dir(Path(explicit))
-    env = os.environ.get(ENV_VAR)
-    if env:
-        return _methods_dir(Path(env))
-    for start in (Path.cwd(), Path(__file__).resolve().parent):
-        for base in (start, *start.parents):
-            for cand in (
-                base / "shared" / "slack-reference",
-                base.parent / "shared" / "slack-reference",
-            ):
-                found = _methods_dir(cand)
-                if found:
-                    return found
-    return None
+@cache
+def shipped() -> Reference:
+    """The reference shipped with the package (read once per process)."""
+    return Reference.parse(data_text(METHODS_FILE), f"emulator/{DATA}/{METHODS_FILE}")

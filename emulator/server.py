@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from pathlib import Path
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from aiohttp import web
 
 from emulator import api_files, submission
 from emulator.blockcheck import BlockError
-from emulator.common import JSON
+from emulator.common import BOT_USER_ID, JSON
 from emulator.interactions import Interactions
 from emulator.limits import Fault, Faults, RateLimiter
 from emulator.reference import Reference
@@ -35,7 +34,8 @@ class Emulator:
         bot_token: str = "xoxb-emulator",
         *,
         rate_limits: bool = False,
-        reference_dir: Path | None = None,
+        reference: Reference | None = None,
+        scopes: Iterable[str] | None = None,
         trigger_ttl: float = 3.0,
         clock: Callable[[], float] = time.time,
         app_token: str | None = None,
@@ -46,12 +46,14 @@ class Emulator:
         self.ws = Workspace(clock)
         self.ws.triggers.ttl = trigger_ttl
         seed(self.ws)
-        self.reference = Reference.load(reference_dir)
+        self.reference = reference or Reference.load()
         self.faults = Faults()
         self.limiter = RateLimiter(lambda: self.ws.clock(), enabled=rate_limits)
         self.api = WebApi(
             self.ws, self.reference, self.faults, self.limiter, {bot_token}, lambda: self.ws.clock()
         )
+        # Granted to the bot token; Slack lists them in every answer's `x-oauth-scopes` header.
+        self.api.scopes = set(scopes) if scopes is not None else self.api.implemented_scopes()
         self.transport = Transport(signing_secret, request_url)
         self.transport.socket_mode = self.socket_mode
         self.responses = Responses(self.ws, self.api.record, self.api.block_errors)
@@ -154,6 +156,19 @@ class Emulator:
     ) -> None:
         """Make the next `times` calls of `method` ("*": any) fail or slow down."""
         self.faults.add(method, Fault(status, retry_after, error, delay, times))
+
+    @property
+    def scopes(self) -> set[str]:
+        """The bot token's scopes: a call needing one it lacks answers `missing_scope`."""
+        return self.api.scopes
+
+    @scopes.setter
+    def scopes(self, scopes: Iterable[str]) -> None:
+        self.api.scopes = set(scopes)
+
+    def leave(self, channel_id: str) -> None:
+        """Take the bot out of a channel (as if someone removed it)."""
+        self.ws.channel(channel_id).members.discard(BOT_USER_ID)
 
     def add_user(
         self, user_id: str, name: str, real_name: str | None = None, *, is_admin: bool = False

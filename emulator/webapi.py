@@ -7,6 +7,7 @@ import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from email.utils import formatdate
 from typing import Any
 
 from aiohttp import web
@@ -66,6 +67,15 @@ class WebApi:
         self.clock = clock
         self.calls: list[Call] = []
         self.block_errors: list[BlockError] = []
+        self.scopes: set[str] = self.implemented_scopes()
+
+    def implemented_scopes(self) -> set[str]:
+        """Every bot scope that some implemented method accepts, and `commands`."""
+        found = {"commands"}
+        for name in HANDLERS:
+            spec = self.reference.get(name)
+            found.update(spec.bot_scopes if spec else ())
+        return found
 
     async def handle(self, request: web.Request) -> web.Response:
         method = request.match_info["method"]
@@ -101,6 +111,11 @@ class WebApi:
             return self._answer(method, args, {"ok": False, "error": "not_authed"})
         if token not in self.tokens:
             return self._answer(method, args, {"ok": False, "error": "invalid_auth"})
+        granted = {"x-oauth-scopes": ",".join(sorted(self.scopes))}
+        if not spec.granted_by(self.scopes):
+            return self._answer(method, args, {
+                "ok": False, "error": "missing_scope", "needed": ",".join(spec.bot_scopes),
+                "provided": granted["x-oauth-scopes"]}, 200, granted)
         channel = self.ws.find_channel(str(args.get("channel") or ""))
         retry_after = self.limiter.check(method, spec.tier, channel.id if channel else None)
         if retry_after is not None:
@@ -109,7 +124,7 @@ class WebApi:
                 args,
                 {"ok": False, "error": "ratelimited"},
                 429,
-                {"Retry-After": str(retry_after)},
+                {"Retry-After": str(retry_after), **granted},
             )
         missing = [r for r in spec.required if args.get(r) in (None, "")]
         if missing:
@@ -123,10 +138,12 @@ class WebApi:
                         "messages": [f"[ERROR] missing required field: {m}" for m in missing]
                     },
                 },
+                200,
+                granted,
             )
         handler = HANDLERS.get(method)
         if handler is None:
-            return self._answer(method, args, {"ok": False, "error": "not_implemented"})
+            return self._answer(method, args, {"ok": False, "error": "not_implemented"}, 200, granted)
         try:
             result = {"ok": True, **handler(self.ws, Args(args))}
         except SlackError as e:
@@ -136,7 +153,7 @@ class WebApi:
         except Exception:
             log.exception("emulator bug in %s", method)
             return self._answer(method, args, {"ok": False, "error": "internal_error"}, 500)
-        return self._answer(method, args, result)
+        return self._answer(method, args, result, 200, granted)
 
     def record(
         self,
@@ -160,7 +177,9 @@ class WebApi:
         headers: dict[str, str] | None = None,
     ) -> web.Response:
         self.record(method, args, body, status, headers)
-        return web.json_response(body, status=status, headers=headers)
+        # Slack's Date header, from the workspace clock (what `hitl doctor` measures skew by)
+        sent = {"Date": formatdate(self.clock(), usegmt=True), **(headers or {})}
+        return web.json_response(body, status=status, headers=sent)
 
 
 def _bearer(request: web.Request) -> str | None:

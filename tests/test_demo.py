@@ -55,19 +55,35 @@ async def test_demo_runs_the_loop_and_stops_everything(redis_url: str) -> None:
     assert asyncio.all_tasks() - before <= {asyncio.current_task()}
 
 
-async def test_a_private_redis_server_when_none_answers() -> None:
-    nowhere = f"redis://127.0.0.1:{free_port()}/0"
-    async with Demo(redis_url=nowhere, port=0, agent=False, out=lambda line: None) as d:
+async def test_a_private_redis_server_unless_redis_url_is_set(
+        redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    lines: list[str] = []
+    async with Demo(port=0, agent=False, out=lines.append) as d:
         server = d.private_redis
-        assert server is not None and d.redis_url == server.url
+        assert server is not None and d.redis_url == server.url != redis_url
         assert server.proc.poll() is None and await d.bot.store.ping()
     assert server.proc.poll() is not None and not Path(server.dir).exists()
+    assert any(f"Redis {server.url} (a private redis-server" in x for x in lines), lines
+    monkeypatch.setenv("REDIS_URL", redis_url)  # explicit: used, and said so
+    lines.clear()
+    async with Demo(port=0, agent=False, out=lines.append) as d:
+        assert d.private_redis is None and d.redis_url == redis_url
+    assert any(f"Redis {redis_url} (yours, from REDIS_URL" in x for x in lines), lines
 
 
-async def test_no_redis_and_no_redis_server_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_an_explicit_redis_url_that_does_not_answer_is_a_clear_error() -> None:
+    nowhere = f"redis://127.0.0.1:{free_port()}/0"
+    with pytest.raises(SystemExit, match=rf"(?s)nothing answers at REDIS_URL={nowhere}.*unset REDIS_URL"):
+        async with Demo(redis_url=nowhere, port=0, agent=False, out=lambda line: None):
+            pass
+
+
+async def test_no_redis_url_and_no_redis_server_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("REDIS_URL", raising=False)
     monkeypatch.setattr(bot.demo.shutil, "which", lambda name: None)
-    with pytest.raises(SystemExit, match=r"(?s)needs Redis.*apt-get install redis-server"):
-        async with Demo(redis_url=f"redis://127.0.0.1:{free_port()}/0", port=0):
+    with pytest.raises(SystemExit, match=r"(?s)needs Redis.*apt-get install redis-server.*REDIS_URL"):
+        async with Demo(port=0):
             pass
 
 
@@ -82,7 +98,7 @@ async def test_a_busy_port_is_a_clear_error(redis_url: str) -> None:
 
 
 async def test_hitl_demo_stops_on_ctrl_c_and_leaves_nothing_running() -> None:
-    env = {**os.environ, "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}  # nothing there
+    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}  # a private redis-server
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "bot.cli", "demo", "--port", "0", env=env,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)

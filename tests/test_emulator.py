@@ -15,7 +15,7 @@ from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetry
 from slack_sdk.web.async_client import AsyncWebClient
 
 from emulator import Emulator
-from emulator.reference import BUILTIN, Reference
+from emulator.reference import Reference
 
 SECRET = "test-signing-secret"
 
@@ -297,13 +297,33 @@ async def test_reactions_permalink_delete_ephemeral(emu: Emulator, client: Async
     assert err.value.response["error"] == "message_not_found"
 
 
-def test_reference_loading(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_reference_loading(tmp_path: Path) -> None:
     ref = Reference.load()
-    assert ref.source is not None and len(ref.methods) > 300
+    assert ref.source == "emulator/data/methods.json" and len(ref.methods) > 300
     assert ref.methods["chat.update"].required == ("ts", "channel")
-    fallback = Reference.load(tmp_path)
-    assert fallback.source is None and set(fallback.methods) == set(BUILTIN)
-    for name, spec in fallback.methods.items():  # the built-in table agrees with the reference
-        assert set(spec.required) == set(ref.methods[name].required), name
-    monkeypatch.setenv("HITL_SLACK_REFERENCE", str(ref.source.parent))
-    assert Reference.load().source == ref.source
+    members = ref.methods["conversations.members"]  # the fallback list once lacked it
+    assert members.required == ("channel",) and "channels:read" in members.bot_scopes
+    assert ref.methods["search.messages"].user_only and not ref.methods["chat.update"].user_only
+    assert ref.methods["auth.test"].granted_by(set())  # no scope needed
+    assert not ref.methods["chat.postMessage"].granted_by({"channels:read"})
+    other = tmp_path / "methods.json"
+    other.write_text(json.dumps({"x.y": {"required": ["a"], "tier": "t2", "bot": ["b:c"]}}))
+    assert Reference.load(other).methods["x.y"].bot_scopes == ("b:c",)
+    other.write_text("[]")
+    with pytest.raises(ValueError, match="not a non-empty JSON object"):
+        Reference.load(other)
+
+
+async def test_scopes_header_and_missing_scope(emu: Emulator, client: AsyncWebClient) -> None:
+    auth = await client.auth_test()
+    granted = set(auth.headers["x-oauth-scopes"].split(","))
+    assert {"chat:write", "channels:read", "usergroups:read", "commands"} <= granted
+    assert "Date" in auth.headers
+    emu.scopes = granted - {"chat:write"}
+    with pytest.raises(SlackApiError) as err:
+        await client.chat_postMessage(channel="C0GENERAL", text="x")
+    assert err.value.response["error"] == "missing_scope"
+    assert "chat:write" in err.value.response["needed"].split(",")
+    assert "chat:write" not in err.value.response.headers["x-oauth-scopes"]
+    assert emu.messages("C0GENERAL") == []
+    assert (await client.auth_test())["ok"]  # needs no scope

@@ -1,15 +1,13 @@
 """manifest.yml is a valid Slack app manifest and requests every bot scope the code needs.
 
-Reference data comes from `shared/slack-reference` (Slack's manifest JSON Schema and one JSON
-file per Web API method), found by walking up from this file: in development it is
-`/work/shared`, in CI `<repo>/../shared`.
+Reference data (Slack's manifest JSON Schema and the Web API methods with their scopes) comes
+from the project's own copy in `emulator/data/`, derived by `scripts/derive_slack_reference.py`.
 """
 
 from __future__ import annotations
 
 import copy
 import itertools
-import json
 import re
 from collections.abc import Iterable
 from functools import cache
@@ -19,6 +17,8 @@ from typing import Any
 import pytest
 import yaml
 from jsonschema import Draft7Validator
+
+from emulator.reference import MethodSpec, Reference, manifest_schema
 
 REPO = Path(__file__).resolve().parent.parent
 MANIFEST = REPO / "manifest.yml"
@@ -37,41 +37,21 @@ API_CALL = re.compile(r"""\bapi_call\(\s*(?:api_method\s*=\s*)?["']([A-Za-z0-9_.
 
 # --- reference data -----------------------------------------------------------------------
 
-def find_slack_reference(start: Path | None = None) -> Path:
-    start = start or Path(__file__).resolve().parent
-    for d in (start, *start.parents):
-        candidate = d / "shared" / "slack-reference"
-        if candidate.is_dir():
-            return candidate
-    pytest.fail(
-        f"shared/slack-reference not found in {start} or any parent directory; "
-        "CI expects the shared reference data checked out beside the repository "
-        "(<repo>/../shared/slack-reference)",
-        pytrace=False,
-    )
-
-
 @cache
-def slack_methods() -> dict[str, dict[str, Any]]:
-    """Web API method name -> its reference JSON (methods/<name>.json)."""
-    out: dict[str, dict[str, Any]] = {}
-    for f in sorted((find_slack_reference() / "methods").glob("*.json")):
-        data = json.loads(f.read_text())
-        if isinstance(data, dict) and "scope" in data:  # skips the methods.json index
-            out[f.stem] = data
-    assert out, "no method files in shared/slack-reference/methods"
-    return out
+def slack_methods() -> dict[str, MethodSpec]:
+    """Web API method name -> its facts (emulator/data/methods.json)."""
+    methods = Reference.load().methods
+    assert methods, "no methods in emulator/data/methods.json"
+    return methods
 
 
 def bot_scopes_of(method: str) -> list[str]:
-    scope = slack_methods()[method].get("scope")
-    return list(scope.get("bot") or []) if isinstance(scope, dict) else []
+    return list(slack_methods()[method].bot_scopes)
 
 
 def user_only(method: str) -> bool:
     """True when only a user token can call the method (user scopes listed, no bot scope)."""
-    scope = slack_methods()[method].get("scope")
-    return isinstance(scope, dict) and bool(scope.get("user")) and not scope.get("bot")
+    return slack_methods()[method].user_only
 
 
 # --- the scan -------------------------------------------------------------------------------
@@ -142,8 +122,7 @@ def manifest() -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def validator() -> Draft7Validator:
-    path = find_slack_reference() / "manifest" / "manifest.schema.1.0.0.json"
-    schema = json.loads(path.read_text())
+    schema = manifest_schema()
     Draft7Validator.check_schema(schema)
     return Draft7Validator(schema)
 

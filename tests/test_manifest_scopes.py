@@ -5,23 +5,18 @@ tests/test_manifest.py) and Slack's method reference (each method's bot scopes),
 compared with manifest.yml both ways: every call is covered (tests/test_manifest.py) and
 every scope asked for is needed by a call, or is listed in EXTRA with the reason.
 
-The method reference is read through `emulator.reference` (`METHODS_DIR` below): when the
-reference moves into the project's own data files, only that line changes.
+The method reference is the project's own derived copy of Slack's (`emulator/data/methods.json`,
+read through `emulator.reference`).
 """
 
 from __future__ import annotations
 
-import json
 from functools import cache
-from pathlib import Path
-from typing import Any
 
 import yaml
 
-from emulator.reference import find_methods_dir
+from emulator.reference import shipped
 from tests.test_manifest import MANIFEST, scan_calls
-
-METHODS_DIR = find_methods_dir()
 
 EXTRA: dict[str, str] = {
     "commands": "the /hitl slash command (no Web API method)",
@@ -33,11 +28,9 @@ EXTRA: dict[str, str] = {
 @cache
 def bot_scopes(method: str) -> tuple[str, ...]:
     """The bot scopes Slack's reference lists for `method` (any one of them suffices)."""
-    assert METHODS_DIR is not None, "no Slack method reference found"
-    path = Path(METHODS_DIR) / f"{method}.json"
-    data: dict[str, Any] = json.loads(path.read_text())
-    scope = data.get("scope")
-    return tuple(scope.get("bot") or []) if isinstance(scope, dict) else ()
+    spec = shipped().get(method)
+    assert spec is not None, f"{method} is not in Slack's method reference"
+    return spec.bot_scopes
 
 
 def derived_scopes(calls: dict[str, list[str]]) -> dict[str, list[str]]:
@@ -69,7 +62,7 @@ def test_every_scope_asked_for_is_used() -> None:
 
 def test_the_check_can_fail() -> None:
     calls, _ = scan_calls()
-    assert unused([*_manifest_scopes(), "users:read", "reactions:write"], calls) == ["users:read", "reactions:write"]
+    assert unused([*_manifest_scopes(), "reactions:write"], calls) == ["reactions:write"]
     # a scope is justified only by a method the code really calls
     assert "files:write" in unused(["files:write"], {k: v for k, v in calls.items() if not k.startswith("files.")})
 
@@ -78,4 +71,4 @@ def test_the_derivation_sees_the_calls() -> None:
     calls, _ = scan_calls()
     derived = derived_scopes(calls)
     assert "chat.postMessage" in derived["chat:write"] and "conversations.open" in derived["im:write"]
-    assert "users:read" not in derived and "reactions:write" not in derived
+    assert "reactions:write" not in derived
