@@ -27,6 +27,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from blocks.batch import batch_card
 from blocks.cards import card
 from bot import charts
+from bot.api.hints import HonourHints
 from bot.backlog import Backlog
 from bot.config import Settings
 from bot.delivery import Delivery
@@ -98,6 +99,8 @@ class Bot:
     _policy_mtime: float = 0.0
     background: dict[str, Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=dict)
     """More tasks to run while the bot runs (by name); cancelled first on stop."""
+    api: Any = None
+    """The HTTP API (bot.api.Api): REST, HumanLayer compatibility, webhooks."""
     scheduler: Scheduler | None = None
     """Reminders, escalation levels and expiry (runs as the background task `scheduler`)."""
 
@@ -195,7 +198,7 @@ def build_app(settings: Settings, store: Store | None = None, policy: PolicyHold
                         lambda r: render(r, pause.current()), batch_card,
                         backlog=Backlog(store, settings.backlog_at), post_rate=settings.post_rate,
                         post_burst=settings.post_burst)
-    intake = Intake(store, policy, redis_url=settings.redis_url, consumer=settings.consumer,
+    intake = Intake(store, lambda: HonourHints(policy()), redis_url=settings.redis_url, consumer=settings.consumer,
                     claim_idle_s=settings.claim_idle_s, max_deliveries=settings.max_deliveries,
                     on_accepted=lambda: _kick_both(delivery, scheduler))
     scheduler = Scheduler(store, slack_client(settings, retries=False), lambda: intake.router(),
@@ -242,6 +245,10 @@ def build_app(settings: Settings, store: Store | None = None, policy: PolicyHold
     async def metrics(_: web.Request) -> web.Response:
         return web.Response(text=await render_metrics(bot), content_type="text/plain", charset="utf-8")
 
+    from bot.api import mount  # the REST API, HumanLayer compatibility and webhooks (docs/api.md)
+
+    bot.api = mount(webapp, settings, store)
+    bot.background.update(bot.api.background())
     if not settings.socket_mode:
         webapp.router.add_post("/slack/events", events)
     webapp.router.add_get("/healthz", healthz)

@@ -1,4 +1,4 @@
-"""The `hitl` command: run, demo, request, schema, policy check."""
+"""The `hitl` command: run, demo, request, schema, policy check, keys."""
 
 from __future__ import annotations
 
@@ -48,6 +48,14 @@ def _parser() -> argparse.ArgumentParser:
     check = psub.add_parser("check", help="validate a policy file and show how sample requests route")
     check.add_argument("file", nargs="?", help="policy file (default: HITL_POLICY or the built-in policy)")
     check.add_argument("requests", nargs="*", help="sample request JSON files")
+    keys = sub.add_parser("keys", help="REST API keys: create, list, revoke (docs/api.md)")
+    ksub = keys.add_subparsers(dest="keys_command", required=True, metavar="SUBCOMMAND")
+    kcreate = ksub.add_parser("create", help="create a key for one or more agents (shown once)")
+    kcreate.add_argument("--agent", action="append", required=True, help="agent name the key may act for")
+    kcreate.add_argument("--name", default="", help="a note to recognise the key by")
+    ksub.add_parser("list", help="list keys (ids, agents, state; never the keys)")
+    krevoke = ksub.add_parser("revoke", help="revoke a key at once")
+    krevoke.add_argument("key_id", help="the key's id (from `hitl keys list`)")
     return p
 
 
@@ -64,6 +72,10 @@ def main(argv: list[str] | None = None) -> int:
             from bot.demo import demo
 
             return asyncio.run(demo(port=args.port, agent=not args.no_agent))
+        if args.command == "keys":
+            from bot.api.keys_cli import keys
+
+            return asyncio.run(keys(args))
         if args.command == "policy":
             from bot.policy.check import check
 

@@ -41,6 +41,14 @@ class Settings(BaseSettings):
     post_rate: float = Field(1.0, gt=0, le=100, validation_alias=_env("HITL_POST_RATE"))
     post_burst: float = Field(2.0, ge=1, le=100, validation_alias=_env("HITL_POST_BURST"))
     backlog_at: int = Field(10, ge=2, validation_alias=_env("HITL_BACKLOG_AT"))
+    # REST API and webhooks (docs/api.md)
+    api_rate: float = Field(20.0, gt=0, validation_alias=_env("HITL_API_RATE"))
+    api_burst: float = Field(40.0, ge=1, validation_alias=_env("HITL_API_BURST"))
+    api_submit_wait_s: float = Field(5.0, gt=0, le=60, validation_alias=_env("HITL_API_SUBMIT_WAIT_S"))
+    webhook_hosts: str = Field("", validation_alias=_env("HITL_WEBHOOK_HOSTS"))
+    webhook_secret: str | None = Field(None, validation_alias=_env("HITL_WEBHOOK_SECRET"))
+    webhook_retry_s: float = Field(1.0, gt=0, validation_alias=_env("HITL_WEBHOOK_RETRY_S"))
+    webhook_give_up_s: float = Field(86400.0, gt=0, validation_alias=_env("HITL_WEBHOOK_GIVE_UP_S"))
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", validation_alias=_env("HITL_LOG_LEVEL")
     )
@@ -111,6 +119,9 @@ _NAMES = {
     "host": "HITL_HOST", "consumer": "HITL_CONSUMER", "claim_idle_s": "HITL_CLAIM_IDLE_S",
     "max_deliveries": "HITL_MAX_DELIVERIES", "log_level": "HITL_LOG_LEVEL",
     "post_rate": "HITL_POST_RATE", "post_burst": "HITL_POST_BURST", "backlog_at": "HITL_BACKLOG_AT",
+    "api_rate": "HITL_API_RATE", "api_burst": "HITL_API_BURST", "api_submit_wait_s": "HITL_API_SUBMIT_WAIT_S",
+    "webhook_hosts": "HITL_WEBHOOK_HOSTS", "webhook_secret": "HITL_WEBHOOK_SECRET",
+    "webhook_retry_s": "HITL_WEBHOOK_RETRY_S", "webhook_give_up_s": "HITL_WEBHOOK_GIVE_UP_S",
 }
 
 
