@@ -236,7 +236,7 @@ def routes(api: HumanLayerApi) -> web.RouteTableDef:
     async def fn_create(request: web.Request) -> web.Response:
         return await api.create(request, "fn")
 
-    @r.get("/function_calls/{call_id}")
+    @r.get("/function_calls/{call_id:.+}")
     async def fn_get(request: web.Request) -> web.Response:
         return await api.get(request, "fn")
 
@@ -244,15 +244,15 @@ def routes(api: HumanLayerApi) -> web.RouteTableDef:
     async def hc_create(request: web.Request) -> web.Response:
         return await api.create(request, "hc")
 
-    @r.get("/contact_requests/{call_id}")
+    @r.get("/contact_requests/{call_id:.+}")
     async def hc_get(request: web.Request) -> web.Response:
         return await api.get(request, "hc")
 
-    @r.post("/agent/function_calls/{call_id}/escalate_email")
+    @r.post("/agent/function_calls/{call_id:.+}/escalate_email")
     async def fn_escalate(request: web.Request) -> web.Response:
         return await api.escalate(request, "fn")
 
-    @r.post("/agent/human_contacts/{call_id}/escalate_email")
+    @r.post("/agent/human_contacts/{call_id:.+}/escalate_email")
     async def hc_escalate(request: web.Request) -> web.Response:
         return await api.escalate(request, "hc")
 
