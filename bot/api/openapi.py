@@ -34,6 +34,14 @@ def _errors(*codes: int) -> dict[str, Any]:
     return out
 
 
+LINKS = {op: {"operationId": op, "parameters": {"id": "$response.body#/id"}}
+         for op in ("getRequest", "getDecision", "cancelRequest")}
+
+
+def _linked(response: dict[str, Any]) -> dict[str, Any]:
+    return {**response, "links": LINKS}
+
+
 ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1},
       "description": "the request id"}
 
@@ -54,8 +62,8 @@ def document() -> dict[str, Any]:
             "summary": "Submit a request (the queue's request fields; idempotent by id)",
             "operationId": "submitRequest", "security": auth,
             "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("Request")}}},
-            "responses": {"201": _json("RequestState", "Accepted by intake: routed (and decided, if policy decided at once)"),
-                          "200": _json("RequestState", "This id was submitted before: the earlier request (`duplicate: true`)"),
+            "responses": {"201": _linked(_json("RequestState", "Accepted by intake: routed (and decided, if policy decided at once)")),
+                          "200": _linked(_json("RequestState", "This id was submitted before: the earlier request (`duplicate: true`)")),
                           "202": _json("RequestState", "Queued; intake has not taken it yet (`state: queued`)"),
                           **_errors(400, 401, 403, 409, 413, 429)}}},
         "/v1/requests/{id}": {"get": {
