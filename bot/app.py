@@ -179,10 +179,13 @@ class Bot:
         await self.store.close()
 
 
-def _kick_both(delivery: Delivery, scheduler: Scheduler) -> None:
-    """A new request: its card is due now, and so may be its first deadline."""
+def _kick_all(delivery: Delivery, scheduler: Scheduler, more: list[Callable[[], None]]) -> None:
+    """A new request: its card is due now, and so may be its first deadline; API submitters
+    waiting for it look now."""
     delivery.kick()
     scheduler.kick()
+    for kick in more:
+        kick()
 
 
 def build_app(settings: Settings, store: Store | None = None, policy: PolicyHolder | None = None) -> Bot:
@@ -194,13 +197,14 @@ def build_app(settings: Settings, store: Store | None = None, policy: PolicyHold
     store = store or Store.from_url(settings.redis_url, settings.prefix)
     bolt_client = slack_client(settings, retries=True)
     pause = PauseState(store)
+    accepted: list[Callable[[], None]] = []
     delivery = Delivery(store, slack_client(settings, retries=False),
                         lambda r: render(r, pause.current()), batch_card,
                         backlog=Backlog(store, settings.backlog_at), post_rate=settings.post_rate,
                         post_burst=settings.post_burst)
     intake = Intake(store, lambda: HonourHints(policy()), redis_url=settings.redis_url, consumer=settings.consumer,
                     claim_idle_s=settings.claim_idle_s, max_deliveries=settings.max_deliveries,
-                    on_accepted=lambda: _kick_both(delivery, scheduler))
+                    on_accepted=lambda: _kick_all(delivery, scheduler, accepted))
     scheduler = Scheduler(store, slack_client(settings, retries=False), lambda: intake.router(),
                           on_change=delivery.kick)
     d = Deps(store=store, directory=SlackDirectory(bolt_client), kick=delivery.kick,
@@ -247,7 +251,7 @@ def build_app(settings: Settings, store: Store | None = None, policy: PolicyHold
 
     from bot.api import mount  # the REST API, HumanLayer compatibility and webhooks (docs/api.md)
 
-    bot.api = mount(webapp, settings, store)
+    bot.api = mount(webapp, settings, store, accepted)
     bot.background.update(bot.api.background())
     if not settings.socket_mode:
         webapp.router.add_post("/slack/events", events)

@@ -195,7 +195,12 @@ class HumanLayerApi:
         call, agent = kept
         if agent not in key.agents:
             raise ApiError(403, "forbidden", f"this API key may not read calls of agent {agent!r}")
-        record = await self.service.get(rid, key)
+        try:
+            record = await self.service.get(rid, key)
+        except ApiError as e:
+            if e.status != 404:
+                raise
+            return web.json_response({**call, "status": None})  # still queued: intake has not taken it yet
         status = function_status(record, call) if kind == "fn" else contact_status(record)
         return web.json_response({**call, "status": status})
 

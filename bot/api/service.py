@@ -9,6 +9,7 @@ the transitions' alone; the API only reads records and applies the `withdraw` tr
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import uuid
 from typing import Any, cast
@@ -38,6 +39,12 @@ class Requests:
         self.bus = bus
         self.callbacks = callbacks
         self.submit_wait_s = submit_wait_s
+        self._accepted = asyncio.Event()
+
+    def kick(self) -> None:
+        """Intake in this process accepted an entry: submitters waiting for theirs look now."""
+        self._accepted.set()
+        self._accepted = asyncio.Event()
 
     def validate(self, data: Any) -> Request:
         """The request, or 400 naming the field (the dead-letter stream's words)."""
@@ -79,7 +86,7 @@ class Requests:
         loop = asyncio.get_running_loop()
         deadline, delay, polls = loop.time() + self.submit_wait_s, 0.001, 0
         while loop.time() < deadline:
-            rec = await self._record(rid)
+            rec = await self._record(rid) if await self.store.exists(rid) else None
             if rec is not None:
                 if rec.entry_id == entry_id:
                     return 201, state_of(rec)
@@ -89,7 +96,10 @@ class Requests:
                 reason = await self.api.dead_reason(entry_id)
                 if reason is not None:
                     raise ApiError(400, "invalid_request", reason, field="request")
-            await asyncio.sleep(delay)
+            # woken at once when this replica's intake accepts something; polled otherwise
+            # (another replica may have taken the entry)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._accepted.wait(), delay)
             delay = min(delay * 2, 0.05)
         return 202, RequestState(id=rid, state="queued")
 
