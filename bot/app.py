@@ -1,8 +1,9 @@
 """Wiring: `build_app(...)` constructs everything once; `Bot.start()`/`stop()` run it.
 
 HTTP mode serves `POST /slack/events` (interactivity, slash commands, events),
-`GET /healthz` and `GET /metrics`; with `SLACK_APP_TOKEN` Slack traffic arrives over
-Socket Mode instead and the HTTP server keeps only health and metrics.
+`GET /healthz`, `GET /metrics` and the HTTP API (`/v1/`, `/humanlayer/v1`: bot.api); with
+`SLACK_APP_TOKEN` Slack traffic arrives over Socket Mode instead and the HTTP server keeps
+health, metrics and the HTTP API.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from blocks.batch import batch_card
 from blocks.cards import card
 from bot import charts
+from bot.api import mount
 from bot.api.hints import HonourHints
 from bot.backlog import Backlog
 from bot.config import Settings
@@ -248,8 +250,6 @@ def build_app(settings: Settings, store: Store | None = None, policy: PolicyHold
 
     async def metrics(_: web.Request) -> web.Response:
         return web.Response(text=await render_metrics(bot), content_type="text/plain", charset="utf-8")
-
-    from bot.api import mount  # the REST API, HumanLayer compatibility and webhooks (docs/api.md)
 
     bot.api = mount(webapp, settings, store, accepted)
     bot.background.update(bot.api.background())
