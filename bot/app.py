@@ -181,13 +181,10 @@ class Bot:
         await self.store.close()
 
 
-def _kick_all(delivery: Delivery, scheduler: Scheduler, more: list[Callable[[], None]]) -> None:
-    """A new request: its card is due now, and so may be its first deadline; API submitters
-    waiting for it look now."""
+def _kick_both(delivery: Delivery, scheduler: Scheduler) -> None:
+    """A new request: its card is due now, and so may be its first deadline."""
     delivery.kick()
     scheduler.kick()
-    for kick in more:
-        kick()
 
 
 def build_app(settings: Settings, store: Store | None = None, policy: PolicyHolder | None = None) -> Bot:
@@ -199,14 +196,13 @@ def build_app(settings: Settings, store: Store | None = None, policy: PolicyHold
     store = store or Store.from_url(settings.redis_url, settings.prefix)
     bolt_client = slack_client(settings, retries=True)
     pause = PauseState(store)
-    accepted: list[Callable[[], None]] = []
     delivery = Delivery(store, slack_client(settings, retries=False),
                         lambda r: render(r, pause.current()), batch_card,
                         backlog=Backlog(store, settings.backlog_at), post_rate=settings.post_rate,
                         post_burst=settings.post_burst)
     intake = Intake(store, lambda: HonourHints(policy()), redis_url=settings.redis_url, consumer=settings.consumer,
                     claim_idle_s=settings.claim_idle_s, max_deliveries=settings.max_deliveries,
-                    on_accepted=lambda: _kick_all(delivery, scheduler, accepted))
+                    on_accepted=lambda: _kick_both(delivery, scheduler))
     scheduler = Scheduler(store, slack_client(settings, retries=False), lambda: intake.router(),
                           on_change=delivery.kick)
     d = Deps(store=store, directory=SlackDirectory(bolt_client), kick=delivery.kick,
@@ -251,7 +247,7 @@ def build_app(settings: Settings, store: Store | None = None, policy: PolicyHold
     async def metrics(_: web.Request) -> web.Response:
         return web.Response(text=await render_metrics(bot), content_type="text/plain", charset="utf-8")
 
-    bot.api = mount(webapp, settings, store, accepted)
+    bot.api = mount(webapp, settings, store)
     bot.background.update(bot.api.background())
     if not settings.socket_mode:
         webapp.router.add_post("/slack/events", events)

@@ -42,21 +42,36 @@ class ApiStore:
         raw = await self.redis.get(self.keys.invalid(request_id))
         return Decision.model_validate_json(raw) if raw else None
 
-    async def decisions_after(self, last_id: str, block_ms: int | None = None,
-                              count: int = 500) -> list[tuple[str, str, str]]:
-        """Decisions published after stream id `last_id`: (entry id, request id, decision JSON).
-
-        With `block_ms`, waits that long for the first one (`$` means: only new ones)."""
-        if block_ms is None:
-            rows = await self.redis.xrange(self.keys.decisions, f"({last_id}", "+", count=count)
-        else:
-            got = await self.redis.xread({self.keys.decisions: last_id}, count=count, block=block_ms)
-            rows = got[0][1] if got else []
+    async def decisions_after(self, last_id: str, count: int = 500) -> list[tuple[str, str, str]]:
+        """Decisions published after stream id `last_id`: (entry id, request id, decision JSON)."""
+        rows = await self.redis.xrange(self.keys.decisions, f"({last_id}", "+", count=count)
         return [(i, f.get("request_id", ""), f.get("decision", "")) for i, f in rows if f.get("decision")]
 
-    async def last_decision_id(self) -> str:
-        rows = await self.redis.xrevrange(self.keys.decisions, count=1)
-        return str(rows[0][0]) if rows else "0-0"
+    async def feeds_after(self, last_decision: str, last_audit: str, block_ms: int, count: int = 500
+                          ) -> tuple[list[tuple[str, str, str]], list[tuple[str, str, str]]]:
+        """New decisions (entry id, request id, decision JSON) and audit events (entry id,
+        request id, event) after the given ids, waiting up to `block_ms` for the first."""
+        k = self.keys
+        got = await self.redis.xread({k.decisions: last_decision, k.audit: last_audit}, count=count,
+                                     block=block_ms)
+        decisions: list[tuple[str, str, str]] = []
+        audits: list[tuple[str, str, str]] = []
+        for stream, rows in got or []:
+            if stream == k.decisions:
+                decisions += [(i, f.get("request_id", ""), f.get("decision", "")) for i, f in rows
+                              if f.get("decision")]
+            else:
+                audits += [(i, f.get("request_id", ""), f.get("event", "")) for i, f in rows]
+        return decisions, audits
+
+    async def last_ids(self) -> tuple[str, str]:
+        """The newest entry ids of the decisions and audit streams ("0-0" when empty): where
+        a reader that wants only new entries starts (`$` would skip those added between reads)."""
+        async with self.redis.pipeline(transaction=False) as p:
+            p.xrevrange(self.keys.decisions, count=1)
+            p.xrevrange(self.keys.audit, count=1)
+            d, a = await p.execute()
+        return (str(d[0][0]) if d else "0-0"), (str(a[0][0]) if a else "0-0")
 
     async def agents_of(self, request_ids: list[str]) -> list[str | None]:
         """The agent of each request (None where there is no record), in one round trip."""

@@ -4,7 +4,6 @@ compatibility under `/humanlayer/v1`, signed webhooks (docs/api.md, docs/humanla
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,17 +60,13 @@ class Api:
             await asyncio.shield(self.webhooks.close())
 
 
-def mount(webapp: web.Application, settings: Settings, store: Store,
-          on_accepted: list[Callable[[], None]] | None = None) -> Api:
-    """Add the API's routes to the bot's aiohttp app; the caller runs `background()` and
-    calls each of `on_accepted` (filled here) when its intake accepts an entry."""
+def mount(webapp: web.Application, settings: Settings, store: Store) -> Api:
+    """Add the API's routes to the bot's aiohttp app; the caller runs `background()`."""
     keys = ApiKeys(store.redis, store.keys.prefix)
     auth = Auth(keys, settings.api_rate, settings.api_burst)
     callbacks = CallbackPolicy(settings.webhook_hosts, own_port=settings.port, secret=settings.webhook_secret)
     bus = DecisionBus(ApiStore(store))
     service = Requests(store, bus, callbacks, settings.api_submit_wait_s)
-    if on_accepted is not None:
-        on_accepted.append(service.kick)
     hooks = WebhookStore(store)
     worker = WebhookWorker(store, hooks, callbacks, retry_s=settings.webhook_retry_s,
                            give_up_s=settings.webhook_give_up_s)

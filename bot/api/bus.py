@@ -1,5 +1,7 @@
-"""The decisions feed for the HTTP API: one reader of `{prefix}:decisions` per replica, fanned
-out to long-poll waiters (by request id) and event streams (by agent).
+"""The feeds of the HTTP API: one reader of `{prefix}:decisions` and `{prefix}:audit` per
+replica, fanned out to long-poll waiters and submitters (by request id) and event streams
+(by agent). A submitter learns from the audit stream that intake routed its request, saw it
+as a duplicate or refused it, whichever replica's intake took the entry.
 
 Every replica reads the one shared stream, so a decision taken anywhere reaches a waiter
 connected to any replica. Waiters always re-read the record after registering, so a decision
@@ -20,6 +22,8 @@ log = logging.getLogger("hitl.api")
 
 BLOCK_MS = 1000
 QUEUE_MAX = 1000
+INTAKE_EVENTS = frozenset({"routed", "duplicate", "invalid"})
+"""Audit events that end intake's handling of an entry (the record exists, or never will)."""
 
 
 @dataclass(eq=False)
@@ -35,6 +39,7 @@ class DecisionBus:
     def __init__(self, api: ApiStore) -> None:
         self.api = api
         self._waiters: dict[str, set[asyncio.Future[str]]] = defaultdict(set)
+        self._intake: dict[str, set[asyncio.Future[str]]] = defaultdict(set)
         self._subscribers: set[Subscriber] = set()
         self.running = False
 
@@ -44,12 +49,19 @@ class DecisionBus:
         self._waiters[request_id].add(fut)
         return fut
 
+    def intake_waiter(self, request_id: str) -> asyncio.Future[str]:
+        """A future for the next intake event (`routed`, `duplicate`, `invalid`) of `request_id`."""
+        fut: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._intake[request_id].add(fut)
+        return fut
+
     def forget(self, request_id: str, fut: asyncio.Future[str]) -> None:
-        waiting = self._waiters.get(request_id)
-        if waiting is not None:
-            waiting.discard(fut)
-            if not waiting:
-                del self._waiters[request_id]
+        for table in (self._waiters, self._intake):
+            waiting = table.get(request_id)
+            if waiting is not None:
+                waiting.discard(fut)
+                if not waiting:
+                    del table[request_id]
 
     def subscribe(self, agents: frozenset[str]) -> Subscriber:
         sub = Subscriber(agents)
@@ -66,29 +78,39 @@ class DecisionBus:
         self._subscribers.clear()
 
     async def run(self) -> None:
-        """Read new decisions until cancelled; survives Redis outages by starting again at `$`."""
+        """Read new entries until cancelled; after a Redis outage, starts again at the newest
+        (waiters re-read their records, so nothing waits forever on a missed entry)."""
         try:
             await self._read()
         finally:
             self.close()
 
     async def _read(self) -> None:
-        last = "$"
+        last_decision = last_audit = ""
         while True:
             try:
-                rows = await self.api.decisions_after(last, block_ms=BLOCK_MS)
+                if not last_decision:
+                    last_decision, last_audit = await self.api.last_ids()
+                decisions, audits = await self.api.feeds_after(last_decision, last_audit, BLOCK_MS)
                 self.running = True
             except asyncio.CancelledError:
                 raise
             except Exception as e:
                 self.running = False
+                last_decision = last_audit = ""
                 log.warning("api: decisions feed unavailable (%s); retrying in 1s", e)
                 await asyncio.sleep(1.0)
                 continue
-            if not rows:
-                continue
-            last = rows[-1][0]
-            await self._dispatch(rows)
+            if audits:
+                last_audit = audits[-1][0]
+                for _, rid, event in audits:
+                    if event in INTAKE_EVENTS:
+                        for fut in self._intake.pop(rid, ()):
+                            if not fut.done():
+                                fut.set_result(event)
+            if decisions:
+                last_decision = decisions[-1][0]
+                await self._dispatch(decisions)
 
     async def _dispatch(self, rows: list[tuple[str, str, str]]) -> None:
         for _, rid, decision in rows:

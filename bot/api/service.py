@@ -9,7 +9,6 @@ the transitions' alone; the API only reads records and applies the `withdraw` tr
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import uuid
 from typing import Any, cast
@@ -30,6 +29,7 @@ from store.transitions import withdraw
 
 MAX_WAIT_S = 60
 REREAD_S = 5.0  # a long-poll re-reads the record this often, whatever the feed says
+SUBMIT_REREAD_S = 0.25
 
 
 class Requests:
@@ -39,12 +39,6 @@ class Requests:
         self.bus = bus
         self.callbacks = callbacks
         self.submit_wait_s = submit_wait_s
-        self._accepted = asyncio.Event()
-
-    def kick(self) -> None:
-        """Intake in this process accepted an entry: submitters waiting for theirs look now."""
-        self._accepted.set()
-        self._accepted = asyncio.Event()
 
     def validate(self, data: Any) -> Request:
         """The request, or 400 naming the field (the dead-letter stream's words)."""
@@ -83,25 +77,33 @@ class Requests:
         return await self._outcome(rid, entry_id, key)
 
     async def _outcome(self, rid: str, entry_id: str, key: ApiKey) -> tuple[int, RequestState]:
+        """Wait for intake's verdict on our entry: woken by the audit feed (any replica's intake),
+        and re-reading now and then in case the feed is away."""
         loop = asyncio.get_running_loop()
-        deadline, delay, polls = loop.time() + self.submit_wait_s, 0.001, 0
-        while loop.time() < deadline:
-            rec = await self._record(rid) if await self.store.exists(rid) else None
-            if rec is not None:
-                if rec.entry_id == entry_id:
-                    return 201, state_of(rec)
-                return 200, state_of(self._own(rec, key), duplicate=True)
-            polls += 1
-            if polls % 8 == 0:
-                reason = await self.api.dead_reason(entry_id)
-                if reason is not None:
-                    raise ApiError(400, "invalid_request", reason, field="request")
-            # woken at once when this replica's intake accepts something; polled otherwise
-            # (another replica may have taken the entry)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._accepted.wait(), delay)
-            delay = min(delay * 2, 0.05)
-        return 202, RequestState(id=rid, state="queued")
+        deadline = loop.time() + self.submit_wait_s
+        event, rounds = None, 0
+        while True:
+            fut = self.bus.intake_waiter(rid)
+            try:
+                rec = await self._record(rid) if await self.store.exists(rid) else None
+                if rec is not None:
+                    if rec.entry_id == entry_id:
+                        return 201, state_of(rec)
+                    return 200, state_of(self._own(rec, key), duplicate=True)
+                if event == "invalid" or not self.bus.running or rounds % 4 == 3:
+                    reason = await self.api.dead_reason(entry_id)
+                    if reason is not None:
+                        raise ApiError(400, "invalid_request", reason, field="request")
+                left = deadline - loop.time()
+                if left <= 0:
+                    return 202, RequestState(id=rid, state="queued")
+                rounds += 1
+                try:
+                    event = await asyncio.wait_for(asyncio.shield(fut), min(left, SUBMIT_REREAD_S))
+                except TimeoutError:
+                    event = None
+            finally:
+                self.bus.forget(rid, fut)
 
     def _own(self, record: Record, key: ApiKey) -> Record:
         if record.request.agent not in key.agents:
