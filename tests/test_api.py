@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
@@ -116,3 +117,27 @@ async def test_events_stream_only_the_keys_agents_decisions(h: Harness, api: Api
     assert lines[0].startswith("id: ") and lines[1] == "event: decision"
     data = json.loads(lines[2].removeprefix("data: "))
     assert data["request_id"] == "sup-1" and data["status"] == Status.auto_approved.value
+
+
+async def test_a_submit_intake_does_not_take_in_time_answers_202_and_is_taken_later(redis_url: str) -> None:
+    async with api_harness(redis_url, api_submit_wait_s=0.3) as h:
+        h.bot.intake.stop()
+        await eventually(lambda: asyncio.sleep(0, not h.bot.intake.running), what="intake stopped")
+        api = Api(h, await new_key(h, "support-bot"))
+        try:
+            status, body, _ = await api.call("POST", "/v1/requests", json={**LOOKUP, "id": "later-1"})
+            assert status == 202 and body["state"] == "queued" and body["id"] == "later-1"
+            status, _, _ = await api.call("GET", "/v1/requests/later-1")
+            assert status == 404
+            # the entry waits in the queue; any intake (here a second replica) takes it
+            from tests.harness import start_bot
+
+            h.bots.append(await start_bot(redis_url, h.emu, consumer="replica-2"))
+
+            async def decided() -> Any:
+                status, d, _ = await api.call("GET", "/v1/requests/later-1/decision?wait=5")
+                return d if status == 200 else None
+
+            assert (await eventually(decided, what="decision by the second replica"))["status"] == "auto_approved"
+        finally:
+            await api.close()
