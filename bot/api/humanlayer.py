@@ -17,6 +17,7 @@ from blocks.facts import reject_label
 from bot.api.auth import Auth
 from bot.api.errors import ApiError, read_json
 from bot.api.service import Requests
+from bot.intake import describe
 from store.api_keys import ApiKey
 from store.errors import AlreadyDecided, Conflict
 from store.models import Record, Status, utcnow
@@ -163,9 +164,8 @@ class HumanLayerApi:
         try:
             return Call.model_validate(data)
         except ValidationError as e:
-            err = e.errors()[0]
-            loc = ".".join(str(x) for x in err["loc"]) or "request"
-            raise ApiError(400, "invalid_request", f"{loc}: {err['msg']}", field=loc) from e
+            loc = ".".join(str(x) for x in e.errors()[0]["loc"]) or "request"
+            raise ApiError(400, "invalid_request", describe(e), field=loc) from e
 
     async def create(self, request: web.Request, kind: str) -> web.Response:
         key = await self.auth(request)

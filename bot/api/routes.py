@@ -16,6 +16,7 @@ from bot.api.errors import ApiError, read_json
 from bot.api.openapi import document
 from bot.api.schemas import CancelBody, state_of
 from bot.api.service import MAX_WAIT_S, Requests
+from bot.intake import describe
 from store.models import MAX_ENTRY_BYTES
 
 BODY_LIMIT = MAX_ENTRY_BYTES
@@ -72,9 +73,8 @@ def routes(auth: Auth, service: Requests, bus: DecisionBus) -> web.RouteTableDef
         try:
             body = CancelBody.model_validate(data if data is not None else {})
         except ValidationError as e:
-            err = e.errors()[0]
-            loc = ".".join(str(x) for x in err["loc"]) or "request"
-            raise ApiError(400, "invalid_request", f"{loc}: {err['msg']}", field=loc) from e
+            loc = ".".join(str(x) for x in e.errors()[0]["loc"]) or "request"
+            raise ApiError(400, "invalid_request", describe(e), field=loc) from e
         return _json(state_of(await service.cancel(request.match_info["id"], key, body.reason)))
 
     @r.get("/events")
