@@ -21,6 +21,16 @@ REJECT_REASONS: tuple[tuple[str, str], ...] = (
 )
 """(code, label) pairs offered in the reject modal, in display order."""
 
+
+def reject_reasons(record: Record) -> tuple[tuple[str, str], ...]:
+    """The reasons a reviewer picks from: the request's own (a HumanLayer call's
+    `reject_options`, kept in `metadata.humanlayer`), else the taxonomy."""
+    hl = (record.request.metadata.model_extra or {}).get("humanlayer")
+    options = hl.get("reject_options") if isinstance(hl, dict) else None
+    own = tuple((str(o["name"])[:75], str(o.get("title") or o["name"])[:75])
+                for o in (options or [])[:10] if isinstance(o, dict) and o.get("name"))
+    return own or REJECT_REASONS
+
 _TITLES = {
     Kind.approval: "Approval needed",
     Kind.review: "Review needed",

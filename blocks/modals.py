@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from typing import Any, NamedTuple
 
-from blocks.facts import REJECT_REASONS, current_draft, current_params, kind_title
+from blocks.facts import REJECT_REASONS, current_draft, current_params, kind_title, reject_reasons
 from blocks.ids import INPUT_ACTION, BlockId, CallbackId, param_block_id
 from blocks.kit import (
     TEXT_INPUT_MAX,
@@ -53,7 +53,7 @@ def reject_modal(record: Record, meta: ModalMeta, *, after_the_fact: bool = Fals
             {
                 "type": "radio_buttons",
                 "action_id": INPUT_ACTION,
-                "options": [option(label, code) for code, label in REJECT_REASONS],
+                "options": [option(label, code) for code, label in reject_reasons(record)],
             },
         ),
         input_block(
@@ -213,11 +213,13 @@ def parse_edit_values(record: Record, state_values: StateValues) -> tuple[dict[s
     return values, errors
 
 
-def parse_reject_values(state_values: StateValues) -> tuple[Rejection, Errors]:
-    """The rejection (code, text) from the reject modal, and errors by block id."""
+def parse_reject_values(state_values: StateValues, offered: list[str] | None = None
+                        ) -> tuple[Rejection, Errors]:
+    """The rejection (code, text) from the reject modal, and errors by block id; `offered`
+    are the codes the modal showed (a request's own reasons), else the taxonomy's."""
     errors: Errors = {}
     code = _selected(state_values, BlockId.reason_code) or ""
-    if code not in dict(REJECT_REASONS):
+    if code not in (offered or dict(REJECT_REASONS)):
         errors[BlockId.reason_code] = "Choose a reason."
     text = (_typed(state_values, BlockId.reason_text) or "").strip()
     if code == "other" and not text:
@@ -225,6 +227,14 @@ def parse_reject_values(state_values: StateValues) -> tuple[Rejection, Errors]:
     elif len(text) > TEXT_INPUT_MAX:
         errors[BlockId.reason_text] = f"Keep it under {TEXT_INPUT_MAX:,} characters."
     return Rejection(code, text or None), errors
+
+
+def offered_reasons(view_blocks: list[dict[str, Any]]) -> list[str]:
+    """The reason codes a submitted reject modal offered (Slack sends its blocks back)."""
+    for block in view_blocks:
+        if block.get("block_id") == BlockId.reason_code:
+            return [str(o.get("value")) for o in (block.get("element") or {}).get("options") or []]
+    return []
 
 
 def parse_answer_values(state_values: StateValues) -> tuple[str, Errors]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from blocks.facts import STATUS_WORDS, deciders, mentions, reject_label
 from blocks.text import clip, fmt_duration, fmt_time, fmt_value, label
 from store.models import Change, Record, Status
+from store.transitions import WITHDRAWN_CODE
 
 
 def outcome_line(record: Record) -> str:
@@ -21,6 +22,8 @@ def outcome_line(record: Record) -> str:
         if changes:
             return f":pencil2: *Approved with edits*{by}{at}: {_changes(changes)}"
         return f":white_check_mark: *Approved*{by}{at}"
+    if d.status is Status.rejected and d.reason_code == WITHDRAWN_CODE:
+        return f":leftwards_arrow_with_hook: *Withdrawn* by the agent{at}" + (f": {reason}" if reason else "")
     if d.status is Status.rejected:
         label = reject_label(d.reason_code)
         why = ": ".join(x for x in (label, reason) if x)
@@ -48,6 +51,8 @@ def status_title(record: Record) -> str:
         return "Closed"
     if d.status is Status.approved and (d.changes or record.changes):
         return "Approved with edits"
+    if d.status is Status.rejected and d.reason_code == WITHDRAWN_CODE:
+        return "Withdrawn"
     return STATUS_WORDS.get(d.status, d.status.value).capitalize()
 
 

@@ -1,8 +1,9 @@
 """Wiring: `build_app(...)` constructs everything once; `Bot.start()`/`stop()` run it.
 
 HTTP mode serves `POST /slack/events` (interactivity, slash commands, events),
-`GET /healthz` and `GET /metrics`; with `SLACK_APP_TOKEN` Slack traffic arrives over
-Socket Mode instead and the HTTP server keeps only health and metrics.
+`GET /healthz`, `GET /metrics` and the HTTP API (`/v1/`, `/humanlayer/v1`: bot.api); with
+`SLACK_APP_TOKEN` Slack traffic arrives over Socket Mode instead and the HTTP server keeps
+health, metrics and the HTTP API.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from slack_sdk.web.async_client import AsyncWebClient
 from blocks.batch import batch_card
 from blocks.cards import card
 from bot import charts
+from bot.api import mount
+from bot.api.hints import HonourHints
 from bot.backlog import Backlog
 from bot.config import Settings
 from bot.delivery import Delivery
@@ -98,6 +101,8 @@ class Bot:
     _policy_mtime: float = 0.0
     background: dict[str, Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=dict)
     """More tasks to run while the bot runs (by name); cancelled first on stop."""
+    api: Any = None
+    """The HTTP API (bot.api.Api): REST, HumanLayer compatibility, webhooks."""
     scheduler: Scheduler | None = None
     """Reminders, escalation levels and expiry (runs as the background task `scheduler`)."""
 
@@ -196,7 +201,7 @@ def build_app(settings: Settings, store: Store | None = None, policy: PolicyHold
                         lambda b, rs: batch_card(b, rs, paused=pause.current()[0], paused_reason=pause.current()[1]),
                         backlog=Backlog(store, settings.backlog_at), post_rate=settings.post_rate,
                         post_burst=settings.post_burst)
-    intake = Intake(store, policy, redis_url=settings.redis_url, consumer=settings.consumer,
+    intake = Intake(store, lambda: HonourHints(policy()), redis_url=settings.redis_url, consumer=settings.consumer,
                     claim_idle_s=settings.claim_idle_s, max_deliveries=settings.max_deliveries,
                     dead_max_len=settings.dead_max_len, dead_max_age_s=settings.dead_max_age_s,
                     on_accepted=lambda: _kick_both(delivery, scheduler))
@@ -245,6 +250,8 @@ def build_app(settings: Settings, store: Store | None = None, policy: PolicyHold
     async def metrics(_: web.Request) -> web.Response:
         return web.Response(text=await render_metrics(bot), content_type="text/plain", charset="utf-8")
 
+    bot.api = mount(webapp, settings, store)
+    bot.background.update(bot.api.background())
     if not settings.socket_mode:
         webapp.router.add_post("/slack/events", events)
     webapp.router.add_get("/healthz", healthz)

@@ -1,4 +1,4 @@
-"""The `hitl` command: run, demo, request, schema, policy check, doctor."""
+"""The `hitl` command: run, demo, request, schema, policy check, doctor, keys."""
 
 from __future__ import annotations
 
@@ -50,6 +50,14 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("requests", nargs="*", help="sample request JSON files")
     doctor = sub.add_parser("doctor", help="check the Slack app, the policy's channels and groups, and Redis")
     doctor.add_argument("--json", action="store_true", help="the report as JSON, for automation")
+    keys = sub.add_parser("keys", help="REST API keys: create, list, revoke (docs/api.md)")
+    ksub = keys.add_subparsers(dest="keys_command", required=True, metavar="SUBCOMMAND")
+    kcreate = ksub.add_parser("create", help="create a key for one or more agents (shown once)")
+    kcreate.add_argument("--agent", action="append", required=True, help="agent name the key may act for")
+    kcreate.add_argument("--name", default="", help="a note to recognise the key by")
+    ksub.add_parser("list", help="list keys (ids, agents, state; never the keys)")
+    krevoke = ksub.add_parser("revoke", help="revoke a key at once")
+    krevoke.add_argument("key_id", help="the key's id (from `hitl keys list`)")
     return p
 
 
@@ -70,6 +78,10 @@ def main(argv: list[str] | None = None) -> int:
             from bot.doctor import doctor
 
             return asyncio.run(doctor(as_json_output=args.json))
+        if args.command == "keys":
+            from bot.api.keys_cli import keys
+
+            return asyncio.run(keys(args))
         if args.command == "policy":
             from bot.policy.check import check
 

@@ -43,6 +43,14 @@ class Settings(BaseSettings):
     backlog_at: int = Field(10, ge=2, validation_alias=_env("HITL_BACKLOG_AT"))
     dead_max_len: int = Field(10_000, ge=1, validation_alias=_env("HITL_DEAD_MAX_LEN"))
     dead_max_age_s: float = Field(30 * 86400, gt=0, validation_alias=_env("HITL_DEAD_MAX_AGE_S"))
+    # REST API and webhooks (docs/api.md)
+    api_rate: float = Field(20.0, gt=0, validation_alias=_env("HITL_API_RATE"))
+    api_burst: float = Field(40.0, ge=1, validation_alias=_env("HITL_API_BURST"))
+    api_submit_wait_s: float = Field(5.0, gt=0, le=60, validation_alias=_env("HITL_API_SUBMIT_WAIT_S"))
+    webhook_hosts: str = Field("", validation_alias=_env("HITL_WEBHOOK_HOSTS"))
+    webhook_secret: str | None = Field(None, validation_alias=_env("HITL_WEBHOOK_SECRET"))
+    webhook_retry_s: float = Field(1.0, gt=0, validation_alias=_env("HITL_WEBHOOK_RETRY_S"))
+    webhook_give_up_s: float = Field(86400.0, gt=0, validation_alias=_env("HITL_WEBHOOK_GIVE_UP_S"))
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", validation_alias=_env("HITL_LOG_LEVEL")
     )
@@ -114,6 +122,9 @@ _NAMES = {
     "max_deliveries": "HITL_MAX_DELIVERIES", "log_level": "HITL_LOG_LEVEL",
     "post_rate": "HITL_POST_RATE", "post_burst": "HITL_POST_BURST", "backlog_at": "HITL_BACKLOG_AT",
     "dead_max_len": "HITL_DEAD_MAX_LEN", "dead_max_age_s": "HITL_DEAD_MAX_AGE_S",
+    "api_rate": "HITL_API_RATE", "api_burst": "HITL_API_BURST", "api_submit_wait_s": "HITL_API_SUBMIT_WAIT_S",
+    "webhook_hosts": "HITL_WEBHOOK_HOSTS", "webhook_secret": "HITL_WEBHOOK_SECRET",
+    "webhook_retry_s": "HITL_WEBHOOK_RETRY_S", "webhook_give_up_s": "HITL_WEBHOOK_GIVE_UP_S",
 }
 
 

@@ -94,4 +94,6 @@ async def render_metrics(bot: Any) -> str:
                 "Rule evaluations skipped because the condition failed on a request (missing field).",
                 [(f'{{rule="{_label(rule)}"}}', n) for rule, n in sorted(skipped.items())] or [("", 0)]),
     ]
+    if getattr(bot, "api", None) is not None:
+        parts += await bot.api.metrics()
     return "\n".join(parts) + "\n"

@@ -29,6 +29,8 @@ MAX_MESSAGES = 50
 MAX_EXTRA_APPROVERS = 1000
 TIMEOUT_CODE = "timeout"
 """`reason_code` of a decision taken because nobody decided in time."""
+WITHDRAWN_CODE = "withdrawn"
+"""`reason_code` of a `rejected` decision the agent itself asked for (it withdrew the request)."""
 
 
 @dataclass
@@ -213,6 +215,18 @@ def expire(
         record, status, list(record.votes), now, reason=reason, reason_code=TIMEOUT_CODE
     )
     t.audit.append(("expired", "system", {"status": status.value, "reason": reason}))
+    return t
+
+
+def withdraw(record: Record, *, now: datetime, by: str, reason: str | None = None) -> Transition:
+    """The agent withdrew its request: it ends `rejected` with `reason_code` "withdrawn" (so an
+    agent that runs only approved actions never runs it), audited `withdrawn`, card locked."""
+    if record.state is not State.pending:
+        raise AlreadyDecided(record)
+    t = Transition(record)
+    t.decision = _decision(record, Status.rejected, list(record.votes), now,
+                           reason=reason or "withdrawn by the agent", reason_code=WITHDRAWN_CODE)
+    t.audit.append(("withdrawn", by, {"reason": reason}))
     return t
 
 

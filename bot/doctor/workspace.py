@@ -39,7 +39,7 @@ def policy_names(policy: Policy) -> tuple[list[str], list[str], dict[str, list[s
             channels.append(tier.channel)
         for a in tier.approvers or []:
             approver(a, f"approver ({name})")
-        for level in tier.escalation:
+        for level in tier.resolved_escalation(policy.defaults):
             for target in level.notify:
                 if target.startswith(("#", "C", "G")):
                     channels.append(target)

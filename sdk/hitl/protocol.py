@@ -197,6 +197,10 @@ class Request(_Strict):
     batch_key: Annotated[str, StringConstraints(max_length=128)] | None = None
     timeout_s: int | None = Field(default=None, ge=1, le=MAX_TIMEOUT_S)
     metadata: Metadata = Field(default_factory=Metadata)
+    callback_url: Annotated[
+        str, StringConstraints(max_length=2048, pattern=r"^https?://[^\s/?#@]+(/[^\s]*)?$")
+    ] | None = None
+    """Where hitl POSTs the signed decision (a webhook); its host must be allowed by the operator."""
 
     @field_validator("params")
     @classmethod

@@ -1,0 +1,165 @@
+"""What the API does, shared by the REST routes and the HumanLayer compatibility layer.
+
+Submitting validates with the queue's own model and words, then adds the request to the
+queue exactly as an agent would and waits briefly for intake: the record it creates, or the
+dead letter it writes, is the answer. Routing, policy, audit and decisions are intake's and
+the transitions' alone; the API only reads records and applies the `withdraw` transition.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from typing import Any, cast
+
+from pydantic import ValidationError
+
+from bot.api.bus import DecisionBus
+from bot.api.callbacks import CallbackPolicy
+from bot.api.errors import ApiError
+from bot.api.schemas import RequestState, state_of
+from bot.intake import describe
+from store.api_keys import ApiKey
+from store.api_requests import ApiStore
+from store.errors import AlreadyDecided, Conflict, NotFound
+from store.models import MAX_ENTRY_BYTES, Decision, Record, Request, utcnow
+from store.redis_store import Store
+from store.transitions import withdraw
+
+MAX_WAIT_S = 60
+REREAD_S = 5.0  # a long-poll re-reads the record this often, whatever the feed says
+SUBMIT_REREAD_S = 0.25
+
+
+class Requests:
+    def __init__(self, store: Store, bus: DecisionBus, callbacks: CallbackPolicy, submit_wait_s: float) -> None:
+        self.store = store
+        self.api = ApiStore(store)
+        self.bus = bus
+        self.callbacks = callbacks
+        self.submit_wait_s = submit_wait_s
+
+    def validate(self, data: Any) -> Request:
+        """The request, or 400 naming the field (the dead-letter stream's words)."""
+        if not isinstance(data, dict):
+            raise ApiError(400, "invalid_request", f"request must be a JSON object, not {type(data).__name__}",
+                           field="request")
+        try:
+            request = Request.model_validate(data)
+        except ValidationError as e:
+            loc = ".".join(str(x) for x in e.errors()[0]["loc"]) or "request"
+            raise ApiError(400, "invalid_request", describe(e), field=loc) from e
+        if request.reply_to and self.store.keys.owns(request.reply_to):
+            raise ApiError(400, "invalid_request", f"reply_to {request.reply_to!r} names one of the bot's own "
+                           f"keys; use a stream of your own or {self.store.keys.results_prefix}<name>",
+                           field="reply_to")
+        if request.callback_url is not None:
+            try:
+                self.callbacks.check(request.callback_url)
+            except ValueError as e:
+                raise ApiError(400, "invalid_request", f"callback_url: {e}", field="callback_url") from e
+        return request
+
+    async def submit(self, data: dict[str, Any], key: ApiKey) -> tuple[int, RequestState]:
+        """Queue a request for intake: (201 new / 200 duplicate / 202 still queued, its state)."""
+        request = self.validate(data)
+        if request.agent not in key.agents:
+            raise ApiError(403, "forbidden", f"this API key may not act for agent {request.agent!r}")
+        rid = request.id or uuid.uuid4().hex
+        existing = await self._record(rid)
+        if existing is not None:
+            return 200, state_of(self._own(existing, key), duplicate=True)
+        raw = json.dumps({**data, "id": rid})
+        if len(raw.encode()) > MAX_ENTRY_BYTES:
+            raise ApiError(413, "too_large", f"request is {len(raw.encode())} bytes; the limit is {MAX_ENTRY_BYTES}")
+        entry_id = await self.api.submit(raw)
+        return await self._outcome(rid, entry_id, key)
+
+    async def _outcome(self, rid: str, entry_id: str, key: ApiKey) -> tuple[int, RequestState]:
+        """Wait for intake's verdict on our entry: woken by the audit feed (any replica's intake),
+        and re-reading now and then in case the feed is away."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.submit_wait_s
+        event, rounds = None, 0
+        while True:
+            fut = self.bus.intake_waiter(rid)
+            try:
+                rec = await self._record(rid) if await self.store.exists(rid) else None
+                if rec is not None:
+                    if rec.entry_id == entry_id:
+                        return 201, state_of(rec)
+                    return 200, state_of(self._own(rec, key), duplicate=True)
+                if event == "invalid" or not self.bus.running or rounds % 4 == 3:
+                    reason = await self.api.dead_reason(entry_id)
+                    if reason is not None:
+                        raise ApiError(400, "invalid_request", reason, field="request")
+                left = deadline - loop.time()
+                if left <= 0:
+                    return 202, RequestState(id=rid, state="queued")
+                rounds += 1
+                try:
+                    event = await asyncio.wait_for(asyncio.shield(fut), min(left, SUBMIT_REREAD_S))
+                except TimeoutError:
+                    event = None
+            finally:
+                self.bus.forget(rid, fut)
+
+    def _own(self, record: Record, key: ApiKey) -> Record:
+        if record.request.agent not in key.agents:
+            raise ApiError(409, "id_taken", f"request id {record.id!r} is already used by another agent",
+                           field="id")
+        return record
+
+    async def _record(self, rid: str) -> Record | None:
+        try:
+            return await self.store.get(rid)
+        except NotFound:
+            return None
+
+    async def get(self, rid: str, key: ApiKey) -> Record:
+        """The record, 404 if unknown, 403 if it belongs to an agent the key is not for."""
+        rec = await self._record(rid)
+        if rec is None:
+            raise ApiError(404, "not_found", f"no request {rid!r}")
+        if rec.request.agent not in key.agents:
+            raise ApiError(403, "forbidden", f"this API key may not read requests of agent {rec.request.agent!r}")
+        return rec
+
+    async def decision(self, rid: str, key: ApiKey, wait: float) -> Decision | None:
+        """The decision, waiting up to `wait` seconds for it (None if still pending)."""
+        rec = await self.get(rid, key)
+        if rec.decision is not None or wait <= 0:
+            return rec.decision
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + min(wait, MAX_WAIT_S)
+        while True:
+            fut = self.bus.waiter(rid)
+            try:
+                rec = await self.get(rid, key)  # after registering: nothing published in between is missed
+                if rec.decision is not None:
+                    return rec.decision
+                left = deadline - loop.time()
+                if left <= 0:
+                    return None
+                try:
+                    return Decision.model_validate_json(await asyncio.wait_for(fut, min(left, REREAD_S)))
+                except TimeoutError:
+                    continue
+            finally:
+                self.bus.forget(rid, fut)
+
+    async def cancel(self, rid: str, key: ApiKey, reason: str | None) -> Record:
+        """Withdraw a pending request (decided `rejected`, reason_code `withdrawn`); 409 if decided."""
+        for _ in range(10):
+            rec = await self.get(rid, key)
+            now = utcnow()
+            try:
+                t = withdraw(rec, now=now, by=f"{rec.request.agent} (API key {key.id})", reason=reason)
+                return await self.store.apply(t, now)
+            except AlreadyDecided as e:
+                raise ApiError(409, "already_decided", f"request {rid!r} is already decided",
+                               extra={"request": state_of(cast(Record, e.record)).model_dump(mode="json")}) from e
+            except Conflict:
+                continue
+        raise ApiError(409, "conflict", f"request {rid!r} kept changing; try again")

@@ -1,0 +1,156 @@
+"""Signed webhooks: each decision of a request with a `callback_url` is POSTed to it.
+
+The enqueuer reads `{prefix}:decisions` through the consumer group `webhooks` and stores one
+durable delivery per decision (store.webhooks); the worker leases due deliveries, signs and
+POSTs them, retries with exponential backoff for `HITL_WEBHOOK_GIVE_UP_S`, audits every
+attempt, and dead-letters a delivery no receiver accepted. A webhook never changes a decision:
+the decision is stored and published before any delivery is tried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import aiohttp
+
+from bot.api.callbacks import SIGNATURE_HEADER, TIMESTAMP_HEADER, CallbackPolicy, sign
+from bot.worker import DueWorker
+from store.redis_store import Store
+from store.webhooks import WebhookStore
+
+log = logging.getLogger("hitl.webhooks")
+
+LEASE_MS = 30_000
+HTTP_TIMEOUT_S = 10.0
+MAX_BACKOFF_S = 600.0
+READ_BLOCK_MS = 1000
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class Enqueuer:
+    """Decisions -> deliveries (one per decided request with a callback_url)."""
+
+    def __init__(self, hooks: WebhookStore, consumer: str, kick: Callable[[], None] = lambda: None) -> None:
+        self.hooks = hooks
+        self.consumer = consumer
+        self.kick = kick
+
+    async def run(self) -> None:
+        own = True  # first our own unacknowledged entries (after a crash), then new ones
+        while True:
+            try:
+                await self.hooks.ensure_group()
+                rows = await self.hooks.read(self.consumer, own, READ_BLOCK_MS)
+                if own and not rows:
+                    own = False
+                    continue
+                await self.process(rows)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("webhooks: reading decisions failed; retrying in 1s")
+                own = True
+                await asyncio.sleep(1.0)
+
+    async def process(self, rows: list[tuple[str, str, str]]) -> int:
+        if not rows:
+            return 0
+        targets = await self.hooks.callback_urls([rid for _, rid, _ in rows])
+        n = 0
+        for (entry_id, rid, decision), (url, agent) in zip(rows, targets, strict=True):
+            body = ""
+            if url and decision:
+                n += 1
+                body = json.dumps({"event": "decision", "request_id": rid, "agent": agent,
+                                   "decision": json.loads(decision)}, separators=(",", ":"))
+            await self.hooks.enqueue(entry_id, rid, url if body else None, body, _now_ms())
+        if n:
+            self.kick()
+        return n
+
+
+class WebhookWorker(DueWorker):
+    name = "webhooks"
+
+    def __init__(self, store: Store, hooks: WebhookStore, policy: CallbackPolicy, *,
+                 retry_s: float, give_up_s: float) -> None:
+        super().__init__()
+        self.store = store
+        self.hooks = hooks
+        self.policy = policy
+        self.retry_s = retry_s
+        self.give_up_s = give_up_s
+        self._session: aiohttp.ClientSession | None = None
+
+    def now_ms(self) -> int:
+        return _now_ms()
+
+    async def next_due_ms(self) -> int | None:
+        return await self.hooks.next_due_ms()
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def run_once(self) -> int:
+        lease, members = await self.store.claim_due(self.hooks.due, _now_ms(), LEASE_MS, 10)
+        await asyncio.gather(*(self._deliver(rid, lease) for rid in members))
+        return len(members)
+
+    async def _deliver(self, rid: str, lease: int) -> None:
+        d = await self.hooks.get(rid)
+        if d is None or d.state != "pending":  # accepted (or given up) already: never again
+            await self.store.finish_due(self.hooks.due, rid, lease)
+            return
+        status, error, final = await self._post(d.url, d.body)
+        attempt = d.attempts + 1
+        now = datetime.now(UTC)
+        detail = {"attempt": attempt, "url": d.url, "status": status, "error": error}
+        if error is None:
+            await self.hooks.attempted(rid, state="delivered", error=None, status=status)
+            await self.store.audit(rid, "webhook_delivered", "system", detail, now)
+            await self.store.finish_due(self.hooks.due, rid, lease)
+            return
+        waited_s = (_now_ms() - d.created_ms) / 1000
+        backoff = min(self.retry_s * 2 ** (attempt - 1), MAX_BACKOFF_S)
+        if final or waited_s + backoff > self.give_up_s:
+            await self.hooks.attempted(rid, state="dead", error=error, status=status)
+            await self.store.audit(rid, "webhook_failed", "system", detail, now)
+            await self.store.audit(rid, "webhook_dead", "system",
+                                   {"attempts": attempt, "url": d.url, "error": error}, now)
+            log.warning("webhooks: gave up on %s after %d attempts: %s", rid, attempt, error)
+            await self.store.finish_due(self.hooks.due, rid, lease)
+            return
+        await self.hooks.attempted(rid, state="pending", error=error, status=status)
+        await self.store.audit(rid, "webhook_failed", "system", {**detail, "retry_in_s": backoff}, now)
+        await self.store.finish_due(self.hooks.due, rid, lease, retry_at_ms=_now_ms() + int(backoff * 1000))
+
+    async def _post(self, url: str, body: str) -> tuple[int | None, str | None, bool]:
+        """(HTTP status, error or None when accepted, whether the error is final)."""
+        try:
+            await self.policy.resolve(url)
+        except ValueError as e:
+            return None, f"refused: {e}", True
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=HTTP_TIMEOUT_S))
+        ts = int(time.time())
+        raw = body.encode()
+        assert self.policy.secret is not None
+        headers = {"Content-Type": "application/json", TIMESTAMP_HEADER: str(ts),
+                   SIGNATURE_HEADER: sign(self.policy.secret, ts, raw), "User-Agent": "hitl-webhooks/1"}
+        try:
+            async with self._session.post(url, data=raw, headers=headers, allow_redirects=False) as resp:
+                await resp.read()
+                if 200 <= resp.status < 300:
+                    return resp.status, None, False
+                return resp.status, f"HTTP {resp.status}", False
+        except (aiohttp.ClientError, TimeoutError, OSError) as e:
+            return None, f"{type(e).__name__}: {e}"[:500], False

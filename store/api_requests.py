@@ -1,0 +1,104 @@
+"""What the HTTP API reads and writes besides records: queue entries it submits, the fate of
+an entry (accepted or dead-lettered), the decisions feed, and the HumanLayer call mapping.
+
+The API never writes a record itself: it adds the request to `{prefix}:requests` exactly as
+an agent would, and intake does the rest.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from store.models import Decision
+from store.redis_store import Store
+
+DEAD_SCAN = 500
+"""Newest dead letters searched for an entry the API submitted (intake dead-letters at once)."""
+
+
+class ApiStore:
+    """Queue submission and lookups for the HTTP API, on the bot's `Store`."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.redis: Any = store.redis
+        self.keys = store.keys
+
+    async def submit(self, raw: str) -> str:
+        """Add a request (JSON text) to the queue, as `XADD {prefix}:requests * request <JSON>`."""
+        return str(await self.redis.xadd(self.keys.requests, {"request": raw}))
+
+    async def dead_reason(self, entry_id: str) -> str | None:
+        """The dead-letter `error` of a queue entry, if intake refused it."""
+        rows = await self.redis.xrevrange(self.keys.dead, count=DEAD_SCAN)
+        for _, fields in rows:
+            if fields.get("entry_id") == entry_id:
+                return str(fields.get("error", ""))
+        return None
+
+    async def invalid_decision(self, request_id: str) -> Decision | None:
+        """The `invalid` decision of an id that never became a request (kept 7 days)."""
+        raw = await self.redis.get(self.keys.invalid(request_id))
+        return Decision.model_validate_json(raw) if raw else None
+
+    async def decisions_after(self, last_id: str, count: int = 500) -> list[tuple[str, str, str]]:
+        """Decisions published after stream id `last_id`: (entry id, request id, decision JSON)."""
+        rows = await self.redis.xrange(self.keys.decisions, f"({last_id}", "+", count=count)
+        return [(i, f.get("request_id", ""), f.get("decision", "")) for i, f in rows if f.get("decision")]
+
+    async def feeds_after(self, last_decision: str, last_audit: str, block_ms: int, count: int = 500
+                          ) -> tuple[list[tuple[str, str, str]], list[tuple[str, str, str]]]:
+        """New decisions (entry id, request id, decision JSON) and audit events (entry id,
+        request id, event) after the given ids, waiting up to `block_ms` for the first."""
+        k = self.keys
+        got = await self.redis.xread({k.decisions: last_decision, k.audit: last_audit}, count=count,
+                                     block=block_ms)
+        decisions: list[tuple[str, str, str]] = []
+        audits: list[tuple[str, str, str]] = []
+        for stream, rows in got or []:
+            if stream == k.decisions:
+                decisions += [(i, f.get("request_id", ""), f.get("decision", "")) for i, f in rows
+                              if f.get("decision")]
+            else:
+                audits += [(i, f.get("request_id", ""), f.get("event", "")) for i, f in rows]
+        return decisions, audits
+
+    async def last_ids(self) -> tuple[str, str]:
+        """The newest entry ids of the decisions and audit streams ("0-0" when empty): where
+        a reader that wants only new entries starts (`$` would skip those added between reads)."""
+        async with self.redis.pipeline(transaction=False) as p:
+            p.xrevrange(self.keys.decisions, count=1)
+            p.xrevrange(self.keys.audit, count=1)
+            d, a = await p.execute()
+        return (str(d[0][0]) if d else "0-0"), (str(a[0][0]) if a else "0-0")
+
+    async def agents_of(self, request_ids: list[str]) -> list[str | None]:
+        """The agent of each request (None where there is no record), in one round trip."""
+        async with self.redis.pipeline(transaction=False) as p:
+            for rid in request_ids:
+                p.hget(self.keys.request(rid), "request")
+            rows = await p.execute()
+        return [json.loads(r).get("agent") if r else None for r in rows]
+
+    # ---- HumanLayer compatibility: the SDK's call, kept beside the hitl request -----------
+
+    def _call(self, request_id: str) -> str:
+        return f"{self.keys.request(request_id)}:humanlayer"
+
+    async def save_call(self, request_id: str, call: dict[str, Any], agent: str) -> bool:
+        """Keep the SDK's call (its own ids and spec) for its hitl request; False if one was kept."""
+        return bool(await self.redis.hsetnx(self._call(request_id), "call",
+                                            json.dumps({"call": call, "agent": agent})))
+
+    async def get_call(self, request_id: str) -> tuple[dict[str, Any], str] | None:
+        """The SDK's call and the agent it was submitted as, or None."""
+        raw = await self.redis.hget(self._call(request_id), "call")
+        if not raw:
+            return None
+        data = json.loads(raw)
+        return data["call"], data["agent"]
+
+    async def forget_call(self, request_id: str) -> None:
+        """Drop a kept call whose request never became a record (nothing half-stored)."""
+        await self.redis.delete(self._call(request_id))

@@ -1,0 +1,136 @@
+"""Durable webhook deliveries: one per decided request that named a `callback_url`.
+
+The consumer group `webhooks` on `{prefix}:decisions` turns each decision into a delivery
+(a hash, plus a member of a due-time set) and acknowledges the entry in the same script,
+so a crash between the two cannot lose or double a delivery. Attempts are leased from the
+due set (as the outbox is), so one replica at a time tries a delivery; once a receiver
+accepts, the delivery is marked `delivered` before its lease is released and never sent again.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from redis.exceptions import ResponseError
+
+from store.redis_store import Store
+
+GROUP = "webhooks"
+
+_ENQUEUE = """
+-- KEYS: decisions, delivery hash, due set ; ARGV: group, entry_id, request_id, url, body, now_ms
+if ARGV[4] ~= '' and redis.call('EXISTS', KEYS[2]) == 0 then
+  redis.call('HSET', KEYS[2], 'url', ARGV[4], 'body', ARGV[5], 'attempts', 0, 'state', 'pending',
+    'created_at', ARGV[6])
+  redis.call('ZADD', KEYS[3], ARGV[6], ARGV[3])
+end
+return redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+"""
+
+
+@dataclass(frozen=True)
+class Delivery:
+    request_id: str
+    url: str
+    body: str
+    attempts: int
+    state: str
+    created_ms: int
+    last_error: str | None = None
+
+
+class WebhookStore:
+    """The webhook queue: enqueue from the decisions stream, lease, record attempts."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.redis: Any = store.redis
+        self.keys = store.keys
+        self._enqueue = self.redis.register_script(_ENQUEUE)
+
+    @property
+    def due(self) -> str:
+        """Sorted set of request ids whose delivery is due, by due time."""
+        return f"{self.keys.prefix}:webhooks"
+
+    @property
+    def dead(self) -> str:
+        """Deliveries no receiver accepted in time, with the last error."""
+        return f"{self.keys.prefix}:webhooks:dead"
+
+    def delivery_key(self, request_id: str) -> str:
+        return f"{self.keys.request(request_id)}:webhook"
+
+    async def ensure_group(self) -> None:
+        """The `webhooks` group from the stream's start, so no decision is skipped."""
+        try:
+            await self.redis.xgroup_create(self.keys.decisions, GROUP, id="0", mkstream=True)
+        except ResponseError as e:
+            if "BUSYGROUP" not in str(e):
+                raise
+
+    async def read(self, consumer: str, own: bool, block_ms: int, count: int = 100
+                   ) -> list[tuple[str, str, str]]:
+        """Decisions for this consumer: its own unacknowledged ones (`own`), else new ones."""
+        got = await self.redis.xreadgroup(GROUP, consumer, {self.keys.decisions: "0" if own else ">"},
+                                          count=count, block=None if own else block_ms)
+        rows = got[0][1] if got else []
+        return [(i, f.get("request_id", ""), f.get("decision", "")) for i, f in rows]
+
+    async def callback_urls(self, request_ids: list[str]) -> list[tuple[str | None, str | None]]:
+        """(callback_url, agent) of each request's record (None where absent)."""
+        async with self.redis.pipeline(transaction=False) as p:
+            for rid in request_ids:
+                p.hget(self.keys.request(rid), "request")
+            rows = await p.execute()
+        out: list[tuple[str | None, str | None]] = []
+        for raw in rows:
+            data = json.loads(raw) if raw else {}
+            out.append((data.get("callback_url"), data.get("agent")))
+        return out
+
+    async def enqueue(self, entry_id: str, request_id: str, url: str | None, body: str, now_ms: int) -> None:
+        """Create the delivery (once per request) and acknowledge the decision entry, atomically."""
+        keys = [self.keys.decisions, self.delivery_key(request_id), self.due]
+        await self._enqueue(keys=keys, args=[GROUP, entry_id, request_id, url or "", body, now_ms])
+
+    async def get(self, request_id: str) -> Delivery | None:
+        raw = await self.redis.hgetall(self.delivery_key(request_id))
+        if not raw:
+            return None
+        return Delivery(request_id, raw["url"], raw["body"], int(raw.get("attempts", 0)), raw["state"],
+                        int(raw["created_at"]), raw.get("last_error"))
+
+    async def attempted(self, request_id: str, *, state: str, error: str | None, status: int | None) -> int:
+        """Count one attempt and its outcome (`pending`, `delivered`, `dead`); returns attempts."""
+        key = self.delivery_key(request_id)
+        async with self.redis.pipeline(transaction=True) as p:
+            p.hincrby(key, "attempts", 1)
+            p.hset(key, mapping={"state": state, "last_error": error or "",
+                                 "last_status": "" if status is None else status})
+            if state == "dead":
+                p.hget(key, "url")
+            res = await p.execute()
+        if state == "dead":
+            await self.redis.xadd(self.dead, {"request_id": request_id, "url": res[2] or "",
+                                              "error": error or "", "attempts": res[0]},
+                                  maxlen=10000, approximate=True)
+        return int(res[0])
+
+    async def dead_letters(self, count: int = 100) -> list[dict[str, str]]:
+        rows = await self.redis.xrange(self.dead, count=count)
+        return [dict(f) for _, f in rows]
+
+    async def next_due_ms(self) -> int | None:
+        rows = await self.redis.zrange(self.due, 0, 0, withscores=True)
+        return int(rows[0][1]) if rows else None
+
+    async def depth(self) -> tuple[int, int]:
+        """(deliveries waiting for an attempt, dead-lettered deliveries)."""
+        async with self.redis.pipeline(transaction=False) as p:
+            p.zcard(self.due)
+            p.xlen(self.dead)
+            due, dead = await p.execute()
+        return int(due), int(dead)

@@ -1,0 +1,143 @@
+"""The REST API over real HTTP: the real bot, the emulator as Slack, a real redis-server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from blocks.ids import ActionId
+from store.models import Status
+from tests.api_util import LOOKUP, REFUND, Api, api_harness, new_key
+from tests.harness import Harness
+from tests.util import eventually
+
+
+@pytest.fixture
+async def h(redis_url: str) -> AsyncIterator[Harness]:
+    async with api_harness(redis_url) as h:
+        yield h
+
+
+@pytest.fixture
+async def api(h: Harness) -> AsyncIterator[Api]:
+    a = Api(h, await new_key(h, "billing-bot", "support-bot"))
+    yield a
+    await a.close()
+
+
+async def test_an_auto_routed_request_is_decided_in_the_submit_answer_and_idempotent(h: Harness, api: Api) -> None:
+    status, body, _ = await api.call("POST", "/v1/requests", json={**LOOKUP, "id": "look-1"})
+    assert status == 201, body
+    assert body["state"] == "decided" and body["duplicate"] is False
+    assert body["decision"]["status"] == "auto_approved" and body["route"]["mode"] == "auto"
+    status, again, _ = await api.call("POST", "/v1/requests", json={**LOOKUP, "id": "look-1", "summary": "other"})
+    assert status == 200 and again["duplicate"] is True and again["decision"] == body["decision"]
+    assert await h.store.redis.xlen(h.store.keys.decisions) == 1  # one request, one decision
+    status, got, _ = await api.call("GET", "/v1/requests/look-1")
+    assert status == 200 and got["decision"]["status"] == "auto_approved"
+    status, d, _ = await api.call("GET", "/v1/requests/look-1/decision")
+    assert status == 200 and d["status"] == "auto_approved"
+
+
+async def test_long_poll_returns_the_reviewers_decision(h: Harness, api: Api) -> None:
+    status, body, _ = await api.call("POST", "/v1/requests", json=REFUND)
+    assert status == 201 and body["state"] == "pending" and body["route"]["mode"] == "approve"
+    rid = body["id"]
+    status, _, _ = await api.call("GET", f"/v1/requests/{rid}/decision?wait=0")
+    assert status == 204
+    waiting = asyncio.ensure_future(api.call("GET", f"/v1/requests/{rid}/decision?wait=30"))
+    rec = await h.card(rid)
+    await h.click(rec, "U0ALICE", ActionId.approve)
+    status, d, _ = await waiting
+    assert status == 200 and d["status"] == "approved" and d["decided_by"][0]["user_id"] == "U0ALICE"
+
+
+async def test_cancel_withdraws_locks_the_card_and_is_audited(h: Harness, api: Api) -> None:
+    _, _body, _ = await api.call("POST", "/v1/requests", json={**REFUND, "id": "wd-1"})
+    rec = await h.card("wd-1")
+    status, done, _ = await api.call("POST", "/v1/requests/wd-1/cancel", json={"reason": "customer paid"})
+    assert status == 200, done
+    assert done["decision"]["status"] == "rejected" and done["decision"]["reason_code"] == "withdrawn"
+    assert [e.event for e in await h.store.trail("wd-1")].count("withdrawn") == 1
+
+    async def locked() -> bool:
+        return "Withdrawn" in json.dumps(h.message(rec))
+
+    await eventually(locked, what="card locked as withdrawn")
+    status, again, _ = await api.call("POST", "/v1/requests/wd-1/cancel")
+    assert status == 409 and again["error"]["code"] == "already_decided"
+    assert (await h.store.get("wd-1")).decision.reason_code == "withdrawn"  # type: ignore[union-attr]
+
+
+async def test_bad_input_is_refused_with_the_queues_words_and_nothing_is_stored(h: Harness, api: Api) -> None:
+    before = await h.store.redis.xlen(h.store.keys.requests)
+    status, body, _ = await api.call("POST", "/v1/requests", data=b"{not json",
+                                     headers={"Content-Type": "application/json"})
+    assert status == 400 and body["error"]["field"] == "request" and "not valid JSON" in body["error"]["message"]
+    bad = {"agent": "billing-bot", "action": "refund", "confidence": 3}
+    status, body, _ = await api.call("POST", "/v1/requests", json=bad)
+    assert status == 400 and body["error"]["field"] == "summary"
+    # the same words the queue's dead-letter stream gives for the same entry
+    await h.push_raw(bad)
+    dead = await eventually(lambda: h.store.redis.xrange(h.store.keys.dead), what="dead letter")
+    assert dead[0][1]["error"] == body["error"]["message"]
+    status, body, _ = await api.call("POST", "/v1/requests", json={**REFUND, "reply_to": "hitl:audit"})
+    assert status == 400 and body["error"]["field"] == "reply_to"
+    status, body, _ = await api.call("POST", "/v1/requests", data=b"x" * 70_000)
+    assert status == 413 and body["error"]["code"] == "too_large"
+    status, body, _ = await api.call("GET", "/v1/nowhere")
+    assert status == 404 and body["error"]["code"] == "not_found"
+    status, body, _ = await api.call("GET", "/nowhere/at/all")
+    assert status == 404 and body["error"]["code"] == "not_found"
+    status, body, _ = await api.call("GET", "/v1/requests/nope")
+    assert status == 404 and body["error"]["code"] == "not_found"
+    status, body, _ = await api.call("GET", "/v1/requests/x/decision?wait=61")
+    assert status == 400 and body["error"]["field"] == "wait"
+    assert await h.store.redis.xlen(h.store.keys.requests) == before + 1  # only the raw push above
+
+
+async def test_events_stream_only_the_keys_agents_decisions(h: Harness, api: Api) -> None:
+    support = await new_key(h, "support-bot")
+    async with api.session.get(api.base + "/v1/events", headers=api.headers(support)) as resp:
+        assert resp.status == 200 and resp.headers["Content-Type"].startswith("text/event-stream")
+        await resp.content.readline()  # the opening comment
+        await resp.content.readline()
+        other = await new_key(h, "ops-bot")
+        await api.call("POST", "/v1/requests", json={**LOOKUP, "agent": "ops-bot", "id": "ops-1"}, key=other)
+        await api.call("POST", "/v1/requests", json={**LOOKUP, "id": "sup-1"})
+        lines = []
+        while len(lines) < 3:
+            line = (await asyncio.wait_for(resp.content.readline(), 10)).decode().strip()
+            if line:
+                lines.append(line)
+    assert lines[0].startswith("id: ") and lines[1] == "event: decision"
+    data = json.loads(lines[2].removeprefix("data: "))
+    assert data["request_id"] == "sup-1" and data["status"] == Status.auto_approved.value
+
+
+async def test_a_submit_intake_does_not_take_in_time_answers_202_and_is_taken_later(redis_url: str) -> None:
+    async with api_harness(redis_url, api_submit_wait_s=0.3) as h:
+        h.bot.intake.stop()
+        await eventually(lambda: asyncio.sleep(0, not h.bot.intake.running), what="intake stopped")
+        api = Api(h, await new_key(h, "support-bot"))
+        try:
+            status, body, _ = await api.call("POST", "/v1/requests", json={**LOOKUP, "id": "later-1"})
+            assert status == 202 and body["state"] == "queued" and body["id"] == "later-1"
+            status, _, _ = await api.call("GET", "/v1/requests/later-1")
+            assert status == 404
+            # the entry waits in the queue; any intake (here a second replica) takes it
+            from tests.harness import start_bot
+
+            h.bots.append(await start_bot(redis_url, h.emu, consumer="replica-2"))
+
+            async def decided() -> Any:
+                status, d, _ = await api.call("GET", "/v1/requests/later-1/decision?wait=5")
+                return d if status == 200 else None
+
+            assert (await eventually(decided, what="decision by the second replica"))["status"] == "auto_approved"
+        finally:
+            await api.close()

@@ -1,0 +1,166 @@
+"""The real `humanlayer` SDK (0.7.9, unmodified) pointed at hitl: approvals, rejections with a
+comment, and a human as a tool, decided by people in the emulator."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from humanlayer import ContactChannel, HumanLayer, ResponseOption, SlackContactChannel
+
+from blocks.ids import ActionId, BlockId, CallbackId
+from bot.api.humanlayer import hitl_id
+from store.models import Status
+from tests.api_util import Api, api_harness, new_key
+from tests.harness import Harness
+from tests.util import eventually
+
+CHANNEL = "C0HLAPPROVE"
+POLL_S = 0.2  # the SDK's `sleep` is a public setting; its default (3 s) is measured in bench/
+
+
+@pytest.fixture
+async def h(redis_url: str) -> AsyncIterator[Harness]:
+    async with api_harness(redis_url) as h:
+        h.emu.add_channel("hl-approvals", CHANNEL)
+        yield h
+
+
+def sdk(h: Harness, key: str, call_id: str, **kw: Any) -> HumanLayer:
+    return HumanLayer(api_key=key, api_base_url=f"http://127.0.0.1:{h.bot.port}/humanlayer/v1",
+                      sleep=lambda _: time.sleep(POLL_S), genid=lambda _: call_id, **kw)
+
+
+def channel(*responders: str) -> ContactChannel:
+    return ContactChannel(slack=SlackContactChannel(channel_or_user_id=CHANNEL, allowed_responder_ids=list(responders)
+                                                    or None, context_about_channel_or_user="the billing team"))
+
+
+async def test_an_approved_call_runs_and_only_allowed_responders_decide(h: Harness) -> None:
+    hl = sdk(h, await new_key(h, "billing-bot"), "call-approve-1")
+    ran: list[int] = []
+
+    @hl.require_approval(contact_channel=channel("U0ALICE"))
+    def refund(amount: int, customer: str) -> str:
+        ran.append(amount)
+        return f"refunded {amount} to {customer}"
+
+    result = asyncio.ensure_future(asyncio.to_thread(refund, amount=250, customer="Ana"))
+    rid = hitl_id("fn", "call-approve-1")
+    rec = await h.card(rid)
+    assert rec.channel == CHANNEL and rec.request.agent == "billing-bot" and rec.request.action == "refund"
+    assert rec.request.params == {"amount": 250, "customer": "Ana"} and rec.route.approvers == ["U0ALICE"]
+    await h.click(rec, "U0BOB", ActionId.approve)  # not an allowed responder: refused, nothing decided
+    assert (await h.store.get(rid)).decision is None
+    await h.click(rec, "U0ALICE", ActionId.approve)
+    assert await result == "refunded 250 to Ana" and ran == [250]
+
+
+async def test_a_rejected_call_returns_humanlayers_text_with_the_comment(h: Harness) -> None:
+    hl = sdk(h, await new_key(h, "billing-bot"), "call/reject 1")  # outside hitl's id alphabet
+    ran: list[int] = []
+
+    @hl.require_approval(contact_channel=channel(), reject_options=[
+        ResponseOption(name="already_done", title="Already refunded"),
+        ResponseOption(name="too_much", title="Amount too high")])
+    def refund(amount: int) -> str:
+        ran.append(amount)
+        return "refunded"
+
+    result = asyncio.ensure_future(asyncio.to_thread(refund, amount=900))
+    rid = hitl_id("fn", "call/reject 1")
+    rec = await h.card(rid)
+    await h.click(rec, "U0BOB", ActionId.reject)
+    view = await eventually(lambda: asyncio.sleep(0, h.emu.top_view("U0BOB")), what="reject modal")
+    offered = [o["value"] for b in view.spec["blocks"] if b.get("block_id") == BlockId.reason_code
+               for o in b["element"]["options"]]
+    assert offered == ["already_done", "too_much"]  # the call's reject_options are the reasons
+    await h.emu.submit_view("U0BOB", view.id, {BlockId.reason_code.value: {"value": "already_done"},
+                                               BlockId.reason_text.value: {"value": "Order was already refunded"}})
+    text = await result
+    assert text == "User in the billing team denied refund with message: Order was already refunded"
+    assert ran == []
+    # the SDK's own call id comes back on every answer
+    api = Api(h, await new_key(h, "billing-bot"))
+    try:
+        status, body, _ = await api.call("GET", "/humanlayer/v1/function_calls/call%2Freject%201")
+        assert status == 200 and body["call_id"] == "call/reject 1" and body["status"]["approved"] is False
+        assert body["status"]["reject_option_name"] == "already_done"
+    finally:
+        await api.close()
+
+
+async def test_human_as_tool_gets_the_reviewers_answer(h: Harness) -> None:
+    hl = sdk(h, await new_key(h, "support-bot"), "call-ask-1")
+    ask = hl.human_as_tool(contact_channel=ContactChannel(slack=SlackContactChannel(channel_or_user_id=CHANNEL)))
+    answer = asyncio.ensure_future(asyncio.to_thread(ask, "May I refund order 4711 after 60 days?"))
+    rec = await h.card(hitl_id("hc", "call-ask-1"))
+    assert rec.request.kind.value == "question" and rec.request.agent == "support-bot"
+    await h.click(rec, "U0CAROL", ActionId.answer)
+    view = await eventually(lambda: asyncio.sleep(0, h.emu.top_view("U0CAROL")), what="answer modal")
+    assert view.spec["callback_id"] == CallbackId.answer_modal
+    await h.emu.submit_view("U0CAROL", view.id, {BlockId.answer_text.value: {"value": "Yes, it is a gold customer"}})
+    assert await answer == "Yes, it is a gold customer"
+    assert (await h.store.get(rec.id)).decision.status is Status.answered  # type: ignore[union-attr]
+
+
+def _call(call_id: str, fn: str = "refund", **spec: Any) -> dict[str, Any]:
+    return {"run_id": "billing-bot", "call_id": call_id,
+            "spec": {"fn": fn, "kwargs": {"amount": 5}, "channel": {"slack": {"channel_or_user_id": CHANNEL}},
+                     **spec}}
+
+
+async def test_the_compat_api_over_http_maps_scope_options_escalation_and_errors(h: Harness) -> None:
+    api = Api(h, await new_key(h, "billing-bot"))
+    base = "/humanlayer/v1"
+    try:
+        # a call policy would let run alone still waits for a person: HumanLayer asked for one
+        await h.store.redis.sadd(h.store.keys.actions_seen, "lookup_order")
+        status, body, _ = await api.call("POST", f"{base}/function_calls",
+                                         json=_call("c-1", fn="lookup_order", reject_options=[
+                                             {"name": "stale", "title": "Data is stale"}]))
+        assert status == 200 and body["call_id"] == "c-1" and body["status"]["approved"] is None
+        rec = await h.store.get(hitl_id("fn", "c-1"))
+        assert rec.route.mode.value == "approve" and rec.route.channel == CHANNEL
+        # idempotent by call id
+        status, again, _ = await api.call("POST", f"{base}/function_calls", json=_call("c-1", fn="lookup_order"))
+        assert status == 200 and again["spec"] == body["spec"]
+        # rejected without words: the comment is the option's title, never empty
+        card = await h.card(rec.id)
+        await h.click(card, "U0BOB", ActionId.reject)
+        view = await eventually(lambda: asyncio.sleep(0, h.emu.top_view("U0BOB")), what="reject modal")
+        await h.emu.submit_view("U0BOB", view.id, {BlockId.reason_code.value: {"value": "stale"}})
+        await h.decided(rec.id)
+        status, body, _ = await api.call("GET", f"{base}/function_calls/c-1")
+        assert body["status"]["approved"] is False and body["status"]["comment"] == "Data is stale"
+        assert body["status"]["reject_option_name"] == "stale" and body["status"]["responded_at"]
+        # escalation: the next level now, the agent's message audited, named people may decide
+        await api.call("POST", f"{base}/function_calls", json=_call("c-2"))
+        status, body, _ = await api.call("POST", f"{base}/agent/function_calls/c-2/escalate_email", json={
+            "escalation_msg": "still waiting, please look", "channel": {
+                "slack": {"channel_or_user_id": "U0DAVE", "allowed_responder_ids": ["U0DAVE"]}}})
+        assert status == 200 and body["call_id"] == "c-2"
+        rec2 = await h.store.get(hitl_id("fn", "c-2"))
+        assert rec2.escalation_level == 1 and "U0DAVE" in rec2.extra_approvers
+        trail = await h.store.trail(rec2.id)
+        assert any(e.event == "escalation_requested" and e.detail["message"] == "still waiting, please look"
+                   for e in trail)
+        # another agent's key may not read it; every error is a JSON body
+        other = await new_key(h, "ops-bot")
+        status, body, _ = await api.call("GET", f"{base}/function_calls/c-2", key=other)
+        assert status == 403 and body["error"]["code"] == "forbidden"
+        status, body, _ = await api.call("GET", f"{base}/function_calls/c-2", key="")
+        assert status == 401 and body["error"]["code"] == "unauthorized"
+        status, body, _ = await api.call("GET", f"{base}/contact_requests/nope")
+        assert status == 404 and body["error"]["code"] == "not_found"
+        status, body, _ = await api.call("POST", f"{base}/function_calls", json={"run_id": "x"})
+        assert status == 400 and body["error"]["field"] == "call_id"
+        status, body, _ = await api.call("POST", f"{base}/function_calls", json=_call("c-3", fn=""))
+        assert status == 400 and body["error"]["field"] == "spec.fn"
+        assert not await h.store.exists(hitl_id("fn", "c-3"))
+        assert await h.bot.api.service.api.get_call(hitl_id("fn", "c-3")) is None  # nothing half-stored
+    finally:
+        await api.close()

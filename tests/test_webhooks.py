@@ -1,0 +1,147 @@
+"""Signed webhooks against a real local receiver: signature, retries, dead letters, hosts."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from tests.api_util import LOOKUP, WEBHOOK_SECRET, Api, api_harness, new_key
+from tests.redis_server import free_port
+from tests.util import eventually
+
+DOCS = Path(__file__).resolve().parent.parent / "docs" / "api.md"
+
+
+def documented_verify() -> Any:
+    """The verification snippet exactly as docs/api.md shows it."""
+    text = DOCS.read_text()
+    section = text[text.index("### Verifying a delivery"):]
+    code = re.search(r"```python\n(.*?)```", section, re.S)
+    assert code is not None
+    scope: dict[str, Any] = {}
+    exec(code.group(1), scope)
+    return scope["verify"]
+
+
+@dataclass
+class Receiver:
+    fail_first: int = 0
+    always_fail: bool = False
+    calls: list[tuple[dict[str, str], bytes, int]] = field(default_factory=list)
+    port: int = 0
+
+    async def handle(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        ok = not self.always_fail and len(self.calls) >= self.fail_first
+        status = 200 if ok else 503
+        self.calls.append((dict(request.headers), body, status))
+        return web.Response(status=status, text="ok" if ok else "not now")
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/hook"
+
+    @property
+    def accepted(self) -> list[tuple[dict[str, str], bytes, int]]:
+        return [c for c in self.calls if c[2] == 200]
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    r = Receiver()
+    app = web.Application()
+    app.router.add_post("/hook", r.handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    r.port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", r.port).start()
+    yield r
+    await runner.cleanup()
+
+
+async def test_a_flaky_receiver_gets_exactly_one_accepted_signed_delivery(redis_url: str, receiver: Receiver) -> None:
+    receiver.fail_first = 5
+    async with api_harness(redis_url) as h:
+        api = Api(h, await new_key(h, "support-bot"))
+        try:
+            status, body, _ = await api.call("POST", "/v1/requests",
+                                             json={**LOOKUP, "id": "wh-1", "callback_url": receiver.url})
+            assert status == 201 and body["decision"]["status"] == "auto_approved"
+
+            async def delivered() -> bool:
+                return "webhook_delivered" in [e.event for e in await h.store.trail("wh-1")]
+
+            await eventually(delivered, what="webhook delivered")
+            await h.bot.api.webhooks.run_once()  # nothing is due any more: no further attempt
+        finally:
+            await api.close()
+        events = [e.event for e in await h.store.trail("wh-1")]
+    assert len(receiver.calls) == 6 and len(receiver.accepted) == 1
+    assert events.count("webhook_failed") == 5 and events.count("webhook_delivered") == 1
+    headers, raw, _ = receiver.accepted[0]
+    verify = documented_verify()
+    assert verify(WEBHOOK_SECRET.encode(), headers, raw)
+    assert not verify(b"another secret", headers, raw)
+    assert not verify(WEBHOOK_SECRET.encode(), headers, raw.replace(b"auto_approved", b"approved"))
+    import json
+
+    payload = json.loads(raw)
+    assert payload["request_id"] == "wh-1" and payload["decision"]["status"] == "auto_approved"
+
+
+async def test_a_receiver_that_never_accepts_is_dead_lettered(redis_url: str, receiver: Receiver) -> None:
+    receiver.always_fail = True
+    async with api_harness(redis_url, webhook_give_up_s=0.3) as h:
+        api = Api(h, await new_key(h, "support-bot"))
+        try:
+            await api.call("POST", "/v1/requests", json={**LOOKUP, "id": "wh-2", "callback_url": receiver.url})
+            hooks = h.bot.api.webhooks.hooks
+            dead = await eventually(hooks.dead_letters, what="dead-lettered delivery")
+            rec = await h.store.get("wh-2")
+        finally:
+            await api.close()
+        events = [e.event for e in await h.store.trail("wh-2")]
+    assert dead[0]["request_id"] == "wh-2" and dead[0]["error"] == "HTTP 503" and dead[0]["url"] == receiver.url
+    assert events.count("webhook_dead") == 1 and events.count("webhook_failed") == len(receiver.calls) >= 2
+    assert rec.decision is not None and rec.decision.status.value == "auto_approved"  # the decision stands
+
+
+async def test_a_callback_to_a_host_not_allowed_is_refused_at_submit(redis_url: str) -> None:
+    async with api_harness(redis_url, webhook_hosts="hooks.example.com") as h:
+        api = Api(h, await new_key(h, "support-bot"))
+        try:
+            for url in ("http://127.0.0.1:9/hook", "https://evil.example.net/x", "http://10.0.0.8/hook",
+                        f"http://127.0.0.1:{h.bot.port}/v1/requests"):
+                status, body, _ = await api.call("POST", "/v1/requests", json={**LOOKUP, "callback_url": url})
+                assert status == 400 and body["error"]["field"] == "callback_url", url
+            assert await h.store.redis.xlen(h.store.keys.requests) == 0
+        finally:
+            await api.close()
+
+
+async def test_deliveries_survive_a_restart(redis_url: str, receiver: Receiver) -> None:
+    receiver.always_fail = True
+    async with api_harness(redis_url) as h:
+        api = Api(h, await new_key(h, "support-bot"))
+        try:
+            await api.call("POST", "/v1/requests", json={**LOOKUP, "id": "wh-3", "callback_url": receiver.url})
+            await eventually(lambda: _attempted(receiver), what="a first attempt")
+        finally:
+            await api.close()
+    receiver.always_fail = False
+    async with api_harness(redis_url) as h2:
+        async def delivered() -> bool:
+            return "webhook_delivered" in [e.event for e in await h2.store.trail("wh-3")]
+
+        await eventually(delivered, what="delivery by the restarted bot")
+    assert len(receiver.accepted) == 1
+
+
+async def _attempted(receiver: Receiver) -> bool:
+    return bool(receiver.calls)
