@@ -10,10 +10,21 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import ResponseError
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError, ResponseError
+from redis.retry import Retry
 
 from store.keys import Keys
-from store.redis_store import GROUP
+from store.redis_store import GROUP, Store
+
+ProbeError = RedisError
+"""What a probe raises when Redis refuses or does not answer (besides `OSError`)."""
+
+
+def probe_store(url: str, prefix: str) -> Store:
+    """A store for one look at Redis: no retries (a Redis that does not answer is the finding)."""
+    return Store.from_url(url, prefix=prefix, retry=Retry(NoBackoff(), 0),
+                          socket_connect_timeout=3, max_connections=2)
 
 
 @dataclass(frozen=True)

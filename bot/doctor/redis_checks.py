@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
-from redis.retry import Retry
-
 from bot.config import Settings
 from bot.doctor.report import Check, Status
-from store.health import GroupFacts, ServerFacts, group_facts, server_facts
-from store.redis_store import Store
+from store.health import GroupFacts, ProbeError, ServerFacts, group_facts, probe_store, server_facts
 
 OK, WARN, ERROR = Status.ok, Status.warn, Status.error
 MIN_VERSION = (6, 2)  # XAUTOCLAIM, which reclaims a crashed replica's entries
@@ -94,19 +89,18 @@ def group(prefix: str, claim_idle_s: float, g: GroupFacts) -> Check:
 async def redis_checks(settings: Settings) -> list[Check]:
     """Each Redis check; only the first when Redis does not answer."""
     # no retries: a Redis that does not answer is the finding, at once
-    store = Store.from_url(settings.redis_url, prefix=settings.prefix, retry=Retry(NoBackoff(), 0),
-                           socket_connect_timeout=3, max_connections=2)
+    store = probe_store(settings.redis_url, settings.prefix)
     try:
         try:
             facts = await server_facts(store.redis)
-        except (RedisError, OSError) as e:
+        except (ProbeError, OSError) as e:
             return [Check("redis.server", ERROR, f"cannot reach Redis at {settings.redis_url}: {e}",
                           "start Redis, or set REDIS_URL to where it runs")]
         checks = [version(settings.redis_url, facts), persistence(facts), eviction(facts)]
         try:
             checks.append(group(settings.prefix, settings.claim_idle_s,
                                 await group_facts(store.redis, store.keys)))
-        except RedisError as e:
+        except ProbeError as e:
             checks.append(Check("redis.group", ERROR, f"cannot read {settings.prefix}:requests: {e}",
                                 "is the key a stream? another program may use the same prefix"))
         return checks
