@@ -34,6 +34,6 @@ else
   end
 end
 if ARGV[12] ~= '' then
-  redis.call('ZADD', KEYS[6], ARGV[4], ARGV[12])
+  queue_op(KEYS[6], KEYS[6] .. ':again', ARGV[12], ARGV[4])
 end
 return 'accepted'
