@@ -27,64 +27,22 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 )
 from slack_sdk.web.async_client import AsyncWebClient
 
+from handlers.slack_errors import (
+    Permanent,
+    RateLimited,
+    SlackFailure,
+    Transient,
+    backoff_s,
+    classify,
+)
+
+__all__ = ["Gateway", "Permanent", "RateLimited", "SlackFailure", "Transient", "backoff_s", "classify",
+           "web_client"]
+
 log = logging.getLogger("hitl.slack")
 
-TRANSIENT_ERRORS = frozenset({"ratelimited", "internal_error", "fatal_error", "service_unavailable",
-                              "request_timeout", "team_added_to_org", "timeout"})
-MAX_BACKOFF_S = 300.0
 MAX_INLINE_WAIT_S = 5.0
 TIMEOUT_S = 15
-
-
-class SlackFailure(Exception):
-    """A Web API call that did not succeed: `method`, Slack's `error` code (or `http_<status>`)."""
-
-    def __init__(self, method: str, error: str, status: int | None = None) -> None:
-        super().__init__(f"{method}: {error}")
-        self.method = method
-        self.error = error
-        self.status = status
-
-
-class Permanent(SlackFailure):
-    """Slack refused the call and would refuse it again: do not retry."""
-
-
-class Transient(SlackFailure):
-    """Slack (or the way to it) failed this time: retry after a back-off."""
-
-
-class RateLimited(Transient):
-    """A 429: retry after `retry_after_s` (Slack's `Retry-After`)."""
-
-    def __init__(self, method: str, retry_after_s: float) -> None:
-        super().__init__(method, "ratelimited", 429)
-        self.retry_after_s = retry_after_s
-
-
-def backoff_s(attempt: int) -> float:
-    """The wait before retry number `attempt` (1, 2, ...) of a transient failure: 0.5 s doubling, capped."""
-    return min(MAX_BACKOFF_S, 0.5 * 2 ** max(0, attempt - 1))
-
-
-def classify(method: str, e: SlackApiError) -> SlackFailure:
-    """The kind of a SlackApiError, whatever its body was (JSON, an HTML error page, nothing)."""
-    resp = e.response
-    status = getattr(resp, "status_code", None) or getattr(resp, "status", None) or 0
-    data = getattr(resp, "data", None)
-    error = str(data.get("error") or "") if isinstance(data, dict) else ""
-    if status == 429 or error == "ratelimited":
-        headers = getattr(resp, "headers", None) or {}
-        try:
-            after = float(headers.get("Retry-After") or headers.get("retry-after") or 1)
-        except (TypeError, ValueError):
-            after = 1.0
-        return RateLimited(method, max(0.0, after))
-    if status >= 500 or error in TRANSIENT_ERRORS:
-        return Transient(method, error or f"http_{status}", status)
-    if not error:  # not Slack's JSON: a proxy's answer (405, 403 page...) that retrying will not change
-        return Permanent(method, f"http_{status}" if status and status != 200 else "bad_response", status)
-    return Permanent(method, error, status)
 
 
 def web_client(token: str | None, base_url: str, *, retries: bool = False) -> AsyncWebClient:
