@@ -169,7 +169,7 @@ class Delivery(DueWorker):
             await self.store.finish_outbox(member, lease)
             self.kick()
             return
-        if not record.ts or not record.channel:
+        if not record.ts or not record.channel or record.undeliverable:
             await self.store.finish_outbox(member, lease)  # the post renders the latest state
             return
         # locking a decided card goes first; a redraw of an open one takes a free slot
