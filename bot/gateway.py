@@ -81,6 +81,7 @@ class Gateway:
         transient failures retried in place that many times (waits of at most a few seconds)."""
         fn = getattr(self.client, method.replace(".", "_"))
         attempt, joined = 0, False
+        cause: Exception
         while True:
             try:
                 resp = await fn(**kwargs)
@@ -88,9 +89,9 @@ class Gateway:
                 data = resp.data
                 return dict(data) if isinstance(data, dict) else {}
             except SlackApiError as e:
-                failure = classify(method, e)
+                failure, cause = classify(method, e), e
             except (TimeoutError, aiohttp.ClientError, OSError) as e:
-                failure = Transient(method, type(e).__name__)
+                failure, cause = Transient(method, type(e).__name__), e
             self.stats[f"{type(failure).__name__.lower()}:{method}"] += 1
             if failure.error == "not_in_channel" and join and not joined and kwargs.get("channel"):
                 joined = True
@@ -98,7 +99,7 @@ class Gateway:
                 continue
             wait = failure.retry_after_s if isinstance(failure, RateLimited) else backoff_s(attempt + 1)
             if isinstance(failure, Permanent) or attempt >= retries or wait > MAX_INLINE_WAIT_S:
-                raise failure
+                raise failure from cause
             attempt += 1
             log.info("slack: %s failed (%s); retrying in %.1fs", method, failure.error, wait)
             await asyncio.sleep(wait)
