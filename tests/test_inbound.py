@@ -53,7 +53,7 @@ async def test_a_timestamp_that_is_not_a_number_is_401(h: Harness, timestamp: st
     urlencode({"payload": "\"just a string\""}).encode(),
     urlencode({"payload": "{not json"}).encode(),
     urlencode([("payload", "{}"), ("payload", "{}")]).encode(),
-    b"payload=%7B%22a%22%3A1%7D&&=&%zz",
+    b"payload=%7B%22a%22%3A1&&=&%zz",
     b"\xff\xfe not utf-8",
     b"nothing=here",
 ])
@@ -77,3 +77,11 @@ async def test_bad_signatures_and_stale_requests_are_401_and_good_ones_pass(h: H
     assert (await send(h, body, sign(SECRET, body, int(time.time()) - 600)))[0] == 401
     status, text = await send(h, body, sign(SECRET, body, int(time.time())))
     assert status == 200 and "/hitl" in text
+
+
+@pytest.mark.parametrize("payload", [{"a": 1}, {"type": "block_actions"}, {"type": "view_submission", "view": 3},
+                                     {"type": "block_actions", "user": "U1", "actions": "x"}])
+async def test_an_odd_but_well_formed_payload_is_never_a_server_error(h: Harness, payload: dict[str, object]) -> None:
+    body = urlencode({"payload": json.dumps(payload)}).encode()
+    status, text = await send(h, body, sign(SECRET, body, int(time.time())))
+    assert status < 500, text
