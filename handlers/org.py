@@ -29,11 +29,18 @@ ACTING = ("block_actions", "view_submission", "interactive_message", "shortcut",
 
 
 def clicker(body: dict[str, Any]) -> tuple[str, str | None, str | None]:
-    """(user id, their own team id, their organisation id) of whoever sent this payload."""
+    """(user id, their own team id, their organisation id) of whoever sent this payload.
+
+    The person's own team is `user.team_id`. The payload's `enterprise` is taken as theirs only
+    when the payload's `team` is their team too (in a shared channel it may describe the host
+    organisation instead, which would let a guest pass for one of ours)."""
     user: dict[str, Any] = body["user"] if isinstance(body.get("user"), dict) else {}
     user_id = str(user.get("id") or body.get("user_id") or "")
-    team = user.get("team_id") or body.get("user_team_id") or _id(body.get("team")) or body.get("team_id")
-    enterprise = user.get("enterprise_id") or _id(body.get("enterprise")) or body.get("enterprise_id")
+    payload_team = _id(body.get("team")) or body.get("team_id")
+    team = user.get("team_id") or body.get("user_team_id") or payload_team
+    enterprise = user.get("enterprise_id")
+    if not enterprise and team == payload_team:
+        enterprise = _id(body.get("enterprise")) or body.get("enterprise_id")
     return user_id, (str(team) if team else None), (str(enterprise) if enterprise else None)
 
 

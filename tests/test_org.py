@@ -106,3 +106,16 @@ def test_ours_is_our_workspace_or_our_grid_organisation() -> None:
     assert not is_ours("T2", "E2", "T1", "E1", none)
     assert is_ours("T2", "E2", "T1", "E1", frozenset({"E2"}))
     assert is_ours("T3", None, "T1", None, frozenset({"T3"}))
+
+
+def test_a_guest_is_not_taken_for_one_of_ours_by_the_host_organisation() -> None:
+    from handlers.org import clicker
+
+    host = {"user": {"id": "U1", "team_id": "T0OTHERCO"}, "team": {"id": "T0HOST"}, "enterprise": {"id": "E0HOST"}}
+    assert clicker(host) == ("U1", "T0OTHERCO", None)  # the host's org is not the guest's
+    own = {"user": {"id": "U2", "team_id": "T0SIBLING"}, "team": {"id": "T0SIBLING"}, "enterprise": {"id": "E0HOST"}}
+    assert clicker(own) == ("U2", "T0SIBLING", "E0HOST")
+    assert is_ours(*clicker(own)[1:], "T0HOST", "E0HOST", frozenset())
+    assert not is_ours(*clicker(host)[1:], "T0HOST", "E0HOST", frozenset())
+    command = {"command": "/hitl", "user_id": "U3", "team_id": "T0HOST", "enterprise_id": "E0HOST"}
+    assert clicker(command) == ("U3", "T0HOST", "E0HOST")
