@@ -73,6 +73,8 @@ class Scheduler(DueWorker):
     `clock` (epoch seconds) is injectable so tests move time instead of sleeping.
     """
 
+    name = "scheduler"
+
     def __init__(self, store: Store, slack: Gateway, policy: Callable[[], Any], *,
                  clock: Callable[[], float] = time.time, lease_ms: int = LEASE_MS,
                  batch: int = 50, on_change: Callable[[], None] = lambda: None) -> None:
