@@ -29,6 +29,7 @@ from bot.gateway import Gateway, web_client
 from bot.inbound import check as check_inbound
 from bot.intake import Intake
 from bot.metrics import render_metrics
+from bot.outage import UNREACHABLE
 from bot.policy import PolicyError, PolicyHolder
 from bot.scheduler import Scheduler
 from bot.stats import PauseState, StatsProjector, policy_lines
@@ -159,6 +160,8 @@ class Bot:
                 self._policy_mtime = mtime
                 try:
                     await self.reload_policy()
+                except UNREACHABLE as e:  # the file is read again at the next change or SIGHUP
+                    log.warning("policy reload not audited: Redis unavailable (%s)", type(e).__name__)
                 except Exception:
                     log.exception("policy reload failed")
 
