@@ -71,6 +71,8 @@ def queue_line(record: Record, link: str | None, now: datetime) -> str:
     votes = f" · {len(record.approvals())}/{record.route.quorum} approvals" if (
         record.route.quorum > 1) else ""
     where = f" · <{link}|{OPEN_CARD}>" if link else "" if record.ts else " · card not posted yet"
+    if record.undeliverable:  # Slack refused the card for good: nobody sees it; it will expire
+        where = f" · :warning: *card undeliverable* (Slack: `{clip(record.undeliverable, 60)}`), expires by its deadline"
     return (f"{summary}\n`{clip(record.id, 60)}` · waiting {age} · {clip(record.route.tier, 30)} "
             f"tier · {mode_label(record.route.mode)}{votes}{where}")
 

@@ -22,6 +22,9 @@ MESSAGES: dict[str, str] = {
     "already_voted": "You have already voted on this request; another person has to "
     "approve it to reach the quorum.",
     "not_admin": "Only hitl admins can do this.",
+    "outsider": "You are here from another organisation, so you cannot act on these requests "
+    "(only people of the workspace that runs hitl can, unless its policy names yours). "
+    "Nothing was changed.",
     "not_reviewable": "This request is still waiting for a decision; approve or reject it instead.",
     "not_found": "I can't find this request any more; nothing was changed.",
     "conflict": "Several people clicked at once and I couldn't record yours; please try again.",

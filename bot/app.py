@@ -18,12 +18,6 @@ from typing import Any
 from aiohttp import web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.async_app import AsyncApp, AsyncBoltContext
-from slack_sdk.http_retry.builtin_async_handlers import (
-    AsyncConnectionErrorRetryHandler,
-    AsyncRateLimitErrorRetryHandler,
-    AsyncServerErrorRetryHandler,
-)
-from slack_sdk.web.async_client import AsyncWebClient
 
 from blocks.batch import batch_card
 from blocks.cards import card
@@ -34,8 +28,11 @@ from bot.backlog import Backlog
 from bot.config import Settings
 from bot.delivery import Delivery
 from bot.directory import SlackDirectory
+from bot.gateway import Gateway, web_client
+from bot.inbound import check as check_inbound
 from bot.intake import Intake
 from bot.metrics import render_metrics
+from bot.outage import UNREACHABLE
 from bot.policy import PolicyError, PolicyHolder
 from bot.scheduler import Scheduler
 from bot.stats import PauseState, StatsProjector, policy_lines
@@ -43,6 +40,7 @@ from handlers import batch, cards, escalations, questions, review_batch
 from handlers import commands as command_handlers
 from handlers import home as home_handlers
 from handlers.deps import CONTEXT_KEY, Deps
+from handlers.org import only_our_people
 from store.models import Record, utcnow
 from store.redis_store import Store
 
@@ -75,12 +73,19 @@ MAX_REDRAW = 1000
 _REDRAWS: set[asyncio.Future[None]] = set()
 
 
-def slack_client(settings: Settings, *, retries: bool) -> AsyncWebClient:
-    """A Web API client on SLACK_API_URL; with `retries`, 429/5xx/connection errors are retried."""
-    handlers = [AsyncRateLimitErrorRetryHandler(max_retry_count=2), AsyncServerErrorRetryHandler(max_retry_count=2),
-                AsyncConnectionErrorRetryHandler(max_retry_count=2)] if retries else []
-    return AsyncWebClient(token=settings.slack_bot_token, base_url=settings.slack_api_url,
-                          retry_handlers=handlers, timeout=15)
+class _TokenFromClient(logging.Filter):
+    """Bolt reads SLACK_BOT_TOKEN from the environment even when given a client built with that
+    very token, then warns that the token is unused; that warning is false here."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "`token` will be unused" not in record.getMessage()
+
+
+def _bolt_logger() -> logging.Logger:
+    logger = logging.getLogger("hitl.bolt")
+    if not any(isinstance(f, _TokenFromClient) for f in logger.filters):
+        logger.addFilter(_TokenFromClient())
+    return logger
 
 
 @dataclass
@@ -105,8 +110,12 @@ class Bot:
     """The HTTP API (bot.api.Api): REST, HumanLayer compatibility, webhooks."""
     scheduler: Scheduler | None = None
     """Reminders, escalation levels and expiry (runs as the background task `scheduler`)."""
+    gateway: Gateway | None = None
+    """The one door to Slack's Web API (delivery, scheduler, directory); shares its session with Bolt."""
 
     async def start(self) -> None:
+        if self.gateway is not None:
+            self.gateway.open(self.bolt.client)
         self.runner = web.AppRunner(self.web, handle_signals=False, access_log=None)
         await self.runner.setup()
         site = web.TCPSite(self.runner, self.settings.host, self.settings.port)
@@ -156,12 +165,16 @@ class Bot:
                 self._policy_mtime = mtime
                 try:
                     await self.reload_policy()
+                except UNREACHABLE as e:  # the file is read again at the next change or SIGHUP
+                    log.warning("policy reload not audited: Redis unavailable (%s)", type(e).__name__)
                 except Exception:
                     log.exception("policy reload failed")
 
     async def stop(self) -> None:
         """Stop reading new entries, finish in-flight work, close everything."""
         background = [t for t in self.tasks if t.get_name() not in ("intake", "delivery")]
+        if self.scheduler is not None:
+            self.scheduler.stop()
         for t in background:
             t.cancel()
         self.intake.stop()
@@ -179,6 +192,8 @@ class Bot:
             await self.runner.cleanup()
         await self.intake.close()
         await self.store.close()
+        if self.gateway is not None:
+            await self.gateway.close()
 
 
 def _kick_both(delivery: Delivery, scheduler: Scheduler) -> None:
@@ -194,9 +209,10 @@ def build_app(settings: Settings, store: Store | None = None, policy: PolicyHold
     """
     policy = policy or PolicyHolder(settings.policy)
     store = store or Store.from_url(settings.redis_url, settings.prefix)
-    bolt_client = slack_client(settings, retries=True)
+    bolt_client = web_client(settings.slack_bot_token, settings.slack_api_url, retries=True)
+    gateway = Gateway(web_client(settings.slack_bot_token, settings.slack_api_url))
     pause = PauseState(store)
-    delivery = Delivery(store, slack_client(settings, retries=False),
+    delivery = Delivery(store, gateway,
                         lambda r: render(r, pause.current()),
                         lambda b, rs: batch_card(b, rs, paused=pause.current()[0], paused_reason=pause.current()[1]),
                         backlog=Backlog(store, settings.backlog_at), post_rate=settings.post_rate,
@@ -205,19 +221,21 @@ def build_app(settings: Settings, store: Store | None = None, policy: PolicyHold
                     claim_idle_s=settings.claim_idle_s, max_deliveries=settings.max_deliveries,
                     dead_max_len=settings.dead_max_len, dead_max_age_s=settings.dead_max_age_s,
                     on_accepted=lambda: _kick_both(delivery, scheduler))
-    scheduler = Scheduler(store, slack_client(settings, retries=False), lambda: intake.router(),
+    scheduler = Scheduler(store, gateway, lambda: intake.router(),
                           on_change=delivery.kick)
-    d = Deps(store=store, directory=SlackDirectory(bolt_client), kick=delivery.kick,
+    d = Deps(store=store, directory=SlackDirectory(gateway), external_teams=lambda: policy().external_teams, kick=delivery.kick,
              admins=lambda: frozenset(policy().admins), paused=pause.current, on_pause=lambda paused, reason: _paused(store, pause, paused, reason),
              policy_lines=lambda: policy_lines(policy(), policy.last_error), chart=charts.png)
     bolt = AsyncApp(signing_secret=settings.slack_signing_secret or "unused",
                     client=bolt_client, request_verification_enabled=not settings.socket_mode,
-                    process_before_response=False)
+                    process_before_response=False, logger=_bolt_logger())
 
     @bolt.middleware
     async def inject(context: AsyncBoltContext, next: Callable[[], Awaitable[None]]) -> None:
         context[CONTEXT_KEY] = d
         await next()
+
+    bolt.middleware(only_our_people)
 
     cards.register(bolt)
     batch.register(bolt)
@@ -228,7 +246,7 @@ def build_app(settings: Settings, store: Store | None = None, policy: PolicyHold
     home_handlers.register(bolt)
     webapp = web.Application()
     bot = Bot(settings=settings, store=store, bolt=bolt, web=webapp, intake=intake, delivery=delivery,
-              policy=policy)
+              policy=policy, gateway=gateway)
     stats = StatsProjector(store, redis_url=settings.redis_url, consumer=settings.consumer,
                            claim_idle_s=settings.claim_idle_s)
     bot.background.update({"stats": stats.run, "pause-watch": pause.run})
@@ -236,6 +254,10 @@ def build_app(settings: Settings, store: Store | None = None, policy: PolicyHold
     bot.background["scheduler"] = scheduler.run
 
     async def events(request: web.Request) -> web.Response:
+        refused = check_inbound(settings.slack_signing_secret or "", request.headers, await request.read(),
+                                request.content_type)
+        if refused is not None:
+            return refused
         return await to_aiohttp_response(await bolt.async_dispatch(await to_bolt_request(request)))
 
     async def healthz(_: web.Request) -> web.Response:

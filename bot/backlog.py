@@ -54,8 +54,8 @@ class Backlog:
         waiting = await self.records(channel)
         message = digest_card(channel, waiting, self._oldest_age(await self.state.members(channel, 1)),
                               cleared=False)
-        resp = await d.slack.chat_postMessage(channel=channel, text=message["text"], blocks=message["blocks"],
-                                              unfurl_links=False)
+        resp = await d.slack.call("chat.postMessage", join=True, channel=channel, text=message["text"],
+                                  blocks=message["blocks"], unfurl_links=False)
         await self.state.set_digest(channel, str(resp["channel"]), str(resp["ts"]))
         d.stats["posted"] += 1
         log.info("backlog: %d cards waiting for %s; digest posted", len(waiting), channel)
@@ -72,8 +72,8 @@ class Backlog:
         cleared = not waiting
         message = digest_card(channel, waiting, self._oldest_age(await self.state.members(channel, 1)),
                               cleared=cleared)
-        await d.slack.chat_update(channel=state["channel_id"], ts=state["ts"], text=message["text"],
-                                  blocks=message["blocks"])
+        await d.slack.call("chat.update", channel=state["channel_id"], ts=state["ts"], text=message["text"],
+                           blocks=message["blocks"])
         d.stats["updated"] += 1
         await self.store.finish_outbox(member, lease)
         if cleared:

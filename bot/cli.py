@@ -1,24 +1,19 @@
-"""The `hitl` command: run, demo, request, schema, policy check, doctor, keys."""
+"""The `hitl` command: run, demo, request, schema, policy check, doctor, keys.
+
+Each subcommand imports what it needs when it runs (the bot, the policy engine and the
+settings framework are heavy), so `hitl request` and `hitl schema` start fast.
+"""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
-import logging
 import os
-import signal
 import sys
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
-
-from bot.config import ConfigError, load_settings
-from bot.policy import PolicyError
-from store.models import Decision, Request
+from bot.env import ConfigError
 
 APPROVED = {"approved", "auto_approved", "answered", "resolved"}
 
@@ -64,6 +59,22 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
+        return _main(args)
+    except BrokenPipeError:  # `hitl schema | head`: the reader left; nothing to say
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
+
+
+def _unreachable_redis(e: BaseException) -> bool:
+    exc = sys.modules.get("redis.exceptions")  # loaded if Redis was used at all
+    return exc is not None and isinstance(e, (exc.ConnectionError, exc.TimeoutError))
+
+
+def _main(args: argparse.Namespace) -> int:
+    import asyncio  # not for `schema` or `policy check`
+
+    try:
         if args.command == "schema":
             return _schema(args.which)
         if args.command == "request":
@@ -91,18 +102,23 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, UsageError) as e:
         print(e if isinstance(e, ConfigError) else f"hitl: {e}", file=sys.stderr)
         return 2
-    except (RedisConnectionError, RedisTimeoutError) as e:
+    except KeyboardInterrupt:
+        return 130
+    except Exception as e:
+        if not _unreachable_redis(e):
+            raise
         print(f"hitl: cannot reach Redis at {os.environ.get('REDIS_URL', 'redis://localhost:6379/0')}: {e}",
               file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        return 130
     return 2
 
 
 def _schema(which: str) -> int:
+    from store.models import Decision, Request
+
     schemas: dict[str, Any] = {"request": Request.model_json_schema(), "decision": Decision.model_json_schema()}
     print(json.dumps(schemas if which == "all" else schemas[which], indent=2))
+    sys.stdout.flush()  # a closed pipe shows here, inside main's handler
     return 0
 
 
@@ -131,9 +147,13 @@ def _read_json(source: str | None) -> dict[str, Any]:
 
 
 async def _request(args: argparse.Namespace, data: dict[str, Any]) -> int:
-    from bot.client import HitlClient
+    from pydantic import ValidationError
 
-    settings = load_settings()
+    from bot.client import HitlClient
+    from bot.env import agent_settings
+    from store.models import Request
+
+    redis_url, prefix = agent_settings()
     for key in ("agent", "action", "summary", "id", "confidence"):
         if getattr(args, key) is not None:
             data[key] = getattr(args, key)
@@ -147,7 +167,7 @@ async def _request(args: argparse.Namespace, data: dict[str, Any]) -> int:
         for err in e.errors():
             print(f"{'.'.join(str(x) for x in err['loc'])}: {err['msg']}", file=sys.stderr)
         return 2
-    client = HitlClient.from_url(settings.redis_url, prefix=settings.prefix)
+    client = HitlClient.from_url(redis_url, prefix=prefix)
     try:
         rid = await client.submit(request)
         print(rid, file=sys.stderr if args.wait else sys.stdout)
@@ -165,7 +185,13 @@ async def _request(args: argparse.Namespace, data: dict[str, Any]) -> int:
 
 
 async def _run() -> int:
+    import asyncio
+    import logging
+    import signal
+
     from bot.app import build_app
+    from bot.config import load_settings
+    from bot.policy import PolicyError
 
     settings = load_settings()
     settings.require_for_run()

@@ -9,11 +9,13 @@ from typing import Literal
 from pydantic import AliasChoices, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from bot.env import ConfigError, check_prefix, check_redis_url, redacted
+
 SLACK_API_DEFAULT = "https://slack.com/api/"
+SECRETS = {"SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET", "SLACK_APP_TOKEN"}
+"""Never echoed back in a configuration error, not even in part."""
 
-
-class ConfigError(Exception):
-    """The environment is missing or has malformed values; the message lists each one."""
+__all__ = ["ConfigError", "Settings", "load_settings"]
 
 
 def _env(name: str) -> AliasChoices:
@@ -79,16 +81,12 @@ class Settings(BaseSettings):
     @field_validator("redis_url")
     @classmethod
     def _redis_url(cls, v: str) -> str:
-        if not v.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError("must start with redis://, rediss:// or unix://")
-        return v
+        return check_redis_url(v)
 
     @field_validator("prefix")
     @classmethod
     def _prefix(cls, v: str) -> str:
-        if not v or any(c.isspace() for c in v) or len(v) > 64:
-            raise ValueError("must be 1-64 characters without spaces, for example 'hitl' or '{hitl}'")
-        return v
+        return check_prefix(v)
 
     @field_validator("policy")
     @classmethod
@@ -137,5 +135,6 @@ def load_settings(**overrides: object) -> Settings:
         for err in e.errors():
             field = str(err["loc"][0]) if err["loc"] else "?"
             name = _NAMES.get(field, field.upper())
-            lines.append(f"{name}: {err['msg'].removeprefix('Value error, ')} (got {err.get('input')!r})")
+            got = "" if name in SECRETS else f" (got {redacted(err.get('input'))})"
+            lines.append(f"{name}: {err['msg'].removeprefix('Value error, ')}{got}")
         raise ConfigError("configuration error:\n  " + "\n  ".join(lines)) from e

@@ -8,8 +8,11 @@ in the channel's history, so a retry never posts a second card.
 
 Posts are paced per channel and updates per workspace by token buckets in Redis, shared by
 every replica, so a burst never turns into a 429 storm; a 429 that happens anyway closes the
-bucket for `Retry-After`. 5xx and timeouts back off exponentially. Requests the policy groups
-go onto batch cards; a channel whose queue of unposted cards grows gets a backlog digest.
+bucket for `Retry-After`. 5xx and timeouts back off exponentially. Updates that lock a decided
+card reserve their slot; other redraws (votes, pause) only take a free one, so locks go first.
+A card Slack refuses for good is marked undeliverable (audited once; the request still expires
+by its deadline). Requests the policy groups go onto batch cards; a channel whose queue of
+unposted cards grows gets a backlog digest. Every call goes through `bot.gateway`.
 """
 
 from __future__ import annotations
@@ -23,12 +26,8 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from aiohttp import ClientError
-from slack_sdk.errors import SlackApiError
-from slack_sdk.web.async_client import AsyncWebClient
-
 from bot.backlog import Backlog
-from bot.channels import ChannelIds
+from bot.gateway import Gateway, Permanent, RateLimited, SlackFailure, backoff_s
 from bot.worker import DueWorker
 from store.errors import NotFound
 from store.models import Batch, Record, State, Status, utcnow
@@ -38,11 +37,10 @@ log = logging.getLogger("hitl.delivery")
 
 METADATA_EVENT = "hitl_request"
 LEASE_MS = 30_000
-MAX_BACKOFF_S = 300.0
 POST_RATE, POST_BURST = 1.0, 2.0  # Slack: about one message per second per channel, short bursts
-UPDATE_RATE, UPDATE_BURST = 0.8, 40.0  # chat.update is Tier 3: about 50 per minute
-PERMANENT = {"channel_not_found", "is_archived", "invalid_blocks", "msg_too_long", "invalid_auth",
-             "account_inactive", "token_revoked", "missing_scope", "not_authed"}
+UPDATE_RATE, UPDATE_BURST = 50 / 60, 50.0  # chat.update is Tier 3: 50 a minute, a minute's burst
+HISTORY_PAGES = 50  # a lost post is searched for in at most 10,000 messages after its attempt
+HISTORY_SLACK_S = 60  # clock skew allowed between this host and Slack when searching
 
 Render = Callable[[Record], dict[str, Any]]
 RenderBatch = Callable[[Batch, list[Record]], dict[str, Any]]
@@ -74,7 +72,7 @@ class Delivery(DueWorker):
 
     name = "delivery"
 
-    def __init__(self, store: Store, slack: AsyncWebClient, render: Render, render_batch: RenderBatch,
+    def __init__(self, store: Store, slack: Gateway, render: Render, render_batch: RenderBatch,
                  *, batch: int = 20, backlog: Backlog | None = None, post_rate: float = POST_RATE,
                  post_burst: float = POST_BURST) -> None:
         super().__init__()
@@ -86,8 +84,8 @@ class Delivery(DueWorker):
         self.backlog = backlog or Backlog(store)
         self.post_rate, self.post_burst = post_rate, post_burst
         self._attempts: dict[str, int] = {}
-        self.channels = ChannelIds(slack)
-        self.stats = {"posted": 0, "updated": 0, "rate_limited": 0, "errors": 0, "deferred": 0}
+        self.stats = {"posted": 0, "updated": 0, "rate_limited": 0, "errors": 0, "deferred": 0,
+                      "undeliverable": 0, "reconciled": 0, "duplicates_deleted": 0}
 
     def now_ms(self) -> int:
         return _now_ms()
@@ -121,17 +119,17 @@ class Delivery(DueWorker):
             self.stats["deferred"] += 1
         except NotFound:
             await self.store.finish_outbox(member, lease)
-        except SlackApiError as e:
+        except SlackFailure as e:
             await self._failed(key, member, lease, e, bucket)
-        except (TimeoutError, ClientError, OSError) as e:
-            await self._retry_later(member, lease, f"{type(e).__name__}: {e}")
 
-    async def pace(self, bucket: str, member: str, lease: int) -> None:
-        """Take a token from `bucket` or reschedule the operation and raise Deferred."""
+    async def pace(self, bucket: str, member: str, lease: int, *, reserve: bool = True) -> None:
+        """Take a token from `bucket` or reschedule the operation and raise Deferred. Without
+        `reserve` the operation takes only a free token, never a place in the queue (so it
+        gives way to every operation that reserved one)."""
         post = bucket.startswith("post:")
         rate, burst = (self.post_rate, self.post_burst) if post else (UPDATE_RATE, UPDATE_BURST)
         now = _now_ms()
-        wait = await self.store.pace(bucket, member, now, rate, burst)
+        wait = await self.store.pace(bucket, member, now, rate, burst, reserve=reserve)
         if wait > 0:
             await self.store.finish_outbox(member, lease, now + wait)
             if post and not member.startswith("digest:"):
@@ -143,7 +141,7 @@ class Delivery(DueWorker):
     async def _post_request(self, rid: str, member: str, lease: int) -> str:
         record = await self.store.get(rid)
         channel = record.route.channel
-        if record.ts:
+        if record.ts or record.undeliverable:
             await self.store.finish_outbox(member, lease)
             return f"post:{channel}"
         if record.route.group and _awaits_person(record):
@@ -157,9 +155,11 @@ class Delivery(DueWorker):
             await self.pace(f"post:{channel}", member, lease)  # the digest took this slot
         previous = await self.store.note_post_attempt(record.id, utcnow(), channel)
         found = await self._find_posted(channel, "request_id", rid, json.loads(previous)) if previous else None
-        if found:
+        if found:  # an earlier attempt took effect but its answer was lost: what it shows is unknown
             channel_id, ts = found
-            await self.store.mark_posted(record.id, member, lease, channel_id, ts, utcnow(), record.version)
+            await self.store.mark_posted(record.id, member, lease, channel_id, ts, utcnow(), -1)
+            self.stats["reconciled"] += 1
+            self.kick()
             log.info("delivery: card of %s was already posted (%s); not posting again", rid, ts)
         else:
             message = self.render(record)
@@ -167,7 +167,7 @@ class Delivery(DueWorker):
             verdict, earlier = await self.store.mark_posted(record.id, member, lease, channel_id, ts, utcnow(),
                                                             record.version)
             if verdict == "exists" and earlier != ts:  # another replica won a race: remove ours
-                await self.slack.chat_delete(channel=channel_id, ts=ts)
+                await self._delete(channel_id, ts)
         await self.backlog.posted(self, channel, member)
         return f"post:{channel}"
 
@@ -178,11 +178,12 @@ class Delivery(DueWorker):
             await self.store.finish_outbox(member, lease)
             self.kick()
             return
-        if not record.ts or not record.channel:
+        if not record.ts or not record.channel or record.undeliverable:
             await self.store.finish_outbox(member, lease)  # the post renders the latest state
             return
-        await self.pace("update", member, lease)
-        await self._update(record.channel, record.ts, self.render(record), rid)
+        # locking a decided card goes first; a redraw of an open one takes a free slot
+        await self.pace("update", member, lease, reserve=record.state is not State.pending)
+        await self._update(record.channel, record.ts, self.render(record))
         await self.store.finish_outbox(member, lease)
 
     # ---- batch cards --------------------------------------------------------------------
@@ -199,7 +200,7 @@ class Delivery(DueWorker):
         if batch.ts:
             if rendered != batch.rendered:  # Slack already shows exactly this: no call
                 await self.pace("update", member, lease)
-                await self._update(batch.channel, batch.ts, message, bid)
+                await self._update(batch.channel, batch.ts, message)
             await self.store.batch_shown(batch, batch.channel, batch.ts, utcnow(), rendered)
             await self.store.finish_outbox(member, lease)
             return "update"
@@ -223,72 +224,91 @@ class Delivery(DueWorker):
     # ---- Slack calls --------------------------------------------------------------------
 
     async def _post(self, channel: str, message: dict[str, Any], payload: dict[str, Any]) -> tuple[str, str]:
-        resp = await self._call_joining(channel, lambda: self.slack.chat_postMessage(
-            channel=channel, text=message["text"], blocks=message["blocks"], unfurl_links=False,
-            metadata={"event_type": METADATA_EVENT, "event_payload": payload}))
+        metadata = {"event_type": METADATA_EVENT, "event_payload": payload}
+        resp = await self.slack.call("chat.postMessage", join=True, channel=channel, text=message["text"],
+                                     blocks=message["blocks"], unfurl_links=False, metadata=metadata)
         channel_id, ts = str(resp["channel"]), str(resp["ts"])
-        self.channels.remember(channel, channel_id)
+        self.slack.remember(channel, channel_id)
         self.stats["posted"] += 1
         return channel_id, ts
 
-    async def _update(self, channel: str, ts: str, message: dict[str, Any], what: str) -> None:
-        try:
-            await self.slack.chat_update(channel=channel, ts=ts, text=message["text"], blocks=message["blocks"])
-            self.stats["updated"] += 1
-        except SlackApiError as e:
-            if e.response.get("error") not in ("message_not_found", "cant_update_message"):
-                raise
-            log.warning("delivery: card of %s cannot be updated: %s", what, e.response.get("error"))
+    async def _update(self, channel: str, ts: str, message: dict[str, Any]) -> None:
+        await self.slack.call("chat.update", channel=channel, ts=ts, text=message["text"], blocks=message["blocks"])
+        self.stats["updated"] += 1
 
-    async def _call_joining(self, channel: str, call: Callable[[], Any]) -> Any:
+    async def _delete(self, channel_id: str, ts: str) -> None:
+        """Remove a duplicate card (one a lost answer or a lost race left behind)."""
         try:
-            return await call()
-        except SlackApiError as e:
-            if e.response.get("error") != "not_in_channel":
-                raise
-            await self.slack.conversations_join(channel=await self.channel_id(channel))
-            return await call()
+            await self.slack.call("chat.delete", retries=2, channel=channel_id, ts=ts)
+            self.stats["duplicates_deleted"] += 1
+            log.warning("delivery: duplicate card %s in %s deleted", ts, channel_id)
+        except SlackFailure as e:
+            log.error("delivery: duplicate card %s in %s could not be deleted: %s", ts, channel_id, e.error)
 
     async def channel_id(self, channel: str) -> str:
         """The id of a `#name` channel (cached), or the id itself."""
-        return await self.channels.id(channel)
+        return await self.slack.channel_id(channel)
 
     async def _find_posted(self, channel: str, key: str, value: str,
                            attempt: dict[str, Any] | None) -> tuple[str, str] | None:
-        """A card an earlier, unfinished attempt may have posted, found by its metadata."""
+        """The card an earlier, unfinished attempt posted, found by its message metadata in
+        everything the channel received since that attempt (all pages, however busy the
+        channel); any further copy is deleted, so one card stays."""
         if attempt is None:
             return None
         channel_id = await self.channel_id(str(attempt.get("channel") or channel))
-        resp = await self.slack.conversations_history(
-            channel=channel_id, oldest=str(float(attempt.get("at", 0)) - 60), limit=200,
-            include_all_metadata=True)
-        messages: list[dict[str, Any]] = resp.get("messages", [])
-        for m in messages:
-            meta = m.get("metadata") or {}
-            if meta.get("event_type") == METADATA_EVENT and (meta.get("event_payload") or {}).get(key) == value:
-                return channel_id, str(m["ts"])
-        return None
+        oldest = f"{max(0.0, float(attempt.get('at', 0)) - HISTORY_SLACK_S):.6f}"
+        found: list[str] = []
+        cursor = None
+        for _ in range(HISTORY_PAGES):
+            resp = await self.slack.call("conversations.history", channel=channel_id, oldest=oldest, limit=200,
+                                         include_all_metadata=True, cursor=cursor)
+            for m in resp.get("messages") or []:
+                meta = m.get("metadata") or {}
+                if meta.get("event_type") == METADATA_EVENT and (meta.get("event_payload") or {}).get(key) == value:
+                    found.append(str(m["ts"]))
+            cursor = (resp.get("response_metadata") or {}).get("next_cursor")
+            if not cursor:
+                break
+        if not found:
+            return None
+        first, *copies = sorted(found, key=float)
+        for ts in copies:
+            await self._delete(channel_id, ts)
+        return channel_id, first
 
-    async def _failed(self, key: str, member: str, lease: int, e: SlackApiError, bucket: str) -> None:
-        status = e.response.status_code
-        error = str(e.response.get("error") or status)
+    async def _failed(self, key: str, member: str, lease: int, e: SlackFailure, bucket: str) -> None:
         self.stats["errors"] += 1
-        if status == 429:
+        if isinstance(e, RateLimited):
             self.stats["rate_limited"] += 1
-            headers = e.response.headers or {}
-            retry_after = float(headers.get("Retry-After", headers.get("retry-after", 1)))
-            until = _now_ms() + int(retry_after * 1000)
+            until = _now_ms() + int(e.retry_after_s * 1000)
             await self.store.block(bucket, _now_ms(), until)
             await self.store.finish_outbox(member, lease, until)
             return
-        if error in PERMANENT:
-            log.error("delivery: %s failed: %s", member, error)
-            if member.startswith(("post:", "update:")):
-                await self.store.audit(key, "post_failed", "system", {"op": member, "error": error}, utcnow())
-        await self._retry_later(member, lease, error)
+        if isinstance(e, Permanent):
+            await self._undeliverable(key, member, lease, e)
+            return
+        await self._retry_later(member, lease, e.error)
+
+    async def _undeliverable(self, key: str, member: str, lease: int, e: Permanent) -> None:
+        """Slack will refuse this again: say so once, never retry; deadlines still run."""
+        self.stats["undeliverable"] += 1
+        log.error("delivery: %s refused by Slack (%s: %s); not retried", member, e.method, e.error)
+        self._attempts.pop(member, None)
+        if member.startswith(("post:", "update:")):
+            await self.store.mark_undeliverable(key, member, lease, e.error, utcnow())
+            return
+        if member.startswith("batch:"):
+            try:
+                batch = await self.store.get_batch(key)
+            except NotFound:
+                batch = None
+            for rid in batch.items if batch else []:
+                await self.store.mark_undeliverable(rid, member, lease, e.error, utcnow())
+        await self.store.finish_outbox(member, lease)
 
     async def _retry_later(self, member: str, lease: int, why: str) -> None:
         n = self._attempts[member] = self._attempts.get(member, 0) + 1
-        delay = min(MAX_BACKOFF_S, 0.5 * 2 ** (n - 1))
+        delay = backoff_s(n)
         log.warning("delivery: %s failed (%s); retry %d in %.1fs", member, why, n, delay)
         await self.store.finish_outbox(member, lease, _now_ms() + int(delay * 1000))

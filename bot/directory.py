@@ -11,14 +11,13 @@ import asyncio
 import logging
 import time
 
-from slack_sdk.errors import SlackApiError
-from slack_sdk.web.async_client import AsyncWebClient
+from bot.gateway import Gateway, SlackFailure
 
 log = logging.getLogger("hitl.directory")
 
 
 class SlackDirectory:
-    def __init__(self, slack: AsyncWebClient, ttl_s: float = 60.0, max_stale_s: float = 300.0) -> None:
+    def __init__(self, slack: Gateway, ttl_s: float = 60.0, max_stale_s: float = 300.0) -> None:
         self.slack = slack
         self.ttl_s = ttl_s
         self.max_stale_s = max_stale_s
@@ -39,11 +38,10 @@ class SlackDirectory:
 
     async def _fetch(self, group_id: str) -> frozenset[str]:
         try:
-            resp = await self.slack.usergroups_users_list(usergroup=group_id)
-            found: list[str] = resp.get("users", [])
-            users = frozenset(str(u) for u in found)
-        except SlackApiError as e:
-            log.warning("directory: usergroups.users.list %s failed: %s", group_id, e.response.get("error"))
+            resp = await self.slack.call("usergroups.users.list", retries=1, usergroup=group_id)
+            users = frozenset(str(u) for u in resp.get("users") or [])
+        except SlackFailure as e:  # a click must not wait long: the last answer, or nobody
+            log.warning("directory: usergroups.users.list %s failed: %s", group_id, e.error)
             hit = self._cache.get(group_id)
             return hit[1] if hit else frozenset()
         self._cache[group_id] = (time.monotonic(), users)

@@ -43,6 +43,16 @@ def histogram(name: str, help_: str, totals: dict[str, int], prefix: str) -> str
     return "\n".join(lines)
 
 
+def _calls(bot: Any) -> list[Sample]:
+    gateway = getattr(bot, "gateway", None)
+    counts: dict[str, int] = dict(gateway.stats) if gateway is not None else {}
+    out: list[Sample] = []
+    for key, n in sorted(counts.items()):
+        outcome, _, method = key.partition(":")
+        out.append((f'{{method="{_label(method)}",outcome="{_label(outcome)}"}}', n))
+    return out or [("", 0)]
+
+
 async def render_metrics(bot: Any) -> str:
     """The exposition text of the whole loop (shared figures) and this replica's Slack calls."""
     store = bot.store
@@ -60,6 +70,8 @@ async def render_metrics(bot: Any) -> str:
                 [("", await store.pending_count())]),
         _family("hitl_outbox_depth", "gauge", "Slack posts and updates not yet done.",
                 [("", await store.outbox_depth())]),
+        _family("hitl_cards_undeliverable", "gauge", "Pending requests whose card Slack refused for good.",
+                [("", len(await store.undeliverable()))]),
         _family("hitl_dead_letters", "gauge", "Entries in the dead-letter stream.",
                 [("", await store.dead_count())]),
         _family("hitl_paused", "gauge", "1 while automation is paused (/hitl pause).",
@@ -90,6 +102,13 @@ async def render_metrics(bot: Any) -> str:
         _family("hitl_slack_errors_total", "counter", "Slack API errors this replica received.",
                 [('{component="delivery"}', delivery["errors"]),
                  ('{component="scheduler"}', scheduler.get("errors", 0))]),
+        _family("hitl_slack_calls_total", "counter", "Web API calls this replica made, by method and outcome "
+                "(ok, transient, ratelimited, permanent).",
+                _calls(bot)),
+        _family("hitl_cards_reconciled_total", "counter",
+                "Cards found posted after a lost answer (not posted again); duplicates deleted.",
+                [('{outcome="found"}', delivery.get("reconciled", 0)),
+                 ('{outcome="duplicate_deleted"}', delivery.get("duplicates_deleted", 0))]),
         _family("hitl_policy_rules_skipped_total", "counter",
                 "Rule evaluations skipped because the condition failed on a request (missing field).",
                 [(f'{{rule="{_label(rule)}"}}', n) for rule, n in sorted(skipped.items())] or [("", 0)]),

@@ -8,10 +8,12 @@ lease's end), so each fires on one replica; a replica that dies mid-event leaves
 run out and another one fires it. Deadlines that came due while every replica was down are
 simply due members, fired at the next start.
 
-An event does its Slack calls first and then applies its transition (which reschedules the
-next event and records counts on the record), so a crash in between repeats a notification
-rather than losing it. Slack 429s and 5xx retry the event later; a target Slack refuses for
-good (`channel_not_found`) is recorded in the audit entry and the chain goes on.
+An escalation level grants first (the people it will notify may decide before they are told),
+then sends its notices (each remembered once sent, so a retry sends only what is missing), then
+applies its transition (which reschedules the next event and records counts), so a crash in
+between repeats at most one notice rather than losing it. Slack 429s and transient failures
+retry the event later; a target Slack refuses for good (`channel_not_found`) is recorded in the
+audit entry and the chain goes on. Every Slack call goes through `bot.gateway`.
 """
 
 from __future__ import annotations
@@ -22,13 +24,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from aiohttp import ClientError
-from slack_sdk.errors import SlackApiError
-from slack_sdk.web.async_client import AsyncWebClient
-
 from blocks.escalation import escalation_note, escalation_notice, reminder_message
 from blocks.text import fmt_duration
-from bot.channels import ChannelIds
+from bot.gateway import Gateway, Permanent, RateLimited, SlackFailure, Transient
 from bot.policy import ResolvedTier
 from bot.timing import (
     expire_at_ms,
@@ -47,7 +45,7 @@ from bot.worker import DueWorker
 from store.errors import AlreadyDecided, Conflict, NotFound
 from store.models import Record, State, Status, from_epoch, utcnow
 from store.redis_store import Store
-from store.transitions import Transition, escalate, expire, remind
+from store.transitions import Transition, escalate, expire, grant, remind
 
 log = logging.getLogger("hitl.scheduler")
 
@@ -56,8 +54,6 @@ MAX_WAIT_S = 1.0
 EARLY_MS = 50
 MAX_BACKOFF_S = 300.0
 MAX_MEMBERS = 1000
-TRANSIENT = {"ratelimited", "internal_error", "fatal_error", "service_unavailable",
-             "request_timeout"}
 
 Make = Callable[[Record], Transition | None]
 
@@ -77,7 +73,9 @@ class Scheduler(DueWorker):
     `clock` (epoch seconds) is injectable so tests move time instead of sleeping.
     """
 
-    def __init__(self, store: Store, slack: AsyncWebClient, policy: Callable[[], Any], *,
+    name = "scheduler"
+
+    def __init__(self, store: Store, slack: Gateway, policy: Callable[[], Any], *,
                  clock: Callable[[], float] = time.time, lease_ms: int = LEASE_MS,
                  batch: int = 50, on_change: Callable[[], None] = lambda: None) -> None:
         super().__init__()
@@ -90,7 +88,6 @@ class Scheduler(DueWorker):
         self.batch = batch
         self.on_change = on_change
         self._attempts: dict[str, int] = {}
-        self.channels = ChannelIds(slack)
         self.stats = {"reminded": 0, "escalated": 0, "expired": 0, "auto_approved": 0,
                       "retried": 0, "errors": 0, "rate_limited": 0}
 
@@ -129,10 +126,13 @@ class Scheduler(DueWorker):
             else:
                 log.warning("scheduler: %s postponed: %s", member, e)
                 retry_at = e.at_ms
-        except (TimeoutError, ClientError, OSError) as e:
-            retry_at = self._backoff(member, f"{type(e).__name__}: {e}")
-        except SlackApiError as e:  # refused for good (the card's channel is gone, ...)
-            retry_at = self._backoff(member, f"Slack error {self._classify(e)}")
+        except Permanent as e:  # refused for good (the card's channel is gone, ...): expiry still comes
+            log.error("scheduler: %s: Slack refused %s (%s); not retried", member, e.method, e.error)
+            await self.store.audit(rid, "notify_failed", "system", {"event": kind, "error": e.error}, utcnow())
+            retry_at = None
+        except SlackFailure as e:  # transient (5xx, an error page, a timeout): back off
+            self.stats["retried"] += 1
+            retry_at = self._backoff(member, f"Slack error {e.error}")
         await self.store.finish_due(self.store.keys.deadlines, member, lease, retry_at)
 
     async def _handle(self, kind: str, rid: str) -> int | None:
@@ -170,8 +170,8 @@ class Scheduler(DueWorker):
         due = reminder_due_ms(record, tier, record.reminders)
         if record.owner is not None or due is None:
             return None  # someone owns the case, or the policy no longer reminds
-        if not record.ts or not record.channel:
-            return self._card_wait(due)
+        if not record.ts or not record.channel:  # an undeliverable card never comes: expiry ends it
+            return None if record.undeliverable else self._card_wait(due)
         if self.now_ms() < due - EARLY_MS:
             return due  # counted from posting, which came later than receipt
         who = [*record.route.approvers]
@@ -193,32 +193,40 @@ class Scheduler(DueWorker):
         if record.owner is not None or lv is None or due is None or tier is None:
             return None
         if not record.ts or not record.channel or record.posted_at is None:
-            return self._card_wait(due)
+            return None if record.undeliverable else self._card_wait(due)
         if self.now_ms() < due - EARLY_MS:
             return due
         number = min(n, len(tier.escalation) - 1) + 1
         waited = (self.now_ms() - int(record.posted_at.timestamp() * 1000)) / 1000
-        permalink = await self._permalink(record.channel, record.ts)
         targets = list(lv.notify)
-        approvers: list[str] = []
         failed: dict[str, str] = {}
+        # Who may decide first, then tell them: a notified person's click must never be refused.
+        approvers: list[str] = []
         for target in targets:
+            approvers += await self._approvers(record, target)
+        await self._apply(record.id, lambda r: grant(r, approvers=approvers))
+        permalink = await self._permalink(record.channel, record.ts)
+        sent = await self.store.notices_sent(record.id)
+        for target in targets:
+            if f"{n}:{target}" in sent:
+                continue  # this level is being retried: each notice goes out once
             try:
-                approvers += await self._notify(record, target, number, waited, permalink)
-            except SlackApiError as e:
-                self._raise_if_transient(e)
-                error = self._classify(e)
-                log.error("scheduler: escalation of %s to %s failed: %s", record.id, target, error)
-                failed[target] = error
-        note = escalation_note(record, number, targets, waited)
-        try:
-            await self._post(record.channel, thread_ts=record.ts, **note)
-        except RetryLater:
-            if any(t.startswith("S") for t in targets):
-                raise  # user groups are told only in the card's thread
-            failed["card_thread"] = "rate_limited"
-        except SlackApiError as e:  # the notices went out; the thread note is a courtesy
-            failed["card_thread"] = self._classify(e)
+                await self._notify(record, target, number, waited, permalink)
+            except Permanent as e:
+                log.error("scheduler: escalation of %s to %s failed: %s", record.id, target, e.error)
+                failed[target] = e.error
+            await self.store.note_notice(record.id, f"{n}:{target}")
+        if f"{n}:card_thread" not in sent:
+            note = escalation_note(record, number, targets, waited)
+            try:
+                await self._post(record.channel, thread_ts=record.ts, **note)
+            except (Transient, RetryLater):
+                if any(t.startswith("S") for t in targets):
+                    raise  # user groups are told only in the card's thread: retried (alone)
+                failed["card_thread"] = "rate_limited"
+            except Permanent as e:  # the notices went out; the thread note is a courtesy
+                failed["card_thread"] = e.error
+            await self.store.note_notice(record.id, f"{n}:card_thread")
         now_ms = self.now_ms()
         seconds = max(0.0, (now_ms - due) / 1000)
         now = from_epoch(self.clock())
@@ -245,84 +253,73 @@ class Scheduler(DueWorker):
 
     # ---- Slack ----------------------------------------------------------------------------
 
-    async def _notify(self, record: Record, target: str, number: int, waited: float,
-                      permalink: str | None) -> list[str]:
-        """Notify one target; returns the users it makes approvers (only when the route
-        restricts approvers: otherwise anyone may decide already)."""
-        restricted = bool(record.route.approvers)
-        notice = escalation_notice(record, number, waited, permalink)
-        if target.startswith("S"):  # a user group: mentioned in the card's thread
-            return await self._group_members(target) if restricted else []
+    async def _approvers(self, record: Record, target: str) -> list[str]:
+        """The users notifying `target` makes approvers (only when the route restricts
+        approvers: otherwise anyone may decide already)."""
+        if not record.route.approvers:
+            return []
+        if target.startswith("S"):
+            return await self._group_members(target)
         if target[:1] in "UW":
-            opened = await self.slack.conversations_open(users=target)
-            await self._post(str(opened["channel"]["id"]), **notice)
             return [target]
+        return await self._channel_members(target)
+
+    async def _notify(self, record: Record, target: str, number: int, waited: float,
+                      permalink: str | None) -> None:
+        """Notify one target (a user group is mentioned in the card's thread note instead)."""
+        notice = escalation_notice(record, number, waited, permalink)
+        if target.startswith("S"):
+            return
+        if target[:1] in "UW":
+            opened = await self._call("conversations.open", users=target)
+            await self._post(str((opened.get("channel") or {}).get("id") or target), **notice)
+            return
         await self._post(target, **notice)
-        return await self._channel_members(target) if restricted else []
+
+    async def _call(self, method: str, **kwargs: Any) -> dict[str, Any]:
+        """One Web API call; a 429 becomes RetryLater at Slack's Retry-After (the event is
+        retried then), other transient failures a growing back-off."""
+        try:
+            return await self.slack.call(method, **kwargs)
+        except RateLimited as e:
+            raise RetryLater(self.now_ms() + int(e.retry_after_s * 1000), "Slack rate limit") from e
 
     async def _post(self, channel: str, **kwargs: Any) -> None:
-        """chat.postMessage, joining a public channel the bot is not in; transient errors
-        become RetryLater (the whole event is retried)."""
-        try:
-            try:
-                await self.slack.chat_postMessage(channel=channel, unfurl_links=False, **kwargs)
-            except SlackApiError as e:
-                if e.response.get("error") != "not_in_channel":
-                    raise
-                await self.slack.conversations_join(channel=await self._channel_id(channel))
-                await self.slack.chat_postMessage(channel=channel, unfurl_links=False, **kwargs)
-        except SlackApiError as e:
-            self._raise_if_transient(e)
-            raise
+        """chat.postMessage, joining a public channel the bot is not in."""
+        await self._call("chat.postMessage", join=True, channel=channel, unfurl_links=False, **kwargs)
 
     async def _permalink(self, channel: str, ts: str) -> str | None:
         try:
-            resp = await self.slack.chat_getPermalink(channel=channel, message_ts=ts)
-        except SlackApiError as e:
-            self._raise_if_transient(e)
+            resp = await self._call("chat.getPermalink", channel=channel, message_ts=ts)
+        except Permanent:
             return None
         link = resp.get("permalink")
         return str(link) if link else None
 
     async def _group_members(self, group: str) -> list[str]:
         try:
-            resp = await self.slack.usergroups_users_list(usergroup=group)
-        except SlackApiError as e:
-            log.warning("scheduler: members of %s unknown: %s", group, e.response.get("error"))
+            resp = await self._call("usergroups.users.list", usergroup=group)
+        except Permanent as e:
+            log.warning("scheduler: members of %s unknown: %s", group, e.error)
             return []
-        users: list[Any] = resp.get("users", [])
+        users: list[Any] = resp.get("users") or []
         return [str(u) for u in users][:MAX_MEMBERS]
 
     async def _channel_members(self, channel: str) -> list[str]:
         members: list[str] = []
         cursor = None
         try:
-            cid = await self._channel_id(channel)
+            cid = await self.slack.channel_id(channel)
             while len(members) < MAX_MEMBERS:
-                resp = await self.slack.conversations_members(channel=cid, limit=200, cursor=cursor)
-                page: list[Any] = resp.get("members", [])
+                resp = await self._call("conversations.members", channel=cid, limit=200, cursor=cursor)
+                page: list[Any] = resp.get("members") or []
                 members += [str(u) for u in page]
                 cursor = (resp.get("response_metadata") or {}).get("next_cursor")
                 if not cursor:
                     break
-        except SlackApiError as e:
-            log.warning("scheduler: members of %s unknown: %s", channel, e.response.get("error"))
+        except Permanent as e:
+            log.warning("scheduler: members of %s unknown: %s", channel, e.error)
         return [m for m in members if m[:1] in "UW"][:MAX_MEMBERS]
-
-    async def _channel_id(self, channel: str) -> str:
-        return await self.channels.id(channel)
-
-    def _classify(self, e: SlackApiError) -> str:
-        return str(e.response.get("error") or e.response.status_code)
-
-    def _raise_if_transient(self, e: SlackApiError) -> None:
-        status = e.response.status_code
-        if status == 429:
-            headers = e.response.headers or {}
-            after = float(headers.get("Retry-After", headers.get("retry-after", 1)))
-            raise RetryLater(self.now_ms() + int(after * 1000), "Slack rate limit") from e
-        if status >= 500 or self._classify(e) in TRANSIENT:
-            raise RetryLater(None, f"Slack error {self._classify(e)}") from e
 
     # ---- helpers --------------------------------------------------------------------------
 

@@ -17,6 +17,7 @@ from datetime import datetime
 from typing import Any
 
 from blocks.text import escape, user_mention
+from bot.outage import Outage
 from bot.policy import PolicyEngine, PolicyError, ResolvedTier
 from bot.policy.fields import format_duration
 from store.failures import Refused, Unavailable
@@ -196,16 +197,17 @@ class StatsProjector:
         await self.feed.ensure_group()
 
     async def run(self) -> None:
+        outage = Outage(log, "stats")
         try:
             while True:
                 try:
                     await self.ensure_group()
+                    outage.ok()
                     while await self.read("0", block_ms=None):  # ours from before a restart
                         pass
                     await self._loop()
                 except Unavailable as e:
-                    log.warning("stats: Redis unavailable (%s); retrying in 1s", e)
-                    await asyncio.sleep(1.0)
+                    await asyncio.sleep(outage.failed(e))
                 except Refused as e:  # NOGROUP after a Redis restart: create it again
                     log.warning("stats: %s; retrying in 1s", e)
                     await asyncio.sleep(1.0)

@@ -4,8 +4,9 @@ sleep until the next due time or a `kick()`, whichever comes first."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
+
+from bot.outage import UNREACHABLE, Outage
 
 log = logging.getLogger("hitl.worker")
 
@@ -19,6 +20,7 @@ class DueWorker:
     def __init__(self) -> None:
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
+        self.outage = Outage(log, self.name)
 
     def now_ms(self) -> int:
         raise NotImplementedError
@@ -40,20 +42,38 @@ class DueWorker:
     async def run(self) -> None:
         """Until `stop()`: passes back to back while there is work, else wait for the next item."""
         while not self._stopping.is_set():
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():  # a cancel some library swallowed: honour it
+                raise asyncio.CancelledError
             self._wake.clear()  # before the pass: a kick during it makes the wait below return
+            wait = self.max_wait_s
             try:
                 done = await self.run_once()
-            except Exception:  # Redis briefly away: the queue is durable, look again shortly
+                self.outage.ok()
+            except UNREACHABLE as e:  # Redis away: the queue is durable, look again after a back-off
+                done, wait = 0, self.outage.failed(e)
+            except Exception:  # a bug: logged in full, the loop goes on
                 log.exception("%s: pass failed", self.name)
                 done = 0
             if done:
                 continue
-            wait = self.max_wait_s
+            if self.outage.failures:  # kicks do not shorten the back-off; stop() does
+                await _until(self._stopping, wait)
+                continue
             try:
                 due = await self.next_due_ms()
                 if due is not None:
                     wait = min(self.max_wait_s, max(0.0, (due - self.now_ms()) / 1000))
             except Exception:
                 log.debug("%s: could not read the next due time", self.name)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), wait)
+            await _until(self._wake, wait)
+
+
+async def _until(event: asyncio.Event, seconds: float) -> None:
+    """Wait for `event` at most `seconds`. Unlike `wait_for`, a cancellation that arrives as the
+    event is set is never swallowed (so a cancelled worker stops at once)."""
+    waiter = asyncio.ensure_future(event.wait())
+    try:
+        await asyncio.wait({waiter}, timeout=seconds)
+    finally:
+        waiter.cancel()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from emulator import payloads
-from emulator.common import JSON, TEAM_DOMAIN, TEAM_ID, SlackError
+from emulator.common import JSON, SlackError
 from emulator.payloads import InteractionError
 from emulator.responses import Responses
 from emulator.state import Channel, User, Workspace
@@ -141,8 +141,8 @@ class Interactions:
         ch = self.channel(channel)
         fields = {
             "token": VERIFICATION_TOKEN,
-            "team_id": TEAM_ID,
-            "team_domain": TEAM_DOMAIN,
+            "team_id": payloads.team(user)["id"],
+            "team_domain": payloads.team(user)["domain"],
             "channel_id": ch.id,
             "channel_name": "directmessage" if ch.im_user else ch.name,
             "user_id": user.id,

@@ -15,13 +15,21 @@ POST_BURST = 3
 
 @dataclass
 class Fault:
-    """What to do to the next `times` calls of a method (`times=None`: every call)."""
+    """What to do to the next `times` calls of a method (`times=None`: every call).
+
+    `applied`: the call takes effect (a message is posted...) but its answer is the fault, as
+    when Slack (or a proxy) fails after doing the work. `body`: answer this raw text with
+    `content_type` instead of Slack's JSON (a proxy's HTML error page).
+    """
 
     status: int = 200
     retry_after: int | None = None
     error: str | None = None
     delay: float = 0.0
     times: int | None = 1
+    applied: bool = False
+    body: str | None = None
+    content_type: str = "text/html"
 
 
 class Faults:

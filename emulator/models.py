@@ -15,12 +15,16 @@ class User:
     is_admin: bool = False
     is_bot: bool = False
     deleted: bool = False
+    team_id: str = TEAM_ID
+    """The user's own workspace: another one for a guest from a Slack Connect partner."""
+    enterprise_id: str | None = None
+    """The user's Enterprise Grid organisation, if any."""
 
     def to_slack(self) -> JSON:
         """The user object as users.info returns it."""
         return {
             "id": self.id,
-            "team_id": TEAM_ID,
+            "team_id": self.team_id,
             "name": self.name,
             "real_name": self.real_name,
             "deleted": self.deleted,

@@ -28,12 +28,18 @@ class InteractionError(Exception):
     """The simulated person cannot do this (no such button, view closed, bad option...)."""
 
 
-def team() -> JSON:
+def team(user: User | None = None) -> JSON:
+    """The `team` of a payload: the clicking person's own workspace (ours unless a guest's)."""
+    if user is not None and user.team_id != TEAM_ID:
+        return {"id": user.team_id, "domain": user.team_id.lower()}
     return {"id": TEAM_ID, "domain": TEAM_DOMAIN}
 
 
 def user_obj(user: User) -> JSON:
-    return {"id": user.id, "username": user.name, "name": user.name, "team_id": TEAM_ID}
+    out: JSON = {"id": user.id, "username": user.name, "name": user.name, "team_id": user.team_id}
+    if user.enterprise_id:
+        out["enterprise_id"] = user.enterprise_id
+    return out
 
 
 def element_blocks(blocks: list[JSON]) -> list[tuple[JSON, JSON]]:
@@ -163,8 +169,8 @@ def envelope(kind: str, user: User, trigger_id: str, token: str) -> JSON:
         "api_app_id": APP_ID,
         "token": token,
         "trigger_id": trigger_id,
-        "team": team(),
-        "enterprise": None,
+        "team": team(user),
+        "enterprise": {"id": user.enterprise_id, "name": user.enterprise_id} if user.enterprise_id else None,
         "is_enterprise_install": False,
     }
 

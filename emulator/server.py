@@ -153,9 +153,15 @@ class Emulator:
         error: str | None = None,
         delay: float = 0.0,
         times: int | None = 1,
+        applied: bool = False,
+        body: str | None = None,
+        content_type: str = "text/html",
     ) -> None:
-        """Make the next `times` calls of `method` ("*": any) fail or slow down."""
-        self.faults.add(method, Fault(status, retry_after, error, delay, times))
+        """Make the next `times` calls of `method` ("*": any) fail or slow down; `applied`: the
+        call takes effect but is answered with the fault; `body`: a raw (non-JSON) answer."""
+        self.faults.add(
+            method, Fault(status, retry_after, error, delay, times, applied, body, content_type)
+        )
 
     @property
     def scopes(self) -> set[str]:
@@ -171,9 +177,20 @@ class Emulator:
         self.ws.channel(channel_id).members.discard(BOT_USER_ID)
 
     def add_user(
-        self, user_id: str, name: str, real_name: str | None = None, *, is_admin: bool = False
+        self,
+        user_id: str,
+        name: str,
+        real_name: str | None = None,
+        *,
+        is_admin: bool = False,
+        team_id: str | None = None,
+        enterprise_id: str | None = None,
     ) -> User:
-        user = self.ws.add_user(user_id, name, real_name, is_admin=is_admin)
+        """A person in every public channel; `team_id` of another workspace makes a Slack
+        Connect guest (payloads carry their own team)."""
+        user = self.ws.add_user(
+            user_id, name, real_name, is_admin=is_admin, team_id=team_id, enterprise_id=enterprise_id
+        )
         for channel in self.ws.channels.values():
             if not channel.is_private:
                 channel.members.add(user_id)

@@ -46,8 +46,13 @@ class Workspace:
         *,
         is_admin: bool = False,
         is_bot: bool = False,
+        team_id: str | None = None,
+        enterprise_id: str | None = None,
     ) -> User:
-        user = User(user_id, name, real_name or name.title(), is_admin=is_admin, is_bot=is_bot)
+        user = User(user_id, name, real_name or name.title(), is_admin=is_admin, is_bot=is_bot,
+                    enterprise_id=enterprise_id)
+        if team_id:
+            user.team_id = team_id
         self.users[user_id] = user
         return user
 

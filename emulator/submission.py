@@ -171,7 +171,7 @@ async def close_view(inter: Interactions, user_id: str, view_id: str) -> Reply |
     user = inter.user(user_id)
     payload = {
         "type": "view_closed",
-        "team": payloads.team(),
+        "team": payloads.team(user),
         "user": payloads.user_obj(user),
         "api_app_id": payloads.APP_ID,
         "token": VERIFICATION_TOKEN,

@@ -74,6 +74,9 @@ class WebUI:
             ("close", self.close),
             ("command", self.command),
             ("home", self.home),
+            ("fault", self.fault),
+            ("clear_faults", self.clear_faults),
+            ("add_user", self.add_user),
         ):
             app.router.add_post(f"/_emulator/{name}", self._json_endpoint(action))
         app.on_shutdown.append(self._shutdown)
@@ -211,6 +214,36 @@ class WebUI:
         """Open the app's Home tab (`app_home_opened`)."""
         reply = await self.emu.open_home(self._user(body))
         return self._done(outcome(reply, "app_home_opened"))
+
+
+    # -- control (for tests and demos driving faults and people over HTTP) -------------------
+
+    async def fault(self, body: JSON) -> JSON:
+        """Queue a fault for a Web API method: {method, status, error, retry_after, times,
+        applied (the call takes effect, the answer is the fault), body (raw text, e.g. HTML),
+        content_type}."""
+        times = body.get("times", 1)
+        self.emu.inject(
+            str(_need(body, "method")), status=int(body.get("status", 200)),
+            retry_after=body.get("retry_after"), error=body.get("error"),
+            times=None if times is None else int(times), applied=bool(body.get("applied")),
+            body=body.get("body"), content_type=str(body.get("content_type") or "text/html"),
+        )
+        return {"queued": body["method"]}
+
+    async def clear_faults(self, body: JSON) -> JSON:
+        """Drop every queued fault: Slack answers normally again."""
+        self.emu.faults.clear()
+        return {"cleared": True}
+
+    async def add_user(self, body: JSON) -> JSON:
+        """Add a person: {id, name, team_id (another workspace: a Slack Connect guest),
+        enterprise_id}."""
+        user = self.emu.add_user(
+            str(_need(body, "id")), str(_need(body, "name")), team_id=body.get("team_id"),
+            enterprise_id=body.get("enterprise_id"),
+        )
+        return {"user": user.to_slack()}
 
 
 def _need(body: JSON, key: str) -> Any:

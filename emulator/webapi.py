@@ -16,7 +16,7 @@ from emulator import api_chat, api_conversations, api_files, api_views
 from emulator.args import Args, Handler, decode_json_args
 from emulator.blockcheck import BlockError
 from emulator.common import JSON, SlackError
-from emulator.limits import Faults, RateLimiter
+from emulator.limits import Fault, Faults, RateLimiter
 from emulator.reference import Reference
 from emulator.state import Workspace
 
@@ -41,6 +41,8 @@ class Call:
     status: int
     at: float
     headers: dict[str, str] = field(default_factory=dict)
+    took_effect: bool = False
+    """Answered with an injected fault although the call was carried out (`applied`)."""
 
     @property
     def ok(self) -> bool:
@@ -96,17 +98,31 @@ class WebApi:
         if fault is not None:
             if fault.delay:
                 await asyncio.sleep(fault.delay)
-            if fault.status == 429:
-                retry = str(fault.retry_after if fault.retry_after is not None else 1)
-                return self._answer(
-                    method, args, {"ok": False, "error": "ratelimited"}, 429, {"Retry-After": retry}
-                )
-            if fault.status != 200:
-                return self._answer(
-                    method, args, {"ok": False, "error": "internal_error"}, fault.status
-                )
-            if fault.error:
-                return self._answer(method, args, {"ok": False, "error": fault.error})
+            if fault.applied:  # the call takes effect; only its answer is lost
+                await self._perform(method, spec, args, token)
+                self.calls.pop()  # recorded once below, as the caller saw it
+            failed = self._fault_answer(method, args, fault)
+            if failed is not None:
+                self.calls[-1].took_effect = fault.applied
+                return failed
+        return await self._perform(method, spec, args, token)
+
+    def _fault_answer(self, method: str, args: JSON, fault: Fault) -> web.Response | None:
+        if fault.body is not None:
+            self.record(method, args, {"ok": False, "error": f"http_{fault.status}"}, fault.status)
+            return web.Response(text=fault.body, status=fault.status, content_type=fault.content_type)
+        if fault.status == 429:
+            retry = str(fault.retry_after if fault.retry_after is not None else 1)
+            return self._answer(
+                method, args, {"ok": False, "error": "ratelimited"}, 429, {"Retry-After": retry}
+            )
+        if fault.status != 200:
+            return self._answer(method, args, {"ok": False, "error": "internal_error"}, fault.status)
+        if fault.error:
+            return self._answer(method, args, {"ok": False, "error": fault.error})
+        return None
+
+    async def _perform(self, method: str, spec: Any, args: JSON, token: str) -> web.Response:
         if not token:
             return self._answer(method, args, {"ok": False, "error": "not_authed"})
         if token not in self.tokens:

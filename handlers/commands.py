@@ -30,6 +30,7 @@ from blocks.commands import (
 )
 from blocks.stats import stats_message, window_label
 from handlers.deps import Deps, deps
+from handlers.slack_errors import classify
 from store.models import Record, utcnow
 from store.redis_store import Store
 from store.stats import Report, StatsStore
@@ -80,7 +81,7 @@ async def permalinks(client: AsyncWebClient, records: list[Record],
             resp = await client.chat_getPermalink(channel=r.channel, message_ts=r.ts)
             return str(resp["permalink"])
         except SlackApiError as e:
-            log.info("permalink of %s: %s", r.id, e.response.get("error"))
+            log.info("permalink of %s: %s", r.id, classify("chat.getPermalink", e).error)
             return _built_link(r, team_domain)
 
     tasks = [asyncio.ensure_future(one(r)) for r in records]
@@ -185,7 +186,7 @@ async def share_chart(a: Asked, report: Report, client: AsyncWebClient,
             title=f"hitl: decisions per hour and time to decision, last {label}",
             alt_txt=f"Decisions per hour by outcome and time to decision, last {label}")
     except SlackApiError as e:
-        error = e.response.get("error")
+        error = classify("files.upload", e).error
         log.warning("stats chart upload to %s failed: %s", a.user, error)
         await respond(**usage_message(f"I couldn't send you the chart ({error})."),
                       response_type="ephemeral", replace_original=False)

@@ -36,6 +36,8 @@ class Deps:
     """The active policy in plain words (mrkdwn, escaped)."""
     chart: Callable[[Report], bytes] | None = None
     """The stats chart as PNG (CPU work: call it in a thread); None: no chart."""
+    external_teams: Callable[[], frozenset[str]] = lambda: frozenset()
+    """Teams (T...) or organisations (E...) besides our own whose people may act (policy)."""
 
 
 def deps(context: Any) -> Deps:

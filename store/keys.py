@@ -58,6 +58,11 @@ class Keys:
         return f"{self.prefix}:outbox:again"
 
     @property
+    def undeliverable(self) -> str:
+        """Sorted set of request ids whose card Slack refused for good, by time."""
+        return f"{self.prefix}:undeliverable"
+
+    @property
     def deadlines(self) -> str:
         """Sorted set of timed events (`<kind>:<id>`) by due time."""
         return f"{self.prefix}:deadlines"

@@ -112,6 +112,7 @@ RECORD_EXTRAS = (
     "time_to_escalate_s",
     "owner",
     "messages",
+    "undeliverable",
 )
 """Hash fields of the record written by timed events and escalations (read when present)."""
 
@@ -156,6 +157,8 @@ class Record(BaseModel):
         default_factory=list
     )
     """Interim messages sent to the agent (take over, replies), oldest first."""
+    undeliverable: str | None = None
+    """Slack's error when it refused this request's card for good (the request still expires)."""
 
     @property
     def id(self) -> str:

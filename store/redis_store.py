@@ -101,6 +101,7 @@ class Store:
                 "review",
                 "control",
                 "trim_requests",
+                "undeliverable",
             )
         }
 
@@ -396,18 +397,20 @@ class Store:
 
     # ---- pacing and batches -----------------------------------------------------------
 
-    async def pace(self, bucket: str, member: str, now_ms: int, rate: float, burst: float) -> int:
+    async def pace(self, bucket: str, member: str, now_ms: int, rate: float, burst: float,
+                   *, reserve: bool = True) -> int:
         """Milliseconds until `member` may make its paced Slack call (0: now), by reservation.
 
         The bucket is shared by every replica; a member told to wait holds a slot and gets 0
-        when it asks again at that slot."""
+        when it asks again at that slot. Without `reserve`, a member that must wait holds no
+        slot (it gives way to those that do) and is told when a token will be free."""
         keys = [self.keys.rate(bucket), self.keys.rate(bucket) + ":slots"]
-        return int(await self._run("pace", keys, [member, now_ms, rate, burst, ""]))
+        return int(await self._run("pace", keys, [member, now_ms, rate, burst, "", "1" if reserve else "0"]))
 
     async def block(self, bucket: str, now_ms: int, until_ms: int) -> None:
         """Close a bucket until `until_ms` (a 429's Retry-After), dropping its reservations."""
         keys = [self.keys.rate(bucket), self.keys.rate(bucket) + ":slots"]
-        await self._run("pace", keys, ["", now_ms, 1, 1, until_ms])
+        await self._run("pace", keys, ["", now_ms, 1, 1, until_ms, "1"])
 
     async def join_batch(self, record: Record, new_id: str, now_ms: int) -> str:
         """The batch card a grouped request is shown on: the open one of its group while one of
@@ -447,11 +450,11 @@ class Store:
         return int(await self._run("batch_shown", [self.keys.batch(batch.id), self.keys.audit], args))
 
     async def note_batch_attempt(self, batch_id: str, now: datetime) -> str | None:
-        """Remember a batch post is under way; the previous unfinished attempt, if any."""
+        """Remember a batch post is under way; the first unfinished attempt, if any."""
         key = self.keys.batch(batch_id)
         async with self.redis.pipeline(transaction=True) as p:
             p.hget(key, "post_attempt")
-            p.hset(key, "post_attempt", json.dumps({"at": now.timestamp()}))
+            p.hsetnx(key, "post_attempt", json.dumps({"at": now.timestamp()}))
             prev, _ = await p.execute()
         return prev
 
@@ -492,11 +495,12 @@ class Store:
         await self.redis.zadd(self.keys.outbox, {member: due_ms}, nx=True)
 
     async def note_post_attempt(self, request_id: str, now: datetime, channel: str) -> str | None:
-        """Remember a post is under way; returns the previous attempt's time if one was unfinished."""
+        """Remember a post is under way; returns the first unfinished attempt if there was one (kept
+        until the post is recorded, so a lost card is searched for from its very first attempt)."""
         key = self.keys.request(request_id)
         async with self.redis.pipeline(transaction=True) as p:
             p.hget(key, "post_attempt")
-            p.hset(key, "post_attempt", json.dumps({"at": now.timestamp(), "channel": channel}))
+            p.hsetnx(key, "post_attempt", json.dumps({"at": now.timestamp(), "channel": channel}))
             prev, _ = await p.execute()
         return prev
 
@@ -512,13 +516,36 @@ class Store:
     ) -> tuple[str, str | None]:
         """Store the card's channel and ts; ('posted', ts), ('exists', earlier ts) or ('missing', None)."""
         k = self.keys
-        keys = [k.request(request_id), self.trail_key(request_id), k.audit, k.outbox]
+        keys = [k.request(request_id), self.trail_key(request_id), k.audit, k.outbox, k.outbox_again]
         res = await self._run(
             "mark_posted",
             keys,
             [request_id, member, lease, channel, ts, now.isoformat(), _ms(now), version],
         )
         return str(res[0]), (str(res[1]) if len(res) > 1 else None)
+
+    async def notices_sent(self, request_id: str) -> set[str]:
+        """Notices of escalation levels already sent for a request (`<level>:<target>`)."""
+        return {str(x) for x in await self.redis.smembers(f"{self.keys.request(request_id)}:notices")}
+
+    async def note_notice(self, request_id: str, notice: str) -> None:
+        """Remember a notice went out, so a retried level does not send it twice (kept a week)."""
+        key = f"{self.keys.request(request_id)}:notices"
+        async with self.redis.pipeline(transaction=True) as p:
+            p.sadd(key, notice)
+            p.expire(key, 7 * 86400)
+            await p.execute()
+
+    async def mark_undeliverable(self, request_id: str, member: str, lease: int, error: str, now: datetime) -> None:
+        """Slack refused this request's card for good: noted and audited once, operation finished."""
+        k = self.keys
+        keys = [k.request(request_id), self.trail_key(request_id), k.audit, k.undeliverable, k.outbox]
+        await self._run("undeliverable", keys, [request_id, member, lease, error, now.isoformat(), _ms(now)])
+
+    async def undeliverable(self, limit: int = 1000) -> list[Record]:
+        """Pending requests whose card Slack refused for good, oldest first."""
+        ids = [str(x) for x in await self.redis.zrange(self.keys.undeliverable, 0, limit - 1)]
+        return [r for r in await self.get_many(ids) if r.state.value == "pending"]
 
     async def outbox_depth(self) -> int:
         return int(await self.redis.zcard(self.keys.outbox))

@@ -284,6 +284,19 @@ def escalate(
     return t
 
 
+def grant(record: Record, *, approvers: list[str]) -> Transition | None:
+    """Let the people an escalation level is about to notify decide, before they are told
+    (None: they already may). The card is not redrawn; `escalate` records the level."""
+    if record.state is not State.pending:
+        raise AlreadyDecided(record)
+    extra = list(dict.fromkeys([*record.extra_approvers, *approvers]))[:MAX_EXTRA_APPROVERS]
+    if extra == record.extra_approvers:
+        return None
+    t = Transition(record, update_card=False)
+    t.fields["extra_approvers"] = _dump(extra)
+    return t
+
+
 def _dump(obj: Any) -> str:
     return json.dumps(obj, separators=(",", ":"), default=str)
 

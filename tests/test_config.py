@@ -59,3 +59,18 @@ def test_run_names_what_is_missing() -> None:
     assert "SLACK_BOT_TOKEN: required" in str(e.value) and "SLACK_SIGNING_SECRET: required" in str(e.value)
     # Socket Mode needs no signing secret
     load_settings(slack_bot_token="xoxb-1", slack_app_token="xapp-1").require_for_run()
+
+
+def test_config_errors_never_echo_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxp-1234-5678-secretpart")
+    monkeypatch.setenv("SLACK_APP_TOKEN", "not-an-app-token-secretpart")
+    monkeypatch.setenv("SLACK_API_URL", "xoxb-99-88-secretpart")  # a token pasted into the wrong variable
+    monkeypatch.setenv("REDIS_URL", "http://user:hunter2@redis.example:6379")
+    with pytest.raises(ConfigError) as e:
+        load_settings()
+    text = str(e.value)
+    assert "SLACK_BOT_TOKEN: must be a bot token" in text and "SLACK_APP_TOKEN: must be an app-level" in text
+    assert "SLACK_API_URL: must be an http(s) URL" in text and "(got 'xoxb-…')" in text
+    assert "REDIS_URL: must start with redis://" in text and "redis.example:6379" in text
+    for secret in ("secretpart", "hunter2", "1234", "99-88"):
+        assert secret not in text, text

@@ -9,6 +9,7 @@ import pytest
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.directory import SlackDirectory
+from bot.gateway import Gateway
 from emulator import Emulator
 from tests.util import eventually
 
@@ -28,7 +29,7 @@ def _calls(emu: Emulator) -> int:
 
 
 async def test_cached_then_refreshed_in_the_background(emu: Emulator) -> None:
-    d = SlackDirectory(AsyncWebClient(token=TOKEN, base_url=emu.api_url), ttl_s=0.2, max_stale_s=60)
+    d = SlackDirectory(Gateway(AsyncWebClient(token=TOKEN, base_url=emu.api_url)), ttl_s=0.2, max_stale_s=60)
     assert await d.members("S0MANAGERS") == {"U0ALICE", "U0BOB"}
     assert await d.members("S0MANAGERS") == {"U0ALICE", "U0BOB"} and _calls(emu) == 1  # cached
     emu.add_usergroup("managers", ["U0ALICE"], group_id="S0MANAGERS")  # Bob leaves the group
@@ -42,7 +43,7 @@ async def test_cached_then_refreshed_in_the_background(emu: Emulator) -> None:
 
 
 async def test_a_very_old_answer_is_fetched_afresh(emu: Emulator) -> None:
-    d = SlackDirectory(AsyncWebClient(token=TOKEN, base_url=emu.api_url), ttl_s=0.05, max_stale_s=0.2)
+    d = SlackDirectory(Gateway(AsyncWebClient(token=TOKEN, base_url=emu.api_url)), ttl_s=0.05, max_stale_s=0.2)
     assert "U0BOB" in await d.members("S0MANAGERS")
     emu.add_usergroup("managers", ["U0ALICE"], group_id="S0MANAGERS")
     await asyncio.sleep(0.3)
@@ -50,5 +51,5 @@ async def test_a_very_old_answer_is_fetched_afresh(emu: Emulator) -> None:
 
 
 async def test_an_unknown_group_has_no_members(emu: Emulator) -> None:
-    d = SlackDirectory(AsyncWebClient(token=TOKEN, base_url=emu.api_url))
+    d = SlackDirectory(Gateway(AsyncWebClient(token=TOKEN, base_url=emu.api_url)))
     assert await d.members("S0NOSUCH") == frozenset()

@@ -31,8 +31,8 @@ SDK_ALIASES: dict[str, tuple[str, ...]] = {
 }
 # `.chat_postMessage(`, `.usergroups_users_list(`, `.files_upload_v2(` ...
 SDK_CALL = re.compile(r"\.([a-z]+(?:_[a-zA-Z0-9]+)+)\(")
-# `api_call("chat.postMessage"` / `api_call(api_method="chat.postMessage"`
-API_CALL = re.compile(r"""\bapi_call\(\s*(?:api_method\s*=\s*)?["']([A-Za-z0-9_.]+)["']""")
+# `api_call("chat.postMessage"` / `api_call(api_method="chat.postMessage"` / the gateway's `.call("chat.update"`
+API_CALL = re.compile(r"""(?:\bapi_call|\.call)\(\s*(?:api_method\s*=\s*)?["']([A-Za-z0-9_.]+)["']""")
 
 
 # --- reference data -----------------------------------------------------------------------
@@ -189,10 +189,11 @@ def test_scan_finds_calls(tmp_path: Path) -> None:
         "await client.files_upload_v2(channel=c, content=b)\n"
         "await self.store.claim_outbox(1, 2)\n"
         'await client.api_call("reactions.add", json={})\n'
-        'await client.api_call(api_method="no.such.method")\n')
+        'await client.api_call(api_method="no.such.method")\n'
+        'await self.gateway.call("chat.delete", channel=c, ts=t)\n')
     calls, unknown = scan_calls([src])
     assert set(calls) == {"chat.postMessage", "files.getUploadURLExternal",
-                          "files.completeUploadExternal", "reactions.add"}
+                          "files.completeUploadExternal", "reactions.add", "chat.delete"}
     assert calls["chat.postMessage"] == [f"{src}:1"]
     assert unknown == [f"{src}:5: api_call('no.such.method')"]
 

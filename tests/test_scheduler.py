@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.gateway import Gateway
 from bot.policy import PolicyEngine, PolicyError
 from bot.scheduler import Scheduler
 from bot.timing import honour_user_request, next_level_ms, plan, tier_of
@@ -56,7 +57,7 @@ class World:
         return self.t0 + self.offset
 
     def scheduler(self) -> Scheduler:
-        s = Scheduler(self.store, self.slack, lambda: ENGINE, clock=self.clock)
+        s = Scheduler(self.store, Gateway(self.slack), lambda: ENGINE, clock=self.clock)
         self.schedulers.append(s)
         return s
 
@@ -312,3 +313,34 @@ def test_only_the_last_level_may_repeat() -> None:
     with pytest.raises(PolicyError) as e:
         PolicyEngine.from_yaml(bad)
     assert "level 0: only the last level may repeat" in str(e.value)
+
+
+def _dms(w: World, user: str) -> list[dict[str, Any]]:
+    return w.emu.messages(user)
+
+
+async def test_a_level_grants_before_it_notifies_and_notifies_once(w: World) -> None:
+    """Issue 10, point 10: the person a level tells may decide before the message reaches them,
+    and a 429 on the card's thread note does not send the DM again."""
+    rec = await w.request()
+    s = w.scheduler()
+    await step(w, 49, s=s)  # reminders and level 1 done; level 2 (Dave, the managers) is due at 50 s
+    assert (await w.store.get(rec.id)).escalation_level == 1
+    w.emu.inject("chat.postMessage", status=429, retry_after=1)  # the DM to Dave is throttled
+    w.offset = 50
+    await s.run_once()
+    after = await w.store.get(rec.id)
+    assert "U0DAVE" in after.extra_approvers and not _dms(w, "U0DAVE")  # granted first
+    authorize(after, "U0DAVE", Choice.approve)  # so his click, whenever the DM lands, counts
+    assert after.escalation_level == 1  # the level itself is not done yet
+    w.emu.inject("chat.postMessage", times=1)  # the DM goes through ...
+    w.emu.inject("chat.postMessage", status=429, retry_after=1)  # ... the thread note is throttled
+    w.offset = 51
+    await s.run_once()
+    assert len(_dms(w, "U0DAVE")) == 1 and (await w.store.get(rec.id)).escalation_level == 1
+    w.offset = 52
+    await s.run_once()
+    done = await w.store.get(rec.id)
+    assert done.escalation_level == 2 and len(_dms(w, "U0DAVE")) == 1  # notified once
+    assert "<@U0DAVE>, <!subteam^S0MANAGERS>" in w.thread(done)[-1]
+    assert [d.get("level") for e, d in await w.events(rec.id) if e == "escalated"] == [1, 2]

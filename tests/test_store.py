@@ -149,3 +149,15 @@ async def test_enqueue_many_is_enqueue_for_each(store: Store) -> None:
     rows = dict(await store.redis.zrange(store.keys.outbox, 0, -1, withscores=True))
     assert rows == {"update:b": 2000, "update:c": 2000, "update:a": lease}  # the leased one is not pulled forward
     assert await store.redis.sismember(store.keys.outbox_again, "update:a")
+
+
+async def test_lock_updates_go_before_redraws_in_the_shared_pace(store: Store) -> None:
+    """Issue 10, point 6: a redraw of an open card takes only a free token; it never takes the
+    slot a lock of a decided card reserved, however often it asks."""
+    rate, burst = 1.0, 1.0
+    assert await store.pace("update", "update:a", 0, rate, burst) == 0  # the burst token
+    assert await store.pace("update", "update:b", 0, rate, burst) == 1000  # a lock reserves 1 s
+    assert await store.pace("update", "update:c", 0, rate, burst, reserve=False) >= 1000  # a redraw waits
+    assert await store.pace("update", "update:c", 1000, rate, burst, reserve=False) > 0  # b's slot
+    assert await store.pace("update", "update:b", 1000, rate, burst) == 0  # b goes at its slot
+    assert await store.pace("update", "update:c", 2000, rate, burst, reserve=False) == 0  # then c

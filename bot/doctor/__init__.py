@@ -37,11 +37,11 @@ def load(settings: Settings) -> tuple[Policy | None, Check]:
 
 async def run_checks(settings: Settings, *, now: Callable[[], float] = time.time) -> list[Check]:
     """Every check, in order: policy, Slack, Redis."""
-    from bot.app import slack_client
+    from bot.gateway import web_client
 
     policy, loaded = load(settings)
     checks = [loaded]
-    slack = slack_client(settings, retries=True)
+    slack = web_client(settings.slack_bot_token, settings.slack_api_url, retries=True)
     checks += await SlackDoctor(settings, slack, now).run(policy)
     checks += await redis_checks(settings)
     return checks

@@ -80,6 +80,7 @@ class PolicyEngine:
         self.policy = policy
         self.source = source
         self.admins: tuple[str, ...] = tuple(policy.admins)
+        self.external_teams: frozenset[str] = frozenset(policy.external_teams)
         self.skipped: Counter[str] = Counter()
         d = policy.defaults
         self.tiers: dict[str, ResolvedTier] = {

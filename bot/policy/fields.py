@@ -70,6 +70,8 @@ _IDENTIFIER = r"^[a-z][a-z0-9_\-]{0,62}$"
 
 Duration = Annotated[int, BeforeValidator(parse_duration)]
 SlackUser = Annotated[str, StringConstraints(pattern=_USER)]
+SlackTeam = Annotated[str, StringConstraints(pattern=r"^[TE][A-Z0-9]{2,30}$")]
+"""A Slack workspace (T...) or Enterprise Grid organisation (E...) id."""
 # Users (U/W) or user groups (S): who may approve.
 Approver = Annotated[str, StringConstraints(pattern=_APPROVER)]
 # `#name` or a channel id (C/G).

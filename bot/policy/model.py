@@ -20,6 +20,7 @@ from bot.policy.fields import (
     Channel,
     Duration,
     Identifier,
+    SlackTeam,
     SlackUser,
     Target,
     format_duration,
@@ -210,6 +211,9 @@ class Policy(_Section):
     tiers: dict[Identifier, Tier] = Field(default_factory=_default_tiers, min_length=1)
     rules: list[Rule] = Field(default_factory=list, max_length=1000)
     admins: list[SlackUser] = Field(default_factory=list)
+    external_teams: list[SlackTeam] = Field(default_factory=list, max_length=1000)
+    """Other workspaces (or organisations) whose people may act on cards, as in a Slack Connect
+    channel; by default only people of the installing workspace or organisation may."""
     triggers: Triggers = Field(default_factory=Triggers)
     batching: Batching = Field(default_factory=Batching)
 

@@ -41,3 +41,17 @@ local function audits_from(argv, i, audit_key, trail_key, request_id, at)
   end
   return i
 end
+
+-- Queue an outbox operation (the "queued again" rule, the one copy every script uses): an
+-- operation leased or scheduled later than `due_ms` is not pulled forward (that would let a
+-- second worker run it concurrently); it is marked to run once more when the current run
+-- finishes. Returns 1 if queued now, 0 if marked to run again.
+local function queue_op(outbox_key, again_key, member, due_ms)
+  local score = redis.call('ZSCORE', outbox_key, member)
+  if score and tonumber(score) > tonumber(due_ms) then
+    redis.call('SADD', again_key, member)
+    return 0
+  end
+  redis.call('ZADD', outbox_key, due_ms, member)
+  return 1
+end

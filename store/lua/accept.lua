@@ -42,7 +42,7 @@ else
   end
 end
 if ARGV[12] ~= '' then
-  redis.call('ZADD', KEYS[6], ARGV[4], ARGV[12])
+  queue_op(KEYS[6], KEYS[6] .. ':again', ARGV[12], ARGV[4])
 end
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
 return 'accepted'

@@ -55,11 +55,6 @@ if message ~= '' then
     cjson.encode({event = cjson.decode(message)['event'], delivered = (has_reply == '1')}))
 end
 if member ~= '' then
-  local queued = redis.call('ZSCORE', KEYS[5], member)
-  if queued and tonumber(queued) > tonumber(ARGV[3]) then
-    redis.call('SADD', KEYS[9], member)  -- being updated now: run once more afterwards
-  else
-    redis.call('ZADD', KEYS[5], ARGV[3], member)
-  end
+  queue_op(KEYS[5], KEYS[9], member, ARGV[3])
 end
 return {'ok', tostring(v)}

@@ -3,7 +3,8 @@
 -- at that slot it goes without asking again. So a burst drains in order, one per slot, with
 -- no thundering herd; a 429 (blocked_until) drops every reservation and closes the bucket.
 -- KEYS: bucket, reservations (hash member -> slot ms)
--- ARGV: member, now_ms, rate_per_s, burst, blocked_until_ms ('' unless a 429 said so)
+-- ARGV: member, now_ms, rate_per_s, burst, blocked_until_ms ('' unless a 429 said so),
+--       reserve ('0': a low-priority caller takes a free token or waits without a slot)
 local member, now = ARGV[1], tonumber(ARGV[2])
 local rate, burst = tonumber(ARGV[3]), tonumber(ARGV[4])
 if ARGV[5] ~= '' then
@@ -27,6 +28,10 @@ local ts = tonumber(b[2]) or now
 if now > ts then
   tokens = math.min(burst, tokens + (now - ts) * rate / 1000)
   ts = now
+end
+if ARGV[6] == '0' and (tokens < 1 or now < blocked) then
+  -- gives way: no slot; come back when a token is free (later if reservations hold them)
+  return math.max(blocked - now, math.ceil((1 - tokens) * 1000 / rate))
 end
 tokens = tokens - 1
 local wait = 0

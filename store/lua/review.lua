@@ -26,11 +26,5 @@ if ARGV[3] == 'wrong' then
     redis.call('XADD', KEYS[5], 'MAXLEN', '~', 10000, '*', 'message_for', rid, 'message', ARGV[7])
   end
 end
-local member = 'update:' .. rid
-local queued = redis.call('ZSCORE', KEYS[4], member)
-if queued and tonumber(queued) > tonumber(ARGV[4]) then
-  redis.call('SADD', KEYS[6], member)
-else
-  redis.call('ZADD', KEYS[4], ARGV[4], member)
-end
+queue_op(KEYS[4], KEYS[6], 'update:' .. rid, ARGV[4])
 return {'ok'}

@@ -1,0 +1,87 @@
+"""Issue 10, point 8: malformed Slack requests get 401/400, never a 500 with a traceback.
+Real HTTP to the real app, signed exactly as Slack signs (the signature is valid: only the
+content is wrong)."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import time
+from collections.abc import AsyncIterator
+from urllib.parse import urlencode
+
+import aiohttp
+import pytest
+
+from emulator.signing import sign
+from tests.harness import SECRET, Harness, start, stop
+
+FORM = "application/x-www-form-urlencoded"
+
+
+@pytest.fixture
+async def h(redis_url: str) -> AsyncIterator[Harness]:
+    harness = await start(redis_url)
+    yield harness
+    await stop(harness)
+
+
+async def send(h: Harness, body: bytes, headers: dict[str, str], content_type: str = FORM) -> tuple[int, str]:
+    url = f"http://127.0.0.1:{h.bot.port}/slack/events"
+    async with aiohttp.ClientSession() as s, s.post(
+            url, data=body, headers={**headers, "Content-Type": content_type}) as r:
+        return r.status, await r.text()
+
+
+def signed(body: bytes, timestamp: str | None = None) -> dict[str, str]:
+    ts = timestamp or str(int(time.time()))
+    digest = hmac.new(SECRET.encode(), b"v0:" + ts.encode() + b":" + body, hashlib.sha256).hexdigest()
+    return {"X-Slack-Request-Timestamp": ts, "X-Slack-Signature": f"v0={digest}"}
+
+
+@pytest.mark.parametrize("timestamp", ["soon", "1e9", "", "  ", "١٢٣"])
+async def test_a_timestamp_that_is_not_a_number_is_401(h: Harness, timestamp: str) -> None:
+    body = urlencode({"payload": json.dumps({"type": "block_actions"})}).encode()
+    status, text = await send(h, body, signed(body, timestamp) | {"X-Slack-Request-Timestamp": timestamp})
+    assert status == 401, text
+    assert "Traceback" not in text
+
+
+@pytest.mark.parametrize("body", [
+    urlencode({"payload": "[1, 2]"}).encode(),
+    urlencode({"payload": "\"just a string\""}).encode(),
+    urlencode({"payload": "{not json"}).encode(),
+    urlencode([("payload", "{}"), ("payload", "{}")]).encode(),
+    b"payload=%7B%22a%22%3A1&&=&%zz",
+    b"\xff\xfe not utf-8",
+    b"nothing=here",
+])
+async def test_a_signed_body_that_is_not_a_slack_payload_is_400(h: Harness, body: bytes) -> None:
+    status, text = await send(h, body, sign(SECRET, body, int(time.time())))
+    assert status == 400, text
+    assert "Traceback" not in text
+
+
+@pytest.mark.parametrize("body", [b"[]", b"42", b"{broken"])
+async def test_a_signed_json_body_that_is_not_an_object_is_400(h: Harness, body: bytes) -> None:
+    status, text = await send(h, body, sign(SECRET, body, int(time.time())), "application/json")
+    assert status == 400, text
+
+
+async def test_bad_signatures_and_stale_requests_are_401_and_good_ones_pass(h: Harness) -> None:
+    body = urlencode({"command": "/hitl", "text": "help", "user_id": "U0ALICE", "team_id": "T0HITL",
+                      "channel_id": "C1", "response_url": "http://127.0.0.1:9/x", "trigger_id": "t"}).encode()
+    assert (await send(h, body, {}))[0] == 401
+    assert (await send(h, body, sign("wrong-secret", body, int(time.time()))))[0] == 401
+    assert (await send(h, body, sign(SECRET, body, int(time.time()) - 600)))[0] == 401
+    status, text = await send(h, body, sign(SECRET, body, int(time.time())))
+    assert status == 200 and "/hitl" in text
+
+
+@pytest.mark.parametrize("payload", [{"a": 1}, {"type": "block_actions"}, {"type": "view_submission", "view": 3},
+                                     {"type": "block_actions", "user": "U1", "actions": "x"}])
+async def test_an_odd_but_well_formed_payload_is_never_a_server_error(h: Harness, payload: dict[str, object]) -> None:
+    body = urlencode({"payload": json.dumps(payload)}).encode()
+    status, text = await send(h, body, sign(SECRET, body, int(time.time())))
+    assert status < 500, text
