@@ -31,6 +31,7 @@ from bot.backlog import Backlog
 from bot.config import Settings
 from bot.delivery import Delivery
 from bot.directory import SlackDirectory
+from bot.evidence import wiring as evidence
 from bot.intake import Intake
 from bot.metrics import render_metrics
 from bot.policy import PolicyError, PolicyHolder
@@ -189,6 +190,7 @@ def build_app(settings: Settings, store: Store | None = None, policy: PolicyHold
     """
     policy = policy or PolicyHolder(settings.policy)
     store = store or Store.from_url(settings.redis_url, settings.prefix)
+    store.redact = evidence.redactor(policy)  # the policy's `redact:` applies before audit writes
     bolt_client = slack_client(settings, retries=True)
     pause = PauseState(store)
     delivery = Delivery(store, slack_client(settings, retries=False),
@@ -226,6 +228,7 @@ def build_app(settings: Settings, store: Store | None = None, policy: PolicyHold
     bot.background.update({"stats": stats.run, "pause-watch": pause.run})
     bot.scheduler = scheduler
     bot.background["scheduler"] = scheduler.run
+    bot.background["sealer"] = evidence.sealer(settings, store).run
 
     async def events(request: web.Request) -> web.Response:
         return await to_aiohttp_response(await bolt.async_dispatch(await to_bolt_request(request)))

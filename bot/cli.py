@@ -48,6 +48,9 @@ def _parser() -> argparse.ArgumentParser:
     check = psub.add_parser("check", help="validate a policy file and show how sample requests route")
     check.add_argument("file", nargs="?", help="policy file (default: HITL_POLICY or the built-in policy)")
     check.add_argument("requests", nargs="*", help="sample request JSON files")
+    from bot.evidence.commands import add_parsers  # light: the work is imported when it runs
+
+    add_parsers(sub)
     return p
 
 
@@ -64,6 +67,10 @@ def main(argv: list[str] | None = None) -> int:
             from bot.demo import demo
 
             return asyncio.run(demo(port=args.port, agent=not args.no_agent))
+        if args.command in ("audit", "feedback"):
+            from bot.evidence.commands import run as evidence
+
+            return evidence(args)
         if args.command == "policy":
             from bot.policy.check import check
 

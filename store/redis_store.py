@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from importlib import resources
@@ -81,6 +82,8 @@ class Store:
         # and turned into models at this edge instead.
         self.redis: Any = client
         self.keys = Keys(prefix)
+        self.redact: Callable[[dict[str, Any]], dict[str, Any]] = lambda detail: detail
+        """Applied to every audit detail before it is written (and sealed): the policy's `redact:`."""
         self._scripts = {
             name: client.register_script(_script(name))
             for name in (
@@ -144,9 +147,8 @@ class Store:
         audits += [
             "routed",
             "policy",
-            acc.route.model_dump_json(
-                include={"mode", "tier", "rules", "reasons", "sampled", "paused", "channel"}
-            ),
+            json.dumps(self.redact(acc.route.model_dump(
+                mode="json", include={"mode", "tier", "rules", "reasons", "sampled", "paused", "channel"}))),
         ]
         args = [
             GROUP,
@@ -196,7 +198,7 @@ class Store:
         args = [
             GROUP,
             entry.id,
-            error,
+            self.redact({"error": error})["error"],
             now.isoformat(),
             request_id,
             decision.model_dump_json() if decision else "",
@@ -250,7 +252,7 @@ class Store:
         args += [x for member, due in t.schedule for x in (member, due)]
         args += [len(t.audit)]
         for event, actor, detail in t.audit:
-            args += [event, actor, json.dumps(detail, default=str)]
+            args += [event, actor, json.dumps(self.redact(detail), default=str)]
         args.append(t.message or "")
         keys = [
             k.request(rec.id),
@@ -279,7 +281,7 @@ class Store:
         k, reply = self.keys, record.request.reply_to or ""
         keys = [k.request(record.id), self.trail_key(record.id), k.audit, k.outbox, reply or k.decisions,
                 k.outbox_again]
-        args = [record.id, review.model_dump_json(), review.verdict, _ms(now), now.isoformat(),
+        args = [record.id, json.dumps(self.redact(review.model_dump(mode="json"))), review.verdict, _ms(now), now.isoformat(),
                 "1" if reply else "0", message]
         res = await self._run("review", keys, args)
         if res[0] == "missing":
@@ -293,13 +295,13 @@ class Store:
         self, request_id: str, event: str, actor: str, detail: dict[str, Any], now: datetime
     ) -> None:
         """Append one audit entry outside a transition (refusals, post failures)."""
-        args = [event, request_id, actor, now.isoformat(), json.dumps(detail, default=str)]
+        args = [event, request_id, actor, now.isoformat(), json.dumps(self.redact(detail), default=str)]
         await self._run("audit", [self.keys.audit, self.trail_key(request_id)], args)
 
     async def audit_system(self, event: str, actor: str, detail: dict[str, Any], now: datetime) -> None:
         """An audit entry about the system itself (policy changed, paused), not one request."""
         await self.redis.xadd(self.keys.audit, {"event": event, "request_id": "", "actor": actor,
-                                                "at": now.isoformat(), "detail": json.dumps(detail, default=str)})
+                                                "at": now.isoformat(), "detail": json.dumps(self.redact(detail), default=str)})
 
     async def trail(self, request_id: str) -> list[AuditEvent]:
         """Every audit entry of one request, oldest first."""
