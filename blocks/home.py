@@ -17,7 +17,7 @@ WAITING_SHOWN = 10
 
 
 def home_view(*, waiting: list[tuple[Record, str | None]], waiting_total: int, report: Report,
-              pause: str, policy: list[str], now: datetime) -> dict[str, Any]:
+              pause: str, policy: list[str], now: datetime, audit: str | None = None) -> dict[str, Any]:
     """The Home view (`type: home`) for one person; `pause` and `policy` are ready mrkdwn."""
     blocks: list[Block] = [header("hitl: human judgment for your agents"), section(pause),
                            divider(), header(f"Waiting for you: {waiting_total}")]
@@ -34,6 +34,7 @@ def home_view(*, waiting: list[tuple[Record, str | None]], waiting_total: int, r
         fields(metric_fields(report)),
         section("*Warning signs*\n" + "\n".join(warning_lines(report))),
         section(f"*Decisions per hour* `{sparkline(decisions_per_hour(report))}`"),
+        *([section(audit)] if audit else []),
         divider(),
         header("Policy"),
         *chunks(policy),

@@ -9,7 +9,7 @@ from slack_bolt.async_app import AsyncApp, AsyncBoltContext
 from slack_sdk.web.async_client import AsyncWebClient
 
 from blocks.home import WAITING_SHOWN, home_view
-from handlers.commands import control_line, pending_records, permalinks, stats_of
+from handlers.commands import audit_status_line, control_line, pending_records, permalinks, stats_of
 from handlers.deps import Deps, deps
 from store.errors import StoreError
 from store.models import Choice, Record, utcnow
@@ -50,7 +50,7 @@ async def on_home_opened(event: dict[str, Any], client: AsyncWebClient,
     report = await stats_of(d).report(HOME_HOURS, now.timestamp())
     view = home_view(waiting=list(zip(shown, links, strict=True)), waiting_total=len(waiting),
                      report=report, pause=await control_line(d.store), policy=d.policy_lines(),
-                     now=now)
+                     now=now, audit=await audit_status_line(d.store))
     await client.views_publish(user_id=user, view=view)
 
 

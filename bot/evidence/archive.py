@@ -101,7 +101,6 @@ async def archive(chain: ChainStore, url: str, *, batch: int = BATCH, migrate_sc
             prev = await _copy(conn, chain, page, prev)
             res.copied += len(page)
             res.last = prev
-            await chain.mark_archived(prev)
             if after_batch is not None:
                 await after_batch(prev)
         res.checkpoints = await _copy_checkpoints(conn, chain)
@@ -120,18 +119,27 @@ async def _copy(conn: psycopg.AsyncConnection[Any], chain: ChainStore,
                 page: list[tuple[str, dict[str, str]]], prev: Link) -> Link:
     """Check, insert, read back and re-check one batch, in one transaction; the new last link."""
     entries = await chain.entries([i for i, _ in page])
-    rows = []
+    rows, broken = [], None
     for (entry_id, f), fields in zip(page, entries, strict=True):
         seq, h = int(f["seq"]), f["hash"]
         if fields is None:
-            raise ArchiveError(f"entry seq {seq} ({entry_id}) is missing from Redis: nothing after seq "
-                               f"{prev.seq} archived; run `hitl audit verify`")
-        if seq != prev.seq + 1 or entry_hash(prev.hash, seq, entry_id, fields) != h:
-            raise ArchiveError(f"the chain is broken at seq {seq}: nothing after seq {prev.seq} archived; "
-                               "run `hitl audit verify`")
+            broken = f"entry seq {seq} ({entry_id}) is missing from Redis"
+        elif seq != prev.seq + 1 or entry_hash(prev.hash, seq, entry_id, fields) != h:
+            broken = f"the chain is broken at seq {seq}"
+        if broken or fields is None:
+            break
         rows.append((seq, entry_id, prev.hash, h, canonical(fields).decode(), fields.get("event", ""),
                      fields.get("request_id", ""), fields.get("actor", ""), fields.get("at", "")))
         prev = Link(seq, h, entry_id)
+    if rows:
+        await _insert(conn, rows)
+        await chain.mark_archived(prev)
+    if broken:
+        raise ArchiveError(f"{broken}: nothing after seq {prev.seq} archived; run `hitl audit verify`")
+    return prev
+
+
+async def _insert(conn: psycopg.AsyncConnection[Any], rows: list[tuple[Any, ...]]) -> None:
     first, last = rows[0][0], rows[-1][0]
     async with conn.transaction():
         async with conn.cursor() as cur:
@@ -146,7 +154,6 @@ async def _copy(conn: psycopg.AsyncConnection[Any], chain: ChainStore,
         if got != expected or any(entry_hash(b[2], int(b[0]), b[1], json.loads(b[4])) != b[3] for b in back):
             raise ArchiveError(f"the archive does not read back what was written for seq {first}..{last}: "
                                "rolled back")
-    return prev
 
 
 async def _copy_checkpoints(conn: psycopg.AsyncConnection[Any], chain: ChainStore) -> int:
