@@ -221,3 +221,10 @@ def test_canonical_json_is_rfc8785() -> None:
         assert canonical(value) == rfc8785.dumps(value)
     with pytest.raises(TypeError):
         canonical({"x": 1.5})
+
+
+def test_the_fast_entry_encoding_is_the_canonical_one() -> None:
+    from bot.evidence.canonical import entry_body
+
+    for fields in ({"event": "a\u2028\x01\"\\", "detail": '{"x": "é😀"}', "at": ""}, {"é": "x"}, {}):
+        assert entry_body(7, "1-0", fields) == canonical({"seq": 7, "id": "1-0", "fields": fields})

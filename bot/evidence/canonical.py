@@ -56,10 +56,30 @@ def canonical(value: Any) -> bytes:
     return "".join(out).encode("utf-8")
 
 
+_flat = json.JSONEncoder(ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode
+
+
+def entry_body(seq: int, entry_id: str, fields: dict[str, str]) -> bytes:
+    """JCS({"fields", "id", "seq"}). The sealer's hot path: for ASCII keys and string values
+    (every audit entry) json's C encoder with sorted keys writes exactly the JCS bytes."""
+    if all(k.isascii() and isinstance(v, str) for k, v in fields.items()) and isinstance(entry_id, str):
+        return f'{{"fields":{_flat(fields)},"id":{_flat(entry_id)},"seq":{int(seq)}}}'.encode()
+    return canonical({"seq": seq, "id": entry_id, "fields": fields})
+
+
 def entry_hash(prev_hash: str, seq: int, entry_id: str, fields: dict[str, str]) -> str:
     """hash = SHA-256(prev_hash bytes || JCS({"fields", "id", "seq"})), as lowercase hex."""
-    body = canonical({"seq": seq, "id": entry_id, "fields": fields})
-    return hashlib.sha256(bytes.fromhex(prev_hash) + body).hexdigest()
+    return hashlib.sha256(bytes.fromhex(prev_hash) + entry_body(seq, entry_id, fields)).hexdigest()
+
+
+def chain_hashes(prev_hash: str, seq: int, rows: list[tuple[str, dict[str, str]]]) -> list[str]:
+    """The hashes of `rows` (entry id, fields) numbered from `seq`, chained from `prev_hash`."""
+    prev, out, sha = bytes.fromhex(prev_hash), [], hashlib.sha256
+    for entry_id, fields in rows:
+        prev = sha(prev + entry_body(seq, entry_id, fields)).digest()
+        out.append(prev.hex())
+        seq += 1
+    return out
 
 
 def checkpoint_message(seq: int, hash_: str, time_ms: int) -> bytes:

@@ -17,7 +17,7 @@ import socket
 import time
 from collections.abc import Awaitable, Callable
 
-from bot.evidence.canonical import entry_hash
+from bot.evidence.canonical import chain_hashes
 from bot.evidence.signing import NO_KEY, Signer
 from store.chain import ChainStore
 from store.chain_models import GENESIS, ChainStatus, Checkpoint, Link
@@ -68,17 +68,37 @@ class Sealer:
     async def seal_batch(self, block_ms: int | None = None) -> int:
         """Seal the next entries (up to BATCH) after the head; the number sealed."""
         head = self._head
-        after = head.id if head else "0-0"
-        rows = await self.chain.read_after(after, BATCH, block_ms)
+        rows = await self.chain.read_after(head.id if head else "0-0", BATCH, block_ms)
+        return await self._seal(rows)
+
+    async def drain(self, max_batches: int) -> int:
+        """Seal a backlog, reading the next batch while the current one is hashed and stored."""
+        total = 0
+        head = self._head
+        rows = await self.chain.read_after(head.id if head else "0-0", BATCH)
+        for _ in range(max_batches):
+            if not rows:
+                break
+            ahead = asyncio.ensure_future(self.chain.read_after(rows[-1][0], BATCH))
+            try:
+                n = await self._seal(rows)
+            except BaseException:
+                ahead.cancel()
+                raise
+            rows = await ahead
+            if n == 0:
+                break
+            total += n
+        return total
+
+    async def _seal(self, rows: list[tuple[str, dict[str, str]]]) -> int:
         if not rows:
             self._backlog = 0
             return 0
+        head = self._head
         seq, prev = (head.seq, head.hash) if head else (0, GENESIS)
-        links = []
-        for entry_id, fields in rows:
-            seq += 1
-            prev = entry_hash(prev, seq, entry_id, fields)
-            links.append(Link(seq, prev, entry_id))
+        hashes = chain_hashes(prev, seq + 1, rows)
+        links = [Link(seq + 1 + i, h, entry_id) for i, ((entry_id, _), h) in enumerate(zip(rows, hashes, strict=True))]
         res = await self.chain.seal(self.token, head.id if head else "", links)
         if res != "ok":
             log.warning("sealer: stopped sealing (%s); another replica leads", res)
@@ -119,6 +139,8 @@ class Sealer:
         if not await self.lead():
             return -1
         n = await self.seal_batch(block_ms)
+        if n == BATCH:  # a backlog: catch up in a pipelined run (checkpoints and reports follow)
+            n += await self.drain(max_batches=25)
         now = _now_ms()
         await self.checkpoint(now)
         if now - self._reported >= 1000 or n:
@@ -136,7 +158,7 @@ class Sealer:
         total = 0
         if not await self.lead():
             return 0
-        while (n := await self.seal_batch()) > 0:
+        while (n := await self.drain(max_batches=1000)) > 0:
             total += n
         return total
 

@@ -1,0 +1,135 @@
+"""Audit evidence: how fast the sealer chains the audit stream, and `verify` over 1,000,000 entries.
+
+In one run, on a private redis-server:
+1. the bot's intake (real `Intake`, auto-routed requests, no Slack) writes audit entries:
+   its rate in audit entries per second is what the sealer must keep up with;
+2. a plain one-at-a-time XADD loop gives the floor of any single appender;
+3. the sealer chains the entries intake wrote, then a synthetic stream (entries/s, with
+   a signed checkpoint at the end);
+4. `verify` walks a chain of `--verify-n` entries (default 1,000,000; generated, then sealed).
+
+    .venv/bin/python -m bench.bench_audit [--requests 5000] [--verify-n 1000000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from bot.evidence.sealer import Sealer
+from bot.evidence.signing import NO_KEY, Signer
+from bot.evidence.verify import verify_live
+from bot.intake import Intake
+from bot.policy import PolicyHolder
+from store.chain import ChainStore
+from store.models import Request
+from store.redis_store import Store
+from tests.redis_server import RedisServer
+
+POLICY = ("defaults: {tier: low}\ntiers:\n  low: {mode: auto}\n  medium: {mode: auto}\n  high: {mode: auto}\n"
+          "triggers:\n  first_use: {enabled: false}\n")
+
+
+async def intake_rate(store: Store, url: str, n: int) -> tuple[float, int]:
+    """Audit entries per second written by the real intake for n auto-routed requests."""
+    with tempfile.NamedTemporaryFile("w", suffix=".yml", delete=False) as f:
+        f.write(POLICY)
+    holder = PolicyHolder(Path(f.name))
+    os.unlink(f.name)
+    await store.ensure_group()
+    for chunk in range(0, n, 500):
+        async with store.redis.pipeline(transaction=False) as p:
+            for i in range(chunk, min(n, chunk + 500)):
+                req = Request(id=f"b{i}", agent="bench", action="refund", summary="Refund $5", params={"amount": 5})
+                p.xadd(store.keys.requests, {"request": req.model_dump_json()})
+            await p.execute()
+    intake = Intake(store, holder, redis_url=url, consumer="bench")
+    before = await store.redis.xlen(store.keys.audit)
+    started = time.perf_counter()
+    task = asyncio.create_task(intake.run())
+    while intake.processed < n:  # noqa: ASYNC110 (a benchmark polling a counter)
+        await asyncio.sleep(0.01)
+    elapsed = time.perf_counter() - started
+    intake.stop()
+    await task
+    await intake.close()
+    entries = await store.redis.xlen(store.keys.audit) - before
+    return entries / elapsed, entries
+
+
+async def xadd_floor(store: Store, n: int) -> float:
+    key = "bench:floor"
+    fields = {"event": "clicked", "request_id": "r1", "actor": "U1", "at": "2026-01-01T00:00:00+00:00",
+              "detail": json.dumps({"choice": "approve"})}
+    started = time.perf_counter()
+    for _ in range(n):
+        await store.redis.xadd(key, fields)
+    rate = n / (time.perf_counter() - started)
+    await store.redis.delete(key)
+    return rate
+
+
+async def synthetic(store: Store, n: int) -> None:
+    for chunk in range(0, n, 5000):
+        async with store.redis.pipeline(transaction=False) as p:
+            for i in range(chunk, min(n, chunk + 5000)):
+                p.xadd(store.keys.audit, {"event": "clicked", "request_id": f"r{i % 1000}", "actor": f"U{i % 50}",
+                                          "at": "2026-01-01T00:00:00+00:00",
+                                          "detail": json.dumps({"choice": "approve", "i": i})})
+            await p.execute()
+
+
+async def seal_rate(sealer: Sealer) -> tuple[float, int]:
+    started = time.perf_counter()
+    n = await sealer.seal_all()
+    return n / (time.perf_counter() - started), n
+
+
+async def main(requests: int, verify_n: int) -> None:
+    server = RedisServer()
+    server.start()
+    store = Store.from_url(server.url, "bench")
+    try:
+        signer = Signer(Ed25519PrivateKey.generate())
+        chain = ChainStore(store.redis, "bench")
+        sealer = Sealer(chain, signer, owner="bench")
+        intake, written = await intake_rate(store, server.url, requests)
+        floor = await xadd_floor(store, 20000)
+        rate_intake_entries, n1 = await seal_rate(sealer)
+        print(f"intake (real, auto-routed): {intake:10,.0f} audit entries/s ({written:,} entries)")
+        print(f"plain XADD floor (1 client): {floor:10,.0f} entries/s")
+        print(f"sealer on intake's entries: {rate_intake_entries:10,.0f} entries/s ({n1:,})")
+        await synthetic(store, 200_000)
+        rate, n2 = await seal_rate(sealer)
+        await sealer.checkpoint(force=True)
+        print(f"sealer, 200k entries:       {rate:10,.0f} entries/s ({n2:,})")
+        print(f"  = {rate / intake:.1f}x intake's audit rate, {rate / floor:.1f}x the XADD floor (target: >= 10x intake)")
+        await synthetic(store, max(0, verify_n - n1 - n2))
+        started = time.perf_counter()
+        await sealer.seal_all()
+        seal_s = time.perf_counter() - started
+        await sealer.checkpoint(force=True)
+        started = time.perf_counter()
+        report = await verify_live(chain, [signer.public], NO_KEY)
+        verify_s = time.perf_counter() - started
+        print(f"verify: {report.entries:,} entries in {verify_s:.1f}s ({report.entries / verify_s:,.0f} entries/s), "
+              f"{len(report.problems)} problems, signed through seq {report.signed_through} "
+              f"(sealing them took {seal_s:.1f}s)")
+    finally:
+        await store.close()
+        server.stop()
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--requests", type=int, default=5000)
+    ap.add_argument("--verify-n", type=int, default=1_000_000)
+    a = ap.parse_args()
+    asyncio.run(main(a.requests, a.verify_n))
