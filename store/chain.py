@@ -112,9 +112,10 @@ class ChainStore:
         res = await self.redis.xread({self.audit_key: entry_id}, count=count, block=block_ms)
         return list(res[0][1]) if res else []
 
-    async def seal(self, token: int, expected: str, links: list[Link]) -> str:
-        """Store seals after head `expected`: `ok`, `fenced` (lost the lease) or `moved`."""
-        blob = "".join(f"{x.id},{x.seq},{x.hash};" for x in links)
+    async def seal(self, token: int, expected: str, first_seq: int, ids: list[str], hashes: list[str]) -> str:
+        """Store the seals of `ids` (numbered from `first_seq`) after head `expected`: `ok`,
+        `fenced` (this replica lost the lease) or `moved` (the head is not where it was)."""
+        blob = "".join([f"{i},{s},{h};" for s, i, h in zip(range(first_seq, first_seq + len(ids)), ids, hashes, strict=True)])
         return str(await self._seal(keys=[self.k.fence, self.k.head, self.k.chain], args=[token, expected, blob]))
 
     async def add_checkpoint(self, token: int, cp: Checkpoint) -> bool:

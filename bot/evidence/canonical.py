@@ -59,11 +59,21 @@ def canonical(value: Any) -> bytes:
 _flat = json.JSONEncoder(ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode
 
 
+_ASCII_KEYS: set[frozenset[str]] = set()
+
+
 def entry_body(seq: int, entry_id: str, fields: dict[str, str]) -> bytes:
     """JCS({"fields", "id", "seq"}). The sealer's hot path: for ASCII keys and string values
     (every audit entry) json's C encoder with sorted keys writes exactly the JCS bytes."""
-    if all(k.isascii() and isinstance(v, str) for k, v in fields.items()) and isinstance(entry_id, str):
-        return f'{{"fields":{_flat(fields)},"id":{_flat(entry_id)},"seq":{int(seq)}}}'.encode()
+    keys = frozenset(fields)
+    if keys not in _ASCII_KEYS:
+        if not all(isinstance(k, str) and k.isascii() for k in keys):
+            return canonical({"seq": seq, "id": entry_id, "fields": fields})
+        if len(_ASCII_KEYS) < 1000:
+            _ASCII_KEYS.add(keys)
+    if isinstance(entry_id, str) and all(type(v) is str for v in fields.values()):
+        return f'{{"fields":{_flat(fields)},"id":"{entry_id}","seq":{int(seq)}}}'.encode() if (
+            entry_id.replace("-", "").isdigit()) else canonical({"seq": seq, "id": entry_id, "fields": fields})
     return canonical({"seq": seq, "id": entry_id, "fields": fields})
 
 

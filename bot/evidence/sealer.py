@@ -98,15 +98,14 @@ class Sealer:
         head = self._head
         seq, prev = (head.seq, head.hash) if head else (0, GENESIS)
         hashes = chain_hashes(prev, seq + 1, rows)
-        links = [Link(seq + 1 + i, h, entry_id) for i, ((entry_id, _), h) in enumerate(zip(rows, hashes, strict=True))]
-        res = await self.chain.seal(self.token, head.id if head else "", links)
+        res = await self.chain.seal(self.token, head.id if head else "", seq + 1, [i for i, _ in rows], hashes)
         if res != "ok":
             log.warning("sealer: stopped sealing (%s); another replica leads", res)
             self.token, self._loaded = 0, False
             return 0
-        self._head = links[-1]
+        self._head = Link(seq + len(rows), hashes[-1], rows[-1][0])
         self._backlog = len(rows) if len(rows) == BATCH else 0
-        return len(links)
+        return len(rows)
 
     async def checkpoint(self, now_ms: int | None = None, *, force: bool = False) -> Checkpoint | None:
         """Sign (seq, hash, time) of the head when due (or `force`d); None when not due or off."""
