@@ -228,3 +228,16 @@ def test_the_fast_entry_encoding_is_the_canonical_one() -> None:
 
     for fields in ({"event": "a\u2028\x01\"\\", "detail": '{"x": "é😀"}', "at": ""}, {"é": "x"}, {}):
         assert entry_body(7, "1-0", fields) == canonical({"seq": 7, "id": "1-0", "fields": fields})
+
+
+async def test_archive_trouble_never_stalls_sealing(store: Store, chain: ChainStore) -> None:
+    async def down() -> None:
+        raise ConnectionError("archive database is down")
+
+    sealer = Sealer(chain, None, maintain=down, maintain_s=0)
+    await append(store, 3)
+    assert await sealer.step() == 3
+    await append(store, 2, 3)
+    assert await sealer.step() == 2
+    assert sealer._maintaining is not None
+    await sealer._maintaining   # logged, not raised

@@ -171,3 +171,11 @@ def test_bad_input_gets_one_clear_line(tmp_path: Path) -> None:
     assert res.returncode == 2 and "is not a date" in res.stderr
     res = hitl(["audit", "pubkey"], {"HITL_AUDIT_KEY": "not base64!"})
     assert res.returncode == 2 and "HITL_AUDIT_KEY" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_a_malformed_export_row_is_one_clear_line(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"type": "header", "format": "hitl-audit-export", "version": 1, "request": null}\n'
+                   '{"type": "entry", "id": "1-0"}\n')
+    res = hitl(["audit", "verify", "--file", str(bad)], {})
+    assert res.returncode == 2 and "malformed row" in res.stderr and "Traceback" not in res.stderr

@@ -135,7 +135,11 @@ def _verify_file(path: str, pubkeys: list[str]) -> int:
         raise ValueError(f"--file: cannot read {path}: {e.strerror or e}") from None
     except (ValueError, KeyError) as e:
         raise ValueError(f"--file {path}: not a hitl audit export ({e})") from None
-    report = verify_rows(rows, _keys(pubkeys), NO_KEY + " and no --pubkey given")
+    keys = _keys(pubkeys)
+    try:
+        report = verify_rows(rows, keys, NO_KEY + " and no --pubkey given")
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise ValueError(f"--file {path}: not a hitl audit export (malformed row: {e!r})") from None
     print("\n".join(report.lines()))
     return report.exit_code
 

@@ -54,6 +54,7 @@ class Sealer:
         self._reported = 0
         self._maintained = 0
         self._backlog = 0
+        self._maintaining: asyncio.Future[None] | None = None
 
     async def lead(self) -> bool:
         """Take or renew the lease; on taking it, start from the chain as stored."""
@@ -144,13 +145,18 @@ class Sealer:
         await self.checkpoint(now)
         if now - self._reported >= 1000 or n:
             await self.report(now)
-        if self.maintain is not None and now - self._maintained >= self.maintain_ms and not self._backlog:
+        if self.maintain is not None and now - self._maintained >= self.maintain_ms and (
+                self._maintaining is None or self._maintaining.done()):
             self._maintained = now
-            try:
-                await self.maintain()
-            except Exception as e:  # the archive being down must not stop sealing
-                log.error("audit archive: %s", e)
+            self._maintaining = asyncio.ensure_future(self._maintain(self.maintain))
         return n
+
+    async def _maintain(self, maintain: Callable[[], Awaitable[None]]) -> None:
+        """Archive and retention beside sealing (a long first archive must not stall sealing)."""
+        try:
+            await maintain()
+        except Exception as e:  # a database that is down is logged and retried next time
+            log.error("audit archive: %s", e)
 
     async def seal_all(self) -> int:
         """Seal everything appended so far (tests, benchmarks, the CLI); the number sealed."""
@@ -167,6 +173,8 @@ class Sealer:
                 if await self.step(block_ms=1000) < 0:
                     await asyncio.sleep(LEASE_MS / 3000)
             except asyncio.CancelledError:
+                if self._maintaining is not None:
+                    self._maintaining.cancel()
                 await asyncio.shield(self.chain.release(self.owner))
                 raise
             except Exception:

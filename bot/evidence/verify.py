@@ -55,7 +55,9 @@ class Report:
         out = []
         if self.problems:
             p = sorted(self.problems, key=lambda x: (x.seq is None, x.seq or 0))[0]
-            out.append(f"BROKEN: first broken link at seq {p.seq} (entry {p.entry_id}): {p.message}")
+            where = f"seq {p.seq}" + (f" (entry {p.entry_id})" if p.entry_id else "") if p.seq is not None else (
+                f"entry {p.entry_id}")
+            out.append(f"BROKEN: first broken link at {where}: {p.message}")
             out.append(f"{len(self.problems)} problem(s) in {self.entries} entries ({span}):")
             out += [f"  - [{x.kind}] {x.message}" for x in self.problems[:SHOWN]]
             if len(self.problems) > SHOWN:

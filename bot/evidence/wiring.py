@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import uuid
 from typing import Any
 
 from bot.config import ConfigError, Settings
@@ -39,5 +41,6 @@ def sealer(settings: Settings, store: Store, ev: EvidenceSettings | None = None)
             await maintain_archive(chain, url, days)
 
         maintain = maintain_fn
-    return Sealer(chain, signer, owner=settings.consumer + ":sealer", checkpoint_s=ev.checkpoint_s,
+    owner = f"{settings.consumer}:{os.getpid()}:{uuid.uuid4().hex[:8]}"  # unique even if consumers clash
+    return Sealer(chain, signer, owner=owner, checkpoint_s=ev.checkpoint_s,
                   checkpoint_every=ev.checkpoint_every, maintain=maintain, maintain_s=ev.archive_s)
