@@ -415,7 +415,7 @@ class Store:
                 p.hdel(k.control, "paused", "reason", "by", "at")
             p.xadd(k.audit, {"event": "paused" if paused else "resumed", "request_id": "",
                              "actor": actor, "at": now.isoformat(),
-                             "detail": json.dumps({"reason": reason})})
+                             "detail": json.dumps(self.redact({"reason": reason}))})
             await p.execute()
 
     async def control(self) -> dict[str, str]:

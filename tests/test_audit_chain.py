@@ -241,3 +241,10 @@ async def test_archive_trouble_never_stalls_sealing(store: Store, chain: ChainSt
     assert await sealer.step() == 2
     assert sealer._maintaining is not None
     await sealer._maintaining   # logged, not raised
+
+
+def test_the_fast_encoding_falls_back_for_odd_input() -> None:
+    from bot.evidence.canonical import entry_body
+
+    for fields in ({"a\"b": "x", "z": "y"}, {"\U0001f600": "x", "\ue000": "y"}, {"n": 5}):
+        assert entry_body(1, "1-0", fields) == canonical({"seq": 1, "id": "1-0", "fields": fields})  # type: ignore[dict-item]

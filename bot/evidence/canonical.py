@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from json.encoder import encode_basestring as _q
 from typing import Any
 
 from store.chain_models import GENESIS
@@ -56,24 +57,16 @@ def canonical(value: Any) -> bytes:
     return "".join(out).encode("utf-8")
 
 
-_flat = json.JSONEncoder(ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode
-
-
-_ASCII_KEYS: set[frozenset[str]] = set()
-
-
 def entry_body(seq: int, entry_id: str, fields: dict[str, str]) -> bytes:
-    """JCS({"fields", "id", "seq"}). The sealer's hot path: for ASCII keys and string values
-    (every audit entry) json's C encoder with sorted keys writes exactly the JCS bytes."""
-    keys = frozenset(fields)
-    if keys not in _ASCII_KEYS:
-        if not all(isinstance(k, str) and k.isascii() for k in keys):
-            return canonical({"seq": seq, "id": entry_id, "fields": fields})
-        if len(_ASCII_KEYS) < 1000:
-            _ASCII_KEYS.add(keys)
-    if isinstance(entry_id, str) and all(type(v) is str for v in fields.values()):
-        return f'{{"fields":{_flat(fields)},"id":"{entry_id}","seq":{int(seq)}}}'.encode() if (
-            entry_id.replace("-", "").isdigit()) else canonical({"seq": seq, "id": entry_id, "fields": fields})
+    """JCS({"fields", "id", "seq"}). The sealer's hot path: with ASCII keys and string values
+    (every audit entry) code-point order is UTF-16 order and json's C string escaper writes
+    exactly JCS's escapes, so the bytes are built directly; anything else takes `canonical`."""
+    try:
+        if "".join(fields).isascii():
+            inner = ",".join([_q(k) + ":" + _q(fields[k]) for k in sorted(fields)])
+            return f'{{"fields":{{{inner}}},"id":{_q(entry_id)},"seq":{int(seq)}}}'.encode()
+    except TypeError:
+        pass
     return canonical({"seq": seq, "id": entry_id, "fields": fields})
 
 
