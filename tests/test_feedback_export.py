@@ -67,3 +67,19 @@ async def test_filters_and_pseudonyms(store: Store, redis_url: str, tmp_path: Pa
 def test_pseudonymize_without_a_key_is_refused(redis_url: str) -> None:
     res = hitl(["feedback", "export", "--pseudonymize"], {"REDIS_URL": redis_url})
     assert res.returncode == 2 and "HITL_PSEUDONYM_KEY" in res.stderr
+
+
+async def test_automatic_outcomes_are_not_feedback(store: Store, redis_url: str, tmp_path: Path) -> None:
+    from store.models import Decision, Request, Route, Status, utcnow
+    from store.redis_store import GROUP, Accepted
+
+    await decide(store, "ok1", Choice.approve)
+    req = Request.model_validate({"id": "auto1", "agent": "billing", "action": "tag", "summary": "Tag it"})
+    await store.redis.xadd(store.keys.requests, {"request": req.model_dump_json()})
+    res = await store.redis.xreadgroup(GROUP, "t", {store.keys.requests: ">"}, count=1)
+    auto = Decision(request_id="auto1", status=Status.auto_approved, decided_at=utcnow())
+    await store.accept(res[0][1][0][0], Accepted(req, Route(mode="auto"), auto, post=False), utcnow())
+    out = tmp_path / "fb.jsonl"
+    hitl(["feedback", "export", "--out", str(out)], {"REDIS_URL": redis_url}, check=True)
+    _, recs = records(out)
+    assert [r["request_id"] for r in recs] == ["ok1"]

@@ -26,6 +26,8 @@ from store.redis_store import Store
 VERSION = 1
 DECIDING = {"decided", "reviewed", "overridden"}
 POLICY_CODES = {"policy", "risky"}
+HUMAN_OUTCOMES = {"approved", "rejected", "answered", "resolved"}
+"""Decisions people made (an expiry with some votes in is not one)."""
 
 
 @dataclass(frozen=True)
@@ -76,7 +78,7 @@ def record_of(r: Record, redact: Redactor, pseudo: Pseudonyms) -> dict[str, Any]
     """The feedback record of one request, or None when no person decided or reviewed it."""
     d, req = r.decision, r.request
     review = r.review
-    human = d is not None and bool(d.decided_by)
+    human = d is not None and bool(d.decided_by) and d.status.value in HUMAN_OUTCOMES
     if not human and review is None:
         return None
     shown = r.posted_at or r.created_at
