@@ -248,3 +248,15 @@ def test_the_fast_encoding_falls_back_for_odd_input() -> None:
 
     for fields in ({"a\"b": "x", "z": "y"}, {"\U0001f600": "x", "\ue000": "y"}, {"n": 5}):
         assert entry_body(1, "1-0", fields) == canonical({"seq": 1, "id": "1-0", "fields": fields})  # type: ignore[dict-item]
+
+
+async def test_reordered_seals_are_found(store: Store, chain: ChainStore, signer: Signer) -> None:
+    await sealed(store, chain, signer)
+    seals = await store.redis.xrange(chain.k.chain)
+    seals[3], seals[4] = (seals[3][0], seals[4][1]), (seals[4][0], seals[3][1])
+    await store.redis.delete(chain.k.chain)
+    for entry_id, fields in seals:
+        await store.redis.xadd(chain.k.chain, fields, id=entry_id)
+    r = await verify(chain, signer)
+    assert [(p.kind, p.seq) for p in r.problems][:2] == [("gap", 4), ("order", 4)]
+    assert r.exit_code == 1
