@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import uuid
 from typing import Any
@@ -10,9 +11,11 @@ from bot.config import ConfigError, Settings
 from bot.evidence.config import EvidenceSettings, load_evidence_settings
 from bot.evidence.redaction import PolicyRedactor
 from bot.evidence.sealer import Sealer
-from bot.evidence.signing import SigningKeyError
+from bot.evidence.signing import NO_KEY, SigningKeyError
 from store.chain import ChainStore
 from store.redis_store import Store
+
+log = logging.getLogger("hitl.sealer")
 
 
 def redactor(policy: Any) -> PolicyRedactor:
@@ -30,6 +33,8 @@ def sealer(settings: Settings, store: Store, ev: EvidenceSettings | None = None)
         signer = ev.signer()
     except SigningKeyError as e:
         raise ConfigError(f"configuration error:\n  {e}") from None
+    if signer is None:
+        log.warning("audit checkpoints are OFF: %s; the audit chain is kept but not signed", NO_KEY)
     chain = ChainStore(store.redis, settings.prefix)
     maintain = None
     if ev.archive_url:
