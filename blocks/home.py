@@ -18,7 +18,8 @@ WAITING_SHOWN = 10
 
 
 def home_view(*, waiting: list[tuple[Record, str | None]], waiting_total: int, report: Report,
-              pause: str, policy: list[str], now: datetime, switch: bool | None = None) -> dict[str, Any]:
+              pause: str, policy: list[str], now: datetime, switch: bool | None = None,
+              audit: str | None = None) -> dict[str, Any]:
     """The Home view (`type: home`) for one person; `pause` and `policy` are ready mrkdwn.
 
     `switch`: for admins, whether automation is paused now (the switch offers the other
@@ -40,6 +41,7 @@ def home_view(*, waiting: list[tuple[Record, str | None]], waiting_total: int, r
         fields(metric_fields(report)),
         section("*Warning signs*\n" + "\n".join(warning_lines(report))),
         section(f"*Decisions per hour* `{sparkline(decisions_per_hour(report))}`"),
+        *([section(audit)] if audit else []),
         divider(),
         header("Policy"),
         *chunks(policy),

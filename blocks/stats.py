@@ -6,6 +6,7 @@ from typing import Any
 
 from blocks.kit import Block, context, fields, header, section
 from blocks.text import clip, fmt_duration, user_mention
+from store.chain_models import ChainStatus
 from store.stats import HUMAN_STATUSES, QUEUE_TREND_HOURS, Histogram, Report
 
 MODES_SHOWN = ("auto", "audit", "shadow", "approve", "escalate", "deny")
@@ -122,7 +123,25 @@ def decisions_per_hour(r: Report) -> list[int]:
     return [sum(h.outcomes.values()) for h in r.series]
 
 
-def stats_message(r: Report, *, lag: int = 0, chart: bool = False) -> dict[str, Any]:
+AUDIT_STALE_MS = 30_000
+
+
+def audit_line(status: ChainStatus | None, now_ms: int) -> str:
+    """The audit chain in one line: sealed how far, signed or not (never a silent unsigned ok)."""
+    if status is None or now_ms - status.updated_at > AUDIT_STALE_MS:
+        return (":warning: *Audit chain:* no sealer has reported in the last 30 s; new audit "
+                "entries are not being sealed (`hitl run` seals them).")
+    sealed = f"sealed through #{status.sealed_seq:,}"
+    if not status.signing:
+        return f":warning: *Audit chain:* {sealed}, but checkpoints are OFF: {status.reason}."
+    if status.checkpoint_seq is None or status.checkpoint_at is None:
+        return f":lock: *Audit chain:* {sealed}; no signed checkpoint yet."
+    ago = seconds(max(0, now_ms - status.checkpoint_at) / 1000)
+    return (f":lock: *Audit chain:* {sealed}; last signed checkpoint #{status.checkpoint_seq:,}, "
+            f"{ago} ago (`hitl audit verify`).")
+
+
+def stats_message(r: Report, *, lag: int = 0, chart: bool = False, audit: str | None = None) -> dict[str, Any]:
     """`{"text", "blocks"}` of the `/hitl stats` reply for one window."""
     label = window_label(r.hours)
     blocks: list[Block] = [
@@ -132,6 +151,7 @@ def stats_message(r: Report, *, lag: int = 0, chart: bool = False) -> dict[str, 
         section(_reviewers(r)),
         section("*Warning signs*\n" + "\n".join(warning_lines(r))),
         section(f"*Decisions per hour* `{sparkline(decisions_per_hour(r))}`"),
+        *([section(audit)] if audit else []),
     ]
     notes = ["Counted as events happen, in hourly buckets (UTC)."]
     if lag:

@@ -28,6 +28,7 @@ from bot.backlog import Backlog
 from bot.config import Settings
 from bot.delivery import Delivery
 from bot.directory import SlackDirectory
+from bot.evidence import wiring as evidence
 from bot.gateway import Gateway, web_client
 from bot.inbound import check as check_inbound
 from bot.intake import Intake
@@ -211,6 +212,7 @@ def build_app(settings: Settings, store: Store | None = None, policy: PolicyHold
     store = store or Store.from_url(settings.redis_url, settings.prefix)
     bolt_client = web_client(settings.slack_bot_token, settings.slack_api_url, retries=True)
     gateway = Gateway(web_client(settings.slack_bot_token, settings.slack_api_url))
+    store.redact = evidence.redactor(policy)  # the policy's `redact:` applies before audit writes
     pause = PauseState(store)
     delivery = Delivery(store, gateway,
                         lambda r: render(r, pause.current()),
@@ -252,6 +254,7 @@ def build_app(settings: Settings, store: Store | None = None, policy: PolicyHold
     bot.background.update({"stats": stats.run, "pause-watch": pause.run})
     bot.scheduler = scheduler
     bot.background["scheduler"] = scheduler.run
+    bot.background["sealer"] = evidence.sealer(settings, store).run
 
     async def events(request: web.Request) -> web.Response:
         refused = check_inbound(settings.slack_signing_secret or "", request.headers, await request.read(),

@@ -53,6 +53,9 @@ def _parser() -> argparse.ArgumentParser:
     ksub.add_parser("list", help="list keys (ids, agents, state; never the keys)")
     krevoke = ksub.add_parser("revoke", help="revoke a key at once")
     krevoke.add_argument("key_id", help="the key's id (from `hitl keys list`)")
+    from bot.evidence.commands import add_parsers  # light: the work is imported when it runs
+
+    add_parsers(sub)
     return p
 
 
@@ -93,6 +96,10 @@ def _main(args: argparse.Namespace) -> int:
             from bot.api.keys_cli import keys
 
             return asyncio.run(keys(args))
+        if args.command in ("audit", "feedback"):
+            from bot.evidence.commands import run as evidence
+
+            return evidence(args)
         if args.command == "policy":
             from bot.policy.check import check
 

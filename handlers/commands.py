@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -28,9 +29,10 @@ from blocks.commands import (
     resume_message,
     usage_message,
 )
-from blocks.stats import stats_message, window_label
+from blocks.stats import audit_line, stats_message, window_label
 from handlers.deps import Deps, deps
 from handlers.slack_errors import classify
+from store.chain import ChainStore
 from store.models import Record, utcnow
 from store.redis_store import Store
 from store.stats import Report, StatsStore
@@ -60,6 +62,12 @@ Reply = dict[str, Any]
 
 def stats_of(d: Deps) -> StatsStore:
     return d.store.stats
+
+
+async def audit_status_line(store: Store) -> str:
+    """The audit chain's state as the sealing leader last reported it."""
+    status = await ChainStore(store.redis, store.keys.prefix).status()
+    return audit_line(status, int(time.time() * 1000))
 
 
 async def control_line(store: Store) -> str:
@@ -169,7 +177,8 @@ async def do_stats(a: Asked) -> tuple[Reply, Report | None]:
     stats = stats_of(a.d)
     report = await stats.report(hours, utcnow().timestamp())
     chart = a.d.chart is not None and report.requests > 0
-    return stats_message(report, lag=await stats.lag(), chart=chart), report if chart else None
+    return stats_message(report, lag=await stats.lag(), chart=chart,
+                         audit=await audit_status_line(a.d.store)), report if chart else None
 
 
 async def share_chart(a: Asked, report: Report, client: AsyncWebClient,

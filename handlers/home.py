@@ -12,6 +12,7 @@ from blocks.home import WAITING_SHOWN, home_view, pause_modal
 from blocks.ids import INPUT_ACTION, BlockId, CallbackId, HomeActionId
 from handlers.commands import (
     Asked,
+    audit_status_line,
     control_line,
     do_pause,
     do_resume,
@@ -64,7 +65,7 @@ async def publish(d: Deps, client: AsyncWebClient, user: str) -> None:
     switch = (await d.store.control()).get("paused") == "1" if user in d.admins() else None
     view = home_view(waiting=list(zip(shown, links, strict=True)), waiting_total=len(waiting),
                      report=report, pause=await control_line(d.store), policy=d.policy_lines(),
-                     now=now, switch=switch)
+                     now=now, switch=switch, audit=await audit_status_line(d.store))
     await client.views_publish(user_id=user, view=view)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from importlib import resources
@@ -84,6 +85,8 @@ class Store:
         self.keys = Keys(prefix)
         self.stats = StatsStore(client, self.keys)
         """The stats counters and report, on this store's client."""
+        self.redact: Callable[[dict[str, Any]], dict[str, Any]] = lambda detail: detail
+        """Applied to every audit detail before it is written (and sealed): the policy's `redact:`."""
         self._scripts = {
             name: client.register_script(_script(name))
             for name in (
@@ -161,9 +164,8 @@ class Store:
         audits += [
             "routed",
             "policy",
-            acc.route.model_dump_json(
-                include={"mode", "tier", "rules", "reasons", "sampled", "paused", "channel"}
-            ),
+            json.dumps(self.redact(acc.route.model_dump(
+                mode="json", include={"mode", "tier", "rules", "reasons", "sampled", "paused", "channel"}))),
         ]
         args = [
             GROUP,
@@ -220,7 +222,7 @@ class Store:
         args: list[Any] = [
             GROUP,
             entry.id,
-            error,
+            self.redact({"error": error})["error"],
             now.isoformat(),
             request_id,
             decision.model_dump_json() if decision else "",
@@ -294,7 +296,7 @@ class Store:
         args += [x for member, due in t.schedule for x in (member, due)]
         args += [len(t.audit)]
         for event, actor, detail in t.audit:
-            args += [event, actor, json.dumps(detail, default=str)]
+            args += [event, actor, json.dumps(self.redact(detail), default=str)]
         args.append(t.message or "")
         keys = [
             k.request(rec.id),
@@ -323,7 +325,7 @@ class Store:
         k, reply = self.keys, record.request.reply_to or ""
         keys = [k.request(record.id), k.trail(record.id), k.audit, k.outbox, reply or k.decisions,
                 k.outbox_again]
-        args = [record.id, review.model_dump_json(), review.verdict, _ms(now), now.isoformat(),
+        args = [record.id, json.dumps(self.redact(review.model_dump(mode="json"))), review.verdict, _ms(now), now.isoformat(),
                 "1" if reply else "0", message]
         res = await self._run("review", keys, args)
         if res[0] == "missing":
@@ -342,7 +344,7 @@ class Store:
         Once per idempotency `key` (a fresh one per call by default): the client's retry of a
         call whose reply was lost adds nothing."""
         k = self.keys
-        args = [event, request_id, actor, now.isoformat(), json.dumps(detail, default=str), "1"]
+        args = [event, request_id, actor, now.isoformat(), json.dumps(self.redact(detail), default=str), "1"]
         keys = [k.audit, k.trail(request_id), k.audit_once(key or uuid.uuid4().hex)]
         return str(await self._run("audit", keys, args))
 
@@ -352,7 +354,7 @@ class Store:
         once per idempotency `key`, like `audit`."""
         k = self.keys
         once = k.audit_once(key or uuid.uuid4().hex)
-        args = [event, "", actor, now.isoformat(), json.dumps(detail, default=str), "0"]
+        args = [event, "", actor, now.isoformat(), json.dumps(self.redact(detail), default=str), "0"]
         return str(await self._run("audit", [k.audit, once, once], args))
 
     async def trail(self, request_id: str) -> list[AuditEvent]:

@@ -8,6 +8,7 @@ its fields falls back to its default on its own.
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
 from typing import Annotated
 
@@ -203,6 +204,28 @@ class Batching(_Section):
     similar: bool = True
 
 
+def _redact_list(v: object) -> object:
+    return {"params": v} if isinstance(v, list) else v
+
+
+class Redact(_Section):
+    """What never reaches the audit trail or an export: params by name, values by pattern
+    (`redact: [card_number, ssn]`, or `redact: {params: [...], patterns: [...]}`)."""
+
+    params: list[str] = Field(default_factory=list, max_length=200)
+    patterns: list[str] = Field(default_factory=list, max_length=50)
+
+    @field_validator("patterns")
+    @classmethod
+    def _compiles(cls, v: list[str]) -> list[str]:
+        for p in v:
+            try:
+                re.compile(p)
+            except re.error as e:
+                raise ValueError(f"pattern {p!r} is not a valid regular expression: {e}") from None
+        return v
+
+
 class Policy(_Section):
     """A whole policy file."""
 
@@ -216,6 +239,7 @@ class Policy(_Section):
     channel; by default only people of the installing workspace or organisation may."""
     triggers: Triggers = Field(default_factory=Triggers)
     batching: Batching = Field(default_factory=Batching)
+    redact: Annotated[Redact, BeforeValidator(_redact_list)] = Field(default_factory=Redact)
 
     @model_validator(mode="after")
     def _references(self) -> Policy:

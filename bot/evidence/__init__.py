@@ -1,0 +1,1 @@
+"""Evidence: the sealed audit chain, its checkpoints, verify, export, archive and feedback."""

@@ -1,0 +1,190 @@
+"""`hitl audit archive`: copy sealed entries into an append-only PostgreSQL table.
+
+Each batch is checked link by link before it is written, inserted with `ON CONFLICT (seq) DO
+NOTHING`, read back and re-hashed inside the same transaction, and only then committed; the
+Redis mark `:chain:archived` moves after the commit. A crash anywhere leaves either a
+committed, verified batch or nothing, and a rerun starts after the archive's highest seq:
+nothing twice, nothing lost. Redis is trimmed only through what the archive holds.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+
+from bot.evidence.archive_schema import MIGRATIONS
+from bot.evidence.canonical import canonical, entry_hash
+from store.chain import ChainStore
+from store.chain_models import Link
+
+BATCH = 500
+LOCK = 0x6869746C  # pg advisory lock: one archiver (and one migration) at a time
+
+
+class ArchiveError(Exception):
+    """The archive cannot proceed; the message is one line that says why."""
+
+
+@dataclass
+class ArchiveResult:
+    copied: int = 0
+    last: Link | None = None
+    checkpoints: int = 0
+    trimmed: int = 0
+
+
+def _line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]
+
+
+async def connect(url: str) -> psycopg.AsyncConnection[Any]:
+    try:
+        return await psycopg.AsyncConnection.connect(url, connect_timeout=5)
+    except psycopg.Error as e:
+        raise ArchiveError(f"cannot reach the archive database: {_line(e)}") from None
+
+
+async def migrate(conn: psycopg.AsyncConnection[Any], *, apply: bool) -> list[int]:
+    """Apply the migrations not applied yet (only with `apply`); the versions applied."""
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK,))
+        row = await (await conn.execute("SELECT to_regclass('hitl_audit_schema') IS NOT NULL")).fetchone()
+        done: set[int] = set()
+        if row and row[0]:
+            done = {r[0] for r in await (await conn.execute("SELECT version FROM hitl_audit_schema")).fetchall()}
+        todo = [(v, sql) for v, sql in MIGRATIONS if v not in done]
+        if todo and not apply:
+            raise ArchiveError("the archive schema is not installed or not current: run "
+                               "`hitl audit archive --migrate --to <url of the tables' owner>` once")
+        if todo and not done:
+            await conn.execute("CREATE TABLE IF NOT EXISTS hitl_audit_schema (version int PRIMARY KEY, "
+                               "applied_at timestamptz NOT NULL DEFAULT now())")
+        for v, sql in todo:
+            await conn.execute(sql)
+            await conn.execute("INSERT INTO hitl_audit_schema (version) VALUES (%s)", (v,))
+        return [v for v, _ in todo]
+
+
+async def _archived_head(conn: psycopg.AsyncConnection[Any]) -> Link | None:
+    row = await (await conn.execute(
+        "SELECT seq, hash, entry_id FROM hitl_audit ORDER BY seq DESC LIMIT 1")).fetchone()
+    return Link(int(row[0]), row[1], row[2]) if row else None
+
+
+async def archive(chain: ChainStore, url: str, *, batch: int = BATCH, migrate_schema: bool = True,
+                  after_batch: Callable[[Link], Awaitable[None]] | None = None) -> ArchiveResult:
+    """Copy every sealed entry not yet archived; ArchiveError (one line) when it cannot."""
+    conn = await connect(url)
+    res = ArchiveResult()
+    try:
+        await migrate(conn, apply=migrate_schema)
+        async with conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK + 1,))
+            prev = await _archived_head(conn)
+        if prev is not None:
+            live = (await chain.links([prev.id]))[0]
+            if live is not None and live.hash != prev.hash:
+                raise ArchiveError(f"the archive and the live chain disagree at seq {prev.seq}: "
+                                   "run `hitl audit verify`")
+        else:
+            prev = await chain.base()
+        head = await chain.head()
+        while head is not None and prev.seq < head.seq:
+            page = await chain.seals(prev.id, head.id, batch)
+            if not page:
+                break
+            prev = await _copy(conn, chain, page, prev)
+            res.copied += len(page)
+            res.last = prev
+            if after_batch is not None:
+                await after_batch(prev)
+        res.checkpoints = await _copy_checkpoints(conn, chain)
+        if res.last is None:
+            res.last = await _archived_head(conn)
+            if res.last is not None:
+                await chain.mark_archived(res.last)
+        return res
+    except psycopg.Error as e:
+        raise ArchiveError(f"archive database error: {_line(e)}") from None
+    finally:
+        await conn.close()
+
+
+async def _copy(conn: psycopg.AsyncConnection[Any], chain: ChainStore,
+                page: list[tuple[str, dict[str, str]]], prev: Link) -> Link:
+    """Check, insert, read back and re-check one batch, in one transaction; the new last link."""
+    entries = await chain.entries([i for i, _ in page])
+    rows, broken = [], None
+    for (entry_id, f), fields in zip(page, entries, strict=True):
+        seq, h = int(f["seq"]), f["hash"]
+        if fields is None:
+            broken = f"entry seq {seq} ({entry_id}) is missing from Redis"
+        elif seq != prev.seq + 1 or entry_hash(prev.hash, seq, entry_id, fields) != h:
+            broken = f"the chain is broken at seq {seq}"
+        if broken or fields is None:
+            break
+        rows.append((seq, entry_id, prev.hash, h, canonical(fields).decode(), fields.get("event", ""),
+                     fields.get("request_id", ""), fields.get("actor", ""), fields.get("at", "")))
+        prev = Link(seq, h, entry_id)
+    if rows:
+        await _insert(conn, rows)
+        await chain.mark_archived(prev)
+    if broken:
+        raise ArchiveError(f"{broken}: nothing after seq {prev.seq} archived; run `hitl audit verify`")
+    return prev
+
+
+async def _insert(conn: psycopg.AsyncConnection[Any], rows: list[tuple[Any, ...]]) -> None:
+    first, last = rows[0][0], rows[-1][0]
+    async with conn.transaction():
+        async with conn.cursor() as cur:
+            await cur.executemany(
+                "INSERT INTO hitl_audit (seq, entry_id, prev_hash, hash, fields, event, request_id, actor, at) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (seq) DO NOTHING", rows)
+            await cur.execute("SELECT seq, entry_id, prev_hash, hash, fields FROM hitl_audit "
+                              "WHERE seq BETWEEN %s AND %s ORDER BY seq", (first, last))
+            back = await cur.fetchall()
+        expected = [(r[0], r[1], r[2], r[3]) for r in rows]
+        got = [(int(b[0]), b[1], b[2], b[3]) for b in back]
+        if got != expected or any(entry_hash(b[2], int(b[0]), b[1], json.loads(b[4])) != b[3] for b in back):
+            raise ArchiveError(f"the archive does not read back what was written for seq {first}..{last}: "
+                               "rolled back")
+
+
+async def _copy_checkpoints(conn: psycopg.AsyncConnection[Any], chain: ChainStore) -> int:
+    cps = await chain.checkpoints()
+    async with conn.transaction(), conn.cursor() as cur:
+        await cur.executemany(
+            "INSERT INTO hitl_audit_checkpoints (seq, hash, time_ms, sig, key_id) VALUES (%s, %s, %s, %s, %s) "
+            "ON CONFLICT (seq) DO NOTHING", [(c.seq, c.hash, c.time, c.sig, c.key) for c in cps])
+    return len(cps)
+
+
+async def trim(chain: ChainStore, keep_days: float | None) -> int:
+    """Drop from Redis what the archive holds (and is older than `keep_days`): entries removed."""
+    mark = await chain.archived()
+    if mark is None:
+        return 0
+    if keep_days:
+        cutoff = int((time.time() - keep_days * 86400) * 1000)
+        before = await chain.link_before(f"{cutoff}-0")
+        if before is None:
+            return 0
+        if before.seq < mark.seq:
+            mark = before
+    base = await chain.base()
+    if mark.seq <= base.seq:
+        return 0
+    return await chain.trim_through(mark)
+
+
+async def maintain_archive(chain: ChainStore, url: str, retention_days: float | None) -> None:
+    """What the sealing leader runs every HITL_AUDIT_ARCHIVE_S: archive, then apply retention."""
+    await archive(chain, url, migrate_schema=False)
+    if retention_days:
+        await trim(chain, retention_days)

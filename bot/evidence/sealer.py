@@ -1,0 +1,183 @@
+"""The sealer: one leader (a fenced lease in Redis) chains every audit entry, in stream order.
+
+Appending to the audit stream stays one XADD on the hot path; the leader reads the stream
+right behind it (a blocking read, so within about a second), computes
+`hash = SHA-256(prev_hash || JCS(entry))` and stores each entry's (seq, hash) in one fenced
+script. A replica that lost the lease cannot write: the script checks the fencing token and
+that the head is where the leader left it. Signed checkpoints follow every
+`checkpoint_s` seconds or `checkpoint_every` entries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+from collections.abc import Awaitable, Callable
+
+from bot.evidence.canonical import chain_hashes
+from bot.evidence.signing import NO_KEY, Signer
+from store.chain import ChainStore
+from store.chain_models import GENESIS, ChainStatus, Checkpoint, Link
+
+log = logging.getLogger("hitl.sealer")
+
+BATCH = 2000
+LEASE_MS = 5000
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class Sealer:
+    """Seals the audit stream while this replica holds the lease; `run()` until cancelled."""
+
+    def __init__(self, chain: ChainStore, signer: Signer | None, *, owner: str | None = None,
+                 checkpoint_s: float = 60.0, checkpoint_every: int = 10000, signing_off: str = NO_KEY,
+                 maintain: Callable[[], Awaitable[None]] | None = None, maintain_s: float = 60.0) -> None:
+        self.chain = chain
+        self.signer = signer
+        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
+        self.checkpoint_ms = int(checkpoint_s * 1000)
+        self.checkpoint_every = checkpoint_every
+        self.signing_off = signing_off
+        self.maintain = maintain
+        """Archive and retention, run by the leader every `maintain_s` (None: off)."""
+        self.maintain_ms = int(maintain_s * 1000)
+        self.token = 0
+        self._head: Link | None = None
+        self._checkpoint: Checkpoint | None = None
+        self._loaded = False
+        self._reported = 0
+        self._maintained = 0
+        self._backlog = 0
+        self._maintaining: asyncio.Future[None] | None = None
+
+    async def lead(self) -> bool:
+        """Take or renew the lease; on taking it, start from the chain as stored."""
+        token = await self.chain.lease(self.owner, LEASE_MS)
+        if token != self.token or not self._loaded:
+            self._head = await self.chain.head()
+            self._checkpoint = await self.chain.last_checkpoint()
+            self._loaded = token != 0
+        self.token = token
+        return token != 0
+
+    async def seal_batch(self, block_ms: int | None = None) -> int:
+        """Seal the next entries (up to BATCH) after the head; the number sealed."""
+        head = self._head
+        rows = await self.chain.read_after(head.id if head else "0-0", BATCH, block_ms)
+        return await self._seal(rows)
+
+    async def drain(self, max_batches: int) -> int:
+        """Seal a backlog, reading the next batch while the current one is hashed and stored."""
+        total = 0
+        head = self._head
+        rows = await self.chain.read_after(head.id if head else "0-0", BATCH)
+        for _ in range(max_batches):
+            if not rows:
+                break
+            ahead = asyncio.ensure_future(self.chain.read_after(rows[-1][0], BATCH))
+            try:
+                n = await self._seal(rows)
+            except BaseException:
+                ahead.cancel()
+                raise
+            rows = await ahead
+            if n == 0:
+                break
+            total += n
+        return total
+
+    async def _seal(self, rows: list[tuple[str, dict[str, str]]]) -> int:
+        if not rows:
+            self._backlog = 0
+            return 0
+        head = self._head
+        seq, prev = (head.seq, head.hash) if head else (0, GENESIS)
+        hashes = chain_hashes(prev, seq + 1, rows)
+        res = await self.chain.seal(self.token, head.id if head else "", seq + 1, [i for i, _ in rows], hashes)
+        if res != "ok":
+            log.warning("sealer: stopped sealing (%s); another replica leads", res)
+            self.token, self._loaded = 0, False
+            return 0
+        self._head = Link(seq + len(rows), hashes[-1], rows[-1][0])
+        self._backlog = len(rows) if len(rows) == BATCH else 0
+        return len(rows)
+
+    async def checkpoint(self, now_ms: int | None = None, *, force: bool = False) -> Checkpoint | None:
+        """Sign (seq, hash, time) of the head when due (or `force`d); None when not due or off."""
+        head, last = self._head, self._checkpoint
+        if self.signer is None or head is None or (last is not None and last.seq >= head.seq):
+            return None
+        now_ms = now_ms if now_ms is not None else _now_ms()
+        due = last is None or now_ms - last.time >= self.checkpoint_ms or (
+            head.seq - last.seq >= self.checkpoint_every)
+        if not (due or force):
+            return None
+        cp = self.signer.sign(head.seq, head.hash, now_ms)
+        if not await self.chain.add_checkpoint(self.token, cp):
+            self.token, self._loaded = 0, False
+            return None
+        self._checkpoint = cp
+        return cp
+
+    async def report(self, now_ms: int) -> None:
+        cp = self._checkpoint
+        await self.chain.set_status(ChainStatus(
+            sealed_seq=self._head.seq if self._head else 0, signing=self.signer is not None,
+            reason="" if self.signer else self.signing_off,
+            checkpoint_seq=cp.seq if cp else None, checkpoint_at=cp.time if cp else None,
+            updated_at=now_ms, unsealed=self._backlog))
+        self._reported = now_ms
+
+    async def step(self, block_ms: int | None = None) -> int:
+        """One round as leader: seal, checkpoint, report, maintain. -1 when not the leader."""
+        if not await self.lead():
+            return -1
+        n = await self.seal_batch(block_ms)
+        if n == BATCH:  # a backlog: catch up in a pipelined run (checkpoints and reports follow)
+            n += await self.drain(max_batches=25)
+        now = _now_ms()
+        await self.checkpoint(now)
+        if now - self._reported >= 1000 or n:
+            await self.report(now)
+        if self.maintain is not None and now - self._maintained >= self.maintain_ms and (
+                self._maintaining is None or self._maintaining.done()):
+            self._maintained = now
+            self._maintaining = asyncio.ensure_future(self._maintain(self.maintain))
+        return n
+
+    async def _maintain(self, maintain: Callable[[], Awaitable[None]]) -> None:
+        """Archive and retention beside sealing (a long first archive must not stall sealing)."""
+        try:
+            await maintain()
+        except Exception as e:  # a database that is down is logged and retried next time
+            log.error("audit archive: %s", e)
+
+    async def seal_all(self) -> int:
+        """Seal everything appended so far (tests, benchmarks, the CLI); the number sealed."""
+        total = 0
+        if not await self.lead():
+            return 0
+        while (n := await self.drain(max_batches=1000)) > 0:
+            total += n
+        return total
+
+    async def run(self) -> None:
+        while True:
+            try:
+                if await self.step(block_ms=1000) < 0:
+                    await asyncio.sleep(LEASE_MS / 3000)
+            except asyncio.CancelledError:
+                if self._maintaining is not None:
+                    self._maintaining.cancel()
+                await asyncio.shield(self.chain.release(self.owner))
+                raise
+            except Exception:
+                log.exception("sealer: round failed; retrying")
+                self.token, self._loaded = 0, False
+                await asyncio.sleep(1.0)

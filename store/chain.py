@@ -1,0 +1,221 @@
+"""Persistence of the audit chain: seals, head, base, checkpoints, the sealing lease.
+
+Keys (all under the prefix): `{prefix}:chain` is a stream whose entry ids are the audit
+entries' ids, each with `seq` and `hash`; `:chain:head` the last sealed link; `:chain:base`
+the link before the first entry still in Redis (moved by a trim); `:chain:checkpoints` the
+signed checkpoints; `:chain:lease`/`:chain:fence` the leader lease and its fencing token;
+`:chain:status` the leader's last report; `:chain:archived` the last link verified in the archive.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+from store.chain_models import GENESIS, ChainStatus, Checkpoint, Link
+
+PAGE = 1000
+
+_LEASE = """
+local cur = redis.call('GET', KEYS[1])
+if cur == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return tonumber(redis.call('GET', KEYS[2]) or '0')
+end
+if cur then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return redis.call('INCR', KEYS[2])
+"""
+
+# KEYS: fence, head, chain; ARGV: token, expected head id ('' = none), "id,seq,hash;" for each link
+# (one argument: encoding thousands of separate arguments costs more than the XADDs themselves)
+_SEAL = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 'fenced' end
+local head = redis.call('HGET', KEYS[2], 'id') or ''
+if head ~= ARGV[2] then return 'moved' end
+local id, seq, h
+for a, b, c in string.gmatch(ARGV[3], '([^,;]+),([^,;]+),([^,;]+);') do
+  redis.call('XADD', KEYS[3], a, 'seq', b, 'hash', c)
+  id, seq, h = a, b, c
+end
+redis.call('HSET', KEYS[2], 'id', id, 'seq', seq, 'hash', h)
+return 'ok'
+"""
+
+# KEYS: fence, checkpoints; ARGV: token, seq, hash, time, sig, key
+_CHECKPOINT = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 'fenced' end
+redis.call('XADD', KEYS[2], '*', 'seq', ARGV[2], 'hash', ARGV[3], 'time', ARGV[4], 'sig', ARGV[5], 'key', ARGV[6])
+return 'ok'
+"""
+
+# KEYS: base, audit, chain; ARGV: seq, hash, id, minid (first id kept)
+_TRIM = """
+redis.call('HSET', KEYS[1], 'seq', ARGV[1], 'hash', ARGV[2], 'id', ARGV[3])
+local a = redis.call('XTRIM', KEYS[2], 'MINID', ARGV[4])
+redis.call('XTRIM', KEYS[3], 'MINID', ARGV[4])
+return a
+"""
+
+
+def next_id(entry_id: str) -> str:
+    """The smallest stream id after `entry_id`."""
+    ms, _, seq = entry_id.partition("-")
+    return f"{ms}-{int(seq or 0) + 1}"
+
+
+class ChainKeys:
+    """The chain's keys, from the prefix (the audit stream itself is `{prefix}:audit`)."""
+
+    def __init__(self, prefix: str) -> None:
+        c = f"{prefix}:chain"
+        self.chain, self.head, self.base, self.checkpoints = c, f"{c}:head", f"{c}:base", f"{c}:checkpoints"
+        self.lease, self.fence, self.status, self.archived = (
+            f"{c}:lease", f"{c}:fence", f"{c}:status", f"{c}:archived")
+
+
+class ChainStore:
+    """Reads the audit stream in order and keeps its chain; every write is fenced."""
+
+    def __init__(self, client: Any, prefix: str = "hitl") -> None:
+        self.redis: Any = client
+        self.prefix = prefix
+        self.audit_key = f"{prefix}:audit"
+        self.k = ChainKeys(prefix)
+        self._lease = client.register_script(_LEASE)
+        self._seal = client.register_script(_SEAL)
+        self._checkpoint = client.register_script(_CHECKPOINT)
+        self._trim = client.register_script(_TRIM)
+
+    # ---- leadership ----------------------------------------------------------------
+    async def lease(self, owner: str, ttl_ms: int) -> int:
+        """Take or renew the sealing lease: the fencing token while we hold it, 0 otherwise."""
+        return int(await self._lease(keys=[self.k.lease, self.k.fence], args=[owner, ttl_ms]))
+
+    async def release(self, owner: str) -> None:
+        if await self.redis.get(self.k.lease) == owner:
+            await self.redis.delete(self.k.lease)
+
+    # ---- sealing -------------------------------------------------------------------
+    async def head(self) -> Link | None:
+        return _link(await self.redis.hgetall(self.k.head))
+
+    async def base(self) -> Link:
+        """The link before the first entry kept in Redis (genesis until a trim)."""
+        return _link(await self.redis.hgetall(self.k.base)) or Link(0, GENESIS, "0-0")
+
+    async def read_after(self, entry_id: str, count: int, block_ms: int | None = None
+                         ) -> list[tuple[str, dict[str, str]]]:
+        """Audit entries after `entry_id`, oldest first (waiting up to `block_ms` for one)."""
+        if block_ms is None:
+            return list(await self.redis.xrange(self.audit_key, f"({entry_id}", "+", count=count))
+        res = await self.redis.xread({self.audit_key: entry_id}, count=count, block=block_ms)
+        return list(res[0][1]) if res else []
+
+    async def seal(self, token: int, expected: str, first_seq: int, ids: list[str], hashes: list[str]) -> str:
+        """Store the seals of `ids` (numbered from `first_seq`) after head `expected`: `ok`,
+        `fenced` (this replica lost the lease) or `moved` (the head is not where it was)."""
+        blob = "".join([f"{i},{s},{h};" for s, i, h in zip(range(first_seq, first_seq + len(ids)), ids, hashes, strict=True)])
+        return str(await self._seal(keys=[self.k.fence, self.k.head, self.k.chain], args=[token, expected, blob]))
+
+    async def add_checkpoint(self, token: int, cp: Checkpoint) -> bool:
+        res = await self._checkpoint(keys=[self.k.fence, self.k.checkpoints],
+                                     args=[token, cp.seq, cp.hash, cp.time, cp.sig, cp.key])
+        return bool(res == "ok")
+
+    async def checkpoints(self) -> list[Checkpoint]:
+        rows = await self.redis.xrange(self.k.checkpoints)
+        return [_checkpoint(f) for _, f in rows]
+
+    async def last_checkpoint(self) -> Checkpoint | None:
+        rows = await self.redis.xrevrange(self.k.checkpoints, count=1)
+        return _checkpoint(rows[0][1]) if rows else None
+
+    # ---- reading -------------------------------------------------------------------
+    async def pages(self, key: str, start: str = "-", end: str = "+"
+                    ) -> AsyncIterator[list[tuple[str, dict[str, str]]]]:
+        """A stream's entries in `[start, end]`, a page at a time."""
+        lo = start
+        while True:
+            rows = await self.redis.xrange(key, lo, end, count=PAGE)
+            if not rows:
+                return
+            yield rows
+            if len(rows) < PAGE:
+                return
+            lo = f"({rows[-1][0]}"
+
+    async def links(self, ids: list[str]) -> list[Link | None]:
+        """The seal of each audit entry id (None: not sealed)."""
+        async with self.redis.pipeline(transaction=False) as p:
+            for i in ids:
+                p.xrange(self.k.chain, i, i)
+            rows = await p.execute()
+        return [Link(int(r[0][1]["seq"]), r[0][1]["hash"], r[0][0]) if r else None for r in rows]
+
+    async def entries(self, ids: list[str]) -> list[dict[str, str] | None]:
+        async with self.redis.pipeline(transaction=False) as p:
+            for i in ids:
+                p.xrange(self.audit_key, i, i)
+            rows = await p.execute()
+        return [r[0][1] if r else None for r in rows]
+
+    async def seals(self, after: str, through: str, count: int) -> list[tuple[str, dict[str, str]]]:
+        """Seals after entry id `after` up to `through` (inclusive), oldest first."""
+        return list(await self.redis.xrange(self.k.chain, next_id(after), through, count=count))
+
+    async def link_before(self, entry_id: str) -> Link | None:
+        """The last seal strictly before `entry_id` (the prev link of a range)."""
+        rows = await self.redis.xrevrange(self.k.chain, f"({entry_id}", "-", count=1)
+        if not rows:
+            return None
+        return Link(int(rows[0][1]["seq"]), rows[0][1]["hash"], rows[0][0])
+
+    async def unsealed(self) -> int:
+        head = await self.head()
+        if head is None:
+            return int(await self.redis.xlen(self.audit_key))
+        return len(await self.redis.xrange(self.audit_key, f"({head.id}", "+", count=100000))
+
+    # ---- status, archive mark, trim ------------------------------------------------
+    async def set_status(self, status: ChainStatus, ttl_s: int = 3600) -> None:
+        fields = {"sealed_seq": status.sealed_seq, "signing": int(status.signing), "reason": status.reason,
+                  "checkpoint_seq": "" if status.checkpoint_seq is None else status.checkpoint_seq,
+                  "checkpoint_at": "" if status.checkpoint_at is None else status.checkpoint_at,
+                  "updated_at": status.updated_at, "unsealed": status.unsealed}
+        async with self.redis.pipeline(transaction=True) as p:
+            p.hset(self.k.status, mapping=fields)
+            p.expire(self.k.status, ttl_s)
+            await p.execute()
+
+    async def status(self) -> ChainStatus | None:
+        f = await self.redis.hgetall(self.k.status)
+        if not f:
+            return None
+        return ChainStatus(sealed_seq=int(f.get("sealed_seq") or 0), signing=f.get("signing") == "1",
+                           reason=f.get("reason", ""),
+                           checkpoint_seq=int(f["checkpoint_seq"]) if f.get("checkpoint_seq") else None,
+                           checkpoint_at=int(f["checkpoint_at"]) if f.get("checkpoint_at") else None,
+                           updated_at=int(f.get("updated_at") or 0), unsealed=int(f.get("unsealed") or 0))
+
+    async def mark_archived(self, link: Link) -> None:
+        await self.redis.hset(self.k.archived, mapping={"seq": link.seq, "hash": link.hash, "id": link.id})
+
+    async def archived(self) -> Link | None:
+        return _link(await self.redis.hgetall(self.k.archived))
+
+    async def trim_through(self, link: Link) -> int:
+        """Drop audit entries and seals up to `link` (inclusive), moving the base there first:
+        one script, so verify always knows where the kept chain starts."""
+        return int(await self._trim(keys=[self.k.base, self.audit_key, self.k.chain],
+                                    args=[link.seq, link.hash, link.id, next_id(link.id)]))
+
+
+def _link(f: dict[str, str]) -> Link | None:
+    if not f or "seq" not in f:
+        return None
+    return Link(int(f["seq"]), f["hash"], f["id"])
+
+
+def _checkpoint(f: dict[str, str]) -> Checkpoint:
+    return Checkpoint(seq=int(f["seq"]), hash=f["hash"], time=int(f["time"]), sig=f["sig"], key=f["key"])
