@@ -21,7 +21,7 @@ SDK_ALIASES: dict[str, tuple[str, ...]] = {
     "files_upload_v2": ("files.getUploadURLExternal", "files.completeUploadExternal"),
 }
 SDK_CALL = re.compile(r"\.([a-z]+(?:_[a-zA-Z0-9]+)+)\(")
-API_CALL = re.compile(r"""\bapi_call\(\s*(?:api_method\s*=\s*)?["']([A-Za-z0-9_.]+)["']""")
+API_CALL = re.compile(r"""(?:\bapi_call|\.call)\(\s*(?:api_method\s*=\s*)?["']([A-Za-z0-9_.]+)["']""")
 EXTRA_SCOPES = {"commands": "the /hitl slash command"}
 
 

@@ -12,8 +12,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
-from bot.config import ConfigError
-
 OUTCOMES = ["approved", "rejected", "answered", "resolved", "review_ok", "overridden"]
 
 
@@ -86,6 +84,8 @@ def run(args: argparse.Namespace) -> int:
             return _verify_file(args.file, args.pubkey)
         return asyncio.run(_live(args))
     except SigningKeyError as e:
+        from bot.config import ConfigError  # the settings framework is heavy: only on this path
+
         raise ConfigError(f"configuration error:\n  {e}") from None
     except ValueError as e:
         print(f"hitl: {e}", file=sys.stderr)
