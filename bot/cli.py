@@ -1,4 +1,5 @@
-"""The `hitl` command: run, demo, request, schema, policy check."""
+"""The `hitl` command: run, demo, request, schema, policy check; `mcp` and `hook` come from the
+agent SDK (`hitl.cli`)."""
 
 from __future__ import annotations
 
@@ -48,10 +49,18 @@ def _parser() -> argparse.ArgumentParser:
     check = psub.add_parser("check", help="validate a policy file and show how sample requests route")
     check.add_argument("file", nargs="?", help="policy file (default: HITL_POLICY or the built-in policy)")
     check.add_argument("requests", nargs="*", help="sample request JSON files")
+    # the agent SDK's commands (python -m hitl ...): listed here, parsed there
+    sub.add_parser("mcp", help="MCP server for agents: request_approval, ask_human, get_decision", add_help=False)
+    sub.add_parser("hook", help="agent hooks: `hitl hook claude-code` (PreToolUse)", add_help=False)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] in (["mcp"], ["hook"]):
+        from hitl.cli import main as agent_main
+
+        return agent_main(argv)
     args = _parser().parse_args(argv)
     try:
         if args.command == "schema":
