@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from hitl.errors import Unreachable
 from pydantic import ValidationError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -81,6 +82,9 @@ def main(argv: list[str] | None = None) -> int:
             return code
     except (ConfigError, UsageError) as e:
         print(e if isinstance(e, ConfigError) else f"hitl: {e}", file=sys.stderr)
+        return 2
+    except Unreachable as e:  # the agent SDK's client already names the URL and REDIS_URL
+        print(e, file=sys.stderr)
         return 2
     except (RedisConnectionError, RedisTimeoutError) as e:
         print(f"hitl: cannot reach Redis at {os.environ.get('REDIS_URL', 'redis://localhost:6379/0')}: {e}",

@@ -24,6 +24,11 @@ tiers:
 batching: {similar: false}
 triggers:
   first_use: {enabled: false}
+rules:
+  - name: no_crypto
+    when: '"crypto" in request.risk.tags'
+    mode: deny
+    reason: crypto payments are not allowed
 """
 
 
