@@ -122,8 +122,11 @@ class AsyncClient:
     async def decision(self, request_id: str) -> Decision | None:
         """The stored decision of a request, or None while it is pending or unknown."""
         async with self._redis():
-            raw = await self.redis.hget(self.keys.request(request_id), "decision")
-            raw = raw or await self.redis.get(self.keys.invalid(request_id))
+            pipe = self.redis.pipeline(transaction=False)  # one round trip for both places
+            pipe.hget(self.keys.request(request_id), "decision")
+            pipe.get(self.keys.invalid(request_id))
+            stored, invalid = await pipe.execute()
+        raw = stored or invalid
         return Decision.model_validate_json(raw) if raw else None
 
     async def wait(self, request_id: str, timeout: float | None = None, *,

@@ -32,7 +32,7 @@ INSTRUCTIONS = (
 
 def build_server(client: AsyncClient, *, max_wait_s: float = DEFAULT_WAIT_S) -> MCPServer:
     """The MCP server over one hitl client; every wait is bounded by `max_wait_s`."""
-    server = MCPServer("hitl", instructions=INSTRUCTIONS)
+    server = MCPServer("hitl", instructions=INSTRUCTIONS, log_level="WARNING")
 
     async def settle(request_id: str, wait_s: float | None) -> dict[str, Any]:
         waited = max_wait_s if wait_s is None else max(0.0, min(wait_s, max_wait_s))
