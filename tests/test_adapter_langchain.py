@@ -38,7 +38,8 @@ def _script(*turns: AIMessage) -> Iterator[AIMessage]:
     return iter(turns)
 
 
-def _agent(executed: list[dict[str, Any]], calls: list[dict[str, Any]], allowed: list[str] | None = None) -> Any:
+def _agent(executed: list[dict[str, Any]], calls: list[dict[str, Any]], allowed: list[str] | None = None,
+           mode: str = "batched") -> Any:
     @tool
     def refund(order: str, amount: int) -> str:
         """Refund an order."""
@@ -53,8 +54,8 @@ def _agent(executed: list[dict[str, Any]], calls: list[dict[str, Any]], allowed:
 
     model = ScriptedModel(messages=_script(AIMessage(content="", tool_calls=calls), AIMessage(content="done")))
     on: dict[str, Any] = {"refund": {"allowed_decisions": allowed} if allowed else True, "notify": True}
-    return create_agent(model, tools=[refund, notify], middleware=[HumanInTheLoopMiddleware(interrupt_on=on)],
-                        checkpointer=InMemorySaver())
+    middleware = HumanInTheLoopMiddleware(interrupt_on=on, interrupt_mode=mode)  # type: ignore[arg-type]
+    return create_agent(model, tools=[refund, notify], middleware=[middleware], checkpointer=InMemorySaver())
 
 
 REFUND = {"name": "refund", "args": {"order": "A-17", "amount": 250}, "id": "call_refund_1", "type": "tool_call"}
@@ -118,6 +119,28 @@ async def test_no_edit_offered_when_the_tool_does_not_allow_it(h: Harness) -> No
     await approve(h, rec)
     await task
     assert executed == [{"order": "A-17", "amount": 250}]
+
+
+async def test_per_call_mode_honours_each_tools_allowed_decisions(h: Harness) -> None:
+    executed: list[dict[str, Any]] = []
+    task = asyncio.create_task(arun_with_approvals(_agent(executed, [REFUND], ["approve", "reject"], "per_call"),
+                                                   INPUT, CONFIG, client=h.client))
+    rec = await card_for(h, "refund")
+    assert rec.request.editable == [] and not edit_offered(h, rec)
+    await reject(h, rec, "No refunds today")
+    result = await task
+    assert executed == [] and "No refunds today" in str(_tool_messages(result)[0].content)
+
+
+async def test_per_call_mode_edit(h: Harness) -> None:
+    executed: list[dict[str, Any]] = []
+    task = asyncio.create_task(arun_with_approvals(_agent(executed, [REFUND], None, "per_call"), INPUT, CONFIG,
+                                                   client=h.client))
+    rec = await card_for(h, "refund")
+    assert rec.request.editable == ["order", "amount"]
+    await edit(h, rec, {"amount": 120})
+    await task
+    assert executed == [{"order": "A-17", "amount": 120}]
 
 
 async def test_two_actions_in_one_interrupt_are_one_batch(h: Harness) -> None:

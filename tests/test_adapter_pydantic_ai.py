@@ -7,12 +7,12 @@ import asyncio
 from typing import Any
 
 from hitl.adapters.pydantic_ai import run_with_approvals
-from pydantic_ai import Agent, DeferredToolRequests
+from pydantic_ai import Agent, CallDeferred, DeferredToolRequests
 from pydantic_ai.messages import ModelMessage, ModelResponse, TextPart, ToolCallPart, ToolReturnPart
 from pydantic_ai.models.function import AgentInfo, FunctionModel
 
 from tests.harness import Harness
-from tests.reviewer import approve, card_for, edit, edit_offered, h, reject
+from tests.reviewer import answer, approve, card_for, edit, edit_offered, h, reject
 
 __all__ = ["h"]
 
@@ -72,3 +72,26 @@ async def test_expired_runs_nothing(h: Harness) -> None:
     result = await run_with_approvals(_agent(executed), "refund A-17", client=h.client, timeout_s=1)
     assert executed == []
     assert "in time" in result.output
+
+
+def _asks(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+    returns = [p for m in messages for p in getattr(m, "parts", []) if isinstance(p, ToolReturnPart)]
+    if returns:
+        return ModelResponse(parts=[TextPart(f"people said: {returns[-1].content}")])
+    return ModelResponse(parts=[ToolCallPart("ask_user", {"question": "Which warehouse ships A-17?"},
+                                             tool_call_id="q_1")])
+
+
+async def test_a_question_deferred_to_people_is_answered(h: Harness) -> None:
+    agent: Agent[None, str | DeferredToolRequests] = Agent(FunctionModel(_asks), output_type=[str, DeferredToolRequests])
+
+    @agent.tool_plain
+    def ask_user(question: str) -> str:
+        """Ask the user."""
+        raise CallDeferred(kind="question")
+
+    task = asyncio.create_task(run_with_approvals(agent, "ship A-17", client=h.client))
+    rec = await card_for(h, "ask_user")
+    assert rec.request.kind.value == "question" and rec.request.summary == "Which warehouse ships A-17?"
+    await answer(h, rec, "Berlin")
+    assert (await task).output == "people said: Berlin"
