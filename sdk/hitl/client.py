@@ -22,10 +22,10 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from pydantic import ValidationError
+from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from redis.retry import Retry
 
 from hitl import config
 from hitl.errors import DecisionTimeout, InvalidRequest, Unreachable
@@ -122,11 +122,8 @@ class AsyncClient:
     async def decision(self, request_id: str) -> Decision | None:
         """The stored decision of a request, or None while it is pending or unknown."""
         async with self._redis():
-            pipe = self.redis.pipeline(transaction=False)  # one round trip for both places
-            pipe.hget(self.keys.request(request_id), "decision")
-            pipe.get(self.keys.invalid(request_id))
-            stored, invalid = await pipe.execute()
-        raw = stored or invalid
+            raw = await self.redis.hget(self.keys.request(request_id), "decision")
+            raw = raw or await self.redis.get(self.keys.invalid(request_id))  # plain commands: they retry across a Redis restart
         return Decision.model_validate_json(raw) if raw else None
 
     async def wait(self, request_id: str, timeout: float | None = None, *,
