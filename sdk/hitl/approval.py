@@ -13,11 +13,12 @@ from __future__ import annotations
 import functools
 import inspect
 import json
+import threading
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar, cast
 
 from hitl.client import AsyncClient
-from hitl.errors import raise_unless_answered, raise_unless_approved
+from hitl.errors import raise_unless_approved
 from hitl.protocol import Decision
 from hitl.sync import Client
 
@@ -54,6 +55,7 @@ class _Gate:
         self.summary = summary
         self.request_id = request_id
         self.wait_timeout = wait_timeout
+        self._lock = threading.Lock()
         for name in fields.get("editable", []):
             if name not in self.signature.parameters:
                 raise ValueError(f"@require_approval: editable names '{name}', which is not a "
@@ -70,8 +72,9 @@ class _Gate:
         return bound, fields
 
     def sync_client(self) -> Client:
-        if self.client is None:
-            self.client = Client()
+        with self._lock:  # tools may be called from several threads at once: make one client
+            if self.client is None:
+                self.client = Client()
         if not isinstance(self.client, Client):
             raise TypeError("@require_approval on a sync function needs a hitl.Client, not an AsyncClient")
         return self.client
@@ -156,4 +159,4 @@ async def ask_human_async(question: str, options: list[str] | None = None, *,
         return await own.ask_human(question, options, timeout=timeout, **fields)
 
 
-__all__ = ["ask_human", "ask_human_async", "raise_unless_answered", "require_approval"]
+__all__ = ["ask_human", "ask_human_async", "require_approval"]
