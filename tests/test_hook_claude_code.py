@@ -91,3 +91,16 @@ async def test_bad_input_asks_and_sends_nothing(h: Harness, stdin: str | bytes) 
     out = await run_hook(stdin, h.redis_url, timeout=2)
     assert out["permissionDecision"] == "ask", out
     assert await h.store.redis.xlen(h.store.keys.requests) == 0
+
+
+def test_the_bot_cli_delegates_to_the_sdk() -> None:
+    """`hitl hook claude-code` and `hitl mcp` are the SDK's commands behind the bot's `hitl`."""
+    import subprocess
+
+    out = subprocess.run([sys.executable, "-m", "bot.cli", "hook", "claude-code", "--timeout", "1"],
+                         input="{}", capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0
+    assert json.loads(out.stdout)["hookSpecificOutput"]["permissionDecision"] == "ask"
+    helped = subprocess.run([sys.executable, "-m", "bot.cli", "mcp", "--help"], capture_output=True, text=True,
+                            timeout=60)
+    assert helped.returncode == 0 and "--transport" in helped.stdout and "--wait" in helped.stdout
