@@ -1,7 +1,7 @@
 """The `hitl` command: run, demo, request, schema, policy check, doctor, keys.
 
 Each subcommand imports what it needs when it runs (the bot, the policy engine and the
-settings framework are heavy), so `hitl request` and `hitl schema` start fast.
+settings framework are heavy), so `hitl request` and `hitl schema` start fast. `mcp` and `hook` come from the agent SDK (`hitl.cli`).
 """
 
 from __future__ import annotations
@@ -56,10 +56,18 @@ def _parser() -> argparse.ArgumentParser:
     from bot.evidence.commands import add_parsers  # light: the work is imported when it runs
 
     add_parsers(sub)
+    # the agent SDK's commands (python -m hitl ...): listed here, parsed there
+    sub.add_parser("mcp", help="MCP server for agents: request_approval, ask_human, get_decision", add_help=False)
+    sub.add_parser("hook", help="agent hooks: `hitl hook claude-code` (PreToolUse)", add_help=False)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] in (["mcp"], ["hook"]):
+        from hitl.cli import main as agent_main
+
+        return agent_main(argv)
     args = _parser().parse_args(argv)
     try:
         return _main(args)
@@ -112,6 +120,10 @@ def _main(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         return 130
     except Exception as e:
+        sdk_errors = sys.modules.get("hitl.errors")  # loaded if the agent SDK's client was used
+        if sdk_errors is not None and isinstance(e, sdk_errors.Unreachable):
+            print(e, file=sys.stderr)  # it already names the URL and REDIS_URL
+            return 2
         if not _unreachable_redis(e):
             raise
         print(f"hitl: cannot reach Redis at {os.environ.get('REDIS_URL', 'redis://localhost:6379/0')}: {e}",

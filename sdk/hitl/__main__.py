@@ -1,0 +1,5 @@
+import sys
+
+from hitl.cli import main
+
+sys.exit(main())

@@ -1,0 +1,79 @@
+"""OpenAI Agents SDK: send each `ToolApprovalItem` of `result.interruptions` to people in Slack,
+then `state.approve(item)` / `state.reject(item, rejection_message=...)` and resume.
+
+    @function_tool(needs_approval=True)
+    def refund(order: str, amount: int) -> str: ...
+
+    result = await run_with_approvals(agent, "Refund order A-17", client=hitl.AsyncClient.from_url())
+
+The Agents SDK runs an approved call with the model's own arguments and has no way to change
+them, so cards for these calls offer Approve / Reject only (nothing editable).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from agents import Agent, Runner, RunResult, RunState, ToolApprovalItem
+
+from hitl.adapters._run import with_client
+from hitl.client import AsyncClient
+from hitl.review import ToolCall, Verdict, review
+from hitl.sync import Client
+
+
+def _call(item: ToolApprovalItem) -> ToolCall:
+    raw: Any = item.raw_item
+    call_id = (raw.get("call_id") or raw.get("id")) if isinstance(raw, dict) else (
+        getattr(raw, "call_id", None) or getattr(raw, "id", None))
+    try:
+        args = json.loads(item.arguments or "{}")
+    except json.JSONDecodeError:
+        args = {"arguments": item.arguments}
+    if not isinstance(args, dict):
+        args = {"arguments": args}
+    return ToolCall(str(call_id or id(item)), item.name or "tool", args, can_edit=False)
+
+
+async def decide(interruptions: list[ToolApprovalItem], client: Client | AsyncClient | None = None, *,
+                 scope: str = "", timeout: float | None = None, **fields: Any) -> list[Verdict]:
+    """People's verdicts on these approval items, in order (one batch when there are several)."""
+    calls = [_call(item) for item in interruptions]
+    return await with_client(client, lambda aio: review(aio, calls, framework="openai-agents", scope=scope,
+                                                        timeout=timeout, **fields))
+
+
+async def resolve(result: RunResult, client: Client | AsyncClient | None = None, *, scope: str = "",
+                  timeout: float | None = None, **fields: Any) -> RunState[Any]:
+    """The run's state with every interruption approved or rejected as people decided."""
+    state = result.to_state()
+    verdicts = await decide(list(result.interruptions), client, scope=scope, timeout=timeout, **fields)
+    for item, verdict in zip(result.interruptions, verdicts, strict=True):
+        if verdict.outcome == "approve":
+            state.approve(item)
+        else:
+            state.reject(item, rejection_message=verdict.message)
+    return state
+
+
+async def run_with_approvals(starting_agent: Agent[Any], agent_input: Any, *, client: Client | AsyncClient | None = None,
+                             scope: str = "", timeout: float | None = None, max_rounds: int = 50,
+                             run_kwargs: dict[str, Any] | None = None, **fields: Any) -> RunResult:
+    """`Runner.run` until no tool call waits for approval; each one goes to people first.
+
+    Keyword arguments other than these are hitl request fields (`agent`, `risk`, `timeout_s`)."""
+    result = await Runner.run(starting_agent, agent_input, **(run_kwargs or {}))
+    for _ in range(max_rounds):
+        if not result.interruptions:
+            return result
+        state = await resolve(result, client, scope=scope, timeout=timeout, **fields)
+        result = await Runner.run(starting_agent, state, **(run_kwargs or {}))
+    raise RuntimeError(f"the agent still waited for approvals after {max_rounds} rounds")
+
+
+def run_with_approvals_sync(starting_agent: Agent[Any], agent_input: Any, *, client: Client | None = None,
+                            **kwargs: Any) -> RunResult:
+    """`run_with_approvals` for sync code (like `Runner.run_sync`)."""
+    return asyncio.run(run_with_approvals(starting_agent, agent_input, client=client, **kwargs))

@@ -1,0 +1,121 @@
+"""`hitl hook claude-code`: a Claude Code `PreToolUse` hook that asks people in Slack.
+
+Reads the hook's JSON on stdin, submits the tool call (hitl's policy decides: auto, approval,
+deny), waits within the hook's time and prints the hook output: `allow` only for an approved
+call (with `updatedInput` when a reviewer edited it), `deny` with the reviewer's reason, and
+`ask` (Claude Code asks the person at the terminal) when there is no decision in time, hitl is
+unreachable, or the input cannot be read. It never allows what was not approved.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import sys
+from typing import Any
+
+from hitl.client import AsyncClient
+from hitl.config import stable_id
+from hitl.errors import DecisionTimeout, HitlError, describe
+from hitl.protocol import MAX_TEXT, Decision
+
+DEFAULT_TIMEOUT_S = 55.0  # under Claude Code's default hook timeout of 60 s
+EDITABLE_MAX = 2000
+
+
+def output(decision: str, reason: str, updated: dict[str, Any] | None = None) -> dict[str, Any]:
+    specific: dict[str, Any] = {"hookEventName": "PreToolUse", "permissionDecision": decision,
+                                "permissionDecisionReason": reason}
+    if updated is not None:
+        specific["updatedInput"] = updated
+    return {"hookSpecificOutput": specific}
+
+
+def summary(tool: str, tool_input: dict[str, Any]) -> str:
+    """Plain language first: what Claude Code is about to do."""
+    if tool == "Bash" and isinstance(tool_input.get("command"), str):
+        text = f"Claude Code wants to run: {tool_input['command']}"
+        if tool_input.get("description"):
+            text += f"\n({tool_input['description']})"
+    elif isinstance(tool_input.get("file_path"), str):
+        text = f"Claude Code wants to use {tool} on {tool_input['file_path']}"
+    elif isinstance(tool_input.get("url"), str):
+        text = f"Claude Code wants to use {tool} on {tool_input['url']}"
+    else:
+        text = f"Claude Code wants to use {tool}: {json.dumps(tool_input)[:500]}"
+    return text[:MAX_TEXT]
+
+
+def request_fields(event: dict[str, Any]) -> dict[str, Any]:
+    """The hitl request for one PreToolUse event; ValueError when the event is not usable."""
+    if event.get("hook_event_name", "PreToolUse") != "PreToolUse":
+        raise ValueError(f"this hook handles PreToolUse, not {event.get('hook_event_name')!r}")
+    tool, tool_input = event.get("tool_name"), event.get("tool_input")
+    if not isinstance(tool, str) or not tool or not isinstance(tool_input, dict):
+        raise ValueError("the hook input has no tool_name or no tool_input object")
+    session = str(event.get("session_id") or "")
+    call = str(event.get("tool_use_id") or "")
+    editable = [k for k, v in tool_input.items()
+                if isinstance(v, str | int | float | bool) and len(str(v)) <= EDITABLE_MAX][:20]
+    fields: dict[str, Any] = {
+        "action": tool[:100], "summary": summary(tool, tool_input), "params": tool_input,
+        "editable": editable,
+        "metadata": {"session_id": session[:300] or None, "cwd": event.get("cwd"),
+                     "tool_use_id": call or None, "permission_mode": event.get("permission_mode"),
+                     "source": "claude-code"},
+    }
+    # The same tool call asked twice (a retried hook) is one request.
+    fields["id"] = stable_id("claude-code", session, call, tool, tool_input) if call else None
+    return fields
+
+
+def verdict(decision: Decision, tool_input: dict[str, Any]) -> dict[str, Any]:
+    if not decision.approved:
+        return output("deny", describe(decision))
+    who = ", ".join(v.name or v.user_id for v in decision.decided_by) or "hitl policy"
+    if decision.changes:
+        updated = {**tool_input, **{k: decision.params[k] for k in decision.changes if k in decision.params}}
+        return output("allow", f"Approved with edits in Slack by {who}", updated)
+    return output("allow", f"Approved in Slack by {who}" if decision.decided_by else "Auto-approved by hitl policy")
+
+
+async def decide(event: dict[str, Any], client: AsyncClient, timeout_s: float) -> dict[str, Any]:
+    fields = request_fields(event)
+    request_id = await client.submit(client.build(**{k: v for k, v in fields.items() if v is not None}))
+    try:
+        decision = await client.wait(request_id, timeout_s)
+    except DecisionTimeout:
+        return output("ask", f"No decision in Slack within {timeout_s:g}s (hitl request {request_id}); "
+                             "it stays open there. Asking here instead.")
+    return verdict(decision, event["tool_input"])
+
+
+async def run(raw: str, *, timeout_s: float, url: str | None = None) -> dict[str, Any]:
+    """The hook output for one stdin payload; never raises, never allows on error."""
+    try:
+        event = json.loads(raw)
+        if not isinstance(event, dict):
+            raise ValueError("the hook input is not a JSON object")
+    except ValueError as e:
+        return output("ask", f"hitl could not read the hook input ({e}); asking here instead.")
+    client = AsyncClient.from_url(url, agent=os.environ.get("HITL_AGENT") or "claude-code", retries=3)
+    try:
+        return await decide(event, client, timeout_s)
+    except (HitlError, ValueError) as e:
+        return output("ask", f"{e} (asking here instead)")
+    except Exception as e:  # the hook must answer whatever happens, and never with allow
+        return output("ask", f"hitl failed ({type(e).__name__}: {e}); asking here instead.")
+    finally:
+        with contextlib.suppress(Exception):  # closing a client whose Redis is gone may fail
+            await client.close()
+
+
+def claude_code(timeout_s: float | None = None) -> int:
+    """Entry point: stdin -> stdout, exit 0 (the decision is in the JSON)."""
+    wait = timeout_s if timeout_s is not None else float(os.environ.get("HITL_HOOK_TIMEOUT", DEFAULT_TIMEOUT_S))
+    raw = sys.stdin.buffer.read().decode("utf-8", errors="replace")
+    result = asyncio.run(run(raw, timeout_s=wait))
+    print(json.dumps(result))
+    return 0

@@ -1,0 +1,28 @@
+"""The Redis keys an agent touches (the bot's `store.keys.Keys` builds the same names;
+tests/test_sdk.py checks they agree)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class AgentKeys:
+    prefix: str = "hitl"
+
+    @property
+    def requests(self) -> str:
+        return f"{self.prefix}:requests"
+
+    @property
+    def decisions(self) -> str:
+        return f"{self.prefix}:decisions"
+
+    def results(self, name: str) -> str:
+        return f"{self.prefix}:results:{name}"
+
+    def request(self, request_id: str) -> str:
+        return f"{self.prefix}:req:{request_id}"
+
+    def invalid(self, request_id: str) -> str:
+        return f"{self.prefix}:invalid:{request_id}"

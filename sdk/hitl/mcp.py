@@ -1,0 +1,97 @@
+"""`hitl mcp`: an MCP server with the tools `request_approval`, `ask_human` and `get_decision`.
+
+Runs over stdio (`python -m hitl mcp`) or streamable HTTP (`--transport http`). A call waits
+at most `--wait` seconds (default 50, below common client timeouts); then it answers
+`{"status": "pending", "request_id": ...}` and the model calls `get_decision` later. The
+request is in Redis before any wait begins, so nothing is lost when a client gives up.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from typing import Any
+
+from mcp.server.mcpserver import MCPServer
+
+from hitl import outcome
+from hitl.client import AsyncClient
+from hitl.errors import DecisionTimeout, HitlError
+from hitl.protocol import Kind
+
+DEFAULT_WAIT_S = 50.0
+
+INSTRUCTIONS = (
+    "Before any consequential or irreversible action (payments, deletions, emails to customers, "
+    "deploys), call request_approval and act only if its status is approved or auto_approved, "
+    "using the returned params (a reviewer may have edited them). Use ask_human when you need a "
+    "person's answer. A status of pending means nobody has decided yet: call get_decision with "
+    "the request_id later; never act on a pending request."
+)
+
+
+def build_server(client: AsyncClient, *, max_wait_s: float = DEFAULT_WAIT_S) -> MCPServer:
+    """The MCP server over one hitl client; every wait is bounded by `max_wait_s`."""
+    server = MCPServer("hitl", instructions=INSTRUCTIONS, log_level="WARNING")
+
+    async def settle(request_id: str, wait_s: float | None) -> dict[str, Any]:
+        waited = max_wait_s if wait_s is None else max(0.0, min(wait_s, max_wait_s))
+        try:
+            return outcome.decided(await client.wait(request_id, waited or 0.001))
+        except DecisionTimeout:
+            return outcome.pending(request_id, waited)
+
+    async def submit(fields: dict[str, Any], wait_s: float | None) -> dict[str, Any]:
+        fields = {k: v for k, v in fields.items() if v is not None}
+        fields.setdefault("id", f"mcp-{uuid.uuid4().hex}")
+        try:
+            request_id = await client.submit(client.build(**fields))
+        except HitlError as e:
+            return {"status": "error", "message": str(e)}
+        return await settle(request_id, wait_s)
+
+    @server.tool()
+    async def request_approval(action: str, summary: str, params: dict[str, Any] | None = None,
+                               editable: list[str] | None = None, risk: dict[str, Any] | None = None,
+                               confidence: float | None = None, context: dict[str, Any] | None = None,
+                               request_id: str | None = None, wait_s: float | None = None) -> dict[str, Any]:
+        """Ask people in Slack to approve an action before you take it.
+
+        `summary` says in plain language what you are about to do; `params` are the action's
+        arguments and `editable` names those a reviewer may change. Returns the decision
+        (act only when `approved` is true, with the returned `params`) or `pending` with a
+        `request_id` for get_decision. Pass your own `request_id` to make a retry safe."""
+        return await submit({"action": action, "summary": summary, "params": params or {},
+                             "editable": editable or [], "risk": risk, "confidence": confidence,
+                             "context": context, "id": request_id}, wait_s)
+
+    @server.tool()
+    async def ask_human(question: str, options: list[str] | None = None, request_id: str | None = None,
+                        wait_s: float | None = None) -> dict[str, Any]:
+        """Ask people in Slack a question; `options` offers choices (a free-text answer is
+        always possible). Returns `answer` / `option`, or `pending` with a `request_id`."""
+        return await submit({"kind": Kind.question, "action": "question", "summary": question,
+                             "options": options or [], "id": request_id}, wait_s)
+
+    @server.tool()
+    async def get_decision(request_id: str, wait_s: float | None = None) -> dict[str, Any]:
+        """The decision on an earlier request_approval or ask_human (waits up to `wait_s`)."""
+        try:
+            return await settle(request_id, wait_s)
+        except HitlError as e:
+            return {"status": "error", "request_id": request_id, "message": str(e)}
+
+    return server
+
+
+def serve(*, transport: str = "stdio", host: str = "127.0.0.1", port: int = 8000,
+          max_wait_s: float | None = None, agent: str | None = None) -> int:
+    """Run the server until its client goes away (stdio) or it is stopped (HTTP)."""
+    wait = max_wait_s if max_wait_s is not None else float(os.environ.get("HITL_MCP_WAIT_S", DEFAULT_WAIT_S))
+    client = AsyncClient.from_url(agent=agent or os.environ.get("HITL_AGENT") or "mcp-agent")
+    server = build_server(client, max_wait_s=wait)
+    if transport == "stdio":
+        server.run("stdio")
+    else:
+        server.run("streamable-http", host=host, port=port)
+    return 0

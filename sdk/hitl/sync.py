@@ -1,0 +1,93 @@
+"""`Client`: the async client for code that is not async, with no second copy of its logic.
+
+It runs one `AsyncClient` on a private event loop in a daemon thread and hands each call over
+(as redis-py's sync API mirrors its asyncio one). That works from plain scripts, from threads,
+and from sync tools that a framework calls while its own event loop is running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
+
+from hitl.client import AsyncClient
+from hitl.protocol import AgentMessage, Decision, Request
+
+T = TypeVar("T")
+
+
+class Client:
+    """Blocking client: `ask`, `submit`, `wait`, `decision`, `ask_human`, like `AsyncClient`."""
+
+    def __init__(self, url: str | None = None, *, prefix: str | None = None, name: str | None = None,
+                 agent: str | None = None, retries: int = 8) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="hitl-client", daemon=True)
+        self._thread.start()
+
+        async def make() -> AsyncClient:
+            return AsyncClient.from_url(url, prefix=prefix, name=name, agent=agent, retries=retries)
+
+        self.aio = self.run(make())
+        self.agent = self.aio.agent
+        self.reply_to = self.aio.reply_to
+
+    @classmethod
+    def from_url(cls, url: str | None = None, **kwargs: Any) -> Client:
+        return cls(url, **kwargs)
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run a coroutine of this client's `AsyncClient` to completion, blocking."""
+        future = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        try:
+            return future.result()
+        except BaseException:
+            future.cancel()
+            raise
+
+    async def arun(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Await a coroutine of this client from any other event loop."""
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, self._loop))
+
+    def build(self, **fields: Any) -> Request:
+        return self.aio.build(**fields)
+
+    def submit(self, request: Request | dict[str, Any]) -> str:
+        return self.run(self.aio.submit(request))
+
+    def request(self, **fields: Any) -> str:
+        return self.run(self.aio.request(**fields))
+
+    def decision(self, request_id: str) -> Decision | None:
+        return self.run(self.aio.decision(request_id))
+
+    def wait(self, request_id: str, timeout: float | None = None, *, reply_to: str | None = None,
+             on_message: Callable[[AgentMessage], None] | None = None) -> Decision:
+        return self.run(self.aio.wait(request_id, timeout, reply_to=reply_to, on_message=on_message))
+
+    def messages(self, request_id: str) -> list[AgentMessage]:
+        return self.run(self.aio.messages(request_id))
+
+    def ask(self, *, timeout: float | None = None, on_message: Callable[[AgentMessage], None] | None = None,
+            **fields: Any) -> Decision:
+        return self.run(self.aio.ask(timeout=timeout, on_message=on_message, **fields))
+
+    def ask_human(self, question: str, options: list[str] | None = None, *, timeout: float | None = None,
+                  **fields: Any) -> str:
+        return self.run(self.aio.ask_human(question, options, timeout=timeout, **fields))
+
+    def close(self) -> None:
+        if self._loop.is_closed():
+            return
+        self.run(self.aio.close())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join()
+        self._loop.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,157 @@
+"""`hitl mcp` against the real bot, over stdio and streamable HTTP, driven by the official MCP
+client: a scripted agent asks before it acts and acts only on an approval, with the reviewer's
+arguments. Waits are bounded: a slow decision answers `pending`, and `get_decision` finds it
+later, even after the client gave up on a call."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import aiohttp
+import pytest
+from mcp import Client
+from mcp.client.stdio import StdioServerParameters
+
+from tests.harness import Harness
+from tests.redis_server import free_port
+from tests.reviewer import answer, approve, card_for, edit, h, reject
+from tests.util import eventually
+
+__all__ = ["h"]
+
+REFUND = {"action": "refund", "summary": "Refund $250 to Ana for order A-17",
+          "params": {"order": "A-17", "amount": 250}, "editable": ["amount"]}
+
+
+def _env(h: Harness) -> dict[str, str]:
+    return {**os.environ, "REDIS_URL": h.redis_url, "HITL_AGENT": "mcp-test-agent"}
+
+
+@asynccontextmanager
+async def stdio(h: Harness, wait: float) -> AsyncIterator[Client]:
+    params = StdioServerParameters(command=sys.executable, args=["-m", "hitl", "mcp", "--wait", str(wait)],
+                                   env=_env(h))
+    async with Client(params) as client:
+        yield client
+
+
+@asynccontextmanager
+async def http(h: Harness, wait: float) -> AsyncIterator[Client]:
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "hitl", "mcp", "--transport", "http", "--port", str(port),
+                             "--wait", str(wait)], env=_env(h), stderr=subprocess.DEVNULL)
+    try:
+        async def up() -> bool:
+            try:
+                async with aiohttp.ClientSession() as s, s.get(f"http://127.0.0.1:{port}/mcp") as r:
+                    return r.status < 500
+            except aiohttp.ClientError:
+                return False
+
+        await eventually(up, 30, "MCP HTTP server")
+        async with Client(f"http://127.0.0.1:{port}/mcp") as client:
+            yield client
+    finally:
+        proc.terminate()
+        await asyncio.to_thread(proc.wait, 10)
+
+
+async def call(client: Client, tool: str, args: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+    result = await client.call_tool(tool, args, **kwargs)
+    assert not result.is_error, result
+    return dict(json.loads(result.content[0].text))  # type: ignore[union-attr]
+
+
+async def scripted_agent(client: Client, executed: list[dict[str, Any]]) -> dict[str, Any]:
+    """Asks, follows up while pending, and runs the refund only when approved."""
+    result = await call(client, "request_approval", REFUND)
+    while result["status"] == "pending":
+        result = await call(client, "get_decision", {"request_id": result["request_id"]})
+    if result["approved"]:
+        executed.append(result["params"])
+    return result
+
+
+@pytest.fixture(params=["stdio", "http"])
+def transport(request: pytest.FixtureRequest) -> Any:
+    return stdio if request.param == "stdio" else http
+
+
+async def test_tools_listed(h: Harness, transport: Any) -> None:
+    async with transport(h, 5) as client:
+        names = {t.name for t in (await client.list_tools()).tools}
+    assert {"request_approval", "ask_human", "get_decision"} <= names
+
+
+async def test_approved(h: Harness, transport: Any) -> None:
+    executed: list[dict[str, Any]] = []
+    async with transport(h, 30) as client:
+        task = asyncio.create_task(scripted_agent(client, executed))
+        rec = await card_for(h, "refund")
+        assert rec.request.agent == "mcp-test-agent" and not executed
+        await approve(h, rec)
+        result = await task
+    assert result["status"] == "approved" and executed == [{"order": "A-17", "amount": 250}]
+
+
+async def test_edited(h: Harness, transport: Any) -> None:
+    executed: list[dict[str, Any]] = []
+    async with transport(h, 30) as client:
+        task = asyncio.create_task(scripted_agent(client, executed))
+        await edit(h, await card_for(h, "refund"), {"amount": 200})
+        result = await task
+    assert executed == [{"order": "A-17", "amount": 200}] and "edited" in result["message"]
+
+
+async def test_rejected(h: Harness, transport: Any) -> None:
+    executed: list[dict[str, Any]] = []
+    async with transport(h, 30) as client:
+        task = asyncio.create_task(scripted_agent(client, executed))
+        await reject(h, await card_for(h, "refund"), "Already refunded")
+        result = await task
+    assert executed == [] and result["status"] == "rejected" and result["reason"] == "Already refunded"
+
+
+async def test_a_slow_decision_is_pending_then_found(h: Harness, transport: Any) -> None:
+    executed: list[dict[str, Any]] = []
+    async with transport(h, 0.5) as client:
+        first = await call(client, "request_approval", REFUND)
+        assert first["status"] == "pending" and first["request_id"]
+        assert (await call(client, "get_decision", {"request_id": first["request_id"]}))["status"] == "pending"
+        await approve(h, await card_for(h, "refund"))
+        later = await call(client, "get_decision", {"request_id": first["request_id"]})
+        if later["approved"]:
+            executed.append(later["params"])
+    assert later["status"] == "approved" and executed == [{"order": "A-17", "amount": 250}]
+
+
+async def test_nothing_is_lost_when_the_client_gives_up(h: Harness) -> None:
+    async with stdio(h, 30) as client:
+        with pytest.raises(Exception):  # noqa: B017 - the client's own timeout error
+            await client.call_tool("request_approval", {**REFUND, "request_id": "gave-up-1"},
+                                   read_timeout_seconds=0.5)
+        await approve(h, await card_for(h, "refund"))
+        found = await call(client, "get_decision", {"request_id": "gave-up-1"})
+    assert found["status"] == "approved"
+
+
+async def test_ask_human(h: Harness) -> None:
+    async with stdio(h, 30) as client:
+        task = asyncio.create_task(call(client, "ask_human", {"question": "Which warehouse ships A-17?"}))
+        await answer(h, await card_for(h, "question"), "Berlin")
+        result = await task
+    assert result["status"] == "answered" and result["answer"] == "Berlin"
+
+
+async def test_an_invalid_request_is_explained(h: Harness) -> None:
+    async with stdio(h, 5) as client:
+        result = await call(client, "request_approval", {"action": "refund", "summary": "x",
+                                                         "params": {"a": 1}, "editable": ["b"]})
+    assert result["status"] == "error" and "editable names 'b'" in result["message"]
