@@ -188,7 +188,8 @@ def build_app(settings: Settings, store: Store | None = None, policy: PolicyHold
     Raises PolicyError when the policy file is invalid (the bot does not start on it).
     """
     policy = policy or PolicyHolder(settings.policy)
-    store = store or Store.from_url(settings.redis_url, settings.prefix)
+    store = store or Store.from_url(settings.redis_url, settings.prefix,
+                                    wait_replicas=settings.redis_wait_replicas)
     bolt_client = slack_client(settings, retries=True)
     pause = PauseState(store)
     delivery = Delivery(store, slack_client(settings, retries=False),

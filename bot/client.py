@@ -24,9 +24,9 @@ import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from store.connect import connect
 from store.keys import Keys
 from store.models import AgentMessage, Decision, Request
-from store.redis_store import reconnecting
 
 OnMessage = Callable[[AgentMessage], Awaitable[None] | None]
 
@@ -48,9 +48,8 @@ class HitlClient:
     @classmethod
     def from_url(cls, url: str, *, prefix: str = "hitl", name: str | None = None) -> HitlClient:
         """A client with its own connections; the blocking one's timeout outlasts its BLOCK."""
-        plain = aioredis.Redis.from_url(url, decode_responses=True, socket_timeout=5, retry=reconnecting(),
-                                        retry_on_error=[RedisConnectionError, RedisTimeoutError])
-        blocking = aioredis.Redis.from_url(url, decode_responses=True, socket_timeout=BLOCK_MS / 1000 + 10)
+        plain = connect(url, socket_timeout=5)
+        blocking = connect(url, socket_timeout=BLOCK_MS / 1000 + 10, retry=False)
         return cls(plain, blocking, prefix=prefix, name=name)
 
     async def close(self) -> None:

@@ -6,8 +6,11 @@ import socket
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, ValidationError, field_validator
+from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from store.connect import BadRedisUrl, check_prefix
+from store.connect import parse as parse_redis_url
 
 SLACK_API_DEFAULT = "https://slack.com/api/"
 
@@ -41,6 +44,7 @@ class Settings(BaseSettings):
     post_rate: float = Field(1.0, gt=0, le=100, validation_alias=_env("HITL_POST_RATE"))
     post_burst: float = Field(2.0, ge=1, le=100, validation_alias=_env("HITL_POST_BURST"))
     backlog_at: int = Field(10, ge=2, validation_alias=_env("HITL_BACKLOG_AT"))
+    redis_wait_replicas: int = Field(0, ge=0, le=16, validation_alias=_env("HITL_REDIS_WAIT_REPLICAS"))
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", validation_alias=_env("HITL_LOG_LEVEL")
     )
@@ -69,8 +73,7 @@ class Settings(BaseSettings):
     @field_validator("redis_url")
     @classmethod
     def _redis_url(cls, v: str) -> str:
-        if not v.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError("must start with redis://, rediss:// or unix://")
+        parse_redis_url(v)  # BadRedisUrl is a ValueError: its text says the expected form
         return v
 
     @field_validator("prefix")
@@ -79,6 +82,17 @@ class Settings(BaseSettings):
         if not v or any(c.isspace() for c in v) or len(v) > 64:
             raise ValueError("must be 1-64 characters without spaces, for example 'hitl' or '{hitl}'")
         return v
+
+    @model_validator(mode="after")
+    def _redis_deployment(self) -> Settings:
+        try:
+            check_prefix(self.redis_url, self.prefix)
+        except BadRedisUrl as e:
+            raise ValueError(f"HITL_PREFIX: {e}") from e
+        if self.redis_wait_replicas and parse_redis_url(self.redis_url).kind == "cluster":
+            raise ValueError("HITL_REDIS_WAIT_REPLICAS: not available with redis+cluster:// (the cluster "
+                             "client cannot send WAIT on the connection that wrote); set it to 0")
+        return self
 
     @field_validator("policy")
     @classmethod
@@ -110,7 +124,7 @@ _NAMES = {
     "redis_url": "REDIS_URL", "prefix": "HITL_PREFIX", "policy": "HITL_POLICY", "port": "HITL_PORT",
     "host": "HITL_HOST", "consumer": "HITL_CONSUMER", "claim_idle_s": "HITL_CLAIM_IDLE_S",
     "max_deliveries": "HITL_MAX_DELIVERIES", "log_level": "HITL_LOG_LEVEL",
-    "post_rate": "HITL_POST_RATE", "post_burst": "HITL_POST_BURST", "backlog_at": "HITL_BACKLOG_AT",
+    "post_rate": "HITL_POST_RATE", "redis_wait_replicas": "HITL_REDIS_WAIT_REPLICAS", "post_burst": "HITL_POST_BURST", "backlog_at": "HITL_BACKLOG_AT",
 }
 
 
@@ -121,7 +135,10 @@ def load_settings(**overrides: object) -> Settings:
     except ValidationError as e:
         lines = []
         for err in e.errors():
-            field = str(err["loc"][0]) if err["loc"] else "?"
+            if not err["loc"]:  # a check across settings names its variables in the message
+                lines.append(err["msg"].removeprefix("Value error, "))
+                continue
+            field = str(err["loc"][0])
             name = _NAMES.get(field, field.upper())
             lines.append(f"{name}: {err['msg'].removeprefix('Value error, ')} (got {err.get('input')!r})")
         raise ConfigError("configuration error:\n  " + "\n  ".join(lines)) from e

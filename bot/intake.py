@@ -15,13 +15,13 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-import redis.asyncio as aioredis
 from pydantic import ValidationError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from bot.routing import Router, immediate_decision, needs_card
 from bot.timing import honour_user_request, plan, tier_of
+from store.connect import connect
 from store.models import MAX_ENTRY_BYTES, Decision, Request, Status, utcnow
 from store.redis_store import GROUP, Accepted, Entry, Store
 
@@ -66,10 +66,7 @@ class Intake:
         self.on_accepted = on_accepted
         self._paused = False
         # XREADGROUP BLOCK needs a socket timeout that outlasts the block.
-        self._blocking: Any = aioredis.Redis.from_url(
-            redis_url, decode_responses=True, socket_timeout=BLOCK_MS / 1000 + 10,
-            socket_connect_timeout=5,
-        )
+        self._blocking: Any = connect(redis_url, socket_timeout=BLOCK_MS / 1000 + 10, retry=False)
         self._stopping = asyncio.Event()
         self._failures: dict[str, int] = {}
         self.running = False
@@ -233,6 +230,8 @@ class Intake:
         if request.reply_to and self.store.keys.owns(request.reply_to):
             raise Invalid(f"reply_to {request.reply_to!r} names one of the bot's own keys; use a stream "
                           f"of your own or {self.store.keys.results_prefix}<name>")
+        if request.reply_to and (problem := self.store.reply_to_problem(request.reply_to)):
+            raise Invalid(problem)
         if request.id is None:
             request = request.model_copy(update={"id": entry.id})
         return request
@@ -243,7 +242,8 @@ class Intake:
         except (json.JSONDecodeError, TypeError):
             return None
         reply = data.get("reply_to") if isinstance(data, dict) else None
-        if isinstance(reply, str) and 0 < len(reply) <= 256 and not self.store.keys.owns(reply):
+        if isinstance(reply, str) and 0 < len(reply) <= 256 and not self.store.keys.owns(reply) \
+                and not self.store.reply_to_problem(reply):
             return reply
         return None
 

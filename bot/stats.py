@@ -16,7 +16,6 @@ import logging
 from datetime import datetime
 from typing import Any
 
-import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -24,6 +23,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from blocks.text import escape, user_mention
 from bot.policy import PolicyEngine, PolicyError, ResolvedTier
 from bot.policy.fields import format_duration
+from store.connect import connect
 from store.redis_store import Store
 from store.stats import (
     APPROVING_CHOICES,
@@ -193,9 +193,7 @@ class StatsProjector:
         self.claim_idle_ms = int(claim_idle_s * 1000)
         self.counted = 0
         # XREADGROUP BLOCK needs a socket timeout that outlasts the block.
-        self._blocking: Any = aioredis.Redis.from_url(
-            redis_url, decode_responses=True, socket_timeout=BLOCK_MS / 1000 + 10,
-            socket_connect_timeout=5)
+        self._blocking: Any = connect(redis_url, socket_timeout=BLOCK_MS / 1000 + 10, retry=False)
 
     async def close(self) -> None:
         await self._blocking.aclose()
