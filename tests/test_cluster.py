@@ -11,6 +11,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 
+import aiohttp
 import pytest
 import redis
 
@@ -48,6 +49,18 @@ async def test_the_loop_on_a_cluster(h: Harness) -> None:
     for expected in ("received", "routed", "posted", "clicked", "decided", "published"):
         assert expected in events, events
     assert (await h.store.redis.xpending(h.store.keys.requests, GROUP))["pending"] == 0
+
+
+async def test_health_and_metrics_on_a_cluster(h: Harness) -> None:
+    async def healthy() -> bool:
+        async with aiohttp.ClientSession() as s, s.get(f"http://127.0.0.1:{h.bot.port}/healthz") as r:
+            return r.status == 200 and (await r.json())["redis"] == "ok"
+
+    await eventually(healthy, what="healthz 200 (the cluster client maps the slots on first use)")
+    await h.push()
+    async with aiohttp.ClientSession() as s, s.get(f"http://127.0.0.1:{h.bot.port}/metrics") as r:
+        text = await r.text()
+    assert "hitl_queue_depth" in text and "hitl_outbox_depth" in text and "hitl_dead_letters" in text
 
 
 async def test_a_reply_to_in_another_slot_is_refused_with_a_reason(h: Harness) -> None:
