@@ -49,7 +49,7 @@ class Target:
 
 
 def reconnecting() -> Retry:
-    """Retries across a Redis restart or failover (about 6 s in all). Every write path is
+    """Retries across a Redis restart or failover (8 tries over about 9 s). Every write path is
     idempotent (version checks, XACK guards, lease checks), so a write sent twice changes nothing."""
     return Retry(ExponentialBackoff(cap=2.0, base=0.05), 8)
 

@@ -42,6 +42,7 @@ async def _fail_over(sentinel: LocalSentinel) -> int:
 async def test_the_bot_follows_a_failover_and_keeps_deciding(redis_sentinel: LocalSentinel) -> None:
     h = await start(redis_sentinel.url, redis_wait_replicas=1)
     try:
+        assert h.store.wait_replicas == 1  # HITL_REDIS_WAIT_REPLICAS reaches the store
         before = await h.push(agent="agent-1", summary="Decided before the failover")
         await _decide(h, before)
         waiting = await h.push(agent="agent-2", summary="Carded before, decided after")
