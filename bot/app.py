@@ -209,7 +209,8 @@ def build_app(settings: Settings, store: Store | None = None, policy: PolicyHold
     Raises PolicyError when the policy file is invalid (the bot does not start on it).
     """
     policy = policy or PolicyHolder(settings.policy)
-    store = store or Store.from_url(settings.redis_url, settings.prefix)
+    store = store or Store.from_url(settings.redis_url, settings.prefix,
+                                    wait_replicas=settings.redis_wait_replicas)
     bolt_client = web_client(settings.slack_bot_token, settings.slack_api_url, retries=True)
     gateway = Gateway(web_client(settings.slack_bot_token, settings.slack_api_url))
     store.redact = evidence.redactor(policy)  # the policy's `redact:` applies before audit writes

@@ -6,10 +6,13 @@ import socket
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, ValidationError, field_validator
+from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from bot.env import ConfigError, check_prefix, check_redis_url, redacted
+from bot.env import ConfigError, check_redis_url, redacted
+from bot.env import check_prefix as check_prefix_text
+from store.connect import BadRedisUrl, check_prefix
+from store.connect import parse as parse_redis_url
 
 SLACK_API_DEFAULT = "https://slack.com/api/"
 SECRETS = {"SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET", "SLACK_APP_TOKEN"}
@@ -53,6 +56,7 @@ class Settings(BaseSettings):
     webhook_secret: str | None = Field(None, validation_alias=_env("HITL_WEBHOOK_SECRET"))
     webhook_retry_s: float = Field(1.0, gt=0, validation_alias=_env("HITL_WEBHOOK_RETRY_S"))
     webhook_give_up_s: float = Field(86400.0, gt=0, validation_alias=_env("HITL_WEBHOOK_GIVE_UP_S"))
+    redis_wait_replicas: int = Field(0, ge=0, le=16, validation_alias=_env("HITL_REDIS_WAIT_REPLICAS"))
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", validation_alias=_env("HITL_LOG_LEVEL")
     )
@@ -81,12 +85,25 @@ class Settings(BaseSettings):
     @field_validator("redis_url")
     @classmethod
     def _redis_url(cls, v: str) -> str:
-        return check_redis_url(v)
+        check_redis_url(v)
+        parse_redis_url(v)  # BadRedisUrl is a ValueError: its text says the expected form
+        return v
 
     @field_validator("prefix")
     @classmethod
     def _prefix(cls, v: str) -> str:
-        return check_prefix(v)
+        return check_prefix_text(v)
+
+    @model_validator(mode="after")
+    def _redis_deployment(self) -> Settings:
+        try:
+            check_prefix(self.redis_url, self.prefix)
+        except BadRedisUrl as e:
+            raise ValueError(f"HITL_PREFIX: {e}") from e
+        if self.redis_wait_replicas and parse_redis_url(self.redis_url).kind == "cluster":
+            raise ValueError("HITL_REDIS_WAIT_REPLICAS: not available with redis+cluster:// (the cluster "
+                             "client cannot send WAIT on the connection that wrote); set it to 0")
+        return self
 
     @field_validator("policy")
     @classmethod
@@ -123,6 +140,7 @@ _NAMES = {
     "api_rate": "HITL_API_RATE", "api_burst": "HITL_API_BURST", "api_submit_wait_s": "HITL_API_SUBMIT_WAIT_S",
     "webhook_hosts": "HITL_WEBHOOK_HOSTS", "webhook_secret": "HITL_WEBHOOK_SECRET",
     "webhook_retry_s": "HITL_WEBHOOK_RETRY_S", "webhook_give_up_s": "HITL_WEBHOOK_GIVE_UP_S",
+    "redis_wait_replicas": "HITL_REDIS_WAIT_REPLICAS",
 }
 
 
@@ -133,7 +151,10 @@ def load_settings(**overrides: object) -> Settings:
     except ValidationError as e:
         lines = []
         for err in e.errors():
-            field = str(err["loc"][0]) if err["loc"] else "?"
+            if not err["loc"]:  # a check across settings names its variables in the message
+                lines.append(err["msg"].removeprefix("Value error, "))
+                continue
+            field = str(err["loc"][0])
             name = _NAMES.get(field, field.upper())
             got = "" if name in SECRETS else f" (got {redacted(err.get('input'))})"
             lines.append(f"{name}: {err['msg'].removeprefix('Value error, ')}{got}")

@@ -15,8 +15,10 @@ class ConfigError(Exception):
 
 
 def check_redis_url(v: str) -> str:
-    if not v.startswith(("redis://", "rediss://", "unix://")):
-        raise ValueError("must start with redis://, rediss:// or unix://")
+    if not v.startswith(("redis://", "rediss://", "unix://", "redis+cluster://", "rediss+cluster://",
+                         "redis+sentinel://", "rediss+sentinel://")):
+        raise ValueError("must start with redis://, rediss://, unix://, redis+cluster:// or "
+                         "redis+sentinel:// (docs/redis.md)")
     return v
 
 

@@ -249,6 +249,8 @@ class Intake:
         if request.reply_to and self.store.keys.owns(request.reply_to):
             raise Invalid(f"reply_to {request.reply_to!r} names one of the bot's own keys; use a stream "
                           f"of your own or {self.store.keys.results_prefix}<name>")
+        if request.reply_to and (problem := self.store.reply_to_problem(request.reply_to)):
+            raise Invalid(problem)
         if request.id is None:
             request = request.model_copy(update={"id": entry.id})
         return request
@@ -267,7 +269,7 @@ class Intake:
         data = self._salvage(entry)
         reply = data.get("reply_to")
         reply_to = reply if isinstance(reply, str) and 0 < len(reply) <= 256 and not self.store.keys.owns(reply) \
-            else None
+            and not self.store.reply_to_problem(reply) else None
         sent = data.get("id")
         rid = sent if isinstance(sent, str) and is_request_id(sent) else entry.id
         # the agent matches its answer by the id it sent, even one outside the alphabet

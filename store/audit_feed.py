@@ -11,6 +11,7 @@ from typing import cast
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
+from store.connect import connect
 from store.keys import Keys
 from store.stats import STATS_GROUP
 
@@ -24,8 +25,7 @@ class AuditFeed:
     def __init__(self, url: str, client: aioredis.Redis, keys: Keys, *, block_ms: int) -> None:
         self.keys = keys
         self._redis = client
-        self._blocking: aioredis.Redis = aioredis.Redis.from_url(
-            url, decode_responses=True, socket_timeout=block_ms / 1000 + 10, socket_connect_timeout=5)
+        self._blocking: aioredis.Redis = connect(url, socket_timeout=block_ms / 1000 + 10, retry=False)
 
     async def close(self) -> None:
         await self._blocking.aclose()

@@ -6,7 +6,9 @@ writes, so replicas sharing one Redis never decide twice and a retried call chan
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import time
 import uuid
 from collections.abc import Callable
@@ -16,13 +18,11 @@ from importlib import resources
 from typing import Any, cast
 
 import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from store.audit_feed import AuditFeed
+from store.connect import check_prefix, connect, hash_tag, same_slot
 from store.errors import AlreadyDecided, Conflict, NotFound
 from store.keys import Keys
 from store.models import (
@@ -47,11 +47,11 @@ DEAD_FIELDS_MAX = 32
 DEAD_BYTES_MAX = 128 * 1024
 """Raw bytes kept in a dead letter; past this the entry is cut, marked `truncated`."""
 
-
-def reconnecting() -> Retry:
-    """Retries across a Redis restart (about 6 s in all). Every write path here is idempotent
-    (version checks, XACK guards, lease checks), so a write that is sent twice changes nothing."""
-    return Retry(ExponentialBackoff(cap=2.0, base=0.05), 8)
+WAIT_TIMEOUT_MS = 1000
+DURABLE = frozenset({"accept", "dead", "apply", "review", "mark_posted", "batch_shown"})
+"""State changes that the bot acts on outside Redis (Slack, the agent), waited for when
+`wait_replicas` is set; the rest (leases, pacing, the outbox) is re-derived after a failover."""
+log = logging.getLogger("hitl.store")
 
 
 def _script(name: str) -> str:
@@ -78,15 +78,22 @@ class Accepted:
 class Store:
     """Redis persistence for requests, decisions, the outbox and the audit trail."""
 
-    def __init__(self, client: aioredis.Redis, prefix: str = "hitl") -> None:
+    def __init__(self, client: aioredis.Redis | RedisCluster, prefix: str = "hitl", *,
+                 wait_replicas: int = 0) -> None:
         # redis-py's response types are unions for every decode mode (bytes | str); this
-        # client decodes, so values are cast to str where they are turned into models.
-        self.redis: aioredis.Redis = client
+        # client decodes, so values are cast to str where they are turned into models. A
+        # RedisCluster client answers the same commands (typed here as the plain client).
+        self.redis: aioredis.Redis = cast(aioredis.Redis, client)
         self.keys = Keys(prefix)
         self.stats = StatsStore(client, self.keys)
         """The stats counters and report, on this store's client."""
         self.redact: Callable[[dict[str, Any]], dict[str, Any]] = lambda detail: detail
         """Applied to every audit detail before it is written (and sealed): the policy's `redact:`."""
+        self.cluster = isinstance(client, RedisCluster)
+        if wait_replicas and self.cluster:
+            raise ValueError("WAIT is not available on a Redis Cluster client (it must follow the write "
+                             "on the same connection)")
+        self.wait_replicas = wait_replicas
         self._scripts = {
             name: client.register_script(_script(name))
             for name in (
@@ -109,16 +116,22 @@ class Store:
         }
 
     @classmethod
-    def from_url(cls, url: str, prefix: str = "hitl", **kwargs: Any) -> Store:
-        """A store on its own connection pool (decoded strings, explicit timeouts)."""
-        kwargs.setdefault("socket_timeout", 5)
-        kwargs.setdefault("socket_connect_timeout", 5)
-        kwargs.setdefault("retry", reconnecting())
-        kwargs.setdefault("retry_on_error", [RedisConnectionError, RedisTimeoutError])
-        # A blocking pool: a burst waits for a free connection instead of failing.
-        pool = aioredis.BlockingConnectionPool.from_url(
-            url, decode_responses=True, max_connections=kwargs.pop("max_connections", 64), timeout=10, **kwargs)
-        return cls(aioredis.Redis.from_pool(pool), prefix)  # the client owns (and closes) the pool
+    def from_url(cls, url: str, prefix: str = "hitl", *, wait_replicas: int = 0, **kwargs: Any) -> Store:
+        """A store on its own connections to a server, a Redis Cluster or a Sentinel master
+        (see `store.connect`); a cluster needs a hash-tagged prefix such as `{hitl}`.
+        `wait_replicas`: each state change returns once that many replicas have it (or after
+        WAIT_TIMEOUT_MS, logged), so nothing the bot acted on is lost by a failover."""
+        check_prefix(url, prefix)
+        return cls(connect(url, **kwargs), prefix, wait_replicas=wait_replicas)
+
+    def reply_to_problem(self, reply_to: str) -> str | None:
+        """Why the bot cannot write a decision to `reply_to` in the same step as the state
+        change (None: it can). On a cluster the stream must share the prefix's slot."""
+        if self.cluster and not same_slot(reply_to, self.keys.requests):
+            return (f"reply_to {reply_to!r} is in another Redis Cluster slot than the bot's keys; "
+                    f"use {self.keys.results_prefix}<name>, or a stream of your own whose first "
+                    f"{{...}} is {{{hash_tag(self.keys.prefix)}}} (such as agent:{{{hash_tag(self.keys.prefix)}}}:inbox)")
+        return None
 
     async def close(self) -> None:
         await self.redis.aclose()
@@ -138,7 +151,17 @@ class Store:
         return bool(await self.redis.ping())
 
     async def _run(self, name: str, keys: list[str], args: list[Any]) -> Any:
-        return await self._scripts[name](keys=keys, args=args)
+        if not self.wait_replicas or name not in DURABLE:
+            return await self._scripts[name](keys=keys, args=args)
+        # WAIT covers the writes of its own connection: send both down one pipeline
+        async with self.redis.pipeline(transaction=False) as p:
+            await self._scripts[name](keys=keys, args=args, client=p)
+            p.execute_command("WAIT", self.wait_replicas, WAIT_TIMEOUT_MS)
+            result, acked = await p.execute()
+        if int(acked) < self.wait_replicas:
+            log.warning("%s reached %s of %d replicas within %d ms; a failover now could lose it",
+                        name, acked, self.wait_replicas, WAIT_TIMEOUT_MS)
+        return result
 
     # ---- intake ---------------------------------------------------------------------
 
@@ -479,6 +502,10 @@ class Store:
     async def enqueue_many(self, members: list[str], due_ms: int) -> None:
         """`enqueue` for many operations in one round trip."""
         script = self._scripts["outbox_add"]
+        keys = [self.keys.outbox, self.keys.outbox_again]
+        if self.cluster:  # redis-py's cluster pipelines refuse scripts: send them side by side
+            await asyncio.gather(*(script(keys=keys, args=[m, due_ms]) for m in members))
+            return
         async with self.redis.pipeline(transaction=False) as p:
             for member in members:
                 await script(keys=[self.keys.outbox, self.keys.outbox_again], args=[member, due_ms], client=p)

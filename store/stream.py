@@ -13,6 +13,8 @@ from typing import cast
 
 import redis.asyncio as aioredis
 
+from store.connect import connect
+
 GROUP = "hitl"
 
 RawFields = dict[bytes, bytes]
@@ -45,8 +47,9 @@ class RequestStream:
     def __init__(self, url: str, key: str, *, block_ms: int) -> None:
         self.key = key
         # XREADGROUP BLOCK needs a socket timeout that outlasts the block.
-        self._redis: aioredis.Redis = aioredis.Redis.from_url(
-            url, decode_responses=False, socket_timeout=block_ms / 1000 + 10, socket_connect_timeout=5)
+        # `connect` serves every REDIS_URL form (single, cluster, Sentinel); bytes, never decoded here.
+        self._redis: aioredis.Redis = connect(url, socket_timeout=block_ms / 1000 + 10, retry=False,
+                                              decode_responses=False)
 
     async def close(self) -> None:
         await self._redis.aclose()

@@ -8,6 +8,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from store.redis_store import Store
+from tests.redis_cluster import LocalCluster, LocalSentinel
 from tests.redis_server import RedisServer
 
 
@@ -34,3 +35,31 @@ async def store(redis_url: str) -> AsyncIterator[Store]:
     s = Store.from_url(redis_url, prefix="hitl")
     yield s
     await s.close()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[LocalCluster]:
+    """A real 3-master Redis Cluster for the `cluster` tests, started once when first asked for."""
+    cluster = LocalCluster()
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def cluster_url(redis_cluster: LocalCluster) -> str:
+    redis_cluster.flush()
+    return redis_cluster.url
+
+
+@pytest.fixture
+def redis_sentinel() -> Iterator[LocalSentinel]:
+    """A fresh master, replica and three sentinels per test (failover tests kill the master)."""
+    deployment = LocalSentinel()
+    try:
+        deployment.start()
+        yield deployment
+    finally:
+        deployment.stop()

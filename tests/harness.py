@@ -91,7 +91,7 @@ async def start(redis_url: str, *, rate_limits: bool = False, **overrides: Any) 
                    rate_limits=rate_limits)
     await emu.start()
     bot = await start_bot(redis_url, emu, port=port, **overrides)
-    client = HitlClient.from_url(redis_url, name="test-agent")
+    client = HitlClient.from_url(redis_url, prefix=bot.settings.prefix, name="test-agent")
     return Harness(redis_url, emu, bot, client, [bot])
 
 

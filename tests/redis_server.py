@@ -16,14 +16,29 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def wait_ready(port: int) -> None:
+    """Return once a server on `port` answers PING (polled, never a fixed sleep)."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2) as s:
+                s.sendall(b"PING\r\n")
+                if s.recv(16).startswith(b"+PONG"):
+                    return
+        except OSError:
+            time.sleep(0.02)
+    raise RuntimeError(f"redis-server did not start on port {port}")
+
+
 class RedisServer:
-    def __init__(self) -> None:
+    def __init__(self, *extra: str, parent: Path | None = None) -> None:
         binary = shutil.which("redis-server")
         if not binary:
             raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
         self.binary = binary
         self.port = free_port()
-        self.dir = Path(tempfile.mkdtemp(prefix="hitl-redis-"))
+        self.dir = Path(tempfile.mkdtemp(prefix="hitl-redis-", dir=parent))
+        self.extra = list(extra)  # more redis-server options (cluster mode, replicaof, ...)
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -33,18 +48,9 @@ class RedisServer:
     def start(self, *, appendonly: bool = False) -> None:
         args = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
                 "--appendonly", "yes" if appendonly else "no", "--dir", str(self.dir),
-                "--daemonize", "no", "--loglevel", "warning"]
+                "--daemonize", "no", "--loglevel", "warning", *self.extra]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as s:
-                    s.sendall(b"PING\r\n")
-                    if s.recv(16).startswith(b"+PONG"):
-                        return
-            except OSError:
-                time.sleep(0.02)
-        raise RuntimeError(f"redis-server did not start on port {self.port}")
+        wait_ready(self.port)
 
     def kill(self) -> None:
         if self.proc and self.proc.poll() is None:

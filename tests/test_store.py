@@ -13,6 +13,10 @@ from store.models import Choice, Decision, Request, Route, State, Status, utcnow
 from store.redis_store import GROUP, Accepted, Entry, Store
 from store.transitions import authorize, vote
 
+# agents' reply streams; in the `{hitl}` slot, so the same tests run on a cluster (test_store_cluster)
+REPLY = "{hitl}:results:agent"
+REPLY_A = "{hitl}:results:a"
+
 
 def _request(rid: str = "r1", **kw: object) -> Request:
     data: dict[str, object] = {"id": rid, "agent": "billing", "action": "refund", "summary": "Refund $250"}
@@ -34,7 +38,7 @@ async def _accept(store: Store, req: Request, quorum: int = 1, approvers: list[s
 
 
 async def test_accept_is_atomic_and_acknowledges(store: Store) -> None:
-    req = _request(reply_to="agent:replies")
+    req = _request(reply_to=REPLY)
     entry = await _push_and_read(store, req)
     acc = Accepted(req, Route(), None, post=True)
     assert await store.accept(entry, acc, utcnow()) == "accepted"
@@ -58,12 +62,12 @@ async def test_same_id_twice_is_one_request(store: Store) -> None:
 
 
 async def test_auto_decision_is_published_at_once(store: Store) -> None:
-    req = _request(reply_to="agent:replies")
+    req = _request(reply_to=REPLY)
     entry = await _push_and_read(store, req)
     d = Decision(request_id="r1", status=Status.auto_approved, decided_at=utcnow(), route=Route(mode="auto"))
     assert await store.accept(entry, Accepted(req, Route(mode="auto"), d, post=False), utcnow()) == "accepted"
     assert (await store.get("r1")).state is State.decided
-    for stream in ("agent:replies", store.keys.decisions):
+    for stream in (REPLY, store.keys.decisions):
         rows = await store.redis.xrange(stream)
         assert json.loads(rows[0][1]["decision"])["status"] == "auto_approved"
     assert await store.pending_count() == 0
@@ -76,15 +80,15 @@ async def test_dead_letter_keeps_raw_entry_and_tells_agent(store: Store) -> None
     res = await store.redis.xreadgroup(GROUP, "t", {store.keys.requests: ">"})
     entry = Entry(res[0][1][0][0], res[0][1][0][1])
     d = Decision(request_id=entry.id, status=Status.invalid, reason="bad", decided_at=utcnow())
-    assert await store.dead_letter(entry, "bad", utcnow(), request_id=entry.id, decision=d, reply_to="a:r") == "dead"
-    assert await store.dead_letter(entry, "bad", utcnow(), request_id=entry.id, decision=d, reply_to="a:r") == "redelivered"
+    assert await store.dead_letter(entry, "bad", utcnow(), request_id=entry.id, decision=d, reply_to=REPLY_A) == "dead"
+    assert await store.dead_letter(entry, "bad", utcnow(), request_id=entry.id, decision=d, reply_to=REPLY_A) == "redelivered"
     dead = await store.redis.xrange(store.keys.dead)
     assert len(dead) == 1 and dead[0][1]["error"] == "bad" and dead[0][1]["request"] == '{"agent": 1}'
-    assert len(await store.redis.xrange("a:r")) == 1
+    assert len(await store.redis.xrange(REPLY_A)) == 1
 
 
 async def test_fifty_conflicting_clicks_give_one_decision(store: Store) -> None:
-    await _accept(store, _request(reply_to="agent:replies"))
+    await _accept(store, _request(reply_to=REPLY))
 
     async def click(i: int) -> str:
         for _ in range(100):
@@ -101,7 +105,7 @@ async def test_fifty_conflicting_clicks_give_one_decision(store: Store) -> None:
 
     results = await asyncio.gather(*(click(i) for i in range(50)))
     assert results.count("won") == 1 and results.count("late") == 49
-    assert len(await store.redis.xrange("agent:replies")) == 1
+    assert len(await store.redis.xrange(REPLY)) == 1
     assert len(await store.redis.xrange(store.keys.decisions)) == 1
     rec = await store.get("r1")
     assert rec.decision is not None and rec.decision.status is Status.approved

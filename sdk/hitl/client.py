@@ -22,12 +22,11 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from pydantic import ValidationError
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from hitl import config
+from hitl.connect import connect
 from hitl.errors import DecisionTimeout, InvalidRequest, Unreachable
 from hitl.keys import AgentKeys
 from hitl.protocol import AgentMessage, Decision, Kind, Request
@@ -68,10 +67,9 @@ class AsyncClient:
         """A client with its own connections (URL from `REDIS_URL` when not given); the blocking
         one's timeout outlasts its BLOCK. `retries` spans a Redis restart (about 6 s at 8)."""
         url = config.redis_url(url)
-        retry = Retry(ExponentialBackoff(cap=2.0, base=0.05), retries)
-        plain = aioredis.Redis.from_url(url, decode_responses=True, socket_timeout=5, retry=retry,
-                                        retry_on_error=[RedisConnectionError, RedisTimeoutError])
-        blocking = aioredis.Redis.from_url(url, decode_responses=True, socket_timeout=BLOCK_MS / 1000 + 10)
+        # every REDIS_URL form: one server, redis+cluster://, redis+sentinel:// (hitl.connect)
+        plain = connect(url, socket_timeout=5, retries=retries)
+        blocking = connect(url, socket_timeout=BLOCK_MS / 1000 + 10, retry=False)
         return cls(plain, blocking, prefix=prefix, name=name, agent=agent, url=url)
 
     async def close(self) -> None:

@@ -1,0 +1,191 @@
+"""Redis clients from one URL: a single server, a Redis Cluster, or a Sentinel-managed master.
+
+URL forms (docs/redis.md):
+  redis://[user:pass@]host:port/db, rediss://..., unix:///path.sock?db=0  one server
+  redis+cluster://[user:pass@]host[:port][,host[:port]...]/            a Redis Cluster
+  redis+sentinel://[user:pass@]host:port[,host:port...]/<service>[/<db>]  Sentinel's master
+The `rediss+` forms use TLS. Shared by the agent SDK's clients and the bot's store. On a cluster every multi-key script needs all its keys in one
+slot, so the key prefix must carry a hash tag (`{hitl}`): `check_prefix` refuses it otherwise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any, Literal
+from urllib.parse import parse_qsl, unquote
+
+import redis.asyncio as aioredis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.connection import SSLConnection
+from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel, SentinelManagedConnection
+from redis.backoff import ExponentialBackoff
+from redis.crc import key_slot
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+Kind = Literal["single", "cluster", "sentinel"]
+SINGLE_SCHEMES = ("redis", "rediss", "unix")
+SENTINEL_OPTIONS = ("sentinel_username", "sentinel_password")
+
+
+class BadRedisUrl(ValueError):
+    """A `REDIS_URL` that cannot name a Redis deployment; the message says how to write it."""
+
+
+@dataclass(frozen=True)
+class Target:
+    """What a URL names: the kind of deployment, its seed nodes and credentials."""
+
+    kind: Kind
+    nodes: tuple[tuple[str, int], ...] = ()
+    tls: bool = False
+    username: str | None = None
+    password: str | None = None
+    service: str | None = None
+    db: int = 0
+    options: dict[str, str] = field(default_factory=dict)
+
+
+def reconnecting(retries: int = 8) -> Retry:
+    """Retries across a Redis restart or failover (8 tries over about 9 s). Every write path is
+    idempotent (version checks, XACK guards, lease checks), so a write sent twice changes nothing."""
+    return Retry(ExponentialBackoff(cap=2.0, base=0.05), retries)
+
+
+def _nodes(netloc: str, what: str, default_port: int) -> tuple[tuple[str, int], ...]:
+    nodes = []
+    for part in netloc.split(","):
+        part = part.strip()
+        host, sep, port = part.rpartition(":")
+        if not sep or part.endswith("]"):  # no port (an IPv6 address is in brackets)
+            host, port = part, str(default_port)
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise BadRedisUrl(f"{what}: {part.strip()!r} is not host:port")
+        nodes.append((host.strip("[]"), int(port)))
+    return tuple(nodes)
+
+
+def parse(url: str) -> Target:
+    """The deployment a URL names, or BadRedisUrl saying what is wrong and the expected form."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        raise BadRedisUrl("must start with redis://, rediss://, unix://, redis+cluster:// or redis+sentinel://")
+    if scheme in SINGLE_SCHEMES:
+        return Target("single", tls=scheme == "rediss")
+    base, _, mode = scheme.partition("+")
+    if base not in ("redis", "rediss") or mode not in ("cluster", "sentinel"):
+        raise BadRedisUrl(f"unknown scheme {scheme!r}: use redis, rediss, unix, redis+cluster, "
+                          "rediss+cluster, redis+sentinel or rediss+sentinel")
+    rest, _, query = rest.partition("?")
+    netloc, _, path = rest.partition("/")
+    userinfo, at, hosts = netloc.rpartition("@")
+    username = password = None
+    if at:
+        user, colon, pw = userinfo.partition(":")
+        username, password = (unquote(user) or None), (unquote(pw) if colon else None)
+    options = dict(parse_qsl(query))
+    if mode == "cluster":
+        if path.strip("/") not in ("", "0"):
+            raise BadRedisUrl("a Redis Cluster has only database 0: write redis+cluster://host:port[,host:port]/")
+        if options:
+            raise BadRedisUrl(f"redis+cluster:// takes no options (got {', '.join(options)})")
+        return Target("cluster", _nodes(hosts, "redis+cluster://", 6379), base == "rediss", username, password)
+    parts = [p for p in path.split("/") if p]
+    if not parts or len(parts) > 2 or (len(parts) == 2 and not parts[1].isdigit()):
+        raise BadRedisUrl("write redis+sentinel://host:port[,host:port]/<service_name>[/<db>], "
+                          "for example redis+sentinel://10.0.0.5:26379,10.0.0.6:26379/mymaster/0")
+    unknown = sorted(set(options) - set(SENTINEL_OPTIONS))
+    if unknown:
+        raise BadRedisUrl(f"unknown option {', '.join(unknown)}: redis+sentinel:// takes "
+                          f"{' and '.join(SENTINEL_OPTIONS)}")
+    return Target("sentinel", _nodes(hosts, "redis+sentinel://", 26379), base == "rediss", username, password,
+                  unquote(parts[0]), int(parts[1]) if len(parts) == 2 else 0, options)
+
+
+def hash_tag(key: str) -> str | None:
+    """The part of `key` Redis Cluster hashes (`{...}`'s content), or None when it has no tag."""
+    start = key.find("{")
+    end = key.find("}", start + 1) if start >= 0 else -1
+    return key[start + 1:end] if end > start + 1 else None
+
+
+def same_slot(a: str, b: str) -> bool:
+    """True when both keys hash to the same Redis Cluster slot (so one script may touch both)."""
+    return bool(key_slot(a.encode()) == key_slot(b.encode()))
+
+
+def check_prefix(url: str, prefix: str) -> None:
+    """Refuse a cluster URL whose key prefix would spread one request's keys over several slots."""
+    if parse(url).kind == "cluster" and hash_tag(prefix) is None:
+        raise BadRedisUrl(
+            f"on a Redis Cluster the key prefix must contain a hash tag, for example "
+            f"HITL_PREFIX='{{{prefix}}}': every state change is one Lua script over several keys, "
+            f"and a script may only touch keys of one slot (prefix {prefix!r} has no {{...}})")
+
+
+class FollowMaster(SentinelManagedConnection):
+    """Asks the sentinels for the master on every (re)connect, one attempt each.
+
+    redis-py 8.1's connection reconnects inside a command retry straight to the address it had,
+    so a client would keep knocking on the dead master after a failover; this one follows it."""
+
+    async def connect_check_health(self, check_health: bool = True,
+                                   retry_socket_connect: bool = True) -> None:
+        if not self.is_connected and self.connection_pool.is_master:
+            self.host, self.port = await self.connection_pool.get_master_address()
+        await super().connect_check_health(check_health, retry_socket_connect=False)
+
+    async def connect_to(self, address: tuple[str, int]) -> None:
+        self.host, self.port = address  # just asked for by the pool: no second question
+        await super().connect_check_health(self.connection_pool.check_connection, retry_socket_connect=False)
+
+
+class FollowMasterTLS(FollowMaster, SSLConnection):
+    pass
+
+
+class SentinelRedis(aioredis.Redis):
+    """The master's client; closing it also closes its connections to the sentinels."""
+
+    sentinel_clients: tuple[aioredis.Redis, ...] = ()
+    """Kept apart from `Sentinel.sentinels`, whose order redis-py swaps without a lock: concurrent
+    lookups during a failover can leave a client out of that list (and so unclosed)."""
+
+    async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        try:
+            await super().aclose(close_connection_pool)
+        finally:
+            await asyncio.gather(*(s.aclose() for s in self.sentinel_clients), return_exceptions=True)
+
+
+def connect(url: str, *, socket_timeout: float | None = 5.0, retry: bool = True, retries: int = 8,
+            max_connections: int = 64, **kwargs: Any) -> Any:
+    """A decoding client for whatever `url` names, with explicit timeouts.
+
+    `retry` retries commands across a restart or failover (every write path is idempotent);
+    blocking reads pass a `socket_timeout` longer than their BLOCK and `retry=False`."""
+    t = parse(url)
+    opts: dict[str, Any] = {"decode_responses": True, "socket_timeout": socket_timeout,
+                            "socket_connect_timeout": 5}
+    if retry:
+        opts.update(retry=reconnecting(retries), retry_on_error=[RedisConnectionError, RedisTimeoutError])
+    opts.update(kwargs)
+    if t.kind == "single":
+        # A blocking pool: a burst waits for a free connection instead of failing.
+        pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=max_connections, timeout=10, **opts)
+        return aioredis.Redis.from_pool(pool)  # the client owns (and closes) the pool
+    creds: dict[str, Any] = {"username": t.username, "password": t.password, "ssl": t.tls}
+    if t.kind == "cluster":
+        return RedisCluster(startup_nodes=[ClusterNode(h, p) for h, p in t.nodes],
+                            max_connections=max_connections, **creds, **opts)
+    sentinel_kwargs = {"socket_timeout": 5, "socket_connect_timeout": 5, "ssl": t.tls,
+                       "username": t.options.get("sentinel_username"),
+                       "password": t.options.get("sentinel_password")}
+    sentinel = Sentinel(list(t.nodes), sentinel_kwargs=sentinel_kwargs)
+    client: SentinelRedis = sentinel.master_for(
+        t.service or "", redis_class=SentinelRedis, db=t.db,
+        connection_class=FollowMasterTLS if t.tls else FollowMaster, **creds, **opts)
+    client.sentinel_clients = tuple(sentinel.sentinels)
+    return client

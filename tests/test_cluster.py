@@ -1,0 +1,113 @@
+"""The core loop on a real 3-master Redis Cluster (`REDIS_URL=redis+cluster://...`).
+
+A request XADDed by an agent, routed by intake, a card posted to the emulator, a signed click
+over HTTP, the decision in the agent's reply stream; then two teams (two hash-tagged prefixes)
+whose keys live on different shards, each deciding on its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+import redis
+
+from blocks.ids import ActionId
+from bot.config import ConfigError, load_settings
+from store.models import Status
+from store.redis_store import GROUP
+from tests.harness import Harness, start, stop
+from tests.redis_cluster import LocalCluster
+from tests.util import eventually
+
+pytestmark = pytest.mark.cluster
+
+
+@pytest.fixture
+async def h(cluster_url: str) -> AsyncIterator[Harness]:
+    harness = await start(cluster_url, prefix="{hitl}")
+    yield harness
+    await stop(harness)
+
+
+async def test_the_loop_on_a_cluster(h: Harness) -> None:
+    assert h.store.cluster
+    rid = await h.push(params={"order": "4711", "amount": 250})
+    waiting = asyncio.create_task(h.client.wait(rid, timeout=10))
+    rec = await h.card(rid)
+    assert "Refund $250 to Ana" in json.dumps(h.message(rec)["blocks"])
+    assert (await h.click(rec, "U0ALICE", ActionId.approve)).status == 200
+    decision = await waiting
+    assert decision.status is Status.approved and [v.user_id for v in decision.decided_by] == ["U0ALICE"]
+    rows = await h.store.redis.xrange(h.client.reply_to)  # the agent's own stream, `{hitl}:results:...`
+    assert [json.loads(f["decision"])["status"] for _, f in rows] == ["approved"]
+    assert json.loads((await h.store.redis.xrange(h.store.keys.decisions))[0][1]["decision"])["request_id"] == rid
+    events = [e.event for e in await h.store.trail(rid)]
+    for expected in ("received", "routed", "posted", "clicked", "decided", "published"):
+        assert expected in events, events
+    assert (await h.store.redis.xpending(h.store.keys.requests, GROUP))["pending"] == 0
+
+
+async def test_health_and_metrics_on_a_cluster(h: Harness) -> None:
+    async def healthy() -> bool:
+        async with aiohttp.ClientSession() as s, s.get(f"http://127.0.0.1:{h.bot.port}/healthz") as r:
+            return r.status == 200 and (await r.json())["redis"] == "ok"
+
+    await eventually(healthy, what="healthz 200 (the cluster client maps the slots on first use)")
+    await h.push()
+    async with aiohttp.ClientSession() as s, s.get(f"http://127.0.0.1:{h.bot.port}/metrics") as r:
+        text = await r.text()
+    assert "hitl_queue_depth" in text and "hitl_outbox_depth" in text and "hitl_dead_letters" in text
+
+
+async def test_a_reply_to_in_another_slot_is_refused_with_a_reason(h: Harness) -> None:
+    """The decision is written in the same script as the state change, so the agent's stream must
+    share the prefix's slot; a stream elsewhere would fail every time, so it is refused up front."""
+    bad = await h.push(reply_to="agent:inbox", id="elsewhere")
+    good = await h.push(reply_to="agent:{hitl}:inbox", id="same-slot")
+
+    async def dead() -> list[dict[str, str]]:
+        return [f for _, f in await h.store.redis.xrange(h.store.keys.dead)]
+
+    rows = await eventually(dead, what="dead-lettered entry")
+    assert "another Redis Cluster slot" in rows[0]["error"] and "{hitl}" in rows[0]["error"]
+    assert bad == "elsewhere" and not await h.store.exists("elsewhere")
+    rec = await h.card(good)
+    await h.click(rec, "U0ALICE", ActionId.approve)
+    await h.decided(good)
+    assert await h.store.redis.xlen("agent:{hitl}:inbox") == 1
+
+
+async def test_two_teams_on_different_shards(redis_cluster: LocalCluster, cluster_url: str) -> None:
+    """Each prefix is one slot; different hash tags spread the teams over the masters."""
+    prefixes = ("{team-a}", "{team-b}")
+    ports = {p: redis_cluster.master_port(f"{p}:requests") for p in prefixes}
+    assert len(set(ports.values())) == 2, ports  # the tags were chosen to land on two masters
+    teams = [await start(cluster_url, prefix=p) for p in prefixes]
+    try:
+        ids = [await t.push(summary=f"Refund for {p}") for t, p in zip(teams, prefixes, strict=True)]
+        for t, rid, user in zip(teams, ids, ("U0ALICE", "U0BOB"), strict=True):
+            rec = await t.card(rid)
+            await t.click(rec, user, ActionId.approve)
+            decision = await t.client.wait(rid, timeout=10)
+            assert decision.status is Status.approved and decision.decided_by[0].user_id == user
+        # each team's keys are on its own master and nowhere else
+        for p, t in zip(prefixes, teams, strict=True):
+            for node in redis_cluster.nodes:
+                with redis.Redis(port=node.port, decode_responses=True) as c:
+                    keys = list(c.scan_iter(match=f"{p}:*", count=1000))
+                assert bool(keys) == (node.port == ports[p]), (p, node.port, keys)
+            assert await t.store.redis.xlen(t.store.keys.decisions) == 1
+    finally:
+        for t in teams:
+            await stop(t)
+
+
+def test_a_cluster_url_needs_a_hash_tagged_prefix(cluster_url: str) -> None:
+    with pytest.raises(ConfigError) as e:
+        load_settings(redis_url=cluster_url, prefix="hitl")
+    assert "HITL_PREFIX" in str(e.value) and "{hitl}" in str(e.value) and "one slot" in str(e.value)
+    assert load_settings(redis_url=cluster_url, prefix="{hitl}").prefix == "{hitl}"
