@@ -36,7 +36,7 @@ from bot.metrics import render_metrics
 from bot.policy import PolicyError, PolicyHolder
 from bot.scheduler import Scheduler
 from bot.stats import PauseState, StatsProjector, policy_lines
-from handlers import batch, cards, escalations, questions, review_batch
+from handlers import batch, cards, escalations, questions, review_batch, trust_commands
 from handlers import commands as command_handlers
 from handlers import home as home_handlers
 from handlers.deps import CONTEXT_KEY, Deps
@@ -70,6 +70,15 @@ def _paused(store: Store, pause: PauseState, paused: bool, reason: str | None) -
 REDRAW_AFTER_MS = 1500
 MAX_REDRAW = 1000
 _REDRAWS: set[asyncio.Future[None]] = set()
+
+
+async def _dm(client: AsyncWebClient, user: str, message: dict[str, Any]) -> None:
+    """A direct message from the bot (trust notices, canary feedback); a failure is logged."""
+    try:
+        dm = await client.conversations_open(users=user)
+        await client.chat_postMessage(channel=str(dm["channel"]["id"]), **message)
+    except Exception:
+        log.exception("direct message to %s failed", user)
 
 
 def slack_client(settings: Settings, *, retries: bool) -> AsyncWebClient:
@@ -204,7 +213,9 @@ def build_app(settings: Settings, store: Store | None = None, policy: PolicyHold
                           on_change=delivery.kick)
     d = Deps(store=store, directory=SlackDirectory(bolt_client), kick=delivery.kick,
              admins=lambda: frozenset(policy().admins), paused=pause.current, on_pause=lambda paused, reason: _paused(store, pause, paused, reason),
-             policy_lines=lambda: policy_lines(policy(), policy.last_error), chart=charts.png)
+             policy_lines=lambda: policy_lines(policy(), policy.last_error), chart=charts.png,
+             trust_after=lambda: policy().policy.trust.after,
+             grant_terms=lambda tier: policy().grant_terms(tier), dm=lambda user, message: _dm(bolt_client, user, message))
     bolt = AsyncApp(signing_secret=settings.slack_signing_secret or "unused",
                     client=bolt_client, request_verification_enabled=not settings.socket_mode,
                     process_before_response=False)
@@ -221,6 +232,7 @@ def build_app(settings: Settings, store: Store | None = None, policy: PolicyHold
     questions.register(bolt)
     command_handlers.register(bolt)
     home_handlers.register(bolt)
+    trust_commands.register(bolt)
     webapp = web.Application()
     bot = Bot(settings=settings, store=store, bolt=bolt, web=webapp, intake=intake, delivery=delivery,
               policy=policy)

@@ -30,6 +30,7 @@ from blocks.commands import (
 )
 from blocks.stats import stats_message, window_label
 from handlers.deps import Deps, deps
+from handlers.trust_commands import do_away, do_grants, do_trust
 from store.models import Record, utcnow
 from store.redis_store import Store
 from store.stats import Report, StatsStore
@@ -193,6 +194,9 @@ async def share_chart(a: Asked, report: Report, client: AsyncWebClient,
 
 # ---- the listener -------------------------------------------------------------------------------
 
+TRUST = {"trust": do_trust, "grants": do_grants, "away": do_away}
+"""Trust subcommands (handlers.trust_commands, docs/trust.md)."""
+
 SIMPLE: dict[str, Callable[[Asked], Awaitable[Reply]]] = {
     "help": do_help, "pause": do_pause, "resume": do_resume, "policy": do_policy,
     "audit": do_audit,
@@ -212,6 +216,8 @@ async def on_hitl(ack: AsyncAck, command: dict[str, Any], client: AsyncWebClient
         reply = await do_queue(a, client)
     elif sub in SIMPLE:
         reply = await SIMPLE[sub](a)
+    elif sub in TRUST:
+        reply = await TRUST[sub](a.d, a.user, a.args, a.command)
     else:
         reply = help_message(a.command, unknown=sub or None)
     await ack(**reply, response_type="ephemeral")

@@ -38,6 +38,7 @@ from store.models import (
 from store.stats import StatsStore
 from store.stream import GROUP, Entry
 from store.transitions import Transition
+from store.trust import TrustStore
 
 __all__ = ["GROUP", "Accepted", "Entry", "Store"]
 
@@ -84,6 +85,8 @@ class Store:
         self.keys = Keys(prefix)
         self.stats = StatsStore(client, self.keys)
         """The stats counters and report, on this store's client."""
+        self.trust = TrustStore(client, self.keys)
+        """Autonomy per action, grants, delegation, calibration and canaries (store/trust.py)."""
         self._scripts = {
             name: client.register_script(_script(name))
             for name in (
@@ -132,6 +135,10 @@ class Store:
 
     async def ping(self) -> bool:
         return bool(await self.redis.ping())
+
+    def _decisions(self, route: Route) -> str:
+        """Where a decision is published: a canary's goes to a stream no agent reads."""
+        return self.trust.k.canary_decisions if route.canary else self.keys.decisions
 
     async def _run(self, name: str, keys: list[str], args: list[Any]) -> Any:
         return await self._scripts[name](keys=keys, args=args)
@@ -189,8 +196,8 @@ class Store:
             k.audit,
             k.pending,
             k.outbox,
-            k.decisions,
-            reply or k.decisions,
+            self._decisions(acc.route),
+            reply or self._decisions(acc.route),
             k.actions_seen,
             k.deadlines,
             k.invalid(req.id),
@@ -301,8 +308,8 @@ class Store:
             k.audit,
             k.pending,
             k.outbox,
-            k.decisions,
-            reply or k.decisions,
+            self._decisions(rec.route),
+            reply or self._decisions(rec.route),
             k.deadlines,
             k.outbox_again,
         ]
