@@ -3,6 +3,7 @@ feedback, the calibration table, and the App Home's grants section. Pure builder
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -10,6 +11,7 @@ from blocks.ids import HomeActionId
 from blocks.kit import MESSAGE_BLOCKS_MAX, Block, button, context, header, section
 from blocks.text import clip, escape, fmt_duration, fmt_time, user_mention
 from store.models import Record
+from store.stats import Report
 from store.trust import Away, Grant, TrustState
 
 SHOWN = 40
@@ -165,3 +167,9 @@ def calibration_lines(rows: list[tuple[str, str, int, int]]) -> list[str]:
         out.append(f"{escape(clip(m, 80))} at {low:.1f}-{low + 0.1:.1f} confidence: approved as proposed "
                    f"{rate:.0%} of {n}{note}")
     return out or ["No decisions on requests with a confidence yet."]
+
+
+def with_calibration(report: Report, counts: dict[tuple[str, str], tuple[int, int]]) -> Report:
+    """The report with its reliability table (all-time counts, by action and band)."""
+    rows = sorted(((m, b, n, a) for (m, b), (n, a) in counts.items()), key=lambda r: (r[0], r[1]))
+    return replace(report, calibration=rows)

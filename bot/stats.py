@@ -144,6 +144,12 @@ def ops_for(fields: dict[str, str], at_ms: int, record: dict[str, Any] | None,
             hist("tte:", at_ms - int(took * 1000))
     elif event in ("invalid", "refused", "expired", "reviewed", "overridden"):
         both(event)
+    elif event == "canary_scored":
+        both("canary:n")
+        hourly(f"cn:{actor}:n")
+        if detail.get("caught"):
+            both("canary:caught")
+            hourly(f"cn:{actor}:caught")
     elif event == "shadow_compared":
         both("shadow")
         if detail.get("agreed_action"):

@@ -29,6 +29,7 @@ from blocks.commands import (
     usage_message,
 )
 from blocks.stats import stats_message, window_label
+from blocks.trust import with_calibration
 from handlers.deps import Deps, deps
 from handlers.trust_commands import do_away, do_grants, do_trust
 from store.models import Record, utcnow
@@ -167,7 +168,8 @@ async def do_stats(a: Asked) -> tuple[Reply, Report | None]:
     if hours is None:
         return usage_message(f"Use `{a.command} stats 24h`, `7d` or `30d`."), None
     stats = stats_of(a.d)
-    report = await stats.report(hours, utcnow().timestamp())
+    report = with_calibration(await stats.report(hours, utcnow().timestamp()),
+                              await a.d.store.trust.calibration())
     chart = a.d.chart is not None and report.requests > 0
     return stats_message(report, lag=await stats.lag(), chart=chart), report if chart else None
 
