@@ -20,7 +20,6 @@ from store.redis_store import Store
 
 log = logging.getLogger("hitl.trust")
 
-CANARY_PREFIX = "canary-"
 
 
 async def route(store: Store, router: Router, request: Request, *, paused: bool, now: datetime) -> Route:
@@ -28,8 +27,7 @@ async def route(store: Store, router: Router, request: Request, *, paused: bool,
     assert request.id is not None
     if not isinstance(router, PolicyEngine):
         return router.route(request, first_use=not await store.action_seen(request.action), paused=paused)
-    canary = request.id.startswith(CANARY_PREFIX) and await store.trust.canary_answer(request.id) is not None
-    state = await store.trust.state(request.agent, request.action)
+    state, canary = await store.trust.lookup(request)
     r = router.route(request, paused=paused, trust=state)
     if canary:
         # it must reach a person and look like any other card; its decision reaches no agent
@@ -74,7 +72,7 @@ async def maybe_canary(store: Store, router: Router, request: Request, route: Ro
         return None
     pick = router.canaries[int(sample_point(f"{request.id}:which") * len(router.canaries))]
     body = dict(pick["request"])  # type: ignore[call-overload]
-    body["id"] = f"{CANARY_PREFIX}{uuid.uuid4().hex[:20]}"
+    body["id"] = uuid.uuid4().hex  # like the agent client's ids: nothing on the card gives it away
     await store.trust.queue_canary(body, {"answer": pick["answer"], "why": pick["why"]})
     log.info("trust: queued canary %s", body["id"])
     return str(body["id"])

@@ -1,4 +1,4 @@
-"""The `hitl` command: run, demo, request, schema, policy check."""
+"""The `hitl` command: run, demo, request, schema, policy check, calibration and trust export."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from bot import trust_cli
 from bot.config import ConfigError, load_settings
 from bot.policy import PolicyError
 from store.models import Decision, Request
@@ -48,6 +49,7 @@ def _parser() -> argparse.ArgumentParser:
     check = psub.add_parser("check", help="validate a policy file and show how sample requests route")
     check.add_argument("file", nargs="?", help="policy file (default: HITL_POLICY or the built-in policy)")
     check.add_argument("requests", nargs="*", help="sample request JSON files")
+    trust_cli.add_parsers(sub)
     return p
 
 
@@ -64,6 +66,8 @@ def main(argv: list[str] | None = None) -> int:
             from bot.demo import demo
 
             return asyncio.run(demo(port=args.port, agent=not args.no_agent))
+        if args.command in ("calibration", "trust"):
+            return asyncio.run(trust_cli.export(args))
         if args.command == "policy":
             from bot.policy.check import check
 

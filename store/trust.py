@@ -184,6 +184,17 @@ class TrustStore:
         m = member(agent, action)
         return _state(m, cast(dict[str, str], await self.redis.hgetall(self.k.action(m))))
 
+    async def lookup(self, request: Request) -> tuple[TrustState, bool]:
+        """What intake needs in one round trip: the action's trust, and whether the request
+        is a canary (its known answer was stored before it was queued)."""
+        assert request.id is not None
+        m = member(request.agent, request.action)
+        async with self.redis.pipeline(transaction=False) as p:
+            p.hgetall(self.k.action(m))
+            p.exists(self.k.canary(request.id))
+            raw, canary = await p.execute()
+        return _state(m, raw), bool(canary)
+
     async def states(self) -> list[TrustState]:
         """Every action trust has counted, by agent and action."""
         members = sorted(await self.redis.smembers(self.k.index))

@@ -29,9 +29,7 @@ class Canaries(_Section):
     """JSON lines (or a JSON list) of requests, each with `answer`: approve or reject (and an
     optional `why`); relative to the policy file."""
     share: float = Field(0.02, ge=0, le=0.5)
-    catch_rate_below: float = Field(0.8, ge=0, le=1)
-    """Warning sign: a reviewer or the team catches fewer wrong canaries than this."""
-    min_scored: int = Field(5, ge=1)
+    """Share of the requests people see that are followed by a canary (at most half)."""
 
 
 class TrustPolicy(_Section):
