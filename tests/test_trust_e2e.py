@@ -183,3 +183,37 @@ async def test_trust_command_lists_resets_and_pins(h: Harness) -> None:
     assert state.clean == 0 and not state.pinned and state.changed_by == "U0ADMIN"
     kinds = [e.event for e in await h.store.audit_entries()]
     assert "trust_pin" in kinds and "trust_reset" in kinds
+
+
+SHADOW = """
+defaults: {tier: low}
+tiers:
+  low:    {mode: auto}
+  medium: {mode: approve}
+  high:   {mode: approve}
+rules:
+  - {name: shadow_emails, when: 'request.action == "send_email"', mode: shadow}
+admins: ["U0ADMIN"]
+batching: {enabled: false}
+trust: {after: 1}
+"""
+
+
+async def test_a_shadow_disagreement_demotes(redis_url: str, tmp_path: Path) -> None:
+    h = await _harness(redis_url, tmp_path, SHADOW)
+    try:
+        first = await h.card(await h.push(agent="mail-bot", action="send_email", summary="Email Ana"))
+        await h.click(first, "U0ALICE", ActionId.approve)
+        await h.decided(first.id)
+        assert (await _counted(h, "mail-bot", "send_email", 1)).trusted
+        second = await h.card(await h.push(agent="mail-bot", action="send_email", summary="Email Bo"))
+        assert second.route.mode is Mode.shadow
+        await h.click(second, "U0ALICE", ActionId.reject)
+        view = await eventually(lambda: asyncio.sleep(0, h.emu.top_view("U0ALICE")), what="reject modal")
+        await h.emu.submit_view("U0ALICE", view.id, {BlockId.reason_code.value: {"value": "wrong_action"}})
+        state = await _counted(h, "mail-bot", "send_email", 2)
+        assert not state.trusted and state.overrides == 1
+        notes = await eventually(lambda: asyncio.sleep(0, h.emu.messages("U0ADMIN")), what="notice")
+        assert "disagreed in shadow mode" in json.dumps(notes[0]["blocks"])
+    finally:
+        await stop(h)
