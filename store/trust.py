@@ -336,5 +336,8 @@ class GrantTerms:
         return self.max_amount is None or amount is None or amount <= self.max_amount
 
     def bounds_for(self, request: Request) -> GrantBounds:
-        return GrantBounds(amount_max=self.max_amount, params={
+        """A grant's bounds from the request it was made on: the policy's amount ceiling when the
+        request has an amount (intake checks the ceiling on every request anyway)."""
+        cap = self.max_amount if request.risk.amount is not None else None
+        return GrantBounds(amount_max=cap, params={
             k: [request.params[k]] for k in self.same if k in request.params})

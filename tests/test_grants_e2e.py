@@ -195,3 +195,18 @@ async def test_a_delegate_decides_only_while_the_person_is_away(h: Harness) -> N
                         ("away tomorrow", "Use")):
         r = await h.emu.slash_command("U0ALICE", "C0GENERAL", "/hitl", text)
         assert words in json.dumps(r.json()), text
+
+
+async def test_a_grant_without_an_amount_still_respects_the_ceiling(h: Harness) -> None:
+    rid = await h.push(action="email", summary="Email Ana", params={"to": "ana"})
+    await h.click(await h.card(rid), "U0BOB", ActionId.approve_grant)
+    [grant] = await _grants(h, 1)
+    assert grant.bounds.amount_max is None
+    d = await h.client.wait(await h.push(action="email", summary="Email Ana again", params={"to": "ana"}),
+                            timeout=10)
+    assert d.status is Status.auto_approved
+    # within the policy's ceiling it is covered; above it, never
+    d = await h.client.wait(await h.push(action="email", summary="Email Ana a $99 voucher", params={"to": "ana"},
+                                         risk={"amount": 99}), timeout=10)
+    assert d.status is Status.auto_approved
+    await _pending(h, action="email", summary="Email Ana a $150 voucher", params={"to": "ana"}, risk={"amount": 150})
