@@ -210,3 +210,19 @@ async def test_a_grant_without_an_amount_still_respects_the_ceiling(h: Harness) 
                                          risk={"amount": 99}), timeout=10)
     assert d.status is Status.auto_approved
     await _pending(h, action="email", summary="Email Ana a $150 voucher", params={"to": "ana"}, risk={"amount": 150})
+
+
+async def test_a_user_group_may_stand_in(h: Harness) -> None:
+    reply = await h.emu.slash_command("U0ALICE", "C0GENERAL", "/hitl",
+                                      "away until 2099-01-01 to <!subteam^S0MANAGERS|@managers>")
+    assert "You are away until" in json.dumps(reply.json())
+    rec = await h.card(await h.push(action="invoice", summary="Pay invoice 9"))
+    assert rec.route.delegates == {"U0ALICE": "S0MANAGERS"}
+    await h.click(rec, "U0CAROL", ActionId.approve)  # not in the group
+    assert "not one of the approvers" in await _ephemeral(h, "U0CAROL")
+    await h.click(rec, "U0BOB", ActionId.approve)  # a manager
+    d = await h.client.wait(rec.id, timeout=10)
+    assert d.status is Status.approved and d.decided_by[0].user_id == "U0BOB"
+    back = await h.emu.slash_command("U0ALICE", "C0GENERAL", "/hitl", "away off")
+    assert "Welcome back" in json.dumps(back.json())
+    assert await h.store.trust.away(utcnow()) == {}

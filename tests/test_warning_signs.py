@@ -77,3 +77,19 @@ def test_canary_catch_rate() -> None:
     r = _report({"canary:n": 4, "canary:caught": 0, "cn:U0A:n": 4})
     assert _codes(r) == [] and "Canary catch rate: too few to judge (4 canaries" in _few(r)
     assert _codes(_report({"canary:n": 10, "canary:caught": 9})) == []
+
+
+def test_the_chart_adds_a_reliability_diagram() -> None:
+    import struct
+    from dataclasses import replace
+
+    from bot import charts
+
+    def size(png: bytes) -> tuple[int, int]:
+        return struct.unpack(">II", png[16:24])  # type: ignore[return-value]
+
+    plain = _report({"mode:approve": 3, "st:approved": 3})
+    assert size(charts.png(plain)) == (900, 560)
+    with_cal = replace(plain, calibration=[("pay-bot/pay", "0.8", 40, 24), ("pay-bot/pay", "0.5", 12, 3)])
+    png = charts.png(with_cal)
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and size(png) == (1300, 560)
