@@ -73,6 +73,10 @@ async def maybe_canary(store: Store, router: Router, request: Request, route: Ro
     pick = router.canaries[int(sample_point(f"{request.id}:which") * len(router.canaries))]
     body = dict(pick["request"])  # type: ignore[call-overload]
     body["id"] = uuid.uuid4().hex  # like the agent client's ids: nothing on the card gives it away
-    await store.trust.queue_canary(body, {"answer": pick["answer"], "why": pick["why"]})
+    try:
+        await store.trust.queue_canary(body, {"answer": pick["answer"], "why": pick["why"]})
+    except Exception:  # the real request is stored already; a lost canary must not touch it
+        log.exception("trust: queueing a canary after %s failed", request.id)
+        return None
     log.info("trust: queued canary %s", body["id"])
     return str(body["id"])
