@@ -43,11 +43,13 @@ from blocks.text import (
     clip,
     fmt_amount,
     fmt_confidence,
+    fmt_duration,
     fmt_time,
     label,
     truncate,
     user_mention,
 )
+from blocks.trust import delegation_line
 from store.models import Kind, Mode, Record, State, Status
 from store.transitions import TIMEOUT_CODE
 
@@ -303,6 +305,8 @@ def _explainer(record: Record) -> list[str]:
     items = [" · ".join(parts)]
     if record.request.requested_by:
         items.append(f"Requested for {user_mention(record.request.requested_by)}")
+    if route.delegates:
+        items.append(delegation_line(route.delegates))
     items.append(f"Request `{record.id}`")
     return items
 
@@ -333,6 +337,9 @@ def _actions(record: Record, *, details: bool) -> Block:
         elements.append(button("Answer…", ActionId.answer, value))
     else:
         elements = [button("Approve", ActionId.approve, value, style="primary")]
+        if record.route.grant_offer_s:
+            elements.append(button(f"Approve and allow similar for {fmt_duration(record.route.grant_offer_s)}",
+                                   ActionId.approve_grant, value))
         if r.editable:
             elements.append(button("Edit…", ActionId.edit, value))
         elements.append(button("Reject", ActionId.reject, value, style="danger"))

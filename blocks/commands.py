@@ -25,6 +25,11 @@ COMMANDS: tuple[tuple[str, str], ...] = (
     ("resume", "admins: requests route by the policy again"),
     ("policy", "the active policy in plain words"),
     ("audit <request id>", "who did what to one request, and when"),
+    ("trust [reset|pin|unpin AGENT/ACTION]", "each action's autonomy: new or trusted, counts, "
+     "override rate, last change; admins reset or pin one"),
+    ("grants [revoke GRANT_ID]", "standing grants in force (approve similar requests for a "
+     "while); revoke one"),
+    ("away [until DATE to @person | off]", "hand your approvals to someone while you are away"),
 )
 """(usage, what it does) of every subcommand, in the order help lists them."""
 

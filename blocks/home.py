@@ -19,9 +19,11 @@ WAITING_SHOWN = 10
 
 def home_view(*, waiting: list[tuple[Record, str | None]], waiting_total: int, report: Report,
               pause: str, policy: list[str], now: datetime, switch: bool | None = None,
-              audit: str | None = None) -> dict[str, Any]:
+              audit: str | None = None,
+              trust: list[Block] | None = None) -> dict[str, Any]:
     """The Home view (`type: home`) for one person; `pause` and `policy` are ready mrkdwn.
 
+    `trust`: the standing grants (Revoke buttons) and the calibration table (blocks.trust).
     `switch`: for admins, whether automation is paused now (the switch offers the other
     state); None for everyone else (no switch)."""
     blocks: list[Block] = [header("hitl: human judgment for your agents"), section(pause)]
@@ -42,6 +44,7 @@ def home_view(*, waiting: list[tuple[Record, str | None]], waiting_total: int, r
         section("*Warning signs*\n" + "\n".join(warning_lines(report))),
         section(f"*Decisions per hour* `{sparkline(decisions_per_hour(report))}`"),
         *([section(audit)] if audit else []),
+        *([divider(), *trust] if trust else []),
         divider(),
         header("Policy"),
         *chunks(policy),

@@ -18,6 +18,8 @@ class ActionId(StrEnum):
     hand_back = "hitl.hand_back"
     review_ok = "hitl.review_ok"
     review_wrong = "hitl.review_wrong"
+    approve_grant = "hitl.approve_grant"
+    """"Approve and allow similar for 1 h" (a standing grant; docs/trust.md)."""
 
 
 class BatchActionId(StrEnum):
@@ -57,6 +59,7 @@ class HomeActionId(StrEnum):
 
     pause = "hitl.home.pause"
     resume = "hitl.home.resume"
+    revoke_grant = "hitl.home.revoke_grant"
 
 
 class CallbackId(StrEnum):

@@ -6,6 +6,7 @@ from typing import Any
 
 from blocks.kit import Block, context, fields, header, section
 from blocks.text import clip, fmt_duration, user_mention
+from blocks.trust import calibration_lines
 from store.chain_models import ChainStatus
 from store.stats import HUMAN_STATUSES, QUEUE_TREND_HOURS, Histogram, Report
 
@@ -88,16 +89,19 @@ def _after_the_fact(r: Report) -> str:
 
 
 def warning_lines(r: Report) -> list[str]:
-    """One line per warning sign that holds, or one line saying none does."""
+    """One line per warning sign that holds, or one line saying none does; then one line per
+    sign that had too few events to judge (never "no warning signs" silently)."""
+    few = [f":grey_question: {clip(s.text, 300)}" for s in r.too_few[:MAX_WARNINGS]]
     if not r.warnings:
-        return [":white_check_mark: No warning signs in this window."]
+        return [":white_check_mark: No warning signs in this window." if not few
+                else "No warning sign holds among those with enough data.", *few]
     out = []
     for w in r.warnings[:MAX_WARNINGS]:
         who = f"{user_mention(w.user_id)}: " if w.user_id else ""
         out.append(f":warning: {who}{clip(w.text, 300)}")
     if len(r.warnings) > MAX_WARNINGS:
         out.append(f"and {len(r.warnings) - MAX_WARNINGS} more warning signs")
-    return out
+    return out + few
 
 
 def _busiest(r: Report) -> str:
@@ -153,6 +157,14 @@ def stats_message(r: Report, *, lag: int = 0, chart: bool = False, audit: str | 
         section(f"*Decisions per hour* `{sparkline(decisions_per_hour(r))}`"),
         *([section(audit)] if audit else []),
     ]
+    if r.calibration:
+        blocks.append(section(clip("*Agent confidence vs. people* (all time)\n"
+                                   + "\n".join(calibration_lines(r.calibration)), 2900)))
+    if r.canaries[0]:
+        scored, caught = r.canaries
+        per = ", ".join(f"{user_mention(u)} {ok}/{n}" for u, n, ok in r.canary_reviewers[:10])
+        blocks.append(section(f"*Canaries:* caught {caught} of {scored} ({pct(caught / scored)})"
+                              + (f" · {per}" if per else "")))
     notes = ["Counted as events happen, in hourly buckets (UTC)."]
     if lag:
         notes.append(f"{lag} recent events are still being counted.")

@@ -18,6 +18,7 @@ from typing import Any
 from aiohttp import web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.async_app import AsyncApp, AsyncBoltContext
+from slack_sdk.web.async_client import AsyncWebClient
 
 from blocks.batch import batch_card
 from blocks.cards import card
@@ -37,7 +38,7 @@ from bot.outage import UNREACHABLE
 from bot.policy import PolicyError, PolicyHolder
 from bot.scheduler import Scheduler
 from bot.stats import PauseState, StatsProjector, policy_lines
-from handlers import batch, cards, escalations, questions, review_batch
+from handlers import batch, cards, escalations, questions, review_batch, trust_commands
 from handlers import commands as command_handlers
 from handlers import home as home_handlers
 from handlers.deps import CONTEXT_KEY, Deps
@@ -87,6 +88,16 @@ def _bolt_logger() -> logging.Logger:
     if not any(isinstance(f, _TokenFromClient) for f in logger.filters):
         logger.addFilter(_TokenFromClient())
     return logger
+
+
+async def _dm(client: AsyncWebClient, user: str, message: dict[str, Any]) -> None:
+    """A direct message from the bot (trust notices, canary feedback); a failure is logged."""
+    try:
+        dm = await client.conversations_open(users=user)
+        await client.chat_postMessage(channel=str(dm["channel"]["id"]), **message)
+    except Exception:
+        log.exception("direct message to %s failed", user)
+
 
 
 @dataclass
@@ -228,7 +239,9 @@ def build_app(settings: Settings, store: Store | None = None, policy: PolicyHold
                           on_change=delivery.kick)
     d = Deps(store=store, directory=SlackDirectory(gateway), external_teams=lambda: policy().external_teams, kick=delivery.kick,
              admins=lambda: frozenset(policy().admins), paused=pause.current, on_pause=lambda paused, reason: _paused(store, pause, paused, reason),
-             policy_lines=lambda: policy_lines(policy(), policy.last_error), chart=charts.png)
+             policy_lines=lambda: policy_lines(policy(), policy.last_error), chart=charts.png,
+             trust_after=lambda: policy().policy.trust.after,
+             grant_terms=lambda tier: policy().grant_terms(tier), dm=lambda user, message: _dm(bolt_client, user, message))
     bolt = AsyncApp(signing_secret=settings.slack_signing_secret or "unused",
                     client=bolt_client, request_verification_enabled=not settings.socket_mode,
                     process_before_response=False, logger=_bolt_logger())
@@ -247,6 +260,7 @@ def build_app(settings: Settings, store: Store | None = None, policy: PolicyHold
     questions.register(bolt)
     command_handlers.register(bolt)
     home_handlers.register(bolt)
+    trust_commands.register(bolt)
     webapp = web.Application()
     bot = Bot(settings=settings, store=store, bolt=bolt, web=webapp, intake=intake, delivery=delivery,
               policy=policy, gateway=gateway)

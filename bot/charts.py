@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from store.stats import Report
 
@@ -27,9 +28,14 @@ def png(report: Report) -> bytes:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(9, 5.6), dpi=100)
+    cal = report.calibration
+    fig = Figure(figsize=(13 if cal else 9, 5.6), dpi=100)
     FigureCanvasAgg(fig)
-    top, bottom = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 2]})
+    grid = fig.add_gridspec(2, 2 if cal else 1, height_ratios=[3, 2], **({"width_ratios": [3, 2]} if cal else {}))
+    top: Any = fig.add_subplot(grid[0, 0])  # matplotlib's stubs refuse datetimes on the x axis
+    bottom: Any = fig.add_subplot(grid[1, 0], sharex=top)
+    if cal:
+        reliability(fig.add_subplot(grid[:, 1]), cal)
     hours = [datetime.fromtimestamp(h.start_s, UTC) for h in report.series]
     width = 1 / 24 * 0.85
     base = [0] * len(hours)
@@ -66,6 +72,29 @@ def png(report: Report) -> bytes:
     out = io.BytesIO()
     fig.savefig(out, format="png")
     return out.getvalue()
+
+
+def reliability(ax: Any, rows: list[tuple[str, str, int, int]]) -> None:
+    """The reliability diagram: per confidence band, how often people approved the proposal as
+    it was; a calibrated agent sits on the diagonal. Point size grows with decisions."""
+    bands: dict[float, list[int]] = {}
+    for _, b, n, agree in rows:
+        row = bands.setdefault(float(b), [0, 0])
+        row[0] += n
+        row[1] += agree
+    xs = sorted(bands)
+    ax.plot([0, 1], [0, 1], ":", color="#999999", label="calibrated")
+    ax.scatter([x + 0.05 for x in xs], [bands[x][1] / bands[x][0] for x in xs],
+               s=[20 + min(bands[x][0], 200) for x in xs], color="#e76f51", label="people agreed", zorder=3)
+    for x in xs:
+        ax.annotate(str(bands[x][0]), (x + 0.05, bands[x][1] / bands[x][0]), textcoords="offset points",
+                    xytext=(0, 7), ha="center", fontsize="x-small", color="#555555")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.05)
+    ax.set_xlabel("agent confidence (band midpoint)")
+    ax.set_ylabel("approved as proposed")
+    ax.set_title("reliability: confidence vs. people")
+    ax.legend(loc="upper left", fontsize="small", frameon=False)
 
 
 def _window(hours: int) -> str:

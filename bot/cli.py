@@ -1,4 +1,5 @@
-"""The `hitl` command: run, demo, request, schema, policy check, doctor, keys.
+"""The `hitl` command: run, demo, request, schema, policy check, doctor, keys,
+calibration and trust export.
 
 Each subcommand imports what it needs when it runs (the bot, the policy engine and the
 settings framework are heavy), so `hitl request` and `hitl schema` start fast. `mcp` and `hook` come from the agent SDK (`hitl.cli`).
@@ -59,6 +60,9 @@ def _parser() -> argparse.ArgumentParser:
     # the agent SDK's commands (python -m hitl ...): listed here, parsed there
     sub.add_parser("mcp", help="MCP server for agents: request_approval, ask_human, get_decision", add_help=False)
     sub.add_parser("hook", help="agent hooks: `hitl hook claude-code` (PreToolUse)", add_help=False)
+    from bot import trust_cli  # light: the work is imported when it runs
+
+    trust_cli.add_parsers(sub)
     return p
 
 
@@ -108,6 +112,10 @@ def _main(args: argparse.Namespace) -> int:
             from bot.evidence.commands import run as evidence
 
             return evidence(args)
+        if args.command in ("calibration", "trust"):
+            from bot import trust_cli
+
+            return asyncio.run(trust_cli.export(args))
         if args.command == "policy":
             from bot.policy.check import check
 

@@ -22,6 +22,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from bot import autonomy
 from bot.routing import Router, immediate_decision, needs_card
 from bot.timing import honour_user_request, plan, tier_of
 from store import bounds
@@ -203,11 +204,10 @@ class Intake:
             return await self._dead(entry, str(e))
         assert request.id is not None
         router = self.router()
-        first_use = not await self.store.action_seen(request.action)
-        route = honour_user_request(request, router.route(request, first_use=first_use,
-                                                          paused=self._paused))
-        decision = immediate_decision(request, route)
         now = utcnow()
+        route = honour_user_request(request, await autonomy.route(
+            self.store, router, request, paused=self._paused, now=now))
+        decision = immediate_decision(request, route)
         deadlines = plan(request, route, tier_of(router, route), int(now.timestamp() * 1000))
         verdict = await self.store.accept(
             entry.id, Accepted(request, route, decision, post=needs_card(route),
@@ -219,6 +219,8 @@ class Intake:
         self.processed += 1
         if verdict == "accepted":
             self.on_accepted()
+            if needs_card(route):
+                await autonomy.maybe_canary(self.store, router, request, route)
         return verdict
 
     def parse(self, entry: Entry) -> Request:

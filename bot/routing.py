@@ -6,14 +6,16 @@ human approval in one channel and is what the bot falls back to without a policy
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
 
 from store.models import Decision, Kind, Mode, Request, Route, Status, utcnow
 
 
 class Router(Protocol):
-    def route(self, request: Request, *, first_use: bool = False, paused: bool = False) -> Route:
-        """Where `request` goes and why; pure and deterministic for a given request."""
+    def route(self, request: Request, *, first_use: bool = False, paused: bool = False,
+              trust: Any = None) -> Route:
+        """Where `request` goes and why; pure and deterministic for a given request (and the
+        action's trust state, when given)."""
         ...
 
 
@@ -23,7 +25,8 @@ class SingleChannelRouter:
     def __init__(self, channel: str = "#approvals") -> None:
         self.channel = channel
 
-    def route(self, request: Request, *, first_use: bool = False, paused: bool = False) -> Route:
+    def route(self, request: Request, *, first_use: bool = False, paused: bool = False,
+              trust: Any = None) -> Route:
         mode = Mode.escalate if request.kind is Kind.escalation else Mode.approve
         return Route(mode=mode, tier="medium", channel=self.channel, paused=paused,
                      reasons=["Every request needs a person's approval"])

@@ -145,6 +145,12 @@ def ops_for(fields: dict[str, str], at_ms: int, record: dict[str, Any] | None,
             hist("tte:", at_ms - int(took * 1000))
     elif event in ("invalid", "refused", "expired", "reviewed", "overridden"):
         both(event)
+    elif event == "canary_scored":
+        both("canary:n")
+        hourly(f"cn:{actor}:n")
+        if detail.get("caught"):
+            both("canary:caught")
+            hourly(f"cn:{actor}:caught")
     elif event == "shadow_compared":
         both("shadow")
         if detail.get("agreed_action"):
@@ -374,6 +380,26 @@ def policy_lines(engine: PolicyEngine, rejected: PolicyError | None = None) -> l
     named = [f"{n} ({details[n]})" if n in details else n for n in on]
     lines.append(f"*Built-in triggers on:* {escape(', '.join(named)) or 'none'}"
                  + (f"; off: {escape(', '.join(off))}." if off else "."))
+    lines.append(_trust_words(engine))
     lines.append(f"*Admins* (may pause and resume): {_who(list(engine.admins))}." if engine.admins
                  else "*Admins:* none, so nobody may pause or resume (set `admins:` in the file).")
     return lines
+
+
+def _trust_words(engine: PolicyEngine) -> str:
+    """Graduated autonomy, promotion steps, grants per tier and canaries in one line."""
+    t = engine.policy.trust
+    words = (f"*Trust:* a new action goes to a person until approved {t.after} times with no override"
+             if engine.policy.triggers.first_use.enabled else "*Trust:* off (the first_use trigger is off)")
+    for step in t.promote:
+        words += f"; after {step.after} clean approvals its default tier drops by {step.lower_tier}"
+    grants = []
+    for name in engine.tiers:
+        terms = engine.grant_terms(name)
+        if terms is not None:
+            cap = f" up to {terms.max_amount:g}" if terms.max_amount is not None else ""
+            grants.append(f"{escape(name)} {format_duration(terms.duration_s)}{cap}")
+    words += f"; standing grants: {', '.join(grants) or 'none'}"
+    if t.canaries.file and engine.canaries:
+        words += f"; canaries: {t.canaries.share:.0%} ({len(engine.canaries)} in the file)"
+    return words + "."

@@ -30,8 +30,10 @@ from blocks.commands import (
     usage_message,
 )
 from blocks.stats import audit_line, stats_message, window_label
+from blocks.trust import with_calibration
 from handlers.deps import Deps, deps
 from handlers.slack_errors import classify
+from handlers.trust_commands import do_away, do_grants, do_trust
 from store.chain import ChainStore
 from store.models import Record, utcnow
 from store.redis_store import Store
@@ -175,7 +177,8 @@ async def do_stats(a: Asked) -> tuple[Reply, Report | None]:
     if hours is None:
         return usage_message(f"Use `{a.command} stats 24h`, `7d` or `30d`."), None
     stats = stats_of(a.d)
-    report = await stats.report(hours, utcnow().timestamp())
+    report = with_calibration(await stats.report(hours, utcnow().timestamp()),
+                              await a.d.store.trust.calibration())
     chart = a.d.chart is not None and report.requests > 0
     return stats_message(report, lag=await stats.lag(), chart=chart,
                          audit=await audit_status_line(a.d.store)), report if chart else None
@@ -203,6 +206,9 @@ async def share_chart(a: Asked, report: Report, client: AsyncWebClient,
 
 # ---- the listener -------------------------------------------------------------------------------
 
+TRUST = {"trust": do_trust, "grants": do_grants, "away": do_away}
+"""Trust subcommands (handlers.trust_commands, docs/trust.md)."""
+
 SIMPLE: dict[str, Callable[[Asked], Awaitable[Reply]]] = {
     "help": do_help, "pause": do_pause, "resume": do_resume, "policy": do_policy,
     "audit": do_audit,
@@ -222,6 +228,8 @@ async def on_hitl(ack: AsyncAck, command: dict[str, Any], client: AsyncWebClient
         reply = await do_queue(a, client)
     elif sub in SIMPLE:
         reply = await SIMPLE[sub](a)
+    elif sub in TRUST:
+        reply = await TRUST[sub](a.d, a.user, a.args, a.command)
     else:
         reply = help_message(a.command, unknown=sub or None)
     await ack(**reply, response_type="ephemeral")

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from store.redis_store import Store
 from store.stats import Report
+from store.trust import GrantTerms
 
 CONTEXT_KEY = "hitl"
 
@@ -38,6 +39,12 @@ class Deps:
     """The stats chart as PNG (CPU work: call it in a thread); None: no chart."""
     external_teams: Callable[[], frozenset[str]] = lambda: frozenset()
     """Teams (T...) or organisations (E...) besides our own whose people may act (policy)."""
+    trust_after: Callable[[], int] = lambda: 5
+    """Clean approvals before an action is trusted (the policy's `trust.after`)."""
+    grant_terms: Callable[[str], GrantTerms | None] = lambda tier: None
+    """What a tier's cards may grant ("approve and allow similar"); None: no grants."""
+    dm: Callable[[str, dict[str, Any]], Awaitable[None]] | None = None
+    """Send a direct message (`{"text", "blocks"}`) to a user; notices of demotions, canaries."""
 
 
 def deps(context: Any) -> Deps:

@@ -21,6 +21,7 @@ from handlers.commands import (
     stats_of,
 )
 from handlers.deps import Deps, deps
+from handlers.trust_commands import home_blocks
 from store.errors import StoreError
 from store.models import Choice, Record, utcnow
 from store.transitions import authorize
@@ -65,7 +66,8 @@ async def publish(d: Deps, client: AsyncWebClient, user: str) -> None:
     switch = (await d.store.control()).get("paused") == "1" if user in d.admins() else None
     view = home_view(waiting=list(zip(shown, links, strict=True)), waiting_total=len(waiting),
                      report=report, pause=await control_line(d.store), policy=d.policy_lines(),
-                     now=now, switch=switch, audit=await audit_status_line(d.store))
+                     now=now, switch=switch, audit=await audit_status_line(d.store),
+                     trust=await home_blocks(d))
     await client.views_publish(user_id=user, view=view)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from handlers import trust
 from handlers.deps import Deps
 from store.errors import AlreadyDecided, Conflict, NotAllowed
 from store.models import AgentMessage, Choice, Record, Review, Vote, utcnow
@@ -27,9 +28,11 @@ async def decide(d: Deps, request_id: str, user_id: str, name: str, choice: Choi
     """Apply one person's choice; the record after it. Raises NotAllowed, AlreadyDecided, NotFound."""
     for _ in range(MAX_RETRIES):
         record = await d.store.get(request_id)
-        await _authorize(d, record, user_id, choice)
+        absent = await _authorize(d, record, user_id, choice)
         try:
             t = vote(record, user_id=user_id, name=name, choice=choice, now=utcnow(), **kw)
+            if absent:
+                trust.mark_delegated(t, user_id, absent)
             record = await d.store.apply(t, utcnow())
         except Conflict:
             continue
@@ -37,21 +40,26 @@ async def decide(d: Deps, request_id: str, user_id: str, name: str, choice: Choi
             await _late(d, e, user_id, choice)
             raise
         d.kick()
+        if record.decision is not None:
+            await trust.after_decision(d, record, user_id)
         return record
     raise Conflict(f"request {request_id} kept changing; try again")
 
 
-async def _authorize(d: Deps, record: Record, user_id: str, choice: Choice) -> None:
+async def _authorize(d: Deps, record: Record, user_id: str, choice: Choice) -> list[str]:
+    """Raise unless `user_id` may act; the approvers away for whom they act (else empty)."""
     groups = frozenset([g for g in record.route.approvers
                         if g.startswith("S") and user_id in await d.directory.members(g)])
+    absent = await trust.standing_in_for(d, record, user_id, groups)
     try:
-        authorize(record, user_id, choice, groups=groups)
+        authorize(record, user_id, choice, groups=groups | frozenset(absent))
     except NotAllowed as e:
         await d.store.audit(record.id, "refused", user_id, {"choice": choice.value, "reason": e.reason}, utcnow())
         raise
     except AlreadyDecided as e:
         await _late(d, e, user_id, choice)
         raise
+    return absent
 
 
 async def _late(d: Deps, e: AlreadyDecided, user_id: str, choice: Choice) -> None:
@@ -101,4 +109,6 @@ async def review(d: Deps, request_id: str, user_id: str, name: str, verdict: str
     message = AgentMessage(request_id=record.id, event="override", text=reason, by=by, at=now)
     await d.store.review(record, rv, message.model_dump_json(exclude_none=True), now)
     d.kick()
-    return await d.store.get(request_id)
+    record = await d.store.get(request_id)
+    await trust.after_review(d, record, user_id)
+    return record

@@ -39,6 +39,7 @@ from store.models import (
 from store.stats import StatsStore
 from store.stream import GROUP, Entry
 from store.transitions import Transition
+from store.trust import TrustStore
 
 __all__ = ["GROUP", "Accepted", "Entry", "Store"]
 
@@ -94,6 +95,8 @@ class Store:
             raise ValueError("WAIT is not available on a Redis Cluster client (it must follow the write "
                              "on the same connection)")
         self.wait_replicas = wait_replicas
+        self.trust = TrustStore(client, self.keys)
+        """Autonomy per action, grants, delegation, calibration and canaries (store/trust.py)."""
         self._scripts = {
             name: client.register_script(_script(name))
             for name in (
@@ -149,6 +152,10 @@ class Store:
 
     async def ping(self) -> bool:
         return bool(await self.redis.ping())
+
+    def _decisions(self, route: Route) -> str:
+        """Where a decision is published: a canary's goes to a stream no agent reads."""
+        return self.trust.k.canary_decisions if route.canary else self.keys.decisions
 
     async def _run(self, name: str, keys: list[str], args: list[Any]) -> Any:
         if not self.wait_replicas or name not in DURABLE:
@@ -215,8 +222,8 @@ class Store:
             k.audit,
             k.pending,
             k.outbox,
-            k.decisions,
-            reply or k.decisions,
+            self._decisions(acc.route),
+            reply or self._decisions(acc.route),
             k.actions_seen,
             k.deadlines,
             k.invalid(req.id),
@@ -327,8 +334,8 @@ class Store:
             k.audit,
             k.pending,
             k.outbox,
-            k.decisions,
-            reply or k.decisions,
+            self._decisions(rec.route),
+            reply or self._decisions(rec.route),
             k.deadlines,
             k.outbox_again,
         ]

@@ -50,6 +50,12 @@ RUBBER_STAMP_S = 3.0
 RUBBER_STAMP_MIN_CARDS = 5
 APPROVAL_SHARE = 0.98
 APPROVAL_MIN_DECISIONS = 50
+MIN_TTE = 10
+"""Escalations timed before the time-to-escalate sign judges."""
+WEEK_HOURS = 168
+CANARY_CATCH_LOW = 0.8
+MIN_CANARIES = 5
+"""Scored canaries (a reviewer's, or the team's) before the catch-rate sign judges."""
 
 _APPLY = """
 -- KEYS: audit stream, stats hashes...; ARGV: group, one EXPIREAT per stats hash ('' = none),
@@ -154,12 +160,14 @@ class StatsStore:
         """The report of the last `hours` hour buckets (the current one included)."""
         last = int(now_s * 1000) // HOUR_MS
         buckets = await self.hours(last - hours + 1, last)
+        weeks = buckets[-2 * WEEK_HOURS:] if hours >= 2 * WEEK_HOURS else await self.hours(
+            last - 2 * WEEK_HOURS + 1, last)
         async with self.redis.pipeline(transaction=False) as p:
             p.zcard(self.keys.pending)
             p.zrange(self.keys.pending, 0, 0, withscores=True)
             depth, oldest = await p.execute()
         return build_report(buckets, now_s=now_s, queue_depth=int(depth),
-                            oldest_created_s=oldest[0][1] / 1000 if oldest else None)
+                            oldest_created_s=oldest[0][1] / 1000 if oldest else None, weeks=weeks)
 
     async def lag(self) -> int:
         """Audit events not yet counted (read by nobody yet, or read and not acknowledged)."""
@@ -273,6 +281,16 @@ class Report:
     shadow: int = 0
     shadow_agreed: int = 0
     """Shadow-mode decisions, and how many agreed with what the agent proposed."""
+    too_few: list[Sign] = field(default_factory=list)
+    """Signs that could not be judged: too few events in this window (each says how many)."""
+    override_weeks: tuple[float | None, float | None] = (None, None)
+    """Override rate of the week before last and of the last 7 days (None: too few)."""
+    canaries: tuple[int, int] = (0, 0)
+    """Canaries scored in the window, and how many were caught (decided as they should be)."""
+    canary_reviewers: list[tuple[str, int, int]] = field(default_factory=list)
+    """(user, scored, caught) per reviewer."""
+    calibration: list[tuple[str, str, int, int]] = field(default_factory=list)
+    """(agent/action, confidence band, decisions, approved as proposed): the reliability table."""
 
     def rate(self, status: str) -> float | None:
         n = self.human_decisions
@@ -305,8 +323,10 @@ def _override_rate(part: list[tuple[int, dict[str, int]]]) -> float | None:
 
 
 def build_report(buckets: list[tuple[int, dict[str, int]]], *, now_s: float, queue_depth: int,
-                 oldest_created_s: float | None) -> Report:
-    """The report of a window of hour buckets (oldest first) and the live queue."""
+                 oldest_created_s: float | None,
+                 weeks: list[tuple[int, dict[str, int]]] | None = None) -> Report:
+    """The report of a window of hour buckets (oldest first) and the live queue; `weeks`, the
+    last two weeks of buckets, for the week-over-week override trend."""
     total: Counter[str] = Counter()
     for _, b in buckets:
         total.update(b)
@@ -338,8 +358,12 @@ def build_report(buckets: list[tuple[int, dict[str, int]]], *, now_s: float, que
         top_actions=_top(total, "action:"), top_agents=_top(total, "agent:"),
         reviewers=_reviewers(total), series=series,
         override_halves=(_override_rate(buckets[:half]), _override_rate(buckets[half:])),
+        override_weeks=(_override_rate(weeks[:-WEEK_HOURS]), _override_rate(weeks[-WEEK_HOURS:]))
+        if weeks and len(weeks) > WEEK_HOURS else (None, None),
+        canaries=(total.get("canary:n", 0), total.get("canary:caught", 0)),
+        canary_reviewers=_canary_reviewers(total),
     )
-    return _with_warnings(report, routed_n)
+    return _judged(_with_warnings(report, routed_n), routed_n)
 
 
 def _reviewers(total: Counter[str]) -> list[Reviewer]:
@@ -365,6 +389,51 @@ def _reviewers(total: Counter[str]) -> list[Reviewer]:
 
 def _pct(x: float) -> str:
     return f"{x:.0%}"
+
+
+def _canary_reviewers(total: Counter[str]) -> list[tuple[str, int, int]]:
+    ids = sorted({k.split(":")[1] for k in total if k.startswith("cn:")})
+    rows = [(u, total.get(f"cn:{u}:n", 0), total.get(f"cn:{u}:caught", 0)) for u in ids]
+    return [r for r in rows if r[1]]
+
+
+def _judged(r: Report, routed_n: int) -> Report:
+    """The signs added with issue 17 (week-over-week overrides, canaries), and an honest line
+    for each sign that had too few events to judge."""
+    w, few = list(r.warnings), []
+    if 0 < routed_n < MIN_ROUTED:
+        few.append(Sign("escalation_rate", f"Escalation rate {_pct(r.escalation_rate or 0)}: too few to "
+                        f"judge ({routed_n} requests; {MIN_ROUTED} needed)"))
+    if r.human_decisions and None in r.override_halves:
+        few.append(Sign("override_rising", f"Override trend: too few to judge ({r.human_decisions} "
+                        f"decisions by people; {MIN_HALF_DECISIONS} in each half needed)"))
+    before, last = r.override_weeks
+    if before is not None and last is not None and last - before >= OVERRIDE_RISE:
+        w.append(Sign("override_rising_weekly", f"Override rate rising week over week: {_pct(before)} "
+                      f"the week before, {_pct(last)} in the last 7 days; review recent agent changes."))
+    n_tte = r.tte.count
+    if 0 < n_tte < MIN_TTE:
+        w = [x for x in w if x.code != "slow_escalation"]
+        few.append(Sign("slow_escalation", f"Time to escalate: too few to judge ({n_tte} escalations; "
+                        f"{MIN_TTE} needed)"))
+    unread = [rv for rv in r.reviewers if not rv.rubber_stamp and rv.nontrivial < RUBBER_STAMP_MIN_CARDS
+              and rv.decisions < APPROVAL_MIN_DECISIONS]
+    if unread:
+        few.append(Sign("rubber_stamp", f"Reading speed and approval rate: too few to judge for "
+                        f"{len(unread)} reviewers (under {RUBBER_STAMP_MIN_CARDS} cards with real content "
+                        f"and {APPROVAL_MIN_DECISIONS} decisions each)"))
+    scored, caught = r.canaries
+    if scored >= MIN_CANARIES and caught / scored < CANARY_CATCH_LOW:
+        w.append(Sign("canary_catch_low", f"Canary catch rate {_pct(caught / scored)} of {scored} is "
+                      f"below {_pct(CANARY_CATCH_LOW)}: reviewers approve items they should not."))
+    elif 0 < scored < MIN_CANARIES:
+        few.append(Sign("canary_catch_low", f"Canary catch rate: too few to judge ({scored} canaries; "
+                        f"{MIN_CANARIES} needed)"))
+    for user, n, ok in r.canary_reviewers:
+        if n >= MIN_CANARIES and ok / n < CANARY_CATCH_LOW:
+            w.append(Sign("canary_catch_low", f"Caught {ok} of {n} canaries ({_pct(ok / n)}, below "
+                          f"{_pct(CANARY_CATCH_LOW)}).", user))
+    return replace(r, warnings=w, too_few=few)
 
 
 def _with_warnings(r: Report, routed_n: int) -> Report:

@@ -221,7 +221,7 @@ async def test_carol_is_refused_on_the_deletion_then_two_managers_approve(
     await expect(page.locator("#me")).to_contain_text("no user groups")
     deletion = await card(page, demo, "demo-delete")
     await expect(page.locator("#channel-title")).to_have_text("# approvals-high")
-    await deletion.get_by_role("button", name="Approve").click()
+    await deletion.get_by_role("button", name="Approve", exact=True).click()
     refusal = page.locator(".message.ephemeral", has_text="not one of the approvers")
     await expect(refusal).to_contain_text("Only visible to you")
     await shot(page, "carol-refused")
@@ -231,11 +231,11 @@ async def test_carol_is_refused_on_the_deletion_then_two_managers_approve(
 
     await act_as(page, "U0ALICE", "Alice")
     await expect(refusal).to_have_count(0)  # Carol's ephemeral is not Alice's to see
-    await deletion.get_by_role("button", name="Approve").click()
+    await deletion.get_by_role("button", name="Approve", exact=True).click()
     await expect(deletion).to_contain_text("1 of 2")
     assert await demo.client.decision(rid) is None  # quorum 2: one manager is not enough
     await act_as(page, "U0BOB", "Bob")
-    await deletion.get_by_role("button", name="Approve").click()
+    await deletion.get_by_role("button", name="Approve", exact=True).click()
     decision = await demo.client.wait(rid, timeout=5)
     assert decision.status is Status.approved
     assert [v.user_id for v in decision.decided_by] == ["U0ALICE", "U0BOB"]

@@ -28,8 +28,9 @@ class HonourHints:
     def __getattr__(self, name: str) -> Any:  # tiers and the rest of the policy engine
         return getattr(self.inner, name)
 
-    def route(self, request: Request, *, first_use: bool = False, paused: bool = False) -> Route:
-        route: Route = self.inner.route(request, first_use=first_use, paused=paused)
+    def route(self, request: Request, *, first_use: bool = False, paused: bool = False,
+              trust: Any = None) -> Route:
+        route: Route = self.inner.route(request, first_use=first_use, paused=paused, trust=trust)
         hl = hints(request)
         if hl is None:
             return route

@@ -33,7 +33,9 @@ from bot.policy.cel import (
 from bot.policy.load import default_text, load_file, load_policy
 from bot.policy.model import EscalationLevel, OnTimeout, Policy, Reminder
 from bot.policy.triggers import BuiltinTriggers, Hit
+from bot.policy.trust_config import GrantRule
 from store.models import MODE_RANK, Kind, Mode, Request, Route
+from store.trust import GrantTerms, TrustState
 
 log = logging.getLogger("hitl.policy")
 
@@ -104,6 +106,10 @@ class PolicyEngine:
             for r in policy.rules
         ]
         self._include = referenced_fields([r.when for r in policy.rules])
+        fu = policy.triggers.first_use
+        self._new_action = Hit("first_use", None if fu.tier is None else index.get(fu.tier), fu.mode, "")
+        self.canaries: list[dict[str, object]] = []
+        """Known-answer requests from `trust.canaries.file` (loaded by from_file)."""
 
     @classmethod
     def from_yaml(cls, text: str, source: str = "file") -> PolicyEngine:
@@ -112,8 +118,23 @@ class PolicyEngine:
 
     @classmethod
     def from_file(cls, path: Path) -> PolicyEngine:
-        """An engine for the policy file at `path`; PolicyError if unreadable or invalid."""
-        return cls(load_file(path), str(path))
+        """An engine for the policy file at `path` (and its canary file); PolicyError if
+        unreadable or invalid."""
+        from bot.policy.canaries import load_canaries
+
+        engine = cls(load_file(path), str(path))
+        engine.canaries = load_canaries(engine.policy, path)
+        return engine
+
+    def grant_rule(self, tier: str) -> GrantRule | None:
+        """What a standing grant may be on `tier`'s cards (amount limit resolved); None: none."""
+        t = self.policy.tiers.get(tier)
+        if t is None or t.grants is False:
+            return None
+        rule = GrantRule() if t.grants is True else t.grants
+        if rule.max_amount is None:
+            rule = rule.model_copy(update={"max_amount": self.policy.triggers.amount_over_limit.limit})
+        return rule
 
     @classmethod
     def default(cls) -> PolicyEngine:
@@ -142,11 +163,35 @@ class PolicyEngine:
                             rule.name, request.id, e, self.skipped[rule.name])
         return hits
 
-    def route(self, request: Request, *, first_use: bool = False, paused: bool = False) -> Route:
-        """Where `request` goes and why; deterministic for a given request and flags."""
-        hits = self.hits(request, first_use=first_use)
+    def grant_terms(self, tier: str) -> GrantTerms | None:
+        """The tier's grant rule as data handlers can use; None: no grants on this tier."""
+        rule = self.grant_rule(tier)
+        if rule is None:
+            return None
+        return GrantTerms(min(rule.duration, rule.max_duration), rule.max_amount, tuple(rule.same))
+
+    def route(self, request: Request, *, first_use: bool = False, paused: bool = False,
+              trust: TrustState | None = None) -> Route:
+        """Where `request` goes and why; deterministic for a given request and flags.
+
+        With `trust` (the action's autonomy), a new action fires the `first_use` trigger until
+        people approved it `trust.after` times, and a trusted one may have its default tier
+        lowered by `trust.promote` (never a tier a rule gave, never a deny)."""
+        hits = self.hits(request, first_use=first_use and trust is None)
+        after = self.policy.trust.after
+        if trust is not None and not trust.trusted and self.policy.triggers.first_use.enabled:
+            hits.append(self._new_action._replace(reason=(
+                f"new action {request.action!r}: {trust.clean} of {after} approvals so far"
+                + (" (pinned)" if trust.pinned else "") + " — a person approves every request until it is trusted")))
         ranks = [h.tier for h in hits if h.tier is not None]
-        tier = self._order[max(ranks) if ranks else self._default_tier]
+        default = self._default_tier
+        lowered = self._lowered(trust) if not ranks else 0
+        if lowered:
+            default = max(0, default - lowered)
+            hits.append(Hit("trust_promoted", None, None, (
+                f"trusted action: {trust.clean if trust else 0} clean approvals lower its default "
+                f"tier by {lowered}")))
+        tier = self._order[max(ranks) if ranks else default]
         mode = tier.mode
         for h in hits:
             if h.mode is not None and MODE_RANK[h.mode] > MODE_RANK[mode]:
@@ -163,11 +208,20 @@ class PolicyEngine:
         timeout = tier.timeout_s
         if request.timeout_s is not None:
             timeout = min(timeout, request.timeout_s)  # an agent may shorten, never extend
+        rule = self.grant_rule(tier.name) if mode is Mode.approve and request.kind is Kind.approval else None
         return Route(mode=mode, tier=tier.name, rules=[h.name for h in hits], reasons=reasons,
                      sampled=sampled, paused=paused, channel=tier.channel,
                      approvers=list(tier.approvers), quorum=tier.quorum, timeout_s=timeout,
                      group=self._group(request, mode, sampled), batch_window_s=int(self.policy.batching.window),
-                     batch_max=self.policy.batching.max_items)
+                     batch_max=self.policy.batching.max_items,
+                     grant_offer_s=rule.duration if rule and not paused else None)
+
+    def _lowered(self, trust: TrustState | None) -> int:
+        """Tiers a trusted action's default tier drops by (the last promotion step reached)."""
+        if trust is None or not trust.trusted:
+            return 0
+        steps = [p.lower_tier for p in self.policy.trust.promote if trust.clean >= p.after]
+        return steps[-1] if steps else 0
 
     def _group(self, request: Request, mode: Mode, sampled: bool) -> str | None:
         """The batch group of a request a person looks at; None when it gets a card of its own.

@@ -6,6 +6,7 @@ import hashlib
 import logging
 from pathlib import Path
 
+from bot.policy.canaries import load_canaries
 from bot.policy.engine import PolicyEngine
 from bot.policy.load import PolicyError, default_text
 
@@ -36,7 +37,9 @@ class PolicyHolder:
             text = self.path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as e:
             raise PolicyError(str(self.path), [f"cannot read the file: {e}"]) from None
-        return PolicyEngine.from_yaml(text, str(self.path)), _digest(text)
+        engine = PolicyEngine.from_yaml(text, str(self.path))
+        engine.canaries = load_canaries(engine.policy, self.path)
+        return engine, _digest(text)
 
     def reload(self) -> bool:
         """Re-read the file; True if the policy changed. An invalid file keeps the old policy,

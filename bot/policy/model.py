@@ -28,6 +28,7 @@ from bot.policy.fields import (
     parse_fraction_or_duration,
 )
 from bot.policy.triggers_config import TRIGGER_NAMES, Triggers
+from bot.policy.trust_config import GrantRule, TrustPolicy
 from store.models import Mode
 
 
@@ -136,6 +137,8 @@ class Tier(_Section):
     """Unset: `defaults.escalation`."""
     reminder: Annotated[Reminder, BeforeValidator(parse_fraction_or_duration)] | None = None
     """Unset: `defaults.reminder`; `null` written out: no reminder."""
+    grants: GrantRule | bool = True
+    """Standing grants from this tier's cards: `false` never, `true` the defaults (1 h)."""
 
     @field_validator("escalation")
     @classmethod
@@ -240,6 +243,7 @@ class Policy(_Section):
     triggers: Triggers = Field(default_factory=Triggers)
     batching: Batching = Field(default_factory=Batching)
     redact: Annotated[Redact, BeforeValidator(_redact_list)] = Field(default_factory=Redact)
+    trust: TrustPolicy = Field(default_factory=TrustPolicy)
 
     @model_validator(mode="after")
     def _references(self) -> Policy:

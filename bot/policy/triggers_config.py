@@ -114,5 +114,5 @@ class Triggers(BaseModel):
 # Names that appear in Route.rules for built-in behaviour; a file rule may not reuse them.
 TRIGGER_NAMES = frozenset(Triggers.model_fields) | {
     "confidence_autonomous", "confidence_review", "confidence_low",
-    "kind_escalation", "kind_question",
+    "kind_escalation", "kind_question", "trust_promoted", "grant", "canary",
 }

@@ -261,6 +261,26 @@ class Route(_Strict):
     """Requests with the same group, channel and window share one batch card."""
     batch_window_s: int = 10
     batch_max: int = 40
+    grant: GrantRef | None = None
+    """The standing grant that approved this request on its own (status `auto_approved`)."""
+    grant_offer_s: int | None = None
+    """How long a person may allow similar requests from the card ("Approve and allow similar
+    for 1 h"); None: the tier offers no standing grant."""
+    delegates: dict[str, str] = Field(default_factory=dict)
+    """Approvers away when the request arrived -> who decides for them (user or user group)."""
+    canary: bool = False
+    """A known-answer item the bot injected to measure vigilance: its decision reaches no agent."""
+
+
+class GrantRef(_Strict):
+    """A standing grant, as a route names it: its id, who granted it, until when."""
+
+    id: str
+    by: list[str] = Field(default_factory=list)
+    expires_at: datetime | None = None
+
+
+Route.model_rebuild()
 
 
 class Decision(_Strict):

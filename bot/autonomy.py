@@ -1,0 +1,82 @@
+"""Trust at intake: the action's autonomy into the route, standing grants, delegates of people
+away, and canaries (known-answer items mixed into the work people see). docs/trust.md.
+
+Risk is never relaxed here: a grant only turns a plain approval (mode `approve`, no pause)
+into an automatic one, within the bounds people set; deny, escalate and shadow stay as routed.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from datetime import datetime
+
+from hitl.protocol import GrantRef
+
+from bot.policy.engine import PolicyEngine, sample_point
+from bot.routing import Router
+from store.models import Kind, Mode, Request, Route
+from store.redis_store import Store
+
+log = logging.getLogger("hitl.trust")
+
+
+
+async def route(store: Store, router: Router, request: Request, *, paused: bool, now: datetime) -> Route:
+    """Where `request` goes once its action's trust, live grants and absences are known."""
+    assert request.id is not None
+    if not isinstance(router, PolicyEngine):
+        return router.route(request, first_use=not await store.action_seen(request.action), paused=paused)
+    state, canary = await store.trust.lookup(request)
+    r = router.route(request, paused=paused, trust=state)
+    if canary:
+        # it must reach a person and look like any other card; its decision reaches no agent
+        mode = r.mode if r.mode in (Mode.approve, Mode.escalate) else Mode.approve
+        return r.model_copy(update={"canary": True, "mode": mode, "sampled": False, "group": None,
+                                    "grant_offer_s": None})
+    update: dict[str, object] = {}
+    terms = router.grant_terms(r.tier)
+    if (r.mode is Mode.approve and not paused and request.kind is Kind.approval and terms is not None
+            and terms.allows(request)):
+        grant = await store.trust.matching_grant(request, now)
+        if grant is not None:
+            by = ", ".join(f"<@{u}>" for u in grant.by)
+            update.update(mode=Mode.auto, group=None, grant_offer_s=None, sampled=False,
+                          grant=GrantRef(id=grant.id, by=grant.by, expires_at=grant.expires_at),
+                          rules=[*r.rules, "grant"],
+                          reasons=[f"Standing grant {grant.id} by {by} until "
+                                   f"{grant.expires_at:%Y-%m-%d %H:%M} UTC ({grant.bounds.describe()})",
+                                   *r.reasons])
+        elif not terms.allows(request):
+            update["grant_offer_s"] = None
+    elif terms is not None and not terms.allows(request):
+        update["grant_offer_s"] = None
+    if r.approvers and update.get("mode") is not Mode.auto:
+        away = await store.trust.away(now)
+        delegates = {a: away[a].delegate for a in r.approvers if a in away}
+        if delegates:
+            update["delegates"] = delegates
+    return r.model_copy(update=update) if update else r
+
+
+async def maybe_canary(store: Store, router: Router, request: Request, route: Route) -> str | None:
+    """Now and then (the policy's `trust.canaries.share` of requests people see), queue a
+    canary; its id, or None."""
+    if not isinstance(router, PolicyEngine) or not router.canaries or route.canary:
+        return None
+    if route.mode not in (Mode.approve, Mode.shadow) or request.kind is not Kind.approval:
+        return None
+    assert request.id is not None
+    share = router.policy.trust.canaries.share
+    if share <= 0 or sample_point(f"{request.id}:canary") >= share:
+        return None
+    pick = router.canaries[int(sample_point(f"{request.id}:which") * len(router.canaries))]
+    body = dict(pick["request"])  # type: ignore[call-overload]
+    body["id"] = uuid.uuid4().hex  # like the agent client's ids: nothing on the card gives it away
+    try:
+        await store.trust.queue_canary(body, {"answer": pick["answer"], "why": pick["why"]})
+    except Exception:  # the real request is stored already; a lost canary must not touch it
+        log.exception("trust: queueing a canary after %s failed", request.id)
+        return None
+    log.info("trust: queued canary %s", body["id"])
+    return str(body["id"])

@@ -1,0 +1,158 @@
+"""Trust, as handlers use it: count what people made of a request (autonomy and calibration),
+score canaries, standing grants from a card, delegates of people away. docs/trust.md.
+
+Each function is one domain step after (or around) a person's decision; Slack words come from
+`blocks.trust`, Redis from `store.trust`.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+
+from blocks.trust import canary_feedback, demotion_notice, grant_reply
+from handlers.deps import Deps
+from store.errors import NotAllowed, NotFound
+from store.models import Choice, Kind, Mode, Record, Status, utcnow
+from store.transitions import VOTING, Transition
+from store.trust import Grant
+
+log = logging.getLogger("hitl.trust")
+
+
+def outcome_kind(record: Record) -> str | None:
+    """What a person's decision says about the agent's proposal: clean (approved as proposed),
+    edited, rejected, or override (a shadow disagreement); None when it says nothing."""
+    d = record.decision
+    if d is None or record.request.kind is not Kind.approval:
+        return None
+    shadow = record.route.mode is Mode.shadow
+    if d.status is Status.approved:
+        if d.changes:
+            return "override" if shadow else "edited"
+        return "clean"
+    if d.status is Status.rejected:
+        return "override" if shadow else "rejected"
+    return None
+
+
+async def after_decision(d: Deps, record: Record, user_id: str) -> None:
+    """Once a request is decided by people: count its outcome (once per request), or score it
+    when it was a canary. Never raises into the click: a failure is logged."""
+    try:
+        if record.route.canary:
+            await score_canary(d, record)
+            return
+        kind = outcome_kind(record)
+        if kind is not None:
+            await _count(d, record, kind, user_id)
+    except Exception:
+        log.exception("trust: counting the outcome of %s failed", record.id)
+
+
+async def after_review(d: Deps, record: Record, user_id: str) -> None:
+    """A person checked an action that ran on its own: `ok` is a clean approval, `wrong` an
+    override (demotes a trusted action)."""
+    if record.review is None or record.route.canary:
+        return
+    try:
+        await _count(d, record, "clean" if record.review.verdict == "ok" else "override", user_id)
+    except Exception:
+        log.exception("trust: counting the review of %s failed", record.id)
+
+
+async def _count(d: Deps, record: Record, kind: str, user_id: str) -> None:
+    result, _, _ = await d.store.trust.outcome(record.request, kind, d.trust_after(), utcnow(),
+                                               agree=kind == "clean", actor=user_id)
+    if result == "demoted" and d.dm is not None:
+        notice = demotion_notice(record, user_id, kind, d.trust_after())
+        for admin in sorted(d.admins()):
+            await d.dm(admin, notice)
+
+
+async def score_canary(d: Deps, record: Record) -> None:
+    """Score each person who decided a canary; tell those who got it wrong, privately."""
+    known = await d.store.trust.canary_answer(record.id)
+    if known is None or record.decision is None:
+        return
+    for v in record.decision.decided_by:
+        if v.choice not in VOTING:
+            continue
+        said = "reject" if v.choice is Choice.reject else "approve"
+        caught = said == known.get("answer")
+        if not await d.store.trust.score_canary(record.id, v.user_id, caught):
+            continue
+        await d.store.audit(record.id, "canary_scored", v.user_id,
+                            {"caught": caught, "answer": known.get("answer"), "said": said},
+                            utcnow(), key=f"canary:{record.id}:{v.user_id}")
+        if not caught and d.dm is not None:
+            await d.dm(v.user_id, canary_feedback(record, said, known))
+
+
+# ---- standing grants ------------------------------------------------------------------------
+
+
+async def grant_from_card(d: Deps, record: Record, user_id: str, now: datetime) -> dict[str, str]:
+    """After `user_id` approved `record` from "Approve and allow similar": their vote for a
+    grant (created once the request's quorum of people asked for it). A reply for them."""
+    terms = d.grant_terms(record.route.tier)
+    offer = record.route.grant_offer_s
+    if terms is None or not offer or not terms.allows(record.request):
+        return grant_reply("refused", None, record.route.quorum, 0)
+    r = record.request
+    grant = Grant(id=f"g-{record.id}"[:80], agent=r.agent, action=r.action, tier=record.route.tier,
+                  request_id=record.id, bounds=terms.bounds_for(r), created_at=now,
+                  expires_at=now + timedelta(seconds=min(offer, terms.duration_s)))
+    status, n = await d.store.trust.vote_grant(grant, user_id, record.route.quorum, now)
+    return grant_reply(status, grant, record.route.quorum, n)
+
+
+async def revoke_grant(d: Deps, grant_id: str, user_id: str) -> Grant:
+    """Revoke a grant (a granter or an admin); NotFound, NotAllowed otherwise."""
+    grant = next((g for g in await d.store.trust.grants() if g.id == grant_id), None)
+    if grant is None:
+        raise NotFound(grant_id)
+    if user_id not in grant.by and user_id not in d.admins():
+        raise NotAllowed("not_admin", "only the people who granted it or an admin may revoke it")
+    if not await d.store.trust.revoke(grant_id, user_id, utcnow()):
+        raise NotFound(grant_id)
+    return grant
+
+
+async def live_grants(d: Deps) -> list[Grant]:
+    """Grants in force now (expired ones are removed, audited)."""
+    now = utcnow()
+    out = []
+    for g in await d.store.trust.grants():
+        if g.expires_at <= now:
+            await d.store.trust.revoke(g.id, "system", now, event="grant_expired")
+        else:
+            out.append(g)
+    return out
+
+
+# ---- delegation -----------------------------------------------------------------------------
+
+
+async def standing_in_for(d: Deps, record: Record, user_id: str, groups: frozenset[str]) -> list[str]:
+    """Approvers of `record` away now whose delegate is `user_id` (or a group they are in);
+    empty when they may decide in their own right."""
+    if record.may_decide(user_id, groups):
+        return []
+    away = await d.store.trust.away(utcnow())
+    out = []
+    for approver in record.route.approvers:
+        a = away.get(approver)
+        if a is None:
+            continue
+        if a.delegate == user_id or (a.delegate.startswith("S") and user_id in await d.directory.members(a.delegate)):
+            out.append(approver)
+    return out
+
+
+def mark_delegated(t: Transition, user_id: str, absent: list[str]) -> None:
+    """The audit says who decided for whom: `clicked` carries `for`, plus a `delegated` entry."""
+    for _, actor, detail in t.audit:
+        if actor == user_id:
+            detail["for"] = absent
+    t.audit.append(("delegated", user_id, {"for": absent}))

@@ -1,0 +1,343 @@
+"""Trust state in Redis: graduated autonomy per action, standing grants, delegation while away,
+calibration counts and canary scores.
+
+Every change that must count once is one Lua script (`store/lua/trust_*.lua`): an action's
+outcome is counted once per request (a flag on the record), a grant is created once per
+request, so replicas racing on the same click never count twice.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from importlib import resources
+from typing import Any, cast
+
+from pydantic import BaseModel, Field
+
+from store.keys import Keys
+from store.models import Request
+
+OUTCOMES = ("clean", "edited", "rejected", "override")
+BAND_WIDTH = 0.1
+
+
+def _script(name: str) -> str:
+    lua = resources.files("store") / "lua"
+    return (lua / "_prelude.lua").read_text() + "\n" + (lua / f"{name}.lua").read_text()
+
+
+def member(agent: str, action: str) -> str:
+    """An action as trust counts it: `agent/action`."""
+    return f"{agent}/{action}"
+
+
+def band(confidence: float | None) -> str:
+    """The calibration band of a confidence (`0.8` is 0.8 to 0.9); '' without one."""
+    if confidence is None:
+        return ""
+    low = min(int(confidence / BAND_WIDTH + 1e-9), 9) * BAND_WIDTH
+    return f"{low:.1f}"
+
+
+@dataclass(frozen=True)
+class TrustKeys:
+    """The trust keys, from the store's prefix."""
+
+    prefix: str
+
+    def action(self, m: str) -> str:
+        return f"{self.prefix}:trust:a:{m}"
+
+    @property
+    def index(self) -> str:
+        return f"{self.prefix}:trust:index"
+
+    @property
+    def calibration(self) -> str:
+        return f"{self.prefix}:trust:calibration"
+
+    @property
+    def grants(self) -> str:
+        return f"{self.prefix}:trust:grants"
+
+    def grant_votes(self, request_id: str) -> str:
+        return f"{self.prefix}:trust:grantvotes:{request_id}"
+
+    @property
+    def away(self) -> str:
+        return f"{self.prefix}:trust:away"
+
+    def canary(self, request_id: str) -> str:
+        return f"{self.prefix}:trust:canary:{request_id}"
+
+    @property
+    def canary_scores(self) -> str:
+        return f"{self.prefix}:trust:canary_scores"
+
+    @property
+    def canary_decisions(self) -> str:
+        """Where canaries' decisions go instead of `{prefix}:decisions`: no agent reads it."""
+        return f"{self.prefix}:trust:canary_decisions"
+
+
+@dataclass(frozen=True)
+class TrustState:
+    """One action's autonomy: `new` (a person approves every request) or `trusted`."""
+
+    agent: str
+    action: str
+    state: str = "new"
+    pinned: bool = False
+    clean: int = 0
+    approvals: int = 0
+    disagreements: int = 0
+    overrides: int = 0
+    outcomes: int = 0
+    changed_at: str | None = None
+    changed_by: str | None = None
+    why: str | None = None
+
+    @property
+    def trusted(self) -> bool:
+        return self.state == "trusted"
+
+    @property
+    def override_rate(self) -> float | None:
+        n = self.outcomes
+        return (self.overrides + self.disagreements) / n if n else None
+
+
+class GrantBounds(BaseModel):
+    """Which similar requests a grant covers: an amount ceiling, parameter values in a list."""
+
+    amount_max: float | None = None
+    params: dict[str, list[Any]] = Field(default_factory=dict)
+
+    def covers(self, request: Request) -> bool:
+        amount = request.risk.amount
+        if self.amount_max is not None and (amount is None or amount > self.amount_max):
+            return False
+        return all(request.params.get(k) in allowed for k, allowed in self.params.items())
+
+    def describe(self) -> str:
+        parts = []
+        if self.amount_max is not None:
+            parts.append(f"amount <= {self.amount_max:g}")
+        for k, allowed in self.params.items():
+            parts.append(f"{k} in {', '.join(str(v) for v in allowed)}")
+        return "; ".join(parts) or "any parameters"
+
+
+class Grant(BaseModel):
+    """A standing grant: people allowed similar requests of one agent and action for a while."""
+
+    id: str
+    agent: str
+    action: str
+    tier: str
+    request_id: str
+    bounds: GrantBounds = Field(default_factory=GrantBounds)
+    created_at: datetime
+    expires_at: datetime
+    by: list[str] = Field(default_factory=list)
+
+    def matches(self, request: Request, now: datetime) -> bool:
+        return (request.agent == self.agent and request.action == self.action
+                and now < self.expires_at and self.bounds.covers(request))
+
+
+class Away(BaseModel):
+    """A person away until a date; `delegate` (a user or a user group) decides for them."""
+
+    user: str
+    delegate: str
+    until: datetime
+    since: datetime
+
+
+def _state(m: str, raw: dict[str, str]) -> TrustState:
+    agent, _, action = m.partition("/")
+    return TrustState(agent=agent, action=action, state=raw.get("state", "new"),
+                      pinned=raw.get("pinned") == "1", clean=int(raw.get("clean", 0)),
+                      approvals=int(raw.get("approvals", 0)),
+                      disagreements=int(raw.get("disagreements", 0)),
+                      overrides=int(raw.get("overrides", 0)), outcomes=int(raw.get("outcomes", 0)),
+                      changed_at=raw.get("changed_at"), changed_by=raw.get("changed_by"),
+                      why=raw.get("why"))
+
+
+class TrustStore:
+    """Trust state through the store's Redis client (decoded strings)."""
+
+    def __init__(self, redis: Any, keys: Keys) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.k = TrustKeys(keys.prefix)
+        self._scripts = {n: redis.register_script(_script(n)) for n in (
+            "trust_outcome", "trust_set", "trust_grant", "trust_revoke")}
+
+    # ---- autonomy -----------------------------------------------------------------------------
+
+    async def state(self, agent: str, action: str) -> TrustState:
+        m = member(agent, action)
+        return _state(m, cast(dict[str, str], await self.redis.hgetall(self.k.action(m))))
+
+    async def lookup(self, request: Request) -> tuple[TrustState, bool]:
+        """What intake needs in one round trip: the action's trust, and whether the request
+        is a canary (its known answer was stored before it was queued)."""
+        assert request.id is not None
+        m = member(request.agent, request.action)
+        async with self.redis.pipeline(transaction=False) as p:
+            p.hgetall(self.k.action(m))
+            p.exists(self.k.canary(request.id))
+            raw, canary = await p.execute()
+        return _state(m, raw), bool(canary)
+
+    async def states(self) -> list[TrustState]:
+        """Every action trust has counted, by agent and action."""
+        members = sorted(await self.redis.smembers(self.k.index))
+        async with self.redis.pipeline(transaction=False) as p:
+            for m in members:
+                p.hgetall(self.k.action(m))
+            rows = await p.execute()
+        return [_state(m, r) for m, r in zip(members, rows, strict=True)]
+
+    async def outcome(self, request: Request, kind: str, after: int, now: datetime, *,
+                      agree: bool, actor: str = "system") -> tuple[str, str, int]:
+        """Count what people made of one request, once: (result, state after, clean approvals).
+
+        result: `promoted`, `demoted`, `counted`, `dup` (already counted) or `missing`."""
+        assert kind in OUTCOMES and request.id is not None
+        m = member(request.agent, request.action)
+        keys = [self.k.action(m), self.keys.request(request.id), self.k.index, self.keys.audit,
+                self.keys.trail(request.id), self.k.calibration]
+        args = [request.id, kind, after, now.isoformat(), m, band(request.confidence),
+                "1" if agree else "0", actor]
+        res = await self._scripts["trust_outcome"](keys=keys, args=args)
+        if res[0] in ("missing", "dup"):
+            return str(res[0]), "", 0
+        return str(res[0]), str(res[1]), int(res[2] or 0)
+
+    async def set(self, op: str, agent: str, action: str, actor: str, now: datetime) -> str:
+        """reset (to new, count from zero), pin (no automatic change) or unpin; audited."""
+        assert op in ("reset", "pin", "unpin")
+        m = member(agent, action)
+        keys = [self.k.action(m), self.k.index, self.keys.audit]
+        return str(await self._scripts["trust_set"](keys=keys, args=[op, m, actor, now.isoformat()]))
+
+    # ---- calibration ------------------------------------------------------------------------
+
+    async def calibration(self) -> dict[tuple[str, str], tuple[int, int]]:
+        """(agent/action, band) -> (decisions, agreements)."""
+        raw = cast(dict[str, str], await self.redis.hgetall(self.k.calibration))
+        out: dict[tuple[str, str], list[int]] = {}
+        for f, v in raw.items():
+            m, b, what = f.rsplit("|", 2)
+            row = out.setdefault((m, b), [0, 0])
+            row[0 if what == "n" else 1] += int(v)
+        return {k: (v[0], v[1]) for k, v in out.items()}
+
+    # ---- grants -------------------------------------------------------------------------------
+
+    async def vote_grant(self, grant: Grant, user: str, quorum: int, now: datetime) -> tuple[str, int]:
+        """One person asks for `grant` on its request: ('created', n), ('waiting', n people so
+        far) or ('exists', n)."""
+        ttl = max(60, int((grant.expires_at - now).total_seconds()) + 86400)
+        keys = [self.k.grant_votes(grant.request_id), self.k.grants, self.keys.audit,
+                self.keys.trail(grant.request_id)]
+        body = grant.model_dump(mode="json", exclude={"by"})
+        res = await self._scripts["trust_grant"](keys=keys, args=[
+            grant.request_id, user, quorum, json.dumps(body), now.isoformat(), ttl, grant.id])
+        return str(res[0]), int(res[1]) if res[0] == "waiting" else quorum
+
+    async def grants(self) -> list[Grant]:
+        """Every grant not yet removed (expired ones included until `expire_grants`)."""
+        raw = cast(dict[str, str], await self.redis.hgetall(self.k.grants))
+        return sorted((Grant.model_validate_json(v) for v in raw.values()), key=lambda g: g.expires_at)
+
+    async def revoke(self, grant_id: str, actor: str, now: datetime, *, event: str = "grant_revoked") -> bool:
+        """Remove a grant once, audited; False when it was gone already."""
+        res = await self._scripts["trust_revoke"](
+            keys=[self.k.grants, self.keys.audit], args=[grant_id, actor, now.isoformat(), event])
+        return bool(res)
+
+    async def matching_grant(self, request: Request, now: datetime) -> Grant | None:
+        """A live grant covering `request`; expired grants met on the way are removed, audited."""
+        found = None
+        for g in await self.grants():
+            if g.expires_at <= now:
+                await self.revoke(g.id, "system", now, event="grant_expired")
+            elif found is None and g.matches(request, now):
+                found = g
+        return found
+
+    # ---- away ---------------------------------------------------------------------------------
+
+    async def set_away(self, away: Away) -> None:
+        await self.redis.hset(self.k.away, away.user, away.model_dump_json())
+
+    async def back(self, user: str) -> bool:
+        return bool(await self.redis.hdel(self.k.away, user))
+
+    async def away(self, now: datetime) -> dict[str, Away]:
+        """People away now, by user id (past absences are dropped)."""
+        raw = cast(dict[str, str], await self.redis.hgetall(self.k.away))
+        out = {}
+        for user, text in raw.items():
+            a = Away.model_validate_json(text)
+            if a.until > now:
+                out[user] = a
+        return out
+
+    # ---- canaries -----------------------------------------------------------------------------
+
+    async def queue_canary(self, request: dict[str, Any], answer: dict[str, Any]) -> str:
+        """Remember a canary's known answer (a key agents cannot write), then queue it like any
+        request; intake knows it by that key."""
+        assert isinstance(request.get("id"), str)
+        await self.redis.set(self.k.canary(request["id"]), json.dumps(answer), ex=30 * 86400)
+        return str(await self.redis.xadd(self.keys.requests, {"request": json.dumps(request)}))
+
+    async def canary_answer(self, request_id: str) -> dict[str, Any] | None:
+        raw = await self.redis.get(self.k.canary(request_id))
+        return cast(dict[str, Any], json.loads(raw)) if raw else None
+
+    async def score_canary(self, request_id: str, user: str, caught: bool) -> bool:
+        """Score one reviewer's decision on a canary once; False if it was scored already."""
+        if not await self.redis.hsetnx(self.k.canary(request_id) + ":scored", user, "1"):
+            return False
+        await self.redis.expire(self.k.canary(request_id) + ":scored", 30 * 86400)
+        await self.redis.hincrby(self.k.canary_scores, f"{user}|{'caught' if caught else 'missed'}", 1)
+        return True
+
+    async def canary_scores(self) -> dict[str, tuple[int, int]]:
+        """user -> (caught, missed)."""
+        raw = cast(dict[str, str], await self.redis.hgetall(self.k.canary_scores))
+        out: dict[str, list[int]] = {}
+        for f, v in raw.items():
+            user, what = f.rsplit("|", 1)
+            out.setdefault(user, [0, 0])[0 if what == "caught" else 1] += int(v)
+        return {u: (v[0], v[1]) for u, v in out.items()}
+
+
+@dataclass(frozen=True)
+class GrantTerms:
+    """What a tier lets a card grant (resolved from the policy): how long, up to which amount,
+    which parameters a similar request must repeat."""
+
+    duration_s: int
+    max_amount: float | None
+    same: tuple[str, ...] = ()
+
+    def allows(self, request: Request) -> bool:
+        amount = request.risk.amount
+        return self.max_amount is None or amount is None or amount <= self.max_amount
+
+    def bounds_for(self, request: Request) -> GrantBounds:
+        """A grant's bounds from the request it was made on: the policy's amount ceiling when the
+        request has an amount (intake checks the ceiling on every request anyway)."""
+        cap = self.max_amount if request.risk.amount is not None else None
+        return GrantBounds(amount_max=cap, params={
+            k: [request.params[k]] for k in self.same if k in request.params})

@@ -1,0 +1,228 @@
+"""Standing grants and delegation end to end: signed clicks, the emulator, a real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from blocks.ids import ActionId, HomeActionId
+from store.models import Mode, Status, utcnow
+from store.trust import Away, Grant
+from tests.harness import Harness, start, stop
+from tests.util import eventually
+
+POLICY = """
+defaults: {tier: medium}
+tiers:
+  low:    {mode: auto}
+  medium: {mode: approve, grants: {duration: 1h, max_amount: 100, same: [to]}}
+  high:   {mode: approve, quorum: 2, grants: {duration: 30m, max_amount: 100}}
+  locked: {mode: approve, grants: false}
+rules:
+  - {name: two_people, when: 'request.action == "wire"', tier: high}
+  - {name: no_grants, when: 'request.action == "delete"', tier: locked}
+  - {name: approvers, when: 'request.action == "invoice"', tier: finance}
+admins: ["U0ADMIN"]
+batching: {enabled: false}
+triggers:
+  first_use: {enabled: false}
+  amount_over_limit: {tier: high}
+"""
+
+
+@pytest.fixture
+async def h(redis_url: str, tmp_path: Path) -> AsyncIterator[Harness]:
+    policy = tmp_path / "policy.yml"
+    text = POLICY.replace("  locked: {mode: approve, grants: false}\n",
+                          "  locked: {mode: approve, grants: false}\n"
+                          "  finance: {mode: approve, approvers: [U0ALICE]}\n")
+    policy.write_text(text)
+    harness = await start(redis_url, policy=policy)
+    yield harness
+    await stop(harness)
+
+
+def _buttons(h: Harness, rec: object) -> list[str]:
+    msg = h.message(rec)  # type: ignore[arg-type]
+    return [e["text"]["text"] for b in msg["blocks"] if b["type"] == "actions" for e in b["elements"]]
+
+
+async def _ephemeral(h: Harness, user: str, n: int = 1) -> str:
+    async def found() -> str | None:
+        msgs = h.emu.ephemerals(user)
+        return json.dumps(msgs[-1]) if len(msgs) >= n else None
+
+    return str(await eventually(found, what=f"ephemeral to {user}"))
+
+
+async def _grants(h: Harness, n: int) -> list[Grant]:
+    async def found() -> list[Grant] | None:
+        gs = await h.store.trust.grants()
+        return gs if len(gs) >= n else None
+
+    return await eventually(found, what=f"{n} grants")  # type: ignore[no-any-return]
+
+
+async def _pending(h: Harness, **fields: object) -> str:
+    rid = await h.push(**fields)
+    rec = await h.card(rid)
+    assert rec.route.mode is Mode.approve and rec.decision is None
+    return rid
+
+
+async def test_a_grant_approves_similar_requests_within_its_bounds(h: Harness) -> None:
+    rid = await h.push(summary="Refund $50 to Ana", params={"to": "ana"}, risk={"amount": 50})
+    rec = await h.card(rid)
+    assert "Approve and allow similar for 1h" in _buttons(h, rec)
+    await h.click(rec, "U0BOB", ActionId.approve_grant)
+    assert (await h.client.wait(rid, timeout=10)).status is Status.approved
+    assert "approved on their own until" in await _ephemeral(h, "U0BOB")
+    [grant] = await _grants(h, 1)
+    assert grant.by == ["U0BOB"] and grant.bounds.amount_max == 100 and grant.bounds.params == {"to": ["ana"]}
+    # similar and within bounds: approved on its own, naming the grant and who granted it
+    similar = await h.push(summary="Refund $80 to Ana", params={"to": "ana"}, risk={"amount": 80})
+    d = await h.client.wait(similar, timeout=10)
+    assert d.status is Status.auto_approved and d.route is not None and d.route.grant is not None
+    assert d.route.grant.id == grant.id and d.route.grant.by == ["U0BOB"] and "grant" in d.route.rules
+    # outside the bounds: a person again
+    await _pending(h, summary="Refund $150 to Ana", params={"to": "ana"}, risk={"amount": 150})
+    await _pending(h, summary="Refund $20 to Eve", params={"to": "eve"}, risk={"amount": 20})
+    await _pending(h, action="cancel", summary="Cancel for Ana", params={"to": "ana"}, risk={"amount": 20})
+    # listed, then revoked: only its granter or an admin may
+    listed = await h.emu.slash_command("U0CAROL", "C0GENERAL", "/hitl", "grants")
+    assert grant.id in json.dumps(listed.json())
+    refused = await h.emu.slash_command("U0CAROL", "C0GENERAL", "/hitl", f"grants revoke {grant.id}")
+    assert "Only hitl admins" in json.dumps(refused.json()) or "granted" in json.dumps(refused.json())
+    assert await h.store.trust.grants()
+    done = await h.emu.slash_command("U0BOB", "C0GENERAL", "/hitl", f"grants revoke {grant.id}")
+    assert "Revoked" in json.dumps(done.json())
+    assert not await h.store.trust.grants()
+    await _pending(h, summary="Refund $10 to Ana", params={"to": "ana"}, risk={"amount": 10})
+    assert "grant_revoked" in [e.event for e in await h.store.audit_entries()]
+
+
+async def test_a_grant_expires_and_the_home_tab_revokes(h: Harness) -> None:
+    rid = await h.push(summary="Refund $5 to Ana", params={"to": "ana"}, risk={"amount": 5})
+    await h.click(await h.card(rid), "U0BOB", ActionId.approve_grant)
+    [grant] = await _grants(h, 1)
+    # time passes: the grant's hour is over (written as the store keeps it)
+    old = grant.model_copy(update={"expires_at": utcnow() - timedelta(seconds=1)})
+    await h.store.redis.hset(h.store.trust.k.grants, grant.id, old.model_dump_json())
+    await _pending(h, summary="Refund $6 to Ana", params={"to": "ana"}, risk={"amount": 6})
+    assert not await h.store.trust.grants()
+    assert "grant_expired" in [e.event for e in await h.store.audit_entries()]
+    # a fresh grant, revoked from the App Home
+    rid = await h.push(summary="Refund $7 to Ana", params={"to": "ana"}, risk={"amount": 7})
+    await h.click(await h.card(rid), "U0BOB", ActionId.approve_grant)
+    [grant] = await _grants(h, 1)
+    await h.emu.open_home("U0BOB")
+    home = await eventually(lambda: asyncio.sleep(0, h.emu.home("U0BOB")), what="home")
+    assert grant.id in json.dumps(home.to_slack())
+    await h.emu.click_home("U0BOB", HomeActionId.revoke_grant, value=grant.id)
+
+    async def gone() -> bool:
+        return not await h.store.trust.grants()
+
+    await eventually(gone, what="revoked from the Home tab")
+
+
+async def test_no_grant_where_the_policy_says_no(h: Harness) -> None:
+    rec = await h.card(await h.push(action="delete", summary="Delete Ana's account"))
+    assert rec.route.tier == "locked" and rec.route.grant_offer_s is None
+    assert not any("allow similar" in b for b in _buttons(h, rec))
+    big = await h.card(await h.push(summary="Refund $90", risk={"amount": 99.5}))
+    assert big.route.grant_offer_s == 3600
+    over = await h.card(await h.push(action="wire", summary="Wire $120", risk={"amount": 120}))
+    assert over.route.grant_offer_s is None  # above the policy's amount limit for grants
+
+
+async def test_a_quorum_two_grant_needs_two_people(h: Harness) -> None:
+    rid = await h.push(action="wire", summary="Wire $40 to ACME", risk={"amount": 40})
+    rec = await h.card(rid)
+    assert rec.route.quorum == 2 and "Approve and allow similar for 30m" in _buttons(h, rec)
+    await h.click(rec, "U0ALICE", ActionId.approve_grant)
+    assert "1 of 2 so far" in await _ephemeral(h, "U0ALICE")
+    assert not await h.store.trust.grants()
+    # one person's grant does not approve the next one
+    await _pending(h, action="wire", summary="Wire $30 to ACME", risk={"amount": 30})
+    await h.click(rec, "U0BOB", ActionId.approve_grant)
+    [grant] = await _grants(h, 1)
+    assert grant.by == ["U0ALICE", "U0BOB"]
+    d = await h.client.wait(await h.push(action="wire", summary="Wire $25", risk={"amount": 25}), timeout=10)
+    assert d.status is Status.auto_approved and d.route and d.route.grant and d.route.grant.by == grant.by
+    # approve (no grant) by the second person: no grant
+    other = await h.card(await h.push(action="wire", agent="pay-bot", summary="Wire $5", risk={"amount": 5}))
+    await h.click(other, "U0ALICE", ActionId.approve_grant)
+    await _ephemeral(h, "U0ALICE", 2)
+    await h.click(other, "U0BOB", ActionId.approve)
+    assert (await h.client.wait(other.id, timeout=10)).status is Status.approved
+    assert [g.id for g in await h.store.trust.grants()] == [grant.id]
+
+
+async def test_a_delegate_decides_only_while_the_person_is_away(h: Harness) -> None:
+    reply = await h.emu.slash_command("U0ALICE", "C0GENERAL", "/hitl", "away until 2099-12-24 to <@U0BOB|bob>")
+    assert "You are away until" in json.dumps(reply.json())
+    rec = await h.card(await h.push(action="invoice", summary="Pay invoice 7"))
+    assert rec.route.delegates == {"U0ALICE": "U0BOB"}
+    assert "is away" in json.dumps(h.message(rec)["blocks"])
+    await h.click(rec, "U0CAROL", ActionId.approve)  # not the delegate
+    assert "not one of the approvers" in await _ephemeral(h, "U0CAROL")
+    await h.click(rec, "U0BOB", ActionId.approve)
+    d = await h.client.wait(rec.id, timeout=10)
+    assert d.status is Status.approved and d.decided_by[0].user_id == "U0BOB"
+    clicked = [e for e in await h.store.trail(rec.id) if e.event == "clicked"]
+    assert clicked[-1].actor == "U0BOB" and clicked[-1].detail["for"] == ["U0ALICE"]
+    # the delegate may not decide what they asked for themselves
+    own = await h.card(await h.push(action="invoice", summary="Pay my invoice", requested_by="U0BOB"))
+    await h.click(own, "U0BOB", ActionId.approve)
+    assert "cannot approve it yourself" in await _ephemeral(h, "U0BOB")
+    # the absence is over: the delegate is an ordinary bystander again
+    now = utcnow()
+    await h.store.trust.set_away(Away(user="U0ALICE", delegate="U0BOB", since=now - timedelta(days=2),
+                                      until=now - timedelta(seconds=1)))
+    late = await h.card(await h.push(action="invoice", summary="Pay invoice 8"))
+    assert late.route.delegates == {}
+    await h.click(late, "U0BOB", ActionId.approve)
+    assert "not one of the approvers" in await _ephemeral(h, "U0BOB", 2)
+    # refused forms
+    for text, words in (("away until 2001-01-01 to <@U0BOB|bob>", "has passed"),
+                        ("away until 2099-01-01 to <@U0ALICE|alice>", "someone else"),
+                        ("away tomorrow", "Use")):
+        r = await h.emu.slash_command("U0ALICE", "C0GENERAL", "/hitl", text)
+        assert words in json.dumps(r.json()), text
+
+
+async def test_a_grant_without_an_amount_still_respects_the_ceiling(h: Harness) -> None:
+    rid = await h.push(action="email", summary="Email Ana", params={"to": "ana"})
+    await h.click(await h.card(rid), "U0BOB", ActionId.approve_grant)
+    [grant] = await _grants(h, 1)
+    assert grant.bounds.amount_max is None
+    d = await h.client.wait(await h.push(action="email", summary="Email Ana again", params={"to": "ana"}),
+                            timeout=10)
+    assert d.status is Status.auto_approved
+    # within the policy's ceiling it is covered; above it, never
+    d = await h.client.wait(await h.push(action="email", summary="Email Ana a $99 voucher", params={"to": "ana"},
+                                         risk={"amount": 99}), timeout=10)
+    assert d.status is Status.auto_approved
+    await _pending(h, action="email", summary="Email Ana a $150 voucher", params={"to": "ana"}, risk={"amount": 150})
+
+
+async def test_a_user_group_may_stand_in(h: Harness) -> None:
+    reply = await h.emu.slash_command("U0ALICE", "C0GENERAL", "/hitl",
+                                      "away until 2099-01-01 to <!subteam^S0MANAGERS|@managers>")
+    assert "You are away until" in json.dumps(reply.json())
+    rec = await h.card(await h.push(action="invoice", summary="Pay invoice 9"))
+    assert rec.route.delegates == {"U0ALICE": "S0MANAGERS"}
+    await h.click(rec, "U0CAROL", ActionId.approve)  # not in the group
+    assert "not one of the approvers" in await _ephemeral(h, "U0CAROL")
+    await h.click(rec, "U0BOB", ActionId.approve)  # a manager
+    d = await h.client.wait(rec.id, timeout=10)
+    assert d.status is Status.approved and d.decided_by[0].user_id == "U0BOB"
+    back = await h.emu.slash_command("U0ALICE", "C0GENERAL", "/hitl", "away off")
+    assert "Welcome back" in json.dumps(back.json())
+    assert await h.store.trust.away(utcnow()) == {}

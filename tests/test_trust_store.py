@@ -1,0 +1,96 @@
+"""Trust state against a real Redis: counted once per request whatever the races; the policy's
+promotion steps never relax a rule."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+from bot.policy import PolicyEngine
+from store.models import Mode, Request, Route, utcnow
+from store.redis_store import Accepted, Store
+from store.trust import Grant, GrantBounds, TrustState, band
+
+
+async def _stored(store: Store, rid: str, **kw: object) -> Request:
+    req = Request.model_validate({"id": rid, "agent": "bot", "action": "refund", "summary": "s", **kw})
+    entry = str(await store.redis.xadd(store.keys.requests, {"request": req.model_dump_json()}))
+    await store.ensure_group()
+    await store.redis.xreadgroup("hitl", "c", {store.keys.requests: ">"})
+    await store.accept(entry, Accepted(req, Route(), None, post=False), utcnow())
+    return req
+
+
+async def test_racing_counts_of_one_request_count_once_and_two_count_twice(store: Store) -> None:
+    a, b = await _stored(store, "a"), await _stored(store, "b")
+    now = utcnow()
+    results = await asyncio.gather(*(store.trust.outcome(r, "clean", 5, now, agree=True)
+                                     for r in (a, a, a, b, b, a, b)))
+    assert sorted(r[0] for r in results) == ["counted", "counted", "dup", "dup", "dup", "dup", "dup"]
+    state = await store.trust.state("bot", "refund")
+    assert state.clean == 2 and state.approvals == 2 and state.outcomes == 2
+
+
+async def test_promotion_at_after_and_demotion_by_an_override(store: Store) -> None:
+    reqs = [await _stored(store, f"r{i}", confidence=0.85) for i in range(4)]
+    now = utcnow()
+    assert (await store.trust.outcome(reqs[0], "clean", 2, now, agree=True))[0] == "counted"
+    assert (await store.trust.outcome(reqs[1], "clean", 2, now, agree=True))[0] == "promoted"
+    assert (await store.trust.outcome(reqs[2], "override", 2, now, agree=False, actor="U1"))[0] == "demoted"
+    assert (await store.trust.outcome(reqs[3], "override", 2, now, agree=False))[0] == "counted"  # once
+    cal = await store.trust.calibration()
+    assert cal[("bot/refund", "0.8")] == (4, 2)
+
+
+async def test_a_grant_is_created_once_per_quorum(store: Store) -> None:
+    now = utcnow()
+    g = Grant(id="g-1", agent="bot", action="refund", tier="high", request_id="r1",
+              bounds=GrantBounds(amount_max=100), created_at=now, expires_at=now + timedelta(hours=1))
+    assert await store.trust.vote_grant(g, "U1", 2, now) == ("waiting", 1)
+    assert await store.trust.vote_grant(g, "U1", 2, now) == ("waiting", 1)  # the same person twice
+    got = await asyncio.gather(store.trust.vote_grant(g, "U2", 2, now), store.trust.vote_grant(g, "U3", 2, now))
+    assert sorted(s for s, _ in got) == ["created", "exists"]
+    [grant] = await store.trust.grants()
+    assert grant.by[:2] == ["U1", "U2"] or grant.by[:2] == ["U1", "U3"]
+
+
+def test_bands() -> None:
+    assert [band(x) for x in (0.0, 0.05, 0.8, 0.89, 0.9, 1.0)] == ["0.0", "0.0", "0.8", "0.8", "0.9", "0.9"]
+    assert band(None) == ""
+
+
+POLICY = """
+defaults: {tier: medium}
+tiers:
+  low:    {mode: auto}
+  medium: {mode: approve}
+  high:   {mode: approve, quorum: 2}
+rules:
+  - {name: crypto, when: 'request.action == "buy_crypto"', mode: deny}
+  - {name: big, when: 'request.params.size > 10', tier: high}
+trust:
+  after: 5
+  promote: [{after: 20, lower_tier: 1}]
+"""
+
+
+def _req(action: str = "refund", **kw: object) -> Request:
+    return Request.model_validate({"id": "x", "agent": "bot", "action": action, "summary": "s", **kw})
+
+
+def test_new_then_trusted_then_promoted_but_never_past_a_rule() -> None:
+    engine = PolicyEngine.from_yaml(POLICY)
+    new = TrustState("bot", "refund", clean=3)
+    route = engine.route(_req(), trust=new)
+    assert route.mode is Mode.approve and "first_use" in route.rules and "3 of 5" in " ".join(route.reasons)
+    trusted = TrustState("bot", "refund", state="trusted", clean=6)
+    route = engine.route(_req(), trust=trusted)
+    assert route.tier == "medium" and "first_use" not in route.rules
+    promoted = TrustState("bot", "refund", state="trusted", clean=20)
+    route = engine.route(_req(), trust=promoted)
+    assert route.tier == "low" and route.mode is Mode.auto and "trust_promoted" in route.rules
+    # a rule's tier and a deny are never relaxed by trust
+    assert engine.route(_req(params={"size": 11}), trust=promoted).tier == "high"
+    assert engine.route(_req("buy_crypto"), trust=promoted).mode is Mode.deny
+    # without a trust state (the fallback router's callers), nothing changes
+    assert engine.route(_req()).tier == "medium"
