@@ -21,11 +21,18 @@ from store.redis_store import Store
 log = logging.getLogger("hitl.trust")
 
 
+def _engine(router: Router) -> PolicyEngine | None:
+    """The policy engine behind `router` (possibly wrapped by one that narrows its routes, such
+    as the HumanLayer hints), or None for a plain router."""
+    inner = getattr(router, "inner", router)
+    return inner if isinstance(inner, PolicyEngine) else None
+
 
 async def route(store: Store, router: Router, request: Request, *, paused: bool, now: datetime) -> Route:
     """Where `request` goes once its action's trust, live grants and absences are known."""
     assert request.id is not None
-    if not isinstance(router, PolicyEngine):
+    engine = _engine(router)
+    if engine is None:
         return router.route(request, first_use=not await store.action_seen(request.action), paused=paused)
     state, canary = await store.trust.lookup(request)
     r = router.route(request, paused=paused, trust=state)
@@ -35,7 +42,7 @@ async def route(store: Store, router: Router, request: Request, *, paused: bool,
         return r.model_copy(update={"canary": True, "mode": mode, "sampled": False, "group": None,
                                     "grant_offer_s": None})
     update: dict[str, object] = {}
-    terms = router.grant_terms(r.tier)
+    terms = engine.grant_terms(r.tier)
     if (r.mode is Mode.approve and not paused and request.kind is Kind.approval and terms is not None
             and terms.allows(request)):
         grant = await store.trust.matching_grant(request, now)
@@ -62,15 +69,16 @@ async def route(store: Store, router: Router, request: Request, *, paused: bool,
 async def maybe_canary(store: Store, router: Router, request: Request, route: Route) -> str | None:
     """Now and then (the policy's `trust.canaries.share` of requests people see), queue a
     canary; its id, or None."""
-    if not isinstance(router, PolicyEngine) or not router.canaries or route.canary:
+    engine = _engine(router)
+    if engine is None or not engine.canaries or route.canary:
         return None
     if route.mode not in (Mode.approve, Mode.shadow) or request.kind is not Kind.approval:
         return None
     assert request.id is not None
-    share = router.policy.trust.canaries.share
+    share = engine.policy.trust.canaries.share
     if share <= 0 or sample_point(f"{request.id}:canary") >= share:
         return None
-    pick = router.canaries[int(sample_point(f"{request.id}:which") * len(router.canaries))]
+    pick = engine.canaries[int(sample_point(f"{request.id}:which") * len(engine.canaries))]
     body = dict(pick["request"])  # type: ignore[call-overload]
     body["id"] = uuid.uuid4().hex  # like the agent client's ids: nothing on the card gives it away
     try:

@@ -160,17 +160,19 @@ class SentinelRedis(aioredis.Redis):
             await asyncio.gather(*(s.aclose() for s in self.sentinel_clients), return_exceptions=True)
 
 
-def connect(url: str, *, socket_timeout: float | None = 5.0, retry: bool = True, retries: int = 8,
+def connect(url: str, *, socket_timeout: float | None = 5.0, retry: bool | Retry = True, retries: int = 8,
             max_connections: int = 64, **kwargs: Any) -> Any:
     """A decoding client for whatever `url` names, with explicit timeouts.
 
-    `retry` retries commands across a restart or failover (every write path is idempotent);
-    blocking reads pass a `socket_timeout` longer than their BLOCK and `retry=False`."""
+    `retry` retries commands across a restart or failover (every write path is idempotent), or
+    is the redis `Retry` to use as given; blocking reads pass a `socket_timeout` longer than
+    their BLOCK and `retry=False`."""
     t = parse(url)
     opts: dict[str, Any] = {"decode_responses": True, "socket_timeout": socket_timeout,
                             "socket_connect_timeout": 5}
     if retry:
-        opts.update(retry=reconnecting(retries), retry_on_error=[RedisConnectionError, RedisTimeoutError])
+        opts.update(retry=retry if isinstance(retry, Retry) else reconnecting(retries),
+                    retry_on_error=[RedisConnectionError, RedisTimeoutError])
     opts.update(kwargs)
     if t.kind == "single":
         # A blocking pool: a burst waits for a free connection instead of failing.
