@@ -14,7 +14,7 @@ from humanlayer import ContactChannel, HumanLayer, ResponseOption, SlackContactC
 from blocks.ids import ActionId, BlockId, CallbackId
 from bot.api.humanlayer import hitl_id
 from store.models import Status
-from tests.api_util import Api, api_harness, new_key
+from tests.api_util import Api, api_harness, new_key, trusted
 from tests.harness import Harness
 from tests.util import eventually
 
@@ -118,7 +118,7 @@ async def test_the_compat_api_over_http_maps_scope_options_escalation_and_errors
     base = "/humanlayer/v1"
     try:
         # a call policy would let run alone still waits for a person: HumanLayer asked for one
-        await h.store.redis.sadd(h.store.keys.actions_seen, "lookup_order")
+        await trusted(h, "billing-bot", "lookup_order")
         status, body, _ = await api.call("POST", f"{base}/function_calls",
                                          json=_call("c-1", fn="lookup_order", reject_options=[
                                              {"name": "stale", "title": "Data is stale"}]))
