@@ -38,7 +38,7 @@ from blocks.text import (
     truncate,
     user_mention,
 )
-from store.models import Choice, Kind, Mode, Record, Status, Vote
+from store.models import Choice, Kind, Mode, Record, State, Status, Vote
 
 CARD_TURNS = 4
 TURN_MAX = 280
@@ -262,11 +262,16 @@ def _last_turns(record: Record) -> Block:
 
 
 def _explainer(record: Record) -> str:
+    """The footer, consistent with the card's state like every other card's: the mode's words
+    only while the case waits (the outcome line says what happened once it is settled), and
+    the request id as `/hitl audit` takes it."""
     route = record.route
-    parts = [f"{clip(route.tier, 40).capitalize()} tier", mode_label(route.mode)]
+    parts = [f"{clip(route.tier, 40).capitalize()} tier"]
+    if record.state is State.pending and record.decision is None:
+        parts.append(mode_label(route.mode))
     if record.request.requested_by:
         parts.append(f"for {user_mention(record.request.requested_by)}")
-    parts.append(f"request {clip(record.id, 128)}")
+    parts.append(f"Request `{clip(record.id, 128)}`")
     return " · ".join(parts)
 
 

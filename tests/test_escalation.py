@@ -405,3 +405,14 @@ async def test_the_python_client_hears_interim_messages_while_it_waits(h: Harnes
     assert decision.status is Status.resolved
     assert heard == ["taken_over:", "reply:On it"]
     assert [m.event for m in await h.client.messages(rid)] == ["taken_over", "reply"]
+
+
+def test_a_handover_footer_says_the_mode_only_while_it_waits_and_names_the_request() -> None:
+    from store.models import Mode
+
+    rec = make(Route(mode=Mode.escalate, tier="high"), kind="escalation", id="esc-7")
+    open_text = json.dumps(escalation_card(rec)["blocks"])
+    assert "handed to a person" in open_text and "Request `esc-7`" in open_text
+    done = decided(rec, Status.resolved, [("U0ALICE", Choice.resolve)])
+    closed_text = json.dumps(locked_escalation_card(done)["blocks"])
+    assert "handed to a person" not in closed_text and "Request `esc-7`" in closed_text
