@@ -444,16 +444,51 @@ class Store:
         keys = [self.keys.rate(bucket), self.keys.rate(bucket) + ":slots"]
         await self._run("pace", keys, ["", now_ms, 1, 1, until_ms, "1"])
 
+    join_attempts = 5
+    """Reads of the open batch a join makes while other joins keep changing it; the last attempt
+    opens a new batch (always correct: the request is shown, on a card of its own group)."""
+
     async def join_batch(self, record: Record, new_id: str, now_ms: int) -> str:
         """The batch card a grouped request is shown on: the open one of its group while one of
-        its items still waits for a person, else a new one."""
+        its items still waits for a person, else a new one (`new_id`).
+
+        The open batch's items are read here and their keys passed to the script, which
+        decides only if that read still holds (else the batch is read again: another join
+        landed meanwhile); after `join_attempts` reads the request opens a new batch."""
+        for attempt in range(1, self.join_attempts + 1):
+            seen = await self._open_batch(record)
+            bid = await self._join_batch(record, new_id, now_ms, seen, force_new=attempt >= self.join_attempts)
+            if bid is not None:
+                if attempt == self.join_attempts and bid == new_id:
+                    log.info("join_batch: the open batch of group %s kept changing; %s opened %s", record.route.group,
+                             record.id, bid)
+                return bid
+        raise AssertionError("unreachable: the last attempt opens a new batch")
+
+    async def _open_batch(self, record: Record) -> tuple[str, list[str]]:
+        """The open batch of the record's (channel, group) and its item ids ('', [] when none)."""
+        assert record.route.group is not None
+        bid = str(await self.redis.get(self.keys.open_batch(record.route.channel, record.route.group)) or "")
+        if not bid:
+            return "", []
+        return bid, [str(i) for i in await self.redis.lrange(self.keys.batch_items(bid), 0, -1)]
+
+    async def _join_batch(self, record: Record, new_id: str, now_ms: int, seen: tuple[str, list[str]],
+                          *, force_new: bool = False) -> str | None:
+        """One join, given the open batch read (`seen`); None when it changed since (read again).
+        `force_new` skips the open batch: the request opens a new one."""
         route = record.route
         assert route.group is not None
-        open_key = self.keys.open_batch(route.channel, route.group)
-        args = [self.keys.prefix, new_id, record.id, route.channel, route.group, now_ms,
-                route.batch_window_s * 1000, route.batch_max,
-                "1" if route.group.startswith("review:") else "0"]
-        return str(await self._run("join_batch", [open_key, self.keys.request(record.id)], args))
+        bid, items = seen
+        keys = [self.keys.open_batch(route.channel, route.group), self.keys.request(record.id),
+                self.keys.batch(new_id), self.keys.batch_items(new_id)]
+        if bid:
+            keys += [self.keys.batch_items(bid), *(self.keys.request(i) for i in items)]
+        args = [new_id, record.id, route.channel, route.group, now_ms, route.batch_window_s * 1000,
+                route.batch_max, "1" if route.group.startswith("review:") else "0", bid,
+                "1" if force_new else "0", *items]
+        result = await self._run("join_batch", keys, args)
+        return None if isinstance(result, list) else str(result)
 
     async def get_batch(self, batch_id: str) -> Batch:
         async with self.redis.pipeline(transaction=False) as p:
@@ -478,8 +513,11 @@ class Store:
 
     async def batch_shown(self, batch: Batch, channel: str, ts: str, now: datetime, rendered: str = "") -> int:
         """Record the batch card's place and what it shows; mark its items posted (once each)."""
-        args = [self.keys.prefix, batch.id, channel, ts, _ms(now), now.isoformat(), rendered, *batch.items]
-        return int(await self._run("batch_shown", [self.keys.batch(batch.id), self.keys.audit], args))
+        args = [batch.id, channel, ts, _ms(now), now.isoformat(), rendered, *batch.items]
+        keys = [self.keys.batch(batch.id), self.keys.audit]
+        for rid in batch.items:
+            keys += [self.keys.request(rid), self.keys.trail(rid)]
+        return int(await self._run("batch_shown", keys, args))
 
     async def note_batch_attempt(self, batch_id: str, now: datetime) -> str | None:
         """Remember a batch post is under way; the first unfinished attempt, if any."""
