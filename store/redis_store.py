@@ -613,7 +613,8 @@ class Store:
     async def mark_undeliverable(self, request_id: str, member: str, lease: int, error: str, now: datetime) -> None:
         """Slack refused this request's card for good: noted and audited once, operation finished."""
         k = self.keys
-        keys = [k.request(request_id), self.trail_key(request_id), k.audit, k.undeliverable, k.outbox]
+        keys = [k.request(request_id), self.trail_key(request_id), k.audit, k.undeliverable, k.outbox,
+                k.outbox_again]
         await self._run("undeliverable", keys, [request_id, member, lease, error, now.isoformat(), _ms(now)])
 
     async def undeliverable(self, limit: int = 1000) -> list[Record]:
