@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from dataclasses import dataclass
 from datetime import datetime
 from importlib import resources
 from typing import Any, cast
@@ -18,9 +17,10 @@ import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
+from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from store.accept import Accepted, accept_call, decision_stats
 from store.audit_feed import AuditFeed
 from store.errors import AlreadyDecided, Conflict, NotFound
 from store.keys import Keys
@@ -55,23 +55,11 @@ def reconnecting() -> Retry:
 
 def _script(name: str) -> str:
     lua = resources.files("store") / "lua"
-    return (lua / "_prelude.lua").read_text() + "\n" + (lua / f"{name}.lua").read_text()
+    return "\n".join((lua / f).read_text() for f in ("_prelude.lua", "_stats.lua", f"{name}.lua"))
 
 
 def _ms(at: datetime) -> int:
     return int(at.timestamp() * 1000)
-
-
-@dataclass(frozen=True)
-class Accepted:
-    """What intake stores for a valid request."""
-
-    request: Request
-    route: Route
-    decision: Decision | None
-    post: bool
-    deadlines: tuple[tuple[str, int], ...] = ()
-    """Timed events to schedule while the request is pending: (`<kind>:<id>`, due epoch ms)."""
 
 
 class Store:
@@ -147,55 +135,33 @@ class Store:
                 raise
 
     async def accept(self, entry_id: str, acc: Accepted, now: datetime) -> str:
-        """Store a valid request and ack its entry in one step: accepted, duplicate or redelivered."""
-        k, req = self.keys, acc.request
-        assert req.id is not None
-        reply = req.reply_to or ""
-        audits: list[Any] = [
-            2,
-            "received",
-            req.agent,
-            json.dumps({"entry_id": entry_id, "action": req.action}),
-        ]
-        audits += [
-            "routed",
-            "policy",
-            acc.route.model_dump_json(
-                include={"mode", "tier", "rules", "reasons", "sampled", "paused", "channel"}
-            ),
-        ]
-        args = [
-            GROUP,
-            entry_id,
-            req.id,
-            _ms(now),
-            now.isoformat(),
-            req.model_dump_json(exclude_none=True),
-            acc.route.model_dump_json(),
-            json.dumps(req.params),
-            "decided" if acc.decision else "pending",
-            acc.decision.model_dump_json() if acc.decision else "",
-            "1" if reply else "0",
-            f"post:{req.id}" if acc.post else "",
-            req.action,
-            len(acc.deadlines),
-            *[x for member, due in acc.deadlines for x in (member, due)],
-            *audits,
-        ]
-        keys = [
-            k.requests,
-            k.request(req.id),
-            k.trail(req.id),
-            k.audit,
-            k.pending,
-            k.outbox,
-            k.decisions,
-            reply or k.decisions,
-            k.actions_seen,
-            k.deadlines,
-            k.invalid(req.id),
-        ]
-        return str(await self._run("accept", keys, args))
+        """Store a valid request and ack its entry in one step: accepted, duplicate, redelivered,
+        or (nothing written) `paused:<0|1>` / `first_use:<0|1>` when it was routed on a stale
+        copy of the switch or the seen actions, `reply_type:<type>` when reply_to is unusable."""
+        [verdict] = await self.accept_many([(entry_id, acc)], now)
+        if isinstance(verdict, Exception):
+            raise verdict
+        return verdict
+
+    async def accept_many(self, items: list[tuple[str, Accepted]], now: datetime) -> list[str | Exception]:
+        """`accept` for a whole read batch in one round trip: one script call per entry (each
+        entry's effects and its XACK atomic), so an entry that fails fails alone: its verdict
+        is the exception. A connection failure raises for the batch (nothing acknowledged
+        is lost: every call is guarded by its XACK)."""
+        script = self._scripts["accept"]
+        calls = [accept_call(self.keys, entry_id, acc, now) for entry_id, acc in items]
+        out: list[str | Exception] = []
+        for attempt in range(2):
+            async with self.redis.pipeline(transaction=False) as p:
+                for keys, args in calls:
+                    p.evalsha(script.sha, len(keys), *keys, *args)
+                res = await p.execute(raise_on_error=False)
+            if attempt == 0 and any(isinstance(r, NoScriptError) for r in res):
+                await self.redis.script_load(script.script)  # Redis restarted: load, then send again
+                continue
+            out = [r if isinstance(r, Exception) else str(r) for r in res]
+            break
+        return out
 
     async def dead_letter(
         self,
@@ -295,6 +261,8 @@ class Store:
         for event, actor, detail in t.audit:
             args += [event, actor, json.dumps(detail, default=str)]
         args.append(t.message or "")
+        stats, total_key, hour_key, expire = decision_stats(self.keys, t, _ms(now))
+        args += [stats, expire]
         keys = [
             k.request(rec.id),
             k.trail(rec.id),
@@ -305,6 +273,8 @@ class Store:
             reply or k.decisions,
             k.deadlines,
             k.outbox_again,
+            total_key,
+            hour_key,
         ]
         res = await self._run("apply", keys, args)
         status = res[0]
@@ -548,16 +518,21 @@ transition removes them all."""
 
 
 def _record(raw: dict[str, str]) -> Record:
-    decision = raw.get("decision")
+    decision = Decision.model_validate_json(raw["decision"]) if raw.get("decision") else None
+    request = Request.model_validate_json(raw["request"])
+    # stored once: a record decided at intake keeps its route only in the decision, and a
+    # record's params are the request's until a reviewer's edit writes them
+    route = Route.model_validate_json(raw["route"]) if raw.get("route") else (
+        decision.route if decision and decision.route else Route())
     return Record(
-        request=Request.model_validate_json(raw["request"]),
-        route=Route.model_validate_json(raw["route"]),
+        request=request,
+        route=route,
         state=raw.get("state", "pending"),
         version=int(raw.get("version", 0)),
-        params=json.loads(raw.get("params") or "{}"),
+        params=json.loads(raw["params"]) if raw.get("params") else request.params,
         changes=json.loads(raw.get("changes") or "{}"),
         votes=json.loads(raw.get("votes") or "[]"),
-        decision=Decision.model_validate_json(decision) if decision else None,
+        decision=decision,
         channel=raw.get("channel"),
         ts=raw.get("ts"),
         created_at=from_epoch(int(raw["created_at"]) / 1000),

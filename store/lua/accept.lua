@@ -1,11 +1,17 @@
 -- Store a valid request's effects and acknowledge its stream entry, atomically.
--- Checks first (still pending for the group, not a duplicate, reply key usable), then the
--- writes, XACK last: a failure can only happen before anything is written.
+-- Checks first (still pending for the group, not a duplicate, routed on the current pause
+-- switch and seen-actions set, reply key usable), then the writes, XACK last: a failure can
+-- only happen before anything is written.
 -- KEYS: requests, record, trail, audit, pending, outbox, decisions, reply (or decisions), actions,
---       deadlines, invalid marker
--- ARGV: group, entry_id, request_id, now_ms, now_iso, request, route, params, state,
---       decision ('' if none), has_reply, outbox_member ('' if none), action,
+--       deadlines, invalid marker, control, stats total, stats hour
+-- ARGV: group, entry_id, request_id, now_ms, now_iso, request, route ('' when decided: the
+--       decision carries it), params ('' = the request's own), state, decision ('' if none),
+--       has_reply, outbox_member ('' if none), action, routed_paused ('1'/'0'),
+--       routed_first_use ('1'/'0', '' = not used by the policy), stats ops JSON, hour expiry,
 --       n_deadlines, (member, due_ms) pairs..., audits...
+-- Routing was computed in the caller from its in-process copy of the pause switch and the
+-- seen actions; when either differs from what is stored now, nothing is written and the
+-- verdict ('paused:<0|1>', 'first_use:<0|1>') tells the caller to route again.
 if #redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1) == 0 then
   return 'redelivered'
 end
@@ -15,15 +21,28 @@ if redis.call('EXISTS', KEYS[2]) == 1 then
   redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
   return 'duplicate'
 end
+local paused = '0'
+if redis.call('HGET', KEYS[12], 'paused') == '1' then paused = '1' end
+if paused ~= ARGV[14] then
+  return 'paused:' .. paused
+end
+if ARGV[15] ~= '' then
+  local first = '1'
+  if redis.call('SISMEMBER', KEYS[9], ARGV[13]) == 1 then first = '0' end
+  if first ~= ARGV[15] then
+    return 'first_use:' .. first
+  end
+end
 local has_reply, unusable = reply_ok(KEYS[8], ARGV[11])
 if unusable then
   return 'reply_type:' .. unusable  -- nothing written: intake dead-letters the entry
 end
-redis.call('HSET', KEYS[2], 'request', ARGV[6], 'route', ARGV[7], 'params', ARGV[8],
-  'state', ARGV[9], 'version', 0, 'votes', '[]', 'changes', '{}',
+redis.call('HSET', KEYS[2], 'request', ARGV[6], 'state', ARGV[9], 'version', 0,
   'created_at', ARGV[4], 'entry_id', ARGV[2])
+if ARGV[7] ~= '' then redis.call('HSET', KEYS[2], 'route', ARGV[7]) end
+if ARGV[8] ~= '' then redis.call('HSET', KEYS[2], 'params', ARGV[8]) end
 redis.call('DEL', KEYS[11])  -- an earlier invalid try of this id no longer answers for it
-local i = 14
+local i = 18
 local nd = tonumber(ARGV[i]); i = i + 1
 local deadlines = {}
 for _ = 1, nd do
@@ -44,5 +63,6 @@ end
 if ARGV[12] ~= '' then
   redis.call('ZADD', KEYS[6], ARGV[4], ARGV[12])
 end
+count_stats(ARGV[16], KEYS[13], KEYS[14], ARGV[17])
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
 return 'accepted'
