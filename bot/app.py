@@ -26,7 +26,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from blocks.batch import batch_card
 from blocks.cards import card
-from bot import charts
+from bot import charts, http_ack
 from bot.backlog import Backlog
 from bot.config import Settings
 from bot.delivery import Delivery
@@ -229,7 +229,7 @@ def build_app(settings: Settings, store: Store | None = None, policy: PolicyHold
     bot.background["scheduler"] = scheduler.run
 
     async def events(request: web.Request) -> web.Response:
-        return await to_aiohttp_response(await bolt.async_dispatch(await to_bolt_request(request)))
+        return await to_aiohttp_response(await http_ack.dispatch(bolt, await to_bolt_request(request)))
 
     async def healthz(_: web.Request) -> web.Response:
         try:

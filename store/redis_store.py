@@ -279,7 +279,7 @@ class Store:
         res = await self._run("apply", keys, args)
         status = res[0]
         if status == "ok":
-            return await self.get(rec.id)
+            return _after(t, int(res[1]))
         if status == "missing":
             raise NotFound(rec.id)
         if status == "decided":
@@ -541,6 +541,24 @@ def _record(raw: dict[str, str]) -> Record:
         batch=raw.get("batch"),
         **{name: raw[name] for name in RECORD_EXTRAS if raw.get(name)},
     )
+
+
+_JSON_FIELDS = frozenset({"params", "changes", "votes"})
+
+
+def _after(t: Transition, version: int) -> Record:
+    """The record as apply.lua left it, without reading it again: the script wrote the
+    transition's fields (and the decision) onto the record at the version it was computed
+    from. Fields other scripts write without a version bump (channel, ts, posted_at, batch)
+    are as they were read before the transition."""
+    data = t.record.model_dump()
+    for name, value in t.fields.items():
+        if name in Record.model_fields:
+            data[name] = json.loads(value) if name in _JSON_FIELDS else value
+    data["version"] = version
+    if t.decision is not None:
+        data["state"], data["decision"] = "decided", t.decision
+    return Record.model_validate(data)
 
 
 def _audit(entry_id: str, f: dict[str, str]) -> AuditEvent:
