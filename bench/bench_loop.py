@@ -89,6 +89,7 @@ async def main(n: int, root: Path = ROOT) -> None:
             report("click -> HTTP ack to Slack", acks)
         floor = await xread_floor(redis.url, n)
         report("floor: XADD wakes a blocked XREAD", floor)
+        report("floor + an HTTP hop (POST -> XADD)", await http_floor(redis.url, n))
         print(f"click -> agent over the floor: p50 {pct(to_agent, 50) / pct(floor, 50):.1f}x, "
               f"p99 {pct(to_agent, 99) / pct(floor, 99):.1f}x", flush=True)
     finally:
@@ -123,6 +124,57 @@ async def xread_floor(url: str, n: int) -> list[float]:
         await writer.aclose()
         await reader.aclose()
     return out
+
+
+async def http_floor(url: str, n: int) -> list[float]:
+    """The XADD floor with an HTTP hop in front, as a click has: a POST to a bare aiohttp
+    server in its own process that XADDs and answers, waking the XREAD here."""
+    import redis.asyncio as aioredis
+
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-c", _HTTP_FLOOR, url, str(port)], cwd=ROOT)
+    reader = aioredis.Redis.from_url(url, decode_responses=True)
+    out: list[float] = []
+    try:
+        import aiohttp
+
+        async with aiohttp.ClientSession() as s:
+            for _ in range(300):
+                try:
+                    async with s.post(f"http://127.0.0.1:{port}/", data=b"warm"):
+                        break
+                except aiohttp.ClientError:
+                    await asyncio.sleep(0.05)
+            last = (await reader.xrevrange("floor:http", count=1))[0][0]
+            for _ in range(n):
+                waiting = asyncio.create_task(reader.xread({"floor:http": last}, block=30_000, count=1))
+                await asyncio.sleep(0.001)
+                t0 = time.perf_counter()
+                done = asyncio.get_running_loop().create_future()
+                waiting.add_done_callback(lambda _t, f=done: f.done() or f.set_result(time.perf_counter()))
+                async with s.post(f"http://127.0.0.1:{port}/", data=b"payload=click") as r:
+                    await r.read()
+                t1 = await done
+                last = (await waiting)[0][1][0][0]
+                out.append((t1 - t0) * 1000)
+    finally:
+        await reader.aclose()
+        server.terminate()
+        server.wait(10)
+    return out
+
+
+_HTTP_FLOOR = """
+import sys, redis.asyncio as aioredis
+from aiohttp import web
+r = aioredis.Redis.from_url(sys.argv[1])
+async def hit(request):
+    await r.xadd("floor:http", {"decision": await request.read()})
+    return web.Response(text="")
+app = web.Application()
+app.router.add_post("/", hit)
+web.run_app(app, host="127.0.0.1", port=int(sys.argv[2]), print=None)
+"""
 
 
 async def _wait_healthy(port: int) -> None:

@@ -125,7 +125,7 @@ class StatsProjector:
         needed = sorted({f["request_id"] for _, f in entries
                          if f and f.get("event") in _NEEDS_RECORD and f.get("request_id")})
         if not needed and all(not f or f.get("event") in INLINE_EVENTS for _, f in entries):
-            n = await self.stats.apply([Counted(i, []) for i, _ in entries])  # counted when written
+            n = await self.feed.ack([i for i, _ in entries])  # counted when written: nothing to add
             self.counted += n
             return len(entries)
         records: dict[str, dict[str, Any] | None] = {}
