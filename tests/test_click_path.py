@@ -13,6 +13,7 @@ import aiohttp
 import pytest
 from slack_bolt.async_app import AsyncAck
 
+from bot import http_ack
 from emulator import sign
 from handlers import reviews
 from handlers.deps import Deps
@@ -67,13 +68,20 @@ async def h(redis_url: str) -> AsyncIterator[Harness]:
     await stop(harness)
 
 
-async def test_the_http_answer_goes_out_while_the_listener_still_works(h: Harness) -> None:
-    gate, finished = asyncio.Event(), asyncio.Event()
+async def test_a_click_is_answered_once_its_listener_is_done_and_the_rest_at_ack(
+        h: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    gate, finished, stored = asyncio.Event(), asyncio.Event(), asyncio.Event()
+
+    @h.bot.bolt.action("test.quick")
+    async def quick(ack: AsyncAck) -> None:
+        await ack()
+        await asyncio.sleep(0.01)  # the decision is stored after the ack ...
+        stored.set()
 
     @h.bot.bolt.action("test.slow")
     async def slow(ack: AsyncAck) -> None:
         await ack()
-        await gate.wait()  # the decision, an ephemeral note, a modal: after the answer
+        await gate.wait()
         finished.set()
 
     @h.bot.bolt.view("test.form")
@@ -81,27 +89,26 @@ async def test_the_http_answer_goes_out_while_the_listener_still_works(h: Harnes
         await ack(response_action="errors", errors={"amount": "must be a number"})
         await gate.wait()
 
-    async def post(payload: dict[str, Any]) -> tuple[int, str]:
+    async def post(payload: dict[str, Any], secret: str = SECRET) -> tuple[int, str]:
         body = ("payload=" + json.dumps(payload)).encode()
         async with aiohttp.ClientSession() as s, s.post(
                 f"http://127.0.0.1:{h.bot.port}/slack/events", data=body,
-                headers={**sign(SECRET, body, int(time.time())),
+                headers={**sign(secret, body, int(time.time())),
                          "Content-Type": "application/x-www-form-urlencoded"}) as r:
             return r.status, await r.text()
 
-    status, _ = await post({"type": "block_actions", "user": {"id": "U0ALICE"},
-                            "actions": [{"action_id": "test.slow", "value": "x"}]})
-    assert status == 200 and not finished.is_set()
+    def click(action_id: str) -> dict[str, Any]:
+        return {"type": "block_actions", "user": {"id": "U0ALICE"}, "actions": [{"action_id": action_id, "value": "x"}]}
+
+    assert (await post(click("test.quick")))[0] == 200
+    assert stored.is_set()  # ... and the answer comes after it
+    monkeypatch.setattr(http_ack, "ACK_WAIT_S", 0.05)  # a slow listener's click is answered anyway
+    assert (await post(click("test.slow")))[0] == 200
+    assert not finished.is_set()  # a listener still busy does not hold the answer
     status, text = await post({"type": "view_submission", "user": {"id": "U0ALICE"},
                                "view": {"type": "modal", "callback_id": "test.form", "state": {"values": {}}}})
     assert status == 200 and json.loads(text) == {"response_action": "errors",
                                                   "errors": {"amount": "must be a number"}}
     gate.set()
     await asyncio.wait_for(finished.wait(), 5)
-    # a request nobody acknowledges still gets Bolt's own answer
-    body = b"payload=" + json.dumps({"type": "block_actions", "user": {"id": "U0A"}, "actions": []}).encode()
-    async with aiohttp.ClientSession() as s, s.post(
-            f"http://127.0.0.1:{h.bot.port}/slack/events", data=body,
-            headers={**sign("wrong", body, int(time.time())),
-                     "Content-Type": "application/x-www-form-urlencoded"}) as r:
-        assert r.status == 401
+    assert (await post(click("test.quick"), secret="wrong"))[0] == 401  # Bolt's own answer
