@@ -183,6 +183,8 @@ class Intake:
                 todo.append((entry, self.parse(entry)))
             except Invalid as e:
                 await self._guarded(entry, self._dead(entry, str(e)))
+            except Exception as e:  # a bug met on this entry: it must not stop the batch
+                await self._failed(entry, e)
         for _ in range(10):  # routed on a stale pause switch or seen-actions copy: route again
             todo = await self._accept(router, asks_first_use, todo)
             if not todo:

@@ -149,18 +149,28 @@ class Store:
         is the exception. A connection failure raises for the batch (nothing acknowledged
         is lost: every call is guarded by its XACK)."""
         script = self._scripts["accept"]
-        calls = [accept_call(self.keys, entry_id, acc, now) for entry_id, acc in items]
-        out: list[str | Exception] = []
+        calls: list[tuple[list[str], list[Any]] | Exception] = []
+        for entry_id, acc in items:
+            try:
+                calls.append(accept_call(self.keys, entry_id, acc, now))
+            except Exception as e:  # this entry's arguments could not be built: it fails alone
+                calls.append(e)
+        sent = [c for c in calls if not isinstance(c, Exception)]
+        res: list[Any] = []
         for attempt in range(2):
             async with self.redis.pipeline(transaction=False) as p:
-                for keys, args in calls:
+                for keys, args in sent:
                     p.evalsha(script.sha, len(keys), *keys, *args)
-                res = await p.execute(raise_on_error=False)
+                res = await p.execute(raise_on_error=False) if sent else []
             if attempt == 0 and any(isinstance(r, NoScriptError) for r in res):
                 await self.redis.script_load(script.script)  # Redis restarted: load, then send again
                 continue
-            out = [r if isinstance(r, Exception) else str(r) for r in res]
             break
+        answers = iter(res)
+        out: list[str | Exception] = []
+        for c in calls:
+            r = c if isinstance(c, Exception) else next(answers)
+            out.append(r if isinstance(r, Exception) else str(r))
         return out
 
     async def dead_letter(

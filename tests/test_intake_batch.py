@@ -146,3 +146,36 @@ async def test_a_batch_is_one_round_trip_of_script_calls(store: Store, replicas:
     # a script's own commands too), never by a round trip of their own
     assert "cmdstat_hgetall" not in stats
     assert stats["cmdstat_sismember"]["calls"] == stats["cmdstat_hget"]["calls"] == 20
+
+
+async def test_a_script_cache_emptied_by_a_redis_restart_is_loaded_again(store: Store,
+                                                                         replicas: tuple[Intake, Intake]) -> None:
+    a, _ = replicas
+    await store.redis.script_flush()  # as after a restart without persistence of scripts
+    await _push(store, id="after-flush")
+    await _take(a)
+    assert await store.exists("after-flush")
+    assert (await store.redis.xpending(store.keys.requests, GROUP))["pending"] == 0
+
+
+class _BreaksOnBoom(Intake):
+    def parse(self, entry: Any) -> Request:
+        request = super().parse(entry)
+        if request.id == "boom":
+            raise RuntimeError("a bug met while parsing")
+        return request
+
+
+async def test_a_bug_met_while_parsing_one_entry_leaves_the_batch_alone(store: Store, redis_url: str) -> None:
+    i = _BreaksOnBoom(store, AutoUnlessPaused, redis_url=redis_url, consumer="c1")
+    try:
+        await store.ensure_group()
+        for rid in ("x1", "boom", "x2"):
+            await _push(store, id=rid)
+        await _take(i)
+        assert await store.exists("x1") and await store.exists("x2") and not await store.exists("boom")
+        [(_, dead)] = await store.redis.xrange(store.keys.dead)
+        assert dead["error"] == "internal error while processing: RuntimeError: a bug met while parsing"
+        assert (await store.redis.xpending(store.keys.requests, GROUP))["pending"] == 0
+    finally:
+        await i.close()
