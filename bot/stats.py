@@ -124,17 +124,18 @@ class StatsProjector:
             return 0
         needed = sorted({f["request_id"] for _, f in entries
                          if f and f.get("event") in _NEEDS_RECORD and f.get("request_id")})
-        if not needed and all(not f or f.get("event") in INLINE_EVENTS for _, f in entries):
-            n = await self.feed.ack([i for i, _ in entries])  # counted when written: nothing to add
-            self.counted += n
-            return len(entries)
         records: dict[str, dict[str, Any] | None] = {}
         if needed:
             rows = await self.feed.record_fields(needed, RECORD_FIELDS)
             records = {rid: _decode_record(raw) for rid, raw in zip(needed, rows, strict=True)}
         now_ms = int(await self.feed.now_ms())
         batch = [Counted(i, self._ops(i, f, records, now_ms)) for i, f in entries]
-        n = await self.stats.apply(batch)
+        # events that add nothing here (counted when written, or never counted) are acknowledged
+        # in one XACK; the others are counted and acknowledged one by one in one script
+        n = await self.feed.ack([c.entry_id for c in batch if not c.ops])
+        counting = [c for c in batch if c.ops]
+        if counting:
+            n += await self.stats.apply(counting)
         self.counted += n
         return len(entries)
 

@@ -74,11 +74,10 @@ def accept_call(keys: Keys, entry_id: str, acc: Accepted, now: datetime) -> tupl
     params_json = "" if (decision is None or decision.params == req.params) else json.dumps(req.params)
     args: list[Any] = [
         GROUP, entry_id, req.id, now_ms, at, req.model_dump_json(exclude_none=True), route_json, params_json,
-        "decided" if decision else "pending", decision_json, "1" if reply else "0",
-        f"post:{req.id}" if acc.post else "", req.action, "1" if route.paused else "0",
+        decision_json, "1" if acc.post else "", req.action, "1" if route.paused else "0",
         "" if acc.first_use is None else "1" if acc.first_use else "0", stats, expire,
+        req.agent, received, routed,
         len(acc.deadlines), *[x for member, due in acc.deadlines for x in (member, due)],
-        2, "received", req.agent, received, "routed", "policy", routed,
     ]
     return [keys.requests, keys.request(req.id), keys.trail(req.id), keys.audit, keys.pending, keys.outbox,
             keys.decisions, reply or keys.decisions, keys.actions_seen, keys.deadlines, keys.invalid(req.id),
