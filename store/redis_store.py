@@ -35,6 +35,7 @@ from store.models import (
     Route,
     from_epoch,
 )
+from store.packing import use_fast_packing
 from store.stats import StatsStore
 from store.stream import GROUP, Entry
 from store.transitions import Transition
@@ -69,6 +70,7 @@ class Store:
         # redis-py's response types are unions for every decode mode (bytes | str); this
         # client decodes, so values are cast to str where they are turned into models.
         self.redis: aioredis.Redis = client
+        use_fast_packing(client)
         self.keys = Keys(prefix)
         self.stats = StatsStore(client, self.keys)
         """The stats counters and report, on this store's client."""
