@@ -10,6 +10,7 @@ import aiohttp
 
 from store.api_keys import ApiKeys
 from store.models import utcnow
+from store.trust import member
 from tests.harness import Harness, start, stop
 
 WEBHOOK_SECRET = "whsec-test-secret"
@@ -24,7 +25,11 @@ async def api_harness(redis_url: str, **overrides: Any) -> AsyncIterator[Harness
                                 "api_rate": 1000.0, "api_burst": 1000.0}
     settings.update(overrides)
     h = await start(redis_url, **settings)
-    await h.store.redis.sadd(h.store.keys.actions_seen, LOOKUP["action"])  # not a first use: auto
+    # not a first use: auto (the seen actions for a plain router; the action's trust for the policy)
+    await h.store.redis.sadd(h.store.keys.actions_seen, LOOKUP["action"])
+    m = member(LOOKUP["agent"], LOOKUP["action"])
+    await h.store.redis.hset(h.store.trust.k.action(m), mapping={"state": "trusted", "clean": 5})
+    await h.store.redis.sadd(h.store.trust.k.index, m)
     try:
         yield h
     finally:
