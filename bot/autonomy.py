@@ -17,6 +17,7 @@ from bot.policy.engine import PolicyEngine, sample_point
 from bot.routing import Router
 from store.models import Kind, Mode, Request, Route
 from store.redis_store import Store
+from store.trust import TrustState
 
 log = logging.getLogger("hitl.trust")
 
@@ -29,18 +30,20 @@ def engine_of(router: Router) -> PolicyEngine | None:
 
 
 async def route(store: Store, router: Router, request: Request, *, paused: bool, now: datetime,
-                first_use: bool | None = None) -> Route:
+                first_use: bool | None = None, looked_up: tuple[TrustState, bool] | None = None) -> Route:
     """Where `request` goes once its action's trust, live grants and absences are known.
 
     `first_use`: for a router other than the policy engine, whether the action is new (None:
-    asked of Redis); intake passes its in-process copy, which accept.lua checks."""
+    asked of Redis); intake passes its in-process copy, which accept.lua checks.
+    `looked_up`: the request's `TrustStore.lookup`, when the caller read it already (intake
+    reads a whole batch's in one round trip)."""
     assert request.id is not None
     engine = engine_of(router)
     if engine is None:
         if first_use is None:
             first_use = not await store.action_seen(request.action)
         return router.route(request, first_use=first_use, paused=paused)
-    state, canary = await store.trust.lookup(request)
+    state, canary = looked_up if looked_up is not None else await store.trust.lookup(request)
     r = router.route(request, paused=paused, trust=state)
     if canary:
         # it must reach a person and look like any other card; its decision reaches no agent

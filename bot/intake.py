@@ -32,6 +32,7 @@ from store.keys import is_request_id
 from store.models import MAX_ENTRY_BYTES, Decision, Request, Status, utcnow
 from store.redis_store import Store
 from store.stream import Entry, RequestStream
+from store.trust import TrustState
 
 log = logging.getLogger("hitl.intake")
 
@@ -200,17 +201,26 @@ class Intake:
         Routing awaits per entry (the action's trust, grants, people away: bot.autonomy), up to
         CONCURRENCY entries at once, before the batch's accepts go in one pipeline."""
         limit = asyncio.Semaphore(CONCURRENCY)
+        # the actions' trust and canary markers of the whole batch in one round trip
+        trust: list[tuple[TrustState, bool] | None] = [None] * len(todo)
+        if autonomy.engine_of(router) is not None:
+            try:
+                trust = list(await self.store.trust.lookup_many([r for _, r in todo]))
+            except Unavailable:
+                raise
+            except Exception:  # Redis refused the batch's read: each entry looks up its own (and fails alone)
+                log.exception("intake: trust lookup of a batch of %d failed; looking up one by one", len(todo))
 
-        async def routed(request: Request) -> Accepted | BaseException:
+        async def routed(request: Request, looked_up: tuple[TrustState, bool] | None) -> Accepted | BaseException:
             async with limit:
                 try:
-                    return await self._route(router, request, asks_first_use)
+                    return await self._route(router, request, asks_first_use, looked_up)
                 except Unavailable:
                     raise
                 except Exception as e:  # a bug met on this request (a policy rule, a trigger)
                     return e
 
-        results = await asyncio.gather(*(routed(r) for _, r in todo))
+        results = await asyncio.gather(*(routed(r, t) for (_, r), t in zip(todo, trust, strict=True)))
         items: list[tuple[Entry, Request, Accepted]] = []
         for (entry, request), acc in zip(todo, results, strict=True):
             if isinstance(acc, BaseException):
@@ -234,7 +244,8 @@ class Intake:
                 await self._guarded(entry, self._verdict(entry, router, acc, verdict))
         return again
 
-    async def _route(self, router: Router, request: Request, asks_first_use: bool) -> Accepted:
+    async def _route(self, router: Router, request: Request, asks_first_use: bool,
+                     looked_up: tuple[TrustState, bool] | None = None) -> Accepted:
         """Route on this replica's copies of the pause switch and the seen actions; the accept
         script checks both against Redis, so a stale copy is caught, never acted on. The
         action's trust, standing grants and delegates are read from Redis (bot.autonomy); with
@@ -243,7 +254,8 @@ class Intake:
                      if asks_first_use and autonomy.engine_of(router) is None else None)
         now = utcnow()
         route = honour_user_request(request, await autonomy.route(
-            self.store, router, request, paused=self._paused, now=now, first_use=bool(first_use)))
+            self.store, router, request, paused=self._paused, now=now, first_use=bool(first_use),
+            looked_up=looked_up))
         decision = immediate_decision(request, route)
         deadlines = plan(request, route, tier_of(router, route), int(now.timestamp() * 1000))
         return Accepted(request, route, decision, post=needs_card(route),
