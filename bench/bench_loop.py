@@ -4,6 +4,9 @@ Topology as in production: `hitl run` in its own process; Slack (the emulator) a
 (the Python client, blocked in `wait`) in this one; a private redis-server.
 
     .venv/bin/python -m bench.bench_loop [--n 1000]
+
+It ends with the floor of click -> agent measured in the same run: an XADD waking an XREAD
+blocked on another connection, and the click's figures over it.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ def report(name: str, ms: list[float]) -> None:
           f"p99={pct(ms, 99):7.2f} ms  mean={statistics.fmean(ms):7.2f} ms", flush=True)
 
 
-async def main(n: int) -> None:
+async def main(n: int, root: Path = ROOT) -> None:
     redis = RedisServer()
     redis.start()
     port = free_port()
@@ -46,10 +49,10 @@ async def main(n: int) -> None:
     policy.write_text(POLICY)
     env = {**os.environ, "SLACK_BOT_TOKEN": TOKEN, "SLACK_SIGNING_SECRET": SECRET, "SLACK_API_URL": emu.api_url,
            "REDIS_URL": redis.url, "HITL_PORT": str(port), "HITL_HOST": "127.0.0.1", "HITL_POLICY": str(policy),
-           "HITL_LOG_LEVEL": "WARNING", "PYTHONPATH": str(ROOT),
+           "HITL_LOG_LEVEL": "WARNING", "PYTHONPATH": str(root),
            # latency with Slack not throttling: pacing (1 post/s/channel) has bench_burst
            "HITL_POST_RATE": "100", "HITL_POST_BURST": "100"}
-    bot = subprocess.Popen([sys.executable, "-m", "bot.cli", "run"], env=env, cwd=ROOT)
+    bot = subprocess.Popen([sys.executable, "-m", "bot.cli", "run"], env=env, cwd=root)
     client = HitlClient.from_url(redis.url, name="bench-agent")
     try:
         await _wait_healthy(port)
@@ -84,12 +87,94 @@ async def main(n: int) -> None:
         acks = [r.elapsed * 1000 for r in emu.sent if r.kind == "block_actions"]
         if acks:
             report("click -> HTTP ack to Slack", acks)
+        floor = await xread_floor(redis.url, n)
+        report("floor: XADD wakes a blocked XREAD", floor)
+        report("floor + an HTTP hop (POST -> XADD)", await http_floor(redis.url, n))
+        print(f"click -> agent over the floor: p50 {pct(to_agent, 50) / pct(floor, 50):.1f}x, "
+              f"p99 {pct(to_agent, 99) / pct(floor, 99):.1f}x", flush=True)
     finally:
         await client.close()
         bot.terminate()
         bot.wait(20)
         await emu.stop()
         redis.stop()
+
+
+async def xread_floor(url: str, n: int) -> list[float]:
+    """The floor of click -> agent: an XADD from one connection waking an XREAD blocked on
+    another (as the agent's client is), timed the same way as the click, in the same run."""
+    import redis.asyncio as aioredis
+
+    writer = aioredis.Redis.from_url(url, decode_responses=True)
+    reader = aioredis.Redis.from_url(url, decode_responses=True)
+    out = []
+    try:
+        last = "0-0"
+        for i in range(n):
+            waiting = asyncio.create_task(reader.xread({"floor:wake": last}, block=30_000, count=1))
+            await asyncio.sleep(0.001)  # the reader is blocked before the write
+            t0 = time.perf_counter()
+            done = asyncio.get_running_loop().create_future()
+            waiting.add_done_callback(lambda _t, f=done: f.done() or f.set_result(time.perf_counter()))
+            await writer.xadd("floor:wake", {"decision": f"{i}"})
+            t1 = await done
+            last = (await waiting)[0][1][0][0]
+            out.append((t1 - t0) * 1000)
+    finally:
+        await writer.aclose()
+        await reader.aclose()
+    return out
+
+
+async def http_floor(url: str, n: int) -> list[float]:
+    """The XADD floor with an HTTP hop in front, as a click has: a POST to a bare aiohttp
+    server in its own process that XADDs and answers, waking the XREAD here."""
+    import redis.asyncio as aioredis
+
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-c", _HTTP_FLOOR, url, str(port)], cwd=ROOT)
+    reader = aioredis.Redis.from_url(url, decode_responses=True)
+    out: list[float] = []
+    try:
+        import aiohttp
+
+        async with aiohttp.ClientSession() as s:
+            for _ in range(300):
+                try:
+                    async with s.post(f"http://127.0.0.1:{port}/", data=b"warm"):
+                        break
+                except aiohttp.ClientError:
+                    await asyncio.sleep(0.05)
+            last = (await reader.xrevrange("floor:http", count=1))[0][0]
+            for _ in range(n):
+                waiting = asyncio.create_task(reader.xread({"floor:http": last}, block=30_000, count=1))
+                await asyncio.sleep(0.001)
+                t0 = time.perf_counter()
+                done = asyncio.get_running_loop().create_future()
+                waiting.add_done_callback(lambda _t, f=done: f.done() or f.set_result(time.perf_counter()))
+                async with s.post(f"http://127.0.0.1:{port}/", data=b"payload=click") as r:
+                    await r.read()
+                t1 = await done
+                last = (await waiting)[0][1][0][0]
+                out.append((t1 - t0) * 1000)
+    finally:
+        await reader.aclose()
+        server.terminate()
+        server.wait(10)
+    return out
+
+
+_HTTP_FLOOR = """
+import sys, redis.asyncio as aioredis
+from aiohttp import web
+r = aioredis.Redis.from_url(sys.argv[1])
+async def hit(request):
+    await r.xadd("floor:http", {"decision": await request.read()})
+    return web.Response(text="")
+app = web.Application()
+app.router.add_post("/", hit)
+web.run_app(app, host="127.0.0.1", port=int(sys.argv[2]), print=None)
+"""
 
 
 async def _wait_healthy(port: int) -> None:
@@ -123,4 +208,6 @@ async def _card_call(emu: Emulator, rid: str, seen: dict[str, float]) -> float:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--n", type=int, default=1000)
-    asyncio.run(main(parser.parse_args().n))
+    parser.add_argument("--root", type=Path, default=ROOT, help="checkout to run `hitl run` from (a before/after)")
+    args = parser.parse_args()
+    asyncio.run(main(args.n, args.root.resolve()))

@@ -8,6 +8,8 @@ escaped again; only raw agent or channel text goes through `clip`/`escape`.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from blocks.batch_lines import item_line
@@ -67,22 +69,38 @@ def one_by_one_modal(batch: Batch, record: Record | None, position: tuple[int, i
     return modal(CallbackId.one_by_one_modal, "Review one by one", body, private_metadata=meta.pack())
 
 
-def digest_card(channel: str, waiting: list[Record], oldest_age_s: float | None, *, cleared: bool) -> dict[str, Any]:
-    """The backlog digest of a channel: counts by action and tier, oldest waiting, a queue button."""
+@dataclass(frozen=True)
+class DigestCounts:
+    """Everything waiting for a card in a channel: how many, by action and by tier."""
+
+    total: int
+    by_action: Mapping[str, int]
+    by_tier: Mapping[str, int]
+
+
+def digest_card(channel: str, waiting: list[Record], oldest_age_s: float | None, *, cleared: bool,
+                counts: DigestCounts | None = None) -> dict[str, Any]:
+    """The backlog digest of a channel: counts by action and tier, oldest waiting, a queue button.
+
+    `counts` (everything waiting) wins over counting the `waiting` records given."""
     if cleared:
         text = f"✅ Backlog in {escape(channel)} cleared: every request is on a card."
         return {"text": text, "blocks": [section(text)]}
-    by_action = Counter(r.request.action for r in waiting)
-    by_tier = Counter(r.route.tier for r in waiting)
+    if counts is None:
+        counts = DigestCounts(len(waiting), Counter(r.request.action for r in waiting),
+                              Counter(r.route.tier for r in waiting))
+    by_action, by_tier = Counter(counts.by_action), Counter(counts.by_tier)
+    n = counts.total
     lines = [
-        f"📥 *{len(waiting)} requests* are queued for {escape(channel)} faster than Slack lets us post "
+        f"📥 *{n} requests* are queued for {escape(channel)} faster than Slack lets us post "
         "them; their cards follow one per second. This summary updates in place.",
-        "*By action:* " + ", ".join(f"{escape(a)} {n}" for a, n in by_action.most_common(8)),
-        "*By tier:* " + ", ".join(f"{escape(t)} {n}" for t, n in by_tier.most_common()),
+        "*By action:* " + ", ".join(f"{escape(a)} {k}" for a, k in by_action.most_common(8))
+        + (f" and {len(by_action) - 8} more" if len(by_action) > 8 else ""),
+        "*By tier:* " + ", ".join(f"{escape(t)} {k}" for t, k in by_tier.most_common()),
     ]
     if oldest_age_s is not None:
         lines.append(f"*Oldest waiting:* {int(oldest_age_s)} s")
-    return {"text": truncate(f"{len(waiting)} requests queued for {escape(channel)}", 3000), "blocks": [
+    return {"text": truncate(f"{n} requests queued for {escape(channel)}", 3000), "blocks": [
         header("Approval backlog"),
         section(truncate("\n".join(lines), 3000)),
         {"type": "actions", "block_id": BlockId.actions.value, "elements": [
@@ -90,12 +108,13 @@ def digest_card(channel: str, waiting: list[Record], oldest_age_s: float | None,
     ]}
 
 
-def queue_modal(channel: str, waiting: list[Record]) -> dict[str, Any]:
-    """The requests waiting for a card in a channel, oldest first."""
+def queue_modal(channel: str, waiting: list[Record], *, total: int | None = None) -> dict[str, Any]:
+    """The requests waiting for a card in a channel, oldest first (the first of them when
+    `total`, how many wait in all, is larger)."""
     lines = [f"• {item_line(r)}" for r in waiting[:90]]
     body: list[Block] = [section(truncate("\n".join(lines[i:i + 10]), 3000)) for i in range(0, len(lines), 10)]
     return modal(CallbackId.queue_modal, "Queue", [
-        context([f"{len(waiting)} requests waiting in {escape(channel)}"]),
+        context([f"{len(waiting) if total is None else total} requests waiting in {escape(channel)}"]),
         *(body or [section("Nothing is waiting.")])], private_metadata="")
 
 

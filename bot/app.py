@@ -22,7 +22,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from blocks.batch import batch_card
 from blocks.cards import card
-from bot import charts
+from bot import charts, http_ack
 from bot.api import mount
 from bot.api.hints import HonourHints
 from bot.backlog import Backlog
@@ -288,7 +288,7 @@ def build_app(settings: Settings, store: Store | None = None, policy: PolicyHold
                                 request.content_type)
         if refused is not None:
             return refused
-        return await to_aiohttp_response(await bolt.async_dispatch(await to_bolt_request(request)))
+        return await to_aiohttp_response(await http_ack.dispatch(bolt, await to_bolt_request(request)))
 
     async def healthz(_: web.Request) -> web.Response:
         try:

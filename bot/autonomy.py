@@ -17,24 +17,33 @@ from bot.policy.engine import PolicyEngine, sample_point
 from bot.routing import Router
 from store.models import Kind, Mode, Request, Route
 from store.redis_store import Store
+from store.trust import TrustState
 
 log = logging.getLogger("hitl.trust")
 
 
-def _engine(router: Router) -> PolicyEngine | None:
+def engine_of(router: Router) -> PolicyEngine | None:
     """The policy engine behind `router` (possibly wrapped by one that narrows its routes, such
     as the HumanLayer hints), or None for a plain router."""
     inner = getattr(router, "inner", router)
     return inner if isinstance(inner, PolicyEngine) else None
 
 
-async def route(store: Store, router: Router, request: Request, *, paused: bool, now: datetime) -> Route:
-    """Where `request` goes once its action's trust, live grants and absences are known."""
+async def route(store: Store, router: Router, request: Request, *, paused: bool, now: datetime,
+                first_use: bool | None = None, looked_up: tuple[TrustState, bool] | None = None) -> Route:
+    """Where `request` goes once its action's trust, live grants and absences are known.
+
+    `first_use`: for a router other than the policy engine, whether the action is new (None:
+    asked of Redis); intake passes its in-process copy, which accept.lua checks.
+    `looked_up`: the request's `TrustStore.lookup`, when the caller read it already (intake
+    reads a whole batch's in one round trip)."""
     assert request.id is not None
-    engine = _engine(router)
+    engine = engine_of(router)
     if engine is None:
-        return router.route(request, first_use=not await store.action_seen(request.action), paused=paused)
-    state, canary = await store.trust.lookup(request)
+        if first_use is None:
+            first_use = not await store.action_seen(request.action)
+        return router.route(request, first_use=first_use, paused=paused)
+    state, canary = looked_up if looked_up is not None else await store.trust.lookup(request)
     r = router.route(request, paused=paused, trust=state)
     if canary:
         # it must reach a person and look like any other card; its decision reaches no agent
@@ -69,7 +78,7 @@ async def route(store: Store, router: Router, request: Request, *, paused: bool,
 async def maybe_canary(store: Store, router: Router, request: Request, route: Route) -> str | None:
     """Now and then (the policy's `trust.canaries.share` of requests people see), queue a
     canary; its id, or None."""
-    engine = _engine(router)
+    engine = engine_of(router)
     if engine is None or not engine.canaries or route.canary:
         return None
     if route.mode not in (Mode.approve, Mode.shadow) or request.kind is not Kind.approval:

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from typing import TYPE_CHECKING
 
-from blocks.batch_views import digest_card
+from blocks.batch_views import DigestCounts, digest_card
 from store.backlog import BacklogStore
-from store.models import Record
 from store.redis_store import Store
 
 if TYPE_CHECKING:
@@ -29,6 +29,8 @@ class Backlog:
         self.store = store
         self.state = BacklogStore(store)
         self.threshold = threshold
+        self._labels: dict[str, dict[str, tuple[str, str]]] = {}
+        """Per channel: (action, tier) of each request waiting there."""
 
     async def waiting(self, d: Delivery, channel: str, member: str, now_ms: int) -> None:
         """An operation had to wait for its slot: count it, refresh a digest that is up."""
@@ -51,14 +53,14 @@ class Backlog:
             return False
         if not await self.state.claim_digest(channel):
             return False
-        waiting = await self.records(channel)
-        message = digest_card(channel, waiting, self._oldest_age(await self.state.members(channel, 1)),
-                              cleared=False)
+        tally = await self.tally(channel)
+        message = digest_card(channel, [], self._oldest_age(await self.state.members(channel, 1)),
+                              cleared=False, counts=tally)
         resp = await d.slack.call("chat.postMessage", join=True, channel=channel, text=message["text"],
                                   blocks=message["blocks"], unfurl_links=False)
         await self.state.set_digest(channel, str(resp["channel"]), str(resp["ts"]))
         d.stats["posted"] += 1
-        log.info("backlog: %d cards waiting for %s; digest posted", len(waiting), channel)
+        log.info("backlog: %d cards waiting for %s; digest posted", tally.total, channel)
         return True
 
     async def refresh(self, d: Delivery, channel: str, member: str, lease: int) -> None:
@@ -68,10 +70,10 @@ class Backlog:
             await self.store.finish_outbox(member, lease)
             return
         await d.pace("update", member, lease)
-        waiting = await self.records(channel)
-        cleared = not waiting
-        message = digest_card(channel, waiting, self._oldest_age(await self.state.members(channel, 1)),
-                              cleared=cleared)
+        tally = await self.tally(channel)
+        cleared = not tally.total
+        message = digest_card(channel, [], self._oldest_age(await self.state.members(channel, 1)),
+                              cleared=cleared, counts=tally)
         await d.slack.call("chat.update", channel=state["channel_id"], ts=state["ts"], text=message["text"],
                            blocks=message["blocks"])
         d.stats["updated"] += 1
@@ -81,9 +83,20 @@ class Backlog:
         else:  # keep refreshing while the backlog lasts, so the "cleared" update always comes
             await self._schedule_refresh(channel)
 
-    async def records(self, channel: str, limit: int = 500) -> list[Record]:
-        """The requests whose cards wait for a slot in `channel`, oldest first."""
-        return [r for r in await self.store.get_many(await self.state.waiting_ids(channel, limit)) if not r.ts]
+    async def tally(self, channel: str) -> DigestCounts:
+        """Everything waiting for a slot in `channel`, counted by action and tier.
+
+        A request's action and tier never change, so they are read once per request and kept
+        while it waits; each refresh reads only which cards went out meanwhile."""
+        ids = await self.state.waiting_ids(channel, None)
+        known = self._labels.setdefault(channel, {})
+        if unknown := [i for i in ids if i not in known]:
+            known.update(await self.state.labels(unknown))
+        posted = await self.state.posted(ids)
+        live = {i: known[i] for i in ids if i in known and i not in posted}
+        self._labels[channel] = live  # forget what no longer waits
+        return DigestCounts(total=len(live), by_action=Counter(a for a, _ in live.values()),
+                            by_tier=Counter(t for _, t in live.values()))
 
     @staticmethod
     def _oldest_age(first: list[tuple[str, int]]) -> float | None:

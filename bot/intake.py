@@ -17,7 +17,7 @@ import base64
 import contextlib
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from pydantic import ValidationError
@@ -26,16 +26,19 @@ from bot import autonomy
 from bot.routing import Router, immediate_decision, needs_card
 from bot.timing import honour_user_request, plan, tier_of
 from store import bounds
+from store.accept import Accepted
 from store.failures import StoreFailure, Unavailable
 from store.keys import is_request_id
 from store.models import MAX_ENTRY_BYTES, Decision, Request, Status, utcnow
-from store.redis_store import Accepted, Store
+from store.redis_store import Store
 from store.stream import Entry, RequestStream
+from store.trust import TrustState
 
 log = logging.getLogger("hitl.intake")
 
 BLOCK_MS = 2000
-CONCURRENCY = 16  # entries of one read processed at once (each a few Redis round trips)
+CONCURRENCY = 16  # entries of one read routed at once (trust lookups are Redis round trips)
+MAX_SEEN = 100_000  # actions remembered as seen in process (a cache of {prefix}:actions)
 TRIM_EVERY_S = 10.0  # how often acknowledged entries are trimmed from the requests stream
 MAX_FIELDS = 32  # a request entry has one field, `request`; a few more are tolerated
 
@@ -80,6 +83,9 @@ class Intake:
         self.dead_max_age_s = dead_max_age_s
         self.trim_every_s = trim_every_s
         self._paused = False
+        """This replica's copy of the pause switch; accept.lua refuses a route made on a stale one."""
+        self._seen: set[str] = set()
+        """Actions known to be in {prefix}:actions (the set only grows, so this never lies)."""
         self.stream = RequestStream(redis_url, store.keys.requests, block_ms=BLOCK_MS)
         self._stopping = asyncio.Event()
         self._failures: dict[str, int] = {}
@@ -169,59 +175,138 @@ class Intake:
         return keep
 
     async def _process(self, entries: list[Entry]) -> None:
-        # Read the pause switch once per batch, so a pause reaches every replica at once.
-        self._paused = (await self.store.control()).get("paused") == "1"
-        limit = asyncio.Semaphore(CONCURRENCY)
-
-        async def bounded(e: Entry) -> None:
-            async with limit:
-                await self._one(e)
-
-        await asyncio.gather(*(bounded(e) for e in entries))
-
-    async def _one(self, entry: Entry) -> None:
-        """Handle one entry; whatever goes wrong with it is its own problem, never the loop's."""
-        try:
-            await self.handle(entry)
+        """Handle one read batch: parse and route each entry in process, accept them all in one
+        pipeline (one script call per entry: its effects and its XACK atomic), then act on each
+        verdict. Whatever goes wrong with one entry is its own problem, never the batch's."""
+        router = self.router()
+        asks_first_use = _asks_first_use(router)
+        todo: list[tuple[Entry, Request]] = []
+        for entry in entries:
+            try:
+                todo.append((entry, self.parse(entry)))
+            except Invalid as e:
+                await self._guarded(entry, self._dead(entry, str(e)))
+            except Exception as e:  # a bug met on this entry: it must not stop the batch
+                await self._failed(entry, e)
+        for _ in range(10):  # routed on a stale pause switch or seen-actions copy: route again
+            todo = await self._accept(router, asks_first_use, todo)
+            if not todo:
+                return
+        for entry, _ in todo:  # the switch flipped under us ten times running: reclaimed later
             self._failures.pop(entry.id, None)
-        except Unavailable:
-            raise
-        except StoreFailure as e:  # a server state (loading, busy, out of memory): retry, then give up
+
+    async def _accept(self, router: Router, asks_first_use: bool,
+                      todo: list[tuple[Entry, Request]]) -> list[tuple[Entry, Request]]:
+        """One accept round trip for `todo`; the entries routed on stale state, to route again.
+        Routing awaits per entry (the action's trust, grants, people away: bot.autonomy), up to
+        CONCURRENCY entries at once, before the batch's accepts go in one pipeline."""
+        limit = asyncio.Semaphore(CONCURRENCY)
+        # the actions' trust and canary markers of the whole batch in one round trip
+        trust: list[tuple[TrustState, bool] | None] = [None] * len(todo)
+        if autonomy.engine_of(router) is not None:
+            try:
+                trust = list(await self.store.trust.lookup_many([r for _, r in todo]))
+            except Unavailable:
+                raise
+            except Exception:  # Redis refused the batch's read: each entry looks up its own (and fails alone)
+                log.exception("intake: trust lookup of a batch of %d failed; looking up one by one", len(todo))
+
+        async def routed(request: Request, looked_up: tuple[TrustState, bool] | None) -> Accepted | BaseException:
+            async with limit:
+                try:
+                    return await self._route(router, request, asks_first_use, looked_up)
+                except Unavailable:
+                    raise
+                except Exception as e:  # a bug met on this request (a policy rule, a trigger)
+                    return e
+
+        results = await asyncio.gather(*(routed(r, t) for (_, r), t in zip(todo, trust, strict=True)))
+        items: list[tuple[Entry, Request, Accepted]] = []
+        for (entry, request), acc in zip(todo, results, strict=True):
+            if isinstance(acc, BaseException):
+                await self._failed(entry, acc)
+            else:
+                items.append((entry, request, acc))
+        if not items:
+            return []
+        verdicts = await self.store.accept_many([(e.id, acc) for e, _, acc in items], utcnow())
+        again: list[tuple[Entry, Request]] = []
+        for (entry, request, acc), verdict in zip(items, verdicts, strict=True):
+            if isinstance(verdict, Exception):
+                await self._failed(entry, verdict)
+            elif verdict.startswith("paused:"):
+                self._paused = verdict == "paused:1"  # the switch changed: every replica sees it here
+                again.append((entry, request))
+            elif verdict.startswith("first_use:"):
+                self._note_seen(acc.request.action, seen=verdict == "first_use:0")
+                again.append((entry, request))
+            else:
+                await self._guarded(entry, self._verdict(entry, router, acc, verdict))
+        return again
+
+    async def _route(self, router: Router, request: Request, asks_first_use: bool,
+                     looked_up: tuple[TrustState, bool] | None = None) -> Accepted:
+        """Route on this replica's copies of the pause switch and the seen actions; the accept
+        script checks both against Redis, so a stale copy is caught, never acted on. The
+        action's trust, standing grants and delegates are read from Redis (bot.autonomy); with
+        the policy engine, first use is the trust state's, so the seen actions are not asked."""
+        first_use = (request.action not in self._seen
+                     if asks_first_use and autonomy.engine_of(router) is None else None)
+        now = utcnow()
+        route = honour_user_request(request, await autonomy.route(
+            self.store, router, request, paused=self._paused, now=now, first_use=bool(first_use),
+            looked_up=looked_up))
+        decision = immediate_decision(request, route)
+        deadlines = plan(request, route, tier_of(router, route), int(now.timestamp() * 1000))
+        return Accepted(request, route, decision, post=needs_card(route),
+                        deadlines=() if decision else deadlines, first_use=first_use)
+
+    def _note_seen(self, action: str, *, seen: bool) -> None:
+        if not seen:
+            self._seen.discard(action)
+            return
+        if len(self._seen) >= MAX_SEEN:  # only a cache: forgetting costs a round trip, never a wrong route
+            self._seen.clear()
+        self._seen.add(action)
+
+    async def _verdict(self, entry: Entry, router: Router, acc: Accepted, verdict: str) -> str:
+        if verdict.startswith("reply_type:"):
+            return await self._dead(entry, f"reply_to {acc.request.reply_to!r} is an existing "
+                                           f"{verdict.removeprefix('reply_type:')} key, not a stream; use a "
+                                           f"stream of your own or {self.store.keys.results_prefix}<name>")
+        self._failures.pop(entry.id, None)
+        self._note_seen(acc.request.action, seen=True)
+        self.processed += 1
+        if verdict == "accepted":
+            self.on_accepted()
+            if acc.post:
+                await autonomy.maybe_canary(self.store, router, acc.request, acc.route)
+        return verdict
+
+    async def _guarded(self, entry: Entry, step: Awaitable[str]) -> None:
+        try:
+            await step
+        except Exception as e:
+            await self._failed(entry, e)
+
+    async def _failed(self, entry: Entry, e: BaseException) -> None:
+        """One entry failed: Redis refusing it is retried on a later read (then dead-lettered),
+        a bug met on it dead-letters it at once; Redis unreachable stops the batch."""
+        if isinstance(e, Unavailable):
+            raise e
+        if isinstance(e, StoreFailure):  # a server state (loading, busy, out of memory)
             n = self._failures[entry.id] = self._failures.get(entry.id, 0) + 1
             log.warning("intake: entry %s failed in Redis (attempt %d): %s", entry.id, n, e)
             if n >= self.max_deliveries:
                 self._failures.pop(entry.id, None)
                 await self._dead(entry, f"Redis refused to store it {n} times: {e}")
-        except Exception as e:  # a bug met on this entry: it must not block the ones after it
-            log.exception("intake: entry %s could not be handled", entry.id)
-            await self._dead(entry, f"internal error while processing: {type(e).__name__}: {_clip(str(e))}")
+            return
+        log.error("intake: entry %s could not be handled", entry.id, exc_info=e)
+        await self._dead(entry, f"internal error while processing: {type(e).__name__}: {_clip(str(e))}")
 
-    async def handle(self, entry: Entry) -> str:
-        """Validate, route and store one entry; returns the store's verdict."""
-        try:
-            request = self.parse(entry)
-        except Invalid as e:
-            return await self._dead(entry, str(e))
-        assert request.id is not None
-        router = self.router()
-        now = utcnow()
-        route = honour_user_request(request, await autonomy.route(
-            self.store, router, request, paused=self._paused, now=now))
-        decision = immediate_decision(request, route)
-        deadlines = plan(request, route, tier_of(router, route), int(now.timestamp() * 1000))
-        verdict = await self.store.accept(
-            entry.id, Accepted(request, route, decision, post=needs_card(route),
-                               deadlines=() if decision else deadlines), now)
-        if verdict.startswith("reply_type:"):
-            return await self._dead(entry, f"reply_to {request.reply_to!r} is an existing "
-                                           f"{verdict.removeprefix('reply_type:')} key, not a stream; use a "
-                                           f"stream of your own or {self.store.keys.results_prefix}<name>")
-        self.processed += 1
-        if verdict == "accepted":
-            self.on_accepted()
-            if needs_card(route):
-                await autonomy.maybe_canary(self.store, router, request, route)
-        return verdict
+    async def _one(self, entry: Entry) -> None:
+        """Handle one entry as a batch of one."""
+        await self._process([entry])
 
     def parse(self, entry: Entry) -> Request:
         """The entry's request, or Invalid with a readable reason."""
@@ -294,6 +379,13 @@ class Intake:
                 last, f"{error} (and the dead letter failed: {type(e).__name__}: {_clip(str(e))})", utcnow(),
                 request_id=entry.id, decision=None, reply_to=None, max_len=self.dead_max_len,
                 max_age_s=self.dead_max_age_s)
+
+
+def _asks_first_use(router: Router) -> bool:
+    """Whether the policy routes on an action's first use (otherwise nobody asks Redis)."""
+    policy = getattr(router, "policy", None)
+    triggers = getattr(policy, "triggers", None)
+    return bool(triggers is not None and triggers.first_use.enabled)
 
 
 def _clip(text: str, n: int = 300) -> str:

@@ -193,8 +193,11 @@ async def on_open_queue(ack: AsyncAck, body: dict[str, Any], action: dict[str, A
     await ack()
     channel = BatchValue.unpack(action["value"]).b
     store = deps(context).store
-    waiting = [r for r in await store.get_many(await BacklogStore(store).waiting_ids(channel, 200)) if not r.ts]
-    await client.views_open(trigger_id=body["trigger_id"], view=queue_modal(channel, waiting))
+    state = BacklogStore(store)
+    ids = await state.waiting_ids(channel, None)  # all of them: the count says how many wait
+    waiting = [r for r in await store.get_many(ids[:200]) if not r.ts]
+    total = len(ids) - len(await state.posted(ids))
+    await client.views_open(trigger_id=body["trigger_id"], view=queue_modal(channel, waiting, total=total))
 
 
 async def on_reason_chosen(ack: AsyncAck) -> None:

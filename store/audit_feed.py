@@ -56,6 +56,10 @@ class AuditFeed:
                 p.hmget(self.keys.request(rid), list(fields))
             return cast(list[list[str | None]], await p.execute())
 
+    async def ack(self, entry_ids: list[str]) -> int:
+        """Acknowledge events that count for nothing here, in one command; how many were new."""
+        return int(await self._redis.xack(self.keys.audit, STATS_GROUP, *entry_ids)) if entry_ids else 0
+
     async def now_ms(self) -> float:
         """Redis's clock, shared by every replica."""
         seconds, micros = cast(tuple[int, int], await self._redis.time())

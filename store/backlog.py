@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from store.redis_store import Store
@@ -36,13 +37,15 @@ class BacklogStore:
             _, n = await p.execute()
         return int(n)
 
-    async def members(self, channel: str, limit: int = 500) -> list[tuple[str, int]]:
-        """Waiting operations, oldest first, with the time they started waiting."""
-        rows = await self.redis.zrange(self._waiting(channel), 0, limit - 1, withscores=True)
+    async def members(self, channel: str, limit: int | None = 500) -> list[tuple[str, int]]:
+        """Waiting operations, oldest first, with the time they started waiting (all: None)."""
+        rows = await self.redis.zrange(self._waiting(channel), 0, -1 if limit is None else limit - 1,
+                                       withscores=True)
         return [(str(m), int(s)) for m, s in rows]
 
-    async def waiting_ids(self, channel: str, limit: int = 500) -> list[str]:
-        """Request ids whose cards wait for a slot in `channel`, oldest first (batches expanded)."""
+    async def waiting_ids(self, channel: str, limit: int | None = 500) -> list[str]:
+        """Request ids whose cards wait for a slot in `channel`, oldest first (batches expanded);
+        all of them when `limit` is None."""
         members = [m for m, _ in await self.members(channel, limit)]
         async with self.redis.pipeline(transaction=False) as p:
             for m in members:
@@ -54,7 +57,29 @@ class BacklogStore:
         for m in members:
             op, _, key = m.partition(":")
             ids += [key] if op == "post" else next(items) if op == "batch" else []
-        return ids[:limit]
+        return ids if limit is None else ids[:limit]
+
+    async def posted(self, request_ids: list[str]) -> set[str]:
+        """Those of `request_ids` whose card is already in Slack (their record has a `ts`)."""
+        async with self.redis.pipeline(transaction=False) as p:
+            for rid in request_ids:
+                p.hexists(self.store.keys.request(rid), "ts")
+            return {rid for rid, has in zip(request_ids, await p.execute(), strict=True) if has}
+
+    async def labels(self, request_ids: list[str]) -> dict[str, tuple[str, str]]:
+        """(action, tier) of each request that still has a record, read in chunks of 1,000."""
+        out: dict[str, tuple[str, str]] = {}
+        for i in range(0, len(request_ids), 1000):
+            chunk = request_ids[i:i + 1000]
+            async with self.redis.pipeline(transaction=False) as p:
+                for rid in chunk:
+                    p.hmget(self.store.keys.request(rid), ["request", "route"])
+                rows = await p.execute()
+            for rid, (request, route) in zip(chunk, rows, strict=True):
+                if request:
+                    out[rid] = (str(json.loads(request).get("action", "")),
+                                str(json.loads(route).get("tier", "")) if route else "")
+        return out
 
     async def count(self, channel: str) -> int:
         return int(await self.redis.zcard(self._waiting(channel)))

@@ -12,18 +12,19 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime
 from importlib import resources
 from typing import Any, cast
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import ResponseError
+from redis.exceptions import NoScriptError, ResponseError
 
+from store.accept import Accepted, accept_call, decision_stats
 from store.audit_feed import AuditFeed
 from store.connect import check_prefix, connect, hash_tag, same_slot
 from store.errors import AlreadyDecided, Conflict, NotFound
+from store.failures import Unavailable
 from store.keys import Keys
 from store.models import (
     RECORD_EXTRAS,
@@ -36,6 +37,7 @@ from store.models import (
     Route,
     from_epoch,
 )
+from store.packing import use_fast_packing
 from store.stats import StatsStore
 from store.stream import GROUP, Entry
 from store.transitions import Transition
@@ -57,23 +59,11 @@ log = logging.getLogger("hitl.store")
 
 def _script(name: str) -> str:
     lua = resources.files("store") / "lua"
-    return (lua / "_prelude.lua").read_text() + "\n" + (lua / f"{name}.lua").read_text()
+    return "\n".join((lua / f).read_text() for f in ("_prelude.lua", "_stats.lua", f"{name}.lua"))
 
 
 def _ms(at: datetime) -> int:
     return int(at.timestamp() * 1000)
-
-
-@dataclass(frozen=True)
-class Accepted:
-    """What intake stores for a valid request."""
-
-    request: Request
-    route: Route
-    decision: Decision | None
-    post: bool
-    deadlines: tuple[tuple[str, int], ...] = ()
-    """Timed events to schedule while the request is pending: (`<kind>:<id>`, due epoch ms)."""
 
 
 class Store:
@@ -85,6 +75,8 @@ class Store:
         # client decodes, so values are cast to str where they are turned into models. A
         # RedisCluster client answers the same commands (typed here as the plain client).
         self.redis: aioredis.Redis = cast(aioredis.Redis, client)
+        if not isinstance(client, RedisCluster):
+            use_fast_packing(client)
         self.keys = Keys(prefix)
         self.stats = StatsStore(client, self.keys)
         """The stats counters and report, on this store's client."""
@@ -181,54 +173,64 @@ class Store:
                 raise
 
     async def accept(self, entry_id: str, acc: Accepted, now: datetime) -> str:
-        """Store a valid request and ack its entry in one step: accepted, duplicate or redelivered."""
-        k, req = self.keys, acc.request
-        assert req.id is not None
-        reply = req.reply_to or ""
-        audits: list[Any] = [
-            2,
-            "received",
-            req.agent,
-            json.dumps({"entry_id": entry_id, "action": req.action}),
-        ]
-        audits += [
-            "routed",
-            "policy",
-            json.dumps(self.redact(acc.route.model_dump(
-                mode="json", include={"mode", "tier", "rules", "reasons", "sampled", "paused", "channel"}))),
-        ]
-        args = [
-            GROUP,
-            entry_id,
-            req.id,
-            _ms(now),
-            now.isoformat(),
-            req.model_dump_json(exclude_none=True),
-            acc.route.model_dump_json(),
-            json.dumps(req.params),
-            "decided" if acc.decision else "pending",
-            acc.decision.model_dump_json() if acc.decision else "",
-            "1" if reply else "0",
-            f"post:{req.id}" if acc.post else "",
-            req.action,
-            len(acc.deadlines),
-            *[x for member, due in acc.deadlines for x in (member, due)],
-            *audits,
-        ]
-        keys = [
-            k.requests,
-            k.request(req.id),
-            k.trail(req.id),
-            k.audit,
-            k.pending,
-            k.outbox,
-            self._decisions(acc.route),
-            reply or self._decisions(acc.route),
-            k.actions_seen,
-            k.deadlines,
-            k.invalid(req.id),
-        ]
-        return str(await self._run("accept", keys, args))
+        """Store a valid request and ack its entry in one step: accepted, duplicate, redelivered,
+        or (nothing written) `paused:<0|1>` / `first_use:<0|1>` when it was routed on a stale
+        copy of the switch or the seen actions, `reply_type:<type>` when reply_to is unusable."""
+        [verdict] = await self.accept_many([(entry_id, acc)], now)
+        if isinstance(verdict, Exception):
+            raise verdict
+        return verdict
+
+    async def accept_many(self, items: list[tuple[str, Accepted]], now: datetime) -> list[str | Exception]:
+        """`accept` for a whole read batch in one round trip: one script call per entry (each
+        entry's effects and its XACK atomic), so an entry that fails fails alone: its verdict
+        is the exception. A connection failure raises for the batch (nothing acknowledged
+        is lost: every call is guarded by its XACK). With `wait_replicas`, one WAIT after the
+        batch covers every accept in it; on a Redis Cluster (whose pipelines refuse scripts)
+        the calls go side by side instead."""
+        calls: list[tuple[list[str], list[Any]] | Exception] = []
+        for entry_id, acc in items:
+            try:
+                calls.append(accept_call(self.keys, entry_id, acc, now, decisions=self._decisions(acc.route),
+                                         redact=self.redact))
+            except Exception as e:  # this entry's arguments could not be built: it fails alone
+                calls.append(e)
+        sent = [c for c in calls if not isinstance(c, Exception)]
+        res = await self._send_accepts(sent) if sent else []
+        answers = iter(res)
+        out: list[str | Exception] = []
+        for c in calls:
+            r = c if isinstance(c, Exception) else next(answers)
+            out.append(r if isinstance(r, Exception) else str(r))
+        return out
+
+    async def _send_accepts(self, sent: list[tuple[list[str], list[Any]]]) -> list[Any]:
+        script = self._scripts["accept"]
+        if self.cluster:  # redis-py's cluster pipelines refuse scripts: send them side by side
+            each = await asyncio.gather(*(script(keys=k, args=a) for k, a in sent), return_exceptions=True)
+            for r in each:  # unreachable (or cancelled) fails the batch, as a pipeline would
+                if isinstance(r, BaseException) and (isinstance(r, Unavailable) or not isinstance(r, Exception)):
+                    raise r
+            return list(each)
+        res: list[Any] = []
+        acked: Any = None
+        for attempt in range(2):
+            async with self.redis.pipeline(transaction=False) as p:
+                for keys, args in sent:
+                    p.evalsha(script.sha, len(keys), *keys, *args)
+                if self.wait_replicas:  # WAIT covers the writes of its own connection: the whole batch
+                    p.execute_command("WAIT", self.wait_replicas, WAIT_TIMEOUT_MS)
+                res = await p.execute(raise_on_error=False)
+            if self.wait_replicas:
+                acked = res.pop()
+            if attempt == 0 and any(isinstance(r, NoScriptError) for r in res):
+                await self.redis.script_load(script.script)  # Redis restarted: load, then send again
+                continue
+            break
+        if self.wait_replicas and (isinstance(acked, Exception) or int(acked) < self.wait_replicas):
+            log.warning("accept reached %s of %d replicas within %d ms (%d requests); a failover now could "
+                        "lose them", acked, self.wait_replicas, WAIT_TIMEOUT_MS, len(sent))
+        return res
 
     async def dead_letter(
         self,
@@ -328,6 +330,8 @@ class Store:
         for event, actor, detail in t.audit:
             args += [event, actor, json.dumps(self.redact(detail), default=str)]
         args.append(t.message or "")
+        stats, total_key, hour_key, expire = decision_stats(self.keys, t, _ms(now))
+        args += [stats, expire]
         keys = [
             k.request(rec.id),
             k.trail(rec.id),
@@ -338,11 +342,13 @@ class Store:
             reply or self._decisions(rec.route),
             k.deadlines,
             k.outbox_again,
+            total_key,
+            hour_key,
         ]
         res = await self._run("apply", keys, args)
         status = res[0]
         if status == "ok":
-            return await self.get(rec.id)
+            return _after(t, int(res[1]))
         if status == "missing":
             raise NotFound(rec.id)
         if status == "decided":
@@ -652,16 +658,21 @@ transition removes them all."""
 
 
 def _record(raw: dict[str, str]) -> Record:
-    decision = raw.get("decision")
+    decision = Decision.model_validate_json(raw["decision"]) if raw.get("decision") else None
+    request = Request.model_validate_json(raw["request"])
+    # stored once: a record decided at intake keeps its route only in the decision, and a
+    # record's params are the request's until a reviewer's edit writes them
+    route = Route.model_validate_json(raw["route"]) if raw.get("route") else (
+        decision.route if decision and decision.route else Route())
     return Record(
-        request=Request.model_validate_json(raw["request"]),
-        route=Route.model_validate_json(raw["route"]),
+        request=request,
+        route=route,
         state=raw.get("state", "pending"),
         version=int(raw.get("version", 0)),
-        params=json.loads(raw.get("params") or "{}"),
+        params=json.loads(raw["params"]) if raw.get("params") else request.params,
         changes=json.loads(raw.get("changes") or "{}"),
         votes=json.loads(raw.get("votes") or "[]"),
-        decision=Decision.model_validate_json(decision) if decision else None,
+        decision=decision,
         channel=raw.get("channel"),
         ts=raw.get("ts"),
         created_at=from_epoch(int(raw["created_at"]) / 1000),
@@ -670,6 +681,24 @@ def _record(raw: dict[str, str]) -> Record:
         batch=raw.get("batch"),
         **{name: raw[name] for name in RECORD_EXTRAS if raw.get(name)},
     )
+
+
+_JSON_FIELDS = frozenset({"params", "changes", "votes"})
+
+
+def _after(t: Transition, version: int) -> Record:
+    """The record as apply.lua left it, without reading it again: the script wrote the
+    transition's fields (and the decision) onto the record at the version it was computed
+    from. Fields other scripts write without a version bump (channel, ts, posted_at, batch)
+    are as they were read before the transition."""
+    data = t.record.model_dump()
+    for name, value in t.fields.items():
+        if name in Record.model_fields:
+            data[name] = json.loads(value) if name in _JSON_FIELDS else value
+    data["version"] = version
+    if t.decision is not None:
+        data["state"], data["decision"] = "decided", t.decision
+    return Record.model_validate(data)
 
 
 def _audit(entry_id: str, f: dict[str, str]) -> AuditEvent:

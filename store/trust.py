@@ -195,6 +195,17 @@ class TrustStore:
             raw, canary = await p.execute()
         return _state(m, raw), bool(canary)
 
+    async def lookup_many(self, requests: list[Request]) -> list[tuple[TrustState, bool]]:
+        """`lookup` for a whole intake batch in one round trip."""
+        async with self.redis.pipeline(transaction=False) as p:
+            for request in requests:
+                assert request.id is not None
+                p.hgetall(self.k.action(member(request.agent, request.action)))
+                p.exists(self.k.canary(request.id))
+            rows = await p.execute()
+        return [(_state(member(r.agent, r.action), rows[2 * i]), bool(rows[2 * i + 1]))
+                for i, r in enumerate(requests)]
+
     async def states(self) -> list[TrustState]:
         """Every action trust has counted, by agent and action."""
         members = sorted(await self.redis.smembers(self.k.index))

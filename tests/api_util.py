@@ -34,7 +34,9 @@ async def api_harness(redis_url: str, **overrides: Any) -> AsyncIterator[Harness
 
 async def trusted(h: Harness, agent: str, action: str) -> None:
     """Mark an action as trusted (people approved it enough times), as if earned."""
-    await h.store.redis.hset(h.store.trust.k.action(member(agent, action)), mapping={"state": "trusted"})
+    m = member(agent, action)
+    await h.store.redis.hset(h.store.trust.k.action(m), mapping={"state": "trusted", "clean": 5})
+    await h.store.redis.sadd(h.store.trust.k.index, m)
 
 
 async def new_key(h: Harness, *agents: str) -> str:

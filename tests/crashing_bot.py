@@ -24,7 +24,7 @@ async def _hang(*_: Any, **__: Any) -> Any:
 def main() -> int:
     point = os.environ["HITL_TEST_PAUSE_AT"]
     if point == "before_accept":
-        Store.accept = _hang  # type: ignore[method-assign]
+        Store.accept_many = _hang  # type: ignore[method-assign]
     elif point == "after_post":
         Store.mark_posted = _hang  # type: ignore[method-assign]
         Store.batch_shown = _hang  # type: ignore[method-assign]

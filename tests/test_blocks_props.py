@@ -37,7 +37,8 @@ NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 # "&amp;lt;" in the output can only come from escaping twice
 ALPHABET = st.sampled_from([*list("aZ09 &<>*_~`@!|#:/.\n-é💸"), "<!channel>", "<@U0BOB>", "R&D", "&amp"])
 TEXT = st.lists(ALPHABET, min_size=1, max_size=400).map("".join).filter(lambda s: s.strip() != "")
-SHORT = st.lists(ALPHABET, min_size=1, max_size=40).map("".join).filter(lambda s: s.strip() != "")
+# up to 100 characters: the longest agent, action and tier names a request may carry
+SHORT = st.lists(ALPHABET, min_size=1, max_size=40).map("".join).filter(lambda s: s.strip() != "" and len(s) <= 100)
 VALUE = st.one_of(st.integers(-10**9, 10**9), st.floats(0, 1e6, allow_nan=False), st.booleans(), SHORT,
                   st.none())
 PARAMS = st.dictionaries(st.from_regex(r"[a-zA-Z_][a-zA-Z0-9_]{0,20}", fullmatch=True), VALUE, max_size=5)

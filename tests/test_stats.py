@@ -16,7 +16,8 @@ import pytest
 
 from blocks.stats import stats_message
 from bot.stats import StatsProjector, event_ms, non_trivial, ops_for
-from store.redis_store import Store
+from store.models import Decision, Mode, Request, Route, Status
+from store.redis_store import GROUP, Accepted, Store
 from store.stats import (
     BOUNDS_S,
     HOUR_MS,
@@ -27,6 +28,7 @@ from store.stats import (
     bucket_index,
     build_report,
 )
+from store.transitions import Transition
 from tests.test_blocks import check_blocks
 
 LONG = "Refund the duplicate charge on order 4711 to the customer's original card; " * 3
@@ -46,33 +48,44 @@ async def drain(p: StatsProjector) -> None:
 
 
 class History:
-    """Writes records and audit events with chosen times, as the bot's scripts would."""
+    """A history with chosen times: requests and decisions through the real accept and apply
+    scripts (which count `received`, `routed` and `decided` themselves), the other events
+    written into the audit stream as the bot's other scripts would, for the projector."""
 
     def __init__(self, store: Store, now: datetime) -> None:
         self.store, self.now = store, now
 
-    async def record(self, rid: str, *, created: datetime, posted: datetime | None = None,
-                     mode: str = "approve", summary: str = "Refund $250 to Ana",
+    async def request(self, rid: str, created: datetime, mode: str, *, agent: str = "billing",
+                      action: str = "refund", paused: bool = False, status: str | None = None,
+                      summary: str = "Refund $250 to Ana") -> None:
+        s = self.store
+        await s.ensure_group()
+        await s.redis.xadd(s.keys.requests, {"request": "{}"})
+        [[_, [(entry_id, _)]]] = await s.redis.xreadgroup(GROUP, "history", {s.keys.requests: ">"}, count=1)
+        req = Request(id=rid, agent=agent, action=action, summary=summary)
+        route = Route(mode=Mode(mode), tier="medium", paused=paused)
+        decision = Decision(request_id=rid, status=Status(status), route=route, decided_at=created) \
+            if status else None
+        assert await s.accept(entry_id, Accepted(req, route, decision, post=False), created) == "accepted"
+
+    async def record(self, rid: str, *, posted: datetime | None = None,
                      changes: dict[str, Any] | None = None) -> None:
-        fields = {"created_at": int(created.timestamp() * 1000),
-                  "route": json.dumps({"mode": mode, "tier": "medium"}),
-                  "request": json.dumps({"agent": "billing", "action": "refund", "summary": summary}),
-                  "changes": json.dumps(changes or {}), "state": "pending"}
+        fields: dict[str, Any] = {"changes": json.dumps(changes or {})}
         if posted:
             fields["posted_at"] = int(posted.timestamp() * 1000)
         await self.store.redis.hset(self.store.keys.request(rid), mapping=fields)
+
+    async def decide(self, rid: str, at: datetime, status: str) -> None:
+        rec = await self.store.get(rid)
+        t = Transition(rec, decision=Decision(request_id=rid, status=Status(status), route=rec.route,
+                                              decided_at=at))
+        await self.store.apply(t, at)
 
     async def event(self, event: str, rid: str, at: datetime, actor: str = "system",
                     **detail: Any) -> None:
         await self.store.redis.xadd(self.store.keys.audit, {
             "event": event, "request_id": rid, "actor": actor, "at": at.isoformat(),
             "detail": json.dumps(detail)})
-
-    async def request(self, rid: str, created: datetime, mode: str, *, agent: str = "billing",
-                      action: str = "refund", paused: bool = False) -> None:
-        await self.event("received", rid, created, agent, action=action)
-        await self.event("routed", rid, created, "policy", mode=mode, tier="medium",
-                         paused=paused, sampled=False)
 
 
 # ---- pure parts ---------------------------------------------------------------------------------
@@ -183,32 +196,26 @@ async def test_a_known_history_gives_known_figures(store: Store, projector: Stat
     h = History(store, now)
     # 10 automatic, 1 denied, 18 for approval, 1 escalation: 30 routed, 19 sent to people
     for i in range(10):
-        await h.request(f"auto{i}", t0, "auto", action="lookup_order")
-        await h.event("decided", f"auto{i}", t0, "policy", status="auto_approved")
-    await h.request("deny0", t0, "deny", agent="rogue")
-    await h.event("decided", "deny0", t0, "policy", status="denied")
+        await h.request(f"auto{i}", t0, "auto", action="lookup_order", status="auto_approved")
+    await h.request("deny0", t0, "deny", agent="rogue", status="denied")
     await h.request("esc0", t0, "escalate", agent="support")
     for i in range(18):
         rid = f"r{i}"
         created = t0 + timedelta(minutes=i)
         posted = created + timedelta(seconds=90)  # slow notifications: p90 over 60s
-        await h.record(rid, created=created, posted=posted, summary=LONG,
-                       changes={"amount": {"before": 250, "after": 200}} if i == 1 else None)
-        await h.request(rid, created, "approve")
+        await h.request(rid, created, "approve", summary=LONG)
+        await h.record(rid, posted=posted, changes={"amount": {"before": 250, "after": 200}} if i == 1 else None)
         await h.event("posted", rid, posted)
         if i < 10:  # alice: 1.5s after the card appears, every time
             at = posted + timedelta(seconds=1.5)
             await h.event("clicked", rid, at, "U0ALICE", choice="edit" if i == 1 else "approve")
-            await h.event("decided", rid, at, status="approved")
+            await h.decide(rid, at, "approved")
         elif i < 15:  # bob: ten minutes, and rejects two
             at = posted + timedelta(minutes=10)
             choice = "reject" if i < 12 else "approve"
             await h.event("clicked", rid, at, "U0BOB", choice=choice)
-            await h.event("decided", rid, at, status="rejected" if i < 12 else "approved")
+            await h.decide(rid, at, "rejected" if i < 12 else "approved")
     await h.event("clicked", "r0", now, "U0BOB", choice="approve", outcome="already_decided")
-    for i in range(15, 18):
-        await store.redis.zadd(store.keys.pending, {f"r{i}": int((t0 + timedelta(minutes=i)).timestamp() * 1000)})
-    await store.redis.zadd(store.keys.pending, {"esc0": int(t0.timestamp() * 1000)})
     await drain(projector)
 
     stats = StatsStore(store.redis, store.keys)
@@ -252,15 +259,16 @@ async def test_each_event_counts_once_whoever_reads_it(store: Store, redis_url: 
     h = History(store, datetime.now(UTC))
     projectors = [StatsProjector(store, redis_url=redis_url, consumer=f"c{i}") for i in range(3)]
     await projectors[0].ensure_group()
-    for i in range(300):
-        await h.request(f"x{i}", h.now, "auto")
+    for i in range(300):  # events the projector counts (invalid entries), two per request
+        await h.event("invalid", f"x{i}", h.now)
+        await h.event("overridden", f"x{i}", h.now)
     await asyncio.gather(*(drain(p) for p in projectors))
     # the same entries offered again (a retried batch, a reclaim) add nothing
     rows = await store.redis.xrange(store.keys.audit, count=50)
     assert await projectors[1].count(list(rows)) == 50
     assert await projectors[2].count(list(rows)) == 50
     totals = await StatsStore(store.redis, store.keys).totals()
-    assert totals["mode:auto"] == 300 and totals["received"] == 300
+    assert totals["invalid"] == 300 and totals["overridden"] == 300
     assert sum(p.counted for p in projectors) == 600
     for p in projectors:
         await p.close()
@@ -268,7 +276,8 @@ async def test_each_event_counts_once_whoever_reads_it(store: Store, redis_url: 
 
 async def test_a_dead_consumers_events_are_reclaimed(store: Store, redis_url: str) -> None:
     h = History(store, datetime.now(UTC))
-    await h.request("a", h.now, "approve")
+    await h.event("invalid", "a", h.now)
+    await h.event("refused", "a", h.now)
     dead = StatsProjector(store, redis_url=redis_url, consumer="dead")
     await dead.ensure_group()
     # "dead" reads the entries and dies before counting them
@@ -277,7 +286,7 @@ async def test_a_dead_consumers_events_are_reclaimed(store: Store, redis_url: st
     assert await alive.read(">", block_ms=None) == 0
     await asyncio.sleep(0.1)
     assert await alive.reclaim() == 2
-    assert (await StatsStore(store.redis, store.keys).totals())["mode:approve"] == 1
+    assert (await StatsStore(store.redis, store.keys).totals())["invalid"] == 1
     for p in (dead, alive):
         await p.close()
 
@@ -286,13 +295,13 @@ async def test_the_running_projector_counts_live_events(store: Store, redis_url:
     p = StatsProjector(store, redis_url=redis_url, consumer="live")
     task = asyncio.create_task(p.run())
     h = History(store, datetime.now(UTC))
-    await h.request("live", h.now, "escalate")
+    await h.event("escalated", "live", h.now, level=1)
     stats = StatsStore(store.redis, store.keys)
     for _ in range(200):
-        if (await stats.totals()).get("mode:escalate") == 1:
+        if (await stats.totals()).get("escalated") == 1:
             break
         await asyncio.sleep(0.02)
-    assert (await stats.totals()).get("mode:escalate") == 1
+    assert (await stats.totals()).get("escalated") == 1
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
 

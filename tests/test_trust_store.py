@@ -94,3 +94,16 @@ def test_new_then_trusted_then_promoted_but_never_past_a_rule() -> None:
     assert engine.route(_req("buy_crypto"), trust=promoted).mode is Mode.deny
     # without a trust state (the fallback router's callers), nothing changes
     assert engine.route(_req()).tier == "medium"
+
+
+async def test_a_batch_lookup_answers_as_one_lookup_per_request(store: Store) -> None:
+    reqs = [await _stored(store, f"l{i}") for i in range(3)]
+    other = Request.model_validate({"id": "l9", "agent": "mail-bot", "action": "send", "summary": "s"})
+    assert (await store.trust.outcome(reqs[0], "clean", 1, utcnow(), agree=True))[0] == "promoted"
+    await store.trust.queue_canary({"id": "c1", "agent": "bot", "action": "refund", "summary": "s"},
+                                   {"answer": "reject", "why": "test"})
+    canary = Request.model_validate({"id": "c1", "agent": "bot", "action": "refund", "summary": "s"})
+    batch = [*reqs, other, canary]
+    many = await store.trust.lookup_many(batch)
+    assert many == [await store.trust.lookup(r) for r in batch]
+    assert many[0][0].trusted and not many[3][0].trusted and many[4][1] and not many[0][1]

@@ -1,11 +1,20 @@
 -- Store a valid request's effects and acknowledge its stream entry, atomically.
--- Checks first (still pending for the group, not a duplicate, reply key usable), then the
--- writes, XACK last: a failure can only happen before anything is written.
--- KEYS: requests, record, trail, audit, pending, outbox, decisions, reply (or decisions), actions,
---       deadlines, invalid marker
--- ARGV: group, entry_id, request_id, now_ms, now_iso, request, route, params, state,
---       decision ('' if none), has_reply, outbox_member ('' if none), action,
---       n_deadlines, (member, due_ms) pairs..., audits...
+-- Checks first (still pending for the group, not a duplicate, routed on the current pause
+-- switch and seen-actions set, reply key usable), then the writes, XACK last: a failure can
+-- only happen before anything is written.
+-- KEYS: requests, record, trail, audit, pending, outbox, decisions, reply (or decisions when the
+--       request names none), actions, deadlines, invalid marker, control, stats total, stats hour,
+--       outbox again-set
+-- ARGV: group, entry_id, request_id, now_ms, now_iso, request, route ('' when decided: the
+--       decision carries it), params ('' = the request's own), decision ('' if none: pending),
+--       post card ('1' or ''), action, routed_paused ('1'/'0'), routed_first_use ('1'/'0',
+--       '' = not used by the policy), stats ops JSON, hour expiry, agent, `received` detail,
+--       `routed` detail, n_deadlines, (member, due_ms) pairs...
+-- (One batch of intake sends one call per entry in one pipeline: the fewer arguments, the
+-- less each costs to send.)
+-- Routing was computed in the caller from its in-process copy of the pause switch and the
+-- seen actions; when either differs from what is stored now, nothing is written and the
+-- verdict ('paused:<0|1>', 'first_use:<0|1>') tells the caller to route again.
 if #redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1) == 0 then
   return 'redelivered'
 end
@@ -15,34 +24,49 @@ if redis.call('EXISTS', KEYS[2]) == 1 then
   redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
   return 'duplicate'
 end
-local has_reply, unusable = reply_ok(KEYS[8], ARGV[11])
+local paused = '0'
+if redis.call('HGET', KEYS[12], 'paused') == '1' then paused = '1' end
+if paused ~= ARGV[12] then
+  return 'paused:' .. paused
+end
+if ARGV[13] ~= '' then
+  local first = '1'
+  if redis.call('SISMEMBER', KEYS[9], ARGV[11]) == 1 then first = '0' end
+  if first ~= ARGV[13] then
+    return 'first_use:' .. first
+  end
+end
+local named = '0'
+if KEYS[8] ~= KEYS[7] then named = '1' end
+local has_reply, unusable = reply_ok(KEYS[8], named)
 if unusable then
   return 'reply_type:' .. unusable  -- nothing written: intake dead-letters the entry
 end
-redis.call('HSET', KEYS[2], 'request', ARGV[6], 'route', ARGV[7], 'params', ARGV[8],
-  'state', ARGV[9], 'version', 0, 'votes', '[]', 'changes', '{}',
+local decision = ARGV[9]
+local state = 'pending'
+if decision ~= '' then state = 'decided' end
+redis.call('HSET', KEYS[2], 'request', ARGV[6], 'state', state, 'version', 0,
   'created_at', ARGV[4], 'entry_id', ARGV[2])
+if ARGV[7] ~= '' then redis.call('HSET', KEYS[2], 'route', ARGV[7]) end
+if ARGV[8] ~= '' then redis.call('HSET', KEYS[2], 'params', ARGV[8]) end
 redis.call('DEL', KEYS[11])  -- an earlier invalid try of this id no longer answers for it
-local i = 14
-local nd = tonumber(ARGV[i]); i = i + 1
-local deadlines = {}
-for _ = 1, nd do
-  table.insert(deadlines, {ARGV[i], ARGV[i + 1]}); i = i + 2
-end
-audits_from(ARGV, i, KEYS[4], KEYS[3], rid, at)
-redis.call('SADD', KEYS[9], ARGV[13])
-if ARGV[10] ~= '' then
-  redis.call('HSET', KEYS[2], 'decision', ARGV[10], 'decided_at', ARGV[4])
-  audit(KEYS[4], KEYS[3], 'decided', rid, 'policy', at, cjson.encode({status = cjson.decode(ARGV[10])['status']}))
-  publish(KEYS[7], KEYS[8], has_reply, rid, ARGV[10], at, KEYS[4], KEYS[3])
+audit(KEYS[4], KEYS[3], 'received', rid, ARGV[16], at, ARGV[17])
+audit(KEYS[4], KEYS[3], 'routed', rid, 'policy', at, ARGV[18])
+redis.call('SADD', KEYS[9], ARGV[11])
+if decision ~= '' then
+  redis.call('HSET', KEYS[2], 'decision', decision, 'decided_at', ARGV[4])
+  audit(KEYS[4], KEYS[3], 'decided', rid, 'policy', at, cjson.encode({status = cjson.decode(decision)['status']}))
+  publish(KEYS[7], KEYS[8], has_reply, rid, decision, at, KEYS[4], KEYS[3])
 else
   redis.call('ZADD', KEYS[5], ARGV[4], rid)
-  for _, d in ipairs(deadlines) do
-    redis.call('ZADD', KEYS[10], d[2], d[1])
+  local i = 19
+  for _ = 1, tonumber(ARGV[i]) do
+    redis.call('ZADD', KEYS[10], ARGV[i + 2], ARGV[i + 1]); i = i + 2
   end
 end
-if ARGV[12] ~= '' then
-  queue_op(KEYS[6], KEYS[6] .. ':again', ARGV[12], ARGV[4])
+if ARGV[10] == '1' then
+  queue_op(KEYS[6], KEYS[15], 'post:' .. rid, ARGV[4])
 end
+count_stats(ARGV[14], KEYS[13], KEYS[14], ARGV[15])
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
 return 'accepted'

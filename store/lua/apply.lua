@@ -2,10 +2,11 @@
 -- A reply key that is no longer a stream does not stop the decision: it is stored, published to
 -- {prefix}:decisions, and the failure to reach reply_to is in the `published` audit entry.
 -- KEYS: record, trail, audit, pending, outbox, decisions, reply (or decisions), deadlines,
---       outbox again-set
+--       outbox again-set, stats total, stats hour
 -- ARGV: request_id, expected_version, now_ms, now_iso, n_fields, field pairs...,
 --       decision ('' if none), has_reply, outbox_member ('' if none), n_deadlines, members...,
---       n_schedule, (member, due_ms) pairs..., audits..., message ('' if none)
+--       n_schedule, (member, due_ms) pairs..., audits..., message ('' if none),
+--       stats ops of the decision (JSON, '' if none), stats hour expiry
 -- A message is an interim note to the agent (take over, reply): added to the reply stream as
 -- `message_for` + `message`, never as a `decision`, so readers of decisions skip it.
 local rid, at = ARGV[1], ARGV[4]
@@ -40,12 +41,14 @@ for _ = 1, ns do
 end
 i = audits_from(ARGV, i, KEYS[3], KEYS[2], rid, at)
 local message = ARGV[i] or ''
+local stats_ops, stats_expire = ARGV[i + 1] or '', ARGV[i + 2] or ''
 local v = redis.call('HINCRBY', KEYS[1], 'version', 1)
 if decision ~= '' then
   redis.call('HSET', KEYS[1], 'state', 'decided', 'decision', decision, 'decided_at', ARGV[3])
   redis.call('ZREM', KEYS[4], rid)
   audit(KEYS[3], KEYS[2], 'decided', rid, 'system', at, cjson.encode({status = cjson.decode(decision)['status']}))
   publish(KEYS[6], KEYS[7], has_reply, rid, decision, at, KEYS[3], KEYS[2], unusable)
+  count_stats(stats_ops, KEYS[10], KEYS[11], stats_expire)
 end
 if message ~= '' then
   if has_reply == '1' then

@@ -1,0 +1,100 @@
+"""The arguments of the accept script, and the stats it counts (store/lua/accept.lua).
+
+Intake accepts a whole read batch in one pipeline: one script call per entry (each entry's
+effects and its XACK stay one atomic step, and a failing entry fails alone), sent in one
+socket write and answered in one round trip.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from store.keys import Keys
+from store.models import Decision, Request, Route
+from store.stats import HOUR_MS, RETENTION_S, Op
+from store.stats_ops import ops_for
+from store.stream import GROUP
+from store.transitions import Transition
+
+ROUTED_FIELDS = {"mode", "tier", "rules", "reasons", "sampled", "paused", "channel"}
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """What intake stores for a valid request."""
+
+    request: Request
+    route: Route
+    decision: Decision | None
+    post: bool
+    deadlines: tuple[tuple[str, int], ...] = ()
+    """Timed events to schedule while the request is pending: (`<kind>:<id>`, due epoch ms)."""
+    first_use: bool | None = None
+    """Whether routing took the action as never seen before (None: the policy does not ask)."""
+
+
+def ms(at: datetime) -> int:
+    return int(at.timestamp() * 1000)
+
+
+def stats_args(ops: list[Op], keys: Keys, now_ms: int) -> tuple[str, str, str, str]:
+    """(ops JSON, totals key, hour key, hour expiry) for `count_stats` in store/lua/_stats.lua."""
+    hour = now_ms // HOUR_MS
+    packed = []
+    for op in ops:
+        if op.hour is not None and op.hour != hour:
+            raise ValueError(f"stats op {op.field} for hour {op.hour}, not the script's hour {hour}")
+        packed.append([op.field, op.amount, 0 if op.hour is None else 1])
+    expire = str((hour + 1) * HOUR_MS // 1000 + RETENTION_S)
+    return (json.dumps(packed, ensure_ascii=False) if packed else "", keys.stats("total"),
+            keys.stats(f"h:{hour}"), expire)
+
+
+def accept_call(keys: Keys, entry_id: str, acc: Accepted, now: datetime, *, decisions: str,
+                redact: Callable[[dict[str, Any]], dict[str, Any]] = lambda d: d) -> tuple[list[str], list[Any]]:
+    """KEYS and ARGV of accept.lua for one entry. `decisions`: the stream its decision is
+    published to (a canary's is not the agents' one); `redact`: applied to the audit details."""
+    req, route, decision = acc.request, acc.route, acc.decision
+    assert req.id is not None
+    now_ms, at = ms(now), now.isoformat()
+    reply = req.reply_to or ""
+    received = json.dumps({"entry_id": entry_id, "action": req.action})
+    routed_detail = route.model_dump(mode="json", include=ROUTED_FIELDS)
+    routed = json.dumps(routed_detail)
+    decision_json = decision.model_dump_json() if decision else ""
+    ops = ops_for({"event": "received", "actor": req.agent, "detail": received}, now_ms, None, now_ms)
+    ops += ops_for({"event": "routed", "actor": "policy", "detail": routed}, now_ms, None, now_ms)
+    if decision:
+        ops += ops_for({"event": "decided", "actor": "policy", "detail": json.dumps({"status": decision.status.value})},
+                       now_ms, None, now_ms)
+    stats, total_key, hour_key, expire = stats_args(ops, keys, now_ms)
+    # stored once: a decided record's route and params are the decision's; a pending one's
+    # params are the request's until a reviewer edits them
+    route_json = "" if decision and decision.route == route else route.model_dump_json()
+    params_json = "" if (decision is None or decision.params == req.params) else json.dumps(req.params)
+    args: list[Any] = [
+        GROUP, entry_id, req.id, now_ms, at, req.model_dump_json(exclude_none=True), route_json, params_json,
+        decision_json, "1" if acc.post else "", req.action, "1" if route.paused else "0",
+        "" if acc.first_use is None else "1" if acc.first_use else "0", stats, expire,
+        req.agent, received, json.dumps(redact(routed_detail)),
+        len(acc.deadlines), *[x for member, due in acc.deadlines for x in (member, due)],
+    ]
+    return [keys.requests, keys.request(req.id), keys.trail(req.id), keys.audit, keys.pending, keys.outbox,
+            decisions, reply or decisions, keys.actions_seen, keys.deadlines, keys.invalid(req.id),
+            keys.control, total_key, hour_key, keys.outbox_again], args
+
+
+def decision_stats(keys: Keys, t: Transition, now_ms: int) -> tuple[str, str, str, str]:
+    """`stats_args` of a transition's `decided` event (counted by apply.lua); no ops without one."""
+    ops: list[Op] = []
+    if t.decision is not None:
+        rec = t.record
+        changes = json.loads(t.fields["changes"]) if "changes" in t.fields else rec.changes
+        record = {"created_at": ms(rec.created_at), "changes": changes}
+        detail = json.dumps({"status": t.decision.status.value})
+        ops = ops_for({"event": "decided", "actor": "system", "detail": detail}, now_ms, record, now_ms)
+    return stats_args(ops, keys, now_ms)
