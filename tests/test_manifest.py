@@ -7,8 +7,6 @@ from the project's own copy in `emulator/data/`, derived by `scripts/derive_slac
 from __future__ import annotations
 
 import copy
-import itertools
-import re
 from collections.abc import Iterable
 from functools import cache
 from pathlib import Path
@@ -18,6 +16,7 @@ import pytest
 import yaml
 from jsonschema import Draft7Validator
 
+from bot.doctor.needs import API_CALL, SDK_CALL, sdk_methods
 from emulator.reference import MethodSpec, Reference, manifest_schema
 
 REPO = Path(__file__).resolve().parent.parent
@@ -25,14 +24,8 @@ MANIFEST = REPO / "manifest.yml"
 SCANNED_PACKAGES = ("bot", "handlers")
 EVENTS_URL = "https://hitl.example.com/slack/events"
 
-# slack_sdk methods whose Python name does not spell the Web API method(s) they call.
-SDK_ALIASES: dict[str, tuple[str, ...]] = {
-    "files_upload_v2": ("files.getUploadURLExternal", "files.completeUploadExternal"),
-}
-# `.chat_postMessage(`, `.usergroups_users_list(`, `.files_upload_v2(` ...
-SDK_CALL = re.compile(r"\.([a-z]+(?:_[a-zA-Z0-9]+)+)\(")
-# `api_call("chat.postMessage"` / `api_call(api_method="chat.postMessage"` / the gateway's `.call("chat.update"`
-API_CALL = re.compile(r"""(?:\bapi_call|\.call)\(\s*(?:api_method\s*=\s*)?["']([A-Za-z0-9_.]+)["']""")
+# The scan's patterns are `hitl doctor`'s own (bot/doctor/needs.py): one definition of what
+# counts as a Web API call, so the doctor and this test cannot disagree.
 
 
 # --- reference data -----------------------------------------------------------------------
@@ -58,17 +51,7 @@ def user_only(method: str) -> bool:
 
 def sdk_name_to_methods(name: str) -> tuple[str, ...]:
     """`chat_postMessage` -> ("chat.postMessage",); names that are no Web API method -> ()."""
-    if name in SDK_ALIASES:
-        return SDK_ALIASES[name]
-    known = slack_methods()
-    parts = name.split("_")
-    found = []
-    # every split of the underscores into dots (or kept underscores); all dots comes first
-    for seps in itertools.product("._", repeat=len(parts) - 1):
-        candidate = parts[0] + "".join(s + p for s, p in zip(seps, parts[1:], strict=True))
-        if candidate in known:
-            found.append(candidate)
-    return tuple(found)
+    return sdk_methods(name, Reference.load())
 
 
 def source_files() -> list[Path]:
