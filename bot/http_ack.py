@@ -59,7 +59,9 @@ async def dispatch(bolt: AsyncApp, request: AsyncBoltRequest) -> BoltResponse:
         return await task
     body = request.body if isinstance(request.body, dict) else {}
     if body.get("type") == "block_actions" and ack.listener is not None and ack.listener is not task:
-        await asyncio.wait({ack.listener, task}, timeout=ACK_WAIT_S, return_when=asyncio.FIRST_COMPLETED)
+        # the listener itself, not Bolt's dispatch: that returns on its next ack poll (10 ms),
+        # which may come before the listener has stored its decision
+        await asyncio.wait({ack.listener}, timeout=ACK_WAIT_S)
         if task.done():
             return await task
     _RUNNING.add(task)  # Bolt finishes in the background (its poll notices the ack)

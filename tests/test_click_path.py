@@ -76,7 +76,7 @@ async def test_a_click_is_answered_once_its_listener_is_done_and_the_rest_at_ack
     @h.bot.bolt.action("test.quick")
     async def quick(ack: AsyncAck) -> None:
         await ack()
-        await asyncio.sleep(0.01)  # the decision is stored after the ack ...
+        await asyncio.sleep(0.05)  # stored after the ack, and after Bolt's 10 ms ack poll ...
         stored.set()
 
     @h.bot.bolt.action("test.slow")
