@@ -34,7 +34,6 @@ from blocks.trust import with_calibration
 from handlers.deps import Deps, deps
 from handlers.slack_errors import classify
 from handlers.trust_commands import do_away, do_grants, do_trust
-from store.chain import ChainStore
 from store.models import Record, utcnow
 from store.redis_store import Store
 from store.stats import Report, StatsStore
@@ -68,7 +67,7 @@ def stats_of(d: Deps) -> StatsStore:
 
 async def audit_status_line(store: Store) -> str:
     """The audit chain's state as the sealing leader last reported it."""
-    status = await ChainStore(store.redis, store.keys.prefix).status()
+    status = await store.chain.status()
     return audit_line(status, int(time.time() * 1000))
 
 

@@ -22,6 +22,7 @@ from redis.exceptions import NoScriptError, ResponseError
 
 from store.accept import Accepted, accept_call, decision_stats
 from store.audit_feed import AuditFeed
+from store.chain import ChainStore
 from store.connect import check_prefix, connect, hash_tag, same_slot
 from store.errors import AlreadyDecided, Conflict, NotFound
 from store.failures import Unavailable
@@ -79,6 +80,9 @@ class Store:
             use_fast_packing(client)
         self.keys = Keys(prefix)
         self.stats = StatsStore(client, self.keys)
+        """The stats counters and report, on this store's client."""
+        self.chain = ChainStore(client, prefix)
+        """The sealed audit chain: seals, checkpoints, the sealer's lease and status."""
         """The stats counters and report, on this store's client."""
         self.redact: Callable[[dict[str, Any]], dict[str, Any]] = lambda detail: detail
         """Applied to every audit detail before it is written (and sealed): the policy's `redact:`."""

@@ -155,12 +155,11 @@ def _open(path: str | None) -> IO[str]:
 
 async def _live(args: argparse.Namespace) -> int:
     from bot.config import load_settings
-    from store.chain import ChainStore
     from store.redis_store import Store
 
     settings = load_settings()
     store = Store.from_url(settings.redis_url, settings.prefix)
-    chain = ChainStore(store.redis, settings.prefix)
+    chain = store.chain
     try:
         if args.audit_command == "verify":
             from bot.evidence.signing import NO_KEY

@@ -19,7 +19,6 @@ from typing import IO, Any
 
 from bot.evidence.export import stream_id
 from bot.evidence.redaction import Redactor
-from store.chain import ChainStore
 from store.models import Record, Vote
 from store.redis_store import Store
 
@@ -53,7 +52,7 @@ class Pseudonyms:
 
 async def decided_ids(store: Store, f: Filters) -> AsyncIterator[list[str]]:
     """Request ids with a decision or review in the time range, a page at a time, each once."""
-    chain = ChainStore(store.redis, store.keys.prefix)
+    chain = store.chain
     seen: set[str] = set()
     async for rows in chain.pages(chain.audit_key, stream_id(f.since_ms, False), stream_id(f.until_ms, True)):
         ids = []

@@ -12,7 +12,6 @@ from bot.evidence.config import EvidenceSettings, load_evidence_settings
 from bot.evidence.redaction import PolicyRedactor
 from bot.evidence.sealer import Sealer
 from bot.evidence.signing import NO_KEY, SigningKeyError
-from store.chain import ChainStore
 from store.redis_store import Store
 
 log = logging.getLogger("hitl.sealer")
@@ -35,7 +34,7 @@ def sealer(settings: Settings, store: Store, ev: EvidenceSettings | None = None)
         raise ConfigError(f"configuration error:\n  {e}") from None
     if signer is None:
         log.warning("audit checkpoints are OFF: %s; the audit chain is kept but not signed", NO_KEY)
-    chain = ChainStore(store.redis, settings.prefix)
+    chain = store.chain
     maintain = None
     if ev.archive_url:
         from bot.evidence.archive import maintain_archive
