@@ -32,27 +32,34 @@ def _where(body: dict[str, Any]) -> tuple[str | None, str | None]:
     return c.get("channel_id"), c.get("message_ts")
 
 
+def item_choice(body: dict[str, Any], action: dict[str, Any]) -> tuple[str | None, ModalMeta]:
+    """What a batch item's menu chose, and where (request id, channel, message) for a modal;
+    PayloadError when the action is not from a batch item line."""
+    ids = from_batch_item_block_id(str(action.get("block_id", "")))
+    if ids is None:
+        raise PayloadError("not a batch item")
+    channel, ts = _where(body)
+    meta = ModalMeta(r=ids[1], c=channel, t=ts)
+    return (action.get("selected_option") or {}).get("value"), meta
+
+
 async def on_item(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], respond: AsyncRespond,
                   context: AsyncBoltContext, client: AsyncWebClient) -> None:
     await ack()
     d, user = deps(context), body["user"]
-    choice = (action.get("selected_option") or {}).get("value")
-    ids = from_batch_item_block_id(str(action.get("block_id", "")))
     try:
-        if ids is None:
-            raise PayloadError("not a batch item")
-        rid = ids[1]
-        channel, ts = _where(body)
+        choice, meta = item_choice(body, action)
+        rid = meta.r
         if choice == "approve":
             await reviews.decide(d, rid, user["id"], user_name(user), Choice.approve)
         elif choice == "reject":
             record = await reviews.check(d, rid, user["id"], Choice.reject)
             await client.views_open(trigger_id=body["trigger_id"],
-                                    view=reject_modal(record, ModalMeta(r=rid, c=channel, t=ts)))
+                                    view=reject_modal(record, meta))
         elif choice == "edit":  # the same typed modal and validation as a single card's Edit
             record = await reviews.check(d, rid, user["id"], Choice.edit)
             await client.views_open(trigger_id=body["trigger_id"],
-                                    view=edit_modal(record, ModalMeta(r=rid, c=channel, t=ts)))
+                                    view=edit_modal(record, meta))
         else:
             record = await d.store.get(rid)
             await client.views_open(trigger_id=body["trigger_id"], view=context_modal(record))

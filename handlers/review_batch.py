@@ -12,12 +12,12 @@ from slack_sdk.web.async_client import AsyncWebClient
 from blocks.batch import REVIEW, awaiting
 from blocks.batch_views import bulk_result_message
 from blocks.details import context_modal
-from blocks.ids import BatchActionId, from_batch_item_block_id
+from blocks.ids import BatchActionId
 from blocks.messages import refusal_message
 from blocks.modals import reject_modal
-from blocks.payloads import BatchValue, ModalMeta, PayloadError
+from blocks.payloads import BatchValue
 from handlers import reviews
-from handlers.batch import ERRORS, drawn
+from handlers.batch import ERRORS, drawn, item_choice
 from handlers.deps import deps, user_name
 from store.errors import AlreadyDecided, NotAllowed
 from store.models import Record
@@ -31,14 +31,9 @@ async def on_review_item(ack: AsyncAck, body: dict[str, Any], action: dict[str, 
                          context: AsyncBoltContext, client: AsyncWebClient) -> None:
     await ack()
     d, user = deps(context), body["user"]
-    choice = (action.get("selected_option") or {}).get("value")
-    ids = from_batch_item_block_id(str(action.get("block_id", "")))
     try:
-        if ids is None:
-            raise PayloadError("not a batch item")
-        rid = ids[1]
-        container = body.get("container") or {}
-        meta = ModalMeta(r=rid, c=container.get("channel_id"), t=container.get("message_ts"))
+        choice, meta = item_choice(body, action)
+        rid = meta.r
         if choice == "ok":
             await reviews.review(d, rid, user["id"], user_name(user), "ok")
         elif choice == "wrong":  # the same "what was wrong" modal as a single review card
