@@ -26,6 +26,7 @@ from typing import Any
 
 from blocks.escalation import escalation_note, escalation_notice, reminder_message
 from blocks.text import fmt_duration
+from bot.autonomy import absence_due, redraw_naming
 from bot.gateway import Gateway, Permanent, RateLimited, SlackFailure, Transient
 from bot.policy import ResolvedTier
 from bot.timing import (
@@ -137,6 +138,13 @@ class Scheduler(DueWorker):
 
     async def _handle(self, kind: str, rid: str) -> int | None:
         """Fire one event; None when done (or rescheduled by its transition), else retry time."""
+        if kind == "away":  # `away:<user>`: a person's absence reached its date (docs/trust.md)
+            await absence_due(self.store, rid, from_epoch(self.clock()))
+            return None
+        if kind == "awaydraw":  # their absence changed: redraw the open cards naming them
+            if await redraw_naming(self.store, rid):
+                self.on_change()
+            return None
         record = await self.store.get(rid)
         if record.state is not State.pending:
             return None
