@@ -1,7 +1,9 @@
 """Scheduler: fires the timed events of pending requests (reminders, escalation levels, expiry).
 
 Deadlines live in Redis, in the sorted set `{prefix}:deadlines` (members `remind:<id>`,
-`escalate:<id>`, `expire:<id>` scored by due time; one of each at most). Intake schedules
+`escalate:<id>`, `expire:<id>` scored by due time; one of each at most; and, for absences,
+`away:<user>` at its date and `awaydraw:<user>` to redraw the cards naming them, see
+`bot.autonomy`). Intake schedules
 them atomically with the request; any decision removes them in the same script that records
 it. Every replica runs a scheduler: `claim_due` leases due members (their score moves to the
 lease's end), so each fires on one replica; a replica that dies mid-event leaves its lease to

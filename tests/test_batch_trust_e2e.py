@@ -169,3 +169,22 @@ async def test_a_batch_card_names_the_stand_in_while_the_approver_is_away(h: Har
     await _choose(h, recs[1], "U0BOB", "approve")
     assert "absence is over" in await _ephemeral(h, "U0BOB")
     assert (await h.store.get(recs[1].id)).state is State.pending
+
+
+async def test_a_grant_the_policy_withdrew_since_the_card_was_drawn_changes_nothing(
+        h: Harness, tmp_path: Path) -> None:
+    recs = await _batch(h, 2, "refunds", risk={"amount": 40}, params={"to": "ana"})
+    assert GRANT in _menu(h, recs[0])
+    # the owner turns grants off for the tier; the card still shows the choice until redrawn
+    (tmp_path / "policy.yml").write_text(POLICY.replace(
+        "medium:  {mode: approve, grants: {duration: 1h, max_amount: 100, same: [to]}}",
+        "medium:  {mode: approve, grants: false}"))
+    assert await h.bot.reload_policy()
+    await _choose(h, recs[0], "U0BOB", GRANT)
+    assert "offers no standing grant" in await _ephemeral(h, "U0BOB")
+    rec = await h.store.get(recs[0].id)
+    assert rec.state is State.pending and rec.votes == [] and not await h.store.trust.grants()
+    refused = [e for e in await h.store.trail(recs[0].id) if e.event == "refused"]
+    assert refused[-1].detail == {"choice": "approve_grant", "reason": "no_grant"}
+    await _choose(h, recs[0], "U0BOB", "approve")  # a plain approval still works
+    assert (await h.client.wait(recs[0].id, timeout=10)).status is Status.approved
