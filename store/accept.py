@@ -77,7 +77,7 @@ def accept_call(keys: Keys, entry_id: str, acc: Accepted, now: datetime, *, deci
     route_json = "" if decision and decision.route == route else route.model_dump_json()
     params_json = "" if (decision is None or decision.params == req.params) else json.dumps(req.params)
     args: list[Any] = [
-        GROUP, entry_id, req.id, now_ms, at, req.model_dump_json(exclude_none=True), route_json, params_json,
+        GROUP, entry_id, req.id, now_ms, at, req.model_dump_json(exclude_defaults=True), route_json, params_json,
         decision_json, "1" if acc.post else "", req.action, "1" if route.paused else "0",
         "" if acc.first_use is None else "1" if acc.first_use else "0", stats, expire,
         req.agent, received, json.dumps(redact(routed_detail)),

@@ -7,6 +7,7 @@ SDK's one definition of the protocol; they are re-exported here for the bot's mo
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -64,6 +65,7 @@ __all__ = [
     "Context",
     "Decision",
     "EscalationReason",
+    "Intake",
     "Kind",
     "Metadata",
     "Mode",
@@ -115,6 +117,26 @@ RECORD_EXTRAS = (
     "undeliverable",
 )
 """Hash fields of the record written by timed events and escalations (read when present)."""
+
+
+@dataclass(frozen=True)
+class Intake:
+    """The record's `intake` field, `<created_at ms> <entry id> <first audit id> <last>` (one
+    field instead of three: store/lua/accept.lua). The last audit id is shortened to its
+    sequence number when both share the millisecond. Records written before it have
+    `created_at` and `entry_id` fields and every audit id on the trail list."""
+
+    created_ms: int
+    entry_id: str
+    trail: tuple[str, str]
+    """The first and last id of the audit entries intake wrote (nothing else lies between)."""
+
+    @classmethod
+    def parse(cls, value: str) -> Intake:
+        created, entry_id, first, last = value.split(" ")
+        if "-" not in last:
+            last = f"{first.partition('-')[0]}-{last}"
+        return cls(int(created), entry_id, (first, last))
 
 
 class Record(BaseModel):
