@@ -5,6 +5,14 @@ from __future__ import annotations
 
 import json
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from bot.evidence.canonical import chain_hashes
+from bot.evidence.sealer import Sealer
+from bot.evidence.signing import NO_KEY, Signer
+from bot.evidence.verify import verify_live
+from store.chain import ChainStore, packed_hash, seal_hash
+from store.chain_models import GENESIS
 from store.models import Choice, Decision, Request, Route, State, Status, utcnow
 from store.redis_store import GROUP, Accepted, Intake, Store
 from store.transitions import vote
@@ -112,3 +120,42 @@ def test_the_intake_field_reads_both_forms_of_its_range() -> None:
     assert same.trail == ("1700000000000-4", "1700000000000-7")
     across = Intake.parse("1700000000123 1699999999999-3 1700000000000-4 1700000000001-0")
     assert across.trail == ("1700000000000-4", "1700000000001-0")
+
+
+# ---- seals: base64 since issue 13, hex before; a chain holding both verifies ------------------
+
+async def test_a_chain_sealed_in_hex_then_in_base64_verifies_and_still_finds_tampering(store: Store) -> None:
+    signer = Signer(Ed25519PrivateKey.generate())
+    chain = ChainStore(store.redis, store.keys.prefix)
+    for i in range(10):
+        await store.audit(f"r{i % 3}", "clicked", f"U{i}", {"choice": "approve", "i": i}, utcnow())
+    rows = await store.redis.xrange(store.keys.audit)
+    # the first six sealed as the sealer did before: 64 hex digits per seal and in the head
+    old = chain_hashes(GENESIS, 1, rows[:6])
+    for seq, ((entry_id, _), h) in enumerate(zip(rows[:6], old, strict=True), 1):
+        await store.redis.xadd(chain.k.chain, {"seq": seq, "hash": h}, id=entry_id)
+    await store.redis.hset(chain.k.head, mapping={"seq": 6, "hash": old[-1], "id": rows[5][0]})
+    sealer = Sealer(chain, signer)
+    assert await sealer.seal_all() == 4
+    assert await sealer.checkpoint(force=True) is not None
+    stored = [f["hash"] for _, f in await store.redis.xrange(chain.k.chain)]
+    assert [len(h) for h in stored] == [64] * 6 + [43] * 4
+    links = await chain.links([i for i, _ in rows])
+    assert [link.hash if link else None for link in links] == chain_hashes(GENESIS, 1, rows)
+    r = await verify_live(chain, [signer.public], NO_KEY)
+    assert (r.problems, r.entries, r.signed_through, r.exit_code) == ([], 10, 10, 0)
+    for n in (2, 8):  # an entry changed under an old seal and under a new one
+        rows[n][1]["actor"] = "UEVE"
+    await store.redis.delete(store.keys.audit)
+    for entry_id, fields in rows:
+        await store.redis.xadd(store.keys.audit, fields, id=entry_id)
+    r = await verify_live(chain, [signer.public], NO_KEY)
+    assert [(p.kind, p.seq) for p in r.problems] == [("modified", 3), ("modified", 9)]
+
+
+def test_seal_hashes_read_in_both_forms() -> None:
+    h = "9f" * 32
+    assert len(packed_hash(h)) == 43 and seal_hash(packed_hash(h)) == h
+    assert seal_hash(h) == h
+    assert seal_hash("not a hash") == "not a hash"  # a damaged seal is a mismatch, not a crash
+    assert seal_hash("!" * 43) == "!" * 43
