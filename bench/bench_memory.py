@@ -46,6 +46,33 @@ def request(i: int) -> dict[str, Any]:
     }
 
 
+async def by_key(r: aioredis.Redis, prefix: str, n: int, reply: str | None = None) -> list[tuple[str, float]]:
+    """Bytes per request of each kind of key under `prefix` (MEMORY USAGE, every element
+    counted: SAMPLES 0), plus the agent's `reply` stream; largest first."""
+    kinds: dict[str, int] = {}
+    async for key in r.scan_iter(f"{prefix}:*", count=1000):
+        rest = key[len(prefix) + 1:]
+        kind = f"{prefix}:{rest.split(':', 1)[0]}:<id>" if rest.startswith(("req:", "trail:")) else key
+        kinds[kind] = kinds.get(kind, 0) + int(await r.memory_usage(key, samples=0) or 0)
+    if reply:
+        kinds[reply] = int(await r.memory_usage(reply, samples=0) or 0)
+    return sorted(((k, v / n) for k, v in kinds.items()), key=lambda kv: -kv[1])
+
+
+def print_by_key(rows: list[tuple[str, float]], least: float = 1.0) -> None:
+    shown = [(k, v) for k, v in rows if v >= least]
+    for key, per in shown:
+        print(f"    {per:8,.0f} B  {key}", flush=True)
+    print(f"    {sum(v for _, v in shown):8,.0f} B  in all (keys of at least {least:g} B per request; "
+          "MEMORY USAGE, so without Redis's own per-key table)", flush=True)
+
+
+async def sealed(r: aioredis.Redis, prefix: str) -> bool:
+    """Whether the audit chain's sealer has caught up (one seal per audit entry is memory too)."""
+    head = await r.hget(f"{prefix}:chain:head", "seq")
+    return int(head or 0) >= int(await r.xlen(f"{prefix}:audit"))
+
+
 async def used(r: aioredis.Redis) -> int:
     return int((await r.info("memory"))["used_memory"])
 

@@ -85,6 +85,8 @@ __all__ = [
     "Turn",
     "Vote",
     "from_epoch",
+    "stored_request",
+    "stored_route",
     "utcnow",
 ]
 
@@ -137,6 +139,25 @@ class Intake:
         if "-" not in last:
             last = f"{first.partition('-')[0]}-{last}"
         return cls(int(created), entry_id, (first, last))
+
+
+def stored_request(request: Request) -> str:
+    """The request's JSON as its record keeps it: defaults left out (they read back the same;
+    what readers of the raw field use, `agent`, `action`, `reply_to`, is never a default)."""
+    return request.model_dump_json(exclude_defaults=True)
+
+
+ROUTE_ALWAYS = ("mode", "tier", "channel")
+"""Route fields a record keeps even at their defaults: read from the raw JSON by the stats
+projector (`mode`) and the backlog (`tier`)."""
+
+
+def stored_route(route: Route) -> str:
+    """The route's JSON as a pending record keeps it: other defaults left out (the decision
+    agents read always carries the whole route)."""
+    data = route.model_dump(mode="json", exclude_defaults=True)
+    full = route.model_dump(mode="json", include=set(ROUTE_ALWAYS))
+    return json.dumps({**full, **data}, separators=(",", ":"), ensure_ascii=False)
 
 
 class Record(BaseModel):

@@ -11,9 +11,10 @@ from bot.evidence.canonical import chain_hashes
 from bot.evidence.sealer import Sealer
 from bot.evidence.signing import NO_KEY, Signer
 from bot.evidence.verify import verify_live
+from store.backlog import BacklogStore
 from store.chain import ChainStore, packed_hash, seal_hash
 from store.chain_models import GENESIS
-from store.models import Choice, Decision, Request, Route, State, Status, utcnow
+from store.models import Choice, Decision, Request, Route, State, Status, stored_route, utcnow
 from store.redis_store import GROUP, Accepted, Intake, Store
 from store.transitions import vote
 
@@ -159,3 +160,27 @@ def test_seal_hashes_read_in_both_forms() -> None:
     assert seal_hash(h) == h
     assert seal_hash("not a hash") == "not a hash"  # a damaged seal is a mismatch, not a crash
     assert seal_hash("!" * 43) == "!" * 43
+
+
+def test_a_stored_route_leaves_defaults_out_keeps_what_raw_readers_use_and_reads_back_the_same() -> None:
+    default = Route()
+    assert json.loads(stored_route(default)) == {"mode": "approve", "tier": "medium", "channel": "#approvals"}
+    assert Route.model_validate_json(stored_route(default)) == default
+    rich = Route.model_validate({
+        "mode": "escalate", "tier": "high", "rules": ["amount"], "reasons": ["Amount over $500 (“big”)"],
+        "sampled": True, "paused": True, "channel": "#approvals-high", "approvers": ["U1", "S2"], "quorum": 2,
+        "timeout_s": 3600, "group": "refund", "batch_window_s": 10, "batch_max": 5,
+        "grant": {"id": "g1", "by": ["U1"], "expires_at": "2026-01-05T12:00:00+00:00"}, "grant_offer_s": 3600,
+        "delegates": {"U1": "U3"}, "canary": True})
+    assert Route.model_validate_json(stored_route(rich)) == rich
+    assert len(stored_route(rich)) < len(rich.model_dump_json())
+
+
+async def test_a_pending_record_keeps_a_compact_route_that_the_backlog_and_stats_read(store: Store) -> None:
+    req = Request.model_validate({"id": "c1", "agent": "billing", "action": "refund", "summary": "Refund"})
+    route = Route(tier="high", rules=["amount"], timeout_s=600)
+    assert await store.accept(await _entry(store, req), Accepted(req, route, None, post=True), utcnow()) == "accepted"
+    raw = await store.redis.hget(store.keys.request("c1"), "route")
+    assert json.loads(raw)["mode"] == "approve" and '"sampled"' not in raw
+    assert (await store.get("c1")).route == route
+    assert await BacklogStore(store).labels(["c1"]) == {"c1": ("refund", "high")}
