@@ -6,7 +6,10 @@ are pushed and posted as cards; then each is approved by a click. `used_memory` 
 each phase; the floor beside it is the size of the request JSON itself, which no store can
 go below.
 
-    .venv/bin/python -m bench.bench_memory [--n 2000]
+    .venv/bin/python -m bench.bench_memory [--n 2000] [--root DIR]
+
+`--root` runs `hitl run` from another checkout (the code before a change, for a before/after).
+After each phase it prints MEMORY USAGE per kind of key, per request.
 """
 
 from __future__ import annotations
@@ -85,7 +88,7 @@ async def until(what: str, check: Any, tries: int = 6000) -> None:
     raise SystemExit(f"timed out waiting for {what}")
 
 
-async def main(n: int) -> None:
+async def main(n: int, root: Path = ROOT) -> None:
     redis = RedisServer()
     redis.start(appendonly=True)
     port = free_port()
@@ -96,8 +99,8 @@ async def main(n: int) -> None:
     env = {**os.environ, "SLACK_BOT_TOKEN": TOKEN, "SLACK_SIGNING_SECRET": SECRET, "SLACK_API_URL": emu.api_url,
            "REDIS_URL": redis.url, "HITL_PORT": str(port), "HITL_HOST": "127.0.0.1", "HITL_POLICY": str(policy),
            "HITL_LOG_LEVEL": "WARNING", "HITL_POST_RATE": "100", "HITL_POST_BURST": "100",
-           "PYTHONPATH": str(ROOT)}
-    bot = subprocess.Popen([sys.executable, "-m", "bot.cli", "run"], env=env, cwd=ROOT)
+           "PYTHONPATH": str(root)}
+    bot = subprocess.Popen([sys.executable, "-m", "bot.cli", "run"], env=env, cwd=root)
     client = HitlClient.from_url(redis.url, name="bench-agent")
     r = aioredis.Redis.from_url(redis.url, decode_responses=True)
     try:
@@ -112,7 +115,10 @@ async def main(n: int) -> None:
         async def posted() -> bool:
             return len(emu.messages("#approvals")) >= n
         await until("every card posted", posted)
+        await until("the audit chain sealed", lambda: sealed(r, "hitl"))
         pending = await used(r)
+        print("pending, by key:", flush=True)
+        print_by_key(await by_key(r, "hitl", n))
         cards = {m["metadata"]["event_payload"]["request_id"]: m["ts"]
                  for m in emu.messages("#approvals") if m.get("metadata")}
         for ts in cards.values():
@@ -121,7 +127,10 @@ async def main(n: int) -> None:
         async def decided() -> bool:
             return int(await r.zcard("hitl:pending")) == 0
         await until("every request decided", decided)
+        await until("the audit chain sealed", lambda: sealed(r, "hitl"))
         done = await used(r)
+        print("decided, by key (the agent's reply stream is hitl:results:bench-agent):", flush=True)
+        print_by_key(await by_key(r, "hitl", n))
         print(f"requests: {n}; request JSON (the floor): {floor / n:,.0f} bytes each", flush=True)
         print(f"pending, card posted:  {(pending - before) / n:8,.0f} bytes per request in Redis "
               f"({(pending - before) / floor:.1f}x the floor)", flush=True)
@@ -141,4 +150,6 @@ async def main(n: int) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--n", type=int, default=2000)
-    asyncio.run(main(parser.parse_args().n))
+    parser.add_argument("--root", type=Path, default=ROOT, help="checkout to run `hitl run` from")
+    args = parser.parse_args()
+    asyncio.run(main(args.n, args.root.resolve()))
