@@ -109,9 +109,7 @@ class Delivery(DueWorker):
         self.batch = batch
         self.backlog = backlog or Backlog(store)
         self.post_rate, self.post_burst = post_rate, post_burst
-        limit = max(1, int(post_burst))
-        self.slots = PostSlots(store, limit=limit, window_ms=int(limit * 1000 / post_rate) + POST_MARGIN_MS,
-                               lease_ms=SLOT_LEASE_MS)
+        self.slots = PostSlots(store, lease_ms=SLOT_LEASE_MS)
         self._attempts: dict[str, int] = {}
         self.stats = {"posted": 0, "updated": 0, "rate_limited": 0, "errors": 0, "deferred": 0,
                       "undeliverable": 0, "reconciled": 0, "duplicates_deleted": 0}
@@ -163,6 +161,9 @@ class Delivery(DueWorker):
     async def slot(self, channel: str, member: str, lease: int, *, front: bool = False) -> Slot:
         """`channel`'s posting slot for `member`, or the operation rescheduled to when its turn
         is due (Deferred). A turn due within IN_PLACE_MS is waited for here."""
+        # `post_burst` posts per `post_burst / post_rate` s (read here: a benchmark may change them)
+        self.slots.limit = limit = max(1, int(self.post_burst))
+        self.slots.window_ms = int(limit * 1000 / self.post_rate) + POST_MARGIN_MS
         for _ in range(10):
             wait = await self.slots.take(channel, member, front=front)
             if wait == 0:

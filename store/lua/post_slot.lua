@@ -102,7 +102,7 @@ save()
 local frees = {}
 for _, f in ipairs(free) do table.insert(frees, f) end
 for _, e in pairs(busy) do table.insert(frees, math.max(now, e.g + dur) + window) end
-while #frees < limit do table.insert(frees, now) end
+while #frees < math.min(limit, rank + 1) do table.insert(frees, now) end
 table.sort(frees)
 local round = math.floor(rank / limit)
 local at = frees[(rank % limit) + 1] + round * (window + dur)
