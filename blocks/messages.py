@@ -21,6 +21,14 @@ MESSAGES: dict[str, str] = {
     "not_an_approver": "You are not one of the approvers for this request.",
     "already_voted": "You have already voted on this request; another person has to "
     "approve it to reach the quorum.",
+    "approver_voted": "The approver you stand in for has already voted on this request themselves. "
+    "An approver and their stand-in hold one seat of the quorum, so another approver has to decide. "
+    "Nothing was changed.",
+    "delegate_voted": "Your stand-in already voted on this request for you while you were away. "
+    "You and your stand-in hold one seat of the quorum, so another approver has to decide. "
+    "Nothing was changed.",
+    "seat_taken": "Someone else already stood in on this request for the approver you stand in for; "
+    "one seat of the quorum votes once, so another approver has to decide. Nothing was changed.",
     "delegation_over": "You stood in for an approver of this request while they were away; that "
     "absence is over, so only the approvers the card names can decide it now. Nothing was changed.",
     "no_grant": "This request offers no standing grant (its tier allows none, or it is above the "

@@ -28,11 +28,11 @@ async def decide(d: Deps, request_id: str, user_id: str, name: str, choice: Choi
     """Apply one person's choice; the record after it. Raises NotAllowed, AlreadyDecided, NotFound."""
     for _ in range(MAX_RETRIES):
         record = await d.store.get(request_id)
-        absent = await _authorize(d, record, user_id, choice)
+        absent, seat = await _authorize(d, record, user_id, choice)
         try:
-            t = vote(record, user_id=user_id, name=name, choice=choice, now=utcnow(), **kw)
+            t = vote(record, user_id=user_id, name=name, choice=choice, now=utcnow(), seat=seat, **kw)
             if absent:
-                trust.mark_delegated(t, user_id, absent)
+                trust.mark_delegated(t, user_id, [seat] if seat else absent)
             record = await d.store.apply(t, utcnow())
         except Conflict:
             continue
@@ -61,22 +61,26 @@ async def approve_with_grant(d: Deps, request_id: str, user_id: str, name: str) 
     return await trust.grant_from_card(d, record, user_id, utcnow())
 
 
-async def _authorize(d: Deps, record: Record, user_id: str, choice: Choice) -> list[str]:
-    """Raise unless `user_id` may act; the approvers away for whom they act (else empty)."""
+async def _authorize(d: Deps, record: Record, user_id: str, choice: Choice) -> tuple[list[str], str | None]:
+    """Raise unless `user_id` may act; the approvers away for whom they act (else empty), and
+    the one whose seat their vote takes (None: their own)."""
     groups = frozenset([g for g in record.route.approvers
                         if g.startswith("S") and user_id in await d.directory.members(g)])
     absent = await trust.standing_in_for(d, record, user_id, groups)
     try:
-        authorize(record, user_id, choice, groups=groups | frozenset(absent))
+        seat = authorize(record, user_id, choice, groups=groups | frozenset(absent), stands_in=absent)
     except NotAllowed as e:
         if e.reason == "not_an_approver":  # a stand-in whose absence is over is told so
             e = await trust.stood_in_before(d, record, user_id) or e
-        await d.store.audit(record.id, "refused", user_id, {"choice": choice.value, "reason": e.reason}, utcnow())
+        detail: dict[str, Any] = {"choice": choice.value, "reason": e.reason}
+        if absent:
+            detail["for"] = absent
+        await d.store.audit(record.id, "refused", user_id, detail, utcnow())
         raise e from None
     except AlreadyDecided as e:
         await _late(d, e, user_id, choice)
         raise
-    return absent
+    return absent, seat
 
 
 async def _late(d: Deps, e: AlreadyDecided, user_id: str, choice: Choice) -> None:

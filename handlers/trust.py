@@ -102,7 +102,11 @@ def offers_grant(d: Deps, record: Record) -> bool:
 
 async def grant_from_card(d: Deps, record: Record, user_id: str, now: datetime) -> dict[str, str]:
     """After `user_id` approved `record` from "Approve and allow similar": their vote for a
-    grant (created once the request's quorum of people asked for it). A reply for them."""
+    grant (created once the request's quorum of people asked for it). A reply for them.
+
+    Only an approval that took a seat gets here (`reviews.decide` refuses a second vote for a
+    seat), so the people a grant counts hold distinct seats: an approver and their stand-in
+    never make a grant of quorum 2 between them."""
     terms = d.grant_terms(record.route.tier)
     offer = record.route.grant_offer_s
     if terms is None or not offer or not offers_grant(d, record):
@@ -170,7 +174,8 @@ async def stood_in_before(d: Deps, record: Record, user_id: str) -> NotAllowed |
 
 
 def mark_delegated(t: Transition, user_id: str, absent: list[str]) -> None:
-    """The audit says who decided for whom: `clicked` carries `for`, plus a `delegated` entry."""
+    """The audit says who decided for whom: `clicked` carries `for` (the approver whose seat the
+    vote takes, or the approvers away for a choice that takes no seat), plus a `delegated` entry."""
     for _, actor, detail in t.audit:
         if actor == user_id:
             detail["for"] = absent

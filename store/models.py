@@ -59,6 +59,7 @@ __all__ = [
     "AgentMessage",
     "Attempt",
     "AuditEvent",
+    "Ballot",
     "Batch",
     "Change",
     "Choice",
@@ -93,6 +94,23 @@ __all__ = [
 
 def _json_text(value: Any) -> Any:
     return json.loads(value) if isinstance(value, str) else value
+
+
+class Ballot(Vote):
+    """A vote as the record keeps it: with the seat it takes when the voter stood in for an
+    approver who is away. Decisions carry plain `Vote`s (`vote()`), so agents never see it."""
+
+    seat: str | None = None
+    """The approver this vote was cast for by their stand-in; None: the voter's own seat (every
+    vote recorded before seats were kept reads so)."""
+
+    @property
+    def holder(self) -> str:
+        """Whose seat of the quorum this vote takes: the approver stood in for, or the voter."""
+        return self.seat or self.user_id
+
+    def vote(self) -> Vote:
+        return Vote(user_id=self.user_id, name=self.name, choice=self.choice, at=self.at)
 
 
 class Review(BaseModel):
@@ -171,7 +189,7 @@ class Record(BaseModel):
     version: int = 0
     params: dict[str, Any] = Field(default_factory=dict)
     changes: dict[str, Change] = Field(default_factory=dict)
-    votes: list[Vote] = Field(default_factory=list)
+    votes: list[Ballot] = Field(default_factory=list)
     decision: Decision | None = None
     channel: str | None = None
     ts: str | None = None
@@ -215,7 +233,7 @@ class Record(BaseModel):
             return True
         return user_id in approvers or bool(groups & approvers) or user_id in self.extra_approvers
 
-    def approvals(self) -> list[Vote]:
+    def approvals(self) -> list[Ballot]:
         return [v for v in self.votes if v.choice in (Choice.approve, Choice.edit)]
 
     def voter_ids(self) -> set[str]:

@@ -7,15 +7,27 @@ the record is still at that version, so the check and the write cannot be separa
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from store.errors import AlreadyDecided, NotAllowed
-from store.models import AgentMessage, Change, Choice, Decision, Mode, Record, State, Status, Vote
+from store.models import (
+    AgentMessage,
+    Ballot,
+    Change,
+    Choice,
+    Decision,
+    Mode,
+    Record,
+    State,
+    Status,
+    Vote,
+)
 
-REFUSAL_CODES = ("self_approval", "not_an_approver", "already_voted", "owned", "already_owner", "not_reviewable",
-                 "bad_option")
+REFUSAL_CODES = ("self_approval", "not_an_approver", "already_voted", "approver_voted", "delegate_voted",
+                 "seat_taken", "owned", "already_owner", "not_reviewable", "bad_option")
 """Codes of NotAllowed; the words people read are in `blocks.messages` and `blocks.escalation`."""
 
 DECIDING = frozenset({Choice.approve, Choice.edit, Choice.answer, Choice.resolve,
@@ -23,7 +35,8 @@ DECIDING = frozenset({Choice.approve, Choice.edit, Choice.answer, Choice.resolve
 """Choices the requester may never make on their own request."""
 
 VOTING = frozenset({Choice.approve, Choice.edit, Choice.reject, Choice.answer})
-"""Choices a person makes once per request (the quorum counts people, not clicks)."""
+"""Choices a person makes once per request, and a seat once (the quorum counts seats: an
+approver, or the approver away whom a stand-in votes for; never clicks)."""
 
 MAX_MESSAGES = 50
 MAX_EXTRA_APPROVERS = 1000
@@ -62,11 +75,14 @@ def authorize(
     choice: Choice,
     *,
     groups: frozenset[str] = frozenset(),
-) -> None:
-    """Raise AlreadyDecided or NotAllowed unless `user_id` may do `choice` on `record` now.
+    stands_in: Sequence[str] = (),
+) -> str | None:
+    """Raise AlreadyDecided or NotAllowed unless `user_id` may do `choice` on `record` now; the
+    seat their vote takes when they stand in (`stands_in`: the approvers away they act for).
 
     Approvers are the route's, widened by escalation levels; once someone has taken a case
-    over only they may act on it; a person votes once, but may reply as often as needed.
+    over only they may act on it; a person votes once, but may reply as often as needed; each
+    seat votes once (`seat_for`).
     """
     if record.state is not State.pending:
         raise AlreadyDecided(record)
@@ -83,17 +99,40 @@ def authorize(
         v.user_id == user_id and v.choice in VOTING for v in record.votes
     ):
         raise NotAllowed("already_voted", "already voted on this request")
+    return seat_for(record, user_id, stands_in) if choice in VOTING else None
+
+
+def seat_for(record: Record, user_id: str, stands_in: Sequence[str] = ()) -> str | None:
+    """The seat `user_id`'s vote takes: None (their own) when they vote in their own right, else
+    the first approver in `stands_in` whose seat has not voted. An approver and their stand-ins
+    share one seat, so whoever votes second for it is refused (NotAllowed): the approver after
+    a stand-in voted for them (`delegate_voted`), a stand-in after the approver voted
+    (`approver_voted`) or after another stand-in did, e.g. a second member of a group standing
+    in (`seat_taken`)."""
+    taken = {v.holder: v for v in record.votes if v.choice in VOTING}
+    if not stands_in:
+        by = taken.get(user_id)
+        if by is not None and by.user_id != user_id:
+            raise NotAllowed("delegate_voted", f"{by.user_id} already voted for {user_id} while they were away")
+        return None
+    free = [a for a in stands_in if a not in taken]
+    if free:
+        return free[0]
+    approver = stands_in[0]
+    if taken[approver].user_id == approver:
+        raise NotAllowed("approver_voted", f"{approver} already voted on this request themselves")
+    raise NotAllowed("seat_taken", f"{taken[approver].user_id} already voted for {approver}")
 
 
 def _decision(
-    record: Record, status: Status, votes: list[Vote], now: datetime, **extra: Any
+    record: Record, status: Status, votes: list[Ballot], now: datetime, **extra: Any
 ) -> Decision:
     return Decision(
         request_id=record.id,
         status=status,
         params=extra.pop("params", record.params),
         changes=extra.pop("changes", record.changes),
-        decided_by=votes,
+        decided_by=[v.vote() for v in votes],
         decided_at=now,
         route=record.route,
         **extra,
@@ -112,17 +151,19 @@ def vote(
     reason: str | None = None,
     answer: str | None = None,
     option: str | None = None,
+    seat: str | None = None,
 ) -> Transition:
     """One person's choice: the vote, and the decision once it is final.
 
-    approve/edit count towards the quorum; reject, answer (a question), resolve and hand_back
+    `seat` is the approver a stand-in votes for (from `authorize`; None: their own seat).
+    approve/edit count towards the quorum, one per seat; reject, answer (a question), resolve and hand_back
     (an escalation: `answered` with the instructions in `answer`) decide at once; take_over
     and reply keep the request open and send the agent an interim message.
     """
     if option is not None and option not in {o.value for o in record.request.options}:
         raise NotAllowed("bad_option", "that is not one of this question's options")
     v = Vote(user_id=user_id, name=name, choice=choice, at=now)
-    votes = [*record.votes, v]
+    votes = [*record.votes, Ballot(**v.model_dump(), seat=seat)]
     t = Transition(record)
     t.fields["votes"] = _dump_list(votes)
     detail: dict[str, Any] = {"choice": choice.value}
@@ -144,7 +185,7 @@ def vote(
     if reason_code or reason:
         detail["reason_code"], detail["reason"] = reason_code, reason
     t.audit.append(("clicked", user_id, detail))
-    approvals = sum(1 for x in votes if x.choice in (Choice.approve, Choice.edit))
+    approvals = len({x.holder for x in votes if x.choice in (Choice.approve, Choice.edit)})
     if choice is Choice.reject:
         t.decision = _decision(
             record, Status.rejected, votes, now, reason=reason, reason_code=reason_code
@@ -301,5 +342,5 @@ def _dump(obj: Any) -> str:
     return json.dumps(obj, separators=(",", ":"), default=str)
 
 
-def _dump_list(votes: list[Vote]) -> str:
-    return "[" + ",".join(v.model_dump_json() for v in votes) + "]"
+def _dump_list(votes: list[Ballot]) -> str:
+    return "[" + ",".join(v.model_dump_json(exclude_none=True) for v in votes) + "]"

@@ -133,6 +133,54 @@ def test_voting_twice_is_refused_but_replies_are_not() -> None:
     assert e.value.reason == "already_voted"
 
 
+PAIR = Route(quorum=2, approvers=["U0ALICE", "U0CAROL"])
+
+
+def _refusal(record: Record, user: str, stands_in: list[str] | None = None) -> str:
+    with pytest.raises(NotAllowed) as e:
+        authorize(record, user, Choice.approve, groups=frozenset(stands_in or ()), stands_in=stands_in or ())
+    return e.value.reason
+
+
+def test_an_approver_and_their_stand_in_share_one_seat() -> None:
+    record = make(route=PAIR, kind="approval")
+    assert authorize(record, "U0BOB", Choice.approve, groups=frozenset({"U0ALICE"}), stands_in=["U0ALICE"]) == "U0ALICE"
+    t = vote(record, **who("U0BOB", Choice.approve), seat="U0ALICE")
+    assert t.decision is None
+    bob = apply(record, t)
+    assert [(v.user_id, v.seat, v.holder) for v in bob.votes] == [("U0BOB", "U0ALICE", "U0ALICE")]
+    assert _refusal(bob, "U0ALICE") == "delegate_voted"
+    assert _refusal(bob, "U0DAVE", ["U0ALICE"]) == "seat_taken"  # another of the stand-ins
+    assert authorize(bob, "U0CAROL", Choice.approve) is None
+    t = vote(bob, **who("U0CAROL", Choice.approve))
+    assert t.decision is not None and t.decision.status is Status.approved
+    # agents read plain votes: the seat stays on the record
+    assert [v.model_dump() for v in t.decision.decided_by] == [
+        {"user_id": u, "name": u.lower(), "choice": Choice.approve, "at": NOW} for u in ("U0BOB", "U0CAROL")]
+    assert "seat" not in t.decision.model_dump_json()
+    alice = apply(record, vote(record, **who("U0ALICE", Choice.approve)))
+    assert _refusal(alice, "U0BOB", ["U0ALICE"]) == "approver_voted"
+    # a stand-in for both approvers away takes one seat still free: never two with one vote
+    both = frozenset(PAIR.approvers)
+    assert authorize(alice, "U0BOB", Choice.approve, groups=both, stands_in=PAIR.approvers) == "U0CAROL"
+    assert authorize(record, "U0BOB", Choice.approve, groups=both, stands_in=PAIR.approvers) == "U0ALICE"
+    bob = apply(record, vote(record, **who("U0BOB", Choice.approve), seat="U0ALICE"))
+    assert bob.state is State.pending
+    with pytest.raises(NotAllowed) as e:
+        authorize(bob, "U0BOB", Choice.approve, groups=both, stands_in=PAIR.approvers)
+    assert e.value.reason == "already_voted"
+
+
+def test_a_vote_recorded_without_a_seat_is_its_voters_own() -> None:
+    """Records written before seats were kept: a stand-in's vote counts as their own seat."""
+    record = make(route=PAIR, kind="approval")
+    old = record.model_dump() | {"votes": [{"user_id": "U0BOB", "name": "bob", "choice": "approve", "at": NOW}]}
+    bob = Record.model_validate(old)
+    assert bob.votes[0].seat is None and bob.votes[0].holder == "U0BOB"
+    assert authorize(bob, "U0ALICE", Choice.approve) is None
+    assert vote(bob, **who("U0ALICE", Choice.approve)).decision is not None
+
+
 def test_expire_and_timeout_approval() -> None:
     record = make(kind="approval", route=Route())
     t = expire(record, now=NOW + timedelta(hours=4), reason="No decision in 4h")
