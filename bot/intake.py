@@ -278,7 +278,8 @@ class Intake:
         self._note_seen(acc.request.action, seen=True)
         self.processed += 1
         if verdict == "accepted":
-            self.on_accepted()
+            if acc.post or acc.deadlines:  # work for delivery or the scheduler; an auto decision has none
+                self.on_accepted()
             if acc.post:
                 await autonomy.maybe_canary(self.store, router, acc.request, acc.route)
         return verdict
