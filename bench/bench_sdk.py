@@ -40,7 +40,7 @@ async def floor_one_hop(url: str, n: int) -> list[float]:
     writer, reader = aioredis.Redis.from_url(url), aioredis.Redis.from_url(url)
     out = []
     try:
-        last = "$"
+        last = "0-0"  # a new stream: not "$", which misses the XADD when the first XREAD is sent after it
         for i in range(n):
             read = asyncio.create_task(reader.xread({"floor:one": last}, block=5000, count=1))
             await asyncio.sleep(0)

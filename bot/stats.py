@@ -35,7 +35,7 @@ log = logging.getLogger("hitl.stats")
 
 BLOCK_MS = 1000
 BATCH = 200
-LINGER_S = 0.05
+LINGER_S = 0.2
 """After a read that found events (fewer than a batch), wait this long before the next one: under
 load the projector then reads the audit stream in batches, one wake for many requests instead of
 one per request (each wake took the event loop from intake's hot path). Counters lag by at most

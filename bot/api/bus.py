@@ -24,9 +24,12 @@ BLOCK_MS = 1000
 QUEUE_MAX = 1000
 IDLE_LINGER_S = 0.1
 """With nobody to tell on this replica (no long-poll, submitter or event stream), the feeds are
-read at most this often: the reader keeps its place (nothing is skipped) but no longer wakes for
+read at most this often, and what was added during a pause that nobody registered for is
+skipped (one read of the newest ids instead): the reader no longer wakes and parses entries for
 every request of an agent fleet that never calls the API, which took the event loop from
-intake's hot path. Anyone registering ends the pause at once."""
+intake's hot path. Anyone registering ends the pause at once, and a pause during which anyone
+registered skips nothing (a waiter re-reads its record after registering, and the feed covers
+everything after that)."""
 INTAKE_EVENTS = frozenset({"routed", "duplicate", "invalid"})
 """Audit events that end intake's handling of an entry (the record exists, or never will)."""
 
@@ -97,10 +100,16 @@ class DecisionBus:
 
     async def _read(self) -> None:
         last_decision = last_audit = ""
+        skip = False
         while True:
             try:
                 if not last_decision:
                     last_decision, last_audit = await self.api.last_ids()
+                elif skip:  # nobody here waited for what was added during the pause: not read
+                    newest = await self.api.last_ids()
+                    if self._idle():  # and nobody registered while we asked
+                        last_decision, last_audit = newest
+                skip = False
                 decisions, audits = await self.api.feeds_after(last_decision, last_audit, BLOCK_MS)
                 self.running = True
             except asyncio.CancelledError:
@@ -123,6 +132,7 @@ class DecisionBus:
                 await self._dispatch(decisions)
             if (decisions or audits) and self._idle():
                 await self._pause()
+                skip = self._idle()
 
     def _idle(self) -> bool:
         return not self._waiters and not self._intake and not self._subscribers

@@ -26,7 +26,7 @@ log = logging.getLogger("hitl.sealer")
 
 BATCH = 2000
 LEASE_MS = 5000
-LINGER_S = 0.05
+LINGER_S = 0.2
 """After a round that sealed entries (fewer than a batch), wait this long before the next one:
 under load the leader then seals in batches, one round (lease, read, seal, report: several
 round trips) for many requests instead of one per request, which took the event loop from
