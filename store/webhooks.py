@@ -99,6 +99,10 @@ class WebhookStore:
     async def enqueue_many(self, items: list[tuple[str, str, str | None, str]], now_ms: int) -> None:
         """`enqueue` for a read batch of (entry id, request id, url, body), in one round trip:
         the script for each decision with a URL, one XACK for the others (they create nothing)."""
+        if self.store.cluster:  # cluster pipelines refuse scripts: one by one
+            for entry_id, request_id, url, body in items:
+                await self.enqueue(entry_id, request_id, url, body, now_ms)
+            return
         plain = [entry_id for entry_id, _, url, _ in items if not url]
         async with self.redis.pipeline(transaction=False) as p:
             for entry_id, request_id, url, body in items:
