@@ -30,7 +30,7 @@ HTTP_TIMEOUT_S = 10.0
 MAX_BACKOFF_S = 600.0
 READ_BLOCK_MS = 1000
 READ_COUNT = 100
-LINGER_S = 0.05
+LINGER_S = 0.2
 """After a read that found decisions (fewer than a batch), wait this long before the next one:
 under load the enqueuer then takes decisions in batches, one wake and three round trips for many
 instead of for each (every wake took the event loop from intake's hot path). A webhook is sent
