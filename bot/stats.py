@@ -35,6 +35,9 @@ log = logging.getLogger("hitl.stats")
 
 BLOCK_MS = 1000
 BATCH = 200
+READ = 50
+"""Events read at a time while keeping up (one read's parsing holds the event loop well under a
+millisecond; a backlog is read in reads back to back, intake served between them)."""
 LINGER_S = 0.2
 """After a read that found events (fewer than a batch), wait this long before the next one: under
 load the projector then reads the audit stream in batches, one wake for many requests instead of
@@ -115,13 +118,13 @@ class StatsProjector:
             if loop.time() - last_claim >= min(self.claim_idle_ms / 2000, 5.0):
                 last_claim = loop.time()
                 await self.reclaim()
-            n = await self.read(">", block_ms=BLOCK_MS)
-            if 0 < n < BATCH:
+            n = await self.read(">", block_ms=BLOCK_MS, count=READ)
+            if 0 < n < READ:
                 await asyncio.sleep(LINGER_S)
 
-    async def read(self, start: str, *, block_ms: int | None) -> int:
+    async def read(self, start: str, *, block_ms: int | None, count: int = BATCH) -> int:
         """Read one batch (`>` new, `0` our unacknowledged) and count it; returns its size."""
-        return await self.count(await self.feed.read(self.consumer, start, count=BATCH, block_ms=block_ms))
+        return await self.count(await self.feed.read(self.consumer, start, count=count, block_ms=block_ms))
 
     async def reclaim(self) -> int:
         """Take over events another replica read but never counted (it died meanwhile)."""

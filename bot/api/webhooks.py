@@ -29,7 +29,7 @@ LEASE_MS = 30_000
 HTTP_TIMEOUT_S = 10.0
 MAX_BACKOFF_S = 600.0
 READ_BLOCK_MS = 1000
-READ_COUNT = 100
+READ_COUNT = 25  # decisions per read: one read's handling holds the event loop well under a millisecond
 LINGER_S = 0.2
 """After a read that found decisions (fewer than a batch), wait this long before the next one:
 under load the enqueuer then takes decisions in batches, one wake and three round trips for many
