@@ -28,6 +28,7 @@ from pathlib import Path
 
 import redis.asyncio as aioredis
 
+from bench.bench_memory import by_key, print_by_key, sealed
 from emulator import Emulator
 from tests.redis_server import RedisServer, free_port
 
@@ -43,7 +44,7 @@ triggers:
   first_use: {enabled: false}
 batching: {enabled: false}
 """
-APPROVE = AUTO.replace("defaults: {tier: low}", "defaults: {tier: medium}")
+APPROVE = AUTO.replace("low: {mode: auto, sample: 0}", "low: {mode: approve}")  # every request waits for a person
 FLOOR_STREAM, FLOOR_GROUP, REPLY = "floor:requests", "floor", "bench:replies"
 
 
@@ -192,18 +193,26 @@ class Bench:
                     p.xadd(f"{prefix}:requests", {"request": request(i, tag)})
                 await p.execute()
             while True:  # decided (auto) or on a posted card (approve), and counted by stats
-                done = await self.r.xlen(REPLY) if policy is AUTO else len(
-                    [k async for k in self.r.scan_iter(f"{prefix}:req:*", count=1000)])
+                done = await self.r.xlen(REPLY) if policy is AUTO else await self._posted(prefix, tag, n)
                 lag = sum(int(g.get("lag") or 0) + int(g.get("pending") or 0)
                           for g in await self.r.xinfo_groups(f"{prefix}:audit"))
                 outbox = await self.r.zcard(f"{prefix}:outbox")
-                if done >= n and lag == 0 and outbox == 0:
+                if done >= n and lag == 0 and outbox == 0 and await sealed(self.r, prefix):
                     break
                 await asyncio.sleep(0.05)
             await self.r.xtrim(f"{prefix}:requests", maxlen=0)
-            return (await self._used() - before) / n
+            per = (await self._used() - before) / n
+            print_by_key(await by_key(self.r, prefix, n, REPLY if policy is AUTO else None))
+            return per
         finally:
             await self._stop(procs)
+
+    async def _posted(self, prefix: str, tag: str, n: int) -> int:
+        """Requests whose card is on Slack (the record has the card's `ts`)."""
+        async with self.r.pipeline(transaction=False) as p:
+            for i in range(n):
+                p.hexists(f"{prefix}:req:{tag}-{i}", "ts")
+            return sum(map(bool, await p.execute()))
 
     async def _used(self) -> int:
         await asyncio.sleep(0.2)

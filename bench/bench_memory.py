@@ -6,7 +6,10 @@ are pushed and posted as cards; then each is approved by a click. `used_memory` 
 each phase; the floor beside it is the size of the request JSON itself, which no store can
 go below.
 
-    .venv/bin/python -m bench.bench_memory [--n 2000]
+    .venv/bin/python -m bench.bench_memory [--n 2000] [--root DIR]
+
+`--root` runs `hitl run` from another checkout (the code before a change, for a before/after).
+After each phase it prints MEMORY USAGE per kind of key, per request.
 """
 
 from __future__ import annotations
@@ -46,6 +49,33 @@ def request(i: int) -> dict[str, Any]:
     }
 
 
+async def by_key(r: aioredis.Redis, prefix: str, n: int, reply: str | None = None) -> list[tuple[str, float]]:
+    """Bytes per request of each kind of key under `prefix` (MEMORY USAGE, every element
+    counted: SAMPLES 0), plus the agent's `reply` stream; largest first."""
+    kinds: dict[str, int] = {}
+    async for key in r.scan_iter(f"{prefix}:*", count=1000):
+        rest = key[len(prefix) + 1:]
+        kind = f"{prefix}:{rest.split(':', 1)[0]}:<id>" if rest.startswith(("req:", "trail:")) else key
+        kinds[kind] = kinds.get(kind, 0) + int(await r.memory_usage(key, samples=0) or 0)
+    if reply:
+        kinds[reply] = int(await r.memory_usage(reply, samples=0) or 0)
+    return sorted(((k, v / n) for k, v in kinds.items()), key=lambda kv: -kv[1])
+
+
+def print_by_key(rows: list[tuple[str, float]], least: float = 1.0) -> None:
+    shown = [(k, v) for k, v in rows if v >= least]
+    for key, per in shown:
+        print(f"    {per:8,.0f} B  {key}", flush=True)
+    print(f"    {sum(v for _, v in shown):8,.0f} B  in all (keys of at least {least:g} B per request; "
+          "MEMORY USAGE, so without Redis's own per-key table)", flush=True)
+
+
+async def sealed(r: aioredis.Redis, prefix: str) -> bool:
+    """Whether the audit chain's sealer has caught up (one seal per audit entry is memory too)."""
+    head = await r.hget(f"{prefix}:chain:head", "seq")
+    return int(head or 0) >= int(await r.xlen(f"{prefix}:audit"))
+
+
 async def used(r: aioredis.Redis) -> int:
     return int((await r.info("memory"))["used_memory"])
 
@@ -58,7 +88,7 @@ async def until(what: str, check: Any, tries: int = 6000) -> None:
     raise SystemExit(f"timed out waiting for {what}")
 
 
-async def main(n: int) -> None:
+async def main(n: int, root: Path = ROOT) -> None:
     redis = RedisServer()
     redis.start(appendonly=True)
     port = free_port()
@@ -69,8 +99,8 @@ async def main(n: int) -> None:
     env = {**os.environ, "SLACK_BOT_TOKEN": TOKEN, "SLACK_SIGNING_SECRET": SECRET, "SLACK_API_URL": emu.api_url,
            "REDIS_URL": redis.url, "HITL_PORT": str(port), "HITL_HOST": "127.0.0.1", "HITL_POLICY": str(policy),
            "HITL_LOG_LEVEL": "WARNING", "HITL_POST_RATE": "100", "HITL_POST_BURST": "100",
-           "PYTHONPATH": str(ROOT)}
-    bot = subprocess.Popen([sys.executable, "-m", "bot.cli", "run"], env=env, cwd=ROOT)
+           "PYTHONPATH": str(root)}
+    bot = subprocess.Popen([sys.executable, "-m", "bot.cli", "run"], env=env, cwd=root)
     client = HitlClient.from_url(redis.url, name="bench-agent")
     r = aioredis.Redis.from_url(redis.url, decode_responses=True)
     try:
@@ -85,7 +115,10 @@ async def main(n: int) -> None:
         async def posted() -> bool:
             return len(emu.messages("#approvals")) >= n
         await until("every card posted", posted)
+        await until("the audit chain sealed", lambda: sealed(r, "hitl"))
         pending = await used(r)
+        print("pending, by key:", flush=True)
+        print_by_key(await by_key(r, "hitl", n))
         cards = {m["metadata"]["event_payload"]["request_id"]: m["ts"]
                  for m in emu.messages("#approvals") if m.get("metadata")}
         for ts in cards.values():
@@ -94,7 +127,10 @@ async def main(n: int) -> None:
         async def decided() -> bool:
             return int(await r.zcard("hitl:pending")) == 0
         await until("every request decided", decided)
+        await until("the audit chain sealed", lambda: sealed(r, "hitl"))
         done = await used(r)
+        print("decided, by key (the agent's reply stream is hitl:results:bench-agent):", flush=True)
+        print_by_key(await by_key(r, "hitl", n))
         print(f"requests: {n}; request JSON (the floor): {floor / n:,.0f} bytes each", flush=True)
         print(f"pending, card posted:  {(pending - before) / n:8,.0f} bytes per request in Redis "
               f"({(pending - before) / floor:.1f}x the floor)", flush=True)
@@ -114,4 +150,6 @@ async def main(n: int) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--n", type=int, default=2000)
-    asyncio.run(main(parser.parse_args().n))
+    parser.add_argument("--root", type=Path, default=ROOT, help="checkout to run `hitl run` from")
+    args = parser.parse_args()
+    asyncio.run(main(args.n, args.root.resolve()))

@@ -15,16 +15,19 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
+from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 from blocks.batch_lines import item_line, review_line, strike
-from blocks.cards import card
+from blocks.cards import card, delegation_note
 from blocks.ids import BatchActionId, BlockId, batch_item_block_id
 from blocks.kit import MESSAGE_BLOCKS_MAX, Block, button, context, header, option, section
 from blocks.outcome import outcome_line
 from blocks.payloads import BatchValue
-from blocks.text import clip, escape, fmt_amount, truncate, user_mention
+from blocks.text import clip, escape, fmt_amount, fmt_duration, truncate, user_mention
 from store.models import Batch, Mode, Record, State
+from store.trust import Away
 
 BATCH_OVERHEAD_MAX = 5
 """Fixed blocks of a batch card at most: header, lead, pause notice, actions, footer."""
@@ -32,6 +35,8 @@ BATCH_ITEMS_MAX = MESSAGE_BLOCKS_MAX - BATCH_OVERHEAD_MAX
 """Items that always fit on one card, one block each: the largest valid `batching.max_items`."""
 
 REVIEW, SHADOW, APPROVE = "review", "shadow", "approve"
+GRANT = "grant"
+"""The item menu's choice "approve and allow similar" (a standing grant made on that item)."""
 
 
 def group_kind(group: str) -> tuple[str, str]:
@@ -55,15 +60,20 @@ def awaiting(record: Record, kind: str) -> bool:
 
 
 def batch_card(batch: Batch, records: list[Record], *, paused: bool = False,
-               paused_reason: str | None = None) -> dict[str, Any]:
-    """`{"text", "blocks"}` of a batch card, within Slack's limits whatever the items say."""
+               paused_reason: str | None = None, absences: Mapping[str, Away] | None = None,
+               now: datetime | None = None) -> dict[str, Any]:
+    """`{"text", "blocks"}` of a batch card, within Slack's limits whatever the items say.
+    `absences` and `now`: the lead says who decides for waiting items' approvers away now."""
     if len(records) == 1:
-        return card(records[0], paused=paused, paused_reason=paused_reason)
+        return card(records[0], paused=paused, paused_reason=paused_reason, absences=absences, now=now)
     kind, name = group_kind(batch.group)
     by_id = {r.id: r for r in records}
     items = [by_id[i] for i in batch.items if i in by_id]
     open_items = [r for r in items if awaiting(r, kind)]
-    top: list[Block] = [header(_title(kind, name, items, open_items)), section(_lead(kind, items, open_items))]
+    lead = _lead(kind, items, open_items)
+    if kind != REVIEW and (notes := _delegations(open_items, absences, now)):
+        lead += "\n" + notes
+    top: list[Block] = [header(_title(kind, name, items, open_items)), section(truncate(lead, 3000))]
     if paused and kind != REVIEW and open_items:
         why = clip(paused_reason, 500) if paused_reason else "every request needs a person"
         top.append(context([f"⏸ *Automation paused:* {why}"]))
@@ -76,6 +86,12 @@ def batch_card(batch: Batch, records: list[Record], *, paused: bool = False,
     blocks.append(context([_footer(kind, items, open_items, drawn)]))
     text = f"{_title(kind, name, items, open_items)}: {len(open_items)} waiting"
     return {"text": truncate(text, 3000), "blocks": blocks[:MESSAGE_BLOCKS_MAX]}
+
+
+def _delegations(open_items: list[Record], absences: Mapping[str, Away] | None, now: datetime | None) -> str:
+    """One line per distinct delegation among the waiting items (the card rule of single cards)."""
+    notes = dict.fromkeys(n for r in open_items if (n := delegation_note(r, absences, now)))
+    return "\n".join(f"👤 {n}" for n in list(notes)[:3])
 
 
 def _draw(batch: Batch, kind: str, by_id: dict[str, Record], room: int) -> tuple[list[str], list[Record], list[Block]]:
@@ -194,6 +210,8 @@ def _item(batch: Batch, kind: str, record: Record) -> Block:
         line += f"\n⏳ {len(record.approvals())} of {record.route.quorum} approvals: " + ", ".join(
             user_mention(v.user_id) for v in record.approvals())
     choices = [option("✅ Approve", "approve")]
+    if record.route.grant_offer_s:  # the single card's "Approve and allow similar", for this item
+        choices.append(option(f"✅ Approve + allow similar {fmt_duration(record.route.grant_offer_s)}", GRANT))
     if record.request.editable:
         choices.append(option("✏️ Edit…", "edit"))
     choices += [option("❌ Reject…", "reject"), option("🔍 Details", "details")]

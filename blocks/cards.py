@@ -7,6 +7,8 @@ context line that explains why the card is here. All agent text is escaped and c
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 from blocks.escalation import (
@@ -52,6 +54,7 @@ from blocks.text import (
 from blocks.trust import delegation_line
 from store.models import Kind, Mode, Record, State, Status
 from store.transitions import TIMEOUT_CODE
+from store.trust import Away, stand_ins
 
 MAX_PARAM_FIELDS = 6
 PARAM_VALUE_MAX = 300
@@ -67,20 +70,43 @@ def card(
     paused: bool = False,
     paused_reason: str | None = None,
     details: bool = False,
+    absences: Mapping[str, Away] | None = None,
+    now: datetime | None = None,
 ) -> dict[str, Any]:
     """The message for `record` as it stands: the pending card, or the locked one once decided.
 
-    Handovers (kind `escalation`, or mode `escalate`) get the escalation card."""
+    Handovers (kind `escalation`, or mode `escalate`) get the escalation card. `absences` (each
+    person's latest absence) and `now`: an open card naming an approver away at `now` says who
+    decides for them, by the rule the click check uses (`store.trust.stand_ins`)."""
     pending = record.state is State.pending and record.decision is None
+    note = delegation_note(record, absences, now) if pending else ""
     if is_handover(record):
         if not pending:
             return locked_escalation_card(record)
-        return _with_pause(escalation_card(record), paused, paused_reason)
+        return _with_pause(_with_note(escalation_card(record), note), paused, paused_reason)
     if pending:
-        return approval_card(record, paused=paused, paused_reason=paused_reason, details=details)
+        return approval_card(record, paused=paused, paused_reason=paused_reason, details=details,
+                             delegation=note)
     if needs_review(record) or record.review is not None:
         return review_card(record)  # it ran already: a pause changes nothing for it
     return locked_card(record)
+
+
+def delegation_note(record: Record, absences: Mapping[str, Away] | None, now: datetime | None) -> str:
+    """Who decides for the card's approvers who are away at `now` ('' when none is)."""
+    if not absences or now is None or not record.route.approvers:
+        return ""
+    return delegation_line(stand_ins(record.route.approvers, absences, now), record.request.requested_by)
+
+
+def _with_note(message: dict[str, Any], note: str) -> dict[str, Any]:
+    """The message with `note` as a context line just above its buttons."""
+    if not note:
+        return message
+    blocks = list(message["blocks"])
+    at = len(blocks) - 1 if blocks and blocks[-1].get("type") == "actions" else len(blocks)
+    blocks.insert(at, context([note]))
+    return {**message, "blocks": blocks[:MESSAGE_BLOCKS_MAX]}
 
 
 def pause_banner(paused_reason: str | None) -> Block:
@@ -101,15 +127,17 @@ def approval_card(
     paused: bool = False,
     paused_reason: str | None = None,
     details: bool = False,
+    delegation: str = "",
 ) -> dict[str, Any]:
     """`{"text", "blocks"}` of a pending card with its buttons, within Slack's message limits.
 
-    `details` adds a "Details" button (`ActionId.show_context`, opens `context_modal`).
+    `details` adds a "Details" button (`ActionId.show_context`, opens `context_modal`);
+    `delegation` (mrkdwn, `delegation_note`) says who decides for approvers away.
     """
     blocks: list[Block] = []
     if paused:
         blocks.append(pause_banner(paused_reason))
-    blocks += _body(record)
+    blocks += _body(record, delegation=delegation)
     if record.route.quorum > 1:
         blocks.append(context([_quorum(record)]))
     if status := status_lines(record):
@@ -170,7 +198,7 @@ def _fallback(record: Record, *, paused: bool) -> str:
     return clip(("⏸ Automation paused. " if paused else "") + text, 300)
 
 
-def _body(record: Record, *, with_header: bool = True) -> list[Block]:
+def _body(record: Record, *, with_header: bool = True, delegation: str = "") -> list[Block]:
     r = record.request
     blocks: list[Block] = []
     if with_header:
@@ -189,7 +217,7 @@ def _body(record: Record, *, with_header: bool = True) -> list[Block]:
     blocks += _draft(record)
     if r.context.conversation:
         blocks.append(_excerpt(record))
-    blocks.append(context(_explainer(record)))
+    blocks.append(context(_explainer(record, delegation)))
     return blocks
 
 
@@ -284,7 +312,7 @@ def _excerpt(record: Record) -> Block:
     return context([head, *lines])
 
 
-def _explainer(record: Record) -> list[str]:
+def _explainer(record: Record, delegation: str = "") -> list[str]:
     """One line that explains the card, consistent with its state: the mode's words while it
     waits (approve first / ran, review it), none once decided (the outcome line says it);
     why it is here; and the request id (small, copyable: what `/hitl audit` takes)."""
@@ -305,8 +333,8 @@ def _explainer(record: Record) -> list[str]:
     items = [" · ".join(parts)]
     if record.request.requested_by:
         items.append(f"Requested for {user_mention(record.request.requested_by)}")
-    if route.delegates:
-        items.append(delegation_line(route.delegates))
+    if delegation:
+        items.append(delegation)
     items.append(f"Request `{record.id}`")
     return items
 

@@ -21,6 +21,10 @@ MESSAGES: dict[str, str] = {
     "not_an_approver": "You are not one of the approvers for this request.",
     "already_voted": "You have already voted on this request; another person has to "
     "approve it to reach the quorum.",
+    "delegation_over": "You stood in for an approver of this request while they were away; that "
+    "absence is over, so only the approvers the card names can decide it now. Nothing was changed.",
+    "no_grant": "This request offers no standing grant (its tier allows none, or it is above the "
+    "amount limit for grants). Nothing was changed: approve it on its own if you mean to.",
     "not_admin": "Only hitl admins can do this.",
     "outsider": "You are here from another organisation, so you cannot act on these requests "
     "(only people of the workspace that runs hitl can, unless its policy names yours). "

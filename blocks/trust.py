@@ -3,6 +3,7 @@ feedback, the calibration table, and the App Home's grants section. Pure builder
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
@@ -146,10 +147,18 @@ def away_message(away: Away | None, now: datetime) -> dict[str, Any]:
     return _reply(text, [section(text)])
 
 
-def delegation_line(delegates: dict[str, str]) -> str:
-    """The card's note: who decides for whom while they are away."""
-    return "; ".join(f"{user_mention(a)} is away: {who(d)} decides for them"
-                     for a, d in list(delegates.items())[:5])
+def delegation_line(live: Mapping[str, Away], requester: str | None = None) -> str:
+    """The card's note: who decides for whom while they are away, and until when (so a card
+    not yet redrawn is still right once the date passes). A stand-in who asked for the
+    request is named as unable to decide it (the requester rule holds)."""
+    parts = []
+    for a, away in list(live.items())[:5]:
+        head = f"{user_mention(a)} is away until {fmt_time(away.until)}: {who(away.delegate)}"
+        if away.delegate == requester:
+            parts.append(f"{head} stands in but asked for this, so cannot decide it")
+        else:
+            parts.append(f"{head} decides for them")
+    return "; ".join(parts)
 
 
 def calibration_lines(rows: list[tuple[str, str, int, int]]) -> list[str]:

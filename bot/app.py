@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +25,7 @@ from blocks.cards import card
 from bot import charts, http_ack
 from bot.api import mount
 from bot.api.hints import HonourHints
+from bot.autonomy import AwayState
 from bot.backlog import Backlog
 from bot.config import Settings
 from bot.delivery import Delivery
@@ -45,15 +46,17 @@ from handlers.deps import CONTEXT_KEY, Deps
 from handlers.org import only_our_people
 from store.models import Record, utcnow
 from store.redis_store import Store
+from store.trust import Away
 
 log = logging.getLogger("hitl")
 
 
-def render(record: Record, pause: tuple[bool, str | None] = (False, None)) -> dict[str, Any]:
+def render(record: Record, pause: tuple[bool, str | None] = (False, None),
+           absences: Mapping[str, Away] | None = None) -> dict[str, Any]:
     """The card for a record in its current state; while automation is paused, every open card
-    says so, and why."""
+    says so, and why; an open card naming an approver away now says who decides for them."""
     paused, reason = pause
-    return card(record, paused=paused, paused_reason=reason)
+    return card(record, paused=paused, paused_reason=reason, absences=absences, now=utcnow())
 
 
 def _paused(store: Store, pause: PauseState, paused: bool, reason: str | None) -> None:
@@ -238,9 +241,11 @@ def build_app(settings: Settings, store: Store | None = None, policy: PolicyHold
     gateway = Gateway(web_client(settings.slack_bot_token, settings.slack_api_url))
     store.redact = evidence.redactor(policy)  # the policy's `redact:` applies before audit writes
     pause = PauseState(store)
+    away = AwayState(store)
     delivery = Delivery(store, gateway,
-                        lambda r: render(r, pause.current()),
-                        lambda b, rs: batch_card(b, rs, paused=pause.current()[0], paused_reason=pause.current()[1]),
+                        lambda r: render(r, pause.current(), away.current()),
+                        lambda b, rs: batch_card(b, rs, paused=pause.current()[0], paused_reason=pause.current()[1],
+                                                 absences=away.current(), now=utcnow()),
                         backlog=Backlog(store, settings.backlog_at), post_rate=settings.post_rate,
                         post_burst=settings.post_burst)
     intake = Intake(store, lambda: HonourHints(policy()), redis_url=settings.redis_url, consumer=settings.consumer,
@@ -253,7 +258,7 @@ def build_app(settings: Settings, store: Store | None = None, policy: PolicyHold
              admins=lambda: frozenset(policy().admins), paused=pause.current, on_pause=lambda paused, reason: _paused(store, pause, paused, reason),
              policy_lines=lambda: policy_lines(policy(), policy.last_error), chart=charts.png,
              trust_after=lambda: policy().policy.trust.after,
-             grant_terms=lambda tier: policy().grant_terms(tier), dm=lambda user, message: _dm(bolt_client, user, message))
+             grant_terms=lambda tier: policy().grant_terms(tier), on_away=away.note, dm=lambda user, message: _dm(bolt_client, user, message))
     bolt = AsyncApp(signing_secret=settings.slack_signing_secret or "unused",
                     client=bolt_client, request_verification_enabled=not settings.socket_mode,
                     process_before_response=False, logger=_bolt_logger())
@@ -278,7 +283,7 @@ def build_app(settings: Settings, store: Store | None = None, policy: PolicyHold
               policy=policy, gateway=gateway)
     stats = StatsProjector(store, redis_url=settings.redis_url, consumer=settings.consumer,
                            claim_idle_s=settings.claim_idle_s)
-    bot.background.update({"stats": stats.run, "pause-watch": pause.run})
+    bot.background.update({"stats": stats.run, "pause-watch": pause.run, "away-watch": away.run})
     bot.scheduler = scheduler
     bot.background["scheduler"] = scheduler.run
     bot.background["sealer"] = evidence.sealer(settings, store).run

@@ -1,5 +1,6 @@
 """Trust at intake: the action's autonomy into the route, standing grants, delegates of people
-away, and canaries (known-answer items mixed into the work people see). docs/trust.md.
+away, and canaries (known-answer items mixed into the work people see); and absences over
+time (this replica's copy for rendering cards, the end of a window). docs/trust.md.
 
 Risk is never relaxed here: a grant only turns a plain approval (mode `approve`, no pause)
 into an automatic one, within the bounds people set; deny, escalate and shadow stay as routed.
@@ -7,17 +8,19 @@ into an automatic one, within the bounds people set; deny, escalate and shadow s
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
+from collections.abc import Mapping
 from datetime import datetime
 
 from hitl.protocol import GrantRef
 
 from bot.policy.engine import PolicyEngine, sample_point
 from bot.routing import Router
-from store.models import Kind, Mode, Request, Route
+from store.models import Kind, Mode, Request, Route, utcnow
 from store.redis_store import Store
-from store.trust import TrustState
+from store.trust import Away, TrustState
 
 log = logging.getLogger("hitl.trust")
 
@@ -97,3 +100,59 @@ async def maybe_canary(store: Store, router: Router, request: Request, route: Ro
         return None
     log.info("trust: queued canary %s", body["id"])
     return str(body["id"])
+
+
+class AwayState:
+    """This replica's copy of everyone's latest absence, for rendering cards (which cannot wait
+    on Redis), like the pause switch's. `run()` re-reads it every second; cards apply it at the
+    moment they are drawn (`store.trust.stand_ins`), and redraws after a change wait longer
+    than a re-read (`handlers.trust.REDRAW_AFTER_MS`)."""
+
+    def __init__(self, store: Store, every_s: float = 1.0) -> None:
+        self.store = store
+        self.every_s = every_s
+        self.absences: Mapping[str, Away] = {}
+
+    def current(self) -> Mapping[str, Away]:
+        return self.absences
+
+    def note(self, away: Away) -> None:
+        """An absence started or ended on this replica: drawn so at once."""
+        self.absences = {**self.absences, away.user: away}
+
+    async def refresh(self) -> None:
+        self.absences = await self.store.trust.absences()
+
+    async def run(self) -> None:
+        while True:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():  # redis-py can swallow a cancellation
+                raise asyncio.CancelledError
+            try:
+                await self.refresh()
+            except Exception as e:  # Redis away: keep the last known state
+                log.debug("away state: %s", e)
+            await asyncio.sleep(self.every_s)
+
+
+MAX_REDRAW = 1000
+"""Open cards looked at for a redraw after a change of absence (the oldest first)."""
+
+
+async def absence_due(store: Store, user: str, now: datetime) -> bool:
+    """The scheduler's `away:<user>` deadline: end the absence if its date has passed (once,
+    audited `away_ended` by `system`; its redraw is scheduled with it). False when there was
+    nothing to end (back already, or away again for longer)."""
+    return await store.trust.end_away(user, now, "system", "window_end") is not None
+
+
+async def redraw_naming(store: Store, user: str) -> int:
+    """The scheduler's `awaydraw:<user>`: queue a redraw of every posted open card that names
+    `user` as an approver (single cards and batch cards, through the paced outbox like any
+    redraw), so its words about absences follow theirs. How many cards were queued."""
+    records = await store.get_many(await store.pending_ids(MAX_REDRAW))
+    members = sorted({f"batch:{r.batch}" if r.batch else f"update:{r.id}"
+                      for r in records if user in r.route.approvers and r.ts})
+    if members:
+        await store.enqueue_many(members, int(utcnow().timestamp() * 1000))
+    return len(members)

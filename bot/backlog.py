@@ -16,7 +16,7 @@ from store.backlog import BacklogStore
 from store.redis_store import Store
 
 if TYPE_CHECKING:
-    from bot.delivery import Delivery
+    from bot.delivery import Delivery, Slot
 
 log = logging.getLogger("hitl.backlog")
 
@@ -47,8 +47,9 @@ class Backlog:
         # NX: a refresh already due is not pushed back, so updates come every couple of seconds
         await self.store.enqueue_once(f"digest:{channel}", _now_ms() + REFRESH_MS)
 
-    async def maybe_post_digest(self, d: Delivery, channel: str) -> bool:
-        """With a posting slot in hand: post the digest first if the channel is backlogged."""
+    async def maybe_post_digest(self, d: Delivery, channel: str, slot: Slot) -> bool:
+        """With the channel's posting slot in hand: post the digest in it first if the channel
+        is backlogged (True: the slot went to the digest)."""
         if await self.state.count(channel) < self.threshold:
             return False
         if not await self.state.claim_digest(channel):
@@ -56,10 +57,8 @@ class Backlog:
         tally = await self.tally(channel)
         message = digest_card(channel, [], self._oldest_age(await self.state.members(channel, 1)),
                               cleared=False, counts=tally)
-        resp = await d.slack.call("chat.postMessage", join=True, channel=channel, text=message["text"],
-                                  blocks=message["blocks"], unfurl_links=False)
+        resp = await d.post_message(slot, text=message["text"], blocks=message["blocks"], unfurl_links=False)
         await self.state.set_digest(channel, str(resp["channel"]), str(resp["ts"]))
-        d.stats["posted"] += 1
         log.info("backlog: %d cards waiting for %s; digest posted", tally.total, channel)
         return True
 

@@ -44,7 +44,7 @@ class Settings(BaseSettings):
     claim_idle_s: float = Field(30.0, gt=0, validation_alias=_env("HITL_CLAIM_IDLE_S"))
     max_deliveries: int = Field(5, ge=1, validation_alias=_env("HITL_MAX_DELIVERIES"))
     post_rate: float = Field(1.0, gt=0, le=100, validation_alias=_env("HITL_POST_RATE"))
-    post_burst: float = Field(2.0, ge=1, le=100, validation_alias=_env("HITL_POST_BURST"))
+    post_burst: float = Field(1.0, ge=1, le=100, validation_alias=_env("HITL_POST_BURST"))
     backlog_at: int = Field(10, ge=2, validation_alias=_env("HITL_BACKLOG_AT"))
     dead_max_len: int = Field(10_000, ge=1, validation_alias=_env("HITL_DEAD_MAX_LEN"))
     dead_max_age_s: float = Field(30 * 86400, gt=0, validation_alias=_env("HITL_DEAD_MAX_AGE_S"))

@@ -6,10 +6,18 @@ a worker that dies leaves its lease to run out and another worker retries. A pos
 have reached Slack before a crash is reconciled by looking for the card's message metadata
 in the channel's history, so a retry never posts a second card.
 
-Posts are paced per channel and updates per workspace by token buckets in Redis, shared by
-every replica, so a burst never turns into a 429 storm; a 429 that happens anyway closes the
-bucket for `Retry-After`. 5xx and timeouts back off exponentially. Updates that lock a decided
-card reserve their slot; other redraws (votes, pause) only take a free one, so locks go first.
+Posts are paced per channel by posting slots measured from the send (`store.pacing`): a post
+holds its channel's slot until Slack's answer is back, and the next may go a window after
+that answer (1/`post_rate` s, plus a small margin), so posts reach Slack at least that far
+apart whatever the latency, with every replica sharing the slots in Redis. Waiters queue in
+order and come back when their turn is due; a wait of a few milliseconds is spent in place.
+A 429 on a post closes that channel for `Retry-After` (others go on) and, since nothing was
+posted, forgets the attempt, so its retry needs no `conversations.history` search; a 5xx or
+timeout may have posted and keeps the search. Updates (Tier 3) are paced per workspace by a
+token bucket in Redis a few calls under Slack's, so the jitter between taking a token and
+Slack receiving the call cannot overrun it. 5xx and timeouts back off exponentially. Updates
+that lock a decided card reserve their slot; other redraws (votes, pause) only take a free
+one, so locks go first.
 A card Slack refuses for good is marked undeliverable (audited once; the request still expires
 by its deadline). Requests the policy groups go onto batch cards; a channel whose queue of
 unposted cards grows gets a backlog digest. Every call goes through `bot.gateway`.
@@ -31,14 +39,19 @@ from bot.gateway import Gateway, Permanent, RateLimited, SlackFailure, backoff_s
 from bot.worker import DueWorker
 from store.errors import NotFound
 from store.models import Batch, Record, State, Status, utcnow
+from store.pacing import Outcome, PostSlots
 from store.redis_store import Store
 
 log = logging.getLogger("hitl.delivery")
 
 METADATA_EVENT = "hitl_request"
 LEASE_MS = 30_000
-POST_RATE, POST_BURST = 1.0, 2.0  # Slack: about one message per second per channel, short bursts
-UPDATE_RATE, UPDATE_BURST = 50 / 60, 50.0  # chat.update is Tier 3: 50 a minute, a minute's burst
+POST_RATE, POST_BURST = 1.0, 1.0  # Slack: one message per second per channel (some Slacks allow bursts)
+POST_MARGIN_MS = 20  # added to each post's window (answers already come after Slack counted the post)
+IN_PLACE_MS = 150  # a post whose slot frees this soon waits in place (keeping its lease)
+EARLY_MS = 60  # a post told to wait longer comes back this early and waits the rest in place
+SLOT_LEASE_MS = 20_000  # a replica that dies holding a channel's slot frees it after this long
+UPDATE_RATE, UPDATE_BURST = 50 / 60, 45.0  # chat.update is Tier 3: 50 a minute; 5 calls of headroom
 HISTORY_PAGES = 50  # a lost post is searched for in at most 10,000 messages after its attempt
 HISTORY_SLACK_S = 60  # clock skew allowed between this host and Slack when searching
 
@@ -67,6 +80,19 @@ class Deferred(Exception):
     """The call must wait for its pacing bucket; the operation was rescheduled."""
 
 
+class Slot:
+    """A channel's posting slot, held until the post's answer (`release`, once)."""
+
+    def __init__(self, slots: PostSlots, channel: str, member: str) -> None:
+        self.slots, self.channel, self.member = slots, channel, member
+        self.held = True
+
+    async def release(self, outcome: Outcome, retry_after_ms: int = 0) -> None:
+        if self.held:
+            self.held = False
+            await self.slots.done(self.channel, self.member, outcome, retry_after_ms=retry_after_ms)
+
+
 class Delivery(DueWorker):
     """Posts and updates cards from the outbox; `run()` until `stop()`, `kick()` to wake it."""
 
@@ -83,6 +109,7 @@ class Delivery(DueWorker):
         self.batch = batch
         self.backlog = backlog or Backlog(store)
         self.post_rate, self.post_burst = post_rate, post_burst
+        self.slots = PostSlots(store, lease_ms=SLOT_LEASE_MS)
         self._attempts: dict[str, int] = {}
         self.stats = {"posted": 0, "updated": 0, "rate_limited": 0, "errors": 0, "deferred": 0,
                       "undeliverable": 0, "reconciled": 0, "duplicates_deleted": 0}
@@ -101,14 +128,13 @@ class Delivery(DueWorker):
 
     async def _perform(self, member: str, lease: int) -> None:
         op, _, key = member.partition(":")
-        bucket = f"post:{key}" if op == "digest" else "update"
         try:
             if op == "post":
-                bucket = await self._post_request(key, member, lease)
+                await self._post_request(key, member, lease)
             elif op == "update":
                 await self._update_request(key, member, lease)
             elif op == "batch":
-                bucket = await self._batch(key, member, lease)
+                await self._batch(key, member, lease)
             elif op == "digest":
                 await self.backlog.refresh(self, key, member, lease)
             else:
@@ -120,41 +146,74 @@ class Delivery(DueWorker):
         except NotFound:
             await self.store.finish_outbox(member, lease)
         except SlackFailure as e:
-            await self._failed(key, member, lease, e, bucket)
+            await self._failed(key, member, lease, e)
 
     async def pace(self, bucket: str, member: str, lease: int, *, reserve: bool = True) -> None:
-        """Take a token from `bucket` or reschedule the operation and raise Deferred. Without
-        `reserve` the operation takes only a free token, never a place in the queue (so it
-        gives way to every operation that reserved one)."""
-        post = bucket.startswith("post:")
-        rate, burst = (self.post_rate, self.post_burst) if post else (UPDATE_RATE, UPDATE_BURST)
+        """Take a token from the `update` bucket or reschedule the operation and raise Deferred.
+        Without `reserve` the operation takes only a free token, never a place in the queue (so
+        it gives way to every operation that reserved one). Posts take a `Slot` instead."""
         now = _now_ms()
-        wait = await self.store.pace(bucket, member, now, rate, burst, reserve=reserve)
+        wait = await self.store.pace(bucket, member, now, UPDATE_RATE, UPDATE_BURST, reserve=reserve)
         if wait > 0:
             await self.store.finish_outbox(member, lease, now + wait)
-            if post and not member.startswith("digest:"):
-                await self.backlog.waiting(self, bucket[5:], member, now)
             raise Deferred(bucket)
+
+    async def slot(self, channel: str, member: str, lease: int, *, front: bool = False) -> Slot:
+        """`channel`'s posting slot for `member`, or the operation rescheduled to when its turn
+        is due (Deferred). A turn due within IN_PLACE_MS is waited for here."""
+        # `post_burst` posts per `post_burst / post_rate` s (read here: a benchmark may change them)
+        self.slots.limit = limit = max(1, int(self.post_burst))
+        self.slots.window_ms = int(limit * 1000 / self.post_rate) + POST_MARGIN_MS
+        for _ in range(10):
+            wait = await self.slots.take(channel, member, front=front)
+            if wait == 0:
+                return Slot(self.slots, channel, member)
+            if wait > IN_PLACE_MS:
+                break
+            await asyncio.sleep(wait / 1000)
+        now = _now_ms()
+        await self.store.finish_outbox(member, lease, now + max(1, wait - EARLY_MS))
+        if not member.startswith("digest:"):
+            await self.backlog.waiting(self, channel, member, now)
+        raise Deferred(f"post:{channel}")
+
+    async def post_slot(self, channel: str, member: str, lease: int) -> Slot:
+        """`slot`, after posting the channel's backlog digest first when one is due (the digest
+        takes the slot; this post then goes first in the queue)."""
+        slot = await self.slot(channel, member, lease)
+        try:
+            digest = await self.backlog.maybe_post_digest(self, channel, slot)
+        except BaseException:
+            await slot.release("none")  # unless the digest's post already let it go
+            raise
+        if not digest:
+            return slot
+        return await self.slot(channel, member, lease, front=True)
 
     # ---- single cards -------------------------------------------------------------------
 
-    async def _post_request(self, rid: str, member: str, lease: int) -> str:
+    async def _post_request(self, rid: str, member: str, lease: int) -> None:
         record = await self.store.get(rid)
         channel = record.route.channel
         if record.ts or record.undeliverable:
             await self.store.finish_outbox(member, lease)
-            return f"post:{channel}"
+            return
         if record.route.group and _awaits_person(record):
             bid = await self.store.join_batch(record, uuid.uuid4().hex[:12], _now_ms())
             await self.store.enqueue(f"batch:{bid}", _now_ms())
             await self.store.finish_outbox(member, lease)
             self.kick()
-            return f"post:{channel}"
-        await self.pace(f"post:{channel}", member, lease)
-        if await self.backlog.maybe_post_digest(self, channel):
-            await self.pace(f"post:{channel}", member, lease)  # the digest took this slot
-        previous = await self.store.note_post_attempt(record.id, utcnow(), channel)
-        found = await self._find_posted(channel, "request_id", rid, json.loads(previous)) if previous else None
+            return
+        slot = await self.post_slot(channel, member, lease)
+        try:
+            previous = await self.store.note_post_attempt(record.id, utcnow(), channel)
+            found = await self._find_posted(channel, "request_id", rid, json.loads(previous)) if previous else None
+            if not found:
+                message = self.render(record)
+                channel_id, ts = await self._post(slot, message, {"request_id": rid},
+                                                  attempt=None if previous else self.store.keys.request(rid))
+        finally:
+            await slot.release("none")  # nothing was posted (found, or failed before the call)
         if found:  # an earlier attempt took effect but its answer was lost: what it shows is unknown
             channel_id, ts = found
             await self.store.mark_posted(record.id, member, lease, channel_id, ts, utcnow(), -1)
@@ -162,14 +221,11 @@ class Delivery(DueWorker):
             self.kick()
             log.info("delivery: card of %s was already posted (%s); not posting again", rid, ts)
         else:
-            message = self.render(record)
-            channel_id, ts = await self._post(channel, message, {"request_id": rid})
             verdict, earlier = await self.store.mark_posted(record.id, member, lease, channel_id, ts, utcnow(),
                                                             record.version)
             if verdict == "exists" and earlier != ts:  # another replica won a race: remove ours
                 await self._delete(channel_id, ts)
         await self.backlog.posted(self, channel, member)
-        return f"post:{channel}"
 
     async def _update_request(self, rid: str, member: str, lease: int) -> None:
         record = await self.store.get(rid)
@@ -188,13 +244,12 @@ class Delivery(DueWorker):
 
     # ---- batch cards --------------------------------------------------------------------
 
-    async def _batch(self, bid: str, member: str, lease: int) -> str:
+    async def _batch(self, bid: str, member: str, lease: int) -> None:
         batch = await self.store.get_batch(bid)
-        bucket = f"post:{batch.channel}"
         records = await self.store.get_many(batch.items)
         if not records:
             await self.store.finish_outbox(member, lease)
-            return bucket
+            return
         message = self.render_batch(batch, records)
         rendered = _digest(message)
         if batch.ts:
@@ -203,33 +258,61 @@ class Delivery(DueWorker):
                 await self._update(batch.channel, batch.ts, message)
             await self.store.batch_shown(batch, batch.channel, batch.ts, utcnow(), rendered)
             await self.store.finish_outbox(member, lease)
-            return "update"
-        await self.pace(bucket, member, lease)
-        if await self.backlog.maybe_post_digest(self, batch.channel):
-            await self.pace(bucket, member, lease)  # the digest took this slot
-        previous = await self.store.note_batch_attempt(bid, utcnow())
-        attempt = {**json.loads(previous), "channel": batch.channel} if previous else None
-        found = await self._find_posted(batch.channel, "batch_id", bid, attempt) if attempt else None
-        if found:
-            channel_id, ts = found
-        else:
-            channel_id, ts = await self._post(batch.channel, message, {"batch_id": bid, "request_id": records[0].id})
+            return
+        slot = await self.post_slot(batch.channel, member, lease)
+        try:
+            previous = await self.store.note_batch_attempt(bid, utcnow())
+            attempt = {**json.loads(previous), "channel": batch.channel} if previous else None
+            found = await self._find_posted(batch.channel, "batch_id", bid, attempt) if attempt else None
+            if found:
+                channel_id, ts = found
+            else:
+                channel_id, ts = await self._post(slot, message, {"batch_id": bid, "request_id": records[0].id},
+                                                  attempt=None if previous else self.store.keys.batch(bid))
+        finally:
+            await slot.release("none")  # nothing was posted (found, or failed before the call)
         await self.store.batch_shown(batch, channel_id, ts, utcnow(), "" if found else rendered)
         if found:  # posted by a run that died: bring the card up to date (joins re-queue themselves)
             await self.store.enqueue(f"batch:{bid}", _now_ms())
         await self.store.finish_outbox(member, lease)
         await self.backlog.posted(self, batch.channel, member)
-        return bucket
 
     # ---- Slack calls --------------------------------------------------------------------
 
-    async def _post(self, channel: str, message: dict[str, Any], payload: dict[str, Any]) -> tuple[str, str]:
-        metadata = {"event_type": METADATA_EVENT, "event_payload": payload}
-        resp = await self.slack.call("chat.postMessage", join=True, channel=channel, text=message["text"],
-                                     blocks=message["blocks"], unfurl_links=False, metadata=metadata)
-        channel_id, ts = str(resp["channel"]), str(resp["ts"])
-        self.slack.remember(channel, channel_id)
+    async def post_message(self, slot: Slot, **kwargs: Any) -> dict[str, Any]:
+        """chat.postMessage in `slot`'s channel, releasing the slot as soon as Slack answers: a
+        429 closes the channel for its Retry-After and counts nothing (nothing was posted), a
+        5xx or timeout counts (it may have posted)."""
+        try:
+            resp = await self.slack.call("chat.postMessage", join=True, channel=slot.channel, **kwargs)
+        except RateLimited as e:
+            ms = int(e.retry_after_s * 1000) if e.method == "chat.postMessage" else 0
+            await slot.release("none", ms)
+            raise
+        except Permanent:
+            await slot.release("none")
+            raise
+        except BaseException:
+            await slot.release("maybe")
+            raise
+        await slot.release("posted")
         self.stats["posted"] += 1
+        return resp
+
+    async def _post(self, slot: Slot, message: dict[str, Any], payload: dict[str, Any], *,
+                    attempt: str | None) -> tuple[str, str]:
+        """Post a card. `attempt`: the key whose post-attempt note this very call made, dropped
+        on a 429 (nothing was posted, so the retry searches no history)."""
+        metadata = {"event_type": METADATA_EVENT, "event_payload": payload}
+        try:
+            resp = await self.post_message(slot, text=message["text"], blocks=message["blocks"],
+                                           unfurl_links=False, metadata=metadata)
+        except RateLimited as e:
+            if attempt and e.method == "chat.postMessage":
+                await self.slots.forget_attempt(attempt)
+            raise
+        channel_id, ts = str(resp["channel"]), str(resp["ts"])
+        self.slack.remember(slot.channel, channel_id)
         return channel_id, ts
 
     async def _update(self, channel: str, ts: str, message: dict[str, Any]) -> None:
@@ -277,12 +360,13 @@ class Delivery(DueWorker):
             await self._delete(channel_id, ts)
         return channel_id, first
 
-    async def _failed(self, key: str, member: str, lease: int, e: SlackFailure, bucket: str) -> None:
+    async def _failed(self, key: str, member: str, lease: int, e: SlackFailure) -> None:
         self.stats["errors"] += 1
         if isinstance(e, RateLimited):
             self.stats["rate_limited"] += 1
             until = _now_ms() + int(e.retry_after_s * 1000)
-            await self.store.block(bucket, _now_ms(), until)
+            if e.method == "chat.update":  # (a 429'd post closed its own channel's slots)
+                await self.store.block("update", _now_ms(), until)
             await self.store.finish_outbox(member, lease, until)
             return
         if isinstance(e, Permanent):

@@ -1,7 +1,9 @@
 """Scheduler: fires the timed events of pending requests (reminders, escalation levels, expiry).
 
 Deadlines live in Redis, in the sorted set `{prefix}:deadlines` (members `remind:<id>`,
-`escalate:<id>`, `expire:<id>` scored by due time; one of each at most). Intake schedules
+`escalate:<id>`, `expire:<id>` scored by due time; one of each at most; and, for absences,
+`away:<user>` at its date and `awaydraw:<user>` to redraw the cards naming them, see
+`bot.autonomy`). Intake schedules
 them atomically with the request; any decision removes them in the same script that records
 it. Every replica runs a scheduler: `claim_due` leases due members (their score moves to the
 lease's end), so each fires on one replica; a replica that dies mid-event leaves its lease to
@@ -26,6 +28,7 @@ from typing import Any
 
 from blocks.escalation import escalation_note, escalation_notice, reminder_message
 from blocks.text import fmt_duration
+from bot.autonomy import absence_due, redraw_naming
 from bot.gateway import Gateway, Permanent, RateLimited, SlackFailure, Transient
 from bot.policy import ResolvedTier
 from bot.timing import (
@@ -137,6 +140,13 @@ class Scheduler(DueWorker):
 
     async def _handle(self, kind: str, rid: str) -> int | None:
         """Fire one event; None when done (or rescheduled by its transition), else retry time."""
+        if kind == "away":  # `away:<user>`: a person's absence reached its date (docs/trust.md)
+            await absence_due(self.store, rid, from_epoch(self.clock()))
+            return None
+        if kind == "awaydraw":  # their absence changed: redraw the open cards naming them
+            if await redraw_naming(self.store, rid):
+                self.on_change()
+            return None
         record = await self.store.get(rid)
         if record.state is not State.pending:
             return None

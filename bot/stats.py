@@ -25,6 +25,7 @@ from bot.outage import Outage
 from bot.policy import PolicyEngine, PolicyError, ResolvedTier
 from bot.policy.fields import format_duration
 from store.failures import Refused, Unavailable
+from store.models import Intake
 from store.redis_store import Store
 from store.stats import Counted, Op
 from store.stats_ops import INLINE_EVENTS, event_ms, non_trivial, ops_for
@@ -43,12 +44,14 @@ LINGER_S = 0.2
 load the projector then reads the audit stream in batches, one wake for many requests instead of
 one per request (each wake took the event loop from intake's hot path). Counters lag by at most
 this much more."""
-RECORD_FIELDS = ("created_at", "posted_at", "route", "request", "changes")
+RECORD_FIELDS = ("created_at", "posted_at", "route", "request", "changes", "intake")
 _NEEDS_RECORD = frozenset({"clicked", "posted"})
 
 
 def _decode_record(raw: list[str | None]) -> dict[str, Any] | None:
     values = dict(zip(RECORD_FIELDS, raw, strict=True))
+    if values["intake"]:  # records since issue 13 keep created_at in `intake` (store.redis_store.Intake)
+        values["created_at"] = str(Intake.parse(values["intake"]).created_ms)
     if values["created_at"] is None:
         return None
     out: dict[str, Any] = {"created_at": int(values["created_at"]),

@@ -1,4 +1,4 @@
-"""Injected faults and Slack's rate limits (token buckets)."""
+"""Injected faults and Slack's rate limits (token buckets; strict mode for posts)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,10 @@ TIER_PER_MINUTE = {"t1": 1, "t2": 20, "t3": 50, "t4": 100}
 # chat.postMessage ("special" tier t5): 1 message per second per channel. Slack tolerates short
 # bursts, modelled as a bucket of POST_BURST messages refilled at 1 per second.
 POST_BURST = 3
+# Strict mode: at most one chat.postMessage per channel in any rolling second, no burst,
+# measured when the request arrives (the Slack a bot must never trip).
+STRICT_POST_INTERVAL_S = 1.0
+STRICT_ENV = "HITL_EMULATOR_STRICT"
 
 
 @dataclass
@@ -68,13 +72,20 @@ class _Bucket:
 
 
 class RateLimiter:
-    """Answers whether a call is over its tier; counts the calls it limited."""
+    """Answers whether a call is over its tier; counts the calls it limited.
 
-    def __init__(self, clock: Callable[[], float], enabled: bool = False) -> None:
+    `strict`: `chat.postMessage` allows exactly one post per channel per rolling second (no
+    burst allowance): a post that arrives less than a second after the channel's last
+    carried-out post is answered 429 (only posts that were carried out count). Tiers are
+    unchanged."""
+
+    def __init__(self, clock: Callable[[], float], enabled: bool = False, *, strict: bool = False) -> None:
         self.clock = clock
-        self.enabled = enabled
+        self.enabled = enabled or strict
+        self.strict = strict
         self.limited = 0
         self._buckets: dict[tuple[str, str], _Bucket] = {}
+        self._last_post: dict[str, float] = {}
 
     def _bucket(self, key: tuple[str, str], capacity: float, per_second: float) -> _Bucket:
         bucket = self._buckets.get(key)
@@ -87,10 +98,13 @@ class RateLimiter:
         bucket.updated = now
         return bucket
 
-    def check(self, method: str, tier: str, channel: str | None = None) -> int | None:
-        """None if the call may proceed, else the Retry-After in whole seconds."""
+    def check(self, method: str, tier: str, channel: str | None = None, *, at: float | None = None) -> int | None:
+        """None if the call may proceed, else the Retry-After in whole seconds. `at`: when the
+        request arrived (default: now)."""
         if not self.enabled:
             return None
+        if method == "chat.postMessage" and self.strict:
+            return self._strict_post(channel or "", self.clock() if at is None else at)
         if method == "chat.postMessage":
             bucket = self._bucket((method, channel or ""), POST_BURST, 1.0)
         elif tier in TIER_PER_MINUTE:
@@ -103,3 +117,17 @@ class RateLimiter:
             return None
         self.limited += 1
         return max(1, math.ceil((1 - bucket.tokens) / bucket.per_second))
+
+    def _strict_post(self, channel: str, at: float) -> int | None:
+        last = self._last_post.get(channel)
+        if last is not None and at - last < STRICT_POST_INTERVAL_S:
+            self.limited += 1
+            return max(1, math.ceil(STRICT_POST_INTERVAL_S - (at - last)))
+        return None
+
+    def posted(self, channel: str, at: float | None = None) -> None:
+        """A post arrived at `at` was carried out (strict mode counts only those: a post Slack
+        refused, for `not_in_channel` say, posted nothing)."""
+        if self.strict:
+            at = self.clock() if at is None else at
+            self._last_post[channel] = max(self._last_post.get(channel, at), at)

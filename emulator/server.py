@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -12,7 +13,7 @@ from emulator import api_files, submission
 from emulator.blockcheck import BlockError
 from emulator.common import BOT_USER_ID, JSON
 from emulator.interactions import Interactions
-from emulator.limits import Fault, Faults, RateLimiter
+from emulator.limits import STRICT_ENV, Fault, Faults, RateLimiter
 from emulator.reference import Reference
 from emulator.responses import Responses
 from emulator.socket_mode import SocketMode
@@ -25,7 +26,13 @@ from emulator.webapi import Call, WebApi
 
 
 class Emulator:
-    """A fake Slack workspace the bot cannot tell from the real one."""
+    """A fake Slack workspace the bot cannot tell from the real one.
+
+    `rate_limits`: enforce Slack's limits as Slack tolerates them (tiers, and a burst of 3
+    posts per channel then one a second). `strict_limits`: one post per channel per rolling
+    second, no burst, measured when the request arrives (tiers as with `rate_limits`);
+    None reads `HITL_EMULATOR_STRICT` (`1`/`true`), so `hitl demo` can run under it too.
+    """
 
     def __init__(
         self,
@@ -34,6 +41,7 @@ class Emulator:
         bot_token: str = "xoxb-emulator",
         *,
         rate_limits: bool = False,
+        strict_limits: bool | None = None,
         reference: Reference | None = None,
         scopes: Iterable[str] | None = None,
         trigger_ttl: float = 3.0,
@@ -48,7 +56,9 @@ class Emulator:
         seed(self.ws)
         self.reference = reference or Reference.load()
         self.faults = Faults()
-        self.limiter = RateLimiter(lambda: self.ws.clock(), enabled=rate_limits)
+        if strict_limits is None:
+            strict_limits = os.environ.get(STRICT_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+        self.limiter = RateLimiter(lambda: self.ws.clock(), enabled=rate_limits, strict=strict_limits)
         self.api = WebApi(
             self.ws, self.reference, self.faults, self.limiter, {bot_token}, lambda: self.ws.clock()
         )

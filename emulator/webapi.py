@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
 import logging
 from collections.abc import Callable
@@ -29,6 +30,8 @@ HANDLERS: dict[str, Handler] = {
     **api_files.HANDLERS,
 }
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+_RECEIVED: contextvars.ContextVar[float | None] = contextvars.ContextVar("received", default=None)
+"""When the Web API request being answered arrived (each request is its own task)."""
 
 
 @dataclass
@@ -43,6 +46,8 @@ class Call:
     headers: dict[str, str] = field(default_factory=dict)
     took_effect: bool = False
     """Answered with an injected fault although the call was carried out (`applied`)."""
+    received: float | None = None
+    """When the request arrived (what rate limits are measured by); `at` is when it was answered."""
 
     @property
     def ok(self) -> bool:
@@ -80,6 +85,7 @@ class WebApi:
         return found
 
     async def handle(self, request: web.Request) -> web.Response:
+        _RECEIVED.set(self.clock())
         method = request.match_info["method"]
         try:
             raw = await _read_args(request)
@@ -133,7 +139,7 @@ class WebApi:
                 "ok": False, "error": "missing_scope", "needed": ",".join(spec.bot_scopes),
                 "provided": granted["x-oauth-scopes"]}, 200, granted)
         channel = self.ws.find_channel(str(args.get("channel") or ""))
-        retry_after = self.limiter.check(method, spec.tier, channel.id if channel else None)
+        retry_after = self.limiter.check(method, spec.tier, channel.id if channel else None, at=_RECEIVED.get())
         if retry_after is not None:
             return self._answer(
                 method,
@@ -162,6 +168,8 @@ class WebApi:
             return self._answer(method, args, {"ok": False, "error": "not_implemented"}, 200, granted)
         try:
             result = {"ok": True, **handler(self.ws, Args(args))}
+            if method == "chat.postMessage" and channel is not None:
+                self.limiter.posted(channel.id, _RECEIVED.get())
         except SlackError as e:
             result = {"ok": False, "error": e.error, **e.extra}
             if e.error == "invalid_blocks":
@@ -180,7 +188,9 @@ class WebApi:
         headers: dict[str, str] | None = None,
     ) -> Call:
         """Append one call to `calls` (also used for response_url posts)."""
-        call = Call(method, args, body, status, self.clock(), dict(headers or {}))
+        now = self.clock()
+        received = _RECEIVED.get()
+        call = Call(method, args, body, status, now, dict(headers or {}), received=now if received is None else received)
         self.calls.append(call)
         return call
 

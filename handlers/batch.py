@@ -10,7 +10,7 @@ from typing import Any
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext, AsyncRespond
 from slack_sdk.web.async_client import AsyncWebClient
 
-from blocks.batch import drawn_hash
+from blocks.batch import GRANT, drawn_hash
 from blocks.batch_views import bulk_result_message, one_by_one_modal, queue_modal, reject_all_modal
 from blocks.details import context_modal
 from blocks.ids import BatchActionId, BlockId, CallbackId, from_batch_item_block_id
@@ -52,6 +52,9 @@ async def on_item(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], r
         rid = meta.r
         if choice == "approve":
             await reviews.decide(d, rid, user["id"], user_name(user), Choice.approve)
+        elif choice == GRANT:  # the single card's "Approve and allow similar", same path
+            reply = await reviews.approve_with_grant(d, rid, user["id"], user_name(user))
+            await respond(text=reply["text"], response_type="ephemeral", replace_original=False)
         elif choice == "reject":
             record = await reviews.check(d, rid, user["id"], Choice.reject)
             await client.views_open(trigger_id=body["trigger_id"],

@@ -8,7 +8,7 @@ from typing import Any, Protocol
 
 from store.redis_store import Store
 from store.stats import Report
-from store.trust import GrantTerms
+from store.trust import Away, GrantTerms
 
 CONTEXT_KEY = "hitl"
 
@@ -43,6 +43,8 @@ class Deps:
     """Clean approvals before an action is trusted (the policy's `trust.after`)."""
     grant_terms: Callable[[str], GrantTerms | None] = lambda tier: None
     """What a tier's cards may grant ("approve and allow similar"); None: no grants."""
+    on_away: Callable[[Away], None] = lambda away: None
+    """Told at once when someone here starts or ends an absence (cards render from a local copy)."""
     dm: Callable[[str, dict[str, Any]], Awaitable[None]] | None = None
     """Send a direct message (`{"text", "blocks"}`) to a user; notices of demotions, canaries."""
 

@@ -46,6 +46,21 @@ async def decide(d: Deps, request_id: str, user_id: str, name: str, choice: Choi
     raise Conflict(f"request {request_id} kept changing; try again")
 
 
+async def approve_with_grant(d: Deps, request_id: str, user_id: str, name: str) -> dict[str, str]:
+    """"Approve and allow similar" from a single card or a batch item (one path for both): the
+    person's approval, then their vote for a standing grant (`trust.grant_from_card`). Refused
+    before anything changes when the card offers no grant (tier `grants: false`, over the
+    amount limit, a canary). The reply for them."""
+    record = await d.store.get(request_id)
+    if not trust.offers_grant(d, record):
+        await _authorize(d, record, user_id, Choice.approve)  # a refusal of the approval says why
+        await d.store.audit(record.id, "refused", user_id, {"choice": "approve_grant", "reason": "no_grant"},
+                            utcnow())
+        raise NotAllowed("no_grant", "this request offers no standing grant")
+    record = await decide(d, request_id, user_id, name, Choice.approve)
+    return await trust.grant_from_card(d, record, user_id, utcnow())
+
+
 async def _authorize(d: Deps, record: Record, user_id: str, choice: Choice) -> list[str]:
     """Raise unless `user_id` may act; the approvers away for whom they act (else empty)."""
     groups = frozenset([g for g in record.route.approvers
@@ -54,8 +69,10 @@ async def _authorize(d: Deps, record: Record, user_id: str, choice: Choice) -> l
     try:
         authorize(record, user_id, choice, groups=groups | frozenset(absent))
     except NotAllowed as e:
+        if e.reason == "not_an_approver":  # a stand-in whose absence is over is told so
+            e = await trust.stood_in_before(d, record, user_id) or e
         await d.store.audit(record.id, "refused", user_id, {"choice": choice.value, "reason": e.reason}, utcnow())
-        raise
+        raise e from None
     except AlreadyDecided as e:
         await _late(d, e, user_id, choice)
         raise

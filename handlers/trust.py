@@ -15,7 +15,7 @@ from handlers.deps import Deps
 from store.errors import NotAllowed, NotFound
 from store.models import Choice, Kind, Mode, Record, Status, utcnow
 from store.transitions import VOTING, Transition
-from store.trust import Grant
+from store.trust import Grant, stand_ins
 
 log = logging.getLogger("hitl.trust")
 
@@ -92,12 +92,20 @@ async def score_canary(d: Deps, record: Record) -> None:
 # ---- standing grants ------------------------------------------------------------------------
 
 
+def offers_grant(d: Deps, record: Record) -> bool:
+    """Whether `record`'s card offers "Approve and allow similar": its route was offered one at
+    intake and its tier's terms (as the policy says now) still allow this request."""
+    terms = d.grant_terms(record.route.tier)
+    return (terms is not None and bool(record.route.grant_offer_s) and not record.route.canary
+            and terms.allows(record.request))
+
+
 async def grant_from_card(d: Deps, record: Record, user_id: str, now: datetime) -> dict[str, str]:
     """After `user_id` approved `record` from "Approve and allow similar": their vote for a
     grant (created once the request's quorum of people asked for it). A reply for them."""
     terms = d.grant_terms(record.route.tier)
     offer = record.route.grant_offer_s
-    if terms is None or not offer or not terms.allows(record.request):
+    if terms is None or not offer or not offers_grant(d, record):
         return grant_reply("refused", None, record.route.quorum, 0)
     r = record.request
     grant = Grant(id=f"g-{record.id}"[:80], agent=r.agent, action=r.action, tier=record.route.tier,
@@ -136,18 +144,29 @@ async def live_grants(d: Deps) -> list[Grant]:
 
 async def standing_in_for(d: Deps, record: Record, user_id: str, groups: frozenset[str]) -> list[str]:
     """Approvers of `record` away now whose delegate is `user_id` (or a group they are in);
-    empty when they may decide in their own right."""
-    if record.may_decide(user_id, groups):
+    empty when they may decide in their own right. Reads the absences as they are now, with
+    the rule the card's words use (`store.trust.stand_ins`)."""
+    if record.may_decide(user_id, groups) or not record.route.approvers:
         return []
-    away = await d.store.trust.away(utcnow())
-    out = []
+    live = stand_ins(record.route.approvers, await d.store.trust.absences(), utcnow())
+    return [a for a, away in live.items() if await _is_delegate(d, away.delegate, user_id)]
+
+
+async def _is_delegate(d: Deps, delegate: str, user_id: str) -> bool:
+    return delegate == user_id or (delegate.startswith("S") and user_id in await d.directory.members(delegate))
+
+
+async def stood_in_before(d: Deps, record: Record, user_id: str) -> NotAllowed | None:
+    """A refusal that says why, for someone who stood in for an approver of `record` whose
+    absence is over (they came back, or the date passed); None if that is not the case."""
+    absences = await d.store.trust.absences()
+    now = utcnow()
     for approver in record.route.approvers:
-        a = away.get(approver)
-        if a is None:
-            continue
-        if a.delegate == user_id or (a.delegate.startswith("S") and user_id in await d.directory.members(a.delegate)):
-            out.append(approver)
-    return out
+        a = absences.get(approver)
+        if a is not None and not a.live(now) and await _is_delegate(d, a.delegate, user_id):
+            return NotAllowed("delegation_over", f"{approver} is no longer away; {user_id} stood in until "
+                                                 f"{(a.ended_at or a.until).isoformat()}")
+    return None
 
 
 def mark_delegated(t: Transition, user_id: str, absent: list[str]) -> None:

@@ -27,7 +27,7 @@ from handlers import reviews
 from handlers import trust as domain
 from handlers.deps import Deps, deps, user_name
 from store.errors import StoreError
-from store.models import Choice, utcnow
+from store.models import utcnow
 from store.trust import Away
 
 _TARGET = re.compile(r"<@([UW][A-Z0-9]+)(?:\|[^>]*)?>|<!subteam\^(S[A-Z0-9]+)(?:\|[^>]*)?>|\b([UWS][A-Z0-9]{2,})\b")
@@ -89,13 +89,15 @@ async def do_grants(d: Deps, user: str, args: str, command: str) -> dict[str, An
 
 
 async def do_away(d: Deps, user: str, args: str, command: str) -> dict[str, Any]:
+    """Show, start or end the user's absence; open cards naming them are redrawn (by the
+    scheduler, `awaydraw:<user>`) to say who decides for them, or no longer."""
     now = utcnow()
     text = args.strip()
     if not text:
         return away_message((await d.store.trust.away(now)).get(user), now)
     if text.lower() in ("off", "back", "none"):
-        await d.store.trust.back(user)
-        await d.store.audit_system("away_ended", user, {}, now)
+        if (ended := await d.store.trust.back(user, now)) is not None:  # the scheduler redraws
+            d.on_away(ended)
         return usage_message("Welcome back: cards that name you are yours alone again.")
     m = _AWAY.match(text)
     until = parse_until(m.group(1), now) if m else None
@@ -108,8 +110,8 @@ async def do_away(d: Deps, user: str, args: str, command: str) -> dict[str, Any]
     if delegate == user:
         return usage_message("Name someone else: you cannot stand in for yourself.")
     away = Away(user=user, delegate=delegate, until=until, since=now)
-    await d.store.trust.set_away(away)
-    await d.store.audit_system("away", user, {"delegate": delegate, "until": until.isoformat()}, now)
+    await d.store.trust.set_away(away, user, now)  # the scheduler redraws the cards naming them
+    d.on_away(away)
     return away_message(away, now)
 
 
@@ -128,8 +130,7 @@ async def on_approve_grant(ack: AsyncAck, body: dict[str, Any], action: dict[str
     user, d = body["user"], deps(context)
     try:
         rid = ButtonValue.unpack(action["value"]).r
-        record = await reviews.decide(d, rid, user["id"], user_name(user), Choice.approve)
-        reply = await domain.grant_from_card(d, record, user["id"], utcnow())
+        reply = await reviews.approve_with_grant(d, rid, user["id"], user_name(user))
     except (StoreError, PayloadError) as e:
         await respond(**refusal_message(e), response_type="ephemeral", replace_original=False)
         return

@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from store.keys import Keys
-from store.models import Decision, Request, Route
+from store.models import Decision, Request, Route, stored_request, stored_route
 from store.stats import HOUR_MS, RETENTION_S, Op
 from store.stats_ops import ops_for
 from store.stream import GROUP
@@ -88,10 +88,10 @@ def accept_call(keys: Keys, entry_id: str, acc: Accepted, now: datetime, *, deci
     stats, total_key, hour_key, expire = stats_args(ops, keys, now_ms)
     # stored once: a decided record's route and params are the decision's; a pending one's
     # params are the request's until a reviewer edits them
-    route_json = "" if decision and decision.route == route else route.model_dump_json()
+    route_json = "" if decision and decision.route == route else stored_route(route)
     params_json = "" if (decision is None or decision.params == req.params) else json.dumps(req.params)
     args: list[Any] = [
-        GROUP, entry_id, req.id, now_ms, at, req.model_dump_json(exclude_none=True), route_json, params_json,
+        GROUP, entry_id, req.id, now_ms, at, stored_request(req), route_json, params_json,
         decision_json, "1" if acc.post else "", req.action, "1" if route.paused else "0",
         "" if acc.first_use is None else "1" if acc.first_use else "0", stats, expire,
         req.agent, received, json.dumps(redact(routed_detail)),

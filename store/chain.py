@@ -5,10 +5,16 @@ entries' ids, each with `seq` and `hash`; `:chain:head` the last sealed link; `:
 the link before the first entry still in Redis (moved by a trim); `:chain:checkpoints` the
 signed checkpoints; `:chain:lease`/`:chain:fence` the leader lease and its fencing token;
 `:chain:status` the leader's last report; `:chain:archived` the last link verified in the archive.
+
+A seal's `hash` is stored as 43 characters of unpadded base64 since issue 13 (one seal per
+audit entry: 22 bytes less each than 64 hex digits); seals written before hold 64 hex digits,
+and the length tells the two apart. Every hash leaves this module as lowercase hex.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -56,6 +62,28 @@ local a = redis.call('XTRIM', KEYS[2], 'MINID', ARGV[4])
 redis.call('XTRIM', KEYS[3], 'MINID', ARGV[4])
 return a
 """
+
+
+def packed_hash(hex_hash: str) -> str:
+    """A SHA-256 hex digest as a seal stores it: unpadded base64 (43 characters)."""
+    return base64.b64encode(bytes.fromhex(hex_hash)).decode().rstrip("=")
+
+
+def seal_hash(stored: str) -> str:
+    """A seal's stored hash as lowercase hex: 64 hex digits (seals before issue 13) as they
+    are, 43 characters of base64 decoded. Anything else comes back unchanged, so a damaged
+    seal is reported as a hash that does not match, never as a crash."""
+    if len(stored) != 43:
+        return stored
+    try:
+        return base64.b64decode(stored + "=", validate=True).hex()
+    except (binascii.Error, ValueError):
+        return stored
+
+
+def seal_link(entry_id: str, fields: dict[str, str]) -> Link:
+    """The link a seal stream entry records."""
+    return Link(int(fields["seq"]), seal_hash(fields["hash"]), entry_id)
 
 
 def next_id(entry_id: str) -> str:
@@ -115,7 +143,8 @@ class ChainStore:
     async def seal(self, token: int, expected: str, first_seq: int, ids: list[str], hashes: list[str]) -> str:
         """Store the seals of `ids` (numbered from `first_seq`) after head `expected`: `ok`,
         `fenced` (this replica lost the lease) or `moved` (the head is not where it was)."""
-        blob = "".join([f"{i},{s},{h};" for s, i, h in zip(range(first_seq, first_seq + len(ids)), ids, hashes, strict=True)])
+        blob = "".join([f"{i},{s},{packed_hash(h)};"
+                        for s, i, h in zip(range(first_seq, first_seq + len(ids)), ids, hashes, strict=True)])
         return str(await self._seal(keys=[self.k.fence, self.k.head, self.k.chain], args=[token, expected, blob]))
 
     async def add_checkpoint(self, token: int, cp: Checkpoint) -> bool:
@@ -151,7 +180,7 @@ class ChainStore:
             for i in ids:
                 p.xrange(self.k.chain, i, i)
             rows = await p.execute()
-        return [Link(int(r[0][1]["seq"]), r[0][1]["hash"], r[0][0]) if r else None for r in rows]
+        return [seal_link(r[0][0], r[0][1]) if r else None for r in rows]
 
     async def entries(self, ids: list[str]) -> list[dict[str, str] | None]:
         async with self.redis.pipeline(transaction=False) as p:
@@ -169,7 +198,7 @@ class ChainStore:
         rows = await self.redis.xrevrange(self.k.chain, f"({entry_id}", "-", count=1)
         if not rows:
             return None
-        return Link(int(rows[0][1]["seq"]), rows[0][1]["hash"], rows[0][0])
+        return seal_link(rows[0][0], rows[0][1])
 
     async def unsealed(self) -> int:
         head = await self.head()
@@ -214,7 +243,7 @@ class ChainStore:
 def _link(f: dict[str, str]) -> Link | None:
     if not f or "seq" not in f:
         return None
-    return Link(int(f["seq"]), f["hash"], f["id"])
+    return seal_link(f["id"], f)
 
 
 def _checkpoint(f: dict[str, str]) -> Checkpoint:

@@ -7,6 +7,7 @@ SDK's one definition of the protocol; they are re-exported here for the bot's mo
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -64,6 +65,7 @@ __all__ = [
     "Context",
     "Decision",
     "EscalationReason",
+    "Intake",
     "Kind",
     "Metadata",
     "Mode",
@@ -83,6 +85,8 @@ __all__ = [
     "Turn",
     "Vote",
     "from_epoch",
+    "stored_request",
+    "stored_route",
     "utcnow",
 ]
 
@@ -115,6 +119,45 @@ RECORD_EXTRAS = (
     "undeliverable",
 )
 """Hash fields of the record written by timed events and escalations (read when present)."""
+
+
+@dataclass(frozen=True)
+class Intake:
+    """The record's `intake` field, `<created_at ms> <entry id> <first audit id> <last>` (one
+    field instead of three: store/lua/accept.lua). The last audit id is shortened to its
+    sequence number when both share the millisecond. Records written before it have
+    `created_at` and `entry_id` fields and every audit id on the trail list."""
+
+    created_ms: int
+    entry_id: str
+    trail: tuple[str, str]
+    """The first and last id of the audit entries intake wrote (nothing else lies between)."""
+
+    @classmethod
+    def parse(cls, value: str) -> Intake:
+        created, entry_id, first, last = value.split(" ")
+        if "-" not in last:
+            last = f"{first.partition('-')[0]}-{last}"
+        return cls(int(created), entry_id, (first, last))
+
+
+def stored_request(request: Request) -> str:
+    """The request's JSON as its record keeps it: defaults left out (they read back the same;
+    what readers of the raw field use, `agent`, `action`, `reply_to`, is never a default)."""
+    return request.model_dump_json(exclude_defaults=True)
+
+
+ROUTE_ALWAYS = ("mode", "tier", "channel")
+"""Route fields a record keeps even at their defaults: read from the raw JSON by the stats
+projector (`mode`) and the backlog (`tier`)."""
+
+
+def stored_route(route: Route) -> str:
+    """The route's JSON as a pending record keeps it: other defaults left out (the decision
+    agents read always carries the whole route)."""
+    data = route.model_dump(mode="json", exclude_defaults=True)
+    full = route.model_dump(mode="json", include=set(ROUTE_ALWAYS))
+    return json.dumps({**full, **data}, separators=(",", ":"), ensure_ascii=False)
 
 
 class Record(BaseModel):

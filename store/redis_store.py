@@ -32,6 +32,7 @@ from store.models import (
     AuditEvent,
     Batch,
     Decision,
+    Intake,
     Record,
     Request,
     Review,
@@ -44,7 +45,7 @@ from store.stream import GROUP, Entry
 from store.transitions import Transition
 from store.trust import TrustStore
 
-__all__ = ["GROUP", "Accepted", "Entry", "Store"]
+__all__ = ["GROUP", "Accepted", "Entry", "Intake", "Store"]
 
 DEAD_FIELDS_MAX = 32
 """Raw fields kept in a dead letter (an entry may have thousands; a Lua call takes ~8,000 args)."""
@@ -398,13 +399,21 @@ class Store:
         return str(await self._run("audit", [k.audit, once, once], args))
 
     async def trail(self, request_id: str) -> list[AuditEvent]:
-        """Every audit entry of one request, oldest first."""
-        ids = await self.redis.lrange(self.keys.trail(request_id), 0, -1)
+        """Every audit entry of one request, oldest first: the run intake wrote (its id range in
+        the record's `intake` field) and those listed on `{prefix}:trail:<id>` by every other step."""
         async with self.redis.pipeline(transaction=False) as p:
+            p.hget(self.keys.request(request_id), "intake")
+            p.lrange(self.keys.trail(request_id), 0, -1)
+            intake, ids = await p.execute()
+        span = Intake.parse(str(intake)).trail if intake else None
+        async with self.redis.pipeline(transaction=False) as p:
+            if span:
+                p.xrange(self.keys.audit, *span)
             for i in ids:
                 p.xrange(self.keys.audit, i, i)
             rows = await p.execute()
-        return [_audit(r[0][0], r[0][1]) for r in rows if r]
+        found = [row for r in rows for row in r]  # the range holds only this request's entries
+        return [_audit(i, f) for i, f in sorted(found, key=lambda row: _id_key(row[0]))]
 
     async def audit_entries(self, count: int = 1000) -> list[AuditEvent]:
         rows = cast(list[tuple[str, dict[str, str]]], await self.redis.xrange(self.keys.audit, count=count))
@@ -668,6 +677,8 @@ def _record(raw: dict[str, str]) -> Record:
     # record's params are the request's until a reviewer's edit writes them
     route = Route.model_validate_json(raw["route"]) if raw.get("route") else (
         decision.route if decision and decision.route else Route())
+    intake = Intake.parse(raw["intake"]) if raw.get("intake") else None
+    created_ms = intake.created_ms if intake else int(raw["created_at"])
     return Record(
         request=request,
         route=route,
@@ -679,9 +690,9 @@ def _record(raw: dict[str, str]) -> Record:
         decision=decision,
         channel=raw.get("channel"),
         ts=raw.get("ts"),
-        created_at=from_epoch(int(raw["created_at"]) / 1000),
+        created_at=from_epoch(created_ms / 1000),
         posted_at=from_epoch(int(raw["posted_at"]) / 1000) if raw.get("posted_at") else None,
-        entry_id=raw.get("entry_id"),
+        entry_id=intake.entry_id if intake else raw.get("entry_id"),
         batch=raw.get("batch"),
         **{name: raw[name] for name in RECORD_EXTRAS if raw.get(name)},
     )
@@ -703,6 +714,11 @@ def _after(t: Transition, version: int) -> Record:
     if t.decision is not None:
         data["state"], data["decision"] = "decided", t.decision
     return Record.model_validate(data)
+
+
+def _id_key(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
 
 
 def _audit(entry_id: str, f: dict[str, str]) -> AuditEvent:

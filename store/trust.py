@@ -9,6 +9,7 @@ request, so replicas racing on the same click never count twice.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from importlib import resources
@@ -20,12 +21,19 @@ from store.keys import Keys
 from store.models import Request
 
 OUTCOMES = ("clean", "edited", "rejected", "override")
+REDRAW_AFTER_MS = 1500
+"""A change of absence redraws the cards naming the person this much later: every replica
+re-reads the absences each second for drawing cards, so by then all draw the change."""
 BAND_WIDTH = 0.1
 
 
 def _script(name: str) -> str:
     lua = resources.files("store") / "lua"
     return (lua / "_prelude.lua").read_text() + "\n" + (lua / f"{name}.lua").read_text()
+
+
+def _ms(when: datetime) -> int:
+    return int(when.timestamp() * 1000)
 
 
 def member(agent: str, action: str) -> str:
@@ -149,12 +157,25 @@ class Grant(BaseModel):
 
 
 class Away(BaseModel):
-    """A person away until a date; `delegate` (a user or a user group) decides for them."""
+    """A person away until a date; `delegate` (a user or a user group) decides for them.
+    The store keeps each person's latest absence; `ended_at` is set when they came back early
+    or the window was closed (an ended absence delegates nothing)."""
 
     user: str
     delegate: str
     until: datetime
     since: datetime
+    ended_at: datetime | None = None
+
+    def live(self, now: datetime) -> bool:
+        """Whether the delegate may decide for them at `now`."""
+        return self.ended_at is None and now < self.until
+
+
+def stand_ins(approvers: list[str], absences: Mapping[str, Away], now: datetime) -> dict[str, Away]:
+    """The approvers a card names who are away at `now`, with their absence (who stands in,
+    until when). The one rule the click check, the card's words and the audit all use."""
+    return {a: absences[a] for a in approvers if a in absences and absences[a].live(now)}
 
 
 def _state(m: str, raw: dict[str, str]) -> TrustState:
@@ -176,7 +197,7 @@ class TrustStore:
         self.keys = keys
         self.k = TrustKeys(keys.prefix)
         self._scripts = {n: redis.register_script(_script(n)) for n in (
-            "trust_outcome", "trust_set", "trust_grant", "trust_revoke")}
+            "trust_outcome", "trust_set", "trust_grant", "trust_revoke", "trust_away")}
 
     # ---- autonomy -----------------------------------------------------------------------------
 
@@ -298,21 +319,48 @@ class TrustStore:
 
     # ---- away ---------------------------------------------------------------------------------
 
-    async def set_away(self, away: Away) -> None:
-        await self.redis.hset(self.k.away, away.user, away.model_dump_json())
+    async def set_away(self, away: Away, actor: str = "system", now: datetime | None = None) -> None:
+        """Record `away` as the person's absence (replacing any earlier one), audited `away`;
+        its end and a redraw of the cards naming them go into the deadlines set."""
+        now = now or away.since
+        detail = json.dumps({"delegate": away.delegate, "until": away.until.isoformat()})
+        await self._scripts["trust_away"](keys=self._away_keys, args=[
+            "set", away.user, away.model_dump_json(), "", _ms(away.until), _ms(now) + REDRAW_AFTER_MS,
+            "away", actor, now.isoformat(), detail])
 
-    async def back(self, user: str) -> bool:
-        return bool(await self.redis.hdel(self.k.away, user))
+    async def end_away(self, user: str, now: datetime, actor: str, why: str) -> Away | None:
+        """End `user`'s absence if it is live (`why`: `back`) or its date passed (`window_end`):
+        once, audited `away_ended`, with a redraw of the cards naming them scheduled. The
+        absence that ended, or None (ended already, or set again for longer)."""
+        raw = await self.redis.hget(self.k.away, user)
+        if not raw:
+            return None
+        a = Away.model_validate_json(raw)
+        if a.ended_at is not None or (why == "window_end" and a.until > now):
+            return None
+        ended = a.model_copy(update={"ended_at": min(now, a.until)})
+        detail = json.dumps({"delegate": a.delegate, "until": a.until.isoformat(), "why": why})
+        done = await self._scripts["trust_away"](keys=self._away_keys, args=[
+            "end", user, ended.model_dump_json(), raw, "", _ms(now) + REDRAW_AFTER_MS, "away_ended", actor,
+            now.isoformat(), detail])
+        return ended if done else None
+
+    @property
+    def _away_keys(self) -> list[str]:
+        return [self.k.away, self.keys.deadlines, self.keys.audit]
+
+    async def back(self, user: str, now: datetime) -> Away | None:
+        """The person is back before their date: their delegate decides nothing more."""
+        return await self.end_away(user, now, user, "back")
+
+    async def absences(self) -> dict[str, Away]:
+        """Each person's latest absence, live or not, by user id."""
+        raw = cast(dict[str, str], await self.redis.hgetall(self.k.away))
+        return {user: Away.model_validate_json(text) for user, text in raw.items()}
 
     async def away(self, now: datetime) -> dict[str, Away]:
-        """People away now, by user id (past absences are dropped)."""
-        raw = cast(dict[str, str], await self.redis.hgetall(self.k.away))
-        out = {}
-        for user, text in raw.items():
-            a = Away.model_validate_json(text)
-            if a.until > now:
-                out[user] = a
-        return out
+        """People away now, by user id."""
+        return {u: a for u, a in (await self.absences()).items() if a.live(now)}
 
     # ---- canaries -----------------------------------------------------------------------------
 

@@ -85,10 +85,11 @@ async def start_bot(redis_url: str, emu: Emulator, **overrides: Any) -> Bot:
     return bot
 
 
-async def start(redis_url: str, *, rate_limits: bool = False, **overrides: Any) -> Harness:
+async def start(redis_url: str, *, rate_limits: bool = False, strict_limits: bool = False,
+                **overrides: Any) -> Harness:
     port = free_port()
     emu = Emulator(signing_secret=SECRET, request_url=f"http://127.0.0.1:{port}/slack/events", bot_token=TOKEN,
-                   rate_limits=rate_limits)
+                   rate_limits=rate_limits, strict_limits=strict_limits)
     await emu.start()
     bot = await start_bot(redis_url, emu, port=port, **overrides)
     client = HitlClient.from_url(redis_url, prefix=bot.settings.prefix, name="test-agent")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import shutil
 import socket
 import subprocess
@@ -12,10 +13,33 @@ from pathlib import Path
 _HANDED_OUT: set[int] = set()
 
 
+def _ephemeral_low() -> int:
+    """The first port the kernel hands to outgoing connections (Linux; 32768 elsewhere)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port() -> int:
-    """A port nothing listens on, never one this process handed out before: a fixture that
-    takes several ports before starting its servers (a Sentinel set, a cluster) could otherwise
-    be given the same port twice, since the OS reuses a port as soon as the probe closes."""
+    """A port nothing listens on, never one this process handed out before, and below the
+    kernel's ephemeral range: a port taken from that range (bind to 0) can be given to any
+    outgoing connection (a Redis client, an HTTP call) between the probe and the server's own
+    bind, which then fails with "address already in use". A fixture that takes several ports
+    before starting its servers (a Sentinel set, a cluster) must also never get one twice."""
+    low = _ephemeral_low()
+    if low > 12000:
+        for _ in range(200):
+            port = random.randrange(10000, low)
+            if port in _HANDED_OUT:
+                continue
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+            _HANDED_OUT.add(port)
+            return port
     while True:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))

@@ -35,6 +35,7 @@ from blocks.modals import (
 from blocks.payloads import ButtonValue, ModalMeta
 from blocks.text import ago, clip, escape, fmt_amount, fmt_time, fmt_value, truncate, user_mention
 from store.models import Change, Choice, Decision, Record, Request, Route, State, Status, Vote
+from store.trust import Away
 
 NOW = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 META = ModalMeta(r="r1", c="C123", t="1700000000.000100")
@@ -705,3 +706,29 @@ def test_the_amount_is_not_shown_twice() -> None:
     # the edited value in place, once; the summary marked as the agent's original
     assert "*Amount*\\n$200.00, _edited from $250.00_" in text and text.count("$250.00") == 1
     assert "The agent's original summary" in text
+
+
+# ---- delegation on the card: the click check's rule (store.trust.stand_ins) --------------
+
+
+def _note(message: dict[str, Any]) -> str:
+    return " ".join(t for t in _texts(message["blocks"]) if "is away" in t)
+
+
+@pytest.mark.parametrize(("kind", "mode"), [("approval", "approve"), ("escalation", "escalate")])
+def test_an_open_card_names_who_decides_for_an_approver_away_now(kind: str, mode: str) -> None:
+    away = {"U0ALICE": Away(user="U0ALICE", delegate="U0BOB", since=NOW, until=NOW + timedelta(days=3))}
+    rec = make(Route(approvers=["U0ALICE", "U0CAROL"], mode=mode), kind=kind)
+    msg = card(rec, absences=away, now=NOW)
+    for b in msg["blocks"]:
+        Block.parse(b).to_dict()  # type: ignore[union-attr]
+    assert "<@U0ALICE> is away until" in _note(msg) and "<@U0BOB> decides for them" in _note(msg)
+    assert _note(card(rec, absences=away, now=NOW + timedelta(days=3))) == ""  # the date came
+    ended = {"U0ALICE": away["U0ALICE"].model_copy(update={"ended_at": NOW})}
+    assert _note(card(rec, absences=ended, now=NOW)) == ""  # back early
+    # the stand-in's own request: named, but as unable to decide it
+    own = make(Route(approvers=["U0ALICE"], mode=mode), kind=kind, requested_by="U0BOB")
+    assert "stands in but asked for this, so cannot decide it" in _note(card(own, absences=away, now=NOW))
+    # a card that does not name the person, and a decided card, say nothing of it
+    assert _note(card(make(Route(approvers=["U0CAROL"])), absences=away, now=NOW)) == ""
+    assert _note(card(decided(rec, Status.approved, [("U0BOB", Choice.approve)]), absences=away, now=NOW)) == ""

@@ -14,6 +14,7 @@ from blocks.batch_views import bulk_result_message, digest_card, one_by_one_moda
 from blocks.payloads import BatchMeta
 from store.errors import AlreadyDecided, NotAllowed
 from store.models import Batch, Choice, Decision, Record, Request, Route, State, Status, Vote
+from store.trust import Away
 
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 EVIL = "<!channel> see <http://evil.example|bank.com> & *bold*"
@@ -137,3 +138,34 @@ def test_the_block_budget_is_computed_even_past_max_items() -> None:
     _check(msg["blocks"])
     value = BatchValue.unpack(next(b for b in msg["blocks"] if b["type"] == "actions")["elements"][0]["value"])
     assert value.i == value.n == 45 and "15 more not shown yet" in json.dumps(msg["blocks"])
+
+
+@pytest.mark.parametrize("offer", [None, 3600])
+def test_an_item_offers_a_grant_only_when_its_route_does(offer: int | None) -> None:
+    records = [_record(i, editable=["path"]).model_copy(update={"route": Route(
+        group="key:cleanup", grant_offer_s=offer)}) for i in range(40)]
+    msg = batch_card(_batch(40), records)
+    _check(msg["blocks"])
+    menus = [b["accessory"]["options"] for b in msg["blocks"] if b.get("accessory", {}).get("type") == "overflow"]
+    assert len(menus) == 40 and all(len(m) <= 5 for m in menus)
+    values = [[o["value"] for o in m] for m in menus]
+    assert all(("grant" in v) is bool(offer) for v in values)
+    if offer:
+        assert menus[0][1]["text"]["text"] == "✅ Approve + allow similar 1h"
+    # the bulk buttons never grant
+    actions = next(b for b in msg["blocks"] if b["type"] == "actions")
+    assert not any("similar" in e["text"]["text"] for e in actions["elements"])
+
+
+def test_the_lead_names_stand_ins_by_the_card_rule() -> None:
+    route = Route(group="key:cleanup", approvers=["U0ALICE", "U0DAN"])
+    records = [_record(i).model_copy(update={"route": route}) for i in range(3)]
+    away = {"U0ALICE": Away(user="U0ALICE", delegate="S0TEAM", since=NOW, until=NOW + timedelta(days=1)),
+            "U0DAN": Away(user="U0DAN", delegate="U0BOB", since=NOW - timedelta(days=2), until=NOW)}
+    lead = json.dumps(batch_card(_batch(3), records, absences=away, now=NOW)["blocks"][1])
+    assert "<@U0ALICE> is away until" in lead and "<!subteam^S0TEAM> decides for them" in lead
+    assert "U0DAN" not in lead  # his date has come
+    assert lead.count("decides for them") == 1  # one line for the same absence on every item
+    later = json.dumps(batch_card(_batch(3), records, absences=away, now=NOW + timedelta(days=1))["blocks"])
+    assert "is away" not in later
+    assert "is away" not in json.dumps(batch_card(_batch(3), records)["blocks"])  # absences unknown

@@ -228,6 +228,48 @@ async def test_rate_limits(client: AsyncWebClient) -> None:
         await emu.stop()
 
 
+async def test_strict_limits_allow_one_post_per_channel_per_rolling_second() -> None:
+    clock = FakeClock()
+    emu = Emulator(SECRET, None, strict_limits=True, clock=clock)
+    await emu.start()
+    try:
+        c = AsyncWebClient(token=emu.bot_token, base_url=emu.api_url)
+        await c.chat_postMessage(channel="C0GENERAL", text="first")
+        clock.now += 0.999  # no burst allowance: the second post within the second is refused
+        with pytest.raises(SlackApiError) as err:
+            await c.chat_postMessage(channel="C0GENERAL", text="too soon")
+        assert err.value.response.status_code == 429
+        assert err.value.response.headers["Retry-After"] in ("1", ["1"])
+        await c.chat_postMessage(channel="C0APPROVALS", text="another channel has its own second")
+        clock.now += 0.001  # a second after the last post that was carried out (not the refused one)
+        await c.chat_postMessage(channel="C0GENERAL", text="a second later")
+        with pytest.raises(SlackApiError):
+            await c.chat_postMessage(channel="C0GENERAL", text="too soon again")
+        clock.now += 1.0
+        with pytest.raises(SlackApiError) as refused:  # a post Slack refuses posts nothing: not counted
+            await c.chat_postMessage(channel="C0GENERAL", text="x", blocks=[{"type": "nonsense"}])
+        assert refused.value.response["error"] == "invalid_blocks"
+        await c.chat_postMessage(channel="C0GENERAL", text="fixed, and posted in the same second")
+        assert emu.rate_limited == 2
+        limited = [x for x in emu.calls_to("chat.postMessage") if x.status == 429]
+        assert [x.received for x in limited] == [x.at for x in limited]  # measured on arrival
+    finally:
+        await emu.stop()
+
+
+def test_strict_limits_from_the_environment_and_the_command_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    from emulator.__main__ import parse
+
+    monkeypatch.setenv("HITL_EMULATOR_STRICT", "1")
+    assert Emulator(SECRET, None).limiter.strict
+    assert not Emulator(SECRET, None, strict_limits=False).limiter.strict
+    monkeypatch.delenv("HITL_EMULATOR_STRICT")
+    assert not Emulator(SECRET, None).limiter.strict and not Emulator(SECRET, None).limiter.enabled
+    assert parse(["--strict"]).strict is True and parse([]).strict is None
+    strict = Emulator(SECRET, None, strict_limits=parse(["--strict"]).strict)
+    assert strict.limiter.strict and strict.limiter.enabled  # strict implies Slack's other limits
+
+
 async def test_directory_methods(client: AsyncWebClient) -> None:
     groups = await client.usergroups_list(include_users=True)
     managers = next(g for g in groups["usergroups"] if g["id"] == "S0MANAGERS")

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from blocks.ids import ActionId, HomeActionId
-from store.models import Mode, Status, utcnow
+from store.models import Mode, Record, State, Status, utcnow
 from store.trust import Away, Grant
 from tests.harness import Harness, start, stop
 from tests.util import eventually
@@ -66,6 +66,15 @@ async def _grants(h: Harness, n: int) -> list[Grant]:
         return gs if len(gs) >= n else None
 
     return await eventually(found, what=f"{n} grants")  # type: ignore[no-any-return]
+
+
+async def _card_says(h: Harness, rec: Record, words: str, present: bool = True) -> str:
+    """The card's blocks once they do (or, with present=False, no longer) contain `words`."""
+    async def shown() -> str | None:
+        text = json.dumps(h.message(rec)["blocks"])
+        return text if (words in text) is present else None
+
+    return str(await eventually(shown, what=f"card {'showing' if present else 'without'} {words!r}"))
 
 
 async def _pending(h: Harness, **fields: object) -> str:
@@ -169,7 +178,7 @@ async def test_a_delegate_decides_only_while_the_person_is_away(h: Harness) -> N
     assert "You are away until" in json.dumps(reply.json())
     rec = await h.card(await h.push(action="invoice", summary="Pay invoice 7"))
     assert rec.route.delegates == {"U0ALICE": "U0BOB"}
-    assert "is away" in json.dumps(h.message(rec)["blocks"])
+    await _card_says(h, rec, "is away until")
     await h.click(rec, "U0CAROL", ActionId.approve)  # not the delegate
     assert "not one of the approvers" in await _ephemeral(h, "U0CAROL")
     await h.click(rec, "U0BOB", ActionId.approve)
@@ -188,7 +197,7 @@ async def test_a_delegate_decides_only_while_the_person_is_away(h: Harness) -> N
     late = await h.card(await h.push(action="invoice", summary="Pay invoice 8"))
     assert late.route.delegates == {}
     await h.click(late, "U0BOB", ActionId.approve)
-    assert "not one of the approvers" in await _ephemeral(h, "U0BOB", 2)
+    assert "absence is over" in await _ephemeral(h, "U0BOB", 2)
     # refused forms
     for text, words in (("away until 2001-01-01 to <@U0BOB|bob>", "has passed"),
                         ("away until 2099-01-01 to <@U0ALICE|alice>", "someone else"),
@@ -226,3 +235,73 @@ async def test_a_user_group_may_stand_in(h: Harness) -> None:
     back = await h.emu.slash_command("U0ALICE", "C0GENERAL", "/hitl", "away off")
     assert "Welcome back" in json.dumps(back.json())
     assert await h.store.trust.away(utcnow()) == {}
+
+
+# ---- delegation follows the absence on cards already posted (issue 17, point 3) -------------------
+
+
+async def _events(h: Harness, rid: str, event: str) -> list[dict[str, object]]:
+    return [{"actor": e.actor, **e.detail} for e in await h.store.trail(rid) if e.event == event]
+
+
+async def test_a_card_posted_before_the_absence_is_redrawn_and_the_delegate_decides(h: Harness) -> None:
+    rec = await h.card(await h.push(action="invoice", summary="Pay invoice 10"))
+    assert "is away" not in json.dumps(h.message(rec)["blocks"]) and rec.route.delegates == {}
+    await h.click(rec, "U0BOB", ActionId.approve)  # not yet a stand-in
+    assert "not one of the approvers" in await _ephemeral(h, "U0BOB")
+    updates = len(h.emu.calls_to("chat.update"))
+    await h.emu.slash_command("U0ALICE", "C0GENERAL", "/hitl", "away until 2099-12-24 to <@U0BOB|bob>")
+    text = await _card_says(h, rec, "<@U0BOB> decides for them")
+    assert "<@U0ALICE> is away until" in text
+    assert len(h.emu.calls_to("chat.update")) > updates  # redrawn in place, through the outbox
+    await h.click(rec, "U0BOB", ActionId.approve)
+    d = await h.client.wait(rec.id, timeout=10)
+    assert d.status is Status.approved and [v.user_id for v in d.decided_by] == ["U0BOB"]
+    clicked = await _events(h, rec.id, "clicked")
+    assert clicked[-1]["actor"] == "U0BOB" and clicked[-1]["for"] == ["U0ALICE"]
+    assert await _events(h, rec.id, "delegated") == [{"actor": "U0BOB", "for": ["U0ALICE"]}]
+    # the locked card no longer speaks of the absence
+    await _card_says(h, rec, "is away", present=False)
+
+
+async def test_when_the_window_ends_the_card_and_the_click_check_both_stop_naming_the_delegate(h: Harness) -> None:
+    await h.emu.slash_command("U0ALICE", "C0GENERAL", "/hitl", "away until 2099-12-24 to <@U0BOB|bob>")
+    rec = await h.card(await h.push(action="invoice", summary="Pay invoice 11"))
+    await _card_says(h, rec, "<@U0BOB> decides for them")
+    # time passes: the date arrives (written as the store keeps it; the scheduler does the rest)
+    raw = await h.store.redis.hget(h.store.trust.k.away, "U0ALICE")
+    due = Away.model_validate_json(raw).model_copy(update={"until": utcnow() - timedelta(seconds=1)})
+    await h.store.redis.hset(h.store.trust.k.away, "U0ALICE", due.model_dump_json())
+    await h.store.redis.zadd(h.store.keys.deadlines, {"away:U0ALICE": 0})
+    await _card_says(h, rec, "is away", present=False)
+    ended = [e for e in await h.store.audit_entries() if e.event == "away_ended"]
+    assert len(ended) == 1 and ended[0].actor == "system" and ended[0].detail["why"] == "window_end"
+    await h.click(rec, "U0BOB", ActionId.approve)
+    assert "absence is over" in await _ephemeral(h, "U0BOB")
+    refused = await _events(h, rec.id, "refused")
+    assert refused[-1] == {"actor": "U0BOB", "choice": "approve", "reason": "delegation_over"}
+    still = await h.store.get(rec.id)
+    assert still.state is State.pending and still.votes == []
+    await h.click(rec, "U0ALICE", ActionId.approve)  # the approver decides again
+    assert (await h.client.wait(rec.id, timeout=10)).status is Status.approved
+
+
+async def test_back_early_redraws_and_a_stand_in_never_decides_their_own_request(h: Harness) -> None:
+    own = await h.card(await h.push(action="invoice", summary="Pay Bob's invoice", requested_by="U0BOB"))
+    other = await h.card(await h.push(action="invoice", summary="Pay invoice 12"))
+    await h.emu.slash_command("U0ALICE", "C0GENERAL", "/hitl", "away until 2099-12-24 to <@U0BOB|bob>")
+    assert "stands in but asked for this, so cannot decide it" in await _card_says(h, own, "is away until")
+    await _card_says(h, other, "<@U0BOB> decides for them")
+    await h.click(own, "U0BOB", ActionId.approve)
+    assert "cannot approve it yourself" in await _ephemeral(h, "U0BOB")
+    assert (await _events(h, own.id, "refused"))[-1]["reason"] == "self_approval"
+    assert (await h.store.get(own.id)).state is State.pending
+    back = await h.emu.slash_command("U0ALICE", "C0GENERAL", "/hitl", "away off")
+    assert "Welcome back" in json.dumps(back.json())
+    await _card_says(h, other, "is away", present=False)
+    await _card_says(h, own, "is away", present=False)
+    ended = [e for e in await h.store.audit_entries() if e.event == "away_ended"]
+    assert [(e.actor, e.detail["why"]) for e in ended] == [("U0ALICE", "back")]
+    await h.click(other, "U0BOB", ActionId.approve)
+    assert "absence is over" in await _ephemeral(h, "U0BOB", 2)
+    assert (await h.store.get(other.id)).state is State.pending

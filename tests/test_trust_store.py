@@ -9,7 +9,7 @@ from datetime import timedelta
 from bot.policy import PolicyEngine
 from store.models import Mode, Request, Route, utcnow
 from store.redis_store import Accepted, Store
-from store.trust import Grant, GrantBounds, TrustState, band
+from store.trust import Away, Grant, GrantBounds, TrustState, band, stand_ins
 
 
 async def _stored(store: Store, rid: str, **kw: object) -> Request:
@@ -107,3 +107,42 @@ async def test_a_batch_lookup_answers_as_one_lookup_per_request(store: Store) ->
     many = await store.trust.lookup_many(batch)
     assert many == [await store.trust.lookup(r) for r in batch]
     assert many[0][0].trusted and not many[3][0].trusted and many[4][1] and not many[0][1]
+
+
+async def test_an_absence_ends_once_and_a_window_end_never_ends_a_newer_one(store: Store) -> None:
+    now = utcnow()
+    away = Away(user="U1", delegate="U2", since=now, until=now + timedelta(days=1))
+    await store.trust.set_away(away, "U1", now)
+    assert set(await store.trust.away(now)) == {"U1"}
+    deadlines = dict(await store.redis.zrange(store.keys.deadlines, 0, -1, withscores=True))
+    assert deadlines["away:U1"] == int(away.until.timestamp() * 1000) and "awaydraw:U1" in deadlines
+    # the date has not come: the scheduler's window end does nothing
+    assert await store.trust.end_away("U1", now, "system", "window_end") is None
+    # replicas racing to end it: one ends it, audited once
+    later = away.until + timedelta(seconds=1)
+    ended = await asyncio.gather(*(store.trust.end_away("U1", later, "system", "window_end") for _ in range(5)))
+    assert sum(e is not None for e in ended) == 1
+    assert [e.detail["why"] for e in await store.audit_entries() if e.event == "away_ended"] == ["window_end"]
+    assert await store.trust.away(later) == {} and "away:U1" not in await store.redis.zrange(
+        store.keys.deadlines, 0, -1)
+    # set again for longer while an old window end is on its way: the new absence stays
+    again = Away(user="U1", delegate="U3", since=later, until=later + timedelta(days=2))
+    await store.trust.set_away(again, "U1", later)
+    assert await store.trust.end_away("U1", later + timedelta(hours=1), "system", "window_end") is None
+    assert (await store.trust.away(later + timedelta(hours=1)))["U1"].delegate == "U3"
+    # back early: ended at once, the delegate decides nothing more
+    back = await store.trust.back("U1", later + timedelta(hours=2))
+    assert back is not None and back.ended_at == later + timedelta(hours=2)
+    assert await store.trust.away(later + timedelta(hours=2)) == {}
+    assert await store.trust.back("U1", later + timedelta(hours=3)) is None  # nothing more to end
+
+
+def test_stand_ins_is_the_one_rule() -> None:
+    now = utcnow()
+    live = Away(user="U1", delegate="U2", since=now, until=now + timedelta(hours=1))
+    over = Away(user="U3", delegate="U2", since=now, until=now - timedelta(seconds=1))
+    back = live.model_copy(update={"user": "U4", "ended_at": now})
+    absences = {"U1": live, "U3": over, "U4": back}
+    assert stand_ins(["U1", "U3", "U4", "U5"], absences, now) == {"U1": live}
+    assert stand_ins(["U1"], absences, live.until) == {}  # the date itself is no longer away
+    assert stand_ins([], absences, now) == {}

@@ -19,7 +19,7 @@ import psycopg
 
 from bot.evidence.archive_schema import MIGRATIONS
 from bot.evidence.canonical import canonical, entry_hash
-from store.chain import ChainStore
+from store.chain import ChainStore, seal_hash
 from store.chain_models import Link
 
 BATCH = 500
@@ -121,7 +121,7 @@ async def _copy(conn: psycopg.AsyncConnection[Any], chain: ChainStore,
     entries = await chain.entries([i for i, _ in page])
     rows, broken = [], None
     for (entry_id, f), fields in zip(page, entries, strict=True):
-        seq, h = int(f["seq"]), f["hash"]
+        seq, h = int(f["seq"]), seal_hash(f["hash"])
         if fields is None:
             broken = f"entry seq {seq} ({entry_id}) is missing from Redis"
         elif seq != prev.seq + 1 or entry_hash(prev.hash, seq, entry_id, fields) != h:

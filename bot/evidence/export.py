@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import IO, Any
 
 from bot.evidence.canonical import canonical
-from store.chain import ChainStore, next_id
+from store.chain import ChainStore, next_id, seal_link
 from store.chain_models import Checkpoint, Link
 
 FORMAT = "hitl-audit-export"
@@ -58,7 +58,7 @@ async def range_rows(chain: ChainStore, since_ms: int | None, until_ms: int | No
         rows, prev = await _rows(chain, page, prev, warn)
         for row in rows:
             yield row
-        last = Link(int(page[-1][1]["seq"]), page[-1][1]["hash"], page[-1][0])
+        last = seal_link(page[-1][0], page[-1][1])
     if last is None or until_ms is None:
         return
     target = next((c.seq for c in cps if c.seq >= last.seq), None)
@@ -84,7 +84,7 @@ async def _rows(chain: ChainStore, page: list[tuple[str, dict[str, str]]], prev:
     entries = await chain.entries(ids)
     out = []
     for (entry_id, f), fields in zip(page, entries, strict=True):
-        link = Link(int(f["seq"]), f["hash"], entry_id)
+        link = seal_link(entry_id, f)
         if fields is None:
             warn.append(f"entry seq {link.seq} ({entry_id}) is sealed but missing from the audit stream")
         else:

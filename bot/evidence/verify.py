@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from bot.evidence.canonical import entry_hash
 from bot.evidence.signing import key_id, signature_ok
-from store.chain import ChainStore, next_id
+from store.chain import ChainStore, next_id, seal_link
 from store.chain_models import Checkpoint, Link
 
 SHOWN = 20
@@ -162,7 +162,7 @@ async def verify_live(chain: ChainStore, keys: list[Ed25519PublicKey], no_key: s
             if i < len(audit) and audit[i][0] == cid:
                 fields = audit[i][1]
                 i += 1
-            w.sealed(Link(int(cf["seq"]), cf["hash"], cid), fields)
+            w.sealed(seal_link(cid, cf), fields)
         for aid, _ in audit[i:]:
             w.unsealed(aid)
         lo = next_id(hi)

@@ -1,10 +1,22 @@
 -- Shared by every script (prepended when the store loads them).
 -- Audit entries arrive as ARGV triples: event, actor, detail JSON.
+-- `trail_key` false: the entry is not listed on the request's trail list (accept.lua keeps the
+-- range of its entries in the record's `intake` field instead: see trail_range).
 local function audit(audit_key, trail_key, event, request_id, actor, at, detail)
   local id = redis.call('XADD', audit_key, '*', 'event', event, 'request_id', request_id,
     'actor', actor, 'at', at, 'detail', detail)
-  redis.call('RPUSH', trail_key, id)
+  if trail_key then redis.call('RPUSH', trail_key, id) end
   return id
+end
+
+-- The end of the record's `intake` field: the first and last audit id of a run of consecutive entries of one
+-- request written by one script (nothing else can write between them), `<first> <last>`, the
+-- last shortened to its sequence number when both share the millisecond. Readers XRANGE it.
+local function trail_range(first, last)
+  local fms = string.match(first, '^(%d+)-')
+  local lms, lseq = string.match(last, '^(%d+)-(%d+)$')
+  if fms == lms then return first .. ' ' .. lseq end
+  return first .. ' ' .. last
 end
 
 -- The agent's reply key is untrusted: usable when absent or a stream. Scripts call this with
@@ -30,7 +42,7 @@ local function publish(decisions_key, reply_key, has_reply, request_id, decision
   if unreachable then
     detail['reply_failed'] = reply_key .. ' is a ' .. unreachable .. ', not a stream'
   end
-  audit(audit_key, trail_key, 'published', request_id, 'system', at, cjson.encode(detail))
+  return audit(audit_key, trail_key, 'published', request_id, 'system', at, cjson.encode(detail))
 end
 
 local function audits_from(argv, i, audit_key, trail_key, request_id, at)

@@ -57,20 +57,13 @@ if unusable then
   return 'reply_type:' .. unusable  -- nothing written: intake dead-letters the entry
 end
 local decision = ARGV[9]
-local state = 'pending'
-if decision ~= '' then state = 'decided' end
-redis.call('HSET', KEYS[2], 'request', ARGV[6], 'state', state, 'version', 0,
-  'created_at', ARGV[4], 'entry_id', ARGV[2])
-if ARGV[7] ~= '' then redis.call('HSET', KEYS[2], 'route', ARGV[7]) end
-if ARGV[8] ~= '' then redis.call('HSET', KEYS[2], 'params', ARGV[8]) end
 redis.call('DEL', KEYS[11])  -- an earlier invalid try of this id no longer answers for it
-audit(KEYS[4], KEYS[3], 'received', rid, ARGV[16], at, ARGV[17])
-audit(KEYS[4], KEYS[3], 'routed', rid, 'policy', at, ARGV[18])
+local first = audit(KEYS[4], false, 'received', rid, ARGV[16], at, ARGV[17])
+local last = audit(KEYS[4], false, 'routed', rid, 'policy', at, ARGV[18])
 redis.call('SADD', KEYS[9], ARGV[11])
 if decision ~= '' then
-  redis.call('HSET', KEYS[2], 'decision', decision, 'decided_at', ARGV[4])
-  audit(KEYS[4], KEYS[3], 'decided', rid, 'policy', at, cjson.encode({status = cjson.decode(decision)['status']}))
-  publish(KEYS[7], KEYS[8], has_reply, rid, decision, at, KEYS[4], KEYS[3])
+  audit(KEYS[4], false, 'decided', rid, 'policy', at, cjson.encode({status = cjson.decode(decision)['status']}))
+  last = publish(KEYS[7], KEYS[8], has_reply, rid, decision, at, KEYS[4], false)
 else
   redis.call('ZADD', KEYS[5], ARGV[4], rid)
   local i = 19
@@ -78,6 +71,18 @@ else
     redis.call('ZADD', KEYS[10], ARGV[i + 2], ARGV[i + 1]); i = i + 2
   end
 end
+-- The record keeps what cannot be derived, in as few hash fields as it can (each costs about
+-- 60 bytes in a hash table): `intake` = `<created_at ms> <entry id> <trail range>` (the audit
+-- entries written here are found by their id range, so a request decided at intake has no trail
+-- list at all); a decided record has no `version` (0 until a review bumps it).
+local intake = ARGV[4] .. ' ' .. ARGV[2] .. ' ' .. trail_range(first, last)
+if decision ~= '' then
+  redis.call('HSET', KEYS[2], 'request', ARGV[6], 'state', 'decided', 'decision', decision, 'intake', intake)
+else
+  redis.call('HSET', KEYS[2], 'request', ARGV[6], 'state', 'pending', 'version', 0, 'intake', intake)
+end
+if ARGV[7] ~= '' then redis.call('HSET', KEYS[2], 'route', ARGV[7]) end
+if ARGV[8] ~= '' then redis.call('HSET', KEYS[2], 'params', ARGV[8]) end
 if ARGV[10] == '1' then
   queue_op(KEYS[6], KEYS[15], 'post:' .. rid, ARGV[4])
 end

@@ -44,7 +44,7 @@ local message = ARGV[i] or ''
 local stats_ops, stats_expire = ARGV[i + 1] or '', ARGV[i + 2] or ''
 local v = redis.call('HINCRBY', KEYS[1], 'version', 1)
 if decision ~= '' then
-  redis.call('HSET', KEYS[1], 'state', 'decided', 'decision', decision, 'decided_at', ARGV[3])
+  redis.call('HSET', KEYS[1], 'state', 'decided', 'decision', decision)
   redis.call('ZREM', KEYS[4], rid)
   audit(KEYS[3], KEYS[2], 'decided', rid, 'system', at, cjson.encode({status = cjson.decode(decision)['status']}))
   publish(KEYS[6], KEYS[7], has_reply, rid, decision, at, KEYS[3], KEYS[2], unusable)

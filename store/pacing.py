@@ -1,0 +1,58 @@
+"""Posting slots per channel, measured from the send (`store/lua/post_slot.lua`).
+
+Slack counts a post when it receives it; a bot that spaces its posts by when it was allowed
+to send them (a token taken before the call) lets the network and its own scheduling bunch
+them up, and a strict Slack answers 429. Here a post holds its channel's slot until its answer
+is back (`done`), and the next post may go `window_ms` after that answer, so two posts reach
+Slack at least `window_ms` apart whatever the latency; the slots live in Redis and run on
+Redis's clock, so every replica shares them.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from typing import Any, Literal
+
+from store.redis_store import Store
+
+Outcome = Literal["posted", "maybe", "none"]
+"""How a post that held a slot ended: `posted`; `maybe` (5xx, timeout: it may have reached
+Slack, so it counts); `none` (nothing was posted: a 429, a refusal, a card found in history)."""
+
+
+def _lua() -> str:
+    return (resources.files("store") / "lua" / "post_slot.lua").read_text()
+
+
+class PostSlots:
+    """`take` a channel's posting slot (0) or learn how long to wait; `done` when answered."""
+
+    def __init__(self, store: Store, *, limit: int = 1, window_ms: int = 1000, lease_ms: int = 20_000,
+                 grace_ms: int = 2000) -> None:
+        self.store = store
+        self.limit, self.window_ms, self.lease_ms, self.grace_ms = limit, window_ms, lease_ms, grace_ms
+        self._script = store.redis.register_script(_lua())
+
+    def keys(self, channel: str) -> list[str]:
+        """The channel's slots (hash) and its queue of waiters (sorted set)."""
+        slots = self.store.keys.rate(f"send:{channel}")
+        return [slots, f"{slots}:queue"]
+
+    async def _run(self, channel: str, args: list[Any]) -> int:
+        base = [self.limit, self.window_ms, self.lease_ms, self.grace_ms]
+        return int(await self._script(keys=self.keys(channel), args=[args[0], args[1], *base, *args[2:]]))
+
+    async def take(self, channel: str, member: str, *, front: bool = False) -> int:
+        """0: the slot is `member`'s (post, then call `done`); else milliseconds to wait, keeping
+        its place in the channel's queue. `front`: before every waiter (its slot went elsewhere)."""
+        return await self._run(channel, ["take", member, "1" if front else "0"])
+
+    async def done(self, channel: str, member: str, outcome: Outcome, *, retry_after_ms: int = 0) -> None:
+        """The post that held the slot was answered. `retry_after_ms`: it was a 429, so the
+        channel closes that long and the post goes first when it opens."""
+        await self._run(channel, ["done", member, outcome, retry_after_ms])
+
+    async def forget_attempt(self, key: str) -> None:
+        """Drop the note that a post is under way (`post_attempt` on a request or batch) when it
+        is known that nothing was posted (a 429): its retry then needs no history search."""
+        await self.store.redis.hdel(key, "post_attempt")

@@ -1,0 +1,260 @@
+"""Posts paced from the send, not the token (issue 13, point 3).
+
+Against the emulator's strict mode (one post per channel per rolling second, no burst,
+measured when the request arrives) a burst gets every card out without a single 429: a post
+holds its channel's slot until Slack's answer, and the next may go a second after that answer,
+so it always reaches Slack more than a second after the previous one did (the bound is zero,
+not "few"). A 429 closes only its channel, for Retry-After, and since a 429 posted nothing, the
+retry searches no `conversations.history`; a post whose answer was lost (5xx after effect) still
+does. The slots live in Redis: two replicas share them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+from pathlib import Path
+
+import pytest
+import redis.asyncio as aioredis
+
+from bot.delivery import UPDATE_BURST, UPDATE_RATE
+from emulator import Emulator
+from store.pacing import PostSlots
+from store.redis_store import Store
+from tests.harness import Harness, start, start_bot, stop
+from tests.util import eventually, shown_request_ids
+
+POLICY = """
+tiers:
+  low: {mode: auto}
+  medium: {mode: approve}
+  high: {mode: approve, channel: "#approvals-high"}
+rules:
+  - {name: big, when: "request.risk.amount > 500", tier: high}
+batching: {enabled: false}
+triggers:
+  first_use: {enabled: false}
+"""
+
+WINDOW_S = 1.0  # the strict emulator's rolling second
+
+
+@pytest.fixture
+def policy(tmp_path: Path) -> Path:
+    path = tmp_path / "policy.yml"
+    path.write_text(POLICY)
+    return path
+
+
+def post_gaps(emu: Emulator) -> list[float]:
+    """Seconds between consecutive carried-out posts of each channel, as the emulator received them."""
+    posts = [c for c in emu.calls_to("chat.postMessage") if c.ok]
+    gaps: list[float] = []
+    for channel in {str(c.response["channel"]) for c in posts}:
+        times = sorted(c.received or c.at for c in posts if c.response["channel"] == channel)
+        gaps += [b - a for a, b in itertools.pairwise(times)]
+    return gaps
+
+
+async def on_cards(h: Harness, ids: list[str], channel: str = "#approvals") -> list[dict[str, object]]:
+    """Every request on exactly one card in `channel`, and its record knowing it."""
+    async def shown() -> bool:
+        seen = [shown_request_ids(m) for m in h.emu.messages(channel)]
+        return all(sum(rid in s for s in seen) == 1 for rid in ids)
+
+    await eventually(shown, 60, f"{len(ids)} requests on cards")
+    await eventually(lambda: _all_posted(h, ids), 10, "cards recorded")
+    return h.emu.messages(channel)
+
+
+async def _all_posted(h: Harness, ids: list[str]) -> bool:
+    return all(r.ts for r in await h.store.get_many(ids))
+
+
+# ---- end to end, against the strict emulator ----------------------------------------------
+
+async def test_a_burst_under_a_strict_slack_gets_every_card_out_without_a_429(redis_url: str, policy: Path) -> None:
+    h = await start(redis_url, policy=policy, strict_limits=True, post_rate=1.0, post_burst=1.0, backlog_at=3)
+    try:
+        ids = [await h.push(action=f"one_off_{i}", summary=f"One-off {i}") for i in range(6)]
+        messages = await on_cards(h, ids)
+        assert h.emu.rate_limited == 0
+        assert h.bot.delivery.stats["rate_limited"] == 0
+        assert min(post_gaps(h.emu)) >= WINDOW_S
+        assert not h.emu.calls_to("conversations.history")
+        # the backlog digest took a slot of its own and was counted among the paced posts
+        digests = [m for m in messages if "backlog" in json.dumps(m.get("blocks")).lower()]
+        assert len(digests) == 1
+        assert len([c for c in h.emu.calls_to("chat.postMessage") if c.ok]) == len(ids) + 1
+    finally:
+        await stop(h)
+
+
+async def test_two_replicas_under_a_strict_slack_stay_under_the_limit(redis_url: str, policy: Path) -> None:
+    h = await start(redis_url, policy=policy, strict_limits=True, post_rate=1.0, post_burst=1.0,
+                    consumer="replica-a")
+    h.bots.append(await start_bot(redis_url, h.emu, policy=policy, post_rate=1.0, post_burst=1.0,
+                                  consumer="replica-b"))
+    try:
+        ids = [await h.push(action=f"one_off_{i}", summary=f"One-off {i}") for i in range(6)]
+        await on_cards(h, ids)
+        assert h.emu.rate_limited == 0
+        assert min(post_gaps(h.emu)) >= WINDOW_S
+        assert sum(b.delivery.stats["posted"] for b in h.bots) == 6
+    finally:
+        await stop(h)
+
+
+async def test_a_429_searches_no_history_and_its_post_lands_once(redis_url: str, policy: Path) -> None:
+    h = await start(redis_url, policy=policy)
+    try:
+        h.emu.inject("chat.postMessage", status=429, retry_after=1)
+        rid = await h.push()
+        await on_cards(h, [rid])
+        posts = h.emu.calls_to("chat.postMessage")
+        assert [c.status for c in posts] == [429, 200]
+        assert posts[1].received is not None and posts[0].received is not None
+        assert posts[1].received - posts[0].received >= 1.0  # Retry-After honoured
+        assert not h.emu.calls_to("conversations.history")  # a 429 posted nothing: nothing to look for
+        assert [e.event for e in await h.store.trail(rid)].count("posted") == 1
+        assert h.bot.delivery.stats["rate_limited"] == 1
+    finally:
+        await stop(h)
+
+
+async def test_a_post_whose_answer_was_lost_still_searches_history(redis_url: str, policy: Path) -> None:
+    h = await start(redis_url, policy=policy)
+    try:
+        h.emu.inject("chat.postMessage", status=500, applied=True)  # posted, but the answer is a 500
+        rid = await h.push()
+        await on_cards(h, [rid])
+        assert h.emu.calls_to("conversations.history")
+        assert [c.status for c in h.emu.calls_to("chat.postMessage")] == [500]  # found, not posted again
+        assert h.bot.delivery.stats["reconciled"] == 1
+    finally:
+        await stop(h)
+
+
+async def test_a_429_closes_only_its_own_channel(redis_url: str, policy: Path) -> None:
+    h = await start(redis_url, policy=policy)
+    try:
+        h.emu.inject("chat.postMessage", status=429, retry_after=60)
+        held = await h.push(summary="Refund $250 to Ana")
+
+        async def limited() -> bool:
+            return any(c.status == 429 for c in h.emu.calls_to("chat.postMessage"))
+
+        await eventually(limited, what="the 429")
+        same = await h.push(summary="Refund $100 to Bo")
+        other = await h.push(summary="Refund $900 to Cy", risk={"amount": 900, "currency": "USD"})
+        await on_cards(h, [other], "#approvals-high")
+        assert (await h.store.get(held)).ts is None  # #approvals is closed for Retry-After ...
+        assert (await h.store.get(same)).ts is None  # ... for every post of it
+        assert not h.emu.calls_to("conversations.history")
+    finally:
+        await stop(h)
+
+
+# ---- the slots themselves ------------------------------------------------------------------
+
+def slots(store: Store, **kw: int) -> PostSlots:
+    return PostSlots(store, **{"limit": 1, "window_ms": 60_000, "lease_ms": 60_000, "grace_ms": 60_000, **kw})
+
+
+async def test_a_slot_is_held_until_the_answer_and_counts_a_window_after_it(store: Store) -> None:
+    s = slots(store)
+    assert await s.take("#c", "post:a") == 0
+    assert await s.take("#c", "post:b") > 0  # a is in flight, however long that takes
+    await s.done("#c", "post:a", "posted")
+    wait = await s.take("#c", "post:b")
+    assert 0 < wait <= 60_000  # a window from a's answer, not from when a was let go
+    assert await s.take("#other", "post:x") == 0  # each channel has its own
+
+
+async def test_a_post_that_posted_nothing_frees_its_slot_at_once(store: Store) -> None:
+    s = slots(store)
+    assert await s.take("#c", "post:a") == 0
+    await s.done("#c", "post:a", "none")
+    assert await s.take("#c", "post:b") == 0
+
+
+async def test_a_lost_answer_counts_as_a_post(store: Store) -> None:
+    s = slots(store)
+    assert await s.take("#c", "post:a") == 0
+    await s.done("#c", "post:a", "maybe")
+    assert await s.take("#c", "post:b") > 0
+
+
+async def test_a_429_closes_the_channel_and_its_post_goes_first(store: Store) -> None:
+    s = slots(store)
+    assert await s.take("#c", "post:a") == 0
+    assert await s.take("#c", "post:b") > 0
+    await s.done("#c", "post:a", "none", retry_after_ms=30_000)
+    assert await s.take("#c", "post:b") >= 29_000
+    queue = s.keys("#c")[1]
+    assert await store.redis.zrange(queue, 0, -1) == ["post:a", "post:b"]
+    await store.redis.hset(s.keys("#c")[0], "blocked_until", 0)  # Retry-After has passed
+    assert await s.take("#c", "post:b") > 0  # a goes first
+    assert await s.take("#c", "post:a") == 0
+
+
+async def test_waiters_go_in_order_and_one_that_never_comes_back_loses_its_place(store: Store) -> None:
+    s = slots(store)
+    assert await s.take("#c", "post:a") == 0
+    first, second = await s.take("#c", "post:b"), await s.take("#c", "post:c")
+    assert 0 < first < second  # told to come back one after the other
+    await s.done("#c", "post:a", "none")
+    assert await s.take("#c", "post:c") > 0  # b's turn, though c asked first after the slot freed
+    await store.redis.hset(s.keys("#c")[0], "back:post:b", 0)  # b was due long ago and never came
+    assert await s.take("#c", "post:c") == 0
+    assert await s.take("#c", "post:b") > 0  # back at the end of the queue
+
+
+async def test_a_holder_that_died_frees_the_slot_when_its_lease_ends(store: Store) -> None:
+    s = slots(store, lease_ms=50, window_ms=1)
+    assert await s.take("#c", "post:a") == 0
+
+    async def free() -> bool:
+        return await s.take("#c", "post:b") == 0
+
+    await eventually(free, what="the dead holder's lease to end")
+
+
+async def test_two_replicas_share_the_slots(store: Store, redis_url: str) -> None:
+    other = Store(aioredis.Redis.from_url(redis_url, decode_responses=True))
+    try:
+        a, b = slots(store), slots(other)
+        assert await a.take("#c", "post:a") == 0
+        assert await b.take("#c", "post:b") > 0
+        await a.done("#c", "post:a", "posted")
+        assert await b.take("#c", "post:b") > 0  # still within a's window
+    finally:
+        await other.close()
+
+
+async def test_the_slots_script_touches_only_its_keys(store: Store, redis_url: str) -> None:
+    s = slots(store)
+    user = "slots-only"
+    keys = s.keys("#c")
+    await store.redis.execute_command("ACL", "SETUSER", user, "reset", "on", "nopass", "+@all",
+                                      *(f"~{k}" for k in keys))
+    limited = Store(aioredis.Redis.from_url(redis_url, username=user, password="x", decode_responses=True))
+    try:
+        ls = slots(limited)
+        assert await ls.take("#c", "post:a") == 0
+        assert await ls.take("#c", "post:b") > 0
+        await ls.done("#c", "post:a", "none", retry_after_ms=1000)
+    finally:
+        await limited.close()
+        await store.redis.execute_command("ACL", "DELUSER", user)
+
+
+async def test_updates_keep_headroom_under_slacks_tier_3(store: Store) -> None:
+    """Tier 3 allows 50 calls a minute in a burst; the update bucket takes fewer, so the time
+    between taking a token and Slack receiving the call cannot push it over."""
+    now = 1_700_000_000_000
+    waits = await asyncio.gather(*(store.pace("update", f"update:{i}", now, UPDATE_RATE, UPDATE_BURST)
+                                   for i in range(50)))
+    assert sum(w == 0 for w in waits) == int(UPDATE_BURST) < 50
