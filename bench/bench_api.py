@@ -23,7 +23,18 @@ from typing import Any
 import aiohttp
 
 from bench.bench_loop import POLICY as LOOP_POLICY
-from bench.bench_loop import ROOT, SECRET, TOKEN, _wait_healthy, report
+from bench.bench_loop import (
+    ROOT,
+    SECRET,
+    TOKEN,
+    _wait_healthy,
+    cpu_s,
+    machine,
+    pct,
+    report,
+    verdict,
+)
+from bench.bench_sdk import _pythonpath
 from emulator import Emulator
 from store.api_keys import ApiKeys
 from store.models import utcnow
@@ -64,7 +75,7 @@ async def throughput(session: aiohttp.ClientSession, total: int, concurrency: in
     return total / (time.perf_counter() - t0)
 
 
-async def main(n: int, concurrency: int, hl_n: int) -> None:
+async def main(n: int, concurrency: int, hl_n: int, root: Path = ROOT) -> None:
     redis = RedisServer()
     redis.start()
     port, echo_port = free_port(), free_port()
@@ -74,9 +85,9 @@ async def main(n: int, concurrency: int, hl_n: int) -> None:
     policy.write_text(POLICY)
     env = {**os.environ, "SLACK_BOT_TOKEN": TOKEN, "SLACK_SIGNING_SECRET": SECRET, "SLACK_API_URL": emu.api_url,
            "REDIS_URL": redis.url, "HITL_PORT": str(port), "HITL_HOST": "127.0.0.1", "HITL_POLICY": str(policy),
-           "HITL_LOG_LEVEL": "WARNING", "PYTHONPATH": str(ROOT), "HITL_API_RATE": "100000",
+           "HITL_LOG_LEVEL": "WARNING", "PYTHONPATH": _pythonpath(root), "HITL_API_RATE": "100000",
            "HITL_API_BURST": "100000", "HITL_POST_RATE": "100", "HITL_POST_BURST": "100"}
-    bot = subprocess.Popen([sys.executable, "-m", "bot.cli", "run"], env=env, cwd=ROOT)
+    bot = subprocess.Popen([sys.executable, "-m", "bot.cli", "run"], env=env, cwd=root)
     echo = subprocess.Popen([sys.executable, "-c", ECHO, str(echo_port)], cwd=ROOT)
     store = Store.from_url(redis.url)
     key, _ = await ApiKeys(store.redis).create(["bench"], utcnow())
@@ -108,12 +119,19 @@ async def main(n: int, concurrency: int, hl_n: int) -> None:
                 await submit_and_wait(session, i, "tp")
 
             await round_trips(s, 20, echo_once)  # warm-up
+            print(f"machine: {machine()}", flush=True)
             report("floor: aiohttp echo round trip", await round_trips(s, n, echo_once))
-            report("submit + decision (auto), HTTP", await round_trips(s, n, submit_and_wait))
+            cpu = cpu_s(bot.pid)
+            timed = await round_trips(s, n, submit_and_wait)
+            bot_ms = (cpu_s(bot.pid) - cpu) * 1000 / n
+            report("submit + decision (auto), HTTP", timed)
             echo_rps = await throughput(s, n * 4, concurrency, echo_once)
             api_rps = await throughput(s, n * 4, concurrency, submit_tp)
             print(f"{'requests/s, one replica':<34} submit+decision {api_rps:8.0f}/s   floor (echo, "
                   f"same concurrency {concurrency}) {echo_rps:8.0f}/s   ratio {api_rps / echo_rps:.2f}", flush=True)
+            print(f"{'hitl run CPU per submit + decision':<34} {bot_ms:.2f} ms (user + system, sequential series)",
+                  flush=True)
+            verdict("submit + decision (auto) p99 over HTTP (issue 15)", pct(timed, 99), 10.0)
             if hl_n:
                 await humanlayer_latency(s, emu, base, key, auth, hl_n)
     finally:
@@ -193,5 +211,6 @@ if __name__ == "__main__":
     parser.add_argument("--n", type=int, default=500)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--hl", type=int, default=5, help="HumanLayer round trips (each takes up to 3 s)")
+    parser.add_argument("--root", type=Path, default=ROOT, help="checkout to run `hitl run` from (a before/after)")
     args = parser.parse_args()
-    asyncio.run(main(args.n, args.concurrency, args.hl))
+    asyncio.run(main(args.n, args.concurrency, args.hl, args.root.resolve()))

@@ -39,6 +39,31 @@ def report(name: str, ms: list[float]) -> None:
           f"p99={pct(ms, 99):7.2f} ms  mean={statistics.fmean(ms):7.2f} ms", flush=True)
 
 
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds of process `pid` so far (Linux /proc; 0 elsewhere): a steadier
+    figure than latency on a shared machine."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def machine() -> str:
+    """The load average and core count, printed at the start of a run (the machine is shared)."""
+    try:
+        one, five, _ = os.getloadavg()
+    except OSError:
+        return f"{os.cpu_count()} cores"
+    return f"load average {one:.2f} (1 min) {five:.2f} (5 min), {os.cpu_count()} cores"
+
+
+def verdict(name: str, figure: float, target: float, unit: str = "ms") -> None:
+    """One line: a figure beside its target, and whether it is met."""
+    print(f"target: {name} < {target:g} {unit}: {figure:.2f} {unit} -> {'met' if figure < target else 'NOT met'}",
+          flush=True)
+
+
 async def main(n: int, root: Path = ROOT) -> None:
     redis = RedisServer()
     redis.start()

@@ -26,7 +26,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from hitl import AsyncClient, Client, require_approval
 
-from bench.bench_loop import SECRET, TOKEN, _wait_healthy, report
+from bench.bench_loop import SECRET, TOKEN, _wait_healthy, cpu_s, machine, pct, report, verdict
 from emulator import Emulator
 from tests.redis_server import RedisServer, free_port
 
@@ -35,12 +35,17 @@ POLICY = ("tiers:\n  low: {mode: auto, sample: 0}\n  medium: {mode: approve}\n  
           "triggers:\n  first_use: {enabled: false}\n")
 
 
+def _pythonpath(root: Path) -> str:
+    """The bot's import path for a checkout: it, and its SDK when it has one."""
+    return os.pathsep.join(str(p) for p in (root, root / "sdk") if p.is_dir())
+
+
 async def floor_one_hop(url: str, n: int) -> list[float]:
     """XADD, and the time until a reader blocked in XREAD has it."""
     writer, reader = aioredis.Redis.from_url(url), aioredis.Redis.from_url(url)
     out = []
     try:
-        last = "$"
+        last = "0-0"  # a new stream: not "$", which misses the XADD when the first XREAD is sent after it
         for i in range(n):
             read = asyncio.create_task(reader.xread({"floor:one": last}, block=5000, count=1))
             await asyncio.sleep(0)
@@ -196,7 +201,7 @@ async def _wait_port(port: int) -> None:
     raise SystemExit("the MCP server did not start")
 
 
-async def main(n: int, n_mcp: int) -> None:
+async def main(n: int, n_mcp: int, root: Path = ROOT) -> None:
     redis = RedisServer()
     redis.start()
     port = free_port()
@@ -206,17 +211,23 @@ async def main(n: int, n_mcp: int) -> None:
     policy.write_text(POLICY)
     env = {**os.environ, "SLACK_BOT_TOKEN": TOKEN, "SLACK_SIGNING_SECRET": SECRET, "SLACK_API_URL": emu.api_url,
            "REDIS_URL": redis.url, "HITL_PORT": str(port), "HITL_HOST": "127.0.0.1", "HITL_POLICY": str(policy),
-           "HITL_LOG_LEVEL": "WARNING", "PYTHONPATH": str(ROOT), "HITL_AGENT": "bench"}
-    bot = subprocess.Popen([sys.executable, "-m", "bot.cli", "run"], env=env, cwd=ROOT)
+           "HITL_LOG_LEVEL": "WARNING", "PYTHONPATH": _pythonpath(root), "HITL_AGENT": "bench"}
+    bot = subprocess.Popen([sys.executable, "-m", "bot.cli", "run"], env=env, cwd=root)
     try:
         await _wait_healthy(port)
+        print(f"machine: {machine()}", flush=True)
         report("floor: XADD -> blocking XREAD", await floor_one_hop(redis.url, n))
         report("floor: plain echo round trip", await floor_echo(redis.url, n))
+        cpu = cpu_s(bot.pid)
         report("hitl auto round trip, raw redis-py", await raw_hitl(redis.url, n))
+        bot_ms = (cpu_s(bot.pid) - cpu) * 1000 / n
         plain, timed, sync_timed = await decorated(redis.url, n)
         report("plain function call", plain)
         report("@require_approval async (auto)", timed)
         report("@require_approval sync (auto)", sync_timed)
+        print(f"{'hitl run CPU per auto request':<34} {bot_ms:.2f} ms (user + system, during the raw series)",
+              flush=True)
+        verdict("@require_approval async (auto) p99, decision included (issue 14)", pct(timed, 99), 2.0)
         if n_mcp:
             report("MCP request_approval, stdio", await mcp_round_trips(env, n_mcp, "stdio"))
             report("MCP request_approval, HTTP", await mcp_round_trips(env, n_mcp, "http"))
@@ -231,5 +242,8 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--n", type=int, default=500)
     parser.add_argument("--mcp", type=int, default=200)
+    parser.add_argument("--root", type=Path, default=ROOT,
+                        help="checkout to run `hitl run` from (a before/after; for the SDK's own figures "
+                             "put that checkout's sdk/ first on PYTHONPATH)")
     args = parser.parse_args()
-    asyncio.run(main(args.n, args.mcp))
+    asyncio.run(main(args.n, args.mcp, args.root.resolve()))

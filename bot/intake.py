@@ -26,19 +26,20 @@ from bot import autonomy
 from bot.routing import Router, immediate_decision, needs_card
 from bot.timing import honour_user_request, plan, tier_of
 from store import bounds
-from store.accept import Accepted
+from store.accept import Accepted, TrustCheck
 from store.failures import StoreFailure, Unavailable
 from store.keys import is_request_id
 from store.models import MAX_ENTRY_BYTES, Decision, Request, Status, utcnow
 from store.redis_store import Store
 from store.stream import Entry, RequestStream
-from store.trust import TrustState
+from store.trust import TrustState, member
 
 log = logging.getLogger("hitl.intake")
 
 BLOCK_MS = 2000
 CONCURRENCY = 16  # entries of one read routed at once (trust lookups are Redis round trips)
 MAX_SEEN = 100_000  # actions remembered as seen in process (a cache of {prefix}:actions)
+MAX_TRUST = 10_000  # actions whose trust hash is kept in process (checked by accept.lua at each use)
 TRIM_EVERY_S = 10.0  # how often acknowledged entries are trimmed from the requests stream
 MAX_FIELDS = 32  # a request entry has one field, `request`; a few more are tolerated
 
@@ -86,6 +87,8 @@ class Intake:
         """This replica's copy of the pause switch; accept.lua refuses a route made on a stale one."""
         self._seen: set[str] = set()
         """Actions known to be in {prefix}:actions (the set only grows, so this never lies)."""
+        self._trust: dict[str, tuple[TrustState, dict[str, str]]] = {}
+        """Agent/action -> its trust as last read; accept.lua refuses a route made on a stale one."""
         self.stream = RequestStream(redis_url, store.keys.requests, block_ms=BLOCK_MS)
         self._stopping = asyncio.Event()
         self._failures: dict[str, int] = {}
@@ -201,26 +204,30 @@ class Intake:
         Routing awaits per entry (the action's trust, grants, people away: bot.autonomy), up to
         CONCURRENCY entries at once, before the batch's accepts go in one pipeline."""
         limit = asyncio.Semaphore(CONCURRENCY)
-        # the actions' trust and canary markers of the whole batch in one round trip
+        # the actions' trust and canary markers: this replica's copies, the others read in one round trip
         trust: list[tuple[TrustState, bool] | None] = [None] * len(todo)
+        checks: list[TrustCheck | None] = [None] * len(todo)
         if autonomy.engine_of(router) is not None:
             try:
-                trust = list(await self.store.trust.lookup_many([r for _, r in todo]))
+                trust, checks = await self._trust_of([r for _, r in todo])
             except Unavailable:
                 raise
             except Exception:  # Redis refused the batch's read: each entry looks up its own (and fails alone)
                 log.exception("intake: trust lookup of a batch of %d failed; looking up one by one", len(todo))
 
-        async def routed(request: Request, looked_up: tuple[TrustState, bool] | None) -> Accepted | BaseException:
+        async def routed(request: Request, looked_up: tuple[TrustState, bool] | None,
+                         check: TrustCheck | None) -> Accepted | BaseException:
             async with limit:
                 try:
-                    return await self._route(router, request, asks_first_use, looked_up)
+                    return await self._route(router, request, asks_first_use, looked_up, check)
                 except Unavailable:
                     raise
                 except Exception as e:  # a bug met on this request (a policy rule, a trigger)
                     return e
 
-        results = await asyncio.gather(*(routed(r, t) for (_, r), t in zip(todo, trust, strict=True)))
+        calls = [routed(r, t, c) for (_, r), t, c in zip(todo, trust, checks, strict=True)]
+        # one entry (an agent waiting on it): routed here, without a task and a turn of the loop
+        results = [await calls[0]] if len(calls) == 1 else await asyncio.gather(*calls)
         items: list[tuple[Entry, Request, Accepted]] = []
         for (entry, request), acc in zip(todo, results, strict=True):
             if isinstance(acc, BaseException):
@@ -240,12 +247,40 @@ class Intake:
             elif verdict.startswith("first_use:"):
                 self._note_seen(acc.request.action, seen=verdict == "first_use:0")
                 again.append((entry, request))
+            elif verdict == "trust":  # the action's trust (or the canary marker) changed: read it again
+                self._trust.pop(member(request.agent, request.action), None)
+                again.append((entry, request))
             else:
                 await self._guarded(entry, self._verdict(entry, router, acc, verdict))
         return again
 
+    async def _trust_of(self, requests: list[Request]
+                        ) -> tuple[list[tuple[TrustState, bool] | None], list[TrustCheck | None]]:
+        """Each request's action trust and canary marker, and what accept.lua checks of them:
+        actions this replica has a copy of are not read (a request is taken as no canary: its
+        marker is checked by the script), the others in one round trip."""
+        k = self.store.trust.k
+        todo = [i for i, r in enumerate(requests) if member(r.agent, r.action) not in self._trust]
+        read = dict(zip(todo, await self.store.trust.snapshot_many([requests[i] for i in todo]) if todo else [],
+                        strict=True))
+        found: list[tuple[TrustState, bool] | None] = []
+        checks: list[TrustCheck | None] = []
+        for i, r in enumerate(requests):
+            assert r.id is not None
+            m = member(r.agent, r.action)
+            if i in read:
+                state, canary, fields = read[i]
+                if len(self._trust) >= MAX_TRUST:  # only a cache: forgetting costs a read, never a wrong route
+                    self._trust.clear()
+                self._trust[m] = (state, fields)
+            else:
+                (state, fields), canary = self._trust[m], False
+            found.append((state, canary))
+            checks.append(TrustCheck(k.action(m), k.canary(r.id), canary, fields))
+        return found, checks
+
     async def _route(self, router: Router, request: Request, asks_first_use: bool,
-                     looked_up: tuple[TrustState, bool] | None = None) -> Accepted:
+                     looked_up: tuple[TrustState, bool] | None = None, check: TrustCheck | None = None) -> Accepted:
         """Route on this replica's copies of the pause switch and the seen actions; the accept
         script checks both against Redis, so a stale copy is caught, never acted on. The
         action's trust, standing grants and delegates are read from Redis (bot.autonomy); with
@@ -259,7 +294,8 @@ class Intake:
         decision = immediate_decision(request, route)
         deadlines = plan(request, route, tier_of(router, route), int(now.timestamp() * 1000))
         return Accepted(request, route, decision, post=needs_card(route),
-                        deadlines=() if decision else deadlines, first_use=first_use)
+                        deadlines=() if decision else deadlines, first_use=first_use,
+                        trust=check if looked_up is not None else None)
 
     def _note_seen(self, action: str, *, seen: bool) -> None:
         if not seen:
@@ -278,7 +314,8 @@ class Intake:
         self._note_seen(acc.request.action, seen=True)
         self.processed += 1
         if verdict == "accepted":
-            self.on_accepted()
+            if acc.post or acc.deadlines:  # work for delivery or the scheduler; an auto decision has none
+                self.on_accepted()
             if acc.post:
                 await autonomy.maybe_canary(self.store, router, acc.request, acc.route)
         return verdict

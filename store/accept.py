@@ -35,6 +35,20 @@ class Accepted:
     """Timed events to schedule while the request is pending: (`<kind>:<id>`, due epoch ms)."""
     first_use: bool | None = None
     """Whether routing took the action as never seen before (None: the policy does not ask)."""
+    trust: TrustCheck | None = None
+    """The action's trust the route was made on, checked by the script (None: not used)."""
+
+
+@dataclass(frozen=True)
+class TrustCheck:
+    """What routing read of an action's trust: the script refuses the route ('trust') when the
+    stored hash or the canary marker differ now."""
+
+    action_key: str
+    canary_key: str
+    canary: bool
+    fields: dict[str, str]
+    """The action's trust hash as read ({} for an action trust has never counted)."""
 
 
 def ms(at: datetime) -> int:
@@ -83,9 +97,15 @@ def accept_call(keys: Keys, entry_id: str, acc: Accepted, now: datetime, *, deci
         req.agent, received, json.dumps(redact(routed_detail)),
         len(acc.deadlines), *[x for member, due in acc.deadlines for x in (member, due)],
     ]
-    return [keys.requests, keys.request(req.id), keys.trail(req.id), keys.audit, keys.pending, keys.outbox,
-            decisions, reply or decisions, keys.actions_seen, keys.deadlines, keys.invalid(req.id),
-            keys.control, total_key, hour_key, keys.outbox_again], args
+    script_keys = [keys.requests, keys.request(req.id), keys.trail(req.id), keys.audit, keys.pending, keys.outbox,
+                   decisions, reply or decisions, keys.actions_seen, keys.deadlines, keys.invalid(req.id),
+                   keys.control, total_key, hour_key, keys.outbox_again]
+    if acc.trust is not None:
+        check = acc.trust
+        script_keys += [check.action_key, check.canary_key]
+        args += ["1" if check.canary else "0", len(check.fields),
+                 *[x for name in sorted(check.fields) for x in (name, check.fields[name])]]
+    return script_keys, args
 
 
 def decision_stats(keys: Keys, t: Transition, now_ms: int) -> tuple[str, str, str, str]:

@@ -21,17 +21,35 @@ from store.models import from_epoch
 
 KEY_RE = re.compile(r"^hitl_([0-9a-f]{12})_([A-Za-z0-9_-]{20,100})$")
 
-_BUCKET = """
-local t = redis.call('HMGET', KEYS[1], 'tokens', 'at')
-local now, rate, burst = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local tokens = tonumber(t[1]) or burst
-local at = tonumber(t[2]) or now
-tokens = math.min(burst, tokens + math.max(0, now - at) * rate / 1000)
-local wait = 0
-if tokens >= 1 then tokens = tokens - 1 else wait = math.ceil((1 - tokens) * 1000 / rate) end
-redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', now)
-redis.call('PEXPIRE', KEYS[1], math.ceil(burst * 1000 / rate) + 1000)
-return wait
+_TAKE = """
+local function take(bucket, now, rate, burst)
+  local t = redis.call('HMGET', bucket, 'tokens', 'at')
+  local tokens = tonumber(t[1]) or burst
+  local at = tonumber(t[2]) or now
+  tokens = math.min(burst, tokens + math.max(0, now - at) * rate / 1000)
+  local wait = 0
+  if tokens >= 1 then tokens = tokens - 1 else wait = math.ceil((1 - tokens) * 1000 / rate) end
+  redis.call('HSET', bucket, 'tokens', tostring(tokens), 'at', now)
+  redis.call('PEXPIRE', bucket, math.ceil(burst * 1000 / rate) + 1000)
+  return wait
+end
+"""
+
+_BUCKET = _TAKE + """
+-- KEYS: the key's rate bucket ; ARGV: now_ms, rate, burst
+return take(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]))
+"""
+
+_ADMIT = _TAKE + """
+-- KEYS: the key's hash, its rate bucket ; ARGV: SHA-256 of the presented key, now_ms, rate, burst
+-- One round trip for every API call: the key checked (known, this hash, not revoked), then a
+-- token taken from its bucket (never for a key that failed). Returns {'unknown'}, {'refused'}
+-- or {'ok', wait_ms, agents, name, created_at}.
+if redis.call('EXISTS', KEYS[1]) == 0 then return {'unknown'} end
+local k = redis.call('HMGET', KEYS[1], 'hash', 'revoked_at', 'agents', 'name', 'created_at')
+if k[1] ~= ARGV[1] or (k[2] and k[2] ~= '') then return {'refused'} end
+local wait = take(KEYS[2], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]))
+return {'ok', wait, k[3] or '', k[4] or '', k[5] or '0'}
 """
 
 
@@ -61,6 +79,7 @@ class ApiKeys:
         self.redis: Any = client
         self.prefix = prefix
         self._bucket = client.register_script(_BUCKET)
+        self._admit = client.register_script(_ADMIT)
 
     def _key(self, key_id: str) -> str:
         return f"{self.prefix}:apikey:{key_id}"
@@ -116,6 +135,25 @@ class ApiKeys:
         if not hmac.compare_digest(raw.get("hash", ""), _digest(token)) or raw.get("revoked_at"):
             return None, m.group(1)
         return _key(m.group(1), raw), m.group(1)
+
+    async def admit(self, token: str | None, now_ms: int, rate: float, burst: float
+                    ) -> tuple[ApiKey | None, str, int]:
+        """`verify`, then `take` for a key that passed, in one round trip: (the key or None,
+        the failure bucket as `verify` names it, milliseconds to wait (0: go ahead))."""
+        if not token:
+            return None, "missing", 0
+        m = KEY_RE.match(token)
+        if m is None:
+            return None, "malformed", 0
+        key_id = m.group(1)
+        res = await self._admit(keys=[self._key(key_id), f"{self.prefix}:apirate:{key_id}"],
+                                args=[_digest(token), now_ms, rate, burst])
+        if res[0] == "unknown":
+            return None, "unknown", 0
+        if res[0] != "ok":
+            return None, key_id, 0
+        raw = {"agents": res[2], "name": res[3], "created_at": res[4]}
+        return _key(key_id, raw), key_id, int(res[1])
 
     async def note_failure(self, bucket: str) -> None:
         await self.redis.hincrby(self._failures, bucket, 1)

@@ -16,6 +16,14 @@ from store.redis_store import Store
 DEAD_SCAN = 500
 """Newest dead letters searched for an entry the API submitted (intake dead-letters at once)."""
 
+_SUBMIT_NEW = """
+-- KEYS: the request's record, the requests stream ; ARGV: the request JSON
+-- Add the request to the queue unless a record of its id exists: the queue entry's id, or
+-- false for an id already taken (the caller reads that record).
+if redis.call('EXISTS', KEYS[1]) == 1 then return false end
+return redis.call('XADD', KEYS[2], '*', 'request', ARGV[1])
+"""
+
 
 class ApiStore:
     """Queue submission and lookups for the HTTP API, on the bot's `Store`."""
@@ -24,10 +32,17 @@ class ApiStore:
         self.store = store
         self.redis: Any = store.redis
         self.keys = store.keys
+        self._submit_new = self.redis.register_script(_SUBMIT_NEW)
 
     async def submit(self, raw: str) -> str:
         """Add a request (JSON text) to the queue, as `XADD {prefix}:requests * request <JSON>`."""
         return str(await self.redis.xadd(self.keys.requests, {"request": raw}))
+
+    async def submit_new(self, request_id: str, raw: str) -> str | None:
+        """`submit` unless request `request_id` has a record already (None then), in one round
+        trip: the queue gets the same entry an agent's XADD makes, and no entry for a known id."""
+        entry = await self._submit_new(keys=[self.keys.request(request_id), self.keys.requests], args=[raw])
+        return str(entry) if entry else None
 
     async def dead_reason(self, entry_id: str) -> str | None:
         """The dead-letter `error` of a queue entry, if intake refused it."""

@@ -227,6 +227,18 @@ class TrustStore:
         return [(_state(member(r.agent, r.action), rows[2 * i]), bool(rows[2 * i + 1]))
                 for i, r in enumerate(requests)]
 
+    async def snapshot_many(self, requests: list[Request]) -> list[tuple[TrustState, bool, dict[str, str]]]:
+        """`lookup_many`, each with the action's hash as read: intake keeps them between
+        batches, and accept.lua refuses a route made on a hash that changed since."""
+        async with self.redis.pipeline(transaction=False) as p:
+            for request in requests:
+                assert request.id is not None
+                p.hgetall(self.k.action(member(request.agent, request.action)))
+                p.exists(self.k.canary(request.id))
+            rows = await p.execute()
+        return [(_state(member(r.agent, r.action), rows[2 * i]), bool(rows[2 * i + 1]), rows[2 * i])
+                for i, r in enumerate(requests)]
+
     async def states(self) -> list[TrustState]:
         """Every action trust has counted, by agent and action."""
         members = sorted(await self.redis.smembers(self.k.index))

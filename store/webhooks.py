@@ -96,6 +96,23 @@ class WebhookStore:
         keys = [self.keys.decisions, self.delivery_key(request_id), self.due]
         await self._enqueue(keys=keys, args=[GROUP, entry_id, request_id, url or "", body, now_ms])
 
+    async def enqueue_many(self, items: list[tuple[str, str, str | None, str]], now_ms: int) -> None:
+        """`enqueue` for a read batch of (entry id, request id, url, body), in one round trip:
+        the script for each decision with a URL, one XACK for the others (they create nothing)."""
+        if self.store.cluster:  # cluster pipelines refuse scripts: one by one
+            for entry_id, request_id, url, body in items:
+                await self.enqueue(entry_id, request_id, url, body, now_ms)
+            return
+        plain = [entry_id for entry_id, _, url, _ in items if not url]
+        async with self.redis.pipeline(transaction=False) as p:
+            for entry_id, request_id, url, body in items:
+                if url:
+                    keys = [self.keys.decisions, self.delivery_key(request_id), self.due]
+                    await self._enqueue(keys=keys, args=[GROUP, entry_id, request_id, url, body, now_ms], client=p)
+            if plain:
+                p.xack(self.keys.decisions, GROUP, *plain)
+            await p.execute()
+
     async def get(self, request_id: str) -> Delivery | None:
         raw = await self.redis.hgetall(self.delivery_key(request_id))
         if not raw:

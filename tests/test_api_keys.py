@@ -76,6 +76,22 @@ async def test_rate_limit_answers_429_with_retry_after(redis_url: str) -> None:
             await api.close()
 
 
+async def test_a_wrong_secret_never_spends_the_real_keys_tokens(redis_url: str) -> None:
+    # the key check and the token are one step: a caller who knows only the key id cannot
+    # drain the owner's bucket (nor can a revoked key)
+    async with api_harness(redis_url, api_rate=0.5, api_burst=2) as h:
+        key = await new_key(h, "support-bot")
+        api = Api(h, key)
+        try:
+            wrong = key[:-4] + ("AAAA" if not key.endswith("AAAA") else "BBBB")
+            for _ in range(5):
+                assert (await api.call("GET", "/v1/requests/none", key=wrong))[0] == 401
+            codes = [(await api.call("GET", "/v1/requests/none"))[0] for _ in range(3)]
+            assert codes == [404, 404, 429]
+        finally:
+            await api.close()
+
+
 def test_hitl_keys_create_list_revoke(redis_url: str) -> None:
     env = {"REDIS_URL": redis_url, "PATH": "/usr/bin:/bin"}
 

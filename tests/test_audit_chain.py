@@ -72,6 +72,24 @@ async def test_each_hash_is_sha256_of_prev_and_jcs_of_the_entry(store: Store, ch
     assert links[1] is not None and links[1].hash == entry_hash(links[0].hash, 2, rows[1][0], rows[1][1])
 
 
+async def test_a_batch_hashed_in_chunks_is_one_unbroken_chain(store: Store, chain: ChainStore, signer: Signer) -> None:
+    # the sealer hashes a large read in chunks (the event loop turns between them): the links
+    # still chain across every chunk boundary and verify
+    from bot.evidence.sealer import HASH_CHUNK
+
+    n = 2 * HASH_CHUNK + 7
+    sealer = await sealed(store, chain, signer, n)
+    assert await sealer.checkpoint(force=True) is not None
+    rows = await store.redis.xrange(store.keys.audit)
+    links = await chain.links([i for i, _ in rows])
+    for k in (HASH_CHUNK, 2 * HASH_CHUNK):
+        before, after = links[k - 1], links[k]
+        assert before is not None and after is not None
+        assert after.hash == entry_hash(before.hash, k + 1, rows[k][0], rows[k][1])
+    r = await verify(chain, signer)
+    assert (r.problems, r.entries, r.signed_through) == ([], n, n)
+
+
 async def test_a_deleted_entry_is_found(store: Store, chain: ChainStore, signer: Signer) -> None:
     await sealed(store, chain, signer)
     rows = await store.redis.xrange(store.keys.audit)

@@ -116,3 +116,23 @@ async def test_sync_client(store: Store, intake: Intake, redis_url: str) -> None
     await asyncio.to_thread(thread.join, 10)
     decision = result["decision"]
     assert getattr(decision, "status", None) is Status.approved
+
+
+async def test_asking_again_with_a_decided_id_answers_with_the_stored_decision(
+        store: Store, intake: Intake, redis_url: str) -> None:
+    # the second entry is a duplicate for intake (nothing is published again): the answer is
+    # the decision stored by id, read in the same round trip as the request is sent
+    async with HitlClient.from_url(redis_url, name="agent-4") as client:
+        first = await client.ask(agent="a", action="lookup", summary="Look up order 2", id="again-1", timeout=10)
+        second = await client.ask(agent="a", action="lookup", summary="Look up order 2", id="again-1", timeout=10)
+    assert first.status is Status.auto_approved and second == first
+    assert await store.redis.xlen(store.keys.results("agent-4")) == 1
+
+
+async def test_concurrent_asks_on_one_client_each_get_their_own_decision(
+        store: Store, intake: Intake, redis_url: str) -> None:
+    async with HitlClient.from_url(redis_url, name="agent-5") as client:
+        decisions = await asyncio.gather(*(client.ask(agent="a", action="lookup", summary=f"Look up {i}",
+                                                      timeout=10) for i in range(20)))
+    assert len({d.request_id for d in decisions}) == 20
+    assert all(d.status is Status.auto_approved for d in decisions)

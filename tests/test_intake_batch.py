@@ -179,3 +179,56 @@ async def test_a_bug_met_while_parsing_one_entry_leaves_the_batch_alone(store: S
         assert (await store.redis.xpending(store.keys.requests, GROUP))["pending"] == 0
     finally:
         await i.close()
+
+
+TRUSTING = """
+defaults: {tier: low}
+tiers:
+  low:    {mode: auto, sample: 0}
+  medium: {mode: approve}
+  high:   {mode: approve}
+batching: {enabled: false}
+trust: {after: 2}
+"""
+
+
+@pytest.fixture
+async def trusting(store: Store, redis_url: str) -> AsyncIterator[Intake]:
+    from bot.policy import PolicyEngine
+
+    engine = PolicyEngine.from_yaml(TRUSTING)
+    i = Intake(store, lambda: engine, redis_url=redis_url, consumer="t1")
+    await store.ensure_group()
+    yield i
+    await i.close()
+
+
+async def test_trust_changed_by_another_replica_is_routed_on_at_once(store: Store, trusting: Intake) -> None:
+    # intake keeps each action's trust between batches; the accept script compares it with
+    # what is stored, so a change made elsewhere (here: written as another replica's outcome
+    # would) is routed on with the very next request, never the copy
+    await _push(store, id="t-1", action="refund")
+    await _take(trusting)
+    assert (await _route(store, "t-1")).mode is Mode.approve  # a new action: people approve
+    assert "billing/refund" in trusting._trust
+    await store.redis.hset(store.trust.k.action("billing/refund"),
+                           mapping={"state": "trusted", "clean": 2, "approvals": 2, "outcomes": 2})
+    await _push(store, id="t-2", action="refund")
+    await _take(trusting)
+    assert (await _route(store, "t-2")).mode is Mode.auto
+    # and back: a reset elsewhere is not missed either
+    assert await store.trust.set("reset", "billing", "refund", "U0ADMIN", utcnow())
+    await _push(store, id="t-3", action="refund")
+    await _take(trusting)
+    assert (await _route(store, "t-3")).mode is Mode.approve
+
+
+async def test_a_canary_of_an_action_known_here_is_still_a_canary(store: Store, trusting: Intake) -> None:
+    await _push(store, id="c-0", action="refund")
+    await _take(trusting)
+    assert "billing/refund" in trusting._trust  # the next request's trust is not read again...
+    await store.trust.queue_canary({**GOOD, "action": "refund", "id": "c-1"}, {"answer": "reject", "why": "test"})
+    await _take(trusting)
+    rec = await store.get("c-1")
+    assert rec.route.canary  # ...yet its canary marker is seen (by the accept script)
+    assert await store.redis.xlen(store.keys.decisions) == 0  # no agent hears of it

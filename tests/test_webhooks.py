@@ -97,6 +97,33 @@ async def test_a_flaky_receiver_gets_exactly_one_accepted_signed_delivery(redis_
     assert payload["request_id"] == "wh-1" and payload["decision"]["status"] == "auto_approved"
 
 
+async def test_decisions_without_a_callback_are_acknowledged_and_make_no_delivery(
+        redis_url: str, receiver: Receiver) -> None:
+    # the enqueuer takes a read batch in one pipeline: the decision with a callback becomes a
+    # delivery, the others are only acknowledged
+    async with api_harness(redis_url) as h:
+        api = Api(h, await new_key(h, "support-bot"))
+        try:
+            for i in range(5):
+                body = {**LOOKUP, "id": f"plain-{i}"}
+                if i == 2:
+                    body["callback_url"] = receiver.url
+                assert (await api.call("POST", "/v1/requests", json=body))[0] == 201
+            hooks = h.bot.api.webhooks.hooks
+
+            async def all_taken() -> bool:
+                pending = await h.store.redis.xpending(h.store.keys.decisions, "webhooks")
+                read = await h.store.redis.xinfo_groups(h.store.keys.decisions)
+                lag = next(g for g in read if g["name"] == "webhooks").get("lag")
+                return pending["pending"] == 0 and lag == 0
+
+            await eventually(all_taken, what="every decision taken and acknowledged")
+            assert [d is not None for d in [await hooks.get(f"plain-{i}") for i in range(5)]] == [
+                False, False, True, False, False]
+        finally:
+            await api.close()
+
+
 async def test_a_receiver_that_never_accepts_is_dead_lettered(redis_url: str, receiver: Receiver) -> None:
     receiver.always_fail = True
     async with api_harness(redis_url, webhook_give_up_s=0.3) as h:

@@ -35,13 +35,12 @@ class Auth:
 
     async def __call__(self, request: web.Request) -> ApiKey:
         """The caller's key, or ApiError 401 (counted) / 429 (with Retry-After)."""
-        key, bucket = await self.keys.verify(bearer(request))
+        key, bucket, wait_ms = await self.keys.admit(bearer(request), int(time.time() * 1000), self.rate, self.burst)
         if key is None:
             await self.keys.note_failure(bucket)
             log.info("api: authentication failed (%s) on %s %s", bucket, request.method, request.path)
             raise ApiError(401, "unauthorized", "a valid API key is required: Authorization: Bearer <key>",
                            headers={"WWW-Authenticate": 'Bearer realm="hitl"'})
-        wait_ms = await self.keys.take(key.id, int(time.time() * 1000), self.rate, self.burst)
         if wait_ms > 0:
             raise ApiError(429, "rate_limited", f"too many requests for key {key.id}; retry later",
                            headers={"Retry-After": str(max(1, math.ceil(wait_ms / 1000)))})

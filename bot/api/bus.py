@@ -22,6 +22,14 @@ log = logging.getLogger("hitl.api")
 
 BLOCK_MS = 1000
 QUEUE_MAX = 1000
+IDLE_LINGER_S = 0.1
+"""With nobody to tell on this replica (no long-poll, submitter or event stream), the feeds are
+read at most this often, and what was added during a pause that nobody registered for is
+skipped (one read of the newest ids instead): the reader no longer wakes and parses entries for
+every request of an agent fleet that never calls the API, which took the event loop from
+intake's hot path. Anyone registering ends the pause at once, and a pause during which anyone
+registered skips nothing (a waiter re-reads its record after registering, and the feed covers
+everything after that)."""
 INTAKE_EVENTS = frozenset({"routed", "duplicate", "invalid"})
 """Audit events that end intake's handling of an entry (the record exists, or never will)."""
 
@@ -41,18 +49,22 @@ class DecisionBus:
         self._waiters: dict[str, set[asyncio.Future[str]]] = defaultdict(set)
         self._intake: dict[str, set[asyncio.Future[str]]] = defaultdict(set)
         self._subscribers: set[Subscriber] = set()
+        self._wanted = asyncio.Event()
+        """Set when someone registers: ends the idle pause between reads."""
         self.running = False
 
     def waiter(self, request_id: str) -> asyncio.Future[str]:
         """A future for the decision JSON of `request_id`; call `forget` when done with it."""
         fut: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self._waiters[request_id].add(fut)
+        self._wanted.set()
         return fut
 
     def intake_waiter(self, request_id: str) -> asyncio.Future[str]:
         """A future for the next intake event (`routed`, `duplicate`, `invalid`) of `request_id`."""
         fut: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self._intake[request_id].add(fut)
+        self._wanted.set()
         return fut
 
     def forget(self, request_id: str, fut: asyncio.Future[str]) -> None:
@@ -66,6 +78,7 @@ class DecisionBus:
     def subscribe(self, agents: frozenset[str]) -> Subscriber:
         sub = Subscriber(agents)
         self._subscribers.add(sub)
+        self._wanted.set()
         return sub
 
     def unsubscribe(self, sub: Subscriber) -> None:
@@ -87,10 +100,16 @@ class DecisionBus:
 
     async def _read(self) -> None:
         last_decision = last_audit = ""
+        skip = False
         while True:
             try:
                 if not last_decision:
                     last_decision, last_audit = await self.api.last_ids()
+                elif skip:  # nobody here waited for what was added during the pause: not read
+                    newest = await self.api.last_ids()
+                    if self._idle():  # and nobody registered while we asked
+                        last_decision, last_audit = newest
+                skip = False
                 decisions, audits = await self.api.feeds_after(last_decision, last_audit, BLOCK_MS)
                 self.running = True
             except asyncio.CancelledError:
@@ -111,6 +130,21 @@ class DecisionBus:
             if decisions:
                 last_decision = decisions[-1][0]
                 await self._dispatch(decisions)
+            if (decisions or audits) and self._idle():
+                await self._pause()
+                skip = self._idle()
+
+    def _idle(self) -> bool:
+        return not self._waiters and not self._intake and not self._subscribers
+
+    async def _pause(self) -> None:
+        """Wait IDLE_LINGER_S, or less if someone registers meanwhile."""
+        self._wanted.clear()
+        wanted = asyncio.ensure_future(self._wanted.wait())
+        try:
+            await asyncio.wait({wanted}, timeout=IDLE_LINGER_S)
+        finally:
+            wanted.cancel()
 
     async def _dispatch(self, rows: list[tuple[str, str, str]]) -> None:
         for _, rid, decision in rows:

@@ -67,25 +67,37 @@ class Requests:
         if request.agent not in key.agents:
             raise ApiError(403, "forbidden", f"this API key may not act for agent {request.agent!r}")
         rid = request.id or uuid.uuid4().hex
-        existing = await self._record(rid)
-        if existing is not None:
-            return 200, state_of(self._own(existing, key), duplicate=True)
         raw = json.dumps({**data, "id": rid})
         if len(raw.encode()) > MAX_ENTRY_BYTES:
             raise ApiError(413, "too_large", f"request is {len(raw.encode())} bytes; the limit is {MAX_ENTRY_BYTES}")
-        entry_id = await self.api.submit(raw)
-        return await self._outcome(rid, entry_id, key)
+        # registered before the entry exists: the audit feed cannot tell of it before we listen
+        fut = self.bus.intake_waiter(rid)
+        try:
+            for _ in range(10):
+                entry_id = await self.api.submit_new(rid, raw)  # the id check and the XADD in one step
+                if entry_id is not None:
+                    return await self._outcome(rid, entry_id, key, fut)
+                existing = await self._record(rid)
+                if existing is not None:
+                    return 200, state_of(self._own(existing, key), duplicate=True)
+        finally:
+            self.bus.forget(rid, fut)
+        raise ApiError(409, "conflict", f"request {rid!r} kept changing; try again")
 
-    async def _outcome(self, rid: str, entry_id: str, key: ApiKey) -> tuple[int, RequestState]:
+    async def _outcome(self, rid: str, entry_id: str, key: ApiKey,
+                       first: asyncio.Future[str] | None = None) -> tuple[int, RequestState]:
         """Wait for intake's verdict on our entry: woken by the audit feed (any replica's intake),
-        and re-reading now and then in case the feed is away."""
+        and re-reading now and then in case the feed is away. `first`: a waiter registered
+        before the entry was added; while the feed runs, nothing is read before it fires."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.submit_wait_s
         event, rounds = None, 0
+        if first is not None and self.bus.running:
+            event = await self._event(first, min(self.submit_wait_s, SUBMIT_REREAD_S))
         while True:
             fut = self.bus.intake_waiter(rid)
             try:
-                rec = await self._record(rid) if await self.store.exists(rid) else None
+                rec = await self._record(rid)
                 if rec is not None:
                     if rec.entry_id == entry_id:
                         return 201, state_of(rec)
@@ -98,12 +110,17 @@ class Requests:
                 if left <= 0:
                     return 202, RequestState(id=rid, state="queued")
                 rounds += 1
-                try:
-                    event = await asyncio.wait_for(asyncio.shield(fut), min(left, SUBMIT_REREAD_S))
-                except TimeoutError:
-                    event = None
+                event = await self._event(fut, min(left, SUBMIT_REREAD_S))
             finally:
                 self.bus.forget(rid, fut)
+
+    @staticmethod
+    async def _event(fut: asyncio.Future[str], seconds: float) -> str | None:
+        """The intake event `fut` gets within `seconds`, or None."""
+        try:
+            return await asyncio.wait_for(asyncio.shield(fut), seconds)
+        except TimeoutError:
+            return None
 
     def _own(self, record: Record, key: ApiKey) -> Record:
         if record.request.agent not in key.agents:

@@ -22,6 +22,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from pydantic import ValidationError
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -60,6 +61,7 @@ class AsyncClient:
         self.url = url
         self.reply_to = self.keys.results(name or f"client-{uuid.uuid4().hex[:12]}")
         self._replies: dict[str, str] = {}  # request id -> reply_to, for requests pushed here
+        self._cluster = isinstance(client, RedisCluster)
 
     @classmethod
     def from_url(cls, url: str | None = None, *, prefix: str | None = None, name: str | None = None,
@@ -99,19 +101,26 @@ class AsyncClient:
         """Push a validated request; returns its id (client-chosen ids are idempotent)."""
         if not isinstance(request, Request):
             request = self.build(**request)
+        request = self._addressed(request)
+        assert request.id is not None
+        async with self._redis():
+            await self.redis.xadd(self.keys.requests, {"request": request.model_dump_json(exclude_none=True)})
+        return request.id
+
+    def _addressed(self, request: Request) -> Request:
+        """`request` with an id (a new one unless the caller chose it) and a reply stream,
+        remembered so `wait` knows where its decision arrives."""
         update: dict[str, Any] = {}
         if request.id is None:
             update["id"] = uuid.uuid4().hex
         if request.reply_to is None:
             update["reply_to"] = self.reply_to
-        request = request.model_copy(update=update)
+        request = request.model_copy(update=update) if update else request
         assert request.id is not None and request.reply_to is not None
         if len(self._replies) >= 10_000:
             self._replies.pop(next(iter(self._replies)))
         self._replies[request.id] = request.reply_to
-        async with self._redis():
-            await self.redis.xadd(self.keys.requests, {"request": request.model_dump_json(exclude_none=True)})
-        return request.id
+        return request
 
     async def request(self, **fields: Any) -> str:
         """Build a request from keyword fields (validated here, before it is sent) and push it."""
@@ -143,10 +152,30 @@ class AsyncClient:
                   **fields: Any) -> Decision:
         """Push a request and wait for its decision (any status: check `decision.approved`)."""
         request = self.build(**fields)
-        stream = request.reply_to or self.reply_to
-        last = await self._last_id(stream)
-        request_id = await self.submit(request)
-        return await self._wait(request_id, stream, last, timeout, on_message)
+        if self._cluster:  # a cluster pipeline may run its commands on several nodes in any order
+            stream = request.reply_to or self.reply_to
+            last = await self._last_id(stream)
+            return await self._wait(await self.submit(request), stream, last, timeout, on_message)
+        chosen = request.id is not None
+        request = self._addressed(request)
+        assert request.id is not None and request.reply_to is not None
+        stream, key = request.reply_to, self.keys.request(request.id)
+        # One round trip, run in this order by Redis: the reply stream's newest id (the wait
+        # starts after it, so the decision cannot slip in before), a decision already stored
+        # for a chosen id (a request decided earlier is not published again), then the XADD.
+        async with self._redis(), self.redis.pipeline(transaction=False) as p:
+            p.xrevrange(stream, count=1)
+            if chosen:
+                p.hget(key, "decision")
+                p.get(self.keys.invalid(request.id))
+            p.xadd(self.keys.requests, {"request": request.model_dump_json(exclude_none=True)})
+            res = await p.execute()
+        last = str(res[0][0][0]) if res[0] else "0-0"
+        stored = (res[1] or res[2]) if chosen else None
+        if stored:
+            return Decision.model_validate_json(stored)
+        # a new id has no stored decision yet: no need to look before blocking
+        return await self._wait(request.id, stream, last, timeout, on_message, look_first=chosen)
 
     async def ask_human(self, question: str, options: list[str] | None = None, *,
                         timeout: float | None = None, **fields: Any) -> str:
@@ -159,9 +188,8 @@ class AsyncClient:
         return raise_unless_answered(decision)
 
     async def _wait(self, request_id: str, stream: str, last: str, timeout: float | None,
-                    on_message: OnMessage | None = None) -> Decision:
-        found = await self.decision(request_id)
-        if found:
+                    on_message: OnMessage | None = None, *, look_first: bool = True) -> Decision:
+        if look_first and (found := await self.decision(request_id)):
             return found
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:

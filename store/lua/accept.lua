@@ -4,17 +4,21 @@
 -- only happen before anything is written.
 -- KEYS: requests, record, trail, audit, pending, outbox, decisions, reply (or decisions when the
 --       request names none), actions, deadlines, invalid marker, control, stats total, stats hour,
---       outbox again-set
+--       outbox again-set, [the action's trust hash, the request's canary marker: only with a
+--       trust check]
 -- ARGV: group, entry_id, request_id, now_ms, now_iso, request, route ('' when decided: the
 --       decision carries it), params ('' = the request's own), decision ('' if none: pending),
 --       post card ('1' or ''), action, routed_paused ('1'/'0'), routed_first_use ('1'/'0',
 --       '' = not used by the policy), stats ops JSON, hour expiry, agent, `received` detail,
---       `routed` detail, n_deadlines, (member, due_ms) pairs...
+--       `routed` detail, n_deadlines, (member, due_ms) pairs..., then the trust check (absent or
+--       '' = none): routed as a canary ('1'/'0'), n_fields, (field, value) pairs of the action's
+--       trust hash it was routed on
 -- (One batch of intake sends one call per entry in one pipeline: the fewer arguments, the
 -- less each costs to send.)
--- Routing was computed in the caller from its in-process copy of the pause switch and the
--- seen actions; when either differs from what is stored now, nothing is written and the
--- verdict ('paused:<0|1>', 'first_use:<0|1>') tells the caller to route again.
+-- Routing was computed in the caller from its in-process copy of the pause switch, the
+-- seen actions and the action's trust; when one differs from what is stored now, nothing is
+-- written and the verdict ('paused:<0|1>', 'first_use:<0|1>', 'trust') tells the caller to
+-- route again.
 if #redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1) == 0 then
   return 'redelivered'
 end
@@ -34,6 +38,16 @@ if ARGV[13] ~= '' then
   if redis.call('SISMEMBER', KEYS[9], ARGV[11]) == 1 then first = '0' end
   if first ~= ARGV[13] then
     return 'first_use:' .. first
+  end
+end
+local t = 20 + 2 * tonumber(ARGV[19])
+if ARGV[t] ~= nil and ARGV[t] ~= '' then
+  local canary = '0'
+  if redis.call('EXISTS', KEYS[17]) == 1 then canary = '1' end
+  local n = tonumber(ARGV[t + 1])
+  if canary ~= ARGV[t] or redis.call('HLEN', KEYS[16]) ~= n then return 'trust' end
+  for i = 1, n do
+    if redis.call('HGET', KEYS[16], ARGV[t + 2 * i]) ~= ARGV[t + 2 * i + 1] then return 'trust' end
   end
 end
 local named = '0'
