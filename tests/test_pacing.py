@@ -21,7 +21,7 @@ import redis.asyncio as aioredis
 
 from bot.delivery import UPDATE_BURST, UPDATE_RATE
 from emulator import Emulator
-from store.pacing import PostSlots
+from store.pacing import Outcome, PostSlots
 from store.redis_store import Store
 from tests.harness import Harness, start, start_bot, stop
 from tests.util import eventually, shown_request_ids
@@ -220,6 +220,54 @@ async def test_a_holder_that_died_frees_the_slot_when_its_lease_ends(store: Stor
         return await s.take("#c", "post:b") == 0
 
     await eventually(free, what="the dead holder's lease to end")
+
+
+async def _end_lease(store: Store, s: PostSlots, member: str, *, just_now: bool = False) -> None:
+    """Make `member`'s lease have ended (its holder died or stalled): long ago, or a moment ago
+    (so the post still counts in the window)."""
+    key = s.keys("#c")[0]
+    busy = json.loads(await store.redis.hget(key, "busy"))
+    seconds, micros = await store.redis.time()
+    busy[member]["x"] = seconds * 1000 + micros // 1000 - 1 if just_now else 0
+    await store.redis.hset(key, "busy", json.dumps(busy))
+
+
+@pytest.mark.parametrize("outcome", ["posted", "maybe"])
+async def test_a_post_answered_after_its_lease_ended_still_counts_from_its_answer(
+        store: Store, outcome: Outcome) -> None:
+    s = slots(store)
+    assert await s.take("#c", "post:a") == 0
+    await _end_lease(store, s, "post:a")
+    assert await s.take("#c", "post:b") == 0  # the lease freed the slot
+    await s.done("#c", "post:b", "none")
+    await s.done("#c", "post:a", outcome)  # a was only late: its answer comes now
+    assert await s.take("#c", "post:c") > 0  # a window from a's answer
+
+
+async def test_a_late_answer_replaces_the_count_its_lease_made(store: Store) -> None:
+    s = slots(store, limit=2)
+    assert await s.take("#c", "post:a") == 0
+    await _end_lease(store, s, "post:a", just_now=True)  # counted a window from its lease's end
+    assert await s.take("#c", "post:b") == 0  # the other of the two slots
+    await s.done("#c", "post:a", "posted")
+    assert await s.take("#c", "post:c") > 0  # b in flight, a answered: both slots taken
+    await s.done("#c", "post:b", "none")
+    assert await s.take("#c", "post:c") == 0  # a counts once, not for its lease and its answer
+
+
+async def test_a_holder_renews_its_lease_while_its_call_runs(store: Store) -> None:
+    s = slots(store)
+    assert await s.take("#c", "post:a") == 0
+    key = s.keys("#c")[0]
+    busy = json.loads(await store.redis.hget(key, "busy"))
+    short = busy["post:a"]["x"] - 30_000
+    busy["post:a"]["x"] = short
+    await store.redis.hset(key, "busy", json.dumps(busy))
+    assert await s.keep("#c", "post:a")
+    assert json.loads(await store.redis.hget(key, "busy"))["post:a"]["x"] > short
+    await _end_lease(store, s, "post:a")
+    assert not await s.keep("#c", "post:a")  # too late: the lease already freed the slot
+    assert not await s.keep("#c", "post:x")  # never held
 
 
 async def test_two_replicas_share_the_slots(store: Store, redis_url: str) -> None:
