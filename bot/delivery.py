@@ -9,8 +9,10 @@ in the channel's history, so a retry never posts a second card.
 Posts are paced per channel by posting slots measured from the send (`store.pacing`): a post
 holds its channel's slot until Slack's answer is back, and the next may go a window after
 that answer (1/`post_rate` s, plus a small margin), so posts reach Slack at least that far
-apart whatever the latency, with every replica sharing the slots in Redis. Waiters queue in
-order and come back when their turn is due; a wait of a few milliseconds is spent in place.
+apart whatever the latency, with every replica sharing the slots in Redis. The slot covers
+the `chat.postMessage` call alone (its lease renewed while the call runs): a retry's search
+for a lost post happens before it is taken. Waiters queue in order and come back when their
+turn is due; a wait of a few milliseconds is spent in place.
 A 429 on a post closes that channel for `Retry-After` (others go on) and, since nothing was
 posted, forgets the attempt, so its retry needs no `conversations.history` search; a 5xx or
 timeout may have posted and keeps the search. Updates (Tier 3) are paced per workspace by a
@@ -92,6 +94,17 @@ class Slot:
             self.held = False
             await self.slots.done(self.channel, self.member, outcome, retry_after_ms=retry_after_ms)
 
+    async def keep(self) -> None:
+        """Renew the lease every third of it while the call in the slot runs (cancel to stop),
+        so only a replica that died or stalled loses the slot to its lease."""
+        while self.held:
+            await asyncio.sleep(self.slots.lease_ms / 3000)
+            try:
+                if not self.held or not await self.slots.keep(self.channel, self.member):
+                    return
+            except Exception as e:  # Redis away: the lease may end; `done` still counts the post
+                log.warning("delivery: slot of %s in %s not renewed: %s", self.member, self.channel, e)
+
 
 class Delivery(DueWorker):
     """Posts and updates cards from the outbox; `run()` until `stop()`, `kick()` to wake it."""
@@ -111,6 +124,9 @@ class Delivery(DueWorker):
         self.post_rate, self.post_burst = post_rate, post_burst
         self.slots = PostSlots(store, lease_ms=SLOT_LEASE_MS)
         self._attempts: dict[str, int] = {}
+        self._searched: dict[str, str] = {}
+        """Member -> the attempt note whose lost post was looked for in vain, so a post deferred
+        after its search does not search again (dropped once it posts, or is done)."""
         self.stats = {"posted": 0, "updated": 0, "rate_limited": 0, "errors": 0, "deferred": 0,
                       "undeliverable": 0, "reconciled": 0, "duplicates_deleted": 0}
 
@@ -141,9 +157,11 @@ class Delivery(DueWorker):
                 log.error("delivery: unknown outbox operation %r dropped", member)
                 await self.store.finish_outbox(member, lease)
             self._attempts.pop(member, None)
-        except Deferred:
+            self._searched.pop(member, None)
+        except Deferred:  # a search it made in vain still stands at its next try
             self.stats["deferred"] += 1
         except NotFound:
+            self._searched.pop(member, None)
             await self.store.finish_outbox(member, lease)
         except SlackFailure as e:
             await self._failed(key, member, lease, e)
@@ -165,7 +183,11 @@ class Delivery(DueWorker):
         self.slots.limit = limit = max(1, int(self.post_burst))
         self.slots.window_ms = int(limit * 1000 / self.post_rate) + POST_MARGIN_MS
         for _ in range(10):
-            wait = await self.slots.take(channel, member, front=front)
+            try:
+                wait = await self.slots.take(channel, member, front=front)
+            except asyncio.CancelledError:  # Redis may have granted it: give it back, not after its lease
+                await self._give_back(channel, member)
+                raise
             if wait == 0:
                 return Slot(self.slots, channel, member)
             if wait > IN_PLACE_MS:
@@ -176,6 +198,12 @@ class Delivery(DueWorker):
         if not member.startswith("digest:"):
             await self.backlog.waiting(self, channel, member, now)
         raise Deferred(f"post:{channel}")
+
+    async def _give_back(self, channel: str, member: str) -> None:
+        try:
+            await self.slots.done(channel, member, "none")
+        except Exception as e:  # the lease frees it later
+            log.warning("delivery: slot of %s in %s not given back: %s", member, channel, e)
 
     async def post_slot(self, channel: str, member: str, lease: int) -> Slot:
         """`slot`, after posting the channel's backlog digest first when one is due (the digest
@@ -204,16 +232,19 @@ class Delivery(DueWorker):
             await self.store.finish_outbox(member, lease)
             self.kick()
             return
-        slot = await self.post_slot(channel, member, lease)
-        try:
-            previous = await self.store.note_post_attempt(record.id, utcnow(), channel)
-            found = await self._find_posted(channel, "request_id", rid, json.loads(previous)) if previous else None
-            if not found:
+        key = self.store.keys.request(rid)
+        previous = await self.slots.attempt(key)  # searched for before the slot: it covers the post alone
+        found = await self._search(member, channel, "request_id", rid, previous, {})
+        if not found:
+            slot = await self.post_slot(channel, member, lease)
+            try:
+                noted = await self.store.note_post_attempt(record.id, utcnow(), channel)
+                await self._same_attempt(member, lease, previous, noted)
                 message = self.render(record)
                 channel_id, ts = await self._post(slot, message, {"request_id": rid},
-                                                  attempt=None if previous else self.store.keys.request(rid))
-        finally:
-            await slot.release("none")  # nothing was posted (found, or failed before the call)
+                                                  attempt=None if previous else key)
+            finally:
+                await slot.release("none")  # nothing was posted (failed before the call)
         if found:  # an earlier attempt took effect but its answer was lost: what it shows is unknown
             channel_id, ts = found
             await self.store.mark_posted(record.id, member, lease, channel_id, ts, utcnow(), -1)
@@ -259,32 +290,56 @@ class Delivery(DueWorker):
             await self.store.batch_shown(batch, batch.channel, batch.ts, utcnow(), rendered)
             await self.store.finish_outbox(member, lease)
             return
-        slot = await self.post_slot(batch.channel, member, lease)
-        try:
-            previous = await self.store.note_batch_attempt(bid, utcnow())
-            attempt = {**json.loads(previous), "channel": batch.channel} if previous else None
-            found = await self._find_posted(batch.channel, "batch_id", bid, attempt) if attempt else None
-            if found:
-                channel_id, ts = found
-            else:
+        key = self.store.keys.batch(bid)
+        previous = await self.slots.attempt(key)  # searched for before the slot: it covers the post alone
+        found = await self._search(member, batch.channel, "batch_id", bid, previous, {"channel": batch.channel})
+        if found:
+            channel_id, ts = found
+        else:
+            slot = await self.post_slot(batch.channel, member, lease)
+            try:
+                noted = await self.store.note_batch_attempt(bid, utcnow())
+                await self._same_attempt(member, lease, previous, noted)
                 channel_id, ts = await self._post(slot, message, {"batch_id": bid, "request_id": records[0].id},
-                                                  attempt=None if previous else self.store.keys.batch(bid))
-        finally:
-            await slot.release("none")  # nothing was posted (found, or failed before the call)
+                                                  attempt=None if previous else key)
+            finally:
+                await slot.release("none")  # nothing was posted (failed before the call)
         await self.store.batch_shown(batch, channel_id, ts, utcnow(), "" if found else rendered)
         if found:  # posted by a run that died: bring the card up to date (joins re-queue themselves)
             await self.store.enqueue(f"batch:{bid}", _now_ms())
         await self.store.finish_outbox(member, lease)
         await self.backlog.posted(self, batch.channel, member)
 
+    async def _search(self, member: str, channel: str, key: str, value: str, previous: str | None,
+                      extra: dict[str, Any]) -> tuple[str, str] | None:
+        """The card an unfinished attempt (`previous`, its note) posted, searched for outside the
+        slot; a search already made in vain for the same attempt is not repeated."""
+        if previous is None or self._searched.get(member) == previous:
+            return None
+        found = await self._find_posted(channel, key, value, {**json.loads(previous), **extra})
+        if not found:
+            self._searched[member] = previous
+        return found
+
+    async def _same_attempt(self, member: str, lease: int, searched: str | None, noted: str | None) -> None:
+        """With the slot in hand, about to post: the attempt note must be the one searched for.
+        Another began meanwhile (another replica took over a search that outlasted the outbox
+        lease): post nothing, look again at once."""
+        self._searched.pop(member, None)  # from here on a retry searches again
+        if noted != searched:
+            await self.store.finish_outbox(member, lease, _now_ms())
+            raise Deferred(f"attempt:{member}")
+
     # ---- Slack calls --------------------------------------------------------------------
 
     async def post_message(self, slot: Slot, **kwargs: Any) -> dict[str, Any]:
-        """chat.postMessage in `slot`'s channel, releasing the slot as soon as Slack answers: a
+        """chat.postMessage in `slot`'s channel, renewing the slot's lease while the call runs
+        (a join on `not_in_channel` included) and releasing the slot as soon as Slack answers: a
         429 closes the channel for its Retry-After and counts nothing (nothing was posted), a
         5xx or timeout counts (it may have posted)."""
+        keeper = asyncio.create_task(slot.keep())
         try:
-            resp = await self.slack.call("chat.postMessage", join=True, channel=slot.channel, **kwargs)
+            resp = await self._call_keeping("chat.postMessage", keeper, join=True, channel=slot.channel, **kwargs)
         except RateLimited as e:
             ms = int(e.retry_after_s * 1000) if e.method == "chat.postMessage" else 0
             await slot.release("none", ms)
@@ -298,6 +353,14 @@ class Delivery(DueWorker):
         await slot.release("posted")
         self.stats["posted"] += 1
         return resp
+
+    async def _call_keeping(self, method: str, keeper: asyncio.Task[None], **kwargs: Any) -> dict[str, Any]:
+        """`method`, with `keeper` renewing the slot's lease until it is answered."""
+        try:
+            return await self.slack.call(method, **kwargs)
+        finally:
+            keeper.cancel()
+            await asyncio.wait([keeper])
 
     async def _post(self, slot: Slot, message: dict[str, Any], payload: dict[str, Any], *,
                     attempt: str | None) -> tuple[str, str]:

@@ -5,7 +5,9 @@ to send them (a token taken before the call) lets the network and its own schedu
 them up, and a strict Slack answers 429. Here a post holds its channel's slot until its answer
 is back (`done`), and the next post may go `window_ms` after that answer, so two posts reach
 Slack at least `window_ms` apart whatever the latency; the slots live in Redis and run on
-Redis's clock, so every replica shares them.
+Redis's clock, so every replica shares them. A holder renews its lease while its call runs
+(`keep`); a holder that dies frees the slot when the lease ends, and one that was only late
+still counts its post from its answer (`done`).
 """
 
 from __future__ import annotations
@@ -47,10 +49,24 @@ class PostSlots:
         its place in the channel's queue. `front`: before every waiter (its slot went elsewhere)."""
         return await self._run(channel, ["take", member, "1" if front else "0"])
 
+    async def keep(self, channel: str, member: str) -> bool:
+        """Renew `member`'s lease (its call is still running): it now ends `lease_ms` from now.
+        False: the slot is not held (the lease ended before, or it was never granted)."""
+        return await self._run(channel, ["keep", member]) == 0
+
     async def done(self, channel: str, member: str, outcome: Outcome, *, retry_after_ms: int = 0) -> None:
         """The post that held the slot was answered. `retry_after_ms`: it was a 429, so the
-        channel closes that long and the post goes first when it opens."""
+        channel closes that long and the post goes first when it opens. A `posted`/`maybe`
+        counts from now even if the lease already ended. Safe to call for a member that holds
+        nothing (a `take` cancelled before its answer was read: `none` frees what Redis may
+        have granted it)."""
         await self._run(channel, ["done", member, outcome, retry_after_ms])
+
+    async def attempt(self, key: str) -> str | None:
+        """The note of an unfinished post attempt (`post_attempt` on a request or batch), read
+        without writing one: a retry searches history for it before taking a slot."""
+        note = await self.store.redis.hget(key, "post_attempt")
+        return str(note) if note is not None else None
 
     async def forget_attempt(self, key: str) -> None:
         """Drop the note that a post is under way (`post_attempt` on a request or batch) when it

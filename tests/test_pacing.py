@@ -6,7 +6,8 @@ holds its channel's slot until Slack's answer, and the next may go a second afte
 so it always reaches Slack more than a second after the previous one did (the bound is zero,
 not "few"). A 429 closes only its channel, for Retry-After, and since a 429 posted nothing, the
 retry searches no `conversations.history`; a post whose answer was lost (5xx after effect) still
-does. The slots live in Redis: two replicas share them.
+does, before it takes its slot (the slot covers the post alone, its lease renewed while the call
+runs). The slots live in Redis: two replicas share them.
 """
 
 from __future__ import annotations
@@ -19,9 +20,10 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
-from bot.delivery import UPDATE_BURST, UPDATE_RATE
+from bot.delivery import UPDATE_BURST, UPDATE_RATE, Delivery
 from emulator import Emulator
-from store.pacing import PostSlots
+from emulator.limits import Fault
+from store.pacing import Outcome, PostSlots
 from store.redis_store import Store
 from tests.harness import Harness, start, start_bot, stop
 from tests.util import eventually, shown_request_ids
@@ -157,6 +159,78 @@ async def test_a_429_closes_only_its_own_channel(redis_url: str, policy: Path) -
         await stop(h)
 
 
+async def test_a_retry_searches_history_before_its_slot_so_a_long_search_lets_no_post_in(
+        redis_url: str, policy: Path) -> None:
+    """(review bda487f) A retry whose answer was lost searches conversations.history. Were the
+    slot held through the search, a search outlasting the slot's lease (20 s, scaled here to
+    0.3 s against a 2 s search) would free the slot at the lease's end, another card would post
+    a window later, and this one would follow inside the same second: a strict Slack's 429.
+    The search comes before the slot, which covers the post alone."""
+    h = await start(redis_url, policy=policy, strict_limits=True, post_rate=1.0, post_burst=1.0)
+    try:
+        h.bot.delivery.slots.lease_ms = 300  # stands for the 20 s lease against a longer search
+        h.emu.inject("chat.postMessage", status=500)  # answer lost: the retry must search history
+        search = Fault(delay=2.0)
+        h.emu.faults.add("conversations.history", search)
+        rid1 = await h.push(action="one_off_1", summary="One-off 1")
+
+        async def retry_searching() -> bool:
+            return search.times == 0 and not h.emu.calls_to("conversations.history")
+
+        await eventually(retry_searching, 10, "the retry searching history")
+        rid2 = await h.push(action="one_off_2", summary="One-off 2")
+        await on_cards(h, [rid1, rid2])
+        assert h.emu.rate_limited == 0, "a post went inside another's second"
+        assert min(post_gaps(h.emu)) >= WINDOW_S
+        assert len(h.emu.calls_to("conversations.history")) == 1
+        assert [c.status for c in h.emu.calls_to("chat.postMessage")] == [500, 200, 200]
+    finally:
+        await stop(h)
+
+
+async def test_a_retry_deferred_after_its_search_does_not_search_again(redis_url: str, policy: Path) -> None:
+    """The search comes before the slot; a retry that then has to wait for its slot keeps what
+    it found (nothing) and, back at its turn, posts without a second search."""
+    h = await start(redis_url, policy=policy, strict_limits=True, post_rate=0.5, post_burst=1.0)
+    try:
+        h.emu.inject("chat.postMessage", status=500)  # counts a 2 s window; the retry comes in 0.5 s
+        rid = await h.push()
+        await on_cards(h, [rid])
+        assert h.bot.delivery.stats["deferred"] >= 1, "the retry never waited for its slot"
+        assert len(h.emu.calls_to("conversations.history")) == 1
+        assert [c.status for c in h.emu.calls_to("chat.postMessage")] == [500, 200]
+    finally:
+        await stop(h)
+
+
+async def test_a_post_slower_than_the_lease_keeps_its_slot_until_its_answer(redis_url: str, policy: Path) -> None:
+    """The lease only frees the slot of a replica that died: a live one renews it while its call
+    runs, so the other replica's next post still goes a window after the slow post's answer."""
+    h = await start(redis_url, policy=policy, strict_limits=True, post_rate=1.0, post_burst=1.0,
+                    consumer="replica-a")
+    h.bots.append(await start_bot(redis_url, h.emu, policy=policy, post_rate=1.0, post_burst=1.0,
+                                  consumer="replica-b"))
+    try:
+        for b in h.bots:
+            b.delivery.slots.lease_ms = 300  # stands for the 20 s lease against a longer call
+        slow = Fault(delay=1.5)
+        h.emu.faults.add("chat.postMessage", slow)
+        rid1 = await h.push(action="one_off_1", summary="One-off 1")
+
+        async def in_flight() -> bool:
+            return slow.times == 0
+
+        await eventually(in_flight, 10, "the slow post in flight")
+        rid2 = await h.push(action="one_off_2", summary="One-off 2")  # the idle replica takes it
+        await on_cards(h, [rid1, rid2])
+        first, second = [c for c in h.emu.calls_to("chat.postMessage") if c.ok]
+        assert second.received is not None
+        assert second.received - first.at >= WINDOW_S  # a window after the answer, not the lease
+        assert h.emu.rate_limited == 0
+    finally:
+        await stop(h)
+
+
 # ---- the slots themselves ------------------------------------------------------------------
 
 def slots(store: Store, **kw: int) -> PostSlots:
@@ -220,6 +294,74 @@ async def test_a_holder_that_died_frees_the_slot_when_its_lease_ends(store: Stor
         return await s.take("#c", "post:b") == 0
 
     await eventually(free, what="the dead holder's lease to end")
+
+
+async def _end_lease(store: Store, s: PostSlots, member: str, *, just_now: bool = False) -> None:
+    """Make `member`'s lease have ended (its holder died or stalled): long ago, or a moment ago
+    (so the post still counts in the window)."""
+    key = s.keys("#c")[0]
+    busy = json.loads(await store.redis.hget(key, "busy"))
+    seconds, micros = await store.redis.time()
+    busy[member]["x"] = seconds * 1000 + micros // 1000 - 1 if just_now else 0
+    await store.redis.hset(key, "busy", json.dumps(busy))
+
+
+@pytest.mark.parametrize("outcome", ["posted", "maybe"])
+async def test_a_post_answered_after_its_lease_ended_still_counts_from_its_answer(
+        store: Store, outcome: Outcome) -> None:
+    s = slots(store)
+    assert await s.take("#c", "post:a") == 0
+    await _end_lease(store, s, "post:a")
+    assert await s.take("#c", "post:b") == 0  # the lease freed the slot
+    await s.done("#c", "post:b", "none")
+    await s.done("#c", "post:a", outcome)  # a was only late: its answer comes now
+    assert await s.take("#c", "post:c") > 0  # a window from a's answer
+
+
+async def test_a_late_answer_replaces_the_count_its_lease_made(store: Store) -> None:
+    s = slots(store, limit=2)
+    assert await s.take("#c", "post:a") == 0
+    await _end_lease(store, s, "post:a", just_now=True)  # counted a window from its lease's end
+    assert await s.take("#c", "post:b") == 0  # the other of the two slots
+    await s.done("#c", "post:a", "posted")
+    assert await s.take("#c", "post:c") > 0  # b in flight, a answered: both slots taken
+    await s.done("#c", "post:b", "none")
+    assert await s.take("#c", "post:c") == 0  # a counts once, not for its lease and its answer
+
+
+async def test_a_holder_renews_its_lease_while_its_call_runs(store: Store) -> None:
+    s = slots(store)
+    assert await s.take("#c", "post:a") == 0
+    key = s.keys("#c")[0]
+    busy = json.loads(await store.redis.hget(key, "busy"))
+    short = busy["post:a"]["x"] - 30_000
+    busy["post:a"]["x"] = short
+    await store.redis.hset(key, "busy", json.dumps(busy))
+    assert await s.keep("#c", "post:a")
+    assert json.loads(await store.redis.hget(key, "busy"))["post:a"]["x"] > short
+    await _end_lease(store, s, "post:a")
+    assert not await s.keep("#c", "post:a")  # too late: the lease already freed the slot
+    assert not await s.keep("#c", "post:x")  # never held
+
+
+class _CancelledAfterGrant(PostSlots):
+    """Redis grants the slot, but the task is cancelled before it reads the answer."""
+
+    async def take(self, channel: str, member: str, *, front: bool = False) -> int:
+        await super().take(channel, member, front=front)
+        raise asyncio.CancelledError
+
+
+async def test_a_post_cancelled_while_taking_its_slot_gives_the_slot_back(redis_url: str, policy: Path) -> None:
+    h = await start(redis_url, policy=policy)
+    try:
+        d: Delivery = h.bot.delivery
+        d.slots = _CancelledAfterGrant(h.store, lease_ms=60_000)
+        with pytest.raises(asyncio.CancelledError):
+            await d.slot("#c", "post:a", 0)
+        assert await slots(h.store).take("#c", "post:b") == 0  # not held for the 60 s lease
+    finally:
+        await stop(h)
 
 
 async def test_two_replicas_share_the_slots(store: Store, redis_url: str) -> None:
