@@ -218,14 +218,7 @@ class TrustStore:
 
     async def lookup_many(self, requests: list[Request]) -> list[tuple[TrustState, bool]]:
         """`lookup` for a whole intake batch in one round trip."""
-        async with self.redis.pipeline(transaction=False) as p:
-            for request in requests:
-                assert request.id is not None
-                p.hgetall(self.k.action(member(request.agent, request.action)))
-                p.exists(self.k.canary(request.id))
-            rows = await p.execute()
-        return [(_state(member(r.agent, r.action), rows[2 * i]), bool(rows[2 * i + 1]))
-                for i, r in enumerate(requests)]
+        return [(state, canary) for state, canary, _ in await self.snapshot_many(requests)]
 
     async def snapshot_many(self, requests: list[Request]) -> list[tuple[TrustState, bool, dict[str, str]]]:
         """`lookup_many`, each with the action's hash as read: intake keeps them between

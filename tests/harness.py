@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from bot.app import Bot, build_app
@@ -101,3 +104,15 @@ async def stop(h: Harness) -> None:
     for b in h.bots:
         await b.stop()
     await h.emu.stop()
+
+
+@asynccontextmanager
+async def running(redis_url: str, tmp_path: Path, policy: str, **overrides: Any) -> AsyncIterator[Harness]:
+    """A harness whose bot runs `policy` (the YAML text, written under `tmp_path`), stopped on exit."""
+    path = tmp_path / "policy.yml"
+    path.write_text(policy)
+    h = await start(redis_url, policy=path, **overrides)
+    try:
+        yield h
+    finally:
+        await stop(h)

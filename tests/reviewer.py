@@ -11,7 +11,7 @@ import pytest
 
 from blocks.ids import ActionId, BatchActionId, BlockId, batch_item_block_id, param_block_id
 from store.models import Record
-from tests.harness import Harness, start, stop
+from tests.harness import Harness, running
 from tests.util import eventually
 
 # Approvals are the point of these tests: everything medium (approve) unless a test says so,
@@ -34,11 +34,8 @@ rules:
 
 @pytest.fixture
 async def h(redis_url: str, tmp_path: Path) -> AsyncIterator[Harness]:
-    policy = tmp_path / "policy.yml"
-    policy.write_text(POLICY)
-    harness = await start(redis_url, policy=policy)
-    yield harness
-    await stop(harness)
+    async with running(redis_url, tmp_path, POLICY) as harness:
+        yield harness
 
 
 async def card_for(h: Harness, action: str, *, seen: set[str] | None = None, timeout: float = 20) -> Record:

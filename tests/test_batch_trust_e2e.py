@@ -14,7 +14,7 @@ from blocks.batch import GRANT
 from blocks.ids import BatchActionId, batch_item_block_id
 from store.models import Record, State, Status
 from store.trust import Grant
-from tests.harness import Harness, start, stop
+from tests.harness import Harness, running
 from tests.util import eventually, shown_request_ids
 
 POLICY = """
@@ -37,11 +37,8 @@ triggers:
 
 @pytest.fixture
 async def h(redis_url: str, tmp_path: Path) -> AsyncIterator[Harness]:
-    policy = tmp_path / "policy.yml"
-    policy.write_text(POLICY)
-    harness = await start(redis_url, policy=policy)
-    yield harness
-    await stop(harness)
+    async with running(redis_url, tmp_path, POLICY) as harness:
+        yield harness
 
 
 async def _batch(h: Harness, n: int, key: str, **fields: Any) -> list[Record]:

@@ -17,7 +17,7 @@ import pytest
 from blocks.ids import ActionId
 from bot.delivery import METADATA_EVENT
 from store.models import Status
-from tests.harness import TOKEN, Harness, start, stop
+from tests.harness import TOKEN, Harness, running
 from tests.util import eventually
 
 POLICY = """
@@ -33,11 +33,8 @@ batching: {enabled: false}
 
 @pytest.fixture
 async def h(redis_url: str, tmp_path: Path) -> AsyncIterator[Harness]:
-    policy = tmp_path / "policy.yml"
-    policy.write_text(POLICY)
-    harness = await start(redis_url, policy=policy)
-    yield harness
-    await stop(harness)
+    async with running(redis_url, tmp_path, POLICY) as harness:
+        yield harness
 
 
 async def control(h: Harness, name: str, **body: Any) -> dict[str, Any]:

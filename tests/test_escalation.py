@@ -31,7 +31,7 @@ from blocks.modals import hand_back_modal, parse_text_value, reply_modal, resolv
 from blocks.payloads import ModalMeta
 from store.models import AgentMessage, Choice, Record, Request, Route, Status, Vote
 from store.redis_store import Store
-from tests.harness import Harness, start, start_bot, stop
+from tests.harness import Harness, running, start_bot
 from tests.test_blocks import EVIL, NOW, _texts, check_modal, decided, huge, make
 from tests.util import eventually
 
@@ -60,11 +60,8 @@ LONG_TURN = "I have been waiting for my refund for weeks & <nobody> answers. " *
 
 @pytest.fixture
 async def h(redis_url: str, tmp_path: Path) -> AsyncIterator[Harness]:
-    policy = tmp_path / "policy.yml"
-    policy.write_text(POLICY)
-    harness = await start(redis_url, policy=policy)
-    yield harness
-    await stop(harness)
+    async with running(redis_url, tmp_path, POLICY) as harness:
+        yield harness
 
 
 def later(h: Harness, seconds: float) -> None:

@@ -19,7 +19,7 @@ from bot.metrics import render_metrics
 from emulator import Emulator
 from store.models import Status
 from store.redis_store import Store
-from tests.harness import TOKEN, Harness, start, stop
+from tests.harness import TOKEN, Harness, running
 from tests.util import eventually
 
 HTML_502 = "<html><head><title>502 Bad Gateway</title></head><body><h1>502 Bad Gateway</h1></body></html>"
@@ -102,11 +102,8 @@ async def test_quick_retries_in_place_honour_retry_after(emu: Emulator, gw: Gate
 
 @pytest.fixture
 async def h(redis_url: str, tmp_path: Path) -> AsyncIterator[Harness]:
-    policy = tmp_path / "policy.yml"
-    policy.write_text(POLICY)
-    harness = await start(redis_url, policy=policy)
-    yield harness
-    await stop(harness)
+    async with running(redis_url, tmp_path, POLICY) as harness:
+        yield harness
 
 
 async def test_an_html_502_on_a_post_is_retried_and_the_card_arrives_once(h: Harness) -> None:

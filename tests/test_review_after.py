@@ -11,7 +11,7 @@ import pytest
 
 from blocks.ids import ActionId, BlockId
 from store.models import Status
-from tests.harness import Harness, start, stop
+from tests.harness import Harness, running
 from tests.util import eventually
 
 POLICY = """
@@ -31,11 +31,8 @@ triggers:
 
 @pytest.fixture
 async def h(redis_url: str, tmp_path: Path) -> AsyncIterator[Harness]:
-    policy = tmp_path / "policy.yml"
-    policy.write_text(POLICY)
-    harness = await start(redis_url, policy=policy)
-    yield harness
-    await stop(harness)
+    async with running(redis_url, tmp_path, POLICY) as harness:
+        yield harness
 
 
 async def _messages(h: Harness, stream: str) -> list[dict[str, str]]:
