@@ -15,6 +15,7 @@ from bot.config import load_settings
 from emulator import Emulator
 from store.models import Record
 from store.redis_store import Store
+from store.trust import Grant
 from tests.redis_server import free_port
 from tests.util import eventually
 
@@ -64,6 +65,22 @@ class Harness:
     async def click(self, rec: Record, user: str, action_id: str) -> Any:
         assert rec.channel and rec.ts
         return await self.emu.click(user, rec.channel, rec.ts, action_id)
+
+    async def ephemeral(self, user: str, n: int = 1) -> str:
+        """The newest ephemeral message to `user` (as JSON text), once there are `n` of them."""
+        async def found() -> str | None:
+            msgs = self.emu.ephemerals(user)
+            return json.dumps(msgs[-1]) if len(msgs) >= n else None
+
+        return str(await eventually(found, what=f"ephemeral {n} to {user}"))
+
+    async def grants(self, n: int) -> list[Grant]:
+        """The standing grants, once there are at least `n`."""
+        async def found() -> list[Grant] | None:
+            gs = await self.store.trust.grants()
+            return gs if len(gs) >= n else None
+
+        return list(await eventually(found, what=f"{n} grants"))
 
     async def decided(self, request_id: str, timeout: float = 10.0) -> Record:
         async def done() -> Record | None:

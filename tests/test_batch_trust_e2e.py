@@ -13,7 +13,6 @@ import pytest
 from blocks.batch import GRANT
 from blocks.ids import BatchActionId, batch_item_block_id
 from store.models import Record, State, Status
-from store.trust import Grant
 from tests.harness import Harness, running
 from tests.util import eventually, shown_request_ids
 
@@ -76,29 +75,17 @@ async def _choose(h: Harness, rec: Record, user: str, choice: str) -> None:
                       block_id=batch_item_block_id(rec.batch, rec.id))
 
 
-async def _ephemeral(h: Harness, user: str, n: int = 1) -> str:
-    async def found() -> str | None:
-        msgs = h.emu.ephemerals(user)
-        return json.dumps(msgs[-1]) if len(msgs) >= n else None
-
-    return str(await eventually(found, what=f"ephemeral {n} to {user}"))
 
 
-async def _grants(h: Harness, n: int) -> list[Grant]:
-    async def found() -> list[Grant] | None:
-        gs = await h.store.trust.grants()
-        return gs if len(gs) >= n else None
-
-    return list(await eventually(found, what=f"{n} grants"))
 
 
 async def test_a_batch_item_grants_like_a_single_card(h: Harness) -> None:
     recs = await _batch(h, 3, "refunds", risk={"amount": 40}, params=lambda i: {"to": ["ana", "eve", "bob"][i]})
     assert GRANT in _menu(h, recs[0])
     await _choose(h, recs[0], "U0BOB", GRANT)
-    assert "approved on their own until" in await _ephemeral(h, "U0BOB")
+    assert "approved on their own until" in await h.ephemeral("U0BOB")
     assert (await h.client.wait(recs[0].id, timeout=10)).status is Status.approved
-    [grant] = await _grants(h, 1)
+    [grant] = await h.grants(1)
     # the grant is made on that item: its agent, action and `same` parameters, the amount ceiling
     assert grant.by == ["U0BOB"] and grant.request_id == recs[0].id
     assert grant.bounds.params == {"to": ["ana"]} and grant.bounds.amount_max == 100
@@ -129,7 +116,7 @@ async def test_no_batch_grant_where_the_tier_says_no_or_for_someone_not_allowed(
     inv = await _batch(h, 2, "invoices", action="invoice", risk={"amount": 10})
     assert GRANT in _menu(h, inv[0])
     await _choose(h, inv[0], "U0CAROL", GRANT)
-    assert "not one of the approvers" in await _ephemeral(h, "U0CAROL")
+    assert "not one of the approvers" in await h.ephemeral("U0CAROL")
     assert (await h.store.get(inv[0].id)).state is State.pending and not await h.store.trust.grants()
 
 
@@ -137,10 +124,10 @@ async def test_a_quorum_two_batch_grant_needs_two_people(h: Harness) -> None:
     recs = await _batch(h, 2, "wires", action="wire", risk={"amount": 30})
     assert GRANT in _menu(h, recs[0])
     await _choose(h, recs[0], "U0ALICE", GRANT)
-    assert "1 of 2 so far" in await _ephemeral(h, "U0ALICE")
+    assert "1 of 2 so far" in await h.ephemeral("U0ALICE")
     assert not await h.store.trust.grants() and (await h.store.get(recs[0].id)).state is State.pending
     await _choose(h, recs[0], "U0BOB", GRANT)
-    [grant] = await _grants(h, 1)
+    [grant] = await h.grants(1)
     assert grant.by == ["U0ALICE", "U0BOB"]
     assert (await h.client.wait(recs[0].id, timeout=10)).status is Status.approved
     d = await h.client.wait(await h.push(action="wire", summary="Wire $25", risk={"amount": 25}), timeout=10)
@@ -164,7 +151,7 @@ async def test_a_batch_card_names_the_stand_in_while_the_approver_is_away(h: Har
     await h.emu.slash_command("U0ALICE", "C0GENERAL", "/hitl", "away off")
     await eventually(lambda: says(False), what="batch card no longer naming the stand-in")
     await _choose(h, recs[1], "U0BOB", "approve")
-    assert "absence is over" in await _ephemeral(h, "U0BOB")
+    assert "absence is over" in await h.ephemeral("U0BOB")
     assert (await h.store.get(recs[1].id)).state is State.pending
 
 
@@ -178,7 +165,7 @@ async def test_a_grant_the_policy_withdrew_since_the_card_was_drawn_changes_noth
         "medium:  {mode: approve, grants: false}"))
     assert await h.bot.reload_policy()
     await _choose(h, recs[0], "U0BOB", GRANT)
-    assert "offers no standing grant" in await _ephemeral(h, "U0BOB")
+    assert "offers no standing grant" in await h.ephemeral("U0BOB")
     rec = await h.store.get(recs[0].id)
     assert rec.state is State.pending and rec.votes == [] and not await h.store.trust.grants()
     refused = [e for e in await h.store.trail(recs[0].id) if e.event == "refused"]

@@ -12,7 +12,7 @@ import pytest
 
 from blocks.ids import ActionId, HomeActionId
 from store.models import Mode, Record, State, Status, utcnow
-from store.trust import Away, Grant
+from store.trust import Away
 from tests.harness import Harness, start, stop
 from tests.util import eventually
 
@@ -52,20 +52,8 @@ def _buttons(h: Harness, rec: object) -> list[str]:
     return [e["text"]["text"] for b in msg["blocks"] if b["type"] == "actions" for e in b["elements"]]
 
 
-async def _ephemeral(h: Harness, user: str, n: int = 1) -> str:
-    async def found() -> str | None:
-        msgs = h.emu.ephemerals(user)
-        return json.dumps(msgs[-1]) if len(msgs) >= n else None
-
-    return str(await eventually(found, what=f"ephemeral to {user}"))
 
 
-async def _grants(h: Harness, n: int) -> list[Grant]:
-    async def found() -> list[Grant] | None:
-        gs = await h.store.trust.grants()
-        return gs if len(gs) >= n else None
-
-    return await eventually(found, what=f"{n} grants")  # type: ignore[no-any-return]
 
 
 async def _card_says(h: Harness, rec: Record, words: str, present: bool = True) -> str:
@@ -90,8 +78,8 @@ async def test_a_grant_approves_similar_requests_within_its_bounds(h: Harness) -
     assert "Approve and allow similar for 1h" in _buttons(h, rec)
     await h.click(rec, "U0BOB", ActionId.approve_grant)
     assert (await h.client.wait(rid, timeout=10)).status is Status.approved
-    assert "approved on their own until" in await _ephemeral(h, "U0BOB")
-    [grant] = await _grants(h, 1)
+    assert "approved on their own until" in await h.ephemeral("U0BOB")
+    [grant] = await h.grants(1)
     assert grant.by == ["U0BOB"] and grant.bounds.amount_max == 100 and grant.bounds.params == {"to": ["ana"]}
     # similar and within bounds: approved on its own, naming the grant and who granted it
     similar = await h.push(summary="Refund $80 to Ana", params={"to": "ana"}, risk={"amount": 80})
@@ -118,7 +106,7 @@ async def test_a_grant_approves_similar_requests_within_its_bounds(h: Harness) -
 async def test_a_grant_expires_and_the_home_tab_revokes(h: Harness) -> None:
     rid = await h.push(summary="Refund $5 to Ana", params={"to": "ana"}, risk={"amount": 5})
     await h.click(await h.card(rid), "U0BOB", ActionId.approve_grant)
-    [grant] = await _grants(h, 1)
+    [grant] = await h.grants(1)
     # time passes: the grant's hour is over (written as the store keeps it)
     old = grant.model_copy(update={"expires_at": utcnow() - timedelta(seconds=1)})
     await h.store.redis.hset(h.store.trust.k.grants, grant.id, old.model_dump_json())
@@ -128,7 +116,7 @@ async def test_a_grant_expires_and_the_home_tab_revokes(h: Harness) -> None:
     # a fresh grant, revoked from the App Home
     rid = await h.push(summary="Refund $7 to Ana", params={"to": "ana"}, risk={"amount": 7})
     await h.click(await h.card(rid), "U0BOB", ActionId.approve_grant)
-    [grant] = await _grants(h, 1)
+    [grant] = await h.grants(1)
     await h.emu.open_home("U0BOB")
     home = await eventually(lambda: asyncio.sleep(0, h.emu.home("U0BOB")), what="home")
     assert grant.id in json.dumps(home.to_slack())
@@ -155,19 +143,19 @@ async def test_a_quorum_two_grant_needs_two_people(h: Harness) -> None:
     rec = await h.card(rid)
     assert rec.route.quorum == 2 and "Approve and allow similar for 30m" in _buttons(h, rec)
     await h.click(rec, "U0ALICE", ActionId.approve_grant)
-    assert "1 of 2 so far" in await _ephemeral(h, "U0ALICE")
+    assert "1 of 2 so far" in await h.ephemeral("U0ALICE")
     assert not await h.store.trust.grants()
     # one person's grant does not approve the next one
     await _pending(h, action="wire", summary="Wire $30 to ACME", risk={"amount": 30})
     await h.click(rec, "U0BOB", ActionId.approve_grant)
-    [grant] = await _grants(h, 1)
+    [grant] = await h.grants(1)
     assert grant.by == ["U0ALICE", "U0BOB"]
     d = await h.client.wait(await h.push(action="wire", summary="Wire $25", risk={"amount": 25}), timeout=10)
     assert d.status is Status.auto_approved and d.route and d.route.grant and d.route.grant.by == grant.by
     # approve (no grant) by the second person: no grant
     other = await h.card(await h.push(action="wire", agent="pay-bot", summary="Wire $5", risk={"amount": 5}))
     await h.click(other, "U0ALICE", ActionId.approve_grant)
-    await _ephemeral(h, "U0ALICE", 2)
+    await h.ephemeral("U0ALICE", 2)
     await h.click(other, "U0BOB", ActionId.approve)
     assert (await h.client.wait(other.id, timeout=10)).status is Status.approved
     assert [g.id for g in await h.store.trust.grants()] == [grant.id]
@@ -180,7 +168,7 @@ async def test_a_delegate_decides_only_while_the_person_is_away(h: Harness) -> N
     assert rec.route.delegates == {"U0ALICE": "U0BOB"}
     await _card_says(h, rec, "is away until")
     await h.click(rec, "U0CAROL", ActionId.approve)  # not the delegate
-    assert "not one of the approvers" in await _ephemeral(h, "U0CAROL")
+    assert "not one of the approvers" in await h.ephemeral("U0CAROL")
     await h.click(rec, "U0BOB", ActionId.approve)
     d = await h.client.wait(rec.id, timeout=10)
     assert d.status is Status.approved and d.decided_by[0].user_id == "U0BOB"
@@ -189,7 +177,7 @@ async def test_a_delegate_decides_only_while_the_person_is_away(h: Harness) -> N
     # the delegate may not decide what they asked for themselves
     own = await h.card(await h.push(action="invoice", summary="Pay my invoice", requested_by="U0BOB"))
     await h.click(own, "U0BOB", ActionId.approve)
-    assert "cannot approve it yourself" in await _ephemeral(h, "U0BOB")
+    assert "cannot approve it yourself" in await h.ephemeral("U0BOB")
     # the absence is over: the delegate is an ordinary bystander again
     now = utcnow()
     await h.store.trust.set_away(Away(user="U0ALICE", delegate="U0BOB", since=now - timedelta(days=2),
@@ -197,7 +185,7 @@ async def test_a_delegate_decides_only_while_the_person_is_away(h: Harness) -> N
     late = await h.card(await h.push(action="invoice", summary="Pay invoice 8"))
     assert late.route.delegates == {}
     await h.click(late, "U0BOB", ActionId.approve)
-    assert "absence is over" in await _ephemeral(h, "U0BOB", 2)
+    assert "absence is over" in await h.ephemeral("U0BOB", 2)
     # refused forms
     for text, words in (("away until 2001-01-01 to <@U0BOB|bob>", "has passed"),
                         ("away until 2099-01-01 to <@U0ALICE|alice>", "someone else"),
@@ -209,7 +197,7 @@ async def test_a_delegate_decides_only_while_the_person_is_away(h: Harness) -> N
 async def test_a_grant_without_an_amount_still_respects_the_ceiling(h: Harness) -> None:
     rid = await h.push(action="email", summary="Email Ana", params={"to": "ana"})
     await h.click(await h.card(rid), "U0BOB", ActionId.approve_grant)
-    [grant] = await _grants(h, 1)
+    [grant] = await h.grants(1)
     assert grant.bounds.amount_max is None
     d = await h.client.wait(await h.push(action="email", summary="Email Ana again", params={"to": "ana"}),
                             timeout=10)
@@ -228,7 +216,7 @@ async def test_a_user_group_may_stand_in(h: Harness) -> None:
     rec = await h.card(await h.push(action="invoice", summary="Pay invoice 9"))
     assert rec.route.delegates == {"U0ALICE": "S0MANAGERS"}
     await h.click(rec, "U0CAROL", ActionId.approve)  # not in the group
-    assert "not one of the approvers" in await _ephemeral(h, "U0CAROL")
+    assert "not one of the approvers" in await h.ephemeral("U0CAROL")
     await h.click(rec, "U0BOB", ActionId.approve)  # a manager
     d = await h.client.wait(rec.id, timeout=10)
     assert d.status is Status.approved and d.decided_by[0].user_id == "U0BOB"
@@ -248,7 +236,7 @@ async def test_a_card_posted_before_the_absence_is_redrawn_and_the_delegate_deci
     rec = await h.card(await h.push(action="invoice", summary="Pay invoice 10"))
     assert "is away" not in json.dumps(h.message(rec)["blocks"]) and rec.route.delegates == {}
     await h.click(rec, "U0BOB", ActionId.approve)  # not yet a stand-in
-    assert "not one of the approvers" in await _ephemeral(h, "U0BOB")
+    assert "not one of the approvers" in await h.ephemeral("U0BOB")
     updates = len(h.emu.calls_to("chat.update"))
     await h.emu.slash_command("U0ALICE", "C0GENERAL", "/hitl", "away until 2099-12-24 to <@U0BOB|bob>")
     text = await _card_says(h, rec, "<@U0BOB> decides for them")
@@ -277,7 +265,7 @@ async def test_when_the_window_ends_the_card_and_the_click_check_both_stop_namin
     ended = [e for e in await h.store.audit_entries() if e.event == "away_ended"]
     assert len(ended) == 1 and ended[0].actor == "system" and ended[0].detail["why"] == "window_end"
     await h.click(rec, "U0BOB", ActionId.approve)
-    assert "absence is over" in await _ephemeral(h, "U0BOB")
+    assert "absence is over" in await h.ephemeral("U0BOB")
     refused = await _events(h, rec.id, "refused")
     assert refused[-1] == {"actor": "U0BOB", "choice": "approve", "reason": "delegation_over"}
     still = await h.store.get(rec.id)
@@ -293,7 +281,7 @@ async def test_back_early_redraws_and_a_stand_in_never_decides_their_own_request
     assert "stands in but asked for this, so cannot decide it" in await _card_says(h, own, "is away until")
     await _card_says(h, other, "<@U0BOB> decides for them")
     await h.click(own, "U0BOB", ActionId.approve)
-    assert "cannot approve it yourself" in await _ephemeral(h, "U0BOB")
+    assert "cannot approve it yourself" in await h.ephemeral("U0BOB")
     assert (await _events(h, own.id, "refused"))[-1]["reason"] == "self_approval"
     assert (await h.store.get(own.id)).state is State.pending
     back = await h.emu.slash_command("U0ALICE", "C0GENERAL", "/hitl", "away off")
@@ -303,5 +291,5 @@ async def test_back_early_redraws_and_a_stand_in_never_decides_their_own_request
     ended = [e for e in await h.store.audit_entries() if e.event == "away_ended"]
     assert [(e.actor, e.detail["why"]) for e in ended] == [("U0ALICE", "back")]
     await h.click(other, "U0BOB", ActionId.approve)
-    assert "absence is over" in await _ephemeral(h, "U0BOB", 2)
+    assert "absence is over" in await h.ephemeral("U0BOB", 2)
     assert (await h.store.get(other.id)).state is State.pending
