@@ -18,6 +18,7 @@ import contextlib
 import json
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Any
 
 from pydantic import ValidationError
@@ -260,6 +261,8 @@ class Intake:
         actions this replica has a copy of are not read (a request is taken as no canary: its
         marker is checked by the script), the others in one round trip."""
         k = self.store.trust.k
+        if len(self._trust) + len(requests) > MAX_TRUST:  # only a cache: forgetting costs a read, never a wrong route
+            self._trust.clear()  # (before the batch: a copy cleared halfway would lose what it skipped reading)
         todo = [i for i, r in enumerate(requests) if member(r.agent, r.action) not in self._trust]
         read = dict(zip(todo, await self.store.trust.snapshot_many([requests[i] for i in todo]) if todo else [],
                         strict=True))
@@ -270,8 +273,6 @@ class Intake:
             m = member(r.agent, r.action)
             if i in read:
                 state, canary, fields = read[i]
-                if len(self._trust) >= MAX_TRUST:  # only a cache: forgetting costs a read, never a wrong route
-                    self._trust.clear()
                 self._trust[m] = (state, fields)
             else:
                 (state, fields), canary = self._trust[m], False
@@ -293,6 +294,8 @@ class Intake:
             looked_up=looked_up))
         decision = immediate_decision(request, route)
         deadlines = plan(request, route, tier_of(router, route), int(now.timestamp() * 1000))
+        if check is not None and route.grant is not None:  # the grant must still stand when accepted
+            check = replace(check, grants_key=self.store.trust.k.grants, grant_id=route.grant.id)
         return Accepted(request, route, decision, post=needs_card(route),
                         deadlines=() if decision else deadlines, first_use=first_use,
                         trust=check if looked_up is not None else None)

@@ -49,6 +49,10 @@ class TrustCheck:
     canary: bool
     fields: dict[str, str]
     """The action's trust hash as read ({} for an action trust has never counted)."""
+    grants_key: str = ""
+    grant_id: str = ""
+    """The standing grant the route auto-approves on ('' = none): the script refuses the route
+    ('trust') when it was revoked or expired meanwhile (another replica, `/hitl grants`)."""
 
 
 def ms(at: datetime) -> int:
@@ -105,6 +109,9 @@ def accept_call(keys: Keys, entry_id: str, acc: Accepted, now: datetime, *, deci
         script_keys += [check.action_key, check.canary_key]
         args += ["1" if check.canary else "0", len(check.fields),
                  *[x for name in sorted(check.fields) for x in (name, check.fields[name])]]
+        if check.grant_id:
+            script_keys.append(check.grants_key)
+            args.append(check.grant_id)
     return script_keys, args
 
 

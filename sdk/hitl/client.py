@@ -162,19 +162,19 @@ class AsyncClient:
         stream, key = request.reply_to, self.keys.request(request.id)
         # One round trip, run in this order by Redis: the reply stream's newest id (the wait
         # starts after it, so the decision cannot slip in before), a decision already stored
-        # for a chosen id (a request decided earlier is not published again), then the XADD.
+        # (a chosen id decided earlier is not published again; and when the client sends the
+        # pipeline again after a lost connection, the first send may have been decided already:
+        # the newest id is then past its decision, and the stored one is the answer), the XADD.
         async with self._redis(), self.redis.pipeline(transaction=False) as p:
             p.xrevrange(stream, count=1)
-            if chosen:
-                p.hget(key, "decision")
-                p.get(self.keys.invalid(request.id))
+            p.hget(key, "decision")
+            p.get(self.keys.invalid(request.id))
             p.xadd(self.keys.requests, {"request": request.model_dump_json(exclude_none=True)})
             res = await p.execute()
         last = str(res[0][0][0]) if res[0] else "0-0"
-        stored = (res[1] or res[2]) if chosen else None
+        stored = res[1] or res[2]
         if stored:
             return Decision.model_validate_json(stored)
-        # a new id has no stored decision yet: no need to look before blocking
         return await self._wait(request.id, stream, last, timeout, on_message, look_first=chosen)
 
     async def ask_human(self, question: str, options: list[str] | None = None, *,

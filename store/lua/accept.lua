@@ -5,14 +5,15 @@
 -- KEYS: requests, record, trail, audit, pending, outbox, decisions, reply (or decisions when the
 --       request names none), actions, deadlines, invalid marker, control, stats total, stats hour,
 --       outbox again-set, [the action's trust hash, the request's canary marker: only with a
---       trust check]
+--       trust check; then the grants hash: only when the route auto-approves on a grant]
 -- ARGV: group, entry_id, request_id, now_ms, now_iso, request, route ('' when decided: the
 --       decision carries it), params ('' = the request's own), decision ('' if none: pending),
 --       post card ('1' or ''), action, routed_paused ('1'/'0'), routed_first_use ('1'/'0',
 --       '' = not used by the policy), stats ops JSON, hour expiry, agent, `received` detail,
 --       `routed` detail, n_deadlines, (member, due_ms) pairs..., then the trust check (absent or
 --       '' = none): routed as a canary ('1'/'0'), n_fields, (field, value) pairs of the action's
---       trust hash it was routed on
+--       trust hash it was routed on, then the id of the standing grant the route approves on
+--       (absent = none; revoked or expired since: 'trust')
 -- (One batch of intake sends one call per entry in one pipeline: the fewer arguments, the
 -- less each costs to send.)
 -- Routing was computed in the caller from its in-process copy of the pause switch, the
@@ -49,6 +50,8 @@ if ARGV[t] ~= nil and ARGV[t] ~= '' then
   for i = 1, n do
     if redis.call('HGET', KEYS[16], ARGV[t + 2 * i]) ~= ARGV[t + 2 * i + 1] then return 'trust' end
   end
+  local grant = ARGV[t + 2 * n + 2]
+  if grant ~= nil and grant ~= '' and redis.call('HEXISTS', KEYS[18], grant) == 0 then return 'trust' end
 end
 local named = '0'
 if KEYS[8] ~= KEYS[7] then named = '1' end

@@ -1,0 +1,113 @@
+"""Intake's trust copy when it is full (MAX_TRUST), and a standing grant revoked between
+routing and accept: neither may fail a batch or approve on a view that is no longer true."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+import bot.intake
+from bot.intake import Intake
+from store.models import Mode
+from store.redis_store import Store
+
+GOOD = {"agent": "billing", "action": "lookup_order", "summary": "Look up order 4711"}
+TRUSTING = """
+defaults: {tier: low}
+tiers:
+  low:    {mode: auto, sample: 0}
+  medium: {mode: approve}
+  high:   {mode: approve}
+batching: {enabled: false}
+trust: {after: 2}
+"""
+
+
+@pytest.fixture
+async def trusting(store: Store, redis_url: str) -> AsyncIterator[Intake]:
+    from bot.policy import PolicyEngine
+
+    engine = PolicyEngine.from_yaml(TRUSTING)
+    i = Intake(store, lambda: engine, redis_url=redis_url, consumer="t1")
+    await store.ensure_group()
+    yield i
+    await i.close()
+
+
+async def _push(store: Store, **fields: Any) -> None:
+    await store.redis.xadd(store.keys.requests, {"request": json.dumps({**GOOD, **fields})})
+
+
+async def _take(i: Intake) -> None:
+    entries = await i.stream.read(i.consumer, ">")
+    assert entries
+    await i._process(entries)
+
+
+async def test_a_full_trust_copy_does_not_fail_the_batch(store: Store, trusting: Intake,
+                                                        monkeypatch: pytest.MonkeyPatch,
+                                                        caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setattr(bot.intake, "MAX_TRUST", 1)
+    await _push(store, id="k-1", action="refund")
+    await _take(trusting)
+    assert "billing/refund" in trusting._trust
+    # one batch: an action not in the copy first (read, and the full copy cleared), then one in it
+    await _push(store, id="k-2", action="export")
+    await _push(store, id="k-3", action="refund")
+    with caplog.at_level(logging.ERROR, logger="hitl.intake"):
+        await _take(trusting)
+    assert (await store.get("k-3")).route.mode is Mode.approve
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], \
+        [r.getMessage() for r in caplog.records]
+
+
+GRANTING = """
+defaults: {tier: medium}
+tiers:
+  low:    {mode: auto, sample: 0}
+  medium: {mode: approve}
+  high:   {mode: approve}
+batching: {enabled: false}
+trust: {after: 2}
+"""
+
+
+async def test_a_grant_revoked_between_routing_and_accept_approves_nothing(
+        store: Store, redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # a revoke landing between intake's grant read and its accept (another replica, /hitl
+    # grants) must stop the auto-approval: accept.lua checks the grant still stands. The revoke
+    # is injected at that point (real Redis; the wrapper only forces the interleaving).
+    from datetime import timedelta
+
+    from bot.policy import PolicyEngine
+    from store.models import utcnow
+    from store.trust import Grant
+
+    now = utcnow()
+    g = Grant(id="g-1", agent="billing", action="refund", tier="medium", request_id="r0",
+              created_at=now, expires_at=now + timedelta(hours=1))
+    assert (await store.trust.vote_grant(g, "U1", 1, now))[0] == "created"
+    real = store.trust.matching_grant
+
+    async def then_revoked(request: Any, at: Any) -> Any:
+        found = await real(request, at)
+        if found is not None:
+            assert await store.trust.revoke(found.id, "U0ADMIN", utcnow())
+        return found
+
+    monkeypatch.setattr(store.trust, "matching_grant", then_revoked)
+    engine = PolicyEngine.from_yaml(GRANTING)
+    i = Intake(store, lambda: engine, redis_url=redis_url, consumer="g1")
+    await store.ensure_group()
+    try:
+        await _push(store, id="g-r1", action="refund")
+        await _take(i)
+    finally:
+        await i.close()
+    assert not await store.trust.grants()  # revoked (audited grant_revoked) before the accept ran
+    rec = await store.get("g-r1")
+    assert rec.route.grant is None and rec.decision is None, "auto-approved on a revoked grant"
