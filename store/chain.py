@@ -34,7 +34,9 @@ return redis.call('INCR', KEYS[2])
 """
 
 # KEYS: fence, head, chain; ARGV: token, expected head id ('' = none), "id,seq,hash;" for each link
-# (one argument: encoding thousands of separate arguments costs more than the XADDs themselves)
+# (one argument: encoding thousands of separate arguments costs more than the XADDs themselves;
+# hashes packed in base64), the last link's hash in hex (the head keeps hex: one key, and a
+# replica of the version before, during a rolling restart, chains and signs it as it always did)
 _SEAL = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 'fenced' end
 local head = redis.call('HGET', KEYS[2], 'id') or ''
@@ -44,7 +46,7 @@ for a, b, c in string.gmatch(ARGV[3], '([^,;]+),([^,;]+),([^,;]+);') do
   redis.call('XADD', KEYS[3], a, 'seq', b, 'hash', c)
   id, seq, h = a, b, c
 end
-redis.call('HSET', KEYS[2], 'id', id, 'seq', seq, 'hash', h)
+redis.call('HSET', KEYS[2], 'id', id, 'seq', seq, 'hash', ARGV[4])
 return 'ok'
 """
 
@@ -145,7 +147,8 @@ class ChainStore:
         `fenced` (this replica lost the lease) or `moved` (the head is not where it was)."""
         blob = "".join([f"{i},{s},{packed_hash(h)};"
                         for s, i, h in zip(range(first_seq, first_seq + len(ids)), ids, hashes, strict=True)])
-        return str(await self._seal(keys=[self.k.fence, self.k.head, self.k.chain], args=[token, expected, blob]))
+        return str(await self._seal(keys=[self.k.fence, self.k.head, self.k.chain],
+                                    args=[token, expected, blob, hashes[-1] if hashes else ""]))
 
     async def add_checkpoint(self, token: int, cp: Checkpoint) -> bool:
         res = await self._checkpoint(keys=[self.k.fence, self.k.checkpoints],

@@ -141,6 +141,10 @@ async def test_a_chain_sealed_in_hex_then_in_base64_verifies_and_still_finds_tam
     assert await sealer.checkpoint(force=True) is not None
     stored = [f["hash"] for _, f in await store.redis.xrange(chain.k.chain)]
     assert [len(h) for h in stored] == [64] * 6 + [43] * 4
+    # the head stays in hex: a sealer of the version before (a rolling restart) chains on it and
+    # signs it into a checkpoint as it always did, so new verification never calls that rewritten
+    head = await store.redis.hgetall(chain.k.head)
+    assert head["hash"] == chain_hashes(GENESIS, 1, rows)[-1] and int(head["seq"]) == 10
     links = await chain.links([i for i, _ in rows])
     assert [link.hash if link else None for link in links] == chain_hashes(GENESIS, 1, rows)
     r = await verify_live(chain, [signer.public], NO_KEY)
