@@ -21,6 +21,7 @@ from typing import Any
 
 from blocks.batch_lines import item_line, review_line, strike
 from blocks.cards import card, delegation_note
+from blocks.facts import voters
 from blocks.ids import BatchActionId, BlockId, batch_item_block_id
 from blocks.kit import MESSAGE_BLOCKS_MAX, Block, button, context, header, option, section
 from blocks.outcome import outcome_line
@@ -207,8 +208,7 @@ def _item(batch: Batch, kind: str, record: Record) -> Block:
         return section(truncate(_decided_line(record), 3000), block_id=block_id)
     line = item_line(record)
     if record.route.quorum > 1 and record.approvals():
-        line += f"\n⏳ {len(record.approvals())} of {record.route.quorum} approvals: " + ", ".join(
-            user_mention(v.user_id) for v in record.approvals())
+        line += f"\n⏳ {len(record.approvals())} of {record.route.quorum} approvals: " + voters(record.approvals())
     choices = [option("✅ Approve", "approve")]
     if record.route.grant_offer_s:  # the single card's "Approve and allow similar", for this item
         choices.append(option(f"✅ Approve + allow similar {fmt_duration(record.route.grant_offer_s)}", GRANT))

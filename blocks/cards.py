@@ -23,10 +23,10 @@ from blocks.facts import (
     edited_amount_key,
     hides_agent_view,
     kind_title,
-    mentions,
     mode_label,
     reject_label,
     shown_value,
+    voters,
 )
 from blocks.ids import ActionId, BlockId
 from blocks.kit import (
@@ -342,7 +342,7 @@ def _explainer(record: Record, delegation: str = "") -> list[str]:
 def _quorum(record: Record) -> str:
     approvals = record.approvals()
     need = record.route.quorum
-    who = mentions([v.user_id for v in approvals])
+    who = voters(approvals)
     return f"{len(approvals)} of {need} approvals" + (f": {who}" if who else "")
 
 

@@ -6,6 +6,7 @@ locked card (to show) need the labels.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from blocks.text import escape, fmt_amount, fmt_value, user_mention
@@ -113,7 +114,19 @@ def deciders(record: Record) -> list[Vote]:
 
 def mentions(user_ids: list[str]) -> str:
     """`<@U1>`, `<@U1> and <@U2>`, `<@U1>, <@U2> and <@U3>` (invalid ids as escaped text)."""
-    names = [user_mention(u) for u in dict.fromkeys(user_ids)]
+    return _listed([user_mention(u) for u in dict.fromkeys(user_ids)])
+
+
+def voters(votes: Sequence[Vote]) -> str:
+    """Who voted, as `mentions` lists them; a stand-in as `<@BOB> for <@ALICE>` (the seat taken)."""
+    def one(v: Vote) -> str:
+        seat = getattr(v, "seat", None)  # a plain Vote (a decision's) took its voter's own seat
+        return user_mention(v.user_id) + (f" for {user_mention(seat)}" if seat and seat != v.user_id else "")
+
+    return _listed([one(v) for v in votes])
+
+
+def _listed(names: list[str]) -> str:
     if len(names) <= 1:
         return "".join(names)
     return ", ".join(names[:-1]) + " and " + names[-1]

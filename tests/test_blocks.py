@@ -14,6 +14,7 @@ from slack_sdk.models.views import View
 
 from blocks.cards import approval_card, card, locked_card
 from blocks.details import context_modal
+from blocks.facts import voters
 from blocks.ids import INPUT_ACTION, ActionId, BlockId, CallbackId, param_block_id
 from blocks.messages import (
     MESSAGES,
@@ -34,7 +35,18 @@ from blocks.modals import (
 )
 from blocks.payloads import ButtonValue, ModalMeta
 from blocks.text import ago, clip, escape, fmt_amount, fmt_time, fmt_value, truncate, user_mention
-from store.models import Change, Choice, Decision, Record, Request, Route, State, Status, Vote
+from store.models import (
+    Ballot,
+    Change,
+    Choice,
+    Decision,
+    Record,
+    Request,
+    Route,
+    State,
+    Status,
+    Vote,
+)
 from store.trust import Away
 
 NOW = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
@@ -349,6 +361,16 @@ def test_cards_fit_slack(name: str, paused: bool) -> None:
                 )
             )
         )
+
+
+def test_a_stand_in_s_approval_names_the_seat_it_took() -> None:
+    record = CARDS["editable"].model_copy(update={
+        "route": Route(tier="high", quorum=2),
+        "votes": [Ballot(user_id="U0BOB", name="bob", choice=Choice.approve, at=NOW, seat="U0ALICE")]})
+    assert "1 of 2 approvals: <@U0BOB> for <@U0ALICE>" in all_text(approval_card(record))
+    two = record.model_copy(update={"votes": [*record.votes, Ballot(user_id="U0CAROL", name="carol",
+                                                                     choice=Choice.approve, at=NOW)]})
+    assert voters(two.votes) == "<@U0BOB> for <@U0ALICE> and <@U0CAROL>"
 
 
 def test_card_layout() -> None:

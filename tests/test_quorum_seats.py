@@ -15,7 +15,7 @@ from blocks.ids import ActionId
 from store.models import Record, State, Status
 from tests.harness import Harness, start, stop
 from tests.test_batch_trust_e2e import _batch, _choose
-from tests.test_grants_e2e import _card_says, _ephemeral, _events, _grants
+from tests.test_grants_e2e import _card_says, _events
 
 POLICY = """
 defaults: {tier: pair}
@@ -55,7 +55,7 @@ async def _wire(h: Harness, amount: int = 40) -> Record:
 
 async def _refused(h: Harness, rec: Record, user: str, reason: str, words: str, n: int = 1) -> None:
     """`user`'s click was refused with `reason`, told in `words`, and nothing changed."""
-    assert words in await _ephemeral(h, user, n)
+    assert words in await h.ephemeral(user, n)
     refused = [e for e in await _events(h, rec.id, "refused") if e["actor"] == user]
     assert refused and refused[-1]["reason"] == reason, refused
 
@@ -80,7 +80,7 @@ async def test_an_away_approver_and_their_delegate_are_one_seat_of_a_quorum(h: H
     rec = await _wire(h)
     await _card_says(h, rec, "is away until")
     await h.click(rec, "U0BOB", ActionId.approve_grant)  # for Alice
-    assert "1 of 2 so far" in await _ephemeral(h, "U0BOB")
+    assert "1 of 2 so far" in await h.ephemeral("U0BOB")
     await h.click(rec, "U0ALICE", ActionId.approve_grant)  # Alice herself, still away
     await _refused(h, rec, "U0ALICE", "delegate_voted", "Your stand-in already voted on this request for you")
     await _unchanged(h, rec, ["U0BOB"])
@@ -92,7 +92,7 @@ async def test_an_away_approver_and_their_delegate_are_one_seat_of_a_quorum(h: H
     # Carol holds the other seat: approved, and the grant is Bob's (for Alice) and Carol's
     await h.click(rec, "U0CAROL", ActionId.approve_grant)
     assert await _decided_by(h, rec) == ["U0BOB", "U0CAROL"]
-    [grant] = await _grants(h, 1)
+    [grant] = await h.grants(1)
     assert grant.by == ["U0BOB", "U0CAROL"]
     published = [f["decision"] for _, f in await h.store.redis.xrange(h.store.keys.decisions)
                  if json.loads(f["decision"])["request_id"] == rec.id]
@@ -103,7 +103,7 @@ async def test_an_away_approver_and_their_delegate_are_one_seat_of_a_quorum(h: H
 async def test_a_stand_in_may_not_vote_for_an_approver_who_voted_before_going_away(h: Harness) -> None:
     rec = await _wire(h)
     await h.click(rec, "U0ALICE", ActionId.approve_grant)
-    assert "1 of 2 so far" in await _ephemeral(h, "U0ALICE")
+    assert "1 of 2 so far" in await h.ephemeral("U0ALICE")
     await h.emu.slash_command("U0ALICE", "C0GENERAL", "/hitl", AWAY)
     await _card_says(h, rec, "<@U0BOB> decides for them")
     await h.click(rec, "U0BOB", ActionId.approve_grant)
@@ -127,7 +127,7 @@ async def test_two_members_of_a_stand_in_group_are_one_seat(h: Harness) -> None:
     assert rec.route.tier == "ops"
     await _card_says(h, rec, "is away until")
     await h.click(rec, "U0ALICE", ActionId.approve_grant)  # for Dave
-    assert "1 of 2 so far" in await _ephemeral(h, "U0ALICE")
+    assert "1 of 2 so far" in await h.ephemeral("U0ALICE")
     await h.click(rec, "U0BOB", ActionId.approve_grant)  # for Dave too
     await _refused(h, rec, "U0BOB", "seat_taken", "Someone else already stood in on this request")
     await _unchanged(h, rec, ["U0ALICE"])
@@ -136,18 +136,18 @@ async def test_two_members_of_a_stand_in_group_are_one_seat(h: Harness) -> None:
     await _unchanged(h, rec, ["U0ALICE"])
     await h.click(rec, "U0CAROL", ActionId.approve_grant)
     assert await _decided_by(h, rec) == ["U0ALICE", "U0CAROL"]
-    [grant] = await _grants(h, 1)
+    [grant] = await h.grants(1)
     assert grant.by == ["U0ALICE", "U0CAROL"]
 
 
 async def test_two_approvers_in_their_own_right_still_make_a_quorum_and_a_grant(h: Harness) -> None:
     rec = await _wire(h)
     await h.click(rec, "U0ALICE", ActionId.approve_grant)
-    assert "1 of 2 so far" in await _ephemeral(h, "U0ALICE")
+    assert "1 of 2 so far" in await h.ephemeral("U0ALICE")
     assert (await h.store.get(rec.id)).state is State.pending
     await h.click(rec, "U0CAROL", ActionId.approve_grant)
     assert await _decided_by(h, rec) == ["U0ALICE", "U0CAROL"]
-    [grant] = await _grants(h, 1)
+    [grant] = await h.grants(1)
     assert grant.by == ["U0ALICE", "U0CAROL"]
     assert not [e for e in await _events(h, rec.id, "refused")]
     votes = json.loads(await h.store.redis.hget(h.store.keys.request(rec.id), "votes"))
@@ -173,7 +173,7 @@ async def test_a_batch_item_counts_seats_like_a_single_card(redis_url: str, tmp_
         await h.emu.slash_command("U0ALICE", "C0GENERAL", "/hitl", AWAY)
         recs = await _batch(h, 2, "wires", action="wire", risk={"amount": 30})
         await _choose(h, recs[0], "U0BOB", GRANT)  # for Alice
-        assert "1 of 2 so far" in await _ephemeral(h, "U0BOB")
+        assert "1 of 2 so far" in await h.ephemeral("U0BOB")
         await _choose(h, recs[0], "U0ALICE", GRANT)
         await _refused(h, recs[0], "U0ALICE", "delegate_voted", "Your stand-in already voted")
         await _unchanged(h, recs[0], ["U0BOB"])
@@ -183,7 +183,7 @@ async def test_a_batch_item_counts_seats_like_a_single_card(redis_url: str, tmp_
         assert (await h.store.get(recs[1].id)).state is State.pending
         await _choose(h, recs[0], "U0CAROL", GRANT)
         assert await _decided_by(h, recs[0]) == ["U0BOB", "U0CAROL"]
-        [grant] = await _grants(h, 1)
+        [grant] = await h.grants(1)
         assert grant.by == ["U0BOB", "U0CAROL"]
     finally:
         await stop(h)
