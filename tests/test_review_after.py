@@ -35,6 +35,10 @@ async def h(redis_url: str, tmp_path: Path) -> AsyncIterator[Harness]:
         yield harness
 
 
+async def _reviewed(h: Harness, rid: str) -> bool:
+    return (await h.store.get(rid)).review is not None
+
+
 async def _messages(h: Harness, stream: str) -> list[dict[str, str]]:
     return [f for _, f in await h.store.redis.xrange(stream)]
 
@@ -56,6 +60,8 @@ async def test_a_sampled_automatic_action_is_checked_and_an_override_reaches_the
     result = await h.emu.submit_view("U0BOB", view.id, {BlockId.reason_code.value: {"value": "wrong_action"},
                                                         BlockId.reason_text.value: {"value": "Wrong order"}})
     assert result.closed
+    # the modal closes at once (ack first); Bob's check is stored right after: Alice clicks then
+    await eventually(lambda: _reviewed(h, rid), what="Bob's check stored")
 
     await h.click(rec, "U0ALICE", ActionId.review_ok)
     await eventually(lambda: asyncio.sleep(0, h.emu.ephemerals("U0ALICE")), what="already checked")
