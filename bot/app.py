@@ -253,7 +253,7 @@ def build_app(settings: Settings, store: Store | None = None, policy: PolicyHold
                     dead_max_len=settings.dead_max_len, dead_max_age_s=settings.dead_max_age_s,
                     on_accepted=lambda: _kick_both(delivery, scheduler))
     scheduler = Scheduler(store, gateway, lambda: intake.router(),
-                          on_change=delivery.kick)
+                          on_change=delivery.kick, slot_window=delivery.slot_window)
     d = Deps(store=store, directory=SlackDirectory(gateway), external_teams=lambda: policy().external_teams, kick=delivery.kick,
              admins=lambda: frozenset(policy().admins), paused=pause.current, on_pause=lambda paused, reason: _paused(store, pause, paused, reason),
              policy_lines=lambda: policy_lines(policy(), policy.last_error), chart=charts.png,

@@ -41,7 +41,7 @@ from bot.gateway import Gateway, Permanent, RateLimited, SlackFailure, backoff_s
 from bot.worker import DueWorker
 from store.errors import NotFound
 from store.models import Batch, Record, State, Status, utcnow
-from store.pacing import Outcome, PostSlots
+from store.pacing import Outcome, PostSlots, post_window
 from store.redis_store import Store
 
 log = logging.getLogger("hitl.delivery")
@@ -49,7 +49,6 @@ log = logging.getLogger("hitl.delivery")
 METADATA_EVENT = "hitl_request"
 LEASE_MS = 30_000
 POST_RATE, POST_BURST = 1.0, 1.0  # Slack: one message per second per channel (some Slacks allow bursts)
-POST_MARGIN_MS = 20  # added to each post's window (answers already come after Slack counted the post)
 IN_PLACE_MS = 150  # a post whose slot frees this soon waits in place (keeping its lease)
 EARLY_MS = 60  # a post told to wait longer comes back this early and waits the rest in place
 SLOT_LEASE_MS = 20_000  # a replica that dies holding a channel's slot frees it after this long
@@ -133,6 +132,11 @@ class Delivery(DueWorker):
     def now_ms(self) -> int:
         return _now_ms()
 
+    def slot_window(self) -> tuple[int, int]:
+        """The channel slots' `(limit, window_ms)` from `post_rate`/`post_burst` (read at each use:
+        a benchmark may change them); the scheduler's posts take the same slots with the same."""
+        return post_window(self.post_rate, self.post_burst)
+
     async def next_due_ms(self) -> int | None:
         return await self.store.next_outbox_due()
 
@@ -179,9 +183,7 @@ class Delivery(DueWorker):
     async def slot(self, channel: str, member: str, lease: int, *, front: bool = False) -> Slot:
         """`channel`'s posting slot for `member`, or the operation rescheduled to when its turn
         is due (Deferred). A turn due within IN_PLACE_MS is waited for here."""
-        # `post_burst` posts per `post_burst / post_rate` s (read here: a benchmark may change them)
-        self.slots.limit = limit = max(1, int(self.post_burst))
-        self.slots.window_ms = int(limit * 1000 / self.post_rate) + POST_MARGIN_MS
+        self.slots.limit, self.slots.window_ms = self.slot_window()
         for _ in range(10):
             try:
                 wait = await self.slots.take(channel, member, front=front)

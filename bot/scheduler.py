@@ -16,6 +16,13 @@ applies its transition (which reschedules the next event and records counts), so
 between repeats at most one notice rather than losing it. Slack 429s and transient failures
 retry the event later; a target Slack refuses for good (`channel_not_found`) is recorded in the
 audit entry and the chain goes on. Every Slack call goes through `bot.gateway`.
+
+Posts (reminders and notes in a card's thread, notices to a channel, DMs) take their channel's
+posting slot as delivery's cards do (`store.pacing`, the same slot key and window), so a
+reminder due just after a card was posted waits its turn instead of drawing a 429 from a
+strict Slack. A turn due within delivery's IN_PLACE_MS is waited for in place; a later one
+retries the event when it is due (its place in the channel's queue kept: the slot's member is
+`sched:<event>`). The slots run on Redis's clock, in real milliseconds, whatever `clock` says.
 """
 
 from __future__ import annotations
@@ -29,6 +36,8 @@ from typing import Any
 from blocks.escalation import escalation_note, escalation_notice, reminder_message
 from blocks.text import fmt_duration
 from bot.autonomy import absence_due, redraw_naming
+from bot.delivery import EARLY_MS as SLOT_EARLY_MS
+from bot.delivery import IN_PLACE_MS, POST_BURST, POST_RATE, SLOT_LEASE_MS, Slot
 from bot.gateway import Gateway, Permanent, RateLimited, SlackFailure, Transient
 from bot.policy import ResolvedTier
 from bot.timing import (
@@ -47,6 +56,7 @@ from bot.timing import (
 from bot.worker import DueWorker
 from store.errors import AlreadyDecided, Conflict, NotFound
 from store.models import Record, State, Status, from_epoch, utcnow
+from store.pacing import PostSlots, post_window
 from store.redis_store import Store
 from store.transitions import Transition, escalate, expire, grant, remind
 
@@ -59,28 +69,33 @@ MAX_BACKOFF_S = 300.0
 MAX_MEMBERS = 1000
 
 Make = Callable[[Record], Transition | None]
+Window = Callable[[], tuple[int, int]]
 
 
 class RetryLater(Exception):
-    """The event cannot complete now (Slack throttling or down); try again at `at_ms`, or
-    after a growing back-off when None."""
+    """The event cannot complete now (Slack throttling or down, or its channel's posting slot
+    taken: `paced`); try again at `at_ms`, or after a growing back-off when None."""
 
-    def __init__(self, at_ms: int | None, why: str) -> None:
+    def __init__(self, at_ms: int | None, why: str, *, paced: bool = False) -> None:
         super().__init__(why)
         self.at_ms = at_ms
+        self.paced = paced
 
 
 class Scheduler(DueWorker):
     """Fires due deadlines; `run()` until `stop()`, `kick()` to look again at once.
 
     `clock` (epoch seconds) is injectable so tests move time instead of sleeping.
+    `slot_window`: the channel slots' `(limit, window_ms)`, read at each post; the bot passes
+    delivery's (`Delivery.slot_window`), so both pace a channel alike. Default: Slack's limit.
     """
 
     name = "scheduler"
 
     def __init__(self, store: Store, slack: Gateway, policy: Callable[[], Any], *,
                  clock: Callable[[], float] = time.time, lease_ms: int = LEASE_MS,
-                 batch: int = 50, on_change: Callable[[], None] = lambda: None) -> None:
+                 batch: int = 50, on_change: Callable[[], None] = lambda: None,
+                 slot_window: Window | None = None) -> None:
         super().__init__()
         self.max_wait_s = MAX_WAIT_S
         self.store = store
@@ -90,9 +105,11 @@ class Scheduler(DueWorker):
         self.lease_ms = lease_ms
         self.batch = batch
         self.on_change = on_change
+        self.slots = PostSlots(store, lease_ms=SLOT_LEASE_MS)
+        self.slot_window: Window = slot_window or (lambda: post_window(POST_RATE, POST_BURST))
         self._attempts: dict[str, int] = {}
         self.stats = {"reminded": 0, "escalated": 0, "expired": 0, "auto_approved": 0,
-                      "retried": 0, "errors": 0, "rate_limited": 0}
+                      "retried": 0, "errors": 0, "rate_limited": 0, "paced": 0}
 
     def now_ms(self) -> int:
         return int(self.clock() * 1000)
@@ -121,14 +138,19 @@ class Scheduler(DueWorker):
         except (NotFound, AlreadyDecided):
             retry_at = None
         except RetryLater as e:
-            self.stats["retried"] += 1
-            if e.at_ms is not None:  # only a 429 names when to come back
-                self.stats["rate_limited"] += 1
-            if e.at_ms is None:
-                retry_at = self._backoff(member, str(e))
-            else:
-                log.warning("scheduler: %s postponed: %s", member, e)
+            if e.paced:  # its channel's posting slot is taken: back when its turn is due
+                self.stats["paced"] += 1
+                log.debug("scheduler: %s waits for its slot: %s", member, e)
                 retry_at = e.at_ms
+            else:
+                self.stats["retried"] += 1
+                if e.at_ms is not None:  # only a 429 names when to come back
+                    self.stats["rate_limited"] += 1
+                if e.at_ms is None:
+                    retry_at = self._backoff(member, str(e))
+                else:
+                    log.warning("scheduler: %s postponed: %s", member, e)
+                    retry_at = e.at_ms
         except Permanent as e:  # refused for good (the card's channel is gone, ...): expiry still comes
             log.error("scheduler: %s: Slack refused %s (%s); not retried", member, e.method, e.error)
             await self.store.audit(rid, "notify_failed", "system", {"event": kind, "error": e.error}, utcnow())
@@ -187,7 +209,8 @@ class Scheduler(DueWorker):
         who = [*record.route.approvers]
         left = (expire_at_ms(record) - self.now_ms()) / 1000
         message = reminder_message(record, who, left, on_timeout(record, tier))
-        await self._post(record.channel, thread_ts=record.ts, reply_broadcast=not who, **message)
+        await self._post(record.channel, record.route.channel, f"remind:{record.id}",
+                         thread_ts=record.ts, reply_broadcast=not who, **message)
         now = from_epoch(self.clock())
         now_ms = self.now_ms()
         await self._apply(record.id, lambda r: remind(
@@ -229,8 +252,11 @@ class Scheduler(DueWorker):
         if f"{n}:card_thread" not in sent:
             note = escalation_note(record, number, targets, waited)
             try:
-                await self._post(record.channel, thread_ts=record.ts, **note)
-            except (Transient, RetryLater):
+                await self._post(record.channel, record.route.channel, f"escalate:{record.id}",
+                                 thread_ts=record.ts, **note)
+            except (Transient, RetryLater) as e:
+                if isinstance(e, RetryLater) and e.paced:
+                    raise  # its turn in the card's channel comes soon: retried (alone) then
                 if any(t.startswith("S") for t in targets):
                     raise  # user groups are told only in the card's thread: retried (alone)
                 failed["card_thread"] = "rate_limited"
@@ -278,13 +304,15 @@ class Scheduler(DueWorker):
                       permalink: str | None) -> None:
         """Notify one target (a user group is mentioned in the card's thread note instead)."""
         notice = escalation_notice(record, number, waited, permalink)
+        event = f"escalate:{record.id}"
         if target.startswith("S"):
             return
         if target[:1] in "UW":
             opened = await self._call("conversations.open", users=target)
-            await self._post(str((opened.get("channel") or {}).get("id") or target), **notice)
+            dm = str((opened.get("channel") or {}).get("id") or target)
+            await self._post(dm, dm, event, **notice)
             return
-        await self._post(target, **notice)
+        await self._post(target, target, event, **notice)
 
     async def _call(self, method: str, **kwargs: Any) -> dict[str, Any]:
         """One Web API call; a 429 becomes RetryLater at Slack's Retry-After (the event is
@@ -294,9 +322,58 @@ class Scheduler(DueWorker):
         except RateLimited as e:
             raise RetryLater(self.now_ms() + int(e.retry_after_s * 1000), "Slack rate limit") from e
 
-    async def _post(self, channel: str, **kwargs: Any) -> None:
-        """chat.postMessage, joining a public channel the bot is not in."""
-        await self._call("chat.postMessage", join=True, channel=channel, unfurl_links=False, **kwargs)
+    async def _post(self, channel: str, slot_key: str, event: str, **kwargs: Any) -> None:
+        """chat.postMessage, joining a public channel the bot is not in, in the posting slot of
+        `slot_key`: the key delivery paces the same channel by (a card's thread: its route's
+        channel; a configured target: the target as written; a DM: its own D channel). The slot
+        is held until Slack answers (its lease renewed meanwhile): a post counts from then, a
+        5xx or timeout counts too (it may have posted), a 429 counts nothing and closes the
+        channel for its Retry-After."""
+        slot = await self._slot(slot_key, f"sched:{event}")
+        keeper = asyncio.create_task(slot.keep())
+        try:
+            try:
+                await self.slack.call("chat.postMessage", join=True, channel=channel, unfurl_links=False, **kwargs)
+            finally:
+                keeper.cancel()
+                await asyncio.wait([keeper])
+        except RateLimited as e:
+            ms = int(e.retry_after_s * 1000)
+            await slot.release("none", ms if e.method == "chat.postMessage" else 0)
+            raise RetryLater(self.now_ms() + ms, "Slack rate limit") from e
+        except Permanent:
+            await slot.release("none")
+            raise
+        except BaseException:
+            await slot.release("maybe")
+            raise
+        await slot.release("posted")
+
+    async def _slot(self, key: str, member: str) -> Slot:
+        """`key`'s posting slot for `member`, waited for in place when its turn is due within
+        IN_PLACE_MS; else RetryLater (`paced`) a little before its turn, its place in the queue
+        kept (a member that never comes back loses it after the slots' grace)."""
+        self.slots.limit, self.slots.window_ms = self.slot_window()
+        for _ in range(10):
+            try:
+                wait = await self.slots.take(key, member)
+            except asyncio.CancelledError:  # Redis may have granted it: give it back, not after its lease
+                await self._give_back(key, member)
+                raise
+            if wait == 0:
+                return Slot(self.slots, key, member)
+            if wait > IN_PLACE_MS:
+                break
+            await asyncio.sleep(wait / 1000)
+        # the wait is real milliseconds on Redis's clock; `clock` runs at its own pace in tests
+        raise RetryLater(self.now_ms() + max(1, wait - SLOT_EARLY_MS), f"the posting slot of {key} is taken",
+                         paced=True)
+
+    async def _give_back(self, key: str, member: str) -> None:
+        try:
+            await self.slots.done(key, member, "none")
+        except Exception as e:  # the lease frees it later
+            log.warning("scheduler: slot of %s in %s not given back: %s", member, key, e)
 
     async def _permalink(self, channel: str, ts: str) -> str | None:
         try:

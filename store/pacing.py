@@ -17,9 +17,19 @@ from typing import Any, Literal
 
 from store.redis_store import Store
 
+POST_MARGIN_MS = 20  # added to each post's window (answers already come after Slack counted the post)
+
 Outcome = Literal["posted", "maybe", "none"]
 """How a post that held a slot ended: `posted`; `maybe` (5xx, timeout: it may have reached
 Slack, so it counts); `none` (nothing was posted: a 429, a refusal, a card found in history)."""
+
+
+def post_window(post_rate: float, post_burst: float) -> tuple[int, int]:
+    """The slots' `(limit, window_ms)` for `post_burst` posts per `post_burst / post_rate` s (each
+    window `POST_MARGIN_MS` longer): what every poster of a channel uses (delivery's cards, the
+    scheduler's reminders and notices), so they share the channel's limit."""
+    limit = max(1, int(post_burst))
+    return limit, int(limit * 1000 / post_rate) + POST_MARGIN_MS
 
 
 def _lua() -> str:

@@ -20,6 +20,7 @@ from bot.timing import honour_user_request, next_level_ms, plan, tier_of
 from emulator import Emulator
 from store.errors import NotAllowed
 from store.models import Choice, Record, Request, Status, from_epoch
+from store.pacing import PostSlots, post_window
 from store.redis_store import GROUP, Accepted, Store
 from store.transitions import authorize, vote
 
@@ -57,7 +58,10 @@ class World:
         return self.t0 + self.offset
 
     def scheduler(self) -> Scheduler:
-        s = Scheduler(self.store, Gateway(self.slack), lambda: ENGINE, clock=self.clock)
+        # posting slots as wide as the harness's (the emulator here does not rate-limit; the
+        # scheduler's pacing has its own tests, in tests/test_scheduler_pacing.py)
+        s = Scheduler(self.store, Gateway(self.slack), lambda: ENGINE, clock=self.clock,
+                      slot_window=lambda: post_window(100.0, 100.0))
         self.schedulers.append(s)
         return s
 
@@ -106,6 +110,20 @@ async def step(w: World, to: float, by: float = 5.0, s: Scheduler | None = None)
         w.offset = min(to, w.offset + by)
         while await s.run_once():
             pass
+
+
+async def closed_for_ms(w: World, channel: str) -> int:
+    """How long a 429 closed `channel`'s posting slot for, from now on Redis's clock."""
+    blocked = await w.store.redis.hget(PostSlots(w.store).keys(channel)[0], "blocked_until")
+    secs, micros = await w.store.redis.time()
+    return int(blocked or 0) - (secs * 1000 + micros // 1000)
+
+
+async def retry_after_passed(w: World, *channels: str) -> None:
+    """Retry-After has passed on Redis's clock too: the test moved the scheduler's clock, but the
+    posting slots a 429 closed run on Redis's own (real) time."""
+    for channel in channels:
+        await w.store.redis.hset(PostSlots(w.store).keys(channel)[0], "blocked_until", 0)
 
 
 async def test_reminders_and_levels_fire_in_order_then_expiry_ends_them(w: World) -> None:
@@ -226,7 +244,9 @@ async def test_a_throttled_reminder_waits_for_retry_after(w: World) -> None:
     assert await w.events(rec.id) == []
     due = await w.store.redis.zscore(w.store.keys.deadlines, f"remind:{rec.id}")
     assert abs(due - (w.clock() + 7) * 1000) < 50
+    assert 6000 < await closed_for_ms(w, "#approvals") <= 7000  # the card's channel, for delivery too
     w.offset = 27
+    await retry_after_passed(w, "#approvals")
     await s.run_once()
     assert [e for e, _ in await w.events(rec.id)] == ["reminded"]
 
@@ -336,9 +356,12 @@ async def test_a_level_grants_before_it_notifies_and_notifies_once(w: World) -> 
     w.emu.inject("chat.postMessage", times=1)  # the DM goes through ...
     w.emu.inject("chat.postMessage", status=429, retry_after=1)  # ... the thread note is throttled
     w.offset = 51
+    dm = str(w.emu.calls_to("conversations.open")[-1].response["channel"]["id"])
+    await retry_after_passed(w, dm)  # the 429 closed the DM's slot (on Redis's clock)
     await s.run_once()
     assert len(_dms(w, "U0DAVE")) == 1 and (await w.store.get(rec.id)).escalation_level == 1
     w.offset = 52
+    await retry_after_passed(w, "#approvals")
     await s.run_once()
     done = await w.store.get(rec.id)
     assert done.escalation_level == 2 and len(_dms(w, "U0DAVE")) == 1  # notified once
