@@ -184,28 +184,14 @@ class Delivery(DueWorker):
         """`channel`'s posting slot for `member`, or the operation rescheduled to when its turn
         is due (Deferred). A turn due within IN_PLACE_MS is waited for here."""
         self.slots.limit, self.slots.window_ms = self.slot_window()
-        for _ in range(10):
-            try:
-                wait = await self.slots.take(channel, member, front=front)
-            except asyncio.CancelledError:  # Redis may have granted it: give it back, not after its lease
-                await self._give_back(channel, member)
-                raise
-            if wait == 0:
-                return Slot(self.slots, channel, member)
-            if wait > IN_PLACE_MS:
-                break
-            await asyncio.sleep(wait / 1000)
+        wait = await self.slots.acquire(channel, member, in_place_ms=IN_PLACE_MS, front=front)
+        if wait == 0:
+            return Slot(self.slots, channel, member)
         now = _now_ms()
         await self.store.finish_outbox(member, lease, now + max(1, wait - EARLY_MS))
         if not member.startswith("digest:"):
             await self.backlog.waiting(self, channel, member, now)
         raise Deferred(f"post:{channel}")
-
-    async def _give_back(self, channel: str, member: str) -> None:
-        try:
-            await self.slots.done(channel, member, "none")
-        except Exception as e:  # the lease frees it later
-            log.warning("delivery: slot of %s in %s not given back: %s", member, channel, e)
 
     async def post_slot(self, channel: str, member: str, lease: int) -> Slot:
         """`slot`, after posting the channel's backlog digest first when one is due (the digest

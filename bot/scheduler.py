@@ -354,26 +354,12 @@ class Scheduler(DueWorker):
         IN_PLACE_MS; else RetryLater (`paced`) a little before its turn, its place in the queue
         kept (a member that never comes back loses it after the slots' grace)."""
         self.slots.limit, self.slots.window_ms = self.slot_window()
-        for _ in range(10):
-            try:
-                wait = await self.slots.take(key, member)
-            except asyncio.CancelledError:  # Redis may have granted it: give it back, not after its lease
-                await self._give_back(key, member)
-                raise
-            if wait == 0:
-                return Slot(self.slots, key, member)
-            if wait > IN_PLACE_MS:
-                break
-            await asyncio.sleep(wait / 1000)
+        wait = await self.slots.acquire(key, member, in_place_ms=IN_PLACE_MS)
+        if wait == 0:
+            return Slot(self.slots, key, member)
         # the wait is real milliseconds on Redis's clock; `clock` runs at its own pace in tests
         raise RetryLater(self.now_ms() + max(1, wait - SLOT_EARLY_MS), f"the posting slot of {key} is taken",
                          paced=True)
-
-    async def _give_back(self, key: str, member: str) -> None:
-        try:
-            await self.slots.done(key, member, "none")
-        except Exception as e:  # the lease frees it later
-            log.warning("scheduler: slot of %s in %s not given back: %s", member, key, e)
 
     async def _permalink(self, channel: str, ts: str) -> str | None:
         try:

@@ -12,10 +12,14 @@ still counts its post from its answer (`done`).
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from importlib import resources
 from typing import Any, Literal
 
 from store.redis_store import Store
+
+log = logging.getLogger("hitl.pacing")
 
 POST_MARGIN_MS = 20  # added to each post's window (answers already come after Slack counted the post)
 
@@ -71,6 +75,26 @@ class PostSlots:
         nothing (a `take` cancelled before its answer was read: `none` frees what Redis may
         have granted it)."""
         await self._run(channel, ["done", member, outcome, retry_after_ms])
+
+    async def acquire(self, channel: str, member: str, *, in_place_ms: int, front: bool = False) -> int:
+        """`take`, waiting here for a turn due within `in_place_ms`: 0 when the slot is
+        `member`'s, else the milliseconds until its turn (its place in the queue kept). A task
+        cancelled while taking gives back what Redis may have granted, instead of holding the
+        channel until the lease ends."""
+        wait = 0
+        for _ in range(10):
+            try:
+                wait = await self.take(channel, member, front=front)
+            except asyncio.CancelledError:
+                try:
+                    await self.done(channel, member, "none")
+                except Exception as e:  # the lease frees it later
+                    log.warning("pacing: slot of %s in %s not given back: %s", member, channel, e)
+                raise
+            if wait == 0 or wait > in_place_ms:
+                return wait
+            await asyncio.sleep(wait / 1000)
+        return wait
 
     async def attempt(self, key: str) -> str | None:
         """The note of an unfinished post attempt (`post_attempt` on a request or batch), read
