@@ -3,9 +3,7 @@ routing and accept: neither may fail a batch or approve on a view that is no lon
 
 from __future__ import annotations
 
-import json
 import logging
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -14,38 +12,10 @@ import bot.intake
 from bot.intake import Intake
 from store.models import Mode
 from store.redis_store import Store
+from tests import test_intake_batch
+from tests.test_intake_batch import _push, _take
 
-GOOD = {"agent": "billing", "action": "lookup_order", "summary": "Look up order 4711"}
-TRUSTING = """
-defaults: {tier: low}
-tiers:
-  low:    {mode: auto, sample: 0}
-  medium: {mode: approve}
-  high:   {mode: approve}
-batching: {enabled: false}
-trust: {after: 2}
-"""
-
-
-@pytest.fixture
-async def trusting(store: Store, redis_url: str) -> AsyncIterator[Intake]:
-    from bot.policy import PolicyEngine
-
-    engine = PolicyEngine.from_yaml(TRUSTING)
-    i = Intake(store, lambda: engine, redis_url=redis_url, consumer="t1")
-    await store.ensure_group()
-    yield i
-    await i.close()
-
-
-async def _push(store: Store, **fields: Any) -> None:
-    await store.redis.xadd(store.keys.requests, {"request": json.dumps({**GOOD, **fields})})
-
-
-async def _take(i: Intake) -> None:
-    entries = await i.stream.read(i.consumer, ">")
-    assert entries
-    await i._process(entries)
+trusting = test_intake_batch.trusting  # the fixture, shared
 
 
 async def test_a_full_trust_copy_does_not_fail_the_batch(store: Store, trusting: Intake,
