@@ -105,6 +105,31 @@ class Slot:
                 log.warning("delivery: slot of %s in %s not renewed: %s", self.member, self.channel, e)
 
 
+async def post_in_slot(slack: Gateway, slot: Slot, channel: str, **kwargs: Any) -> dict[str, Any]:
+    """chat.postMessage to `channel` in `slot`, renewing the slot's lease while the call runs
+    (a join on `not_in_channel` included) and releasing the slot as soon as Slack answers: a
+    429 closes the channel for its Retry-After and counts nothing (nothing was posted), a 5xx
+    or timeout counts (it may have posted), a refusal counts nothing."""
+    keeper = asyncio.create_task(slot.keep())
+    try:
+        try:
+            resp = await slack.call("chat.postMessage", join=True, channel=channel, **kwargs)
+        finally:
+            keeper.cancel()
+            await asyncio.wait([keeper])
+    except RateLimited as e:
+        await slot.release("none", int(e.retry_after_s * 1000) if e.method == "chat.postMessage" else 0)
+        raise
+    except Permanent:
+        await slot.release("none")
+        raise
+    except BaseException:
+        await slot.release("maybe")
+        raise
+    await slot.release("posted")
+    return resp
+
+
 class Delivery(DueWorker):
     """Posts and updates cards from the outbox; `run()` until `stop()`, `kick()` to wake it."""
 
@@ -321,34 +346,10 @@ class Delivery(DueWorker):
     # ---- Slack calls --------------------------------------------------------------------
 
     async def post_message(self, slot: Slot, **kwargs: Any) -> dict[str, Any]:
-        """chat.postMessage in `slot`'s channel, renewing the slot's lease while the call runs
-        (a join on `not_in_channel` included) and releasing the slot as soon as Slack answers: a
-        429 closes the channel for its Retry-After and counts nothing (nothing was posted), a
-        5xx or timeout counts (it may have posted)."""
-        keeper = asyncio.create_task(slot.keep())
-        try:
-            resp = await self._call_keeping("chat.postMessage", keeper, join=True, channel=slot.channel, **kwargs)
-        except RateLimited as e:
-            ms = int(e.retry_after_s * 1000) if e.method == "chat.postMessage" else 0
-            await slot.release("none", ms)
-            raise
-        except Permanent:
-            await slot.release("none")
-            raise
-        except BaseException:
-            await slot.release("maybe")
-            raise
-        await slot.release("posted")
+        """chat.postMessage in `slot`'s channel (`post_in_slot`)."""
+        resp = await post_in_slot(self.slack, slot, slot.channel, **kwargs)
         self.stats["posted"] += 1
         return resp
-
-    async def _call_keeping(self, method: str, keeper: asyncio.Task[None], **kwargs: Any) -> dict[str, Any]:
-        """`method`, with `keeper` renewing the slot's lease until it is answered."""
-        try:
-            return await self.slack.call(method, **kwargs)
-        finally:
-            keeper.cancel()
-            await asyncio.wait([keeper])
 
     async def _post(self, slot: Slot, message: dict[str, Any], payload: dict[str, Any], *,
                     attempt: str | None) -> tuple[str, str]:

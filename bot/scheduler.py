@@ -37,7 +37,7 @@ from blocks.escalation import escalation_note, escalation_notice, reminder_messa
 from blocks.text import fmt_duration
 from bot.autonomy import absence_due, redraw_naming
 from bot.delivery import EARLY_MS as SLOT_EARLY_MS
-from bot.delivery import IN_PLACE_MS, POST_BURST, POST_RATE, SLOT_LEASE_MS, Slot
+from bot.delivery import IN_PLACE_MS, POST_BURST, POST_RATE, SLOT_LEASE_MS, Slot, post_in_slot
 from bot.gateway import Gateway, Permanent, RateLimited, SlackFailure, Transient
 from bot.policy import ResolvedTier
 from bot.timing import (
@@ -330,24 +330,10 @@ class Scheduler(DueWorker):
         5xx or timeout counts too (it may have posted), a 429 counts nothing and closes the
         channel for its Retry-After."""
         slot = await self._slot(slot_key, f"sched:{event}")
-        keeper = asyncio.create_task(slot.keep())
         try:
-            try:
-                await self.slack.call("chat.postMessage", join=True, channel=channel, unfurl_links=False, **kwargs)
-            finally:
-                keeper.cancel()
-                await asyncio.wait([keeper])
+            await post_in_slot(self.slack, slot, channel, unfurl_links=False, **kwargs)
         except RateLimited as e:
-            ms = int(e.retry_after_s * 1000)
-            await slot.release("none", ms if e.method == "chat.postMessage" else 0)
-            raise RetryLater(self.now_ms() + ms, "Slack rate limit") from e
-        except Permanent:
-            await slot.release("none")
-            raise
-        except BaseException:
-            await slot.release("maybe")
-            raise
-        await slot.release("posted")
+            raise RetryLater(self.now_ms() + int(e.retry_after_s * 1000), "Slack rate limit") from e
 
     async def _slot(self, key: str, member: str) -> Slot:
         """`key`'s posting slot for `member`, waited for in place when its turn is due within
