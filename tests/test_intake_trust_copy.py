@@ -35,15 +35,7 @@ async def test_a_full_trust_copy_does_not_fail_the_batch(store: Store, trusting:
         [r.getMessage() for r in caplog.records]
 
 
-GRANTING = """
-defaults: {tier: medium}
-tiers:
-  low:    {mode: auto, sample: 0}
-  medium: {mode: approve}
-  high:   {mode: approve}
-batching: {enabled: false}
-trust: {after: 2}
-"""
+GRANTING = test_intake_batch.TRUSTING.replace("defaults: {tier: low}", "defaults: {tier: medium}")
 
 
 async def test_a_grant_revoked_between_routing_and_accept_approves_nothing(

@@ -10,7 +10,6 @@ executed the pipeline; no mock of Redis."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import pytest
 from hitl.connect import connect
@@ -18,25 +17,12 @@ from hitl.errors import DecisionTimeout
 
 from bot.client import HitlClient
 from bot.intake import Intake
-from store.models import Mode, Request, Route, Status
+from store.models import Status
 from store.redis_store import Store
+from tests import test_client
 from tests.util import eventually
 
-
-class AutoRouter:
-    def route(self, request: Request, *, first_use: bool = False, paused: bool = False) -> Route:
-        return Route(mode=Mode.auto, tier="low")
-
-
-@pytest.fixture
-async def intake(store: Store, redis_url: str) -> AsyncIterator[Intake]:
-    router = AutoRouter()
-    i = Intake(store, lambda: router, redis_url=redis_url, consumer="c")
-    task = asyncio.create_task(i.run())
-    yield i
-    i.stop()
-    await asyncio.wait_for(task, 10)
-    await i.close()
+intake = test_client.intake  # the fixture: intake auto-routing `lookup`, shared
 
 
 async def test_a_retried_ask_pipeline_still_finds_the_decision(store: Store, intake: Intake, redis_url: str) -> None:
