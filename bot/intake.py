@@ -344,10 +344,6 @@ class Intake:
         log.error("intake: entry %s could not be handled", entry.id, exc_info=e)
         await self._dead(entry, f"internal error while processing: {type(e).__name__}: {_clip(str(e))}")
 
-    async def _one(self, entry: Entry) -> None:
-        """Handle one entry as a batch of one."""
-        await self._process([entry])
-
     def parse(self, entry: Entry) -> Request:
         """The entry's request, or Invalid with a readable reason."""
         raw = entry.field("request")

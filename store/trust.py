@@ -216,13 +216,10 @@ class TrustStore:
             raw, canary = await p.execute()
         return _state(m, raw), bool(canary)
 
-    async def lookup_many(self, requests: list[Request]) -> list[tuple[TrustState, bool]]:
-        """`lookup` for a whole intake batch in one round trip."""
-        return [(state, canary) for state, canary, _ in await self.snapshot_many(requests)]
-
     async def snapshot_many(self, requests: list[Request]) -> list[tuple[TrustState, bool, dict[str, str]]]:
-        """`lookup_many`, each with the action's hash as read: intake keeps them between
-        batches, and accept.lua refuses a route made on a hash that changed since."""
+        """`lookup` for a whole intake batch in one round trip, each with the action's hash as
+        read: intake keeps them between batches, and accept.lua refuses a route made on a hash
+        that changed since."""
         async with self.redis.pipeline(transaction=False) as p:
             for request in requests:
                 assert request.id is not None

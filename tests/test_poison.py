@@ -258,7 +258,7 @@ async def test_when_even_the_dead_letter_fails_the_bytes_are_kept_as_base64(redi
         await store.redis.xadd(store.keys.requests, raw)  # type: ignore[arg-type]
         await store.ensure_group()
         [entry] = await i.stream.read("c1", ">")
-        await i._one(entry)
+        await i._process([entry])
         [(_, dead)] = await store.redis.xrange(store.keys.dead)
         assert dead["error"].startswith("request is not UTF-8 text (byte 0") and "the dead letter failed: " \
             "ResponseError: OOM" in dead["error"]

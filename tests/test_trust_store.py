@@ -104,7 +104,7 @@ async def test_a_batch_lookup_answers_as_one_lookup_per_request(store: Store) ->
                                    {"answer": "reject", "why": "test"})
     canary = Request.model_validate({"id": "c1", "agent": "bot", "action": "refund", "summary": "s"})
     batch = [*reqs, other, canary]
-    many = await store.trust.lookup_many(batch)
+    many = [(state, canary) for state, canary, _ in await store.trust.snapshot_many(batch)]
     assert many == [await store.trust.lookup(r) for r in batch]
     assert many[0][0].trusted and not many[3][0].trusted and many[4][1] and not many[0][1]
 
