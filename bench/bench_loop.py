@@ -40,13 +40,30 @@ def report(name: str, ms: list[float]) -> None:
 
 
 def cpu_s(pid: int) -> float:
-    """User + system CPU seconds of process `pid` so far (Linux /proc; 0 elsewhere): a steadier
-    figure than latency on a shared machine."""
+    """User + system CPU seconds so far of process `pid` and its live children (`hitl run`'s
+    housekeeping process: bot.housekeeping), from Linux /proc (0 elsewhere): a steadier figure
+    than latency on a shared machine."""
+    return sum(_own_cpu_s(p) for p in (pid, *_children(pid)))
+
+
+def _stat(pid: int) -> list[str]:
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return []
+
+
+def _own_cpu_s(pid: int) -> float:
+    fields = _stat(pid)
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK") if fields else 0.0
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        pids = [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()]
+    except OSError:
+        return []
+    return [p for p in pids if (f := _stat(p)) and f[1] == str(pid)]
 
 
 def machine() -> str:

@@ -22,7 +22,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from blocks.batch import batch_card
 from blocks.cards import card
-from bot import charts, http_ack
+from bot import charts, housekeeping, http_ack
 from bot.api import mount
 from bot.api.hints import HonourHints
 from bot.autonomy import AwayState
@@ -32,13 +32,15 @@ from bot.delivery import Delivery
 from bot.directory import SlackDirectory
 from bot.evidence import wiring as evidence
 from bot.gateway import Gateway, web_client
+from bot.housekeeping import Companion
 from bot.inbound import check as check_inbound
 from bot.intake import Intake
 from bot.metrics import render_metrics
 from bot.outage import UNREACHABLE
 from bot.policy import PolicyError, PolicyHolder
 from bot.scheduler import Scheduler
-from bot.stats import PauseState, StatsProjector, policy_lines
+from bot.stats import PauseState, policy_lines
+from bot.worker import cancel_all
 from handlers import batch, cards, escalations, questions, review_batch, trust_commands
 from handlers import commands as command_handlers
 from handlers import home as home_handlers
@@ -127,6 +129,8 @@ class Bot:
     """Reminders, escalation levels and expiry (runs as the background task `scheduler`)."""
     gateway: Gateway | None = None
     """The one door to Slack's Web API (delivery, scheduler, directory); shares its session with Bolt."""
+    companion: Companion | None = None
+    """`hitl housekeep` beside this process (HITL_HOUSEKEEPING=process: bot.housekeeping)."""
 
     async def start(self) -> None:
         if self.gateway is not None:
@@ -143,6 +147,8 @@ class Bot:
                       asyncio.create_task(self.delivery.run(), name="delivery"),
                       asyncio.create_task(self._watch_policy(), name="policy-watch")]
         self.tasks += [asyncio.create_task(run(), name=name) for name, run in self.background.items()]
+        if self.companion is not None:
+            await self.companion.start()
         if self.settings.socket_mode:
             from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 
@@ -188,9 +194,11 @@ class Bot:
     async def stop(self) -> None:
         """Stop reading new entries, finish in-flight work, close everything."""
         background = [t for t in self.tasks if t.get_name() not in ("intake", "delivery")]
+        if self.companion is not None:
+            await self.companion.stop()
         if self.scheduler is not None:
             self.scheduler.stop()
-        await _cancel(background)
+        await cancel_all(background)
         self.intake.stop()
         for t in self.tasks:
             if t.get_name() == "intake":
@@ -208,19 +216,6 @@ class Bot:
         await self.store.close()
         if self.gateway is not None:
             await self.gateway.close()
-
-
-async def _cancel(tasks: list[asyncio.Task[Any]], rounds: int = 20, wait_s: float = 0.25) -> None:
-    """Cancel `tasks` and wait for them, cancelling again any that go on: on Python 3.11 a
-    cancellation that meets a timeout expiring inside a Redis read can be swallowed (the
-    asyncio `wait_for` race, fixed in 3.12), which left a stop waiting 15 s."""
-    pending = {t for t in tasks if not t.done()}
-    for _ in range(rounds):
-        if not pending:
-            return
-        for t in pending:
-            t.cancel()
-        _, pending = await asyncio.wait(pending, timeout=wait_s)
 
 
 def _kick_both(delivery: Delivery, scheduler: Scheduler) -> None:
@@ -281,12 +276,15 @@ def build_app(settings: Settings, store: Store | None = None, policy: PolicyHold
     webapp = web.Application()
     bot = Bot(settings=settings, store=store, bolt=bolt, web=webapp, intake=intake, delivery=delivery,
               policy=policy, gateway=gateway)
-    stats = StatsProjector(store, redis_url=settings.redis_url, consumer=settings.consumer,
-                           claim_idle_s=settings.claim_idle_s)
-    bot.background.update({"stats": stats.run, "pause-watch": pause.run, "away-watch": away.run})
+    bot.background.update({"pause-watch": pause.run, "away-watch": away.run})
     bot.scheduler = scheduler
     bot.background["scheduler"] = scheduler.run
-    bot.background["sealer"] = evidence.sealer(settings, store).run
+    if settings.housekeeping == "inline":
+        bot.background.update(housekeeping.duties(settings, store))
+    else:
+        evidence.signer()  # a bad signing key stops `hitl run` here, not its companion in a loop
+        if settings.housekeeping == "process":
+            bot.companion = Companion()
 
     async def events(request: web.Request) -> web.Response:
         refused = check_inbound(settings.slack_signing_secret or "", request.headers, await request.read(),
@@ -301,7 +299,8 @@ def build_app(settings: Settings, store: Store | None = None, policy: PolicyHold
         except Exception:
             redis_ok = False
         ok = redis_ok and intake.running
-        body = {"redis": "ok" if redis_ok else "down", "intake": "running" if intake.running else "stopped"}
+        body = {"redis": "ok" if redis_ok else "down", "intake": "running" if intake.running else "stopped",
+                "housekeeping": bot.companion.state if bot.companion is not None else settings.housekeeping}
         return web.json_response(body, status=200 if ok else 503)
 
     async def metrics(_: web.Request) -> web.Response:

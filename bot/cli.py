@@ -23,6 +23,8 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="hitl", description="Human judgment for AI agents, inside Slack.")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     sub.add_parser("run", help="run the bot: intake, Slack listeners, delivery, scheduler")
+    sub.add_parser("housekeep", help="only seal the audit chain and count stats, at the lowest CPU priority "
+                                     "(what `hitl run` starts beside itself: docs/deploy.md)")
     demo = sub.add_parser("demo", help="the whole loop on the built-in Slack emulator, no workspace needed")
     demo.add_argument("--port", type=int, default=8080, help="emulator web page port (default 8080)")
     demo.add_argument("--no-agent", action="store_true", help="do not push the demo requests")
@@ -96,6 +98,8 @@ def _main(args: argparse.Namespace) -> int:
             return asyncio.run(_request(args, _read_json(args.json_file)))
         if args.command == "run":
             return asyncio.run(_run())
+        if args.command == "housekeep":
+            return asyncio.run(_housekeep())
         if args.command == "demo":
             from bot.demo import demo
 
@@ -209,6 +213,19 @@ async def _request(args: argparse.Namespace, data: dict[str, Any]) -> int:
         return 0 if decision.status in APPROVED else 1
     finally:
         await client.close()
+
+
+async def _housekeep() -> int:
+    import logging
+
+    from bot import housekeeping
+
+    housekeeping.lower_priority()
+    from bot.config import load_settings
+
+    settings = load_settings()
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return await housekeeping.run(settings)
 
 
 async def _run() -> int:

@@ -57,6 +57,8 @@ class Settings(BaseSettings):
     webhook_retry_s: float = Field(1.0, gt=0, validation_alias=_env("HITL_WEBHOOK_RETRY_S"))
     webhook_give_up_s: float = Field(86400.0, gt=0, validation_alias=_env("HITL_WEBHOOK_GIVE_UP_S"))
     redis_wait_replicas: int = Field(0, ge=0, le=16, validation_alias=_env("HITL_REDIS_WAIT_REPLICAS"))
+    # where the audit sealer and the stats projector run (bot.housekeeping)
+    housekeeping: Literal["process", "inline", "off"] = Field("process", validation_alias=_env("HITL_HOUSEKEEPING"))
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", validation_alias=_env("HITL_LOG_LEVEL")
     )
@@ -140,7 +142,7 @@ _NAMES = {
     "api_rate": "HITL_API_RATE", "api_burst": "HITL_API_BURST", "api_submit_wait_s": "HITL_API_SUBMIT_WAIT_S",
     "webhook_hosts": "HITL_WEBHOOK_HOSTS", "webhook_secret": "HITL_WEBHOOK_SECRET",
     "webhook_retry_s": "HITL_WEBHOOK_RETRY_S", "webhook_give_up_s": "HITL_WEBHOOK_GIVE_UP_S",
-    "redis_wait_replicas": "HITL_REDIS_WAIT_REPLICAS",
+    "redis_wait_replicas": "HITL_REDIS_WAIT_REPLICAS", "housekeeping": "HITL_HOUSEKEEPING",
 }
 
 

@@ -213,7 +213,7 @@ class Demo:
         settings = load_settings(slack_bot_token="xoxb-demo", slack_signing_secret=secret,
                                  slack_api_url=self.emu.api_url, redis_url=self.redis_url,
                                  prefix=DEMO_PREFIX, policy=self.policy, port=bot_port,
-                                 host="127.0.0.1", consumer="demo")
+                                 host="127.0.0.1", consumer="demo", housekeeping="inline")
         self.bot = build_app(settings)
         try:
             await self.bot.store.clear()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 from bot.outage import UNREACHABLE, Outage
 
@@ -77,3 +78,16 @@ async def _until(event: asyncio.Event, seconds: float) -> None:
         await asyncio.wait({waiter}, timeout=seconds)
     finally:
         waiter.cancel()
+
+
+async def cancel_all(tasks: list[asyncio.Task[Any]], rounds: int = 20, wait_s: float = 0.25) -> None:
+    """Cancel `tasks` and wait for them, cancelling again any that go on: on Python 3.11 a
+    cancellation that meets a timeout expiring inside a Redis read can be swallowed (the
+    asyncio `wait_for` race, fixed in 3.12), which left a stop waiting 15 s."""
+    pending = {t for t in tasks if not t.done()}
+    for _ in range(rounds):
+        if not pending:
+            return
+        for t in pending:
+            t.cancel()
+        _, pending = await asyncio.wait(pending, timeout=wait_s)

@@ -98,6 +98,8 @@ async def start_bot(redis_url: str, emu: Emulator, **overrides: Any) -> Bot:
         consumer=overrides.pop("consumer", "test"), claim_idle_s=overrides.pop("claim_idle_s", 30.0),
         # the emulator does not rate-limit unless a test asks; pacing has its own tests
         post_rate=overrides.pop("post_rate", 100.0), post_burst=overrides.pop("post_burst", 100.0),
+        # the sealer and stats run as this test's tasks (the companion process has its own tests)
+        housekeeping=overrides.pop("housekeeping", "inline"),
         **overrides,
     )
     bot = build_app(settings)

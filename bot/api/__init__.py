@@ -34,8 +34,10 @@ class Api:
 
     def background(self) -> dict[str, Any]:
         """Tasks to run while the bot runs (by name)."""
-        return {"api-decisions": self.bus.run, "webhook-enqueue": self.enqueuer.run,
-                "webhooks": self._webhooks}
+        tasks: dict[str, Any] = {"api-decisions": self.bus.run}
+        if self.webhooks.policy.enabled:  # off: the API refuses every callback_url, none is ever due
+            tasks.update({"webhook-enqueue": self.enqueuer.run, "webhooks": self._webhooks})
+        return tasks
 
     async def metrics(self) -> list[str]:
         """Prometheus families of the API: authentication failures by key id, webhooks."""

@@ -11,7 +11,7 @@ from bot.config import ConfigError, Settings
 from bot.evidence.config import EvidenceSettings, load_evidence_settings
 from bot.evidence.redaction import PolicyRedactor
 from bot.evidence.sealer import Sealer
-from bot.evidence.signing import NO_KEY, SigningKeyError
+from bot.evidence.signing import NO_KEY, Signer, SigningKeyError
 from store.redis_store import Store
 
 log = logging.getLogger("hitl.sealer")
@@ -25,14 +25,19 @@ def redactor(policy: Any) -> PolicyRedactor:
     return PolicyRedactor(current)
 
 
+def signer(ev: EvidenceSettings | None = None) -> Signer | None:
+    """The checkpoint signer configured (None: no key); ConfigError on a bad key."""
+    try:
+        return (ev or load_evidence_settings()).signer()
+    except SigningKeyError as e:
+        raise ConfigError(f"configuration error:\n  {e}") from None
+
+
 def sealer(settings: Settings, store: Store, ev: EvidenceSettings | None = None) -> Sealer:
     """The sealer of this replica (it seals only while it holds the lease); ConfigError on a bad key."""
     ev = ev or load_evidence_settings()
-    try:
-        signer = ev.signer()
-    except SigningKeyError as e:
-        raise ConfigError(f"configuration error:\n  {e}") from None
-    if signer is None:
+    key = signer(ev)
+    if key is None:
         log.warning("audit checkpoints are OFF: %s; the audit chain is kept but not signed", NO_KEY)
     chain = store.chain
     maintain = None
@@ -46,5 +51,5 @@ def sealer(settings: Settings, store: Store, ev: EvidenceSettings | None = None)
 
         maintain = maintain_fn
     owner = f"{settings.consumer}:{os.getpid()}:{uuid.uuid4().hex[:8]}"  # unique even if consumers clash
-    return Sealer(chain, signer, owner=owner, checkpoint_s=ev.checkpoint_s,
+    return Sealer(chain, key, owner=owner, checkpoint_s=ev.checkpoint_s,
                   checkpoint_every=ev.checkpoint_every, maintain=maintain, maintain_s=ev.archive_s)
