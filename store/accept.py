@@ -7,6 +7,7 @@ socket write and answered in one round trip.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -67,9 +68,30 @@ def stats_args(ops: list[Op], keys: Keys, now_ms: int) -> tuple[str, str, str, s
         if op.hour is not None and op.hour != hour:
             raise ValueError(f"stats op {op.field} for hour {op.hour}, not the script's hour {hour}")
         packed.append([op.field, op.amount, 0 if op.hour is None else 1])
-    expire = str((hour + 1) * HOUR_MS // 1000 + RETENTION_S)
     return (json.dumps(packed, ensure_ascii=False) if packed else "", keys.stats("total"),
-            keys.stats(f"h:{hour}"), expire)
+            keys.stats(f"h:{hour}"), _hour_expiry(hour))
+
+
+def _hour_expiry(hour: int) -> str:
+    """When an hour's stats hash expires (epoch s): its retention after the hour ends."""
+    return str((hour + 1) * HOUR_MS // 1000 + RETENTION_S)
+
+
+@functools.lru_cache(maxsize=4096)
+def intake_stats(agent: str, action: str, mode: str, paused: bool, status: str, hour: int) -> str:
+    """The packed stats ops of the events accept.lua writes (`received`, `routed`, and `decided`
+    when `status`), by `ops_for` as for any event: they depend on nothing else, so intake
+    computes them once per agent, action, route and hour, not once per request."""
+    at_ms = hour * HOUR_MS
+    ops = ops_for({"event": "received", "actor": agent, "detail": json.dumps({"action": action})},
+                  at_ms, None, at_ms)
+    ops += ops_for({"event": "routed", "actor": "policy", "detail": json.dumps({"mode": mode, "paused": paused})},
+                   at_ms, None, at_ms)
+    if status:
+        ops += ops_for({"event": "decided", "actor": "policy", "detail": json.dumps({"status": status})},
+                       at_ms, None, at_ms)
+    packed = [[op.field, op.amount, 0 if op.hour is None else 1] for op in ops]
+    return json.dumps(packed, ensure_ascii=False) if packed else ""
 
 
 def accept_call(keys: Keys, entry_id: str, acc: Accepted, now: datetime, *, decisions: str,
@@ -82,14 +104,11 @@ def accept_call(keys: Keys, entry_id: str, acc: Accepted, now: datetime, *, deci
     reply = req.reply_to or ""
     received = json.dumps({"entry_id": entry_id, "action": req.action})
     routed_detail = route.model_dump(mode="json", include=ROUTED_FIELDS)
-    routed = json.dumps(routed_detail)
     decision_json = decision.model_dump_json() if decision else ""
-    ops = ops_for({"event": "received", "actor": req.agent, "detail": received}, now_ms, None, now_ms)
-    ops += ops_for({"event": "routed", "actor": "policy", "detail": routed}, now_ms, None, now_ms)
-    if decision:
-        ops += ops_for({"event": "decided", "actor": "policy", "detail": json.dumps({"status": decision.status.value})},
-                       now_ms, None, now_ms)
-    stats, total_key, hour_key, expire = stats_args(ops, keys, now_ms)
+    hour = now_ms // HOUR_MS
+    stats = intake_stats(req.agent, req.action, route.mode.value, bool(route.paused),
+                         decision.status.value if decision else "", hour)
+    total_key, hour_key, expire = keys.stats("total"), keys.stats(f"h:{hour}"), _hour_expiry(hour)
     # stored once: a decided record's route and params are the decision's; a pending one's
     # params are the request's until a reviewer edits them
     route_json = "" if decision and decision.route == route else stored_route(route)

@@ -365,3 +365,25 @@ def test_checks_after_the_fact_and_shadow_agreement_are_reported() -> None:
     assert (report.reviewed, report.overridden, report.shadow, report.shadow_agreed) == (2, 1, 2, 1)
     text = "\n".join(metric_fields(report))
     assert "checked afterwards 2, found wrong 1" in text and "agreed with the agent 50% of 2" in text
+
+
+@pytest.mark.parametrize("mode", list(Mode))
+@pytest.mark.parametrize("paused", [False, True])
+@pytest.mark.parametrize("status", ["", "auto_approved", "denied", "escalated"])
+def test_intake_counts_what_the_projector_would_count_of_the_same_events(mode: Mode, paused: bool,
+                                                                         status: str) -> None:
+    """accept.lua's stats are computed once per agent, action, route and hour (store.accept):
+    they equal `ops_for` of the full events the script writes, as the projector reads them."""
+    from store.accept import ROUTED_FIELDS, intake_stats, stats_args
+    from store.keys import Keys
+
+    now_ms = 1_790_000_123_456
+    route = Route(mode=mode, tier="high", rules=["r1"], reasons=["why"], paused=paused, channel="#c")
+    events = [("received", "billing-bot", {"entry_id": "1-0", "action": "refund"}),
+              ("routed", "policy", route.model_dump(mode="json", include=ROUTED_FIELDS))]
+    if status:
+        events.append(("decided", "policy", {"status": status}))
+    ops = [op for event, actor, detail in events
+           for op in ops_for({"event": event, "actor": actor, "detail": json.dumps(detail)}, now_ms, None, now_ms)]
+    expected = stats_args(ops, Keys("hitl"), now_ms)[0]
+    assert intake_stats("billing-bot", "refund", mode.value, paused, status, now_ms // HOUR_MS) == expected

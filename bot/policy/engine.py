@@ -110,6 +110,8 @@ class PolicyEngine:
         self._new_action = Hit("first_use", None if fu.tier is None else index.get(fu.tier), fu.mode, "")
         self.canaries: list[dict[str, object]] = []
         """Known-answer requests from `trust.canaries.file` (loaded by from_file)."""
+        self._grant_terms: dict[str, GrantTerms | None] = {}
+        """Per tier, computed on first use (intake asks for every request; the policy is fixed)."""
 
     @classmethod
     def from_yaml(cls, text: str, source: str = "file") -> PolicyEngine:
@@ -165,10 +167,11 @@ class PolicyEngine:
 
     def grant_terms(self, tier: str) -> GrantTerms | None:
         """The tier's grant rule as data handlers can use; None: no grants on this tier."""
-        rule = self.grant_rule(tier)
-        if rule is None:
-            return None
-        return GrantTerms(min(rule.duration, rule.max_duration), rule.max_amount, tuple(rule.same))
+        if tier not in self._grant_terms:
+            rule = self.grant_rule(tier)
+            self._grant_terms[tier] = None if rule is None else GrantTerms(
+                min(rule.duration, rule.max_duration), rule.max_amount, tuple(rule.same))
+        return self._grant_terms[tier]
 
     def route(self, request: Request, *, first_use: bool = False, paused: bool = False,
               trust: TrustState | None = None) -> Route:
