@@ -203,7 +203,7 @@ class Batching(_Section):
 
     enabled: bool = True
     window: Duration = 10
-    max_items: int = Field(40, ge=2, le=BATCH_ITEMS_MAX)  # what always fits on one card
+    max_items: int = Field(BATCH_ITEMS_MAX, ge=2, le=BATCH_ITEMS_MAX)  # what always fits on one card
     similar: bool = True
 
 
