@@ -4,7 +4,9 @@ The floor is a plain redis-py consumer-group loop (XREADGROUP of 100, then XADD 
 and XACK per entry), run as its own process, on a stream of its own in the same private
 redis-server, in the same run. Each round starts the consumers (one or two processes), pushes
 N requests in one pipelined burst and times until every reply is there; CPU is the consumer
-processes' user + system time (and redis-server's, from INFO) over the round, divided by N.
+processes' user + system time (and redis-server's, from INFO) over the round, divided by N; for
+`hitl run` the round's CPU runs on until its housekeeping process has sealed the audit trail and
+counted the stats of those requests, and includes that process.
 
     .venv/bin/python -m bench.bench_intake [--n 10000] [--root DIR]
 
@@ -28,6 +30,7 @@ from pathlib import Path
 
 import redis.asyncio as aioredis
 
+from bench.bench_loop import cpu_s
 from bench.bench_memory import by_key, print_by_key, sealed
 from emulator import Emulator
 from tests.redis_server import RedisServer, free_port
@@ -70,11 +73,6 @@ async def floor_consumer(url: str, name: str) -> None:
 
 # ---- the benchmark ------------------------------------------------------------------------------
 
-def cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 async def redis_cpu(r: aioredis.Redis) -> float:
     info = await r.info("cpu")
     return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
@@ -96,14 +94,26 @@ class Bench:
         self.redis.stop()
 
     async def _drain(self, procs: list[subprocess.Popen[bytes]], key: str, count: int, t0: float,
-                     cpu0: float, rcpu0: float) -> tuple[float, float, float]:
+                     cpu0: float, rcpu0: float, prefix: str | None) -> tuple[float, float, float]:
         while await self.r.xlen(key) < count:
             if any(p.poll() is not None for p in procs):
                 raise SystemExit("a consumer exited")
             await asyncio.sleep(0.002)
         took = time.perf_counter() - t0
+        if prefix is not None:  # hitl: CPU until its housekeeping (sealer, stats) has caught up too
+            t1 = time.perf_counter()
+            while True:
+                if await sealed(self.r, prefix) and await self._counted(prefix):
+                    break
+                await asyncio.sleep(0.01)
+            print(f"  (all {count} replies after {took:.2f} s; audit sealed and stats counted "
+                  f"{time.perf_counter() - t1:.2f} s later: CPU below counts that too)", flush=True)
         cpu = sum(cpu_s(p.pid) for p in procs) - cpu0
         return self.n / took, cpu / self.n * 1000, (await redis_cpu(self.r) - rcpu0) / self.n * 1000
+
+    async def _counted(self, prefix: str) -> bool:
+        return sum(int(g.get("lag") or 0) + int(g.get("pending") or 0)
+                   for g in await self.r.xinfo_groups(f"{prefix}:audit")) == 0
 
     async def floor(self, consumers: int) -> tuple[float, float, float]:
         await self.r.delete(FLOOR_STREAM, REPLY)
@@ -112,14 +122,14 @@ class Bench:
                                   cwd=ROOT) for i in range(consumers)]
         try:
             await asyncio.sleep(1.0)  # started and blocked in XREADGROUP
-            return await self._push_and_drain(procs, FLOOR_STREAM, "floor")
+            return await self._push_and_drain(procs, FLOOR_STREAM, "floor", None)
         finally:
             for p in procs:
                 p.terminate()
                 p.wait(10)
 
     async def _push_and_drain(self, procs: list[subprocess.Popen[bytes]], stream: str,
-                              tag: str) -> tuple[float, float, float]:
+                              tag: str, prefix: str | None) -> tuple[float, float, float]:
         self.round += 1
         cpu0 = sum(cpu_s(p.pid) for p in procs)
         rcpu0 = await redis_cpu(self.r)
@@ -128,7 +138,7 @@ class Bench:
             for i in range(self.n):
                 p.xadd(stream, {"request": request(i, f"{tag}{self.round}")})
             await p.execute()
-        return await self._drain(procs, REPLY, self.n, t0, cpu0, rcpu0)
+        return await self._drain(procs, REPLY, self.n, t0, cpu0, rcpu0, prefix)
 
     def _bots(self, count: int, policy: str, prefix: str) -> list[subprocess.Popen[bytes]]:
         path = Path(self.redis.dir) / f"policy-{prefix}.yml"
@@ -157,7 +167,7 @@ class Bench:
         try:
             await self._wait_groups(f"{prefix}:requests", replicas)
             await asyncio.sleep(1.0)  # every replica's start-up work done
-            return await self._push_and_drain(procs, f"{prefix}:requests", prefix)
+            return await self._push_and_drain(procs, f"{prefix}:requests", prefix, prefix)
         finally:
             await self._stop(procs)
 

@@ -5,8 +5,9 @@ Topology as in production: `hitl run` in its own process; Slack (the emulator) a
 
     .venv/bin/python -m bench.bench_loop [--n 1000]
 
-It ends with the floor of click -> agent measured in the same run: an XADD waking an XREAD
-blocked on another connection, and the click's figures over it.
+Beside each, its floor measured in the same run: for request -> card, a one-process relay
+(XREADGROUP, then chat.postMessage over a kept-alive connection); for click -> agent, an XADD
+waking an XREAD blocked on another connection (and the same with an HTTP hop in front).
 """
 
 from __future__ import annotations
@@ -111,6 +112,11 @@ async def main(n: int, root: Path = ROOT) -> None:
             to_card.append((call - t0) * 1000)
             ids.append(rid)
         report("request -> card posted", to_card)
+        relay = await relay_floor(redis.url, emu, n, posted)
+        report("floor: a one-process relay", relay)
+        print(f"request -> card over the relay floor: p50 {pct(to_card, 50) / pct(relay, 50):.1f}x, "
+              f"p99 {pct(to_card, 99) / pct(relay, 99):.1f}x", flush=True)
+        verdict("request -> card p99 over the relay floor's (issue 13)", pct(to_card, 99) / pct(relay, 99), 2.0, "x")
         # click -> decision in the waiting agent's hands
         to_agent: list[float] = []
         channel = emu.messages("#approvals")
@@ -140,6 +146,54 @@ async def main(n: int, root: Path = ROOT) -> None:
         bot.wait(20)
         await emu.stop()
         redis.stop()
+
+
+async def relay_floor(url: str, emu: Emulator, n: int, seen: dict[str, float]) -> list[float]:
+    """The floor of request -> card: a relay in its own process that reads the request with
+    XREADGROUP and POSTs chat.postMessage over one kept-alive connection, then XACKs; timed from
+    the XADD to the emulator's receipt of the post, as the bot's cards are, in the same run."""
+    import json
+
+    import redis.asyncio as aioredis
+
+    server = subprocess.Popen([sys.executable, "-c", _RELAY_FLOOR, url, emu.api_url, TOKEN], cwd=ROOT)
+    writer = aioredis.Redis.from_url(url, decode_responses=True)
+    out: list[float] = []
+    try:
+        for _ in range(600):  # its group is there: it reads
+            groups = await writer.xinfo_groups("floor:relay") if await writer.exists("floor:relay") else []
+            if any(g["consumers"] for g in groups):
+                break
+            await asyncio.sleep(0.05)
+        for i in range(n):
+            rid = f"relay-{i}"
+            t0 = time.time()
+            await writer.xadd("floor:relay", {"request": json.dumps({"id": rid, "summary": f"Refund #{i}"})})
+            out.append((await _card_call(emu, rid, seen) - t0) * 1000)
+    finally:
+        await writer.aclose()
+        server.terminate()
+        server.wait(10)
+    return out
+
+
+_RELAY_FLOOR = """
+import asyncio, json, sys, aiohttp, redis.asyncio as aioredis
+async def main(url, api, token):
+    r = aioredis.Redis.from_url(url, decode_responses=True)
+    await r.xgroup_create("floor:relay", "relay", id="$", mkstream=True)
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as s:
+        while True:
+            for _, entries in await r.xreadgroup("relay", "c", {"floor:relay": ">"}, count=10, block=1000) or []:
+                for entry_id, fields in entries:
+                    req = json.loads(fields["request"])
+                    body = {"channel": "#approvals", "text": req["summary"], "metadata": {
+                        "event_type": "hitl_request", "event_payload": {"request_id": req["id"]}}}
+                    async with s.post(api.rstrip("/") + "/chat.postMessage", json=body) as resp:
+                        await resp.read()
+                    await r.xack("floor:relay", "relay", entry_id)
+asyncio.run(main(*sys.argv[1:4]))
+"""
 
 
 async def xread_floor(url: str, n: int) -> list[float]:
