@@ -268,7 +268,7 @@ async def floor_memory(b: Bench, n: int) -> float:
     before = await b._used()
     procs = [subprocess.Popen([sys.executable, "-m", "bench.bench_intake", "--floor", b.redis.url, "fm"], cwd=ROOT)]
     try:
-        await b._push_and_drain(procs, FLOOR_STREAM, "floormem")
+        await b._push_and_drain(procs, FLOOR_STREAM, "floormem", None)
     finally:
         procs[0].terminate()
         procs[0].wait(10)

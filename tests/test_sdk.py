@@ -227,3 +227,35 @@ def test_the_sdk_is_light() -> None:
             "print(sorted(m for m in sys.modules if m.split('.')[0] in bad))")
     out = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_a_published_decision_has_every_contract_field_and_only_the_extensions_that_say_something() -> None:
+    from datetime import UTC, datetime
+
+    from hitl.protocol import Decision, GrantRef, Mode, Route, Status
+
+    at = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
+    plain = Decision(request_id="r1", status=Status.auto_approved, params={"order": "R-1"}, decided_at=at,
+                     route=Route(mode=Mode.auto, tier="low", rules=["tier:low"], channel="#approvals"))
+    out = json.loads(plain.model_dump_json())
+    assert set(out) == {"request_id", "status", "params", "changes", "answer", "option", "reason",
+                        "decided_by", "decided_at", "route"}  # the contract's fields, null or empty included
+    assert out["route"] == {"mode": "auto", "tier": "low", "rules": ["tier:low"], "sampled": False}
+    assert Decision.model_validate_json(plain.model_dump_json()) == plain  # an absent field reads as its default
+
+    grant = GrantRef(id="g1", by=["U1"], expires_at=at)
+    full = Decision(request_id="r2", status=Status.rejected, reason="no", reason_code="timeout", decided_at=at,
+                    route=Route(mode=Mode.approve, tier="high", paused=True, channel="#risk", approvers=["U1"],
+                                quorum=2, grant=grant, delegates={"U1": "U2"}, sampled=True))
+    out = json.loads(full.model_dump_json())
+    assert out["reason_code"] == "timeout"
+    assert {k: out["route"][k] for k in ("paused", "channel", "approvers", "quorum", "delegates", "sampled")} == {
+        "paused": True, "channel": "#risk", "approvers": ["U1"], "quorum": 2, "delegates": {"U1": "U2"},
+        "sampled": True}
+    assert out["route"]["grant"]["id"] == "g1" and "batch_max" not in out["route"]
+    assert Decision.model_validate_json(full.model_dump_json()) == full
+    assert full.model_dump(mode="json") == out  # the same in Python as on the wire
+    # the schema still documents every field, with its default
+    schema = Decision.model_json_schema(mode="serialization")
+    assert {"reason_code", "route"} <= set(schema["properties"])
+    assert schema["$defs"]["Route"]["properties"]["batch_max"]["default"] == 40

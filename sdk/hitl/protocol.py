@@ -18,8 +18,10 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    SerializerFunctionWrapHandler,
     StringConstraints,
     field_validator,
+    model_serializer,
     model_validator,
 )
 
@@ -244,6 +246,10 @@ class Vote(_Strict):
     at: datetime
 
 
+ROUTE_CONTRACT = frozenset({"mode", "tier", "rules", "sampled"})
+"""The fields of a decision's route that the contract names: always published."""
+
+
 class Route(_Strict):
     """Where a request went and why: chosen once at intake, carried into the decision."""
 
@@ -298,9 +304,32 @@ class Decision(_Strict):
     decided_at: datetime
     route: Route | None = None
 
+    @model_serializer(mode="wrap")
+    def _compact(self, handler: SerializerFunctionWrapHandler):  # unannotated: the JSON Schema stays the model's
+        """The decision as published: every field of the contract (docs/protocol.md), and of the
+        extensions only those that say something: `reason_code` when set, and of the route, beyond
+        `mode`, `tier`, `rules` and `sampled`, only what differs from its default (a route in full
+        repeated the tier's whole configuration, about 200 bytes, in every copy of every decision).
+        Reading it back gives the same decision: an omitted field is its default."""
+        data = handler(self)
+        if isinstance(data, dict):
+            if data.get("reason_code") is None:
+                data.pop("reason_code", None)
+            route = data.get("route")
+            if isinstance(route, dict) and self.route is not None:
+                for name, default in _ROUTE_DEFAULTS.items():
+                    if name in route and getattr(self.route, name) == default:
+                        del route[name]
+        return data
+
     @property
     def approved(self) -> bool:
         return self.status in (Status.approved, Status.auto_approved)
+
+
+_ROUTE_DEFAULTS = {name: f.get_default(call_default_factory=True)
+                   for name, f in Route.model_fields.items() if name not in ROUTE_CONTRACT}
+"""The defaults of a route's fields beyond the contract's (compared with, never handed out)."""
 
 
 class AgentMessage(BaseModel):
