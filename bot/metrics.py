@@ -53,6 +53,18 @@ def _calls(bot: Any) -> list[Sample]:
     return out or [("", 0)]
 
 
+def _housekeeping(bot: Any) -> list[str]:
+    """This replica's housekeeping process (HITL_HOUSEKEEPING=process), when it has one."""
+    companion = getattr(bot, "companion", None)
+    if companion is None:
+        return []
+    return [_family("hitl_housekeeping_up", "gauge", "1 while this replica's housekeeping process runs.",
+                    [("", 1 if companion.state == "running" else 0)]),
+            _family("hitl_housekeeping_restarts_total", "counter",
+                    "Times this replica started its housekeeping process again after it ended.",
+                    [("", max(0, companion.starts - 1))])]
+
+
 async def render_metrics(bot: Any) -> str:
     """The exposition text of the whole loop (shared figures) and this replica's Slack calls."""
     store = bot.store
@@ -94,6 +106,7 @@ async def render_metrics(bot: Any) -> str:
                    "escalation sent).", totals, "tte:"),
         _family("hitl_intake_processed_total", "counter", "Entries this replica accepted.",
                 [("", bot.intake.processed)]),
+        *_housekeeping(bot),
         _family("hitl_slack_posts_total", "counter", "Cards this replica posted.",
                 [("", delivery["posted"])]),
         _family("hitl_slack_rate_limited_total", "counter", "429 answers this replica received.",

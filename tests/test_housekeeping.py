@@ -178,6 +178,9 @@ async def test_a_killed_housekeeping_process_is_started_again(
         return kids if kids and (await bot.health())["housekeeping"] == "running" else []
 
     await eventually(replaced, 15, "a new housekeeping process")
+    async with aiohttp.ClientSession() as s, s.get(f"http://127.0.0.1:{bot.port}/metrics") as r:
+        text = await r.text()
+    assert "hitl_housekeeping_up 1" in text and "hitl_housekeeping_restarts_total 1" in text
     await _work(redis_url, store, 2)  # the new one seals and counts
     await eventually(lambda: _sealed_and_counted(store, 1), 15, "sealed and counted by the new process")
 
