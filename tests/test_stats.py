@@ -387,3 +387,69 @@ def test_intake_counts_what_the_projector_would_count_of_the_same_events(mode: M
            for op in ops_for({"event": event, "actor": actor, "detail": json.dumps(detail)}, now_ms, None, now_ms)]
     expected = stats_args(ops, Keys("hitl"), now_ms)[0]
     assert intake_stats("billing-bot", "refund", mode.value, paused, status, now_ms // HOUR_MS) == expected
+
+
+async def _group(store: Store) -> dict[str, Any]:
+    [g] = [g for g in await store.redis.xinfo_groups(store.keys.audit) if g["name"] == STATS_GROUP]
+    return dict(g)
+
+
+async def _caught_up(h: History, projector: StatsProjector) -> None:
+    """The projector has read an event and everything since."""
+    await h.event("invalid", "x0", h.now)
+    await drain(projector)
+    assert (await _group(h.store))["entries-read"] == 1
+
+
+async def test_a_new_group_that_never_read_is_moved_too(store: Store, projector: StatsProjector) -> None:
+    """A group made on an empty stream does not know how many entries it read until it reads
+    one; caught up, it is moved past intake's events all the same (from the stream's count)."""
+    h = History(store, datetime.now(UTC))
+    assert (await _group(store))["entries-read"] is None
+    await h.request("a1", h.now, "auto", status="auto_approved")
+    g = await _group(store)
+    assert (g["entries-read"], g["lag"]) == (4, 0)
+    assert await projector.read(">", block_ms=None) == 0
+
+
+async def test_intake_moves_a_caught_up_projector_past_the_events_it_counted_itself(
+        store: Store, projector: StatsProjector) -> None:
+    """accept.lua counts its own events: with the projector caught up, it moves the group past
+    them, so the projector never reads a request that only went through intake, and every
+    figure is still counted once."""
+    h = History(store, datetime.now(UTC))
+    await _caught_up(h, projector)
+    await h.request("a1", h.now, "auto", status="auto_approved")
+    await h.request("p1", h.now, "approve")
+    g = await _group(store)
+    newest = (await store.redis.xrevrange(store.keys.audit, count=1))[0][0]
+    assert (g["last-delivered-id"], g["entries-read"], g["lag"]) == (newest, 1 + 6, 0)
+    assert await projector.read(">", block_ms=None) == 0  # nothing left to read
+    totals = await StatsStore(store.redis, store.keys).totals()
+    assert (totals["received"], totals["mode:auto"], totals["mode:approve"], totals["st:auto_approved"],
+            totals["invalid"]) == (2, 1, 1, 1, 1)
+
+
+async def test_a_projector_behind_reads_intakes_events_too_and_counts_each_once(
+        store: Store, projector: StatsProjector) -> None:
+    """Behind (an event it must count is unread), the group is left where it is: the projector
+    then reads the earlier event and intake's, counting the one and acknowledging the others."""
+    h = History(store, datetime.now(UTC))
+    await _caught_up(h, projector)
+    await h.event("invalid", "x1", h.now)  # the projector must count this one
+    await h.request("a1", h.now, "auto", status="auto_approved")
+    g = await _group(store)
+    assert g["lag"] == 5 and g["entries-read"] == 1
+    await drain(projector)
+    assert (await _group(store))["lag"] == 0 and projector.counted == 6  # read and acknowledged: x0, x1, a1's 4
+    await h.request("a2", h.now, "auto", status="auto_approved")  # caught up again: skipped
+    assert (await _group(store))["entries-read"] == 10 and await projector.read(">", block_ms=None) == 0
+    totals = await StatsStore(store.redis, store.keys).totals()
+    assert (totals["invalid"], totals["received"], totals["st:auto_approved"]) == (2, 2, 2)
+
+
+def test_the_scripts_name_the_projectors_group() -> None:
+    from pathlib import Path
+
+    lua = (Path(__file__).resolve().parent.parent / "store" / "lua" / "_stats.lua").read_text()
+    assert f"local STATS_GROUP = '{STATS_GROUP}'" in lua

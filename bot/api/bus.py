@@ -22,7 +22,7 @@ log = logging.getLogger("hitl.api")
 
 BLOCK_MS = 1000
 QUEUE_MAX = 1000
-IDLE_LINGER_S = 0.1
+IDLE_LINGER_S = 1.0
 """With nobody to tell on this replica (no long-poll, submitter or event stream), the feeds are
 read at most this often, and what was added during a pause that nobody registered for is
 skipped (one read of the newest ids instead): the reader no longer wakes and parses entries for

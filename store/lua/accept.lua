@@ -61,13 +61,17 @@ if unusable then
 end
 local decision = ARGV[9]
 redis.call('DEL', KEYS[11])  -- an earlier invalid try of this id no longer answers for it
+-- every event written here is counted here (or counts for nothing): the projector may skip them
+local skip = stats_skip_begin(KEYS[4])
 local first = audit(KEYS[4], false, 'received', rid, ARGV[16], at, ARGV[17])
 local last = audit(KEYS[4], false, 'routed', rid, 'policy', at, ARGV[18])
 redis.call('SADD', KEYS[9], ARGV[11])
 if decision ~= '' then
   audit(KEYS[4], false, 'decided', rid, 'policy', at, cjson.encode({status = cjson.decode(decision)['status']}))
   last = publish(KEYS[7], KEYS[8], has_reply, rid, decision, at, KEYS[4], false)
+  stats_skip_end(KEYS[4], skip, last, 4)
 else
+  stats_skip_end(KEYS[4], skip, last, 2)
   redis.call('ZADD', KEYS[5], ARGV[4], rid)
   local i = 19
   for _ = 1, tonumber(ARGV[i]) do
