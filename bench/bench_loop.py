@@ -14,15 +14,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import statistics
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from bot.client import HitlClient
 from emulator import Emulator
+from tests import procs
 from tests.redis_server import RedisServer, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,27 +47,7 @@ def cpu_s(pid: int) -> float:
     """User + system CPU seconds so far of process `pid` and its live children (`hitl run`'s
     housekeeping process: bot.housekeeping), from Linux /proc (0 elsewhere): a steadier figure
     than latency on a shared machine."""
-    return sum(_own_cpu_s(p) for p in (pid, *_children(pid)))
-
-
-def _stat(pid: int) -> list[str]:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return []
-
-
-def _own_cpu_s(pid: int) -> float:
-    fields = _stat(pid)
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK") if fields else 0.0
-
-
-def _children(pid: int) -> list[int]:
-    try:
-        pids = [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()]
-    except OSError:
-        return []
-    return [p for p in pids if (f := _stat(p)) and f[1] == str(pid)]
+    return procs.cpu_s(pid)
 
 
 def machine() -> str:
@@ -155,10 +138,9 @@ async def relay_floor(url: str, emu: Emulator, n: int) -> list[float]:
 
     import redis.asyncio as aioredis
 
-    server = subprocess.Popen([sys.executable, "-c", _RELAY_FLOOR, url, emu.api_url, TOKEN], cwd=ROOT)
-    writer = aioredis.Redis.from_url(url, decode_responses=True)
     out: list[float] = []
-    try:
+    async with _floor_server(_RELAY_FLOOR, url, emu.api_url, TOKEN), \
+            aioredis.Redis.from_url(url, decode_responses=True) as writer:
         for _ in range(600):  # its group is there: it reads
             groups = await writer.xinfo_groups("floor:relay") if await writer.exists("floor:relay") else []
             if any(g["consumers"] for g in groups):
@@ -169,11 +151,18 @@ async def relay_floor(url: str, emu: Emulator, n: int) -> list[float]:
             t0 = time.time()
             await writer.xadd("floor:relay", {"request": json.dumps({"id": rid, "summary": f"Refund #{i}"})})
             out.append((await _card_call(emu, rid, t0) - t0) * 1000)
+    return out
+
+
+@contextlib.asynccontextmanager
+async def _floor_server(code: str, *args: str) -> AsyncIterator[None]:
+    """`code` run by Python in its own process (a floor's other end) for the block's duration."""
+    server = subprocess.Popen([sys.executable, "-c", code, *args], cwd=ROOT)
+    try:
+        yield
     finally:
-        await writer.aclose()
         server.terminate()
         server.wait(10)
-    return out
 
 
 _RELAY_FLOOR = """
@@ -224,38 +213,31 @@ async def xread_floor(url: str, n: int) -> list[float]:
 async def http_floor(url: str, n: int) -> list[float]:
     """The XADD floor with an HTTP hop in front, as a click has: a POST to a bare aiohttp
     server in its own process that XADDs and answers, waking the XREAD here."""
+    import aiohttp
     import redis.asyncio as aioredis
 
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-c", _HTTP_FLOOR, url, str(port)], cwd=ROOT)
-    reader = aioredis.Redis.from_url(url, decode_responses=True)
     out: list[float] = []
-    try:
-        import aiohttp
-
-        async with aiohttp.ClientSession() as s:
-            for _ in range(300):
-                try:
-                    async with s.post(f"http://127.0.0.1:{port}/", data=b"warm"):
-                        break
-                except aiohttp.ClientError:
-                    await asyncio.sleep(0.05)
-            last = (await reader.xrevrange("floor:http", count=1))[0][0]
-            for _ in range(n):
-                waiting = asyncio.create_task(reader.xread({"floor:http": last}, block=30_000, count=1))
-                await asyncio.sleep(0.001)
-                t0 = time.perf_counter()
-                done = asyncio.get_running_loop().create_future()
-                waiting.add_done_callback(lambda _t, f=done: f.done() or f.set_result(time.perf_counter()))
-                async with s.post(f"http://127.0.0.1:{port}/", data=b"payload=click") as r:
-                    await r.read()
-                t1 = await done
-                last = (await waiting)[0][1][0][0]
-                out.append((t1 - t0) * 1000)
-    finally:
-        await reader.aclose()
-        server.terminate()
-        server.wait(10)
+    async with _floor_server(_HTTP_FLOOR, url, str(port)), \
+            aioredis.Redis.from_url(url, decode_responses=True) as reader, aiohttp.ClientSession() as s:
+        for _ in range(300):
+            try:
+                async with s.post(f"http://127.0.0.1:{port}/", data=b"warm"):
+                    break
+            except aiohttp.ClientError:
+                await asyncio.sleep(0.05)
+        last = (await reader.xrevrange("floor:http", count=1))[0][0]
+        for _ in range(n):
+            waiting = asyncio.create_task(reader.xread({"floor:http": last}, block=30_000, count=1))
+            await asyncio.sleep(0.001)
+            t0 = time.perf_counter()
+            done = asyncio.get_running_loop().create_future()
+            waiting.add_done_callback(lambda _t, f=done: f.done() or f.set_result(time.perf_counter()))
+            async with s.post(f"http://127.0.0.1:{port}/", data=b"payload=click") as r:
+                await r.read()
+            t1 = await done
+            last = (await waiting)[0][1][0][0]
+            out.append((t1 - t0) * 1000)
     return out
 
 

@@ -24,6 +24,7 @@ from bot.config import ConfigError, load_settings
 from emulator import Emulator
 from store.redis_store import Store
 from store.stats import StatsStore
+from tests import procs
 from tests.harness import SECRET, TOKEN
 from tests.redis_server import free_port
 from tests.util import eventually
@@ -59,7 +60,7 @@ class Running:
 
     def companions(self) -> list[int]:
         """Live (not zombie) `hitl housekeep` children of this `hitl run`."""
-        return [p for p in _pids() if _ppid(p) == self.proc.pid and b"housekeep" in _cmdline(p)]
+        return [p for p in procs.children(self.proc.pid) if b"housekeep" in _cmdline(p)]
 
 
 @pytest.fixture
@@ -94,32 +95,11 @@ async def _start(env: dict[str, str], started: list[Running], **extra: str) -> R
     return r
 
 
-def _pids() -> list[int]:
-    return [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()]
-
-
-def _stat(pid: int) -> list[str]:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return []
-
-
-def _ppid(pid: int) -> int:
-    f = _stat(pid)
-    return int(f[1]) if f and f[0] != "Z" else -1
-
-
 def _cmdline(pid: int) -> bytes:
     try:
         return Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return b""
-
-
-def _alive(pid: int) -> bool:
-    f = _stat(pid)
-    return bool(f) and f[0] != "Z"
 
 
 class _gone_already:
@@ -157,14 +137,14 @@ async def test_run_starts_housekeeping_at_lowest_priority_and_it_seals_and_count
     kids = await eventually(lambda: _value(bot.companions()), what="the housekeeping process")
     assert len(kids) == 1
     # it lowers its priority first thing, before any import of the work
-    await eventually(lambda: _value(_stat(kids[0])[16] == "19"), what="housekeeping at nice 19")
-    assert _stat(bot.proc.pid)[16] == "0"  # the bot itself keeps its priority
+    await eventually(lambda: _value(procs.stat(kids[0])[16] == "19"), what="housekeeping at nice 19")
+    assert procs.stat(bot.proc.pid)[16] == "0"  # the bot itself keeps its priority
     assert (await bot.health())["housekeeping"] == "running"
     await _work(redis_url, store, 5)
     await eventually(lambda: _sealed_and_counted(store, 1), 15, "audit sealed and the invalid entry counted")
     bot.proc.send_signal(signal.SIGTERM)
     assert await asyncio.to_thread(bot.proc.wait, 30) == 0
-    await eventually(lambda: _value(not _alive(kids[0])), what="housekeeping stopped with the bot")
+    await eventually(lambda: _value(not procs.alive(kids[0])), what="housekeeping stopped with the bot")
 
 
 async def test_a_killed_housekeeping_process_is_started_again(
@@ -190,7 +170,7 @@ async def test_housekeeping_ends_when_the_bot_is_killed(env: dict[str, str], run
     kid = (await eventually(lambda: _value(bot.companions()), what="housekeeping"))[0]
     bot.proc.kill()  # SIGKILL: the bot cannot stop it; the kernel's parent-death signal does
     bot.proc.wait(10)
-    await eventually(lambda: _value(not _alive(kid)), 10, "housekeeping ended with its parent")
+    await eventually(lambda: _value(not procs.alive(kid)), 10, "housekeeping ended with its parent")
 
 
 async def test_off_runs_none_and_hitl_housekeep_does_it_elsewhere(
@@ -204,7 +184,7 @@ async def test_off_runs_none_and_hitl_housekeep_does_it_elsewhere(
     elsewhere = subprocess.Popen([sys.executable, "-m", "bot.cli", "housekeep"], env=env, cwd=ROOT)
     try:
         await eventually(lambda: _sealed_and_counted(store, 1), 15, "sealed and counted by `hitl housekeep`")
-        assert _stat(elsewhere.pid)[16] == "19"
+        assert procs.stat(elsewhere.pid)[16] == "19"
         elsewhere.send_signal(signal.SIGTERM)
         assert await asyncio.to_thread(elsewhere.wait, 15) == 0
     finally:
