@@ -41,8 +41,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("hitl.housekeeping")
 
-DUTIES = ("sealer", "stats")
-"""The names of the bot's background tasks that are housekeeping (bot.app.Bot.background)."""
 NICE = 19
 PARENT_ENV = "HITL_HOUSEKEEPING_PARENT"
 """The pid of the `hitl run` that started this `hitl housekeep`: it ends when that process does."""
@@ -82,16 +80,24 @@ class Companion:
 
     async def _supervise(self) -> None:
         delay = RESTART_S[0]
+        loop = asyncio.get_running_loop()
         while True:
-            assert self.proc is not None
-            code = await self.proc.wait()
-            if self._stopping:
-                return
-            log.error("housekeeping: pid %s ended (exit %s); starting it again in %.0fs",
-                      self.proc.pid, code, delay)
+            started = loop.time()
+            if self.proc is not None:
+                code = await self.proc.wait()
+                if self._stopping:
+                    return
+                if loop.time() - started >= RESTART_S[1]:  # it ran a while: a new failure, not a loop
+                    delay = RESTART_S[0]
+                log.error("housekeeping: pid %s ended (exit %s); starting it again in %.0fs",
+                          self.proc.pid, code, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, RESTART_S[1])
-            await self._spawn()
+            try:
+                await self._spawn()
+            except OSError as e:  # cannot start at all now (no memory, no such file): try again later
+                self.proc = None
+                log.error("housekeeping: cannot start %s: %s", self.argv, e)
 
     async def stop(self) -> None:
         """SIGTERM, then SIGKILL after STOP_S; waits until it has ended."""
@@ -114,7 +120,7 @@ class Companion:
 
 
 def duties(settings: Settings, store: Store) -> dict[str, Callable[[], Coroutine[Any, Any, None]]]:
-    """The housekeeping tasks of this replica, by name (as in DUTIES)."""
+    """The housekeeping tasks of this replica, by name (`sealer`, `stats`)."""
     from bot.evidence import wiring as evidence
     from bot.stats import StatsProjector
 

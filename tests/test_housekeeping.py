@@ -222,3 +222,28 @@ def test_the_docs_name_every_mode() -> None:
     text = (ROOT / "README.md").read_text() + (ROOT / "docs" / "deploy.md").read_text()
     for word in ("HITL_HOUSEKEEPING", "hitl housekeep", "`process`", "`inline`", "`off`"):
         assert word in text, word
+
+
+async def test_the_supervisor_outlives_a_companion_that_cannot_start(monkeypatch: pytest.MonkeyPatch,
+                                                                     tmp_path: Path) -> None:
+    """A child that exits at once is started again with a growing back-off; one that cannot be
+    started at all (no such program) leaves the supervisor trying, never dead."""
+    from bot import housekeeping
+
+    monkeypatch.setattr(housekeeping, "RESTART_S", (0.05, 0.2))
+    runs = tmp_path / "runs"
+    companion = housekeeping.Companion(
+        argv=[sys.executable, "-c", f"open({str(runs)!r}, 'a').write('x')"], env=dict(os.environ))
+    await companion.start()
+    try:
+        await eventually(lambda: _value(runs.exists() and len(runs.read_text()) >= 3), 10, "three runs")
+        companion.argv = [str(tmp_path / "no-such-program")]
+        await eventually(lambda: _value(companion.proc is None and companion.state == "restarting"), 10,
+                         "a start that failed")
+        before = len(runs.read_text())
+        companion.argv = [sys.executable, "-c", "import time; time.sleep(60)"]
+        await eventually(lambda: _value(companion.state == "running"), 10, "started again")
+        assert len(runs.read_text()) == before and companion.starts >= 4
+    finally:
+        await companion.stop()
+    assert companion.state == "stopped" and companion.proc is not None and companion.proc.returncode is not None
