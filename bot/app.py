@@ -194,8 +194,8 @@ class Bot:
     async def stop(self) -> None:
         """Stop reading new entries, finish in-flight work, close everything."""
         background = [t for t in self.tasks if t.get_name() not in ("intake", "delivery")]
-        if self.companion is not None:
-            await self.companion.stop()
+        if self.companion is not None:  # told first; waited for after the bot's own work is done
+            await self.companion.terminate()
         if self.scheduler is not None:
             self.scheduler.stop()
         await cancel_all(background)
@@ -208,6 +208,8 @@ class Bot:
         for t in self.tasks:
             t.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
+        if self.companion is not None:
+            await self.companion.stop()
         if self.socket_handler is not None:
             await self.socket_handler.close_async()
         if self.runner is not None:

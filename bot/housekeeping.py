@@ -71,10 +71,14 @@ class Companion:
     async def start(self) -> None:
         await self._spawn()
         self._task = asyncio.create_task(self._supervise(), name="housekeeping")
+        self._task.add_done_callback(_ended)
 
     async def _spawn(self) -> None:
         env = {**(self.env if self.env is not None else os.environ), PARENT_ENV: str(os.getpid())}
-        self.proc = await asyncio.create_subprocess_exec(*self.argv, env=env, stdin=asyncio.subprocess.DEVNULL)
+        # its own session: a terminal's hangup or Ctrl-C reaches the bot alone, which stops it
+        # (the parent-death signal still ends it if the bot dies)
+        self.proc = await asyncio.create_subprocess_exec(*self.argv, env=env, stdin=asyncio.subprocess.DEVNULL,
+                                                         start_new_session=True)
         self.starts += 1
         log.info("housekeeping: started pid %s (nice %s)", self.proc.pid, NICE)
 
@@ -95,21 +99,28 @@ class Companion:
             delay = min(delay * 2, RESTART_S[1])
             try:
                 await self._spawn()
-            except OSError as e:  # cannot start at all now (no memory, no such file): try again later
+            except Exception as e:  # cannot start at all now (no memory, no such file): try again later
                 self.proc = None
                 log.error("housekeeping: cannot start %s: %s", self.argv, e)
 
-    async def stop(self) -> None:
-        """SIGTERM, then SIGKILL after STOP_S; waits until it has ended."""
+    async def terminate(self) -> None:
+        """No more restarts, and SIGTERM to the child (the bot stops it first, then drains its
+        own work while the child finishes; `stop` then waits)."""
         self._stopping = True
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
         proc = self.proc
+        if proc is not None and proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.terminate()
+
+    async def stop(self) -> None:
+        """`terminate`, then SIGKILL after STOP_S; waits until it has ended."""
+        await self.terminate()
+        proc = self.proc
         if proc is None or proc.returncode is not None:
             return
-        with contextlib.suppress(ProcessLookupError):
-            proc.terminate()
         try:
             await asyncio.wait_for(proc.wait(), STOP_S)
         except TimeoutError:
@@ -117,6 +128,11 @@ class Companion:
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
             await proc.wait()
+
+
+def _ended(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("housekeeping: the supervisor ended: %r; the process is no longer restarted", task.exception())
 
 
 def duties(settings: Settings, store: Store) -> dict[str, Callable[[], Coroutine[Any, Any, None]]]:

@@ -171,8 +171,8 @@ projector (`mode`) and the backlog (`tier`)."""
 
 
 def stored_route(route: Route) -> str:
-    """The route's JSON as a pending record keeps it: other defaults left out (the decision
-    agents read always carries the whole route)."""
+    """The route's JSON as a pending record keeps it: other defaults left out (as in the
+    decision agents read: hitl.protocol.Decision's serializer)."""
     data = route.model_dump(mode="json", exclude_defaults=True)
     full = route.model_dump(mode="json", include=set(ROUTE_ALWAYS))
     return json.dumps({**full, **data}, separators=(",", ":"), ensure_ascii=False)

@@ -259,3 +259,15 @@ def test_a_published_decision_has_every_contract_field_and_only_the_extensions_t
     schema = Decision.model_json_schema(mode="serialization")
     assert {"reason_code", "route"} <= set(schema["properties"])
     assert schema["$defs"]["Route"]["properties"]["batch_max"]["default"] == 40
+
+
+def test_the_route_defaults_that_stored_and_published_json_leaves_out_stay_put() -> None:
+    """Records, the decisions streams and the audit archive leave a route's defaults out
+    (store.models.stored_route, Decision's serializer): a changed default would silently change
+    every route stored before it. Change one only with a migration of what is stored."""
+    from hitl.protocol import _ROUTE_DEFAULTS
+
+    assert _ROUTE_DEFAULTS == {
+        "reasons": [], "paused": False, "channel": "#approvals", "approvers": [], "quorum": 1,
+        "timeout_s": None, "group": None, "batch_window_s": 10, "batch_max": 40, "grant": None,
+        "grant_offer_s": None, "delegates": {}, "canary": False}

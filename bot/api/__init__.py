@@ -34,9 +34,12 @@ class Api:
 
     def background(self) -> dict[str, Any]:
         """Tasks to run while the bot runs (by name)."""
-        tasks: dict[str, Any] = {"api-decisions": self.bus.run}
-        if self.webhooks.policy.enabled:  # off: the API refuses every callback_url, none is ever due
-            tasks.update({"webhook-enqueue": self.enqueuer.run, "webhooks": self._webhooks})
+        # The worker always runs: deliveries queued while webhooks were on are still attempted (or
+        # dead-lettered as refused) after they are switched off. The enqueuer reads every
+        # decision, so it runs only while they are on: off, the API refuses every callback_url.
+        tasks: dict[str, Any] = {"api-decisions": self.bus.run, "webhooks": self._webhooks}
+        if self.webhooks.policy.enabled:
+            tasks["webhook-enqueue"] = self.enqueuer.run
         return tasks
 
     async def metrics(self) -> list[str]:
