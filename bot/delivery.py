@@ -146,7 +146,7 @@ class Delivery(DueWorker):
         self.batch = batch
         self.backlog = backlog or Backlog(store)
         self.post_rate, self.post_burst = post_rate, post_burst
-        self.slots = PostSlots(store, lease_ms=SLOT_LEASE_MS)
+        self.slots = PostSlots(store, lease_ms=SLOT_LEASE_MS, window=self.slot_window)
         self._attempts: dict[str, int] = {}
         self._searched: dict[str, str] = {}
         """Member -> the attempt note whose lost post was looked for in vain, so a post deferred
@@ -208,7 +208,6 @@ class Delivery(DueWorker):
     async def slot(self, channel: str, member: str, lease: int, *, front: bool = False) -> Slot:
         """`channel`'s posting slot for `member`, or the operation rescheduled to when its turn
         is due (Deferred). A turn due within IN_PLACE_MS is waited for here."""
-        self.slots.limit, self.slots.window_ms = self.slot_window()
         wait = await self.slots.acquire(channel, member, in_place_ms=IN_PLACE_MS, front=front)
         if wait == 0:
             return Slot(self.slots, channel, member)

@@ -105,8 +105,8 @@ class Scheduler(DueWorker):
         self.lease_ms = lease_ms
         self.batch = batch
         self.on_change = on_change
-        self.slots = PostSlots(store, lease_ms=SLOT_LEASE_MS)
         self.slot_window: Window = slot_window or (lambda: post_window(POST_RATE, POST_BURST))
+        self.slots = PostSlots(store, lease_ms=SLOT_LEASE_MS, window=lambda: self.slot_window())
         self._attempts: dict[str, int] = {}
         self.stats = {"reminded": 0, "escalated": 0, "expired": 0, "auto_approved": 0,
                       "retried": 0, "errors": 0, "rate_limited": 0, "paced": 0}
@@ -339,7 +339,6 @@ class Scheduler(DueWorker):
         """`key`'s posting slot for `member`, waited for in place when its turn is due within
         IN_PLACE_MS; else RetryLater (`paced`) a little before its turn, its place in the queue
         kept (a member that never comes back loses it after the slots' grace)."""
-        self.slots.limit, self.slots.window_ms = self.slot_window()
         wait = await self.slots.acquire(key, member, in_place_ms=IN_PLACE_MS)
         if wait == 0:
             return Slot(self.slots, key, member)

@@ -1,5 +1,6 @@
 """The loop shared by the outbox worker and the scheduler: work through what is due, then
-sleep until the next due time or a `kick()`, whichever comes first."""
+sleep until the next due time or a `kick()`, whichever comes first; and `cancel_all`, how the
+bot and its housekeeping process stop their background tasks."""
 
 from __future__ import annotations
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from importlib import resources
 from typing import Any, Literal
 
@@ -44,9 +45,12 @@ class PostSlots:
     """`take` a channel's posting slot (0) or learn how long to wait; `done` when answered."""
 
     def __init__(self, store: Store, *, limit: int = 1, window_ms: int = 1000, lease_ms: int = 20_000,
-                 grace_ms: int = 2000) -> None:
+                 grace_ms: int = 2000, window: Callable[[], tuple[int, int]] | None = None) -> None:
+        """`limit` posts per `window_ms`; or, with `window`, the `(limit, window_ms)` it gives at
+        each call (the posters' rate settings, read when used: a benchmark may change them)."""
         self.store = store
         self.limit, self.window_ms, self.lease_ms, self.grace_ms = limit, window_ms, lease_ms, grace_ms
+        self.window = window
         self._script = store.redis.register_script(_lua())
 
     def keys(self, channel: str) -> list[str]:
@@ -55,7 +59,8 @@ class PostSlots:
         return [slots, f"{slots}:queue"]
 
     async def _run(self, channel: str, args: list[Any]) -> int:
-        base = [self.limit, self.window_ms, self.lease_ms, self.grace_ms]
+        limit, window_ms = self.window() if self.window is not None else (self.limit, self.window_ms)
+        base = [limit, window_ms, self.lease_ms, self.grace_ms]
         return int(await self._script(keys=self.keys(channel), args=[args[0], args[1], *base, *args[2:]]))
 
     async def take(self, channel: str, member: str, *, front: bool = False) -> int:
