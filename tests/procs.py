@@ -28,6 +28,14 @@ def children(pid: int) -> list[int]:
     return [p for p in pids() if (f := stat(p)) and f[1] == str(pid) and f[0] != "Z"]
 
 
+def cmdline(pid: int) -> bytes:
+    """The NUL-separated command line of `pid` (b"" when gone)."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
 def alive(pid: int) -> bool:
     f = stat(pid)
     return bool(f) and f[0] != "Z"

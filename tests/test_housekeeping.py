@@ -8,6 +8,7 @@ redis-server, the emulator for Slack."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -60,7 +61,7 @@ class Running:
 
     def companions(self) -> list[int]:
         """Live (not zombie) `hitl housekeep` children of this `hitl run`."""
-        return [p for p in procs.children(self.proc.pid) if b"housekeep" in _cmdline(p)]
+        return [p for p in procs.children(self.proc.pid) if b"housekeep" in procs.cmdline(p)]
 
 
 @pytest.fixture
@@ -73,7 +74,7 @@ def run(env: dict[str, str]) -> Iterator[list[Running]]:
             r.proc.kill()
             r.proc.wait(10)
         for k in kids:
-            with _gone_already():
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(k, signal.SIGKILL)
 
 
@@ -93,21 +94,6 @@ async def _start(env: dict[str, str], started: list[Running], **extra: str) -> R
 
     await eventually(healthy, 30, "hitl run healthy")
     return r
-
-
-def _cmdline(pid: int) -> bytes:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return b""
-
-
-class _gone_already:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind: object, *_: object) -> bool:
-        return kind is ProcessLookupError
 
 
 async def _value(value: object) -> object:
