@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
 from hitl import AsyncClient, Client, require_approval
 
 from bench.bench_loop import SECRET, TOKEN, _wait_healthy, cpu_s, machine, pct, report, verdict
@@ -31,6 +32,7 @@ from emulator import Emulator
 from tests.redis_server import RedisServer, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
+PACED_S = 0.01
 POLICY = ("tiers:\n  low: {mode: auto, sample: 0}\n  medium: {mode: approve}\n  high: {mode: approve}\n"
           "triggers:\n  first_use: {enabled: false}\n")
 
@@ -61,10 +63,12 @@ async def floor_one_hop(url: str, n: int) -> list[float]:
     return out
 
 
-async def floor_echo(url: str, n: int) -> list[float]:
-    """The SDK's shape with plain redis-py: XADD request -> XREADGROUP consumer -> XADD reply -> XREAD."""
+async def floor_echo(url: str, n: int, gap_s: float = 0.0) -> list[float]:
+    """The SDK's shape with plain redis-py: XADD request -> XREADGROUP consumer -> XADD reply -> XREAD
+    (`gap_s` apart: the paced series' floor)."""
     agent, blocking, consumer = (aioredis.Redis.from_url(url, decode_responses=True) for _ in range(3))
-    await consumer.xgroup_create("floor:req", "g", id="$", mkstream=True)
+    with contextlib.suppress(ResponseError):  # made by an earlier series
+        await consumer.xgroup_create("floor:req", "g", id="$", mkstream=True)
     stop = asyncio.Event()
 
     async def echo() -> None:
@@ -92,6 +96,8 @@ async def floor_echo(url: str, n: int) -> list[float]:
                 if hit:
                     break
             out.append((time.perf_counter() - t0) * 1000)
+            if gap_s:
+                await asyncio.sleep(gap_s)
     finally:
         stop.set()
         await task
@@ -162,6 +168,23 @@ async def decorated(url: str, n: int) -> tuple[list[float], list[float], list[fl
             await asyncio.to_thread(sync_client.close)
 
 
+async def paced(url: str, n: int, gap_s: float) -> list[float]:
+    """`@require_approval` (async), one call every `gap_s`: an agent that thinks between its tool
+    calls. Every process then sleeps between calls, and each call starts on cold CPUs."""
+    async with AsyncClient.from_url(url, agent="bench") as client:
+        @require_approval(action="lookup_order", client=client)
+        async def lookup(order: str) -> str:
+            return order
+
+        out = []
+        for i in range(n):
+            t0 = time.perf_counter()
+            await lookup(f"G-{i}")
+            out.append((time.perf_counter() - t0) * 1000)
+            await asyncio.sleep(gap_s)
+        return out
+
+
 async def mcp_round_trips(env: dict[str, str], n: int, transport: str) -> list[float]:
     from mcp import Client as McpClient
     from mcp.client.stdio import StdioServerParameters
@@ -228,6 +251,8 @@ async def main(n: int, n_mcp: int, root: Path = ROOT) -> None:
         print(f"{'hitl run CPU per auto request':<34} {bot_ms:.2f} ms (user + system, during the raw series)",
               flush=True)
         verdict("@require_approval async (auto) p99, decision included (issue 14)", pct(timed, 99), 2.0)
+        report(f"floor: echo, one every {PACED_S * 1000:.0f} ms", await floor_echo(redis.url, n // 4, PACED_S))
+        report(f"@require_approval, one every {PACED_S * 1000:.0f} ms", await paced(redis.url, n // 4, PACED_S))
         if n_mcp:
             report("MCP request_approval, stdio", await mcp_round_trips(env, n_mcp, "stdio"))
             report("MCP request_approval, HTTP", await mcp_round_trips(env, n_mcp, "http"))

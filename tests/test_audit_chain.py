@@ -226,6 +226,36 @@ async def test_the_sealer_keeps_up_with_appends_in_order(store: Store, chain: Ch
     assert (await verify(chain, None)).problems == []
 
 
+
+async def test_a_round_seals_in_small_reads_and_drains_a_backlog(store: Store, chain: ChainStore,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keeping up, a round reads READ entries at a time (no burst for requests to queue behind);
+    still behind after KEEP_UP_READS reads, it drains the rest in BATCHes; either way one round
+    seals everything there is, in one unbroken chain."""
+    from bot.evidence import sealer as module
+
+    reads: list[int] = []
+    read_after = chain.read_after
+
+    async def counted(entry_id: str, count: int, block_ms: int | None = None) -> list[Any]:
+        reads.append(count)
+        return await read_after(entry_id, count, block_ms)
+
+    monkeypatch.setattr(chain, "read_after", counted)
+    sealer = Sealer(chain, None)
+    await append(store, 3 * module.READ + 7)
+    assert await sealer.step() == 3 * module.READ + 7 and sealer.caught_up
+    assert reads == [module.READ] * 4  # three full reads, the fourth found the rest
+
+    reads.clear()
+    monkeypatch.setattr(module, "KEEP_UP_READS", 2)
+    await append(store, 5 * module.READ + 3, 1000)
+    assert await sealer.step() == 5 * module.READ + 3 and sealer.caught_up
+    assert reads[:3] == [module.READ] * 3 and set(reads[3:]) == {module.BATCH}
+    head = await chain.head()
+    assert head is not None and head.seq == 8 * module.READ + 10
+    assert (await verify(chain, None)).problems == []
+
 def test_canonical_json_is_rfc8785() -> None:
     import random
 
