@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import ResponseError
 from hitl import AsyncClient, Client, require_approval
+from redis.exceptions import ResponseError
 
 from bench.bench_loop import SECRET, TOKEN, _wait_healthy, cpu_s, machine, pct, report, verdict
 from emulator import Emulator

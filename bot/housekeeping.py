@@ -6,7 +6,8 @@ waits for depends on them. Run inside the bot's process they still took the even
 a machine with few cores a burst of their work queued the next request behind it (on 2 cores
 it raised the p99 of an auto-approved request from about 1.8 ms to 3.5 ms). So `hitl run` runs
 them in a companion process at the lowest CPU priority (nice 19): the kernel gives intake's
-processes the CPU first whenever they want it, and housekeeping the rest.
+processes the CPU first whenever they want it, and housekeeping the rest. (Redis serves both
+alike: the sealer spreads its own work in small steps, bot.evidence.sealer.READ.)
 
 `HITL_HOUSEKEEPING` (bot.config.Settings.housekeeping):
 - `process` (the default): `hitl run` starts `hitl housekeep` beside itself, restarts it if it
