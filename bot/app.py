@@ -259,6 +259,7 @@ def build_app(settings: Settings, store: Store | None = None, policy: PolicyHold
     bolt = AsyncApp(signing_secret=settings.slack_signing_secret or "unused",
                     client=bolt_client, request_verification_enabled=not settings.socket_mode,
                     process_before_response=False, logger=_bolt_logger())
+    bolt.error(http_ack.remember_error)
 
     @bolt.middleware
     async def inject(context: AsyncBoltContext, next: Callable[[], Awaitable[None]]) -> None:
@@ -293,7 +294,11 @@ def build_app(settings: Settings, store: Store | None = None, policy: PolicyHold
                                 request.content_type)
         if refused is not None:
             return refused
-        return await to_aiohttp_response(await http_ack.dispatch(bolt, await to_bolt_request(request)))
+        try:
+            return await to_aiohttp_response(await http_ack.dispatch(bolt, await to_bolt_request(request)))
+        except Exception:  # a signed request our checks let through and Bolt tripped over
+            log.exception("slack request could not be handled")
+            return web.json_response({"ok": False, "error": "this request could not be handled"}, status=400)
 
     async def healthz(_: web.Request) -> web.Response:
         try:

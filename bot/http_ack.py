@@ -13,11 +13,15 @@ event and the answer carries exactly the body `ack()` built (modal errors includ
   its listener carries on (a chart, a DM).
 
 A request no listener acknowledges gets Bolt's own answer (401 for a bad signature, 404).
+A listener that fails never makes the answer a server error: after `ack()` Slack gets the
+acknowledgement (the failure is logged); before it, 503 when Redis or the network is
+unreachable or refused the call, and 400 otherwise (`settled`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from typing import Any
 
@@ -26,10 +30,14 @@ from slack_bolt.context.ack.async_ack import AsyncAck
 from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_bolt.response import BoltResponse
 
+from store.failures import StoreFailure, Unavailable
+
 log = logging.getLogger("hitl.http")
 ACK_WAIT_S = 1.0
 """How long a click's answer may wait for its listener after `ack()` (Slack allows 3 s)."""
 _RUNNING: set[asyncio.Future[BoltResponse]] = set()
+ERROR = "hitl_listener_error"
+"""Where `remember_error` keeps a listener's failure in the request's context."""
 
 
 class SignallingAck(AsyncAck):
@@ -39,9 +47,12 @@ class SignallingAck(AsyncAck):
         super().__init__()
         self.acked = asyncio.Event()
         self.listener: asyncio.Task[Any] | None = None
+        self.sent: BoltResponse | None = None
+        """The acknowledgement as built (Bolt forgets `response` when the listener then fails)."""
 
     async def __call__(self, *args: Any, **kwargs: Any) -> BoltResponse:
         response = await super().__call__(*args, **kwargs)
+        self.sent = response
         self.listener = asyncio.current_task()
         self.acked.set()
         return response
@@ -55,18 +66,43 @@ async def dispatch(bolt: AsyncApp, request: AsyncBoltRequest) -> BoltResponse:
     acked = asyncio.ensure_future(ack.acked.wait())
     await asyncio.wait({task, acked}, return_when=asyncio.FIRST_COMPLETED)
     acked.cancel()
-    if task.done() or ack.response is None:
-        return await task
+    if task.done() or ack.sent is None:
+        return settled(await task, ack, request)
     body = request.body if isinstance(request.body, dict) else {}
     if body.get("type") == "block_actions" and ack.listener is not None and ack.listener is not task:
         # the listener itself, not Bolt's dispatch: that returns on its next ack poll (10 ms),
         # which may come before the listener has stored its decision
         await asyncio.wait({ack.listener}, timeout=ACK_WAIT_S)
         if task.done():
-            return await task
+            return settled(await task, ack, request)
     _RUNNING.add(task)  # Bolt finishes in the background (its poll notices the ack)
     task.add_done_callback(_finished)
-    return ack.response
+    return ack.sent
+
+
+def settled(response: BoltResponse | None, ack: SignallingAck, request: AsyncBoltRequest) -> BoltResponse:
+    """Bolt's answer, unless a listener failed: then the acknowledgement it had sent, or (it
+    failed before acknowledging) 503 for Redis or a network that cannot be reached or refused the
+    call, 400 for anything else. Never a 500."""
+    if response is not None and response.status < 500:
+        return response
+    if ack.sent is not None:
+        return ack.sent
+    error = request.context.get(ERROR)
+    if isinstance(error, (Unavailable, StoreFailure)):
+        return _json(503, "hitl could not complete this right now; try again in a moment")
+    return _json(400, "this request could not be handled")
+
+
+def _json(status: int, error: str) -> BoltResponse:
+    return BoltResponse(status=status, body=json.dumps({"ok": False, "error": error}),
+                        headers={"content-type": ["application/json; charset=utf-8"]})
+
+
+async def remember_error(error: Exception, request: AsyncBoltRequest) -> None:
+    """Bolt's listener error handler: log the failure and keep it for `settled`."""
+    log.error("slack listener failed: %s: %s", type(error).__name__, error, exc_info=error)
+    request.context[ERROR] = error
 
 
 def _finished(task: asyncio.Future[BoltResponse]) -> None:
