@@ -43,6 +43,8 @@ MAX_SEEN = 100_000  # actions remembered as seen in process (a cache of {prefix}
 MAX_TRUST = 10_000  # actions whose trust hash is kept in process (checked by accept.lua at each use)
 TRIM_EVERY_S = 10.0  # how often acknowledged entries are trimmed from the requests stream
 MAX_FIELDS = 32  # a request entry has one field, `request`; a few more are tolerated
+MAX_SALVAGE_BYTES = 1 << 20
+"""An unusable entry is read for its id and reply_to up to this size (the rest stay unanswered)."""
 
 
 class Invalid(Exception):
@@ -172,8 +174,13 @@ class Intake:
         keep = []
         for e, n in zip(entries, await self.stream.deliveries(entries), strict=True):
             if n > self.max_deliveries:
-                await self._dead(e, f"delivered {n} times without being processed "
-                                    "(a consumer crashed on it each time)")
+                try:
+                    await self._dead(e, f"delivered {n} times without being processed "
+                                        "(a consumer crashed on it each time)")
+                except Unavailable:
+                    raise
+                except Exception:  # stays pending (reclaimed later): the others go on meanwhile
+                    log.exception("intake: poison entry %s could not be dead-lettered", e.id)
             else:
                 keep.append(e)
         return keep
@@ -188,14 +195,30 @@ class Intake:
         for entry in entries:
             try:
                 todo.append((entry, self.parse(entry)))
+                continue
             except Invalid as e:
-                await self._guarded(entry, self._dead(entry, str(e)))
+                step: Awaitable[str] | None = self._dead(entry, str(e))
             except Exception as e:  # a bug met on this entry: it must not stop the batch
-                await self._failed(entry, e)
+                step, failure = None, e
+            # in stream order: the valid entries before this one are stored first, so a malformed
+            # retry of an id sent just before it finds that request and answers nothing for it
+            await self._accept_all(router, asks_first_use, todo)
+            todo = []
+            if step is not None:
+                await self._guarded(entry, step)
+            else:
+                await self._guarded(entry, self._failed_step(entry, failure))
+        await self._accept_all(router, asks_first_use, todo)
+
+    async def _failed_step(self, entry: Entry, e: BaseException) -> str:
+        await self._failed(entry, e)
+        return "failed"
+
+    async def _accept_all(self, router: Router, asks_first_use: bool, todo: list[tuple[Entry, Request]]) -> None:
         for _ in range(10):  # routed on a stale pause switch or seen-actions copy: route again
-            todo = await self._accept(router, asks_first_use, todo)
             if not todo:
                 return
+            todo = await self._accept(router, asks_first_use, todo)
         for entry, _ in todo:  # the switch flipped under us ten times running: reclaimed later
             self._failures.pop(entry.id, None)
 
@@ -380,26 +403,31 @@ class Intake:
 
     @staticmethod
     def _salvage(entry: Entry) -> dict[str, Any]:
-        """What can be read of an unusable entry (for its id and reply_to), or nothing."""
+        """What can be read of an unusable entry (for its id and reply_to), or nothing. Parsed
+        without the bounds that refused it (a number too large, NaN, deep nesting, more than
+        MAX_ENTRY_BYTES: its agent still learns why), up to MAX_SALVAGE_BYTES."""
         raw = entry.field("request")
+        if not raw or len(raw) > MAX_SALVAGE_BYTES:
+            return {}
         try:
-            data = bounds.loads(raw.decode("utf-8")) if raw and len(raw) <= MAX_ENTRY_BYTES else None
-        except ValueError:  # not UTF-8, not JSON, out of bounds
+            data = json.loads(raw.decode("utf-8"), parse_int=_none, parse_float=_none, parse_constant=_none)
+        except (ValueError, RecursionError):  # not UTF-8, not JSON, nested past Python's own limit
             return {}
         return data if isinstance(data, dict) else {}
 
     async def _dead(self, entry: Entry, error: str) -> str:
+        error = _unicode(error)  # a reason quoting the entry's own text stays storable
         data = self._salvage(entry)
         reply = data.get("reply_to")
-        reply_to = reply if isinstance(reply, str) and 0 < len(reply) <= 256 and not self.store.keys.owns(reply) \
+        reply_to = reply if isinstance(reply, str) and _usable_text(reply) and not self.store.keys.owns(reply) \
             and not self.store.reply_to_problem(reply) else None
         sent = data.get("id")
         rid = sent if isinstance(sent, str) and is_request_id(sent) else entry.id
         # the agent matches its answer by the id it sent, even one outside the alphabet
-        shown = sent if isinstance(sent, str) and 0 < len(sent) <= 256 else rid
-        decision = Decision(request_id=shown, status=Status.invalid, reason=error, decided_at=utcnow())
+        shown = sent if _usable_text(sent) else rid
         log.warning("intake: dead-lettered %s: %s", entry.id, error)
         try:
+            decision = Decision(request_id=shown, status=Status.invalid, reason=error, decided_at=utcnow())
             return await self.store.dead_letter(entry, error, utcnow(), request_id=rid, decision=decision,
                                                 reply_to=reply_to, max_len=self.dead_max_len,
                                                 max_age_s=self.dead_max_age_s)
@@ -412,7 +440,7 @@ class Intake:
             ).encode())
             last = Entry(entry.id, {b"raw_base64": packed[:256 * 1024]})
             return await self.store.dead_letter(
-                last, f"{error} (and the dead letter failed: {type(e).__name__}: {_clip(str(e))})", utcnow(),
+                last, f"{error} (and the dead letter failed: {type(e).__name__}: {_clip(_unicode(str(e)))})", utcnow(),
                 request_id=entry.id, decision=None, reply_to=None, max_len=self.dead_max_len,
                 max_age_s=self.dead_max_age_s)
 
@@ -422,6 +450,24 @@ def _asks_first_use(router: Router) -> bool:
     policy = getattr(router, "policy", None)
     triggers = getattr(policy, "triggers", None)
     return bool(triggers is not None and triggers.first_use.enabled)
+
+
+def _none(_: str) -> None:
+    """A number, as far as salvaging an id and a reply_to goes (however large: never parsed)."""
+
+
+def _usable_text(value: object) -> bool:
+    """Text an agent may have meant as its id or reply stream: 1-256 characters, all Unicode."""
+    return isinstance(value, str) and 0 < len(value) <= 256 and _unicode(value) == value
+
+
+def _unicode(text: str) -> str:
+    """`text` with any half surrogate pair (from a JSON escape) written out as `\\udXXX`."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
 
 
 def _clip(text: str, n: int = 300) -> str:

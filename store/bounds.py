@@ -3,13 +3,15 @@
 A value that passes these checks can be stored, read back by every reader (pydantic, Lua's
 cjson, JavaScript) and shown on a card; one that does not is refused with a reason in words,
 before anything is stored. Python's `json` alone accepts `NaN`, `1e400` (as infinity), nesting
-deep enough to exceed other parsers' limits, and integers too long to convert back to text.
+deep enough to exceed other parsers' limits, integers too long to convert back to text, and
+`\\ud800` escapes that decode to half a surrogate pair: text no UTF-8 store can hold.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any
 
 MAX_DEPTH = 32
@@ -50,9 +52,13 @@ def _constant(text: str) -> Any:
     raise OutOfBounds(f"{text} is not a number JSON allows")
 
 
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+"""Where a lone surrogate can come from: raw UTF-8 cannot hold one, only a JSON escape can."""
+
+
 def loads(text: str | bytes) -> Any:
-    """Parse JSON within MAX_DEPTH, MAX_NUMBER and finite numbers; OutOfBounds or
-    json.JSONDecodeError (both ValueError) otherwise."""
+    """Parse JSON within MAX_DEPTH, MAX_NUMBER, finite numbers and text that is Unicode;
+    OutOfBounds or json.JSONDecodeError (both ValueError) otherwise."""
     try:
         data = json.loads(text, parse_int=_int, parse_float=_float, parse_constant=_constant)
     except RecursionError as e:  # nested far past MAX_DEPTH
@@ -60,7 +66,28 @@ def loads(text: str | bytes) -> Any:
     opened = text.count("{") + text.count("[") if isinstance(text, str) else MAX_DEPTH + 1
     if opened > MAX_DEPTH:  # otherwise it cannot nest deeper (brackets in strings only add)
         check_depth(data)
+    if _SURROGATE_ESCAPE.search(text if isinstance(text, str) else text.decode("utf-8", "replace")):
+        check_unicode(data)  # a pair (an emoji written as two escapes) is fine: it decodes whole
     return data
+
+
+def check_unicode(data: Any) -> None:
+    """OutOfBounds when a key or a text holds a lone surrogate (`\\ud800` without its pair)."""
+    level = [data]
+    while level:
+        value = level.pop()
+        texts = [*value.keys(), *value.values()] if isinstance(value, dict) else \
+            value if isinstance(value, list) else [value]
+        for t in texts:
+            if isinstance(t, str):
+                try:
+                    t.encode("utf-8")
+                except UnicodeEncodeError as e:
+                    raise OutOfBounds(f"text {_clip(t.encode('utf-8', 'backslashreplace').decode())!r} holds "
+                                      f"{t[e.start].encode('unicode_escape').decode()}, half of a surrogate "
+                                      "pair: not Unicode text") from e
+            elif isinstance(t, dict | list) and t is not value:
+                level.append(t)
 
 
 def check_depth(data: Any) -> None:

@@ -80,6 +80,12 @@ POISON: list[tuple[str, dict[bytes, bytes], str]] = [
      "entry has 5001 fields"),
     ("id with a colon", {b"request": _text({**GOOD, "id": "x:trail"})}, "id: String should match pattern"),
     ("id too long", {b"request": _text({**GOOD, "id": "a" * 129})}, "id: String should have at most 128"),
+    ("id with half a surrogate pair", {b"request": _text({**GOOD, "id": "p\ud800"})},
+     "holds \\ud800, half of a surrogate pair"),
+    ("summary with half a surrogate pair", {b"request": _text({**GOOD, "summary": "x\udfff"})},
+     "holds \\udfff, half of a surrogate pair"),
+    ("reply_to with half a surrogate pair", {b"request": _text({**GOOD, "reply_to": "ag:\udc00"})},
+     "half of a surrogate pair"),
 ]
 
 
@@ -268,3 +274,70 @@ async def test_when_even_the_dead_letter_fails_the_bytes_are_kept_as_base64(redi
     finally:
         await i.close()
         await store.close()
+
+
+@pytest.mark.parametrize(("case", "fields"), [
+    ("an integer past 1e15", {"params": {"snowflake": 1234567890123456789}}),
+    ("NaN", {"params": {"n": float("nan")}}),
+    ("nesting 40 deep", {"params": json.loads(_nested(40))["params"]}),
+    ("70 KB", {"summary": "x" * 70_000}),
+    ("half a surrogate pair", {"summary": "x\ud800"}),
+])
+async def test_an_entry_refused_for_its_bounds_still_answers_its_agent(store: Store, intake: Intake,
+                                                                       case: str, fields: dict[str, Any]) -> None:
+    """The dead letter reads the id and reply_to of an entry the bounds refused (it used to parse
+    it with the same bounds, find nothing, and leave the agent waiting for ever)."""
+    await store.redis.xadd(store.keys.requests, {"request": json.dumps({**GOOD, "id": "oob", "reply_to": "ag:oob",
+                                                                        **fields})})
+    [(_, reply)] = await eventually(lambda: store.redis.xrange("ag:oob"), what=f"the answer to {case}")
+    decision = json.loads(reply["decision"])
+    assert reply["request_id"] == "oob" and decision["status"] == "invalid"
+    assert decision["reason"].startswith(("request is out of bounds", "request is "))
+    assert await store.redis.exists(store.keys.invalid("oob"))
+
+
+async def test_a_batch_holding_an_unanswerable_entry_is_accepted_around_it(store: Store, redis_url: str) -> None:
+    """An id that cannot even be echoed back (half a surrogate pair) used to make the dead letter
+    itself raise: intake stopped for everyone, re-reading the entry for ever. Now the entries
+    before and after it are accepted, it is dead-lettered under its entry id, and nothing stays
+    pending."""
+    # pushed before intake starts, so its first read takes all three
+    i = Intake(store, lambda: ROUTER, redis_url=redis_url, consumer="c1", claim_idle_s=0.2, max_deliveries=3)
+    await store.ensure_group()
+    for body in ({**GOOD, "id": "ok0", "reply_to": "ag:0"}, {**GOOD, "id": "p\ud800", "reply_to": "ag:p\ud800"},
+                 {**GOOD, "id": "ok1", "reply_to": "ag:1"}):
+        await store.redis.xadd(store.keys.requests, {"request": json.dumps(body)})
+    task = asyncio.create_task(i.run())
+    try:
+        await eventually(lambda: _record(store, "ok1"), what="the request after it")
+        assert await _record(store, "ok0") is not None and i.running
+        [(_, dead)] = await eventually(lambda: store.redis.xrange(store.keys.dead), what="its dead letter")
+        assert "surrogate" in dead["error"]
+        assert await store.redis.xlen("ag:0") == 0 and await store.redis.xlen("ag:1") == 0
+        assert (await store.redis.xpending(store.keys.requests, GROUP))["pending"] == 0
+    finally:
+        i.stop()
+        await asyncio.wait_for(task, 10)
+        await i.close()
+
+
+async def test_a_malformed_retry_read_in_one_batch_with_its_valid_first_try_answers_nothing(
+        store: Store, redis_url: str) -> None:
+    """Entries of one read are handled in stream order: the valid X is stored before the malformed
+    retry of X is dead-lettered, which then finds X live and publishes nothing (it used to publish
+    `invalid` for X while X went on to a card)."""
+    i = Intake(store, lambda: ROUTER, redis_url=redis_url, consumer="c1", claim_idle_s=0.2, max_deliveries=3)
+    await store.ensure_group()
+    await store.redis.xadd(store.keys.requests, {"request": json.dumps({**GOOD, "id": "X", "reply_to": "ag:x"})})
+    await store.redis.xadd(store.keys.requests, {"request": json.dumps({**GOOD, "id": "X", "reply_to": "ag:x",
+                                                                        "confidence": 7})})
+    task = asyncio.create_task(i.run())
+    try:
+        await eventually(lambda: store.redis.xlen(store.keys.dead), what="the retry's dead letter")
+        assert (await store.get("X")).state is State.pending
+        assert await store.redis.xlen("ag:x") == 0 and await store.redis.xlen(store.keys.decisions) == 0
+        assert not await store.redis.exists(store.keys.invalid("X"))
+    finally:
+        i.stop()
+        await asyncio.wait_for(task, 10)
+        await i.close()
