@@ -57,7 +57,7 @@ async def route(store: Store, router: Router, request: Request, *, paused: bool,
     terms = engine.grant_terms(r.tier)
     if (r.mode is Mode.approve and not paused and request.kind is Kind.approval and terms is not None
             and terms.allows(request)):
-        grant = await store.trust.matching_grant(request, now)
+        grant = await store.trust.matching_grant(request, now, r)
         if grant is not None:
             by = ", ".join(f"<@{u}>" for u in grant.by)
             update.update(mode=Mode.auto, group=None, grant_offer_s=None, sampled=False,

@@ -18,7 +18,7 @@ from typing import Any, cast
 from pydantic import BaseModel, Field
 
 from store.keys import Keys
-from store.models import Request
+from store.models import Request, Route
 
 OUTCOMES = ("clean", "edited", "rejected", "override")
 REDRAW_AFTER_MS = 1500
@@ -151,9 +151,17 @@ class Grant(BaseModel):
     expires_at: datetime
     by: list[str] = Field(default_factory=list)
 
-    def matches(self, request: Request, now: datetime) -> bool:
+    def matches(self, request: Request, now: datetime, route: Route) -> bool:
+        """Whether the grant stands in for people on `request`, which the policy routes to
+        `route`: same agent and action, within its bounds, before it expires, and only where
+        its granters could have decided the request themselves (the tier it was made on, every
+        granter among the route's approvers when it names them, as many as its quorum), never
+        for a request made on behalf of one of them."""
         return (request.agent == self.agent and request.action == self.action
-                and now < self.expires_at and self.bounds.covers(request))
+                and now < self.expires_at and self.bounds.covers(request)
+                and route.tier == self.tier and len(set(self.by)) >= route.quorum
+                and (not route.approvers or set(self.by) <= set(route.approvers))
+                and request.requested_by not in self.by)
 
 
 class Away(BaseModel):
@@ -297,13 +305,14 @@ class TrustStore:
             keys=[self.k.grants, self.keys.audit], args=[grant_id, actor, now.isoformat(), event])
         return bool(res)
 
-    async def matching_grant(self, request: Request, now: datetime) -> Grant | None:
-        """A live grant covering `request`; expired grants met on the way are removed, audited."""
+    async def matching_grant(self, request: Request, now: datetime, route: Route) -> Grant | None:
+        """A live grant covering `request` on `route` (`Grant.matches`); expired grants met on
+        the way are removed, audited."""
         found = None
         for g in await self.grants():
             if g.expires_at <= now:
                 await self.revoke(g.id, "system", now, event="grant_expired")
-            elif found is None and g.matches(request, now):
+            elif found is None and g.matches(request, now, route):
                 found = g
         return found
 

@@ -27,6 +27,7 @@ rules:
   - {name: two_people, when: 'request.action == "wire"', tier: high}
   - {name: no_grants, when: 'request.action == "delete"', tier: locked}
   - {name: approvers, when: 'request.action == "invoice"', tier: finance}
+  - {name: legal, when: 'request.risk.domain == "legal"', tier: high}
 admins: ["U0ADMIN"]
 batching: {enabled: false}
 triggers:
@@ -293,3 +294,44 @@ async def test_back_early_redraws_and_a_stand_in_never_decides_their_own_request
     await h.click(other, "U0BOB", ActionId.approve)
     assert "absence is over" in await h.ephemeral("U0BOB", 2)
     assert (await h.store.get(other.id)).state is State.pending
+
+
+async def test_a_grant_covers_only_what_its_granters_could_have_approved(h: Harness) -> None:
+    """A grant never approves a request made on behalf of one of its granters (who may never
+    approve their own), nor one the policy sends to another tier (here a quorum of two): those
+    reach people."""
+    rid = await h.push(action="refund", summary="Refund $40 to Ana", params={"to": "ana"}, risk={"amount": 40},
+                       requested_by="U0CAROL")
+    await h.click(await h.card(rid), "U0BOB", ActionId.approve_grant)
+    [grant] = await h.grants(1)
+    assert grant.by == ["U0BOB"] and grant.tier == "medium"
+    # the same agent, action and bounds: covered, unless it is asked on Bob's behalf
+    d = await h.client.wait(await h.push(action="refund", summary="Refund $30 to Ana", params={"to": "ana"},
+                                         risk={"amount": 30}), timeout=10)
+    assert d.status is Status.auto_approved and d.route is not None and d.route.grant is not None
+    own = await h.store.get(await _pending(h, action="refund", summary="Refund $30 to Ana for Bob",
+                                           params={"to": "ana"}, risk={"amount": 30}, requested_by="U0BOB"))
+    assert own.route.grant is None and "grant" not in own.route.rules
+    # within the bounds, but a rule sends it to the high tier (two people): not Bob's alone to give
+    legal = await h.store.get(await _pending(h, action="refund", summary="Refund $20 to Ana (legal)",
+                                             params={"to": "ana"}, risk={"amount": 20, "domain": "legal"}))
+    assert legal.route.tier == "high" and legal.route.quorum == 2 and legal.route.grant is None
+
+
+def test_a_grant_needs_its_granters_to_be_the_routes_approvers_and_its_quorum() -> None:
+    """The rules `Grant.matches` adds to agent, action, bounds and expiry, one by one."""
+    from store.models import Request, Route
+    from store.trust import Grant
+
+    now = utcnow()
+    grant = Grant(id="g", agent="a", action="b", tier="medium", request_id="r", created_at=now,
+                  expires_at=now + timedelta(hours=1), by=["U0BOB"])
+    request = Request(agent="a", action="b", summary="s", id="x")
+    route = Route(mode=Mode.approve, tier="medium", channel="#c")
+    assert grant.matches(request, now, route)
+    assert not grant.matches(request, now, route.model_copy(update={"tier": "high"}))
+    assert not grant.matches(request, now, route.model_copy(update={"quorum": 2}))
+    assert not grant.matches(request, now, route.model_copy(update={"approvers": ["U0ALICE"]}))
+    assert grant.matches(request, now, route.model_copy(update={"approvers": ["U0ALICE", "U0BOB"]}))
+    assert not grant.matches(request.model_copy(update={"requested_by": "U0BOB"}), now, route)
+    assert not grant.matches(request, now + timedelta(hours=2), route)
