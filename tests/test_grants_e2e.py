@@ -335,3 +335,16 @@ def test_a_grant_needs_its_granters_to_be_the_routes_approvers_and_its_quorum() 
     assert grant.matches(request, now, route.model_copy(update={"approvers": ["U0ALICE", "U0BOB"]}))
     assert not grant.matches(request.model_copy(update={"requested_by": "U0BOB"}), now, route)
     assert not grant.matches(request, now + timedelta(hours=2), route)
+
+
+async def test_a_grant_keeps_its_same_values_exactly(h: Harness) -> None:
+    """`same: [to]` holds the value approved, digit for digit: Lua's JSON keeps 14 digits, and a
+    grant made on account 123456789012345 once covered 123456789012340."""
+    rid = await h.push(summary="Refund $50", params={"to": 123456789012345}, risk={"amount": 50})
+    await h.click(await h.card(rid), "U0BOB", ActionId.approve_grant)
+    [grant] = await h.grants(1)
+    assert grant.bounds.params == {"to": [123456789012345]}
+    same = await h.client.wait(await h.push(summary="Refund $40", params={"to": 123456789012345},
+                                            risk={"amount": 40}), timeout=10)
+    assert same.status is Status.auto_approved
+    await _pending(h, summary="Refund $40 elsewhere", params={"to": 123456789012340}, risk={"amount": 40})

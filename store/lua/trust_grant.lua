@@ -1,7 +1,7 @@
 -- One person's "approve and allow similar" on a request: the grant exists once `quorum`
 -- distinct people asked for it on that request (created once, whatever the retries).
 -- KEYS: votes hash of the request, grants hash, audit, trail
--- ARGV: request_id, user, quorum, grant JSON (without `by`), now_iso, votes_ttl_s, grant id
+-- ARGV: request_id, user, quorum, grant JSON object (without `by`), now_iso, votes_ttl_s, grant id
 local rid, user, quorum, at, gid = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[5], ARGV[7]
 redis.call('HSET', KEYS[1], user, at)
 redis.call('EXPIRE', KEYS[1], tonumber(ARGV[6]))
@@ -9,9 +9,10 @@ local by = redis.call('HKEYS', KEYS[1])
 table.sort(by)
 if #by < quorum then return {'waiting', tostring(#by)} end
 if redis.call('HEXISTS', KEYS[2], gid) == 1 then return {'exists', gid} end
-local grant = cjson.decode(ARGV[4])
-grant['by'] = by
-local text = cjson.encode(grant)
+-- `by` is spliced into the grant's JSON as sent: decoding it and encoding it again would round
+-- its numbers to 14 digits (a `same` bound of 123456789012345 would cover 123456789012340)
+local text = string.sub(ARGV[4], 1, -2) .. ',"by":' .. cjson.encode(by) .. '}'
+
 redis.call('HSET', KEYS[2], gid, text)
 audit(KEYS[3], KEYS[4], 'grant_created', rid, user, at, text)
 return {'created', gid}
