@@ -48,6 +48,18 @@ def group_kind(group: str) -> tuple[str, str]:
     return APPROVE, group
 
 
+def _marks(prefix: list[str], shown: list[Record]) -> str | None:
+    """Each drawn item's `params_mark`, in the card's order (items not shown open: empty)."""
+    by_id = {r.id: r.params_mark for r in shown}
+    marks = ",".join(by_id.get(rid, "") for rid in prefix)
+    return marks if 0 < len(marks) <= 1200 else None  # the button value stays under Slack's 2,000
+
+
+def item_value(choice: str, record: Record) -> str:
+    """An item menu option's value: the choice, and for an approval the values it approves."""
+    return f"{choice}|{record.params_mark}" if choice in ("approve", GRANT) else choice
+
+
 def drawn_hash(ids: list[str]) -> str:
     """A short digest of the item ids a card drew, carried by its bulk buttons."""
     return hashlib.sha1("\n".join(ids).encode(), usedforsecurity=False).hexdigest()[:12]
@@ -209,9 +221,10 @@ def _item(batch: Batch, kind: str, record: Record) -> Block:
     line = item_line(record)
     if record.route.quorum > 1 and record.approvals():
         line += f"\n⏳ {len(record.approvals())} of {record.route.quorum} approvals: " + voters(record.approvals())
-    choices = [option("✅ Approve", "approve")]
+    choices = [option("✅ Approve", item_value("approve", record))]
     if record.route.grant_offer_s:  # the single card's "Approve and allow similar", for this item
-        choices.append(option(f"✅ Approve + allow similar {fmt_duration(record.route.grant_offer_s)}", GRANT))
+        choices.append(option(f"✅ Approve + allow similar {fmt_duration(record.route.grant_offer_s)}",
+                              item_value(GRANT, record)))
     if record.request.editable:
         choices.append(option("✏️ Edit…", "edit"))
     choices += [option("❌ Reject…", "reject"), option("🔍 Details", "details")]
@@ -221,7 +234,7 @@ def _item(batch: Batch, kind: str, record: Record) -> Block:
 
 def _actions(batch: Batch, kind: str, prefix: list[str], shown_open: list[Record]) -> Block:
     n = len(shown_open)
-    value = BatchValue(b=batch.id, n=n, i=len(prefix), h=drawn_hash(prefix)).pack()
+    value = BatchValue(b=batch.id, n=n, i=len(prefix), h=drawn_hash(prefix), m=_marks(prefix, shown_open)).pack()
     if kind == REVIEW:
         return {"type": "actions", "block_id": BlockId.actions.value, "elements": [
             _confirmed(button(f"All look right ({n})", BatchActionId.review_all, value, style="primary"),

@@ -343,7 +343,10 @@ def _quorum(record: Record) -> str:
     approvals = record.approvals()
     need = record.route.quorum
     who = voters(approvals)
-    return f"{len(approvals)} of {need} approvals" + (f": {who}" if who else "")
+    line = f"{len(approvals)} of {need} approvals" + (f": {who}" if who else "")
+    if stale := record.stale_approvals():
+        line += f" (approved before an edit, so no longer counted: {voters(stale)})"
+    return line
 
 
 def _actions(record: Record, *, details: bool) -> Block:
@@ -364,12 +367,13 @@ def _actions(record: Record, *, details: bool) -> Block:
         ]
         elements.append(button("Answer…", ActionId.answer, value))
     else:
-        elements = [button("Approve", ActionId.approve, value, style="primary")]
+        shown = ButtonValue(r=record.id, p=record.params_mark).pack()  # approvals of exactly these values
+        elements = [button("Approve", ActionId.approve, shown, style="primary")]
         if record.route.grant_offer_s:
             elements.append(button(f"Approve and allow similar for {fmt_duration(record.route.grant_offer_s)}",
-                                   ActionId.approve_grant, value))
+                                   ActionId.approve_grant, shown))
         if r.editable:
-            elements.append(button("Edit…", ActionId.edit, value))
+            elements.append(button("Edit…", ActionId.edit, shown))
         elements.append(button("Reject", ActionId.reject, value, style="danger"))
     if details:
         elements.append(button("Details", ActionId.show_context, value))

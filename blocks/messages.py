@@ -33,6 +33,8 @@ MESSAGES: dict[str, str] = {
     "absence is over, so only the approvers the card names can decide it now. Nothing was changed.",
     "no_grant": "This request offers no standing grant (its tier allows none, or it is above the "
     "amount limit for grants). Nothing was changed: approve it on its own if you mean to.",
+    "stale": "Someone edited this request after your card or form showed it, so your approval would "
+    "cover values you have not seen. Nothing was changed: look at the updated card and decide again.",
     "not_admin": "Only hitl admins can do this.",
     "outsider": "You are here from another organisation, so you cannot act on these requests "
     "(only people of the workspace that runs hitl can, unless its policy names yours). "

@@ -36,20 +36,25 @@ class _Packed(BaseModel):
 
 
 class ButtonValue(_Packed):
-    """Value of a card button: which request, and for option buttons which option."""
+    """Value of a card button: which request, for option buttons which option, and for an
+    approval card the `params_mark` of the values it shows (`p`: an approval from a card drawn
+    before an edit is refused)."""
 
     limit: ClassVar[int] = 2000
     r: str
     o: str | None = None
+    p: str | None = None
 
 
 class ModalMeta(_Packed):
-    """private_metadata of a modal opened from a card: the request and where its card is."""
+    """private_metadata of a modal opened from a card: the request, where its card is, and the
+    `params_mark` of the values the form was opened on (`p`)."""
 
     limit: ClassVar[int] = 3000
     r: str
     c: str | None = None
     t: str | None = None
+    p: str | None = None
 
 
 class BatchValue(_Packed):
@@ -62,10 +67,19 @@ class BatchValue(_Packed):
     n: int | None = None
     i: int | None = None
     h: str | None = None
+    m: str | None = None
+    """The `params_mark` of each item drawn, comma-separated in the card's order (an item
+    edited since is not approved by a bulk click)."""
+
+    def marks_of(self, ids: list[str]) -> dict[str, str]:
+        """Item id -> the mark the card showed for it (none for a card drawn without marks)."""
+        marks = (self.m or "").split(",") if self.m else []
+        return dict(zip(ids, marks, strict=False)) if len(marks) == len(ids) else {}
 
 
 class BatchMeta(_Packed):
-    """private_metadata of a batch modal: the batch, the item shown, and the card's place."""
+    """private_metadata of a batch modal: the batch, the item shown (and the `params_mark` of
+    the values shown for it, `p`), and the card's place."""
 
     limit: ClassVar[int] = 3000
     b: str
@@ -74,3 +88,4 @@ class BatchMeta(_Packed):
     t: str | None = None
     i: int | None = None
     h: str | None = None
+    p: str | None = None

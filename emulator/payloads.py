@@ -75,12 +75,14 @@ def _options(el: JSON) -> list[JSON]:
 
 
 def option_for(el: JSON, value: Any) -> JSON:
-    """The option object Slack sends for a chosen value."""
+    """The option object Slack sends for a chosen value. A value carrying data after a `|`
+    (`approve|<mark>`) is also chosen by its first part, as a person picks it by what it says."""
     if el.get("type", "").endswith("external_select"):
         return {"text": {"type": "plain_text", "text": str(value)}, "value": str(value)}
-    for opt in _options(el):
-        if opt.get("value") == value:
-            return {k: opt[k] for k in ("text", "value", "description") if k in opt}
+    options = _options(el)
+    for opt in [o for o in options if o.get("value") == value] or [
+            o for o in options if str(o.get("value", "")).partition("|")[0] == value]:
+        return {k: opt[k] for k in ("text", "value", "description") if k in opt}
     raise InteractionError(
         f"{el.get('action_id')!r} has no option with value {value!r}; "
         f"options: {[o.get('value') for o in _options(el)]}"

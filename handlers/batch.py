@@ -39,8 +39,10 @@ def item_choice(body: dict[str, Any], action: dict[str, Any]) -> tuple[str | Non
     if ids is None:
         raise PayloadError("not a batch item")
     channel, ts = _where(body)
-    meta = ModalMeta(r=ids[1], c=channel, t=ts)
-    return (action.get("selected_option") or {}).get("value"), meta
+    value = str((action.get("selected_option") or {}).get("value") or "")
+    choice, _, mark = value.partition("|")  # an approval names the values it approves (blocks.batch.item_value)
+    meta = ModalMeta(r=ids[1], c=channel, t=ts, p=mark or None)
+    return choice or None, meta
 
 
 async def on_item(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], respond: AsyncRespond,
@@ -51,9 +53,9 @@ async def on_item(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], r
         choice, meta = item_choice(body, action)
         rid = meta.r
         if choice == "approve":
-            await reviews.decide(d, rid, user["id"], user_name(user), Choice.approve)
+            await reviews.decide(d, rid, user["id"], user_name(user), Choice.approve, seen=meta.p)
         elif choice == GRANT:  # the single card's "Approve and allow similar", same path
-            reply = await reviews.approve_with_grant(d, rid, user["id"], user_name(user))
+            reply = await reviews.approve_with_grant(d, rid, user["id"], user_name(user), seen=meta.p)
             await respond(text=reply["text"], response_type="ephemeral", replace_original=False)
         elif choice == "reject":
             record = await reviews.check(d, rid, user["id"], Choice.reject)
@@ -62,7 +64,7 @@ async def on_item(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], r
         elif choice == "edit":  # the same typed modal and validation as a single card's Edit
             record = await reviews.check(d, rid, user["id"], Choice.edit)
             await client.views_open(trigger_id=body["trigger_id"],
-                                    view=edit_modal(record, meta))
+                                    view=edit_modal(record, meta.model_copy(update={"p": record.params_mark})))
         else:
             record = await d.store.get(rid)
             await client.views_open(trigger_id=body["trigger_id"], view=context_modal(record))
@@ -103,9 +105,10 @@ async def on_approve_all(ack: AsyncAck, body: dict[str, Any], action: dict[str, 
     user = body["user"]
     try:
         v = BatchValue.unpack(action["value"])
-        _, pending, arrived = await drawn(context, v.b, v.i, v.h, _is_pending)
+        batch, pending, arrived = await drawn(context, v.b, v.i, v.h, _is_pending)
+        marks = v.marks_of(batch.items if v.i is None else batch.items[:v.i])
         outcomes = await reviews.decide_many(deps(context), [r.id for r in pending], user["id"],
-                                             user_name(user), Choice.approve)
+                                             user_name(user), Choice.approve, seen=marks)
         gone = max(0, (v.n or 0) - len(pending))
         await respond(**bulk_result_message("approved", outcomes, arrived=arrived, gone=gone),
                       response_type="ephemeral", replace_original=False)
@@ -154,7 +157,7 @@ async def on_one_by_one(ack: AsyncAck, body: dict[str, Any], action: dict[str, A
         batch, pending = await _pending(context, bid)
         channel, ts = _where(body)
         first = pending[0] if pending else None
-        meta = BatchMeta(b=bid, r=first.id if first else None, c=channel, t=ts)
+        meta = BatchMeta(b=bid, r=first.id if first else None, c=channel, t=ts, p=first.params_mark if first else None)
         await client.views_open(trigger_id=body["trigger_id"],
                                 view=one_by_one_modal(batch, first, (1, len(pending)), meta))
     except ERRORS as e:
@@ -171,8 +174,8 @@ async def on_step(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], c
     if meta.r and action["action_id"] == BatchActionId.step_edit:
         try:  # the edit modal goes on top; its submission decides like a card's Edit
             record = await reviews.check(d, meta.r, user["id"], Choice.edit)
-            await client.views_push(trigger_id=body["trigger_id"],
-                                    view=edit_modal(record, ModalMeta(r=meta.r, c=meta.c, t=meta.t)))
+            await client.views_push(trigger_id=body["trigger_id"], view=edit_modal(record, ModalMeta(
+                r=meta.r, c=meta.c, t=meta.t, p=record.params_mark)))
             return
         except ERRORS as e:
             note = refusal_message(e)["text"]
@@ -182,7 +185,7 @@ async def on_step(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], c
         code = (chosen.get("selected_option") or {}).get("value")
         try:
             if action["action_id"] == BatchActionId.step_approve:
-                await reviews.decide(d, meta.r, user["id"], user_name(user), Choice.approve)
+                await reviews.decide(d, meta.r, user["id"], user_name(user), Choice.approve, seen=meta.p)
             else:
                 await reviews.decide(d, meta.r, user["id"], user_name(user), Choice.reject,
                                      reason_code=code or "other", reason=None if code else "Rejected in one-by-one review")
@@ -193,8 +196,8 @@ async def on_step(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], c
     candidates = after or pending
     nxt: Record | None = candidates[0] if candidates else None
     position = (pending.index(nxt) + 1 if nxt else 0, len(pending))
-    new = one_by_one_modal(batch, nxt, position, BatchMeta(b=meta.b, r=nxt.id if nxt else None, c=meta.c, t=meta.t),
-                           note=note)
+    new = one_by_one_modal(batch, nxt, position, BatchMeta(b=meta.b, r=nxt.id if nxt else None, c=meta.c, t=meta.t,
+                                                           p=nxt.params_mark if nxt else None), note=note)
     await client.views_update(view_id=view["id"], hash=view.get("hash"), view=new)
 
 

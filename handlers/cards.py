@@ -23,22 +23,25 @@ async def on_approve(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any]
     await ack()
     user = body["user"]
     try:
-        await reviews.decide(deps(context), ButtonValue.unpack(action["value"]).r, user["id"],
-                             user_name(user), Choice.approve)
+        value = ButtonValue.unpack(action["value"])
+        await reviews.decide(deps(context), value.r, user["id"], user_name(user), Choice.approve, seen=value.p)
     except (StoreError, PayloadError) as e:
         await respond(**refusal_message(e), response_type="ephemeral", replace_original=False)
 
 
 async def _open(choice: Choice, body: dict[str, Any], action: dict[str, Any], respond: AsyncRespond,
                 context: AsyncBoltContext, client: AsyncWebClient) -> None:
-    rid = ButtonValue.unpack(action["value"]).r
+    value = ButtonValue.unpack(action["value"])
+    rid = value.r
     try:
         record = await reviews.check(deps(context), rid, body["user"]["id"], choice)
     except (StoreError, PayloadError) as e:
         await respond(**refusal_message(e), response_type="ephemeral", replace_original=False)
         return
     container = body.get("container") or {}
-    meta = ModalMeta(r=rid, c=container.get("channel_id"), t=container.get("message_ts"))
+    # the form shows the values as they stand now: its submission must find them unchanged
+    meta = ModalMeta(r=rid, c=container.get("channel_id"), t=container.get("message_ts"),
+                     p=record.params_mark if choice is Choice.edit else None)
     view = reject_modal(record, meta) if choice is Choice.reject else edit_modal(record, meta)
     await client.views_open(trigger_id=body["trigger_id"], view=view)
 
@@ -79,7 +82,7 @@ async def on_edit_submitted(ack: AsyncAck, body: dict[str, Any], view: dict[str,
         await ack(response_action="errors", errors=errors)
         return
     await ack()
-    await _decide_from_modal(body, meta, context, client, Choice.edit, edits=values)
+    await _decide_from_modal(body, meta, context, client, Choice.edit, edits=values, seen=meta.p)
 
 
 async def _decide_from_modal(body: dict[str, Any], meta: ModalMeta, context: AsyncBoltContext,

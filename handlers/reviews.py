@@ -24,11 +24,17 @@ async def check(d: Deps, request_id: str, user_id: str, choice: Choice) -> Recor
     return record
 
 
-async def decide(d: Deps, request_id: str, user_id: str, name: str, choice: Choice, **kw: Any) -> Record:
-    """Apply one person's choice; the record after it. Raises NotAllowed, AlreadyDecided, NotFound."""
+async def decide(d: Deps, request_id: str, user_id: str, name: str, choice: Choice, *,
+                 seen: str | None = None, **kw: Any) -> Record:
+    """Apply one person's choice; the record after it. Raises NotAllowed, AlreadyDecided, NotFound.
+
+    `seen`: the `params_mark` of the values the person's card or form showed; an approval or an
+    edit of values someone has edited since is refused (`stale`), audited, and the card redrawn."""
     for _ in range(MAX_RETRIES):
         record = await d.store.get(request_id)
         absent, seat = await _authorize(d, record, user_id, choice)
+        if seen is not None and choice in (Choice.approve, Choice.edit) and seen != record.params_mark:
+            await _stale(d, record, user_id, choice)
         try:
             t = vote(record, user_id=user_id, name=name, choice=choice, now=utcnow(), seat=seat, **kw)
             if absent:
@@ -46,7 +52,15 @@ async def decide(d: Deps, request_id: str, user_id: str, name: str, choice: Choi
     raise Conflict(f"request {request_id} kept changing; try again")
 
 
-async def approve_with_grant(d: Deps, request_id: str, user_id: str, name: str) -> dict[str, str]:
+async def _stale(d: Deps, record: Record, user_id: str, choice: Choice) -> None:
+    await d.store.audit(record.id, "refused", user_id, {"choice": choice.value, "reason": "stale"}, utcnow())
+    await d.store.enqueue(f"update:{record.id}", int(utcnow().timestamp() * 1000))  # the card catches up
+    d.kick()
+    raise NotAllowed("stale", "the values changed since the card or form showed them")
+
+
+async def approve_with_grant(d: Deps, request_id: str, user_id: str, name: str, *,
+                             seen: str | None = None) -> dict[str, str]:
     """"Approve and allow similar" from a single card or a batch item (one path for both): the
     person's approval, then their vote for a standing grant (`trust.grant_from_card`). Refused
     before anything changes when the card offers no grant (tier `grants: false`, over the
@@ -57,7 +71,7 @@ async def approve_with_grant(d: Deps, request_id: str, user_id: str, name: str) 
         await d.store.audit(record.id, "refused", user_id, {"choice": "approve_grant", "reason": "no_grant"},
                             utcnow())
         raise NotAllowed("no_grant", "this request offers no standing grant")
-    record = await decide(d, request_id, user_id, name, Choice.approve)
+    record = await decide(d, request_id, user_id, name, Choice.approve, seen=seen)
     return await trust.grant_from_card(d, record, user_id, utcnow())
 
 
@@ -92,16 +106,19 @@ async def _late(d: Deps, e: AlreadyDecided, user_id: str, choice: Choice) -> Non
     d.kick()
 
 
-async def decide_many(d: Deps, request_ids: list[str], user_id: str, name: str, choice: Choice,
+async def decide_many(d: Deps, request_ids: list[str], user_id: str, name: str, choice: Choice, *,
+                      seen: dict[str, str] | None = None,
                       **kw: Any) -> list[tuple[str, Record | None, Exception | None]]:
-    """The same choice on each request separately: its own authorization, quorum and decision.
+    """The same choice on each request separately: its own authorization, quorum and decision
+    (`seen`: request id -> the values' mark the card showed, as in `decide`).
 
     Returns (request id, record after, None) or (request id, None, the refusal) per item;
     refused items stay pending."""
     out: list[tuple[str, Record | None, Exception | None]] = []
     for rid in request_ids:
         try:
-            out.append((rid, await decide(d, rid, user_id, name, choice, **kw), None))
+            out.append((rid, await decide(d, rid, user_id, name, choice, seen=(seen or {}).get(rid) or None,
+                                          **kw), None))
         except (NotAllowed, AlreadyDecided, Conflict) as e:
             out.append((rid, None, e))
     return out

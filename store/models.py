@@ -6,6 +6,7 @@ SDK's one definition of the protocol; they are re-exported here for the bot's mo
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -85,7 +86,10 @@ __all__ = [
     "Text",
     "Turn",
     "Vote",
+    "approves",
     "from_epoch",
+    "params_mark",
+    "stale",
     "stored_request",
     "stored_route",
     "utcnow",
@@ -96,6 +100,13 @@ def _json_text(value: Any) -> Any:
     return json.loads(value) if isinstance(value, str) else value
 
 
+def params_mark(params: dict[str, Any]) -> str:
+    """A short fingerprint of a request's parameters (as edited so far): cards, forms and
+    approvals carry the one they showed, so nobody approves values they never saw."""
+    text = json.dumps(params, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode("utf-8", "backslashreplace")).hexdigest()[:10]
+
+
 class Ballot(Vote):
     """A vote as the record keeps it: with the seat it takes when the voter stood in for an
     approver who is away. Decisions carry plain `Vote`s (`vote()`), so agents never see it."""
@@ -103,6 +114,11 @@ class Ballot(Vote):
     seat: str | None = None
     """The approver this vote was cast for by their stand-in; None: the voter's own seat (every
     vote recorded before seats were kept reads so)."""
+    p: str | None = None
+    """For an approval (approve, edit): the `params_mark` of the values it approved. An edit
+    that changes the values leaves earlier approvals stale: they no longer count towards the
+    quorum, and their voters may approve the new values (None: recorded before marks were
+    kept, always current)."""
 
     @property
     def holder(self) -> str:
@@ -111,6 +127,17 @@ class Ballot(Vote):
 
     def vote(self) -> Vote:
         return Vote(user_id=self.user_id, name=self.name, choice=self.choice, at=self.at)
+
+
+def approves(vote: Vote, mark: str) -> bool:
+    """Whether `vote` approves the values whose `params_mark` is `mark` (a plain `Vote` keeps no
+    mark: it approves whatever stands)."""
+    return vote.choice in (Choice.approve, Choice.edit) and getattr(vote, "p", None) in (None, mark)
+
+
+def stale(vote: Vote, mark: str) -> bool:
+    """Whether `vote` approved values someone has edited since."""
+    return vote.choice in (Choice.approve, Choice.edit) and getattr(vote, "p", None) not in (None, mark)
 
 
 class Review(BaseModel):
@@ -233,8 +260,20 @@ class Record(BaseModel):
             return True
         return user_id in approvers or bool(groups & approvers) or user_id in self.extra_approvers
 
+    @property
+    def params_mark(self) -> str:
+        """`params_mark` of the values as they stand (edits applied)."""
+        return params_mark(self.params)
+
     def approvals(self) -> list[Ballot]:
-        return [v for v in self.votes if v.choice in (Choice.approve, Choice.edit)]
+        """The approvals of the values as they stand (an edit since leaves earlier ones stale)."""
+        mark = self.params_mark
+        return [v for v in self.votes if approves(v, mark)]
+
+    def stale_approvals(self) -> list[Ballot]:
+        """Approvals of values someone has edited since: they count no more."""
+        mark = self.params_mark
+        return [v for v in self.votes if stale(v, mark)]
 
     def voter_ids(self) -> set[str]:
         return {v.user_id for v in self.votes}

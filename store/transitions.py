@@ -24,10 +24,13 @@ from store.models import (
     State,
     Status,
     Vote,
+    approves,
+    params_mark,
+    stale,
 )
 
 REFUSAL_CODES = ("self_approval", "not_an_approver", "already_voted", "approver_voted", "delegate_voted",
-                 "seat_taken", "owned", "already_owner", "not_reviewable", "bad_option")
+                 "seat_taken", "owned", "already_owner", "not_reviewable", "bad_option", "stale")
 """Codes of NotAllowed; the words people read are in `blocks.messages` and `blocks.escalation`."""
 
 DECIDING = frozenset({Choice.approve, Choice.edit, Choice.answer, Choice.resolve,
@@ -95,8 +98,9 @@ def authorize(
         raise NotAllowed("owned", f"{owner.name or owner.user_id} has taken over this case")
     if choice is Choice.take_over and owner is not None:
         raise NotAllowed("already_owner", "you have already taken over this case")
+    mark = record.params_mark
     if choice in VOTING and any(
-        v.user_id == user_id and v.choice in VOTING for v in record.votes
+        v.user_id == user_id and v.choice in VOTING and not stale(v, mark) for v in record.votes
     ):
         raise NotAllowed("already_voted", "already voted on this request")
     return seat_for(record, user_id, stands_in) if choice in VOTING else None
@@ -109,7 +113,8 @@ def seat_for(record: Record, user_id: str, stands_in: Sequence[str] = ()) -> str
     a stand-in voted for them (`delegate_voted`), a stand-in after the approver voted
     (`approver_voted`) or after another stand-in did, e.g. a second member of a group standing
     in (`seat_taken`)."""
-    taken = {v.holder: v for v in record.votes if v.choice in VOTING}
+    mark = record.params_mark
+    taken = {v.holder: v for v in record.votes if v.choice in VOTING and not stale(v, mark)}
     if not stands_in:
         by = taken.get(user_id)
         if by is not None and by.user_id != user_id:
@@ -163,9 +168,7 @@ def vote(
     if option is not None and option not in {o.value for o in record.request.options}:
         raise NotAllowed("bad_option", "that is not one of this question's options")
     v = Vote(user_id=user_id, name=name, choice=choice, at=now)
-    votes = [*record.votes, Ballot(**v.model_dump(), seat=seat)]
     t = Transition(record)
-    t.fields["votes"] = _dump_list(votes)
     detail: dict[str, Any] = {"choice": choice.value}
     params, changes = record.params, dict(record.changes)
     if edits:
@@ -182,10 +185,17 @@ def vote(
         t.fields["changes"] = _dump({k: c.model_dump(mode="json") for k, c in changes.items()})
         edited = {k: changes[k].model_dump(mode="json") for k in edits if k in changes}
         t.audit.append(("edited", user_id, {"changes": edited}))
+    mark = params_mark(params)
+    approving = choice in (Choice.approve, Choice.edit)
+    votes = [*record.votes, Ballot(**v.model_dump(), seat=seat, p=mark if approving else None)]
+    t.fields["votes"] = _dump_list(votes)
+    if approving and (outdated := [x.user_id for x in votes if stale(x, mark)]) and params != record.params:
+        detail["stale_approvals"] = outdated  # approvals of the values this edit changed: they count no more
     if reason_code or reason:
         detail["reason_code"], detail["reason"] = reason_code, reason
     t.audit.append(("clicked", user_id, detail))
-    approvals = len({x.holder for x in votes if x.choice in (Choice.approve, Choice.edit)})
+    votes = [x for x in votes if not stale(x, mark)]  # what decides, and who the decision names
+    approvals = len({x.holder for x in votes if approves(x, mark)})
     if choice is Choice.reject:
         t.decision = _decision(
             record, Status.rejected, votes, now, reason=reason, reason_code=reason_code

@@ -66,7 +66,7 @@ def _card(h: Harness, rec: Record) -> dict[str, Any]:
 def _menu(h: Harness, rec: Record) -> list[str]:
     assert rec.batch
     block = next(b for b in _card(h, rec)["blocks"] if b.get("block_id") == batch_item_block_id(rec.batch, rec.id))
-    return [o["value"] for o in block["accessory"]["options"]]
+    return [o["value"].partition("|")[0] for o in block["accessory"]["options"]]  # the choice, not its values' mark
 
 
 async def _choose(h: Harness, rec: Record, user: str, choice: str) -> None:

@@ -401,7 +401,21 @@ def test_card_layout() -> None:
         ActionId.reject,
     ]
     assert [e.get("style") for e in buttons["elements"]] == ["primary", None, "danger"]
-    assert all(ButtonValue.unpack(e["value"]) == ButtonValue(r="r1") for e in buttons["elements"])
+    # approve and edit name the values the card shows; reject needs not
+    shown = ButtonValue(r="r1", p=record.params_mark)
+    assert [ButtonValue.unpack(e["value"]) for e in buttons["elements"]] == [shown, shown, ButtonValue(r="r1")]
+
+
+def test_an_approval_of_values_edited_since_no_longer_counts() -> None:
+    """The card counts approvals of the values as they stand, and says whose went stale."""
+    record = CARDS["editable"].model_copy(update={"route": Route(tier="high", quorum=2)})
+    before = record.params_mark
+    edited = record.model_copy(update={
+        "params": {**record.params, "amount": 1}, "votes": [
+            Ballot(user_id="U0ALICE", name="alice", choice=Choice.approve, at=NOW, p=before)]})
+    assert edited.params_mark != before and edited.approvals() == []
+    text = all_text(approval_card(edited))
+    assert "0 of 2 approvals (approved before an edit, so no longer counted: <@U0ALICE>)" in text
 
 
 def test_escaping_in_card() -> None:

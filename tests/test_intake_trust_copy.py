@@ -55,8 +55,8 @@ async def test_a_grant_revoked_between_routing_and_accept_approves_nothing(
     assert (await store.trust.vote_grant(g, "U1", 1, now))[0] == "created"
     real = store.trust.matching_grant
 
-    async def then_revoked(request: Any, at: Any) -> Any:
-        found = await real(request, at)
+    async def then_revoked(request: Any, at: Any, route: Any) -> Any:
+        found = await real(request, at, route)
         if found is not None:
             assert await store.trust.revoke(found.id, "U0ADMIN", utcnow())
         return found
