@@ -97,10 +97,12 @@ async def _authorize(d: Deps, record: Record, user_id: str, choice: Choice) -> t
     return absent, seat
 
 
-async def _late(d: Deps, e: AlreadyDecided, user_id: str, choice: Choice) -> None:
+async def _late(d: Deps, e: AlreadyDecided, user_id: str, choice: Choice | str) -> None:
+    """A click on a request decided (or checked) already: audited, and its card locked."""
     record = e.record
     assert isinstance(record, Record)
-    await d.store.audit(record.id, "clicked", user_id, {"choice": choice.value, "outcome": "already_decided"}, utcnow())
+    await d.store.audit(record.id, "clicked", user_id, {"choice": str(getattr(choice, "value", choice)),
+                                                        "outcome": "already_decided"}, utcnow())
     # The card may still show buttons if the bot died before updating it: lock it now.
     await d.store.enqueue(f"update:{record.id}", int(utcnow().timestamp() * 1000))
     d.kick()
@@ -134,6 +136,9 @@ async def check_review(d: Deps, request_id: str, user_id: str) -> Record:
     except NotAllowed as e:
         await d.store.audit(record.id, "refused", user_id, {"choice": "review", "reason": e.reason}, utcnow())
         raise
+    except AlreadyDecided as e:
+        await _late(d, e, user_id, "review")
+        raise
     return record
 
 
@@ -145,7 +150,11 @@ async def review(d: Deps, request_id: str, user_id: str, name: str, verdict: str
     by = Vote(user_id=user_id, name=name, choice=Choice.reject if verdict == "wrong" else Choice.approve, at=now)
     rv = Review(verdict=verdict, by=by, reason_code=reason_code, reason=reason)
     message = AgentMessage(request_id=record.id, event="override", text=reason, by=by, at=now)
-    await d.store.review(record, rv, message.model_dump_json(exclude_none=True), now)
+    try:
+        await d.store.review(record, rv, message.model_dump_json(exclude_none=True), now)
+    except AlreadyDecided as e:  # checked by someone else since `check_review`
+        await _late(d, e, user_id, "review")
+        raise
     d.kick()
     record = await d.store.get(request_id)
     await trust.after_review(d, record, user_id)

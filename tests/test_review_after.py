@@ -91,6 +91,20 @@ async def test_looks_right_is_recorded(h: Harness) -> None:
     assert [e.detail["verdict"] for e in await h.store.trail(rid) if e.event == "reviewed"] == ["ok"]
 
 
+async def test_a_late_check_on_a_card_not_yet_redrawn_is_audited_and_changes_nothing(h: Harness) -> None:
+    """Alice checked it; Bob's "Looks right" on his copy of the card (its redraw is slow) is told
+    so, leaves an audit entry like a late Approve, and the first check stands."""
+    rid = await h.push(action="lookup_order", summary="Look up order 4711", confidence=0.95)
+    rec = await h.card(rid)
+    h.emu.inject("chat.update", delay=2.0, times=None)  # the card is not redrawn yet
+    await h.click(rec, "U0ALICE", ActionId.review_ok)
+    await eventually(lambda: _reviewed(h, rid), what="Alice's check")
+    await h.click(rec, "U0BOB", ActionId.review_ok)
+    assert "Already checked" in await h.ephemeral("U0BOB") or "already" in (await h.ephemeral("U0BOB")).lower()
+    late = [e for e in await h.store.trail(rid) if e.actor == "U0BOB"]
+    assert [(e.event, e.detail) for e in late] == [("clicked", {"choice": "review", "outcome": "already_decided"})]
+    assert (await h.store.get(rid)).review.by.user_id == "U0ALICE"  # type: ignore[union-attr]
+
 async def test_shadow_mode_hides_the_recommendation_and_records_agreement(h: Harness) -> None:
     rid = await h.push(action="send_email", summary="Email Ana about her refund", confidence=0.91,
                        context={"recommendation": "Send it now"})
