@@ -94,6 +94,13 @@ async def test_bad_input_is_refused_with_the_queues_words_and_nothing_is_stored(
     assert status == 400 and body["error"]["field"] == "reply_to"
     status, body, _ = await api.call("POST", "/v1/requests", data=b"x" * 70_000)
     assert status == 413 and body["error"]["code"] == "too_large"
+    for text, words in ((b'{"summary": "x\\ud800"}', "half of a surrogate pair"),
+                        (b'{"params": {"n": 12345678901234567890}}', "send larger ids as text"),
+                        (b'{"confidence": NaN}', "NaN is not a number")):
+        body_bytes = json.dumps({**REFUND, "summary": "s"}).encode()[:-1] + b", " + text[1:]
+        status, body, _ = await api.call("POST", "/v1/requests", data=body_bytes,
+                                         headers={"Content-Type": "application/json"})
+        assert status == 400 and body["error"]["code"] == "invalid_request" and words in body["error"]["message"]
     status, body, _ = await api.call("GET", "/v1/nowhere")
     assert status == 404 and body["error"]["code"] == "not_found"
     status, body, _ = await api.call("GET", "/nowhere/at/all")

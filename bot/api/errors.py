@@ -13,6 +13,8 @@ from typing import Any
 
 from aiohttp import web
 
+from store import bounds
+
 log = logging.getLogger("hitl.api")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -76,7 +78,9 @@ async def json_not_found(request: web.Request, handler: Handler) -> web.StreamRe
 
 
 async def read_json(request: web.Request, limit: int) -> Any:
-    """The body as JSON: 413 past `limit` bytes, 400 if it is not JSON (nothing stored yet)."""
+    """The body as JSON: 413 past `limit` bytes, 400 if it is not JSON or is out of the queue's
+    bounds (store.bounds: a number past 1e15, NaN, nesting past 32, half a surrogate pair),
+    nothing stored yet."""
     if request.content_length is not None and request.content_length > limit:
         raise ApiError(413, "too_large", f"the body is {request.content_length} bytes; the limit is {limit}")
     try:
@@ -86,6 +90,8 @@ async def read_json(request: web.Request, limit: int) -> Any:
     if len(raw) > limit:
         raise ApiError(413, "too_large", f"the body is {len(raw)} bytes; the limit is {limit}")
     try:
-        return json.loads(raw)
+        return bounds.loads(raw)  # the queue's bounds: numbers, nesting, Unicode text
+    except bounds.OutOfBounds as e:
+        raise ApiError(400, "invalid_request", f"request is out of bounds: {e}", field="request") from e
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ApiError(400, "invalid_json", f"request is not valid JSON: {e}", field="request") from e
