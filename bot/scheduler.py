@@ -186,11 +186,19 @@ class Scheduler(DueWorker):
 
     # ---- events ---------------------------------------------------------------------------
 
+    async def _paused(self) -> bool:
+        """The pause switch as Redis holds it now (every replica's `/hitl pause`)."""
+        return (await self.store.control()).get("paused") == "1"
+
     async def _expire(self, record: Record, tier: ResolvedTier | None) -> int | None:
         status = on_timeout(record, tier)
         waited = fmt_duration(timeout_s(record.request, record.route))
         reason = f"No decision in {waited}"
-        if status is Status.auto_approved:
+        if status is Status.auto_approved and (record.route.paused or await self._paused()):
+            # `/hitl pause` stops everything running on its own, an approval by the clock too
+            status = Status.expired
+            reason += f"; the {record.route.tier} tier would approve it, but automation is paused"
+        elif status is Status.auto_approved:
             reason += f"; the {record.route.tier} tier approves what nobody decides in time"
         now = from_epoch(self.clock())
         if await self._apply(record.id, lambda r: expire(r, now=now, status=status, reason=reason)):

@@ -266,6 +266,26 @@ async def test_timeout_approves_only_where_the_tier_says_so(w: World) -> None:
     assert [e.event for e in await w.store.trail(rec.id)].count("expired") == 1
 
 
+async def test_nothing_is_approved_by_the_clock_while_automation_is_paused(w: World) -> None:
+    """`on_timeout: approve` lets an unanswered request run on its own: not for a request routed
+    while paused, and not while `/hitl pause` holds (switched on after it was routed); both
+    expire, saying why."""
+    unpaused, routed_paused = await w.request(action="tag_contact"), await w.request(action="tag_contact")
+    route = routed_paused.route.model_copy(update={"paused": True})  # as intake routes it while paused
+    await w.store.redis.hset(w.store.keys.request(routed_paused.id), "route", route.model_dump_json())
+    await step(w, 11)
+    assert (await w.store.get(unpaused.id)).decision.status is Status.auto_approved  # type: ignore[union-attr]
+    final = await w.store.get(routed_paused.id)
+    assert final.decision is not None and final.decision.status is Status.expired
+    assert "automation is paused" in (final.decision.reason or "")
+    later = await w.request(action="tag_contact")
+    await w.store.set_paused(True, "incident", "U0ADMIN", from_epoch(w.clock()))
+    await step(w, 23)
+    final = await w.store.get(later.id)
+    assert final.decision is not None and final.decision.status is Status.expired
+    assert "automation is paused" in (final.decision.reason or "")
+
+
 async def test_reminders_wait_for_a_card_that_is_not_posted_yet(w: World) -> None:
     rec = await w.request(post=False)
     s = w.scheduler()
