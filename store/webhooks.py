@@ -79,16 +79,16 @@ class WebhookStore:
         rows = got[0][1] if got else []
         return [(i, f.get("request_id", ""), f.get("decision", "")) for i, f in rows]
 
-    async def callback_urls(self, request_ids: list[str]) -> list[tuple[str | None, str | None]]:
-        """(callback_url, agent) of each request's record (None where absent)."""
+    async def callback_urls(self, request_ids: list[str]) -> list[tuple[str | None, str | None, str | None]]:
+        """(callback_url, agent, stored decision JSON) of each request's record (None where absent)."""
         async with self.redis.pipeline(transaction=False) as p:
             for rid in request_ids:
-                p.hget(self.keys.request(rid), "request")
+                p.hmget(self.keys.request(rid), "request", "decision")
             rows = await p.execute()
-        out: list[tuple[str | None, str | None]] = []
-        for raw in rows:
+        out: list[tuple[str | None, str | None, str | None]] = []
+        for raw, decision in rows:
             data = json.loads(raw) if raw else {}
-            out.append((data.get("callback_url"), data.get("agent")))
+            out.append((data.get("callback_url"), data.get("agent"), decision))
         return out
 
     async def enqueue(self, entry_id: str, request_id: str, url: str | None, body: str, now_ms: int) -> None:

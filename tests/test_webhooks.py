@@ -179,3 +179,29 @@ async def test_deliveries_survive_a_restart(redis_url: str, receiver: Receiver) 
 
 async def _attempted(receiver: Receiver) -> bool:
     return bool(receiver.calls)
+
+
+async def test_an_invalid_try_of_the_same_id_is_not_delivered_as_the_requests_decision(
+        redis_url: str, receiver: Receiver) -> None:
+    """The agent's first entry for an id is refused (`invalid` on the decisions stream), its
+    corrected retry is accepted with a callback_url; when the enqueuer reads both only then (it
+    was down), the receiver gets the request's own decision, once, not the refusal."""
+    import asyncio
+    import json
+
+    async with api_harness(redis_url) as h:  # webhooks on: the consumer group exists
+        await asyncio.sleep(0.3)
+    async with api_harness(redis_url, webhook_hosts="") as h:  # a replica that enqueues nothing
+        r, k = h.store.redis, h.store.keys
+        await r.xadd(k.requests, {"request": json.dumps({"id": "wh-4", "agent": "support-bot",
+                                                         "action": "lookup_order"})})  # no summary
+        await eventually(lambda: r.exists(k.invalid("wh-4")), what="the refusal")
+        await r.xadd(k.requests, {"request": json.dumps({**LOOKUP, "id": "wh-4", "callback_url": receiver.url})})
+        assert (await h.client.wait("wh-4", timeout=10)).status.value == "auto_approved"
+    async with api_harness(redis_url) as h:
+        async def delivered() -> bool:
+            return "webhook_delivered" in [e.event for e in await h.store.trail("wh-4")]
+
+        await eventually(delivered, 15, "the delivery")
+    [(_, body, _)] = receiver.accepted
+    assert json.loads(body)["decision"]["status"] == "auto_approved"

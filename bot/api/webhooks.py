@@ -77,9 +77,11 @@ class Enqueuer:
         targets = await self.hooks.callback_urls([rid for _, rid, _ in rows])
         n = 0
         items: list[tuple[str, str, str | None, str]] = []
-        for (entry_id, rid, decision), (url, agent) in zip(rows, targets, strict=True):
+        for (entry_id, rid, decision), (url, agent, stored) in zip(rows, targets, strict=True):
             body = ""
-            if url and decision:
+            # only the record's own decision: an `invalid` published for an earlier, refused
+            # entry with the same id is not this request's answer (and would take its one delivery)
+            if url and decision and decision == stored:
                 n += 1
                 body = json.dumps({"event": "decision", "request_id": rid, "agent": agent,
                                    "decision": json.loads(decision)}, separators=(",", ":"))
