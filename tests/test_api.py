@@ -153,3 +153,23 @@ async def test_a_submit_intake_does_not_take_in_time_answers_202_and_is_taken_la
             assert (await eventually(decided, what="decision by the second replica"))["status"] == "auto_approved"
         finally:
             await api.close()
+
+
+async def test_an_id_naming_another_key_of_a_request_and_odd_humanlayer_fields_are_4xx(h: Harness) -> None:
+    """`<id>:webhook` / `<id>:humanlayer` name a request's side keys, not requests: 404 (they
+    were read as records: a 500); HumanLayer's `allowed_responder_ids` must be a list of ids."""
+    api = Api(h, await new_key(h, "support-bot", "billing-bot"))
+    try:
+        status, _, _ = await api.call("POST", "/v1/requests", json={**LOOKUP, "id": "side-1"})
+        assert status in (200, 201)
+        for path in ("/v1/requests/side-1:webhook", "/v1/requests/side-1:trail"):
+            assert (await api.call("GET", path))[0] == 404
+            assert (await api.call("POST", path + "/cancel"))[0] == 404
+        call = {"run_id": "billing-bot", "call_id": "c-int", "spec": {"fn": "refund", "kwargs": {"a": 1}, "channel": {
+            "slack": {"channel_or_user_id": "C1", "allowed_responder_ids": 5}}}}
+        status, body, _ = await api.call("POST", "/humanlayer/v1/function_calls", json=call)
+        assert status == 400 and body["error"]["field"] == "channel.slack.allowed_responder_ids"
+        call["spec"]["channel"]["slack"]["allowed_responder_ids"] = "U0ALICE"  # was split into letters
+        assert (await api.call("POST", "/humanlayer/v1/function_calls", json=call))[0] == 400
+    finally:
+        await api.close()

@@ -66,8 +66,15 @@ def _agent(key: ApiKey, run_id: str) -> str:
 
 
 def _slack(channel: dict[str, Any] | None) -> dict[str, Any]:
-    slack = (channel or {}).get("slack")
-    return slack if isinstance(slack, dict) else {}
+    """The channel's `slack` object; 400 when `allowed_responder_ids` is not a list of ids."""
+    slack = (channel or {}).get("slack") if isinstance(channel, dict) else None
+    if not isinstance(slack, dict):
+        return {}
+    ids = slack.get("allowed_responder_ids")
+    if ids is not None and not (isinstance(ids, list) and all(isinstance(x, str) for x in ids)):
+        raise ApiError(400, "invalid_request", "channel.slack.allowed_responder_ids: a list of Slack user ids",
+                       field="channel.slack.allowed_responder_ids")
+    return slack
 
 
 def _summary(fn: str, kwargs: dict[str, Any]) -> str:

@@ -23,6 +23,7 @@ from bot.intake import describe
 from store.api_keys import ApiKey
 from store.api_requests import ApiStore
 from store.errors import AlreadyDecided, Conflict, NotFound
+from store.keys import is_request_id
 from store.models import MAX_ENTRY_BYTES, Decision, Record, Request, utcnow
 from store.redis_store import Store
 from store.transitions import withdraw
@@ -129,6 +130,8 @@ class Requests:
         return record
 
     async def _record(self, rid: str) -> Record | None:
+        if not is_request_id(rid):  # not a request's id (`x:webhook` names another key of x)
+            return None
         try:
             return await self.store.get(rid)
         except NotFound:
