@@ -186,6 +186,15 @@ class Scheduler(DueWorker):
 
     # ---- events ---------------------------------------------------------------------------
 
+    async def _still_open(self, rid: str, level: int) -> bool:
+        """Whether the request still waits at escalation level `level` (no decision, no other
+        replica having run this level since), so its notices are still owed."""
+        try:
+            record = await self.store.get(rid)
+        except NotFound:
+            return False
+        return record.state is State.pending and record.escalation_level == level
+
     async def _paused(self) -> bool:
         """The pause switch as Redis holds it now (every replica's `/hitl pause`)."""
         return (await self.store.control()).get("paused") == "1"
@@ -246,11 +255,15 @@ class Scheduler(DueWorker):
         for target in targets:
             approvers += await self._approvers(record, target)
         await self._apply(record.id, lambda r: grant(r, approvers=approvers))
+        if not await self._still_open(record.id, n):  # decided (or escalated elsewhere) meanwhile: nobody is told
+            return None
         permalink = await self._permalink(record.channel, record.ts)
         sent = await self.store.notices_sent(record.id)
         for target in targets:
             if f"{n}:{target}" in sent:
                 continue  # this level is being retried: each notice goes out once
+            if not await self._still_open(record.id, n):
+                return None
             try:
                 await self._notify(record, target, number, waited, permalink)
             except Permanent as e:
@@ -274,9 +287,11 @@ class Scheduler(DueWorker):
         now_ms = self.now_ms()
         seconds = max(0.0, (now_ms - due) / 1000)
         now = from_epoch(self.clock())
+        # counted once: a replica that ran the same level (its lease ran out under a slow
+        # Slack) finds the level recorded already and records nothing
         applied = await self._apply(record.id, lambda r: escalate(
             r, now=now, level=number, targets=targets, approvers=approvers, seconds=seconds,
-            failed=failed, next_due_ms=next_level_ms(r, tier, now_ms)))
+            failed=failed, next_due_ms=next_level_ms(r, tier, now_ms)) if r.escalation_level == n else None)
         if applied:
             self.stats["escalated"] += 1
             self.on_change()

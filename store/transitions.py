@@ -320,8 +320,7 @@ def escalate(
         t.fields["escalation_level"] = str(record.escalation_level + 1)
         notified = list(dict.fromkeys([*record.escalated_to, *targets]))
         t.fields["escalated_to"] = _dump(notified)
-        extra = list(dict.fromkeys([*record.extra_approvers, *approvers]))
-        t.fields["extra_approvers"] = _dump(extra[:MAX_EXTRA_APPROVERS])
+        t.fields["extra_approvers"] = _dump(_widened(record, approvers))
     else:
         t.update_card = False
     if record.time_to_escalate_s is None:
@@ -335,12 +334,18 @@ def escalate(
     return t
 
 
+def _widened(record: Record, approvers: list[str]) -> list[str]:
+    """The extra approvers with `approvers` added, at most MAX_EXTRA_APPROVERS: the people a
+    level is about to notify first (each of them may decide when told), then earlier ones."""
+    return list(dict.fromkeys([*approvers, *record.extra_approvers]))[:MAX_EXTRA_APPROVERS]
+
+
 def grant(record: Record, *, approvers: list[str]) -> Transition | None:
     """Let the people an escalation level is about to notify decide, before they are told
     (None: they already may). The card is not redrawn; `escalate` records the level."""
     if record.state is not State.pending:
         raise AlreadyDecided(record)
-    extra = list(dict.fromkeys([*record.extra_approvers, *approvers]))[:MAX_EXTRA_APPROVERS]
+    extra = _widened(record, approvers)
     if extra == record.extra_approvers:
         return None
     t = Transition(record, update_card=False)

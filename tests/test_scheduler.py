@@ -53,6 +53,7 @@ class World:
     t0: float = field(default_factory=time.time)
     offset: float = 0.0
     schedulers: list[Scheduler] = field(default_factory=list)
+    engine: PolicyEngine = ENGINE
 
     def clock(self) -> float:
         return self.t0 + self.offset
@@ -60,7 +61,7 @@ class World:
     def scheduler(self) -> Scheduler:
         # posting slots as wide as the harness's (the emulator here does not rate-limit; the
         # scheduler's pacing has its own tests, in tests/test_scheduler_pacing.py)
-        s = Scheduler(self.store, Gateway(self.slack), lambda: ENGINE, clock=self.clock,
+        s = Scheduler(self.store, Gateway(self.slack), lambda: self.engine, clock=self.clock,
                       slot_window=lambda: post_window(100.0, 100.0))
         self.schedulers.append(s)
         return s
@@ -74,9 +75,9 @@ class World:
         await store.ensure_group()
         entry = await store.redis.xadd(store.keys.requests, {"request": req.model_dump_json()})
         await store.redis.xreadgroup(GROUP, "test", {store.keys.requests: ">"}, count=100)
-        route = honour_user_request(req, ENGINE.route(req))
+        route = honour_user_request(req, self.engine.route(req))
         now = from_epoch(self.clock())
-        deadlines = plan(req, route, tier_of(ENGINE, route), int(self.clock() * 1000))
+        deadlines = plan(req, route, tier_of(self.engine, route), int(self.clock() * 1000))
         await store.accept(entry, Accepted(req, route, None, post=False, deadlines=deadlines), now)
         assert req.id is not None
         if post:
@@ -387,3 +388,74 @@ async def test_a_level_grants_before_it_notifies_and_notifies_once(w: World) -> 
     assert done.escalation_level == 2 and len(_dms(w, "U0DAVE")) == 1  # notified once
     assert "<@U0DAVE>, <!subteam^S0MANAGERS>" in w.thread(done)[-1]
     assert [d.get("level") for e, d in await w.events(rec.id) if e == "escalated"] == [1, 2]
+
+
+LEVELS = PolicyEngine.from_yaml("""
+defaults: {channel: "#approvals", approvers: ["U0ALICE"]}
+tiers:
+  low: {mode: auto}
+  medium:
+    mode: approve
+    timeout: 200s
+    escalation:
+      - {after: 30s, notify: ["#approvals-leads", "U0DAVE"]}
+      - {after: 50s, notify: ["U0ERIN"]}
+      - {after: 70s, notify: ["U0CAROL"]}
+  high: {mode: approve}
+triggers: {first_use: {enabled: false}}
+""")
+
+
+async def test_nobody_is_told_to_decide_a_request_decided_while_the_level_ran(w: World) -> None:
+    """Alice approves while the level is still finding who to tell (Slack slow to list the
+    channel): no channel post, no DM, no thread note go out for the decided request."""
+    w.engine = LEVELS
+    rec = await w.request()
+    s = w.scheduler()
+    w.offset = 31
+    w.emu.inject("conversations.members", delay=2.0)  # the approval lands inside this wait
+    running = asyncio.create_task(s.run_once())
+    await asyncio.sleep(0.4)
+    now = from_epoch(w.clock())
+    await w.store.apply(vote(await w.store.get(rec.id), user_id="U0ALICE", name="alice", choice=Choice.approve,
+                             now=now), now)
+    await running
+    assert (await w.store.get(rec.id)).decision.status is Status.approved  # type: ignore[union-attr]
+    assert w.emu.messages("#approvals-leads") == [] and w.emu.messages("U0DAVE") == []
+    assert w.thread(rec) == []
+
+
+async def test_a_level_two_replicas_ran_is_counted_once_and_the_next_still_comes(w: World) -> None:
+    """Replica A's level 1 outlasts its lease on a slow Slack, so replica B runs level 1 too:
+    the level is recorded once, and levels 2 and 3 are still granted and told."""
+    w.engine = LEVELS
+    w.emu.add_user("U0ERIN", "erin")
+    rec = await w.request()
+    a, b = w.scheduler(), w.scheduler()
+    w.offset = 31
+    w.emu.inject("chat.getPermalink", delay=1.0)  # A's call is slow
+    slow = asyncio.create_task(a.run_once())
+    await asyncio.sleep(0.3)
+    w.offset = 62  # A's 30 s lease ran out while it waits on Slack
+    while await b.run_once():
+        pass
+    await slow
+    for t in (75, 90, 120, 150, 199):
+        await step(w, t, s=b)
+    final = await w.store.get(rec.id)
+    levels = [d["level"] for e, d in await w.events(rec.id) if e == "escalated"]
+    assert levels == [1, 2, 3], levels
+    assert {"U0DAVE", "U0ERIN", "U0CAROL"} <= set(final.extra_approvers)
+    assert len(w.emu.messages("U0ERIN")) == 1 and len(w.emu.messages("U0DAVE")) == 1
+
+
+def test_people_a_level_is_about_to_tell_are_never_cut_from_who_may_decide() -> None:
+    """Extra approvers are capped; the newest level's people come first, so a DM's reader can
+    always decide (the cap used to keep a 1,000-member channel and cut later levels' people)."""
+    from store.transitions import MAX_EXTRA_APPROVERS, grant
+
+    rec = Record(request=Request(id="x", agent="a", action="b", summary="s"), route=ENGINE.route(
+        Request(id="x", agent="a", action="b", summary="s")), created_at=from_epoch(0),
+        extra_approvers=[f"U{i:05d}" for i in range(MAX_EXTRA_APPROVERS)])
+    t = grant(rec, approvers=["U0ERIN"])
+    assert t is not None and "U0ERIN" in json.loads(t.fields["extra_approvers"])
