@@ -173,3 +173,34 @@ async def test_an_id_naming_another_key_of_a_request_and_odd_humanlayer_fields_a
         assert (await api.call("POST", "/humanlayer/v1/function_calls", json=call))[0] == 400
     finally:
         await api.close()
+
+
+async def test_events_resumed_after_more_than_a_page_of_decisions_send_them_all(h: Harness) -> None:
+    """Resuming with Last-Event-ID sends every decision since, however many (only the first
+    page of 500 used to be sent, the rest never), each once, then the live ones."""
+    import aiohttp
+
+    key = await new_key(h, "support-bot")
+    r = h.store.redis
+    n = 620
+    async with r.pipeline(transaction=False) as p:
+        for i in range(n):
+            p.xadd(h.store.keys.requests, {"request": json.dumps({**LOOKUP, "id": f"sse-{i}"})})
+        await p.execute()
+    await eventually(lambda: _at_least(r.xlen(h.store.keys.decisions), n), 60, "all decided")
+    first = (await r.xrange(h.store.keys.decisions, count=1))[0][0]
+    got: list[str] = []
+    async with aiohttp.ClientSession() as s, s.get(
+            f"http://127.0.0.1:{h.bot.port}/v1/events",
+            headers={"Authorization": f"Bearer {key}", "Last-Event-ID": first}) as resp:
+        async with asyncio.timeout(30):
+            async for line in resp.content:
+                if line.startswith(b"id: "):
+                    got.append(line[4:].strip().decode())
+                    if len(got) == n - 1:
+                        break
+    assert len(got) == len(set(got)) == n - 1 and first not in got
+
+
+async def _at_least(count: Any, n: int) -> bool:
+    return int(await count) >= n

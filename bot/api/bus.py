@@ -153,7 +153,7 @@ class DecisionBus:
                     fut.set_result(decision)
         if not self._subscribers:
             return
-        agents = await self.api.agents_of([rid for _, rid, _ in rows])
+        agents = await self.api.owners_of(rows)
         for row, agent in zip(rows, agents, strict=True):
             for sub in list(self._subscribers):
                 if agent in sub.agents:

@@ -21,6 +21,8 @@ from store.models import MAX_ENTRY_BYTES
 
 BODY_LIMIT = MAX_ENTRY_BYTES
 KEEPALIVE_S = 15.0
+BACKLOG_PAGE = 500
+"""Decisions read at a time when a stream resumes from Last-Event-ID (all pages are sent)."""
 
 
 def _json(model: Any, status: int = 200) -> web.Response:
@@ -96,13 +98,17 @@ async def _stream(request: web.Request, bus: DecisionBus, service: Requests,
         last = request.headers.get("Last-Event-ID", "")
         if not re.fullmatch(r"\d{1,20}-\d{1,20}", last):
             last = ""
-        if last:
-            backlog = await service.api.decisions_after(last)
-            owners = await service.api.agents_of([rid for _, rid, _ in backlog])
-            for (sid, _rid, decision), agent in zip(backlog, owners, strict=True):
-                if agent in agents:
-                    await resp.write(_event(sid, decision))
-                    last = sid
+        if last:  # everything after it, page by page (the live feed queues up meanwhile)
+            while True:
+                backlog = await service.api.decisions_after(last, BACKLOG_PAGE)
+                owners = await service.api.owners_of(backlog)
+                for (sid, _rid, decision), agent in zip(backlog, owners, strict=True):
+                    if agent in agents:
+                        await resp.write(_event(sid, decision))
+                if backlog:
+                    last = backlog[-1][0]  # read past: the live feed skips up to here
+                if len(backlog) < BACKLOG_PAGE:
+                    break
         loop = asyncio.get_running_loop()
         quiet_since = loop.time()
         while not sub.overflowed and request.transport is not None and not request.transport.is_closing():
