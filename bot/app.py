@@ -165,31 +165,36 @@ class Bot:
             return 0.0
 
     async def reload_policy(self) -> bool:
-        """Re-read the policy file; an invalid one is audited and the policy in force is kept."""
+        """Re-read the policy file; an invalid one is audited and the policy in force is kept.
+        A new policy goes into force only once its `policy_changed` entry is written: when the
+        audit fails (Redis away, out of memory) this raises and the old policy stays."""
         now = utcnow()
         try:
-            changed = self.policy.reload()
+            found = self.policy.candidate()
         except PolicyError as e:
             await self.store.audit_system("policy_rejected", "system",
                                           {"source": e.source, "errors": e.errors}, now)
             return False
-        if changed:
-            await self.store.audit_system("policy_changed", "system",
-                                          {"source": self.policy().source, "digest": self.policy.digest}, now)
-        return changed
+        if found is None:
+            return False
+        engine, digest = found
+        await self.store.audit_system("policy_changed", "system", {"source": engine.source, "digest": digest}, now)
+        self.policy.install(engine, digest)
+        return True
 
     async def _watch_policy(self) -> None:
         while True:
             await asyncio.sleep(2.0)
             mtime = self._mtime()
             if mtime != self._policy_mtime:
-                self._policy_mtime = mtime
                 try:
                     await self.reload_policy()
-                except UNREACHABLE as e:  # the file is read again at the next change or SIGHUP
-                    log.warning("policy reload not audited: Redis unavailable (%s)", type(e).__name__)
+                    self._policy_mtime = mtime  # read again every 2 s until it goes in (audited)
+                except UNREACHABLE as e:
+                    log.warning("policy change not in force yet: Redis unavailable to audit it (%s)",
+                                type(e).__name__)
                 except Exception:
-                    log.exception("policy reload failed")
+                    log.exception("policy reload failed; trying again")
 
     async def stop(self) -> None:
         """Stop reading new entries, finish in-flight work, close everything."""

@@ -228,6 +228,17 @@ async def _housekeep() -> int:
     return await housekeeping.run(settings)
 
 
+async def _reload_policy(bot: Any) -> None:
+    """SIGHUP: read the policy file again; a failure (Redis away to audit it) keeps the policy
+    in force, logged (the file watcher tries again)."""
+    import logging
+
+    try:
+        await bot.reload_policy()
+    except Exception as e:
+        logging.getLogger("hitl").error("policy reload on SIGHUP failed, the policy in force is kept: %s", e)
+
+
 async def _run() -> int:
     import asyncio
     import logging
@@ -249,7 +260,7 @@ async def _run() -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(bot.reload_policy()))
+    loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(_reload_policy(bot)))
     await bot.start()
     await stop.wait()
     logging.getLogger("hitl").info("hitl: stopping (finishing in-flight work)")

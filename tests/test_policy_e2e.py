@@ -136,6 +136,31 @@ async def test_malformed_reload_keeps_the_policy_in_force(h: Harness, policy_fil
     assert any(e.event == "policy_changed" for e in await h.store.audit_entries())
 
 
+async def test_a_policy_change_goes_into_force_only_once_it_is_audited(h: Harness, policy_file: Path) -> None:
+    """Redis refuses writes (out of memory) when the file changes: the new policy stays out of
+    force (it used to go in with no `policy_changed` entry, ever). Once Redis takes writes again
+    the watcher tries again, audits it, and only then routes by it."""
+    from redis.exceptions import ResponseError
+
+    before = h.bot.policy.digest
+    r = h.store.redis
+    await r.config_set("maxmemory-policy", "noeviction")
+    await r.config_set("maxmemory", "1")
+    try:
+        policy_file.write_text(POLICY.replace("buy_crypto", "sell_crypto"))
+        await asyncio.sleep(2.5)  # the file watcher (every 2 s) meets the change while Redis refuses
+        with pytest.raises(ResponseError):
+            await h.bot.reload_policy()  # SIGHUP, `/hitl policy reload`: the same
+        assert h.bot.policy.digest == before and await _audited(h) is None
+    finally:
+        await r.config_set("maxmemory", "0")
+    changed = await eventually(lambda: _audited(h), 10, "the change audited by the watcher")
+    assert h.bot.policy.digest != before and changed.detail["digest"] == h.bot.policy.digest
+
+
+async def _audited(h: Harness):  # type: ignore[no-untyped-def]
+    return next((e for e in await h.store.audit_entries() if e.event == "policy_changed"), None)
+
 def test_malformed_policy_at_start_is_a_clear_error(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yml"
     bad.write_text('rules:\n  - name: r\n    when: "request.risk.amount >"\n    tier: high\n')

@@ -44,6 +44,16 @@ class PolicyHolder:
     def reload(self) -> bool:
         """Re-read the file; True if the policy changed. An invalid file keeps the old policy,
         is logged, kept in `last_error`, and raised as PolicyError."""
+        found = self.candidate()
+        if found is None:
+            return False
+        self.install(*found)
+        return True
+
+    def candidate(self) -> tuple[PolicyEngine, str] | None:
+        """The file's policy and digest when it differs from the one in force (None when it is
+        the same), not yet in force: `install` it. An invalid file is logged, kept in
+        `last_error`, and raised as PolicyError."""
         try:
             engine, digest = self._load()
         except PolicyError as e:
@@ -52,11 +62,12 @@ class PolicyHolder:
                       self.digest[:12], e)
             raise
         self.last_error = None
-        if digest == self.digest:
-            return False
+        return None if digest == self.digest else (engine, digest)
+
+    def install(self, engine: PolicyEngine, digest: str) -> None:
+        """Put a `candidate` in force."""
         self._engine, self.digest = engine, digest
         log.info("policy reloaded from %s (%s)", engine.source, digest[:12])
-        return True
 
 
 def _digest(text: str) -> str:
