@@ -195,17 +195,24 @@ class Scheduler(DueWorker):
             return False
         return record.state is State.pending and record.escalation_level == level
 
+    async def _outcome(self, record: Record, tier: ResolvedTier | None) -> Status:
+        """What nobody deciding in time leads to: the tier's `on_timeout`, except that nothing
+        is approved by the clock while automation is paused (`/hitl pause` stops everything
+        running on its own) or for a request routed while it was."""
+        status = on_timeout(record, tier)
+        if status is Status.auto_approved and (record.route.paused or await self._paused()):
+            return Status.expired
+        return status
+
     async def _paused(self) -> bool:
         """The pause switch as Redis holds it now (every replica's `/hitl pause`)."""
         return (await self.store.control()).get("paused") == "1"
 
     async def _expire(self, record: Record, tier: ResolvedTier | None) -> int | None:
-        status = on_timeout(record, tier)
+        status = await self._outcome(record, tier)
         waited = fmt_duration(timeout_s(record.request, record.route))
         reason = f"No decision in {waited}"
-        if status is Status.auto_approved and (record.route.paused or await self._paused()):
-            # `/hitl pause` stops everything running on its own, an approval by the clock too
-            status = Status.expired
+        if status is not on_timeout(record, tier):
             reason += f"; the {record.route.tier} tier would approve it, but automation is paused"
         elif status is Status.auto_approved:
             reason += f"; the {record.route.tier} tier approves what nobody decides in time"
@@ -225,13 +232,17 @@ class Scheduler(DueWorker):
             return due  # counted from posting, which came later than receipt
         who = [*record.route.approvers]
         left = (expire_at_ms(record) - self.now_ms()) / 1000
-        message = reminder_message(record, who, left, on_timeout(record, tier))
+        message = reminder_message(record, who, left, await self._outcome(record, tier))
+        current = await self.store.get(record.id)
+        if current.state is not State.pending or current.reminders != record.reminders:
+            return None  # decided meanwhile, or another replica sent this reminder
         await self._post(record.channel, record.route.channel, f"remind:{record.id}",
                          thread_ts=record.ts, reply_broadcast=not who, **message)
         now = from_epoch(self.clock())
         now_ms = self.now_ms()
         await self._apply(record.id, lambda r: remind(
-            r, now=now, mentioned=who, next_due_ms=next_reminder_ms(r, tier, now_ms)))
+            r, now=now, mentioned=who, next_due_ms=next_reminder_ms(r, tier, now_ms))
+            if r.reminders == record.reminders else None)  # counted once
         self.stats["reminded"] += 1
         return None
 
