@@ -1,111 +1,23 @@
 """Bounded JSON: the limits every value from outside (a queue entry, an edit) is held to.
 
-A value that passes these checks can be stored, read back by every reader (pydantic, Lua's
-cjson, JavaScript) and shown on a card; one that does not is refused with a reason in words,
-before anything is stored. Python's `json` alone accepts `NaN`, `1e400` (as infinity), nesting
-deep enough to exceed other parsers' limits, integers too long to convert back to text, and
-`\\ud800` escapes that decode to half a surrogate pair: text no UTF-8 store can hold.
+One copy, shared with the agent SDK (`hitl.bounds`, which checks each request against the same
+limits before sending it); this module keeps the bot's import path.
 """
 
 from __future__ import annotations
 
-import json
-import math
-import re
-from typing import Any
+from hitl.bounds import (
+    MAX_DEPTH,
+    MAX_DIGITS,
+    MAX_NUMBER,
+    OutOfBounds,
+    check_depth,
+    check_entry,
+    check_number,
+    check_unicode,
+    check_value,
+    loads,
+)
 
-MAX_DEPTH = 32
-"""Nesting of objects and lists in one request (the request object itself is level 1)."""
-MAX_NUMBER = 1e15
-"""Largest magnitude of any number (risk.amount's cap; every integer up to it is exact as a
-double, so JavaScript and Lua agents read the same value). Larger ids belong in strings."""
-MAX_DIGITS = 16
-"""Digits of an integer (len(str(10**15)))."""
-
-
-class OutOfBounds(ValueError):
-    """A value outside the limits; the message says which limit, in plain words."""
-
-
-def check_number(value: float | int) -> float | int:
-    """`value` itself when it is finite and within ±MAX_NUMBER, else OutOfBounds."""
-    if isinstance(value, float) and not math.isfinite(value):
-        raise OutOfBounds(f"{value} is not a finite number")
-    if abs(value) > MAX_NUMBER:
-        raise OutOfBounds(f"{_short(value)} is out of range (numbers are at most 1e15 in magnitude; "
-                          "send larger ids as text)")
-    return value
-
-
-def _int(text: str) -> int:
-    if len(text.lstrip("-")) > MAX_DIGITS:
-        raise OutOfBounds(f"the integer {_clip(text)} has {len(text.lstrip('-'))} digits "
-                          f"(numbers are at most 1e15 in magnitude; send larger ids as text)")
-    return int(check_number(int(text)))
-
-
-def _float(text: str) -> float:
-    return float(check_number(float(text)))
-
-
-def _constant(text: str) -> Any:
-    raise OutOfBounds(f"{text} is not a number JSON allows")
-
-
-_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
-"""Where a lone surrogate can come from: raw UTF-8 cannot hold one, only a JSON escape can."""
-
-
-def loads(text: str | bytes) -> Any:
-    """Parse JSON within MAX_DEPTH, MAX_NUMBER, finite numbers and text that is Unicode;
-    OutOfBounds or json.JSONDecodeError (both ValueError) otherwise."""
-    try:
-        data = json.loads(text, parse_int=_int, parse_float=_float, parse_constant=_constant)
-    except RecursionError as e:  # nested far past MAX_DEPTH
-        raise OutOfBounds(f"nested more than {MAX_DEPTH} levels deep") from e
-    opened = text.count("{") + text.count("[") if isinstance(text, str) else MAX_DEPTH + 1
-    if opened > MAX_DEPTH:  # otherwise it cannot nest deeper (brackets in strings only add)
-        check_depth(data)
-    if _SURROGATE_ESCAPE.search(text if isinstance(text, str) else text.decode("utf-8", "replace")):
-        check_unicode(data)  # a pair (an emoji written as two escapes) is fine: it decodes whole
-    return data
-
-
-def check_unicode(data: Any) -> None:
-    """OutOfBounds when a key or a text holds a lone surrogate (`\\ud800` without its pair)."""
-    level = [data]
-    while level:
-        value = level.pop()
-        texts = [*value.keys(), *value.values()] if isinstance(value, dict) else \
-            value if isinstance(value, list) else [value]
-        for t in texts:
-            if isinstance(t, str):
-                try:
-                    t.encode("utf-8")
-                except UnicodeEncodeError as e:
-                    raise OutOfBounds(f"text {_clip(t.encode('utf-8', 'backslashreplace').decode())!r} holds "
-                                      f"{t[e.start].encode('unicode_escape').decode()}, half of a surrogate "
-                                      "pair: not Unicode text") from e
-            elif isinstance(t, dict | list) and t is not value:
-                level.append(t)
-
-
-def check_depth(data: Any) -> None:
-    """OutOfBounds when lists and objects nest deeper than MAX_DEPTH."""
-    level: list[tuple[Any, int]] = [(data, 1)]
-    while level:
-        value, depth = level.pop()
-        children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
-        for child in children:
-            if isinstance(child, dict | list):
-                if depth + 1 > MAX_DEPTH:
-                    raise OutOfBounds(f"nested more than {MAX_DEPTH} levels deep")
-                level.append((child, depth + 1))
-
-
-def _clip(text: str) -> str:
-    return text if len(text) <= 24 else f"{text[:10]}...{text[-6:]}"
-
-
-def _short(value: float | int) -> str:
-    return _clip(str(value)) if isinstance(value, int) else f"{value:g}"
+__all__ = ["MAX_DEPTH", "MAX_DIGITS", "MAX_NUMBER", "OutOfBounds", "check_depth", "check_entry",
+           "check_number", "check_unicode", "check_value", "loads"]

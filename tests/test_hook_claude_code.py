@@ -13,10 +13,12 @@ from typing import Any
 import pytest
 
 from tests.harness import Harness
-from tests.redis_server import free_port
+from tests.redis_server import RedisServer, free_port
 from tests.reviewer import approve, card_for, edit, h, reject
+from tests.test_sdk_resume import _hang, hung_redis
+from tests.util import eventually
 
-__all__ = ["h"]
+__all__ = ["h", "hung_redis"]
 
 EVENT = {"session_id": "sess-1", "transcript_path": "/tmp/t.jsonl", "cwd": "/work/app",
          "permission_mode": "default", "hook_event_name": "PreToolUse", "tool_name": "Bash",
@@ -24,11 +26,12 @@ EVENT = {"session_id": "sess-1", "transcript_path": "/tmp/t.jsonl", "cwd": "/wor
          "tool_use_id": "toolu_01"}
 
 
-async def run_hook(stdin: str | bytes, redis_url: str, timeout: float = 30) -> dict[str, Any]:
+async def run_hook(stdin: str | bytes, redis_url: str, timeout: float | None = 30,
+                   **env: str) -> dict[str, Any]:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "hitl", "hook", "claude-code", "--timeout", str(timeout),
+        sys.executable, "-m", "hitl", "hook", "claude-code", *(["--timeout", str(timeout)] if timeout else []),
         stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, "REDIS_URL": redis_url})
+        env={**os.environ, "REDIS_URL": redis_url, **env})
     out, err = await proc.communicate(stdin if isinstance(stdin, bytes) else stdin.encode())
     assert proc.returncode == 0, err
     result = json.loads(out)
@@ -73,6 +76,70 @@ async def test_no_decision_in_time_asks_and_the_request_stays_open(h: Harness) -
     await approve(h, rec)
     assert (await task)["permissionDecision"] == "allow"
     assert await h.store.redis.zcard(h.store.keys.pending) == 0
+
+
+async def test_a_retried_hook_gets_an_approval_given_while_it_waits(h: Harness) -> None:
+    """The retried hook is a new client: its request is a duplicate, whose decision the bot
+    publishes to the first hook's reply stream. The retry must get it all the same."""
+    out = await run_hook(json.dumps(EVENT), h.redis_url, timeout=0.5)
+    assert out["permissionDecision"] == "ask"
+    rec = await card_for(h, "Bash")
+    task = asyncio.create_task(run_hook(json.dumps(EVENT), h.redis_url, timeout=30))
+
+    async def resubmitted() -> bool:  # the bot has handled the retry's submission: it waits now
+        return any(e.event == "duplicate" for e in await h.store.trail(rec.id))
+
+    await eventually(resubmitted, what="the retried hook's request")
+    await approve(h, rec)
+    assert (await task)["permissionDecision"] == "allow"
+
+
+@pytest.mark.parametrize("env", [
+    {"REDIS_URL": "localhost:6379"},  # no scheme
+    {"REDIS_URL": "redis+cluster://h:1/3"},
+    {"HITL_HOOK_TIMEOUT": "55s"},
+    {"HITL_HOOK_TIMEOUT": "-1"},
+    {"HITL_HOOK_TIMEOUT": "nan"},
+])
+async def test_bad_config_asks_with_a_reason(h: Harness, env: dict[str, str]) -> None:
+    """Whatever is wrong, the hook answers (exit 0, valid JSON): ask, never allow."""
+    out = await run_hook(json.dumps(EVENT), h.redis_url, timeout=None, **env)
+    assert out["permissionDecision"] == "ask"
+    assert next(iter(env)) in out["permissionDecisionReason"] or "timeout" in out["permissionDecisionReason"]
+    assert await h.store.redis.xlen(h.store.keys.requests) == 0
+
+
+async def test_arguments_the_request_cannot_mark_editable_are_still_reviewed(h: Harness) -> None:
+    """`draft` names the request's own draft in `editable`, and names are at most 100
+    characters: such arguments are shown and reviewed, just not editable."""
+    long_key = "k" * 101
+    event = {**EVENT, "tool_name": "mcp__mail__send",
+             "tool_input": {"to": "ana@example.com", "draft": "Hi Ana", long_key: "v"}}
+    task = asyncio.create_task(run_hook(json.dumps(event), h.redis_url))
+    rec = await card_for(h, "mcp__mail__send")
+    assert rec.request.editable == ["to"] and rec.request.params["draft"] == "Hi Ana"
+    await approve(h, rec)
+    assert (await task)["permissionDecision"] == "allow"
+
+
+async def test_the_hook_answers_within_its_timeout_while_redis_hangs(hung_redis: RedisServer) -> None:
+    import redis.asyncio as aioredis
+
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "hitl", "hook", "claude-code", "--timeout", "2",
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "REDIS_URL": hung_redis.url})
+    assert proc.stdin is not None and proc.stdout is not None
+    proc.stdin.write(json.dumps(EVENT).encode())
+    proc.stdin.close()
+    r = aioredis.Redis.from_url(hung_redis.url)
+    await eventually(lambda: r.xlen("hitl:requests"), what="the hook's request")
+    await r.aclose()
+    _hang(hung_redis)  # Redis stops answering while the hook waits
+    # an upper bound only to catch the overrun (before: about 40 s with --timeout 2)
+    out = await asyncio.wait_for(proc.stdout.read(), 20)
+    assert await proc.wait() == 0
+    assert json.loads(out)["hookSpecificOutput"]["permissionDecision"] == "ask"
 
 
 async def test_unreachable_redis_asks(redis_url: str) -> None:

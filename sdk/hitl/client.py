@@ -15,9 +15,9 @@ import asyncio
 import contextlib
 import inspect
 import json
-import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -27,6 +27,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from hitl import config
+from hitl.bounds import OutOfBounds, check_entry, check_value
 from hitl.connect import connect
 from hitl.errors import DecisionTimeout, InvalidRequest, Unreachable
 from hitl.keys import AgentKeys
@@ -35,8 +36,36 @@ from hitl.protocol import AgentMessage, Decision, Kind, Request
 OnMessage = Callable[[AgentMessage], Awaitable[None] | None]
 
 BLOCK_MS = 10_000
+BLOCK_MARGIN_S = 2.0
+"""The blocking connection's socket timeout beyond BLOCK: a hung Redis is noticed this soon."""
 RECONNECT_S = 0.5
+LOCATE_S = 1.0
+"""Until the bot has stored a request, how often (at most) a wait looks up where its decision
+will be published while other requests' decisions arrive on `{prefix}:decisions`."""
 REDIS_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
+
+
+@dataclass
+class _Watch:
+    """The streams a wait reads (stream -> position), and what it knows of the request."""
+
+    streams: dict[str, str]
+    settled: bool
+    """The request's own reply stream is known (the only one watched then)."""
+    marker: bool
+    """An invalid marker answers when no request is stored (a resume, not a new try)."""
+
+
+def _reply_of(raw_request: str) -> str | None:
+    with contextlib.suppress(ValueError, AttributeError):
+        reply = json.loads(raw_request).get("reply_to")
+        return str(reply) if reply else None
+    return None
+
+
+def _timed_out(request_id: str, timeout: float | None) -> DecisionTimeout:
+    return DecisionTimeout(f"no decision for {request_id} within {timeout}s; "
+                           f"wait({request_id!r}) resumes it", [request_id])
 
 
 def validate(fields: dict[str, Any]) -> Request:
@@ -47,6 +76,18 @@ def validate(fields: dict[str, Any]) -> Request:
         problems = "; ".join(f"{'.'.join(str(x) for x in err['loc']) or 'request'}: {err['msg']}"
                              for err in e.errors())
         raise InvalidRequest(f"invalid request: {problems}") from e
+
+
+def entry(request: Request) -> str:
+    """The queue entry's `request` field for `request`; InvalidRequest when the bot would refuse
+    it (a number past 1e15, nesting past 32 levels, half a surrogate pair, over 64 KiB)."""
+    try:
+        check_value(request.model_dump(exclude_none=True))
+        text = request.model_dump_json(exclude_none=True)
+        check_entry(text)
+    except OutOfBounds as e:
+        raise InvalidRequest(f"invalid request: {e}") from e
+    return text
 
 
 class AsyncClient:
@@ -61,6 +102,7 @@ class AsyncClient:
         self.url = url
         self.reply_to = self.keys.results(name or f"client-{uuid.uuid4().hex[:12]}")
         self._replies: dict[str, str] = {}  # request id -> reply_to, for requests pushed here
+        self._sent: dict[str, _Watch] = {}  # request id -> where its first wait starts (submit)
         self._cluster = isinstance(client, RedisCluster)
 
     @classmethod
@@ -71,7 +113,7 @@ class AsyncClient:
         url = config.redis_url(url)
         # every REDIS_URL form: one server, redis+cluster://, redis+sentinel:// (hitl.connect)
         plain = connect(url, socket_timeout=5, retries=retries)
-        blocking = connect(url, socket_timeout=BLOCK_MS / 1000 + 10, retry=False)
+        blocking = connect(url, socket_timeout=BLOCK_MS / 1000 + BLOCK_MARGIN_S, retry=False)
         return cls(plain, blocking, prefix=prefix, name=name, agent=agent, url=url)
 
     async def close(self) -> None:
@@ -101,11 +143,34 @@ class AsyncClient:
         """Push a validated request; returns its id (client-chosen ids are idempotent)."""
         if not isinstance(request, Request):
             request = self.build(**request)
+        chosen = request.id is not None
         request = self._addressed(request)
-        assert request.id is not None
-        async with self._redis():
-            await self.redis.xadd(self.keys.requests, {"request": request.model_dump_json(exclude_none=True)})
+        assert request.id is not None and request.reply_to is not None
+        body = entry(request)
+        streams = self._streams(request.reply_to, chosen)
+        # The watched streams' newest ids, read before the XADD: the first `wait` for this id
+        # starts there, so no decision (not even the bot's refusal of it) slips in between.
+        if self._cluster:  # a cluster pipeline may run its commands on several nodes in any order
+            positions = await self._positions(streams)
+            async with self._redis():
+                await self.redis.xadd(self.keys.requests, {"request": body})
+        else:
+            async with self._redis(), self.redis.pipeline(transaction=False) as p:
+                for s in streams:
+                    p.xrevrange(s, count=1)
+                p.xadd(self.keys.requests, {"request": body})
+                res = await p.execute()
+            positions = {s: str(r[0][0]) if r else "0-0" for s, r in zip(streams, res, strict=False)}
+        if len(self._sent) >= 10_000:
+            self._sent.pop(next(iter(self._sent)))
+        self._sent[request.id] = _Watch(positions, settled=not chosen, marker=False)
         return request.id
+
+    def _streams(self, reply_to: str, chosen: bool) -> list[str]:
+        """Where a request's decision may arrive: its reply stream; for a client-chosen id (which
+        may be stored already, or be stored first from another client's try, whose reply
+        stream then gets the decision) also {prefix}:decisions, until the stored one is known."""
+        return list(dict.fromkeys([reply_to, self.keys.decisions] if chosen else [reply_to]))
 
     def _addressed(self, request: Request) -> Request:
         """`request` with an id (a new one unless the caller chose it) and a reply stream,
@@ -127,7 +192,8 @@ class AsyncClient:
         return await self.submit(self.build(**fields))
 
     async def decision(self, request_id: str) -> Decision | None:
-        """The stored decision of a request, or None while it is pending or unknown."""
+        """The stored decision of a request, or None while it is pending or unknown (an id
+        whose last try the bot refused, with no request stored, reports that `invalid`)."""
         async with self._redis():
             raw = await self.redis.hget(self.keys.request(request_id), "decision")
             raw = raw or await self.redis.get(self.keys.invalid(request_id))  # plain commands: they retry across a Redis restart
@@ -135,12 +201,21 @@ class AsyncClient:
 
     async def wait(self, request_id: str, timeout: float | None = None, *,
                    reply_to: str | None = None, on_message: OnMessage | None = None) -> Decision:
-        """Block until the request is decided; `DecisionTimeout` after `timeout` seconds.
+        """Block until the request is decided; `DecisionTimeout` after `timeout` seconds
+        (the whole call is bounded by it, Redis answering or not).
 
-        `on_message` is called with each interim message that arrives meanwhile (a person took
-        the case over, replied, or flagged an action that ran on its own as wrong)."""
-        stream = reply_to or self._replies.get(request_id) or await self._reply_stream(request_id)
-        return await self._wait(request_id, stream, await self._last_id(stream), timeout, on_message)
+        The decision is read where the bot publishes it: the reply stream stored with the
+        request (the first submission's, whichever client sent it), or `{prefix}:decisions`
+        until the bot has stored the request. `on_message` is called with each interim message
+        that arrives meanwhile (a person took the case over, replied, or flagged an action that
+        ran on its own as wrong)."""
+        async with self._bounded(request_id, timeout) as deadline:
+            sent = self._sent.pop(request_id, None) if reply_to is None else None
+            if sent is None:  # a resume: an invalid marker with no request stored answers it
+                own = reply_to or self._replies.get(request_id)
+                streams = [s for s in (own, self.keys.decisions) if s]
+                sent = _Watch(await self._positions(streams), settled=False, marker=True)
+            return await self._wait(request_id, sent, deadline, timeout, on_message)
 
     async def messages(self, request_id: str) -> list[AgentMessage]:
         """Every interim message of a request so far, oldest first (kept on the record)."""
@@ -152,30 +227,37 @@ class AsyncClient:
                   **fields: Any) -> Decision:
         """Push a request and wait for its decision (any status: check `decision.approved`)."""
         request = self.build(**fields)
-        if self._cluster:  # a cluster pipeline may run its commands on several nodes in any order
-            stream = request.reply_to or self.reply_to
-            last = await self._last_id(stream)
-            return await self._wait(await self.submit(request), stream, last, timeout, on_message)
         chosen = request.id is not None
         request = self._addressed(request)
         assert request.id is not None and request.reply_to is not None
         stream, key = request.reply_to, self.keys.request(request.id)
-        # One round trip, run in this order by Redis: the reply stream's newest id (the wait
-        # starts after it, so the decision cannot slip in before), a decision already stored
-        # (a chosen id decided earlier is not published again; and when the client sends the
-        # pipeline again after a lost connection, the first send may have been decided already:
-        # the newest id is then past its decision, and the stored one is the answer), the XADD.
-        async with self._redis(), self.redis.pipeline(transaction=False) as p:
-            p.xrevrange(stream, count=1)
-            p.hget(key, "decision")
-            p.get(self.keys.invalid(request.id))
-            p.xadd(self.keys.requests, {"request": request.model_dump_json(exclude_none=True)})
-            res = await p.execute()
-        last = str(res[0][0][0]) if res[0] else "0-0"
-        stored = res[1] or res[2]
-        if stored:
-            return Decision.model_validate_json(stored)
-        return await self._wait(request.id, stream, last, timeout, on_message, look_first=chosen)
+        body = entry(request)
+        streams = self._streams(stream, chosen)
+        async with self._bounded(request.id, timeout) as deadline:
+            if self._cluster:  # a cluster pipeline may run its commands on several nodes in any order
+                await self.submit(request)
+                watch = self._sent.pop(request.id)
+                if not chosen:  # addressed here: no other client's try can be stored under it
+                    watch = _Watch({stream: watch.streams[stream]}, settled=True, marker=False)
+                return await self._wait(request.id, watch, deadline, timeout, on_message, look_first=chosen)
+            # One round trip, run in this order by Redis: the watched streams' newest ids (the
+            # wait starts after them, so the decision cannot slip in before), a decision already
+            # stored (a chosen id decided earlier is not published again; and when the client
+            # sends the pipeline again after a lost connection, the first send may have been
+            # decided already: the newest id is then past its decision, and the stored one is
+            # the answer), the XADD. Only the request's own decision answers here: an invalid
+            # marker left by an earlier try of the id does not (this try is a new request).
+            async with self._redis(), self.redis.pipeline(transaction=False) as p:
+                for s in streams:
+                    p.xrevrange(s, count=1)
+                p.hget(key, "decision")
+                p.xadd(self.keys.requests, {"request": body})
+                res = await p.execute()
+            if stored := res[len(streams)]:
+                return Decision.model_validate_json(stored)
+            positions = {s: str(r[0][0]) if r else "0-0" for s, r in zip(streams, res, strict=False)}
+            watch = _Watch(positions, settled=not chosen, marker=False)
+            return await self._wait(request.id, watch, deadline, timeout, on_message, look_first=chosen)
 
     async def ask_human(self, question: str, options: list[str] | None = None, *,
                         timeout: float | None = None, **fields: Any) -> str:
@@ -187,48 +269,102 @@ class AsyncClient:
                                   timeout=timeout, **fields)
         return raise_unless_answered(decision)
 
-    async def _wait(self, request_id: str, stream: str, last: str, timeout: float | None,
+    @contextlib.asynccontextmanager
+    async def _bounded(self, request_id: str, timeout: float | None) -> AsyncIterator[float | None]:
+        """Bounds everything inside by `timeout` (a hung Redis included): DecisionTimeout then.
+        Yields the deadline (loop time), None for no timeout."""
+        if timeout is None:
+            yield None
+            return
+        deadline = asyncio.get_running_loop().time() + timeout
+        bound = asyncio.timeout_at(deadline)
+        try:
+            async with bound:
+                yield deadline
+        except TimeoutError as e:
+            if not bound.expired() or isinstance(e, DecisionTimeout):
+                raise
+            raise _timed_out(request_id, timeout) from e
+
+    async def _wait(self, request_id: str, watch: _Watch, deadline: float | None, timeout: float | None,
                     on_message: OnMessage | None = None, *, look_first: bool = True) -> Decision:
-        if look_first and (found := await self.decision(request_id)):
+        loop = asyncio.get_running_loop()
+        if look_first and (found := await self._locate(request_id, watch)):
             return found
-        deadline = None if timeout is None else time.monotonic() + timeout
+        next_locate = 0.0
         while True:
             block = BLOCK_MS
             if deadline is not None:
-                left = deadline - time.monotonic()
+                left = deadline - loop.time()
                 if left <= 0:
-                    raise DecisionTimeout(f"no decision for {request_id} within {timeout}s; "
-                                          f"wait({request_id!r}) resumes it", [request_id])
+                    raise _timed_out(request_id, timeout)
                 block = max(1, min(BLOCK_MS, int(left * 1000)))
             try:
-                rows = await self._blocking.xread({stream: last}, count=100, block=block)
+                rows = await self._blocking.xread(dict(watch.streams), count=100, block=block)
             except (RedisConnectionError, RedisTimeoutError):
-                # Redis restarting: wait a moment and carry on from the same stream position;
+                # Redis restarting: wait a moment and carry on from the same stream positions;
                 # the decision is stored by id too, in case it was published meanwhile
                 await asyncio.sleep(RECONNECT_S)
                 with contextlib.suppress(Unreachable):
-                    if found := await self.decision(request_id):
+                    if found := await self._locate(request_id, watch):
                         return found
                 continue
-            for _, entries in rows or []:
+            for stream, entries in rows or []:
+                if stream not in watch.streams:
+                    continue
                 for entry_id, fields in entries:
-                    last = entry_id
+                    watch.streams[stream] = entry_id
                     if fields.get("request_id") == request_id:
                         return Decision.model_validate(json.loads(fields["decision"]))
                     if on_message is not None and fields.get("message_for") == request_id:
                         result = on_message(AgentMessage.model_validate_json(fields["message"]))
                         if inspect.isawaitable(result):
                             await result
+            # Look at the stored state after a whole BLOCK with nothing for us (the decision may
+            # have gone where nobody listens here), and, until the request's reply stream is
+            # known, at most every LOCATE_S while other requests' decisions go by.
+            if not rows or (not watch.settled and loop.time() >= next_locate):
+                next_locate = loop.time() + LOCATE_S
+                with contextlib.suppress(Unreachable):
+                    if found := await self._locate(request_id, watch):
+                        return found
 
-    async def _reply_stream(self, request_id: str) -> str:
+    async def _locate(self, request_id: str, watch: _Watch) -> Decision | None:
+        """The stored decision, if any; else make `watch` follow the stream the decision will
+        be published to: the stored request's reply stream once the bot has stored it."""
+        key = self.keys.request(request_id)
+
+        async def stored(record: bool) -> str | None:
+            raw = await self.redis.hget(key, "decision")
+            if not raw and not record and watch.marker:  # no request stored: the last try's refusal
+                raw = await self.redis.get(self.keys.invalid(request_id))
+            return str(raw) if raw else None
+
         async with self._redis():
-            raw = await self.redis.hget(self.keys.request(request_id), "request")
-        if raw:
-            reply = json.loads(raw).get("reply_to")
-            if reply:
-                return str(reply)
-        # Not read by the bot yet (or no reply_to): every decision also goes to this stream.
-        return self.keys.decisions
+            decision, request = await self.redis.hmget(key, ["decision", "request"])
+            if decision:
+                return Decision.model_validate_json(decision)
+            if request is None:
+                if watch.marker and (raw := await stored(False)):
+                    return Decision.model_validate_json(raw)
+                if watch.settled:
+                    return None
+                target = self.keys.decisions  # every decision also goes there
+            else:
+                target = _reply_of(request) or self.keys.decisions
+            if target not in watch.streams:
+                # its newest id first, then the stored decision: one published before that id
+                # is stored by then (the bot stores and publishes in one script)
+                watch.streams[target] = await self._last_id(target)
+                if raw := await stored(request is not None):
+                    return Decision.model_validate_json(raw)
+        if request is not None:
+            watch.settled = True
+            watch.streams = {target: watch.streams[target]}
+        return None
+
+    async def _positions(self, streams: list[str]) -> dict[str, str]:
+        return {s: await self._last_id(s) for s in dict.fromkeys(streams)}
 
     async def _last_id(self, stream: str) -> str:
         async with self._redis():

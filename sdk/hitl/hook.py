@@ -18,8 +18,10 @@ from typing import Any
 
 from hitl.client import AsyncClient
 from hitl.config import stable_id
+from hitl.connect import BadRedisUrl
 from hitl.errors import DecisionTimeout, HitlError, describe
 from hitl.protocol import MAX_TEXT, Decision
+from hitl.review import editable_name
 
 DEFAULT_TIMEOUT_S = 55.0  # under Claude Code's default hook timeout of 60 s
 EDITABLE_MAX = 2000
@@ -58,7 +60,8 @@ def request_fields(event: dict[str, Any]) -> dict[str, Any]:
     session = str(event.get("session_id") or "")
     call = str(event.get("tool_use_id") or "")
     editable = [k for k, v in tool_input.items()
-                if isinstance(v, str | int | float | bool) and len(str(v)) <= EDITABLE_MAX][:20]
+                if isinstance(v, str | int | float | bool) and len(str(v)) <= EDITABLE_MAX
+                and editable_name(k)][:20]
     fields: dict[str, Any] = {
         "action": tool[:100], "summary": summary(tool, tool_input), "params": tool_input,
         "editable": editable,
@@ -83,10 +86,14 @@ def verdict(decision: Decision, tool_input: dict[str, Any]) -> dict[str, Any]:
 
 async def decide(event: dict[str, Any], client: AsyncClient, timeout_s: float) -> dict[str, Any]:
     fields = request_fields(event)
-    request_id = await client.submit(client.build(**{k: v for k, v in fields.items() if v is not None}))
+    request = client.build(**{k: v for k, v in fields.items() if v is not None})
+    request_id = request.id or "not sent"
     try:
-        decision = await client.wait(request_id, timeout_s)
-    except DecisionTimeout:
+        # the whole exchange (sending included) within the hook's time, Redis answering or not
+        async with asyncio.timeout(timeout_s):
+            request_id = await client.submit(request)
+            decision = await client.wait(request_id, timeout_s)
+    except (DecisionTimeout, TimeoutError):
         return output("ask", f"No decision in Slack within {timeout_s:g}s (hitl request {request_id}); "
                              "it stays open there. Asking here instead.")
     return verdict(decision, event["tool_input"])
@@ -100,22 +107,46 @@ async def run(raw: str, *, timeout_s: float, url: str | None = None) -> dict[str
             raise ValueError("the hook input is not a JSON object")
     except ValueError as e:
         return output("ask", f"hitl could not read the hook input ({e}); asking here instead.")
-    client = AsyncClient.from_url(url, agent=os.environ.get("HITL_AGENT") or "claude-code", retries=3)
+    client: AsyncClient | None = None
     try:
+        client = AsyncClient.from_url(url, agent=os.environ.get("HITL_AGENT") or "claude-code", retries=3)
         return await decide(event, client, timeout_s)
+    except BadRedisUrl as e:
+        return output("ask", f"hitl: REDIS_URL is not usable ({e}); asking here instead.")
     except (HitlError, ValueError) as e:
         return output("ask", f"{e} (asking here instead)")
     except Exception as e:  # the hook must answer whatever happens, and never with allow
         return output("ask", f"hitl failed ({type(e).__name__}: {e}); asking here instead.")
     finally:
-        with contextlib.suppress(Exception):  # closing a client whose Redis is gone may fail
-            await client.close()
+        if client is not None:
+            with contextlib.suppress(Exception):  # closing a client whose Redis is gone may fail
+                async with asyncio.timeout(2):
+                    await client.close()
+
+
+def timeout_from(value: float | None, env: str | None) -> float:
+    """The hook's wait: `--timeout`, else HITL_HOOK_TIMEOUT (seconds), else the default;
+    ValueError naming the setting when it is not a positive number of seconds."""
+    if value is None and not env:
+        return DEFAULT_TIMEOUT_S
+    try:
+        wait = float(value if value is not None else env)  # type: ignore[arg-type]
+    except ValueError:
+        raise ValueError(f"HITL_HOOK_TIMEOUT={env!r} is not a number of seconds") from None
+    if not wait > 0 or wait == float("inf"):
+        raise ValueError(f"the hook timeout must be a positive number of seconds, not {wait:g}")
+    return wait
 
 
 def claude_code(timeout_s: float | None = None) -> int:
-    """Entry point: stdin -> stdout, exit 0 (the decision is in the JSON)."""
-    wait = timeout_s if timeout_s is not None else float(os.environ.get("HITL_HOOK_TIMEOUT", DEFAULT_TIMEOUT_S))
-    raw = sys.stdin.buffer.read().decode("utf-8", errors="replace")
-    result = asyncio.run(run(raw, timeout_s=wait))
+    """Entry point: stdin -> stdout, exit 0 (the decision is in the JSON), whatever happens."""
+    try:
+        raw = sys.stdin.buffer.read().decode("utf-8", errors="replace")
+        wait = timeout_from(timeout_s, os.environ.get("HITL_HOOK_TIMEOUT"))
+        result = asyncio.run(run(raw, timeout_s=wait))
+    except ValueError as e:
+        result = output("ask", f"hitl is misconfigured ({e}); asking here instead.")
+    except Exception as e:  # never a crash without an answer, never allow
+        result = output("ask", f"hitl failed ({type(e).__name__}: {e}); asking here instead.")
     print(json.dumps(result))
     return 0

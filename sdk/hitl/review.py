@@ -8,16 +8,18 @@ and the adapter turns each `Verdict` into its framework's own answer.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from hitl.client import AsyncClient
+from hitl.client import AsyncClient, entry
 from hitl.config import stable_id
 from hitl.errors import DecisionTimeout, describe
 from hitl.protocol import Decision, Kind, Status
 
 MAX_EDITABLE = 20
+MAX_EDITABLE_NAME = 100
 
 
 @dataclass
@@ -50,9 +52,16 @@ class Verdict:
     answer."""
 
 
+def editable_name(name: str) -> bool:
+    """Whether a request's `editable` can name this argument: at most 100 characters, and not
+    `draft` (that name means the request's own draft field, not a param)."""
+    return name != "draft" and len(name) <= MAX_EDITABLE_NAME
+
+
 def editable_args(args: dict[str, Any]) -> list[str]:
-    """Arguments a reviewer can change: text, numbers and booleans (not objects or lists)."""
-    return [k for k, v in args.items() if not isinstance(v, dict | list) and len(k) <= 100][:MAX_EDITABLE]
+    """Arguments a reviewer can change: text, numbers and booleans (not objects or lists) whose
+    names `editable` can take (`editable_name`); the others are still shown and reviewed."""
+    return [k for k, v in args.items() if not isinstance(v, dict | list) and editable_name(k)][:MAX_EDITABLE]
 
 
 def summary(call: ToolCall) -> str:
@@ -117,11 +126,17 @@ async def review(client: AsyncClient, calls: list[ToolCall], *, framework: str, 
     if batch_key is None and len(calls) > 1:
         batch_key = stable_id(framework, scope, [c.call_id for c in calls])
     requests = [fields_for(c, framework=framework, scope=scope, batch_key=batch_key, extra=extra) for c in calls]
-    ids = [await client.submit(r) for r in requests]
+    built = [client.build(**r) for r in requests]
+    for b in built:  # every call checked before any is sent
+        entry(b)
+    ids = [await client.submit(b) for b in built]
     try:
         decisions = await asyncio.gather(*(client.wait(i, timeout) for i in ids))
     except DecisionTimeout as e:
-        open_ids = [i for i in ids if await client.decision(i) is None]
+        open_ids = ids
+        with contextlib.suppress(Exception):  # a short look only: the timeout is already over
+            async with asyncio.timeout(2):
+                open_ids = [i for i in ids if await client.decision(i) is None]
         raise DecisionTimeout(f"no decision within {timeout}s for {', '.join(open_ids)}; "
                               "run the same review again to resume", open_ids) from e
     return [verdict(c, d) for c, d in zip(calls, decisions, strict=True)]

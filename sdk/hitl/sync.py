@@ -8,14 +8,29 @@ and from sync tools that a framework calls while its own event loop is running.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import threading
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
-from hitl.client import AsyncClient
+from hitl.client import AsyncClient, OnMessage
 from hitl.protocol import AgentMessage, Decision, Request
 
 T = TypeVar("T")
+
+
+def _off_loop(callback: Callable[[AgentMessage], Any] | None) -> OnMessage | None:
+    """`callback` run on a worker thread, awaited by the wait: the client's loop stays free, so
+    the callback may call this same client (on the loop's thread it would wait on itself)."""
+    if callback is None:
+        return None
+
+    async def call(message: AgentMessage) -> None:
+        result = await asyncio.to_thread(callback, message)
+        if inspect.isawaitable(result):
+            await result
+
+    return call
 
 
 class Client:
@@ -65,14 +80,14 @@ class Client:
 
     def wait(self, request_id: str, timeout: float | None = None, *, reply_to: str | None = None,
              on_message: Callable[[AgentMessage], None] | None = None) -> Decision:
-        return self.run(self.aio.wait(request_id, timeout, reply_to=reply_to, on_message=on_message))
+        return self.run(self.aio.wait(request_id, timeout, reply_to=reply_to, on_message=_off_loop(on_message)))
 
     def messages(self, request_id: str) -> list[AgentMessage]:
         return self.run(self.aio.messages(request_id))
 
     def ask(self, *, timeout: float | None = None, on_message: Callable[[AgentMessage], None] | None = None,
             **fields: Any) -> Decision:
-        return self.run(self.aio.ask(timeout=timeout, on_message=on_message, **fields))
+        return self.run(self.aio.ask(timeout=timeout, on_message=_off_loop(on_message), **fields))
 
     def ask_human(self, question: str, options: list[str] | None = None, *, timeout: float | None = None,
                   **fields: Any) -> str:
