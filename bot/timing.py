@@ -173,8 +173,11 @@ def next_level_ms(record: Record, tier: ResolvedTier | None, now_ms: int) -> int
 
 def on_timeout(record: Record, tier: ResolvedTier | None) -> Status:
     """`auto_approved` only where the tier says `on_timeout: approve` for an action people
-    approve; questions and escalations always expire."""
-    approves = tier is not None and tier.on_timeout is OnTimeout.approve
+    approve, both when the request was routed (`route.on_timeout`: what its card said) and now
+    (a policy reloaded since may make it stricter, never looser); questions and escalations
+    always expire."""
+    approves = (tier is not None and tier.on_timeout is OnTimeout.approve
+                and record.route.on_timeout == "approve")
     kind_ok = record.request.kind in (Kind.approval, Kind.review)
     if approves and kind_ok and not is_escalation(record.request, record.route):
         return Status.auto_approved

@@ -287,6 +287,23 @@ async def test_nothing_is_approved_by_the_clock_while_automation_is_paused(w: Wo
     assert "automation is paused" in (final.decision.reason or "")
 
 
+async def test_a_policy_reloaded_while_requests_wait_never_lets_them_pass_on_timeout(w: World) -> None:
+    """What nobody decides in time ends as the card said when it was routed, or stricter: a
+    reload that lets the medium tier approve on timeout does not approve a request routed
+    under `reject`; a reload that makes the relaxed tier reject does expire one routed under
+    `approve`."""
+    strict = await w.request()  # medium: on_timeout reject
+    relaxed = await w.request(action="tag_contact")  # relaxed: on_timeout approve
+    assert strict.route.on_timeout is None and relaxed.route.on_timeout == "approve"
+    w.engine = PolicyEngine.from_yaml(POLICY.replace("    timeout: 100s\n", "    timeout: 100s\n    on_timeout: approve\n")
+                                      .replace("relaxed: {mode: approve, timeout: 10s, on_timeout: approve}",
+                                               "relaxed: {mode: approve, timeout: 10s}"))
+    await step(w, 101)
+    for rid in (strict.id, relaxed.id):
+        final = await w.store.get(rid)
+        assert final.decision is not None and final.decision.status is Status.expired, rid
+
+
 async def test_reminders_wait_for_a_card_that_is_not_posted_yet(w: World) -> None:
     rec = await w.request(post=False)
     s = w.scheduler()

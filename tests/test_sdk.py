@@ -270,4 +270,4 @@ def test_the_route_defaults_that_stored_and_published_json_leaves_out_stay_put()
     assert _ROUTE_DEFAULTS == {
         "reasons": [], "paused": False, "channel": "#approvals", "approvers": [], "quorum": 1,
         "timeout_s": None, "group": None, "batch_window_s": 10, "batch_max": 40, "grant": None,
-        "grant_offer_s": None, "delegates": {}, "canary": False}
+        "grant_offer_s": None, "delegates": {}, "canary": False, "on_timeout": None}

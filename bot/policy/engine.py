@@ -217,7 +217,8 @@ class PolicyEngine:
                      approvers=list(tier.approvers), quorum=tier.quorum, timeout_s=timeout,
                      group=self._group(request, mode, sampled), batch_window_s=int(self.policy.batching.window),
                      batch_max=self.policy.batching.max_items,
-                     grant_offer_s=rule.duration if rule and not paused else None)
+                     grant_offer_s=rule.duration if rule and not paused else None,
+                     on_timeout="approve" if tier.on_timeout is OnTimeout.approve else None)
 
     def _lowered(self, trust: TrustState | None) -> int:
         """Tiers a trusted action's default tier drops by (the last promotion step reached)."""

@@ -276,6 +276,9 @@ class Route(_Strict):
     """Approvers away when the request arrived -> who decides for them (user or user group)."""
     canary: bool = False
     """A known-answer item the bot injected to measure vigilance: its decision reaches no agent."""
+    on_timeout: str | None = None
+    """`approve` when the tier let what nobody decides in time pass when the request was routed
+    (None: it expires). A policy reloaded since may make that stricter, never looser."""
 
 
 class GrantRef(_Strict):
