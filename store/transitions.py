@@ -175,16 +175,21 @@ def vote(
         params = dict(record.params)
         for key, after in edits.items():
             before = record.request.params.get(key) if key != "draft" else record.request.draft
-            if params.get(key) == after:
-                continue
+            # the value as it stands: the draft lives on the request until someone edits it
+            current = params.get(key, record.request.draft if key == "draft" else None)
+            if current == after:
+                continue  # an untouched field changes nothing (and leaves others' approvals standing)
             params[key] = after
             changes[key] = Change(
                 before=changes[key].before if key in changes else before, after=after
             )
-        t.fields["params"] = _dump(params)
-        t.fields["changes"] = _dump({k: c.model_dump(mode="json") for k, c in changes.items()})
-        edited = {k: changes[k].model_dump(mode="json") for k in edits if k in changes}
-        t.audit.append(("edited", user_id, {"changes": edited}))
+        if params != record.params:
+            t.fields["params"] = _dump(params)
+            t.fields["changes"] = _dump({k: c.model_dump(mode="json") for k, c in changes.items()})
+            edited = {k: changes[k].model_dump(mode="json") for k in edits if k in changes}
+            t.audit.append(("edited", user_id, {"changes": edited}))
+        else:
+            params = record.params
     mark = params_mark(params)
     approving = choice in (Choice.approve, Choice.edit)
     votes = [*record.votes, Ballot(**v.model_dump(), seat=seat, p=mark if approving else None)]

@@ -139,3 +139,20 @@ async def test_approve_all_leaves_out_an_item_edited_since_the_card_was_drawn(re
         assert [v.user_id for v in edited.votes] == ["U0BOB"]
         assert {"choice": "approve", "reason": "stale"} in await _refusals(h, ids[0])
         assert all([v.user_id for v in r.votes] == ["U0CAROL"] for r in others)
+
+
+async def test_a_form_submitted_unchanged_keeps_the_approvals_before_it(redis_url: str, tmp_path: Path) -> None:
+    """Bob opens Edit on a draft Alice approved and submits it untouched: nothing changed, so
+    her approval stands and his makes the quorum (the draft, kept on the request until someone
+    edits it, used to read as changed and left her approval stale)."""
+    async with running(redis_url, tmp_path, POLICY) as h:
+        rid = await h.push(summary="Reply to customer", draft="Hello Ana, refund done.", editable=["draft"])
+        rec = await h.card(rid)
+        await h.click(rec, "U0ALICE", ActionId.approve)
+        await _votes(h, rid, 1)
+        bob = await _edit(h, rec, "U0BOB")
+        assert (await h.emu.submit_view("U0BOB", bob, {})).closed  # the form as shown
+        d = await h.client.wait(rid, timeout=10)
+        assert d.status is Status.approved and d.changes == {} and "draft" not in d.params
+        assert "edited" not in [e.event for e in await h.store.trail(rid)]
+
