@@ -114,7 +114,8 @@ async def grant_from_card(d: Deps, record: Record, user_id: str, now: datetime) 
     r = record.request
     grant = Grant(id=f"g-{record.id}"[:80], agent=r.agent, action=r.action, tier=record.route.tier,
                   request_id=record.id, bounds=terms.bounds_for(r), created_at=now,
-                  expires_at=now + timedelta(seconds=min(offer, terms.duration_s)))
+                  expires_at=now + timedelta(seconds=min(offer, terms.duration_s)),
+                  approvers=list(record.route.approvers), quorum=record.route.quorum)
     status, n = await d.store.trust.vote_grant(grant, user_id, record.route.quorum, now)
     return grant_reply(status, grant, record.route.quorum, n)
 

@@ -150,17 +150,22 @@ class Grant(BaseModel):
     created_at: datetime
     expires_at: datetime
     by: list[str] = Field(default_factory=list)
+    approvers: list[str] | None = None
+    """The approvers (users, user groups) of the card it was made on; None: made before they
+    were kept (it then covers requests of a tier that names no approvers only)."""
+    quorum: int = 1
+    """The quorum of the card it was made on (that many people granted it)."""
 
     def matches(self, request: Request, now: datetime, route: Route) -> bool:
         """Whether the grant stands in for people on `request`, which the policy routes to
         `route`: same agent and action, within its bounds, before it expires, and only where
-        its granters could have decided the request themselves (the tier it was made on, every
-        granter among the route's approvers when it names them, as many as its quorum), never
-        for a request made on behalf of one of them."""
+        its granters could have decided the request themselves (the tier, approvers and quorum
+        it was made under, as many granters as the quorum), never for a request made on behalf
+        of one of them."""
         return (request.agent == self.agent and request.action == self.action
                 and now < self.expires_at and self.bounds.covers(request)
-                and route.tier == self.tier and len(set(self.by)) >= route.quorum
-                and (not route.approvers or set(self.by) <= set(route.approvers))
+                and route.tier == self.tier and sorted(route.approvers) == sorted(self.approvers or [])
+                and route.quorum <= max(self.quorum, len(set(self.by)))
                 and request.requested_by not in self.by)
 
 

@@ -319,22 +319,43 @@ async def test_a_grant_covers_only_what_its_granters_could_have_approved(h: Harn
 
 
 def test_a_grant_needs_its_granters_to_be_the_routes_approvers_and_its_quorum() -> None:
-    """The rules `Grant.matches` adds to agent, action, bounds and expiry, one by one."""
+    """The rules `Grant.matches` adds to agent, action, bounds and expiry, one by one: the tier,
+    approvers (users or user groups) and quorum it was made under, and never its granters' own."""
     from store.models import Request, Route
     from store.trust import Grant
 
     now = utcnow()
     grant = Grant(id="g", agent="a", action="b", tier="medium", request_id="r", created_at=now,
-                  expires_at=now + timedelta(hours=1), by=["U0BOB"])
+                  expires_at=now + timedelta(hours=1), by=["U0BOB"], approvers=[], quorum=1)
     request = Request(agent="a", action="b", summary="s", id="x")
     route = Route(mode=Mode.approve, tier="medium", channel="#c")
     assert grant.matches(request, now, route)
     assert not grant.matches(request, now, route.model_copy(update={"tier": "high"}))
     assert not grant.matches(request, now, route.model_copy(update={"quorum": 2}))
     assert not grant.matches(request, now, route.model_copy(update={"approvers": ["U0ALICE"]}))
-    assert grant.matches(request, now, route.model_copy(update={"approvers": ["U0ALICE", "U0BOB"]}))
     assert not grant.matches(request.model_copy(update={"requested_by": "U0BOB"}), now, route)
     assert not grant.matches(request, now + timedelta(hours=2), route)
+    group = grant.model_copy(update={"approvers": ["S0MANAGERS"]})
+    assert group.matches(request, now, route.model_copy(update={"approvers": ["S0MANAGERS"]}))
+    assert not group.matches(request, now, route)  # the tier no longer limits who decides: not the same grant
+
+
+async def test_a_grant_made_by_a_member_of_an_approver_group_covers_its_tier(redis_url: str, tmp_path: Path) -> None:
+    policy = tmp_path / "groups.yml"
+    policy.write_text("defaults: {tier: medium}\ntiers:\n  low: {mode: auto}\n"
+                      "  medium: {mode: approve, approvers: [S0MANAGERS], grants: {duration: 1h, max_amount: 100}}\n"
+                      "  high: {mode: approve}\nbatching: {enabled: false}\ntriggers:\n  first_use: {enabled: false}\n")
+    h = await start(redis_url, policy=policy)
+    try:
+        h.emu.add_usergroup("managers", ["U0ALICE", "U0BOB"], group_id="S0MANAGERS")
+        rec = await h.card(await h.push(summary="Refund $40 to Ana", risk={"amount": 40}))
+        await h.click(rec, "U0ALICE", ActionId.approve_grant)
+        [grant] = await h.grants(1)
+        assert grant.approvers == ["S0MANAGERS"]
+        d = await h.client.wait(await h.push(summary="Refund $30 to Ana", risk={"amount": 30}), timeout=10)
+        assert d.status is Status.auto_approved and d.route is not None and d.route.grant is not None
+    finally:
+        await stop(h)
 
 
 async def test_a_grant_keeps_its_same_values_exactly(h: Harness) -> None:
@@ -348,3 +369,17 @@ async def test_a_grant_keeps_its_same_values_exactly(h: Harness) -> None:
                                             risk={"amount": 40}), timeout=10)
     assert same.status is Status.auto_approved
     await _pending(h, summary="Refund $40 elsewhere", params={"to": 123456789012340}, risk={"amount": 40})
+
+
+async def test_an_away_date_at_the_end_of_time_is_refused_or_shown_and_cards_still_post(h: Harness) -> None:
+    """A date that is past year 9999 once in UTC is not a date: refused, nothing stored (it used
+    to be stored and crash every card naming the person, which then never posted); the last day
+    of year 9999 is a date, and the cards naming them say so."""
+    odd = await h.emu.slash_command("U0ALICE", "C0GENERAL", "/hitl", "away until 9999-12-31T23:59:59-14:00 to U0BOB")
+    assert odd.status == 200 and "away until 2026-12-24" in json.dumps(odd.json())
+    assert not await h.store.redis.hgetall(h.store.trust.k.away)
+    far = await h.emu.slash_command("U0ALICE", "C0GENERAL", "/hitl", "away until 9999-12-31 to U0BOB")
+    assert far.status == 200 and "You are away until" in json.dumps(far.json())
+    rec = await h.card(await h.push(action="invoice", summary="Pay invoice 9"))
+    assert rec.route.delegates == {"U0ALICE": "U0BOB"}
+    await _card_says(h, rec, "is away until")
