@@ -166,7 +166,10 @@ def _epoch(when: datetime | float) -> int:
 
 
 def _fallback(epoch: int) -> str:
-    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M UTC")
+    try:
+        return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M UTC")
+    except (ValueError, OverflowError, OSError):  # past year 9999: a card must still render
+        return f"{epoch} seconds after 1970 (UTC)"
 
 
 def fmt_time(when: datetime | float) -> str:

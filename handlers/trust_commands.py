@@ -41,16 +41,17 @@ def parse_target(text: str) -> str | None:
 
 
 def parse_until(text: str, now: datetime) -> datetime | None:
-    """`2026-12-24` (the start of that day, UTC) or an ISO date and time; None if unreadable."""
+    """`2026-12-24` (the start of that day, UTC) or an ISO date and time, in UTC; None if
+    unreadable or out of range (a year 9999 date with an offset is not a date in UTC)."""
     try:
         when = datetime.fromisoformat(text)
-    except ValueError:
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        if len(text) == 10:
+            when = datetime.combine(when.date(), time(0), UTC)
+        return when.astimezone(UTC)
+    except (ValueError, OverflowError):
         return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    if len(text) == 10:
-        when = datetime.combine(when.date(), time(0), UTC)
-    return when
 
 
 async def do_trust(d: Deps, user: str, args: str, command: str) -> dict[str, Any]:
