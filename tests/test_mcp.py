@@ -155,3 +155,19 @@ async def test_an_invalid_request_is_explained(h: Harness) -> None:
         result = await call(client, "request_approval", {"action": "refund", "summary": "x",
                                                          "params": {"a": 1}, "editable": ["b"]})
     assert result["status"] == "error" and "editable names 'b'" in result["message"]
+
+
+async def test_an_id_taken_by_another_agents_request_is_never_its_approval(h: Harness) -> None:
+    """A model that picks a request_id another agent used gets an error, not that request's
+    approval (it used to come back `approved`, with the other request's params, and no card
+    was posted for the new action); get_decision never reads another agent's answer."""
+    rid = await h.push(agent="payments-bot", action="refund", summary="Refund $5", params={"amount": 5}, id="job-1")
+    await approve(h, await h.card(rid))
+    assert (await h.client.wait(rid, timeout=10)).approved
+    async with stdio(h, 2) as client:
+        taken = await call(client, "request_approval", {"action": "delete_database", "request_id": "job-1",
+                                                        "summary": "DROP the production database"})
+        read = await call(client, "get_decision", {"request_id": "job-1"})
+    assert taken["status"] == "error" and "taken by another request" in taken["message"]
+    assert read["status"] == "error" and "not a request of this agent" in read["message"]
+    assert not any(r.get("approved") for r in (taken, read))

@@ -271,3 +271,18 @@ async def test_arguments_the_request_cannot_mark_editable_are_still_reviewed(h: 
         assert [v.outcome for v in await task] == ["approve"]
     finally:
         await client.close()
+
+
+async def test_an_id_taken_by_another_request_raises_instead_of_answering(h: Harness) -> None:
+    """`ask(id=X)` where X is another agent's request, or the same agent's for another action,
+    raises InvalidRequest: that request's decision is never this call's answer."""
+    rid = await h.push(agent="payments-bot", action="refund", summary="Refund $5", id="taken-1")
+    await approve(h, await h.card(rid))
+    assert (await h.client.wait(rid, timeout=10)).approved
+    async with AsyncClient.from_url(h.redis_url, agent="ops-bot") as other:
+        with pytest.raises(InvalidRequest, match="taken by another request"):
+            await other.ask(id="taken-1", action="refund", summary="Refund $5", timeout=5)
+    async with AsyncClient.from_url(h.redis_url, agent="payments-bot") as same:
+        with pytest.raises(InvalidRequest, match="taken by another request"):
+            await same.ask(id="taken-1", action="delete_account", summary="Delete it", timeout=5)
+        assert (await same.ask(id="taken-1", action="refund", summary="Refund $5", timeout=5)).approved

@@ -54,6 +54,24 @@ class _Watch:
     """The request's own reply stream is known (the only one watched then)."""
     marker: bool
     """An invalid marker answers when no request is stored (a resume, not a new try)."""
+    sent: tuple[str, str] | None = None
+    """(agent, action) of the request this client sent under the id: a stored request of
+    another agent or action under it is not its answer (InvalidRequest: the id is taken)."""
+
+
+def _taken(request_id: str, raw_request: str | None, sent: tuple[str, str] | None) -> None:
+    """InvalidRequest when the request stored under `request_id` is not the one this client sent
+    (another agent's, or another action): its decision must never answer this call."""
+    if sent is None or not raw_request:
+        return
+    try:
+        stored = json.loads(raw_request)
+        agent, action = str(stored.get("agent")), str(stored.get("action"))
+    except (ValueError, AttributeError):
+        return
+    if (agent, action) != sent:
+        raise InvalidRequest(f"invalid request: id {request_id!r} is taken by another request ({agent}: {action}); "
+                             "choose another id (the same id is the same request)")
 
 
 def _reply_of(raw_request: str) -> str | None:
@@ -163,7 +181,8 @@ class AsyncClient:
             positions = {s: str(r[0][0]) if r else "0-0" for s, r in zip(streams, res, strict=False)}
         if len(self._sent) >= 10_000:
             self._sent.pop(next(iter(self._sent)))
-        self._sent[request.id] = _Watch(positions, settled=not chosen, marker=False)
+        self._sent[request.id] = _Watch(positions, settled=not chosen, marker=False,
+                                        sent=(request.agent, request.action) if chosen else None)
         return request.id
 
     def _streams(self, reply_to: str, chosen: bool) -> list[str]:
@@ -250,13 +269,17 @@ class AsyncClient:
             async with self._redis(), self.redis.pipeline(transaction=False) as p:
                 for s in streams:
                     p.xrevrange(s, count=1)
-                p.hget(key, "decision")
+                p.hmget(key, ["decision", "request"])
                 p.xadd(self.keys.requests, {"request": body})
                 res = await p.execute()
-            if stored := res[len(streams)]:
+            stored, stored_request = res[len(streams)]
+            if chosen:
+                _taken(request.id, stored_request, (request.agent, request.action))
+            if stored:
                 return Decision.model_validate_json(stored)
             positions = {s: str(r[0][0]) if r else "0-0" for s, r in zip(streams, res, strict=False)}
-            watch = _Watch(positions, settled=not chosen, marker=False)
+            watch = _Watch(positions, settled=not chosen, marker=False,
+                           sent=(request.agent, request.action) if chosen else None)
             return await self._wait(request.id, watch, deadline, timeout, on_message, look_first=chosen)
 
     async def ask_human(self, question: str, options: list[str] | None = None, *,
@@ -315,6 +338,10 @@ class AsyncClient:
                 for entry_id, fields in entries:
                     watch.streams[stream] = entry_id
                     if fields.get("request_id") == request_id:
+                        if watch.sent is not None:  # a chosen id: the request stored under it must be ours
+                            async with self._redis():
+                                _taken(request_id, await self.redis.hget(self.keys.request(request_id), "request"),
+                                       watch.sent)
                         return Decision.model_validate(json.loads(fields["decision"]))
                     if on_message is not None and fields.get("message_for") == request_id:
                         result = on_message(AgentMessage.model_validate_json(fields["message"]))
@@ -342,6 +369,7 @@ class AsyncClient:
 
         async with self._redis():
             decision, request = await self.redis.hmget(key, ["decision", "request"])
+            _taken(request_id, request, watch.sent)
             if decision:
                 return Decision.model_validate_json(decision)
             if request is None:

@@ -8,6 +8,7 @@ request is in Redis before any wait begins, so nothing is lost when a client giv
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
 from typing import Any
@@ -40,6 +41,8 @@ def build_server(client: AsyncClient, *, max_wait_s: float = DEFAULT_WAIT_S) -> 
             return outcome.decided(await client.wait(request_id, waited or 0.001))
         except DecisionTimeout:
             return outcome.pending(request_id, waited)
+        except HitlError as e:  # the id is taken by another request, Redis away: said, never a decision
+            return {"status": "error", "message": str(e)}
 
     async def submit(fields: dict[str, Any], wait_s: float | None) -> dict[str, Any]:
         fields = {k: v for k, v in fields.items() if v is not None}
@@ -77,6 +80,12 @@ def build_server(client: AsyncClient, *, max_wait_s: float = DEFAULT_WAIT_S) -> 
     async def get_decision(request_id: str, wait_s: float | None = None) -> dict[str, Any]:
         """The decision on an earlier request_approval or ask_human (waits up to `wait_s`)."""
         try:
+            async with client._redis():  # Redis away: Unreachable, said below
+                raw = await client.redis.hget(client.keys.request(request_id), "request")
+            agent = json.loads(raw).get("agent") if raw else None
+            if agent is not None and agent != client.agent:  # never another agent's answer
+                return {"status": "error", "request_id": request_id,
+                        "message": f"{request_id} is not a request of this agent ({client.agent})"}
             return await settle(request_id, wait_s)
         except HitlError as e:
             return {"status": "error", "request_id": request_id, "message": str(e)}
