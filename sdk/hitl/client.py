@@ -121,6 +121,7 @@ class AsyncClient:
         self.reply_to = self.keys.results(name or f"client-{uuid.uuid4().hex[:12]}")
         self._replies: dict[str, str] = {}  # request id -> reply_to, for requests pushed here
         self._sent: dict[str, _Watch] = {}  # request id -> where its first wait starts (submit)
+        self._seen: dict[str, str] = {}  # stream -> an entry id this client has read up to there
         self._cluster = isinstance(client, RedisCluster)
 
     @classmethod
@@ -253,6 +254,14 @@ class AsyncClient:
         body = entry(request)
         streams = self._streams(stream, chosen)
         async with self._bounded(request.id, timeout) as deadline:
+            if not chosen and (last := self._seen.get(stream)) is not None:
+                # A fresh id, on a stream this client has read: nothing can be published for it
+                # before this XADD, so the wait starts at the last entry read there (one command,
+                # no pipeline: the hot path of an agent's every call).
+                async with self._redis():
+                    await self.redis.xadd(self.keys.requests, {"request": body})
+                watch = _Watch({stream: last}, settled=True, marker=False)
+                return await self._wait(request.id, watch, deadline, timeout, on_message, look_first=False)
             if self._cluster:  # a cluster pipeline may run its commands on several nodes in any order
                 await self.submit(request)
                 watch = self._sent.pop(request.id)
@@ -278,9 +287,16 @@ class AsyncClient:
             if stored:
                 return Decision.model_validate_json(stored)
             positions = {s: str(r[0][0]) if r else "0-0" for s, r in zip(streams, res, strict=False)}
+            self._note_seen(stream, positions[stream])
             watch = _Watch(positions, settled=not chosen, marker=False,
                            sent=(request.agent, request.action) if chosen else None)
             return await self._wait(request.id, watch, deadline, timeout, on_message, look_first=chosen)
+
+    def _note_seen(self, stream: str, entry_id: str) -> None:
+        """Remember a position on `stream` this client has reached (a later fresh ask waits from it)."""
+        if stream not in self._seen and len(self._seen) >= 1000:
+            self._seen.pop(next(iter(self._seen)))
+        self._seen[stream] = entry_id
 
     async def ask_human(self, question: str, options: list[str] | None = None, *,
                         timeout: float | None = None, **fields: Any) -> str:
@@ -337,6 +353,7 @@ class AsyncClient:
                     continue
                 for entry_id, fields in entries:
                     watch.streams[stream] = entry_id
+                    self._note_seen(stream, entry_id)
                     if fields.get("request_id") == request_id:
                         if watch.sent is not None:  # a chosen id: the request stored under it must be ours
                             async with self._redis():
