@@ -171,3 +171,16 @@ async def test_an_id_taken_by_another_agents_request_is_never_its_approval(h: Ha
     assert taken["status"] == "error" and "taken by another request" in taken["message"]
     assert read["status"] == "error" and "not a request of this agent" in read["message"]
     assert not any(r.get("approved") for r in (taken, read))
+
+
+async def test_an_id_hitl_never_saw_is_unknown_not_pending_for_ever(h: Harness) -> None:
+    """A model asking about an id nobody sent (a typo, a made-up id) is told so; an id a
+    previous server process sent (no longer in this one's memory) is still found by its record."""
+    async with stdio(h, 1) as client:
+        unknown = await call(client, "get_decision", {"request_id": "no-such-request-ever", "wait_s": 0.1})
+        first = await call(client, "request_approval", {**REFUND, "request_id": "kept-1", "wait_s": 0.1})
+    assert unknown["status"] == "unknown" and "no request 'no-such-request-ever'" in unknown["message"]
+    assert first["status"] == "pending"
+    async with stdio(h, 1) as client:  # a new server process
+        again = await call(client, "get_decision", {"request_id": "kept-1", "wait_s": 0.1})
+    assert again["status"] == "pending"

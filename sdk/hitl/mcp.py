@@ -34,6 +34,7 @@ INSTRUCTIONS = (
 def build_server(client: AsyncClient, *, max_wait_s: float = DEFAULT_WAIT_S) -> MCPServer:
     """The MCP server over one hitl client; every wait is bounded by `max_wait_s`."""
     server = MCPServer("hitl", instructions=INSTRUCTIONS, log_level="WARNING")
+    sent: dict[str, None] = {}  # ids this server sent (insertion-ordered, the newest 10,000)
 
     async def settle(request_id: str, wait_s: float | None) -> dict[str, Any]:
         waited = max_wait_s if wait_s is None else max(0.0, min(wait_s, max_wait_s))
@@ -51,6 +52,9 @@ def build_server(client: AsyncClient, *, max_wait_s: float = DEFAULT_WAIT_S) -> 
             request_id = await client.submit(client.build(**fields))
         except HitlError as e:
             return {"status": "error", "message": str(e)}
+        if len(sent) >= 10_000:
+            sent.pop(next(iter(sent)))
+        sent[request_id] = None
         return await settle(request_id, wait_s)
 
     @server.tool()
@@ -86,6 +90,13 @@ def build_server(client: AsyncClient, *, max_wait_s: float = DEFAULT_WAIT_S) -> 
             if agent is not None and agent != client.agent:  # never another agent's answer
                 return {"status": "error", "request_id": request_id,
                         "message": f"{request_id} is not a request of this agent ({client.agent})"}
+            if raw is None and request_id not in sent and await client.decision(request_id) is None:
+                # not one this server sent, and hitl has no record of it: a wrong id would
+                # otherwise read as pending for ever
+                return {"status": "unknown", "request_id": request_id,
+                        "message": f"hitl has no request {request_id!r}: use the request_id that "
+                                   "request_approval or ask_human returned (an id sent by another "
+                                   "process moments ago may not be read yet: call again shortly)"}
             return await settle(request_id, wait_s)
         except HitlError as e:
             return {"status": "error", "request_id": request_id, "message": str(e)}
