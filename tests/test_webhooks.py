@@ -205,3 +205,35 @@ async def test_an_invalid_try_of_the_same_id_is_not_delivered_as_the_requests_de
         await eventually(delivered, 15, "the delivery")
     [(_, body, _)] = receiver.accepted
     assert json.loads(body)["decision"]["status"] == "auto_approved"
+
+
+async def test_a_name_that_rebinds_to_an_internal_address_reaches_nothing() -> None:
+    """The check before a delivery resolves the host, and the connection resolves it again: a
+    name answering a public address first and an internal one next (DNS rebinding) is refused
+    when the connection is made. DNS is played by a resolver that answers what the test says
+    (this machine has no DNS to rebind)."""
+    import socket
+
+    from aiohttp.abc import AbstractResolver, ResolveResult
+
+    from bot.api.callbacks import CallbackPolicy, CheckedResolver
+
+    class Answers(AbstractResolver):
+        def __init__(self, ip: str) -> None:
+            self.ip = ip
+
+        async def resolve(self, host: str, port: int = 0,
+                          family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
+            return [{"hostname": host, "host": self.ip, "port": port, "family": family, "proto": 0, "flags": 0}]
+
+        async def close(self) -> None:
+            return None
+
+    policy = CallbackPolicy("*.example.test", own_port=8080, secret="s")
+    public = await CheckedResolver(policy, Answers("93.184.216.34")).resolve("hooks.example.test", 443)
+    assert public[0]["host"] == "93.184.216.34"
+    for internal in ("10.0.0.7", "127.0.0.1", "169.254.169.254", "::1"):
+        with pytest.raises(OSError, match="refused at connect"):
+            await CheckedResolver(policy, Answers(internal)).resolve("hooks.example.test", 443)
+    exact = CallbackPolicy("hooks.internal", own_port=8080, secret="s")  # listed exactly: allowed in
+    assert await CheckedResolver(exact, Answers("10.0.0.7")).resolve("hooks.internal", 443)

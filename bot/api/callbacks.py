@@ -16,6 +16,9 @@ import ipaddress
 import socket
 from urllib.parse import urlsplit
 
+from aiohttp import ThreadedResolver
+from aiohttp.abc import AbstractResolver, ResolveResult
+
 SIGNATURE_HEADER = "X-Hitl-Signature"
 TIMESTAMP_HEADER = "X-Hitl-Request-Timestamp"
 
@@ -94,3 +97,27 @@ class CallbackPolicy:
             raise ValueError(f"cannot resolve {host}: {e}") from e
         for info in infos:
             self._address_ok(str(info[4][0]), port, exact)
+
+
+class CheckedResolver(AbstractResolver):
+    """The webhook session's resolver: the addresses a connection uses are checked when it is
+    made (the same rules as `resolve`), so a name that resolves to a public address for the
+    check and to an internal one for the connection (DNS rebinding) reaches nothing."""
+
+    def __init__(self, policy: CallbackPolicy, inner: AbstractResolver | None = None) -> None:
+        self.policy = policy
+        self.inner = inner or ThreadedResolver()
+
+    async def resolve(self, host: str, port: int = 0,
+                      family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
+        results = await self.inner.resolve(host, port, family)
+        _, exact = self.policy._listed(host.lower())
+        for r in results:
+            try:
+                self.policy._address_ok(str(r["host"]), port, exact)
+            except ValueError as e:  # a connection error: the delivery is retried, then dead-lettered
+                raise OSError(f"refused at connect: {e}") from None
+        return results
+
+    async def close(self) -> None:
+        await self.inner.close()

@@ -18,7 +18,13 @@ from datetime import UTC, datetime
 
 import aiohttp
 
-from bot.api.callbacks import SIGNATURE_HEADER, TIMESTAMP_HEADER, CallbackPolicy, sign
+from bot.api.callbacks import (
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    CallbackPolicy,
+    CheckedResolver,
+    sign,
+)
 from bot.worker import DueWorker
 from store.redis_store import Store
 from store.webhooks import WebhookStore
@@ -155,7 +161,9 @@ class WebhookWorker(DueWorker):
         except ValueError as e:
             return None, f"refused: {e}", True
         if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=HTTP_TIMEOUT_S))
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=HTTP_TIMEOUT_S),
+                connector=aiohttp.TCPConnector(resolver=CheckedResolver(self.policy)))
         ts = int(time.time())
         raw = body.encode()
         assert self.policy.secret is not None
