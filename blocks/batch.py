@@ -60,6 +60,12 @@ def item_value(choice: str, record: Record) -> str:
     return f"{choice}|{record.params_mark}" if choice in ("approve", GRANT) else choice
 
 
+def parse_item_value(value: str) -> tuple[str, str | None]:
+    """(choice, the values' mark or None) of an `item_value`."""
+    choice, _, mark = value.partition("|")
+    return choice, mark or None
+
+
 def drawn_hash(ids: list[str]) -> str:
     """A short digest of the item ids a card drew, carried by its bulk buttons."""
     return hashlib.sha1("\n".join(ids).encode(), usedforsecurity=False).hexdigest()[:12]

@@ -197,17 +197,14 @@ class Intake:
                 todo.append((entry, self.parse(entry)))
                 continue
             except Invalid as e:
-                step: Awaitable[str] | None = self._dead(entry, str(e))
+                step = self._dead(entry, str(e))
             except Exception as e:  # a bug met on this entry: it must not stop the batch
-                step, failure = None, e
+                step = self._failed_step(entry, e)
             # in stream order: the valid entries before this one are stored first, so a malformed
             # retry of an id sent just before it finds that request and answers nothing for it
             await self._accept_all(router, asks_first_use, todo)
             todo = []
-            if step is not None:
-                await self._guarded(entry, step)
-            else:
-                await self._guarded(entry, self._failed_step(entry, failure))
+            await self._guarded(entry, step)
         await self._accept_all(router, asks_first_use, todo)
 
     async def _failed_step(self, entry: Entry, e: BaseException) -> str:

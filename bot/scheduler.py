@@ -273,8 +273,6 @@ class Scheduler(DueWorker):
         for target in targets:
             if f"{n}:{target}" in sent:
                 continue  # this level is being retried: each notice goes out once
-            if not await self._still_open(record.id, n):
-                return None
             try:
                 await self._notify(record, target, number, waited, permalink)
             except Permanent as e:

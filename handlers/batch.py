@@ -10,7 +10,7 @@ from typing import Any
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext, AsyncRespond
 from slack_sdk.web.async_client import AsyncWebClient
 
-from blocks.batch import GRANT, drawn_hash
+from blocks.batch import GRANT, drawn_hash, parse_item_value
 from blocks.batch_views import bulk_result_message, one_by_one_modal, queue_modal, reject_all_modal
 from blocks.details import context_modal
 from blocks.ids import BatchActionId, BlockId, CallbackId, from_batch_item_block_id
@@ -39,10 +39,8 @@ def item_choice(body: dict[str, Any], action: dict[str, Any]) -> tuple[str | Non
     if ids is None:
         raise PayloadError("not a batch item")
     channel, ts = _where(body)
-    value = str((action.get("selected_option") or {}).get("value") or "")
-    choice, _, mark = value.partition("|")  # an approval names the values it approves (blocks.batch.item_value)
-    meta = ModalMeta(r=ids[1], c=channel, t=ts, p=mark or None)
-    return choice or None, meta
+    choice, mark = parse_item_value(str((action.get("selected_option") or {}).get("value") or ""))
+    return choice or None, ModalMeta(r=ids[1], c=channel, t=ts, p=mark)
 
 
 async def on_item(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], respond: AsyncRespond,

@@ -43,7 +43,7 @@ async def decide(d: Deps, request_id: str, user_id: str, name: str, choice: Choi
         except Conflict:
             continue
         except AlreadyDecided as e:
-            await _late(d, e, user_id, choice)
+            await _late(d, e, user_id, choice.value)
             raise
         d.kick()
         if record.decision is not None:
@@ -92,17 +92,17 @@ async def _authorize(d: Deps, record: Record, user_id: str, choice: Choice) -> t
         await d.store.audit(record.id, "refused", user_id, detail, utcnow())
         raise e from None
     except AlreadyDecided as e:
-        await _late(d, e, user_id, choice)
+        await _late(d, e, user_id, choice.value)
         raise
     return absent, seat
 
 
-async def _late(d: Deps, e: AlreadyDecided, user_id: str, choice: Choice | str) -> None:
-    """A click on a request decided (or checked) already: audited, and its card locked."""
+async def _late(d: Deps, e: AlreadyDecided, user_id: str, choice: str) -> None:
+    """A click (`choice`: approve, reject, ..., review) on a request decided or checked already:
+    audited, and its card locked."""
     record = e.record
     assert isinstance(record, Record)
-    await d.store.audit(record.id, "clicked", user_id, {"choice": str(getattr(choice, "value", choice)),
-                                                        "outcome": "already_decided"}, utcnow())
+    await d.store.audit(record.id, "clicked", user_id, {"choice": choice, "outcome": "already_decided"}, utcnow())
     # The card may still show buttons if the bot died before updating it: lock it now.
     await d.store.enqueue(f"update:{record.id}", int(utcnow().timestamp() * 1000))
     d.kick()

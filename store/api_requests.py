@@ -89,16 +89,9 @@ class ApiStore:
         return (str(d[0][0]) if d else "0-0"), (str(a[0][0]) if a else "0-0")
 
     async def owners_of(self, rows: list[tuple[str, str, str]]) -> list[str | None]:
-        """The agent each published decision (entry id, request id, decision JSON) belongs to,
-        in one round trip: the agent of the request whose record holds that very decision (None
-        where there is no record, or the decision is not its own: an `invalid` published for an
-        earlier, refused entry that used the same id)."""
-        async with self.redis.pipeline(transaction=False) as p:
-            for _, rid, _ in rows:
-                p.hmget(self.keys.request(rid), "request", "decision")
-            found = await p.execute()
-        return [json.loads(raw).get("agent") if raw and stored == decision else None
-                for (_, _, decision), (raw, stored) in zip(rows, found, strict=True)]
+        """The agent each published decision (entry id, request id, decision JSON) is for, where
+        it is its request's own (`Store.own_requests`), in one round trip."""
+        return [r.get("agent") if r else None for r in await self.store.own_requests(rows)]
 
     # ---- HumanLayer compatibility: the SDK's call, kept beside the hitl request -----------
 

@@ -522,6 +522,18 @@ class Store:
                      ts=raw.get("ts"), created_at=from_epoch(int(raw["created_at"]) / 1000),
                      posted_at=from_epoch(int(posted) / 1000) if posted else None)
 
+    async def own_requests(self, rows: list[tuple[str, str, str]]) -> list[dict[str, Any] | None]:
+        """For each published decision (entry id, request id, decision JSON): the stored request
+        of the record that holds that very decision, in one round trip; None where there is no
+        record or the decision is not its own (an `invalid` published for an earlier, refused
+        entry that used the same id). Feeds and webhooks deliver only a request's own answer."""
+        async with self.redis.pipeline(transaction=False) as p:
+            for _, rid, _ in rows:
+                p.hmget(self.keys.request(rid), "request", "decision")
+            found = await p.execute()
+        return [json.loads(raw) if raw and stored == decision else None
+                for (_, _, decision), (raw, stored) in zip(rows, found, strict=True)]
+
     async def get_many(self, request_ids: list[str]) -> list[Record]:
         """Records in the given order (missing ones left out), in one round trip."""
         async with self.redis.pipeline(transaction=False) as p:

@@ -9,7 +9,6 @@ accepts, the delivery is marked `delivered` before its lease is released and nev
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -79,16 +78,12 @@ class WebhookStore:
         rows = got[0][1] if got else []
         return [(i, f.get("request_id", ""), f.get("decision", "")) for i, f in rows]
 
-    async def callback_urls(self, request_ids: list[str]) -> list[tuple[str | None, str | None, str | None]]:
-        """(callback_url, agent, stored decision JSON) of each request's record (None where absent)."""
-        async with self.redis.pipeline(transaction=False) as p:
-            for rid in request_ids:
-                p.hmget(self.keys.request(rid), "request", "decision")
-            rows = await p.execute()
-        out: list[tuple[str | None, str | None, str | None]] = []
-        for raw, decision in rows:
-            data = json.loads(raw) if raw else {}
-            out.append((data.get("callback_url"), data.get("agent"), decision))
+    async def callback_urls(self, rows: list[tuple[str, str, str]]) -> list[tuple[str | None, str | None]]:
+        """(callback_url, agent) for each published decision (entry id, request id, decision
+        JSON) that is its request's own (`Store.own_requests`); (None, None) for the others."""
+        out: list[tuple[str | None, str | None]] = []
+        for data in await self.store.own_requests(rows):
+            out.append((data.get("callback_url"), data.get("agent")) if data else (None, None))
         return out
 
     async def enqueue(self, entry_id: str, request_id: str, url: str | None, body: str, now_ms: int) -> None:

@@ -80,14 +80,12 @@ class Enqueuer:
     async def process(self, rows: list[tuple[str, str, str]]) -> int:
         if not rows:
             return 0
-        targets = await self.hooks.callback_urls([rid for _, rid, _ in rows])
+        targets = await self.hooks.callback_urls(rows)  # only decisions that are their request's own
         n = 0
         items: list[tuple[str, str, str | None, str]] = []
-        for (entry_id, rid, decision), (url, agent, stored) in zip(rows, targets, strict=True):
+        for (entry_id, rid, decision), (url, agent) in zip(rows, targets, strict=True):
             body = ""
-            # only the record's own decision: an `invalid` published for an earlier, refused
-            # entry with the same id is not this request's answer (and would take its one delivery)
-            if url and decision and decision == stored:
+            if url and decision:
                 n += 1
                 body = json.dumps({"event": "decision", "request_id": rid, "agent": agent,
                                    "decision": json.loads(decision)}, separators=(",", ":"))

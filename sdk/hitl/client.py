@@ -237,6 +237,14 @@ class AsyncClient:
                 sent = _Watch(await self._positions(streams), settled=False, marker=True)
             return await self._wait(request_id, sent, deadline, timeout, on_message)
 
+    async def agent_of(self, request_id: str) -> str | None:
+        """The agent of the request stored under `request_id` (None while there is none)."""
+        async with self._redis():
+            raw = await self.redis.hget(self.keys.request(request_id), "request")
+        with contextlib.suppress(ValueError, AttributeError):
+            return str(json.loads(raw)["agent"]) if raw else None
+        return None
+
     async def messages(self, request_id: str) -> list[AgentMessage]:
         """Every interim message of a request so far, oldest first (kept on the record)."""
         async with self._redis():

@@ -8,7 +8,6 @@ request is in Redis before any wait begins, so nothing is lost when a client giv
 
 from __future__ import annotations
 
-import json
 import os
 import uuid
 from typing import Any
@@ -84,13 +83,11 @@ def build_server(client: AsyncClient, *, max_wait_s: float = DEFAULT_WAIT_S) -> 
     async def get_decision(request_id: str, wait_s: float | None = None) -> dict[str, Any]:
         """The decision on an earlier request_approval or ask_human (waits up to `wait_s`)."""
         try:
-            async with client._redis():  # Redis away: Unreachable, said below
-                raw = await client.redis.hget(client.keys.request(request_id), "request")
-            agent = json.loads(raw).get("agent") if raw else None
+            agent = await client.agent_of(request_id)
             if agent is not None and agent != client.agent:  # never another agent's answer
                 return {"status": "error", "request_id": request_id,
                         "message": f"{request_id} is not a request of this agent ({client.agent})"}
-            if raw is None and request_id not in sent and await client.decision(request_id) is None:
+            if agent is None and request_id not in sent and await client.decision(request_id) is None:
                 # not one this server sent, and hitl has no record of it: a wrong id would
                 # otherwise read as pending for ever
                 return {"status": "unknown", "request_id": request_id,
