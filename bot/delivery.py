@@ -233,7 +233,7 @@ class Delivery(DueWorker):
     # ---- single cards -------------------------------------------------------------------
 
     async def _post_request(self, rid: str, member: str, lease: int) -> None:
-        record = await self.store.get(rid)
+        record, previous = await self.store.get_posting(rid)  # searched for before the slot
         channel = record.route.channel
         if record.ts or record.undeliverable:
             await self.store.finish_outbox(member, lease)
@@ -245,7 +245,6 @@ class Delivery(DueWorker):
             self.kick()
             return
         key = self.store.keys.request(rid)
-        previous = await self.slots.attempt(key)  # searched for before the slot: it covers the post alone
         found = await self._search(member, channel, "request_id", rid, previous, {})
         if not found:
             slot = await self.post_slot(channel, member, lease)

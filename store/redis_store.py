@@ -316,6 +316,14 @@ class Store:
             raise NotFound(request_id)
         return _record(raw)
 
+    async def get_posting(self, request_id: str) -> tuple[Record, str | None]:
+        """The stored record (or NotFound) and the note of an unfinished post attempt of its
+        card (`note_post_attempt`), in one read: a card's post needs both before its slot."""
+        raw = cast(dict[str, str], await self.redis.hgetall(self.keys.request(request_id)))
+        if not raw:
+            raise NotFound(request_id)
+        return _record(raw), raw.get("post_attempt")
+
     async def apply(self, t: Transition, now: datetime) -> Record:
         """Write a transition if the record is still pending at the version it was computed from."""
         k, rec = self.keys, t.record

@@ -125,3 +125,18 @@ async def test_a_duplicate_that_slipped_through_is_deleted(h: Harness) -> None:
 
 async def _single(h: Harness, rid: str) -> bool:
     return len(cards_of(h, rid)) == 1
+
+
+async def test_a_fresh_card_is_posted_once_and_not_redrawn(h: Harness) -> None:
+    """A card that shows its record as it stands needs no chat.update: a pending record has no
+    `version` field yet (0), and its post must not queue a redraw of what it just drew (one
+    redundant update per card would spend chat.update's 50 a minute on nothing)."""
+    rid = await h.push()
+    rec = await h.card(rid)
+    assert rec.version == 0
+    assert await h.store.redis.zscore(h.store.keys.outbox, f"update:{rid}") is None
+    assert not await h.store.redis.sismember(h.store.keys.outbox_again, f"update:{rid}")
+    await h.emu.click("U0ALICE", "#approvals", str(rec.ts), ActionId.approve)  # a decision does redraw it
+    assert (await h.client.wait(rid, timeout=10)).status is Status.approved
+    await eventually(lambda: locked(h, rid), what="the decided card locked")
+    assert [c.args.get("ts") for c in h.emu.calls_to("chat.update")] == [rec.ts]
