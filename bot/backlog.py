@@ -39,18 +39,19 @@ class Backlog:
             await self._schedule_refresh(channel)
 
     async def posted(self, d: Delivery, channel: str, member: str) -> None:
-        n = await self.state.remove(channel, member)
-        if (await self.state.digest(channel)).get("ts") and (n == 0 or n % 5 == 0):
+        n, digest_up = await self.state.remove(channel, member)
+        if digest_up and (n == 0 or n % 5 == 0):
             await self._schedule_refresh(channel)
 
     async def _schedule_refresh(self, channel: str) -> None:
         # NX: a refresh already due is not pushed back, so updates come every couple of seconds
         await self.store.enqueue_once(f"digest:{channel}", _now_ms() + REFRESH_MS)
 
-    async def maybe_post_digest(self, d: Delivery, channel: str, slot: Slot) -> bool:
+    async def maybe_post_digest(self, d: Delivery, channel: str, slot: Slot, waiting: int) -> bool:
         """With the channel's posting slot in hand: post the digest in it first if the channel
-        is backlogged (True: the slot went to the digest)."""
-        if await self.state.count(channel) < self.threshold:
+        is backlogged, `waiting` cards counted as the slot was taken (True: the slot went to the
+        digest)."""
+        if waiting < self.threshold:
             return False
         if not await self.state.claim_digest(channel):
             return False

@@ -1,6 +1,7 @@
 """Delivery: the outbox worker that posts and updates cards in Slack, exactly once each.
 
-Outbox members are `post:<id>`, `update:<id>`, `batch:<batch id>` and `digest:<channel>` in a
+Outbox members are `post:<id>`, `update:<id>`, `batch:<batch id>`, `digest:<channel>`,
+`recheck:<post or batch member>` and `settle:<update or batch member>` in a
 sorted set by due time. A worker leases due members, does the Slack call, and finishes them;
 a worker that dies leaves its lease to run out and another worker retries. A post that may
 have reached Slack before a crash is reconciled by looking for the card's message metadata
@@ -21,7 +22,11 @@ Slack receiving the call cannot overrun it. 5xx and timeouts back off exponentia
 that lock a decided card reserve their slot; other redraws (votes, pause) only take a free
 one, so locks go first.
 A card Slack refuses for good is marked undeliverable (audited once; the request still expires
-by its deadline). Requests the policy groups go onto batch cards; a channel whose queue of
+by its deadline); a refused redraw of a card already in Slack is not (its next redraw, the
+decision's lock, is tried all the same). A call whose outcome was unknown may still be carried
+out late: a card posted after such an attempt is looked for again a `settle_ms()` later and any
+other copy deleted (`recheck:`), and a card whose redraw timed out is drawn once more then
+(`settle:`). Requests the policy groups go onto batch cards; a channel whose queue of
 unposted cards grows gets a backlog digest. Every call goes through `bot.gateway`.
 """
 
@@ -36,6 +41,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+from bot import gateway
 from bot.backlog import Backlog
 from bot.gateway import Gateway, Permanent, RateLimited, SlackFailure, backoff_s
 from bot.worker import DueWorker
@@ -55,6 +61,14 @@ SLOT_LEASE_MS = 20_000  # a replica that dies holding a channel's slot frees it 
 UPDATE_RATE, UPDATE_BURST = 50 / 60, 45.0  # chat.update is Tier 3: 50 a minute; 5 calls of headroom
 HISTORY_PAGES = 50  # a lost post is searched for in at most 10,000 messages after its attempt
 HISTORY_SLACK_S = 60  # clock skew allowed between this host and Slack when searching
+
+
+def settle_ms() -> int:
+    """How long after a call whose outcome was unknown (a timeout, a 5xx) Slack may still carry it
+    out: twice the Web API timeout. A card posted after such an attempt is looked at again this
+    long after (`recheck:`), and a card whose redraw timed out is drawn once more (the late
+    redraw must not be the last word)."""
+    return int(gateway.TIMEOUT_S * 2000)
 
 Render = Callable[[Record], dict[str, Any]]
 RenderBatch = Callable[[Batch, list[Record]], dict[str, Any]]
@@ -151,6 +165,11 @@ class Delivery(DueWorker):
         self._searched: dict[str, str] = {}
         """Member -> the attempt note whose lost post was looked for in vain, so a post deferred
         after its search does not search again (dropped once it posts, or is done)."""
+        self._unsure: set[str] = set()
+        """Updates (`update:`, `batch:`) whose chat.update timed out or met a 5xx: Slack may
+        still apply that redraw late, over a newer one, so once done, `settle:<member>` draws the
+        card once more a `settle_ms()` later (kept in process until then: a replica that dies
+        forgets, and the card stays as its last redraw left it until its next change)."""
         self.stats = {"posted": 0, "updated": 0, "rate_limited": 0, "errors": 0, "deferred": 0,
                       "undeliverable": 0, "reconciled": 0, "duplicates_deleted": 0}
 
@@ -182,11 +201,18 @@ class Delivery(DueWorker):
                 await self._batch(key, member, lease)
             elif op == "digest":
                 await self.backlog.refresh(self, key, member, lease)
+            elif op == "recheck":
+                await self._recheck(key, member, lease)
+            elif op == "settle":
+                await self._settle(key, member, lease)
             else:
                 log.error("delivery: unknown outbox operation %r dropped", member)
                 await self.store.finish_outbox(member, lease)
             self._attempts.pop(member, None)
             self._searched.pop(member, None)
+            if member in self._unsure:  # a redraw of it timed out: draw it once more, later
+                self._unsure.discard(member)
+                await self.store.enqueue_once(f"settle:{member}", _now_ms() + settle_ms())
         except Deferred:  # a search it made in vain still stands at its next try
             self.stats["deferred"] += 1
         except NotFound:
@@ -220,9 +246,16 @@ class Delivery(DueWorker):
     async def post_slot(self, channel: str, member: str, lease: int) -> Slot:
         """`slot`, after posting the channel's backlog digest first when one is due (the digest
         takes the slot; this post then goes first in the queue)."""
-        slot = await self.slot(channel, member, lease)
+        # the channel's queue is counted while the slot is taken (one round trip's wait, not two)
+        counting = asyncio.ensure_future(self.backlog.state.count(channel))
         try:
-            digest = await self.backlog.maybe_post_digest(self, channel, slot)
+            slot = await self.slot(channel, member, lease)
+        except BaseException:
+            counting.cancel()
+            await asyncio.gather(counting, return_exceptions=True)
+            raise
+        try:
+            digest = await self.backlog.maybe_post_digest(self, channel, slot, await counting)
         except BaseException:
             await slot.release("none")  # unless the digest's post already let it go
             raise
@@ -267,6 +300,8 @@ class Delivery(DueWorker):
                                                             record.version)
             if verdict == "exists" and earlier != ts:  # another replica won a race: remove ours
                 await self._delete(channel_id, ts)
+        if previous is not None:  # an attempt whose outcome was unknown may still post, later
+            await self.store.hold_recheck(key, previous, f"recheck:{member}", _now_ms() + settle_ms())
         await self.backlog.posted(self, channel, member)
 
     async def _update_request(self, rid: str, member: str, lease: int) -> None:
@@ -276,7 +311,7 @@ class Delivery(DueWorker):
             await self.store.finish_outbox(member, lease)
             self.kick()
             return
-        if not record.ts or not record.channel or record.undeliverable:
+        if not record.ts or not record.channel:
             await self.store.finish_outbox(member, lease)  # the post renders the latest state
             return
         # locking a decided card goes first; a redraw of an open one takes a free slot
@@ -318,8 +353,37 @@ class Delivery(DueWorker):
         await self.store.batch_shown(batch, channel_id, ts, utcnow(), "" if found else rendered)
         if found:  # posted by a run that died: bring the card up to date (joins re-queue themselves)
             await self.store.enqueue(f"batch:{bid}", _now_ms())
+        if previous is not None:  # an attempt whose outcome was unknown may still post, later
+            note = json.dumps({**json.loads(previous), "channel": batch.channel})
+            await self.store.hold_recheck(key, note, f"recheck:{member}", _now_ms() + settle_ms())
         await self.store.finish_outbox(member, lease)
         await self.backlog.posted(self, batch.channel, member)
+
+    async def _recheck(self, target: str, member: str, lease: int) -> None:
+        """A card was posted after an attempt whose outcome was unknown; that attempt may have
+        reached Slack after all, later than the search before the post looked. Every copy of the
+        card in the channel but the recorded one is deleted, so one card stays (and locks)."""
+        kind, _, key = target.partition(":")
+        hkey = self.store.keys.request(key) if kind == "post" else self.store.keys.batch(key)
+        ts, note = await self.store.recheck_note(hkey)
+        if ts and note:
+            field = "request_id" if kind == "post" else "batch_id"
+            attempt = json.loads(note)
+            channel_id, copies = await self._history_cards(str(attempt.get("channel") or ""), field, key, attempt)
+            for other in copies:
+                if other != ts:
+                    await self._delete(channel_id, other)
+        await self.store.drop_recheck(hkey)
+        await self.store.finish_outbox(member, lease)
+
+    async def _settle(self, target: str, member: str, lease: int) -> None:
+        """Draw a card once more, whatever Slack should show: a redraw of it whose outcome was
+        unknown may have been applied late, over the newer one."""
+        if target.startswith("batch:"):  # not "unchanged since last drawn": it may not be
+            await self.store.forget_rendered(target.partition(":")[2])
+        await self.store.enqueue(target, _now_ms())
+        await self.store.finish_outbox(member, lease)
+        self.kick()
 
     async def _search(self, member: str, channel: str, key: str, value: str, previous: str | None,
                       extra: dict[str, Any]) -> tuple[str, str] | None:
@@ -389,6 +453,18 @@ class Delivery(DueWorker):
         channel); any further copy is deleted, so one card stays."""
         if attempt is None:
             return None
+        channel_id, found = await self._history_cards(channel, key, value, attempt)
+        if not found:
+            return None
+        first, *copies = found
+        for ts in copies:
+            await self._delete(channel_id, ts)
+        return channel_id, first
+
+    async def _history_cards(self, channel: str, key: str, value: str,
+                             attempt: dict[str, Any]) -> tuple[str, list[str]]:
+        """The channel's id and the ts of every card whose metadata has `key` == `value`, posted
+        since `attempt` (its note) began, oldest first: all pages, however busy the channel."""
         channel_id = await self.channel_id(str(attempt.get("channel") or channel))
         oldest = f"{max(0.0, float(attempt.get('at', 0)) - HISTORY_SLACK_S):.6f}"
         found: list[str] = []
@@ -403,12 +479,7 @@ class Delivery(DueWorker):
             cursor = (resp.get("response_metadata") or {}).get("next_cursor")
             if not cursor:
                 break
-        if not found:
-            return None
-        first, *copies = sorted(found, key=float)
-        for ts in copies:
-            await self._delete(channel_id, ts)
-        return channel_id, first
+        return channel_id, sorted(found, key=float)
 
     async def _failed(self, key: str, member: str, lease: int, e: SlackFailure) -> None:
         self.stats["errors"] += 1
@@ -422,6 +493,8 @@ class Delivery(DueWorker):
         if isinstance(e, Permanent):
             await self._undeliverable(key, member, lease, e)
             return
+        if e.method == "chat.update" and member.startswith(("update:", "batch:")):
+            self._unsure.add(member)  # it may still be applied, late: redraw once more after
         await self._retry_later(member, lease, e.error)
 
     async def _undeliverable(self, key: str, member: str, lease: int, e: Permanent) -> None:
@@ -429,7 +502,8 @@ class Delivery(DueWorker):
         self.stats["undeliverable"] += 1
         log.error("delivery: %s refused by Slack (%s: %s); not retried", member, e.method, e.error)
         self._attempts.pop(member, None)
-        if member.startswith(("post:", "update:")):
+        self._unsure.discard(member)
+        if member.startswith("post:"):
             await self.store.mark_undeliverable(key, member, lease, e.error, utcnow())
             return
         if member.startswith("batch:"):
@@ -437,7 +511,9 @@ class Delivery(DueWorker):
                 batch = await self.store.get_batch(key)
             except NotFound:
                 batch = None
-            for rid in batch.items if batch else []:
+            # a card in Slack whose redraw was refused is not undeliverable: people see it and its
+            # next redraw (the decision's lock) is tried all the same
+            for rid in batch.items if batch and not batch.ts else []:
                 await self.store.mark_undeliverable(rid, member, lease, e.error, utcnow())
         await self.store.finish_outbox(member, lease)
 

@@ -30,12 +30,14 @@ class BacklogStore:
             _, n = await p.execute()
         return int(n)
 
-    async def remove(self, channel: str, member: str) -> int:
+    async def remove(self, channel: str, member: str) -> tuple[int, bool]:
+        """`member` waits no more: how many still wait, and whether the channel's digest is up."""
         async with self.redis.pipeline(transaction=True) as p:
             p.zrem(self._waiting(channel), member)
             p.zcard(self._waiting(channel))
-            _, n = await p.execute()
-        return int(n)
+            p.hexists(self._digest(channel), "ts")
+            _, n, up = await p.execute()
+        return int(n), bool(up)
 
     async def members(self, channel: str, limit: int | None = 500) -> list[tuple[str, int]]:
         """Waiting operations, oldest first, with the time they started waiting (all: None)."""

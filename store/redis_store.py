@@ -105,6 +105,7 @@ class Store:
                 "outbox_done",
                 "outbox_add",
                 "mark_posted",
+                "post_recheck",
                 "pace",
                 "join_batch",
                 "batch_shown",
@@ -557,6 +558,23 @@ class Store:
         for rid in batch.items:
             keys += [self.keys.request(rid), self.keys.trail(rid)]
         return int(await self._run("batch_shown", keys, args))
+
+    async def hold_recheck(self, key: str, note: str, member: str, due_ms: int) -> None:
+        """Keep an unfinished post attempt's `note` on `key` (a record or batch) and queue
+        `member` (`recheck:...`) at `due_ms` to look for a late copy of its card."""
+        await self._run("post_recheck", [key, self.keys.outbox], [note, member, due_ms])
+
+    async def recheck_note(self, key: str) -> tuple[str | None, str | None]:
+        """The card's ts and the note `hold_recheck` kept on `key`."""
+        ts, note = await self.redis.hmget(key, ["ts", "post_recheck"])
+        return (str(ts) if ts is not None else None), (str(note) if note is not None else None)
+
+    async def forget_rendered(self, batch_id: str) -> None:
+        """The batch card's next run redraws it even if Slack should show the same already."""
+        await self.redis.hdel(self.keys.batch(batch_id), "rendered")
+
+    async def drop_recheck(self, key: str) -> None:
+        await self.redis.hdel(key, "post_recheck")
 
     async def note_batch_attempt(self, batch_id: str, now: datetime) -> str | None:
         """Remember a batch post is under way; the first unfinished attempt, if any."""
