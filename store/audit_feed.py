@@ -2,21 +2,30 @@
 
 Redis calls only; what each event counts for is decided in `bot.stats`. Reads block on their
 own connection (its socket timeout outlasts the block); everything else uses the store's client.
+Entries are read as bytes and decoded here (`store.chain.text`): an entry that is not UTF-8
+(hitl never writes one) is counted like any other instead of failing every read after it.
 """
 
 from __future__ import annotations
 
-from typing import cast
+from typing import Any, cast
 
 import redis.asyncio as aioredis
+from redis.client import NEVER_DECODE
 from redis.exceptions import ResponseError
 
+from store.chain import text
 from store.connect import connect
 from store.keys import Keys
 from store.stats import STATS_GROUP
 
 AuditRow = tuple[str, dict[str, str] | None]
 """An audit entry id and its fields (None when it was deleted while pending)."""
+
+
+def _rows(raw: Any) -> list[AuditRow]:
+    return [(text(i), None if f is None else {text(k): text(v) for k, v in f.items()})
+            for i, f in raw or () if i is not None]
 
 
 class AuditFeed:
@@ -40,14 +49,17 @@ class AuditFeed:
 
     async def read(self, consumer: str, start: str, *, count: int, block_ms: int | None) -> list[AuditRow]:
         """New events (`>`) or this consumer's unacknowledged ones (`0`)."""
-        rows = cast(list[tuple[str, list[AuditRow]]] | None, await self._blocking.xreadgroup(
-            STATS_GROUP, consumer, {self.keys.audit: start}, count=count, block=block_ms))
-        return list(rows[0][1]) if rows else []
+        args: list[Any] = ["XREADGROUP", "GROUP", STATS_GROUP, consumer, "COUNT", count]
+        if block_ms is not None:
+            args += ["BLOCK", block_ms]
+        rows = await self._blocking.execute_command(*args, "STREAMS", self.keys.audit, start, **{NEVER_DECODE: []})
+        return _rows(rows[0][1]) if rows else []
 
     async def reclaim(self, consumer: str, idle_ms: int, *, count: int) -> list[AuditRow]:
         """Events another replica read and left unacknowledged for `idle_ms`."""
-        res = await self._redis.xautoclaim(self.keys.audit, STATS_GROUP, consumer, idle_ms, "0-0", count=count)
-        return list(cast(list[AuditRow], res[1]))
+        res = await self._redis.execute_command("XAUTOCLAIM", self.keys.audit, STATS_GROUP, consumer, idle_ms,
+                                                "0-0", "COUNT", count, **{NEVER_DECODE: []})
+        return _rows(res[1])
 
     async def record_fields(self, request_ids: list[str], fields: tuple[str, ...]) -> list[list[str | None]]:
         """`fields` of each request's record, in one round trip (None where absent)."""

@@ -9,6 +9,14 @@ signed checkpoints; `:chain:lease`/`:chain:fence` the leader lease and its fenci
 A seal's `hash` is stored as 43 characters of unpadded base64 since issue 13 (one seal per
 audit entry: 22 bytes less each than 64 hex digits); seals written before hold 64 hex digits,
 and the length tells the two apart. Every hash leaves this module as lowercase hex.
+
+Stream reads here are decoded by the client as UTF-8 (in C: the sealer's and verify's hot
+path); a read that meets bytes that are not UTF-8 is sent again for raw bytes, decoded here
+(`text`) with those bytes kept as lone surrogates (`surrogateescape`). A foreign writer's entry
+that is not UTF-8 is then sealed and verified like any other (its canonical form escapes those
+surrogates, see `bot.evidence.canonical`) instead of failing every read of the stream. Rows of
+the chain's own keys are parsed defensively: a damaged seal or checkpoint comes back as None
+(and is reported by verify), never as an exception in the sealer.
 """
 
 from __future__ import annotations
@@ -16,9 +24,14 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, cast
+
+from redis.client import NEVER_DECODE
 
 from store.chain_models import GENESIS, ChainStatus, Checkpoint, Link
+
+Row = tuple[str, dict[str, str]]
+"""A stream entry: its id and fields, decoded by `text`."""
 
 PAGE = 1000
 
@@ -83,9 +96,40 @@ def seal_hash(stored: str) -> str:
         return stored
 
 
+def text(b: bytes | str) -> str:
+    """Bytes read from Redis as text: UTF-8, any byte that is not kept as a lone surrogate
+    (U+DC80..U+DCFF, Python's `surrogateescape`), so nothing read here can raise and no two
+    different byte strings decode alike."""
+    return b if isinstance(b, str) else b.decode("utf-8", "surrogateescape")
+
+
+def _rows(raw: Any) -> list[Row]:
+    """Stream entries read as bytes (the verify and sealer hot path: decoded inline)."""
+    return [(i.decode("utf-8", "surrogateescape"),
+             {k.decode("utf-8", "surrogateescape"): v.decode("utf-8", "surrogateescape") for k, v in f.items()})
+            for i, f in raw or () if i is not None]
+
+
+def _hash(raw: Any) -> dict[str, str]:
+    return {text(k): text(v) for k, v in (raw or {}).items()}
+
+
+def parse_seal(entry_id: str, fields: dict[str, str]) -> Link | None:
+    """The link a seal stream entry records; None when the row is damaged (no usable seq or hash)."""
+    try:
+        seq = int(fields["seq"])
+        h = fields["hash"]
+    except (KeyError, ValueError, TypeError):
+        return None
+    return Link(seq, seal_hash(h), entry_id) if seq > 0 and h else None
+
+
 def seal_link(entry_id: str, fields: dict[str, str]) -> Link:
-    """The link a seal stream entry records."""
-    return Link(int(fields["seq"]), seal_hash(fields["hash"]), entry_id)
+    """The link a seal stream entry records (ValueError on a damaged row: see `parse_seal`)."""
+    link = parse_seal(entry_id, fields)
+    if link is None:
+        raise ValueError(f"the seal of entry {entry_id} is damaged: {fields!r}")
+    return link
 
 
 def next_id(entry_id: str) -> str:
@@ -127,19 +171,44 @@ class ChainStore:
             await self.redis.delete(self.k.lease)
 
     # ---- sealing -------------------------------------------------------------------
+    async def _raw(self, *args: Any) -> Any:
+        """A command whose reply comes back as bytes (see `text`)."""
+        return await self.redis.execute_command(*args, **{NEVER_DECODE: []})
+
+    async def _read(self, *args: Any) -> list[Row]:
+        """Stream entries, decoded by the client; read again as bytes when some are not UTF-8
+        (the failed read's connection is dropped by the client, so nothing is left half-read)."""
+        try:
+            return list(await self.redis.execute_command(*args))
+        except UnicodeDecodeError:
+            return _rows(await self._raw(*args))
+
+    async def xrange(self, key: str, lo: str = "-", hi: str = "+", count: int | None = None) -> list[Row]:
+        return await self._read("XRANGE", key, lo, hi, *(("COUNT", count) if count else ()))
+
+    async def xrevrange(self, key: str, hi: str = "+", lo: str = "-", count: int | None = None) -> list[Row]:
+        return await self._read("XREVRANGE", key, hi, lo, *(("COUNT", count) if count else ()))
+
+    async def now_ms(self) -> int:
+        """Redis's clock, shared by every replica (a replica's own clock may be off)."""
+        seconds, micros = cast(tuple[int, int], await self.redis.time())
+        return int(seconds) * 1000 + int(micros) // 1000
+
     async def head(self) -> Link | None:
-        return _link(await self.redis.hgetall(self.k.head))
+        return _link(_hash(await self._raw("HGETALL", self.k.head)))
 
     async def base(self) -> Link:
         """The link before the first entry kept in Redis (genesis until a trim)."""
-        return _link(await self.redis.hgetall(self.k.base)) or Link(0, GENESIS, "0-0")
+        return _link(_hash(await self._raw("HGETALL", self.k.base))) or Link(0, GENESIS, "0-0")
 
-    async def read_after(self, entry_id: str, count: int, block_ms: int | None = None
-                         ) -> list[tuple[str, dict[str, str]]]:
+    async def read_after(self, entry_id: str, count: int, block_ms: int | None = None) -> list[Row]:
         """Audit entries after `entry_id`, oldest first (waiting up to `block_ms` for one)."""
         if block_ms is None:
-            return list(await self.redis.xrange(self.audit_key, f"({entry_id}", "+", count=count))
-        res = await self.redis.xread({self.audit_key: entry_id}, count=count, block=block_ms)
+            return await self.xrange(self.audit_key, f"({entry_id}", "+", count=count)
+        try:
+            res = await self.redis.xread({self.audit_key: entry_id}, count=count, block=block_ms)
+        except UnicodeDecodeError:  # the entries are there: read them as bytes, without waiting
+            return _rows(await self._raw("XRANGE", self.audit_key, f"({entry_id}", "+", "COUNT", count))
         return list(res[0][1]) if res else []
 
     async def seal(self, token: int, expected: str, first_seq: int, ids: list[str], hashes: list[str]) -> str:
@@ -155,21 +224,30 @@ class ChainStore:
                                      args=[token, cp.seq, cp.hash, cp.time, cp.sig, cp.key])
         return bool(res == "ok")
 
+    async def checkpoint_rows(self) -> list[tuple[str, Checkpoint | None]]:
+        """Every row of the checkpoints stream, oldest first (None: a damaged row)."""
+        return [(i, parse_checkpoint(f)) for i, f in await self.xrange(self.k.checkpoints)]
+
     async def checkpoints(self) -> list[Checkpoint]:
-        rows = await self.redis.xrange(self.k.checkpoints)
-        return [_checkpoint(f) for _, f in rows]
+        """The well-formed checkpoints, oldest first (damaged rows are left out: verify reports them)."""
+        return [c for _, c in await self.checkpoint_rows() if c is not None]
 
     async def last_checkpoint(self) -> Checkpoint | None:
-        rows = await self.redis.xrevrange(self.k.checkpoints, count=1)
-        return _checkpoint(rows[0][1]) if rows else None
+        """The newest well-formed checkpoint (a damaged newer row is passed over)."""
+        hi = "+"
+        while rows := await self.xrevrange(self.k.checkpoints, hi, "-", count=100):
+            for _, f in rows:
+                if (cp := parse_checkpoint(f)) is not None:
+                    return cp
+            hi = f"({rows[-1][0]}"
+        return None
 
     # ---- reading -------------------------------------------------------------------
-    async def pages(self, key: str, start: str = "-", end: str = "+"
-                    ) -> AsyncIterator[list[tuple[str, dict[str, str]]]]:
+    async def pages(self, key: str, start: str = "-", end: str = "+") -> AsyncIterator[list[Row]]:
         """A stream's entries in `[start, end]`, a page at a time."""
         lo = start
         while True:
-            rows = await self.redis.xrange(key, lo, end, count=PAGE)
+            rows = await self.xrange(key, lo, end, count=PAGE)
             if not rows:
                 return
             yield rows
@@ -177,37 +255,41 @@ class ChainStore:
                 return
             lo = f"({rows[-1][0]}"
 
+    async def _each(self, key: str, ids: list[str]) -> list[list[Row]]:
+        try:
+            async with self.redis.pipeline(transaction=False) as p:
+                for i in ids:
+                    p.xrange(key, i, i)
+                return [list(r) for r in await p.execute()]
+        except UnicodeDecodeError:
+            async with self.redis.pipeline(transaction=False) as p:
+                for i in ids:
+                    p.execute_command("XRANGE", key, i, i, **{NEVER_DECODE: []})
+                return [_rows(r) for r in await p.execute()]
+
     async def links(self, ids: list[str]) -> list[Link | None]:
-        """The seal of each audit entry id (None: not sealed)."""
-        async with self.redis.pipeline(transaction=False) as p:
-            for i in ids:
-                p.xrange(self.k.chain, i, i)
-            rows = await p.execute()
-        return [seal_link(r[0][0], r[0][1]) if r else None for r in rows]
+        """The seal of each audit entry id (None: not sealed, or a damaged seal)."""
+        return [parse_seal(*r[0]) if r else None for r in await self._each(self.k.chain, ids)]
 
     async def entries(self, ids: list[str]) -> list[dict[str, str] | None]:
-        async with self.redis.pipeline(transaction=False) as p:
-            for i in ids:
-                p.xrange(self.audit_key, i, i)
-            rows = await p.execute()
-        return [r[0][1] if r else None for r in rows]
+        return [r[0][1] if r else None for r in await self._each(self.audit_key, ids)]
 
-    async def seals(self, after: str, through: str, count: int) -> list[tuple[str, dict[str, str]]]:
+    async def seals(self, after: str, through: str, count: int) -> list[Row]:
         """Seals after entry id `after` up to `through` (inclusive), oldest first."""
-        return list(await self.redis.xrange(self.k.chain, next_id(after), through, count=count))
+        return await self.xrange(self.k.chain, next_id(after), through, count=count)
 
     async def link_before(self, entry_id: str) -> Link | None:
-        """The last seal strictly before `entry_id` (the prev link of a range)."""
-        rows = await self.redis.xrevrange(self.k.chain, f"({entry_id}", "-", count=1)
+        """The last well-formed seal strictly before `entry_id` (the prev link of a range)."""
+        rows = await self.xrevrange(self.k.chain, f"({entry_id}", "-", count=1)
         if not rows:
             return None
-        return seal_link(rows[0][0], rows[0][1])
+        return parse_seal(*rows[0])
 
     async def unsealed(self) -> int:
         head = await self.head()
         if head is None:
             return int(await self.redis.xlen(self.audit_key))
-        return len(await self.redis.xrange(self.audit_key, f"({head.id}", "+", count=100000))
+        return len(await self._raw("XRANGE", self.audit_key, f"({head.id}", "+", "COUNT", 100000))
 
     # ---- status, archive mark, trim ------------------------------------------------
     async def set_status(self, status: ChainStatus, ttl_s: int = 3600) -> None:
@@ -234,7 +316,7 @@ class ChainStore:
         await self.redis.hset(self.k.archived, mapping={"seq": link.seq, "hash": link.hash, "id": link.id})
 
     async def archived(self) -> Link | None:
-        return _link(await self.redis.hgetall(self.k.archived))
+        return _link(_hash(await self._raw("HGETALL", self.k.archived)))
 
     async def trim_through(self, link: Link) -> int:
         """Drop audit entries and seals up to `link` (inclusive), moving the base there first:
@@ -244,10 +326,14 @@ class ChainStore:
 
 
 def _link(f: dict[str, str]) -> Link | None:
-    if not f or "seq" not in f:
+    if not f or "seq" not in f or "id" not in f:
         return None
-    return seal_link(f["id"], f)
+    return parse_seal(f["id"], f)
 
 
-def _checkpoint(f: dict[str, str]) -> Checkpoint:
-    return Checkpoint(seq=int(f["seq"]), hash=f["hash"], time=int(f["time"]), sig=f["sig"], key=f["key"])
+def parse_checkpoint(f: dict[str, str]) -> Checkpoint | None:
+    """A checkpoint row; None when a field is missing or not of its type."""
+    try:
+        return Checkpoint(seq=int(f["seq"]), hash=f["hash"], time=int(f["time"]), sig=f["sig"], key=f["key"])
+    except (KeyError, ValueError, TypeError):
+        return None

@@ -590,7 +590,8 @@ class Store:
     async def set_paused(self, paused: bool, reason: str | None, actor: str, now: datetime) -> bool:
         """Pause or resume automation for every replica (survives restarts), audited; False
         (nothing written) when it is already so, which makes a retried call harmless."""
-        args = ["1" if paused else "", reason or "", actor, now.isoformat()]
+        audited = self.redact({"reason": reason})["reason"] if reason else ""
+        args = ["1" if paused else "", reason or "", actor, now.isoformat(), audited or ""]
         return bool(await self._run("control", [self.keys.control, self.keys.audit], args))
 
     async def control(self) -> dict[str, str]:

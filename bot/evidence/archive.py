@@ -19,7 +19,7 @@ import psycopg
 
 from bot.evidence.archive_schema import MIGRATIONS
 from bot.evidence.canonical import canonical, entry_hash
-from store.chain import ChainStore, seal_hash
+from store.chain import ChainStore, parse_seal
 from store.chain_models import Link
 
 BATCH = 500
@@ -36,6 +36,14 @@ class ArchiveResult:
     last: Link | None = None
     checkpoints: int = 0
     trimmed: int = 0
+
+
+def column(value: str) -> str:
+    """An entry field for the extracted text columns (`event`, `request_id`, `actor`, `at`):
+    PostgreSQL text holds no NUL and only valid UTF-8, so NUL is written as the four characters
+    `\\x00` and a byte that was not UTF-8 as `\\udcXX`. Only these lookup columns change:
+    `fields` holds the canonical JSON that was hashed (where both are JSON escapes)."""
+    return value.replace("\x00", "\\x00").encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _line(e: BaseException) -> str:
@@ -121,15 +129,19 @@ async def _copy(conn: psycopg.AsyncConnection[Any], chain: ChainStore,
     entries = await chain.entries([i for i, _ in page])
     rows, broken = [], None
     for (entry_id, f), fields in zip(page, entries, strict=True):
-        seq, h = int(f["seq"]), seal_hash(f["hash"])
+        link = parse_seal(entry_id, f)
+        if link is None:
+            broken = f"the seal of entry {entry_id} is damaged"
+            break
+        seq, h = link.seq, link.hash
         if fields is None:
             broken = f"entry seq {seq} ({entry_id}) is missing from Redis"
         elif seq != prev.seq + 1 or entry_hash(prev.hash, seq, entry_id, fields) != h:
             broken = f"the chain is broken at seq {seq}"
         if broken or fields is None:
             break
-        rows.append((seq, entry_id, prev.hash, h, canonical(fields).decode(), fields.get("event", ""),
-                     fields.get("request_id", ""), fields.get("actor", ""), fields.get("at", "")))
+        rows.append((seq, entry_id, prev.hash, h, canonical(fields).decode(), *(
+            column(fields.get(k, "")) for k in ("event", "request_id", "actor", "at"))))
         prev = Link(seq, h, entry_id)
     if rows:
         await _insert(conn, rows)

@@ -4,16 +4,33 @@ The chain hashes only strings, integers and objects of them (audit fields are st
 so the JCS rules needed are: keys sorted by UTF-16 code units, no whitespace, strings
 escaped as ECMAScript's JSON.stringify does, integers in decimal. Floats are refused
 rather than risk a number form JCS would write differently.
+
+An entry that is not UTF-8 (written by someone else: hitl never writes one) is read with its
+bad bytes as lone surrogates (`store.chain.text`). JCS has no form for a lone surrogate; the
+chain writes each as the escape `\\udcXX` (lowercase hex), which is what ECMAScript's
+well-formed JSON.stringify writes. A valid string never holds a lone surrogate, so no valid
+entry hashes like a damaged one; every valid entry hashes exactly as before.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 from json.encoder import encode_basestring as _q
 from typing import Any
 
 from store.chain_models import GENESIS
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _utf8(text: str) -> bytes:
+    """UTF-8 of canonical JSON text, lone surrogates written as `\\uXXXX` escapes."""
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text).encode("utf-8")
 
 
 def _utf16(key: str) -> bytes:
@@ -54,7 +71,7 @@ def canonical(value: Any) -> bytes:
     """The RFC 8785 canonical UTF-8 bytes of `value` (strings, ints, bools, null, lists, objects)."""
     out: list[str] = []
     _encode(value, out)
-    return "".join(out).encode("utf-8")
+    return _utf8("".join(out))
 
 
 def entry_body(seq: int, entry_id: str, fields: dict[str, str]) -> bytes:
@@ -65,7 +82,7 @@ def entry_body(seq: int, entry_id: str, fields: dict[str, str]) -> bytes:
         if "".join(fields).isascii():
             inner = ",".join([_q(k) + ":" + _q(fields[k]) for k in sorted(fields)])
             return f'{{"fields":{{{inner}}},"id":{_q(entry_id)},"seq":{int(seq)}}}'.encode()
-    except TypeError:
+    except (TypeError, UnicodeEncodeError):  # UnicodeEncodeError: a value that was not UTF-8
         pass
     return canonical({"seq": seq, "id": entry_id, "fields": fields})
 

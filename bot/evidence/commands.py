@@ -162,10 +162,13 @@ async def _live(args: argparse.Namespace) -> int:
     chain = store.chain
     try:
         if args.audit_command == "verify":
+            from bot.evidence.config import load_evidence_settings
             from bot.evidence.signing import NO_KEY
-            from bot.evidence.verify import verify_live
+            from bot.evidence.verify import Cadence, verify_live
 
-            report = await verify_live(chain, _keys(args.pubkey), NO_KEY + " and no --pubkey given")
+            ev = load_evidence_settings()
+            report = await verify_live(chain, _keys(args.pubkey), NO_KEY + " and no --pubkey given",
+                                       Cadence(int(ev.checkpoint_s * 1000), ev.checkpoint_every))
             print("\n".join(report.lines()))
             return report.exit_code
         if args.audit_command == "export":

@@ -16,17 +16,26 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import IO, Any
 
 from bot.evidence.canonical import canonical
-from store.chain import ChainStore, next_id, seal_link
+from store.chain import ChainStore, next_id, parse_seal
 from store.chain_models import Checkpoint, Link
 
 FORMAT = "hitl-audit-export"
 VERSION = 1
 CSV_COLUMNS = ["type", "seq", "id", "prev_hash", "hash", "context", "fields", "time", "sig", "key", "meta"]
+_UNSAFE = re.compile("[\u0085\u2028\u2029\ud800-\udfff]")
+"""Characters written as JSON escapes in a JSONL line: line breaks to tools that split on more
+than "\\n" (U+0085, U+2028, U+2029), and lone surrogates (bytes that were not UTF-8)."""
+
+
+def jsonl(value: Any) -> str:
+    """One JSONL line's JSON: UTF-8 text kept as it is, the characters above escaped."""
+    return _UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", json.dumps(value, ensure_ascii=False))
 
 
 @dataclass(frozen=True)
@@ -58,7 +67,7 @@ async def range_rows(chain: ChainStore, since_ms: int | None, until_ms: int | No
         rows, prev = await _rows(chain, page, prev, warn)
         for row in rows:
             yield row
-        last = seal_link(page[-1][0], page[-1][1])
+        last = next((x for x in (parse_seal(*r) for r in reversed(page)) if x is not None), last)
     if last is None or until_ms is None:
         return
     target = next((c.seq for c in cps if c.seq >= last.seq), None)
@@ -84,7 +93,10 @@ async def _rows(chain: ChainStore, page: list[tuple[str, dict[str, str]]], prev:
     entries = await chain.entries(ids)
     out = []
     for (entry_id, f), fields in zip(page, entries, strict=True):
-        link = seal_link(entry_id, f)
+        link = parse_seal(entry_id, f)
+        if link is None:
+            warn.append(f"the seal of entry {entry_id} is damaged: left out (run `hitl audit verify`)")
+            continue
         if fields is None:
             warn.append(f"entry seq {link.seq} ({entry_id}) is sealed but missing from the audit stream")
         else:
@@ -129,7 +141,7 @@ class Writer:
             self.csv.writerow(["entry", r.link.seq, r.link.id, r.prev_hash, r.link.hash,
                                "1" if r.context else "", canonical(r.fields).decode(), "", "", "", ""])
         else:
-            self.out.write(json.dumps(r.json(), ensure_ascii=False) + "\n")
+            self.out.write(jsonl(r.json()) + "\n")
 
     def checkpoint(self, c: Checkpoint) -> None:
         if self.csv:

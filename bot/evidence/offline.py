@@ -57,7 +57,7 @@ def _one_by_one(r: Report, entries: list[dict[str, Any]], cps: list[Checkpoint],
         r.last_seq, prev = seq, e
     for cp in cps:
         key = by_key.get(cp.key)
-        if keys and (key is None or not signature_ok(key, cp)):
+        if key is not None and not signature_ok(key, cp):
             r.problems.append(_p("bad_signature", cp.seq, None, f"checkpoint at seq {cp.seq}: invalid signature"))
     r.unsigned = REQUEST_NOTE if keys else f"checkpoints were not checked: {no_key}"
     return r

@@ -33,6 +33,12 @@ class Redactor:
         if isinstance(v, str):
             for p in self.patterns:
                 v = p.sub(MASK, v)
+        elif isinstance(v, int | float) and not isinstance(v, bool):
+            # a number (an edited amount, an account number sent as JSON number) is matched as
+            # it is written in the entry's JSON; any match masks the whole number
+            text = str(v)
+            if any(p.search(text) for p in self.patterns):
+                return MASK
         return v
 
     def detail(self, detail: dict[str, Any]) -> dict[str, Any]:

@@ -5,7 +5,8 @@ right behind it (a blocking read, so within about a second), computes
 `hash = SHA-256(prev_hash || JCS(entry))` and stores each entry's (seq, hash) in one fenced
 script. A replica that lost the lease cannot write: the script checks the fencing token and
 that the head is where the leader left it. Signed checkpoints follow every
-`checkpoint_s` seconds or `checkpoint_every` entries.
+`checkpoint_s` seconds or `checkpoint_every` entries, timed by Redis's clock (shared by every
+replica: one replica's fast clock must not hold back the others' checkpoints).
 """
 
 from __future__ import annotations
@@ -14,11 +15,10 @@ import asyncio
 import logging
 import os
 import socket
-import time
 from collections.abc import Awaitable, Callable
 
 from bot.evidence.canonical import chain_hashes
-from bot.evidence.signing import NO_KEY, Signer
+from bot.evidence.signing import NO_KEY, Signer, signature_ok
 from store.chain import ChainStore
 from store.chain_models import GENESIS, ChainStatus, Checkpoint, Link
 
@@ -44,10 +44,6 @@ at LINGER_S); a round that is still reading full reads after them is behind, and
 backlog in pipelined BATCHes at full speed."""
 HASH_CHUNK = 25
 """Entries hashed between two turns of the event loop (about a tenth of a millisecond of work)."""
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 class Sealer:
@@ -81,7 +77,10 @@ class Sealer:
         token = await self.chain.lease(self.owner, LEASE_MS)
         if token != self.token or not self._loaded:
             self._head = await self.chain.head()
-            self._checkpoint = await self.chain.last_checkpoint()
+            cp = await self.chain.last_checkpoint()
+            # one this key cannot verify (forged, or another key's before a rotation) does not
+            # count: the next checkpoint is due now, signed by this key
+            self._checkpoint = cp if cp and (self.signer is None or signature_ok(self.signer.public, cp)) else None
             self._loaded = token != 0
         self.token = token
         return token != 0
@@ -134,12 +133,14 @@ class Sealer:
         return len(rows)
 
     async def checkpoint(self, now_ms: int | None = None, *, force: bool = False) -> Checkpoint | None:
-        """Sign (seq, hash, time) of the head when due (or `force`d); None when not due or off."""
+        """Sign (seq, hash, time) of the head when due (or `force`d); None when not due or off.
+        `now_ms` is Redis's clock (read when not given); a checkpoint from the future (a replica
+        whose clock ran ahead signed it) makes the next one due."""
         head, last = self._head, self._checkpoint
         if self.signer is None or head is None or (last is not None and last.seq >= head.seq):
             return None
-        now_ms = now_ms if now_ms is not None else _now_ms()
-        due = last is None or now_ms - last.time >= self.checkpoint_ms or (
+        now_ms = now_ms if now_ms is not None else await self.chain.now_ms()
+        due = last is None or last.time > now_ms or now_ms - last.time >= self.checkpoint_ms or (
             head.seq - last.seq >= self.checkpoint_every)
         if not (due or force):
             return None
@@ -173,7 +174,7 @@ class Sealer:
         self.caught_up = last < READ
         if not self.caught_up:  # a backlog: catch up in a pipelined run (checkpoints and reports follow)
             n += await self.drain(max_batches=25)
-        now = _now_ms()
+        now = await self.chain.now_ms()
         await self.checkpoint(now)
         if now - self._reported >= 1000 or n:
             await self.report(now)
