@@ -3,7 +3,7 @@ feedback, the calibration table, and the App Home's grants section. Pure builder
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
@@ -13,7 +13,7 @@ from blocks.kit import MESSAGE_BLOCKS_MAX, Block, button, context, header, secti
 from blocks.text import clip, escape, fmt_duration, fmt_time, user_mention
 from store.models import Record
 from store.stats import Report
-from store.trust import Away, Grant, TrustState
+from store.trust import Away, Grant, TrustState, split_member
 
 SHOWN = 40
 DRIFT = 0.15
@@ -45,8 +45,8 @@ def trust_line(s: TrustState, after: int) -> str:
         by = "" if s.changed_by in (None, "", "system") else f" by {user_mention(s.changed_by or '')}"
         changed = f" · changed {fmt_time(datetime.fromisoformat(s.changed_at))}{by}"
         if s.why:
-            changed += f": {escape(clip(s.why, 120))}"
-    return (f"*{escape(clip(s.agent, 60))} / {escape(clip(s.action, 60))}*: {state}{pin}\n"
+            changed += f": {clip(s.why, 120)}"
+    return (f"*{clip(s.agent, 60)} / {clip(s.action, 60)}*: {state}{pin}\n"
             f"{s.approvals} approvals · {s.disagreements} edits or rejections · {s.overrides} overrides · "
             f"override rate {_pct(s.override_rate)}{changed}")
 
@@ -79,21 +79,21 @@ def demotion_notice(record: Record, user_id: str, kind: str, after: int) -> dict
     """The one notice admins get when an override demotes a trusted action."""
     r = record.request
     why = "disagreed in shadow mode" if record.route.mode.value == "shadow" else "overrode"
-    text = (f"{escape(clip(r.agent, 60))} / {escape(clip(r.action, 60))} is new again: "
+    text = (f"{clip(r.agent, 60)} / {clip(r.action, 60)} is new again: "
             f"{user_mention(user_id)} {why} request `{clip(record.id, 80)}`. A person approves every "
             f"request of it until it is approved {after} times with no override.")
-    return _reply(f"Trust: {r.agent} / {r.action} demoted", [section(f":arrow_down: {text}")])
+    return _reply(f"Trust: {clip(r.agent, 60)} / {clip(r.action, 60)} demoted", [section(f":arrow_down: {text}")])
 
 
 def canary_feedback(record: Record, said: str, known: dict[str, Any]) -> dict[str, Any]:
     """Private word to a reviewer who got a canary wrong: what it was and what was wrong."""
     answer = known.get("answer")
     why = known.get("why")
-    text = (f"The request `{clip(record.id, 80)}` (\u201c{escape(clip(record.request.summary, 200))}\u201d) "
+    text = (f"The request `{clip(record.id, 80)}` (\u201c{clip(record.request.summary, 200)}\u201d) "
             f"was a canary: a test item with a known answer, which never reached any agent. "
             f"You chose to {said}; it should have been {'approved' if answer == 'approve' else 'rejected'}.")
     if why:
-        text += f"\n*Why:* {escape(clip(str(why), 1000))}"
+        text += f"\n*Why:* {clip(str(why), 1000)}"
     return _reply("That card was a canary", [section(f":bird: {text}")])
 
 
@@ -112,7 +112,7 @@ def grant_reply(status: str, grant: Grant | None, quorum: int, n: int) -> dict[s
 
 def grant_line(g: Grant) -> str:
     by = ", ".join(user_mention(u) for u in g.by)
-    return (f"`{clip(g.id, 80)}` · *{escape(clip(g.agent, 60))} / {escape(clip(g.action, 60))}* · "
+    return (f"`{clip(g.id, 80)}` · *{clip(g.agent, 60)} / {clip(g.action, 60)}* · "
             f"{escape(g.bounds.describe())} · by {by} · until {fmt_time(g.expires_at)}")
 
 
@@ -126,14 +126,16 @@ def grants_message(grants: list[Grant], command: str = "/hitl") -> dict[str, Any
     return _reply(f"{len(grants)} standing grants", blocks)
 
 
-def grants_home(grants: list[Grant]) -> list[Block]:
-    """The App Home's grants section, a Revoke button on each."""
+def grants_home(grants: list[Grant], revocable: Collection[str] = ()) -> list[Block]:
+    """The App Home's grants section, a Revoke button on each the viewer may revoke (the ids in
+    `revocable`: their granters and admins)."""
     blocks: list[Block] = [header(f"Standing grants: {len(grants)}")]
     if not grants:
         return [*blocks, section("No standing grants are in force.")]
     for g in grants[:10]:
         b = section(grant_line(g))
-        b["accessory"] = button("Revoke", HomeActionId.revoke_grant, g.id[:150], style="danger")
+        if g.id in revocable:
+            b["accessory"] = button("Revoke", HomeActionId.revoke_grant, g.id[:150], style="danger")
         blocks.append(b)
     return blocks
 
@@ -173,7 +175,8 @@ def calibration_lines(rows: list[tuple[str, str, int, int]]) -> list[str]:
             note = " :warning: drift"
         else:
             note = ""
-        out.append(f"{escape(clip(m, 80))} at {low:.1f}-{low + 0.1:.1f} confidence: approved as proposed "
+        agent, action = split_member(m)
+        out.append(f"{clip(f'{agent}/{action}', 80)} at {low:.1f}-{low + 0.1:.1f} confidence: approved as proposed "
                    f"{rate:.0%} of {n}{note}")
     return out or ["No decisions on requests with a confidence yet."]
 

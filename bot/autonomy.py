@@ -48,23 +48,29 @@ async def route(store: Store, router: Router, request: Request, *, paused: bool,
         return router.route(request, first_use=first_use, paused=paused)
     state, canary = looked_up if looked_up is not None else await store.trust.lookup(request)
     r = router.route(request, paused=paused, trust=state)
-    if canary:
-        # it must reach a person and look like any other card; its decision reaches no agent
-        mode = r.mode if r.mode in (Mode.approve, Mode.escalate) else Mode.approve
-        return r.model_copy(update={"canary": True, "mode": mode, "sampled": False, "group": None,
-                                    "grant_offer_s": None})
-    update: dict[str, object] = {}
     terms = engine.grant_terms(r.tier)
+    if canary:
+        # it must reach a person and look like any other card (also "Approve and allow
+        # similar" where a real request would offer it: handlers.trust makes no grant of it);
+        # its decision reaches no agent
+        mode = r.mode if r.mode in (Mode.approve, Mode.escalate) else Mode.approve
+        offer = None
+        if (mode is Mode.approve and not paused and request.kind is Kind.approval and terms is not None
+                and terms.allows(request)):
+            offer = r.grant_offer_s or terms.duration_s
+        return r.model_copy(update={"canary": True, "mode": mode, "sampled": False, "group": None,
+                                    "grant_offer_s": offer})
+    update: dict[str, object] = {}
     if (r.mode is Mode.approve and not paused and request.kind is Kind.approval and terms is not None
             and terms.allows(request)):
-        grant = await store.trust.matching_grant(request, now, r)
+        grant = await store.trust.matching_grant(request, now, r, same=terms.same, redact=store.redact)
         if grant is not None:
             by = ", ".join(f"<@{u}>" for u in grant.by)
             update.update(mode=Mode.auto, group=None, grant_offer_s=None, sampled=False,
                           grant=GrantRef(id=grant.id, by=grant.by, expires_at=grant.expires_at),
                           rules=[*r.rules, "grant"],
                           reasons=[f"Standing grant {grant.id} by {by} until "
-                                   f"{grant.expires_at:%Y-%m-%d %H:%M} UTC ({grant.bounds.describe()})",
+                                   f"{grant.expires_at:%Y-%m-%d %H:%M} UTC ({grant.bounds.describe(store.redact)})",
                                    *r.reasons])
         elif not terms.allows(request):
             update["grant_offer_s"] = None

@@ -1,4 +1,5 @@
-"""User group membership from Slack (`usergroups.users.list`), cached with a short TTL.
+"""User group membership from Slack (`usergroups.users.list`), cached with a short TTL, and
+whether a person or a user group exists (`users.info`; `/hitl away ... to @bob`).
 
 A cached answer is served at once; when it is older than the TTL it is still served while a
 background task refreshes it, so a click never waits on Slack twice for the same group. An
@@ -46,3 +47,24 @@ class SlackDirectory:
             return hit[1] if hit else frozenset()
         self._cache[group_id] = (time.monotonic(), users)
         return users
+
+    async def exists(self, target: str) -> bool:
+        """Whether `target` is an active person (U…/W…, not a bot) or a user group (S…) of the
+        workspace; SlackFailure when Slack could not say."""
+        if target.startswith("S"):
+            try:
+                resp = await self.slack.call("usergroups.users.list", retries=1, usergroup=target)
+            except SlackFailure as e:
+                if e.error in ("no_such_subteam", "subteam_not_found"):
+                    return False
+                raise
+            self._cache[target] = (time.monotonic(), frozenset(str(u) for u in resp.get("users") or []))
+            return True
+        try:
+            resp = await self.slack.call("users.info", retries=1, user=target)
+        except SlackFailure as e:
+            if e.error in ("user_not_found", "user_not_visible"):
+                return False
+            raise
+        user = resp.get("user") or {}
+        return not user.get("deleted") and not user.get("is_bot")

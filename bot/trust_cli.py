@@ -25,8 +25,10 @@ def calibration_rows(counts: dict[tuple[str, str], tuple[int, int]]) -> list[dic
     """The reliability table as records; `drift` when people agree much more or less often
     than the band's confidence says (judged from MIN_BAND decisions)."""
     out = []
+    from store.trust import split_member
+
     for (m, b), (n, agree) in sorted(counts.items()):
-        agent, _, action = m.partition("/")
+        agent, action = split_member(m)
         low = float(b)
         rate = agree / n if n else None
         drift = None if rate is None or n < MIN_BAND else (rate < low - DRIFT or rate > low + 0.1 + DRIFT)

@@ -33,7 +33,7 @@ from blocks.stats import audit_line, stats_message, window_label
 from blocks.trust import with_calibration
 from handlers.deps import Deps, deps
 from handlers.slack_errors import classify
-from handlers.trust_commands import do_away, do_grants, do_trust
+from handlers.trust_commands import do_away, do_grants, do_trust, plain
 from store.models import Record, utcnow
 from store.redis_store import Store
 from store.stats import Report, StatsStore
@@ -217,9 +217,12 @@ SIMPLE: dict[str, Callable[[Asked], Awaitable[Reply]]] = {
 async def on_hitl(ack: AsyncAck, command: dict[str, Any], client: AsyncWebClient,
                   respond: AsyncRespond, context: AsyncBoltContext) -> None:
     sub, _, rest = (command.get("text") or "").strip().partition(" ")
-    a = Asked(deps(context), command["user_id"], command.get("channel_id") or "", rest.strip(),
-              command.get("command") or "/hitl", command.get("team_domain") or "")
     sub = sub.lower()
+    # the manifest's `should_escape: true` makes Slack send mentions and links escaped: the
+    # trust subcommands read them (`/hitl away ... to <@U1|bob>`), the others get the text as typed
+    args = rest.strip() if sub in TRUST else plain(rest.strip())
+    a = Asked(deps(context), command["user_id"], command.get("channel_id") or "", args,
+              command.get("command") or "/hitl", command.get("team_domain") or "")
     report = None
     if sub == "stats":
         reply, report = await do_stats(a)

@@ -14,14 +14,20 @@ CONTEXT_KEY = "hitl"
 
 
 class Directory(Protocol):
-    """Slack's user groups: who is in a group (cached; refreshed in the background)."""
+    """Slack's user groups: who is in a group (cached; refreshed in the background); whether a
+    person or a user group exists (SlackFailure when Slack could not say)."""
 
     async def members(self, group_id: str) -> frozenset[str]: ...
+
+    async def exists(self, target: str) -> bool: ...
 
 
 class NoDirectory:
     async def members(self, group_id: str) -> frozenset[str]:
         return frozenset()
+
+    async def exists(self, target: str) -> bool:
+        return True  # nobody to ask
 
 
 @dataclass

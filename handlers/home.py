@@ -10,6 +10,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from blocks.home import WAITING_SHOWN, home_view, pause_modal
 from blocks.ids import INPUT_ACTION, BlockId, CallbackId, HomeActionId
+from handlers import reviews
 from handlers.commands import (
     Asked,
     audit_status_line,
@@ -22,30 +23,19 @@ from handlers.commands import (
 )
 from handlers.deps import Deps, deps
 from handlers.trust_commands import home_blocks
-from store.errors import StoreError
-from store.models import Choice, Record, utcnow
-from store.transitions import authorize
+from store.models import Record, utcnow
 
 SCAN = 500
 """Pending requests looked at (oldest first) to find what the viewer may decide."""
 HOME_HOURS = 24
 
 
-async def may_decide(d: Deps, record: Record, user_id: str) -> bool:
-    """Whether `user_id` could approve `record` now (approvers, user groups, no self-approval)."""
-    groups = frozenset([g for g in record.route.approvers
-                        if g.startswith("S") and user_id in await d.directory.members(g)])
-    try:
-        authorize(record, user_id, Choice.approve, groups=groups)
-    except StoreError:
-        return False
-    return True
-
-
 async def waiting_for(d: Deps, user_id: str) -> list[Record]:
-    """Pending requests `user_id` may decide, oldest first."""
+    """Pending requests `user_id` may decide, oldest first: by the rule their click meets
+    (`reviews.may_approve`: approvers, user groups, standing in for someone away)."""
     records, _ = await pending_records(d.store, SCAN)
-    allowed = await asyncio.gather(*(may_decide(d, r, user_id) for r in records))
+    absences = await d.store.trust.absences()  # read once for the whole scan
+    allowed = await asyncio.gather(*(reviews.may_approve(d, r, user_id, absences=absences) for r in records))
     return [r for r, ok in zip(records, allowed, strict=True) if ok]
 
 
@@ -67,7 +57,7 @@ async def publish(d: Deps, client: AsyncWebClient, user: str) -> None:
     view = home_view(waiting=list(zip(shown, links, strict=True)), waiting_total=len(waiting),
                      report=report, pause=await control_line(d.store), policy=d.policy_lines(),
                      now=now, switch=switch, audit=await audit_status_line(d.store),
-                     trust=await home_blocks(d))
+                     trust=await home_blocks(d, user))
     await client.views_publish(user_id=user, view=view)
 
 

@@ -6,13 +6,15 @@ that changed meanwhile is read again. Refusals and late clicks are audited and r
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from handlers import trust
 from handlers.deps import Deps
-from store.errors import AlreadyDecided, Conflict, NotAllowed
+from store.errors import AlreadyDecided, Conflict, NotAllowed, StoreError
 from store.models import AgentMessage, Choice, Record, Review, Vote, utcnow
 from store.transitions import authorize, authorize_review, vote
+from store.trust import Away
 
 MAX_RETRIES = 20
 
@@ -75,12 +77,30 @@ async def approve_with_grant(d: Deps, request_id: str, user_id: str, name: str, 
     return await trust.grant_from_card(d, record, user_id, utcnow())
 
 
+async def _standing(d: Deps, record: Record, user_id: str, *,
+                    absences: Mapping[str, Away] | None = None) -> tuple[frozenset[str], list[str]]:
+    """The groups of `record`'s approvers `user_id` is in, and the approvers away they stand in for."""
+    groups = frozenset([g for g in record.route.approvers
+                        if g.startswith("S") and user_id in await d.directory.members(g)])
+    return groups, await trust.standing_in_for(d, record, user_id, groups, absences=absences)
+
+
+async def may_approve(d: Deps, record: Record, user_id: str, *,
+                      absences: Mapping[str, Away] | None = None) -> bool:
+    """Whether `user_id` could approve `record` now, by the rule a click meets (approvers, user
+    groups, standing in for someone away, no self-approval); nothing audited (the App Home)."""
+    groups, absent = await _standing(d, record, user_id, absences=absences)
+    try:
+        authorize(record, user_id, Choice.approve, groups=groups | frozenset(absent), stands_in=absent)
+    except StoreError:
+        return False
+    return True
+
+
 async def _authorize(d: Deps, record: Record, user_id: str, choice: Choice) -> tuple[list[str], str | None]:
     """Raise unless `user_id` may act; the approvers away for whom they act (else empty), and
     the one whose seat their vote takes (None: their own)."""
-    groups = frozenset([g for g in record.route.approvers
-                        if g.startswith("S") and user_id in await d.directory.members(g)])
-    absent = await trust.standing_in_for(d, record, user_id, groups)
+    groups, absent = await _standing(d, record, user_id)
     try:
         seat = authorize(record, user_id, choice, groups=groups | frozenset(absent), stands_in=absent)
     except NotAllowed as e:

@@ -8,6 +8,7 @@ Each function is one domain step after (or around) a person's decision; Slack wo
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 
 from blocks.trust import canary_feedback, demotion_notice, grant_reply
@@ -15,7 +16,7 @@ from handlers.deps import Deps
 from store.errors import NotAllowed, NotFound
 from store.models import Choice, Kind, Mode, Record, Status, utcnow
 from store.transitions import VOTING, Transition
-from store.trust import Grant, stand_ins
+from store.trust import Away, Grant, GrantTerms, stand_ins
 
 log = logging.getLogger("hitl.trust")
 
@@ -94,10 +95,18 @@ async def score_canary(d: Deps, record: Record) -> None:
 
 def offers_grant(d: Deps, record: Record) -> bool:
     """Whether `record`'s card offers "Approve and allow similar": its route was offered one at
-    intake and its tier's terms (as the policy says now) still allow this request."""
+    intake and its tier's terms (as the policy says now) still allow this request. A canary's
+    card offers it like any other card (the click approves it and makes no grant)."""
     terms = d.grant_terms(record.route.tier)
-    return (terms is not None and bool(record.route.grant_offer_s) and not record.route.canary
-            and terms.allows(record.request))
+    return terms is not None and bool(record.route.grant_offer_s) and terms.allows(record.request)
+
+
+def _grant_of(record: Record, terms: GrantTerms, offer: int, now: datetime) -> Grant:
+    r = record.request
+    return Grant(id=f"g-{record.id}"[:80], agent=r.agent, action=r.action, tier=record.route.tier,
+                 request_id=record.id, bounds=terms.bounds_for(r), created_at=now,
+                 expires_at=now + timedelta(seconds=min(offer, terms.duration_s)),
+                 approvers=list(record.route.approvers), quorum=record.route.quorum)
 
 
 async def grant_from_card(d: Deps, record: Record, user_id: str, now: datetime) -> dict[str, str]:
@@ -106,30 +115,44 @@ async def grant_from_card(d: Deps, record: Record, user_id: str, now: datetime) 
 
     Only an approval that took a seat gets here (`reviews.decide` refuses a second vote for a
     seat), so the people a grant counts hold distinct seats: an approver and their stand-in
-    never make a grant of quorum 2 between them."""
+    never make a grant of quorum 2 between them.
+
+    A canary is a plain approval: no grant is made of it (it never reached an agent, and no
+    agent's request may be covered by it), and the reply reads as it would on a real card."""
     terms = d.grant_terms(record.route.tier)
     offer = record.route.grant_offer_s
     if terms is None or not offer or not offers_grant(d, record):
         return grant_reply("refused", None, record.route.quorum, 0)
-    r = record.request
-    grant = Grant(id=f"g-{record.id}"[:80], agent=r.agent, action=r.action, tier=record.route.tier,
-                  request_id=record.id, bounds=terms.bounds_for(r), created_at=now,
-                  expires_at=now + timedelta(seconds=min(offer, terms.duration_s)),
-                  approvers=list(record.route.approvers), quorum=record.route.quorum)
-    status, n = await d.store.trust.vote_grant(grant, user_id, record.route.quorum, now)
+    grant = _grant_of(record, terms, offer, now)
+    if record.route.canary:
+        quorum = record.route.quorum
+        n = len(record.approvals())
+        return grant_reply("created" if record.decision is not None or n >= quorum else "waiting", grant,
+                           quorum, min(n, quorum))
+    status, n = await d.store.trust.vote_grant(grant, user_id, record.route.quorum, now, redact=d.store.redact)
     return grant_reply(status, grant, record.route.quorum, n)
 
 
-async def revoke_grant(d: Deps, grant_id: str, user_id: str) -> Grant:
-    """Revoke a grant (a granter or an admin); NotFound, NotAllowed otherwise."""
+async def revoke_grant(d: Deps, grant_id: str, user_id: str, *, where: str = "command") -> Grant:
+    """Revoke a grant (a granter or an admin); NotFound, NotAllowed otherwise (audited
+    `refused`, `where`: `command` or `home`)."""
     grant = next((g for g in await d.store.trust.grants() if g.id == grant_id), None)
     if grant is None:
         raise NotFound(grant_id)
-    if user_id not in grant.by and user_id not in d.admins():
-        raise NotAllowed("not_admin", "only the people who granted it or an admin may revoke it")
-    if not await d.store.trust.revoke(grant_id, user_id, utcnow()):
+    if not may_revoke(d, grant, user_id):
+        await d.store.audit(grant.request_id, "refused", user_id,
+                            {"command": "grants revoke", "grant": grant.id, "reason": "not_granter", "from": where},
+                            utcnow())
+        raise NotAllowed("not_granter", f"Only the people who granted {grant.id} or an admin may revoke it; "
+                                        "it stays in force.")
+    if not await d.store.trust.revoke(grant_id, user_id, utcnow(), redact=d.store.redact):
         raise NotFound(grant_id)
     return grant
+
+
+def may_revoke(d: Deps, grant: Grant, user_id: str) -> bool:
+    """Its granters and the policy's admins may revoke a grant."""
+    return user_id in grant.by or user_id in d.admins()
 
 
 async def live_grants(d: Deps) -> list[Grant]:
@@ -138,7 +161,7 @@ async def live_grants(d: Deps) -> list[Grant]:
     out = []
     for g in await d.store.trust.grants():
         if g.expires_at <= now:
-            await d.store.trust.revoke(g.id, "system", now, event="grant_expired")
+            await d.store.trust.revoke(g.id, "system", now, redact=d.store.redact, event="grant_expired")
         else:
             out.append(g)
     return out
@@ -147,13 +170,17 @@ async def live_grants(d: Deps) -> list[Grant]:
 # ---- delegation -----------------------------------------------------------------------------
 
 
-async def standing_in_for(d: Deps, record: Record, user_id: str, groups: frozenset[str]) -> list[str]:
+async def standing_in_for(d: Deps, record: Record, user_id: str, groups: frozenset[str], *,
+                          absences: Mapping[str, Away] | None = None) -> list[str]:
     """Approvers of `record` away now whose delegate is `user_id` (or a group they are in);
-    empty when they may decide in their own right. Reads the absences as they are now, with
-    the rule the card's words use (`store.trust.stand_ins`)."""
+    empty when they may decide in their own right. Reads the absences as they are now (or
+    takes them as just read, `absences`), with the rule the card's words use
+    (`store.trust.stand_ins`)."""
     if record.may_decide(user_id, groups) or not record.route.approvers:
         return []
-    live = stand_ins(record.route.approvers, await d.store.trust.absences(), utcnow())
+    if absences is None:
+        absences = await d.store.trust.absences()
+    live = stand_ins(record.route.approvers, absences, utcnow())
     return [a for a, away in live.items() if await _is_delegate(d, away.delegate, user_id)]
 
 

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-import contextlib
+import difflib
 import re
 from datetime import UTC, datetime, time
 from typing import Any
@@ -26,18 +26,50 @@ from blocks.trust import (
 from handlers import reviews
 from handlers import trust as domain
 from handlers.deps import Deps, deps, user_name
-from store.errors import StoreError
+from handlers.slack_errors import SlackFailure
+from store.errors import NotAllowed, StoreError
 from store.models import utcnow
-from store.trust import Away
+from store.trust import Away, TrustState, member
 
-_TARGET = re.compile(r"<@([UW][A-Z0-9]+)(?:\|[^>]*)?>|<!subteam\^(S[A-Z0-9]+)(?:\|[^>]*)?>|\b([UWS][A-Z0-9]{2,})\b")
+_USER = re.compile(r"<@([UW][A-Z0-9]{2,30})(?:\|[^>]*)?>|([UW][A-Z0-9]{2,30})")
+_GROUP = re.compile(r"<!subteam\^(S[A-Z0-9]{2,30})(?:\|[^>]*)?>|(S[A-Z0-9]{2,30})")
+_CHANNEL = re.compile(r"#\S+")  # after `plain`: `<#C1|ops>` is `#ops`
+_ESCAPED = re.compile(r"<([^<>|]+)(?:\|([^<>]*))?>")
 _AWAY = re.compile(r"^until\s+(\S+)\s+to\s+(.+)$", re.IGNORECASE)
 
 
 def parse_target(text: str) -> str | None:
-    """A user or user group as a slash command carries it (`<@U1|bob>`, `<!subteam^S1>`, `U1`)."""
-    m = _TARGET.search(text)
+    """The one user or user group `text` is, as a slash command carries it: escaped by Slack
+    (the manifest's `should_escape: true`: `<@U1|bob>`, `<!subteam^S1|@team>`) or as an id
+    (`U1`, `S1`); None for anything else (a plain `@bob`, a channel, two names)."""
+    text = text.strip()
+    m = _USER.fullmatch(text) or _GROUP.fullmatch(text)
     return next((g for g in m.groups() if g), None) if m else None
+
+
+def plain(text: str) -> str:
+    """Slash command text as the person typed it: Slack's escaped mentions, channels and links
+    (`<@U1|bob>`, `<#C1|ops>`, `<!subteam^S1|@team>`, `<https://x|x>`) back to `@bob`, `#ops`,
+    `@team`, `x`, and `&lt;`, `&gt;`, `&amp;` back to `<`, `>`, `&`."""
+    def one(m: re.Match[str]) -> str:
+        body, label = m.group(1), m.group(2)
+        mark = "#" if body.startswith("#") else "@" if body.startswith(("@", "!")) else ""
+        if label:
+            return label if not mark or label.startswith(("@", "#")) else mark + label
+        return mark + body.removeprefix("!subteam^").lstrip("@#!") if mark else body
+    return _ESCAPED.sub(one, text).replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+
+
+def _not_a_target(text: str, command: str) -> str:
+    """Why `text` names nobody who can stand in, in words."""
+    if _CHANNEL.fullmatch(text.strip()):
+        return "A channel cannot stand in for you: name a person or a user group."
+    if text.strip().startswith("@"):
+        return (f"I got `{text.strip()[:80]}` as plain text, not as a mention: pick the person or user "
+                f"group from Slack's list as you type, or give their member ID (U…), e.g. "
+                f"`{command} away until 2026-12-24 to U012AB3CD`.")
+    return (f"Use `{command} away until 2026-12-24 to @bob` (one person or user group), "
+            f"or `{command} away off`.")
 
 
 def parse_until(text: str, now: datetime) -> datetime | None:
@@ -54,30 +86,52 @@ def parse_until(text: str, now: datetime) -> datetime | None:
         return None
 
 
+def _named(states: list[TrustState], target: str) -> list[TrustState]:
+    """The actions `target` names: `agent/action` as trust stores it (`store.trust.member`: an
+    agent's `/` written `%2F`), else as shown, or the bare action."""
+    exact = [s for s in states if member(s.agent, s.action) == target]
+    if exact:
+        return exact
+    return [s for s in states
+            if target in (f"{s.agent}/{s.action}", member(s.agent, s.action)) or s.action == target]
+
+
 async def do_trust(d: Deps, user: str, args: str, command: str) -> dict[str, Any]:
-    """List every action's trust; admins reset, pin or unpin one (`agent/action`)."""
-    words = args.split()
-    if not words:
+    """List every action's trust; admins reset, pin or unpin one (`agent/action`, an action
+    trust has counted)."""
+    op, _, target = plain(args).strip().partition(" ")
+    target = target.strip()
+    if not op:
         return trust_message(await d.store.trust.states(), d.trust_after(), command)
-    op = words[0].lower()
-    if op not in ("reset", "pin", "unpin") or len(words) != 2:
+    op = op.lower()
+    if op not in ("reset", "pin", "unpin") or not target:
         return usage_message(f"Use `{command} trust`, `{command} trust reset AGENT/ACTION`, "
                              f"`pin AGENT/ACTION` or `unpin AGENT/ACTION`.")
     if user not in d.admins():
         await d.store.audit_system("refused", user, {"command": f"trust {op}", "reason": "not_admin"}, utcnow())
         return refused_message("not_admin")
-    target = words[1]
-    known = [s for s in await d.store.trust.states()
-             if f"{s.agent}/{s.action}" == target or s.action == target]
-    if "/" not in target and len(known) != 1:
-        return usage_message(f"Name the action as AGENT/ACTION ({len(known)} agents have `{target[:80]}`).")
-    agent, _, action = (target if "/" in target else f"{known[0].agent}/{known[0].action}").partition("/")
-    state = await d.store.trust.set(op, agent, action, user, utcnow())
-    return trust_changed_message(op, agent, action, state)
+    states = await d.store.trust.states()
+    known = _named(states, target)
+    if len(known) != 1:
+        return usage_message(_which_action(states, known, target, command, op))
+    state = await d.store.trust.set(op, known[0].agent, known[0].action, user, utcnow())
+    return trust_changed_message(op, known[0].agent, known[0].action, state)
+
+
+def _which_action(states: list[TrustState], known: list[TrustState], target: str, command: str, op: str) -> str:
+    """The correction for a target that names no action trust has counted, or several."""
+    shown = target[:80]
+    if known:
+        listed = ", ".join(f"`{member(s.agent, s.action)}`" for s in known[:5])
+        return f"`{shown}` names {len(known)} actions: use one of {listed}."
+    close = difflib.get_close_matches(target[:200], [member(s.agent, s.action) for s in states], n=3, cutoff=0.6)
+    hint = (f" Did you mean {' or '.join(f'`{c}`' for c in close)}?" if close
+            else f" `{command} trust` lists them.")
+    return f"No action `{shown}` has been decided by people yet, so there is nothing to {op}.{hint}"
 
 
 async def do_grants(d: Deps, user: str, args: str, command: str) -> dict[str, Any]:
-    words = args.split()
+    words = plain(args).split()
     if not words:
         return grants_message(await domain.live_grants(d), command)
     if words[0].lower() != "revoke" or len(words) != 2:
@@ -103,6 +157,8 @@ async def do_away(d: Deps, user: str, args: str, command: str) -> dict[str, Any]
     m = _AWAY.match(text)
     until = parse_until(m.group(1), now) if m else None
     delegate = parse_target(m.group(2)) if m else None
+    if m is not None and until is not None and delegate is None:
+        return usage_message(_not_a_target(plain(m.group(2)), command))
     if until is None or delegate is None:
         return usage_message(f"Use `{command} away until 2026-12-24 to @bob` (a person or a user group), "
                              f"or `{command} away off`.")
@@ -110,18 +166,28 @@ async def do_away(d: Deps, user: str, args: str, command: str) -> dict[str, Any]
         return usage_message("That date has passed; give a date still to come.")
     if delegate == user:
         return usage_message("Name someone else: you cannot stand in for yourself.")
+    try:
+        exists = await d.directory.exists(delegate)
+    except SlackFailure as e:
+        return usage_message(f"I couldn't check {delegate} with Slack ({e.error}); nothing changed, try again.")
+    if not exists:
+        kind = "user group" if delegate.startswith("S") else "active person"
+        return usage_message(f"{delegate} is no {kind} of this workspace, so nobody could stand in "
+                             f"for you; nothing changed.")
     away = Away(user=user, delegate=delegate, until=until, since=now)
     await d.store.trust.set_away(away, user, now)  # the scheduler redraws the cards naming them
     d.on_away(away)
     return away_message(away, now)
 
 
-async def home_blocks(d: Deps) -> list[Block]:
-    """Standing grants (with Revoke) and the reliability table for the App Home."""
+async def home_blocks(d: Deps, viewer: str) -> list[Block]:
+    """Standing grants (with Revoke for those `viewer` may revoke) and the reliability table
+    for the App Home."""
     cal = await d.store.trust.calibration()
     rows = sorted(((m, b, n, a) for (m, b), (n, a) in cal.items()), key=lambda r: (r[0], r[1]))
-    return [*grants_home(await domain.live_grants(d)), header("Agent confidence vs. people"),
-            section("\n".join(calibration_lines(rows))[:2900])]
+    grants = await domain.live_grants(d)
+    return [*grants_home(grants, {g.id for g in grants if domain.may_revoke(d, g, viewer)}),
+            header("Agent confidence vs. people"), section("\n".join(calibration_lines(rows))[:2900])]
 
 
 async def on_approve_grant(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any],
@@ -144,8 +210,13 @@ async def on_revoke_clicked(ack: AsyncAck, body: dict[str, Any], action: dict[st
     from handlers.home import publish  # the Home module imports this one for its blocks
 
     d, user = deps(context), body["user"]["id"]
-    with contextlib.suppress(StoreError):  # gone already, or not theirs: the Home shows what is in force
-        await domain.revoke_grant(d, str(action.get("value") or ""), user)
+    try:
+        await domain.revoke_grant(d, str(action.get("value") or ""), user, where="home")
+    except NotAllowed as e:  # a Home drawn when they could (an admin then): audited, and told why
+        if d.dm is not None:
+            await d.dm(user, refusal_message(e))
+    except StoreError:  # gone already: the Home shows what is in force
+        pass
     await publish(d, context.client, user)
 
 

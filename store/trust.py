@@ -9,7 +9,7 @@ request, so replicas racing on the same click never count twice.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from importlib import resources
@@ -36,9 +36,29 @@ def _ms(when: datetime) -> int:
     return int(when.timestamp() * 1000)
 
 
+Redact = Callable[[dict[str, Any]], dict[str, Any]]
+"""The policy's `redact:` for audit details (`Store.redact`): grants keep raw values for
+matching, their audit entries get this form."""
+
+
 def member(agent: str, action: str) -> str:
-    """An action as trust counts it: `agent/action`."""
-    return f"{agent}/{action}"
+    """An action as trust counts it: `agent/action`, the agent with `%` and `/` escaped
+    (`%25`, `%2F`), so the first `/` always ends the agent: `billing` + `refund/all` and
+    `billing/refund` + `all` are two members. An agent without `%` or `/` keeps the plain
+    `agent/action` it always had."""
+    return f"{agent.replace('%', '%25').replace('/', '%2F')}/{action}"
+
+
+def split_member(m: str) -> tuple[str, str]:
+    """(agent, action) of a `member`."""
+    agent, _, action = m.partition("/")
+    return agent.replace("%2F", "/").replace("%25", "%"), action
+
+
+def _canonical(value: Any) -> str:
+    """A parameter value as a grant compares it: canonical JSON, so `true`, `1`, `1.0`, `"1"`
+    and `[1]` are five different values."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 def band(confidence: float | None) -> str:
@@ -118,23 +138,40 @@ class TrustState:
 
 
 class GrantBounds(BaseModel):
-    """Which similar requests a grant covers: an amount ceiling, parameter values in a list."""
+    """Which similar requests a grant covers: an amount ceiling, parameter values in a list,
+    parameters that must stay absent."""
 
     amount_max: float | None = None
     params: dict[str, list[Any]] = Field(default_factory=dict)
+    """A similar request has each of these, with one of the values (compared as canonical JSON)."""
+    absent: list[str] | None = None
+    """`same` parameters the request it was made on did not have: a similar request has none
+    of them. None: a grant made before they were kept; the tier's `same` names them then."""
 
-    def covers(self, request: Request) -> bool:
+    def covers(self, request: Request, same: tuple[str, ...] = ()) -> bool:
+        """Whether `request` is within the bounds; `same`: the tier's `same` parameters now,
+        read for a grant made before absent ones were kept (any of them it does not bound by
+        value must be absent, so an old grant never covers more than it did)."""
         amount = request.risk.amount
         if self.amount_max is not None and (amount is None or amount > self.amount_max):
             return False
-        return all(request.params.get(k) in allowed for k, allowed in self.params.items())
+        for k, allowed in self.params.items():
+            if k not in request.params or _canonical(request.params[k]) not in {_canonical(v) for v in allowed}:
+                return False
+        absent = self.absent if self.absent is not None else [k for k in same if k not in self.params]
+        return not any(k in request.params for k in absent)
 
-    def describe(self) -> str:
+    def describe(self, redact: Redact | None = None) -> str:
+        """The bounds in words; with `redact` (the policy's, for text that is audited, such as
+        the reasons of a route), the values of redacted parameters are masked."""
         parts = []
         if self.amount_max is not None:
             parts.append(f"amount <= {self.amount_max:g}")
         for k, allowed in self.params.items():
-            parts.append(f"{k} in {', '.join(str(v) for v in allowed)}")
+            shown = redact({k: allowed}).get(k) if redact is not None else allowed
+            values = shown if isinstance(shown, list) else [shown]
+            parts.append(f"{k} in {', '.join(v if isinstance(v, str) else _canonical(v) for v in values)}")
+        parts += [f"no {k}" for k in self.absent or []]
         return "; ".join(parts) or "any parameters"
 
 
@@ -156,14 +193,15 @@ class Grant(BaseModel):
     quorum: int = 1
     """The quorum of the card it was made on (that many people granted it)."""
 
-    def matches(self, request: Request, now: datetime, route: Route) -> bool:
+    def matches(self, request: Request, now: datetime, route: Route, same: tuple[str, ...] = ()) -> bool:
         """Whether the grant stands in for people on `request`, which the policy routes to
-        `route`: same agent and action, within its bounds, before it expires, and only where
+        `route` (`same`: its tier's `same` parameters now, for `GrantBounds.covers`): same
+        agent and action, within its bounds, before it expires, and only where
         its granters could have decided the request themselves (the tier, approvers and quorum
         it was made under, as many granters as the quorum), never for a request made on behalf
         of one of them."""
         return (request.agent == self.agent and request.action == self.action
-                and now < self.expires_at and self.bounds.covers(request)
+                and now < self.expires_at and self.bounds.covers(request, same)
                 and route.tier == self.tier and sorted(route.approvers) == sorted(self.approvers or [])
                 and route.quorum <= max(self.quorum, len(set(self.by)))
                 and request.requested_by not in self.by)
@@ -192,7 +230,7 @@ def stand_ins(approvers: list[str], absences: Mapping[str, Away], now: datetime)
 
 
 def _state(m: str, raw: dict[str, str]) -> TrustState:
-    agent, _, action = m.partition("/")
+    agent, action = split_member(m)
     return TrustState(agent=agent, action=action, state=raw.get("state", "new"),
                       pinned=raw.get("pinned") == "1", clean=int(raw.get("clean", 0)),
                       approvals=int(raw.get("approvals", 0)),
@@ -288,15 +326,18 @@ class TrustStore:
 
     # ---- grants -------------------------------------------------------------------------------
 
-    async def vote_grant(self, grant: Grant, user: str, quorum: int, now: datetime) -> tuple[str, int]:
+    async def vote_grant(self, grant: Grant, user: str, quorum: int, now: datetime, *,
+                         redact: Redact) -> tuple[str, int]:
         """One person asks for `grant` on its request: ('created', n), ('waiting', n people so
-        far) or ('exists', n)."""
+        far) or ('exists', n). The grant is stored as it is (its `same` values are what it
+        matches); its `grant_created` audit entry is the `redact`ed form."""
         ttl = max(60, int((grant.expires_at - now).total_seconds()) + 86400)
         keys = [self.k.grant_votes(grant.request_id), self.k.grants, self.keys.audit,
                 self.keys.trail(grant.request_id)]
         body = grant.model_dump(mode="json", exclude={"by"})
         res = await self._scripts["trust_grant"](keys=keys, args=[
-            grant.request_id, user, quorum, json.dumps(body), now.isoformat(), ttl, grant.id])
+            grant.request_id, user, quorum, json.dumps(body), now.isoformat(), ttl, grant.id,
+            json.dumps(redact(body), default=str)])
         return str(res[0]), int(res[1]) if res[0] == "waiting" else quorum
 
     async def grants(self) -> list[Grant]:
@@ -304,20 +345,33 @@ class TrustStore:
         raw = cast(dict[str, str], await self.redis.hgetall(self.k.grants))
         return sorted((Grant.model_validate_json(v) for v in raw.values()), key=lambda g: g.expires_at)
 
-    async def revoke(self, grant_id: str, actor: str, now: datetime, *, event: str = "grant_revoked") -> bool:
-        """Remove a grant once, audited; False when it was gone already."""
-        res = await self._scripts["trust_revoke"](
-            keys=[self.k.grants, self.keys.audit], args=[grant_id, actor, now.isoformat(), event])
-        return bool(res)
+    async def revoke(self, grant_id: str, actor: str, now: datetime, *, redact: Redact,
+                     event: str = "grant_revoked") -> bool:
+        """Remove a grant once, audited (the `redact`ed grant, on its request's trail too);
+        False when it was gone already."""
+        for _ in range(3):  # the script removes exactly the grant read (its audit detail's)
+            text = await self.redis.hget(self.k.grants, grant_id)
+            if not text:
+                return False
+            body = json.loads(text)
+            rid = str(body.get("request_id") or "") if isinstance(body, dict) else ""
+            detail = json.dumps(redact(body) if isinstance(body, dict) else {}, default=str)
+            res = int(await self._scripts["trust_revoke"](
+                keys=[self.k.grants, self.keys.audit, self.keys.trail(rid)],
+                args=[grant_id, actor, now.isoformat(), event, text, detail, rid]))
+            if res >= 0:
+                return bool(res)
+        return False
 
-    async def matching_grant(self, request: Request, now: datetime, route: Route) -> Grant | None:
-        """A live grant covering `request` on `route` (`Grant.matches`); expired grants met on
-        the way are removed, audited."""
+    async def matching_grant(self, request: Request, now: datetime, route: Route, *,
+                             same: tuple[str, ...] = (), redact: Redact) -> Grant | None:
+        """A live grant covering `request` on `route` (`Grant.matches`, `same`: the tier's
+        `same` parameters); expired grants met on the way are removed, audited."""
         found = None
         for g in await self.grants():
             if g.expires_at <= now:
-                await self.revoke(g.id, "system", now, event="grant_expired")
-            elif found is None and g.matches(request, now, route):
+                await self.revoke(g.id, "system", now, redact=redact, event="grant_expired")
+            elif found is None and g.matches(request, now, route, same):
                 found = g
         return found
 
@@ -412,7 +466,8 @@ class GrantTerms:
 
     def bounds_for(self, request: Request) -> GrantBounds:
         """A grant's bounds from the request it was made on: the policy's amount ceiling when the
-        request has an amount (intake checks the ceiling on every request anyway)."""
+        request has an amount (intake checks the ceiling on every request anyway), each `same`
+        parameter's value, or its absence (absent stays absent)."""
         cap = self.max_amount if request.risk.amount is not None else None
-        return GrantBounds(amount_max=cap, params={
-            k: [request.params[k]] for k in self.same if k in request.params})
+        return GrantBounds(amount_max=cap, params={k: [request.params[k]] for k in self.same if k in request.params},
+                           absent=[k for k in self.same if k not in request.params])

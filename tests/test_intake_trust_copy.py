@@ -52,13 +52,13 @@ async def test_a_grant_revoked_between_routing_and_accept_approves_nothing(
     now = utcnow()
     g = Grant(id="g-1", agent="billing", action="refund", tier="medium", request_id="r0",
               created_at=now, expires_at=now + timedelta(hours=1))
-    assert (await store.trust.vote_grant(g, "U1", 1, now))[0] == "created"
+    assert (await store.trust.vote_grant(g, "U1", 1, now, redact=store.redact))[0] == "created"
     real = store.trust.matching_grant
 
-    async def then_revoked(request: Any, at: Any, route: Any) -> Any:
-        found = await real(request, at, route)
+    async def then_revoked(request: Any, at: Any, route: Any, **kw: Any) -> Any:
+        found = await real(request, at, route, **kw)
         if found is not None:
-            assert await store.trust.revoke(found.id, "U0ADMIN", utcnow())
+            assert await store.trust.revoke(found.id, "U0ADMIN", utcnow(), redact=store.redact)
         return found
 
     monkeypatch.setattr(store.trust, "matching_grant", then_revoked)

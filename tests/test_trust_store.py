@@ -46,9 +46,9 @@ async def test_a_grant_is_created_once_per_quorum(store: Store) -> None:
     now = utcnow()
     g = Grant(id="g-1", agent="bot", action="refund", tier="high", request_id="r1",
               bounds=GrantBounds(amount_max=100), created_at=now, expires_at=now + timedelta(hours=1))
-    assert await store.trust.vote_grant(g, "U1", 2, now) == ("waiting", 1)
-    assert await store.trust.vote_grant(g, "U1", 2, now) == ("waiting", 1)  # the same person twice
-    got = await asyncio.gather(store.trust.vote_grant(g, "U2", 2, now), store.trust.vote_grant(g, "U3", 2, now))
+    assert await store.trust.vote_grant(g, "U1", 2, now, redact=store.redact) == ("waiting", 1)
+    assert await store.trust.vote_grant(g, "U1", 2, now, redact=store.redact) == ("waiting", 1)  # the same person twice
+    got = await asyncio.gather(*(store.trust.vote_grant(g, u, 2, now, redact=store.redact) for u in ("U2", "U3")))
     assert sorted(s for s, _ in got) == ["created", "exists"]
     [grant] = await store.trust.grants()
     assert grant.by[:2] == ["U1", "U2"] or grant.by[:2] == ["U1", "U3"]

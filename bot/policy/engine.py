@@ -192,7 +192,7 @@ class PolicyEngine:
         if lowered:
             default = max(0, default - lowered)
             hits.append(Hit("trust_promoted", None, None, (
-                f"trusted action: {trust.clean if trust else 0} clean approvals lower its default "
+                f"trusted action: {trust.clean if trust else 0} clean approvals in a row lower its default "
                 f"tier by {lowered}")))
         tier = self._order[max(ranks) if ranks else default]
         mode = tier.mode
@@ -221,7 +221,8 @@ class PolicyEngine:
                      on_timeout="approve" if tier.on_timeout is OnTimeout.approve else None)
 
     def _lowered(self, trust: TrustState | None) -> int:
-        """Tiers a trusted action's default tier drops by (the last promotion step reached)."""
+        """Tiers a trusted action's default tier drops by (the last promotion step reached by
+        its clean approvals in a row: `clean` starts again at each edit, rejection or override)."""
         if trust is None or not trust.trusted:
             return 0
         steps = [p.lower_tier for p in self.policy.trust.promote if trust.clean >= p.after]

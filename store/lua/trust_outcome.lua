@@ -1,6 +1,8 @@
 -- What people made of one request, counted once per request (HSETNX on the record), so two
 -- racing replicas or a retried call count it once. Promotes a new action after `after` clean
--- approvals; an override demotes a trusted one. Calibration bands are counted in the same step.
+-- approvals; an override demotes a trusted one. `clean` counts clean approvals in a row: an
+-- edit, a rejection or an override starts it again from zero, whatever the state (a trusted
+-- action stays trusted; the policy's promotion steps read the run). Calibration bands are counted in the same step.
 -- KEYS: trust hash, record, index set, audit, trail, calibration hash
 -- ARGV: request_id, kind (clean|edited|rejected|override), after, now_iso, member, band ('' none),
 --       agree ('1'/'0'), actor
@@ -41,6 +43,6 @@ elseif kind == 'override' then
   end
 else
   redis.call('HINCRBY', KEYS[1], 'disagreements', 1)
-  if state == 'new' and not pinned then redis.call('HSET', KEYS[1], 'clean', 0) end
+  redis.call('HSET', KEYS[1], 'clean', 0)
 end
 return {result, redis.call('HGET', KEYS[1], 'state'), redis.call('HGET', KEYS[1], 'clean')}
