@@ -41,7 +41,7 @@ from bot.policy import PolicyError, PolicyHolder
 from bot.scheduler import Scheduler
 from bot.stats import PauseState, policy_lines
 from bot.worker import cancel_all
-from handlers import batch, cards, escalations, questions, review_batch, trust_commands
+from handlers import batch, cards, escalations, questions, review_batch, trust, trust_commands
 from handlers import commands as command_handlers
 from handlers import home as home_handlers
 from handlers.deps import CONTEXT_KEY, Deps
@@ -261,6 +261,7 @@ def build_app(settings: Settings, store: Store | None = None, policy: PolicyHold
              policy_lines=lambda: policy_lines(policy(), policy.last_error), chart=charts.png,
              trust_after=lambda: policy().policy.trust.after,
              grant_terms=lambda tier: policy().grant_terms(tier), on_away=away.note, dm=lambda user, message: _dm(bolt_client, user, message))
+    scheduler.recount = lambda rid: trust.recount(d, rid)
     bolt = AsyncApp(signing_secret=settings.slack_signing_secret or "unused",
                     client=bolt_client, request_verification_enabled=not settings.socket_mode,
                     process_before_response=False, logger=_bolt_logger())

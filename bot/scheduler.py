@@ -30,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from blocks.escalation import escalation_note, escalation_notice, reminder_message
@@ -108,6 +108,9 @@ class Scheduler(DueWorker):
         self.slot_window: Window = slot_window or (lambda: post_window(POST_RATE, POST_BURST))
         self.slots = PostSlots(store, lease_ms=SLOT_LEASE_MS, window=lambda: self.slot_window())
         self._attempts: dict[str, int] = {}
+        self.recount: Callable[[str], Awaitable[bool]] | None = None
+        """Counts a decision's or review's trust when its replica did not (`trust:<id>`;
+        `handlers.trust.recount`, set once the handlers' dependencies exist)."""
         self.stats = {"reminded": 0, "escalated": 0, "expired": 0, "auto_approved": 0,
                       "retried": 0, "errors": 0, "rate_limited": 0, "paced": 0}
 
@@ -168,6 +171,10 @@ class Scheduler(DueWorker):
         if kind == "awaydraw":  # their absence changed: redraw the open cards naming them
             if await redraw_naming(self.store, rid):
                 self.on_change()
+            return None
+        if kind == "trust":  # a decision's or review's trust count its replica did not make
+            if self.recount is not None and not await self.recount(rid):
+                raise RetryLater(None, "the trust count failed")
             return None
         record = await self.store.get(rid)
         if record.state is not State.pending:

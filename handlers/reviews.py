@@ -41,7 +41,7 @@ async def decide(d: Deps, request_id: str, user_id: str, name: str, choice: Choi
             t = vote(record, user_id=user_id, name=name, choice=choice, now=utcnow(), seat=seat, **kw)
             if absent:
                 trust.mark_delegated(t, user_id, [seat] if seat else absent)
-            record = await d.store.apply(t, utcnow())
+            record = await d.store.apply(t, utcnow(), count_trust=True)
         except Conflict:
             continue
         except AlreadyDecided as e:

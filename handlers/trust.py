@@ -37,29 +37,52 @@ def outcome_kind(record: Record) -> str | None:
     return None
 
 
-async def after_decision(d: Deps, record: Record, user_id: str) -> None:
+async def after_decision(d: Deps, record: Record, user_id: str) -> bool:
     """Once a request is decided by people: count its outcome (once per request), or score it
-    when it was a canary. Never raises into the click: a failure is logged."""
+    when it was a canary. Never raises into the click: a failure is logged, and the count is
+    made later by the scheduler (`trust:<id>`, scheduled with the decision); False then."""
     try:
         if record.route.canary:
+            await d.store.trust_counted(record.id)  # scored once at most: a crash loses a score, never doubles one
             await score_canary(d, record)
-            return
+            return True
         kind = outcome_kind(record)
         if kind is not None:
             await _count(d, record, kind, user_id)
+        await d.store.trust_counted(record.id)
+        return True
     except Exception:
-        log.exception("trust: counting the outcome of %s failed", record.id)
+        log.exception("trust: counting the outcome of %s failed; the scheduler counts it later", record.id)
+        return False
 
 
-async def after_review(d: Deps, record: Record, user_id: str) -> None:
+async def after_review(d: Deps, record: Record, user_id: str) -> bool:
     """A person checked an action that ran on its own: `ok` is a clean approval, `wrong` an
-    override (demotes a trusted action)."""
-    if record.review is None or record.route.canary:
-        return
+    override (demotes a trusted action). False: it failed, and the scheduler counts it later."""
     try:
-        await _count(d, record, "clean" if record.review.verdict == "ok" else "override", user_id)
+        if record.review is not None and not record.route.canary:
+            await _count(d, record, "clean" if record.review.verdict == "ok" else "override", user_id)
+        await d.store.trust_counted(record.id)
+        return True
     except Exception:
-        log.exception("trust: counting the review of %s failed", record.id)
+        log.exception("trust: counting the review of %s failed; the scheduler counts it later", record.id)
+        return False
+
+
+async def recount(d: Deps, request_id: str) -> bool:
+    """The count a replica did not make after a decision or review by people (it died, Redis
+    failed): made now (`trust:<id>` came due). A count already made is not made again (the
+    record keeps which one was: `TrustStore.outcome` answers `dup`). False: try again later."""
+    try:
+        record = await d.store.get(request_id)
+    except NotFound:
+        return True
+    if record.review is not None:
+        return await after_review(d, record, record.review.by.user_id)
+    if record.decision is not None and record.decision.decided_by:
+        return await after_decision(d, record, record.decision.decided_by[-1].user_id)
+    await d.store.trust_counted(request_id)
+    return True
 
 
 async def _count(d: Deps, record: Record, kind: str, user_id: str) -> None:

@@ -24,6 +24,7 @@ from store.accept import Accepted, accept_call, decision_stats
 from store.audit_feed import AuditFeed
 from store.chain import ChainStore
 from store.connect import check_prefix, connect, hash_tag, same_slot
+from store.durable import WAIT_TIMEOUT_MS, run_waited
 from store.errors import AlreadyDecided, Conflict, NotFound
 from store.failures import Unavailable
 from store.keys import Keys
@@ -52,8 +53,10 @@ DEAD_FIELDS_MAX = 32
 DEAD_BYTES_MAX = 128 * 1024
 """Raw bytes kept in a dead letter; past this the entry is cut, marked `truncated`."""
 
-WAIT_TIMEOUT_MS = 1000
-DURABLE = frozenset({"accept", "dead", "apply", "review", "mark_posted", "batch_shown"})
+DURABLE = frozenset({"accept", "dead", "apply", "review", "mark_posted", "batch_shown", "control"})
+TRUST_RECOUNT_MS = 60_000
+"""A decision's or review's trust count not done this long after it (the replica died, Redis
+failed) is done by the scheduler (`trust:<id>`)."""
 """State changes that the bot acts on outside Redis (Slack, the agent), waited for when
 `wait_replicas` is set; the rest (leases, pacing, the outbox) is re-derived after a failover."""
 log = logging.getLogger("hitl.store")
@@ -92,7 +95,7 @@ class Store:
             raise ValueError("WAIT is not available on a Redis Cluster client (it must follow the write "
                              "on the same connection)")
         self.wait_replicas = wait_replicas
-        self.trust = TrustStore(client, self.keys)
+        self.trust = TrustStore(client, self.keys, wait_replicas=wait_replicas)
         """Autonomy per action, grants, delegation, calibration and canaries (store/trust.py)."""
         self._scripts = {
             name: client.register_script(_script(name))
@@ -156,17 +159,8 @@ class Store:
         return self.trust.k.canary_decisions if route.canary else self.keys.decisions
 
     async def _run(self, name: str, keys: list[str], args: list[Any]) -> Any:
-        if not self.wait_replicas or name not in DURABLE:
-            return await self._scripts[name](keys=keys, args=args)
-        # WAIT covers the writes of its own connection: send both down one pipeline
-        async with self.redis.pipeline(transaction=False) as p:
-            await self._scripts[name](keys=keys, args=args, client=p)
-            p.execute_command("WAIT", self.wait_replicas, WAIT_TIMEOUT_MS)
-            result, acked = await p.execute()
-        if int(acked) < self.wait_replicas:
-            log.warning("%s reached %s of %d replicas within %d ms; a failover now could lose it",
-                        name, acked, self.wait_replicas, WAIT_TIMEOUT_MS)
-        return result
+        return await run_waited(self.redis, self._scripts[name], name, keys, args,
+                                self.wait_replicas if name in DURABLE else 0)
 
     # ---- intake ---------------------------------------------------------------------
 
@@ -325,8 +319,12 @@ class Store:
             raise NotFound(request_id)
         return _record(raw), raw.get("post_attempt")
 
-    async def apply(self, t: Transition, now: datetime) -> Record:
-        """Write a transition if the record is still pending at the version it was computed from."""
+    async def apply(self, t: Transition, now: datetime, *, count_trust: bool = False) -> Record:
+        """Write a transition if the record is still pending at the version it was computed from.
+
+        `count_trust`: a decision by people whose trust count (`handlers.trust`) must happen:
+        `trust:<id>` is scheduled with it, `TRUST_RECOUNT_MS` on, and taken off once counted,
+        so a replica that dies (or a Redis error) before counting cannot lose the count."""
         k, rec = self.keys, t.record
         reply = rec.request.reply_to or ""
         args: list[Any] = [rec.id, rec.version, _ms(now), now.isoformat(), len(t.fields)]
@@ -338,8 +336,11 @@ class Store:
             f"update:{rec.id}" if t.update_card else "",
         ]
         deadlines = [f"{kind}:{rec.id}" for kind in DEADLINE_KINDS] if t.final else []
-        args += [len(deadlines), *deadlines, len(t.schedule)]
-        args += [x for member, due in t.schedule for x in (member, due)]
+        schedule = list(t.schedule)
+        if count_trust and t.decision is not None:
+            schedule.append((f"trust:{rec.id}", _ms(now) + TRUST_RECOUNT_MS))
+        args += [len(deadlines), *deadlines, len(schedule)]
+        args += [x for member, due in schedule for x in (member, due)]
         args += [len(t.audit)]
         for event, actor, detail in t.audit:
             args += [event, actor, json.dumps(self.redact(detail), default=str)]
@@ -374,9 +375,9 @@ class Store:
         carries the record when someone reviewed it first."""
         k, reply = self.keys, record.request.reply_to or ""
         keys = [k.request(record.id), k.trail(record.id), k.audit, k.outbox, reply or k.decisions,
-                k.outbox_again]
+                k.outbox_again, k.deadlines]
         args = [record.id, json.dumps(self.redact(review.model_dump(mode="json"))), review.verdict, _ms(now), now.isoformat(),
-                "1" if reply else "0", message]
+                "1" if reply else "0", message, _ms(now) + TRUST_RECOUNT_MS]
         res = await self._run("review", keys, args)
         if res[0] == "missing":
             raise NotFound(record.id)
@@ -384,6 +385,10 @@ class Store:
             raise AlreadyDecided(await self.get(record.id))
         if res[0] == "pending":
             raise Conflict(f"request {record.id} is still waiting for a decision")
+
+    async def trust_counted(self, request_id: str) -> None:
+        """The trust count of a decision or review by people is done: no recount is due."""
+        await self.redis.zrem(self.keys.deadlines, f"trust:{request_id}")
 
     async def audit(
         self, request_id: str, event: str, actor: str, detail: dict[str, Any], now: datetime,

@@ -17,6 +17,7 @@ from typing import Any, cast
 
 from pydantic import BaseModel, Field
 
+from store.durable import run_waited
 from store.keys import Keys
 from store.models import Request, Route
 
@@ -243,12 +244,18 @@ def _state(m: str, raw: dict[str, str]) -> TrustState:
 class TrustStore:
     """Trust state through the store's Redis client (decoded strings)."""
 
-    def __init__(self, redis: Any, keys: Keys) -> None:
+    def __init__(self, redis: Any, keys: Keys, *, wait_replicas: int = 0) -> None:
         self.redis = redis
         self.keys = keys
         self.k = TrustKeys(keys.prefix)
+        self.wait_replicas = wait_replicas
+        """Every trust script's writes are acted on outside Redis (a demotion told to the
+        admins, a grant confirmed, an absence announced): waited for like a decision."""
         self._scripts = {n: redis.register_script(_script(n)) for n in (
             "trust_outcome", "trust_set", "trust_grant", "trust_revoke", "trust_away")}
+
+    async def _run(self, name: str, keys: list[str], args: list[Any]) -> Any:
+        return await run_waited(self.redis, self._scripts[name], name, keys, args, self.wait_replicas)
 
     # ---- autonomy -----------------------------------------------------------------------------
 
@@ -300,7 +307,7 @@ class TrustStore:
                 self.keys.trail(request.id), self.k.calibration]
         args = [request.id, kind, after, now.isoformat(), m, band(request.confidence),
                 "1" if agree else "0", actor]
-        res = await self._scripts["trust_outcome"](keys=keys, args=args)
+        res = await self._run("trust_outcome", keys, args)
         if res[0] in ("missing", "dup"):
             return str(res[0]), "", 0
         return str(res[0]), str(res[1]), int(res[2] or 0)
@@ -310,7 +317,7 @@ class TrustStore:
         assert op in ("reset", "pin", "unpin")
         m = member(agent, action)
         keys = [self.k.action(m), self.k.index, self.keys.audit]
-        return str(await self._scripts["trust_set"](keys=keys, args=[op, m, actor, now.isoformat()]))
+        return str(await self._run("trust_set", keys, [op, m, actor, now.isoformat()]))
 
     # ---- calibration ------------------------------------------------------------------------
 
@@ -335,7 +342,7 @@ class TrustStore:
         keys = [self.k.grant_votes(grant.request_id), self.k.grants, self.keys.audit,
                 self.keys.trail(grant.request_id)]
         body = grant.model_dump(mode="json", exclude={"by"})
-        res = await self._scripts["trust_grant"](keys=keys, args=[
+        res = await self._run("trust_grant", keys, [
             grant.request_id, user, quorum, json.dumps(body), now.isoformat(), ttl, grant.id,
             json.dumps(redact(body), default=str)])
         return str(res[0]), int(res[1]) if res[0] == "waiting" else quorum
@@ -356,9 +363,8 @@ class TrustStore:
             body = json.loads(text)
             rid = str(body.get("request_id") or "") if isinstance(body, dict) else ""
             detail = json.dumps(redact(body) if isinstance(body, dict) else {}, default=str)
-            res = int(await self._scripts["trust_revoke"](
-                keys=[self.k.grants, self.keys.audit, self.keys.trail(rid)],
-                args=[grant_id, actor, now.isoformat(), event, text, detail, rid]))
+            res = int(await self._run("trust_revoke", [self.k.grants, self.keys.audit, self.keys.trail(rid)],
+                                      [grant_id, actor, now.isoformat(), event, text, detail, rid]))
             if res >= 0:
                 return bool(res)
         return False
@@ -382,7 +388,7 @@ class TrustStore:
         its end and a redraw of the cards naming them go into the deadlines set."""
         now = now or away.since
         detail = json.dumps({"delegate": away.delegate, "until": away.until.isoformat()})
-        await self._scripts["trust_away"](keys=self._away_keys, args=[
+        await self._run("trust_away", self._away_keys, [
             "set", away.user, away.model_dump_json(), "", _ms(away.until), _ms(now) + REDRAW_AFTER_MS,
             "away", actor, now.isoformat(), detail])
 
@@ -398,7 +404,7 @@ class TrustStore:
             return None
         ended = a.model_copy(update={"ended_at": min(now, a.until)})
         detail = json.dumps({"delegate": a.delegate, "until": a.until.isoformat(), "why": why})
-        done = await self._scripts["trust_away"](keys=self._away_keys, args=[
+        done = await self._run("trust_away", self._away_keys, [
             "end", user, ended.model_dump_json(), raw, "", _ms(now) + REDRAW_AFTER_MS, "away_ended", actor,
             now.isoformat(), detail])
         return ended if done else None

@@ -13,6 +13,7 @@ import asyncio
 import json
 import logging
 import signal
+from pathlib import Path
 
 import pytest
 import redis
@@ -122,3 +123,30 @@ async def test_wait_follows_the_write_on_its_own_connection(
         assert "replicas" not in caplog.text
     finally:
         await store.close()
+
+
+async def _waits(master: redis.asyncio.Redis) -> int:
+    stats = await master.info("commandstats")
+    return int((stats.get("cmdstat_wait") or {}).get("calls", 0))
+
+
+async def test_the_pause_switch_and_trust_changes_are_waited_for_like_a_decision(
+        redis_sentinel: LocalSentinel, tmp_path: Path) -> None:
+    """`/hitl pause` is told to the admin and trust changes to admins and agents' routes: with
+    HITL_REDIS_WAIT_REPLICAS=1 each is on a replica first, as a decision is (a failover inside the
+    replication lag must not undo a pause the admin was told of). Found by an adversarial review."""
+    policy = tmp_path / "policy.yml"
+    policy.write_text('admins: ["U0ADMIN"]\n')
+    h = await start(redis_sentinel.url, redis_wait_replicas=1, policy=policy)
+    master = redis.asyncio.Redis(port=redis_sentinel.master_port())
+    try:
+        before = await _waits(master)
+        reply = await h.emu.slash_command("U0ADMIN", "C0GENERAL", "/hitl", "pause incident 42")
+        assert reply.status == 200 and (await h.store.control()).get("paused") == "1"
+        assert await _waits(master) > before, "the pause was confirmed before any replica had it"
+        before = await _waits(master)
+        await h.store.trust.set("pin", "billing", "refund", "U0ADMIN", utcnow())
+        assert await _waits(master) > before, "a trust change was made before any replica had it"
+    finally:
+        await master.aclose()
+        await stop(h)

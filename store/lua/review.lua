@@ -1,7 +1,8 @@
 -- Record the after-the-fact review of an action that ran on its own; once per request.
 -- A "wrong" verdict is an override: audited as such, and the agent is told on its reply stream.
--- KEYS: record, trail, audit, outbox, reply (or decisions), outbox again-set
--- ARGV: request_id, review JSON, verdict, now_ms, now_iso, has_reply, message JSON
+-- KEYS: record, trail, audit, outbox, reply (or decisions), outbox again-set, deadlines
+-- ARGV: request_id, review JSON, verdict, now_ms, now_iso, has_reply, message JSON,
+--       due_ms of `trust:<id>` (the review's trust count, made durable: docs/trust.md)
 if redis.call('EXISTS', KEYS[1]) == 0 then
   return {'missing'}
 end
@@ -27,4 +28,7 @@ if ARGV[3] == 'wrong' then
   end
 end
 queue_op(KEYS[4], KEYS[6], 'update:' .. rid, ARGV[4])
+if KEYS[7] then
+  redis.call('ZADD', KEYS[7], ARGV[8], 'trust:' .. rid)
+end
 return {'ok'}
