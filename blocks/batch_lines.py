@@ -74,6 +74,6 @@ def review_line(record: Record) -> str:
         return line
     if rv.verdict == "ok":
         return f"✅ {line}\nLooks right: {user_mention(rv.by.user_id)} at {fmt_time(rv.by.at)}"
-    why = ": ".join(x for x in (reject_label(rv.reason_code), clip(rv.reason, 300) if rv.reason else None) if x)
+    why = ": ".join(x for x in (reject_label(rv.reason_code, record), clip(rv.reason, 300) if rv.reason else None) if x)
     return (f"⚠️ {strike(line)}\nWas wrong: {user_mention(rv.by.user_id)} at {fmt_time(rv.by.at)}"
             + (f" — {why}" if why else ""))

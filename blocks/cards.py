@@ -163,7 +163,7 @@ def review_card(record: Record) -> dict[str, Any]:
     elif rv.verdict == "ok":
         lead = f"✅ *Checked:* looks right, by {user_mention(rv.by.user_id)} at {fmt_time(rv.by.at)}"
     else:
-        why = ": ".join(x for x in (reject_label(rv.reason_code), clip(rv.reason, 500) if rv.reason else None) if x)
+        why = ": ".join(x for x in (reject_label(rv.reason_code, record), clip(rv.reason, 500) if rv.reason else None) if x)
         lead = (f"⚠️ *Flagged as wrong* by {user_mention(rv.by.user_id)} at {fmt_time(rv.by.at)}"
                 + (f" — {why}" if why else "") + ". The agent was told.")
     blocks: list[Block] = [header(f"Ran automatically: {record.request.action}"), section(lead),

@@ -67,10 +67,14 @@ _DECIDING_CHOICES = {
 }
 
 
-def reject_label(code: str | None) -> str | None:
-    """The label of a rejection code; unknown codes come back escaped, None stays None."""
+def reject_label(code: str | None, record: Record | None = None) -> str | None:
+    """The label of a rejection code as mrkdwn: the title of one of `record`'s own reasons
+    (`reject_reasons`), else the taxonomy's label; unknown codes come back escaped, None stays None."""
     if code is None:
         return None
+    own = dict(reject_reasons(record)) if record is not None else {}
+    if code in own:
+        return escape(own[code])
     return dict(REJECT_REASONS).get(code) or escape(code)
 
 
@@ -91,10 +95,7 @@ def current_params(record: Record) -> dict[str, Any]:
 
 def current_draft(record: Record) -> str | None:
     """The draft as it stands now: the last edit of it, else the agent's draft."""
-    change = record.changes.get("draft")
-    if change is not None and isinstance(change.after, str):
-        return change.after
-    return record.request.draft
+    return record.draft
 
 
 def hides_agent_view(record: Record) -> bool:

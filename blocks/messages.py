@@ -39,7 +39,8 @@ MESSAGES: dict[str, str] = {
     "outsider": "You are here from another organisation, so you cannot act on these requests "
     "(only people of the workspace that runs hitl can, unless its policy names yours). "
     "Nothing was changed.",
-    "not_reviewable": "This request is still waiting for a decision; approve or reject it instead.",
+    "not_reviewable": "Only an action that ran on its own can be checked afterwards, and this one did not: "
+    "people decide it on its card (approve or reject it there if it is still waiting). Nothing was changed.",
     "not_found": "I can't find this request any more; nothing was changed.",
     "conflict": "Several people clicked at once and I couldn't record yours; please try again.",
     "bad_payload": "This button or form isn't one I recognise (it may be from an old card); "

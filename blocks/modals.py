@@ -25,6 +25,7 @@ from blocks.kit import (
 )
 from blocks.payloads import ModalMeta
 from blocks.text import clip, fmt_plain, is_money_key, label, number_str, parse_number
+from store.bounds import OutOfBounds, check_unicode
 from store.models import Record
 
 Errors = dict[str, str]
@@ -32,6 +33,9 @@ StateValues = dict[str, dict[str, dict[str, Any]]]
 
 _YES_NO = (("Yes", "true"), ("No", "false"))
 MULTILINE_AT = 150
+NOT_UNICODE = ("This text holds a broken character (half of an emoji or another symbol, "
+               "not valid Unicode); retype or remove it.")
+"""The error shown when a text input holds a lone surrogate, which no store can keep."""
 
 
 class Rejection(NamedTuple):
@@ -159,8 +163,8 @@ def parse_text_value(state_values: StateValues, block_id: str) -> tuple[str, Err
     text = (_typed(state_values, block_id) or "").strip()
     if not text:
         return "", {block_id: "Write something for the agent."}
-    if len(text) > TEXT_INPUT_MAX:
-        return text, {block_id: f"Keep it under {TEXT_INPUT_MAX:,} characters."}
+    if error := _text_error(text):
+        return text, {block_id: error}
     return text, {}
 
 
@@ -219,13 +223,13 @@ def parse_reject_values(state_values: StateValues, offered: list[str] | None = N
     are the codes the modal showed (a request's own reasons), else the taxonomy's."""
     errors: Errors = {}
     code = _selected(state_values, BlockId.reason_code) or ""
-    if code not in (offered or dict(REJECT_REASONS)):
+    if code not in (offered or dict(REJECT_REASONS)) or _text_error(code):
         errors[BlockId.reason_code] = "Choose a reason."
     text = (_typed(state_values, BlockId.reason_text) or "").strip()
     if code == "other" and not text:
         errors[BlockId.reason_text] = "Say why, so the agent knows what was wrong."
-    elif len(text) > TEXT_INPUT_MAX:
-        errors[BlockId.reason_text] = f"Keep it under {TEXT_INPUT_MAX:,} characters."
+    elif error := _text_error(text):
+        errors[BlockId.reason_text] = error
     return Rejection(code, text or None), errors
 
 
@@ -242,8 +246,8 @@ def parse_answer_values(state_values: StateValues) -> tuple[str, Errors]:
     text = (_typed(state_values, BlockId.answer_text) or "").strip()
     if not text:
         return "", {BlockId.answer_text: "Write an answer."}
-    if len(text) > TEXT_INPUT_MAX:
-        return text, {BlockId.answer_text: f"Keep it under {TEXT_INPUT_MAX:,} characters."}
+    if error := _text_error(text):
+        return text, {BlockId.answer_text: error}
     return text, {}
 
 
@@ -310,18 +314,35 @@ def _parse_param(name: str, kind: str, original: Any, element: dict[str, Any]) -
             raise ValueError("Choose yes or no.")
         return chosen == "true"
     if kind in ("int", "float"):
-        number = parse_number(element.get("value"), whole=kind == "int")
+        raw = element.get("value")
+        if isinstance(raw, str) and isinstance(original, int | float) and math.isfinite(original) \
+                and raw.strip() == number_str(original):
+            return original  # the value the form filled in, untouched: no change, whatever its length
+        number = parse_number(raw, whole=kind == "int")
         if is_money_key(name) and original >= 0 and number < 0:
             raise ValueError("Enter an amount of 0 or more.")
         return number
     text = element.get("value") or ""
-    if len(text) > TEXT_INPUT_MAX:
-        raise ValueError(f"Keep it under {TEXT_INPUT_MAX:,} characters.")
+    if not isinstance(text, str):
+        raise ValueError("Enter text.")
+    if error := _text_error(text):
+        raise ValueError(error)
     if not text.strip():
         if original:
             raise ValueError("This can't be empty.")
         return original  # it was empty (or null) and stays so
     return text
+
+
+def _text_error(text: str) -> str | None:
+    """What is wrong with a typed text (too long, or not Unicode: a lone surrogate), else None."""
+    if len(text) > TEXT_INPUT_MAX:
+        return f"Keep it under {TEXT_INPUT_MAX:,} characters."
+    try:
+        check_unicode(text)
+    except OutOfBounds:
+        return NOT_UNICODE
+    return None
 
 
 def _selected(state_values: StateValues, block_id: str) -> str | None:

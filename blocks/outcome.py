@@ -25,7 +25,7 @@ def outcome_line(record: Record) -> str:
     if d.status is Status.rejected and d.reason_code == WITHDRAWN_CODE:
         return f":leftwards_arrow_with_hook: *Withdrawn* by the agent{at}" + (f": {reason}" if reason else "")
     if d.status is Status.rejected:
-        label = reject_label(d.reason_code)
+        label = reject_label(d.reason_code, record)
         why = ": ".join(x for x in (label, reason) if x)
         return f":x: *Rejected*{by}{at}" + (f" — reason: {why}" if why else "")
     if d.status is Status.expired:

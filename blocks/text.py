@@ -40,6 +40,7 @@ _MONEY_WORDS = (
 )
 _NUMBER_CHARS = 64  # 1e15 with commas and decimals fits; anything longer is refused unread
 _RANGE = "Enter a number between -1,000,000,000,000,000 and 1,000,000,000,000,000."
+_LENGTH = f"Enter a number of at most {_NUMBER_CHARS} characters; this one is longer."
 _NUMBER = re.compile(r"^[+-]?(\d+|\d{1,3}(,\d{3})+)(\.\d+)?$|^[+-]?\.\d+$")
 _SYMBOLS = {"USD": "$", "EUR": "€", "GBP": "£"}
 
@@ -191,8 +192,10 @@ def parse_number(raw: Any, *, whole: bool) -> int | float:
     """
     message = "Enter a whole number." if whole else "Enter a number."
     s = str(raw or "").strip().replace(" ", "")
-    if len(s) > _NUMBER_CHARS or not _NUMBER.match(s):  # checked before any conversion
-        raise ValueError(message if len(s) <= _NUMBER_CHARS else _RANGE)
+    if len(s) > _NUMBER_CHARS:  # checked before any conversion
+        raise ValueError(_LENGTH)
+    if not _NUMBER.match(s):
+        raise ValueError(message)
     try:
         d = Decimal(s.replace(",", ""))
     except InvalidOperation as e:

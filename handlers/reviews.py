@@ -169,7 +169,8 @@ async def review(d: Deps, request_id: str, user_id: str, name: str, verdict: str
     now = utcnow()
     by = Vote(user_id=user_id, name=name, choice=Choice.reject if verdict == "wrong" else Choice.approve, at=now)
     rv = Review(verdict=verdict, by=by, reason_code=reason_code, reason=reason)
-    message = AgentMessage(request_id=record.id, event="override", text=reason, by=by, at=now)
+    message = AgentMessage(request_id=record.id, event="override", text=reason, reason_code=reason_code,
+                           by=by, at=now)
     try:
         await d.store.review(record, rv, message.model_dump_json(exclude_none=True), now)
     except AlreadyDecided as e:  # checked by someone else since `check_review`

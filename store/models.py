@@ -100,10 +100,14 @@ def _json_text(value: Any) -> Any:
     return json.loads(value) if isinstance(value, str) else value
 
 
-def params_mark(params: dict[str, Any]) -> str:
+def params_mark(params: dict[str, Any], draft: str | None = None) -> str:
     """A short fingerprint of a request's parameters (as edited so far): cards, forms and
-    approvals carry the one they showed, so nobody approves values they never saw."""
-    text = json.dumps(params, sort_keys=True, separators=(",", ":"), default=str)
+    approvals carry the one they showed, so nobody approves values they never saw.
+
+    `draft`: the request's draft as a person edited it (None while unedited: the mark is then
+    the params' alone, as it was before drafts were kept apart from params)."""
+    data: Any = params if draft is None else {"params": params, "draft": draft}
+    text = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode("utf-8", "backslashreplace")).hexdigest()[:10]
 
 
@@ -261,9 +265,19 @@ class Record(BaseModel):
         return user_id in approvers or bool(groups & approvers) or user_id in self.extra_approvers
 
     @property
+    def draft(self) -> str | None:
+        """The request's draft as it stands: the last edit of it (`changes["draft"]`), else the
+        agent's. An edited draft never goes into `params`: those are the tool's arguments, and
+        one of them may itself be called `draft`."""
+        change = self.changes.get("draft")
+        if change is not None and isinstance(change.after, str):
+            return change.after
+        return self.request.draft
+
+    @property
     def params_mark(self) -> str:
-        """`params_mark` of the values as they stand (edits applied)."""
-        return params_mark(self.params)
+        """`params_mark` of the values as they stand (edits applied, the draft's too)."""
+        return params_mark(self.params, self.draft if "draft" in self.changes else None)
 
     def approvals(self) -> list[Ballot]:
         """The approvals of the values as they stand (an edit since leaves earlier ones stale)."""

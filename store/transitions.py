@@ -135,7 +135,7 @@ def _decision(
     return Decision(
         request_id=record.id,
         status=status,
-        params=extra.pop("params", record.params),
+        params=_tool_params(record, extra.pop("params", record.params)),
         changes=extra.pop("changes", record.changes),
         decided_by=[v.vote() for v in votes],
         decided_at=now,
@@ -170,31 +170,22 @@ def vote(
     v = Vote(user_id=user_id, name=name, choice=choice, at=now)
     t = Transition(record)
     detail: dict[str, Any] = {"choice": choice.value}
-    params, changes = record.params, dict(record.changes)
+    params, changes, mark = record.params, record.changes, record.params_mark
     if edits:
-        params = dict(record.params)
-        for key, after in edits.items():
-            before = record.request.params.get(key) if key != "draft" else record.request.draft
-            # the value as it stands: the draft lives on the request until someone edits it
-            current = params.get(key, record.request.draft if key == "draft" else None)
-            if current == after:
-                continue  # an untouched field changes nothing (and leaves others' approvals standing)
-            params[key] = after
-            changes[key] = Change(
-                before=changes[key].before if key in changes else before, after=after
-            )
-        if params != record.params:
+        params, changes = _edited(record, edits)
+        dumped = _dumped(changes)
+        if not same_value(params, record.params) or not same_value(dumped, _dumped(record.changes)):
             t.fields["params"] = _dump(params)
-            t.fields["changes"] = _dump({k: c.model_dump(mode="json") for k, c in changes.items()})
-            edited = {k: changes[k].model_dump(mode="json") for k in edits if k in changes}
-            t.audit.append(("edited", user_id, {"changes": edited}))
+            t.fields["changes"] = _dump(dumped)
+            t.audit.append(("edited", user_id, {"changes": _edit_detail(record, edits, changes)}))
+            draft = changes["draft"].after if "draft" in changes else None
+            mark = params_mark(params, draft)
         else:
-            params = record.params
-    mark = params_mark(params)
+            params, changes = record.params, record.changes
     approving = choice in (Choice.approve, Choice.edit)
     votes = [*record.votes, Ballot(**v.model_dump(), seat=seat, p=mark if approving else None)]
     t.fields["votes"] = _dump_list(votes)
-    if approving and (outdated := [x.user_id for x in votes if stale(x, mark)]) and params != record.params:
+    if approving and (outdated := [x.user_id for x in votes if stale(x, mark)]) and mark != record.params_mark:
         detail["stale_approvals"] = outdated  # approvals of the values this edit changed: they count no more
     if reason_code or reason:
         detail["reason_code"], detail["reason"] = reason_code, reason
@@ -227,6 +218,71 @@ def vote(
     return t
 
 
+def same_value(a: Any, b: Any) -> bool:
+    """Whether two param values are the same, compared as canonical JSON: `100` and `100.0`
+    (or `true` and `1`) are different values, as an agent's JSON parser sees them."""
+    return _canonical(a) == _canonical(b)
+
+
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def _edited(record: Record, edits: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Change]]:
+    """The params and changes after a person's `edits` (name -> value; `draft` names the
+    request's own draft, never a param of that name).
+
+    A field left as it stands changes nothing. An edited draft is kept in `changes["draft"]`
+    only, never in `params` (they are the tool's arguments). A change whose value is back to
+    the agent's is no change: it is dropped."""
+    params, changes = dict(record.params), dict(record.changes)
+    for key, after in edits.items():
+        if key == "draft":
+            before, current = record.request.draft, record.draft
+        else:
+            before, current = record.request.params.get(key), params.get(key)
+        if same_value(current, after):
+            continue  # an untouched field changes nothing (and leaves others' approvals standing)
+        if key != "draft":
+            params[key] = after
+        original = changes[key].before if key in changes else before
+        if same_value(original, after):
+            changes.pop(key, None)  # put back to the agent's value
+        else:
+            changes[key] = Change(before=original, after=after)
+    return params, changes
+
+
+def _tool_params(record: Record, params: dict[str, Any]) -> dict[str, Any]:
+    """`params` as the agent's tool takes them. A draft edit is never a param, but versions
+    before it was kept apart wrote it into `params["draft"]` too: a record edited then and
+    decided now gets the agent's own `draft` param back (or none, as it sent none)."""
+    if "draft" not in record.changes or "draft" not in params:
+        return params
+    out = {k: v for k, v in params.items() if k != "draft"}
+    if "draft" in record.request.params:
+        out["draft"] = record.request.params["draft"]
+    return out
+
+
+def _dumped(changes: dict[str, Change]) -> dict[str, Any]:
+    return {k: c.model_dump(mode="json") for k, c in changes.items()}
+
+
+def _edit_detail(record: Record, edits: dict[str, Any], changes: dict[str, Change]) -> dict[str, Any]:
+    """The audit's `edited` detail: each field this edit moved, as its change now stands
+    (`before`: the agent's value), or `{"after": <the agent's value>, "restored": true}` when it
+    was put back to the agent's value."""
+    out: dict[str, Any] = {}
+    for key in edits:
+        was, now = record.changes.get(key), changes.get(key)
+        if now is not None and (was is None or not same_value(was.after, now.after)):
+            out[key] = now.model_dump(mode="json")
+        elif now is None and was is not None:
+            out[key] = {"after": was.before, "restored": True}
+    return out
+
+
 def _compare_shadow(t: Transition, record: Record) -> None:
     """Shadow mode: the agent proposed the action; did the person, who did not see its
     recommendation, agree? Kept in the audit trail (and counted by stats)."""
@@ -237,12 +293,24 @@ def _compare_shadow(t: Transition, record: Record) -> None:
         "confidence": record.request.confidence, "status": t.decision.status.value}))
 
 
+def reviewable(record: Record) -> bool:
+    """Whether `record` is an action that ran on its own and a person may check afterwards:
+    approved automatically (`auto_approved`) and sampled for review, or routed in audit mode.
+    A request people decided (or an expiry, a grant's or a timeout's approval, a denial) is not:
+    a review of it could tell the agent to undo what a person approved."""
+    d = record.decision
+    return (record.state is State.decided and d is not None and d.status is Status.auto_approved
+            and (record.route.sampled or record.route.mode is Mode.audit))
+
+
 def authorize_review(record: Record, user_id: str, *, groups: frozenset[str] = frozenset()) -> None:
     """Raise unless `user_id` may review an action that ran on its own (once, not their own)."""
     if record.state is State.pending or record.decision is None:
         raise NotAllowed("not_reviewable", "this request is still waiting for a decision")
     if record.review is not None:
         raise AlreadyDecided(record)
+    if not reviewable(record):
+        raise NotAllowed("not_reviewable", "only an action that ran on its own can be checked afterwards")
     if record.request.requested_by == user_id:
         raise NotAllowed("self_approval", "the requester cannot review their own request")
     approvers = set(record.route.approvers) | set(record.extra_approvers)

@@ -347,5 +347,17 @@ class AgentMessage(BaseModel):
     """`taken_over` (a person owns the case now), `reply` (a person's message), or `override`
     (a reviewer found that an action that ran on its own was wrong)."""
     text: str | None = None
+    reason_code: str | None = None
+    """An `override`'s reason code (`wrong_params`, ...: the reviewer's pick, from the
+    rejection taxonomy or the request's own reasons); omitted from the JSON when unset."""
     by: Vote
     at: datetime
+
+    @model_serializer(mode="wrap")
+    def _compact(self, handler: SerializerFunctionWrapHandler):  # unannotated: the JSON Schema stays the model's
+        """The message as sent: `reason_code`, an extension, only when set (a consumer written
+        before it sees the same JSON as before)."""
+        data = handler(self)
+        if isinstance(data, dict) and data.get("reason_code") is None:
+            data.pop("reason_code", None)
+        return data
