@@ -19,11 +19,22 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from blocks.batch_lines import item_line, review_line, strike
+from blocks.batch_lines import SUMMARY_MAX, item_line, review_line, strike
 from blocks.cards import card, delegation_note
 from blocks.facts import voters
 from blocks.ids import BatchActionId, BlockId, batch_item_block_id
-from blocks.kit import MESSAGE_BLOCKS_MAX, Block, button, context, header, option, section
+from blocks.kit import (
+    MESSAGE_BLOCKS_MAX,
+    MESSAGE_TEXT_MAX,
+    Block,
+    button,
+    context,
+    fit_blocks,
+    header,
+    option,
+    section,
+    text_size,
+)
 from blocks.outcome import outcome_line
 from blocks.payloads import BatchValue
 from blocks.text import clip, escape, fmt_amount, fmt_duration, truncate, user_mention
@@ -98,13 +109,29 @@ def batch_card(batch: Batch, records: list[Record], *, paused: bool = False,
         top.append(context([f"⏸ *Automation paused:* {why}"]))
     room = MESSAGE_BLOCKS_MAX - len(top) - 2  # the actions and the footer
     prefix, drawn, lines = _draw(batch, kind, by_id, room)
+    # the text of all blocks together has a limit too: the items' summaries are shortened first,
+    # then only if even the shortest do not fit do items wait for a later drawing ("N more not
+    # shown yet"), as when blocks run short
+    text_room = MESSAGE_TEXT_MAX - FOOTER_TEXT - text_size(top)
+    for summary_max in SUMMARY_STEPS:
+        if text_size(lines) <= text_room:
+            break
+        prefix, drawn, lines = _draw(batch, kind, by_id, room, summary_max=summary_max)
+    while len(prefix) > 1 and text_size(lines) > text_room:
+        prefix, drawn, lines = _draw(batch, kind, by_id, room, upto=len(prefix) - 1, summary_max=SUMMARY_STEPS[-1])
     shown_open = [r for r in drawn if awaiting(r, kind)]
     blocks = top + lines
     if shown_open:
         blocks.append(_actions(batch, kind, prefix, shown_open))
     blocks.append(context([_footer(kind, items, open_items, drawn)]))
     text = f"{_title(kind, name, items, open_items)}: {len(open_items)} waiting"
-    return {"text": truncate(text, 3000), "blocks": blocks[:MESSAGE_BLOCKS_MAX]}
+    return {"text": truncate(text, 3000), "blocks": fit_blocks(blocks[:MESSAGE_BLOCKS_MAX])}
+
+
+FOOTER_TEXT = 400
+"""Kept for the bulk buttons and the footer when items are drawn within the text limit."""
+SUMMARY_STEPS = (120, 80, 50)
+"""Shorter item summaries, tried in turn, when a card's items do not fit its text limit."""
 
 
 def _delegations(open_items: list[Record], absences: Mapping[str, Away] | None, now: datetime | None) -> str:
@@ -113,10 +140,12 @@ def _delegations(open_items: list[Record], absences: Mapping[str, Away] | None, 
     return "\n".join(f"👤 {n}" for n in list(notes)[:3])
 
 
-def _draw(batch: Batch, kind: str, by_id: dict[str, Record], room: int) -> tuple[list[str], list[Record], list[Block]]:
+def _draw(batch: Batch, kind: str, by_id: dict[str, Record], room: int, upto: int | None = None,
+          summary_max: int = SUMMARY_MAX) -> tuple[list[str], list[Record], list[Block]]:
     """The prefix of the batch's item ids the card covers (what the bulk buttons bind), the
     records it draws, and their blocks: one per item; settled items folded into one block
-    when room runs short (with `max_items` valid, every item fits on its own)."""
+    when room runs short (with `max_items` valid, every item fits on its own). `upto`: the
+    prefix holds at most that many ids; `summary_max`: each item's summary cut to that."""
     items = [by_id[i] for i in batch.items if i in by_id]
     settled = [r for r in items if not awaiting(r, kind)]
     fold = len(items) > room
@@ -124,6 +153,8 @@ def _draw(batch: Batch, kind: str, by_id: dict[str, Record], room: int) -> tuple
     drawn: list[Record] = []
     budget = room - (1 if fold and settled else 0)
     for rid in batch.items:
+        if upto is not None and len(prefix) >= upto:
+            break
         r = by_id.get(rid)
         if r is not None and (awaiting(r, kind) or not fold):
             if budget == 0:
@@ -135,11 +166,11 @@ def _draw(batch: Batch, kind: str, by_id: dict[str, Record], room: int) -> tuple
     lines: list[Block] = []
     folded = [r for r in drawn if not awaiting(r, kind)] if fold else []
     if folded:
-        text = "\n".join(_settled_line(kind, r) for r in _arrival(folded))
+        text = "\n".join(_settled_line(kind, r, summary_max) for r in _arrival(folded))
         lines.append(section(truncate(f"*{len(folded)} settled:*\n{text}", 3000)))
     for r in _arrival(drawn):
         if r not in folded:
-            lines.append(_item(batch, kind, r))
+            lines.append(_item(batch, kind, r, summary_max))
     return prefix, drawn, lines
 
 
@@ -201,30 +232,30 @@ def _warnings(pending: list[Record]) -> list[str]:
     return out
 
 
-def _settled_line(kind: str, record: Record) -> str:
-    return review_line(record) if kind == REVIEW else _decided_line(record)
+def _settled_line(kind: str, record: Record, summary_max: int = SUMMARY_MAX) -> str:
+    return review_line(record, summary_max) if kind == REVIEW else _decided_line(record, summary_max)
 
 
-def _decided_line(record: Record) -> str:
+def _decided_line(record: Record, summary_max: int = SUMMARY_MAX) -> str:
     """Approved items read as done (✅), rejected and expired ones are struck through (❌)."""
-    line = item_line(record)
+    line = item_line(record, summary_max)
     d = record.decision
     if d is not None and d.status.value in ("approved", "auto_approved", "answered", "resolved"):
         return f"✅ {line}\n{outcome_line(record)}"
     return f"❌ {strike(line)}\n{outcome_line(record)}"
 
 
-def _item(batch: Batch, kind: str, record: Record) -> Block:
+def _item(batch: Batch, kind: str, record: Record, summary_max: int = SUMMARY_MAX) -> Block:
     block_id = batch_item_block_id(batch.id, record.id)
     if kind == REVIEW:
         if record.review is not None:
-            return section(truncate(review_line(record), 3000), block_id=block_id)
-        return {**section(truncate(review_line(record), 3000), block_id=block_id), "accessory": {
+            return section(truncate(review_line(record, summary_max), 3000), block_id=block_id)
+        return {**section(truncate(review_line(record, summary_max), 3000), block_id=block_id), "accessory": {
             "type": "overflow", "action_id": BatchActionId.review_item.value, "options": [
                 option("✅ Looks right", "ok"), option("⚠️ Was wrong…", "wrong"), option("🔍 Details", "details")]}}
     if record.state is not State.pending:
-        return section(truncate(_decided_line(record), 3000), block_id=block_id)
-    line = item_line(record)
+        return section(truncate(_decided_line(record, summary_max), 3000), block_id=block_id)
+    line = item_line(record, summary_max)
     if record.route.quorum > 1 and record.approvals():
         line += f"\n⏳ {len(record.approvals())} of {record.route.quorum} approvals: " + voters(record.approvals())
     choices = [option("✅ Approve", item_value("approve", record))]

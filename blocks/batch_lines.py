@@ -53,10 +53,11 @@ def facts(record: Record) -> list[str]:
     return out
 
 
-def item_line(record: Record) -> str:
-    """The item's one line of mrkdwn: summary (the agent's words), facts, request id."""
+def item_line(record: Record, summary_max: int = SUMMARY_MAX) -> str:
+    """The item's one line of mrkdwn: summary (the agent's words, cut to `summary_max`), facts,
+    request id."""
     edited = " _(agent's summary; edited below)_" if record.changes else ""
-    head = f"*{clip(record.request.summary, SUMMARY_MAX)}*{edited}"
+    head = f"*{clip(record.request.summary, summary_max)}*{edited}"
     tail = " · ".join([*facts(record), f"`{record.id}`"])
     return truncate(f"{head}\n{tail}", ITEM_LINE_MAX)
 
@@ -66,9 +67,9 @@ def strike(text: str) -> str:
     return "\n".join(f"~{line}~" if line.strip() else line for line in text.split("\n"))
 
 
-def review_line(record: Record) -> str:
+def review_line(record: Record, summary_max: int = SUMMARY_MAX) -> str:
     """A review batch item: its line, then who checked it and the verdict, once checked."""
-    line = item_line(record)
+    line = item_line(record, summary_max)
     rv = record.review
     if rv is None:
         return line

@@ -36,6 +36,7 @@ from blocks.kit import (
     button,
     context,
     fields,
+    fit_blocks,
     header,
     section,
 )
@@ -77,7 +78,15 @@ def card(
 
     Handovers (kind `escalation`, or mode `escalate`) get the escalation card. `absences` (each
     person's latest absence) and `now`: an open card naming an approver away at `now` says who
-    decides for them, by the rule the click check uses (`store.trust.stand_ins`)."""
+    decides for them, by the rule the click check uses (`store.trust.stand_ins`). Its text
+    fits Slack's limit for a whole message (`fit_blocks`)."""
+    message = _card(record, paused=paused, paused_reason=paused_reason, details=details, absences=absences,
+                    now=now)
+    return {**message, "blocks": fit_blocks(message["blocks"])}
+
+
+def _card(record: Record, *, paused: bool, paused_reason: str | None, details: bool,
+          absences: Mapping[str, Away] | None, now: datetime | None) -> dict[str, Any]:
     pending = record.state is State.pending and record.decision is None
     note = delegation_note(record, absences, now) if pending else ""
     if is_handover(record):

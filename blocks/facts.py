@@ -28,9 +28,14 @@ def reject_reasons(record: Record) -> tuple[tuple[str, str], ...]:
     `reject_options`, kept in `metadata.humanlayer`), else the taxonomy."""
     hl = (record.request.metadata.model_extra or {}).get("humanlayer")
     options = hl.get("reject_options") if isinstance(hl, dict) else None
-    own = tuple((str(o["name"])[:75], str(o.get("title") or o["name"])[:75])
-                for o in (options or [])[:10] if isinstance(o, dict) and o.get("name"))
-    return own or REJECT_REASONS
+    own: dict[str, str] = {}  # an option's value holds 150 characters, its text 75
+    for o in (options or [])[:10]:
+        if isinstance(o, dict) and o.get("name") and len(name := str(o["name"])) <= OPTION_VALUE_MAX:
+            own.setdefault(name, str(o.get("title") or name)[:75])
+    return tuple(own.items()) or REJECT_REASONS
+
+
+OPTION_VALUE_MAX = 150
 
 _TITLES = {
     Kind.approval: "Approval needed",

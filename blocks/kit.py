@@ -6,6 +6,8 @@ the limit of the place it goes, so no builder can produce a block Slack would re
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Iterator
 from typing import Any
 
 from blocks.text import truncate
@@ -24,6 +26,12 @@ TEXT_INPUT_MAX = 3000
 LABEL_MAX = 2000
 OPTION_TEXT_MAX = 75
 FALLBACK_MAX = 3000
+MESSAGE_TEXT_MAX = 11_000
+"""The text of all a message's blocks together. Slack refuses a longer message with
+`msg_blocks_too_long` (chat.postMessage's reference names the error, not the number; Slack's SDK
+maintainers put it at about 12,000 characters: slackapi/bolt-js#2509): 1,000 kept in hand."""
+CUT_KEEP = 200
+"""`fit_blocks` never cuts a text below this (the card's Details show it whole)."""
 
 Block = dict[str, Any]
 
@@ -129,3 +137,55 @@ def modal(
     if submit:
         v["submit"] = plain(submit, MODAL_TITLE_MAX)
     return v
+
+
+def _text_objects(node: Any, *, cuttable_only: bool = False, cuttable: bool = False) -> Iterator[dict[str, Any]]:
+    """Every text object (`plain_text` / `mrkdwn` with its `text`) in `node`; with
+    `cuttable_only`, those of section texts and fields and context elements only (never a
+    button's, a header's or an option's: they are short and cutting them changes meaning)."""
+    if isinstance(node, list):
+        for item in node:
+            yield from _text_objects(item, cuttable_only=cuttable_only, cuttable=cuttable)
+        return
+    if not isinstance(node, dict):
+        return
+    if node.get("type") in ("plain_text", "mrkdwn") and isinstance(node.get("text"), str):
+        if cuttable or not cuttable_only:
+            yield node
+        return
+    kind = node.get("type")
+    for key, value in node.items():
+        if key == "type":
+            continue
+        yes = (kind == "section" and key in ("text", "fields")) or (kind == "context" and key == "elements")
+        yield from _text_objects(value, cuttable_only=cuttable_only, cuttable=yes)
+
+
+def text_size(blocks: list[Block]) -> int:
+    """The characters of every text object in `blocks` together (what `msg_blocks_too_long`
+    counts)."""
+    return sum(len(t["text"]) for t in _text_objects(blocks))
+
+
+def fit_blocks(blocks: list[Block], budget: int = MESSAGE_TEXT_MAX) -> list[Block]:
+    """`blocks` with at most `budget` characters of text: the section and context texts longer
+    than a common cap are cut to it, the cap as high as the budget allows (never below CUT_KEEP;
+    never a button, header or option text); a copy when anything was cut."""
+    size = text_size(blocks)
+    if size <= budget:
+        return blocks
+    blocks = copy.deepcopy(blocks)
+    cuttable = [t for t in _text_objects(blocks, cuttable_only=True) if len(t["text"]) > CUT_KEEP]
+    lengths = [len(t["text"]) for t in cuttable]
+    room = budget - (size - sum(lengths))  # what the cuttable texts may take together
+    lo, hi = CUT_KEEP, max(lengths, default=CUT_KEEP)
+    while lo < hi:  # the highest cap whose texts fit in `room`
+        mid = (lo + hi + 1) // 2
+        if sum(min(n, mid) for n in lengths) <= room:
+            lo = mid
+        else:
+            hi = mid - 1
+    for t in cuttable:
+        if len(t["text"]) > lo:
+            t["text"] = truncate(t["text"], lo) or " "
+    return blocks

@@ -511,9 +511,11 @@ class Delivery(DueWorker):
                 batch = await self.store.get_batch(key)
             except NotFound:
                 batch = None
-            # a card in Slack whose redraw was refused is not undeliverable: people see it and its
-            # next redraw (the decision's lock) is tried all the same
-            for rid in batch.items if batch and not batch.ts else []:
+            # the items on a card in Slack whose redraw was refused are not undeliverable: people
+            # see them and the next redraw (a decision's lock) is tried all the same; those that
+            # joined since and are on no card are (said once, and they still expire)
+            shown = {r.id for r in await self.store.get_many(batch.items) if r.ts} if batch and batch.ts else set()
+            for rid in [i for i in batch.items if i not in shown] if batch else []:
                 await self.store.mark_undeliverable(rid, member, lease, e.error, utcnow())
         await self.store.finish_outbox(member, lease)
 

@@ -27,6 +27,7 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 )
 from slack_sdk.web.async_client import AsyncWebClient
 
+from blocks.kit import fit_blocks
 from handlers.slack_errors import (
     Permanent,
     RateLimited,
@@ -43,6 +44,7 @@ log = logging.getLogger("hitl.slack")
 
 MAX_INLINE_WAIT_S = 5.0
 TIMEOUT_S = 15
+MESSAGE_METHODS = frozenset({"chat.postMessage", "chat.update", "chat.postEphemeral", "chat.scheduleMessage"})
 
 
 def web_client(token: str | None, base_url: str, *, retries: bool = False) -> AsyncWebClient:
@@ -80,6 +82,8 @@ class Gateway:
         `join`: on `not_in_channel`, join `kwargs["channel"]` once and try again. `retries`:
         transient failures retried in place that many times (waits of at most a few seconds)."""
         fn = getattr(self.client, method.replace(".", "_"))
+        if method in MESSAGE_METHODS and isinstance(kwargs.get("blocks"), list):
+            kwargs["blocks"] = fit_blocks(kwargs["blocks"])  # whatever built them: never msg_blocks_too_long
         attempt, joined = 0, False
         cause: Exception
         while True:

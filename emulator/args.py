@@ -7,7 +7,12 @@ import json
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from emulator.blockcheck import MAX_MESSAGE_BLOCKS, check_blocks
+from emulator.blockcheck import (
+    MAX_MESSAGE_BLOCKS,
+    MAX_MESSAGE_TEXT,
+    check_blocks,
+    message_text_size,
+)
 from emulator.common import JSON, SlackError
 
 if TYPE_CHECKING:
@@ -73,6 +78,8 @@ class Args:
                 errors=errors,
                 response_metadata={"messages": [f"[ERROR] {e}" for e in errors]},
             )
+        if max_blocks == MAX_MESSAGE_BLOCKS and message_text_size(value) > MAX_MESSAGE_TEXT:
+            raise SlackError("msg_blocks_too_long")
         return value
 
     def metadata(self) -> JSON | None:

@@ -23,6 +23,10 @@ MAX_BUTTON_TEXT = 75
 MAX_MODAL_TITLE = 24
 MAX_PRIVATE_METADATA = 3000
 MAX_ID = 255
+MAX_MESSAGE_TEXT = 12_000
+"""The text of all a message's blocks together: more is `msg_blocks_too_long` (Slack names the
+error in chat.postMessage's reference, not the number; its SDK maintainers put it at about
+12,000 characters: slackapi/bolt-js#2509)."""
 
 
 @dataclass
@@ -170,3 +174,14 @@ def with_ids(blocks: list[dict[str, Any]]) -> list[dict[str, Any]]:
         for el in _elements(block):
             el.setdefault("action_id", _random_id())
     return out
+
+
+def message_text_size(blocks: Any) -> int:
+    """The characters of every text object (`plain_text`, `mrkdwn`) in a message's blocks."""
+    if isinstance(blocks, list):
+        return sum(message_text_size(b) for b in blocks)
+    if not isinstance(blocks, dict):
+        return 0
+    if blocks.get("type") in ("plain_text", "mrkdwn") and isinstance(blocks.get("text"), str):
+        return len(blocks["text"])
+    return sum(message_text_size(v) for k, v in blocks.items() if k != "type")

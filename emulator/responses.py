@@ -10,7 +10,13 @@ from typing import Any
 
 from aiohttp import web
 
-from emulator.blockcheck import BlockError, check_blocks, with_ids
+from emulator.blockcheck import (
+    MAX_MESSAGE_TEXT,
+    BlockError,
+    check_blocks,
+    message_text_size,
+    with_ids,
+)
 from emulator.common import JSON
 from emulator.state import Ephemeral, Workspace
 
@@ -82,6 +88,10 @@ class Responses:
                 return "invalid_blocks_format"
         if blocks is not None:
             errors = check_blocks(blocks)
+            if not errors and message_text_size(blocks) > MAX_MESSAGE_TEXT:
+                errors = [f"the blocks hold more than {MAX_MESSAGE_TEXT} characters of text"]
+                self.block_errors.append(BlockError("response_url", errors, body))
+                return "msg_blocks_too_long"
             if errors:
                 self.block_errors.append(BlockError("response_url", errors, body))
                 return "invalid_blocks"

@@ -160,6 +160,12 @@ async def test_the_compat_api_over_http_maps_scope_options_escalation_and_errors
         assert status == 400 and body["error"]["field"] == "call_id"
         status, body, _ = await api.call("POST", f"{base}/function_calls", json=_call("c-3", fn=""))
         assert status == 400 and body["error"]["field"] == "spec.fn"
+        for options in ([{"name": "x" * 151}], [{"name": "same"}, {"name": "same", "title": "Same again"}],
+                        [{"title": "no name"}]):  # a reviewer's pick must answer back a name the call sent
+            status, body, _ = await api.call("POST", f"{base}/function_calls",
+                                             json=_call("c-4", fn="lookup_order", reject_options=options))
+            assert status == 400 and body["error"]["field"] == "spec.reject_options", body
+        assert not await h.store.exists(hitl_id("fn", "c-4"))
         assert not await h.store.exists(hitl_id("fn", "c-3"))
         assert await h.bot.api.service.api.get_call(hitl_id("fn", "c-3")) is None  # nothing half-stored
     finally:

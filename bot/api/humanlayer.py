@@ -91,8 +91,18 @@ def _hints(call: Call, options: list[dict[str, Any]] | None) -> dict[str, Any]:
     if slack.get("allowed_responder_ids"):
         out["approvers"] = [str(x) for x in slack["allowed_responder_ids"]]
     if options:
-        out["reject_options"] = [{"name": str(o.get("name")), "title": o.get("title")} for o in options]
+        out["reject_options"] = _reject_options(options)
     return out
+
+
+def _reject_options(options: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A call's own reject reasons, each a distinct name a reviewer's pick answers back exactly
+    (a Slack option's value holds 150 characters), at most 10 (a radio group's limit)."""
+    names = [str(o.get("name") or "") for o in options]
+    if len(names) > 10 or any(not n or len(n) > 150 for n in names) or len(set(names)) < len(names):
+        raise ApiError(400, "invalid_request", "spec.reject_options: at most 10, each with a distinct name "
+                       "of 1 to 150 characters", field="spec.reject_options")
+    return [{"name": n, "title": o.get("title")} for n, o in zip(names, options, strict=True)]
 
 
 def _function_request(call: Call, rid: str, agent: str) -> dict[str, Any]:
