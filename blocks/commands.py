@@ -10,7 +10,16 @@ from datetime import datetime
 from typing import Any
 
 from blocks.facts import STATUS_WORDS, mode_label
-from blocks.kit import MESSAGE_BLOCKS_MAX, SECTION_MAX, Block, context, header, section
+from blocks.kit import (
+    MESSAGE_BLOCKS_MAX,
+    MESSAGE_TEXT_MAX,
+    SECTION_MAX,
+    Block,
+    context,
+    header,
+    section,
+    text_size,
+)
 from blocks.messages import message_for
 from blocks.text import clip, escape, fmt_duration, fmt_time, is_user_id, user_mention
 from store.models import AuditEvent, Record, Status
@@ -39,7 +48,18 @@ TRAIL_SHOWN = 100
 
 
 def _reply(text: str, blocks: list[Block]) -> dict[str, Any]:
-    return {"text": text, "blocks": blocks[:MESSAGE_BLOCKS_MAX]}
+    """A reply within Slack's limits for one message: blocks past its text limit (a long audit
+    trail, a long policy) are left out, and a last line says so."""
+    blocks = blocks[:MESSAGE_BLOCKS_MAX]
+    if text_size(blocks) > MESSAGE_TEXT_MAX:
+        kept: list[Block] = []
+        for b in blocks[:MESSAGE_BLOCKS_MAX - 1]:
+            if text_size([*kept, b]) > MESSAGE_TEXT_MAX - 200:
+                break
+            kept.append(b)
+        blocks = [*kept, context([f"{len(blocks) - len(kept)} more part(s) do not fit in one Slack message "
+                                  "and are not shown."])]
+    return {"text": text, "blocks": blocks}
 
 
 def help_message(command: str = "/hitl", unknown: str | None = None) -> dict[str, Any]:

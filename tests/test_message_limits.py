@@ -173,3 +173,11 @@ async def test_requests_joining_a_batch_whose_redraw_slack_refuses_are_said_unde
         await eventually(said, 20, "the late request marked undeliverable")
         assert (await h.store.get(late)).batch == (await h.store.get(first[0])).batch
         assert not [r.id for r in await h.store.get_many(first) if r.undeliverable]  # they are on the card
+
+
+def test_a_long_command_reply_fits_one_message_and_says_what_it_left_out() -> None:
+    from blocks.commands import policy_message
+
+    m = policy_message([f"• rule {i}: " + "x" * 200 for i in range(300)], "Automation is on.")
+    assert text_size(m["blocks"]) <= MESSAGE_TEXT_MAX
+    assert "do not fit in one Slack message" in str(m["blocks"][-1])
