@@ -52,13 +52,15 @@ def _reply(text: str, blocks: list[Block]) -> dict[str, Any]:
     trail, a long policy) are left out, and a last line says so."""
     blocks = blocks[:MESSAGE_BLOCKS_MAX]
     if text_size(blocks) > MESSAGE_TEXT_MAX:
+        footer = blocks[-1:] if blocks[-1].get("type") == "context" else []  # what a reply ends with, kept
+        body = blocks[:len(blocks) - len(footer)]
         kept: list[Block] = []
-        for b in blocks[:MESSAGE_BLOCKS_MAX - 1]:
-            if text_size([*kept, b]) > MESSAGE_TEXT_MAX - 200:
+        for b in body[:MESSAGE_BLOCKS_MAX - 2]:
+            if text_size([*kept, b, *footer]) > MESSAGE_TEXT_MAX - 200:
                 break
             kept.append(b)
-        blocks = [*kept, context([f"{len(blocks) - len(kept)} more part(s) do not fit in one Slack message "
-                                  "and are not shown."])]
+        blocks = [*kept, context([f"{len(body) - len(kept)} more part(s) do not fit in one Slack message "
+                                  "and are not shown."]), *footer]
     return {"text": text, "blocks": blocks}
 
 

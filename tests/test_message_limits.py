@@ -180,4 +180,4 @@ def test_a_long_command_reply_fits_one_message_and_says_what_it_left_out() -> No
 
     m = policy_message([f"• rule {i}: " + "x" * 200 for i in range(300)], "Automation is on.")
     assert text_size(m["blocks"]) <= MESSAGE_TEXT_MAX
-    assert "do not fit in one Slack message" in str(m["blocks"][-1])
+    assert "do not fit in one Slack message" in str(m["blocks"][-1]) + str(m["blocks"][-2])
