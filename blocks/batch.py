@@ -108,7 +108,8 @@ def batch_card(batch: Batch, records: list[Record], *, paused: bool = False,
         why = clip(paused_reason, 500) if paused_reason else "every request needs a person"
         top.append(context([f"⏸ *Automation paused:* {why}"]))
     room = MESSAGE_BLOCKS_MAX - len(top) - 2  # the actions and the footer
-    prefix, drawn, lines = _draw(batch, kind, by_id, room)
+    items_drawn: dict[tuple[str, int], Block] = {}  # each item's block, drawn once per summary length
+    prefix, drawn, lines = _draw(batch, kind, by_id, room, memo=items_drawn)
     # the text of all blocks together has a limit too: the items' summaries are shortened first,
     # then only if even the shortest do not fit do items wait for a later drawing ("N more not
     # shown yet"), as when blocks run short
@@ -116,9 +117,18 @@ def batch_card(batch: Batch, records: list[Record], *, paused: bool = False,
     for summary_max in SUMMARY_STEPS:
         if text_size(lines) <= text_room:
             break
-        prefix, drawn, lines = _draw(batch, kind, by_id, room, summary_max=summary_max)
-    while len(prefix) > 1 and text_size(lines) > text_room:
-        prefix, drawn, lines = _draw(batch, kind, by_id, room, upto=len(prefix) - 1, summary_max=SUMMARY_STEPS[-1])
+        prefix, drawn, lines = _draw(batch, kind, by_id, room, summary_max=summary_max, memo=items_drawn)
+    if len(prefix) > 1 and text_size(lines) > text_room:  # the longest prefix that fits (drawing is monotone)
+        lo, hi = 1, len(prefix) - 1
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            shorter = _draw(batch, kind, by_id, room, upto=mid, summary_max=SUMMARY_STEPS[-1], memo=items_drawn)
+            if text_size(shorter[2]) <= text_room:
+                lo = mid
+            else:
+                hi = mid - 1
+        prefix, drawn, lines = _draw(batch, kind, by_id, room, upto=lo, summary_max=SUMMARY_STEPS[-1],
+                                     memo=items_drawn)
     shown_open = [r for r in drawn if awaiting(r, kind)]
     blocks = top + lines
     if shown_open:
@@ -141,11 +151,13 @@ def _delegations(open_items: list[Record], absences: Mapping[str, Away] | None, 
 
 
 def _draw(batch: Batch, kind: str, by_id: dict[str, Record], room: int, upto: int | None = None,
-          summary_max: int = SUMMARY_MAX) -> tuple[list[str], list[Record], list[Block]]:
+          summary_max: int = SUMMARY_MAX, memo: dict[tuple[str, int], Block] | None = None,
+          ) -> tuple[list[str], list[Record], list[Block]]:
     """The prefix of the batch's item ids the card covers (what the bulk buttons bind), the
     records it draws, and their blocks: one per item; settled items folded into one block
     when room runs short (with `max_items` valid, every item fits on its own). `upto`: the
-    prefix holds at most that many ids; `summary_max`: each item's summary cut to that."""
+    prefix holds at most that many ids; `summary_max`: each item's summary cut to that; `memo`:
+    item blocks drawn before in this card's drawing (an item draws the same at one length)."""
     items = [by_id[i] for i in batch.items if i in by_id]
     settled = [r for r in items if not awaiting(r, kind)]
     fold = len(items) > room
@@ -170,7 +182,12 @@ def _draw(batch: Batch, kind: str, by_id: dict[str, Record], room: int, upto: in
         lines.append(section(truncate(f"*{len(folded)} settled:*\n{text}", 3000)))
     for r in _arrival(drawn):
         if r not in folded:
-            lines.append(_item(batch, kind, r, summary_max))
+            if memo is None:
+                lines.append(_item(batch, kind, r, summary_max))
+            else:
+                if (r.id, summary_max) not in memo:
+                    memo[r.id, summary_max] = _item(batch, kind, r, summary_max)
+                lines.append(memo[r.id, summary_max])
     return prefix, drawn, lines
 
 

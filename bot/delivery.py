@@ -165,11 +165,6 @@ class Delivery(DueWorker):
         self._searched: dict[str, str] = {}
         """Member -> the attempt note whose lost post was looked for in vain, so a post deferred
         after its search does not search again (dropped once it posts, or is done)."""
-        self._unsure: set[str] = set()
-        """Updates (`update:`, `batch:`) whose chat.update timed out or met a 5xx: Slack may
-        still apply that redraw late, over a newer one, so once done, `settle:<member>` draws the
-        card once more a `settle_ms()` later (kept in process until then: a replica that dies
-        forgets, and the card stays as its last redraw left it until its next change)."""
         self.stats = {"posted": 0, "updated": 0, "rate_limited": 0, "errors": 0, "deferred": 0,
                       "undeliverable": 0, "reconciled": 0, "duplicates_deleted": 0}
 
@@ -210,9 +205,6 @@ class Delivery(DueWorker):
                 await self.store.finish_outbox(member, lease)
             self._attempts.pop(member, None)
             self._searched.pop(member, None)
-            if member in self._unsure:  # a redraw of it timed out: draw it once more, later
-                self._unsure.discard(member)
-                await self.store.enqueue_once(f"settle:{member}", _now_ms() + settle_ms())
         except Deferred:  # a search it made in vain still stands at its next try
             self.stats["deferred"] += 1
         except NotFound:
@@ -494,7 +486,9 @@ class Delivery(DueWorker):
             await self._undeliverable(key, member, lease, e)
             return
         if e.method == "chat.update" and member.startswith(("update:", "batch:")):
-            self._unsure.add(member)  # it may still be applied, late: redraw once more after
+            # Slack may still apply this redraw late, over a newer one (whichever replica makes
+            # it): the card is drawn once more when a late call would have landed
+            await self.store.enqueue_once(f"settle:{member}", _now_ms() + settle_ms())
         await self._retry_later(member, lease, e.error)
 
     async def _undeliverable(self, key: str, member: str, lease: int, e: Permanent) -> None:
@@ -502,10 +496,12 @@ class Delivery(DueWorker):
         self.stats["undeliverable"] += 1
         log.error("delivery: %s refused by Slack (%s: %s); not retried", member, e.method, e.error)
         self._attempts.pop(member, None)
-        self._unsure.discard(member)
         if member.startswith("post:"):
             await self.store.mark_undeliverable(key, member, lease, e.error, utcnow())
             return
+        if member.startswith("update:"):  # the card stays as its last redraw left it: said once
+            await self.store.audit(key, "update_refused", "system", {"error": e.error}, utcnow(),
+                                   key=f"update_refused:{key}:{e.error}")
         if member.startswith("batch:"):
             try:
                 batch = await self.store.get_batch(key)

@@ -100,6 +100,9 @@ def _json_text(value: Any) -> Any:
     return json.loads(value) if isinstance(value, str) else value
 
 
+_ABSENT = object()
+
+
 def params_mark(params: dict[str, Any], draft: str | None = None) -> str:
     """A short fingerprint of a request's parameters (as edited so far): cards, forms and
     approvals carry the one they showed, so nobody approves values they never saw.
@@ -276,8 +279,11 @@ class Record(BaseModel):
 
     @property
     def params_mark(self) -> str:
-        """`params_mark` of the values as they stand (edits applied, the draft's too)."""
-        return params_mark(self.params, self.draft if "draft" in self.changes else None)
+        """`params_mark` of the values as they stand (edits applied, the draft's too). A record
+        whose draft a version before drafts were kept apart edited holds it in `params` too: its
+        mark is the params' alone, as approvals given then carry it."""
+        legacy = "draft" in self.params and self.params["draft"] != self.request.params.get("draft", _ABSENT)
+        return params_mark(self.params, self.draft if "draft" in self.changes and not legacy else None)
 
     def approvals(self) -> list[Ballot]:
         """The approvals of the values as they stand (an edit since leaves earlier ones stale)."""

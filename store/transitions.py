@@ -245,6 +245,8 @@ def _edited(record: Record, edits: dict[str, Any]) -> tuple[dict[str, Any], dict
             continue  # an untouched field changes nothing (and leaves others' approvals standing)
         if key != "draft":
             params[key] = after
+        else:  # a draft edit of a version before drafts were kept apart, in params too: undone
+            params = _tool_params(record, params)
         original = changes[key].before if key in changes else before
         if same_value(original, after):
             changes.pop(key, None)  # put back to the agent's value
@@ -254,15 +256,20 @@ def _edited(record: Record, edits: dict[str, Any]) -> tuple[dict[str, Any], dict
 
 
 def _tool_params(record: Record, params: dict[str, Any]) -> dict[str, Any]:
-    """`params` as the agent's tool takes them. A draft edit is never a param, but versions
-    before it was kept apart wrote it into `params["draft"]` too: a record edited then and
-    decided now gets the agent's own `draft` param back (or none, as it sent none)."""
-    if "draft" not in record.changes or "draft" not in params:
+    """`params` as the agent's tool takes them. A draft edit is never a param (no reviewer edits
+    a param named `draft`: `editable: ["draft"]` is the request's draft), but versions before it
+    was kept apart wrote it into `params["draft"]` too: a record edited then and decided now
+    (its draft edit kept, or put back since) gets the agent's own `draft` param back, or none
+    when it sent none."""
+    if "draft" not in params or params["draft"] == record.request.params.get("draft", _NONE):
         return params
     out = {k: v for k, v in params.items() if k != "draft"}
     if "draft" in record.request.params:
         out["draft"] = record.request.params["draft"]
     return out
+
+
+_NONE = object()
 
 
 def _dumped(changes: dict[str, Change]) -> dict[str, Any]:

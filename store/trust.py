@@ -9,6 +9,7 @@ request, so replicas racing on the same click never count twice.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -42,18 +43,23 @@ Redact = Callable[[dict[str, Any]], dict[str, Any]]
 matching, their audit entries get this form."""
 
 
+_ESCAPED = re.compile("%(?:2F|25)")
+
+
 def member(agent: str, action: str) -> str:
-    """An action as trust counts it: `agent/action`, the agent with `%` and `/` escaped
-    (`%25`, `%2F`), so the first `/` always ends the agent: `billing` + `refund/all` and
-    `billing/refund` + `all` are two members. An agent without `%` or `/` keeps the plain
-    `agent/action` it always had."""
-    return f"{agent.replace('%', '%25').replace('/', '%2F')}/{action}"
+    """An action as trust counts it: `agent/action`, so the first `/` always ends the agent:
+    an agent holding `/` (or the text `%2F` or `%25`) has its `%` and `/` escaped (`%25`,
+    `%2F`), so `billing` + `refund/all` and `billing/refund` + `all` are two members. Every
+    other agent keeps the plain `agent/action` it always had (`50%off-bot` included)."""
+    if "/" in agent or _ESCAPED.search(agent):
+        agent = agent.replace("%", "%25").replace("/", "%2F")
+    return f"{agent}/{action}"
 
 
 def split_member(m: str) -> tuple[str, str]:
     """(agent, action) of a `member`."""
     agent, _, action = m.partition("/")
-    return agent.replace("%2F", "/").replace("%25", "%"), action
+    return _ESCAPED.sub(lambda x: "/" if x.group(0) == "%2F" else "%", agent), action
 
 
 def _canonical(value: Any) -> str:

@@ -115,6 +115,7 @@ async def test_a_refused_redraw_does_not_stop_the_card_from_locking(redis_url: s
         await h.click(rec, "U0ALICE", ActionId.approve)
         await eventually(lambda: calls(h, "chat.update", 1), what="the redraw refused")
         assert not (await h.store.get(rid)).undeliverable  # the card is in Slack, people click it
+        await eventually(lambda: _trail_has(h, rid, "update_refused"), what="the refusal audited")
         await h.click(rec, "U0BOB", ActionId.approve)
         await h.decided(rid)
         await eventually(lambda: _locked(h, "request_id", rid), what="the decided card locked")
@@ -128,3 +129,23 @@ async def _n(cards: list[dict[str, Any]], n: int) -> bool:
 async def _locked(h: Harness, key: str, value: str) -> bool:
     cards = cards_of(h, key, value)
     return len(cards) == 1 and not has_buttons(cards[0])
+
+
+async def _trail_has(h: Harness, rid: str, event: str) -> bool:
+    return any(e.event == event for e in await h.store.trail(rid))
+
+
+async def test_the_late_redraw_is_settled_whichever_replica_retries_it(redis_url: str, tmp_path: Path) -> None:
+    """The card is drawn once more after a redraw timed out, even when another replica makes
+    the retry: the settling is queued in Redis when the redraw fails, not kept in process."""
+    async with running(redis_url, tmp_path, QUORUM) as h:
+        rid = await h.push()
+        rec = await h.card(rid)
+        h.emu.inject("chat.update", delay=LATE_S)
+        await h.click(rec, "U0ALICE", ActionId.approve)
+        settle = f"settle:update:{rid}"
+        await eventually(lambda: _queued(h, settle), what="the settling queued as the redraw failed")
+
+
+async def _queued(h: Harness, member: str) -> bool:
+    return await h.store.redis.zscore(h.store.keys.outbox, member) is not None
