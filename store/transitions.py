@@ -19,6 +19,7 @@ from store.models import (
     Change,
     Choice,
     Decision,
+    Kind,
     Mode,
     Record,
     State,
@@ -30,7 +31,8 @@ from store.models import (
 )
 
 REFUSAL_CODES = ("self_approval", "not_an_approver", "already_voted", "approver_voted", "delegate_voted",
-                 "seat_taken", "owned", "already_owner", "not_reviewable", "bad_option", "stale")
+                 "seat_taken", "owned", "already_owner", "not_reviewable", "bad_option", "stale",
+                 "wrong_choice")
 """Codes of NotAllowed; the words people read are in `blocks.messages` and `blocks.escalation`."""
 
 DECIDING = frozenset({Choice.approve, Choice.edit, Choice.answer, Choice.resolve,
@@ -89,6 +91,11 @@ def authorize(
     """
     if record.state is not State.pending:
         raise AlreadyDecided(record)
+    question = record.request.kind is Kind.question
+    if (choice is Choice.answer and not question) or (choice in (Choice.approve, Choice.edit) and question):
+        # no card offers it (a payload made by hand): an approval is never "answered", a question
+        # never "approved"
+        raise NotAllowed("wrong_choice", f"a {record.request.kind.value} cannot be given {choice.value!r}")
     if choice in DECIDING and record.request.requested_by == user_id:
         raise NotAllowed("self_approval", "the requester cannot approve their own request")
     if not record.may_decide(user_id, groups):

@@ -382,3 +382,39 @@ def test_a_flagged_review_shows_the_reasons_title() -> None:
         assert "Used &lt;stale&gt; data" in text and "stale_data" not in text, text
     record.review = Review(verdict="wrong", by=by, reason_code="risky")  # the taxonomy's still read
     assert "Too risky" in review_line(record)
+
+
+async def test_a_hand_made_answer_to_an_approval_or_approval_of_a_question_changes_nothing(
+        redis_url: str, tmp_path: Path) -> None:
+    """No card offers them, but a payload made by hand could: an approval is never decided as
+    `answered`, a question never `approved`; the clicker is told and it is audited."""
+    async with running(redis_url, tmp_path, WRONG_CHOICE_POLICY) as h:
+        approval = await h.push()
+        rec = await h.card(approval)
+        question = await h.push(kind="question", summary="Which plan?", options=["a", "b"])
+        qrec = await h.card(question)
+        # a question card's option button, its value naming the approval request
+        forged = ButtonValue(r=approval, o="a").pack()
+        await h.emu.click("U0ALICE", qrec.channel or "", qrec.ts or "", f"{ActionId.option.value}:0", value=forged)
+        await eventually(lambda: _refused(h, approval, "wrong_choice"), what="the refusal audited")
+        assert (await h.store.get(approval)).state.value == "pending"
+        # an approval card's Approve, its value naming the question
+        forged = ButtonValue(r=question, p=qrec.params_mark).pack()
+        await h.emu.click("U0ALICE", rec.channel or "", rec.ts or "", ActionId.approve.value, value=forged)
+        await eventually(lambda: _refused(h, question, "wrong_choice"), what="the refusal audited")
+        assert (await h.store.get(question)).state.value == "pending"
+
+
+WRONG_CHOICE_POLICY = """
+defaults: {channel: "#approvals"}
+tiers:
+  low: {mode: approve}
+  medium: {mode: approve}
+  high: {mode: approve}
+triggers: {first_use: {enabled: false}}
+batching: {enabled: false}
+"""
+
+
+async def _refused(h: Harness, rid: str, reason: str) -> bool:
+    return any(e.event == "refused" and e.detail.get("reason") == reason for e in await h.store.trail(rid))
