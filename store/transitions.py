@@ -91,13 +91,13 @@ def authorize(
     """
     if record.state is not State.pending:
         raise AlreadyDecided(record)
+    if choice in DECIDING and record.request.requested_by == user_id:
+        raise NotAllowed("self_approval", "the requester cannot approve their own request")
     question = record.request.kind is Kind.question
     if (choice is Choice.answer and not question) or (choice in (Choice.approve, Choice.edit) and question):
         # no card offers it (a payload made by hand): an approval is never "answered", a question
         # never "approved"
         raise NotAllowed("wrong_choice", f"a {record.request.kind.value} cannot be given {choice.value!r}")
-    if choice in DECIDING and record.request.requested_by == user_id:
-        raise NotAllowed("self_approval", "the requester cannot approve their own request")
     if not record.may_decide(user_id, groups):
         raise NotAllowed("not_an_approver", "not an approver of this request")
     owner = record.owner
