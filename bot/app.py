@@ -45,12 +45,16 @@ from handlers import batch, cards, escalations, questions, review_batch, trust, 
 from handlers import commands as command_handlers
 from handlers import home as home_handlers
 from handlers.deps import CONTEXT_KEY, Deps
+from handlers.once import once_only
 from handlers.org import only_our_people
 from store.models import Record, utcnow
 from store.redis_store import Store
 from store.trust import Away
 
 log = logging.getLogger("hitl")
+DRAIN_S = 10.0
+"""How long a stopping bot waits for the Slack requests it acknowledged (Slack told the person
+they went through) to finish before it closes Redis."""
 
 
 def render(record: Record, pause: tuple[bool, str | None] = (False, None),
@@ -131,6 +135,8 @@ class Bot:
     """The one door to Slack's Web API (delivery, scheduler, directory); shares its session with Bolt."""
     companion: Companion | None = None
     """`hitl housekeep` beside this process (HITL_HOUSEKEEPING=process: bot.housekeeping)."""
+    closing: bool = False
+    """`stop()` has begun: Slack's new requests are turned away (503)."""
 
     async def start(self) -> None:
         if self.gateway is not None:
@@ -197,7 +203,15 @@ class Bot:
                     log.exception("policy reload failed; trying again")
 
     async def stop(self) -> None:
-        """Stop reading new entries, finish in-flight work, close everything."""
+        """Stop taking Slack's requests and reading new entries, finish in-flight work (the
+        clicks Slack was told went through included), close everything."""
+        self.closing = True  # Slack's new requests: 503 (Slack retries; a person is asked to try again)
+        if self.socket_handler is not None:  # Slack sends new envelopes to the other replicas
+            await self.socket_handler.close_async()
+            self.socket_handler = None
+        if left := await http_ack.drain(DRAIN_S):
+            log.warning("hitl: %d acknowledged Slack request(s) still running after %.0f s; stopping anyway",
+                        left, DRAIN_S)
         background = [t for t in self.tasks if t.get_name() not in ("intake", "delivery")]
         if self.companion is not None:  # told first; waited for after the bot's own work is done
             await self.companion.terminate()
@@ -273,6 +287,7 @@ def build_app(settings: Settings, store: Store | None = None, policy: PolicyHold
         await next()
 
     bolt.middleware(only_our_people)
+    bolt.middleware(once_only)
 
     cards.register(bolt)
     batch.register(bolt)
@@ -296,6 +311,8 @@ def build_app(settings: Settings, store: Store | None = None, policy: PolicyHold
             bot.companion = Companion()
 
     async def events(request: web.Request) -> web.Response:
+        if bot.closing:  # stopping: this replica takes no new work (Slack retries it elsewhere)
+            return web.json_response({"ok": False, "error": "hitl is restarting; try again"}, status=503)
         refused = check_inbound(settings.slack_signing_secret or "", request.headers, await request.read(),
                                 request.content_type)
         if refused is not None:

@@ -36,6 +36,9 @@ log = logging.getLogger("hitl.http")
 ACK_WAIT_S = 1.0
 """How long a click's answer may wait for its listener after `ack()` (Slack allows 3 s)."""
 _RUNNING: set[asyncio.Future[BoltResponse]] = set()
+_LISTENERS: set[asyncio.Task[Any]] = set()
+"""Listeners that acknowledged their request and may still be working: Slack told the person
+it went through, so a bot that stops lets them finish (`drain`)."""
 ERROR = "hitl_listener_error"
 """Where `remember_error` keeps a listener's failure in the request's context."""
 
@@ -54,6 +57,9 @@ class SignallingAck(AsyncAck):
         response = await super().__call__(*args, **kwargs)
         self.sent = response
         self.listener = asyncio.current_task()
+        if self.listener is not None and not self.listener.done():
+            _LISTENERS.add(self.listener)
+            self.listener.add_done_callback(_LISTENERS.discard)
         self.acked.set()
         return response
 
@@ -109,3 +115,14 @@ def _finished(task: asyncio.Future[BoltResponse]) -> None:
     _RUNNING.discard(task)
     if not task.cancelled() and task.exception() is not None:
         log.error("slack request failed after it was acknowledged", exc_info=task.exception())
+
+
+async def drain(timeout: float) -> int:
+    """Wait, at most `timeout` seconds, for the work Slack was already told is done: listeners
+    that acknowledged their request and Bolt's dispatches finishing after the answer. How many
+    were still running then (a bot that stops calls this before it closes Redis)."""
+    running = {t for t in (*_LISTENERS, *_RUNNING) if not t.done()}
+    if not running:
+        return 0
+    _, still = await asyncio.wait(running, timeout=timeout)
+    return len(still)

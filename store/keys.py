@@ -91,6 +91,10 @@ class Keys:
         """Marks an audit() call as done (by its idempotency key) so a retry adds nothing."""
         return f"{self.prefix}:auditonce:{key}"
 
+    def slack_once(self, digest: str) -> str:
+        """A Slack request already handled (handlers.once), kept ten minutes."""
+        return f"{self.prefix}:slackonce:{digest}"
+
     def invalid(self, request_id: str) -> str:
         """The `invalid` decision of a request id that never became a request (kept 7 days)."""
         return f"{self.prefix}:invalid:{request_id}"
