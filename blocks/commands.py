@@ -6,6 +6,7 @@ Each builder returns `{"text", "blocks"}` for an ephemeral reply to the person w
 from __future__ import annotations
 
 import json
+import re
 from datetime import datetime
 from typing import Any
 
@@ -45,6 +46,7 @@ COMMANDS: tuple[tuple[str, str], ...] = (
 QUEUE_SHOWN = 20
 OPEN_CARD = "open the card"
 TRAIL_SHOWN = 100
+_CHANNEL_ID = re.compile(r"^[CGD][A-Z0-9]{2,30}$")
 
 
 def _reply(text: str, blocks: list[Block]) -> dict[str, Any]:
@@ -71,8 +73,8 @@ def help_message(command: str = "/hitl", unknown: str | None = None) -> dict[str
     if unknown:
         blocks.append(section(f"I don't know `{clip(unknown, 50)}`. These are the commands:"))
     blocks.append(section("\n".join(lines)))
-    blocks.append(context(["Replies are visible only to you. The stats chart is shared in the "
-                           "channel."]))
+    blocks.append(context(["Replies are visible only to you. The stats chart comes to you alone, "
+                           "in your direct messages with the app."]))
     return _reply(f"{command} commands: " + ", ".join(u.split()[0] for u, _ in COMMANDS), blocks)
 
 
@@ -206,7 +208,8 @@ def _detail(e: AuditEvent) -> str:
     if e.event == "refused":
         return clip(str(d.get("reason", "")), 200)
     if e.event == "posted":
-        return f"card in {clip(str(d.get('channel', '')), 40)}"
+        channel = str(d.get("channel", ""))  # an id: Slack shows a mention of it as #name
+        return f"card in <#{channel}>" if _CHANNEL_ID.match(channel) else f"card in {clip(channel, 40)}"
     if e.event == "published":
         return "to " + clip(", ".join(str(s) for s in d.get("streams") or []), 200)
     return clip(json.dumps(d, default=str, separators=(", ", ": ")), 200) if d else ""

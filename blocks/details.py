@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from blocks.escalation import status_lines
-from blocks.facts import current_draft, current_params, hides_agent_view, kind_title
+from blocks.escalation import request_title, status_lines
+from blocks.facts import current_draft, current_params, hides_agent_view
 from blocks.ids import CallbackId
 from blocks.kit import MODAL_BLOCKS_MAX, Block, context, divider, fields, header, modal, section
 from blocks.payloads import ModalMeta
@@ -20,7 +20,7 @@ def context_modal(record: Record, meta: ModalMeta | None = None) -> dict[str, An
     r = record.request
     ctx = r.context
     blocks: list[Block] = [
-        header(f"{kind_title(record)}: {r.action}"),
+        header(f"{request_title(record)}: {r.action}"),
         section(clip(r.summary, 3000)),
     ]
     blocks += _params(record)
@@ -58,8 +58,8 @@ def context_modal(record: Record, meta: ModalMeta | None = None) -> dict[str, An
     if status := status_lines(record):
         blocks.append(context(status))
     if record.messages:
-        lines = [f"*{clip(m.by.name or m.by.user_id, 80)}* ({m.event.replace('_', ' ')}): "
-                 f"{clip(m.text or '', 400)}" for m in record.messages[-5:]]
+        lines = [f"*{clip(m.by.name or m.by.user_id, 80)}* ({m.event.replace('_', ' ')})"
+                 + (f": {clip(m.text, 400)}" if m.text else "") for m in record.messages[-5:]]
         blocks.append(section("*Messages to the agent*\n" + "\n".join(lines)))
     blocks += _conversation(record, MODAL_BLOCKS_MAX - len(blocks))
     return modal(

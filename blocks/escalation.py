@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from blocks.facts import current_params, mode_label
+from blocks.facts import current_params, kind_title, mode_label
 from blocks.ids import ActionId, BlockId
 from blocks.kit import (
     FALLBACK_MAX,
@@ -72,6 +72,12 @@ def is_handover(record: Record) -> bool:
     return kind is Kind.escalation or (kind is not Kind.question and record.route.mode is Mode.escalate)
 
 
+def request_title(record: Record) -> str:
+    """The title its card and its windows share: `Handover needed` for a handover (an approval
+    routed `escalate` included), else its kind's (`Approval needed`, `Review needed`, `Question`)."""
+    return "Handover needed" if is_handover(record) else kind_title(record)
+
+
 def why_escalated(record: Record) -> list[str]:
     """Why this case reached a person, most telling first, as escaped mrkdwn phrases."""
     r, route = record.request, record.route
@@ -99,7 +105,7 @@ def escalation_card(record: Record) -> dict[str, Any]:
     """`{"text", "blocks"}` of a pending handover card with its buttons (under 50 blocks)."""
     r = record.request
     blocks: list[Block] = [
-        header(f"Handover needed: {r.action}"),
+        header(f"{request_title(record)}: {r.action}"),
         section("*Why:* " + " · ".join(why_escalated(record)[:4])),
         section(_task(record)),
     ]
@@ -116,7 +122,7 @@ def escalation_card(record: Record) -> dict[str, Any]:
         blocks.append(context(status))
     blocks.append(context([_explainer(record)]))
     blocks.append(_actions(record))
-    text = clip(f"Handover needed: {r.action} — {r.summary}", 300)
+    text = clip(f"{request_title(record)}: {r.action} — {r.summary}", 300)
     return {"text": truncate(text, FALLBACK_MAX), "blocks": blocks[:MESSAGE_BLOCKS_MAX]}
 
 

@@ -12,7 +12,8 @@ from __future__ import annotations
 import math
 from typing import Any, NamedTuple
 
-from blocks.facts import REJECT_REASONS, current_draft, current_params, kind_title, reject_reasons
+from blocks.escalation import request_title
+from blocks.facts import REJECT_REASONS, current_draft, current_params, reject_reasons
 from blocks.ids import INPUT_ACTION, BlockId, CallbackId, param_block_id
 from blocks.kit import (
     TEXT_INPUT_MAX,
@@ -255,7 +256,7 @@ def _about(record: Record, verb: str) -> Block:
     r = record.request
     return section(
         f"{verb} *{clip(r.action, 100)}* from *{clip(r.agent, 100)}* "
-        f"({kind_title(record).lower()}):\n{clip(r.summary, 600)}"
+        f"({request_title(record).lower()}):\n{clip(r.summary, 600)}"
     )
 
 

@@ -4,7 +4,10 @@
 uses the Redis that REDIS_URL names when it is set explicitly: never whatever happens to answer
 at localhost:6379, whose data is not the demo's. Then it starts the emulator and its web page,
 the bot on the demo policy, and a demo agent; leaving `async with Demo(...)` stops everything
-it started. `demo()` is the command: it prints the URL and waits for Ctrl-C.
+it started. Unless HITL_AUDIT_KEY_FILE or HITL_AUDIT_KEY is set, the audit checkpoints are signed
+with a throwaway Ed25519 key made for the run (in a temporary directory, removed on exit), so the
+demo shows the audit as it runs in production. `demo()` is the command: it prints the URL and
+waits for Ctrl-C.
 """
 
 from __future__ import annotations
@@ -23,10 +26,13 @@ from pathlib import Path
 from typing import Any
 
 import redis.asyncio as aioredis
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from bot.app import build_app
 from bot.client import HitlClient
 from bot.config import load_settings
+from bot.evidence.signing import key_id
 from emulator import Emulator
 from store.models import Decision
 
@@ -34,10 +40,12 @@ DEMO_PREFIX = "hitl-demo"
 DEMO_POLICY = Path(__file__).with_name("demo_policy.yml")
 
 TRY = """\
-  Try it: you are Alice. Approve the $250 refund in #approvals; Edit the VIP email draft;
-  reject something with a reason; approve the 5 tag updates at once; type /hitl help.
-  Then act as Carol (the switcher at the top left) and try to approve the deletion in
-  #approvals-high: only @managers (Alice and Bob) may, and it needs both of them."""
+  Try it: you are Alice. In #approvals, approve the $250 refund; Edit the VIP email draft;
+  answer the warehouse question; reject one tag update with a reason (its ⋯ menu), then
+  approve the others at once; type /hitl help. Then act as Carol (the switcher at the top
+  left) and try to approve the deletion in #approvals-high: only @managers (Alice and Bob)
+  may, and it needs both of them. The steps: docs/demo.md, "Things to try"."""
+KEY_VARS = ("HITL_AUDIT_KEY_FILE", "HITL_AUDIT_KEY")
 
 
 def _free_port() -> int:
@@ -162,9 +170,37 @@ class DemoAgent:
     async def _report(self, rid: str) -> None:
         d = await self.client.wait(rid)
         self.decisions[rid] = d
-        who = ", ".join(v.name or v.user_id for v in d.decided_by) or "policy"
-        detail = f": {d.reason}" if d.reason else ""
-        self.out(f"  agent got: {rid} -> {d.status.value} ({who}){detail}")
+        self.out(f"  agent got: {rid} -> {report_line(d)}")
+
+
+def report_line(d: Decision) -> str:
+    """`approved (alice) with edits: subject`: the status, who decided (each person once, in the
+    order they acted: one who took a case over and then resolved it is named once), what they
+    changed, and the reason or note."""
+    who = ", ".join(dict.fromkeys(v.name or v.user_id for v in d.decided_by)) or "policy"
+    edits = f" with edits: {', '.join(d.changes)}" if d.changes else ""
+    detail = f": {d.reason}" if d.reason else ""
+    return f"{d.status.value} ({who}){edits}{detail}"
+
+
+class ThrowawayKey:
+    """An Ed25519 signing key for one demo run: a PEM file in a temporary directory, named by
+    HITL_AUDIT_KEY_FILE while the demo runs; `remove()` puts the environment back and deletes it."""
+
+    def __init__(self) -> None:
+        self.dir = tempfile.mkdtemp(prefix="hitl-demo-key-")  # mode 0700: only this user reads it
+        key = Ed25519PrivateKey.generate()
+        self.key_id = key_id(key.public_key())
+        self.path = Path(self.dir) / "audit-key.pem"
+        self.path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                serialization.NoEncryption()))
+        self.path.chmod(0o600)
+        os.environ["HITL_AUDIT_KEY_FILE"] = str(self.path)
+
+    def remove(self) -> None:
+        if os.environ.get("HITL_AUDIT_KEY_FILE") == str(self.path):
+            del os.environ["HITL_AUDIT_KEY_FILE"]
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 class Demo:
@@ -177,6 +213,7 @@ class Demo:
         self.port, self.host, self.with_agent, self.policy, self.out = port, host, agent, policy, out
         self.redis_url = ""
         self.private_redis: PrivateRedis | None = None
+        self.key: ThrowawayKey | None = None
         self._stack = contextlib.AsyncExitStack()
 
     @property
@@ -208,8 +245,11 @@ class Demo:
         except OSError as e:
             await self.emu.stop()
             raise SystemExit(f"cannot serve the demo page on {self.host}:{self.port} ({e.strerror}); "
-                             "try another port: hitl demo --port 8081") from None
+                             "try another port: ./run demo --port 8081") from None
         self._stack.push_async_callback(self.emu.stop)
+        if not any(os.environ.get(name) for name in KEY_VARS):  # a key of the user's is used as it is
+            self.key = ThrowawayKey()
+            self._stack.callback(self.key.remove)
         settings = load_settings(slack_bot_token="xoxb-demo", slack_signing_secret=secret,
                                  slack_api_url=self.emu.api_url, redis_url=self.redis_url,
                                  prefix=DEMO_PREFIX, policy=self.policy, port=bot_port,
@@ -239,6 +279,9 @@ class Demo:
         self.out(f"hitl demo is running: open {self.url} in a browser (Ctrl-C stops it).")
         self.out(f"  Redis {self.redis_url}{whose}")
         self.out(f"  key prefix {DEMO_PREFIX}; policy {self.policy}")
+        key = (f"a throwaway key, id {self.key.key_id} (made for this run, removed on exit)" if self.key
+               else "your key (HITL_AUDIT_KEY_FILE or HITL_AUDIT_KEY)")
+        self.out(f"  audit checkpoints signed with {key}")
         self.out(TRY)
 
 

@@ -1,7 +1,7 @@
 """`/hitl` subcommands: help, stats, queue, pause, resume, policy, audit.
 
 Every reply is ephemeral to the person who asked and is the acknowledgement itself, so it
-shows at once; only the stats chart goes to the channel, uploaded after the acknowledgement.
+shows at once; the stats chart goes to the person in a DM, uploaded after the acknowledgement.
 """
 
 from __future__ import annotations

@@ -123,7 +123,7 @@ def huge() -> Record:
 
 # ---- limit checks that slack_sdk does not do -----------------------------------------
 
-_SAFE_ANGLE = re.compile(r"^(@[UW][A-Z0-9]{2,30}|!date\^\d+\^[^|<>]*\|[^<>|]*)$")
+_SAFE_ANGLE = re.compile(r"^(@[UW][A-Z0-9]{2,30}|#[CGD][A-Z0-9]{2,30}|!date\^\d+\^[^|<>]*\|[^<>|]*)$")
 
 
 def _texts(obj: Any) -> list[str]:

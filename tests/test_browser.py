@@ -193,6 +193,8 @@ async def test_approve_the_tag_batch_after_confirming(page: Page, demo: Demo) ->
     await batch.get_by_role("button", name="Approve all 5").click()
     confirm = page.locator(".confirm-overlay .modal")
     await expect(confirm).to_contain_text("Approve all 5?")
+    body = await confirm.locator(".modal-body").inner_text()  # as laid out: line breaks kept
+    assert body.count("\n• Tag contact #") == 5, body
     await shot(page, "batch-confirm")
     await confirm.get_by_role("button", name="Approve all").click()
     for i in range(5):
@@ -308,3 +310,27 @@ async def test_mrkdwn_blocks_and_threads_render_safely(bare: tuple[Emulator, Fak
 async def _chosen(app: FakeApp, value: str) -> bool:
     action = app.last()[1]["actions"][0]
     return bool(action.get("selected_option", {}).get("value") == value)
+
+
+async def test_home_opens_at_its_top_and_a_channel_at_its_newest_message(
+        bare: tuple[Emulator, FakeApp]) -> None:
+    emu, _ = bare
+    client = AsyncWebClient(token=emu.bot_token, base_url=emu.api_url)
+    for i in range(30):
+        await client.chat_postMessage(channel="#approvals", text=f"message {i}")
+    blocks = [{"type": "section", "text": {"type": "mrkdwn", "text": f"*Home line {i}*"}} for i in range(60)]
+    await client.views_publish(user_id="U0ALICE", view={"type": "home", "blocks": blocks})
+    async with browse(emu.url + "/") as page:
+        messages = page.locator("#messages")
+        await page.click('[data-channel="C0APPROVALS"]')
+        await expect(messages).to_contain_text("message 29")
+        assert await messages.evaluate("l => l.scrollHeight - l.scrollTop - l.clientHeight < 2")
+        await page.click("[data-home]")
+        await expect(messages).to_contain_text("Home line 59")
+        assert await messages.evaluate("l => l.scrollHeight > l.clientHeight && l.scrollTop === 0")
+        await messages.evaluate("l => { l.scrollTop = 200; }")  # a republished Home keeps its place
+        blocks[0] = {"type": "section", "text": {"type": "mrkdwn", "text": "*Home line 0, again*"}}
+        await client.views_publish(user_id="U0ALICE", view={"type": "home", "blocks": blocks})
+        await expect(messages).to_contain_text("Home line 0, again")
+        assert await messages.evaluate("l => l.scrollTop") == 200
+        await shot(page, "home-top")

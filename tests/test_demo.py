@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 import signal
 import socket
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import aiohttp
 import pytest
 
 import bot.demo
-from bot.demo import DEMO_REQUESTS, Demo
-from store.models import Status
+from bot.demo import DEMO_REQUESTS, Demo, report_line
+from bot.evidence.signing import load_signer
+from store.models import Change, Choice, Decision, Status, Vote
 from tests.redis_server import free_port
 from tests.util import eventually
+
+NOW = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 
 
 def _listening(port: int) -> bool:
@@ -92,9 +97,54 @@ async def test_a_busy_port_is_a_clear_error(redis_url: str) -> None:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        with pytest.raises(SystemExit, match="--port"):
+        with pytest.raises(SystemExit, match=r"try another port: \./run demo --port 8081"):
             async with Demo(redis_url=redis_url, port=port, out=lambda line: None):
                 pass
+
+
+def test_the_agent_s_line_names_each_person_once_and_the_fields_they_edited() -> None:
+    def vote(name: str, choice: Choice) -> Vote:
+        return Vote(user_id=f"U0{name.upper()}", name=name, choice=choice, at=NOW)
+
+    resolved = Decision(request_id="r", status=Status.resolved, decided_at=NOW, reason="Called them.",
+                        decided_by=[vote("bob", Choice.take_over), vote("bob", Choice.resolve)])
+    assert report_line(resolved) == "resolved (bob): Called them."
+    edited = Decision(request_id="r", status=Status.approved, decided_at=NOW,
+                      decided_by=[vote("alice", Choice.approve)],
+                      changes={"subject": Change(before="Your shipment", after="On its way")})
+    assert report_line(edited) == "approved (alice) with edits: subject"
+    quorum = Decision(request_id="r", status=Status.approved, decided_at=NOW,
+                      decided_by=[vote("alice", Choice.approve), vote("bob", Choice.approve)])
+    assert report_line(quorum) == "approved (alice, bob)"
+    assert report_line(Decision(request_id="r", status=Status.auto_approved, decided_at=NOW)) == (
+        "auto_approved (policy)")
+
+
+async def test_the_demo_signs_audit_checkpoints_with_a_throwaway_key(
+        redis_url: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    for name in bot.demo.KEY_VARS:
+        monkeypatch.delenv(name, raising=False)
+    lines: list[str] = []
+    async with Demo(redis_url=redis_url, port=0, agent=False, out=lines.append) as d:
+        assert d.key is not None and os.environ["HITL_AUDIT_KEY_FILE"] == str(d.key.path)
+        signer = load_signer(d.key.path, None)
+        assert signer is not None and signer.key_id == d.key.key_id
+        assert d.key.path.stat().st_mode & 0o077 == 0  # only its owner reads it
+
+        async def signing() -> bool:
+            status = await d.bot.store.chain.status()
+            return status is not None and status.signing
+
+        await eventually(signing, 10, "the sealer reporting that it signs")
+    assert "checkpoints are OFF" not in caplog.text
+    assert any(f"audit checkpoints signed with a throwaway key, id {d.key.key_id}" in x for x in lines), lines
+    assert not Path(d.key.dir).exists() and "HITL_AUDIT_KEY_FILE" not in os.environ
+
+    monkeypatch.setenv("HITL_AUDIT_KEY", base64.b64encode(bytes(range(32))).decode())  # one's own key: used
+    lines.clear()
+    async with Demo(redis_url=redis_url, port=0, agent=False, out=lines.append) as d:
+        assert d.key is None and "HITL_AUDIT_KEY_FILE" not in os.environ
+    assert any("audit checkpoints signed with your key" in x for x in lines), lines
 
 
 async def test_hitl_demo_stops_on_ctrl_c_and_leaves_nothing_running() -> None:

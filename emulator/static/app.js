@@ -348,9 +348,12 @@ function drawMain() {
   $("#composer").hidden = ui.place.kind === "home";
   if (ui.place.kind === "home") drawHome(list);
   else drawChannel(list, ui.snap.channels.find((c) => c.id === ui.place.id));
-  ui.stuck = !samePlace || atBottom;
+  // A channel opens at its newest message and follows new ones; Home, like Slack's, opens at
+  // its top and stays where it was scrolled as the app republishes it.
+  const home = ui.place.kind === "home";
+  ui.stuck = !home && (!samePlace || atBottom);
   if (ui.stuck) list.scrollTop = list.scrollHeight;
-  else list.scrollTop = top;
+  else list.scrollTop = home && !samePlace ? 0 : top;
   ui.drawnPlace = key;
 }
 

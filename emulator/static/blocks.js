@@ -50,7 +50,8 @@ export function confirmDialog(confirm, ctx) {
     const overlay = h("div", { class: "overlay confirm-overlay" },
       h("div", { class: "modal confirm", role: "alertdialog" },
         h("div", { class: "modal-header" }, h("h2", { class: "modal-title" }, textObject(confirm.title, ctx))),
-        h("div", { class: "modal-body" }, textObject(confirm.text, ctx)),
+        // laid out as message text: its line breaks kept (a batch's list, one request a line)
+        h("div", { class: "modal-body mrkdwn" }, textObject(confirm.text, ctx)),
         h("div", { class: "modal-footer" },
           h("button", { class: "sk-button", onclick: () => done(false) }, textObject(confirm.deny || { type: "plain_text", text: "Cancel" }, ctx)),
           h("button", { class: `sk-button ${confirm.style === "danger" ? "danger" : "primary"}`, onclick: () => done(true) },

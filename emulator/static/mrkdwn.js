@@ -13,7 +13,10 @@ const EMOJI = {
   scales: "⚖️", shield: "🛡️", busts_in_silhouette: "👥", bust_in_silhouette: "👤",
   large_green_circle: "🟢", large_yellow_circle: "🟡", red_circle: "🔴", white_circle: "⚪",
   arrow_up: "⬆️", arrow_down: "⬇️", repeat: "🔁", zap: "⚡", gear: "⚙️", pushpin: "📌",
+  pencil2: "✏️", raising_hand: "🙋", grey_question: "❔", double_vertical_bar: "⏸️",
+  arrow_double_up: "⏫", leftwards_arrow_with_hook: "↩️", alarm_clock: "⏰", bird: "🐦",
 };
+// Every shortcode the builders in blocks/ write is in this table (tests/test_blocks_wording.py).
 
 const SAFE_SCHEMES = /^(https?:|mailto:)/i;
 
