@@ -39,6 +39,7 @@ from bot.metrics import render_metrics
 from bot.outage import UNREACHABLE
 from bot.policy import PolicyError, PolicyHolder
 from bot.scheduler import Scheduler
+from bot.socket_door import SocketDoor
 from bot.stats import PauseState, policy_lines
 from bot.worker import cancel_all
 from handlers import batch, cards, escalations, questions, review_batch, trust, trust_commands
@@ -122,7 +123,7 @@ class Bot:
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     runner: Any = None
     port: int = 0
-    socket_handler: Any = None
+    socket_handler: SocketDoor | None = None
     policy: PolicyHolder = field(default_factory=PolicyHolder)
     _policy_mtime: float = 0.0
     background: dict[str, Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=dict)
@@ -139,6 +140,9 @@ class Bot:
     """`stop()` has begun: Slack's new requests are turned away (503)."""
 
     async def start(self) -> None:
+        if self.settings.socket_mode:  # first: a refused token stops start() before anything runs
+            self.socket_handler = SocketDoor(self.bolt, str(self.settings.slack_app_token), self.settings.slack_api_url)
+            await self.socket_handler.connect_async()
         if self.gateway is not None:
             self.gateway.open(self.bolt.client)
         self.runner = web.AppRunner(self.web, handle_signals=False, access_log=None)
@@ -155,11 +159,6 @@ class Bot:
         self.tasks += [asyncio.create_task(run(), name=name) for name, run in self.background.items()]
         if self.companion is not None:
             await self.companion.start()
-        if self.settings.socket_mode:
-            from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
-
-            self.socket_handler = AsyncSocketModeHandler(self.bolt, self.settings.slack_app_token)
-            await self.socket_handler.connect_async()
         log.info("hitl: listening on %s:%s (%s mode)", self.settings.host, self.port,
                  "Socket" if self.settings.socket_mode else "HTTP")
 
@@ -331,6 +330,9 @@ def build_app(settings: Settings, store: Store | None = None, policy: PolicyHold
         ok = redis_ok and intake.running
         body = {"redis": "ok" if redis_ok else "down", "intake": "running" if intake.running else "stopped",
                 "housekeeping": bot.companion.state if bot.companion is not None else settings.housekeeping}
+        if bot.socket_handler is not None:  # Socket Mode: down past its grace, no click reaches us
+            body["slack_socket"] = bot.socket_handler.state()
+            ok = ok and body["slack_socket"] != "down"
         return web.json_response(body, status=200 if ok else 503)
 
     async def metrics(_: web.Request) -> web.Response:

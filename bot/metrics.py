@@ -65,6 +65,18 @@ def _housekeeping(bot: Any) -> list[str]:
                     [("", max(0, companion.starts - 1))])]
 
 
+def _socket(bot: Any) -> list[str]:
+    """This replica's Socket Mode connection (SLACK_APP_TOKEN), when it has one."""
+    door = getattr(bot, "socket_handler", None)
+    if door is None:
+        return []
+    return [_family("hitl_slack_socket_up", "gauge", "1 while this replica's Socket Mode connection is open.",
+                    [("", 1 if door.state() == "connected" else 0)]),
+            _family("hitl_slack_socket_connect_failures_total", "counter",
+                    "Socket Mode connection attempts of this replica that failed.",
+                    [("", door.failures)])]
+
+
 async def render_metrics(bot: Any) -> str:
     """The exposition text of the whole loop (shared figures) and this replica's Slack calls."""
     store = bot.store
@@ -107,6 +119,7 @@ async def render_metrics(bot: Any) -> str:
         _family("hitl_intake_processed_total", "counter", "Entries this replica accepted.",
                 [("", bot.intake.processed)]),
         *_housekeeping(bot),
+        *_socket(bot),
         _family("hitl_slack_posts_total", "counter", "Cards this replica posted.",
                 [("", delivery["posted"])]),
         _family("hitl_slack_rate_limited_total", "counter", "429 answers this replica received.",

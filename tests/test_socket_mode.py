@@ -1,21 +1,44 @@
-"""Socket Mode: with SLACK_APP_TOKEN the bot takes Slack's traffic over a WebSocket."""
+"""Socket Mode: with SLACK_APP_TOKEN the bot takes Slack's traffic over a WebSocket.
+
+The connection's failures run on short back-offs here (bot.socket_door's constants, patched per
+test); `hitl run` itself is run as a process where only its signals and exit can tell."""
 
 from __future__ import annotations
 
 import asyncio
+import copy
+import logging
+import os
+import signal
+import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 
 from blocks.ids import ActionId, BlockId
+from bot.app import build_app
 from bot.client import HitlClient
+from bot.config import load_settings
+from bot.env import ConfigError
 from emulator import Emulator
 from store.models import Status
 from tests.harness import SECRET, TOKEN, Harness, start_bot
+from tests.redis_server import free_port
 from tests.util import eventually
 
 APP_TOKEN = "xapp-1-test"
+
+
+@pytest.fixture
+def quick(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reconnects on a short back-off; down reported after a short grace."""
+    monkeypatch.setattr("bot.socket_door.BACKOFF_MIN_S", 0.05)
+    monkeypatch.setattr("bot.socket_door.BACKOFF_MAX_S", 0.2)
+    monkeypatch.setattr("bot.socket_door.GRACE_S", 0.3)
 
 
 @pytest.fixture
@@ -64,3 +87,255 @@ async def test_a_wrong_app_token_is_refused(redis_url: str) -> None:
             assert (await r.json())["error"] == "invalid_auth"
     finally:
         await emu.stop()
+
+
+# -- every envelope is acknowledged ----------------------------------------------------------
+
+
+async def test_a_listener_failing_after_its_ack_still_acks_the_envelope(h: Harness) -> None:
+    """Over HTTP this answers 200 (tests/test_inbound.py); over the socket the same click is
+    acknowledged, not left for Slack to show the person an error after 3 s."""
+    rid = await h.push(params={"amount": 100}, editable=["amount"])
+    rec = await h.card(rid)
+    h.emu.trigger_ttl = 0.0  # views.open refuses the trigger, after the listener acked
+    replies = [await h.click(rec, "U0ALICE", ActionId.reject) for _ in range(3)]
+    assert [r.timed_out for r in replies] == [False] * 3, [(r.status, r.elapsed) for r in replies]
+
+
+async def test_an_envelope_no_listener_takes_is_acknowledged(h: Harness) -> None:
+    """Bolt answers 404 (no listener): the envelope is acknowledged all the same (empty)."""
+    payload = {"type": "event_callback", "event_id": "Ev0NOBODY", "team_id": "T0HITL",
+               "event": {"type": "reaction_added", "user": "U0ALICE", "reaction": "tada"}}
+    _, _, _, timed_out = await h.emu.socket_mode.deliver("event_callback", payload, 3.0)
+    assert not timed_out
+
+
+async def test_a_redelivered_envelope_reaches_middleware_as_a_retry(h: Harness,
+                                                                    caplog: pytest.LogCaptureFixture) -> None:
+    """Slack re-sends an envelope (retry_attempt 1): Bolt's middleware sees what the HTTP door
+    gets, `x-slack-retry-num`, so the click already handled is dropped (handlers/once.py)."""
+    caplog.set_level(logging.INFO, logger="hitl.once")
+    rid = await h.push()
+    rec = await h.card(rid)
+    await h.click(rec, "U0ALICE", ActionId.approve)
+    await h.decided(rid)
+    sm = h.emu.socket_mode
+    envelope = copy.deepcopy(sm.envelopes[-1])
+    envelope["retry_attempt"], envelope["retry_reason"] = 1, "timeout"
+    acked = asyncio.get_running_loop().create_future()
+    sm._waiting[envelope["envelope_id"]] = acked
+    await next(ws for ws in reversed(sm._sockets) if not ws.closed).send_json(envelope)
+    assert (await asyncio.wait_for(acked, 3))["envelope_id"] == envelope["envelope_id"]
+    await eventually(lambda: asyncio.sleep(0, any("already handled" in r.getMessage() for r in caplog.records)),
+                     what="the retry dropped")
+
+
+def test_the_retry_headers_are_those_of_http_and_only_on_a_retry() -> None:
+    from slack_sdk.socket_mode.request import SocketModeRequest
+
+    from bot.socket_door import retry_headers
+
+    first = SocketModeRequest("interactive", "e1", {}, True, retry_attempt=0, retry_reason="")
+    again = SocketModeRequest("events_api", "e1", {}, False, retry_attempt=2, retry_reason="timeout")
+    assert retry_headers(first) == {}
+    assert retry_headers(again) == {"x-slack-retry-num": "2", "x-slack-retry-reason": "timeout"}
+
+
+async def test_a_refresh_requested_by_slack_moves_to_a_new_connection(h: Harness) -> None:
+    """Slack's `disconnect` message (refresh_requested): a new connection opens, then the old
+    one closes, and clicks go on being acknowledged."""
+    sm = h.emu.socket_mode
+    old = next(ws for ws in sm._sockets if not ws.closed)
+    await old.send_json({"type": "disconnect", "reason": "refresh_requested"})
+    await eventually(lambda: asyncio.sleep(0, old.closed and sm.connected), what="moved to a new connection")
+    rid = await h.push()
+    rec = await h.card(rid)
+    assert not (await h.click(rec, "U0ALICE", ActionId.approve)).timed_out
+    assert (await h.client.wait(rid, timeout=10)).status is Status.approved
+    assert h.bot.socket_handler.failures == 0
+
+
+# -- a token Slack refuses, a Slack that cannot be reached --------------------------------------
+
+
+def _settings(redis_url: str, api_url: str, app_token: str) -> Any:
+    return load_settings(slack_bot_token=TOKEN, slack_signing_secret=None, slack_api_url=api_url,
+                         slack_app_token=app_token, redis_url=redis_url, port=0, host="127.0.0.1",
+                         consumer="test", housekeeping="inline")
+
+
+async def test_a_revoked_app_token_fails_start_with_a_clear_error(redis_url: str) -> None:
+    """apps.connections.open says invalid_auth: start() stops at once (it used to retry forever
+    inside start(), so `hitl run` never reached its stop event) and names the variable."""
+    emu = Emulator(signing_secret=SECRET, request_url=None, bot_token=TOKEN, app_token=APP_TOKEN)
+    await emu.start()
+    bot = build_app(_settings(redis_url, emu.api_url, "xapp-1-revoked"))
+    try:
+        with pytest.raises(ConfigError, match=r"SLACK_APP_TOKEN: Slack refused it \(invalid_auth\)"):
+            await asyncio.wait_for(bot.start(), 10)
+        assert bot.runner is None and not bot.tasks  # nothing was started
+    finally:
+        await bot.intake.close()
+        await bot.store.close()
+        await emu.stop()
+
+
+async def _hitl_run(api_url: str, app_token: str, redis_url: str, port: int,
+                    cwd: Path) -> asyncio.subprocess.Process:
+    env = {**os.environ, "SLACK_BOT_TOKEN": TOKEN, "SLACK_APP_TOKEN": app_token, "SLACK_API_URL": api_url,
+           "REDIS_URL": redis_url, "HITL_PORT": str(port), "HITL_HOST": "127.0.0.1",
+           "HITL_HOUSEKEEPING": "off", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    env.pop("SLACK_SIGNING_SECRET", None)
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot.cli", "run", env=env, cwd=str(cwd),
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+
+
+async def test_hitl_run_with_a_revoked_app_token_exits_with_the_error(redis_url: str, tmp_path: Path) -> None:
+    emu = Emulator(signing_secret=SECRET, request_url=None, bot_token=TOKEN, app_token=APP_TOKEN)
+    await emu.start()
+    proc = await _hitl_run(emu.api_url, "xapp-1-revoked", redis_url, free_port(), tmp_path)
+    try:
+        try:
+            _, err = await asyncio.wait_for(proc.communicate(), 20)
+        except TimeoutError:
+            raise AssertionError("`hitl run` still running 20 s after Slack refused its app-level token") from None
+        assert proc.returncode == 2
+        assert "SLACK_APP_TOKEN: Slack refused it (invalid_auth)" in err.decode(), err.decode()
+        assert "Traceback" not in err.decode()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        await emu.stop()
+
+
+class UnreachableSlack:
+    """A Slack whose apps.connections.open fails with 503 until `ws_url` is set (then gives it)."""
+
+    def __init__(self) -> None:
+        self.ws_url: str | None = None
+        self.opened = asyncio.Event()
+        self.runner: web.AppRunner | None = None
+        self.api_url = ""
+
+    async def open(self, _: web.Request) -> web.Response:
+        self.opened.set()
+        if self.ws_url is None:
+            return web.Response(status=503, text="upstream unavailable")
+        return web.json_response({"ok": True, "url": self.ws_url})
+
+    async def __aenter__(self) -> UnreachableSlack:
+        app = web.Application()
+        app.router.add_post("/api/apps.connections.open", self.open)
+        self.runner = web.AppRunner(app)
+        await self.runner.setup()
+        port = free_port()
+        await web.TCPSite(self.runner, "127.0.0.1", port).start()
+        self.api_url = f"http://127.0.0.1:{port}/api/"
+        return self
+
+    async def __aexit__(self, *_: Any) -> None:
+        assert self.runner is not None
+        await self.runner.cleanup()
+
+
+async def _healthz(port: int) -> tuple[int, dict[str, Any]]:
+    async with aiohttp.ClientSession() as s, s.get(f"http://127.0.0.1:{port}/healthz") as r:
+        return r.status, await r.json()
+
+
+async def test_hitl_run_obeys_sigterm_while_slack_cannot_be_reached(redis_url: str, tmp_path: Path) -> None:
+    """apps.connections.open fails (not on the token): `hitl run` serves, retries in the
+    background, and stops on SIGTERM."""
+    async with UnreachableSlack() as slack:
+        port = free_port()
+        proc = await _hitl_run(slack.api_url, APP_TOKEN, redis_url, port, tmp_path)
+        try:
+            async def serving() -> dict[str, Any] | None:
+                try:
+                    return (await _healthz(port))[1]
+                except aiohttp.ClientError:
+                    return None
+
+            body = await eventually(serving, 20, "`hitl run` serving /healthz")
+            await slack.opened.wait()
+            proc.send_signal(signal.SIGTERM)
+            try:
+                _, err = await asyncio.wait_for(proc.communicate(), 20)
+            except TimeoutError:
+                raise AssertionError("`hitl run` ignored SIGTERM for 20 s while Slack was unreachable") from None
+            assert proc.returncode == 0, err.decode()
+            assert "Traceback" not in err.decode(), err.decode()
+            assert body["slack_socket"] in ("reconnecting", "down")
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+
+
+async def test_an_unreachable_slack_is_retried_with_back_off_then_connects(
+        redis_url: str, quick: None, caplog: pytest.LogCaptureFixture) -> None:
+    """start() returns at once; each failed attempt is one log line (no traceback), the waits
+    double up to the cap; /healthz says down after the grace; once Slack answers, it connects."""
+    caplog.set_level(logging.INFO, logger="hitl.socket")
+    emu = Emulator(signing_secret=SECRET, request_url=None, bot_token=TOKEN, app_token=APP_TOKEN)
+    await emu.start()
+    async with UnreachableSlack() as slack:
+        bot = build_app(_settings(redis_url, slack.api_url, APP_TOKEN))
+        await asyncio.wait_for(bot.start(), 10)
+        try:
+            await eventually(lambda: asyncio.sleep(0, bot.socket_handler.failures >= 5), what="5 attempts")
+            failed = [r for r in caplog.records if r.name == "hitl.socket" and "could not connect" in r.getMessage()]
+            assert all(r.exc_info is None and r.levelno == logging.WARNING for r in failed)
+            assert "could not connect (Unanswered: apps.connections.open: HTTP 503)" in failed[0].getMessage()
+            waits = [r.getMessage().rsplit("trying again in ", 1)[1] for r in failed[:5]]
+            assert waits == ["0.05 s", "0.1 s", "0.2 s", "0.2 s", "0.2 s"]
+
+            async def down() -> bool:
+                status, body = await _healthz(bot.port)
+                return status == 503 and body["slack_socket"] == "down"
+
+            await eventually(down, what="/healthz 503, slack_socket down")
+            slack.ws_url = emu.url.replace("http://", "ws://") + "/socket-mode/after-the-outage"
+            await eventually(lambda: asyncio.sleep(0, emu.socket_mode.connected), what="socket connected")
+            assert await _healthz(bot.port) == (200, {"redis": "ok", "intake": "running", "housekeeping": "inline",
+                                                      "slack_socket": "connected"})
+        finally:
+            await bot.stop()
+            await emu.stop()
+
+
+# -- /healthz and /metrics ---------------------------------------------------------------------
+
+
+async def _gauge(port: int, name: str) -> float | None:
+    async with aiohttp.ClientSession() as s, s.get(f"http://127.0.0.1:{port}/metrics") as r:
+        for line in (await r.text()).splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+    return None
+
+
+async def test_healthz_reports_a_socket_that_cannot_reconnect(h: Harness, quick: None) -> None:
+    """The app-level token is revoked while running and the socket drops: no click can reach the
+    bot; /healthz says 503 (`slack_socket: down`) and /metrics `hitl_slack_socket_up 0`, until
+    the token is accepted again."""
+    assert await _healthz(h.bot.port) == (200, {"redis": "ok", "intake": "running", "housekeeping": "inline",
+                                                "slack_socket": "connected"})
+    assert await _gauge(h.bot.port, "hitl_slack_socket_up") == 1
+    h.emu.socket_mode.app_token = "xapp-1-rotated"  # the old token is revoked
+    for ws in list(h.emu.socket_mode._sockets):
+        await ws.close()
+
+    async def down() -> bool:
+        status, body = await _healthz(h.bot.port)
+        return status == 503 and body["slack_socket"] == "down"
+
+    await eventually(down, what="/healthz 503, slack_socket down")
+    assert not h.emu.socket_mode.connected
+    assert await _gauge(h.bot.port, "hitl_slack_socket_up") == 0
+    assert (await _gauge(h.bot.port, "hitl_slack_socket_connect_failures_total") or 0) >= 1
+    h.emu.socket_mode.app_token = APP_TOKEN  # a new token: the retries pick it up
+    await eventually(lambda: asyncio.sleep(0, h.emu.socket_mode.connected), what="socket reconnected")
+    assert (await _healthz(h.bot.port))[0] == 200
