@@ -204,8 +204,12 @@ class Bot:
     async def stop(self) -> None:
         """Stop taking Slack's requests and reading new entries, finish in-flight work (the
         clicks Slack was told went through included), close everything."""
-        self.closing = True  # Slack's new requests: 503 (Slack retries; a person is asked to try again)
-        if self.socket_handler is not None:  # Slack sends new envelopes to the other replicas
+        # Slack's new requests are turned away (HTTP: 503 and /healthz 503, so a balancer moves
+        # traffic; Socket Mode: left unacknowledged, so Slack sends them to a replica that runs);
+        # those already inside are answered, over the connection still open, before it closes
+        self.closing = True
+        if self.socket_handler is not None:
+            await self.socket_handler.finish(DRAIN_S)
             await self.socket_handler.close_async()
             self.socket_handler = None
         if left := await http_ack.drain(DRAIN_S):
@@ -310,7 +314,7 @@ def build_app(settings: Settings, store: Store | None = None, policy: PolicyHold
             bot.companion = Companion()
 
     async def events(request: web.Request) -> web.Response:
-        if bot.closing:  # stopping: this replica takes no new work (Slack retries it elsewhere)
+        if bot.closing:  # stopping: this replica takes no new work (/healthz says so too)
             return web.json_response({"ok": False, "error": "hitl is restarting; try again"}, status=503)
         refused = check_inbound(settings.slack_signing_secret or "", request.headers, await request.read(),
                                 request.content_type)
@@ -327,9 +331,13 @@ def build_app(settings: Settings, store: Store | None = None, policy: PolicyHold
             redis_ok = await asyncio.wait_for(store.ping(), 2)
         except Exception:
             redis_ok = False
-        ok = redis_ok and intake.running
-        body = {"redis": "ok" if redis_ok else "down", "intake": "running" if intake.running else "stopped",
-                "housekeeping": bot.companion.state if bot.companion is not None else settings.housekeeping}
+        ok = redis_ok and intake.running and not bot.closing
+        body: dict[str, Any] = {"redis": "ok" if redis_ok else "down",
+                                "intake": "running" if intake.running else "stopped",
+                                "housekeeping": bot.companion.state if bot.companion is not None
+                                else settings.housekeeping}
+        if bot.closing:  # stopping: it turns Slack's requests away, so balancers should move them
+            body["closing"] = True
         if bot.socket_handler is not None:  # Socket Mode: down past its grace, no click reaches us
             body["slack_socket"] = bot.socket_handler.state()
             ok = ok and body["slack_socket"] != "down"

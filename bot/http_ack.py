@@ -30,6 +30,7 @@ from slack_bolt.context.ack.async_ack import AsyncAck
 from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_bolt.response import BoltResponse
 
+from handlers.once import ANSWERED
 from store.failures import StoreFailure, Unavailable
 
 log = logging.getLogger("hitl.http")
@@ -64,8 +65,28 @@ class SignallingAck(AsyncAck):
         return response
 
 
+_ENTERED: set[asyncio.Task[Any]] = set()
+"""Requests being dispatched (from their arrival to their answer): a bot that stops waits for
+them too, since any of them may be acknowledged after the stop began."""
+
+
 async def dispatch(bolt: AsyncApp, request: AsyncBoltRequest) -> BoltResponse:
     """Bolt's response, or the acknowledgement as soon as a listener makes it."""
+    me = asyncio.current_task()
+    if me is not None:
+        _ENTERED.add(me)
+    try:
+        response = await _dispatch(bolt, request)
+        answered = request.context.get(ANSWERED)
+        if answered is not None:  # a claimed request (handlers.once): a retry gets this answer again
+            answered(response)
+        return response
+    finally:
+        if me is not None:
+            _ENTERED.discard(me)
+
+
+async def _dispatch(bolt: AsyncApp, request: AsyncBoltRequest) -> BoltResponse:
     ack = SignallingAck()
     request.context["ack"] = ack
     task = asyncio.ensure_future(bolt.async_dispatch(request))
@@ -118,11 +139,16 @@ def _finished(task: asyncio.Future[BoltResponse]) -> None:
 
 
 async def drain(timeout: float) -> int:
-    """Wait, at most `timeout` seconds, for the work Slack was already told is done: listeners
-    that acknowledged their request and Bolt's dispatches finishing after the answer. How many
-    were still running then (a bot that stops calls this before it closes Redis)."""
-    running = {t for t in (*_LISTENERS, *_RUNNING) if not t.done()}
-    if not running:
-        return 0
-    _, still = await asyncio.wait(running, timeout=timeout)
-    return len(still)
+    """Wait, at most `timeout` seconds, for the work Slack was or may yet be told is done:
+    requests being dispatched, listeners that acknowledged theirs, Bolt's dispatches finishing
+    after the answer. How many were still running then (a bot that stops calls this after it
+    stopped taking requests, before it closes Redis)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    me = asyncio.current_task()
+    while True:  # again after each wait: a request being dispatched may have acknowledged meanwhile
+        running = {t for t in (*_ENTERED, *_LISTENERS, *_RUNNING) if not t.done() and t is not me}
+        left = deadline - loop.time()
+        if not running or left <= 0:
+            return len(running)
+        await asyncio.wait(running, timeout=left)

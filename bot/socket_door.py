@@ -171,11 +171,22 @@ class SocketDoor(AsyncBaseSocketModeHandler):
         self._supervisor: asyncio.Task[None] | None = None
         self._refused = False
         """The last attempt failed on the token."""
+        self.closing = False
+        """The bot is stopping: no new envelope is taken (`finish`)."""
+        self._handling: set[asyncio.Task[Any]] = set()
 
     # -- envelopes --------------------------------------------------------------------------
 
     async def handle(self, client: AsyncBaseSocketModeClient, req: SocketModeRequest) -> None:
-        """Dispatch as the HTTP door does, then acknowledge the envelope whatever happened."""
+        """Dispatch as the HTTP door does, then acknowledge the envelope whatever happened. While
+        the bot stops (`closing`) new envelopes are left unacknowledged: Slack sends them again,
+        to a replica that runs."""
+        if self.closing:
+            return
+        me = asyncio.current_task()
+        if me is not None:
+            self._handling.add(me)
+            me.add_done_callback(self._handling.discard)
         request = AsyncBoltRequest(mode="socket_mode", body=req.payload, headers=retry_headers(req))
         response: BoltResponse | None = None
         try:
@@ -183,7 +194,8 @@ class SocketDoor(AsyncBaseSocketModeHandler):
         except Exception:  # Bolt tripped over the payload: acknowledged all the same (logged)
             log.exception("slack envelope %s could not be handled", req.envelope_id)
         try:
-            await client.send_socket_mode_response(SocketModeResponse(req.envelope_id, ack_payload(response)))
+            payload = ack_payload(response, command=req.type == "slash_commands")
+            await client.send_socket_mode_response(SocketModeResponse(req.envelope_id, payload))
         except Exception as e:  # the socket went away meanwhile: Slack retries or shows an error
             log.warning("Socket Mode: envelope %s not acknowledged: %s: %s", req.envelope_id, type(e).__name__, e)
 
@@ -194,6 +206,16 @@ class SocketDoor(AsyncBaseSocketModeHandler):
         closed); any other failure is retried in the background, and so is every later loss."""
         wait = await self._attempt(BACKOFF_MIN_S, first=True)
         self._supervisor = asyncio.create_task(self._supervise(wait), name="slack-socket")
+
+    async def finish(self, timeout: float) -> int:
+        """Take no new envelope, and wait (at most `timeout` s) until every envelope being
+        handled has been acknowledged, on the connection still open; how many had not."""
+        self.closing = True
+        handling = {t for t in self._handling if not t.done()}
+        if not handling:
+            return 0
+        _, still = await asyncio.wait(handling, timeout=timeout)
+        return len(still)
 
     async def disconnect_async(self) -> None:
         """Stop taking envelopes: no reconnecting, the connection closed (Slack sends to the others)."""
@@ -297,9 +319,12 @@ def retry_headers(req: SocketModeRequest) -> dict[str, str | Sequence[str]]:
     return headers
 
 
-def ack_payload(response: BoltResponse | None) -> dict[str, Any] | None:
+def ack_payload(response: BoltResponse | None, command: bool = False) -> dict[str, Any] | None:
     """The envelope's acknowledgement payload: the body `ack()` built, if any (nothing for an
     error: an envelope is acknowledged empty whatever Bolt answered)."""
+    if response is not None and response.status >= 500 and command:
+        # the HTTP door's 503: a command's person is told, not left without a reply
+        return {"response_type": "ephemeral", "text": "hitl could not complete this right now; try again in a moment."}
     if response is None or response.status != 200 or not response.body:
         return None
     content_type = response.headers.get("content-type", [""])[0]

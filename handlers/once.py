@@ -9,7 +9,10 @@ reply to the agent would reach it twice, a stats chart would be sent twice, the 
 told their own click came late. So every request that acts is claimed in Redis by what makes it
 unique (a click's `action_ts`, a form's view and its values, a command's `trigger_id`, an
 event's `event_id`) for ten minutes, shared by every replica: a first delivery claims it without
-waiting (nothing is added to a click's path), a retry only if nobody has, else it is dropped.
+waiting (nothing is added to a click's path) and leaves its answer there once it has one (a
+form's errors, a command's reply); a retry of a request already claimed gets that answer again
+(Slack asks because it never got it) and acts no more. A first delivery that answered nothing,
+or a refusal, drops its claim, so a retry of it is handled afresh.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import asyncio
 import hashlib
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from slack_bolt.async_app import AsyncBoltContext
@@ -58,28 +61,71 @@ def _retry(request: AsyncBoltRequest) -> bool:
     return bool(value and str(value[0]).strip() not in ("", "0"))
 
 
+ANSWERED = "hitl_once_answered"
+"""Where a claimed request keeps the callback its door calls with the answer it gave Slack."""
+HANDLING = "handling"
+"""A claim whose first delivery has not answered yet."""
+
+
 async def once_only(body: dict[str, Any], request: AsyncBoltRequest, context: AsyncBoltContext,
                     next: Callable[[], Awaitable[None]]) -> BoltResponse | None:
     key = once_key(body)
     if key is None:
         await next()
         return None
-    store = deps(context).store
-    claim = store.keys.slack_once(hashlib.sha256(key.encode("utf-8", "backslashreplace")).hexdigest()[:32])
+    redis = deps(context).store.redis
+    claim = deps(context).store.keys.slack_once(
+        hashlib.sha256(key.encode("utf-8", "backslashreplace")).hexdigest()[:32])
+    first: asyncio.Future[Any] | None = None
     if _retry(request):
-        if not await store.redis.set(claim, "1", nx=True, ex=CLAIM_S):
-            log.info("slack: a retry of a request already handled (%s) dropped", key.split(":", 1)[0])
-            return BoltResponse(status=200, body="")
+        if not await redis.set(claim, HANDLING, nx=True, ex=CLAIM_S):
+            log.info("slack: a retry of a request already handled (%s): its first answer again", key[0])
+            stored = await redis.get(claim)
+            return _replay(stored if isinstance(stored, str) else None)
     else:  # claimed on the side: a retry comes seconds later, by when this is written
-        task = asyncio.ensure_future(_claim(store.redis, claim))
-        _CLAIMS.add(task)
-        task.add_done_callback(_CLAIMS.discard)
+        first = _background(redis.set(claim, HANDLING, ex=CLAIM_S))
+    # what the first delivery answers is known only once the door has its answer (listeners run
+    # after every middleware): the door calls this with it (bot.http_ack.dispatch)
+    context[ANSWERED] = lambda sent: _background(_settle(redis, claim, first, sent))
     await next()
     return None
 
 
-async def _claim(redis: Any, claim: str) -> None:
+async def _settle(redis: Any, claim: str, first: asyncio.Future[Any] | None, sent: BoltResponse | None) -> None:
+    """After the first delivery: its answer kept for a retry to give again, or (it answered no
+    acknowledgement, or a refusal) the claim dropped, so a retry is handled afresh."""
+    if first is not None:
+        await asyncio.gather(first, return_exceptions=True)
+    if sent is None or sent.status >= 400:
+        await redis.delete(claim)
+        return
+    kind = (sent.headers.get("content-type") or [""])[0]
+    await redis.set(claim, json.dumps({"body": sent.body or "", "type": kind}), ex=CLAIM_S)
+
+
+def _replay(stored: str | None) -> BoltResponse:
+    """What the first delivery answered (Slack asks again because it never got it), or an empty
+    acknowledgement while it is still being handled."""
     try:
-        await redis.set(claim, "1", ex=CLAIM_S)
+        first = json.loads(stored) if stored and stored != HANDLING else None
+    except ValueError:
+        first = None
+    if not isinstance(first, dict) or not first.get("body"):
+        return BoltResponse(status=200, body="")
+    headers: dict[str, str | Sequence[str]] = {"content-type": [str(first.get("type") or "application/json")]}
+    return BoltResponse(status=200, body=str(first["body"]), headers=headers)
+
+
+def _background(work: Awaitable[Any]) -> asyncio.Future[Any]:
+    task = asyncio.ensure_future(_logged(work))
+    _CLAIMS.add(task)
+    task.add_done_callback(_CLAIMS.discard)
+    return task
+
+
+async def _logged(work: Awaitable[Any]) -> Any:
+    try:
+        return await work
     except Exception as e:  # only a retry's guard: the request itself goes on
         log.warning("slack: could not note a request as handled: %s", e)
+        return None

@@ -11,7 +11,9 @@ from typing import Any
 from urllib.parse import urlencode
 
 import aiohttp
+import pytest
 
+import handlers.cards as cards_mod
 from blocks.ids import ActionId, BlockId
 from emulator.signing import sign
 from handlers.once import once_key
@@ -116,3 +118,88 @@ async def test_stop_finishes_a_click_slack_was_told_went_through(redis_url: str,
 
 async def _claimed(h: Harness, prefix: str) -> bool:
     return bool(await h.store.redis.keys(prefix + "*"))
+
+
+async def test_stop_drains_a_form_acknowledged_after_stop_began(redis_url: str, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    original = cards_mod.ack_rejection
+    entered = asyncio.Event()
+
+    async def slow_ack_rejection(ack: Any, view: Any) -> Any:  # the listener's pre-ack work takes 0.3 s
+        entered.set()
+        await asyncio.sleep(0.3)
+        return await original(ack, view)
+
+    monkeypatch.setattr(cards_mod, "ack_rejection", slow_ack_rejection)
+    async with running(redis_url, tmp_path, LEADS) as h:
+        h.emu.add_usergroup("leads", ["U0ALICE"], "S0LEADS")
+        rid = await h.push()
+        rec = await h.card(rid)
+        await h.click(rec, "U0ALICE", ActionId.reject)
+        view = await eventually(lambda: asyncio.sleep(0, h.emu.top_view("U0ALICE")), what="reject modal")
+        h.emu.inject("usergroups.users.list", delay=1.0)  # the decision's own work after ack()
+        submit = asyncio.create_task(h.emu.submit_view(
+            "U0ALICE", view.id, {BlockId.reason_code.value: {"value": "other"},
+                                 BlockId.reason_text.value: {"value": "Wrong customer"}}))
+        await entered.wait()
+        bot = h.bots.pop()
+        await bot.stop()  # SIGTERM while the form is inside the bot, not yet acknowledged
+        result = await submit
+        store = Store.from_url(redis_url, "hitl")
+        try:
+            rec2 = await store.get(rid)
+            # Slack was told the form went through (modal closed) ...
+            assert result.closed
+            # ... so the rejection must have been applied before stop() returned
+            assert rec2.decision is not None, "form acknowledged (modal closed) but decision lost"
+        finally:
+            await store.close()
+
+
+async def test_healthz_fails_while_the_replica_turns_slack_away(redis_url: str, tmp_path: Path) -> None:
+    async with running(redis_url, tmp_path, LEADS) as h:
+        h.emu.add_usergroup("leads", ["U0ALICE"], "S0LEADS")
+        rid = await h.push()
+        rec = await h.card(rid)
+        h.emu.inject("usergroups.users.list", delay=2.0)  # a click still being applied: stop() drains it
+        await h.click(rec, "U0ALICE", ActionId.approve)
+        bot = h.bots.pop()
+        stopping = asyncio.create_task(bot.stop())
+        await eventually(lambda: asyncio.sleep(0, bot.closing), what="the stop begun")
+        async with aiohttp.ClientSession() as s:
+            async with s.post(f"http://127.0.0.1:{bot.port}/slack/events", data=b"x") as r:
+                events = r.status
+            async with s.get(f"http://127.0.0.1:{bot.port}/healthz") as r:
+                health = r.status
+        await stopping
+        assert events == 503
+        assert health == 503, "replica turns every Slack request away but /healthz says it is healthy"
+
+
+async def test_a_retried_invalid_form_gets_its_errors_again(redis_url: str, tmp_path: Path) -> None:
+    async with running(redis_url, tmp_path, LEADS) as h:
+        h.emu.add_usergroup("leads", ["U0ALICE"], "S0LEADS")
+        rid = await h.push()
+        rec = await h.card(rid)
+        await h.click(rec, "U0ALICE", ActionId.reject)
+        view = await eventually(lambda: asyncio.sleep(0, h.emu.top_view("U0ALICE")), what="reject modal")
+        bad = await h.emu.submit_view("U0ALICE", view.id, {BlockId.reason_code.value: {"value": "other"}})
+        assert not bad.closed and bad.errors  # "other" needs details
+        sent = h.emu.sent[-1].payload
+        await eventually(lambda: _answer_kept(h), what="the first answer kept with its claim")
+        body = urlencode({"payload": json.dumps(sent)}).encode()
+        headers = sign(SECRET, body, int(time.time())) | {
+            "Content-Type": "application/x-www-form-urlencoded", "X-Slack-Retry-Num": "1",
+            "X-Slack-Retry-Reason": "http_timeout"}
+        async with aiohttp.ClientSession() as s, s.post(f"http://127.0.0.1:{h.bot.port}/slack/events",
+                                                        data=body, headers=headers) as r:
+            status, text = r.status, await r.text()
+        assert status == 200 and (await h.store.get(rid)).decision is None
+        assert "errors" in text, "the retry's answer closes the modal though the form was refused"
+
+
+async def _answer_kept(h: Harness) -> bool:
+    for key in await h.store.redis.keys(h.store.keys.slack_once("") + "*"):
+        if "errors" in (await h.store.redis.get(key) or ""):
+            return True
+    return False

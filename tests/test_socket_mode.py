@@ -19,6 +19,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+import handlers.reviews as reviews_mod
 from blocks.ids import ActionId, BlockId
 from bot.app import build_app
 from bot.client import HitlClient
@@ -26,6 +27,7 @@ from bot.config import load_settings
 from bot.env import ConfigError
 from emulator import Emulator
 from store.models import Status
+from store.redis_store import Store
 from tests.harness import SECRET, TOKEN, Harness, start_bot
 from tests.redis_server import free_port
 from tests.util import eventually
@@ -339,3 +341,28 @@ async def test_healthz_reports_a_socket_that_cannot_reconnect(h: Harness, quick:
     h.emu.socket_mode.app_token = APP_TOKEN  # a new token: the retries pick it up
     await eventually(lambda: asyncio.sleep(0, h.emu.socket_mode.connected), what="socket reconnected")
     assert (await _healthz(h.bot.port))[0] == 200
+
+
+async def test_stop_acknowledges_the_click_it_applies(h: Harness, redis_url: str,
+                                                      caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    caplog.set_level(logging.WARNING, logger="hitl.socket")
+    rid = await h.push()
+    rec = await h.card(rid)
+    original = reviews_mod.decide
+
+    async def slow_decide(*a: Any, **kw: Any) -> Any:  # the decision's work after ack() takes 0.8 s (a slow Slack lookup)
+        await asyncio.sleep(0.8)
+        return await original(*a, **kw)
+
+    monkeypatch.setattr(reviews_mod, "decide", slow_decide)
+    click = asyncio.create_task(h.click(rec, "U0ALICE", ActionId.approve))
+    await asyncio.sleep(0.3)  # the listener has acknowledged and is deciding
+    await h.bot.stop()
+    reply = await click
+    store = Store.from_url(redis_url, "hitl")
+    try:
+        decided = (await store.get(rid)).decision is not None
+    finally:
+        await store.close()
+    assert decided
+    assert not reply.timed_out, "the click was applied, but its envelope was never acknowledged"
