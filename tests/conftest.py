@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Iterator
 
+import psycopg
 import pytest
 import redis.asyncio as aioredis
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from bot.evidence.signing import Signer
+from store.chain import ChainStore
 from store.redis_store import Store
+from tests.pg_server import PostgresServer
 from tests.redis_cluster import LocalCluster, LocalSentinel
 from tests.redis_server import RedisServer
 
@@ -63,3 +69,36 @@ def redis_sentinel() -> Iterator[LocalSentinel]:
         yield deployment
     finally:
         deployment.stop()
+
+
+_dbs = iter(range(10**6))
+
+
+@pytest.fixture(scope="module")
+def pg() -> Iterator[PostgresServer]:
+    """A real PostgreSQL for the module's tests (the archive's), started when first asked for."""
+    server = PostgresServer()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+async def pg_url(pg: PostgresServer) -> AsyncIterator[str]:
+    """A fresh database per test."""
+    name = f"t{os.getpid()}_{next(_dbs)}"
+    async with await psycopg.AsyncConnection.connect(pg.url(), autocommit=True) as c:
+        await c.execute(f"CREATE DATABASE {name}")
+    yield pg.url(name)
+
+
+@pytest.fixture
+def signer() -> Signer:
+    """A fresh audit signing key."""
+    return Signer(Ed25519PrivateKey.generate())
+
+
+@pytest.fixture
+def chain(store: Store) -> ChainStore:
+    """The sealed audit chain of the test's store."""
+    return ChainStore(store.redis, store.keys.prefix)

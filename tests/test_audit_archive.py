@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 
 import psycopg
@@ -19,27 +18,10 @@ from store.chain import ChainStore
 from store.chain_models import Link
 from store.redis_store import Store
 from tests.audit_util import hitl
-from tests.pg_server import PostgresServer
 
 NOW = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
-_dbs = iter(range(10**6))
 
 
-@pytest.fixture(scope="module")
-def pg() -> Iterator[PostgresServer]:
-    server = PostgresServer()
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-async def pg_url(pg: PostgresServer) -> AsyncIterator[str]:
-    """A fresh database per test."""
-    name = f"t{os.getpid()}_{next(_dbs)}"
-    async with await psycopg.AsyncConnection.connect(pg.url(), autocommit=True) as c:
-        await c.execute(f"CREATE DATABASE {name}")
-    yield pg.url(name)
 
 
 @pytest.fixture

@@ -20,16 +20,6 @@ from store.redis_store import Store
 NOW = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
 
 
-@pytest.fixture
-def signer() -> Signer:
-    return Signer(Ed25519PrivateKey.generate())
-
-
-@pytest.fixture
-def chain(store: Store) -> ChainStore:
-    return ChainStore(store.redis, store.keys.prefix)
-
-
 async def append(store: Store, n: int, start: int = 0) -> None:
     for i in range(start, start + n):
         await store.audit(f"r{i % 3}", "clicked", f"U{i}", {"choice": "approve", "i": i}, NOW)

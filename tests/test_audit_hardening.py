@@ -8,10 +8,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -32,37 +31,11 @@ from store.chain import PAGE, ChainStore
 from store.models import Choice
 from store.redis_store import Store
 from tests.audit_util import decide, hitl
-from tests.pg_server import PostgresServer
 
 NOW = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
 SCRIPT = Path(__file__).resolve().parent.parent / "examples" / "verify_audit_export.py"
-_dbs = iter(range(10**6))
 
 
-@pytest.fixture(scope="module")
-def pg() -> Iterator[PostgresServer]:
-    server = PostgresServer()
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-async def pg_url(pg: PostgresServer) -> AsyncIterator[str]:
-    name = f"h{os.getpid()}_{next(_dbs)}"
-    async with await psycopg.AsyncConnection.connect(pg.url(), autocommit=True) as c:
-        await c.execute(f"CREATE DATABASE {name}")
-    yield pg.url(name)
-
-
-@pytest.fixture
-def signer() -> Signer:
-    return Signer(Ed25519PrivateKey.generate())
-
-
-@pytest.fixture
-def chain(store: Store) -> ChainStore:
-    return ChainStore(store.redis, store.keys.prefix)
 
 
 @pytest.fixture

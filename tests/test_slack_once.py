@@ -35,15 +35,16 @@ triggers: {first_use: {enabled: false}}
 """
 
 
-async def _retry(h: Harness, payload: dict[str, Any]) -> int:
-    """The same interaction again, as Slack retries it over HTTP (`X-Slack-Retry-Num: 1`)."""
+async def _retry(h: Harness, payload: dict[str, Any]) -> tuple[int, str]:
+    """The same interaction again, as Slack retries it over HTTP (`X-Slack-Retry-Num: 1`):
+    the bot's status and body."""
     body = urlencode({"payload": json.dumps(payload)}).encode()
     headers = sign(SECRET, body, int(time.time())) | {
         "Content-Type": "application/x-www-form-urlencoded", "X-Slack-Retry-Num": "1",
         "X-Slack-Retry-Reason": "http_timeout"}
     async with aiohttp.ClientSession() as s, s.post(f"http://127.0.0.1:{h.bot.port}/slack/events",
                                                     data=body, headers=headers) as r:
-        return r.status
+        return r.status, await r.text()
 
 
 async def _interim(h: Harness, rid: str) -> list[AgentMessage]:
@@ -69,7 +70,7 @@ async def test_a_retried_reply_form_reaches_the_agent_once(redis_url: str, tmp_p
         assert sent["type"] == "view_submission"
         claim = h.store.keys.slack_once("")[:-1]
         await eventually(lambda: _claimed(h, claim), what="the form noted as handled")
-        assert await _retry(h, sent) == 200
+        assert (await _retry(h, sent))[0] == 200
         await h.emu.slash_command("U0ALICE", "C0GENERAL", "/hitl", "help")  # something after it, to wait on
         assert [m.event for m in await _interim(h, rid)].count("reply") == 1
 
@@ -82,7 +83,7 @@ async def test_a_retried_click_is_not_a_second_late_click(redis_url: str, tmp_pa
         await h.decided(rid)
         sent = h.emu.sent[-1].payload
         await eventually(lambda: _claimed(h, h.store.keys.slack_once("")[:-1]), what="the click noted")
-        assert await _retry(h, sent) == 200
+        assert (await _retry(h, sent))[0] == 200
         assert [e.event for e in await h.store.trail(rid)].count("clicked") == 1
         assert not h.emu.ephemerals("U0ALICE")  # not told her own click came late
 
@@ -132,11 +133,7 @@ async def test_stop_drains_a_form_acknowledged_after_stop_began(redis_url: str, 
 
     monkeypatch.setattr(cards_mod, "ack_rejection", slow_ack_rejection)
     async with running(redis_url, tmp_path, LEADS) as h:
-        h.emu.add_usergroup("leads", ["U0ALICE"], "S0LEADS")
-        rid = await h.push()
-        rec = await h.card(rid)
-        await h.click(rec, "U0ALICE", ActionId.reject)
-        view = await eventually(lambda: asyncio.sleep(0, h.emu.top_view("U0ALICE")), what="reject modal")
+        rid, view = await _reject_form(h)
         h.emu.inject("usergroups.users.list", delay=1.0)  # the decision's own work after ack()
         submit = asyncio.create_task(h.emu.submit_view(
             "U0ALICE", view.id, {BlockId.reason_code.value: {"value": "other"},
@@ -178,22 +175,12 @@ async def test_healthz_fails_while_the_replica_turns_slack_away(redis_url: str, 
 
 async def test_a_retried_invalid_form_gets_its_errors_again(redis_url: str, tmp_path: Path) -> None:
     async with running(redis_url, tmp_path, LEADS) as h:
-        h.emu.add_usergroup("leads", ["U0ALICE"], "S0LEADS")
-        rid = await h.push()
-        rec = await h.card(rid)
-        await h.click(rec, "U0ALICE", ActionId.reject)
-        view = await eventually(lambda: asyncio.sleep(0, h.emu.top_view("U0ALICE")), what="reject modal")
+        rid, view = await _reject_form(h)
         bad = await h.emu.submit_view("U0ALICE", view.id, {BlockId.reason_code.value: {"value": "other"}})
         assert not bad.closed and bad.errors  # "other" needs details
         sent = h.emu.sent[-1].payload
         await eventually(lambda: _answer_kept(h), what="the first answer kept with its claim")
-        body = urlencode({"payload": json.dumps(sent)}).encode()
-        headers = sign(SECRET, body, int(time.time())) | {
-            "Content-Type": "application/x-www-form-urlencoded", "X-Slack-Retry-Num": "1",
-            "X-Slack-Retry-Reason": "http_timeout"}
-        async with aiohttp.ClientSession() as s, s.post(f"http://127.0.0.1:{h.bot.port}/slack/events",
-                                                        data=body, headers=headers) as r:
-            status, text = r.status, await r.text()
+        status, text = await _retry(h, sent)
         assert status == 200 and (await h.store.get(rid)).decision is None
         assert "errors" in text, "the retry's answer closes the modal though the form was refused"
 
@@ -203,3 +190,11 @@ async def _answer_kept(h: Harness) -> bool:
         if "errors" in (await h.store.redis.get(key) or ""):
             return True
     return False
+
+
+async def _reject_form(h: Harness) -> tuple[str, Any]:
+    """A request of the leads' tier and Alice's reject form open on it."""
+    h.emu.add_usergroup("leads", ["U0ALICE"], "S0LEADS")
+    rid = await h.push()
+    await h.click(await h.card(rid), "U0ALICE", ActionId.reject)
+    return rid, await eventually(lambda: asyncio.sleep(0, h.emu.top_view("U0ALICE")), what="the reject form")
