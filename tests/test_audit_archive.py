@@ -24,10 +24,6 @@ NOW = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
 
 
 
-@pytest.fixture
-def chain(store: Store) -> ChainStore:
-    return ChainStore(store.redis, "hitl")
-
 
 async def sealed(store: Store, chain: ChainStore, n: int) -> None:
     async with store.redis.pipeline(transaction=False) as p:

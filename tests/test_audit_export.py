@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from bot.evidence.sealer import Sealer
 from bot.evidence.signing import Signer, public_pem
@@ -20,10 +19,6 @@ from tests.audit_util import decide, hitl
 
 SCRIPT = Path(__file__).resolve().parent.parent / "examples" / "verify_audit_export.py"
 
-
-@pytest.fixture
-def signer() -> Signer:
-    return Signer(Ed25519PrivateKey.generate())
 
 
 @pytest.fixture
