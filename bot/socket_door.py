@@ -193,6 +193,11 @@ class SocketDoor(AsyncBaseSocketModeHandler):
             response = await http_ack.dispatch(self.app, request)
         except Exception:  # Bolt tripped over the payload: acknowledged all the same (logged)
             log.exception("slack envelope %s could not be handled", req.envelope_id)
+        if response is not None and response.status >= 500 and (req.payload or {}).get("type") == "view_submission":
+            # failed before its ack (Redis away): an empty ack would close the form as if it went
+            # through; unacknowledged, Slack keeps it open with its error, as the HTTP door's 503 does
+            log.warning("Socket Mode: form %s not acknowledged: hitl could not handle it now", req.envelope_id)
+            return
         try:
             payload = ack_payload(response, command=req.type == "slash_commands")
             await client.send_socket_mode_response(SocketModeResponse(req.envelope_id, payload))

@@ -366,3 +366,24 @@ async def test_stop_acknowledges_the_click_it_applies(h: Harness, redis_url: str
         await store.close()
     assert decided
     assert not reply.timed_out, "the click was applied, but its envelope was never acknowledged"
+
+
+async def test_a_form_hitl_could_not_handle_stays_open_with_slacks_error(
+        h: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The form failed before its ack (Redis away): an empty ack would close it as if it went
+    through; unacknowledged, Slack keeps it open with its error (the HTTP door answers 503)."""
+    import handlers.cards as cards_mod
+
+    async def unreachable(ack: Any, view: Any) -> Any:
+        raise ConnectionError("Redis is away")
+
+    rid = await h.push()
+    rec = await h.card(rid)
+    await h.click(rec, "U0ALICE", ActionId.reject)
+    view = await eventually(lambda: asyncio.sleep(0, h.emu.top_view("U0ALICE")), what="reject modal")
+    monkeypatch.setattr(cards_mod, "ack_rejection", unreachable)
+    h.emu.transport.ack_timeout = 1.0  # Slack's 3 s, shortened
+    result = await h.emu.submit_view("U0ALICE", view.id, {BlockId.reason_code.value: {"value": "other"},
+                                                          BlockId.reason_text.value: {"value": "Wrong customer"}})
+    assert not result.closed and h.emu.top_view("U0ALICE") is not None  # the person still has the form
+    assert (await h.store.get(rid)).decision is None
