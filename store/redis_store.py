@@ -420,12 +420,16 @@ class Store:
             p.lrange(self.keys.trail(request_id), 0, -1)
             intake, ids = await p.execute()
         span = Intake.parse(str(intake)).trail if intake else None
-        async with self.redis.pipeline(transaction=False) as p:
-            if span:
-                p.xrange(self.keys.audit, *span)
-            for i in ids:
-                p.xrange(self.keys.audit, i, i)
-            rows = await p.execute()
+        try:
+            async with self.redis.pipeline(transaction=False) as p:
+                if span:
+                    p.xrange(self.keys.audit, *span)
+                for i in ids:
+                    p.xrange(self.keys.audit, i, i)
+                rows = await p.execute()
+        except UnicodeDecodeError:  # an entry that is not UTF-8 (only a foreign writer makes one)
+            rows = [await self.chain.xrange(self.keys.audit, *span)] if span else []
+            rows += [await self.chain.xrange(self.keys.audit, i, i) for i in ids]
         found = [row for r in rows for row in r]  # the range holds only this request's entries
         return [_audit(i, f) for i, f in sorted(found, key=lambda row: _id_key(row[0]))]
 

@@ -429,3 +429,14 @@ async def test_a_number_matching_a_pattern_is_redacted(store: Store) -> None:
     detail = json.loads((await store.redis.xrange(store.keys.audit))[-1][1]["detail"])
     assert detail == {"before": {"account": "[redacted]", "amount": 250, "ok": True, "rate": 0.5},
                       "after": {"account": "[redacted]"}}
+
+
+async def test_a_trail_holding_an_entry_that_is_not_utf8_still_reads(store: Store, raw: aioredis.Redis) -> None:
+    """`/hitl audit <id>` and the App Home read a request's trail: one entry a foreign writer left
+    in bytes that are not UTF-8 is shown with those bytes escaped, the others as they are."""
+    await append(store, 3)
+    foreign = await raw.xadd(store.keys.audit, {b"event": b"clicked", b"request_id": b"r0", b"actor": b"U\xff",
+                                                b"at": NOW.isoformat().encode(), b"detail": b"{}"})
+    await raw.rpush(store.keys.trail("r0"), foreign)
+    events = await store.trail("r0")
+    assert [e.actor for e in events] == ["U0", "U\udcff"]
