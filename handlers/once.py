@@ -18,7 +18,6 @@ or a refusal, drops its claim, so a retry of it is handled afresh.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import logging
 from collections.abc import Awaitable, Callable, Sequence
@@ -29,10 +28,10 @@ from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_bolt.response import BoltResponse
 
 from handlers.deps import deps
+from store.slack_once import SlackClaims
 
 log = logging.getLogger("hitl.once")
 
-CLAIM_S = 600
 _CLAIMS: set[asyncio.Task[Any]] = set()
 
 
@@ -63,8 +62,6 @@ def _retry(request: AsyncBoltRequest) -> bool:
 
 ANSWERED = "hitl_once_answered"
 """Where a claimed request keeps the callback its door calls with the answer it gave Slack."""
-HANDLING = "handling"
-"""A claim whose first delivery has not answered yet."""
 
 
 async def once_only(body: dict[str, Any], request: AsyncBoltRequest, context: AsyncBoltContext,
@@ -73,44 +70,38 @@ async def once_only(body: dict[str, Any], request: AsyncBoltRequest, context: As
     if key is None:
         await next()
         return None
-    redis = deps(context).store.redis
-    claim = deps(context).store.keys.slack_once(
-        hashlib.sha256(key.encode("utf-8", "backslashreplace")).hexdigest()[:32])
+    claims = deps(context).store.slack_claims
     first: asyncio.Future[Any] | None = None
     if _retry(request):
-        if not await redis.set(claim, HANDLING, nx=True, ex=CLAIM_S):
+        mine, answer = await claims.claim(key)
+        if not mine:
             log.info("slack: a retry of a request already handled (%s): its first answer again", key[0])
-            stored = await redis.get(claim)
-            return _replay(stored if isinstance(stored, str) else None)
+            return _replay(answer)
     else:  # claimed on the side: a retry comes seconds later, by when this is written
-        first = _background(redis.set(claim, HANDLING, ex=CLAIM_S))
+        first = _background(claims.note(key))
     # what the first delivery answers is known only once the door has its answer (listeners run
     # after every middleware): the door calls this with it (bot.http_ack.dispatch)
-    context[ANSWERED] = lambda sent: _background(_settle(redis, claim, first, sent))
+    context[ANSWERED] = lambda sent: _background(_settle(claims, key, first, sent))
     await next()
     return None
 
 
-async def _settle(redis: Any, claim: str, first: asyncio.Future[Any] | None, sent: BoltResponse | None) -> None:
+async def _settle(claims: SlackClaims, key: str, first: asyncio.Future[Any] | None,
+                  sent: BoltResponse | None) -> None:
     """After the first delivery: its answer kept for a retry to give again, or (it answered no
     acknowledgement, or a refusal) the claim dropped, so a retry is handled afresh."""
     if first is not None:
         await asyncio.gather(first, return_exceptions=True)
     if sent is None or sent.status >= 400:
-        await redis.delete(claim)
+        await claims.drop(key)
         return
-    kind = (sent.headers.get("content-type") or [""])[0]
-    await redis.set(claim, json.dumps({"body": sent.body or "", "type": kind}), ex=CLAIM_S)
+    await claims.answered(key, sent.body or "", (sent.headers.get("content-type") or [""])[0])
 
 
-def _replay(stored: str | None) -> BoltResponse:
+def _replay(first: dict[str, str] | None) -> BoltResponse:
     """What the first delivery answered (Slack asks again because it never got it), or an empty
     acknowledgement while it is still being handled."""
-    try:
-        first = json.loads(stored) if stored and stored != HANDLING else None
-    except ValueError:
-        first = None
-    if not isinstance(first, dict) or not first.get("body"):
+    if not first or not first.get("body"):
         return BoltResponse(status=200, body="")
     headers: dict[str, str | Sequence[str]] = {"content-type": [str(first.get("type") or "application/json")]}
     return BoltResponse(status=200, body=str(first["body"]), headers=headers)

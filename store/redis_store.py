@@ -41,6 +41,7 @@ from store.models import (
     from_epoch,
 )
 from store.packing import use_fast_packing
+from store.slack_once import SlackClaims
 from store.stats import StatsStore
 from store.stream import GROUP, Entry
 from store.transitions import Transition
@@ -96,6 +97,8 @@ class Store:
                              "on the same connection)")
         self.wait_replicas = wait_replicas
         self.trust = TrustStore(client, self.keys, wait_replicas=wait_replicas)
+        self.slack_claims = SlackClaims(client, self.keys)
+        """Slack requests already handled (handlers.once)."""
         """Autonomy per action, grants, delegation, calibration and canaries (store/trust.py)."""
         self._scripts = {
             name: client.register_script(_script(name))
