@@ -309,10 +309,7 @@ class Store:
 
     async def get(self, request_id: str) -> Record:
         """The stored record, or NotFound."""
-        raw = cast(dict[str, str], await self.redis.hgetall(self.keys.request(request_id)))
-        if not raw:
-            raise NotFound(request_id)
-        return _record(raw)
+        return (await self.get_posting(request_id))[0]
 
     async def get_posting(self, request_id: str) -> tuple[Record, str | None]:
         """The stored record (or NotFound) and the note of an unfinished post attempt of its
