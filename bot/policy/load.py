@@ -28,10 +28,31 @@ def default_text() -> str:
     return resources.files("bot.policy").joinpath("default.yml").read_text(encoding="utf-8")
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key written twice in one mapping. Plain YAML keeps the last
+    one without a word: a second `rules:` block would silently drop every rule of the first."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, yaml.Mark] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<: *anchor`: keys written after it override it, as YAML means
+            key = self.construct_object(key_node, deep=True)
+            try:
+                first = seen.setdefault(key, key_node.start_mark)
+            except TypeError:
+                continue  # an unhashable key: SafeLoader's own error names it
+            if first is not key_node.start_mark:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (first at line {first.line + 1}): "
+                    "write each key once", key_node.start_mark)
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_policy(text: str, source: str = "file") -> Policy:
     """The validated policy in `text`, or PolicyError listing every problem found."""
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_StrictLoader)  # a SafeLoader: no Python objects
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""

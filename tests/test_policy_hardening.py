@@ -1,0 +1,58 @@
+"""Attacks on the policy file and the router from outside: files that must be refused with a
+clear error, requests that must never route more permissively than the policy says."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from bot.policy import PolicyEngine, PolicyError
+from store.models import Mode, Request
+
+
+def req(**fields: Any) -> Request:
+    fields.setdefault("agent", "billing")
+    fields.setdefault("action", "process_invoice")
+    fields.setdefault("summary", "Process an invoice")
+    fields.setdefault("id", "req-1")
+    return Request.model_validate(fields)
+
+
+def errors(text: str) -> list[str]:
+    with pytest.raises(PolicyError) as info:
+        PolicyEngine.from_yaml(text)
+    return info.value.errors
+
+
+def test_a_second_rules_section_is_refused_not_a_silent_replacement() -> None:
+    """YAML lets a later key replace an earlier one without a word: a file that grows a
+    second `rules:` block would drop every rule of the first (here a deny), and a crypto
+    payment would run alone."""
+    text = ("rules:\n"
+            "  - {name: no_crypto, when: '\"crypto\" in request.risk.tags', mode: deny}\n"
+            "admins: []\n"
+            "rules:\n"
+            "  - {name: other, when: 'request.action == \"x\"', mode: approve}\n")
+    assert errors(text) == ["line 4, column 1: YAML error: duplicate key 'rules' "
+                            "(first at line 1): write each key once"]
+
+
+@pytest.mark.parametrize("text", [
+    "tiers:\n  low: {mode: deny, mode: auto}\n  medium: {mode: approve}\n  high: {mode: approve}\n",
+    "tiers:\n  low: {mode: deny}\n  medium: {mode: approve}\n  high: {mode: approve}\n"
+    "  low: {mode: auto}\n",
+    "triggers:\n  keywords: {enabled: true}\n  keywords: {enabled: false}\n",
+])
+def test_duplicate_keys_anywhere_are_refused(text: str) -> None:
+    [line] = errors(text)
+    assert "duplicate key" in line and line.startswith("line ")
+
+
+def test_merge_keys_may_still_be_overridden() -> None:
+    """`<<: *anchor` then a key of its own is YAML's way to override, not a duplicate."""
+    engine = PolicyEngine.from_yaml(
+        "tiers:\n  low: &base {mode: approve, quorum: 2}\n"
+        "  medium: {<<: *base, quorum: 3}\n  high: *base\n")
+    assert engine.tiers["medium"].quorum == 3
+    assert engine.route(req(confidence=0.9)).mode is Mode.approve
