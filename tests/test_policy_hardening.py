@@ -3,11 +3,13 @@ clear error, requests that must never route more permissively than the policy sa
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from bot.policy import PolicyEngine, PolicyError
+from bot.policy import PolicyEngine, PolicyError, PolicyHolder, check
+from bot.policy.check import INVALID_POLICY, INVALID_REQUEST
 from store.models import Mode, Request
 
 
@@ -56,3 +58,40 @@ def test_merge_keys_may_still_be_overridden() -> None:
         "  medium: {<<: *base, quorum: 3}\n  high: *base\n")
     assert engine.tiers["medium"].quorum == 3
     assert engine.route(req(confidence=0.9)).mode is Mode.approve
+
+
+def test_a_canary_file_that_is_not_utf8_is_refused_and_the_old_policy_stays(tmp_path: Path) -> None:
+    """It used to escape as a UnicodeDecodeError: `hitl run` and `hitl policy check` died with
+    a traceback, and a reload was neither audited as rejected nor told apart from a bug."""
+    path = tmp_path / "policy.yml"
+    path.write_text("triggers:\n  amount_over_limit: {limit: 100}\n")
+    holder = PolicyHolder(path)
+    before = holder()
+    (tmp_path / "canaries.jsonl").write_bytes(b'\xff\xfe{"answer": "approve"}\n')
+    path.write_text("trust:\n  canaries: {file: canaries.jsonl}\n")
+    with pytest.raises(PolicyError, match=r"trust\.canaries\.file .*: cannot read it"):
+        holder.reload()
+    assert holder() is before and holder.last_error is not None
+    code, report = check(path, [])
+    assert code == INVALID_POLICY and "cannot read it" in report
+
+
+def test_a_canary_file_nested_too_deep_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "policy.yml"
+    path.write_text("trust:\n  canaries: {file: canaries.json}\n")
+    (tmp_path / "canaries.json").write_text("[" * 100_000 + "]" * 100_000)
+    code, report = check(path, [])
+    assert code == INVALID_POLICY and "nested too deep" in report, report
+
+
+def test_a_policy_nested_too_deep_is_a_policy_error() -> None:
+    [line] = errors("rules: " + "[" * 5000 + "]" * 5000 + "\n")
+    assert "nested too deep" in line
+
+
+def test_check_reports_a_request_nested_too_deep(tmp_path: Path) -> None:
+    deep = tmp_path / "deep.json"
+    deep.write_text('{"agent": "a", "action": "b", "summary": "c", "params": {"x": '
+                    + "[" * 100_000 + "]" * 100_000 + "}}")
+    code, report = check(None, [deep])
+    assert code == INVALID_REQUEST and "nested too deep" in report, report

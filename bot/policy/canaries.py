@@ -31,7 +31,7 @@ def load_canaries(policy: Policy, policy_path: Path) -> list[dict[str, Any]]:
     where = f"trust.canaries.file ({path})"
     try:
         text = path.read_text(encoding="utf-8")
-    except OSError as e:
+    except (OSError, UnicodeDecodeError) as e:
         raise PolicyError(str(policy_path), [f"{where}: cannot read it: {e}"]) from None
     stripped = text.strip()
     try:
@@ -39,6 +39,8 @@ def load_canaries(policy: Policy, policy_path: Path) -> list[dict[str, Any]]:
             json.loads(line) for line in stripped.splitlines() if line.strip()]
     except ValueError as e:
         raise PolicyError(str(policy_path), [f"{where}: not JSON lines: {e}"]) from None
+    except RecursionError:
+        raise PolicyError(str(policy_path), [f"{where}: nested too deep"]) from None
     problems, out = [], []
     for i, row in enumerate(rows[:MAX_CANARIES], 1):
         if not isinstance(row, dict):

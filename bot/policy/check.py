@@ -85,6 +85,8 @@ def _requests(path: Path) -> list[tuple[str, Request]]:
         data: Any = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
         raise ValueError(f"not JSON: {e}") from None
+    except RecursionError:
+        raise ValueError("not JSON this bot reads: nested too deep") from None
     items = data if isinstance(data, list) else [data]
     out = []
     for i, item in enumerate(items):

@@ -59,6 +59,8 @@ def load_policy(text: str, source: str = "file") -> Policy:
         raise PolicyError(source, [f"{where}YAML error: {e.problem or e}"]) from None
     except yaml.YAMLError as e:
         raise PolicyError(source, [f"YAML error: {e}"]) from None
+    except RecursionError:  # PyYAML composes nested collections recursively
+        raise PolicyError(source, ["YAML error: nested too deep"]) from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
