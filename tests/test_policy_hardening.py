@@ -11,6 +11,7 @@ import pytest
 from bot.policy import PolicyEngine, PolicyError, PolicyHolder, check
 from bot.policy.check import INVALID_POLICY, INVALID_REQUEST
 from store.models import Mode, Request
+from store.trust import TrustState
 
 
 def req(**fields: Any) -> Request:
@@ -95,3 +96,17 @@ def test_check_reports_a_request_nested_too_deep(tmp_path: Path) -> None:
                     + "[" * 100_000 + "]" * 100_000 + "}}")
     code, report = check(None, [deep])
     assert code == INVALID_REQUEST and "nested too deep" in report, report
+
+
+def test_promotion_never_lowers_a_default_tier_that_denies() -> None:
+    """"never a deny": a file whose default tier refuses what no rule places must keep
+    refusing it for a trusted action, not lower it to a tier that acts alone."""
+    engine = PolicyEngine.from_yaml(
+        "defaults: {tier: blocked}\n"
+        "tiers:\n  low: {mode: auto}\n  medium: {mode: approve}\n  high: {mode: approve}\n"
+        "  blocked: {mode: deny}\n"
+        "trust:\n  promote: [{after: 20, lower_tier: 3}]\n")
+    trusted = TrustState(agent="billing", action="process_invoice", state="trusted", clean=30)
+    route = engine.route(req(), trust=trusted)
+    assert (route.mode, route.tier) == (Mode.deny, "blocked")
+    assert "trust_promoted" not in route.rules

@@ -222,8 +222,9 @@ class PolicyEngine:
 
     def _lowered(self, trust: TrustState | None) -> int:
         """Tiers a trusted action's default tier drops by (the last promotion step reached by
-        its clean approvals in a row: `clean` starts again at each edit, rejection or override)."""
-        if trust is None or not trust.trusted:
+        its clean approvals in a row: `clean` starts again at each edit, rejection or override);
+        never a default tier that denies: what the file refuses, no record of approvals lets run."""
+        if trust is None or not trust.trusted or self._order[self._default_tier].mode is Mode.deny:
             return 0
         steps = [p.lower_tier for p in self.policy.trust.promote if trust.clean >= p.after]
         return steps[-1] if steps else 0
