@@ -110,3 +110,23 @@ def test_promotion_never_lowers_a_default_tier_that_denies() -> None:
     route = engine.route(req(), trust=trusted)
     assert (route.mode, route.tier) == (Mode.deny, "blocked")
     assert "trust_promoted" not in route.rules
+
+
+ON_TIMEOUT_APPROVE = """
+tiers:
+  low: {mode: auto}
+  medium: {mode: approve, timeout: 4h, on_timeout: approve}
+  high: {mode: approve}
+"""
+
+
+def test_an_agent_shortening_its_wait_is_never_approved_by_the_clock() -> None:
+    """`on_timeout: approve` gives people the tier's whole timeout to object. An agent that
+    sends `timeout_s: 1` must not turn that into an approval a second later, before anyone
+    could see the card: a shortened wait ends as `expired` (rejected)."""
+    engine = PolicyEngine.from_yaml(ON_TIMEOUT_APPROVE)
+    assert engine.route(req()).on_timeout == "approve"
+    assert engine.route(req(timeout_s=4 * 3600)).on_timeout == "approve"
+    assert engine.route(req(timeout_s=99_999)).on_timeout == "approve"  # not shortened
+    short = engine.route(req(timeout_s=1))
+    assert (short.mode, short.timeout_s, short.on_timeout) == (Mode.approve, 1, None)

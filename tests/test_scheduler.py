@@ -287,6 +287,15 @@ async def test_nothing_is_approved_by_the_clock_while_automation_is_paused(w: Wo
     assert "automation is paused" in (final.decision.reason or "")
 
 
+async def test_a_wait_the_agent_shortened_is_never_approved_by_the_clock(w: World) -> None:
+    """The relaxed tier gives people 10 s to object before an unanswered request passes; an
+    agent sending `timeout_s: 1` must not get its action approved a second later."""
+    hurried = await w.request(action="tag_contact", timeout_s=1)
+    await step(w, 2, by=1)
+    final = await w.store.get(hurried.id)
+    assert final.decision is not None and final.decision.status is Status.expired
+
+
 async def test_a_policy_reloaded_while_requests_wait_never_lets_them_pass_on_timeout(w: World) -> None:
     """What nobody decides in time ends as the card said when it was routed, or stricter: a
     reload that lets the medium tier approve on timeout does not approve a request routed

@@ -218,7 +218,10 @@ class PolicyEngine:
                      group=self._group(request, mode, sampled), batch_window_s=int(self.policy.batching.window),
                      batch_max=self.policy.batching.max_items,
                      grant_offer_s=rule.duration if rule and not paused else None,
-                     on_timeout="approve" if tier.on_timeout is OnTimeout.approve else None)
+                     # people get the tier's whole timeout to object: a wait the agent shortened
+                     # is never approved by the clock (`timeout_s: 1` would be an auto-approval)
+                     on_timeout="approve" if tier.on_timeout is OnTimeout.approve
+                     and timeout >= tier.timeout_s else None)
 
     def _lowered(self, trust: TrustState | None) -> int:
         """Tiers a trusted action's default tier drops by (the last promotion step reached by
