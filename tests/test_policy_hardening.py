@@ -130,3 +130,29 @@ def test_an_agent_shortening_its_wait_is_never_approved_by_the_clock() -> None:
     assert engine.route(req(timeout_s=99_999)).on_timeout == "approve"  # not shortened
     short = engine.route(req(timeout_s=1))
     assert (short.mode, short.timeout_s, short.on_timeout) == (Mode.approve, 1, None)
+
+
+@pytest.mark.parametrize(("text", "rule"), [
+    ("\uff4d\uff59 \uff4c\uff41\uff57\uff59\uff45\uff52 will call", "keywords"),  # fullwidth
+    ("my law\u200byer will call", "keywords"),  # zero-width space
+    ("my law\u00adyer will call", "keywords"),  # soft hyphen
+    ("my \U0001d5f9\U0001d5ee\U0001d604\U0001d606\U0001d5f2\U0001d5ff will call", "keywords"),  # bold
+    ("my la\u0301wye\u0300r will call", "keywords"),  # combining accents
+    ("my _lawyer_ will call", "keywords"),  # Slack italics
+    ("\uff54\uff41\uff4c\uff4b \uff54\uff4f \uff41 \uff48\uff55\uff4d\uff41\uff4e", "user_requested_human"),
+    ("talk\u200b to a human", "user_requested_human"),
+    ("talk to a\u2060 human please", "user_requested_human"),
+])
+def test_keywords_are_not_hidden_by_unicode_a_reader_does_not_see(text: str, rule: str) -> None:
+    """A customer's "talk to a human" typed on a CJK keyboard (fullwidth), or a word with an
+    invisible character or an accent in it, reads as the word on the card: it must fire."""
+    route = PolicyEngine.default().route(req(action="reply", confidence=0.9,
+                                            context={"conversation": [text]}))
+    assert rule in route.rules and route.mode is Mode.escalate, route.rules
+
+
+def test_configured_words_are_folded_the_same_way() -> None:
+    engine = PolicyEngine.from_yaml("triggers:\n  keywords: {words: [\"d\u00e9mission\", \"\uff53\uff55\uff45\"]}\n")
+    for text in ("je donne ma de\u0301mission", "je donne ma DEMISSION", "we will sue"):
+        assert "keywords" in engine.route(req(summary=text)).rules, text
+    assert "keywords" not in engine.route(req(summary="pursue the matter")).rules

@@ -7,6 +7,7 @@ Each trigger looks at one aspect of the request and, when it fires, gives a Hit:
 from __future__ import annotations
 
 import re
+import unicodedata
 from typing import NamedTuple
 
 from bot.policy.model import Confidence
@@ -33,20 +34,36 @@ def money(amount: float, currency: str | None) -> str:
     return f"{symbol}{text}" if symbol else f"{text} {currency}"
 
 
+# Characters a reader does not see: soft hyphen, zero-width and direction marks, word joiners,
+# and (after NFKD) the combining accents; dropped so that they cannot split or hide a word.
+_INVISIBLE = re.compile("[\u00ad\u034f\u061c\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064"
+                        "\u2066-\u206f\ufeff\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff"
+                        "\ufe20-\ufe2f]")
+
+
+def fold(text: str) -> str:
+    """`text` as a reader reads it, for word matching: fullwidth and styled (mathematical bold) letters as
+    plain ones, accents and invisible characters dropped. ASCII text is returned as it is."""
+    if text.isascii():
+        return text
+    return _INVISIBLE.sub("", unicodedata.normalize("NFKD", text))
+
+
 def _pattern(words: list[str]) -> re.Pattern[str] | None:
-    """One case-insensitive, word-bounded pattern for a list of words and phrases."""
-    if not words:
+    """One case-insensitive pattern for a list of words and phrases, bounded by anything but a
+    letter or digit (`_lawyer_`, Slack's italics, is the word), matched on `fold`ed text."""
+    alternatives = sorted({r"\s+".join(map(re.escape, parts)) for w in words
+                           if (parts := fold(w).split())}, key=len, reverse=True)
+    if not alternatives:
         return None
-    alternatives = sorted((r"\s+".join(map(re.escape, w.split())) for w in words), key=len,
-                          reverse=True)
-    return re.compile(r"(?<!\w)(?:" + "|".join(alternatives) + r")(?!\w)", re.IGNORECASE)
+    return re.compile(r"(?<![^\W_])(?:" + "|".join(alternatives) + r")(?![^\W_])", re.IGNORECASE)
 
 
 def _texts(request: Request) -> str:
     turns = request.context.conversation
     if not turns:
-        return request.summary
-    return "\n".join([request.summary, *(t.text for t in turns)])
+        return fold(request.summary)
+    return fold("\n".join([request.summary, *(t.text for t in turns)]))
 
 
 class BuiltinTriggers:
