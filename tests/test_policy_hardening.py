@@ -156,3 +156,53 @@ def test_configured_words_are_folded_the_same_way() -> None:
     for text in ("je donne ma de\u0301mission", "je donne ma DEMISSION", "we will sue"):
         assert "keywords" in engine.route(req(summary=text)).rules, text
     assert "keywords" not in engine.route(req(summary="pursue the matter")).rules
+
+
+@pytest.mark.parametrize(("when", "expected"), [
+    ('request.summary.lowerAscii().contains("crypto")', "unknown function lowerAscii()"),
+    ("abs(request.risk.sentiment) > 0.5", "unknown function abs()"),
+    ("max(request.risk.tags) == \"x\"", "unknown function max()"),
+    ("reqeust.risk.amount > 500", "unknown name 'reqeust'"),
+    ("math.greatest(1, 2) == 2", "unknown function greatest()"),
+])
+def test_a_condition_that_can_never_run_is_refused_at_load(when: str, expected: str) -> None:
+    """It compiled, `hitl policy check` said "valid", and the rule was skipped on every request
+    (a deny rule that never denied), with one warning in the log."""
+    [line] = errors(f"rules:\n  - {{name: no_crypto, when: '{when}', mode: deny}}\n")
+    assert line.startswith("rules[0].when: ") and expected in line, line
+
+
+@pytest.mark.parametrize("when", [
+    'request.summary.contains("x") && request.action.startsWith("a") && request.action.endsWith("b")',
+    'request.summary.matches("^a") || size(request.risk.tags) > 2 || request.risk.tags.size() > 2',
+    'request.context.conversation.exists(t, t.text.contains("refund"))',
+    "[1].all(i, [2].exists(j, j > i)) && request.risk.tags.exists_one(t, t == \"a\")",
+    'request.risk.tags.map(t, t != "", t + "x").size() > 0 && request.risk.tags.filter(t, t == "a").size() == 0',
+    'int(request.confidence) == 0 && uint(1) > 0u && double(1) > 0.0 && string(1) == "1"',
+    'type(request.confidence) == double && bytes("a") == b"a" && dyn(1) == 1',
+    'timestamp("2020-01-01T00:00:00Z").getFullYear() == 2020 && duration("1h").getHours() == 1',
+    'has(request.risk.amount) && request.risk.amount > 500',
+])
+def test_conditions_with_what_the_library_has_still_load(when: str) -> None:
+    engine = PolicyEngine.from_yaml(f"rules:\n  - {{name: r, when: '{when}', tier: high}}\n")
+    engine.route(req(confidence=0.5, risk={"amount": 600, "tags": ["a"]},
+                     context={"conversation": ["a refund"]}))
+    assert not engine.skipped, engine.skipped  # each one runs on this request
+
+
+def test_every_function_the_loader_allows_is_one_the_library_runs() -> None:
+    """FUNCTIONS is this library's list: an upgrade that drops one must fail here, not skip
+    rules in production."""
+    import cel
+
+    from bot.policy.cel import FUNCTIONS
+    ts, d = 'timestamp("2020-01-01T00:00:00Z")', 'duration("90m")'
+    calls = {"contains": '"ab".contains("a")', "startsWith": '"ab".startsWith("a")',
+             "endsWith": '"ab".endsWith("b")', "matches": '"ab".matches("^a")', "size": 'size("ab")',
+             "int": 'int("1")', "uint": "uint(1)", "double": "double(1)", "string": "string(1)",
+             "bytes": 'bytes("a")', "type": "type(1)", "dyn": "dyn(1)", "duration": d, "timestamp": ts,
+             **{g: f"{ts}.{g}()" for g in FUNCTIONS if g.startswith("get")}}
+    assert set(calls) == FUNCTIONS
+    for name, call in calls.items():
+        cel.compile(call).execute(cel.Context())  # raises if the library lacks it
+        assert name in cel.compile(call).functions()

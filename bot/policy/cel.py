@@ -28,6 +28,21 @@ _NESTED = frozenset({"risk", "context", "metadata"})
 
 Include = dict[str, Any]
 
+FUNCTIONS = frozenset({
+    "contains", "startsWith", "endsWith", "matches", "size", "int", "uint", "double", "string",
+    "bytes", "type", "dyn", "duration", "timestamp", "getDate", "getDayOfMonth", "getDayOfWeek",
+    "getDayOfYear", "getFullYear", "getHours", "getMilliseconds", "getMinutes", "getMonth",
+    "getSeconds",
+})
+"""Named functions the runtime defines (the macros has/all/exists/exists_one/map/filter are
+expanded by the parser). Anything else compiles but fails on every request: refused at load."""
+_TYPE_NAMES = frozenset({"int", "uint", "double", "string", "bytes", "bool", "list", "map",
+                         "null_type", "type"})
+_IDENT = re.compile(r"[A-Za-z]\w*")
+# Variables bound by a comprehension macro: `.exists(t, ...)`, `.map(k, v, ...)`.
+_BOUND = re.compile(r"\.\s*(?:all|exists|exists_one|map|filter)\s*\(\s*([A-Za-z_]\w*)\s*,"
+                    r"(?:\s*([A-Za-z_]\w*)\s*,)?")
+
 
 class ConditionSyntaxError(ValueError):
     """A `when` expression that does not compile; the message says where and why."""
@@ -42,9 +57,27 @@ def compile_condition(source: str) -> cel.Program:
     if not source.strip():
         raise ConditionSyntaxError("empty condition")
     try:
-        return cel.compile(source)
+        program = cel.compile(source)
     except ValueError as e:
         raise ConditionSyntaxError(_syntax_message(source, str(e))) from None
+    _check_names(program, source)
+    return program
+
+
+def _check_names(program: cel.Program, source: str) -> None:
+    """ConditionSyntaxError for a function the runtime lacks or a variable other than
+    `request`: such a condition compiles, but fails on every request, so its rule would
+    never fire (a deny that never denies)."""
+    unknown = sorted(f for f in program.functions() if _IDENT.fullmatch(f) and f not in FUNCTIONS)
+    if unknown:
+        raise ConditionSyntaxError(
+            f"unknown function {unknown[0]}(): conditions may call {', '.join(sorted(FUNCTIONS))} "
+            "(and the macros has, all, exists, exists_one, map, filter)")
+    bound = {name for match in _BOUND.finditer(source) for name in match.groups() if name}
+    names = sorted(set(program.variables()) - {"request"} - _TYPE_NAMES - bound)
+    if names:
+        raise ConditionSyntaxError(
+            f"unknown name {names[0]!r}: a condition sees one variable, request")
 
 
 def _syntax_message(source: str, raw: str) -> str:
