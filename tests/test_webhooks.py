@@ -237,3 +237,49 @@ async def test_a_name_that_rebinds_to_an_internal_address_reaches_nothing() -> N
             await CheckedResolver(policy, Answers(internal)).resolve("hooks.example.test", 443)
     exact = CallbackPolicy("hooks.internal", own_port=8080, secret="s")  # listed exactly: allowed in
     assert await CheckedResolver(exact, Answers("10.0.0.7")).resolve("hooks.internal", 443)
+
+
+async def test_a_hanging_receiver_holds_up_no_other_agents_webhooks(redis_url: str, receiver: Receiver) -> None:
+    """One agent's receiver takes every delivery and never answers (a firewall that drops, or a
+    key that points its callbacks at a tarpit): its attempts wait out their timeout, but
+    another agent's delivery is not queued behind them."""
+    import asyncio
+
+    from tests.api_util import trusted
+
+    release = asyncio.Event()
+    hanging: list[int] = []
+
+    async def hang(request: web.Request) -> web.Response:
+        await request.read()
+        hanging.append(1)
+        await release.wait()
+        return web.Response(status=200)
+
+    app = web.Application()
+    app.router.add_post("/hook", hang)
+    runner = web.AppRunner(app, shutdown_timeout=1)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        async with api_harness(redis_url) as h:
+            await trusted(h, "ops-bot", LOOKUP["action"])
+            api = Api(h, await new_key(h, "support-bot"))
+            try:
+                for i in range(25):
+                    status, _, _ = await api.call("POST", "/v1/requests", json={
+                        **LOOKUP, "id": f"hang-{i}", "callback_url": f"http://127.0.0.1:{port}/hook"})
+                    assert status == 201
+                await eventually(lambda: asyncio.sleep(0, bool(hanging)), what="the hanging receiver is called")
+                status, _, _ = await api.call("POST", "/v1/requests", key=await new_key(h, "ops-bot"), json={
+                    **LOOKUP, "agent": "ops-bot", "id": "fine-1", "callback_url": receiver.url})
+                assert status == 201
+                await eventually(lambda: asyncio.sleep(0, bool(receiver.accepted)), 4,
+                                 "the other agent's delivery, while the hanging ones wait")
+            finally:
+                release.set()
+                await api.close()
+    finally:
+        release.set()
+        await runner.cleanup()
