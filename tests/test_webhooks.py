@@ -283,3 +283,48 @@ async def test_a_hanging_receiver_holds_up_no_other_agents_webhooks(redis_url: s
     finally:
         release.set()
         await runner.cleanup()
+
+
+async def test_a_2xx_whose_body_never_ends_is_accepted_once(redis_url: str) -> None:
+    """Any 2xx accepts a delivery, whatever follows it: a receiver that answers 200 and then
+    sends a body without end (slowly, or gigabytes of it) is delivered to once, at once,
+    and hitl reads none of that body."""
+    import asyncio
+
+    calls: list[int] = []
+    release = asyncio.Event()
+
+    async def endless(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        calls.append(1)
+        resp = web.StreamResponse(status=200)
+        await resp.prepare(request)
+        await resp.write(b"x" * 65536)
+        await release.wait()
+        return resp
+
+    app = web.Application()
+    app.router.add_post("/hook", endless)
+    runner = web.AppRunner(app, shutdown_timeout=1)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        async with api_harness(redis_url) as h:
+            api = Api(h, await new_key(h, "support-bot"))
+            try:
+                await api.call("POST", "/v1/requests", json={**LOOKUP, "id": "wh-5",
+                                                             "callback_url": f"http://127.0.0.1:{port}/hook"})
+
+                async def delivered() -> bool:
+                    return "webhook_delivered" in [e.event for e in await h.store.trail("wh-5")]
+
+                await eventually(delivered, 4, "the delivery accepted by its 200")
+                events = [e.event for e in await h.store.trail("wh-5")]
+            finally:
+                release.set()
+                await api.close()
+        assert calls == [1] and "webhook_failed" not in events
+    finally:
+        release.set()
+        await runner.cleanup()
