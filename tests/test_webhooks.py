@@ -328,3 +328,42 @@ async def test_a_2xx_whose_body_never_ends_is_accepted_once(redis_url: str) -> N
     finally:
         release.set()
         await runner.cleanup()
+
+
+async def test_a_refused_entry_whose_id_names_another_key_stops_no_feed(redis_url: str, receiver: Receiver) -> None:
+    """The `invalid` decision of a refused queue entry carries the id the agent sent, even one
+    outside the id alphabet: `<id>:notices` names the set of an escalated request's notices.
+    Reading it as a record failed (WRONGTYPE), which stopped the webhook enqueuer for good (it
+    read the same entry again and again) and ended the API's decision feed. Every agent's
+    later decisions still reach their webhooks and event streams."""
+    import asyncio
+    import json
+
+    async with api_harness(redis_url) as h:
+        api = Api(h, await new_key(h, "support-bot"))
+        try:
+            status, _, _ = await api.call("POST", "/v1/requests", json={**LOOKUP, "id": "esc-1"})
+            assert status == 201
+            await h.store.note_notice("esc-1", "0:U0BOB")  # as an escalation level records its notices
+            async with api.session.get(api.base + "/v1/events", headers=api.headers()) as resp:
+                await resp.content.readline()  # the opening comment
+                await resp.content.readline()
+                r, k = h.store.redis, h.store.keys
+                await r.xadd(k.requests, {"request": json.dumps({"id": "esc-1:notices", "agent": "support-bot",
+                                                                 "action": "lookup_order"})})  # no summary
+                await eventually(lambda: r.xlen(k.dead), what="the refusal")
+                status, _, _ = await api.call("POST", "/v1/requests", json={**LOOKUP, "id": "after-1",
+                                                                            "callback_url": receiver.url})
+                assert status == 201
+                lines: list[str] = []
+                while not any("after-1" in x for x in lines):
+                    raw = await asyncio.wait_for(resp.content.readline(), 5)
+                    assert raw, f"the event stream ended: {lines}"
+                    lines.append(raw.decode().strip())
+
+            async def delivered() -> bool:
+                return "webhook_delivered" in [e.event for e in await h.store.trail("after-1")]
+
+            await eventually(delivered, 5, "the later decision's webhook")
+        finally:
+            await api.close()
