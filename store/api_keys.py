@@ -122,6 +122,12 @@ class ApiKeys:
         await self.redis.hsetnx(self._key(key_id), "revoked_at", now.timestamp())
         return True
 
+    async def active(self, key_id: str) -> bool:
+        """Whether key `key_id` exists and is not revoked: a call admitted before a revocation
+        (a long poll, an event stream) asks again before it hands anything over."""
+        digest, revoked = await self.redis.hmget(self._key(key_id), ["hash", "revoked_at"])
+        return bool(digest) and not revoked
+
     async def verify(self, token: str | None) -> tuple[ApiKey | None, str]:
         """The active key `token` is, or None and the failure bucket (key id or a reason)."""
         if not token:

@@ -27,7 +27,7 @@ from store.connect import check_prefix, connect, hash_tag, same_slot
 from store.durable import WAIT_TIMEOUT_MS, run_waited
 from store.errors import AlreadyDecided, Conflict, NotFound
 from store.failures import Unavailable
-from store.keys import Keys
+from store.keys import Keys, is_request_id
 from store.models import (
     RECORD_EXTRAS,
     AuditEvent,
@@ -544,13 +544,22 @@ class Store:
         """For each published decision (entry id, request id, decision JSON): the stored request
         of the record that holds that very decision, in one round trip; None where there is no
         record or the decision is not its own (an `invalid` published for an earlier, refused
-        entry that used the same id). Feeds and webhooks deliver only a request's own answer."""
+        entry that used the same id). Feeds and webhooks deliver only a request's own answer.
+
+        A refused entry's `invalid` is published under the id its agent sent, even one outside
+        the id alphabet, which no record has: it is not looked up (`<id>:notices` would name
+        another key of a request, of another type)."""
+        ids = [rid if is_request_id(rid) else None for _, rid, _ in rows]
         async with self.redis.pipeline(transaction=False) as p:
-            for _, rid, _ in rows:
-                p.hmget(self.keys.request(rid), "request", "decision")
-            found = await p.execute()
-        return [json.loads(raw) if raw and stored == decision else None
-                for (_, _, decision), (raw, stored) in zip(rows, found, strict=True)]
+            for rid in ids:
+                if rid is not None:
+                    p.hmget(self.keys.request(rid), "request", "decision")
+            found = iter(await p.execute())
+        out: list[dict[str, Any] | None] = []
+        for (_, _, decision), rid in zip(rows, ids, strict=True):
+            raw, stored = next(found) if rid is not None else (None, None)
+            out.append(json.loads(raw) if raw and stored == decision else None)
+        return out
 
     async def get_many(self, request_ids: list[str]) -> list[Record]:
         """Records in the given order (missing ones left out), in one round trip."""

@@ -9,6 +9,7 @@ accepts, the delivery is marked `delivered` before its lease is released and nev
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,6 +39,14 @@ class Delivery:
     state: str
     created_ms: int
     last_error: str | None = None
+
+    @property
+    def agent(self) -> str:
+        """The agent whose decision this is (from the body hitl wrote)."""
+        try:
+            return str(json.loads(self.body).get("agent") or "")
+        except (ValueError, AttributeError):
+            return ""
 
 
 class WebhookStore:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import subprocess
 import sys
 
 import pytest
 
+from blocks.ids import ActionId
 from store.api_keys import ApiKeys
 from store.models import utcnow
 from tests.api_util import LOOKUP, REFUND, Api, api_harness, new_key
@@ -111,3 +113,31 @@ def test_hitl_keys_create_list_revoke(redis_url: str) -> None:
     assert "revoked" in hitl("list").stdout
     assert hitl("revoke", "000000000000").returncode == 1
     assert hitl("create", "--agent", " ").returncode == 2
+
+
+async def test_a_key_revoked_while_it_waits_reads_no_decision(redis_url: str) -> None:
+    # "revocation is immediate": a long poll or an event stream opened before the key was
+    # revoked must not hand over a decision taken after it
+    async with api_harness(redis_url) as h:
+        key = await new_key(h, "billing-bot")
+        key_id = key.split("_")[1]
+        api = Api(h, key)
+        try:
+            status, body, _ = await api.call("POST", "/v1/requests", json={**REFUND, "id": "rv-1"})
+            assert status == 201 and body["state"] == "pending"
+            rec = await h.card("rv-1")
+            waiting = asyncio.ensure_future(api.call("GET", "/v1/requests/rv-1/decision?wait=30"))
+            async with api.session.get(api.base + "/v1/events", headers=api.headers()) as resp:
+                assert resp.status == 200
+                await resp.content.readline()  # the opening comment
+                await resp.content.readline()
+                await asyncio.sleep(0.3)  # both wait on the feed
+                assert await ApiKeys(h.store.redis, "hitl").revoke(key_id, utcnow())
+                await h.click(rec, "U0ALICE", ActionId.approve)
+                await h.decided("rv-1")
+                rest = await asyncio.wait_for(resp.content.read(), 10)  # the stream ends, saying nothing
+            assert b"event: decision" not in rest and b"rv-1" not in rest
+            status, body, _ = await waiting
+            assert status == 401 and body["error"]["code"] == "unauthorized"
+        finally:
+            await api.close()

@@ -237,3 +237,133 @@ async def test_a_name_that_rebinds_to_an_internal_address_reaches_nothing() -> N
             await CheckedResolver(policy, Answers(internal)).resolve("hooks.example.test", 443)
     exact = CallbackPolicy("hooks.internal", own_port=8080, secret="s")  # listed exactly: allowed in
     assert await CheckedResolver(exact, Answers("10.0.0.7")).resolve("hooks.internal", 443)
+
+
+async def test_a_hanging_receiver_holds_up_no_other_agents_webhooks(redis_url: str, receiver: Receiver) -> None:
+    """One agent's receiver takes every delivery and never answers (a firewall that drops, or a
+    key that points its callbacks at a tarpit): its attempts wait out their timeout, but
+    another agent's delivery is not queued behind them."""
+    import asyncio
+
+    from tests.api_util import trusted
+
+    release = asyncio.Event()
+    hanging: list[int] = []
+
+    async def hang(request: web.Request) -> web.Response:
+        await request.read()
+        hanging.append(1)
+        await release.wait()
+        return web.Response(status=200)
+
+    app = web.Application()
+    app.router.add_post("/hook", hang)
+    runner = web.AppRunner(app, shutdown_timeout=1)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        async with api_harness(redis_url) as h:
+            await trusted(h, "ops-bot", LOOKUP["action"])
+            api = Api(h, await new_key(h, "support-bot"))
+            try:
+                for i in range(25):
+                    status, _, _ = await api.call("POST", "/v1/requests", json={
+                        **LOOKUP, "id": f"hang-{i}", "callback_url": f"http://127.0.0.1:{port}/hook"})
+                    assert status == 201
+                await eventually(lambda: asyncio.sleep(0, bool(hanging)), what="the hanging receiver is called")
+                status, _, _ = await api.call("POST", "/v1/requests", key=await new_key(h, "ops-bot"), json={
+                    **LOOKUP, "agent": "ops-bot", "id": "fine-1", "callback_url": receiver.url})
+                assert status == 201
+                await eventually(lambda: asyncio.sleep(0, bool(receiver.accepted)), 4,
+                                 "the other agent's delivery, while the hanging ones wait")
+            finally:
+                release.set()
+                await api.close()
+    finally:
+        release.set()
+        await runner.cleanup()
+
+
+async def test_a_2xx_whose_body_never_ends_is_accepted_once(redis_url: str) -> None:
+    """Any 2xx accepts a delivery, whatever follows it: a receiver that answers 200 and then
+    sends a body without end (slowly, or gigabytes of it) is delivered to once, at once,
+    and hitl reads none of that body."""
+    import asyncio
+
+    calls: list[int] = []
+    release = asyncio.Event()
+
+    async def endless(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        calls.append(1)
+        resp = web.StreamResponse(status=200)
+        await resp.prepare(request)
+        await resp.write(b"x" * 65536)
+        await release.wait()
+        return resp
+
+    app = web.Application()
+    app.router.add_post("/hook", endless)
+    runner = web.AppRunner(app, shutdown_timeout=1)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        async with api_harness(redis_url) as h:
+            api = Api(h, await new_key(h, "support-bot"))
+            try:
+                await api.call("POST", "/v1/requests", json={**LOOKUP, "id": "wh-5",
+                                                             "callback_url": f"http://127.0.0.1:{port}/hook"})
+
+                async def delivered() -> bool:
+                    return "webhook_delivered" in [e.event for e in await h.store.trail("wh-5")]
+
+                await eventually(delivered, 4, "the delivery accepted by its 200")
+                events = [e.event for e in await h.store.trail("wh-5")]
+            finally:
+                release.set()
+                await api.close()
+        assert calls == [1] and "webhook_failed" not in events
+    finally:
+        release.set()
+        await runner.cleanup()
+
+
+async def test_a_refused_entry_whose_id_names_another_key_stops_no_feed(redis_url: str, receiver: Receiver) -> None:
+    """The `invalid` decision of a refused queue entry carries the id the agent sent, even one
+    outside the id alphabet: `<id>:notices` names the set of an escalated request's notices.
+    Reading it as a record failed (WRONGTYPE), which stopped the webhook enqueuer for good (it
+    read the same entry again and again) and ended the API's decision feed. Every agent's
+    later decisions still reach their webhooks and event streams."""
+    import asyncio
+    import json
+
+    async with api_harness(redis_url) as h:
+        api = Api(h, await new_key(h, "support-bot"))
+        try:
+            status, _, _ = await api.call("POST", "/v1/requests", json={**LOOKUP, "id": "esc-1"})
+            assert status == 201
+            await h.store.note_notice("esc-1", "0:U0BOB")  # as an escalation level records its notices
+            async with api.session.get(api.base + "/v1/events", headers=api.headers()) as resp:
+                await resp.content.readline()  # the opening comment
+                await resp.content.readline()
+                r, k = h.store.redis, h.store.keys
+                await r.xadd(k.requests, {"request": json.dumps({"id": "esc-1:notices", "agent": "support-bot",
+                                                                 "action": "lookup_order"})})  # no summary
+                await eventually(lambda: r.xlen(k.dead), what="the refusal")
+                status, _, _ = await api.call("POST", "/v1/requests", json={**LOOKUP, "id": "after-1",
+                                                                            "callback_url": receiver.url})
+                assert status == 201
+                lines: list[str] = []
+                while not any("after-1" in x for x in lines):
+                    raw = await asyncio.wait_for(resp.content.readline(), 5)
+                    assert raw, f"the event stream ended: {lines}"
+                    lines.append(raw.decode().strip())
+
+            async def delivered() -> bool:
+                return "webhook_delivered" in [e.event for e in await h.store.trail("after-1")]
+
+            await eventually(delivered, 5, "the later decision's webhook")
+        finally:
+            await api.close()

@@ -46,6 +46,14 @@ class Auth:
                            headers={"Retry-After": str(max(1, math.ceil(wait_ms / 1000)))})
         return key
 
+    async def still_valid(self, key: ApiKey) -> None:
+        """ApiError 401 if `key` was revoked since its call was admitted (revocation is
+        immediate: a call that waited for a decision hands over nothing after it)."""
+        if not await self.keys.active(key.id):
+            log.info("api: key %s was revoked during its call", key.id)
+            raise ApiError(401, "unauthorized", "this API key was revoked",
+                           headers={"WWW-Authenticate": 'Bearer realm="hitl"'})
+
 
 def require_agent(key: ApiKey, agent: str) -> None:
     """403 unless the key is scoped to `agent`."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -66,6 +67,8 @@ def routes(auth: Auth, service: Requests, bus: DecisionBus) -> web.RouteTableDef
         key = await auth(request)
         wait = _wait(request)
         d = await service.decision(request.match_info["id"], key, wait)
+        if wait > 0:
+            await auth.still_valid(key)  # revoked while it waited: nothing is handed over
         return web.Response(status=204) if d is None else _json(d)
 
     @r.post("/requests/{id}/cancel")
@@ -82,14 +85,16 @@ def routes(auth: Auth, service: Requests, bus: DecisionBus) -> web.RouteTableDef
     @r.get("/events")
     async def events(request: web.Request) -> web.StreamResponse:
         key = await auth(request)
-        return await _stream(request, bus, service, frozenset(key.agents))
+        return await _stream(request, bus, service, frozenset(key.agents), lambda: auth.keys.active(key.id))
 
     return r
 
 
 async def _stream(request: web.Request, bus: DecisionBus, service: Requests,
-                  agents: frozenset[str]) -> web.StreamResponse:
-    """Server-Sent Events: `event: decision`, `id:` the stream id (resume with Last-Event-ID)."""
+                  agents: frozenset[str], active: Callable[[], Awaitable[bool]]) -> web.StreamResponse:
+    """Server-Sent Events: `event: decision`, `id:` the stream id (resume with Last-Event-ID).
+    The key is asked again (`active`) before anything is sent and at each keep-alive: the
+    stream of a revoked key ends without another event (its reconnection gets 401)."""
     sub = bus.subscribe(agents)
     resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
     try:
@@ -102,6 +107,8 @@ async def _stream(request: web.Request, bus: DecisionBus, service: Requests,
             while True:
                 backlog = await service.api.decisions_after(last, BACKLOG_PAGE)
                 owners = await service.api.owners_of(backlog)
+                if not await active():
+                    return await _end(resp)
                 for (sid, _rid, decision), agent in zip(backlog, owners, strict=True):
                     if agent in agents:
                         await resp.write(_event(sid, decision))
@@ -116,17 +123,25 @@ async def _stream(request: web.Request, bus: DecisionBus, service: Requests,
                 sid, _rid, decision = await asyncio.wait_for(sub.queue.get(), 1.0)
             except TimeoutError:
                 if loop.time() - quiet_since >= KEEPALIVE_S:
+                    if not await active():
+                        break
                     await resp.write(b": keep-alive\n\n")
                     quiet_since = loop.time()
                 continue
             quiet_since = loop.time()
             if last and _not_after(sid, last):
                 continue
+            if not await active():
+                break
             await resp.write(_event(sid, decision))
     except ConnectionResetError:
         pass
     finally:
         bus.unsubscribe(sub)
+    return await _end(resp)
+
+
+async def _end(resp: web.StreamResponse) -> web.StreamResponse:
     with contextlib.suppress(ConnectionResetError):
         await resp.write_eof()
     return resp

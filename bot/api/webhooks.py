@@ -13,6 +13,7 @@ import asyncio
 import json
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
 
@@ -27,12 +28,23 @@ from bot.api.callbacks import (
 )
 from bot.worker import DueWorker
 from store.redis_store import Store
-from store.webhooks import WebhookStore
+from store.webhooks import Delivery, WebhookStore
 
 log = logging.getLogger("hitl.webhooks")
 
 LEASE_MS = 30_000
 HTTP_TIMEOUT_S = 10.0
+CLAIM = 10
+"""Deliveries leased at a time."""
+MAX_IN_FLIGHT = 40
+"""Attempts a replica makes at once. Each runs on its own: a receiver that hangs holds its own
+attempt until HTTP_TIMEOUT_S, never a pass of other deliveries waiting for it to end."""
+PER_AGENT = 4
+"""Of those, at most this many for one agent's decisions: an agent whose receiver hangs (or a
+key that points its callbacks at a tarpit) holds a few slots, never every other agent's."""
+DEFER_MS = 500
+"""A delivery leased while its agent has PER_AGENT attempts running is due again this much
+later (nothing is attempted or counted)."""
 MAX_BACKOFF_S = 600.0
 READ_BLOCK_MS = 1000
 READ_COUNT = 25  # decisions per read: one read's handling holds the event loop well under a millisecond
@@ -108,6 +120,8 @@ class WebhookWorker(DueWorker):
         self.retry_s = retry_s
         self.give_up_s = give_up_s
         self._session: aiohttp.ClientSession | None = None
+        self._flying: set[asyncio.Task[None]] = set()
+        self._per_agent: Counter[str] = Counter()
 
     def now_ms(self) -> int:
         return _now_ms()
@@ -116,19 +130,51 @@ class WebhookWorker(DueWorker):
         return await self.hooks.next_due_ms()
 
     async def close(self) -> None:
+        """Stop the attempts under way (their leases run out: they are attempted again)."""
+        for task in list(self._flying):
+            task.cancel()
+        await asyncio.gather(*self._flying, return_exceptions=True)
         if self._session is not None:
             await self._session.close()
 
     async def run_once(self) -> int:
-        lease, members = await self.store.claim_due(self.hooks.due, _now_ms(), LEASE_MS, 10)
-        await asyncio.gather(*(self._deliver(rid, lease) for rid in members))
-        return len(members)
+        """Lease due deliveries and start an attempt of each (not waiting for them); how many
+        were started or finished."""
+        room = min(CLAIM, MAX_IN_FLIGHT - len(self._flying))
+        if room <= 0:
+            return 0  # an attempt ending kicks the worker
+        lease, members = await self.store.claim_due(self.hooks.due, _now_ms(), LEASE_MS, room)
+        done = 0
+        for rid in members:
+            d = await self.hooks.get(rid)
+            if d is None or d.state != "pending":  # accepted (or given up) already: never again
+                await self.store.finish_due(self.hooks.due, rid, lease)
+                done += 1
+            elif self._per_agent[d.agent] >= PER_AGENT:  # its agent's turn comes again shortly
+                await self.store.finish_due(self.hooks.due, rid, lease, retry_at_ms=_now_ms() + DEFER_MS)
+            else:
+                self._start(d, lease)
+                done += 1
+        return done
 
-    async def _deliver(self, rid: str, lease: int) -> None:
-        d = await self.hooks.get(rid)
-        if d is None or d.state != "pending":  # accepted (or given up) already: never again
-            await self.store.finish_due(self.hooks.due, rid, lease)
-            return
+    def _start(self, d: Delivery, lease: int) -> None:
+        self._per_agent[d.agent] += 1
+        task = asyncio.create_task(self._deliver(d, lease), name=f"webhook:{d.request_id}")
+        self._flying.add(task)
+
+        def ended(t: asyncio.Task[None]) -> None:
+            self._flying.discard(t)
+            self._per_agent[d.agent] -= 1
+            if self._per_agent[d.agent] <= 0:
+                del self._per_agent[d.agent]
+            if not t.cancelled() and (e := t.exception()) is not None:  # its lease runs out: retried then
+                log.error("webhooks: the attempt for %s failed", d.request_id, exc_info=e)
+            self.kick()
+
+        task.add_done_callback(ended)
+
+    async def _deliver(self, d: Delivery, lease: int) -> None:
+        rid = d.request_id
         status, error, final = await self._post(d.url, d.body)
         attempt = d.attempts + 1
         now = datetime.now(UTC)
@@ -169,7 +215,9 @@ class WebhookWorker(DueWorker):
                    SIGNATURE_HEADER: sign(self.policy.secret, ts, raw), "User-Agent": "hitl-webhooks/1"}
         try:
             async with self._session.post(url, data=raw, headers=headers, allow_redirects=False) as resp:
-                await resp.read()
+                # the status is the answer: the body is never read (one that never ends, or
+                # gigabytes of it, would hold the attempt or the memory); leaving the block
+                # closes a connection whose body was not read
                 if 200 <= resp.status < 300:
                     return resp.status, None, False
                 return resp.status, f"HTTP {resp.status}", False
