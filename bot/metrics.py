@@ -86,7 +86,7 @@ async def render_metrics(bot: Any) -> str:
     control = await store.control()
     delivery = bot.delivery.stats
     scheduler = bot.scheduler.stats if getattr(bot, "scheduler", None) is not None else {}
-    skipped = dict(bot.policy().skipped)
+    skipped, undecided = dict(bot.policy().skipped), dict(bot.policy().undecided)
     parts = [
         _family("hitl_queue_depth", "gauge", "Requests waiting to be read or acknowledged by intake.",
                 [("", lag)]),
@@ -136,8 +136,12 @@ async def render_metrics(bot: Any) -> str:
                 [('{outcome="found"}', delivery.get("reconciled", 0)),
                  ('{outcome="duplicate_deleted"}', delivery.get("duplicates_deleted", 0))]),
         _family("hitl_policy_rules_skipped_total", "counter",
-                "Rule evaluations skipped because the condition failed on a request (missing field).",
+                "Rule evaluations skipped: the condition failed on a request holding none of the fields it reads.",
                 [(f'{{rule="{_label(rule)}"}}', n) for rule, n in sorted(skipped.items())] or [("", 0)]),
+        _family("hitl_policy_rules_undecided_total", "counter",
+                "Rule evaluations that failed on a request holding a field the condition reads "
+                "(another type, a field missing beside it): routed as if the rule fired.",
+                [(f'{{rule="{_label(rule)}"}}', n) for rule, n in sorted(undecided.items())] or [("", 0)]),
     ]
     if getattr(bot, "api", None) is not None:
         parts += await bot.api.metrics()

@@ -91,14 +91,21 @@ def test_histogram_is_cumulative_with_sum_in_seconds() -> None:
 async def test_skipped_rules_and_slack_errors_are_exported(redis_url: str, tmp_path: Path) -> None:
     path = tmp_path / "policy.yml"
     path.write_text('rules:\n  - {name: big_refund, when: "request.risk.amount > 100", tier: high}\n'
+                    '  - {name: rows, when: "request.params.rows < 10", tier: low, mode: auto}\n'
                     "batching: {enabled: false}\n")
     h = await start(redis_url, policy=path)
     try:
         h.emu.inject("chat.postMessage", status=429, retry_after=1, times=1)
         rid = await h.push(summary="No amount given")  # the rule's field is missing: skipped
         await h.card(rid)
+        # the rule reads a field the request holds, of another type: routed as if it fired,
+        # never looser (its low auto tier is not taken: a person approves)
+        odd = await h.push(summary="Odd rows", params={"rows": "5"}, confidence=0.99)
+        rec = await h.card(odd)
+        assert rec.route.mode.value == "approve" and "rows" in rec.route.rules
         m = await scrape(h)
-        assert value(m, "hitl_policy_rules_skipped", "hitl_policy_rules_skipped_total", rule="big_refund") == 1
+        assert value(m, "hitl_policy_rules_skipped", "hitl_policy_rules_skipped_total", rule="big_refund") == 2
+        assert value(m, "hitl_policy_rules_undecided", "hitl_policy_rules_undecided_total", rule="rows") == 1
         assert value(m, "hitl_slack_rate_limited", "hitl_slack_rate_limited_total", component="delivery") == 1
         assert value(m, "hitl_slack_errors", "hitl_slack_errors_total", component="scheduler") == 0
     finally:

@@ -182,7 +182,9 @@ def test_read_only_trigger_switches_off() -> None:
     assert (route.mode, route.tier) == (Mode.approve, "medium")
 
 
-def test_type_error_condition_is_skipped() -> None:
+def test_type_error_condition_routes_as_if_it_fired() -> None:
+    """The request holds the field the condition reads, so the rule could be about it: it is
+    taken as fired (policy.md, CEL conditions), never silently dropped."""
     engine = PolicyEngine.from_yaml("""
 rules:
   - {name: typo, when: 'request.summary > 5', tier: high}
@@ -190,8 +192,9 @@ rules:
   - {name: fine, when: 'has(request.risk.amount) && request.risk.amount > 1', tier: high}
 """)
     route = engine.route(req(confidence=0.9))
-    assert route.tier == "low"
-    assert dict(engine.skipped) == {"typo": 1, "not_bool": 1}
+    assert (route.tier, route.mode) == ("high", Mode.approve)
+    assert dict(engine.undecided) == {"typo": 1, "not_bool": 1} and not engine.skipped
+    assert any("rule typo could not be decided on this request" in r for r in route.reasons)
 
 
 @pytest.mark.parametrize("expr", [

@@ -206,3 +206,60 @@ def test_every_function_the_loader_allows_is_one_the_library_runs() -> None:
     for name, call in calls.items():
         cel.compile(call).execute(cel.Context())  # raises if the library lacks it
         assert name in cel.compile(call).functions()
+
+
+# ---- a condition that cannot be decided never loosens the route ----------------------------------
+
+UNDECIDED = """
+rules:
+  - {name: big, when: 'request.params.amount > 1000', tier: high}
+  - {name: either, when: 'request.params.total > 1000 || request.params.vip == true', tier: high}
+  - {name: no_crypto, when: 'request.params.asset.startsWith("BTC")', mode: deny}
+  - {name: small_reads, when: 'request.params.rows < 10', tier: low, mode: auto}
+"""
+
+
+@pytest.mark.parametrize("amount", ["5000", [5000], {"value": 5000}, True])
+def test_a_value_of_another_type_routes_as_if_the_rule_fired(amount: object) -> None:
+    """An agent sending `"5000"` for a rule written on numbers used to have the rule skipped:
+    the medium tier's route instead of the high tier's approval."""
+    engine = PolicyEngine.from_yaml(UNDECIDED)
+    route = engine.route(req(params={"amount": amount}, confidence=0.99))
+    assert (route.tier, route.mode) == ("high", Mode.approve), route.reasons
+    assert "big" in route.rules and engine.undecided["big"] == 1 and not engine.skipped["big"]
+    assert route.reasons[0].startswith("High tier: rule big could not be decided on this request (")
+
+
+def test_a_rule_left_undecided_by_a_missing_field_beside_a_present_one_fires() -> None:
+    """`total > 1000 || vip == true` with `total` sent as a string and `vip` left out: with a
+    number, `true || <missing>` fires; the string must not make it a skip."""
+    engine = PolicyEngine.from_yaml(UNDECIDED)
+    route = engine.route(req(params={"total": "5000"}, confidence=0.99))
+    assert route.tier == "high" and "either" in route.rules
+    number = engine.route(req(params={"total": 5000}, confidence=0.99))
+    assert number.tier == "high" and "either" in number.rules
+
+
+@pytest.mark.parametrize("params", [{}, {"amount": None}, {"other": 1}])
+def test_a_request_without_the_fields_a_rule_reads_skips_it(params: dict[str, object]) -> None:
+    engine = PolicyEngine.from_yaml(UNDECIDED)
+    route = engine.route(req(params=params, confidence=0.99))
+    assert "big" not in route.rules and engine.skipped["big"] == 1 and not engine.undecided
+
+
+def test_an_undecided_deny_rule_denies() -> None:
+    engine = PolicyEngine.from_yaml(UNDECIDED)
+    route = engine.route(req(params={"asset": 42}, confidence=0.99))
+    assert route.mode is Mode.deny and "no_crypto" in route.rules
+    assert "denied as the rule would" in route.reasons[0]
+
+
+def test_an_undecided_loosening_rule_never_loosens() -> None:
+    """A rule that lowers the tier to auto, left undecided by `rows: "5"`: a person decides on
+    the default tier, where firing it would have run the action alone."""
+    engine = PolicyEngine.from_yaml(UNDECIDED)
+    decided = engine.route(req(params={"rows": 5}))
+    assert (decided.tier, decided.mode) == ("low", Mode.auto)
+    route = engine.route(req(params={"rows": "5"}))
+    assert route.mode is Mode.approve and route.tier == "medium", route
+    assert "small_reads" in route.rules

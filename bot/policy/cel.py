@@ -94,26 +94,57 @@ def referenced_fields(sources: list[str]) -> Include | None:
     """The `include` spec of the request fields the conditions name; None means all of them."""
     include: Include = {}
     for source in sources:
-        for match in _PATH.finditer(source):
-            names = [n.strip() for n in match[1].split(".") if n.strip()]
-            if match[2] and names:
-                names.pop()  # `request.summary.contains(` calls a method on summary
-            if not names:
-                return None  # `request` used as a whole
-            top = names[0]
-            if top in _NESTED and len(names) > 1:
+        paths = read_paths(source)
+        if paths is None:
+            return None  # `request` used as a whole
+        for top, *rest in paths:
+            if top in _NESTED and rest:
                 current = include.get(top)
                 if current is not True:
-                    include[top] = (current or set()) | {names[1]}
+                    include[top] = (current or set()) | {rest[0]}
             else:
                 include[top] = True
     return include
 
 
-def activation(request: Request, include: Include | None) -> cel.Context:
-    """The CEL context holding `request`, restricted to `include` when given."""
-    data = request.model_dump(mode="json", exclude_none=True, include=include)
-    return cel.Context(variables={"request": data})
+def request_data(request: Request, include: Include | None) -> dict[str, Any]:
+    """What a condition sees of `request` (restricted to `include` when given)."""
+    return request.model_dump(mode="json", exclude_none=True, include=include)
+
+
+def activation(request: Request, include: Include | None, data: dict[str, Any] | None = None) -> cel.Context:
+    """The CEL context holding `request` (or its `data`, already dumped), restricted to `include`."""
+    return cel.Context(variables={"request": request_data(request, include) if data is None else data})
+
+
+def read_paths(source: str) -> list[tuple[str, ...]] | None:
+    """The request fields a condition reads, as paths (`request.params.amount` ->
+    `("params", "amount")`); None when it uses `request` as a whole (`request["risk"]`)."""
+    out: list[tuple[str, ...]] = []
+    for match in _PATH.finditer(source):
+        names = [n.strip() for n in match[1].split(".") if n.strip()]
+        if match[2] and names:
+            names.pop()  # `request.summary.contains(` calls a method on summary
+        if not names:
+            return None
+        out.append(tuple(names))
+    return out
+
+
+def reads_none(data: dict[str, Any], paths: list[tuple[str, ...]] | None) -> bool:
+    """Whether none of the fields on `paths` is in `data` (each missing or null): a condition
+    that cannot be decided on such a request is about other requests."""
+    if paths is None:  # `request` used as a whole: it reads what is there
+        return False
+    for path in paths:
+        value: Any = data
+        for name in path:
+            if not isinstance(value, dict):
+                return False  # a value of another shape than the path expects is there
+            value = value.get(name)
+        if value is not None:
+            return False
+    return True
 
 
 def evaluate(program: cel.Program, context: cel.Context) -> bool:
@@ -122,7 +153,7 @@ def evaluate(program: cel.Program, context: cel.Context) -> bool:
         result = program.execute(context)
     # The Rust bindings raise KeyError (no such field), TypeError (no such overload),
     # RuntimeError (unknown function) and ValueError; any failure of a condition on one
-    # request must skip the rule, never stop intake.
+    # request is the rule's to answer for (bot.policy.engine), never a stop of intake.
     except Exception as e:
         raise ConditionError(_runtime_message(e)) from e
     if not isinstance(result, bool):

@@ -40,7 +40,10 @@ def check(policy_path: Path | None, request_files: list[Path], *,
             lines.extend(describe(route))
     skipped = ", ".join(f"{n} ({c}x)" for n, c in sorted(engine.skipped.items()))
     if skipped:
-        lines += ["", f"rules skipped because their condition failed: {skipped}"]
+        lines += ["", f"rules skipped because their condition failed on a request without the fields it reads: {skipped}"]
+    undecided = ", ".join(f"{n} ({c}x)" for n, c in sorted(engine.undecided.items()))
+    if undecided:
+        lines += ["", f"rules routed as if they fired because their condition could not be decided: {undecided}"]
     return code, "\n".join(lines)
 
 

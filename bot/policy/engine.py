@@ -28,7 +28,10 @@ from bot.policy.cel import (
     activation,
     compile_condition,
     evaluate,
+    read_paths,
+    reads_none,
     referenced_fields,
+    request_data,
 )
 from bot.policy.load import default_text, load_file, load_policy
 from bot.policy.model import EscalationLevel, OnTimeout, Policy, Reminder
@@ -64,6 +67,8 @@ class _CompiledRule(NamedTuple):
     name: str
     program: cel.Program
     hit: Hit
+    paths: list[tuple[str, ...]] | None
+    """The request fields its condition reads (bot.policy.cel.read_paths)."""
 
 
 def sample_point(key: str) -> float:
@@ -84,6 +89,12 @@ class PolicyEngine:
         self.admins: tuple[str, ...] = tuple(policy.admins)
         self.external_teams: frozenset[str] = frozenset(policy.external_teams)
         self.skipped: Counter[str] = Counter()
+        """Per rule, requests its condition could not be decided on that hold none of the
+        fields it reads (the rule is about other requests: skipped)."""
+        self.undecided: Counter[str] = Counter()
+        """Per rule, requests its condition could not be decided on although they hold a field
+        it reads (a value of another type, a field missing beside it): routed as if it fired,
+        as far as that is stricter (`_undecided`)."""
         d = policy.defaults
         self.tiers: dict[str, ResolvedTier] = {
             name: ResolvedTier(
@@ -102,7 +113,7 @@ class PolicyEngine:
         self._rules = [
             _CompiledRule(r.name, compile_condition(r.when), Hit(
                 r.name, None if r.tier is None else index[r.tier], r.mode,
-                r.reason or f"rule {r.name}", r.sample))
+                r.reason or f"rule {r.name}", r.sample), read_paths(r.when))
             for r in policy.rules
         ]
         self._include = referenced_fields([r.when for r in policy.rules])
@@ -148,22 +159,40 @@ class PolicyEngine:
         return self.tiers[name]
 
     def hits(self, request: Request, *, first_use: bool = False) -> list[Hit]:
-        """Every trigger and rule that fires; a rule whose condition fails is skipped."""
+        """Every trigger and rule that fires. A rule whose condition cannot be decided is
+        skipped when the request holds none of the fields it reads, and otherwise taken as
+        fired as far as that is stricter (a request never routes more loosely because a value
+        it sends has a type the rule does not expect)."""
         hits = self._triggers.hits(request, first_use)
         if self._rules:
-            context = activation(request, self._include)
+            data = request_data(request, self._include)
+            context = activation(request, self._include, data)
             for rule in self._rules:
                 try:
                     if evaluate(rule.program, context):
                         hits.append(rule.hit)
                 except ConditionError as e:
-                    self.skipped[rule.name] += 1
-                    # The first skip of a rule is a warning; repeats (a field most requests
-                    # lack) are debug, so a sloppy rule cannot flood the log. All are counted.
-                    level = logging.WARNING if self.skipped[rule.name] == 1 else logging.DEBUG
-                    log.log(level, "policy rule %r skipped for request %s: %s (%d skips)",
-                            rule.name, request.id, e, self.skipped[rule.name])
+                    skip = reads_none(data, rule.paths)
+                    counter = self.skipped if skip else self.undecided
+                    counter[rule.name] += 1
+                    # The first of a rule is a warning; repeats (a field most requests lack)
+                    # are debug, so a sloppy rule cannot flood the log. All are counted.
+                    level = logging.WARNING if counter[rule.name] == 1 else logging.DEBUG
+                    log.log(level, "policy rule %r %s for request %s: %s (%d times)", rule.name,
+                            "skipped" if skip else "undecided, routed as if it fired", request.id,
+                            e, counter[rule.name])
+                    if not skip:
+                        hits.append(self._undecided(rule.hit, str(e)))
         return hits
+
+    def _undecided(self, hit: Hit, error: str) -> Hit:
+        """`hit` for a request its rule could not be decided on: its tier only when not below
+        the default tier, its mode at least `approve`, never a sample (so never looser)."""
+        tier = hit.tier if hit.tier is not None and hit.tier >= self._default_tier else None
+        mode = hit.mode if hit.mode is not None and MODE_RANK[hit.mode] >= MODE_RANK[Mode.approve] \
+            else Mode.approve
+        then = "denied as the rule would" if mode is Mode.deny else "a person decides"
+        return Hit(hit.name, tier, mode, f"rule {hit.name} could not be decided on this request ({error}): {then}")
 
     def grant_terms(self, tier: str) -> GrantTerms | None:
         """The tier's grant rule as data handlers can use; None: no grants on this tier."""
