@@ -113,6 +113,13 @@ def authorize(
     return seat_for(record, user_id, stands_in) if choice in VOTING else None
 
 
+def primary_choice(record: Record) -> Choice:
+    """The choice that decides the request as its card means it to be decided (whether someone
+    may decide it: the App Home's "waiting for you")."""
+    kind = record.request.kind
+    return Choice.answer if kind is Kind.question else Choice.resolve if kind is Kind.escalation else Choice.approve
+
+
 def seat_for(record: Record, user_id: str, stands_in: Sequence[str] = ()) -> str | None:
     """The seat `user_id`'s vote takes: None (their own) when they vote in their own right, else
     the first approver in `stands_in` whose seat has not voted. An approver and their stand-ins
