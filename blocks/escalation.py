@@ -38,7 +38,8 @@ from blocks.text import (
     truncate,
     user_mention,
 )
-from store.models import Choice, Kind, Mode, Record, State, Status, Vote
+from store.models import Choice, Kind, Record, State, Status, Vote
+from store.transitions import offered
 
 CARD_TURNS = 4
 TURN_MAX = 280
@@ -68,8 +69,7 @@ _AGENT_REASONS = {
 def is_handover(record: Record) -> bool:
     """Whether the request is handed to a person (kind `escalation`, or routed `escalate`);
     a question stays a question card whatever its mode."""
-    kind = record.request.kind
-    return kind is Kind.escalation or (kind is not Kind.question and record.route.mode is Mode.escalate)
+    return Choice.take_over in offered(record)  # the one rule of what each card offers
 
 
 def request_title(record: Record) -> str:
