@@ -293,9 +293,10 @@ def _actions(record: Record) -> Block:
         button("Hand back…", ActionId.hand_back, value),
     ]
     if r.kind in (Kind.approval, Kind.review):  # the proposed action itself can be decided
-        elements.append(button("Approve action", ActionId.approve, value))
+        shown = ButtonValue(r=record.id, p=record.params_mark).pack()  # approvals of exactly these values
+        elements.append(button("Approve action", ActionId.approve, shown))
         if r.editable:
-            elements.append(button("Edit…", ActionId.edit, value))
+            elements.append(button("Edit…", ActionId.edit, shown))
         elements.append(button("Reject action", ActionId.reject, value, style="danger"))
     elements.append(button("Show full context", ActionId.show_context, value))
     return {"type": "actions", "block_id": str(BlockId.actions), "elements": elements}
