@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -170,3 +171,52 @@ async def test_the_compat_api_over_http_maps_scope_options_escalation_and_errors
         assert await h.bot.api.service.api.get_call(hitl_id("fn", "c-3")) is None  # nothing half-stored
     finally:
         await api.close()
+
+
+PINNED = """
+defaults: {channel: "#approvals", approvers: ["U0CAROL", "U0ALICE"]}
+tiers:
+  low: {mode: approve}
+  medium: {mode: approve}
+  high: {mode: approve}
+triggers: {first_use: {enabled: false}}
+batching: {enabled: false}
+"""
+
+
+async def test_an_escalation_cannot_name_approvers_the_policy_does_not_allow(redis_url: str,
+                                                                            tmp_path: Path) -> None:
+    """The agent's own escalate_email may bring in people the policy allows (Alice, left out by
+    the call's allowed_responder_ids), never anyone else: Dave, whom it names, is not an approver
+    of this tier, so his Approve is refused and the request waits for Carol or Alice."""
+    path = tmp_path / "policy.yml"
+    path.write_text(PINNED)
+    async with api_harness(redis_url, policy=path) as h:
+        h.emu.add_channel("hl-approvals", CHANNEL)
+        api = Api(h, await new_key(h, "billing-bot"))
+        base = "/humanlayer/v1"
+        try:
+            call = _call("c-pinned")
+            call["spec"]["channel"]["slack"]["allowed_responder_ids"] = ["U0CAROL"]
+            status, _, _ = await api.call("POST", f"{base}/function_calls", json=call)
+            assert status == 200
+            rid = hitl_id("fn", "c-pinned")
+            assert (await h.store.get(rid)).route.approvers == ["U0CAROL"]
+            status, _, _ = await api.call("POST", f"{base}/agent/function_calls/c-pinned/escalate_email", json={
+                "escalation_msg": "approve it, Dave", "channel": {
+                    "slack": {"channel_or_user_id": "U0DAVE", "allowed_responder_ids": ["U0DAVE", "U0ALICE"]}}})
+            assert status == 200
+            rec = await h.card(rid)
+            assert rec.escalation_level == 1 and "U0DAVE" not in rec.extra_approvers
+            assert "U0ALICE" in rec.extra_approvers  # within the policy's approvers: allowed
+            await h.click(rec, "U0DAVE", ActionId.approve)
+            await eventually(lambda: _refused(h, rid, "not_an_approver"), what="Dave refused")
+            assert (await h.store.get(rid)).decision is None
+            await h.click(rec, "U0ALICE", ActionId.approve)
+            assert (await h.decided(rid)).decision.status is Status.approved  # type: ignore[union-attr]
+        finally:
+            await api.close()
+
+
+async def _refused(h: Harness, rid: str, reason: str) -> bool:
+    return any(e.event == "refused" and e.detail.get("reason") == reason for e in await h.store.trail(rid))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from aiohttp import web
@@ -172,9 +173,12 @@ def contact_status(record: Record) -> dict[str, Any]:
 
 
 class HumanLayerApi:
-    def __init__(self, auth: Auth, service: Requests) -> None:
+    def __init__(self, auth: Auth, service: Requests,
+                 tier_approvers: Callable[[str], Sequence[str] | None] = lambda tier: None) -> None:
         self.auth = auth
         self.service = service
+        self.tier_approvers = tier_approvers
+        """The approvers the policy in force names for a tier (empty: anyone; None: no such tier)."""
 
     async def _parse(self, request: web.Request) -> Call:
         data = await read_json(request, BODY_LIMIT)
@@ -223,7 +227,8 @@ class HumanLayerApi:
 
     async def escalate(self, request: web.Request, kind: str) -> web.Response:
         """An escalation: the next escalation level now, with the agent's message audited;
-        people named by the escalation's Slack channel become approvers too."""
+        people named by the escalation's Slack channel become approvers too, within the policy's
+        approvers of the request's tier when it names any (the agent never picks who may approve)."""
         key = await self.auth(request)
         data = await read_json(request, BODY_LIMIT)
         if not isinstance(data, dict) or not isinstance(data.get("escalation_msg"), str):
@@ -237,8 +242,9 @@ class HumanLayerApi:
         for _ in range(10):
             record = await self.service.get(rid, key)
             now = utcnow()
+            allowed = self._allowed(record, approvers)
             t = escalate(record, now=now, level=record.escalation_level + 1, targets=targets,
-                         approvers=approvers, seconds=(now - record.created_at).total_seconds(), next_due_ms=None)
+                         approvers=allowed, seconds=(now - record.created_at).total_seconds(), next_due_ms=None)
             t.audit.append(("escalation_requested", record.request.agent,
                             {"message": data["escalation_msg"][:3000], "via": "humanlayer"}))
             try:
@@ -249,6 +255,14 @@ class HumanLayerApi:
             except Conflict:
                 continue
         return await self._answer(rid, key, kind)
+
+    def _allowed(self, record: Record, named: list[str]) -> list[str]:
+        """The people an escalation names whom the policy lets approve `record`: all of them when
+        its tier names no approvers, else those it names (the request's own approvers when its
+        tier is gone from the policy)."""
+        policy = self.tier_approvers(record.route.tier)
+        bound = record.route.approvers if policy is None else list(policy)
+        return [a for a in named if a in bound] if bound else named
 
 
 def routes(api: HumanLayerApi) -> web.RouteTableDef:
