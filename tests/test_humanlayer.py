@@ -220,3 +220,39 @@ async def test_an_escalation_cannot_name_approvers_the_policy_does_not_allow(red
 
 async def _refused(h: Harness, rid: str, reason: str) -> bool:
     return any(e.event == "refused" and e.detail.get("reason") == reason for e in await h.store.trail(rid))
+
+
+PASSING = """
+defaults: {channel: "#approvals"}
+tiers:
+  low: {mode: approve, timeout: 1h, on_timeout: approve}
+  medium: {mode: approve, timeout: 1h, on_timeout: approve}
+  high: {mode: approve, timeout: 1h, on_timeout: approve}
+triggers: {first_use: {enabled: false}}
+batching: {enabled: false}
+"""
+
+
+async def test_a_call_nobody_decided_is_never_approved_by_the_clock(redis_url: str, tmp_path: Path) -> None:
+    """A HumanLayer call always waits for a person: a tier's `on_timeout: approve` (which lets an
+    unanswered queue request pass) would tell the SDK `approved: true` and run the function with
+    nobody's approval. It expires instead, and the SDK hears a rejection."""
+    path = tmp_path / "policy.yml"
+    path.write_text(PASSING)
+    async with api_harness(redis_url, policy=path) as h:
+        h.emu.add_channel("hl-approvals", CHANNEL)
+        api = Api(h, await new_key(h, "billing-bot"))
+        try:
+            status, _, _ = await api.call("POST", "/humanlayer/v1/function_calls", json=_call("c-clock"))
+            assert status == 200
+            rid = hitl_id("fn", "c-clock")
+            await h.card(rid)
+            assert h.bot.scheduler is not None
+            h.bot.scheduler.clock = lambda: time.time() + 3700
+            h.bot.scheduler.kick()
+            d = (await h.decided(rid)).decision
+            assert d is not None and d.status is Status.expired, d
+            status, body, _ = await api.call("GET", "/humanlayer/v1/function_calls/c-clock")
+            assert status == 200 and body["status"]["approved"] is False and body["status"]["comment"]
+        finally:
+            await api.close()
