@@ -256,3 +256,41 @@ async def test_a_call_nobody_decided_is_never_approved_by_the_clock(redis_url: s
             assert status == 200 and body["status"]["approved"] is False and body["status"]["comment"]
         finally:
             await api.close()
+
+
+HANDOVER = """
+defaults: {channel: "#approvals"}
+tiers:
+  low: {mode: approve}
+  medium: {mode: approve}
+  high: {mode: approve}
+rules:
+  - {name: refunds_to_people, when: 'request.action == "refund"', mode: escalate, reason: "Refunds go to a person"}
+triggers: {first_use: {enabled: false}}
+batching: {enabled: false}
+"""
+
+
+async def test_a_call_handed_back_tells_the_sdk_the_instructions(redis_url: str, tmp_path: Path) -> None:
+    """A call policy hands to a person (mode escalate) and that person hands back with
+    instructions: not approved, and the comment is their instructions (it said `answered`)."""
+    path = tmp_path / "policy.yml"
+    path.write_text(HANDOVER)
+    async with api_harness(redis_url, policy=path) as h:
+        h.emu.add_channel("hl-approvals", CHANNEL)
+        api = Api(h, await new_key(h, "billing-bot"))
+        try:
+            assert (await api.call("POST", "/humanlayer/v1/function_calls", json=_call("c-back")))[0] == 200
+            rec = await h.card(hitl_id("fn", "c-back"))
+            assert rec.route.mode.value == "escalate"
+            await h.click(rec, "U0BOB", ActionId.hand_back)
+            view = await eventually(lambda: asyncio.sleep(0, h.emu.top_view("U0BOB")), what="hand back modal")
+            done = await h.emu.submit_view("U0BOB", view.id, {BlockId.instructions_text.value: {
+                "value": "Refund only $3, the rest as a voucher"}})
+            assert done.closed, done.errors
+            await h.decided(rec.id)
+            status, body, _ = await api.call("GET", "/humanlayer/v1/function_calls/c-back")
+            assert status == 200 and body["status"]["approved"] is False
+            assert body["status"]["comment"] == "Refund only $3, the rest as a voucher", body["status"]
+        finally:
+            await api.close()

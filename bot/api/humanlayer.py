@@ -134,7 +134,8 @@ def _titles(call: dict[str, Any]) -> dict[str, str]:
 
 def function_status(record: Record, call: dict[str, Any]) -> dict[str, Any]:
     """The SDK's FunctionCallStatus: `approved` stays null while pending; a rejection always
-    carries a non-empty `comment` (the reviewer's words, else the reason's title)."""
+    carries a non-empty `comment` (the reviewer's words or a hand-back's instructions, else the
+    reason's title)."""
     status: dict[str, Any] = {"requested_at": record.created_at.isoformat(), "responded_at": None,
                               "approved": None, "comment": None, "reject_option_name": None}
     d = record.decision
@@ -148,7 +149,9 @@ def function_status(record: Record, call: dict[str, Any]) -> dict[str, Any]:
         return status
     if d.reason_code in titles:
         status["reject_option_name"] = d.reason_code
-    words = d.reason or titles.get(d.reason_code or "") or (reject_label(d.reason_code) if d.reason_code else None)
+    # a handover handed back (`answered`) carries the person's instructions in `answer`
+    words = (d.reason or d.answer or titles.get(d.reason_code or "")
+             or (reject_label(d.reason_code) if d.reason_code else None))
     status["comment"] = words or STATUS_WORDS.get(d.status, d.status.value)
     return status
 
