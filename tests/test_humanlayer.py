@@ -294,3 +294,28 @@ async def test_a_call_handed_back_tells_the_sdk_the_instructions(redis_url: str,
             assert body["status"]["comment"] == "Refund only $3, the rest as a voucher", body["status"]
         finally:
             await api.close()
+
+
+async def test_response_options_the_card_cannot_answer_back_exactly_are_refused(h: Harness) -> None:
+    """A contact request's response options become the question's buttons, whose values hold 75
+    characters: two names alike in their first 75 characters, a name missing or more than ten
+    options were cut or merged (the answer named an option the SDK never sent). Refused with 400
+    instead, nothing stored; ten distinct names up to 75 characters go through unchanged."""
+    api = Api(h, await new_key(h, "support-bot"))
+    base = "/humanlayer/v1/contact_requests"
+    long = "x" * 75
+    try:
+        for n, options in enumerate(([{"name": long + "a"}, {"name": long + "b"}], [{"title": "No name"}, {}],
+                                     [{"name": str(i)} for i in range(11)], [{"name": "same"}, {"name": "same"}])):
+            call = {"run_id": "support-bot", "call_id": f"opts-{n}", "spec": {"msg": "Which?", "response_options": options}}
+            status, body, _ = await api.call("POST", base, json=call)
+            assert status == 400 and body["error"]["field"] == "spec.response_options", body
+            assert not await h.store.exists(hitl_id("hc", f"opts-{n}"))
+        call = {"run_id": "support-bot", "call_id": "opts-ok", "spec": {"msg": "Which?", "response_options": [
+            {"name": long, "title": "The long one"}, *({"name": str(i)} for i in range(9))]}}
+        status, body, _ = await api.call("POST", base, json=call)
+        assert status == 200, body
+        rec = await h.store.get(hitl_id("hc", "opts-ok"))
+        assert [o.value for o in rec.request.options] == [long, *map(str, range(9))]
+    finally:
+        await api.close()

@@ -106,6 +106,16 @@ def _reject_options(options: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{"name": n, "title": o.get("title")} for n, o in zip(names, options, strict=True)]
 
 
+def _response_options(options: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A contact request's response options as the question's buttons: each a distinct name a
+    person's click answers back exactly (a button's value holds 75 characters), at most 10."""
+    names = [str(o.get("name") or "") for o in options]
+    if len(names) > 10 or any(not n or len(n) > 75 for n in names) or len(set(names)) < len(names):
+        raise ApiError(400, "invalid_request", "spec.response_options: at most 10, each with a distinct name "
+                       "of 1 to 75 characters", field="spec.response_options")
+    return [{"value": n, "label": str(o.get("title") or n)[:75]} for n, o in zip(names, options, strict=True)]
+
+
 def _function_request(call: Call, rid: str, agent: str) -> dict[str, Any]:
     fn = call.spec.fn or ""
     if not fn:
@@ -120,8 +130,7 @@ def _contact_request(call: Call, rid: str, agent: str) -> dict[str, Any]:
     if not msg:
         raise ApiError(400, "invalid_request", "spec.msg: Field required", field="spec.msg")
     summary = f"{call.spec.subject}: {msg}" if call.spec.subject else msg
-    options = [{"value": str(o.get("name"))[:75], "label": str(o.get("title") or o.get("name"))[:75]}
-               for o in (call.spec.response_options or [])][:10]
+    options = _response_options(call.spec.response_options or [])
     return {"id": rid, "agent": agent, "action": "contact_human", "kind": "question",
             "summary": summary[:3000], "options": options,
             "metadata": {"session_id": call.run_id[:300], "humanlayer": _hints(call, None)}}
