@@ -445,6 +445,19 @@ async def _count_refused(h: Harness, rid: str, reason: str, n: int) -> bool:
     return sum(e.event == "refused" and e.detail.get("reason") == reason for e in await h.store.trail(rid)) >= n
 
 
+async def test_a_malformed_button_value_on_reject_or_edit_is_explained(redis_url: str, tmp_path: Path) -> None:
+    """Reject and Edit read their button's value like Approve does: one that is not ours gets
+    the clicker the 'not one I recognise' reply (it used to fail silently after the ack)."""
+    async with running(redis_url, tmp_path, WRONG_CHOICE_POLICY) as h:
+        rid = await h.push(params={"amount": 5}, editable=["amount"])
+        rec = await h.card(rid)
+        assert rec.channel and rec.ts
+        for n, action in enumerate((ActionId.reject, ActionId.edit), start=1):
+            await h.emu.click("U0BOB", rec.channel, rec.ts, action.value, value="not-a-value{")
+            assert "isn't one I recognise" in await h.ephemeral("U0BOB", n)
+        assert h.emu.top_view("U0BOB") is None and (await h.store.get(rid)).decision is None
+
+
 WRONG_CHOICE_POLICY = """
 defaults: {channel: "#approvals"}
 tiers:
