@@ -38,7 +38,8 @@ from blocks.text import (
     truncate,
     user_mention,
 )
-from store.models import Choice, Kind, Mode, Record, State, Status, Vote
+from store.models import Choice, Kind, Record, State, Status, Vote
+from store.transitions import offered
 
 CARD_TURNS = 4
 TURN_MAX = 280
@@ -68,8 +69,7 @@ _AGENT_REASONS = {
 def is_handover(record: Record) -> bool:
     """Whether the request is handed to a person (kind `escalation`, or routed `escalate`);
     a question stays a question card whatever its mode."""
-    kind = record.request.kind
-    return kind is Kind.escalation or (kind is not Kind.question and record.route.mode is Mode.escalate)
+    return Choice.take_over in offered(record)  # the one rule of what each card offers
 
 
 def request_title(record: Record) -> str:
@@ -293,9 +293,10 @@ def _actions(record: Record) -> Block:
         button("Hand back…", ActionId.hand_back, value),
     ]
     if r.kind in (Kind.approval, Kind.review):  # the proposed action itself can be decided
-        elements.append(button("Approve action", ActionId.approve, value))
+        shown = ButtonValue(r=record.id, p=record.params_mark).pack()  # approvals of exactly these values
+        elements.append(button("Approve action", ActionId.approve, shown))
         if r.editable:
-            elements.append(button("Edit…", ActionId.edit, value))
+            elements.append(button("Edit…", ActionId.edit, shown))
         elements.append(button("Reject action", ActionId.reject, value, style="danger"))
     elements.append(button("Show full context", ActionId.show_context, value))
     return {"type": "actions", "block_id": str(BlockId.actions), "elements": elements}

@@ -41,8 +41,8 @@ MESSAGES: dict[str, str] = {
     "Nothing was changed.",
     "not_reviewable": "Only an action that ran on its own can be checked afterwards, and this one did not: "
     "people decide it on its card (approve or reject it there if it is still waiting). Nothing was changed.",
-    "wrong_choice": "This request does not take that answer (a question is answered, an approval "
-    "approved or rejected). Nothing was changed.",
+    "wrong_choice": "This request does not take that answer (a question is answered, a handover "
+    "taken over, resolved or handed back, an approval approved or rejected). Nothing was changed.",
     "not_found": "I can't find this request any more; nothing was changed.",
     "conflict": "Several people clicked at once and I couldn't record yours; please try again.",
     "bad_payload": "This button or form isn't one I recognise (it may be from an old card); "

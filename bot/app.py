@@ -37,7 +37,7 @@ from bot.inbound import check as check_inbound
 from bot.intake import Intake
 from bot.metrics import render_metrics
 from bot.outage import UNREACHABLE
-from bot.policy import PolicyError, PolicyHolder
+from bot.policy import PolicyEngine, PolicyError, PolicyHolder
 from bot.scheduler import Scheduler
 from bot.socket_door import SocketDoor
 from bot.stats import PauseState, policy_lines
@@ -242,6 +242,12 @@ class Bot:
             await self.gateway.close()
 
 
+def _tier_approvers(engine: PolicyEngine, tier: str) -> tuple[str, ...] | None:
+    """The approvers the policy names for `tier` (empty: anyone), None when it has no such tier."""
+    found = engine.tiers.get(tier)
+    return found.approvers if found is not None else None
+
+
 def _kick_both(delivery: Delivery, scheduler: Scheduler) -> None:
     """A new request: its card is due now, and so may be its first deadline."""
     delivery.kick()
@@ -346,7 +352,7 @@ def build_app(settings: Settings, store: Store | None = None, policy: PolicyHold
     async def metrics(_: web.Request) -> web.Response:
         return web.Response(text=await render_metrics(bot), content_type="text/plain", charset="utf-8")
 
-    bot.api = mount(webapp, settings, store)
+    bot.api = mount(webapp, settings, store, tier_approvers=lambda tier: _tier_approvers(policy(), tier))
     bot.background.update(bot.api.background())
     if not settings.socket_mode:
         webapp.router.add_post("/slack/events", events)

@@ -31,9 +31,8 @@ async def on_approve(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any]
 
 async def _open(choice: Choice, body: dict[str, Any], action: dict[str, Any], respond: AsyncRespond,
                 context: AsyncBoltContext, client: AsyncWebClient) -> None:
-    value = ButtonValue.unpack(action["value"])
-    rid = value.r
     try:
+        rid = ButtonValue.unpack(action["value"]).r
         record = await reviews.check(deps(context), rid, body["user"]["id"], choice)
     except (StoreError, PayloadError) as e:
         await respond(**refusal_message(e), response_type="ephemeral", replace_original=False)

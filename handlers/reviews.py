@@ -13,7 +13,7 @@ from handlers import trust
 from handlers.deps import Deps
 from store.errors import AlreadyDecided, Conflict, NotAllowed, StoreError
 from store.models import AgentMessage, Choice, Record, Review, Vote, utcnow
-from store.transitions import authorize, authorize_review, vote
+from store.transitions import authorize, authorize_review, primary_choice, vote
 from store.trust import Away
 
 MAX_RETRIES = 20
@@ -87,11 +87,12 @@ async def _standing(d: Deps, record: Record, user_id: str, *,
 
 async def may_approve(d: Deps, record: Record, user_id: str, *,
                       absences: Mapping[str, Away] | None = None) -> bool:
-    """Whether `user_id` could approve `record` now, by the rule a click meets (approvers, user
-    groups, standing in for someone away, no self-approval); nothing audited (the App Home)."""
+    """Whether `user_id` could decide `record` now (approve it; answer a question; resolve a
+    handover), by the rule a click meets (approvers, user groups, standing in for someone away,
+    no self-approval, a case someone else took over); nothing audited (the App Home)."""
     groups, absent = await _standing(d, record, user_id, absences=absences)
     try:
-        authorize(record, user_id, Choice.approve, groups=groups | frozenset(absent), stands_in=absent)
+        authorize(record, user_id, primary_choice(record), groups=groups | frozenset(absent), stands_in=absent)
     except StoreError:
         return False
     return True

@@ -43,6 +43,10 @@ VOTING = frozenset({Choice.approve, Choice.edit, Choice.reject, Choice.answer})
 """Choices a person makes once per request, and a seat once (the quorum counts seats: an
 approver, or the approver away whom a stand-in votes for; never clicks)."""
 
+QUESTION_CHOICES = frozenset({Choice.answer})
+HANDOVER_CHOICES = frozenset({Choice.take_over, Choice.reply, Choice.resolve, Choice.hand_back})
+ACTION_CHOICES = frozenset({Choice.approve, Choice.edit, Choice.reject})
+
 MAX_MESSAGES = 50
 MAX_EXTRA_APPROVERS = 1000
 TIMEOUT_CODE = "timeout"
@@ -93,10 +97,9 @@ def authorize(
         raise AlreadyDecided(record)
     if choice in DECIDING and record.request.requested_by == user_id:
         raise NotAllowed("self_approval", "the requester cannot approve their own request")
-    question = record.request.kind is Kind.question
-    if (choice is Choice.answer and not question) or (choice in (Choice.approve, Choice.edit) and question):
-        # no card offers it (a payload made by hand): an approval is never "answered", a question
-        # never "approved"
+    if choice not in offered(record):
+        # no card offers it (a payload made by hand): an approval is never "answered" or
+        # "resolved", a question never "approved" or "rejected", a handover never "approved"
         raise NotAllowed("wrong_choice", f"a {record.request.kind.value} cannot be given {choice.value!r}")
     if not record.may_decide(user_id, groups):
         raise NotAllowed("not_an_approver", "not an approver of this request")
@@ -111,6 +114,28 @@ def authorize(
     ):
         raise NotAllowed("already_voted", "already voted on this request")
     return seat_for(record, user_id, stands_in) if choice in VOTING else None
+
+
+def offered(record: Record) -> frozenset[Choice]:
+    """The choices the request's card offers, the only ones a person may make on it: a question
+    is answered; a handover of kind `escalation` taken over, replied to, resolved or handed back;
+    an approval or review approved, edited or rejected, and also handled as a handover when its
+    route is `escalate` (the card of each: blocks.cards, blocks.escalation)."""
+    kind = record.request.kind
+    if kind is Kind.question:
+        return QUESTION_CHOICES
+    if kind is Kind.escalation:
+        return HANDOVER_CHOICES
+    if record.route.mode is Mode.escalate:
+        return HANDOVER_CHOICES | ACTION_CHOICES
+    return ACTION_CHOICES
+
+
+def primary_choice(record: Record) -> Choice:
+    """The choice that decides the request as its card means it to be decided (whether someone
+    may decide it: the App Home's "waiting for you")."""
+    kind = record.request.kind
+    return Choice.answer if kind is Kind.question else Choice.resolve if kind is Kind.escalation else Choice.approve
 
 
 def seat_for(record: Record, user_id: str, stands_in: Sequence[str] = ()) -> str | None:

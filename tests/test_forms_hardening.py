@@ -405,6 +405,59 @@ async def test_a_hand_made_answer_to_an_approval_or_approval_of_a_question_chang
         assert (await h.store.get(question)).state.value == "pending"
 
 
+async def test_a_hand_made_choice_another_kind_of_card_offers_changes_nothing(
+        redis_url: str, tmp_path: Path) -> None:
+    """A handover is never `approved` (the agent would run the action it handed over), a question
+    never `rejected`, a plain approval never taken over or `resolved`, by a button value made by
+    hand on another card: refused before any modal opens, explained, audited."""
+    async with running(redis_url, tmp_path, WRONG_CHOICE_POLICY) as h:
+        approval = await h.push()
+        rec = await h.card(approval)
+        handover = await h.push(kind="escalation", summary="Customer disputes a charge")
+        hrec = await h.card(handover)
+        question = await h.push(kind="question", summary="Which plan?", options=["a", "b"])
+        await h.card(question)
+        assert rec.channel and rec.ts and hrec.channel and hrec.ts
+        # the approval card's Approve and Reject, their values naming the handover and the question
+        await h.emu.click("U0ALICE", rec.channel, rec.ts, ActionId.approve.value,
+                          value=ButtonValue(r=handover, p=hrec.params_mark).pack())
+        await eventually(lambda: _refused(h, handover, "wrong_choice"), what="the approval refused")
+        await h.emu.click("U0BOB", rec.channel, rec.ts, ActionId.reject.value, value=ButtonValue(r=question).pack())
+        await eventually(lambda: _refused(h, question, "wrong_choice"), what="the rejection refused")
+        assert h.emu.top_view("U0BOB") is None  # no reject form opened
+        # the handover card's Take over and Resolve, their values naming the approval
+        for action in (ActionId.take_over, ActionId.resolve, ActionId.hand_back, ActionId.reply):
+            await h.emu.click("U0CAROL", hrec.channel, hrec.ts, action.value, value=ButtonValue(r=approval).pack())
+        await eventually(lambda: _count_refused(h, approval, "wrong_choice", 4), what="the handover choices refused")
+        assert h.emu.top_view("U0CAROL") is None
+        assert "does not take that answer" in json.dumps(h.emu.ephemerals("U0CAROL"))
+        for rid in (approval, handover, question):
+            r = await h.store.get(rid)
+            assert r.state.value == "pending" and r.owner is None and not r.votes, r
+        # each still takes what its own card offers
+        await h.click(hrec, "U0CAROL", ActionId.take_over)
+        await h.click(rec, "U0ALICE", ActionId.approve)
+        assert (await h.client.wait(approval, timeout=10)).status.value == "approved"
+        assert (await h.store.get(handover)).owner is not None
+
+
+async def _count_refused(h: Harness, rid: str, reason: str, n: int) -> bool:
+    return sum(e.event == "refused" and e.detail.get("reason") == reason for e in await h.store.trail(rid)) >= n
+
+
+async def test_a_malformed_button_value_on_reject_or_edit_is_explained(redis_url: str, tmp_path: Path) -> None:
+    """Reject and Edit read their button's value like Approve does: one that is not ours gets
+    the clicker the 'not one I recognise' reply (it used to fail silently after the ack)."""
+    async with running(redis_url, tmp_path, WRONG_CHOICE_POLICY) as h:
+        rid = await h.push(params={"amount": 5}, editable=["amount"])
+        rec = await h.card(rid)
+        assert rec.channel and rec.ts
+        for n, action in enumerate((ActionId.reject, ActionId.edit), start=1):
+            await h.emu.click("U0BOB", rec.channel, rec.ts, action.value, value="not-a-value{")
+            assert "isn't one I recognise" in await h.ephemeral("U0BOB", n)
+        assert h.emu.top_view("U0BOB") is None and (await h.store.get(rid)).decision is None
+
+
 WRONG_CHOICE_POLICY = """
 defaults: {channel: "#approvals"}
 tiers:

@@ -129,3 +129,21 @@ async def test_admins_pause_and_resume_from_the_home_tab(h: Harness) -> None:
 async def _top(h: Harness, user: str) -> Any:
     view = h.emu.top_view(user)
     return view if view is not None and view.to_slack().get("callback_id") == "hitl.home.pause_modal" else None
+
+
+async def test_home_lists_questions_and_handovers_waiting_for_the_viewer(h: Harness) -> None:
+    """Every kind a person decides is listed, by the choice its card offers (an answer, a
+    resolution), not only approvals; a handover someone else took over is theirs alone."""
+    await h.card(await h.push(id="q-1", kind="question", summary="Which carrier for order 88?"))
+    esc = await h.card(await h.push(id="esc-1", kind="escalation", summary="Customer disputes a charge"))
+    bob = await home_of(h, "U0BOB")
+    assert "Waiting for you: 2" in bob and "Which carrier" in bob and "disputes a charge" in bob
+    await h.click(esc, "U0ALICE", "hitl.take_over")
+
+    async def taken() -> bool:
+        return (await h.store.get("esc-1")).owner is not None
+
+    await eventually(taken, what="taken over")
+    bob = await home_of(h, "U0BOB")
+    assert "Waiting for you: 1" in bob and "disputes a charge" not in bob
+    assert "disputes a charge" in await home_of(h, "U0ALICE")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -168,5 +169,153 @@ async def test_the_compat_api_over_http_maps_scope_options_escalation_and_errors
         assert not await h.store.exists(hitl_id("fn", "c-4"))
         assert not await h.store.exists(hitl_id("fn", "c-3"))
         assert await h.bot.api.service.api.get_call(hitl_id("fn", "c-3")) is None  # nothing half-stored
+    finally:
+        await api.close()
+
+
+PINNED = """
+defaults: {channel: "#approvals", approvers: ["U0CAROL", "U0ALICE"]}
+tiers:
+  low: {mode: approve}
+  medium: {mode: approve}
+  high: {mode: approve}
+triggers: {first_use: {enabled: false}}
+batching: {enabled: false}
+"""
+
+
+async def test_an_escalation_cannot_name_approvers_the_policy_does_not_allow(redis_url: str,
+                                                                            tmp_path: Path) -> None:
+    """The agent's own escalate_email may bring in people the policy allows (Alice, left out by
+    the call's allowed_responder_ids), never anyone else: Dave, whom it names, is not an approver
+    of this tier, so his Approve is refused and the request waits for Carol or Alice."""
+    path = tmp_path / "policy.yml"
+    path.write_text(PINNED)
+    async with api_harness(redis_url, policy=path) as h:
+        h.emu.add_channel("hl-approvals", CHANNEL)
+        api = Api(h, await new_key(h, "billing-bot"))
+        base = "/humanlayer/v1"
+        try:
+            call = _call("c-pinned")
+            call["spec"]["channel"]["slack"]["allowed_responder_ids"] = ["U0CAROL"]
+            status, _, _ = await api.call("POST", f"{base}/function_calls", json=call)
+            assert status == 200
+            rid = hitl_id("fn", "c-pinned")
+            assert (await h.store.get(rid)).route.approvers == ["U0CAROL"]
+            status, _, _ = await api.call("POST", f"{base}/agent/function_calls/c-pinned/escalate_email", json={
+                "escalation_msg": "approve it, Dave", "channel": {
+                    "slack": {"channel_or_user_id": "U0DAVE", "allowed_responder_ids": ["U0DAVE", "U0ALICE"]}}})
+            assert status == 200
+            rec = await h.card(rid)
+            assert rec.escalation_level == 1 and "U0DAVE" not in rec.extra_approvers
+            assert "U0ALICE" in rec.extra_approvers  # within the policy's approvers: allowed
+            await h.click(rec, "U0DAVE", ActionId.approve)
+            await eventually(lambda: _refused(h, rid, "not_an_approver"), what="Dave refused")
+            assert (await h.store.get(rid)).decision is None
+            await h.click(rec, "U0ALICE", ActionId.approve)
+            assert (await h.decided(rid)).decision.status is Status.approved  # type: ignore[union-attr]
+        finally:
+            await api.close()
+
+
+async def _refused(h: Harness, rid: str, reason: str) -> bool:
+    return any(e.event == "refused" and e.detail.get("reason") == reason for e in await h.store.trail(rid))
+
+
+PASSING = """
+defaults: {channel: "#approvals"}
+tiers:
+  low: {mode: approve, timeout: 1h, on_timeout: approve}
+  medium: {mode: approve, timeout: 1h, on_timeout: approve}
+  high: {mode: approve, timeout: 1h, on_timeout: approve}
+triggers: {first_use: {enabled: false}}
+batching: {enabled: false}
+"""
+
+
+async def test_a_call_nobody_decided_is_never_approved_by_the_clock(redis_url: str, tmp_path: Path) -> None:
+    """A HumanLayer call always waits for a person: a tier's `on_timeout: approve` (which lets an
+    unanswered queue request pass) would tell the SDK `approved: true` and run the function with
+    nobody's approval. It expires instead, and the SDK hears a rejection."""
+    path = tmp_path / "policy.yml"
+    path.write_text(PASSING)
+    async with api_harness(redis_url, policy=path) as h:
+        h.emu.add_channel("hl-approvals", CHANNEL)
+        api = Api(h, await new_key(h, "billing-bot"))
+        try:
+            status, _, _ = await api.call("POST", "/humanlayer/v1/function_calls", json=_call("c-clock"))
+            assert status == 200
+            rid = hitl_id("fn", "c-clock")
+            await h.card(rid)
+            assert h.bot.scheduler is not None
+            h.bot.scheduler.clock = lambda: time.time() + 3700
+            h.bot.scheduler.kick()
+            d = (await h.decided(rid)).decision
+            assert d is not None and d.status is Status.expired, d
+            status, body, _ = await api.call("GET", "/humanlayer/v1/function_calls/c-clock")
+            assert status == 200 and body["status"]["approved"] is False and body["status"]["comment"]
+        finally:
+            await api.close()
+
+
+HANDOVER = """
+defaults: {channel: "#approvals"}
+tiers:
+  low: {mode: approve}
+  medium: {mode: approve}
+  high: {mode: approve}
+rules:
+  - {name: refunds_to_people, when: 'request.action == "refund"', mode: escalate, reason: "Refunds go to a person"}
+triggers: {first_use: {enabled: false}}
+batching: {enabled: false}
+"""
+
+
+async def test_a_call_handed_back_tells_the_sdk_the_instructions(redis_url: str, tmp_path: Path) -> None:
+    """A call policy hands to a person (mode escalate) and that person hands back with
+    instructions: not approved, and the comment is their instructions (it said `answered`)."""
+    path = tmp_path / "policy.yml"
+    path.write_text(HANDOVER)
+    async with api_harness(redis_url, policy=path) as h:
+        h.emu.add_channel("hl-approvals", CHANNEL)
+        api = Api(h, await new_key(h, "billing-bot"))
+        try:
+            assert (await api.call("POST", "/humanlayer/v1/function_calls", json=_call("c-back")))[0] == 200
+            rec = await h.card(hitl_id("fn", "c-back"))
+            assert rec.route.mode.value == "escalate"
+            await h.click(rec, "U0BOB", ActionId.hand_back)
+            view = await eventually(lambda: asyncio.sleep(0, h.emu.top_view("U0BOB")), what="hand back modal")
+            done = await h.emu.submit_view("U0BOB", view.id, {BlockId.instructions_text.value: {
+                "value": "Refund only $3, the rest as a voucher"}})
+            assert done.closed, done.errors
+            await h.decided(rec.id)
+            status, body, _ = await api.call("GET", "/humanlayer/v1/function_calls/c-back")
+            assert status == 200 and body["status"]["approved"] is False
+            assert body["status"]["comment"] == "Refund only $3, the rest as a voucher", body["status"]
+        finally:
+            await api.close()
+
+
+async def test_response_options_the_card_cannot_answer_back_exactly_are_refused(h: Harness) -> None:
+    """A contact request's response options become the question's buttons, whose values hold 75
+    characters: two names alike in their first 75 characters, a name missing or more than ten
+    options were cut or merged (the answer named an option the SDK never sent). Refused with 400
+    instead, nothing stored; ten distinct names up to 75 characters go through unchanged."""
+    api = Api(h, await new_key(h, "support-bot"))
+    base = "/humanlayer/v1/contact_requests"
+    long = "x" * 75
+    try:
+        for n, options in enumerate(([{"name": long + "a"}, {"name": long + "b"}], [{"title": "No name"}, {}],
+                                     [{"name": str(i)} for i in range(11)], [{"name": "same"}, {"name": "same"}])):
+            call = {"run_id": "support-bot", "call_id": f"opts-{n}", "spec": {"msg": "Which?", "response_options": options}}
+            status, body, _ = await api.call("POST", base, json=call)
+            assert status == 400 and body["error"]["field"] == "spec.response_options", body
+            assert not await h.store.exists(hitl_id("hc", f"opts-{n}"))
+        call = {"run_id": "support-bot", "call_id": "opts-ok", "spec": {"msg": "Which?", "response_options": [
+            {"name": long, "title": "The long one"}, *({"name": str(i)} for i in range(9))]}}
+        status, body, _ = await api.call("POST", base, json=call)
+        assert status == 200, body
+        rec = await h.store.get(hitl_id("hc", "opts-ok"))
+        assert [o.value for o in rec.request.options] == [long, *map(str, range(9))]
     finally:
         await api.close()

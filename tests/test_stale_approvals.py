@@ -156,3 +156,32 @@ async def test_a_form_submitted_unchanged_keeps_the_approvals_before_it(redis_ur
         assert d.status is Status.approved and d.changes == {} and "draft" not in d.params
         assert "edited" not in [e.event for e in await h.store.trail(rid)]
 
+
+
+HANDOVER = POLICY.replace("pair: {mode: approve, quorum: 2}", "pair: {mode: escalate, quorum: 2}")
+
+
+async def test_an_approval_from_a_handover_card_drawn_before_an_edit_is_refused(redis_url: str,
+                                                                                tmp_path: Path) -> None:
+    """The same on the handover card of an approval routed `escalate` ("Approve action"): its
+    button names the values it showed, so Carol's click on the card drawn before Bob's edit is
+    refused, not counted for values she never saw."""
+    async with running(redis_url, tmp_path, HANDOVER) as h:
+        rid = await h.push(params={"amount": 100, "to": "ana"}, editable=["amount"], summary="Refund")
+        rec = await h.card(rid)
+        assert rec.route.mode.value == "escalate" and "Handover needed" in await _card_text(h, rec)
+        h.emu.inject("chat.update", status=500, times=1000)  # the card keeps showing 100
+        bob = await _edit(h, rec, "U0BOB")
+        assert (await h.emu.submit_view("U0BOB", bob, {param_block_id("amount"): {"value": "99999"}})).closed
+        await _votes(h, rid, 1)
+        await h.click(rec, "U0CAROL", ActionId.approve)
+        assert "edited this request after your card or form showed it" in await h.ephemeral("U0CAROL")
+        after = await h.store.get(rid)
+        assert after.state is State.pending and [v.user_id for v in after.votes] == ["U0BOB"]
+        assert {"choice": "approve", "reason": "stale"} in await _refusals(h, rid)
+
+
+async def _card_text(h: Harness, rec: Record) -> str:
+    import json
+
+    return json.dumps(h.message(rec))

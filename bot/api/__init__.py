@@ -4,6 +4,7 @@ compatibility under `/humanlayer/v1`, signed webhooks (docs/api.md, docs/humanla
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,8 +66,10 @@ class Api:
             await asyncio.shield(self.webhooks.close())
 
 
-def mount(webapp: web.Application, settings: Settings, store: Store) -> Api:
-    """Add the API's routes to the bot's aiohttp app; the caller runs `background()`."""
+def mount(webapp: web.Application, settings: Settings, store: Store,
+          tier_approvers: Callable[[str], Sequence[str] | None] = lambda tier: None) -> Api:
+    """Add the API's routes to the bot's aiohttp app; the caller runs `background()`.
+    `tier_approvers`: the approvers the policy in force names for a tier (None: no such tier)."""
     keys = ApiKeys(store.redis, store.keys.prefix)
     auth = Auth(keys, settings.api_rate, settings.api_burst)
     callbacks = CallbackPolicy(settings.webhook_hosts, own_port=settings.port, secret=settings.webhook_secret)
@@ -79,7 +82,7 @@ def mount(webapp: web.Application, settings: Settings, store: Store) -> Api:
     v1 = web.Application(client_max_size=MAX_ENTRY_BYTES + 1024, middlewares=[json_errors])
     v1.add_routes(routes.routes(auth, service, bus))
     hl = web.Application(client_max_size=humanlayer.BODY_LIMIT + 1024, middlewares=[json_errors])
-    hl.add_routes(humanlayer.routes(humanlayer.HumanLayerApi(auth, service)))
+    hl.add_routes(humanlayer.routes(humanlayer.HumanLayerApi(auth, service, tier_approvers)))
     webapp.add_subapp("/v1", v1)
     webapp.add_subapp("/humanlayer/v1", hl)
     webapp.middlewares.append(json_not_found)

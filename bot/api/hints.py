@@ -1,6 +1,7 @@
 """Where a HumanLayer call asked its card to go, honoured at intake (bot.api.humanlayer sets
 `metadata.humanlayer`). Policy still routes the request; the hints may only add scrutiny:
-a person always decides (at least mode `approve`, never sampled away), approvers are narrowed
+a person always decides (at least mode `approve`, never sampled away, never approved by a
+tier's `on_timeout: approve`: it expires), approvers are narrowed
 to `allowed_responder_ids` (kept within the policy's own approvers when it names any), and
 the card goes to the channel or person the call named."""
 
@@ -37,6 +38,8 @@ class HonourHints:
         update: dict[str, Any] = {}
         if MODE_RANK[route.mode] < MODE_RANK[Mode.approve]:
             update.update(mode=Mode.approve, sampled=False, reasons=[*route.reasons, REASON])
+        if route.on_timeout is not None:  # nor does the clock decide for a person: it expires
+            update["on_timeout"] = None
         channel = hl.get("channel")
         if isinstance(channel, str) and channel:
             update["channel"] = channel

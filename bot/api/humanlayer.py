@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from aiohttp import web
@@ -105,6 +106,16 @@ def _reject_options(options: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{"name": n, "title": o.get("title")} for n, o in zip(names, options, strict=True)]
 
 
+def _response_options(options: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A contact request's response options as the question's buttons: each a distinct name a
+    person's click answers back exactly (a button's value holds 75 characters), at most 10."""
+    names = [str(o.get("name") or "") for o in options]
+    if len(names) > 10 or any(not n or len(n) > 75 for n in names) or len(set(names)) < len(names):
+        raise ApiError(400, "invalid_request", "spec.response_options: at most 10, each with a distinct name "
+                       "of 1 to 75 characters", field="spec.response_options")
+    return [{"value": n, "label": str(o.get("title") or n)[:75]} for n, o in zip(names, options, strict=True)]
+
+
 def _function_request(call: Call, rid: str, agent: str) -> dict[str, Any]:
     fn = call.spec.fn or ""
     if not fn:
@@ -119,8 +130,7 @@ def _contact_request(call: Call, rid: str, agent: str) -> dict[str, Any]:
     if not msg:
         raise ApiError(400, "invalid_request", "spec.msg: Field required", field="spec.msg")
     summary = f"{call.spec.subject}: {msg}" if call.spec.subject else msg
-    options = [{"value": str(o.get("name"))[:75], "label": str(o.get("title") or o.get("name"))[:75]}
-               for o in (call.spec.response_options or [])][:10]
+    options = _response_options(call.spec.response_options or [])
     return {"id": rid, "agent": agent, "action": "contact_human", "kind": "question",
             "summary": summary[:3000], "options": options,
             "metadata": {"session_id": call.run_id[:300], "humanlayer": _hints(call, None)}}
@@ -133,7 +143,8 @@ def _titles(call: dict[str, Any]) -> dict[str, str]:
 
 def function_status(record: Record, call: dict[str, Any]) -> dict[str, Any]:
     """The SDK's FunctionCallStatus: `approved` stays null while pending; a rejection always
-    carries a non-empty `comment` (the reviewer's words, else the reason's title)."""
+    carries a non-empty `comment` (the reviewer's words or a hand-back's instructions, else the
+    reason's title)."""
     status: dict[str, Any] = {"requested_at": record.created_at.isoformat(), "responded_at": None,
                               "approved": None, "comment": None, "reject_option_name": None}
     d = record.decision
@@ -147,7 +158,9 @@ def function_status(record: Record, call: dict[str, Any]) -> dict[str, Any]:
         return status
     if d.reason_code in titles:
         status["reject_option_name"] = d.reason_code
-    words = d.reason or titles.get(d.reason_code or "") or (reject_label(d.reason_code) if d.reason_code else None)
+    # a handover handed back (`answered`) carries the person's instructions in `answer`
+    words = (d.reason or d.answer or titles.get(d.reason_code or "")
+             or (reject_label(d.reason_code) if d.reason_code else None))
     status["comment"] = words or STATUS_WORDS.get(d.status, d.status.value)
     return status
 
@@ -172,9 +185,12 @@ def contact_status(record: Record) -> dict[str, Any]:
 
 
 class HumanLayerApi:
-    def __init__(self, auth: Auth, service: Requests) -> None:
+    def __init__(self, auth: Auth, service: Requests,
+                 tier_approvers: Callable[[str], Sequence[str] | None] = lambda tier: None) -> None:
         self.auth = auth
         self.service = service
+        self.tier_approvers = tier_approvers
+        """The approvers the policy in force names for a tier (empty: anyone; None: no such tier)."""
 
     async def _parse(self, request: web.Request) -> Call:
         data = await read_json(request, BODY_LIMIT)
@@ -223,7 +239,8 @@ class HumanLayerApi:
 
     async def escalate(self, request: web.Request, kind: str) -> web.Response:
         """An escalation: the next escalation level now, with the agent's message audited;
-        people named by the escalation's Slack channel become approvers too."""
+        people named by the escalation's Slack channel become approvers too, within the policy's
+        approvers of the request's tier when it names any (the agent never picks who may approve)."""
         key = await self.auth(request)
         data = await read_json(request, BODY_LIMIT)
         if not isinstance(data, dict) or not isinstance(data.get("escalation_msg"), str):
@@ -237,8 +254,9 @@ class HumanLayerApi:
         for _ in range(10):
             record = await self.service.get(rid, key)
             now = utcnow()
+            allowed = self._allowed(record, approvers)
             t = escalate(record, now=now, level=record.escalation_level + 1, targets=targets,
-                         approvers=approvers, seconds=(now - record.created_at).total_seconds(), next_due_ms=None)
+                         approvers=allowed, seconds=(now - record.created_at).total_seconds(), next_due_ms=None)
             t.audit.append(("escalation_requested", record.request.agent,
                             {"message": data["escalation_msg"][:3000], "via": "humanlayer"}))
             try:
@@ -249,6 +267,14 @@ class HumanLayerApi:
             except Conflict:
                 continue
         return await self._answer(rid, key, kind)
+
+    def _allowed(self, record: Record, named: list[str]) -> list[str]:
+        """The people an escalation names whom the policy lets approve `record`: all of them when
+        its tier names no approvers, else those it names (the request's own approvers when its
+        tier is gone from the policy)."""
+        policy = self.tier_approvers(record.route.tier)
+        bound = record.route.approvers if policy is None else list(policy)
+        return [a for a in named if a in bound] if bound else named
 
 
 def routes(api: HumanLayerApi) -> web.RouteTableDef:
