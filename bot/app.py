@@ -24,7 +24,7 @@ from blocks.batch import batch_card
 from blocks.cards import card
 from bot import charts, housekeeping, http_ack
 from bot.api import mount
-from bot.api.hints import HonourHints
+from bot.api.hints import HintKey, HonourHints
 from bot.autonomy import AwayState
 from bot.backlog import Backlog
 from bot.config import Settings
@@ -273,7 +273,9 @@ def build_app(settings: Settings, store: Store | None = None, policy: PolicyHold
                                                  absences=away.current(), now=utcnow()),
                         backlog=Backlog(store, settings.backlog_at), post_rate=settings.post_rate,
                         post_burst=settings.post_burst)
-    intake = Intake(store, lambda: HonourHints(policy()), redis_url=settings.redis_url, consumer=settings.consumer,
+    hint_key = HintKey()  # seals HumanLayer calls' hints (the API) and checks them (intake)
+    intake = Intake(store, lambda: HonourHints(policy(), lambda: hint_key.value), redis_url=settings.redis_url,
+                    consumer=settings.consumer, prepare=lambda: hint_key.load(store),
                     claim_idle_s=settings.claim_idle_s, max_deliveries=settings.max_deliveries,
                     dead_max_len=settings.dead_max_len, dead_max_age_s=settings.dead_max_age_s,
                     on_accepted=lambda: _kick_both(delivery, scheduler))
@@ -352,7 +354,8 @@ def build_app(settings: Settings, store: Store | None = None, policy: PolicyHold
     async def metrics(_: web.Request) -> web.Response:
         return web.Response(text=await render_metrics(bot), content_type="text/plain", charset="utf-8")
 
-    bot.api = mount(webapp, settings, store, tier_approvers=lambda tier: _tier_approvers(policy(), tier))
+    bot.api = mount(webapp, settings, store, tier_approvers=lambda tier: _tier_approvers(policy(), tier),
+                    hint_key=hint_key)
     bot.background.update(bot.api.background())
     if not settings.socket_mode:
         webapp.router.add_post("/slack/events", events)

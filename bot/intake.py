@@ -76,6 +76,7 @@ class Intake:
         dead_max_len: int = 10_000,
         dead_max_age_s: float | None = 30 * 86400,
         trim_every_s: float = TRIM_EVERY_S,
+        prepare: Callable[[], Awaitable[object]] | None = None,
     ) -> None:
         self.store = store
         self.router = router
@@ -86,6 +87,8 @@ class Intake:
         self.dead_max_len = dead_max_len
         self.dead_max_age_s = dead_max_age_s
         self.trim_every_s = trim_every_s
+        self.prepare = prepare
+        """What routing needs read from Redis first (the hints' key), awaited at each start."""
         self._paused = False
         """This replica's copy of the pause switch; accept.lua refuses a route made on a stale one."""
         self._seen: set[str] = set()
@@ -109,6 +112,8 @@ class Intake:
         while not self._stopping.is_set():
             try:
                 await self.store.ensure_group()
+                if self.prepare is not None:
+                    await self.prepare()
                 self.running = True
                 await self._drain_own_pending()
                 await self._loop()

@@ -116,6 +116,10 @@ class Keys:
     def results(self, name: str) -> str:
         return f"{self.prefix}:results:{name}"
 
+    def secret(self, name: str) -> str:
+        """A random key of this deployment, shared by its replicas (`Store.secret`)."""
+        return f"{self.prefix}:secret:{name}"
+
     def stats(self, name: str) -> str:
         return f"{self.prefix}:stats:{name}"
 

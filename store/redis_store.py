@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import secrets
 import time
 import uuid
 from collections.abc import Callable
@@ -26,7 +27,7 @@ from store.chain import ChainStore
 from store.connect import check_prefix, connect, hash_tag, same_slot
 from store.durable import WAIT_TIMEOUT_MS, run_waited
 from store.errors import AlreadyDecided, Conflict, NotFound
-from store.failures import Unavailable
+from store.failures import StoreFailure, Unavailable
 from store.keys import Keys, is_request_id
 from store.models import (
     RECORD_EXTRAS,
@@ -306,6 +307,17 @@ class Store:
 
     async def exists(self, request_id: str) -> bool:
         return bool(await self.redis.exists(self.keys.request(request_id)))
+
+    async def secret(self, name: str) -> bytes:
+        """This deployment's random key `name` (made by the first replica to ask, then kept):
+        what the bot vouches for with it, no agent can forge, for agents cannot read the bot's
+        keys (docs/redis.md, ACLs)."""
+        key = self.keys.secret(name)
+        await self.redis.set(key, secrets.token_hex(32), nx=True)
+        value = await self.redis.get(key)
+        if not value:  # only an eviction between the two commands: the next call makes another
+            raise StoreFailure(f"{key} could not be read back")
+        return str(value).encode()
 
     async def get(self, request_id: str) -> Record:
         """The stored record, or NotFound."""

@@ -319,3 +319,34 @@ async def test_response_options_the_card_cannot_answer_back_exactly_are_refused(
         assert [o.value for o in rec.request.options] == [long, *map(str, range(9))]
     finally:
         await api.close()
+
+
+async def test_hints_move_a_card_only_when_the_humanlayer_api_sealed_them(h: Harness) -> None:
+    """`metadata.humanlayer` written by an agent itself (a queue entry, a REST request), or a
+    sealed one copied onto another request, used to send the card wherever it named and let the
+    agent pick its approver where the policy names none; it now only adds scrutiny."""
+    plain = await h.card(await h.push(id="plain-1"))
+    forged = {"channel": CHANNEL, "approvers": ["U0MALLORY"], "sig": "0" * 64}
+    queued = await h.card(await h.push(id="forged-1", metadata={"humanlayer": forged}))
+    assert queued.channel == plain.channel != CHANNEL and queued.route.approvers == plain.route.approvers
+    assert queued.route.mode.value == "approve"  # the scrutiny stays: a person decides
+    api = Api(h, await new_key(h, "billing-agent"))
+    try:
+        status, body, _ = await api.call("POST", "/v1/requests", json={
+            "id": "forged-2", "agent": "billing-agent", "action": "refund", "summary": "Refund $5",
+            "metadata": {"humanlayer": {"channel": CHANNEL, "approvers": ["U0MALLORY"]}}})
+        assert status in (200, 201, 202), body
+        rested = await h.card("forged-2")
+        assert rested.channel == plain.channel and "U0MALLORY" not in rested.route.approvers
+        # a sealed call's hints are honoured, for that call alone
+        hl_key = await new_key(h, "billing-bot")
+        status, _, _ = await api.call("POST", "/humanlayer/v1/function_calls", key=hl_key, json=_call("c-seal"))
+        assert status == 200
+        sealed = await h.card(hitl_id("fn", "c-seal"))
+        assert sealed.channel == CHANNEL
+        copied = (sealed.request.metadata.model_extra or {})["humanlayer"]
+        assert copied.get("sig")
+        replayed = await h.card(await h.push(id="replayed-1", metadata={"humanlayer": copied}))
+        assert replayed.channel == plain.channel
+    finally:
+        await api.close()

@@ -15,6 +15,7 @@ from bot.api.auth import Auth
 from bot.api.bus import DecisionBus
 from bot.api.callbacks import CallbackPolicy
 from bot.api.errors import json_errors, json_not_found
+from bot.api.hints import HintKey
 from bot.api.service import Requests
 from bot.api.webhooks import Enqueuer, WebhookWorker
 from bot.config import Settings
@@ -67,7 +68,8 @@ class Api:
 
 
 def mount(webapp: web.Application, settings: Settings, store: Store,
-          tier_approvers: Callable[[str], Sequence[str] | None] = lambda tier: None) -> Api:
+          tier_approvers: Callable[[str], Sequence[str] | None] = lambda tier: None,
+          hint_key: HintKey | None = None) -> Api:
     """Add the API's routes to the bot's aiohttp app; the caller runs `background()`.
     `tier_approvers`: the approvers the policy in force names for a tier (None: no such tier)."""
     keys = ApiKeys(store.redis, store.keys.prefix)
@@ -82,7 +84,7 @@ def mount(webapp: web.Application, settings: Settings, store: Store,
     v1 = web.Application(client_max_size=MAX_ENTRY_BYTES + 1024, middlewares=[json_errors])
     v1.add_routes(routes.routes(auth, service, bus))
     hl = web.Application(client_max_size=humanlayer.BODY_LIMIT + 1024, middlewares=[json_errors])
-    hl.add_routes(humanlayer.routes(humanlayer.HumanLayerApi(auth, service, tier_approvers)))
+    hl.add_routes(humanlayer.routes(humanlayer.HumanLayerApi(auth, service, tier_approvers, hint_key)))
     webapp.add_subapp("/v1", v1)
     webapp.add_subapp("/humanlayer/v1", hl)
     webapp.middlewares.append(json_not_found)

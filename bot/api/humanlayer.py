@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from blocks.facts import reject_label
 from bot.api.auth import Auth
 from bot.api.errors import ApiError, read_json
+from bot.api.hints import HintKey, seal
 from bot.api.service import Requests
 from bot.intake import describe
 from store.api_keys import ApiKey
@@ -186,9 +187,12 @@ def contact_status(record: Record) -> dict[str, Any]:
 
 class HumanLayerApi:
     def __init__(self, auth: Auth, service: Requests,
-                 tier_approvers: Callable[[str], Sequence[str] | None] = lambda tier: None) -> None:
+                 tier_approvers: Callable[[str], Sequence[str] | None] = lambda tier: None,
+                 hint_key: HintKey | None = None) -> None:
         self.auth = auth
         self.service = service
+        self.hint_key = hint_key or HintKey()
+        """Seals the hints of each call (bot.api.hints): intake moves a card only as sealed."""
         self.tier_approvers = tier_approvers
         """The approvers the policy in force names for a tier (empty: anyone; None: no such tier)."""
 
@@ -208,6 +212,8 @@ class HumanLayerApi:
         build = _function_request if kind == "fn" else _contact_request
         data = build(call, rid, agent)
         self.service.validate(data)  # before anything is kept: a bad call stores nothing
+        meta = data["metadata"]
+        meta["humanlayer"] = seal(await self.hint_key.load(self.service.store), rid, meta["humanlayer"])
         saved = await self.service.api.save_call(rid, call.model_dump(mode="json", by_alias=True, exclude_unset=True), agent)
         try:
             await self.service.submit(data, key)
