@@ -41,7 +41,7 @@ from bot.policy import PolicyEngine, PolicyError, PolicyHolder
 from bot.scheduler import Scheduler
 from bot.socket_door import SocketDoor
 from bot.stats import PauseState, policy_lines
-from bot.worker import cancel_all
+from bot.worker import cancel_all, supervised
 from handlers import batch, cards, escalations, questions, review_batch, trust, trust_commands
 from handlers import commands as command_handlers
 from handlers import home as home_handlers
@@ -156,7 +156,7 @@ class Bot:
         self.tasks = [asyncio.create_task(self.intake.run(), name="intake"),
                       asyncio.create_task(self.delivery.run(), name="delivery"),
                       asyncio.create_task(self._watch_policy(), name="policy-watch")]
-        self.tasks += [asyncio.create_task(run(), name=name) for name, run in self.background.items()]
+        self.tasks += [asyncio.create_task(supervised(name, run), name=name) for name, run in self.background.items()]
         if self.companion is not None:
             await self.companion.start()
         log.info("hitl: listening on %s:%s (%s mode)", self.settings.host, self.port,

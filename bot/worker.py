@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from bot.outage import UNREACHABLE, Outage
@@ -79,6 +80,35 @@ async def _until(event: asyncio.Event, seconds: float) -> None:
         await asyncio.wait({waiter}, timeout=seconds)
     finally:
         waiter.cancel()
+
+
+SUPERVISE_FIRST_S = 1.0
+SUPERVISE_MAX_S = 30.0
+SUPERVISE_STEADY_S = 60.0
+
+
+async def supervised(name: str, run: Callable[[], Awaitable[None]], *, first_s: float = SUPERVISE_FIRST_S,
+                     max_s: float = SUPERVISE_MAX_S, steady_s: float = SUPERVISE_STEADY_S) -> None:
+    """`run()` until it returns or is cancelled. A failure it lets out (a bug met by a
+    background duty: the API's decision feed, the webhook worker, a watcher) is logged in full
+    and `run()` is started again after a back-off (doubling from `first_s` to `max_s`, back to
+    `first_s` once a run lasted `steady_s`): one bad moment never leaves a duty dead for good
+    while /healthz says the bot runs."""
+    loop = asyncio.get_running_loop()
+    delay = first_s
+    while True:
+        started = loop.time()
+        try:
+            await run()
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            if loop.time() - started >= steady_s:
+                delay = first_s
+            log.exception("%s: failed; starting it again in %.1f s", name, delay)
+        await asyncio.sleep(delay)
+        delay = min(max_s, delay * 2)
 
 
 async def cancel_all(tasks: list[asyncio.Task[Any]], rounds: int = 20, wait_s: float = 0.25) -> None:

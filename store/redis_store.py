@@ -570,7 +570,7 @@ class Store:
         out: list[dict[str, Any] | None] = []
         for (_, _, decision), rid in zip(rows, ids, strict=True):
             raw, stored = next(found) if rid is not None else (None, None)
-            out.append(json.loads(raw) if raw and stored == decision else None)
+            out.append(_stored_request(rid, raw) if raw and stored == decision else None)
         return out
 
     async def get_many(self, request_ids: list[str]) -> list[Record]:
@@ -799,3 +799,16 @@ def _audit(entry_id: str, f: dict[str, str]) -> AuditEvent:
         detail=json.loads(f.get("detail") or "{}"),
         entry_id=entry_id,
     )
+
+
+def _stored_request(rid: str | None, raw: str) -> dict[str, Any] | None:
+    """A record's stored request as data; None (logged) when it is not a JSON object, which
+    only another program writing hitl's keys makes: the feeds reading it go on."""
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        data = None
+    if not isinstance(data, dict):
+        log.warning("the stored request of %s is not a JSON object; its decision goes to nobody's feed", rid)
+        return None
+    return data

@@ -367,3 +367,36 @@ async def test_a_refused_entry_whose_id_names_another_key_stops_no_feed(redis_ur
             await eventually(delivered, 5, "the later decision's webhook")
         finally:
             await api.close()
+
+
+async def test_a_record_whose_stored_request_is_not_json_stops_no_feed(redis_url: str, receiver: Receiver) -> None:
+    """Only another program writing hitl's keys makes such a record; reading whose decision it
+    was raised, which stopped the webhook enqueuer for good (the same entry, again and again)
+    and ended the API's decision feed. Later decisions still reach webhooks and event streams."""
+    import asyncio
+
+    async with api_harness(redis_url) as h:
+        api = Api(h, await new_key(h, "support-bot"))
+        try:
+            async with api.session.get(api.base + "/v1/events", headers=api.headers()) as resp:
+                await resp.content.readline()  # the opening comment
+                await resp.content.readline()
+                r, k = h.store.redis, h.store.keys
+                decision = '{"request_id": "foreign-1", "status": "approved"}'
+                await r.hset(k.request("foreign-1"), mapping={"request": "not json {", "decision": decision})
+                await r.xadd(k.decisions, {"request_id": "foreign-1", "decision": decision})
+                status, _, _ = await api.call("POST", "/v1/requests", json={**LOOKUP, "id": "after-2",
+                                                                            "callback_url": receiver.url})
+                assert status == 201
+                lines: list[str] = []
+                while not any("after-2" in x for x in lines):
+                    raw = await asyncio.wait_for(resp.content.readline(), 5)
+                    assert raw, f"the event stream ended: {lines}"
+                    lines.append(raw.decode().strip())
+
+            async def delivered() -> bool:
+                return "webhook_delivered" in [e.event for e in await h.store.trail("after-2")]
+
+            await eventually(delivered, 5, "the later decision's webhook")
+        finally:
+            await api.close()

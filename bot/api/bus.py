@@ -153,7 +153,17 @@ class DecisionBus:
                     fut.set_result(decision)
         if not self._subscribers:
             return
-        agents = await self.api.owners_of(rows)
+        try:
+            agents = await self.api.owners_of(rows)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # Redis refused the read: no stream may silently miss these
+            log.warning("api: could not read whose %d decisions are; event streams end and resume by "
+                        "Last-Event-ID (%s)", len(rows), e)
+            for sub in list(self._subscribers):
+                sub.overflowed = True
+            self._subscribers.clear()
+            return
         for row, agent in zip(rows, agents, strict=True):
             for sub in list(self._subscribers):
                 if agent in sub.agents:
