@@ -179,7 +179,8 @@ def status_lines(record: Record) -> list[str]:
         out.append(f":raising_hand: Taken over by {user_mention(record.owner.user_id)} "
                    f"({fmt_time(record.owner.at)})")
     if record.escalated_to:
-        out.append(f":arrow_double_up: Escalated (level {record.escalation_level}) to "
+        n = record.escalation_level  # 0: brought in by the agent's own escalation, no policy level yet
+        out.append(f":arrow_double_up: Escalated{f' (level {n})' if n else ''} to "
                    + ", ".join(target_mention(t) for t in record.escalated_to[:10]))
     if record.messages:
         last = record.messages[-1]

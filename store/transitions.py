@@ -418,18 +418,22 @@ def escalate(
     seconds: float,
     next_due_ms: int | None,
     failed: dict[str, str] | None = None,
+    counts_level: bool = True,
 ) -> Transition:
     """Escalation level `level` notified `targets`: widen who may decide, record the time to
     escalate (audit `escalated` with `seconds` and `level`), schedule the next level.
 
     Level 0 is the escalation card itself (no targets, nobody added); levels 1.. are the
-    tier's `escalation` list, counted in `escalation_level`.
+    tier's `escalation` list, counted in `escalation_level`. Without `counts_level` (an
+    agent's own escalation, bot.api.humanlayer) people are brought in and no policy level is
+    used up: the tier's levels still come at their times, each telling its people.
     """
     if record.state is not State.pending:
         raise AlreadyDecided(record)
     t = Transition(record)
     if level > 0:
-        t.fields["escalation_level"] = str(record.escalation_level + 1)
+        if counts_level:
+            t.fields["escalation_level"] = str(record.escalation_level + 1)
         notified = list(dict.fromkeys([*record.escalated_to, *targets]))
         t.fields["escalated_to"] = _dump(notified)
         t.fields["extra_approvers"] = _dump(_widened(record, approvers))

@@ -145,7 +145,7 @@ async def test_the_compat_api_over_http_maps_scope_options_escalation_and_errors
                 "slack": {"channel_or_user_id": "U0DAVE", "allowed_responder_ids": ["U0DAVE"]}}})
         assert status == 200 and body["call_id"] == "c-2"
         rec2 = await h.store.get(hitl_id("fn", "c-2"))
-        assert rec2.escalation_level == 1 and "U0DAVE" in rec2.extra_approvers
+        assert rec2.escalation_level == 0 and "U0DAVE" in rec2.extra_approvers and "U0DAVE" in rec2.escalated_to
         trail = await h.store.trail(rec2.id)
         assert any(e.event == "escalation_requested" and e.detail["message"] == "still waiting, please look"
                    for e in trail)
@@ -207,7 +207,7 @@ async def test_an_escalation_cannot_name_approvers_the_policy_does_not_allow(red
                     "slack": {"channel_or_user_id": "U0DAVE", "allowed_responder_ids": ["U0DAVE", "U0ALICE"]}}})
             assert status == 200
             rec = await h.card(rid)
-            assert rec.escalation_level == 1 and "U0DAVE" not in rec.extra_approvers
+            assert rec.escalation_level == 0 and "U0DAVE" not in rec.extra_approvers
             assert "U0ALICE" in rec.extra_approvers  # within the policy's approvers: allowed
             await h.click(rec, "U0DAVE", ActionId.approve)
             await eventually(lambda: _refused(h, rid, "not_an_approver"), what="Dave refused")
@@ -350,3 +350,47 @@ async def test_hints_move_a_card_only_when_the_humanlayer_api_sealed_them(h: Har
         assert replayed.channel == plain.channel
     finally:
         await api.close()
+
+
+LEVELS = """
+defaults: {channel: "#approvals"}
+tiers:
+  low: {mode: approve, timeout: 4h, escalation: [{after: 10m, notify: ["U0LEAD"]}, {after: 1h, notify: ["U0HEAD"]}]}
+  medium: {mode: approve, timeout: 4h, escalation: [{after: 10m, notify: ["U0LEAD"]}, {after: 1h, notify: ["U0HEAD"]}]}
+  high: {mode: approve, timeout: 4h, escalation: [{after: 10m, notify: ["U0LEAD"]}, {after: 1h, notify: ["U0HEAD"]}]}
+triggers: {first_use: {enabled: false}}
+batching: {enabled: false}
+"""
+
+
+async def test_an_agents_escalation_uses_up_no_policy_level(redis_url: str, tmp_path: Path) -> None:
+    """escalate_email used to record the policy's next level as reached without telling its
+    people: the lead of level 1 was never told, and the head came next. Now it brings Dave in
+    and the policy's levels come at their times, each telling its people."""
+    path = tmp_path / "policy.yml"
+    path.write_text(LEVELS)
+    async with api_harness(redis_url, policy=path) as h:
+        h.emu.add_channel("hl-approvals", CHANNEL)
+        api = Api(h, await new_key(h, "billing-bot"))
+        try:
+            assert (await api.call("POST", "/humanlayer/v1/function_calls", json=_call("c-levels")))[0] == 200
+            rid = hitl_id("fn", "c-levels")
+            await h.card(rid)
+            status, _, _ = await api.call("POST", "/humanlayer/v1/agent/function_calls/c-levels/escalate_email", json={
+                "escalation_msg": "please look", "channel": {"slack": {"channel_or_user_id": "U0DAVE"}}})
+            assert status == 200
+            rec = await h.store.get(rid)
+            assert rec.escalation_level == 0 and rec.escalated_to == ["U0DAVE"]
+            assert h.bot.scheduler is not None
+            h.bot.scheduler.clock = lambda: time.time() + 11 * 60
+            h.bot.scheduler.kick()
+
+            async def level_one() -> Any:
+                r = await h.store.get(rid)
+                return r if r.escalation_level == 1 else None
+
+            rec = await eventually(level_one, what="the policy's first level")
+            assert rec.escalated_to == ["U0DAVE", "U0LEAD"]
+            assert "0:U0LEAD" in await h.store.notices_sent(rid)  # the lead was told
+        finally:
+            await api.close()

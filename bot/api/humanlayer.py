@@ -244,9 +244,10 @@ class HumanLayerApi:
         return web.json_response({**call, "status": status})
 
     async def escalate(self, request: web.Request, kind: str) -> web.Response:
-        """An escalation: the next escalation level now, with the agent's message audited;
-        people named by the escalation's Slack channel become approvers too, within the policy's
-        approvers of the request's tier when it names any (the agent never picks who may approve)."""
+        """An escalation: the agent's message audited, the person or channel it names shown on
+        the card, and the people it names approvers too, within the policy's approvers of the
+        request's tier when it names any (the agent never picks who may approve). The policy's
+        escalation levels are not moved: each still comes at its time and tells its people."""
         key = await self.auth(request)
         data = await read_json(request, BODY_LIMIT)
         if not isinstance(data, dict) or not isinstance(data.get("escalation_msg"), str):
@@ -261,8 +262,11 @@ class HumanLayerApi:
             record = await self.service.get(rid, key)
             now = utcnow()
             allowed = self._allowed(record, approvers)
+            # people brought in now; the policy's own levels keep their times (none is used up, so
+            # none goes untold)
             t = escalate(record, now=now, level=record.escalation_level + 1, targets=targets,
-                         approvers=allowed, seconds=(now - record.created_at).total_seconds(), next_due_ms=None)
+                         approvers=allowed, seconds=(now - record.created_at).total_seconds(), next_due_ms=None,
+                         counts_level=False)
             t.audit.append(("escalation_requested", record.request.agent,
                             {"message": data["escalation_msg"][:3000], "via": "humanlayer"}))
             try:
