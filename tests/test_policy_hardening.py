@@ -263,3 +263,12 @@ def test_an_undecided_loosening_rule_never_loosens() -> None:
     route = engine.route(req(params={"rows": "5"}))
     assert route.mode is Mode.approve and route.tier == "medium", route
     assert "small_reads" in route.rules
+
+
+@pytest.mark.parametrize("domain", ["legal", "Legal ", " LEGAL", "\uff4c\uff45\uff47\uff41\uff4c", "le\u00adgal", "Le\u200bgal"])
+def test_a_regulated_domain_matches_as_a_reader_reads_it(domain: str) -> None:
+    """The agent writes `risk.domain`: `"legal "` (a trailing space) or fullwidth letters went
+    through as no regulated domain."""
+    engine = PolicyEngine.default()
+    route = engine.route(req(risk={"domain": domain}, confidence=0.99))
+    assert "regulated_domain" in route.rules, domain

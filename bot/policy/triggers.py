@@ -49,6 +49,12 @@ def fold(text: str) -> str:
     return _INVISIBLE.sub("", unicodedata.normalize("NFKD", text))
 
 
+def _domain(text: str) -> str:
+    """A domain as compared: `fold`ed, case and surrounding spaces ignored (the agent writes
+    `risk.domain`: `"Legal "` or fullwidth letters are the legal domain)."""
+    return " ".join(fold(text).casefold().split())
+
+
 def _pattern(words: list[str]) -> re.Pattern[str] | None:
     """One case-insensitive pattern for a list of words and phrases, bounded by anything but a
     letter or digit (`_lawyer_`, Slack's italics, is the word), matched on `fold`ed text."""
@@ -90,7 +96,7 @@ class BuiltinTriggers:
         self._human_tier = tier(c.user_requested_human.tier)
         self._loop_tier = tier(c.tool_call_loop.tier)
         self._first_use_tier = tier(c.first_use.tier)
-        self._domains = {d.lower() for d in c.regulated_domain.domains}
+        self._domains = {_domain(d) for d in c.regulated_domain.domains}
         self._keywords = _pattern(c.keywords.words) if c.keywords.enabled else None
         self._human = (_pattern(c.user_requested_human.phrases)
                        if c.user_requested_human.enabled else None)
@@ -122,7 +128,7 @@ class BuiltinTriggers:
         if c.irreversible.enabled and risk.reversible is False:
             out.append(Hit("irreversible", self._irreversible_tier, c.irreversible.mode,
                            "cannot be undone — a person approves first"))
-        if c.regulated_domain.enabled and risk.domain and risk.domain.lower() in self._domains:
+        if c.regulated_domain.enabled and risk.domain and _domain(risk.domain) in self._domains:
             out.append(Hit("regulated_domain", self._domain_tier, c.regulated_domain.mode,
                            f"regulated domain ({risk.domain})"))
         if c.negative_sentiment.enabled and risk.sentiment is not None and (
