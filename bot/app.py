@@ -248,6 +248,13 @@ def _tier_approvers(engine: PolicyEngine, tier: str) -> tuple[str, ...] | None:
     return found.approvers if found is not None else None
 
 
+async def _secrets(store: Store, hint_key: HintKey, policy: PolicyHolder) -> None:
+    """The deployment's secrets routing needs, read when intake starts: the key sealing
+    HumanLayer hints, and the salt that sampling and canary picks are keyed by."""
+    await hint_key.load(store)
+    policy.sample_salt = await store.secret("sample")
+
+
 def _kick_both(delivery: Delivery, scheduler: Scheduler) -> None:
     """A new request: its card is due now, and so may be its first deadline."""
     delivery.kick()
@@ -275,7 +282,7 @@ def build_app(settings: Settings, store: Store | None = None, policy: PolicyHold
                         post_burst=settings.post_burst)
     hint_key = HintKey()  # seals HumanLayer calls' hints (the API) and checks them (intake)
     intake = Intake(store, lambda: HonourHints(policy(), lambda: hint_key.value), redis_url=settings.redis_url,
-                    consumer=settings.consumer, prepare=lambda: hint_key.load(store),
+                    consumer=settings.consumer, prepare=lambda: _secrets(store, hint_key, policy),
                     claim_idle_s=settings.claim_idle_s, max_deliveries=settings.max_deliveries,
                     dead_max_len=settings.dead_max_len, dead_max_age_s=settings.dead_max_age_s,
                     on_accepted=lambda: _kick_both(delivery, scheduler))

@@ -94,9 +94,9 @@ async def maybe_canary(store: Store, router: Router, request: Request, route: Ro
         return None
     assert request.id is not None
     share = engine.policy.trust.canaries.share
-    if share <= 0 or sample_point(f"{request.id}:canary") >= share:
+    if share <= 0 or sample_point(f"{request.id}:canary", engine.sample_salt) >= share:
         return None
-    pick = engine.canaries[int(sample_point(f"{request.id}:which") * len(engine.canaries))]
+    pick = engine.canaries[int(sample_point(f"{request.id}:which", engine.sample_salt) * len(engine.canaries))]
     body = dict(pick["request"])  # type: ignore[call-overload]
     body["id"] = uuid.uuid4().hex  # like the agent client's ids: nothing on the card gives it away
     try:

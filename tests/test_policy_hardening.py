@@ -3,6 +3,7 @@ clear error, requests that must never route more permissively than the policy sa
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -272,3 +273,41 @@ def test_a_regulated_domain_matches_as_a_reader_reads_it(domain: str) -> None:
     engine = PolicyEngine.default()
     route = engine.route(req(risk={"domain": domain}, confidence=0.99))
     assert "regulated_domain" in route.rules, domain
+
+
+SAMPLED = """
+tiers:
+  low: {mode: auto, sample: 0.5}
+  medium: {mode: approve}
+  high: {mode: approve}
+defaults: {tier: low}
+triggers: {first_use: {enabled: false}, read_only: {enabled: false}}
+"""
+
+
+async def test_an_agent_cannot_choose_ids_that_escape_sampling(redis_url: str) -> None:
+    """Sampling hashed the request id alone, a scheme the docs give: an agent could pick ids
+    whose hash is never sampled and so escape every review. A running bot keys it by its
+    deployment's secret, the same on every replica, so ids ground against the public hash are
+    sampled at the policy's rate."""
+    from bot.policy.engine import sample_point
+    from tests.harness import start, stop
+    from tests.util import eventually
+
+    ground = [f"grind-{i}" for i in range(3000) if sample_point(f"grind-{i}") >= 0.5][:400]
+    h = await start(redis_url)
+    try:
+        holder = h.bot.policy
+        await eventually(lambda: asyncio.sleep(0, holder.sample_salt), what="the salt, read at intake's start")
+        assert holder.sample_salt == await h.store.secret("sample")  # every replica reads the same
+        engine = PolicyEngine.from_yaml(SAMPLED)
+        holder.install(engine, "test")  # a reloaded policy keeps the salt
+        assert engine.sample_salt == holder.sample_salt
+        plain = PolicyEngine.from_yaml(SAMPLED)
+        assert not any(plain.route(req(id=i)).sampled for i in ground)  # escaped, unsalted
+        sampled = sum(engine.route(req(id=i)).sampled for i in ground)
+        assert 120 < sampled < 280, sampled  # about half, as the policy says
+        assert [engine.route(req(id=i)).sampled for i in ground[:50]] == \
+            [engine.route(req(id=i)).sampled for i in ground[:50]]  # stable for an id
+    finally:
+        await stop(h)

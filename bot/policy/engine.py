@@ -15,6 +15,7 @@ Combination (docs/policy.md, "How a route is chosen"):
 from __future__ import annotations
 
 import hashlib
+import hmac
 import logging
 from collections import Counter
 from dataclasses import dataclass
@@ -71,9 +72,12 @@ class _CompiledRule(NamedTuple):
     """The request fields its condition reads (bot.policy.cel.read_paths)."""
 
 
-def sample_point(key: str) -> float:
-    """A stable number in [0, 1) for `key`: the first 8 bytes of its SHA-256."""
-    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") / 2**64
+def sample_point(key: str, salt: bytes = b"") -> float:
+    """A stable number in [0, 1) for `key`: the first 8 bytes of its HMAC-SHA256 under `salt`
+    (the deployment's secret: an agent choosing its ids cannot choose ones that escape
+    sampling), or of its SHA-256 without one (`hitl policy check`, which has no deployment)."""
+    digest = hmac.new(salt, key.encode(), hashlib.sha256).digest() if salt else hashlib.sha256(key.encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
 
 
 def _sample_key(request: Request) -> str:
@@ -88,6 +92,8 @@ class PolicyEngine:
         self.source = source
         self.admins: tuple[str, ...] = tuple(policy.admins)
         self.external_teams: frozenset[str] = frozenset(policy.external_teams)
+        self.sample_salt = b""
+        """The deployment's secret sampling is keyed by (set by PolicyHolder.sample_salt)."""
         self.skipped: Counter[str] = Counter()
         """Per rule, requests its condition could not be decided on that hold none of the
         fields it reads (the rule is about other requests: skipped)."""
@@ -232,7 +238,7 @@ class PolicyEngine:
         sampled = False
         if mode in _ACTS_ALONE:
             rate = max([tier.sample, *(h.sample for h in hits if h.sample is not None)])
-            sampled = rate >= 1 or (rate > 0 and sample_point(_sample_key(request)) < rate)
+            sampled = rate >= 1 or (rate > 0 and sample_point(_sample_key(request), self.sample_salt) < rate)
         if paused and mode in _PAUSABLE:
             mode, sampled = Mode.approve, False
             reasons = _reasons(hits, tier, mode, defaulted=not ranks)

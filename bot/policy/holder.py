@@ -19,8 +19,20 @@ class PolicyHolder:
     def __init__(self, path: Path | None = None) -> None:
         """Load `path` (or the built-in default); PolicyError at start if it is invalid."""
         self.path = path
+        self._salt = b""
         self._engine, self.digest = self._load()
         self.last_error: PolicyError | None = None
+
+    @property
+    def sample_salt(self) -> bytes:
+        """The deployment's secret that sampling and canary picks are keyed by (read from
+        Redis when intake starts), for the engine in force and every one installed later."""
+        return self._salt
+
+    @sample_salt.setter
+    def sample_salt(self, value: bytes) -> None:
+        self._salt = value
+        self._engine.sample_salt = value
 
     @property
     def engine(self) -> PolicyEngine:
@@ -66,6 +78,7 @@ class PolicyHolder:
 
     def install(self, engine: PolicyEngine, digest: str) -> None:
         """Put a `candidate` in force."""
+        engine.sample_salt = self._salt
         self._engine, self.digest = engine, digest
         log.info("policy reloaded from %s (%s)", engine.source, digest[:12])
 
