@@ -340,7 +340,8 @@ async def test_hints_move_a_card_only_when_the_humanlayer_api_sealed_them(h: Har
         assert rested.channel == plain.channel and "U0MALLORY" not in rested.route.approvers
         # a sealed call's hints are honoured, for that call alone
         hl_key = await new_key(h, "billing-bot")
-        status, _, _ = await api.call("POST", "/humanlayer/v1/function_calls", key=hl_key, json=_call("c-seal"))
+        status, _, _ = await api.call("POST", "/humanlayer/v1/function_calls", key=hl_key,
+                                      json=_call("c-seal", reject_options=[{"name": "stale"}]))  # a title left out
         assert status == 200
         sealed = await h.card(hitl_id("fn", "c-seal"))
         assert sealed.channel == CHANNEL
