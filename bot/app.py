@@ -24,6 +24,7 @@ from blocks.batch import batch_card
 from blocks.cards import card
 from bot import charts, housekeeping, http_ack
 from bot.api import mount
+from bot.api.hints import SECRET as HINTS_SECRET
 from bot.api.hints import HintKey, HonourHints
 from bot.autonomy import AwayState
 from bot.backlog import Backlog
@@ -251,8 +252,9 @@ def _tier_approvers(engine: PolicyEngine, tier: str) -> tuple[str, ...] | None:
 async def _secrets(store: Store, hint_key: HintKey, policy: PolicyHolder) -> None:
     """The deployment's secrets routing needs, read when intake starts: the key sealing
     HumanLayer hints, and the salt that sampling and canary picks are keyed by."""
-    await hint_key.load(store)
-    policy.sample_salt = await store.secret("sample")
+    found = await store.secrets([HINTS_SECRET, "sample"])  # one round trip at each start
+    await hint_key.load(store, found[HINTS_SECRET])
+    policy.sample_salt = found["sample"]
 
 
 def _kick_both(delivery: Delivery, scheduler: Scheduler) -> None:

@@ -112,9 +112,9 @@ class Intake:
         while not self._stopping.is_set():
             try:
                 await self.store.ensure_group()
+                self.running = True  # what it reads next is a round trip, before any entry
                 if self.prepare is not None:
                     await self.prepare()
-                self.running = True
                 await self._drain_own_pending()
                 await self._loop()
             except Unavailable as e:

@@ -312,12 +312,21 @@ class Store:
         """This deployment's random key `name` (made by the first replica to ask, then kept):
         what the bot vouches for with it, no agent can forge, for agents cannot read the bot's
         keys (docs/redis.md, ACLs)."""
-        key = self.keys.secret(name)
-        await self.redis.set(key, secrets.token_hex(32), nx=True)
-        value = await self.redis.get(key)
-        if not value:  # only an eviction between the two commands: the next call makes another
-            raise StoreFailure(f"{key} could not be read back")
-        return str(value).encode()
+        return (await self.secrets([name]))[name]
+
+    async def secrets(self, names: list[str]) -> dict[str, bytes]:
+        """`secret` of each of `names`, in one round trip."""
+        async with self.redis.pipeline(transaction=False) as p:
+            for name in names:
+                p.set(self.keys.secret(name), secrets.token_hex(32), nx=True)
+                p.get(self.keys.secret(name))
+            found = await p.execute()
+        out = {}
+        for name, value in zip(names, found[1::2], strict=True):
+            if not value:  # only an eviction between the two commands: the next call makes another
+                raise StoreFailure(f"{self.keys.secret(name)} could not be read back")
+            out[name] = str(value).encode()
+        return out
 
     async def get(self, request_id: str) -> Record:
         """The stored record, or NotFound."""

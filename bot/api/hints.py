@@ -33,8 +33,9 @@ class HintKey:
     def __init__(self) -> None:
         self.value: bytes | None = None
 
-    async def load(self, store: Store) -> bytes:
-        self.value = await store.secret(SECRET)
+    async def load(self, store: Store, value: bytes | None = None) -> bytes:
+        """The key as Redis holds it now (`value`: read by the caller already)."""
+        self.value = value if value is not None else await store.secret(SECRET)
         return self.value
 
 
