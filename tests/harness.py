@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -104,6 +105,12 @@ async def start_bot(redis_url: str, emu: Emulator, **overrides: Any) -> Bot:
     )
     bot = build_app(settings)
     await bot.start()
+    # as a readiness probe would: a test that asks /healthz at once must not race intake's first
+    # round trips (the wait ends early when Redis is away on purpose)
+    for _ in range(250):
+        if bot.intake.running:
+            break
+        await asyncio.sleep(0.02)
     return bot
 
 
