@@ -22,9 +22,12 @@ from store.stats import (
     Op,
     bucket_index,
 )
+from store.transitions import WITHDRAWN_CODE
 
 NON_TRIVIAL_CHARS = 100
 NON_TRIVIAL_PARAMS = 3
+WITHDRAWN = "withdrawn"
+"""Counted as `st:withdrawn`: a `rejected` decision the agent asked for (it withdrew the request)."""
 INLINE_EVENTS = frozenset({"received", "routed", "decided"})
 """Events counted by the script that writes them; the projector only acknowledges these."""
 
@@ -104,6 +107,8 @@ def ops_for(fields: dict[str, str], at_ms: int, record: dict[str, Any] | None,
             hourly("pending:in")
     elif event == "decided" and detail.get("status"):
         status = str(detail["status"])
+        if status == "rejected" and detail.get("reason_code") == WITHDRAWN_CODE:
+            status = WITHDRAWN  # the agent cancelled it: no person rejected anything
         both(f"st:{status}")
         if status in LEAVES_QUEUE:
             hourly("pending:out")

@@ -453,3 +453,25 @@ def test_the_scripts_name_the_projectors_group() -> None:
 
     lua = (Path(__file__).resolve().parent.parent / "store" / "lua" / "_stats.lua").read_text()
     assert f"local STATS_GROUP = '{STATS_GROUP}'" in lua
+
+
+async def test_a_withdrawn_request_is_no_persons_rejection(store: Store, projector: StatsProjector) -> None:
+    """The agent withdrawing its request (REST cancel: `rejected`, reason_code `withdrawn`)
+    is nobody's decision: no rejection by people, no override, no time to decision."""
+    from store.transitions import withdraw
+
+    now = datetime.now(UTC)
+    t0 = now - timedelta(hours=1)
+    h = History(store, now)
+    for i in range(10):
+        await h.request(f"p{i}", t0, "approve")
+        await h.decide(f"p{i}", t0 + timedelta(minutes=1), "approved")
+    await h.request("w1", t0, "approve")
+    await store.apply(withdraw(await store.get("w1"), now=now, by="billing (API key k1)"), now)
+    await drain(projector)
+    r = await StatsStore(store.redis, store.keys).report(24, now.timestamp())
+    assert r.human_decisions == 10 and r.ttd.count == 10
+    assert "rejected" not in r.decisions and r.decisions["withdrawn"] == 1
+    assert r.override_rate == 0 and r.rate("rejected") == 0
+    assert r.queue_change == 0  # it left the queue all the same
+    assert (await StatsStore(store.redis, store.keys).totals())["st:withdrawn"] == 1
