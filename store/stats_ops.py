@@ -22,7 +22,7 @@ from store.stats import (
     Op,
     bucket_index,
 )
-from store.transitions import WITHDRAWN_CODE
+from store.transitions import TIMEOUT_CODE, WITHDRAWN_CODE
 
 NON_TRIVIAL_CHARS = 100
 NON_TRIVIAL_PARAMS = 3
@@ -110,7 +110,8 @@ def ops_for(fields: dict[str, str], at_ms: int, record: dict[str, Any] | None,
         if status == "rejected" and detail.get("reason_code") == WITHDRAWN_CODE:
             status = WITHDRAWN  # the agent cancelled it: no person rejected anything
         both(f"st:{status}")
-        if status in LEAVES_QUEUE:
+        # a request approved by the clock (`on_timeout: approve`) waited for people too
+        if status in LEAVES_QUEUE or detail.get("reason_code") == TIMEOUT_CODE:
             hourly("pending:out")
         if status in HUMAN_STATUSES:
             hist("ttd:", rec.get("created_at"))

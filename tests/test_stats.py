@@ -475,3 +475,21 @@ async def test_a_withdrawn_request_is_no_persons_rejection(store: Store, project
     assert r.override_rate == 0 and r.rate("rejected") == 0
     assert r.queue_change == 0  # it left the queue all the same
     assert (await StatsStore(store.redis, store.keys).totals())["st:withdrawn"] == 1
+
+
+async def test_a_request_approved_by_the_clock_leaves_the_queue(store: Store, projector: StatsProjector) -> None:
+    """A tier with `on_timeout: approve` ends an unanswered request `auto_approved`: it left the
+    people's queue like an expired one, so the queue does not read as growing."""
+    from store.transitions import expire
+
+    now = datetime.now(UTC)
+    h = History(store, now)
+    for i in range(6):
+        await h.request(f"t{i}", now - timedelta(hours=2), "approve")
+        t = expire(await store.get(f"t{i}"), now=now, status=Status.auto_approved, reason="No decision in 1h")
+        await store.apply(t, now)
+    await drain(projector)
+    r = await StatsStore(store.redis, store.keys).report(24, now.timestamp())
+    assert r.queue_depth == 0 and r.queue_change == 0
+    assert "queue_growing" not in [w.code for w in r.warnings]
+    assert r.decisions == {"auto_approved": 6} and r.human_decisions == 0
