@@ -28,6 +28,9 @@ NON_TRIVIAL_CHARS = 100
 NON_TRIVIAL_PARAMS = 3
 WITHDRAWN = "withdrawn"
 """Counted as `st:withdrawn`: a `rejected` decision the agent asked for (it withdrew the request)."""
+DECIDING_CHOICES = frozenset({"approve", "edit", "reject", "answer", "resolve", "hand_back"})
+"""A person's clicks that decide or vote (a reviewer's decisions); taking a case over and replying
+keep it open and are not counted."""
 INLINE_EVENTS = frozenset({"received", "routed", "decided"})
 """Events counted by the script that writes them; the projector only acknowledges these."""
 
@@ -117,7 +120,7 @@ def ops_for(fields: dict[str, str], at_ms: int, record: dict[str, Any] | None,
             hist("ttd:", rec.get("created_at"))
         if status == "approved" and rec.get("changes"):
             both("edited")
-    elif event == "clicked" and "outcome" not in detail and detail.get("choice"):
+    elif event == "clicked" and "outcome" not in detail and detail.get("choice") in DECIDING_CHOICES:
         p = f"rv:{actor}:"
         hourly(p + "n")
         if detail["choice"] in APPROVING_CHOICES:

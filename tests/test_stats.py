@@ -493,3 +493,25 @@ async def test_a_request_approved_by_the_clock_leaves_the_queue(store: Store, pr
     assert r.queue_depth == 0 and r.queue_change == 0
     assert "queue_growing" not in [w.code for w in r.warnings]
     assert r.decisions == {"auto_approved": 6} and r.human_decisions == 0
+
+
+async def test_taking_over_and_replying_are_not_a_reviewers_decisions(store: Store,
+                                                                       projector: StatsProjector) -> None:
+    """A handover's take over and replies keep the case open: they are not decisions, so they
+    neither count as decisions nor time one (taking a case within seconds is not rubber-stamping)."""
+    now = datetime.now(UTC)
+    h = History(store, now)
+    for i in range(5):
+        created = now - timedelta(hours=1, minutes=i)
+        posted = created + timedelta(seconds=2)
+        await h.request(f"e{i}", created, "escalate", summary=LONG)
+        await h.record(f"e{i}", posted=posted)
+        await h.event("clicked", f"e{i}", posted + timedelta(seconds=1.5), "U0CARL", choice="take_over")
+        await h.event("clicked", f"e{i}", posted + timedelta(seconds=2), "U0CARL", choice="reply")
+        await h.event("clicked", f"e{i}", posted + timedelta(minutes=10), "U0CARL", choice="resolve")
+    await drain(projector)
+    r = await StatsStore(store.redis, store.keys).report(24, now.timestamp())
+    [carl] = r.reviewers
+    assert (carl.decisions, carl.nontrivial) == (5, 5) and carl.rubber_stamp is None
+    assert carl.median_s is not None and carl.median_s > 300
+    assert "rubber_stamp" not in [w.code for w in r.warnings]
