@@ -20,6 +20,7 @@ OUTCOMES: tuple[tuple[str, tuple[str, ...], str], ...] = (
     ("expired", ("expired",), "#f4a261"),
     ("automatic", ("auto_approved",), "#a8dadc"),
     ("denied by policy", ("denied",), "#6d6875"),
+    ("withdrawn by the agent", ("withdrawn",), "#cccccc"),
 )
 
 

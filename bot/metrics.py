@@ -14,9 +14,17 @@ from store.stats import BOUNDS_S
 Sample = tuple[str, float]
 
 
+def _number(value: float) -> str:
+    """A sample value in full: an integer as one, a float as the shortest text that reads back
+    as itself (`:g` kept six digits, so a counter past a million stood still between steps)."""
+    if isinstance(value, int) or float(value).is_integer():
+        return str(int(value))
+    return repr(float(value))
+
+
 def _family(name: str, kind: str, help_: str, samples: list[Sample]) -> str:
     out = [f"# HELP {name} {help_}", f"# TYPE {name} {kind}"]
-    out += [f"{name}{labels} {value:g}" for labels, value in samples]
+    out += [f"{name}{labels} {_number(value)}" for labels, value in samples]
     return "\n".join(out)
 
 
@@ -38,7 +46,7 @@ def histogram(name: str, help_: str, totals: dict[str, int], prefix: str) -> str
         lines.append(f'{name}_bucket{{le="{bound:g}"}} {running}')
     running += totals.get(f"{prefix}{len(BOUNDS_S)}", 0)
     lines.append(f'{name}_bucket{{le="+Inf"}} {running}')
-    lines.append(f"{name}_sum {totals.get(f'{prefix}sum', 0) / 1000:g}")
+    lines.append(f"{name}_sum {_number(totals.get(f'{prefix}sum', 0) / 1000)}")
     lines.append(f"{name}_count {running}")
     return "\n".join(lines)
 

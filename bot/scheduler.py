@@ -321,9 +321,10 @@ class Scheduler(DueWorker):
         seconds = max(0.0, (posted_ms - trigger_ms(record)) / 1000)
         now = from_epoch(self.clock())
         channel = record.channel or record.route.channel
+        # recorded once: a replica that ran this too (its lease ran out) finds the time recorded
         await self._apply(record.id, lambda r: escalate(
             r, now=now, level=0, targets=[channel], approvers=[], seconds=seconds,
-            next_due_ms=level_due_ms(r, tier, r.escalation_level)))
+            next_due_ms=level_due_ms(r, tier, r.escalation_level)) if r.time_to_escalate_s is None else None)
         return None
 
     # ---- Slack ----------------------------------------------------------------------------

@@ -141,6 +141,6 @@ def decision_stats(keys: Keys, t: Transition, now_ms: int) -> tuple[str, str, st
         rec = t.record
         changes = json.loads(t.fields["changes"]) if "changes" in t.fields else rec.changes
         record = {"created_at": ms(rec.created_at), "changes": changes}
-        detail = json.dumps({"status": t.decision.status.value})
+        detail = json.dumps({"status": t.decision.status.value, "reason_code": t.decision.reason_code})
         ops = ops_for({"event": "decided", "actor": "system", "detail": detail}, now_ms, record, now_ms)
     return stats_args(ops, keys, now_ms)

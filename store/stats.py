@@ -33,7 +33,7 @@ HUMAN_MODES = frozenset({"shadow", "approve", "escalate"})
 """Routes on which a person decides before the action runs (the request waits in the queue)."""
 HUMAN_STATUSES = frozenset({"approved", "rejected", "answered", "resolved"})
 """Decisions taken by people."""
-LEAVES_QUEUE = HUMAN_STATUSES | {"expired"}
+LEAVES_QUEUE = HUMAN_STATUSES | {"expired", "withdrawn"}
 APPROVING_CHOICES = frozenset({"approve", "edit"})
 
 # Warning signs (docs/commands.md, "Warning signs"): the guides' thresholds.

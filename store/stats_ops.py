@@ -22,9 +22,15 @@ from store.stats import (
     Op,
     bucket_index,
 )
+from store.transitions import TIMEOUT_CODE, WITHDRAWN_CODE
 
 NON_TRIVIAL_CHARS = 100
 NON_TRIVIAL_PARAMS = 3
+WITHDRAWN = "withdrawn"
+"""Counted as `st:withdrawn`: a `rejected` decision the agent asked for (it withdrew the request)."""
+DECIDING_CHOICES = frozenset({"approve", "edit", "reject", "answer", "resolve", "hand_back"})
+"""A person's clicks that decide or vote (a reviewer's decisions); taking a case over and replying
+keep it open and are not counted."""
 INLINE_EVENTS = frozenset({"received", "routed", "decided"})
 """Events counted by the script that writes them; the projector only acknowledges these."""
 
@@ -104,14 +110,17 @@ def ops_for(fields: dict[str, str], at_ms: int, record: dict[str, Any] | None,
             hourly("pending:in")
     elif event == "decided" and detail.get("status"):
         status = str(detail["status"])
+        if status == "rejected" and detail.get("reason_code") == WITHDRAWN_CODE:
+            status = WITHDRAWN  # the agent cancelled it: no person rejected anything
         both(f"st:{status}")
-        if status in LEAVES_QUEUE:
+        # a request approved by the clock (`on_timeout: approve`) waited for people too
+        if status in LEAVES_QUEUE or detail.get("reason_code") == TIMEOUT_CODE:
             hourly("pending:out")
         if status in HUMAN_STATUSES:
             hist("ttd:", rec.get("created_at"))
         if status == "approved" and rec.get("changes"):
             both("edited")
-    elif event == "clicked" and "outcome" not in detail and detail.get("choice"):
+    elif event == "clicked" and "outcome" not in detail and detail.get("choice") in DECIDING_CHOICES:
         p = f"rv:{actor}:"
         hourly(p + "n")
         if detail["choice"] in APPROVING_CHOICES:

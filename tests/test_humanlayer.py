@@ -395,3 +395,29 @@ async def test_an_agents_escalation_uses_up_no_policy_level(redis_url: str, tmp_
             assert "0:U0LEAD" in await h.store.notices_sent(rid)  # the lead was told
         finally:
             await api.close()
+
+
+async def test_an_agents_escalation_is_timed_from_its_call_not_from_the_request(redis_url: str,
+                                                                               tmp_path: Path) -> None:
+    """escalate_email on a request two hours old tells people at once: its time to escalate is
+    the moment of the call to the notice, not the request's age (which raised a false 'time to
+    escalate' warning and skewed its p90)."""
+    path = tmp_path / "policy.yml"
+    path.write_text(LEVELS)
+    async with api_harness(redis_url, policy=path) as h:
+        h.emu.add_channel("hl-approvals", CHANNEL)
+        api = Api(h, await new_key(h, "billing-bot"))
+        try:
+            assert (await api.call("POST", "/humanlayer/v1/function_calls", json=_call("c-old")))[0] == 200
+            rid = hitl_id("fn", "c-old")
+            await h.card(rid)
+            key = h.store.keys.request(rid)
+            created, rest = str(await h.store.redis.hget(key, "intake")).split(" ", 1)
+            await h.store.redis.hset(key, "intake", f"{int(created) - 2 * 3600 * 1000} {rest}")
+            status, _, _ = await api.call("POST", "/humanlayer/v1/agent/function_calls/c-old/escalate_email", json={
+                "escalation_msg": "please look", "channel": {"slack": {"channel_or_user_id": "U0DAVE"}}})
+            assert status == 200
+            [detail] = [e.detail for e in await h.store.trail(rid) if e.event == "escalated"]
+            assert 0 <= detail["seconds"] < 60
+        finally:
+            await api.close()

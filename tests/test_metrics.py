@@ -110,3 +110,17 @@ async def test_skipped_rules_and_slack_errors_are_exported(redis_url: str, tmp_p
         assert value(m, "hitl_slack_errors", "hitl_slack_errors_total", component="scheduler") == 0
     finally:
         await stop(h)
+
+
+def test_large_counters_and_sums_are_exported_exactly() -> None:
+    """Counters past a million and a histogram's sum are written in full, not rounded to six
+    significant digits (`1.23457e+06`), which froze rate() between rounding steps."""
+    from bot.metrics import _family
+
+    text = _family("c_total", "counter", "help", [("", 1_234_567)]) + "\n"
+    text += histogram("t_seconds", "help", {"x:0": 1_234_567, "x:sum": 1_234_567_891}, "x:") + "\n"
+    got = {(s.name, s.labels.get("le")): s.value
+           for f in text_string_to_metric_families(text) for s in f.samples}
+    assert got[("c_total", None)] == 1_234_567
+    assert got[("t_seconds_sum", None)] == 1_234_567.891
+    assert "e+" not in text

@@ -485,3 +485,14 @@ def test_people_a_level_is_about_to_tell_are_never_cut_from_who_may_decide() -> 
         extra_approvers=[f"U{i:05d}" for i in range(MAX_EXTRA_APPROVERS)])
     t = grant(rec, approvers=["U0ERIN"])
     assert t is not None and "U0ERIN" in json.loads(t.fields["extra_approvers"])
+
+
+async def test_a_handover_cards_time_to_escalate_is_recorded_once(w: World) -> None:
+    """Two replicas running the same level-0 deadline (a lease run out) from the record as they
+    read it: the second finds the time recorded and records nothing (stats time it once)."""
+    rec = await w.request(kind="escalation", summary="The customer wants a person")
+    tier = tier_of(ENGINE, rec.route)
+    a, b = w.scheduler(), w.scheduler()
+    await asyncio.gather(a._escalate(rec, tier), b._escalate(rec, tier))
+    level0 = [d for e, d in await w.events(rec.id) if e == "escalated" and d["level"] == 0]
+    assert len(level0) == 1

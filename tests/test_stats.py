@@ -453,3 +453,65 @@ def test_the_scripts_name_the_projectors_group() -> None:
 
     lua = (Path(__file__).resolve().parent.parent / "store" / "lua" / "_stats.lua").read_text()
     assert f"local STATS_GROUP = '{STATS_GROUP}'" in lua
+
+
+async def test_a_withdrawn_request_is_no_persons_rejection(store: Store, projector: StatsProjector) -> None:
+    """The agent withdrawing its request (REST cancel: `rejected`, reason_code `withdrawn`)
+    is nobody's decision: no rejection by people, no override, no time to decision."""
+    from store.transitions import withdraw
+
+    now = datetime.now(UTC)
+    t0 = now - timedelta(hours=1)
+    h = History(store, now)
+    for i in range(10):
+        await h.request(f"p{i}", t0, "approve")
+        await h.decide(f"p{i}", t0 + timedelta(minutes=1), "approved")
+    await h.request("w1", t0, "approve")
+    await store.apply(withdraw(await store.get("w1"), now=now, by="billing (API key k1)"), now)
+    await drain(projector)
+    r = await StatsStore(store.redis, store.keys).report(24, now.timestamp())
+    assert r.human_decisions == 10 and r.ttd.count == 10
+    assert "rejected" not in r.decisions and r.decisions["withdrawn"] == 1
+    assert r.override_rate == 0 and r.rate("rejected") == 0
+    assert r.queue_change == 0  # it left the queue all the same
+    assert (await StatsStore(store.redis, store.keys).totals())["st:withdrawn"] == 1
+
+
+async def test_a_request_approved_by_the_clock_leaves_the_queue(store: Store, projector: StatsProjector) -> None:
+    """A tier with `on_timeout: approve` ends an unanswered request `auto_approved`: it left the
+    people's queue like an expired one, so the queue does not read as growing."""
+    from store.transitions import expire
+
+    now = datetime.now(UTC)
+    h = History(store, now)
+    for i in range(6):
+        await h.request(f"t{i}", now - timedelta(hours=2), "approve")
+        t = expire(await store.get(f"t{i}"), now=now, status=Status.auto_approved, reason="No decision in 1h")
+        await store.apply(t, now)
+    await drain(projector)
+    r = await StatsStore(store.redis, store.keys).report(24, now.timestamp())
+    assert r.queue_depth == 0 and r.queue_change == 0
+    assert "queue_growing" not in [w.code for w in r.warnings]
+    assert r.decisions == {"auto_approved": 6} and r.human_decisions == 0
+
+
+async def test_taking_over_and_replying_are_not_a_reviewers_decisions(store: Store,
+                                                                       projector: StatsProjector) -> None:
+    """A handover's take over and replies keep the case open: they are not decisions, so they
+    neither count as decisions nor time one (taking a case within seconds is not rubber-stamping)."""
+    now = datetime.now(UTC)
+    h = History(store, now)
+    for i in range(5):
+        created = now - timedelta(hours=1, minutes=i)
+        posted = created + timedelta(seconds=2)
+        await h.request(f"e{i}", created, "escalate", summary=LONG)
+        await h.record(f"e{i}", posted=posted)
+        await h.event("clicked", f"e{i}", posted + timedelta(seconds=1.5), "U0CARL", choice="take_over")
+        await h.event("clicked", f"e{i}", posted + timedelta(seconds=2), "U0CARL", choice="reply")
+        await h.event("clicked", f"e{i}", posted + timedelta(minutes=10), "U0CARL", choice="resolve")
+    await drain(projector)
+    r = await StatsStore(store.redis, store.keys).report(24, now.timestamp())
+    [carl] = r.reviewers
+    assert (carl.decisions, carl.nontrivial) == (5, 5) and carl.rubber_stamp is None
+    assert carl.median_s is not None and carl.median_s > 300
+    assert "rubber_stamp" not in [w.code for w in r.warnings]

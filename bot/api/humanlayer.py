@@ -258,6 +258,7 @@ class HumanLayerApi:
         slack = _slack(data.get("channel"))
         targets = [str(slack["channel_or_user_id"])] if slack.get("channel_or_user_id") else []
         approvers = [str(x) for x in slack.get("allowed_responder_ids") or []]
+        asked = utcnow()  # the trigger: time to escalate runs from the agent's call, not the request's age
         for _ in range(10):
             record = await self.service.get(rid, key)
             now = utcnow()
@@ -265,7 +266,7 @@ class HumanLayerApi:
             # people brought in now; the policy's own levels keep their times (none is used up, so
             # none goes untold)
             t = escalate(record, now=now, level=record.escalation_level + 1, targets=targets,
-                         approvers=allowed, seconds=(now - record.created_at).total_seconds(), next_due_ms=None,
+                         approvers=allowed, seconds=(now - asked).total_seconds(), next_due_ms=None,
                          counts_level=False)
             t.audit.append(("escalation_requested", record.request.agent,
                             {"message": data["escalation_msg"][:3000], "via": "humanlayer"}))
