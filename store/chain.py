@@ -132,6 +132,17 @@ def seal_link(entry_id: str, fields: dict[str, str]) -> Link:
     return link
 
 
+def _str(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value or "")
+
+
+def _older(a: str, b: str) -> bool:
+    """Whether stream id `a` comes before `b`."""
+    am, _, aseq = a.partition("-")
+    bm, _, bseq = b.partition("-")
+    return (int(am), int(aseq or 0)) < (int(bm), int(bseq or 0))
+
+
 def next_id(entry_id: str) -> str:
     """The smallest stream id after `entry_id`."""
     ms, _, seq = entry_id.partition("-")
@@ -284,6 +295,23 @@ class ChainStore:
         if not rows:
             return None
         return parse_seal(*rows[0])
+
+    async def unconsumed_from(self) -> str | None:
+        """The first audit entry some consumer group of the audit stream has not consumed yet
+        (its oldest pending entry, or the one after its last delivered); None without groups.
+        Retention never trims it or what follows: the stats projector counts from there."""
+        first: str | None = None
+        for g in await self.redis.xinfo_groups(self.audit_key):
+            name, last = _str(g.get("name")), _str(g.get("last-delivered-id")) or "0-0"
+            keep = next_id(last)
+            if int(g.get("pending") or 0) > 0:
+                summary = await self.redis.xpending(self.audit_key, name)
+                oldest = _str(summary.get("min"))
+                if oldest and _older(oldest, keep):
+                    keep = oldest
+            if first is None or _older(keep, first):
+                first = keep
+        return first
 
     async def unsealed(self) -> int:
         head = await self.head()

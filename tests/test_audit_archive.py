@@ -147,3 +147,25 @@ async def test_retention_keeps_recent_entries(store: Store, chain: ChainStore, p
     await archive(chain, pg_url)
     assert await trim(chain, keep_days=1) == 0   # all younger than a day
     assert await store.redis.xlen(store.keys.audit) == 10
+
+
+async def test_retention_never_trims_what_the_stats_projector_has_not_counted(
+        store: Store, chain: ChainStore, pg_url: str) -> None:
+    """Retention trimmed what the archive held whatever a consumer group of the audit stream
+    had read: a stats projector further behind than the retention lost those events for good
+    (acknowledged as deleted, never counted). It now keeps from the first entry not consumed."""
+    await sealed(store, chain, 50)
+    ids = [i for i, _ in await store.redis.xrange(store.keys.audit)]
+    await store.redis.xgroup_create(store.keys.audit, "stats-behind", id=ids[29])  # consumed 30
+    await archive(chain, pg_url)
+    assert await trim(chain, None) == 30
+    assert [i for i, _ in await store.redis.xrange(store.keys.audit)] == ids[30:]
+    await store.redis.xreadgroup("stats-behind", "c1", {store.keys.audit: ">"}, count=10)  # read, unacknowledged
+    await store.redis.xack(store.keys.audit, "stats-behind", *ids[35:40])
+    await archive(chain, pg_url)
+    assert await trim(chain, None) == 0  # ids[30] is pending: not counted yet
+    await store.redis.xack(store.keys.audit, "stats-behind", *ids[30:35])
+    assert await trim(chain, None) == 10  # through the last delivered, ids[39]
+    assert [i for i, _ in await store.redis.xrange(store.keys.audit)] == ids[40:]
+    r = await verify_live(chain, [], NO_KEY)
+    assert r.problems == [] and r.first_seq == 41

@@ -178,13 +178,21 @@ async def _copy_checkpoints(conn: psycopg.AsyncConnection[Any], chain: ChainStor
 
 
 async def trim(chain: ChainStore, keep_days: float | None) -> int:
-    """Drop from Redis what the archive holds (and is older than `keep_days`): entries removed."""
+    """Drop from Redis what the archive holds (and is older than `keep_days`), never an entry
+    a consumer group of the audit stream (the stats projector) has not consumed: entries removed."""
     mark = await chain.archived()
     if mark is None:
         return 0
     if keep_days:
         cutoff = int((time.time() - keep_days * 86400) * 1000)
         before = await chain.link_before(f"{cutoff}-0")
+        if before is None:
+            return 0
+        if before.seq < mark.seq:
+            mark = before
+    unconsumed = await chain.unconsumed_from()  # what the stats projector has yet to count stays
+    if unconsumed is not None:
+        before = await chain.link_before(unconsumed)
         if before is None:
             return 0
         if before.seq < mark.seq:
