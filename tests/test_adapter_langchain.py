@@ -143,6 +143,20 @@ async def test_per_call_mode_edit(h: Harness) -> None:
     assert executed == [{"order": "A-17", "amount": 120}]
 
 
+async def test_an_approval_of_a_tool_that_allows_edit_but_not_approve_runs_it(h: Harness) -> None:
+    """`allowed_decisions: ["edit", "reject"]`: a reviewer's plain Approve is an edit that
+    changes nothing (it raised NotApproved for an approved call, and the graph stayed stuck)."""
+    for mode in ("batched", "per_call"):
+        executed: list[dict[str, Any]] = []
+        task = asyncio.create_task(arun_with_approvals(_agent(executed, [REFUND], ["edit", "reject"], mode), INPUT,
+                                                       {"configurable": {"thread_id": f"t-{mode}"}}, client=h.client))
+        rec = await card_for(h, "refund")
+        assert edit_offered(h, rec)
+        await approve(h, rec)
+        await task
+        assert executed == [{"order": "A-17", "amount": 250}], mode
+
+
 async def test_two_actions_in_one_interrupt_are_one_batch(h: Harness) -> None:
     executed: list[dict[str, Any]] = []
     notify = {"name": "notify", "args": {"customer": "ana", "text": "refund coming"}, "id": "call_n", "type": "tool_call"}

@@ -81,7 +81,8 @@ def _answer(verdict: Verdict, allowed: set[str]) -> dict[str, Any]:
     call = verdict.call
     if verdict.outcome == "answer":
         return {"type": "respond", "message": verdict.message}
-    if verdict.outcome == "edit" and "edit" in allowed:
+    if "edit" in allowed and (verdict.outcome == "edit" or (verdict.outcome == "approve" and "approve" not in allowed)):
+        # an approval of a tool that allows edit but not approve: the edit that changes nothing
         return {"type": "edit", "edited_action": {"name": call.name, "args": verdict.args}}
     if verdict.outcome in ("approve", "edit") and "approve" in allowed:
         return {"type": "approve"}
