@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Literal
 
 from hitl.adapters.langchain import arun_with_approvals, run_with_approvals
 from hitl.sync import Client
@@ -155,6 +155,29 @@ async def test_an_approval_of_a_tool_that_allows_edit_but_not_approve_runs_it(h:
         await approve(h, rec)
         await task
         assert executed == [{"order": "A-17", "amount": 250}], mode
+
+
+async def test_per_call_allowed_decisions_are_read_from_the_schema_not_the_tools_arguments(h: Harness) -> None:
+    """A tool whose own argument schema names a decision ("reject" here) does not make that
+    decision allowed: a rejection of a tool allowing approve, edit and respond is a respond
+    (the adapter sent "reject", which LangGraph refused, and the run failed)."""
+    executed: list[str] = []
+
+    @tool
+    def merge(branch: str, on_conflict: Literal["ours", "reject"]) -> str:
+        """Merge a branch."""
+        executed.append(branch)
+        return "merged"
+
+    call = {"name": "merge", "args": {"branch": "release", "on_conflict": "ours"}, "id": "call_m", "type": "tool_call"}
+    model = ScriptedModel(messages=_script(AIMessage(content="", tool_calls=[call]), AIMessage(content="done")))
+    middleware = HumanInTheLoopMiddleware(interrupt_on={"merge": {"allowed_decisions": ["approve", "edit", "respond"]}},
+                                          interrupt_mode="per_call")
+    agent = create_agent(model, tools=[merge], middleware=[middleware], checkpointer=InMemorySaver())
+    task = asyncio.create_task(arun_with_approvals(agent, INPUT, CONFIG, client=h.client))
+    await reject(h, await card_for(h, "merge"), "Freeze until Monday")
+    result = await task
+    assert executed == [] and "Freeze until Monday" in str(_tool_messages(result)[0].content)
 
 
 async def test_two_actions_in_one_interrupt_are_one_batch(h: Harness) -> None:

@@ -33,9 +33,35 @@ def _allowed(config: dict[str, Any] | None, schema: Any = None) -> set[str]:
     if config and "allowed_decisions" in config:
         return set(config["allowed_decisions"])
     if isinstance(schema, dict):  # per-call mode: the interrupt's JSON Schema names them
-        text = json.dumps(schema)
-        return {d for d in DECISIONS if f'"{d}"' in text}
+        return _schema_decisions(schema)
     return set(DECISIONS)
+
+
+def _schema_decisions(schema: dict[str, Any]) -> set[str]:
+    """The decision types a per-call `response_schema` accepts: its discriminator's mapping, or
+    the `type` const of its one decision (or of each member of a union). Never a word found
+    elsewhere in it: an edit branch carries the tool's own argument schema, whose names and
+    enum values may be 'reject' or 'approve'."""
+    mapping = (schema.get("discriminator") or {}).get("mapping")
+    if isinstance(mapping, dict):
+        return {d for d in mapping if d in DECISIONS}
+    defs = schema.get("$defs") or {}
+
+    def const(member: Any) -> str | None:
+        if isinstance(member, dict) and isinstance(member.get("$ref"), str):
+            member = defs.get(member["$ref"].rsplit("/", 1)[-1])
+        if not isinstance(member, dict):
+            return None
+        kind = (member.get("properties") or {}).get("type") or {}
+        value = kind.get("const") if "const" in kind else next(iter(kind.get("enum") or []), None)
+        return value if value in DECISIONS else None
+
+    members = schema.get("oneOf") or schema.get("anyOf") or [schema]
+    found = {c for c in (const(m) for m in members) if c}
+    if found:
+        return found
+    text = json.dumps(schema)  # a schema of some other shape: the names it holds
+    return {d for d in DECISIONS if f'"{d}"' in text}
 
 
 def _calls(interrupt: Interrupt) -> list[tuple[ToolCall, set[str]]]:
