@@ -8,6 +8,7 @@ import asyncio
 from collections.abc import Iterator
 from typing import Any, Literal
 
+import pytest
 from hitl.adapters.langchain import arun_with_approvals, run_with_approvals
 from hitl.sync import Client
 from langchain.agents import create_agent
@@ -20,9 +21,11 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.types import interrupt
 from typing_extensions import TypedDict
 
+from blocks.ids import BatchActionId, batch_item_block_id, param_block_id
 from store.models import Status
 from tests.harness import Harness
 from tests.reviewer import answer, approve, card_for, edit, edit_offered, h, reject
+from tests.util import eventually
 
 __all__ = ["h"]
 
@@ -178,6 +181,43 @@ async def test_per_call_allowed_decisions_are_read_from_the_schema_not_the_tools
     await reject(h, await card_for(h, "merge"), "Freeze until Monday")
     result = await task
     assert executed == [] and "Freeze until Monday" in str(_tool_messages(result)[0].content)
+
+
+async def _edit_item(h: Harness, rec: Any, values: dict[str, Any], user: str = "U0ALICE") -> None:
+    """Edit one item of a batch card (its menu's Edit, then the modal)."""
+    assert rec.batch and rec.channel and rec.ts
+    await h.emu.click(user, rec.channel, rec.ts, BatchActionId.item, value="edit",
+                      block_id=batch_item_block_id(rec.batch, rec.id))
+    view = await eventually(lambda: asyncio.sleep(0, h.emu.top_view(user)), what="edit modal")
+    result = await h.emu.submit_view(user, view.id, {param_block_id(k): {"value": str(v)} for k, v in values.items()})
+    assert result.closed, result.errors
+    await h.decided(rec.id)
+
+
+async def test_an_edit_langchain_cannot_apply_to_its_call_resumes_nothing(h: Harness) -> None:
+    """The middleware (batched mode) keeps a reviewer's edit by tool call id: a call without one
+    ran with the model's own arguments, and of two calls sharing an id both ran with the one
+    edit. run_with_approvals now refuses to resume such an edit: nothing runs."""
+    executed: list[dict[str, Any]] = []
+    no_id = {**REFUND, "id": ""}
+    task = asyncio.create_task(arun_with_approvals(_agent(executed, [no_id]), INPUT, CONFIG, client=h.client))
+    await edit(h, await card_for(h, "refund"), {"amount": 1})
+    with pytest.raises(RuntimeError, match="edit"):
+        await task
+    assert executed == []
+
+    other = {**REFUND, "args": {"order": "B-9", "amount": 900}}  # the same id as REFUND
+    task = asyncio.create_task(arun_with_approvals(_agent(executed, [REFUND, other]), INPUT,
+                                                   {"configurable": {"thread_id": "dup"}}, client=h.client))
+    seen: set[str] = set()
+    first, second = await card_for(h, "refund", seen=seen), await card_for(h, "refund", seen=seen)
+    if first.request.params["order"] != "A-17":
+        first, second = second, first
+    await _edit_item(h, first, {"amount": 1})
+    await approve(h, await h.store.get(second.id))
+    with pytest.raises(RuntimeError, match="edit"):
+        await task
+    assert executed == []
 
 
 async def test_two_actions_in_one_interrupt_are_one_batch(h: Harness) -> None:
