@@ -39,3 +39,27 @@ class ScriptedOpenAIModel(Model):
 
     def stream_response(self, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
         raise NotImplementedError("the scripted model does not stream")
+
+
+class ScriptedItemModel(Model):
+    """Outputs `item` (any tool call: a shell call, an apply_patch call) first; once a tool
+    output (or a rejection) is in its input, says what it saw. Records every input."""
+
+    def __init__(self, item: Any) -> None:
+        self.item = item
+        self.inputs: list[Any] = []
+
+    async def get_response(self, system_instructions: str | None, input: Any, *args: Any,
+                           **kwargs: Any) -> ModelResponse:
+        self.inputs.append(input)
+        outputs = [i for i in (input if isinstance(input, list) else [])
+                   if isinstance(i, dict) and str(i.get("type", "")).endswith("_output")]
+        if not outputs:
+            return ModelResponse(output=[self.item], usage=Usage(), response_id=None)
+        text = f"tool said: {outputs[-1].get('output')}"
+        message = ResponseOutputMessage(id="msg_1", type="message", role="assistant", status="completed",
+                                        content=[ResponseOutputText(type="output_text", text=text, annotations=[])])
+        return ModelResponse(output=[message], usage=Usage(), response_id=None)
+
+    def stream_response(self, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+        raise NotImplementedError("the scripted model does not stream")

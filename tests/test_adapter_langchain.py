@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Literal
 
+import pytest
 from hitl.adapters.langchain import arun_with_approvals, run_with_approvals
 from hitl.sync import Client
 from langchain.agents import create_agent
@@ -20,9 +21,11 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.types import interrupt
 from typing_extensions import TypedDict
 
+from blocks.ids import BatchActionId, batch_item_block_id, param_block_id
 from store.models import Status
 from tests.harness import Harness
 from tests.reviewer import answer, approve, card_for, edit, edit_offered, h, reject
+from tests.util import eventually
 
 __all__ = ["h"]
 
@@ -141,6 +144,80 @@ async def test_per_call_mode_edit(h: Harness) -> None:
     await edit(h, rec, {"amount": 120})
     await task
     assert executed == [{"order": "A-17", "amount": 120}]
+
+
+async def test_an_approval_of_a_tool_that_allows_edit_but_not_approve_runs_it(h: Harness) -> None:
+    """`allowed_decisions: ["edit", "reject"]`: a reviewer's plain Approve is an edit that
+    changes nothing (it raised NotApproved for an approved call, and the graph stayed stuck)."""
+    for mode in ("batched", "per_call"):
+        executed: list[dict[str, Any]] = []
+        task = asyncio.create_task(arun_with_approvals(_agent(executed, [REFUND], ["edit", "reject"], mode), INPUT,
+                                                       {"configurable": {"thread_id": f"t-{mode}"}}, client=h.client))
+        rec = await card_for(h, "refund")
+        assert edit_offered(h, rec)
+        await approve(h, rec)
+        await task
+        assert executed == [{"order": "A-17", "amount": 250}], mode
+
+
+async def test_per_call_allowed_decisions_are_read_from_the_schema_not_the_tools_arguments(h: Harness) -> None:
+    """A tool whose own argument schema names a decision ("reject" here) does not make that
+    decision allowed: a rejection of a tool allowing approve, edit and respond is a respond
+    (the adapter sent "reject", which LangGraph refused, and the run failed)."""
+    executed: list[str] = []
+
+    @tool
+    def merge(branch: str, on_conflict: Literal["ours", "reject"]) -> str:
+        """Merge a branch."""
+        executed.append(branch)
+        return "merged"
+
+    call = {"name": "merge", "args": {"branch": "release", "on_conflict": "ours"}, "id": "call_m", "type": "tool_call"}
+    model = ScriptedModel(messages=_script(AIMessage(content="", tool_calls=[call]), AIMessage(content="done")))
+    middleware = HumanInTheLoopMiddleware(interrupt_on={"merge": {"allowed_decisions": ["approve", "edit", "respond"]}},
+                                          interrupt_mode="per_call")
+    agent = create_agent(model, tools=[merge], middleware=[middleware], checkpointer=InMemorySaver())
+    task = asyncio.create_task(arun_with_approvals(agent, INPUT, CONFIG, client=h.client))
+    await reject(h, await card_for(h, "merge"), "Freeze until Monday")
+    result = await task
+    assert executed == [] and "Freeze until Monday" in str(_tool_messages(result)[0].content)
+
+
+async def _edit_item(h: Harness, rec: Any, values: dict[str, Any], user: str = "U0ALICE") -> None:
+    """Edit one item of a batch card (its menu's Edit, then the modal)."""
+    assert rec.batch and rec.channel and rec.ts
+    await h.emu.click(user, rec.channel, rec.ts, BatchActionId.item, value="edit",
+                      block_id=batch_item_block_id(rec.batch, rec.id))
+    view = await eventually(lambda: asyncio.sleep(0, h.emu.top_view(user)), what="edit modal")
+    result = await h.emu.submit_view(user, view.id, {param_block_id(k): {"value": str(v)} for k, v in values.items()})
+    assert result.closed, result.errors
+    await h.decided(rec.id)
+
+
+async def test_an_edit_langchain_cannot_apply_to_its_call_resumes_nothing(h: Harness) -> None:
+    """The middleware (batched mode) keeps a reviewer's edit by tool call id: a call without one
+    ran with the model's own arguments, and of two calls sharing an id both ran with the one
+    edit. run_with_approvals now refuses to resume such an edit: nothing runs."""
+    executed: list[dict[str, Any]] = []
+    no_id = {**REFUND, "id": ""}
+    task = asyncio.create_task(arun_with_approvals(_agent(executed, [no_id]), INPUT, CONFIG, client=h.client))
+    await edit(h, await card_for(h, "refund"), {"amount": 1})
+    with pytest.raises(RuntimeError, match="edit"):
+        await task
+    assert executed == []
+
+    other = {**REFUND, "args": {"order": "B-9", "amount": 900}}  # the same id as REFUND
+    task = asyncio.create_task(arun_with_approvals(_agent(executed, [REFUND, other]), INPUT,
+                                                   {"configurable": {"thread_id": "dup"}}, client=h.client))
+    seen: set[str] = set()
+    first, second = await card_for(h, "refund", seen=seen), await card_for(h, "refund", seen=seen)
+    if first.request.params["order"] != "A-17":
+        first, second = second, first
+    await _edit_item(h, first, {"amount": 1})
+    await approve(h, await h.store.get(second.id))
+    with pytest.raises(RuntimeError, match="edit"):
+        await task
+    assert executed == []
 
 
 async def test_two_actions_in_one_interrupt_are_one_batch(h: Harness) -> None:

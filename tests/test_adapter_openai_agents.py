@@ -7,13 +7,14 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from agents import Agent, function_tool, set_tracing_disabled
+from agents import Agent, ApplyPatchTool, ShellTool, function_tool, set_tracing_disabled
 from hitl.adapters.openai_agents import run_with_approvals, run_with_approvals_sync
 from hitl.sync import Client
+from openai.types.responses import ResponseApplyPatchToolCall, ResponseFunctionShellToolCall
 
 from tests.harness import Harness
 from tests.reviewer import approve, card_for, edit_offered, h, reject
-from tests.scripted import ScriptedOpenAIModel
+from tests.scripted import ScriptedItemModel, ScriptedOpenAIModel
 
 __all__ = ["h"]
 set_tracing_disabled(True)  # no trace export: the tests make no network calls
@@ -74,3 +75,51 @@ async def test_sync_runner(h: Harness) -> None:
     finally:
         await asyncio.to_thread(client.close)
     assert executed == [{"order": "A-17", "amount": 250}]
+
+
+async def test_a_shell_call_is_reviewed_with_its_commands(h: Harness) -> None:
+    """A ShellTool call carries its commands in the raw item's `action`, not in `arguments`:
+    the card must show them (it showed `shell()`, so people approved a command they never saw)."""
+    ran: list[list[str]] = []
+
+    def executor(request: Any) -> str:
+        ran.append(list(request.data.action.commands))
+        return "removed"
+
+    call = ResponseFunctionShellToolCall(type="shell_call", call_id="call_sh", id="sh_1", status="completed",
+                                         action={"commands": ["rm -rf /srv/data"]})
+    agent = Agent(name="ops", model=ScriptedItemModel(call), tools=[ShellTool(executor=executor, needs_approval=True)])
+    task = asyncio.create_task(run_with_approvals(agent, "clean up", client=h.client))
+    rec = await card_for(h, "shell")
+    assert "rm -rf /srv/data" in rec.request.summary
+    assert rec.request.params["action"]["commands"] == ["rm -rf /srv/data"]
+    assert not ran
+    await reject(h, rec, "Not that directory")
+    result = await task
+    assert ran == [] and "Not that directory" in str(result.final_output)
+
+
+async def test_an_apply_patch_call_is_reviewed_with_its_operation(h: Harness) -> None:
+    applied: list[Any] = []
+
+    class Editor:
+        def create_file(self, operation: Any) -> Any:
+            applied.append(operation)
+
+        def update_file(self, operation: Any) -> Any:
+            applied.append(operation)
+
+        def delete_file(self, operation: Any) -> Any:
+            applied.append(operation)
+
+    call = ResponseApplyPatchToolCall(type="apply_patch_call", call_id="call_ap", id="ap_1", status="completed",
+                                      operation={"type": "delete_file", "path": "src/billing.py"})
+    agent = Agent(name="dev", model=ScriptedItemModel(call),
+                  tools=[ApplyPatchTool(editor=Editor(), needs_approval=True)])
+    task = asyncio.create_task(run_with_approvals(agent, "tidy", client=h.client))
+    rec = await card_for(h, "apply_patch")
+    assert "src/billing.py" in rec.request.summary and "delete_file" in rec.request.summary
+    assert not applied
+    await approve(h, rec)
+    await task
+    assert [op.path for op in applied] == ["src/billing.py"]

@@ -11,8 +11,10 @@ from pydantic_ai import Agent, CallDeferred, DeferredToolRequests
 from pydantic_ai.messages import ModelMessage, ModelResponse, TextPart, ToolCallPart, ToolReturnPart
 from pydantic_ai.models.function import AgentInfo, FunctionModel
 
+from blocks.ids import ActionId, BlockId
 from tests.harness import Harness
 from tests.reviewer import answer, approve, card_for, edit, edit_offered, h, reject
+from tests.util import eventually
 
 __all__ = ["h"]
 
@@ -95,3 +97,23 @@ async def test_a_question_deferred_to_people_is_answered(h: Harness) -> None:
     assert rec.request.kind.value == "question" and rec.request.summary == "Which warehouse ships A-17?"
     await answer(h, rec, "Berlin")
     assert (await task).output == "people said: Berlin"
+
+
+async def test_a_call_handed_back_tells_the_model_the_persons_instructions(h: Harness) -> None:
+    """The user asked for a person, so the call is a handover; the person hands it back with
+    instructions (status answered): the tool does not run and the model reads them (it was
+    told only 'request ... was answered by carol')."""
+    executed: list[dict[str, Any]] = []
+    task = asyncio.create_task(run_with_approvals(
+        _agent(executed), "refund A-17", client=h.client,
+        context={"conversation": ["Refund A-17", "No wait, let me talk to a human"]}))
+    rec = await card_for(h, "refund")
+    assert rec.route.mode.value == "escalate"
+    await h.click(rec, "U0CAROL", ActionId.hand_back)
+    view = await eventually(lambda: asyncio.sleep(0, h.emu.top_view("U0CAROL")), what="hand back modal")
+    result = await h.emu.submit_view("U0CAROL", view.id,
+                                     {BlockId.instructions_text.value: {"value": "Offer a voucher, no refund"}})
+    assert result.closed, result.errors
+    out = (await task).output
+    assert executed == []
+    assert "handed it back" in out and "Offer a voucher, no refund" in out

@@ -8,13 +8,15 @@ import asyncio
 import json
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.harness import Harness
+from blocks.ids import ActionId, BlockId
+from tests.harness import Harness, running
 from tests.redis_server import RedisServer, free_port
-from tests.reviewer import approve, card_for, edit, h, reject
+from tests.reviewer import POLICY, approve, card_for, edit, h, reject
 from tests.test_sdk_resume import _hang, hung_redis
 from tests.util import eventually
 
@@ -171,3 +173,26 @@ def test_the_bot_cli_delegates_to_the_sdk() -> None:
     helped = subprocess.run([sys.executable, "-m", "bot.cli", "mcp", "--help"], capture_output=True, text=True,
                             timeout=60)
     assert helped.returncode == 0 and "--transport" in helped.stdout and "--wait" in helped.stdout
+
+
+HANDOVER_POLICY = POLICY.replace("rules:\n", """rules:
+  - {name: bash_to_people, when: 'request.action == "Bash"', mode: escalate, reason: "Shell commands go to a person"}
+""")
+
+
+async def test_a_call_handed_back_is_denied_with_the_persons_instructions(redis_url: str, tmp_path: Path) -> None:
+    """Policy hands the call to a person (mode escalate), who hands it back with instructions:
+    status answered, not approved. The hook denies, and Claude reads what the person said
+    (the reason said only 'request ... was answered by carol')."""
+    async with running(redis_url, tmp_path, HANDOVER_POLICY) as hh:
+        task = asyncio.create_task(run_hook(json.dumps(EVENT), hh.redis_url))
+        rec = await card_for(hh, "Bash")
+        assert rec.route.mode.value == "escalate"
+        await hh.click(rec, "U0CAROL", ActionId.hand_back)
+        view = await eventually(lambda: asyncio.sleep(0, hh.emu.top_view("U0CAROL")), what="hand back modal")
+        result = await hh.emu.submit_view("U0CAROL", view.id,
+                                          {BlockId.instructions_text.value: {"value": "Run make clean instead"}})
+        assert result.closed, result.errors
+        out = await task
+    assert out["permissionDecision"] == "deny"
+    assert "Run make clean instead" in out["permissionDecisionReason"]

@@ -144,6 +144,23 @@ async def test_a_stable_id_resumes_after_a_restart(h: Harness, client: Client) -
     assert executed == [{"order": "A-20", "amount": 5}]
 
 
+async def test_a_stable_id_decided_for_other_arguments_does_not_run_these(h: Harness, client: Client) -> None:
+    """`request_id` names the request; a call under an id that people decided for other
+    arguments is not what they decided: it must not run (it ran with the new amount, unseen)."""
+    executed: list[dict[str, Any]] = []
+    refund, refund_async = _tools(client, executed, request_id=lambda p: f"refund-{p['order']}")
+    task = asyncio.create_task(asyncio.to_thread(refund, "A-21", 5))
+    await edit(h, await card_for(h, "refund"), {"amount": 4})
+    assert await task == "refunded 4"
+    assert await asyncio.to_thread(refund, "A-21", 5) == "refunded 4"  # the same call: its decision
+    with pytest.raises(InvalidRequest, match=r"refund-A-21 was decided for other arguments.*amount"):
+        await asyncio.to_thread(refund, "A-21", 5000)
+    with pytest.raises(InvalidRequest, match=r"refund-A-21 was decided for other arguments"):
+        await refund_async("A-21", 5000)
+    assert executed == [{"order": "A-21", "amount": 4}] * 2
+    assert len(await h.store.redis.zrange(h.store.keys.pending, 0, -1)) == 0
+
+
 async def test_ask_human_returns_the_answer(h: Harness, client: Client) -> None:
     task = asyncio.create_task(asyncio.to_thread(hitl.ask_human, "Ship order 88 today?", ["ship", "wait"],
                                                  client=client))

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, TypeVar, cast
 
 from hitl.client import AsyncClient
-from hitl.errors import raise_unless_approved
+from hitl.errors import InvalidRequest, raise_unless_approved
 from hitl.protocol import Decision
 from hitl.sync import Client
 
@@ -86,6 +86,35 @@ class _Gate:
         return await client.arun(client.aio.ask(timeout=self.wait_timeout, **fields))
 
 
+def _opaque(value: Any) -> bool:
+    """Whether a value is shown as text (`repr`) because it is not JSON: its text may differ
+    from one process to the next (an object's address), so it is not compared."""
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return True
+    return False
+
+
+def _same_call(bound: inspect.BoundArguments, request: dict[str, Any], decision: Decision) -> Decision:
+    """`decision`, when people decided this very call; InvalidRequest when the request stored
+    under the call's chosen id holds other arguments (a `request_id` that leaves an argument
+    out, or a fixed `id`): the function must not run with arguments nobody saw."""
+    if "id" not in request:
+        return decision
+    reviewed = {**decision.params, **{k: c.before for k, c in decision.changes.items() if k in decision.params}}
+    params: dict[str, Any] = request["params"]
+    differ = [k for k in params if not _opaque(bound.arguments[k])
+              and (k not in reviewed or json.dumps(reviewed[k], sort_keys=True) != json.dumps(params[k], sort_keys=True))]
+    differ += [k for k in reviewed if k not in params]
+    if differ:
+        shown = "; ".join(f"{k}: {json.dumps(reviewed.get(k), default=repr)[:80]}, not "
+                          f"{json.dumps(params.get(k), default=repr)[:80]}" for k in differ[:5])
+        raise InvalidRequest(f"request {decision.request_id} was decided for other arguments ({shown}); "
+                             "the function did not run. A request_id must differ for calls with different arguments")
+    return decision
+
+
 def _edited(bound: inspect.BoundArguments, decision: Decision) -> inspect.BoundArguments:
     """The call's arguments with each field a reviewer changed replaced by its new value."""
     for name in decision.changes:
@@ -122,7 +151,7 @@ def require_approval(action: str | None = None, *, editable: Iterable[str] = (),
             @functools.wraps(fn)
             async def async_call(*args: Any, **kwargs: Any) -> Any:
                 bound, request = gate.prepare(args, kwargs)
-                decision = raise_unless_approved(await gate.aask(request))
+                decision = _same_call(bound, request, raise_unless_approved(await gate.aask(request)))
                 bound = _edited(bound, decision)
                 return await fn(*bound.args, **bound.kwargs)
 
@@ -131,7 +160,8 @@ def require_approval(action: str | None = None, *, editable: Iterable[str] = (),
         @functools.wraps(fn)
         def call(*args: Any, **kwargs: Any) -> Any:
             bound, request = gate.prepare(args, kwargs)
-            decision = raise_unless_approved(gate.sync_client().ask(timeout=wait_timeout, **request))
+            decision = _same_call(bound, request, raise_unless_approved(
+                gate.sync_client().ask(timeout=wait_timeout, **request)))
             bound = _edited(bound, decision)
             return fn(*bound.args, **bound.kwargs)
 

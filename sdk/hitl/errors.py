@@ -59,6 +59,8 @@ def describe(decision: Decision) -> str:
         text += f" ({decision.reason_code})"
     if decision.reason:
         text += f": {decision.reason}"
+    elif decision.answer and not decision.approved:  # a case handed back: the person's instructions
+        text += f": {decision.answer}"
     return text
 
 

@@ -109,6 +109,10 @@ def verdict(call: ToolCall, decision: Decision) -> Verdict:
         text = f"Policy denied the call to `{call.name}`; it was not run."
     elif decision.status is Status.rejected:
         text = f"A reviewer rejected the call to `{call.name}`; it was not run."
+    elif decision.status is Status.answered:
+        text = f"A person took the call to `{call.name}` over and handed it back with instructions; it was not run."
+    elif decision.status is Status.resolved:
+        text = f"A person took the call to `{call.name}` over and resolved the case; it was not run."
     else:
         text = f"The call to `{call.name}` was not approved; it was not run."
     return Verdict(call, decision, "reject", call.args, f"{text} ({describe(decision)})")

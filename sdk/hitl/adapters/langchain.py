@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from langchain_core.messages import AIMessage
 from langgraph.types import Command, Interrupt
 
 from hitl.adapters._run import blocking, with_client
@@ -33,9 +34,35 @@ def _allowed(config: dict[str, Any] | None, schema: Any = None) -> set[str]:
     if config and "allowed_decisions" in config:
         return set(config["allowed_decisions"])
     if isinstance(schema, dict):  # per-call mode: the interrupt's JSON Schema names them
-        text = json.dumps(schema)
-        return {d for d in DECISIONS if f'"{d}"' in text}
+        return _schema_decisions(schema)
     return set(DECISIONS)
+
+
+def _schema_decisions(schema: dict[str, Any]) -> set[str]:
+    """The decision types a per-call `response_schema` accepts: its discriminator's mapping, or
+    the `type` const of its one decision (or of each member of a union). Never a word found
+    elsewhere in it: an edit branch carries the tool's own argument schema, whose names and
+    enum values may be 'reject' or 'approve'."""
+    mapping = (schema.get("discriminator") or {}).get("mapping")
+    if isinstance(mapping, dict):
+        return {d for d in mapping if d in DECISIONS}
+    defs = schema.get("$defs") or {}
+
+    def const(member: Any) -> str | None:
+        if isinstance(member, dict) and isinstance(member.get("$ref"), str):
+            member = defs.get(member["$ref"].rsplit("/", 1)[-1])
+        if not isinstance(member, dict):
+            return None
+        kind = (member.get("properties") or {}).get("type") or {}
+        value = kind.get("const") if "const" in kind else next(iter(kind.get("enum") or []), None)
+        return value if value in DECISIONS else None
+
+    members = schema.get("oneOf") or schema.get("anyOf") or [schema]
+    found = {c for c in (const(m) for m in members) if c}
+    if found:
+        return found
+    text = json.dumps(schema)  # a schema of some other shape: the names it holds
+    return {d for d in DECISIONS if f'"{d}"' in text}
 
 
 def _calls(interrupt: Interrupt) -> list[tuple[ToolCall, set[str]]]:
@@ -81,7 +108,8 @@ def _answer(verdict: Verdict, allowed: set[str]) -> dict[str, Any]:
     call = verdict.call
     if verdict.outcome == "answer":
         return {"type": "respond", "message": verdict.message}
-    if verdict.outcome == "edit" and "edit" in allowed:
+    if "edit" in allowed and (verdict.outcome == "edit" or (verdict.outcome == "approve" and "approve" not in allowed)):
+        # an approval of a tool that allows edit but not approve: the edit that changes nothing
         return {"type": "edit", "edited_action": {"name": call.name, "args": verdict.args}}
     if verdict.outcome in ("approve", "edit") and "approve" in allowed:
         return {"type": "approve"}
@@ -134,15 +162,39 @@ def resume_command(interrupts: list[Interrupt] | tuple[Interrupt, ...], client: 
     return blocking(client, lambda aio: aresume_command(interrupts, aio, timeout=timeout, **fields))
 
 
+def _check_edits(values: Any, interrupts: list[Interrupt] | tuple[Interrupt, ...], command: Command[Any]) -> None:
+    """RuntimeError (nothing resumed) when an edit would not reach its call. In batched mode the
+    middleware keeps an edit by tool call id: a call with no id runs with the model's own
+    arguments, and calls sharing an id all run with the one edit."""
+    answers = {interrupts[0].id: command.resume} if len(interrupts) == 1 else dict(command.resume or {})
+    edited = [i for i in interrupts if isinstance(i.value, dict) and "action_requests" in i.value
+              and any(isinstance(d, dict) and d.get("type") == "edit"
+                      for d in (answers.get(i.id) or {}).get("decisions", []))]
+    messages = values.get("messages") if isinstance(values, dict) else None
+    last = next((m for m in reversed(messages or []) if isinstance(m, AIMessage)), None)
+    if not edited or last is None:
+        return
+    ids = [c.get("id") for c in last.tool_calls]
+    if all(ids) and len(set(ids)) == len(ids):
+        return
+    raise RuntimeError(
+        f"a reviewer edited a tool call LangChain cannot apply the edit to: the model's tool calls have "
+        f"{'a missing' if not all(ids) else 'a shared'} id ({ids}), and HumanInTheLoopMiddleware (batched) "
+        "keeps edits by id, so the model's own arguments (or another call's edit) would run. Nothing was "
+        "resumed. Use interrupt_mode='per_call', or a model that gives each tool call its own id")
+
+
 def run_with_approvals(graph: Any, graph_input: Any, config: dict[str, Any], *, client: Client | None = None,
                        timeout: float | None = None, max_rounds: int = 50, **fields: Any) -> Any:
     """`graph.invoke` until it stops asking: each interrupt goes to people, then the graph resumes."""
     result = graph.invoke(graph_input, config)
     for _ in range(max_rounds):
-        interrupts = graph.get_state(config).interrupts
-        if not interrupts:
+        state = graph.get_state(config)
+        if not state.interrupts:
             return result
-        result = graph.invoke(resume_command(interrupts, client, timeout=timeout, **fields), config)
+        command = resume_command(state.interrupts, client, timeout=timeout, **fields)
+        _check_edits(state.values, state.interrupts, command)
+        result = graph.invoke(command, config)
     raise RuntimeError(f"the graph was still interrupted after {max_rounds} rounds")
 
 
@@ -152,9 +204,10 @@ async def arun_with_approvals(graph: Any, graph_input: Any, config: dict[str, An
     """`graph.ainvoke` until it stops asking (async)."""
     result = await graph.ainvoke(graph_input, config)
     for _ in range(max_rounds):
-        interrupts = (await graph.aget_state(config)).interrupts
-        if not interrupts:
+        state = await graph.aget_state(config)
+        if not state.interrupts:
             return result
-        command = await aresume_command(interrupts, client, timeout=timeout, **fields)
+        command = await aresume_command(state.interrupts, client, timeout=timeout, **fields)
+        _check_edits(state.values, state.interrupts, command)
         result = await graph.ainvoke(command, config)
     raise RuntimeError(f"the graph was still interrupted after {max_rounds} rounds")

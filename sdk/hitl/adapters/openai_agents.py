@@ -23,18 +23,32 @@ from hitl.client import AsyncClient
 from hitl.review import ToolCall, Verdict, review
 from hitl.sync import Client
 
+IDENTITY = frozenset({"id", "call_id", "type", "status", "created_by", "caller"})
+"""Fields of a raw tool call that say which call it is, not what it does."""
+
+
+def _args(item: ToolApprovalItem) -> dict[str, Any]:
+    """What the call will do, as people review it. A function call's `arguments`; a shell,
+    local shell or apply_patch call has none: what it runs is in its raw item (`action` with
+    the commands, `operation` with the path and diff), which is then shown whole."""
+    if item.arguments is None:
+        raw: Any = item.raw_item
+        data = raw.model_dump(mode="json", exclude_none=True) if hasattr(raw, "model_dump") else raw
+        if not isinstance(data, dict):
+            return {"call": repr(raw)}
+        return {k: v for k, v in data.items() if k not in IDENTITY} or {"call": json.dumps(data, default=repr)}
+    try:
+        args = json.loads(item.arguments or "{}")
+    except json.JSONDecodeError:
+        args = {"arguments": item.arguments}
+    return args if isinstance(args, dict) else {"arguments": args}
+
 
 def _call(item: ToolApprovalItem) -> ToolCall:
     raw: Any = item.raw_item
     call_id = (raw.get("call_id") or raw.get("id")) if isinstance(raw, dict) else (
         getattr(raw, "call_id", None) or getattr(raw, "id", None))
-    try:
-        args = json.loads(item.arguments or "{}")
-    except json.JSONDecodeError:
-        args = {"arguments": item.arguments}
-    if not isinstance(args, dict):
-        args = {"arguments": args}
-    return ToolCall(str(call_id or id(item)), item.name or "tool", args, can_edit=False)
+    return ToolCall(str(call_id or id(item)), item.name or "tool", _args(item), can_edit=False)
 
 
 async def decide(interruptions: list[ToolApprovalItem], client: Client | AsyncClient | None = None, *,
