@@ -18,25 +18,33 @@ WAITING_SHOWN = 10
 
 
 def home_view(*, waiting: list[tuple[Record, str | None]], waiting_total: int, report: Report,
+              looked_at: int | None = None,
               pause: str, policy: list[str], now: datetime, switch: bool | None = None,
               audit: str | None = None,
               trust: list[Block] | None = None) -> dict[str, Any]:
     """The Home view (`type: home`) for one person; `pause` and `policy` are ready mrkdwn.
 
+    `looked_at`: set when only that many of the oldest pending requests were looked at (more
+    wait): the count is then at least `waiting_total`, and says so.
     `trust`: the standing grants (Revoke buttons) and the calibration table (blocks.trust).
     `switch`: for admins, whether automation is paused now (the switch offers the other
     state); None for everyone else (no switch)."""
     blocks: list[Block] = [header("hitl: human judgment for your agents"), section(pause)]
     if switch is not None:
         blocks.append(pause_switch(paused=switch))
-    blocks += [divider(), header(f"Waiting for you: {waiting_total}")]
+    more = "+" if looked_at is not None else ""
+    blocks += [divider(), header(f"Waiting for you: {waiting_total}{more}")]
     if waiting:
         blocks += [section(queue_line(r, link, now)) for r, link in waiting[:WAITING_SHOWN]]
         if waiting_total > WAITING_SHOWN:
-            blocks.append(context([f"and {waiting_total - WAITING_SHOWN} more: `/hitl queue` "
+            blocks.append(context([f"and {waiting_total - WAITING_SHOWN}{more} more: `/hitl queue` "
                                    "lists everything waiting."]))
     else:
-        blocks.append(section(":white_check_mark: Nothing is waiting for you."))
+        blocks.append(section(":white_check_mark: Nothing is waiting for you"
+                              + (" among the oldest requests." if more else ".")))
+    if looked_at is not None:
+        blocks.append(context([f"Counted among the {looked_at} oldest requests waiting; more wait "
+                               "beyond them (`/hitl queue` shows the total)."]))
     blocks += [
         divider(),
         header(f"The last {window_label(report.hours)}"),

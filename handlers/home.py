@@ -30,13 +30,14 @@ SCAN = 500
 HOME_HOURS = 24
 
 
-async def waiting_for(d: Deps, user_id: str) -> list[Record]:
-    """Pending requests `user_id` may decide, oldest first: by the rule their click meets
-    (`reviews.may_approve`: approvers, user groups, standing in for someone away)."""
-    records, _ = await pending_records(d.store, SCAN)
+async def waiting_for(d: Deps, user_id: str) -> tuple[list[Record], int]:
+    """Pending requests `user_id` may decide among the SCAN oldest, oldest first: by the rule
+    their click meets (`reviews.may_approve`: approvers, user groups, standing in for someone
+    away); and how many are pending in all (more than SCAN: the count is a lower bound)."""
+    records, total = await pending_records(d.store, SCAN)
     absences = await d.store.trust.absences()  # read once for the whole scan
     allowed = await asyncio.gather(*(reviews.may_approve(d, r, user_id, absences=absences) for r in records))
-    return [r for r, ok in zip(records, allowed, strict=True) if ok]
+    return [r for r, ok in zip(records, allowed, strict=True) if ok], total
 
 
 async def on_home_opened(event: dict[str, Any], client: AsyncWebClient,
@@ -49,12 +50,13 @@ async def on_home_opened(event: dict[str, Any], client: AsyncWebClient,
 async def publish(d: Deps, client: AsyncWebClient, user: str) -> None:
     """Draw `user`'s Home tab as things stand (admins get the pause switch)."""
     now = utcnow()
-    waiting = await waiting_for(d, user)
+    waiting, pending = await waiting_for(d, user)
     shown = waiting[:WAITING_SHOWN]
     links = await permalinks(client, shown)
     report = await stats_of(d).report(HOME_HOURS, now.timestamp())
     switch = (await d.store.control()).get("paused") == "1" if user in d.admins() else None
     view = home_view(waiting=list(zip(shown, links, strict=True)), waiting_total=len(waiting),
+                     looked_at=SCAN if pending > SCAN else None,
                      report=report, pause=await control_line(d.store), policy=d.policy_lines(),
                      now=now, switch=switch, audit=await audit_status_line(d.store),
                      trust=await home_blocks(d, user))

@@ -147,3 +147,17 @@ async def test_home_lists_questions_and_handovers_waiting_for_the_viewer(h: Harn
     bob = await home_of(h, "U0BOB")
     assert "Waiting for you: 1" in bob and "disputes a charge" not in bob
     assert "disputes a charge" in await home_of(h, "U0ALICE")
+
+
+async def test_home_says_its_count_is_a_lower_bound_when_more_wait_than_it_looks_at(
+        h: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Home looks at the SCAN oldest pending requests: with more waiting, it said
+    "Waiting for you: N" for those alone, as if that were all."""
+    import handlers.home
+
+    for i in range(3):
+        await h.card(await h.push(id=f"many-{i}", summary=f"Refund ${10 + i} to Ana"))
+    assert "Waiting for you: 3\"" in await home_of(h, "U0BOB")
+    monkeypatch.setattr(handlers.home, "SCAN", 2)
+    bob = await home_of(h, "U0BOB")
+    assert "Waiting for you: 2+" in bob and "Counted among the 2 oldest requests waiting" in bob
