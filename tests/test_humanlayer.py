@@ -4,6 +4,7 @@ comment, and a human as a tool, decided by people in the emulator."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -28,6 +29,20 @@ async def h(redis_url: str) -> AsyncIterator[Harness]:
     async with api_harness(redis_url) as h:
         h.emu.add_channel("hl-approvals", CHANNEL)
         yield h
+
+
+@contextlib.asynccontextmanager
+async def under(policy: str, redis_url: str, tmp_path: Path) -> AsyncIterator[tuple[Harness, Api]]:
+    """The bot under `policy` (YAML), the calls' channel, and an API client of billing-bot."""
+    path = tmp_path / "policy.yml"
+    path.write_text(policy)
+    async with api_harness(redis_url, policy=path) as h:
+        h.emu.add_channel("hl-approvals", CHANNEL)
+        api = Api(h, await new_key(h, "billing-bot"))
+        try:
+            yield h, api
+        finally:
+            await api.close()
 
 
 def sdk(h: Harness, key: str, call_id: str, **kw: Any) -> HumanLayer:
@@ -189,33 +204,26 @@ async def test_an_escalation_cannot_name_approvers_the_policy_does_not_allow(red
     """The agent's own escalate_email may bring in people the policy allows (Alice, left out by
     the call's allowed_responder_ids), never anyone else: Dave, whom it names, is not an approver
     of this tier, so his Approve is refused and the request waits for Carol or Alice."""
-    path = tmp_path / "policy.yml"
-    path.write_text(PINNED)
-    async with api_harness(redis_url, policy=path) as h:
-        h.emu.add_channel("hl-approvals", CHANNEL)
-        api = Api(h, await new_key(h, "billing-bot"))
+    async with under(PINNED, redis_url, tmp_path) as (h, api):
         base = "/humanlayer/v1"
-        try:
-            call = _call("c-pinned")
-            call["spec"]["channel"]["slack"]["allowed_responder_ids"] = ["U0CAROL"]
-            status, _, _ = await api.call("POST", f"{base}/function_calls", json=call)
-            assert status == 200
-            rid = hitl_id("fn", "c-pinned")
-            assert (await h.store.get(rid)).route.approvers == ["U0CAROL"]
-            status, _, _ = await api.call("POST", f"{base}/agent/function_calls/c-pinned/escalate_email", json={
-                "escalation_msg": "approve it, Dave", "channel": {
-                    "slack": {"channel_or_user_id": "U0DAVE", "allowed_responder_ids": ["U0DAVE", "U0ALICE"]}}})
-            assert status == 200
-            rec = await h.card(rid)
-            assert rec.escalation_level == 0 and "U0DAVE" not in rec.extra_approvers
-            assert "U0ALICE" in rec.extra_approvers  # within the policy's approvers: allowed
-            await h.click(rec, "U0DAVE", ActionId.approve)
-            await eventually(lambda: _refused(h, rid, "not_an_approver"), what="Dave refused")
-            assert (await h.store.get(rid)).decision is None
-            await h.click(rec, "U0ALICE", ActionId.approve)
-            assert (await h.decided(rid)).decision.status is Status.approved  # type: ignore[union-attr]
-        finally:
-            await api.close()
+        call = _call("c-pinned")
+        call["spec"]["channel"]["slack"]["allowed_responder_ids"] = ["U0CAROL"]
+        status, _, _ = await api.call("POST", f"{base}/function_calls", json=call)
+        assert status == 200
+        rid = hitl_id("fn", "c-pinned")
+        assert (await h.store.get(rid)).route.approvers == ["U0CAROL"]
+        status, _, _ = await api.call("POST", f"{base}/agent/function_calls/c-pinned/escalate_email", json={
+            "escalation_msg": "approve it, Dave", "channel": {
+                "slack": {"channel_or_user_id": "U0DAVE", "allowed_responder_ids": ["U0DAVE", "U0ALICE"]}}})
+        assert status == 200
+        rec = await h.card(rid)
+        assert rec.escalation_level == 0 and "U0DAVE" not in rec.extra_approvers
+        assert "U0ALICE" in rec.extra_approvers  # within the policy's approvers: allowed
+        await h.click(rec, "U0DAVE", ActionId.approve)
+        await eventually(lambda: _refused(h, rid, "not_an_approver"), what="Dave refused")
+        assert (await h.store.get(rid)).decision is None
+        await h.click(rec, "U0ALICE", ActionId.approve)
+        assert (await h.decided(rid)).decision.status is Status.approved  # type: ignore[union-attr]
 
 
 async def _refused(h: Harness, rid: str, reason: str) -> bool:
@@ -237,25 +245,18 @@ async def test_a_call_nobody_decided_is_never_approved_by_the_clock(redis_url: s
     """A HumanLayer call always waits for a person: a tier's `on_timeout: approve` (which lets an
     unanswered queue request pass) would tell the SDK `approved: true` and run the function with
     nobody's approval. It expires instead, and the SDK hears a rejection."""
-    path = tmp_path / "policy.yml"
-    path.write_text(PASSING)
-    async with api_harness(redis_url, policy=path) as h:
-        h.emu.add_channel("hl-approvals", CHANNEL)
-        api = Api(h, await new_key(h, "billing-bot"))
-        try:
-            status, _, _ = await api.call("POST", "/humanlayer/v1/function_calls", json=_call("c-clock"))
-            assert status == 200
-            rid = hitl_id("fn", "c-clock")
-            await h.card(rid)
-            assert h.bot.scheduler is not None
-            h.bot.scheduler.clock = lambda: time.time() + 3700
-            h.bot.scheduler.kick()
-            d = (await h.decided(rid)).decision
-            assert d is not None and d.status is Status.expired, d
-            status, body, _ = await api.call("GET", "/humanlayer/v1/function_calls/c-clock")
-            assert status == 200 and body["status"]["approved"] is False and body["status"]["comment"]
-        finally:
-            await api.close()
+    async with under(PASSING, redis_url, tmp_path) as (h, api):
+        status, _, _ = await api.call("POST", "/humanlayer/v1/function_calls", json=_call("c-clock"))
+        assert status == 200
+        rid = hitl_id("fn", "c-clock")
+        await h.card(rid)
+        assert h.bot.scheduler is not None
+        h.bot.scheduler.clock = lambda: time.time() + 3700
+        h.bot.scheduler.kick()
+        d = (await h.decided(rid)).decision
+        assert d is not None and d.status is Status.expired, d
+        status, body, _ = await api.call("GET", "/humanlayer/v1/function_calls/c-clock")
+        assert status == 200 and body["status"]["approved"] is False and body["status"]["comment"]
 
 
 HANDOVER = """
@@ -274,26 +275,19 @@ batching: {enabled: false}
 async def test_a_call_handed_back_tells_the_sdk_the_instructions(redis_url: str, tmp_path: Path) -> None:
     """A call policy hands to a person (mode escalate) and that person hands back with
     instructions: not approved, and the comment is their instructions (it said `answered`)."""
-    path = tmp_path / "policy.yml"
-    path.write_text(HANDOVER)
-    async with api_harness(redis_url, policy=path) as h:
-        h.emu.add_channel("hl-approvals", CHANNEL)
-        api = Api(h, await new_key(h, "billing-bot"))
-        try:
-            assert (await api.call("POST", "/humanlayer/v1/function_calls", json=_call("c-back")))[0] == 200
-            rec = await h.card(hitl_id("fn", "c-back"))
-            assert rec.route.mode.value == "escalate"
-            await h.click(rec, "U0BOB", ActionId.hand_back)
-            view = await eventually(lambda: asyncio.sleep(0, h.emu.top_view("U0BOB")), what="hand back modal")
-            done = await h.emu.submit_view("U0BOB", view.id, {BlockId.instructions_text.value: {
-                "value": "Refund only $3, the rest as a voucher"}})
-            assert done.closed, done.errors
-            await h.decided(rec.id)
-            status, body, _ = await api.call("GET", "/humanlayer/v1/function_calls/c-back")
-            assert status == 200 and body["status"]["approved"] is False
-            assert body["status"]["comment"] == "Refund only $3, the rest as a voucher", body["status"]
-        finally:
-            await api.close()
+    async with under(HANDOVER, redis_url, tmp_path) as (h, api):
+        assert (await api.call("POST", "/humanlayer/v1/function_calls", json=_call("c-back")))[0] == 200
+        rec = await h.card(hitl_id("fn", "c-back"))
+        assert rec.route.mode.value == "escalate"
+        await h.click(rec, "U0BOB", ActionId.hand_back)
+        view = await eventually(lambda: asyncio.sleep(0, h.emu.top_view("U0BOB")), what="hand back modal")
+        done = await h.emu.submit_view("U0BOB", view.id, {BlockId.instructions_text.value: {
+            "value": "Refund only $3, the rest as a voucher"}})
+        assert done.closed, done.errors
+        await h.decided(rec.id)
+        status, body, _ = await api.call("GET", "/humanlayer/v1/function_calls/c-back")
+        assert status == 200 and body["status"]["approved"] is False
+        assert body["status"]["comment"] == "Refund only $3, the rest as a voucher", body["status"]
 
 
 async def test_response_options_the_card_cannot_answer_back_exactly_are_refused(h: Harness) -> None:
@@ -368,33 +362,26 @@ async def test_an_agents_escalation_uses_up_no_policy_level(redis_url: str, tmp_
     """escalate_email used to record the policy's next level as reached without telling its
     people: the lead of level 1 was never told, and the head came next. Now it brings Dave in
     and the policy's levels come at their times, each telling its people."""
-    path = tmp_path / "policy.yml"
-    path.write_text(LEVELS)
-    async with api_harness(redis_url, policy=path) as h:
-        h.emu.add_channel("hl-approvals", CHANNEL)
-        api = Api(h, await new_key(h, "billing-bot"))
-        try:
-            assert (await api.call("POST", "/humanlayer/v1/function_calls", json=_call("c-levels")))[0] == 200
-            rid = hitl_id("fn", "c-levels")
-            await h.card(rid)
-            status, _, _ = await api.call("POST", "/humanlayer/v1/agent/function_calls/c-levels/escalate_email", json={
-                "escalation_msg": "please look", "channel": {"slack": {"channel_or_user_id": "U0DAVE"}}})
-            assert status == 200
-            rec = await h.store.get(rid)
-            assert rec.escalation_level == 0 and rec.escalated_to == ["U0DAVE"]
-            assert h.bot.scheduler is not None
-            h.bot.scheduler.clock = lambda: time.time() + 11 * 60
-            h.bot.scheduler.kick()
+    async with under(LEVELS, redis_url, tmp_path) as (h, api):
+        assert (await api.call("POST", "/humanlayer/v1/function_calls", json=_call("c-levels")))[0] == 200
+        rid = hitl_id("fn", "c-levels")
+        await h.card(rid)
+        status, _, _ = await api.call("POST", "/humanlayer/v1/agent/function_calls/c-levels/escalate_email", json={
+            "escalation_msg": "please look", "channel": {"slack": {"channel_or_user_id": "U0DAVE"}}})
+        assert status == 200
+        rec = await h.store.get(rid)
+        assert rec.escalation_level == 0 and rec.escalated_to == ["U0DAVE"]
+        assert h.bot.scheduler is not None
+        h.bot.scheduler.clock = lambda: time.time() + 11 * 60
+        h.bot.scheduler.kick()
 
-            async def level_one() -> Any:
-                r = await h.store.get(rid)
-                return r if r.escalation_level == 1 else None
+        async def level_one() -> Any:
+            r = await h.store.get(rid)
+            return r if r.escalation_level == 1 else None
 
-            rec = await eventually(level_one, what="the policy's first level")
-            assert rec.escalated_to == ["U0DAVE", "U0LEAD"]
-            assert "0:U0LEAD" in await h.store.notices_sent(rid)  # the lead was told
-        finally:
-            await api.close()
+        rec = await eventually(level_one, what="the policy's first level")
+        assert rec.escalated_to == ["U0DAVE", "U0LEAD"]
+        assert "0:U0LEAD" in await h.store.notices_sent(rid)  # the lead was told
 
 
 async def test_an_agents_escalation_is_timed_from_its_call_not_from_the_request(redis_url: str,
@@ -402,22 +389,15 @@ async def test_an_agents_escalation_is_timed_from_its_call_not_from_the_request(
     """escalate_email on a request two hours old tells people at once: its time to escalate is
     the moment of the call to the notice, not the request's age (which raised a false 'time to
     escalate' warning and skewed its p90)."""
-    path = tmp_path / "policy.yml"
-    path.write_text(LEVELS)
-    async with api_harness(redis_url, policy=path) as h:
-        h.emu.add_channel("hl-approvals", CHANNEL)
-        api = Api(h, await new_key(h, "billing-bot"))
-        try:
-            assert (await api.call("POST", "/humanlayer/v1/function_calls", json=_call("c-old")))[0] == 200
-            rid = hitl_id("fn", "c-old")
-            await h.card(rid)
-            key = h.store.keys.request(rid)
-            created, rest = str(await h.store.redis.hget(key, "intake")).split(" ", 1)
-            await h.store.redis.hset(key, "intake", f"{int(created) - 2 * 3600 * 1000} {rest}")
-            status, _, _ = await api.call("POST", "/humanlayer/v1/agent/function_calls/c-old/escalate_email", json={
-                "escalation_msg": "please look", "channel": {"slack": {"channel_or_user_id": "U0DAVE"}}})
-            assert status == 200
-            [detail] = [e.detail for e in await h.store.trail(rid) if e.event == "escalated"]
-            assert 0 <= detail["seconds"] < 60
-        finally:
-            await api.close()
+    async with under(LEVELS, redis_url, tmp_path) as (h, api):
+        assert (await api.call("POST", "/humanlayer/v1/function_calls", json=_call("c-old")))[0] == 200
+        rid = hitl_id("fn", "c-old")
+        await h.card(rid)
+        key = h.store.keys.request(rid)
+        created, rest = str(await h.store.redis.hget(key, "intake")).split(" ", 1)
+        await h.store.redis.hset(key, "intake", f"{int(created) - 2 * 3600 * 1000} {rest}")
+        status, _, _ = await api.call("POST", "/humanlayer/v1/agent/function_calls/c-old/escalate_email", json={
+            "escalation_msg": "please look", "channel": {"slack": {"channel_or_user_id": "U0DAVE"}}})
+        assert status == 200
+        [detail] = [e.detail for e in await h.store.trail(rid) if e.event == "escalated"]
+        assert 0 <= detail["seconds"] < 60
