@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,6 +14,7 @@ from aiohttp import web
 
 from store.webhooks import WebhookStore
 from tests.api_util import LOOKUP, WEBHOOK_SECRET, Api, api_harness, new_key
+from tests.harness import Harness
 from tests.redis_server import free_port
 from tests.util import eventually
 
@@ -332,73 +333,69 @@ async def test_a_2xx_whose_body_never_ends_is_accepted_once(redis_url: str) -> N
         await runner.cleanup()
 
 
+async def _feeds_go_on(redis_url: str, receiver: Receiver, spoil: Callable[[Harness], Awaitable[None]],
+                      later: str) -> None:
+    """With an event stream open, `spoil` the feeds; a later decision (request `later`) must
+    still reach the stream and its webhook."""
+    import asyncio
+
+    async with api_harness(redis_url) as h:
+        api = Api(h, await new_key(h, "support-bot"))
+        try:
+            async with api.session.get(api.base + "/v1/events", headers=api.headers()) as resp:
+                await resp.content.readline()  # the opening comment
+                await resp.content.readline()
+                await spoil(h)
+                status, _, _ = await api.call("POST", "/v1/requests", json={**LOOKUP, "id": later,
+                                                                            "callback_url": receiver.url})
+                assert status == 201
+                lines: list[str] = []
+                while not any(later in x for x in lines):
+                    raw = await asyncio.wait_for(resp.content.readline(), 5)
+                    assert raw, f"the event stream ended: {lines}"
+                    lines.append(raw.decode().strip())
+
+            async def delivered() -> bool:
+                return "webhook_delivered" in [e.event for e in await h.store.trail(later)]
+
+            await eventually(delivered, 5, "the later decision's webhook")
+        finally:
+            await api.close()
+
+
 async def test_a_refused_entry_whose_id_names_another_key_stops_no_feed(redis_url: str, receiver: Receiver) -> None:
     """The `invalid` decision of a refused queue entry carries the id the agent sent, even one
     outside the id alphabet: `<id>:notices` names the set of an escalated request's notices.
     Reading it as a record failed (WRONGTYPE), which stopped the webhook enqueuer for good (it
     read the same entry again and again) and ended the API's decision feed. Every agent's
     later decisions still reach their webhooks and event streams."""
-    import asyncio
     import json
 
-    async with api_harness(redis_url) as h:
+    async def spoil(h: Harness) -> None:
         api = Api(h, await new_key(h, "support-bot"))
         try:
             status, _, _ = await api.call("POST", "/v1/requests", json={**LOOKUP, "id": "esc-1"})
             assert status == 201
-            await h.store.note_notice("esc-1", "0:U0BOB")  # as an escalation level records its notices
-            async with api.session.get(api.base + "/v1/events", headers=api.headers()) as resp:
-                await resp.content.readline()  # the opening comment
-                await resp.content.readline()
-                r, k = h.store.redis, h.store.keys
-                await r.xadd(k.requests, {"request": json.dumps({"id": "esc-1:notices", "agent": "support-bot",
-                                                                 "action": "lookup_order"})})  # no summary
-                await eventually(lambda: r.xlen(k.dead), what="the refusal")
-                status, _, _ = await api.call("POST", "/v1/requests", json={**LOOKUP, "id": "after-1",
-                                                                            "callback_url": receiver.url})
-                assert status == 201
-                lines: list[str] = []
-                while not any("after-1" in x for x in lines):
-                    raw = await asyncio.wait_for(resp.content.readline(), 5)
-                    assert raw, f"the event stream ended: {lines}"
-                    lines.append(raw.decode().strip())
-
-            async def delivered() -> bool:
-                return "webhook_delivered" in [e.event for e in await h.store.trail("after-1")]
-
-            await eventually(delivered, 5, "the later decision's webhook")
         finally:
             await api.close()
+        await h.store.note_notice("esc-1", "0:U0BOB")  # as an escalation level records its notices
+        r, k = h.store.redis, h.store.keys
+        await r.xadd(k.requests, {"request": json.dumps({"id": "esc-1:notices", "agent": "support-bot",
+                                                         "action": "lookup_order"})})  # no summary
+        await eventually(lambda: r.xlen(k.dead), what="the refusal")
+
+    await _feeds_go_on(redis_url, receiver, spoil, "after-1")
 
 
 async def test_a_record_whose_stored_request_is_not_json_stops_no_feed(redis_url: str, receiver: Receiver) -> None:
     """Only another program writing hitl's keys makes such a record; reading whose decision it
     was raised, which stopped the webhook enqueuer for good (the same entry, again and again)
     and ended the API's decision feed. Later decisions still reach webhooks and event streams."""
-    import asyncio
 
-    async with api_harness(redis_url) as h:
-        api = Api(h, await new_key(h, "support-bot"))
-        try:
-            async with api.session.get(api.base + "/v1/events", headers=api.headers()) as resp:
-                await resp.content.readline()  # the opening comment
-                await resp.content.readline()
-                r, k = h.store.redis, h.store.keys
-                decision = '{"request_id": "foreign-1", "status": "approved"}'
-                await r.hset(k.request("foreign-1"), mapping={"request": "not json {", "decision": decision})
-                await r.xadd(k.decisions, {"request_id": "foreign-1", "decision": decision})
-                status, _, _ = await api.call("POST", "/v1/requests", json={**LOOKUP, "id": "after-2",
-                                                                            "callback_url": receiver.url})
-                assert status == 201
-                lines: list[str] = []
-                while not any("after-2" in x for x in lines):
-                    raw = await asyncio.wait_for(resp.content.readline(), 5)
-                    assert raw, f"the event stream ended: {lines}"
-                    lines.append(raw.decode().strip())
+    async def spoil(h: Harness) -> None:
+        r, k = h.store.redis, h.store.keys
+        decision = '{"request_id": "foreign-1", "status": "approved"}'
+        await r.hset(k.request("foreign-1"), mapping={"request": "not json {", "decision": decision})
+        await r.xadd(k.decisions, {"request_id": "foreign-1", "decision": decision})
 
-            async def delivered() -> bool:
-                return "webhook_delivered" in [e.event for e in await h.store.trail("after-2")]
-
-            await eventually(delivered, 5, "the later decision's webhook")
-        finally:
-            await api.close()
+    await _feeds_go_on(redis_url, receiver, spoil, "after-2")
