@@ -36,6 +36,7 @@ from store.models import (
 )
 from store.transitions import authorize_review, vote
 from tests.harness import Harness, running, start, stop
+from tests.test_stale_approvals import POLICY as STALE_POLICY
 from tests.util import eventually
 
 REVIEW_POLICY = """
@@ -48,17 +49,7 @@ triggers:
   first_use: {enabled: false}
 """
 
-PAIR_POLICY = """
-defaults: {tier: pair}
-tiers:
-  low: {mode: auto}
-  medium: {mode: approve}
-  high: {mode: approve}
-  pair: {mode: approve, quorum: 2}
-batching: {enabled: false}
-triggers:
-  first_use: {enabled: false}
-"""
+PAIR_POLICY = STALE_POLICY  # every request on a tier of two approvals
 
 
 @pytest.fixture

@@ -101,15 +101,7 @@ async def test_an_approval_from_a_card_drawn_before_an_edit_is_refused(redis_url
     async with running(redis_url, tmp_path, POLICY) as h:
         rid = await h.push(params={"amount": 100, "to": "ana"}, editable=["amount"], summary="Refund")
         rec = await h.card(rid)
-        h.emu.inject("chat.update", status=500, times=1000)  # the card keeps showing 100
-        bob = await _edit(h, rec, "U0BOB")
-        assert (await h.emu.submit_view("U0BOB", bob, {param_block_id("amount"): {"value": "7"}})).closed
-        await _votes(h, rid, 1)
-        await h.click(rec, "U0CAROL", ActionId.approve)
-        assert "edited this request after your card or form showed it" in await h.ephemeral("U0CAROL")
-        after = await h.store.get(rid)
-        assert after.state is State.pending and [v.user_id for v in after.votes] == ["U0BOB"]
-        assert {"choice": "approve", "reason": "stale"} in await _refusals(h, rid)
+        await _stale_approve_refused(h, rec, "7")
 
 
 BATCHED = POLICY.replace("batching: {enabled: false}", "batching: {window: 30s, max_items: 40}")
@@ -170,18 +162,24 @@ async def test_an_approval_from_a_handover_card_drawn_before_an_edit_is_refused(
         rid = await h.push(params={"amount": 100, "to": "ana"}, editable=["amount"], summary="Refund")
         rec = await h.card(rid)
         assert rec.route.mode.value == "escalate" and "Handover needed" in await _card_text(h, rec)
-        h.emu.inject("chat.update", status=500, times=1000)  # the card keeps showing 100
-        bob = await _edit(h, rec, "U0BOB")
-        assert (await h.emu.submit_view("U0BOB", bob, {param_block_id("amount"): {"value": "99999"}})).closed
-        await _votes(h, rid, 1)
-        await h.click(rec, "U0CAROL", ActionId.approve)
-        assert "edited this request after your card or form showed it" in await h.ephemeral("U0CAROL")
-        after = await h.store.get(rid)
-        assert after.state is State.pending and [v.user_id for v in after.votes] == ["U0BOB"]
-        assert {"choice": "approve", "reason": "stale"} in await _refusals(h, rid)
+        await _stale_approve_refused(h, rec, "99999")
 
 
 async def _card_text(h: Harness, rec: Record) -> str:
     import json
 
     return json.dumps(h.message(rec))
+
+
+async def _stale_approve_refused(h: Harness, rec: Record, amount: str) -> None:
+    """Card redraws fail (Carol's card keeps showing the old amount), Bob edits it to `amount`,
+    and Carol's Approve from her card is refused as stale: only Bob's vote stands."""
+    h.emu.inject("chat.update", status=500, times=1000)
+    bob = await _edit(h, rec, "U0BOB")
+    assert (await h.emu.submit_view("U0BOB", bob, {param_block_id("amount"): {"value": amount}})).closed
+    await _votes(h, rec.id, 1)
+    await h.click(rec, "U0CAROL", ActionId.approve)
+    assert "edited this request after your card or form showed it" in await h.ephemeral("U0CAROL")
+    after = await h.store.get(rec.id)
+    assert after.state is State.pending and [v.user_id for v in after.votes] == ["U0BOB"]
+    assert {"choice": "approve", "reason": "stale"} in await _refusals(h, rec.id)
