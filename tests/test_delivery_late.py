@@ -16,17 +16,9 @@ import pytest
 from blocks.ids import ActionId
 from bot import gateway
 from tests.harness import Harness, running
+from tests.test_cards_lock import POLICY
 from tests.util import eventually
 
-POLICY = """
-defaults: {channel: "#approvals"}
-tiers:
-  low: {mode: auto}
-  medium: {mode: approve, timeout: 1h}
-  high: {mode: approve, timeout: 1h}
-triggers: {first_use: {enabled: false}}
-batching: {enabled: false}
-"""
 QUORUM = POLICY.replace("medium: {mode: approve, timeout: 1h}", "medium: {mode: approve, timeout: 1h, quorum: 2}")
 BATCHED = POLICY.replace("batching: {enabled: false}", "batching: {enabled: true, window: 1s}")
 LATE_S = 3.0  # the emulator's answer (and effect) this long after the call: past the bot's 2 s

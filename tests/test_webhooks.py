@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -180,6 +181,21 @@ async def test_deliveries_survive_a_restart(redis_url: str, receiver: Receiver) 
     assert len(receiver.accepted) == 1
 
 
+@contextlib.asynccontextmanager
+async def _receiving(handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> AsyncIterator[int]:
+    """A receiver answering POST /hook with `handler`, on a port of its own (yielded)."""
+    app = web.Application()
+    app.router.add_post("/hook", handler)
+    runner = web.AppRunner(app, shutdown_timeout=1)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        yield port
+    finally:
+        await runner.cleanup()
+
+
 async def _attempted(receiver: Receiver) -> bool:
     return bool(receiver.calls)
 
@@ -259,33 +275,23 @@ async def test_a_hanging_receiver_holds_up_no_other_agents_webhooks(redis_url: s
         await release.wait()
         return web.Response(status=200)
 
-    app = web.Application()
-    app.router.add_post("/hook", hang)
-    runner = web.AppRunner(app, shutdown_timeout=1)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        async with api_harness(redis_url) as h:
-            await trusted(h, "ops-bot", LOOKUP["action"])
-            api = Api(h, await new_key(h, "support-bot"))
-            try:
-                for i in range(25):
-                    status, _, _ = await api.call("POST", "/v1/requests", json={
-                        **LOOKUP, "id": f"hang-{i}", "callback_url": f"http://127.0.0.1:{port}/hook"})
-                    assert status == 201
-                await eventually(lambda: asyncio.sleep(0, bool(hanging)), what="the hanging receiver is called")
-                status, _, _ = await api.call("POST", "/v1/requests", key=await new_key(h, "ops-bot"), json={
-                    **LOOKUP, "agent": "ops-bot", "id": "fine-1", "callback_url": receiver.url})
+    async with _receiving(hang) as port, api_harness(redis_url) as h:
+        await trusted(h, "ops-bot", LOOKUP["action"])
+        api = Api(h, await new_key(h, "support-bot"))
+        try:
+            for i in range(25):
+                status, _, _ = await api.call("POST", "/v1/requests", json={
+                    **LOOKUP, "id": f"hang-{i}", "callback_url": f"http://127.0.0.1:{port}/hook"})
                 assert status == 201
-                await eventually(lambda: asyncio.sleep(0, bool(receiver.accepted)), 4,
-                                 "the other agent's delivery, while the hanging ones wait")
-            finally:
-                release.set()
-                await api.close()
-    finally:
-        release.set()
-        await runner.cleanup()
+            await eventually(lambda: asyncio.sleep(0, bool(hanging)), what="the hanging receiver is called")
+            status, _, _ = await api.call("POST", "/v1/requests", key=await new_key(h, "ops-bot"), json={
+                **LOOKUP, "agent": "ops-bot", "id": "fine-1", "callback_url": receiver.url})
+            assert status == 201
+            await eventually(lambda: asyncio.sleep(0, bool(receiver.accepted)), 4,
+                             "the other agent's delivery, while the hanging ones wait")
+        finally:
+            release.set()
+            await api.close()
 
 
 async def test_a_2xx_whose_body_never_ends_is_accepted_once(redis_url: str) -> None:
@@ -306,31 +312,21 @@ async def test_a_2xx_whose_body_never_ends_is_accepted_once(redis_url: str) -> N
         await release.wait()
         return resp
 
-    app = web.Application()
-    app.router.add_post("/hook", endless)
-    runner = web.AppRunner(app, shutdown_timeout=1)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        async with api_harness(redis_url) as h:
-            api = Api(h, await new_key(h, "support-bot"))
-            try:
-                await api.call("POST", "/v1/requests", json={**LOOKUP, "id": "wh-5",
-                                                             "callback_url": f"http://127.0.0.1:{port}/hook"})
+    async with _receiving(endless) as port, api_harness(redis_url) as h:
+        api = Api(h, await new_key(h, "support-bot"))
+        try:
+            await api.call("POST", "/v1/requests", json={**LOOKUP, "id": "wh-5",
+                                                         "callback_url": f"http://127.0.0.1:{port}/hook"})
 
-                async def delivered() -> bool:
-                    return "webhook_delivered" in [e.event for e in await h.store.trail("wh-5")]
+            async def delivered() -> bool:
+                return "webhook_delivered" in [e.event for e in await h.store.trail("wh-5")]
 
-                await eventually(delivered, 4, "the delivery accepted by its 200")
-                events = [e.event for e in await h.store.trail("wh-5")]
-            finally:
-                release.set()
-                await api.close()
+            await eventually(delivered, 4, "the delivery accepted by its 200")
+            events = [e.event for e in await h.store.trail("wh-5")]
+        finally:
+            release.set()
+            await api.close()
         assert calls == [1] and "webhook_failed" not in events
-    finally:
-        release.set()
-        await runner.cleanup()
 
 
 async def _feeds_go_on(redis_url: str, receiver: Receiver, spoil: Callable[[Harness], Awaitable[None]],
