@@ -1,0 +1,74 @@
+"""Every card, modal, Home view and reply hitl builds is one Slack would take: the validator of
+tests/blockkit_limits.py (Slack's published Block Kit limits) held to the builders."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from blocks.kit import button, header, option, section
+from tests.blockkit_limits import message_problems, view_problems
+
+
+def _msg(*blocks: dict[str, Any]) -> dict[str, Any]:
+    return {"text": "t", "blocks": list(blocks)}
+
+
+@pytest.mark.parametrize(("message", "problem"), [
+    (_msg(*[section("x")] * 51), "51 blocks"),
+    (_msg(*[section("x" * 3000)] * 5), "msg_blocks_too_long"),
+    (_msg({"type": "header", "text": {"type": "plain_text", "text": "   "}}), "blank"),
+    (_msg({"type": "header", "text": {"type": "mrkdwn", "text": "h"}}), "must be plain_text"),
+    (_msg({"type": "section", "text": {"type": "mrkdwn", "text": "s", "emoji": True}}), "emoji"),
+    (_msg({"type": "context", "elements": [{"type": "mrkdwn", "text": "c"}] * 11}), "1..10"),
+    (_msg({"type": "actions", "elements": [button("b", f"a{i}", "v") for i in range(26)]}), "1..25"),
+    (_msg({"type": "actions", "elements": [button("b", "a", "v"), button("c", "a", "v")]}), "duplicate action_id"),
+    (_msg({"type": "actions", "elements": [{**button("b", "a", "v"), "text": {"type": "plain_text", "text": ""}}]}),
+     "blank"),
+    (_msg({"type": "actions", "elements": [button("b", "a", "v" * 2001)]}), "value"),
+    (_msg({**section("s"), "accessory": {"type": "overflow", "action_id": "o", "options": [option("a", "1")]}}),
+     "allowed 2..5"),
+    (_msg({**section("s"), "accessory": {"type": "overflow", "action_id": "o",
+                                         "options": [option("a", "v" * 151), option("b", "2")]}}), "value"),
+    (_msg({**section("s"), "block_id": "b"}, {**section("t"), "block_id": "b"}), "duplicate block_id"),
+    (_msg({**section("s"), "block_id": "b" * 256}), "block_id"),
+    ({"text": "t" * 40_001, "blocks": [section("s")]}, "text: longer"),
+    (_msg({"type": "section", "fields": [{"type": "mrkdwn", "text": "f"}] * 11}), "fields"),
+    (_msg(header("h" * 150), section("s" * 3000), {"type": "section", "text": {"type": "mrkdwn", "text": "s" * 3001}}),
+     "limit 3000"),
+])
+def test_the_validator_refuses_what_slack_refuses(message: dict[str, Any], problem: str) -> None:
+    problems = message_problems(message)
+    assert any(problem in p for p in problems), problems
+
+
+def _modal(**over: Any) -> dict[str, Any]:
+    return {"type": "modal", "callback_id": "c", "title": {"type": "plain_text", "text": "Title"},
+            "submit": {"type": "plain_text", "text": "Go"}, "blocks": [section("s")], **over}
+
+
+def _text_input(**el: Any) -> dict[str, Any]:
+    return {"type": "input", "block_id": "i", "label": {"type": "plain_text", "text": "L"},
+            "element": {"type": "plain_text_input", "action_id": "v", **el}}
+
+
+@pytest.mark.parametrize(("view", "problem"), [
+    (_modal(title={"type": "plain_text", "text": "t" * 25}), "view/title"),
+    (_modal(private_metadata="m" * 3001), "private_metadata"),
+    (_modal(callback_id="c" * 256), "callback_id"),
+    (_modal(blocks=[section("s")] * 101), "101 blocks"),
+    (_modal(blocks=[_text_input(initial_value="x" * 11, max_length=10)]), "initial_value"),
+    (_modal(blocks=[_text_input(placeholder={"type": "plain_text", "text": "p" * 151})]), "placeholder"),
+    (_modal(blocks=[{**_text_input(), "label": {"type": "plain_text", "text": " "}}]), "label: empty or blank"),
+    ({k: v for k, v in _modal(blocks=[_text_input()]).items() if k != "submit"}, "needs submit"),
+    ({"type": "home", "blocks": [section("s")] * 101}, "101 blocks"),
+])
+def test_the_validator_refuses_views_slack_refuses(view: dict[str, Any], problem: str) -> None:
+    problems = view_problems(view)
+    assert any(problem in p for p in problems), problems
+
+
+def test_the_validator_takes_what_slack_takes() -> None:
+    assert message_problems(_msg(header("h" * 150), section("s" * 3000), section("t" * 3000))) == []
+    assert view_problems(_modal(blocks=[_text_input(initial_value="x" * 3000, max_length=3000)])) == []
