@@ -189,3 +189,22 @@ def fit_blocks(blocks: list[Block], budget: int = MESSAGE_TEXT_MAX) -> list[Bloc
         if len(t["text"]) > lo:
             t["text"] = truncate(t["text"], lo) or " "
     return blocks
+
+
+def fit_reply(text: str, blocks: list[Block]) -> dict[str, Any]:
+    """`{"text", "blocks"}` of a reply (a command's, a list) within Slack's limits for one
+    message: at most 50 blocks, and the blocks past its text limit left out, whole, with a last
+    line saying how many (a closing context line, the reply's footer, is kept)."""
+    blocks = blocks[:MESSAGE_BLOCKS_MAX]
+    if blocks and text_size(blocks) > MESSAGE_TEXT_MAX:
+        footer = blocks[-1:] if blocks[-1].get("type") == "context" else []
+        body = blocks[:len(blocks) - len(footer)]
+        kept: list[Block] = []
+        for b in body[:MESSAGE_BLOCKS_MAX - 2]:
+            if text_size([*kept, b, *footer]) > MESSAGE_TEXT_MAX - 200:
+                break
+            kept.append(b)
+        blocks = [*kept, context([f"{len(body) - len(kept)} more part(s) do not fit in one Slack message "
+                                  "and are not shown."]), *footer]
+    return {"text": text, "blocks": blocks}
+

@@ -3,12 +3,15 @@ tests/blockkit_limits.py (Slack's published Block Kit limits) held to the builde
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
 from blocks.kit import button, header, option, section
-from tests.blockkit_limits import message_problems, view_problems
+from blocks.trust import grants_message, trust_message
+from store.trust import Grant, GrantBounds, TrustState
+from tests.blockkit_limits import assert_message, message_problems, view_problems
 
 
 def _msg(*blocks: dict[str, Any]) -> dict[str, Any]:
@@ -72,3 +75,24 @@ def test_the_validator_refuses_views_slack_refuses(view: dict[str, Any], problem
 def test_the_validator_takes_what_slack_takes() -> None:
     assert message_problems(_msg(header("h" * 150), section("s" * 3000), section("t" * 3000))) == []
     assert view_problems(_modal(blocks=[_text_input(initial_value="x" * 3000, max_length=3000)])) == []
+
+
+NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
+
+
+def test_trust_and_grants_replies_of_forty_long_entries_fit_one_message() -> None:
+    """`/hitl trust` with 40 actions of long names and reasons, `/hitl grants` with grants whose
+    bounds name long parameter values: each line fits a section, but 40 of them held more text
+    than Slack takes in one message (msg_blocks_too_long), so the command's reply failed."""
+    states = [TrustState(agent="billing-agent-" + "a" * 80 + str(i), action="refund_" + "b" * 90, pinned=True,
+                         approvals=120, outcomes=130, overrides=3, changed_at=NOW.isoformat(),
+                         changed_by="U0ADMIN", why="demoted after an override: " + "w" * 200) for i in range(40)]
+    assert_message(trust_message(states, 20))
+    bounds = GrantBounds(amount_max=500, params={"customer_segment": ["enterprise-" + "x" * 300] * 4})
+    grants = [Grant(id=f"g{i}", agent="billing-agent", action="refund", tier="medium", request_id=f"r{i}",
+                    bounds=bounds, created_at=NOW, expires_at=NOW, by=["U0ALICE"]) for i in range(40)]
+    reply = grants_message(grants)
+    assert_message(reply)
+    shown = str(reply["blocks"])
+    assert "`g0`" in shown and "do not fit in one Slack message" in shown  # says what it left out
+    assert "grants revoke GRANT_ID" in shown  # the footer stays
