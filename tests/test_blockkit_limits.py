@@ -8,8 +8,10 @@ from typing import Any
 
 import pytest
 
+from blocks.batch import batch_card
 from blocks.kit import button, header, option, section
 from blocks.trust import grants_message, trust_message
+from store.models import Batch, Record, Request, Route
 from store.trust import Grant, GrantBounds, TrustState
 from tests.blockkit_limits import assert_message, message_problems, view_problems
 
@@ -96,3 +98,16 @@ def test_trust_and_grants_replies_of_forty_long_entries_fit_one_message() -> Non
     shown = str(reply["blocks"])
     assert "`g0`" in shown and "do not fit in one Slack message" in shown  # says what it left out
     assert "grants revoke GRANT_ID" in shown  # the footer stays
+
+
+@pytest.mark.parametrize("group", ["key:<!channel> payroll", "<!here>/<@U0BOSS>", "shadow:key:<!channel>"])
+def test_a_batch_cards_notification_text_never_mentions_anyone(group: str) -> None:
+    """A batch card's `text` (what the notification and screen readers say) carried the batch
+    key, agent and action unescaped: an agent sending batch_key `<!channel>` pinged the channel."""
+    agent, _, action = group.removeprefix("shadow:").partition("/")
+    recs = [Record(request=Request(id=f"r{i}", agent=agent if action else "a", action=action or "b",
+                                   summary="Refund $5", batch_key=group.partition("key:")[2] or None),
+                   route=Route(group=group), created_at=NOW) for i in range(2)]
+    msg = batch_card(Batch(id="b1", group=group, channel="#c", items=["r0", "r1"], created_at=NOW), recs)
+    assert_message(msg)
+    assert "<!" not in msg["text"] and "<@" not in msg["text"] and "&lt;" in msg["text"]
