@@ -36,14 +36,24 @@ CUT_KEEP = 200
 Block = dict[str, Any]
 
 
+BLANK = "(blank)"
+"""What a text object says in place of a text that is empty or only spaces (an agent's option
+label of spaces, a param named ''): Slack refuses a blank button, option, label or header."""
+
+
+def _shown(text: str, limit: int) -> str:
+    cut = truncate(text, limit)
+    return cut if cut.strip() else BLANK
+
+
 def plain(text: str, limit: int = SECTION_MAX) -> dict[str, Any]:
-    """A plain_text object of at most `limit` chars (plain text never pings or links)."""
-    return {"type": "plain_text", "text": truncate(text, limit) or " ", "emoji": True}
+    """A plain_text object of at most `limit` chars, never blank (plain text never pings or links)."""
+    return {"type": "plain_text", "text": _shown(text, limit), "emoji": True}
 
 
 def mrkdwn(text: str, limit: int = SECTION_MAX) -> dict[str, Any]:
-    """A mrkdwn text object of at most `limit` chars; `text` must already be escaped."""
-    return {"type": "mrkdwn", "text": truncate(text, limit) or " "}
+    """A mrkdwn text object of at most `limit` chars, never blank; `text` must already be escaped."""
+    return {"type": "mrkdwn", "text": _shown(text, limit)}
 
 
 def header(text: str) -> Block:

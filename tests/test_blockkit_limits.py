@@ -9,11 +9,14 @@ from typing import Any
 import pytest
 
 from blocks.batch import batch_card
+from blocks.cards import card
 from blocks.kit import button, header, option, section
+from blocks.modals import edit_modal, reject_modal
+from blocks.payloads import ModalMeta
 from blocks.trust import grants_message, trust_message
 from store.models import Batch, Record, Request, Route
 from store.trust import Grant, GrantBounds, TrustState
-from tests.blockkit_limits import assert_message, message_problems, view_problems
+from tests.blockkit_limits import assert_message, assert_view, message_problems, view_problems
 
 
 def _msg(*blocks: dict[str, Any]) -> dict[str, Any]:
@@ -111,3 +114,26 @@ def test_a_batch_cards_notification_text_never_mentions_anyone(group: str) -> No
     msg = batch_card(Batch(id="b1", group=group, channel="#c", items=["r0", "r1"], created_at=NOW), recs)
     assert_message(msg)
     assert "<!" not in msg["text"] and "<@" not in msg["text"] and "&lt;" in msg["text"]
+
+
+def test_blank_labels_from_agents_still_make_cards_and_forms_slack_takes() -> None:
+    """An option label of spaces (the protocol takes any 1 to 75 characters), a HumanLayer reason
+    title of spaces, a param named '' or ' ', a summary of spaces: each became a plain_text of
+    only spaces (a button, a radio option, an input's label), which Slack refuses, so the card
+    was undeliverable or the form did not open. The option's value stands in for its label."""
+    req = Request.model_validate({
+        "id": "q1", "agent": "a", "action": "ask", "summary": "   ", "kind": "question",
+        "options": [{"value": "yes", "label": "   "}, {"value": " ", "label": " "}],
+        "metadata": {"humanlayer": {"reject_options": [{"name": "too_risky", "title": "  "}]}}})
+    rec = Record(request=req, route=Route(), created_at=NOW)
+    msg = card(rec)
+    assert_message(msg)
+    buttons = [e["text"]["text"] for e in msg["blocks"][-1]["elements"]]
+    assert buttons[0] == "yes"
+    meta = ModalMeta(r="q1")
+    reject = reject_modal(rec, meta)
+    assert_view(reject)
+    assert "too_risky" in str(reject["blocks"])
+    edit = Request.model_validate({"id": "e1", "agent": "a", "action": "b", "summary": "s",
+                                   "params": {"": 5, " ": "x"}, "editable": ["", " "]})
+    assert_view(edit_modal(Record(request=edit, route=Route(), created_at=NOW, params=dict(edit.params)), meta))
