@@ -3,6 +3,7 @@ tests/blockkit_limits.py (Slack's published Block Kit limits) held to the builde
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -13,8 +14,10 @@ from blocks.cards import card
 from blocks.kit import button, header, option, section
 from blocks.modals import edit_modal, reject_modal
 from blocks.payloads import ModalMeta
+from blocks.stats import stats_message
 from blocks.trust import grants_message, trust_message
 from store.models import Batch, Record, Request, Route
+from store.stats import build_report
 from store.trust import Grant, GrantBounds, TrustState
 from tests.blockkit_limits import assert_message, assert_view, message_problems, view_problems
 
@@ -137,3 +140,14 @@ def test_blank_labels_from_agents_still_make_cards_and_forms_slack_takes() -> No
     edit = Request.model_validate({"id": "e1", "agent": "a", "action": "b", "summary": "s",
                                    "params": {"": 5, " ": "x"}, "editable": ["", " "]})
     assert_view(edit_modal(Record(request=edit, route=Route(), created_at=NOW, params=dict(edit.params)), meta))
+
+
+def test_the_calibration_table_escapes_agent_names_once() -> None:
+    """`/hitl stats` escaped the calibration lines a second time (clip of text already mrkdwn):
+    an agent `R&D-bot` read `R&amp;D-bot` in Slack."""
+    report = replace(build_report([(0, {"mode:approve": 3})], now_s=3600.0, queue_depth=0, oldest_created_s=None),
+                     calibration=[("R&D-bot/<refund>", "0.8", 100, 80)] * 40)
+    msg = stats_message(report)
+    assert_message(msg)
+    table = next(b["text"]["text"] for b in msg["blocks"] if "Agent confidence" in str(b))
+    assert "R&amp;D-bot/&lt;refund&gt;" in table and "&amp;amp;" not in table and "&amp;lt;" not in table
