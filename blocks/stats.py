@@ -72,7 +72,7 @@ def metric_fields(r: Report) -> list[str]:
         f"*Decisions by people*\n{human}",
         f"*Override rate* (edited or rejected)\n{pct(r.override_rate)}" + _after_the_fact(r),
         f"*Time to decision*\n{_quantiles(r.ttd)}",
-        f"*Time to escalate* (target < 10s)\n{_quantiles(r.tte)}",
+        f"*Time to escalate* (target &lt; 10s)\n{_quantiles(r.tte)}",
         f"*Expired*\n{d.get('expired', 0)}" + (f" · {', '.join(others)}" if others else ""),
         f"*Queue*\n{_queue(r)}",
     ]
