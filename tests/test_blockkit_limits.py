@@ -11,6 +11,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import aiohttp
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -59,6 +60,8 @@ from blocks.trust import (
     grants_message,
     trust_message,
 )
+from emulator import Emulator
+from emulator.blockcheck import check_blocks, check_view
 from store.errors import AlreadyDecided, NotAllowed
 from store.models import (
     AgentMessage,
@@ -80,6 +83,7 @@ from store.models import (
 from store.stats import Sign, build_report
 from store.trust import Away, Grant, GrantBounds, TrustState
 from tests.blockkit_limits import assert_message, assert_view, message_problems, view_problems
+from tests.harness import TOKEN
 
 
 def _msg(*blocks: dict[str, Any]) -> dict[str, Any]:
@@ -144,6 +148,35 @@ VIEW_CASES = [
 def test_the_validator_refuses_views_slack_refuses(view: dict[str, Any], problem: str) -> None:
     problems = view_problems(view)
     assert any(problem in p for p in problems), problems
+
+
+@pytest.mark.parametrize(("message", "problem"), [
+    (m, p) for m, p in MESSAGE_CASES if p not in ("msg_blocks_too_long", "text: longer")])  # checked per call
+def test_the_emulator_refuses_those_blocks_too(message: dict[str, Any], problem: str) -> None:
+    """So an end-to-end test of a card Slack would refuse fails as in Slack (invalid_blocks); it
+    crashed on a mrkdwn text with `emoji`, and took blank buttons, headers and labels, overflow
+    menus of one option and text inputs whose initial value is longer than their max_length."""
+    assert check_blocks(message["blocks"]), problem
+
+
+@pytest.mark.parametrize(("view", "problem"), VIEW_CASES)
+def test_the_emulator_refuses_those_views_too(view: dict[str, Any], problem: str) -> None:
+    assert check_view(view), problem
+
+
+async def test_the_emulator_answers_invalid_blocks_for_a_blank_button() -> None:
+    emu = Emulator(signing_secret="s", request_url=None, bot_token=TOKEN)
+    await emu.start()
+    try:
+        async with aiohttp.ClientSession() as s:
+            blank = {**button("x", "a", "v"), "text": {"type": "plain_text", "text": "  "}}
+            async with s.post(f"{emu.api_url}chat.postMessage", headers={"Authorization": f"Bearer {TOKEN}"},
+                              json={"channel": "#approvals", "text": "t",
+                                    "blocks": [{"type": "actions", "elements": [blank]}]}) as r:
+                answer = await r.json()
+        assert answer["ok"] is False and answer["error"] == "invalid_blocks"
+    finally:
+        await emu.stop()
 
 
 def test_the_validator_takes_what_slack_takes() -> None:
