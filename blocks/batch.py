@@ -134,8 +134,9 @@ def batch_card(batch: Batch, records: list[Record], *, paused: bool = False,
     if shown_open:
         blocks.append(_actions(batch, kind, prefix, shown_open))
     blocks.append(context([_footer(kind, items, open_items, drawn)]))
-    text = f"{_title(kind, name, items, open_items)}: {len(open_items)} waiting"
-    return {"text": truncate(text, 3000), "blocks": fit_blocks(blocks[:MESSAGE_BLOCKS_MAX])}
+    # the notification text is mrkdwn like every card's: the batch key, agent and action escaped
+    text = clip(f"{_title(kind, name, items, open_items)}: {len(open_items)} waiting", 3000)
+    return {"text": text, "blocks": fit_blocks(blocks[:MESSAGE_BLOCKS_MAX])}
 
 
 FOOTER_TEXT = 400

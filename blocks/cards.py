@@ -367,7 +367,7 @@ def _actions(record: Record, *, details: bool) -> Block:
     if r.kind is Kind.question:
         elements = [
             button(
-                o.label,
+                o.label if o.label.strip() else o.value,  # a label of spaces: its value says it
                 f"{ActionId.option}:{i}",
                 ButtonValue(r=record.id, o=o.value).pack(),
                 style=o.style,

@@ -13,13 +13,12 @@ from typing import Any
 from blocks.facts import STATUS_WORDS, mode_label
 from blocks.kit import (
     MESSAGE_BLOCKS_MAX,
-    MESSAGE_TEXT_MAX,
     SECTION_MAX,
     Block,
     context,
+    fit_reply,
     header,
     section,
-    text_size,
 )
 from blocks.messages import message_for
 from blocks.text import clip, escape, fmt_duration, fmt_time, is_user_id, user_mention
@@ -50,20 +49,9 @@ _CHANNEL_ID = re.compile(r"^[CGD][A-Z0-9]{2,30}$")
 
 
 def _reply(text: str, blocks: list[Block]) -> dict[str, Any]:
-    """A reply within Slack's limits for one message: blocks past its text limit (a long audit
-    trail, a long policy) are left out, and a last line says so."""
-    blocks = blocks[:MESSAGE_BLOCKS_MAX]
-    if text_size(blocks) > MESSAGE_TEXT_MAX:
-        footer = blocks[-1:] if blocks[-1].get("type") == "context" else []  # what a reply ends with, kept
-        body = blocks[:len(blocks) - len(footer)]
-        kept: list[Block] = []
-        for b in body[:MESSAGE_BLOCKS_MAX - 2]:
-            if text_size([*kept, b, *footer]) > MESSAGE_TEXT_MAX - 200:
-                break
-            kept.append(b)
-        blocks = [*kept, context([f"{len(body) - len(kept)} more part(s) do not fit in one Slack message "
-                                  "and are not shown."]), *footer]
-    return {"text": text, "blocks": blocks}
+    """A reply within Slack's limits for one message (`fit_reply`: blocks past its text limit,
+    a long audit trail or policy, are left out, and a last line says so)."""
+    return fit_reply(text, blocks)
 
 
 def help_message(command: str = "/hitl", unknown: str | None = None) -> dict[str, Any]:

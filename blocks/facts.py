@@ -31,7 +31,8 @@ def reject_reasons(record: Record) -> tuple[tuple[str, str], ...]:
     own: dict[str, str] = {}  # an option's value holds 150 characters, its text 75
     for o in (options or [])[:10]:
         if isinstance(o, dict) and o.get("name") and len(name := str(o["name"])) <= OPTION_VALUE_MAX:
-            own.setdefault(name, str(o.get("title") or name)[:75])
+            title = str(o.get("title") or "")
+            own.setdefault(name, (title if title.strip() else name)[:75])
     return tuple(own.items()) or REJECT_REASONS
 
 

@@ -36,14 +36,24 @@ CUT_KEEP = 200
 Block = dict[str, Any]
 
 
+BLANK = "(blank)"
+"""What a text object says in place of a text that is empty or only spaces (an agent's option
+label of spaces, a param named ''): Slack refuses a blank button, option, label or header."""
+
+
+def _shown(text: str, limit: int) -> str:
+    cut = truncate(text, limit)
+    return cut if cut.strip() else BLANK
+
+
 def plain(text: str, limit: int = SECTION_MAX) -> dict[str, Any]:
-    """A plain_text object of at most `limit` chars (plain text never pings or links)."""
-    return {"type": "plain_text", "text": truncate(text, limit) or " ", "emoji": True}
+    """A plain_text object of at most `limit` chars, never blank (plain text never pings or links)."""
+    return {"type": "plain_text", "text": _shown(text, limit), "emoji": True}
 
 
 def mrkdwn(text: str, limit: int = SECTION_MAX) -> dict[str, Any]:
-    """A mrkdwn text object of at most `limit` chars; `text` must already be escaped."""
-    return {"type": "mrkdwn", "text": truncate(text, limit) or " "}
+    """A mrkdwn text object of at most `limit` chars, never blank; `text` must already be escaped."""
+    return {"type": "mrkdwn", "text": _shown(text, limit)}
 
 
 def header(text: str) -> Block:
@@ -189,3 +199,22 @@ def fit_blocks(blocks: list[Block], budget: int = MESSAGE_TEXT_MAX) -> list[Bloc
         if len(t["text"]) > lo:
             t["text"] = truncate(t["text"], lo) or " "
     return blocks
+
+
+def fit_reply(text: str, blocks: list[Block]) -> dict[str, Any]:
+    """`{"text", "blocks"}` of a reply (a command's, a list) within Slack's limits for one
+    message: at most 50 blocks, and the blocks past its text limit left out, whole, with a last
+    line saying how many (a closing context line, the reply's footer, is kept)."""
+    blocks = blocks[:MESSAGE_BLOCKS_MAX]
+    if blocks and text_size(blocks) > MESSAGE_TEXT_MAX:
+        footer = blocks[-1:] if blocks[-1].get("type") == "context" else []
+        body = blocks[:len(blocks) - len(footer)]
+        kept: list[Block] = []
+        for b in body[:MESSAGE_BLOCKS_MAX - 2]:
+            if text_size([*kept, b, *footer]) > MESSAGE_TEXT_MAX - 200:
+                break
+            kept.append(b)
+        blocks = [*kept, context([f"{len(body) - len(kept)} more part(s) do not fit in one Slack message "
+                                  "and are not shown."]), *footer]
+    return {"text": text, "blocks": blocks}
+

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from blocks.kit import Block, context, fields, header, section
-from blocks.text import clip, fmt_duration, user_mention
+from blocks.text import clip, fmt_duration, truncate, user_mention
 from blocks.trust import calibration_lines
 from store.chain_models import ChainStatus
 from store.stats import HUMAN_STATUSES, QUEUE_TREND_HOURS, Histogram, Report
@@ -72,7 +72,7 @@ def metric_fields(r: Report) -> list[str]:
         f"*Decisions by people*\n{human}",
         f"*Override rate* (edited or rejected)\n{pct(r.override_rate)}" + _after_the_fact(r),
         f"*Time to decision*\n{_quantiles(r.ttd)}",
-        f"*Time to escalate* (target < 10s)\n{_quantiles(r.tte)}",
+        f"*Time to escalate* (target &lt; 10s)\n{_quantiles(r.tte)}",
         f"*Expired*\n{d.get('expired', 0)}" + (f" · {', '.join(others)}" if others else ""),
         f"*Queue*\n{_queue(r)}",
     ]
@@ -158,8 +158,8 @@ def stats_message(r: Report, *, lag: int = 0, chart: bool = False, audit: str | 
         *([section(audit)] if audit else []),
     ]
     if r.calibration:
-        blocks.append(section(clip("*Agent confidence vs. people* (all time)\n"
-                                   + "\n".join(calibration_lines(r.calibration)), 2900)))
+        blocks.append(section(truncate("*Agent confidence vs. people* (all time)\n"  # mrkdwn already
+                                       + "\n".join(calibration_lines(r.calibration)), 2900)))
     if r.canaries[0]:
         scored, caught = r.canaries
         per = ", ".join(f"{user_mention(u)} {ok}/{n}" for u, n, ok in r.canary_reviewers[:10])

@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from blocks.ids import HomeActionId
-from blocks.kit import MESSAGE_BLOCKS_MAX, Block, button, context, header, section
+from blocks.kit import Block, button, context, fit_reply, header, section
 from blocks.text import clip, escape, fmt_duration, fmt_time, user_mention
 from store.models import Record
 from store.stats import Report
@@ -24,7 +24,9 @@ MIN_BAND = 10
 
 
 def _reply(text: str, blocks: list[Block]) -> dict[str, Any]:
-    return {"text": text, "blocks": blocks[:MESSAGE_BLOCKS_MAX]}
+    """Within Slack's limits for one message: 40 long trust or grant lines hold more text than
+    it takes (`msg_blocks_too_long`), so those past it are left out and a line says so."""
+    return fit_reply(text, blocks)
 
 
 def who(target: str) -> str:

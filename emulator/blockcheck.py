@@ -1,4 +1,6 @@
-"""Block Kit validation: slack_sdk's model checks plus the limits Slack enforces that it does not."""
+"""Block Kit validation: slack_sdk's model checks plus the limits Slack enforces that it does not
+(sizes of messages and views, ids, blank required text, options, a text input's initial value).
+tests/blockkit_limits.py holds the full list the builders' property tests use."""
 
 from __future__ import annotations
 
@@ -23,6 +25,9 @@ MAX_BUTTON_TEXT = 75
 MAX_MODAL_TITLE = 24
 MAX_PRIVATE_METADATA = 3000
 MAX_ID = 255
+MAX_OPTION_TEXT = 75
+MAX_OPTION_VALUE = 150
+OVERFLOW_OPTIONS = (2, 5)
 MAX_MESSAGE_TEXT = 12_000
 """The text of all a message's blocks together: more is `msg_blocks_too_long` (Slack names the
 error in chat.postMessage's reference, not the number; its SDK maintainers put it at about
@@ -54,9 +59,45 @@ def _elements(block: dict[str, Any]) -> list[dict[str, Any]]:
     return []
 
 
+def _blank(obj: Any) -> bool:
+    """A text Slack refuses as empty: missing, empty, or only spaces."""
+    return not _text(obj).strip()
+
+
+def _check_text_objects(node: Any, where: str) -> list[str]:
+    """`emoji` is a plain_text field only: Slack refuses a mrkdwn text object carrying it."""
+    if isinstance(node, list):
+        return [e for i, n in enumerate(node) for e in _check_text_objects(n, f"{where}/{i}")]
+    if not isinstance(node, dict):
+        return []
+    if node.get("type") == "mrkdwn" and "emoji" in node:
+        return [f"emoji is only allowed on plain_text [json-pointer:{where}/emoji]"]
+    return [e for k, v in node.items() for e in _check_text_objects(v, f"{where}/{k}")]
+
+
+def _check_options(el: dict[str, Any], where: str) -> list[str]:
+    errors: list[str] = []
+    raw = el.get("options")
+    options: list[Any] = raw if isinstance(raw, list) else []
+    if el.get("type") == "overflow" and not OVERFLOW_OPTIONS[0] <= len(options) <= OVERFLOW_OPTIONS[1]:
+        errors.append(f"an overflow menu takes {OVERFLOW_OPTIONS[0]} to {OVERFLOW_OPTIONS[1]} options "
+                      f"[json-pointer:{where}/options]")
+    for j, o in enumerate(options):
+        if not isinstance(o, dict):
+            continue
+        if _blank(o.get("text")):
+            errors.append(f"must be more than 0 characters [json-pointer:{where}/options/{j}/text/text]")
+        elif len(_text(o.get("text"))) > MAX_OPTION_TEXT:
+            errors.append(f"option text longer than {MAX_OPTION_TEXT} [json-pointer:{where}/options/{j}/text]")
+        if len(str(o.get("value") or "")) > MAX_OPTION_VALUE:
+            errors.append(f"option value longer than {MAX_OPTION_VALUE} [json-pointer:{where}/options/{j}/value]")
+    return errors
+
+
 def _check_element(el: dict[str, Any], where: str) -> list[str]:
     errors: list[str] = []
     kind = el.get("type")
+    errors += _check_options(el, where)
     if len(str(el.get("action_id", ""))) > MAX_ID:
         errors.append(f"action_id longer than {MAX_ID} [json-pointer:{where}/action_id]")
     if kind == "button":
@@ -66,10 +107,15 @@ def _check_element(el: dict[str, Any], where: str) -> list[str]:
             )
         if len(_text(el.get("text"))) > MAX_BUTTON_TEXT:
             errors.append(f"button text longer than {MAX_BUTTON_TEXT} [json-pointer:{where}/text]")
+        if _blank(el.get("text")):
+            errors.append(f"must be more than 0 characters [json-pointer:{where}/text/text]")
     if kind == "plain_text_input":
         for key in ("max_length", "min_length"):
             if key in el and not (isinstance(el[key], int) and 0 <= el[key] <= MAX_INPUT_LENGTH):
                 errors.append(f"{key} must be 0..{MAX_INPUT_LENGTH} [json-pointer:{where}/{key}]")
+        most: int = el["max_length"] if isinstance(el.get("max_length"), int) else MAX_INPUT_LENGTH
+        if len(str(el.get("initial_value") or "")) > most:
+            errors.append(f"initial_value longer than max_length [json-pointer:{where}/initial_value]")
     return errors
 
 
@@ -77,15 +123,24 @@ def _check_block(block: Any, i: int, seen_ids: set[str]) -> list[str]:
     where = f"/blocks/{i}"
     if not isinstance(block, dict):
         return [f"block is not an object [json-pointer:{where}]"]
-    parsed = Block.parse(block)
+    errors: list[str] = _check_text_objects(block, where)
+    try:
+        parsed = Block.parse(block)
+    except (TypeError, ValueError, KeyError, AttributeError, SlackObjectFormationError) as e:
+        return [*errors, f"invalid block: {e} [json-pointer:{where}]"]
     if parsed is None:
         return [f"unsupported block type {block.get('type')!r} [json-pointer:{where}]"]
-    errors: list[str] = []
     try:
         parsed.to_dict()
     except SlackObjectFormationError as e:
         errors.append(f"{e} [json-pointer:{where}]")
     kind = block.get("type")
+    if kind == "header" and (not isinstance(block.get("text"), dict) or block["text"].get("type") != "plain_text"):
+        errors.append(f"a header's text must be plain_text [json-pointer:{where}/text]")
+    if kind == "header" and _blank(block.get("text")):
+        errors.append(f"must be more than 0 characters [json-pointer:{where}/text/text]")
+    if kind == "input" and _blank(block.get("label")):
+        errors.append(f"must be more than 0 characters [json-pointer:{where}/label/text]")
     block_id = block.get("block_id")
     if block_id is not None:
         if len(str(block_id)) > MAX_ID:
@@ -149,7 +204,7 @@ def check_view(view: Any) -> list[str]:
             errors.append(f"{key} longer than {MAX_ID} [json-pointer:/view/{key}]")
     if kind == "modal":
         title = view.get("title")
-        if not _text(title):
+        if _blank(title):
             errors.append("modal needs a title [json-pointer:/view/title]")
         for key in ("title", "submit", "close"):
             if len(_text(view.get(key))) > MAX_MODAL_TITLE:

@@ -15,6 +15,7 @@ from blocks.ids import ActionId, HomeActionId
 from blocks.kit import Block, header, section
 from blocks.messages import refusal_message
 from blocks.payloads import ButtonValue, PayloadError
+from blocks.text import truncate
 from blocks.trust import (
     away_message,
     calibration_lines,
@@ -187,7 +188,7 @@ async def home_blocks(d: Deps, viewer: str) -> list[Block]:
     rows = sorted(((m, b, n, a) for (m, b), (n, a) in cal.items()), key=lambda r: (r[0], r[1]))
     grants = await domain.live_grants(d)
     return [*grants_home(grants, {g.id for g in grants if domain.may_revoke(d, g, viewer)}),
-            header("Agent confidence vs. people"), section("\n".join(calibration_lines(rows))[:2900])]
+            header("Agent confidence vs. people"), section(truncate("\n".join(calibration_lines(rows)), 2900))]  # never splits an &amp;
 
 
 async def on_approve_grant(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any],
