@@ -207,7 +207,7 @@ def audit_message(request_id: str, events: list[AuditEvent]) -> dict[str, Any]:
     """One request's trail, oldest first: when, what, who, and the detail that matters."""
     rid = clip(request_id, 128)
     if not events:
-        return _reply(f"No audit trail for {request_id}", [section(
+        return _reply(f"No audit trail for {rid}", [section(
             f":mag: I have no request `{rid}` (or it has no audit entries).")])
     lines = []
     for e in events[:TRAIL_SHOWN]:
@@ -218,4 +218,4 @@ def audit_message(request_id: str, events: list[AuditEvent]) -> dict[str, Any]:
     blocks += chunks(lines)[:MESSAGE_BLOCKS_MAX - 2]
     if len(events) > TRAIL_SHOWN:
         blocks.append(context([f"{len(events) - TRAIL_SHOWN} later entries not shown."]))
-    return _reply(f"Audit trail of {request_id}: {len(events)} entries", blocks)
+    return _reply(f"Audit trail of {rid}: {len(events)} entries", blocks)

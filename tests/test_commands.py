@@ -19,7 +19,7 @@ from blocks.ids import ActionId, BlockId
 from blocks.text import escape
 from bot.policy import PolicyEngine
 from bot.stats import policy_lines
-from store.models import AuditEvent, Mode, Record, Request, Route, Status
+from store.models import AuditEvent, Mode, Record, Request, Route, Status, utcnow
 from store.stats import StatsStore
 from tests.harness import Harness, start, start_bot, stop
 from tests.test_blocks import check_blocks
@@ -332,3 +332,10 @@ def test_queue_and_audit_replies_fit_slack() -> None:
     text = json.dumps(reply)
     assert len(reply["blocks"]) <= 50 and "50 later entries not shown" in text
     assert "<!channel>" not in text and "reject: risky &lt;!channel&gt;" in text
+
+
+def test_the_audit_reply_escapes_the_id_as_typed_in_its_text() -> None:
+    """`/hitl audit <!channel>`: the reply's blocks escaped the typed id, its text did not."""
+    for events in ([], [AuditEvent(event="received", request_id="x", actor="agent", at=utcnow())]):
+        reply = audit_message("<!channel>", events)
+        assert "<!channel>" not in reply["text"] and "&lt;!channel&gt;" in reply["text"]
