@@ -9,6 +9,7 @@ import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from blocks.ids import ActionId
@@ -110,3 +111,46 @@ async def test_a_check_whose_reply_was_lost_is_not_told_someone_checked_first(
         trail = [(e.event, e.detail) for e in await h.store.trail(rid) if e.actor == "U0ALICE"]
         assert trail == [("reviewed", {"verdict": "ok", "reason_code": None})]
         assert json.loads((await h.store.redis.hget(h.store.keys.request(rid), "review")) or "{}")["verdict"] == "ok"
+
+
+async def _health(h: Harness) -> tuple[int, dict[str, object]]:
+    async with aiohttp.ClientSession() as s, s.get(f"http://127.0.0.1:{h.bot.port}/healthz") as r:
+        return r.status, await r.json()
+
+
+async def test_a_redis_refusing_writes_is_reported_as_such_and_intake_comes_back(
+        redis_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    """A Redis that answers but refuses writes (here `min-replicas-to-write` with no replica; a
+    demoted master's READONLY, or OOM, the same) stopped intake with 'unexpected failure' and a
+    traceback every second, and /healthz said only that intake was stopped while Redis was ok.
+    Now one line per attempt says Redis refused and why, /healthz says so, and intake runs
+    again by itself once Redis takes writes."""
+    h = await start(redis_url)
+    r = h.store.redis
+    try:
+        await r.config_set("min-replicas-to-write", "1")
+        caplog.clear()
+
+        async def refused() -> dict[str, object] | None:
+            status, body = await _health(h)
+            return body if status == 503 and "intake_error" in body else None
+
+        body = await eventually(refused, 10, "/healthz saying why intake stopped")
+        assert body["redis"] == "ok" and "Redis refused: NOREPLICAS" in str(body["intake_error"])
+        intake = [rec for rec in caplog.records if rec.name == "hitl.intake"]
+        assert intake and "Redis refused a command" in intake[0].getMessage()
+        assert [rec.getMessage() for rec in caplog.records if rec.name.startswith("hitl")
+                and (rec.levelname != "WARNING" or rec.exc_info)] == []
+    finally:
+        await r.config_set("min-replicas-to-write", "0")
+    try:
+        await eventually(lambda: _is_up(h), 10, "/healthz 200 once Redis takes writes")
+        rid = await h.push(id="after-refusal")
+        assert (await h.card(rid)).ts
+    finally:
+        await stop(h)
+
+
+async def _is_up(h: Harness) -> bool:
+    status, body = await _health(h)
+    return status == 200 and "intake_error" not in body
