@@ -353,6 +353,8 @@ def build_app(settings: Settings, store: Store | None = None, policy: PolicyHold
                                 "intake": "running" if intake.running else "stopped",
                                 "housekeeping": bot.companion.state if bot.companion is not None
                                 else settings.housekeeping}
+        if not intake.running and intake.stopped_by:  # why: Redis read-only, out of memory, away
+            body["intake_error"] = intake.stopped_by
         if bot.closing:  # stopping: it turns Slack's requests away, so balancers should move them
             body["closing"] = True
         if bot.socket_handler is not None:  # Socket Mode: down past its grace, no click reaches us

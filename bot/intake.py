@@ -28,7 +28,7 @@ from bot.routing import Router, immediate_decision, needs_card
 from bot.timing import honour_user_request, plan, tier_of
 from store import bounds
 from store.accept import Accepted, TrustCheck
-from store.failures import StoreFailure, Unavailable
+from store.failures import Refused, StoreFailure, Unavailable
 from store.keys import is_request_id
 from store.models import MAX_ENTRY_BYTES, Decision, Request, Status, utcnow
 from store.redis_store import Store
@@ -99,6 +99,9 @@ class Intake:
         self._stopping = asyncio.Event()
         self._failures: dict[str, int] = {}
         self.running = False
+        self.stopped_by: str | None = None
+        """Why intake is not running (Redis unreachable, or refusing: read-only, out of memory),
+        for /healthz; None while it runs."""
         self.processed = 0
 
     def stop(self) -> None:
@@ -112,17 +115,23 @@ class Intake:
         while not self._stopping.is_set():
             try:
                 await self.store.ensure_group()
-                self.running = True  # what it reads next is a round trip, before any entry
+                self.running, self.stopped_by = True, None  # what it reads next is a round trip, before any entry
                 if self.prepare is not None:
                     await self.prepare()
                 await self._drain_own_pending()
                 await self._loop()
             except Unavailable as e:
-                self.running = False
+                self.running, self.stopped_by = False, f"Redis unavailable: {_first_line(e)}"
                 log.warning("intake: Redis unavailable (%s); retrying in 1s", e)
                 await self._sleep(1.0)
-            except Exception:  # a bug must not leave intake dead while /healthz says it runs
-                self.running = False
+            except Refused as e:  # a state of the server (read-only after a failover, out of memory,
+                # min-replicas, NOGROUP after a restart): not a bug, one line per attempt
+                self.running, self.stopped_by = False, f"Redis refused: {_first_line(e)}"
+                log.warning("intake: Redis refused a command (%s: %s); retrying in 1s", type(e).__name__,
+                            _first_line(e))
+                await self._sleep(1.0)
+            except Exception as e:  # a bug must not leave intake dead while /healthz says it runs
+                self.running, self.stopped_by = False, f"unexpected failure: {type(e).__name__}"
                 log.exception("intake: unexpected failure; restarting in 1s")
                 await self._sleep(1.0)
         self.running = False
@@ -470,6 +479,11 @@ def _unicode(text: str) -> str:
     except UnicodeEncodeError:
         return text.encode("utf-8", "backslashreplace").decode("utf-8")
     return text
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e)
+    return _clip(text.splitlines()[0] if text else type(e).__name__, 200)
 
 
 def _clip(text: str, n: int = 300) -> str:

@@ -367,7 +367,8 @@ class Store:
             args += [event, actor, json.dumps(self.redact(detail), default=str)]
         args.append(t.message or "")
         stats, total_key, hour_key, expire = decision_stats(self.keys, t, _ms(now))
-        args += [stats, expire]
+        # last: this call's token, so the client's retry after a lost reply finds its own write
+        args += [stats, expire, uuid.uuid4().hex[:16]]
         keys = [
             k.request(rec.id),
             k.trail(rec.id),

@@ -21,6 +21,7 @@ from bot.evidence.canonical import chain_hashes
 from bot.evidence.signing import NO_KEY, Signer, signature_ok
 from store.chain import ChainStore
 from store.chain_models import GENESIS, ChainStatus, Checkpoint, Link
+from store.failures import Refused
 
 log = logging.getLogger("hitl.sealer")
 
@@ -213,6 +214,11 @@ class Sealer:
                     self._maintaining.cancel()
                 await asyncio.shield(self.chain.release(self.owner))
                 raise
+            except Refused as e:  # a state of the server (read-only after a failover, out of memory): one line
+                log.warning("sealer: Redis refused a command (%s: %s); retrying in 1s", type(e).__name__,
+                            (str(e).splitlines() or [""])[0][:200])
+                self.token, self._loaded = 0, False
+                await asyncio.sleep(1.0)
             except Exception:
                 log.exception("sealer: round failed; retrying")
                 self.token, self._loaded = 0, False

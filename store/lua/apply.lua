@@ -6,12 +6,19 @@
 -- ARGV: request_id, expected_version, now_ms, now_iso, n_fields, field pairs...,
 --       decision ('' if none), has_reply, outbox_member ('' if none), n_deadlines, members...,
 --       n_schedule, (member, due_ms) pairs..., audits..., message ('' if none),
---       stats ops of the decision (JSON, '' if none), stats hour expiry
+--       stats ops of the decision (JSON, '' if none), stats hour expiry, apply token
 -- A message is an interim note to the agent (take over, reply): added to the reply stream as
 -- `message_for` + `message`, never as a `decision`, so readers of decisions skip it.
+-- The apply token (random per call, last in ARGV) is kept on the record as `applied`: the
+-- client's retry of a call whose reply was lost (a dropped connection, a timeout) finds its own
+-- write there and answers 'ok' again, instead of 'decided' or 'conflict' for a change it made.
 local rid, at = ARGV[1], ARGV[4]
 if redis.call('EXISTS', KEYS[1]) == 0 then
   return {'missing'}
+end
+local token = ARGV[#ARGV]
+if token ~= '' and redis.call('HGET', KEYS[1], 'applied') == token then
+  return {'ok', redis.call('HGET', KEYS[1], 'version')}
 end
 local state = redis.call('HGET', KEYS[1], 'state')
 if state ~= 'pending' then
@@ -43,6 +50,7 @@ i = audits_from(ARGV, i, KEYS[3], KEYS[2], rid, at)
 local message = ARGV[i] or ''
 local stats_ops, stats_expire = ARGV[i + 1] or '', ARGV[i + 2] or ''
 local v = redis.call('HINCRBY', KEYS[1], 'version', 1)
+if token ~= '' then redis.call('HSET', KEYS[1], 'applied', token) end
 if decision ~= '' then
   redis.call('HSET', KEYS[1], 'state', 'decided', 'decision', decision)
   redis.call('ZREM', KEYS[4], rid)

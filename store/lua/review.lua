@@ -10,6 +10,9 @@ if redis.call('HGET', KEYS[1], 'state') ~= 'decided' then
   return {'pending'}
 end
 local earlier = redis.call('HGET', KEYS[1], 'review')
+if earlier == ARGV[2] then
+  return {'ok'}  -- this very review (its person and time): the client's retry after a lost reply
+end
 if earlier then
   return {'reviewed', earlier}
 end
