@@ -350,11 +350,13 @@ class Intake:
         self._failures.pop(entry.id, None)
         self._note_seen(acc.request.action, seen=True)
         self.processed += 1
-        if verdict == "accepted":
-            if acc.post or acc.deadlines:  # work for delivery or the scheduler; an auto decision has none
-                self.on_accepted()
-            if acc.post:
-                await autonomy.maybe_canary(self.store, router, acc.request, acc.route)
+        if verdict in ("accepted", "redelivered") and (acc.post or acc.deadlines):
+            # work for delivery or the scheduler (an auto decision has none); 'redelivered' too:
+            # the client's resend of an accept whose reply was lost finds its entry acknowledged
+            # by the first send, whose card must not wait for delivery's next look
+            self.on_accepted()
+        if verdict == "accepted" and acc.post:
+            await autonomy.maybe_canary(self.store, router, acc.request, acc.route)
         return verdict
 
     async def _guarded(self, entry: Entry, step: Awaitable[str]) -> None:

@@ -154,3 +154,20 @@ async def test_a_redis_refusing_writes_is_reported_as_such_and_intake_comes_back
 async def _is_up(h: Harness) -> bool:
     status, body = await _health(h)
     return status == 200 and "intake_error" not in body
+
+
+async def test_a_card_whose_accept_reply_was_lost_is_posted_at_once(
+        redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Intake's accept ran, its reply was lost and the client sent it again: that resend found
+    the entry acknowledged ('redelivered') and delivery was not woken, so the card waited for
+    delivery's next look (here set to a minute) instead of going out at once."""
+    from bot.delivery import Delivery
+
+    monkeypatch.setattr(Delivery, "max_wait_s", 60.0)  # only a wake-up posts the card within the test
+    async with CutProxy(redis_url, await _loaded(redis_url, "accept")) as proxy:
+        h = await start(proxy.url)
+        try:
+            await h.card(await h.push(id="lost-accept"), timeout=10)
+            assert proxy.cut.is_set()
+        finally:
+            await stop(h)
