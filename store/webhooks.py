@@ -124,21 +124,24 @@ class WebhookStore:
         return Delivery(request_id, raw["url"], raw["body"], int(raw.get("attempts", 0)), raw["state"],
                         int(raw["created_at"]), raw.get("last_error"))
 
-    async def attempted(self, request_id: str, *, state: str, error: str | None, status: int | None) -> int:
-        """Count one attempt and its outcome (`pending`, `delivered`, `dead`); returns attempts."""
+    async def attempted(self, request_id: str, *, attempt: int, state: str, error: str | None,
+                        status: int | None) -> int:
+        """Record attempt number `attempt` and its outcome (`pending`, `delivered`, `dead`);
+        returns it. Written as a value, not an increment: the client's resend after a lost
+        reply writes the same again (an increment counted the attempt twice, which doubled the
+        next back-off and gave up on the delivery early)."""
         key = self.delivery_key(request_id)
         async with self.redis.pipeline(transaction=True) as p:
-            p.hincrby(key, "attempts", 1)
-            p.hset(key, mapping={"state": state, "last_error": error or "",
+            p.hset(key, mapping={"attempts": attempt, "state": state, "last_error": error or "",
                                  "last_status": "" if status is None else status})
             if state == "dead":
                 p.hget(key, "url")
             res = await p.execute()
         if state == "dead":
-            await self.redis.xadd(self.dead, {"request_id": request_id, "url": res[2] or "",
-                                              "error": error or "", "attempts": res[0]},
+            await self.redis.xadd(self.dead, {"request_id": request_id, "url": res[1] or "",
+                                              "error": error or "", "attempts": attempt},
                                   maxlen=10000, approximate=True)
-        return int(res[0])
+        return attempt
 
     async def dead_letters(self, count: int = 100) -> list[dict[str, str]]:
         rows = await self.redis.xrange(self.dead, count=count)

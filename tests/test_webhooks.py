@@ -395,3 +395,29 @@ async def test_a_record_whose_stored_request_is_not_json_stops_no_feed(redis_url
         await r.xadd(k.decisions, {"request_id": "foreign-1", "decision": decision})
 
     await _feeds_go_on(redis_url, receiver, spoil, "after-2")
+
+
+async def test_an_attempt_whose_reply_was_lost_is_counted_once(redis_url: str, receiver: Receiver) -> None:
+    """The attempt's record (an increment of `attempts`) ran, its reply was lost and the client
+    sent the transaction again: the attempt counted twice, which doubled the next back-off and
+    gave up on the delivery early. It is written as a value now."""
+    from tests.cut_proxy import CutProxy
+
+    receiver.always_fail = True
+    async with CutProxy(redis_url, b"last_status") as proxy, \
+            api_harness(proxy.url, webhook_retry_s=30.0) as h:  # no second attempt within the test
+        api = Api(h, await new_key(h, "support-bot"))
+        try:
+            status, _, _ = await api.call("POST", "/v1/requests", json={**LOOKUP, "id": "wh-cut",
+                                                                        "callback_url": receiver.url})
+            assert status == 201
+
+            async def failed() -> bool:
+                return "webhook_failed" in [e.event for e in await h.store.trail("wh-cut")]
+
+            await eventually(failed, what="the first attempt recorded")
+            assert proxy.cut.is_set() and len(receiver.calls) == 1
+            d = await WebhookStore(h.store).get("wh-cut")
+            assert d is not None and d.attempts == 1
+        finally:
+            await api.close()

@@ -180,21 +180,21 @@ class WebhookWorker(DueWorker):
         now = datetime.now(UTC)
         detail = {"attempt": attempt, "url": d.url, "status": status, "error": error}
         if error is None:
-            await self.hooks.attempted(rid, state="delivered", error=None, status=status)
+            await self.hooks.attempted(rid, attempt=attempt, state="delivered", error=None, status=status)
             await self.store.audit(rid, "webhook_delivered", "system", detail, now)
             await self.store.finish_due(self.hooks.due, rid, lease)
             return
         waited_s = (_now_ms() - d.created_ms) / 1000
         backoff = min(self.retry_s * 2 ** (attempt - 1), MAX_BACKOFF_S)
         if final or waited_s + backoff > self.give_up_s:
-            await self.hooks.attempted(rid, state="dead", error=error, status=status)
+            await self.hooks.attempted(rid, attempt=attempt, state="dead", error=error, status=status)
             await self.store.audit(rid, "webhook_failed", "system", detail, now)
             await self.store.audit(rid, "webhook_dead", "system",
                                    {"attempts": attempt, "url": d.url, "error": error}, now)
             log.warning("webhooks: gave up on %s after %d attempts: %s", rid, attempt, error)
             await self.store.finish_due(self.hooks.due, rid, lease)
             return
-        await self.hooks.attempted(rid, state="pending", error=error, status=status)
+        await self.hooks.attempted(rid, attempt=attempt, state="pending", error=error, status=status)
         await self.store.audit(rid, "webhook_failed", "system", {**detail, "retry_in_s": backoff}, now)
         await self.store.finish_due(self.hooks.due, rid, lease, retry_at_ms=_now_ms() + int(backoff * 1000))
 
