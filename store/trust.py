@@ -258,7 +258,7 @@ class TrustStore:
         """Every trust script's writes are acted on outside Redis (a demotion told to the
         admins, a grant confirmed, an absence announced): waited for like a decision."""
         self._scripts = {n: redis.register_script(_script(n)) for n in (
-            "trust_outcome", "trust_set", "trust_grant", "trust_revoke", "trust_away")}
+            "trust_outcome", "trust_set", "trust_grant", "trust_revoke", "trust_away", "trust_canary")}
 
     async def _run(self, name: str, keys: list[str], args: list[Any]) -> Any:
         return await run_waited(self.redis, self._scripts[name], name, keys, args, self.wait_replicas)
@@ -447,11 +447,8 @@ class TrustStore:
 
     async def score_canary(self, request_id: str, user: str, caught: bool) -> bool:
         """Score one reviewer's decision on a canary once; False if it was scored already."""
-        if not await self.redis.hsetnx(self.k.canary(request_id) + ":scored", user, "1"):
-            return False
-        await self.redis.expire(self.k.canary(request_id) + ":scored", 30 * 86400)
-        await self.redis.hincrby(self.k.canary_scores, f"{user}|{'caught' if caught else 'missed'}", 1)
-        return True
+        return bool(await self._run("trust_canary", [self.k.canary(request_id) + ":scored", self.k.canary_scores],
+                                    [user, "caught" if caught else "missed", 30 * 86400]))
 
     async def canary_scores(self) -> dict[str, tuple[int, int]]:
         """user -> (caught, missed)."""

@@ -171,3 +171,25 @@ async def test_a_card_whose_accept_reply_was_lost_is_posted_at_once(
             assert proxy.cut.is_set()
         finally:
             await stop(h)
+
+
+async def test_a_canary_score_whose_reply_was_lost_counts_once(redis_url: str) -> None:
+    """Scoring a reviewer on a canary was a mark (HSETNX) and then a count (HINCRBY): the count's
+    resend after a lost reply counted it twice (and a crash between the two lost it). Both are
+    one script now, and its resend finds the mark."""
+    s = Store.from_url(redis_url)
+    try:
+        for sc in s.trust._scripts.values():
+            await s.redis.script_load(sc.script)
+    finally:
+        await s.close()
+    async with CutProxy(redis_url, b"canary_scores") as proxy:
+        store = Store.from_url(proxy.url)
+        try:
+            await store.trust.score_canary("can-1", "U0BOB", caught=False)
+            assert proxy.cut.is_set()
+            assert await store.trust.canary_scores() == {"U0BOB": (0, 1)}
+            assert not await store.trust.score_canary("can-1", "U0BOB", caught=False)  # once
+            assert await store.trust.canary_scores() == {"U0BOB": (0, 1)}
+        finally:
+            await store.close()
