@@ -6,8 +6,8 @@ Deadlines live in Redis, in the sorted set `{prefix}:deadlines` (members `remind
 `bot.autonomy`). Intake schedules
 them atomically with the request; any decision removes them in the same script that records
 it. Every replica runs a scheduler: `claim_due` leases due members (their score moves to the
-lease's end), so each fires on one replica; a replica that dies mid-event leaves its lease to
-run out and another one fires it. Deadlines that came due while every replica was down are
+lease's end), so each fires on one replica; the lease is renewed while the event runs, and a
+replica that dies mid-event leaves its lease to run out and another one fires it. Deadlines that came due while every replica was down are
 simply due members, fired at the next start.
 
 An escalation level grants first (the people it will notify may decide before they are told),
@@ -28,6 +28,7 @@ retries the event when it is due (its place in the channel's queue kept: the slo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -133,6 +134,38 @@ class Scheduler(DueWorker):
         return len(members)
 
     async def _fire(self, member: str, lease: int) -> None:
+        """Fire one leased member, renewing its lease while it runs (a level telling several
+        people on a slow Slack outlasts one lease): only a replica that died or stalled lets
+        another fire the same event, so a reminder or a notice is not sent twice meanwhile."""
+        held = [lease]
+        done = asyncio.Event()
+        keeper = asyncio.create_task(self._keep(member, held, done), name=f"lease:{member}")
+        try:
+            retry_at = await self._run_event(member)
+        finally:
+            done.set()  # a renewal under way completes first: `held` is then the lease in force
+            await asyncio.gather(keeper, return_exceptions=True)
+        await self.store.finish_due(self.store.keys.deadlines, member, held[0], retry_at)
+
+    async def _keep(self, member: str, held: list[int], done: asyncio.Event) -> None:
+        """Renew `member`'s lease every third of it until `done`; stops once it was lost."""
+        while not done.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(done.wait(), self.lease_ms / 3000)
+            if done.is_set():
+                return
+            until = self.now_ms() + self.lease_ms
+            try:
+                if not await self.store.finish_due(self.store.keys.deadlines, member, held[0], until):
+                    log.warning("scheduler: the lease of %s ended before it was renewed", member)
+                    return
+            except Exception as e:  # Redis away: the lease may end and another replica fire it
+                log.warning("scheduler: the lease of %s not renewed: %s", member, e)
+                continue
+            held[0] = until
+
+    async def _run_event(self, member: str) -> int | None:
+        """Fire `member`'s event; None when it is done, else when to try again."""
         kind, _, rid = member.partition(":")
         retry_at: int | None = None
         try:
@@ -161,7 +194,7 @@ class Scheduler(DueWorker):
         except SlackFailure as e:  # transient (5xx, an error page, a timeout): back off
             self.stats["retried"] += 1
             retry_at = self._backoff(member, f"Slack error {e.error}")
-        await self.store.finish_due(self.store.keys.deadlines, member, lease, retry_at)
+        return retry_at
 
     async def _handle(self, kind: str, rid: str) -> int | None:
         """Fire one event; None when done (or rescheduled by its transition), else retry time."""

@@ -87,6 +87,15 @@ class WebhookStore:
         rows = got[0][1] if got else []
         return [(i, f.get("request_id", ""), f.get("decision", "")) for i, f in rows]
 
+    async def reclaim(self, consumer: str, idle_ms: int, count: int = 100) -> list[tuple[str, str, str]]:
+        """Decisions another consumer read and left unacknowledged for `idle_ms` (a replica that
+        stopped between its read and its enqueue), taken over by `consumer` (XAUTOCLAIM); an
+        entry deleted meanwhile comes back with no request id (it is only acknowledged)."""
+        res = await self.redis.execute_command("XAUTOCLAIM", self.keys.decisions, GROUP, consumer, idle_ms,
+                                               "0-0", "COUNT", count)
+        return [(i, (f or {}).get("request_id", ""), (f or {}).get("decision", "")) for i, f in res[1] or ()
+                if i is not None]
+
     async def callback_urls(self, rows: list[tuple[str, str, str]]) -> list[tuple[str | None, str | None]]:
         """(callback_url, agent) for each published decision (entry id, request id, decision
         JSON) that is its request's own (`Store.own_requests`); (None, None) for the others."""

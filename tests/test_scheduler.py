@@ -496,3 +496,24 @@ async def test_a_handover_cards_time_to_escalate_is_recorded_once(w: World) -> N
     await asyncio.gather(a._escalate(rec, tier), b._escalate(rec, tier))
     level0 = [d for e, d in await w.events(rec.id) if e == "escalated" and d["level"] == 0]
     assert len(level0) == 1
+
+
+async def test_a_level_still_sending_keeps_its_lease_so_no_other_replica_sends_it_again(w: World) -> None:
+    """Replica A's post to the level's channel is slow (Slack answers after 1.5 s, longer than
+    the event's lease); replica B keeps looking meanwhile, as time goes on. A renews its lease
+    while the level runs, so B never takes the level over: every notice goes out once."""
+    w.engine = LEVELS
+    rec = await w.request()
+    a, b = w.scheduler(), w.scheduler()
+    a.lease_ms = b.lease_ms = 600
+    w.offset = 31
+    w.emu.inject("chat.postMessage", delay=1.5)  # A's post to #approvals-leads
+    slow = asyncio.create_task(a.run_once())
+    while not slow.done():  # time goes on at about its real pace; B fires whatever is due
+        await asyncio.sleep(0.05)
+        w.offset += 0.05
+        await b.run_once()
+    await slow
+    assert len(w.emu.messages("#approvals-leads")) == 1
+    assert len(_dms(w, "U0DAVE")) == 1 and len(w.thread(rec)) == 1
+    assert [d["level"] for e, d in await w.events(rec.id) if e == "escalated"] == [1]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import re
 import time
@@ -15,7 +16,7 @@ from aiohttp import web
 
 from store.webhooks import WebhookStore
 from tests.api_util import LOOKUP, WEBHOOK_SECRET, Api, api_harness, new_key
-from tests.harness import Harness
+from tests.harness import Harness, start_bot
 from tests.redis_server import free_port
 from tests.util import eventually
 
@@ -421,3 +422,34 @@ async def test_an_attempt_whose_reply_was_lost_is_counted_once(redis_url: str, r
             assert d is not None and d.attempts == 1
         finally:
             await api.close()
+
+
+async def test_decisions_a_stopped_replica_had_read_are_still_delivered(redis_url: str, receiver: Receiver) -> None:
+    """A replica read decisions through the `webhooks` group and was stopped before it stored
+    their deliveries (a rolling restart gives the new replica another HITL_CONSUMER): another
+    replica takes those entries over once idle, as intake and the stats projector do."""
+    async with api_harness(redis_url, claim_idle_s=0.5) as h:
+        task = next(t for t in h.bot.tasks if t.get_name() == "webhook-enqueue")
+        task.cancel()  # this replica's enqueuer is gone ...
+        await asyncio.gather(task, return_exceptions=True)
+        api = Api(h, await new_key(h, "support-bot"))
+        try:
+            status, _, _ = await api.call("POST", "/v1/requests",
+                                          json={**LOOKUP, "id": "wh-gone", "callback_url": receiver.url})
+            assert status == 201
+        finally:
+            await api.close()
+        # ... after reading the decision as `replica-gone` (it never comes back under that name)
+        read = await h.store.redis.xreadgroup("webhooks", "replica-gone", {h.store.keys.decisions: ">"})
+        assert [f["request_id"] for _, f in read[0][1]] == ["wh-gone"]
+        h.bots.append(await start_bot(redis_url, h.emu, consumer="replica-b", claim_idle_s=0.5,
+                                      webhook_hosts="127.0.0.1", webhook_secret=WEBHOOK_SECRET,
+                                      webhook_retry_s=0.02, api_rate=1000.0, api_burst=1000.0))
+
+        async def delivered() -> bool:
+            return "webhook_delivered" in [e.event for e in await h.store.trail("wh-gone")]
+
+        await eventually(delivered, timeout=10, what="the decision's webhook, taken over by replica-b")
+        pending = await h.store.redis.xpending(h.store.keys.decisions, "webhooks")
+        assert pending["pending"] == 0
+    assert len(receiver.accepted) == 1

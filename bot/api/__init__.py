@@ -80,7 +80,7 @@ def mount(webapp: web.Application, settings: Settings, store: Store,
     hooks = WebhookStore(store)
     worker = WebhookWorker(store, hooks, callbacks, retry_s=settings.webhook_retry_s,
                            give_up_s=settings.webhook_give_up_s)
-    enqueuer = Enqueuer(hooks, settings.consumer, kick=worker.kick)
+    enqueuer = Enqueuer(hooks, settings.consumer, kick=worker.kick, claim_idle_s=settings.claim_idle_s)
     v1 = web.Application(client_max_size=MAX_ENTRY_BYTES + 1024, middlewares=[json_errors])
     v1.add_routes(routes.routes(auth, service, bus))
     hl = web.Application(client_max_size=humanlayer.BODY_LIMIT + 1024, middlewares=[json_errors])

@@ -62,19 +62,36 @@ def _now_ms() -> int:
 class Enqueuer:
     """Decisions -> deliveries (one per decided request with a callback_url)."""
 
-    def __init__(self, hooks: WebhookStore, consumer: str, kick: Callable[[], None] = lambda: None) -> None:
+    def __init__(self, hooks: WebhookStore, consumer: str, kick: Callable[[], None] = lambda: None,
+                 *, claim_idle_s: float = 30.0) -> None:
         self.hooks = hooks
         self.consumer = consumer
         self.kick = kick
+        self.claim_idle_ms = int(claim_idle_s * 1000)
+
+    async def reclaim(self) -> int:
+        """Take over decisions another replica read but never stored as deliveries (it was
+        stopped or died in between, and may never come back under its consumer name)."""
+        rows = await self.hooks.reclaim(self.consumer, self.claim_idle_ms, READ_COUNT)
+        if rows:
+            log.info("webhooks: took over %d decisions another replica had read", len(rows))
+            await self.process(rows)
+        return len(rows)
 
     async def run(self) -> None:
         own = True  # first our own unacknowledged entries (after a crash), then new ones
         grouped = False  # the group is made once, and again after any failure (a Redis restart)
+        loop = asyncio.get_running_loop()
+        last_claim = 0.0
         while True:
             try:
                 if not grouped:
                     await self.hooks.ensure_group()
                     grouped = True
+                if not own and loop.time() - last_claim >= min(self.claim_idle_ms / 2000, 5.0):
+                    last_claim = loop.time()
+                    while await self.reclaim() == READ_COUNT:
+                        pass
                 rows = await self.hooks.read(self.consumer, own, READ_BLOCK_MS, READ_COUNT)
                 if own and not rows:
                     own = False
