@@ -58,7 +58,7 @@ from store.errors import AlreadyDecided, Conflict, NotFound
 from store.models import Record, State, Status, from_epoch, utcnow
 from store.pacing import PostSlots, post_window
 from store.redis_store import Store
-from store.transitions import Transition, escalate, expire, grant, remind
+from store.transitions import Transition, escalate, expire, grant, not_voted, remind
 
 log = logging.getLogger("hitl.scheduler")
 
@@ -237,7 +237,7 @@ class Scheduler(DueWorker):
             return None if record.undeliverable else self._card_wait(due)
         if self.now_ms() < due - EARLY_MS:
             return due  # counted from posting, which came later than receipt
-        who = [*record.route.approvers]
+        who = not_voted(record)  # a quorum's approvers who voted already are not reminded
         left = (expire_at_ms(record) - self.now_ms()) / 1000
         message = reminder_message(record, who, left, await self._outcome(record, tier))
         current = await self.store.get(record.id)

@@ -161,6 +161,15 @@ def seat_for(record: Record, user_id: str, stands_in: Sequence[str] = ()) -> str
     raise NotAllowed("seat_taken", f"{taken[approver].user_id} already voted for {approver}")
 
 
+def not_voted(record: Record) -> list[str]:
+    """The approvers the card names whose seat has no vote yet: whom a reminder is for. A vote
+    their stand-in cast fills the seat; an approval of values edited since does not (its voter
+    has to approve the new values)."""
+    mark = record.params_mark
+    taken = {v.holder for v in record.votes if v.choice in VOTING and not stale(v, mark)}
+    return [a for a in record.route.approvers if a not in taken]
+
+
 def _decision(
     record: Record, status: Status, votes: list[Ballot], now: datetime, **extra: Any
 ) -> Decision:
