@@ -59,6 +59,7 @@ from store.models import Record, State, Status, from_epoch, utcnow
 from store.pacing import PostSlots, post_window
 from store.redis_store import Store
 from store.transitions import Transition, escalate, expire, grant, not_voted, remind
+from store.trust import stand_ins
 
 log = logging.getLogger("hitl.scheduler")
 
@@ -237,7 +238,7 @@ class Scheduler(DueWorker):
             return None if record.undeliverable else self._card_wait(due)
         if self.now_ms() < due - EARLY_MS:
             return due  # counted from posting, which came later than receipt
-        who = not_voted(record)  # a quorum's approvers who voted already are not reminded
+        who = await self._reminded(record)
         left = (expire_at_ms(record) - self.now_ms()) / 1000
         message = reminder_message(record, who, left, await self._outcome(record, tier))
         current = await self.store.get(record.id)
@@ -252,6 +253,19 @@ class Scheduler(DueWorker):
             if r.reminders == record.reminders else None)  # counted once
         self.stats["reminded"] += 1
         return None
+
+    async def _reminded(self, record: Record) -> list[str]:
+        """Whom a reminder mentions: the approvers who have not voted yet (a quorum's voters are
+        not told to decide again), each away one by whoever stands in for them (the rule the
+        card and the click use, `store.trust.stand_ins`), unless that stand-in asked for this
+        request themselves (they cannot decide it: the approver is told)."""
+        waiting = not_voted(record)
+        if not waiting:
+            return []
+        away = stand_ins(waiting, await self.store.trust.absences(), from_epoch(self.clock()))
+        who = [away[a].delegate if a in away and away[a].delegate != record.request.requested_by else a
+               for a in waiting]
+        return list(dict.fromkeys(who))
 
     async def _escalate(self, record: Record, tier: ResolvedTier | None) -> int | None:
         if is_escalation(record.request, record.route) and record.time_to_escalate_s is None:

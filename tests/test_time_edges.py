@@ -4,6 +4,7 @@ clock: who a reminder names once part of a quorum voted, ..."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import timedelta
 
 import pytest
 from slack_sdk.web.async_client import AsyncWebClient
@@ -13,6 +14,7 @@ from emulator import Emulator
 from store.models import Choice, from_epoch
 from store.redis_store import Store
 from store.transitions import vote
+from store.trust import Away
 from tests.test_scheduler import TOKEN, World, step
 
 QUORUM = PolicyEngine.from_yaml("""
@@ -48,3 +50,20 @@ async def test_a_reminder_after_one_vote_of_two_names_only_who_has_not_voted(w: 
     assert "<@U0CAROL>" in reminder and "U0ALICE" not in reminder
     [(_, detail)] = await w.events(rec.id)
     assert detail["mentioned"] == ["U0CAROL"]
+
+
+async def test_a_reminder_names_who_stands_in_for_an_approver_away(w: World) -> None:
+    """Alice is away, Bob decides for her (the card says so): the reminder mentions Bob, not
+    Alice; once she is back it mentions her again. A stand-in who asked for the request cannot
+    decide it, so then Alice herself is reminded."""
+    now = from_epoch(w.clock())
+    await w.store.trust.set_away(Away(user="U0ALICE", delegate="U0BOB", until=now + timedelta(days=2), since=now))
+    rec = await w.request()
+    own = await w.request(requested_by="U0BOB")
+    await step(w, 21)
+    [reminder] = w.thread(rec)
+    assert "<@U0BOB> <@U0CAROL>" in reminder and "U0ALICE" not in reminder
+    assert "<@U0ALICE> <@U0CAROL>" in w.thread(own)[0]
+    await w.store.trust.back("U0ALICE", from_epoch(w.clock()))
+    await step(w, 41)
+    assert "<@U0ALICE> <@U0CAROL>" in w.thread(rec)[1]
