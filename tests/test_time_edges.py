@@ -3,8 +3,10 @@ clock: who a reminder names once part of a quorum voted, ..."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from slack_sdk.web.async_client import AsyncWebClient
@@ -15,7 +17,10 @@ from store.models import Choice, from_epoch
 from store.redis_store import Store
 from store.transitions import vote
 from store.trust import Away
+from tests.harness import running
+from tests.test_batch import _cards_showing
 from tests.test_scheduler import TOKEN, World, step
+from tests.util import eventually
 
 QUORUM = PolicyEngine.from_yaml("""
 defaults: {channel: "#approvals", approvers: ["U0ALICE", "U0CAROL"]}
@@ -67,3 +72,40 @@ async def test_a_reminder_names_who_stands_in_for_an_approver_away(w: World) -> 
     await w.store.trust.back("U0ALICE", from_epoch(w.clock()))
     await step(w, 41)
     assert "<@U0ALICE> <@U0CAROL>" in w.thread(rec)[1]
+
+
+BATCHED = """
+tiers:
+  low:    {mode: auto}
+  medium: {mode: approve, approvers: ["U0ALICE", "U0CAROL"], timeout: 1h, reminder: {after: 10m, repeat: true}}
+  high:   {mode: approve}
+batching: {window: 30s, max_items: 40}
+triggers:
+  first_use: {enabled: false}
+"""
+
+
+async def test_a_batch_card_gets_one_reminder_per_round_not_one_per_item(redis_url: str, tmp_path: Path) -> None:
+    """Three refunds on one batch card, nobody decides: at 10 minutes the card's thread gets one
+    reminder saying three wait (it used to get three identical 'this request is still waiting'
+    replies, one per item), at 20 minutes one more; every item counts its reminders."""
+    async with running(redis_url, tmp_path, BATCHED) as h:
+        ids = [await h.push(summary=f"Refund ${i}", batch_key="k") for i in range(3)]
+        await _cards_showing(h, ids)
+        rec = await h.store.get(ids[0])
+        assert rec.channel and rec.ts and h.bot.scheduler is not None
+
+        def reminders() -> list[str]:
+            assert rec.channel and rec.ts
+            return [m["text"] for m in h.emu.thread(rec.channel, rec.ts)[1:]]
+
+        async def counted(n: int) -> bool:
+            return all(r.reminders == n for r in await h.store.get_many(ids))
+
+        for n, at in ((1, 601), (2, 1201)):
+            h.bot.scheduler.clock = lambda at=at: time.time() + at  # type: ignore[misc]
+            h.bot.scheduler.kick()
+            await eventually(lambda n=n: counted(n), 10, f"reminder {n} counted on every item")  # type: ignore[misc]
+            assert len(reminders()) == n, reminders()
+        assert "<@U0ALICE> <@U0CAROL> Reminder: 3 requests on this card are still waiting" in reminders()[0]
+        assert "The first expires in 49m" in reminders()[0]
