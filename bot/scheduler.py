@@ -358,8 +358,8 @@ class Scheduler(DueWorker):
 
     async def _escalation_card_shown(self, record: Record, tier: ResolvedTier | None) -> int | None:
         """Level 0: the handover card itself notified people; record how long that took."""
-        if record.posted_at is None:
-            return self._card_wait(trigger_ms(record))
+        if record.posted_at is None:  # an undeliverable card never comes: expiry ends it
+            return None if record.undeliverable else self._card_wait(trigger_ms(record))
         posted_ms = int(record.posted_at.timestamp() * 1000)
         seconds = max(0.0, (posted_ms - trigger_ms(record)) / 1000)
         now = from_epoch(self.clock())

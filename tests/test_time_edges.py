@@ -13,7 +13,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.policy import PolicyEngine
 from emulator import Emulator
-from store.models import Choice, from_epoch
+from store.models import Choice, Status, from_epoch
 from store.redis_store import Store
 from store.transitions import vote
 from store.trust import Away
@@ -109,3 +109,16 @@ async def test_a_batch_card_gets_one_reminder_per_round_not_one_per_item(redis_u
             assert len(reminders()) == n, reminders()
         assert "<@U0ALICE> <@U0CAROL> Reminder: 3 requests on this card are still waiting" in reminders()[0]
         assert "The first expires in 49m" in reminders()[0]
+
+
+async def test_a_handover_whose_card_slack_refused_is_not_looked_at_every_two_seconds(w: World) -> None:
+    """Slack refused a handover card for good (its channel is gone): its level-0 event stopped
+    waiting for the card, as reminders and levels of approval cards do, instead of waking the
+    scheduler every 2 s until the expiry (hours later); the expiry still ends it."""
+    rec = await w.request(post=False, kind="escalation", summary="The customer wants a person")
+    await w.store.redis.hset(w.store.keys.request(rec.id), "undeliverable", "channel_not_found")
+    await step(w, 10, by=1)
+    assert await w.store.redis.zscore(w.store.keys.deadlines, f"escalate:{rec.id}") is None
+    await step(w, 100, by=50)
+    final = await w.store.get(rec.id)
+    assert final.decision is not None and final.decision.status is Status.expired
