@@ -327,6 +327,19 @@ def reminder_message(record: Record, who: list[str], expires_in_s: float,
     return {"text": truncate(text, FALLBACK_MAX), "blocks": [section(text)]}
 
 
+def batch_reminder_message(waiting: int, who: list[str], expires_in_s: float,
+                           then: Status) -> dict[str, Any]:
+    """The one thread reply a batch card gets when its items' reminders come due: how many
+    items still wait, who should look, and when the first of them expires."""
+    ping = " ".join(target_mention(w) for w in who[:20])
+    after = "approved automatically" if then is Status.auto_approved else "rejected"
+    what = "1 request on this card is" if waiting == 1 else f"{waiting} requests on this card are"
+    first = "It expires" if waiting == 1 else "The first expires"
+    text = (f":alarm_clock: {ping + ' ' if ping else ''}Reminder: {what} still waiting for a decision. "
+            f"{first} in {fmt_duration(expires_in_s)} and is then {after}.")
+    return {"text": truncate(text, FALLBACK_MAX), "blocks": [section(text)]}
+
+
 def escalation_note(record: Record, level: int, targets: list[str],
                     waited_s: float) -> dict[str, Any]:
     """A thread reply on the card: the level, who was brought in, after how long."""

@@ -34,7 +34,12 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from blocks.escalation import escalation_note, escalation_notice, reminder_message
+from blocks.escalation import (
+    batch_reminder_message,
+    escalation_note,
+    escalation_notice,
+    reminder_message,
+)
 from blocks.text import fmt_duration
 from bot.autonomy import absence_due, redraw_naming
 from bot.delivery import EARLY_MS as SLOT_EARLY_MS
@@ -59,7 +64,8 @@ from store.errors import AlreadyDecided, Conflict, NotFound
 from store.models import Record, State, Status, from_epoch, utcnow
 from store.pacing import PostSlots, post_window
 from store.redis_store import Store
-from store.transitions import Transition, escalate, expire, grant, remind
+from store.transitions import Transition, escalate, expire, grant, not_voted, remind
+from store.trust import stand_ins
 
 log = logging.getLogger("hitl.scheduler")
 
@@ -270,21 +276,58 @@ class Scheduler(DueWorker):
             return None if record.undeliverable else self._card_wait(due)
         if self.now_ms() < due - EARLY_MS:
             return due  # counted from posting, which came later than receipt
-        who = [*record.route.approvers]
-        left = (expire_at_ms(record) - self.now_ms()) / 1000
-        message = reminder_message(record, who, left, await self._outcome(record, tier))
-        current = await self.store.get(record.id)
-        if current.state is not State.pending or current.reminders != record.reminders:
-            return None  # decided meanwhile, or another replica sent this reminder
-        await self._post(record.channel, record.route.channel, f"remind:{record.id}",
-                         thread_ts=record.ts, reply_broadcast=not who, **message)
+        posts = True
+        if record.batch is not None and tier is not None and tier.reminder is not None:
+            # a batch card gets one reminder per round, not one per item: the first item due
+            # posts it, the card's other items due about then count theirs without posting
+            interval_ms = tier.reminder.delay_s(timeout_s(record.request, record.route)) * 1000
+            posts = await self.store.claim_batch_reminder(record.batch, record.id, self.now_ms(), interval_ms // 2)
+        who: list[str] = []
+        if posts:
+            who, message = await self._reminder(record, tier)
+            current = await self.store.get(record.id)
+            if current.state is not State.pending or current.reminders != record.reminders:
+                return None  # decided meanwhile, or another replica sent this reminder
+            await self._post(record.channel, record.route.channel, f"remind:{record.id}",
+                             thread_ts=record.ts, reply_broadcast=not who, **message)
         now = from_epoch(self.clock())
         now_ms = self.now_ms()
         await self._apply(record.id, lambda r: remind(
-            r, now=now, mentioned=who, next_due_ms=next_reminder_ms(r, tier, now_ms))
+            r, now=now, mentioned=who, next_due_ms=next_reminder_ms(r, tier, now_ms), batch=record.batch)
             if r.reminders == record.reminders else None)  # counted once
         self.stats["reminded"] += 1
         return None
+
+    async def _reminder(self, record: Record, tier: ResolvedTier | None) -> tuple[list[str], dict[str, Any]]:
+        """Whom the reminder mentions and the message: the request's, or for a batch card's
+        item the card's (how many of its items wait, whoever should decide any of them)."""
+        if record.batch is None:
+            left = (expire_at_ms(record) - self.now_ms()) / 1000
+            who = await self._reminded(record)
+            return who, reminder_message(record, who, left, await self._outcome(record, tier))
+        try:
+            ids = (await self.store.get_batch(record.batch)).items
+        except NotFound:
+            ids = [record.id]
+        waiting = [r for r in await self.store.get_many(ids) if r.state is State.pending] or [record]
+        first = min(waiting, key=expire_at_ms)
+        who = list(dict.fromkeys([w for r in waiting for w in await self._reminded(r)]))
+        left = (expire_at_ms(first) - self.now_ms()) / 1000
+        outcome = await self._outcome(first, tier_of(self.policy(), first.route))
+        return who, batch_reminder_message(len(waiting), who, left, outcome)
+
+    async def _reminded(self, record: Record) -> list[str]:
+        """Whom a reminder mentions: the approvers who have not voted yet (a quorum's voters are
+        not told to decide again), each away one by whoever stands in for them (the rule the
+        card and the click use, `store.trust.stand_ins`), unless that stand-in asked for this
+        request themselves (they cannot decide it: the approver is told)."""
+        waiting = not_voted(record)
+        if not waiting:
+            return []
+        away = stand_ins(waiting, await self.store.trust.absences(), from_epoch(self.clock()))
+        who = [away[a].delegate if a in away and away[a].delegate != record.request.requested_by else a
+               for a in waiting]
+        return list(dict.fromkeys(who))
 
     async def _escalate(self, record: Record, tier: ResolvedTier | None) -> int | None:
         if is_escalation(record.request, record.route) and record.time_to_escalate_s is None:
@@ -348,8 +391,8 @@ class Scheduler(DueWorker):
 
     async def _escalation_card_shown(self, record: Record, tier: ResolvedTier | None) -> int | None:
         """Level 0: the handover card itself notified people; record how long that took."""
-        if record.posted_at is None:
-            return self._card_wait(trigger_ms(record))
+        if record.posted_at is None:  # an undeliverable card never comes: expiry ends it
+            return None if record.undeliverable else self._card_wait(trigger_ms(record))
         posted_ms = int(record.posted_at.timestamp() * 1000)
         seconds = max(0.0, (posted_ms - trigger_ms(record)) / 1000)
         now = from_epoch(self.clock())

@@ -116,6 +116,7 @@ class Store:
                 "pace",
                 "join_batch",
                 "batch_shown",
+                "batch_remind",
                 "review",
                 "control",
                 "trim_requests",
@@ -548,6 +549,13 @@ class Store:
                 "1" if force_new else "0", *items]
         result = await self._run("join_batch", keys, args)
         return None if isinstance(result, list) else str(result)
+
+    async def claim_batch_reminder(self, batch_id: str, request_id: str, now_ms: int, gap_ms: int) -> bool:
+        """Whether `request_id` posts its batch card's reminder this round (store/lua/batch_remind.lua):
+        the card gets one reminder, not one per item."""
+        ttl_s = max(60, 2 * gap_ms // 1000)
+        return bool(await self._run("batch_remind", [f"{self.keys.batch(batch_id)}:reminded"],
+                                    [request_id, now_ms, max(1, gap_ms), ttl_s]))
 
     async def get_batch(self, batch_id: str) -> Batch:
         async with self.redis.pipeline(transaction=False) as p:

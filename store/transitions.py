@@ -161,6 +161,15 @@ def seat_for(record: Record, user_id: str, stands_in: Sequence[str] = ()) -> str
     raise NotAllowed("seat_taken", f"{taken[approver].user_id} already voted for {approver}")
 
 
+def not_voted(record: Record) -> list[str]:
+    """The approvers the card names whose seat has no vote yet: whom a reminder is for. A vote
+    their stand-in cast fills the seat; an approval of values edited since does not (its voter
+    has to approve the new values)."""
+    mark = record.params_mark
+    taken = {v.holder for v in record.votes if v.choice in VOTING and not stale(v, mark)}
+    return [a for a in record.route.approvers if a not in taken]
+
+
 def _decision(
     record: Record, status: Status, votes: list[Ballot], now: datetime, **extra: Any
 ) -> Decision:
@@ -394,15 +403,20 @@ def withdraw(record: Record, *, now: datetime, by: str, reason: str | None = Non
 
 
 def remind(
-    record: Record, *, now: datetime, mentioned: list[str], next_due_ms: int | None
+    record: Record, *, now: datetime, mentioned: list[str], next_due_ms: int | None,
+    batch: str | None = None,
 ) -> Transition:
-    """A reminder was posted: count it and schedule the next one (the card is unchanged)."""
+    """A reminder was posted: count it and schedule the next one (the card is unchanged).
+    `batch`: a batch card's item, reminded by the card's one reminder of this round."""
     if record.state is not State.pending:
         raise AlreadyDecided(record)
     t = Transition(record, update_card=False)
     count = record.reminders + 1
     t.fields["reminders"] = str(count)
-    t.audit.append(("reminded", "system", {"count": count, "mentioned": mentioned}))
+    detail: dict[str, Any] = {"count": count, "mentioned": mentioned}
+    if batch is not None:
+        detail["batch"] = batch
+    t.audit.append(("reminded", "system", detail))
     if next_due_ms is not None:
         t.schedule.append((f"remind:{record.id}", next_due_ms))
     return t

@@ -1,0 +1,124 @@
+"""Time edge cases against a real Redis and the Slack emulator, on the scheduler's injected
+clock: who a reminder names once part of a quorum voted, ..."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.policy import PolicyEngine
+from emulator import Emulator
+from store.models import Choice, Status, from_epoch
+from store.redis_store import Store
+from store.transitions import vote
+from store.trust import Away
+from tests.harness import running
+from tests.test_batch import _cards_showing
+from tests.test_scheduler import TOKEN, World, step
+from tests.util import eventually
+
+QUORUM = PolicyEngine.from_yaml("""
+defaults: {channel: "#approvals", approvers: ["U0ALICE", "U0CAROL"]}
+tiers:
+  low: {mode: auto}
+  medium:
+    mode: approve
+    quorum: 2
+    timeout: 100s
+    reminder: {at: 0.2, repeat: true}
+  high: {mode: approve}
+triggers: {first_use: {enabled: false}}
+""")
+
+
+@pytest.fixture
+async def w(store: Store) -> AsyncIterator[World]:
+    emu = Emulator(signing_secret="s", request_url=None, bot_token=TOKEN)
+    await emu.start()
+    yield World(store, emu, AsyncWebClient(token=TOKEN, base_url=emu.api_url), engine=QUORUM)
+    await emu.stop()
+
+
+async def test_a_reminder_after_one_vote_of_two_names_only_who_has_not_voted(w: World) -> None:
+    """Quorum 2, Alice approved: the reminder is for Carol; Alice is not told to decide again
+    (she could not: her seat is taken)."""
+    rec = await w.request()
+    now = from_epoch(w.clock())
+    await w.store.apply(vote(rec, user_id="U0ALICE", name="alice", choice=Choice.approve, now=now), now)
+    await step(w, 21)
+    [reminder] = w.thread(rec)
+    assert "<@U0CAROL>" in reminder and "U0ALICE" not in reminder
+    [(_, detail)] = await w.events(rec.id)
+    assert detail["mentioned"] == ["U0CAROL"]
+
+
+async def test_a_reminder_names_who_stands_in_for_an_approver_away(w: World) -> None:
+    """Alice is away, Bob decides for her (the card says so): the reminder mentions Bob, not
+    Alice; once she is back it mentions her again. A stand-in who asked for the request cannot
+    decide it, so then Alice herself is reminded."""
+    now = from_epoch(w.clock())
+    await w.store.trust.set_away(Away(user="U0ALICE", delegate="U0BOB", until=now + timedelta(days=2), since=now))
+    rec = await w.request()
+    own = await w.request(requested_by="U0BOB")
+    await step(w, 21)
+    [reminder] = w.thread(rec)
+    assert "<@U0BOB> <@U0CAROL>" in reminder and "U0ALICE" not in reminder
+    assert "<@U0ALICE> <@U0CAROL>" in w.thread(own)[0]
+    await w.store.trust.back("U0ALICE", from_epoch(w.clock()))
+    await step(w, 41)
+    assert "<@U0ALICE> <@U0CAROL>" in w.thread(rec)[1]
+
+
+BATCHED = """
+tiers:
+  low:    {mode: auto}
+  medium: {mode: approve, approvers: ["U0ALICE", "U0CAROL"], timeout: 1h, reminder: {after: 10m, repeat: true}}
+  high:   {mode: approve}
+batching: {window: 30s, max_items: 40}
+triggers:
+  first_use: {enabled: false}
+"""
+
+
+async def test_a_batch_card_gets_one_reminder_per_round_not_one_per_item(redis_url: str, tmp_path: Path) -> None:
+    """Three refunds on one batch card, nobody decides: at 10 minutes the card's thread gets one
+    reminder saying three wait (it used to get three identical 'this request is still waiting'
+    replies, one per item), at 20 minutes one more; every item counts its reminders."""
+    async with running(redis_url, tmp_path, BATCHED) as h:
+        ids = [await h.push(summary=f"Refund ${i}", batch_key="k") for i in range(3)]
+        await _cards_showing(h, ids)
+        rec = await h.store.get(ids[0])
+        assert rec.channel and rec.ts and h.bot.scheduler is not None
+
+        def reminders() -> list[str]:
+            assert rec.channel and rec.ts
+            return [m["text"] for m in h.emu.thread(rec.channel, rec.ts)[1:]]
+
+        async def counted(n: int) -> bool:
+            return all(r.reminders == n for r in await h.store.get_many(ids))
+
+        for n, at in ((1, 601), (2, 1201)):
+            h.bot.scheduler.clock = lambda at=at: time.time() + at  # type: ignore[misc]
+            h.bot.scheduler.kick()
+            await eventually(lambda n=n: counted(n), 10, f"reminder {n} counted on every item")  # type: ignore[misc]
+            assert len(reminders()) == n, reminders()
+        assert "<@U0ALICE> <@U0CAROL> Reminder: 3 requests on this card are still waiting" in reminders()[0]
+        assert "The first expires in 49m" in reminders()[0]
+
+
+async def test_a_handover_whose_card_slack_refused_is_not_looked_at_every_two_seconds(w: World) -> None:
+    """Slack refused a handover card for good (its channel is gone): its level-0 event stopped
+    waiting for the card, as reminders and levels of approval cards do, instead of waking the
+    scheduler every 2 s until the expiry (hours later); the expiry still ends it."""
+    rec = await w.request(post=False, kind="escalation", summary="The customer wants a person")
+    await w.store.redis.hset(w.store.keys.request(rec.id), "undeliverable", "channel_not_found")
+    await step(w, 10, by=1)
+    assert await w.store.redis.zscore(w.store.keys.deadlines, f"escalate:{rec.id}") is None
+    await step(w, 100, by=50)
+    final = await w.store.get(rec.id)
+    assert final.decision is not None and final.decision.status is Status.expired
