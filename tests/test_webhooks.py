@@ -453,3 +453,33 @@ async def test_decisions_a_stopped_replica_had_read_are_still_delivered(redis_ur
         pending = await h.store.redis.xpending(h.store.keys.decisions, "webhooks")
         assert pending["pending"] == 0
     assert len(receiver.accepted) == 1
+
+
+async def test_a_callback_host_that_does_not_resolve_in_time_is_retried_later(
+        redis_url: str, receiver: Receiver, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The host's DNS lookup ran outside the attempt's timeout: one that hangs held the attempt
+    past its lease, and another replica attempted the same delivery meanwhile. It is bounded
+    by the attempt's time now, and the delivery is tried again later."""
+    import asyncio
+
+    from bot.api import callbacks, webhooks
+
+    async def hangs(self: callbacks.CallbackPolicy, url: str) -> None:  # a resolver that never answers
+        await asyncio.Event().wait()
+
+    monkeypatch.setattr(webhooks, "HTTP_TIMEOUT_S", 0.3)
+    async with api_harness(redis_url, webhook_retry_s=5.0) as h:  # its next attempt after the test
+        monkeypatch.setattr(callbacks.CallbackPolicy, "resolve", hangs)
+        api = Api(h, await new_key(h, "support-bot"))
+        try:
+            status, _, _ = await api.call("POST", "/v1/requests", json={**LOOKUP, "id": "wh-dns",
+                                                                        "callback_url": receiver.url})
+            assert status == 201
+
+            async def failed() -> list[dict[str, Any]]:
+                return [e.detail for e in await h.store.trail("wh-dns") if e.event == "webhook_failed"]
+
+            detail = (await eventually(failed, 5, "the attempt ended by its timeout"))[0]
+            assert "did not resolve within" in detail["error"] and detail["retry_in_s"] > 0
+        finally:
+            await api.close()

@@ -217,8 +217,11 @@ class WebhookWorker(DueWorker):
 
     async def _post(self, url: str, body: str) -> tuple[int | None, str | None, bool]:
         """(HTTP status, error or None when accepted, whether the error is final)."""
-        try:
-            await self.policy.resolve(url)
+        try:  # within the attempt's time too: a DNS that hangs must not outlast the lease (another
+            # replica would then attempt the same delivery)
+            await asyncio.wait_for(self.policy.resolve(url), HTTP_TIMEOUT_S)
+        except TimeoutError:
+            return None, f"the callback host did not resolve within {HTTP_TIMEOUT_S:g} s", False
         except ValueError as e:
             return None, f"refused: {e}", True
         if self._session is None:
