@@ -504,12 +504,19 @@ class Scheduler(DueWorker):
         return items
 
     async def _told(self, targets: list[str], items: list[Record]) -> Told:
-        """Whom a level's `targets` let decide `items`."""
+        """Whom a level's `targets` let decide `items`, and who stands in for a target away
+        (`store.trust.stand_ins`, the rule the card, the click and reminders use)."""
         restricted = any(r.route.approvers for r in items)
         people: list[str] = []
         for target in targets:
             people += await self._people(target) if restricted else []
-        return Told(list(dict.fromkeys(people)), {})
+        users = [t for t in targets if t[:1] in "UW"]
+        away = stand_ins(users, await self.store.trust.absences(), from_epoch(self.clock())) if users else {}
+        standing: dict[str, tuple[str, list[str]]] = {}
+        for target, absence in away.items():
+            d = absence.delegate
+            standing[target] = (d, await self._people(d) if restricted else [])
+        return Told(list(dict.fromkeys(people)), standing)
 
     async def _escalation_card_shown(self, record: Record, tier: ResolvedTier | None) -> int | None:
         """Level 0: the handover card itself notified people; record how long that took."""

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 from slack_sdk.web.async_client import AsyncWebClient
 
-from blocks.ids import BatchActionId
+from blocks.ids import ActionId, BatchActionId
 from bot.policy import PolicyEngine
 from emulator import Emulator
-from store.models import Choice, Status, from_epoch
+from store.models import Choice, Status, from_epoch, utcnow
 from store.redis_store import Store
 from store.transitions import vote
 from store.trust import Away
@@ -213,3 +213,45 @@ async def test_a_batch_cards_level_still_tells_people_when_the_item_sending_it_i
         for rid in rest:
             assert (await h.client.wait(rid, timeout=10)).status is Status.approved
 
+
+STOOD_IN = """
+defaults: {channel: "#approvals"}
+tiers:
+  low:    {mode: auto}
+  medium:
+    mode: approve
+    approvers: ["U0ALICE"]
+    timeout: 1h
+    escalation: [{after: 10m, notify: ["U0DAVE"]}]
+  high:   {mode: approve}
+batching: {enabled: false}
+triggers:
+  first_use: {enabled: false}
+"""
+
+
+async def test_a_level_tells_whoever_stands_in_for_a_target_away(redis_url: str, tmp_path: Path) -> None:
+    """Dave, whom the level notifies, is away and Bob decides for him: Bob gets the DM (saying
+    he stands in for Dave), the thread note names him, and his click decides; Dave is not DMed.
+    On Bob's own request Dave is told as before and Bob gets no right to decide it."""
+    async with running(redis_url, tmp_path, STOOD_IN) as h:
+        now = utcnow()
+        await h.store.trust.set_away(Away(user="U0DAVE", delegate="U0BOB", until=now + timedelta(days=2), since=now))
+        rid = await h.push(summary="Refund $40")
+        own = await h.push(summary="Refund $41", requested_by="U0BOB")
+        rec, mine = await h.card(rid), await h.card(own)
+        _later(h, 601)
+        await eventually(lambda: _at_level(h, [rid, own], 1), 10, "level 1 on both")
+        [to_bob] = h.emu.messages("U0BOB")
+        assert "Escalated to you, standing in for <@U0DAVE> (away) (level 1)" in json.dumps(to_bob["blocks"])
+        [to_dave] = h.emu.messages("U0DAVE")  # for Bob's own request only
+        assert "Refund $41" in json.dumps(to_dave["blocks"])
+        assert rec.channel and rec.ts
+        assert any("<@U0BOB> (for <@U0DAVE>, away)" in m["text"] for m in h.emu.thread(rec.channel, rec.ts))
+        rec, mine = await h.store.get(rid), await h.store.get(own)
+        assert "U0BOB" in rec.extra_approvers and "U0BOB" not in mine.extra_approvers
+        [detail] = [e.detail for e in await h.store.trail(rid) if e.event == "escalated"]
+        assert detail["stood_in"] == {"U0DAVE": "U0BOB"}
+        await h.click(rec, "U0BOB", ActionId.approve)
+        decision = await h.client.wait(rid, timeout=10)
+        assert decision.status is Status.approved and decision.decided_by[0].user_id == "U0BOB"
