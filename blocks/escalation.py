@@ -341,28 +341,38 @@ def batch_reminder_message(waiting: int, who: list[str], expires_in_s: float,
 
 
 def escalation_note(record: Record, level: int, targets: list[str],
-                    waited_s: float) -> dict[str, Any]:
-    """A thread reply on the card: the level, who was brought in, after how long."""
-    who = ", ".join(target_mention(t) for t in targets[:20])
+                    waited_s: float, stood_in: dict[str, str] | None = None) -> dict[str, Any]:
+    """A thread reply on the card: the level, who was brought in, after how long. `stood_in`:
+    a target away by whoever stands in for them (named instead, "for" the target)."""
+    stood_in = stood_in or {}
+    who = ", ".join(f"{target_mention(stood_in[t])} (for {target_mention(t)}, away)" if t in stood_in
+                    else target_mention(t) for t in targets[:20])
     text = (f":arrow_double_up: No decision after {fmt_duration(waited_s)}: escalated "
             f"(level {level}) to {who}. They can decide on this card now.")
     return {"text": truncate(text, FALLBACK_MAX), "blocks": [section(text)]}
 
 
 def escalation_notice(record: Record, level: int, waited_s: float,
-                      permalink: str | None) -> dict[str, Any]:
-    """The message a level posts to a channel or DMs: what waits, for how long, the link."""
+                      permalink: str | None, *, waiting: int = 1,
+                      standing_in_for: str | None = None) -> dict[str, Any]:
+    """The message a level posts to a channel or DMs: what waits, for how long, the link.
+    `waiting`: how many requests of a batch card (`record` the first) it is for;
+    `standing_in_for`: the person the level notifies, away, this reader stands in for."""
     r = record.request
     what = "handover" if record.request.kind is Kind.escalation else "request"
     link = f" <{permalink}|Open the card>" if permalink and _safe_link(permalink) else ""
-    lead = (f":arrow_double_up: *Escalated to you (level {level}):* a {what} has had no "
+    to = "you" if standing_in_for is None else f"you, standing in for {user_mention(standing_in_for)} (away)"
+    has = f"a {what} has" if waiting <= 1 else f"{waiting} requests on one card have"
+    lead = (f":arrow_double_up: *Escalated to {to} (level {level}):* {has} had no "
             f"decision for {fmt_duration(waited_s)}.{link}")
+    more = "" if waiting <= 1 else f" _(and {waiting - 1} more on the card)_"
     blocks: list[Block] = [
         section(lead),
-        section(f"*{clip(r.action, 100)}* from *{clip(r.agent, 100)}*: {clip(r.summary, 600)}"),
+        section(f"*{clip(r.action, 100)}* from *{clip(r.agent, 100)}*: {clip(r.summary, 600)}{more}"),
         context([_explainer(record)]),
     ]
-    text = clip(f"Escalated (level {level}): {r.action} — {r.summary}", 300)
+    head = f"Escalated (level {level})" + ("" if standing_in_for is None else f" for {standing_in_for}")
+    text = clip(f"{head}: {r.action} — {r.summary}" + ("" if waiting <= 1 else f" (+{waiting - 1} more)"), 300)
     return {"text": truncate(text, FALLBACK_MAX), "blocks": blocks}
 
 

@@ -29,9 +29,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from blocks.escalation import (
@@ -74,6 +77,9 @@ MAX_WAIT_S = 1.0
 EARLY_MS = 50
 MAX_BACKOFF_S = 300.0
 MAX_MEMBERS = 1000
+ROUND_WAIT_MS = 1000
+"""How soon a batch card's item looks again while another item of the card sends their
+escalation level's round (it records its own level once the round was sent)."""
 
 Make = Callable[[Record], Transition | None]
 Window = Callable[[], tuple[int, int]]
@@ -87,6 +93,46 @@ class RetryLater(Exception):
         super().__init__(why)
         self.at_ms = at_ms
         self.paced = paced
+
+
+@dataclass
+class Told:
+    """Whom an escalation level lets decide and tells: the targets' own people (users, group and
+    channel members) and, for a target away, who stands in for them with whom that lets decide."""
+
+    approvers: list[str]
+    stand_ins: dict[str, tuple[str, list[str]]]
+
+    def stood_in(self, record: Record) -> dict[str, str]:
+        """Targets away by who stands in for them on `record`: not its requester (they cannot
+        decide it, so the target is told as before)."""
+        return {t: d for t, (d, _) in self.stand_ins.items() if d != record.request.requested_by}
+
+    def for_item(self, record: Record) -> list[str]:
+        """Whom the level lets decide `record` (nobody new where anyone may decide already)."""
+        if not record.route.approvers:
+            return []
+        standing = self.stood_in(record)
+        extra = [u for t, (_, people) in self.stand_ins.items() if t in standing for u in people]
+        return list(dict.fromkeys([*self.approvers, *extra]))
+
+    def recipients(self, targets: list[str], items: list[Record]) -> list[tuple[str, str | None]]:
+        """Who is told, once each, and the target away they stand in for (None: their own)."""
+        out: dict[str, str | None] = {}
+        for target in targets:
+            for item in items:
+                d = self.stood_in(item).get(target)
+                out.setdefault(d or target, target if d else None)
+        return list(out.items())
+
+    def dump(self) -> str:
+        return json.dumps({"approvers": self.approvers, "stand_ins": self.stand_ins})
+
+    @classmethod
+    def load(cls, raw: str) -> Told:
+        data = json.loads(raw)
+        return cls(list(data.get("approvers") or []),
+                   {t: (str(v[0]), list(v[1])) for t, v in (data.get("stand_ins") or {}).items()})
 
 
 class Scheduler(DueWorker):
@@ -232,15 +278,6 @@ class Scheduler(DueWorker):
 
     # ---- events ---------------------------------------------------------------------------
 
-    async def _still_open(self, rid: str, level: int) -> bool:
-        """Whether the request still waits at escalation level `level` (no decision, no other
-        replica having run this level since), so its notices are still owed."""
-        try:
-            record = await self.store.get(rid)
-        except NotFound:
-            return False
-        return record.state is State.pending and record.escalation_level == level
-
     async def _outcome(self, record: Record, tier: ResolvedTier | None) -> Status:
         """What nobody deciding in time leads to: the tier's `on_timeout`, except that nothing
         is approved by the clock while automation is paused (`/hitl pause` stops everything
@@ -340,54 +377,146 @@ class Scheduler(DueWorker):
             return None if record.undeliverable else self._card_wait(due)
         if self.now_ms() < due - EARLY_MS:
             return due
-        number = min(n, len(tier.escalation) - 1) + 1
-        waited = (self.now_ms() - int(record.posted_at.timestamp() * 1000)) / 1000
         targets = list(lv.notify)
-        failed: dict[str, str] = {}
-        # Who may decide first, then tell them: a notified person's click must never be refused.
-        approvers: list[str] = []
-        for target in targets:
-            approvers += await self._approvers(record, target)
-        await self._apply(record.id, lambda r: grant(r, approvers=approvers))
-        if not await self._still_open(record.id, n):  # decided (or escalated elsewhere) meanwhile: nobody is told
+        if record.batch is None:
+            return await self._level(record, tier, due, targets, [record], None)
+        # a batch card's level tells each target once per round, not once per item: the first
+        # item due sends it for the card's items at this level, the others record theirs once
+        # it was sent (store/lua/batch_round.lua)
+        batch = record.batch
+        gap_ms = max(1000, int((lv.repeat or lv.after) * 500))
+        digest = hashlib.sha1("\n".join(targets).encode()).hexdigest()[:12]
+        name, ttl_s = f"level:{n}:{digest}", max(3600, 2 * gap_ms // 1000)
+        held, done, holder = await self.store.claim_batch_round(batch, name, record.id, self.now_ms(), gap_ms, ttl_s)
+        if done is None and not held and holder is not None:
+            if await self._owes_level(holder, n):
+                return self.now_ms() + ROUND_WAIT_MS  # its holder is telling people: recorded once it did
+            # the item that took the round was decided (or taken over) before it told anyone:
+            # this one tells them instead, for the items still waiting
+            if not await self.store.take_batch_round(batch, name, record.id, holder, ttl_s):
+                return self.now_ms() + ROUND_WAIT_MS // 10  # sent meanwhile, or another item took it
+        elif done is not None:  # the card's targets were told: this item records its level
+            told = Told.load(done)
+            await self._apply(record.id, lambda r: grant(r, approvers=told.for_item(r)))
+            await self._record_level(record, tier, due, targets, told, {}, batch)
             return None
+        items = await self._round_items(record, tier, n, targets, gap_ms)
+        return await self._level(record, tier, due, targets, items, name)
+
+    async def _level(self, record: Record, tier: ResolvedTier, due: int, targets: list[str],
+                     items: list[Record], round_name: str | None) -> int | None:
+        """Run escalation level `record.escalation_level` for `items` (the request, or the
+        items of its batch card at this level, `round_name` the card's round): grant, tell each
+        target once (a target away: whoever stands in for them), note it in the card's thread,
+        then record the level on `record`."""
+        n = record.escalation_level
+        number = min(n, len(tier.escalation) - 1) + 1
+        assert record.posted_at is not None and record.channel and record.ts
+        waited = (self.now_ms() - int(record.posted_at.timestamp() * 1000)) / 1000
+        told = await self._told(targets, items)
+        # Who may decide first, then tell them: a notified person's click must never be refused.
+        for item in items:
+            await self._apply(item.id, lambda r: grant(r, approvers=told.for_item(r)))
+        if not await self._owes_level(record.id, n):  # decided (or escalated elsewhere) meanwhile
+            return None  # a batch card's other items at this level take the round over
+        batch = record.batch
+        key = None if batch is None or round_name is None else self.store.keys.batch_round(batch, round_name) + ":notices"
+        first = items[0] if items else record
         permalink = await self._permalink(record.channel, record.ts)
-        sent = await self.store.notices_sent(record.id)
-        for target in targets:
-            if f"{n}:{target}" in sent:
+        sent = await self.store.notices_sent(record.id, key=key)
+        failed: dict[str, str] = {}
+        stood_in = {t: d for item in items for t, d in told.stood_in(item).items()}
+        for recipient, for_ in told.recipients(targets, items):
+            if f"{n}:{recipient}" in sent:
                 continue  # this level is being retried: each notice goes out once
+            if batch is not None and not await self._owes_level(record.id, n):
+                return None  # decided meanwhile: another item of the card takes the round over
             try:
-                await self._notify(record, target, number, waited, permalink)
+                await self._notify(first, recipient, number, waited, permalink,
+                                   waiting=len(items), standing_in_for=for_)
             except Permanent as e:
-                log.error("scheduler: escalation of %s to %s failed: %s", record.id, target, e.error)
-                failed[target] = e.error
-            await self.store.note_notice(record.id, f"{n}:{target}")
+                log.error("scheduler: escalation of %s to %s failed: %s", record.id, recipient, e.error)
+                failed[recipient] = e.error
+            await self.store.note_notice(record.id, f"{n}:{recipient}", key=key)
         if f"{n}:card_thread" not in sent:
-            note = escalation_note(record, number, targets, waited)
+            note = escalation_note(first, number, targets, waited, stood_in)
             try:
                 await self._post(record.channel, record.route.channel, f"escalate:{record.id}",
                                  thread_ts=record.ts, **note)
             except (Transient, RetryLater) as e:
                 if isinstance(e, RetryLater) and e.paced:
                     raise  # its turn in the card's channel comes soon: retried (alone) then
-                if any(t.startswith("S") for t in targets):
+                if any(t.startswith("S") for t in [*targets, *stood_in.values()]):
                     raise  # user groups are told only in the card's thread: retried (alone)
                 failed["card_thread"] = "rate_limited"
             except Permanent as e:  # the notices went out; the thread note is a courtesy
                 failed["card_thread"] = e.error
-            await self.store.note_notice(record.id, f"{n}:card_thread")
+            await self.store.note_notice(record.id, f"{n}:card_thread", key=key)
+        if batch is not None and round_name is not None:
+            await self.store.batch_round_done(batch, round_name, record.id, told.dump())
+        await self._record_level(record, tier, due, targets, told, failed, batch)
+        return None
+
+    async def _record_level(self, record: Record, tier: ResolvedTier, due: int, targets: list[str],
+                            told: Told, failed: dict[str, str], batch: str | None) -> None:
+        """Record level `record.escalation_level` on `record` (its audit `escalated`, its time
+        to escalate, the next level), once: a replica that ran the same level (its lease ran
+        out under a slow Slack) finds the level recorded already and records nothing."""
+        n = record.escalation_level
+        number = min(n, len(tier.escalation) - 1) + 1
         now_ms = self.now_ms()
         seconds = max(0.0, (now_ms - due) / 1000)
         now = from_epoch(self.clock())
-        # counted once: a replica that ran the same level (its lease ran out under a slow
-        # Slack) finds the level recorded already and records nothing
         applied = await self._apply(record.id, lambda r: escalate(
-            r, now=now, level=number, targets=targets, approvers=approvers, seconds=seconds,
-            failed=failed, next_due_ms=next_level_ms(r, tier, now_ms)) if r.escalation_level == n else None)
+            r, now=now, level=number, targets=targets, approvers=told.for_item(r), seconds=seconds,
+            failed=failed, next_due_ms=next_level_ms(r, tier, now_ms), stood_in=told.stood_in(r),
+            batch=batch) if r.escalation_level == n else None)
         if applied:
             self.stats["escalated"] += 1
             self.on_change()
-        return None
+
+    async def _owes_level(self, rid: str, level: int) -> bool:
+        """Whether `rid` still waits for escalation level `level` to tell people (pending, not
+        taken over, the level not recorded yet)."""
+        try:
+            record = await self.store.get(rid)
+        except NotFound:
+            return False
+        return record.state is State.pending and record.owner is None and record.escalation_level == level
+
+    async def _round_items(self, record: Record, tier: ResolvedTier, n: int, targets: list[str],
+                           gap_ms: int) -> list[Record]:
+        """The items of `record`'s batch card a level round is for: waiting at level `n` for
+        the same targets, due within `gap_ms` (`record` first)."""
+        assert record.batch is not None
+        try:
+            ids = (await self.store.get_batch(record.batch)).items
+        except NotFound:
+            ids = []
+        now = self.now_ms()
+        items = [record]
+        for r in await self.store.get_many([i for i in ids if i != record.id]):
+            t = tier_of(self.policy(), r.route)
+            lv, due = level(t, n), level_due_ms(r, t, n)
+            if (r.state is State.pending and r.owner is None and r.escalation_level == n and lv is not None
+                    and due is not None and due <= now + gap_ms and list(lv.notify) == targets):
+                items.append(r)
+        return items
+
+    async def _told(self, targets: list[str], items: list[Record]) -> Told:
+        """Whom a level's `targets` let decide `items`, and who stands in for a target away
+        (`store.trust.stand_ins`, the rule the card, the click and reminders use)."""
+        restricted = any(r.route.approvers for r in items)
+        people: list[str] = []
+        for target in targets:
+            people += await self._people(target) if restricted else []
+        users = [t for t in targets if t[:1] in "UW"]
+        away = stand_ins(users, await self.store.trust.absences(), from_epoch(self.clock())) if users else {}
+        standing: dict[str, tuple[str, list[str]]] = {}
+        for target, absence in away.items():
+            d = absence.delegate
+            standing[target] = (d, await self._people(d) if restricted else [])
+        return Told(list(dict.fromkeys(people)), standing)
 
     async def _escalation_card_shown(self, record: Record, tier: ResolvedTier | None) -> int | None:
         """Level 0: the handover card itself notified people; record how long that took."""
@@ -405,11 +534,9 @@ class Scheduler(DueWorker):
 
     # ---- Slack ----------------------------------------------------------------------------
 
-    async def _approvers(self, record: Record, target: str) -> list[str]:
-        """The users notifying `target` makes approvers (only when the route restricts
-        approvers: otherwise anyone may decide already)."""
-        if not record.route.approvers:
-            return []
+    async def _people(self, target: str) -> list[str]:
+        """The users notifying `target` makes approvers (a level grants them only when the
+        route restricts approvers: otherwise anyone may decide already)."""
         if target.startswith("S"):
             return await self._group_members(target)
         if target[:1] in "UW":
@@ -417,9 +544,10 @@ class Scheduler(DueWorker):
         return await self._channel_members(target)
 
     async def _notify(self, record: Record, target: str, number: int, waited: float,
-                      permalink: str | None) -> None:
+                      permalink: str | None, *, waiting: int = 1, standing_in_for: str | None = None) -> None:
         """Notify one target (a user group is mentioned in the card's thread note instead)."""
-        notice = escalation_notice(record, number, waited, permalink)
+        notice = escalation_notice(record, number, waited, permalink, waiting=waiting,
+                                   standing_in_for=standing_in_for)
         event = f"escalate:{record.id}"
         if target.startswith("S"):
             return

@@ -106,6 +106,11 @@ class Keys:
     def batch(self, batch_id: str) -> str:
         return f"{self.prefix}:batch:{batch_id}"
 
+    def batch_round(self, batch_id: str, name: str) -> str:
+        """One round of a batch card's timed event (`reminded`, `level:<n>:<targets digest>`):
+        which item sends it for the card (store/lua/batch_round.lua)."""
+        return f"{self.prefix}:batch:{batch_id}:{name}"
+
     def batch_items(self, batch_id: str) -> str:
         return f"{self.prefix}:batch:{batch_id}:items"
 

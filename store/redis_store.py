@@ -116,7 +116,7 @@ class Store:
                 "pace",
                 "join_batch",
                 "batch_shown",
-                "batch_remind",
+                "batch_round",
                 "review",
                 "control",
                 "trim_requests",
@@ -551,11 +551,32 @@ class Store:
         return None if isinstance(result, list) else str(result)
 
     async def claim_batch_reminder(self, batch_id: str, request_id: str, now_ms: int, gap_ms: int) -> bool:
-        """Whether `request_id` posts its batch card's reminder this round (store/lua/batch_remind.lua):
+        """Whether `request_id` posts its batch card's reminder this round (store/lua/batch_round.lua):
         the card gets one reminder, not one per item."""
         ttl_s = max(60, 2 * gap_ms // 1000)
-        return bool(await self._run("batch_remind", [f"{self.keys.batch(batch_id)}:reminded"],
-                                    [request_id, now_ms, max(1, gap_ms), ttl_s]))
+        held, _, _ = await self.claim_batch_round(batch_id, "reminded", request_id, now_ms, gap_ms, ttl_s)
+        return held
+
+    async def claim_batch_round(self, batch_id: str, name: str, request_id: str, now_ms: int, gap_ms: int,
+                                ttl_s: int) -> tuple[bool, str | None, str | None]:
+        """One round `name` of a batch card's timed event (store/lua/batch_round.lua): whether
+        `request_id` sends it, whether it was sent (its data, None while it is not) and who sends it."""
+        res = await self._run("batch_round", [self.keys.batch_round(batch_id, name)],
+                              ["claim", request_id, now_ms, max(1, gap_ms), max(1, ttl_s)])
+        done = str(res[1]) or None
+        return bool(int(res[0])), done, (str(res[2]) if len(res) > 2 else request_id)
+
+    async def take_batch_round(self, batch_id: str, name: str, request_id: str, holder: str, ttl_s: int) -> bool:
+        """The round passes from `holder` (which no longer owes it: decided meanwhile) to
+        `request_id`, unless it was sent or another item took it first."""
+        return bool(await self._run("batch_round", [self.keys.batch_round(batch_id, name)],
+                                    ["take", request_id, max(1, ttl_s), holder]))
+
+    async def batch_round_done(self, batch_id: str, name: str, request_id: str, data: str) -> bool:
+        """The round was sent by `request_id`, which holds it; `data` is what the card's other
+        items record with theirs."""
+        return bool(await self._run("batch_round", [self.keys.batch_round(batch_id, name)],
+                                    ["done", request_id, data]))
 
     async def get_batch(self, batch_id: str) -> Batch:
         async with self.redis.pipeline(transaction=False) as p:
@@ -704,13 +725,15 @@ class Store:
         )
         return str(res[0]), (str(res[1]) if len(res) > 1 else None)
 
-    async def notices_sent(self, request_id: str) -> set[str]:
-        """Notices of escalation levels already sent for a request (`<level>:<target>`)."""
-        return {str(x) for x in await self.redis.smembers(f"{self.keys.request(request_id)}:notices")}
+    async def notices_sent(self, request_id: str, *, key: str | None = None) -> set[str]:
+        """Notices of escalation levels already sent for a request (`<level>:<target>`), or
+        under `key` (a batch card's level round: `Keys.batch_round(...) + ":notices"`)."""
+        key = key or f"{self.keys.request(request_id)}:notices"
+        return {str(x) for x in await self.redis.smembers(key)}
 
-    async def note_notice(self, request_id: str, notice: str) -> None:
+    async def note_notice(self, request_id: str, notice: str, *, key: str | None = None) -> None:
         """Remember a notice went out, so a retried level does not send it twice (kept a week)."""
-        key = f"{self.keys.request(request_id)}:notices"
+        key = key or f"{self.keys.request(request_id)}:notices"
         async with self.redis.pipeline(transaction=True) as p:
             p.sadd(key, notice)
             p.expire(key, 7 * 86400)

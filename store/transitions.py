@@ -433,6 +433,8 @@ def escalate(
     next_due_ms: int | None,
     failed: dict[str, str] | None = None,
     counts_level: bool = True,
+    stood_in: dict[str, str] | None = None,
+    batch: str | None = None,
 ) -> Transition:
     """Escalation level `level` notified `targets`: widen who may decide, record the time to
     escalate (audit `escalated` with `seconds` and `level`), schedule the next level.
@@ -441,6 +443,8 @@ def escalate(
     tier's `escalation` list, counted in `escalation_level`. Without `counts_level` (an
     agent's own escalation, bot.api.humanlayer) people are brought in and no policy level is
     used up: the tier's levels still come at their times, each telling its people.
+    `stood_in`: targets away, by whoever stands in for them and was told instead. `batch`: a
+    batch card's item whose card was told once for all its items (its level round).
     """
     if record.state is not State.pending:
         raise AlreadyDecided(record)
@@ -458,6 +462,10 @@ def escalate(
     detail: dict[str, Any] = {"seconds": round(seconds, 3), "level": level, "targets": targets}
     if failed:
         detail["failed"] = failed
+    if stood_in:
+        detail["stood_in"] = stood_in
+    if batch is not None:
+        detail["batch"] = batch
     t.audit.append(("escalated", "system", detail))
     if next_due_ms is not None:
         t.schedule.append((f"escalate:{record.id}", next_due_ms))
