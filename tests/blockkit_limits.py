@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from emulator.blockcheck import message_text_size as text_size  # what msg_blocks_too_long counts
+
 MESSAGE_BLOCKS = 50
 VIEW_BLOCKS = 100
 MESSAGE_TEXT = 40_000
@@ -252,17 +254,6 @@ def blocks_problems(blocks: Any, limit: int) -> Problems:
     for i, b in enumerate(blocks):
         out += block(b, f"blocks/{i}")
     return out
-
-
-def text_size(node: Any) -> int:
-    """The characters of every text object in `node` (what `msg_blocks_too_long` counts)."""
-    if isinstance(node, list):
-        return sum(text_size(n) for n in node)
-    if not isinstance(node, dict):
-        return 0
-    if node.get("type") in ("plain_text", "mrkdwn") and isinstance(node.get("text"), str):
-        return len(node["text"])
-    return sum(text_size(v) for k, v in node.items() if k != "type")
 
 
 def message_problems(message: dict[str, Any]) -> Problems:
