@@ -17,6 +17,7 @@ from store.redis_store import Store
 
 if TYPE_CHECKING:
     from bot.delivery import Delivery, Slot
+    from bot.worker import Lease
 
 log = logging.getLogger("hitl.backlog")
 
@@ -63,11 +64,11 @@ class Backlog:
         log.info("backlog: %d cards waiting for %s; digest posted", tally.total, channel)
         return True
 
-    async def refresh(self, d: Delivery, channel: str, member: str, lease: int) -> None:
+    async def refresh(self, d: Delivery, channel: str, member: str, lease: Lease) -> None:
         """Update the digest in place, or mark it cleared once nothing waits."""
         state = await self.state.digest(channel)
         if not state.get("ts"):
-            await self.store.finish_outbox(member, lease)
+            await lease.finish()
             return
         await d.pace("update", member, lease)
         tally = await self.tally(channel)
@@ -77,7 +78,7 @@ class Backlog:
         await d.slack.call("chat.update", channel=state["channel_id"], ts=state["ts"], text=message["text"],
                            blocks=message["blocks"])
         d.stats["updated"] += 1
-        await self.store.finish_outbox(member, lease)
+        await lease.finish()
         if cleared:
             await self.state.clear_digest(channel)
         else:  # keep refreshing while the backlog lasts, so the "cleared" update always comes

@@ -2,8 +2,9 @@
 
 Outbox members are `post:<id>`, `update:<id>`, `batch:<batch id>`, `digest:<channel>`,
 `recheck:<post or batch member>` and `settle:<update or batch member>` in a
-sorted set by due time. A worker leases due members, does the Slack call, and finishes them;
-a worker that dies leaves its lease to run out and another worker retries. A post that may
+sorted set by due time. A worker leases due members, does the Slack call, and finishes them,
+renewing each lease while its operation runs (`bot.worker.kept_lease`); a worker that dies
+leaves its lease to run out and another worker retries. A post that may
 have reached Slack before a crash is reconciled by looking for the card's message metadata
 in the channel's history, so a retry never posts a second card.
 
@@ -44,7 +45,7 @@ from typing import Any
 from bot import gateway
 from bot.backlog import Backlog
 from bot.gateway import Gateway, Permanent, RateLimited, SlackFailure, backoff_s
-from bot.worker import DueWorker
+from bot.worker import DueWorker, Lease, kept_lease
 from store.errors import NotFound
 from store.models import Batch, Record, State, Status, utcnow
 from store.pacing import Outcome, PostSlots, post_window
@@ -181,11 +182,20 @@ class Delivery(DueWorker):
 
     async def run_once(self) -> int:
         """Lease and perform every due operation once; returns how many were attempted."""
-        lease, members = await self.store.claim_outbox(_now_ms(), LEASE_MS, self.batch)
-        await asyncio.gather(*(self._perform(m, lease) for m in members))
+        until, members = await self.store.claim_outbox(_now_ms(), LEASE_MS, self.batch)
+        await asyncio.gather(*(self._perform(m, until) for m in members))
         return len(members)
 
-    async def _perform(self, member: str, lease: int) -> None:
+    async def _perform(self, member: str, until: int) -> None:
+        """Do one leased operation, its lease kept while it runs (a post searching a lost
+        card's channel history on a slow Slack outlasts one lease): only a replica that died
+        or stalled lets another take the same operation over meanwhile. Every step that
+        finishes or reschedules it uses the lease in force (`Lease`)."""
+        async with kept_lease(self.store, self.store.keys.outbox, member, until, lease_ms=LEASE_MS,
+                              now_ms=_now_ms, name=self.name) as lease:
+            await self._perform_leased(member, lease)
+
+    async def _perform_leased(self, member: str, lease: Lease) -> None:
         op, _, key = member.partition(":")
         try:
             if op == "post":
@@ -202,40 +212,40 @@ class Delivery(DueWorker):
                 await self._settle(key, member, lease)
             else:
                 log.error("delivery: unknown outbox operation %r dropped", member)
-                await self.store.finish_outbox(member, lease)
+                await lease.finish()
             self._attempts.pop(member, None)
             self._searched.pop(member, None)
         except Deferred:  # a search it made in vain still stands at its next try
             self.stats["deferred"] += 1
         except NotFound:
             self._searched.pop(member, None)
-            await self.store.finish_outbox(member, lease)
+            await lease.finish()
         except SlackFailure as e:
             await self._failed(key, member, lease, e)
 
-    async def pace(self, bucket: str, member: str, lease: int, *, reserve: bool = True) -> None:
+    async def pace(self, bucket: str, member: str, lease: Lease, *, reserve: bool = True) -> None:
         """Take a token from the `update` bucket or reschedule the operation and raise Deferred.
         Without `reserve` the operation takes only a free token, never a place in the queue (so
         it gives way to every operation that reserved one). Posts take a `Slot` instead."""
         now = _now_ms()
         wait = await self.store.pace(bucket, member, now, UPDATE_RATE, UPDATE_BURST, reserve=reserve)
         if wait > 0:
-            await self.store.finish_outbox(member, lease, now + wait)
+            await lease.finish(now + wait)
             raise Deferred(bucket)
 
-    async def slot(self, channel: str, member: str, lease: int, *, front: bool = False) -> Slot:
+    async def slot(self, channel: str, member: str, lease: Lease, *, front: bool = False) -> Slot:
         """`channel`'s posting slot for `member`, or the operation rescheduled to when its turn
         is due (Deferred). A turn due within IN_PLACE_MS is waited for here."""
         wait = await self.slots.acquire(channel, member, in_place_ms=IN_PLACE_MS, front=front)
         if wait == 0:
             return Slot(self.slots, channel, member)
         now = _now_ms()
-        await self.store.finish_outbox(member, lease, now + max(1, wait - EARLY_MS))
+        await lease.finish(now + max(1, wait - EARLY_MS))
         if not member.startswith("digest:"):
             await self.backlog.waiting(self, channel, member, now)
         raise Deferred(f"post:{channel}")
 
-    async def post_slot(self, channel: str, member: str, lease: int) -> Slot:
+    async def post_slot(self, channel: str, member: str, lease: Lease) -> Slot:
         """`slot`, after posting the channel's backlog digest first when one is due (the digest
         takes the slot; this post then goes first in the queue)."""
         # the channel's queue is counted while the slot is taken (one round trip's wait, not two)
@@ -257,16 +267,16 @@ class Delivery(DueWorker):
 
     # ---- single cards -------------------------------------------------------------------
 
-    async def _post_request(self, rid: str, member: str, lease: int) -> None:
+    async def _post_request(self, rid: str, member: str, lease: Lease) -> None:
         record, previous = await self.store.get_posting(rid)  # searched for before the slot
         channel = record.route.channel
         if record.ts or record.undeliverable:
-            await self.store.finish_outbox(member, lease)
+            await lease.finish()
             return
         if record.route.group and _awaits_person(record):
             bid = await self.store.join_batch(record, uuid.uuid4().hex[:12], _now_ms())
             await self.store.enqueue(f"batch:{bid}", _now_ms())
-            await self.store.finish_outbox(member, lease)
+            await lease.finish()
             self.kick()
             return
         key = self.store.keys.request(rid)
@@ -283,41 +293,43 @@ class Delivery(DueWorker):
                 await slot.release("none")  # nothing was posted (failed before the call)
         if found:  # an earlier attempt took effect but its answer was lost: what it shows is unknown
             channel_id, ts = found
-            await self.store.mark_posted(record.id, member, lease, channel_id, ts, utcnow(), -1)
+            async with lease.ending() as until:
+                await self.store.mark_posted(record.id, member, until, channel_id, ts, utcnow(), -1)
             self.stats["reconciled"] += 1
             self.kick()
             log.info("delivery: card of %s was already posted (%s); not posting again", rid, ts)
         else:
-            verdict, earlier = await self.store.mark_posted(record.id, member, lease, channel_id, ts, utcnow(),
-                                                            record.version)
+            async with lease.ending() as until:
+                verdict, earlier = await self.store.mark_posted(record.id, member, until, channel_id, ts, utcnow(),
+                                                                record.version)
             if verdict == "exists" and earlier != ts:  # another replica won a race: remove ours
                 await self._delete(channel_id, ts)
         if previous is not None:  # an attempt whose outcome was unknown may still post, later
             await self.store.hold_recheck(key, previous, f"recheck:{member}", _now_ms() + settle_ms())
         await self.backlog.posted(self, channel, member)
 
-    async def _update_request(self, rid: str, member: str, lease: int) -> None:
+    async def _update_request(self, rid: str, member: str, lease: Lease) -> None:
         record = await self.store.get(rid)
         if record.batch:  # its card is the batch card
             await self.store.enqueue(f"batch:{record.batch}", _now_ms())
-            await self.store.finish_outbox(member, lease)
+            await lease.finish()
             self.kick()
             return
         if not record.ts or not record.channel:
-            await self.store.finish_outbox(member, lease)  # the post renders the latest state
+            await lease.finish()  # the post renders the latest state
             return
         # locking a decided card goes first; a redraw of an open one takes a free slot
         await self.pace("update", member, lease, reserve=record.state is not State.pending)
         await self._update(record.channel, record.ts, self.render(record))
-        await self.store.finish_outbox(member, lease)
+        await lease.finish()
 
     # ---- batch cards --------------------------------------------------------------------
 
-    async def _batch(self, bid: str, member: str, lease: int) -> None:
+    async def _batch(self, bid: str, member: str, lease: Lease) -> None:
         batch = await self.store.get_batch(bid)
         records = await self.store.get_many(batch.items)
         if not records:
-            await self.store.finish_outbox(member, lease)
+            await lease.finish()
             return
         message = self.render_batch(batch, records)
         rendered = _digest(message)
@@ -326,7 +338,7 @@ class Delivery(DueWorker):
                 await self.pace("update", member, lease)
                 await self._update(batch.channel, batch.ts, message)
             await self.store.batch_shown(batch, batch.channel, batch.ts, utcnow(), rendered)
-            await self.store.finish_outbox(member, lease)
+            await lease.finish()
             return
         key = self.store.keys.batch(bid)
         previous = await self.slots.attempt(key)  # searched for before the slot: it covers the post alone
@@ -348,10 +360,10 @@ class Delivery(DueWorker):
         if previous is not None:  # an attempt whose outcome was unknown may still post, later
             note = json.dumps({**json.loads(previous), "channel": batch.channel})
             await self.store.hold_recheck(key, note, f"recheck:{member}", _now_ms() + settle_ms())
-        await self.store.finish_outbox(member, lease)
+        await lease.finish()
         await self.backlog.posted(self, batch.channel, member)
 
-    async def _recheck(self, target: str, member: str, lease: int) -> None:
+    async def _recheck(self, target: str, member: str, lease: Lease) -> None:
         """A card was posted after an attempt whose outcome was unknown; that attempt may have
         reached Slack after all, later than the search before the post looked. Every copy of the
         card in the channel but the recorded one is deleted, so one card stays (and locks)."""
@@ -366,15 +378,15 @@ class Delivery(DueWorker):
                 if other != ts:
                     await self._delete(channel_id, other)
         await self.store.drop_recheck(hkey)
-        await self.store.finish_outbox(member, lease)
+        await lease.finish()
 
-    async def _settle(self, target: str, member: str, lease: int) -> None:
+    async def _settle(self, target: str, member: str, lease: Lease) -> None:
         """Draw a card once more, whatever Slack should show: a redraw of it whose outcome was
         unknown may have been applied late, over the newer one."""
         if target.startswith("batch:"):  # not "unchanged since last drawn": it may not be
             await self.store.forget_rendered(target.partition(":")[2])
         await self.store.enqueue(target, _now_ms())
-        await self.store.finish_outbox(member, lease)
+        await lease.finish()
         self.kick()
 
     async def _search(self, member: str, channel: str, key: str, value: str, previous: str | None,
@@ -388,13 +400,13 @@ class Delivery(DueWorker):
             self._searched[member] = previous
         return found
 
-    async def _same_attempt(self, member: str, lease: int, searched: str | None, noted: str | None) -> None:
+    async def _same_attempt(self, member: str, lease: Lease, searched: str | None, noted: str | None) -> None:
         """With the slot in hand, about to post: the attempt note must be the one searched for.
         Another began meanwhile (another replica took over a search that outlasted the outbox
         lease): post nothing, look again at once."""
         self._searched.pop(member, None)  # from here on a retry searches again
         if noted != searched:
-            await self.store.finish_outbox(member, lease, _now_ms())
+            await lease.finish(_now_ms())
             raise Deferred(f"attempt:{member}")
 
     # ---- Slack calls --------------------------------------------------------------------
@@ -473,14 +485,14 @@ class Delivery(DueWorker):
                 break
         return channel_id, sorted(found, key=float)
 
-    async def _failed(self, key: str, member: str, lease: int, e: SlackFailure) -> None:
+    async def _failed(self, key: str, member: str, lease: Lease, e: SlackFailure) -> None:
         self.stats["errors"] += 1
         if isinstance(e, RateLimited):
             self.stats["rate_limited"] += 1
             until = _now_ms() + int(e.retry_after_s * 1000)
             if e.method == "chat.update":  # (a 429'd post closed its own channel's slots)
                 await self.store.block("update", _now_ms(), until)
-            await self.store.finish_outbox(member, lease, until)
+            await lease.finish(until)
             return
         if isinstance(e, Permanent):
             await self._undeliverable(key, member, lease, e)
@@ -491,13 +503,14 @@ class Delivery(DueWorker):
             await self.store.enqueue_once(f"settle:{member}", _now_ms() + settle_ms())
         await self._retry_later(member, lease, e.error)
 
-    async def _undeliverable(self, key: str, member: str, lease: int, e: Permanent) -> None:
+    async def _undeliverable(self, key: str, member: str, lease: Lease, e: Permanent) -> None:
         """Slack will refuse this again: say so once, never retry; deadlines still run."""
         self.stats["undeliverable"] += 1
         log.error("delivery: %s refused by Slack (%s: %s); not retried", member, e.method, e.error)
         self._attempts.pop(member, None)
         if member.startswith("post:"):
-            await self.store.mark_undeliverable(key, member, lease, e.error, utcnow())
+            async with lease.ending() as until:
+                await self.store.mark_undeliverable(key, member, until, e.error, utcnow())
             return
         if member.startswith("update:"):  # the card stays as its last redraw left it: said once
             await self.store.audit(key, "update_refused", "system", {"error": e.error}, utcnow(),
@@ -511,12 +524,15 @@ class Delivery(DueWorker):
             # see them and the next redraw (a decision's lock) is tried all the same; those that
             # joined since and are on no card are (said once, and they still expire)
             shown = {r.id for r in await self.store.get_many(batch.items) if r.ts} if batch and batch.ts else set()
-            for rid in [i for i in batch.items if i not in shown] if batch else []:
-                await self.store.mark_undeliverable(rid, member, lease, e.error, utcnow())
-        await self.store.finish_outbox(member, lease)
+            async with lease.ending() as until:
+                for rid in [i for i in batch.items if i not in shown] if batch else []:
+                    await self.store.mark_undeliverable(rid, member, until, e.error, utcnow())
+                await self.store.finish_outbox(member, until)
+            return
+        await lease.finish()
 
-    async def _retry_later(self, member: str, lease: int, why: str) -> None:
+    async def _retry_later(self, member: str, lease: Lease, why: str) -> None:
         n = self._attempts[member] = self._attempts.get(member, 0) + 1
         delay = backoff_s(n)
         log.warning("delivery: %s failed (%s); retry %d in %.1fs", member, why, n, delay)
-        await self.store.finish_outbox(member, lease, _now_ms() + int(delay * 1000))
+        await lease.finish(_now_ms() + int(delay * 1000))

@@ -28,7 +28,6 @@ retries the event when it is due (its place in the channel's queue kept: the slo
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import json
 import logging
@@ -62,7 +61,7 @@ from bot.timing import (
     timeout_s,
     trigger_ms,
 )
-from bot.worker import DueWorker
+from bot.worker import DueWorker, kept_lease
 from store.errors import AlreadyDecided, Conflict, NotFound
 from store.models import Record, State, Status, from_epoch, utcnow
 from store.pacing import PostSlots, post_window
@@ -186,35 +185,13 @@ class Scheduler(DueWorker):
         return len(members)
 
     async def _fire(self, member: str, lease: int) -> None:
-        """Fire one leased member, renewing its lease while it runs (a level telling several
-        people on a slow Slack outlasts one lease): only a replica that died or stalled lets
-        another fire the same event, so a reminder or a notice is not sent twice meanwhile."""
-        held = [lease]
-        done = asyncio.Event()
-        keeper = asyncio.create_task(self._keep(member, held, done), name=f"lease:{member}")
-        try:
+        """Fire one leased member, its lease kept while it runs (a level telling several people
+        on a slow Slack outlasts one lease): only a replica that died or stalled lets another
+        fire the same event, so a reminder or a notice is not sent twice meanwhile."""
+        async with kept_lease(self.store, self.store.keys.deadlines, member, lease, lease_ms=self.lease_ms,
+                              now_ms=self.now_ms, name=self.name) as held:
             retry_at = await self._run_event(member)
-        finally:
-            done.set()  # a renewal under way completes first: `held` is then the lease in force
-            await asyncio.gather(keeper, return_exceptions=True)
-        await self.store.finish_due(self.store.keys.deadlines, member, held[0], retry_at)
-
-    async def _keep(self, member: str, held: list[int], done: asyncio.Event) -> None:
-        """Renew `member`'s lease every third of it until `done`; stops once it was lost."""
-        while not done.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(done.wait(), self.lease_ms / 3000)
-            if done.is_set():
-                return
-            until = self.now_ms() + self.lease_ms
-            try:
-                if not await self.store.finish_due(self.store.keys.deadlines, member, held[0], until):
-                    log.warning("scheduler: the lease of %s ended before it was renewed", member)
-                    return
-            except Exception as e:  # Redis away: the lease may end and another replica fire it
-                log.warning("scheduler: the lease of %s not renewed: %s", member, e)
-                continue
-            held[0] = until
+            await held.finish(retry_at)
 
     async def _run_event(self, member: str) -> int | None:
         """Fire `member`'s event; None when it is done, else when to try again."""

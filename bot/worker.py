@@ -1,15 +1,20 @@
 """The loop shared by the outbox worker and the scheduler: work through what is due, then
-sleep until the next due time or a `kick()`, whichever comes first; and `cancel_all`, how the
-bot and its housekeeping process stop their background tasks."""
+sleep until the next due time or a `kick()`, whichever comes first; `kept_lease`, how both keep
+the lease on a member they work on; and `cancel_all`, how the bot and its housekeeping process
+stop their background tasks."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
 from bot.outage import UNREACHABLE, Outage
+
+if TYPE_CHECKING:
+    from store.redis_store import Store
 
 log = logging.getLogger("hitl.worker")
 
@@ -80,6 +85,72 @@ async def _until(event: asyncio.Event, seconds: float) -> None:
         await asyncio.wait({waiter}, timeout=seconds)
     finally:
         waiter.cancel()
+
+
+class Lease:
+    """The lease on one member of a due set (`Store.claim_due`: its score is the lease's end)
+    while a replica works on it. `kept_lease` renews it, which moves its end: read `until` at
+    each use, and end it through `finish` or `ending` (renewals stop there; one under way
+    completes first, so the end used is the one in force)."""
+
+    def __init__(self, store: Store, key: str, member: str, until: int) -> None:
+        self.store, self.key, self.member = store, key, member
+        self.until = until
+        self.ended = False
+        self._lock = asyncio.Lock()
+
+    @contextlib.asynccontextmanager
+    async def ending(self) -> AsyncIterator[int]:
+        """The lease's end in force, for a call that ends the lease (finishes, reschedules or
+        records the work in one script, checking the lease); no renewal follows."""
+        async with self._lock:
+            self.ended = True
+            yield self.until
+
+    async def finish(self, retry_at_ms: int | None = None) -> bool:
+        """Remove the member (or reschedule it at `retry_at_ms`) if the lease is still held."""
+        async with self.ending() as until:
+            return await self.store.finish_due(self.key, self.member, until, retry_at_ms)
+
+    async def keep(self, lease_ms: int, now_ms: Callable[[], int], name: str) -> None:
+        """Renew the lease every third of `lease_ms` until it ends; stops once it was lost (a
+        renewal is `finish_due` with the new end: a lease already lost is not taken back)."""
+        while True:
+            await asyncio.sleep(lease_ms / 3000)
+            async with self._lock:
+                if self.ended:
+                    return
+                until = now_ms() + lease_ms
+                try:
+                    renewed = await self.store.finish_due(self.key, self.member, self.until, until)
+                except Exception as e:  # Redis away: the lease may end and another replica take over
+                    log.warning("%s: the lease of %s not renewed: %s", name, self.member, e)
+                    continue
+                if not renewed:
+                    log.warning("%s: the lease of %s ended before it was renewed", name, self.member)
+                    self.ended = True
+                    return
+                self.until = until
+
+
+@contextlib.asynccontextmanager
+async def kept_lease(store: Store, key: str, member: str, until: int, *, lease_ms: int,
+                     now_ms: Callable[[], int], name: str) -> AsyncIterator[Lease]:
+    """`member` of the due set `key`, claimed until `until` for `lease_ms`, its lease renewed
+    every third of it while the block runs (work on a slow Slack may outlast one lease): only a
+    replica that died or stalled lets another do the same work meanwhile. The block ends the
+    lease through the `Lease` (or lets it run out, if it raises); renewals stop on leaving."""
+    lease = Lease(store, key, member, until)
+    keeper = asyncio.create_task(lease.keep(lease_ms, now_ms, name), name=f"lease:{member}")
+    try:
+        yield lease
+    finally:
+        try:
+            async with lease.ending():  # a renewal under way completes first
+                pass
+        finally:
+            keeper.cancel()
+            await asyncio.gather(keeper, return_exceptions=True)
 
 
 SUPERVISE_FIRST_S = 1.0
