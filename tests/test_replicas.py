@@ -55,8 +55,9 @@ async def test_two_replicas_share_the_work_without_doubling(h: Harness) -> None:
 
 @pytest.fixture
 async def slow(redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Harness]:
-    """Two replicas whose outbox lease is 600 ms (it stands for 30 s against a longer call)."""
-    monkeypatch.setattr(delivery, "LEASE_MS", 600)
+    """Two replicas whose outbox lease is 1.5 s (it stands for 30 s against a longer call; renewed
+    every 0.5 s, so a loaded machine's stall under a second does not lose it)."""
+    monkeypatch.setattr(delivery, "LEASE_MS", 1500)
     path = tmp_path / "policy.yml"
     path.write_text(POLICY)
     harness = await start(redis_url, policy=path, consumer="replica-a")
@@ -66,14 +67,14 @@ async def slow(redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
 
 
 async def test_a_post_slower_than_its_lease_is_posted_once(slow: Harness) -> None:
-    """Slack answers the card's post after 1.5 s, well past the 600 ms outbox lease. The replica
+    """Slack answers the card's post after 4 s, well past the 1.5 s outbox lease. The replica
     posting renews its lease while the call runs, so the other never takes the post over (it
     used to post a second card, which the first then deleted: seen, and notified, meanwhile)."""
     h = slow
-    h.emu.inject("chat.postMessage", delay=1.5)
+    h.emu.inject("chat.postMessage", delay=4.0)
     rid = await h.push()
     rec = await h.card(rid)
-    await asyncio.sleep(1.0)  # the other replica would have posted by now, and its copy been deleted
+    await asyncio.sleep(2.0)  # the other replica would have posted by now, and its copy been deleted
     posts = [c for c in h.emu.calls_to("chat.postMessage") if c.ok]
     assert len(posts) == 1 and str(posts[0].response["ts"]) == rec.ts
     assert not h.emu.calls_to("chat.delete")
@@ -82,15 +83,15 @@ async def test_a_post_slower_than_its_lease_is_posted_once(slow: Harness) -> Non
 
 async def test_a_retry_searching_slower_than_its_lease_searches_and_posts_once(slow: Harness) -> None:
     """The card's first post fails with a 500 (its outcome unknown), so the retry pages the
-    channel's history first, and that page comes after 1.5 s. The searching replica keeps its
+    channel's history first, and that page comes after 4 s. The searching replica keeps its
     lease: the other neither searches nor posts meanwhile; one search, one card."""
     h = slow
     h.emu.inject("chat.postMessage", status=500)
-    search = Fault(delay=1.5)
+    search = Fault(delay=4.0)
     h.emu.faults.add("conversations.history", search)
     rid = await h.push()
     rec = await h.card(rid)
-    await asyncio.sleep(1.0)
+    await asyncio.sleep(2.0)
     assert len(h.emu.calls_to("conversations.history")) == 1
     assert [c.status for c in h.emu.calls_to("chat.postMessage")] == [500, 200]
     assert not h.emu.calls_to("chat.delete")
@@ -105,17 +106,17 @@ async def test_a_kept_lease_is_renewed_until_a_deferral_reschedules_it(store: St
         return int(time.time() * 1000)
 
     await store.enqueue("post:a", 0)
-    first, members = await store.claim_outbox(now(), 300)
+    first, members = await store.claim_outbox(now(), 900)
     assert members == ["post:a"]
-    async with kept_lease(store, store.keys.outbox, "post:a", first, lease_ms=300, now_ms=now,
+    async with kept_lease(store, store.keys.outbox, "post:a", first, lease_ms=900, now_ms=now,
                           name="test") as lease:
-        await asyncio.sleep(0.5)  # past the first lease's end: renewed meanwhile
+        await asyncio.sleep(1.2)  # past the first lease's end: renewed meanwhile
         assert lease.until > first
-        assert (await store.claim_outbox(now(), 300))[1] == []  # no other replica takes it
-        retry_at = now() + 700
+        assert (await store.claim_outbox(now(), 900))[1] == []  # no other replica takes it
+        retry_at = now() + 1500
         assert await lease.finish(retry_at)  # deferred to its turn
-        await asyncio.sleep(0.3)  # a renewal would have come by now
+        await asyncio.sleep(0.6)  # a renewal would have come by now
     assert await store.redis.zscore(store.keys.outbox, "post:a") == retry_at
-    assert (await store.claim_outbox(now(), 300))[1] == []
+    assert (await store.claim_outbox(now(), 900))[1] == []
     await asyncio.sleep(max(0, retry_at - now()) / 1000 + 0.05)
-    assert (await store.claim_outbox(now(), 300))[1] == ["post:a"]
+    assert (await store.claim_outbox(now(), 900))[1] == ["post:a"]
