@@ -360,6 +360,14 @@ async def _batch_and_other(h: Harness) -> Case:
     return Case(target.rids, batch=b.batch, recs=[b.rec, target.rec])
 
 
+async def _batch_and_mine(h: Harness) -> Case:
+    """A batch card, and a request of no batch that the clicker (U0BOB) does approve: a step
+    naming it is still not a step of this batch (watched)."""
+    b = await batch(h)
+    target = await approval(h)
+    return Case(target.rids, batch=b.batch, recs=[b.rec, target.rec])
+
+
 def other_in_batch_meta(case: Case) -> str:
     assert case.batch
     return BatchMeta(b=case.batch, r=case.recs[1].id, c=case.rec.channel, t=case.rec.ts,
@@ -498,8 +506,9 @@ ROWS: list[Row] = [
     Row(BatchActionId.step_approve, "non_approver", NA, batch, step(BatchActionId.step_approve),
         reason="not_an_approver", told="modal"),
     Row(BatchActionId.step_approve, "forged_other_request", "U0BOB", _batch_and_other,
-        step(BatchActionId.step_approve, other_in_batch_meta), audit=None, told="modal",
-        xfail="a step naming a request of no batch crashes after deciding it, unexplained"),
+        step(BatchActionId.step_approve, other_in_batch_meta), audit=None, told="modal"),
+    Row(BatchActionId.step_approve, "forged_request_outside_batch", "U0BOB", _batch_and_mine,
+        step(BatchActionId.step_approve, other_in_batch_meta), audit=None, told="modal"),
     Row(BatchActionId.step_reject, "non_approver", NA, batch, step(BatchActionId.step_reject),
         reason="not_an_approver", told="modal"),
     Row(BatchActionId.step_edit, "requester", REQUESTER, batch, step(BatchActionId.step_edit),
