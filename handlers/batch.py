@@ -169,7 +169,11 @@ async def on_step(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], c
     d, user, view = deps(context), body["user"], body["view"]
     meta = BatchMeta.unpack(action["value"])
     note = None
-    if meta.r and action["action_id"] == BatchActionId.step_edit:
+    if meta.r and meta.r not in (await d.store.get_batch(meta.b)).items:
+        # a hand-made value naming a request outside this batch: nothing is decided on it
+        note = refusal_message(PayloadError("not an item of this batch"))["text"]
+        meta = meta.model_copy(update={"r": None})
+    elif meta.r and action["action_id"] == BatchActionId.step_edit:
         try:  # the edit modal goes on top; its submission decides like a card's Edit
             record = await reviews.check(d, meta.r, user["id"], Choice.edit)
             await client.views_push(trigger_id=body["trigger_id"], view=edit_modal(record, ModalMeta(

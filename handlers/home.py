@@ -67,12 +67,20 @@ def _asked(d: Deps, user: str, command: str, args: str = "") -> Asked:
     return Asked(d=d, user=user, channel="app_home", args=args, command=command, team_domain="")
 
 
+async def _refused(d: Deps, user: str, reply: dict[str, Any]) -> None:
+    """A Home control someone may not use (a Home drawn while they were an admin, a hand-made
+    payload): `do_pause`/`do_resume` refused and audited it; the person is told why in a direct
+    message, as the Home's Revoke does (a Home tab has no place for an ephemeral reply)."""
+    if d.dm is not None:
+        await d.dm(user, reply)
+
+
 async def on_pause_clicked(ack: AsyncAck, body: dict[str, Any], context: AsyncBoltContext,
                            client: AsyncWebClient) -> None:
     await ack()
     d, user = deps(context), body["user"]["id"]
     if user not in d.admins():  # a stale Home tab: refused and audited like /hitl pause
-        await do_pause(_asked(d, user, "pause"))
+        await _refused(d, user, await do_pause(_asked(d, user, "pause")))
         await publish(d, client, user)
         return
     await client.views_open(trigger_id=body["trigger_id"], view=pause_modal())
@@ -85,7 +93,10 @@ async def on_pause_submitted(ack: AsyncAck, body: dict[str, Any], view: dict[str
     d, user = deps(context), body["user"]["id"]
     values = view.get("state", {}).get("values", {})
     reason = str((values.get(BlockId.reason_text, {}).get(INPUT_ACTION) or {}).get("value") or "")
-    await do_pause(_asked(d, user, "pause", reason.strip()))
+    admin = user in d.admins()
+    reply = await do_pause(_asked(d, user, "pause", reason.strip()))
+    if not admin:
+        await _refused(d, user, reply)
     await publish(d, client, user)
 
 
@@ -93,7 +104,10 @@ async def on_resume_clicked(ack: AsyncAck, body: dict[str, Any], context: AsyncB
                             client: AsyncWebClient) -> None:
     await ack()
     d, user = deps(context), body["user"]["id"]
-    await do_resume(_asked(d, user, "resume"))
+    admin = user in d.admins()
+    reply = await do_resume(_asked(d, user, "resume"))
+    if not admin:
+        await _refused(d, user, reply)
     await publish(d, client, user)
 
 
