@@ -12,7 +12,10 @@ event and the answer carries exactly the body `ack()` built (modal errors includ
 - everything else (modal submissions, slash commands, events) is answered at `ack()`, while
   its listener carries on (a chart, a DM).
 
-A request no listener acknowledges gets Bolt's own answer (401 for a bad signature, 404).
+A request no listener takes (a shortcut, `view_closed`, `block_suggestion`, an event such as
+`app_uninstalled` or `tokens_revoked` that hitl has no listener for) is acknowledged with an
+empty 200, as Socket Mode acknowledges its envelope: Bolt's 404 would make Slack retry an event
+(and count it failed) or show the person an error. Bolt's other answers (401) are kept.
 A listener that fails never makes the answer a server error: after `ack()` Slack gets the
 acknowledgement (the failure is logged); before it, 503 when Redis or the network is
 unreachable or refused the call, and 400 otherwise (`settled`).
@@ -111,6 +114,12 @@ def settled(response: BoltResponse | None, ack: SignallingAck, request: AsyncBol
     """Bolt's answer, unless a listener failed: then the acknowledgement it had sent, or (it
     failed before acknowledging) 503 for Redis or a network that cannot be reached or refused the
     call, 400 for anything else. Never a 500."""
+    if response is not None and response.status == 404 and ack.sent is None and ERROR not in request.context:
+        body = request.body if isinstance(request.body, dict) else {}
+        kind = body.get("type") or ("slash_command" if "command" in body else "?")
+        event = body.get("event") if isinstance(body.get("event"), dict) else {}
+        log.info("slack: no listener for %s%s; acknowledged", kind, f" ({event.get('type')})" if event else "")
+        return BoltResponse(status=200, body="")
     if response is not None and response.status < 500:
         return response
     if ack.sent is not None:

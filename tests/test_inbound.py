@@ -147,3 +147,31 @@ async def test_a_listener_failing_after_its_ack_still_answers_slack_with_the_ack
     assert (await h.store.get(rid)).state.value == "pending"
     opened = h.emu.calls_to("views.open")
     assert len(opened) == 3 and not any(c.response.get("ok") for c in opened)
+
+
+TEAM = {"id": "T0HITL", "domain": "hitl"}
+
+
+@pytest.mark.parametrize(("body", "content_type"), [
+    (urlencode({"payload": json.dumps({"type": "shortcut", "callback_id": "x", "trigger_id": "t1", "user": USER,
+                                       "team": TEAM, "api_app_id": "A0HITL"})}).encode(), FORM),
+    (urlencode({"payload": json.dumps({"type": "message_action", "callback_id": "x", "trigger_id": "t2", "user": USER,
+                                       "team": TEAM, "channel": {"id": "C1"}, "message": {"ts": "1.2"}})}).encode(),
+     FORM),
+    (urlencode({"payload": json.dumps({"type": "view_closed", "user": USER, "team": TEAM, "is_cleared": False,
+                                       "view": {"id": "V1", "type": "modal",
+                                                "callback_id": "hitl.reject_modal"}})}).encode(), FORM),
+    (urlencode({"payload": json.dumps({"type": "block_suggestion", "user": USER, "team": TEAM, "action_id": "x",
+                                       "block_id": "b", "value": "ab"})}).encode(), FORM),
+    (json.dumps({"type": "event_callback", "team_id": "T0HITL", "api_app_id": "A0HITL", "event_id": "Ev0UNINST",
+                 "event_time": 1, "event": {"type": "app_uninstalled"}}).encode(), "application/json"),
+    (json.dumps({"type": "event_callback", "team_id": "T0HITL", "api_app_id": "A0HITL", "event_id": "Ev0REVOKE",
+                 "event_time": 1, "event": {"type": "tokens_revoked",
+                                            "tokens": {"bot": ["U0BOT"]}}}).encode(), "application/json"),
+])
+async def test_a_request_no_listener_takes_is_acknowledged(h: Harness, body: bytes, content_type: str) -> None:
+    """Shapes Slack sends that hitl has no listener for: acknowledged (200), as Socket Mode acks
+    its envelope, not Bolt's 404 (Slack would retry the event and count it failed, or show the
+    person an error)."""
+    status, text = await send(h, body, sign(SECRET, body, int(time.time())), content_type)
+    assert (status, text) == (200, "")
