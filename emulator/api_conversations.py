@@ -35,6 +35,7 @@ def auth_test(ws: Workspace, a: Args) -> JSON:
         "bot_id": BOT_ID,
         "app_id": APP_ID,
         "is_enterprise_install": False,
+        **({"enterprise_id": ws.enterprise_id} if ws.enterprise_id else {}),
     }
 
 

@@ -19,6 +19,8 @@ class Workspace:
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self.clock = clock
         self.base_url = "http://127.0.0.1"
+        self.enterprise_id: str | None = None
+        """The Enterprise Grid organisation this workspace belongs to (auth.test says so), if any."""
         self.users: dict[str, User] = {}
         self.channels: dict[str, Channel] = {}
         self.usergroups: dict[str, UserGroup] = {}

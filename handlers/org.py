@@ -31,7 +31,8 @@ ACTING = ("block_actions", "view_submission", "interactive_message", "shortcut",
 def clicker(body: dict[str, Any]) -> tuple[str, str | None, str | None]:
     """(user id, their own team id, their organisation id) of whoever sent this payload.
 
-    The person's own team is `user.team_id`. The payload's `enterprise` is taken as theirs only
+    The person's own team is `user.team_id`; in an Enterprise Grid Slack puts the id of their
+    organisation there instead (E…), which is then their organisation. The payload's `enterprise` is taken as theirs only
     when the payload's `team` is their team too (in a shared channel it may describe the host
     organisation instead, which would let a guest pass for one of ours)."""
     user: dict[str, Any] = body["user"] if isinstance(body.get("user"), dict) else {}
@@ -39,6 +40,9 @@ def clicker(body: dict[str, Any]) -> tuple[str, str | None, str | None]:
     payload_team = _id(body.get("team")) or body.get("team_id")
     team = user.get("team_id") or body.get("user_team_id") or payload_team
     enterprise = user.get("enterprise_id")
+    if not enterprise and isinstance(team, str) and team.startswith("E"):
+        # in an Enterprise Grid Slack gives `user.team_id` as the person's organisation (E…)
+        enterprise = team
     if not enterprise and team == payload_team:
         enterprise = _id(body.get("enterprise")) or body.get("enterprise_id")
     return user_id, (str(team) if team else None), (str(enterprise) if enterprise else None)

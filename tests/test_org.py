@@ -6,16 +6,20 @@ ephemeral explanation and an audit entry, and changes nothing; a team the policy
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
 
 import aiohttp
 import pytest
 
 from blocks.ids import ActionId
+from emulator.signing import sign
 from handlers.org import is_ours
 from store.models import State, Status
-from tests.harness import Harness, start, stop
+from tests.harness import SECRET, Harness, start, stop
 from tests.util import eventually
 
 POLICY = """
@@ -119,3 +123,48 @@ def test_a_guest_is_not_taken_for_one_of_ours_by_the_host_organisation() -> None
     assert not is_ours(*clicker(host)[1:], "T0HOST", "E0HOST", frozenset())
     command = {"command": "/hitl", "user_id": "U3", "team_id": "T0HOST", "enterprise_id": "E0HOST"}
     assert clicker(command) == ("U3", "T0HOST", "E0HOST")
+
+
+def _grid_click(rec_value: str, channel: str, user_id: str, org: str, action_ts: str) -> dict[str, object]:
+    """A click as Slack sends it in an Enterprise Grid workspace (a workspace install):
+    `user.team_id` is the organisation's id (E…), `team` the workspace, with its org."""
+    return {"type": "block_actions", "api_app_id": "A0HITL", "trigger_id": f"trig-{action_ts}",
+            "user": {"id": user_id, "username": user_id.lower(), "name": user_id.lower(), "team_id": org},
+            "team": {"id": "T0HITL", "domain": "hitl", "enterprise_id": "E0GRID", "enterprise_name": "Grid"},
+            "enterprise": {"id": "E0GRID", "name": "Grid"}, "is_enterprise_install": False,
+            "container": {"type": "message", "channel_id": channel, "message_ts": "1.1", "is_ephemeral": False},
+            "actions": [{"action_id": ActionId.approve.value, "block_id": "b", "type": "button",
+                         "value": rec_value, "action_ts": action_ts}]}
+
+
+async def test_in_an_enterprise_grid_our_people_act_and_another_org_is_refused(h: Harness) -> None:
+    """In an Enterprise Grid, Slack reports `user.team_id` as the organisation's id (E…), not the
+    workspace's: a member of our own org must not be taken for an outsider, while a person whose
+    org is another (a Slack Connect guest from another Grid) still is."""
+    h.emu.ws.enterprise_id = "E0GRID"  # auth.test: our workspace is part of the E0GRID org
+    await guest(h, "W0MALLORY", "E0OTHER")
+    await guest(h, "W0ALICE", "E0GRID")
+    rid = await h.push()
+    rec = await h.card(rid)
+    value = next(a["value"] for b in h.message(rec)["blocks"] if b.get("type") == "actions"
+                 for a in b["elements"] if a.get("action_id") == ActionId.approve.value)
+
+    async def post(payload: dict[str, object]) -> int:
+        body = urlencode({"payload": json.dumps(payload)}).encode()
+        headers = {**sign(SECRET, body, int(time.time())), "Content-Type": "application/x-www-form-urlencoded"}
+        async with aiohttp.ClientSession() as s, s.post(f"http://127.0.0.1:{h.bot.port}/slack/events",
+                                                        data=body, headers=headers) as r:
+            return r.status
+
+    assert await post(_grid_click(value, str(rec.channel), "W0MALLORY", "E0OTHER", "1.0001")) == 200
+    refused = await eventually(lambda: _refusals(h, rid), what="the outsider's refusal")
+    assert refused[0].actor == "W0MALLORY" and (await h.store.get(rid)).state is State.pending
+    assert await post(_grid_click(value, str(rec.channel), "W0ALICE", "E0GRID", "1.0002")) == 200
+    decision = await h.client.wait(rid, timeout=10)
+    assert decision.status is Status.approved and decision.decided_by[0].user_id == "W0ALICE"
+    assert len(await _refusals(h, rid) or []) == 1
+
+
+async def _refusals(h: Harness, rid: str) -> list[Any] | None:
+    found = [e for e in await h.store.trail(rid) if e.event == "outsider_refused"]
+    return found or None
