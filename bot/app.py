@@ -49,6 +49,7 @@ from handlers import home as home_handlers
 from handlers.deps import CONTEXT_KEY, Deps
 from handlers.once import once_only
 from handlers.org import only_our_people
+from handlers.slack_urls import only_slack_response_urls
 from store.models import Record, utcnow
 from store.redis_store import Store
 from store.trust import Away
@@ -306,6 +307,7 @@ def build_app(settings: Settings, store: Store | None = None, policy: PolicyHold
         context[CONTEXT_KEY] = d
         await next()
 
+    bolt.middleware(only_slack_response_urls(settings.slack_api_url))
     bolt.middleware(only_our_people)
     bolt.middleware(once_only)
 

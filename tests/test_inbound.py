@@ -4,6 +4,7 @@ content is wrong)."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -13,9 +14,11 @@ from urllib.parse import urlencode
 
 import aiohttp
 import pytest
+from aiohttp import web
 
 from emulator.signing import sign
 from tests.harness import SECRET, Harness, start, stop
+from tests.redis_server import free_port
 
 FORM = "application/x-www-form-urlencoded"
 
@@ -71,7 +74,8 @@ async def test_a_signed_json_body_that_is_not_an_object_is_400(h: Harness, body:
 
 async def test_bad_signatures_and_stale_requests_are_401_and_good_ones_pass(h: Harness) -> None:
     body = urlencode({"command": "/hitl", "text": "help", "user_id": "U0ALICE", "team_id": "T0HITL",
-                      "channel_id": "C1", "response_url": "http://127.0.0.1:9/x", "trigger_id": "t"}).encode()
+                      "channel_id": "C1", "response_url": "https://hooks.slack.com/commands/T0HITL/1/x",
+                      "trigger_id": "t"}).encode()
     assert (await send(h, body, {}))[0] == 401
     assert (await send(h, body, sign("wrong-secret", body, int(time.time()))))[0] == 401
     assert (await send(h, body, sign(SECRET, body, int(time.time()) - 600)))[0] == 401
@@ -175,3 +179,42 @@ async def test_a_request_no_listener_takes_is_acknowledged(h: Harness, body: byt
     person an error)."""
     status, text = await send(h, body, sign(SECRET, body, int(time.time())), content_type)
     assert (status, text) == (200, "")
+
+
+async def test_hitl_never_posts_to_a_response_url_that_is_not_slacks(h: Harness) -> None:
+    """A signed payload whose response_url is elsewhere (an internal address) is not one Slack
+    sent: 400, and hitl posts nothing there (no refusal, no reply: no request of the sender's
+    choosing leaves the bot)."""
+    hits: list[str] = []
+
+    async def grab(request: web.Request) -> web.Response:
+        hits.append(await request.text())
+        return web.json_response({"ok": True})
+
+    app = web.Application()
+    app.router.add_post("/{tail:.*}", grab)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    elsewhere = f"http://127.0.0.1:{port}/internal"
+    try:
+        click = {"type": "block_actions", "user": USER, "team": TEAM, "trigger_id": "t", "response_url": elsewhere,
+                 "container": {"type": "message", "channel_id": "C1", "message_ts": "1.1", "is_ephemeral": True},
+                 "actions": [{"action_id": "hitl.approve", "value": "not ours", "action_ts": "9.1"}]}
+        outsider = {**click, "user": {"id": "U0EVE", "team_id": "T0OTHER"},
+                    "actions": [{"action_id": "hitl.approve", "value": "x", "action_ts": "9.2"}]}
+        form = {"type": "view_submission", "user": USER, "team": TEAM, "trigger_id": "t",
+                "response_urls": [{"block_id": "b", "action_id": "a", "channel_id": "C1", "response_url": elsewhere}],
+                "view": {"id": "V1", "type": "modal", "callback_id": "hitl.reject_modal", "hash": "h",
+                         "private_metadata": "{}", "state": {"values": {}}}}
+        bodies = [urlencode({"payload": json.dumps(p)}).encode() for p in (click, outsider, form)]
+        bodies.append(urlencode({"command": "/hitl", "text": "stats", "user_id": "U0ALICE", "team_id": "T0HITL",
+                                 "channel_id": "C1", "response_url": elsewhere, "trigger_id": "t2"}).encode())
+        for body in bodies:
+            status, text = await send(h, body, sign(SECRET, body, int(time.time())))
+            assert status == 400 and "response_url" in text, (status, text)
+        await asyncio.sleep(0.5)  # a reply would have been posted by now
+        assert hits == []
+    finally:
+        await runner.cleanup()
