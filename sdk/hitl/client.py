@@ -32,6 +32,7 @@ from hitl.connect import connect
 from hitl.errors import DecisionTimeout, InvalidRequest, Unreachable
 from hitl.keys import AgentKeys
 from hitl.protocol import AgentMessage, Decision, Kind, Request
+from hitl.reading import read_decision, read_message
 
 OnMessage = Callable[[AgentMessage], Awaitable[None] | None]
 
@@ -217,7 +218,7 @@ class AsyncClient:
         async with self._redis():
             raw = await self.redis.hget(self.keys.request(request_id), "decision")
             raw = raw or await self.redis.get(self.keys.invalid(request_id))  # plain commands: they retry across a Redis restart
-        return Decision.model_validate_json(raw) if raw else None
+        return read_decision(raw) if raw else None
 
     async def wait(self, request_id: str, timeout: float | None = None, *,
                    reply_to: str | None = None, on_message: OnMessage | None = None) -> Decision:
@@ -249,7 +250,7 @@ class AsyncClient:
         """Every interim message of a request so far, oldest first (kept on the record)."""
         async with self._redis():
             raw = await self.redis.hget(self.keys.request(request_id), "messages")
-        return [AgentMessage.model_validate(m) for m in json.loads(raw)] if raw else []
+        return [m for m in map(read_message, json.loads(raw)) if m is not None] if raw else []
 
     async def ask(self, *, timeout: float | None = None, on_message: OnMessage | None = None,
                   **fields: Any) -> Decision:
@@ -293,7 +294,7 @@ class AsyncClient:
             if chosen:
                 _taken(request.id, stored_request, (request.agent, request.action))
             if stored:
-                return Decision.model_validate_json(stored)
+                return read_decision(stored)
             positions = {s: str(r[0][0]) if r else "0-0" for s, r in zip(streams, res, strict=False)}
             self._note_seen(stream, positions[stream])
             watch = _Watch(positions, settled=not chosen, marker=False,
@@ -367,9 +368,11 @@ class AsyncClient:
                             async with self._redis():
                                 _taken(request_id, await self.redis.hget(self.keys.request(request_id), "request"),
                                        watch.sent)
-                        return Decision.model_validate(json.loads(fields["decision"]))
+                        return read_decision(fields["decision"])
                     if on_message is not None and fields.get("message_for") == request_id:
-                        result = on_message(AgentMessage.model_validate_json(fields["message"]))
+                        if (message := read_message(fields["message"])) is None:
+                            continue
+                        result = on_message(message)
                         if inspect.isawaitable(result):
                             await result
             # Look at the stored state after a whole BLOCK with nothing for us (the decision may
@@ -396,10 +399,10 @@ class AsyncClient:
             decision, request = await self.redis.hmget(key, ["decision", "request"])
             _taken(request_id, request, watch.sent)
             if decision:
-                return Decision.model_validate_json(decision)
+                return read_decision(decision)
             if request is None:
                 if watch.marker and (raw := await stored(False)):
-                    return Decision.model_validate_json(raw)
+                    return read_decision(raw)
                 if watch.settled:
                     return None
                 target = self.keys.decisions  # every decision also goes there
@@ -410,7 +413,7 @@ class AsyncClient:
                 # is stored by then (the bot stores and publishes in one script)
                 watch.streams[target] = await self._last_id(target)
                 if raw := await stored(request is not None):
-                    return Decision.model_validate_json(raw)
+                    return read_decision(raw)
         if request is not None:
             watch.settled = True
             watch.streams = {target: watch.streams[target]}

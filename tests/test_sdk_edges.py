@@ -1,0 +1,62 @@
+"""The SDK from the agent's side, at its edges, against a real Redis: what a newer bot writes,
+a process forked after making a client, timeouts that are not plain positive numbers, a request
+a timed-out `ask` never got to send."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from hitl import AsyncClient, HitlError, Status
+
+NEWER = {"request_id": "", "status": "approved", "params": {"amount": 5}, "changes": {},
+         "decided_by": [{"user_id": "U1", "name": "ana", "choice": "approve", "at": "2030-01-01T00:00:00Z",
+                         "device": "mobile"},
+                        {"user_id": "U2", "name": "bob", "choice": "co_sign", "at": "2030-01-01T00:00:00Z"}],
+         "decided_at": "2030-01-01T00:00:00Z", "confidence_after": 0.9,
+         "route": {"mode": "approve", "tier": "low", "rules": [], "sampled": False, "region": "eu"}}
+
+
+async def _published(client: AsyncClient, decision: dict[str, Any], **fields: Any) -> str:
+    """Submit a request, then publish `decision` for it on its reply stream, as a bot would."""
+    rid = await client.submit(client.build(action="refund", summary="Refund", **fields))
+    await client.redis.xadd(client.reply_to, {"request_id": rid, "decision": json.dumps({**decision, "request_id": rid})})
+    await client.redis.hset(client.keys.request(rid), mapping={"decision": json.dumps({**decision, "request_id": rid})})
+    return rid
+
+
+async def test_a_decision_from_a_newer_bot_with_unknown_fields_is_read(redis_url: str) -> None:
+    async with AsyncClient.from_url(redis_url, agent="billing") as client:
+        rid = await _published(client, NEWER)
+        decision = await client.wait(rid, timeout=5)
+        assert decision.approved and decision.params == {"amount": 5}
+        assert [v.name for v in decision.decided_by] == ["ana"]  # a vote of an unknown choice is left out
+        stored = await client.decision(rid)
+        assert stored is not None and stored.approved
+
+
+@pytest.mark.parametrize("status", ["approved_later", "APPROVED", "", None])
+async def test_a_decision_of_an_unknown_status_is_never_an_approval(redis_url: str, status: Any) -> None:
+    async with AsyncClient.from_url(redis_url, agent="billing") as client:
+        rid = await _published(client, {**NEWER, "status": status})
+        with pytest.raises(HitlError, match="not an approval"):
+            await client.wait(rid, timeout=5)
+        with pytest.raises(HitlError, match="not an approval"):
+            await client.decision(rid)
+
+
+async def test_an_interim_message_from_a_newer_bot_does_not_end_the_wait(redis_url: str) -> None:
+    got: list[str] = []
+    async with AsyncClient.from_url(redis_url, agent="billing") as client:
+        rid = await client.submit(client.build(action="refund", summary="Refund"))
+        by = {"user_id": "U1", "name": "ana", "choice": "reply", "at": "2030-01-01T00:00:00Z", "team": "T1"}
+        for event, vote in (("reply", by), ("nudge", {**by, "choice": "nudge"})):
+            message = {"request_id": rid, "event": event, "text": "hi", "by": vote, "at": "2030-01-01T00:00:00Z"}
+            await client.redis.xadd(client.reply_to, {"message_for": rid, "message": json.dumps(message)})
+        await client.redis.xadd(client.reply_to, {"request_id": rid, "decision": json.dumps({**NEWER, "request_id": rid})})
+        decision = await client.wait(rid, timeout=5, on_message=lambda m: got.append(m.event))
+        assert decision.status is Status.approved
+        assert got == ["reply"]  # the unreadable one is skipped, not a crash
+
+
