@@ -4,11 +4,13 @@ a timed-out `ask` never got to send."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import math
 from typing import Any
 
 import pytest
-from hitl import AsyncClient, HitlError, Status
+from hitl import AsyncClient, DecisionTimeout, HitlError, Status
 
 NEWER = {"request_id": "", "status": "approved", "params": {"amount": 5}, "changes": {},
          "decided_by": [{"user_id": "U1", "name": "ana", "choice": "approve", "at": "2030-01-01T00:00:00Z",
@@ -60,3 +62,19 @@ async def test_an_interim_message_from_a_newer_bot_does_not_end_the_wait(redis_u
         assert got == ["reply"]  # the unreadable one is skipped, not a crash
 
 
+
+
+async def test_timeouts_that_are_not_plain_numbers(redis_url: str) -> None:
+    async with AsyncClient.from_url(redis_url, agent="billing") as client:
+        rid = await client.submit(client.build(action="refund", summary="Refund"))
+        waiting = asyncio.create_task(client.wait(rid, timeout=math.inf))  # infinity: no limit
+        await asyncio.sleep(0.2)
+        await client.redis.xadd(client.reply_to, {"request_id": rid, "decision": json.dumps({**NEWER, "request_id": rid})})
+        assert (await waiting).approved
+        with pytest.raises(ValueError, match="timeout is NaN"):
+            await client.wait(rid, timeout=math.nan)
+        for t in (0, -1, -math.inf):
+            with pytest.raises(DecisionTimeout):
+                await client.wait(rid, timeout=t)
+        with pytest.raises(DecisionTimeout):
+            await client.ask(action="refund", summary="Refund", timeout=-5)

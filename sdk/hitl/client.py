@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import inspect
 import json
+import math
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -320,8 +321,10 @@ class AsyncClient:
     @contextlib.asynccontextmanager
     async def _bounded(self, request_id: str, timeout: float | None) -> AsyncIterator[float | None]:
         """Bounds everything inside by `timeout` (a hung Redis included): DecisionTimeout then.
-        Yields the deadline (loop time), None for no timeout."""
-        if timeout is None:
+        Yields the deadline (loop time), None for no timeout (None or infinity)."""
+        if timeout is not None and math.isnan(timeout):
+            raise ValueError("timeout is NaN: give a number of seconds, or None to wait without a limit")
+        if timeout is None or timeout == math.inf:
             yield None
             return
         deadline = asyncio.get_running_loop().time() + timeout
