@@ -7,10 +7,14 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import os
+import signal
+import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
-from hitl import AsyncClient, DecisionTimeout, HitlError, Status
+from hitl import AsyncClient, Client, DecisionTimeout, HitlError, Status
 
 NEWER = {"request_id": "", "status": "approved", "params": {"amount": 5}, "changes": {},
          "decided_by": [{"user_id": "U1", "name": "ana", "choice": "approve", "at": "2030-01-01T00:00:00Z",
@@ -78,3 +82,47 @@ async def test_timeouts_that_are_not_plain_numbers(redis_url: str) -> None:
                 await client.wait(rid, timeout=t)
         with pytest.raises(DecisionTimeout):
             await client.ask(action="refund", summary="Refund", timeout=-5)
+
+
+def _in_child(body: Callable[[], str], within: float = 8) -> str:
+    """Run `body` in a forked child; its result (or error) as text, or 'hung' after `within` s."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: answer through the pipe, never return into pytest
+        try:
+            out = body()
+        except BaseException as e:
+            out = f"error {type(e).__name__}: {e}"
+        os.write(write, out.encode())
+        os._exit(0)
+    os.close(write)
+    deadline = time.monotonic() + within
+    while os.waitpid(pid, os.WNOHANG) == (0, 0):
+        if time.monotonic() >= deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            os.close(read)
+            return "hung"
+        time.sleep(0.05)
+    with os.fdopen(read) as f:
+        return f.read()
+
+
+def test_a_client_made_before_a_fork_works_in_the_child_and_the_parent(redis_url: str) -> None:
+    client = Client(redis_url, agent="billing")
+    try:
+        rid = client.submit(client.build(action="refund", summary="Refund", id="fork-1"))
+
+        def child() -> str:
+            rid2 = client.submit(client.build(action="refund", summary="Refund in the child"))
+            with pytest.raises(DecisionTimeout):
+                client.wait(rid2, timeout=0.3)
+            return f"{client.decision(rid)} {client.reply_to}"
+
+        assert _in_child(child) == f"None {client.reply_to}"
+        assert _in_child(child) == f"None {client.reply_to}"  # again: the client is not spent
+        assert client.decision(rid) is None  # the parent's connections still answer
+        with pytest.raises(DecisionTimeout):
+            client.wait(rid, timeout=0.3)
+    finally:
+        client.close()
