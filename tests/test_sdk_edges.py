@@ -126,3 +126,20 @@ def test_a_client_made_before_a_fork_works_in_the_child_and_the_parent(redis_url
             client.wait(rid, timeout=0.3)
     finally:
         client.close()
+
+
+async def test_an_ask_that_timed_out_before_sending_is_sent_by_its_resume(redis_url: str) -> None:
+    # a fresh client's first command connects first: timeout=0 ends the ask before its XADD
+    async with AsyncClient.from_url(redis_url, agent="billing") as client:
+        with pytest.raises(DecisionTimeout) as timed_out:
+            await client.ask(action="refund", summary="Refund", timeout=0)
+        rid = timed_out.value.request_ids[0]
+        assert f"wait({rid!r}) resumes it" in str(timed_out.value)
+        assert await client.redis.xlen(client.keys.requests) == 0  # not sent (yet)
+        with pytest.raises(DecisionTimeout):
+            await client.wait(rid, timeout=0.3)  # the resume the error promises
+        entries = await client.redis.xrange(client.keys.requests)
+        assert [json.loads(f["request"])["id"] for _, f in entries] == [rid]
+        with pytest.raises(DecisionTimeout):
+            await client.wait(rid, timeout=0.1)
+        assert await client.redis.xlen(client.keys.requests) == 1  # sent once

@@ -124,6 +124,7 @@ class AsyncClient:
         self._replies: dict[str, str] = {}  # request id -> reply_to, for requests pushed here
         self._sent: dict[str, _Watch] = {}  # request id -> where its first wait starts (submit)
         self._seen: dict[str, str] = {}  # stream -> an entry id this client has read up to there
+        self._unsending: dict[str, str] = {}  # request id -> its entry, while (or if) not known sent
         self._cluster = isinstance(client, RedisCluster)
 
     @classmethod
@@ -171,6 +172,7 @@ class AsyncClient:
         streams = self._streams(request.reply_to, chosen)
         # The watched streams' newest ids, read before the XADD: the first `wait` for this id
         # starts there, so no decision (not even the bot's refusal of it) slips in between.
+        self._unsent(request.id, body)
         if self._cluster:  # a cluster pipeline may run its commands on several nodes in any order
             positions = await self._positions(streams)
             async with self._redis():
@@ -181,6 +183,8 @@ class AsyncClient:
                     p.xrevrange(s, count=1)
                 p.xadd(self.keys.requests, {"request": body})
                 res = await p.execute()
+        self._unsending.pop(request.id, None)
+        if not self._cluster:
             positions = {s: str(r[0][0]) if r else "0-0" for s, r in zip(streams, res, strict=False)}
         if len(self._sent) >= 10_000:
             self._sent.pop(next(iter(self._sent)))
@@ -232,6 +236,12 @@ class AsyncClient:
         that arrives meanwhile (a person took the case over, replied, or flagged an action that
         ran on its own as wrong)."""
         async with self._bounded(request_id, timeout) as deadline:
+            if (body := self._unsending.get(request_id)) is not None:
+                # an ask that timed out before its request was known sent: send it now (again is
+                # harmless: the same id is the same request for the bot)
+                async with self._redis():
+                    await self.redis.xadd(self.keys.requests, {"request": body})
+                self._unsending.pop(request_id, None)
             sent = self._sent.pop(request_id, None) if reply_to is None else None
             if sent is None:  # a resume: an invalid marker with no request stored answers it
                 own = reply_to or self._replies.get(request_id)
@@ -268,8 +278,10 @@ class AsyncClient:
                 # A fresh id, on a stream this client has read: nothing can be published for it
                 # before this XADD, so the wait starts at the last entry read there (one command,
                 # no pipeline: the hot path of an agent's every call).
+                self._unsent(request.id, body)
                 async with self._redis():
                     await self.redis.xadd(self.keys.requests, {"request": body})
+                self._unsending.pop(request.id, None)
                 watch = _Watch({stream: last}, settled=True, marker=False)
                 return await self._wait(request.id, watch, deadline, timeout, on_message, look_first=False)
             if self._cluster:  # a cluster pipeline may run its commands on several nodes in any order
@@ -285,12 +297,14 @@ class AsyncClient:
             # decided already: the newest id is then past its decision, and the stored one is
             # the answer), the XADD. Only the request's own decision answers here: an invalid
             # marker left by an earlier try of the id does not (this try is a new request).
+            self._unsent(request.id, body)
             async with self._redis(), self.redis.pipeline(transaction=False) as p:
                 for s in streams:
                     p.xrevrange(s, count=1)
                 p.hmget(key, ["decision", "request"])
                 p.xadd(self.keys.requests, {"request": body})
                 res = await p.execute()
+            self._unsending.pop(request.id, None)
             stored, stored_request = res[len(streams)]
             if chosen:
                 _taken(request.id, stored_request, (request.agent, request.action))
@@ -301,6 +315,13 @@ class AsyncClient:
             watch = _Watch(positions, settled=not chosen, marker=False,
                            sent=(request.agent, request.action) if chosen else None)
             return await self._wait(request.id, watch, deadline, timeout, on_message, look_first=chosen)
+
+    def _unsent(self, request_id: str, body: str) -> None:
+        """Remember `body` until its XADD is known done: an `ask` whose timeout ends before then
+        raises DecisionTimeout, and `wait(request_id)` on this client sends it then."""
+        if len(self._unsending) >= 10_000:
+            self._unsending.pop(next(iter(self._unsending)))
+        self._unsending[request_id] = body
 
     def _note_seen(self, stream: str, entry_id: str) -> None:
         """Remember a position on `stream` this client has reached (a later fresh ask waits from it)."""
