@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import inspect
 import json
+import math
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ from hitl.connect import connect
 from hitl.errors import DecisionTimeout, InvalidRequest, Unreachable
 from hitl.keys import AgentKeys
 from hitl.protocol import AgentMessage, Decision, Kind, Request
+from hitl.reading import read_decision, read_message
 
 OnMessage = Callable[[AgentMessage], Awaitable[None] | None]
 
@@ -122,6 +124,7 @@ class AsyncClient:
         self._replies: dict[str, str] = {}  # request id -> reply_to, for requests pushed here
         self._sent: dict[str, _Watch] = {}  # request id -> where its first wait starts (submit)
         self._seen: dict[str, str] = {}  # stream -> an entry id this client has read up to there
+        self._unsending: dict[str, str] = {}  # request id -> its entry, while (or if) not known sent
         self._cluster = isinstance(client, RedisCluster)
 
     @classmethod
@@ -169,6 +172,7 @@ class AsyncClient:
         streams = self._streams(request.reply_to, chosen)
         # The watched streams' newest ids, read before the XADD: the first `wait` for this id
         # starts there, so no decision (not even the bot's refusal of it) slips in between.
+        self._unsent(request.id, body)
         if self._cluster:  # a cluster pipeline may run its commands on several nodes in any order
             positions = await self._positions(streams)
             async with self._redis():
@@ -179,6 +183,8 @@ class AsyncClient:
                     p.xrevrange(s, count=1)
                 p.xadd(self.keys.requests, {"request": body})
                 res = await p.execute()
+        self._unsending.pop(request.id, None)
+        if not self._cluster:
             positions = {s: str(r[0][0]) if r else "0-0" for s, r in zip(streams, res, strict=False)}
         if len(self._sent) >= 10_000:
             self._sent.pop(next(iter(self._sent)))
@@ -217,7 +223,7 @@ class AsyncClient:
         async with self._redis():
             raw = await self.redis.hget(self.keys.request(request_id), "decision")
             raw = raw or await self.redis.get(self.keys.invalid(request_id))  # plain commands: they retry across a Redis restart
-        return Decision.model_validate_json(raw) if raw else None
+        return read_decision(raw) if raw else None
 
     async def wait(self, request_id: str, timeout: float | None = None, *,
                    reply_to: str | None = None, on_message: OnMessage | None = None) -> Decision:
@@ -230,6 +236,12 @@ class AsyncClient:
         that arrives meanwhile (a person took the case over, replied, or flagged an action that
         ran on its own as wrong)."""
         async with self._bounded(request_id, timeout) as deadline:
+            if (body := self._unsending.get(request_id)) is not None:
+                # an ask that timed out before its request was known sent: send it now (again is
+                # harmless: the same id is the same request for the bot)
+                async with self._redis():
+                    await self.redis.xadd(self.keys.requests, {"request": body})
+                self._unsending.pop(request_id, None)
             sent = self._sent.pop(request_id, None) if reply_to is None else None
             if sent is None:  # a resume: an invalid marker with no request stored answers it
                 own = reply_to or self._replies.get(request_id)
@@ -249,7 +261,7 @@ class AsyncClient:
         """Every interim message of a request so far, oldest first (kept on the record)."""
         async with self._redis():
             raw = await self.redis.hget(self.keys.request(request_id), "messages")
-        return [AgentMessage.model_validate(m) for m in json.loads(raw)] if raw else []
+        return [m for m in map(read_message, json.loads(raw)) if m is not None] if raw else []
 
     async def ask(self, *, timeout: float | None = None, on_message: OnMessage | None = None,
                   **fields: Any) -> Decision:
@@ -266,8 +278,10 @@ class AsyncClient:
                 # A fresh id, on a stream this client has read: nothing can be published for it
                 # before this XADD, so the wait starts at the last entry read there (one command,
                 # no pipeline: the hot path of an agent's every call).
+                self._unsent(request.id, body)
                 async with self._redis():
                     await self.redis.xadd(self.keys.requests, {"request": body})
+                self._unsending.pop(request.id, None)
                 watch = _Watch({stream: last}, settled=True, marker=False)
                 return await self._wait(request.id, watch, deadline, timeout, on_message, look_first=False)
             if self._cluster:  # a cluster pipeline may run its commands on several nodes in any order
@@ -283,22 +297,31 @@ class AsyncClient:
             # decided already: the newest id is then past its decision, and the stored one is
             # the answer), the XADD. Only the request's own decision answers here: an invalid
             # marker left by an earlier try of the id does not (this try is a new request).
+            self._unsent(request.id, body)
             async with self._redis(), self.redis.pipeline(transaction=False) as p:
                 for s in streams:
                     p.xrevrange(s, count=1)
                 p.hmget(key, ["decision", "request"])
                 p.xadd(self.keys.requests, {"request": body})
                 res = await p.execute()
+            self._unsending.pop(request.id, None)
             stored, stored_request = res[len(streams)]
             if chosen:
                 _taken(request.id, stored_request, (request.agent, request.action))
             if stored:
-                return Decision.model_validate_json(stored)
+                return read_decision(stored)
             positions = {s: str(r[0][0]) if r else "0-0" for s, r in zip(streams, res, strict=False)}
             self._note_seen(stream, positions[stream])
             watch = _Watch(positions, settled=not chosen, marker=False,
                            sent=(request.agent, request.action) if chosen else None)
             return await self._wait(request.id, watch, deadline, timeout, on_message, look_first=chosen)
+
+    def _unsent(self, request_id: str, body: str) -> None:
+        """Remember `body` until its XADD is known done: an `ask` whose timeout ends before then
+        raises DecisionTimeout, and `wait(request_id)` on this client sends it then."""
+        if len(self._unsending) >= 10_000:
+            self._unsending.pop(next(iter(self._unsending)))
+        self._unsending[request_id] = body
 
     def _note_seen(self, stream: str, entry_id: str) -> None:
         """Remember a position on `stream` this client has reached (a later fresh ask waits from it)."""
@@ -319,8 +342,10 @@ class AsyncClient:
     @contextlib.asynccontextmanager
     async def _bounded(self, request_id: str, timeout: float | None) -> AsyncIterator[float | None]:
         """Bounds everything inside by `timeout` (a hung Redis included): DecisionTimeout then.
-        Yields the deadline (loop time), None for no timeout."""
-        if timeout is None:
+        Yields the deadline (loop time), None for no timeout (None or infinity)."""
+        if timeout is not None and math.isnan(timeout):
+            raise ValueError("timeout is NaN: give a number of seconds, or None to wait without a limit")
+        if timeout is None or timeout == math.inf:
             yield None
             return
         deadline = asyncio.get_running_loop().time() + timeout
@@ -367,9 +392,11 @@ class AsyncClient:
                             async with self._redis():
                                 _taken(request_id, await self.redis.hget(self.keys.request(request_id), "request"),
                                        watch.sent)
-                        return Decision.model_validate(json.loads(fields["decision"]))
+                        return read_decision(fields["decision"])
                     if on_message is not None and fields.get("message_for") == request_id:
-                        result = on_message(AgentMessage.model_validate_json(fields["message"]))
+                        if (message := read_message(fields["message"])) is None:
+                            continue
+                        result = on_message(message)
                         if inspect.isawaitable(result):
                             await result
             # Look at the stored state after a whole BLOCK with nothing for us (the decision may
@@ -396,10 +423,10 @@ class AsyncClient:
             decision, request = await self.redis.hmget(key, ["decision", "request"])
             _taken(request_id, request, watch.sent)
             if decision:
-                return Decision.model_validate_json(decision)
+                return read_decision(decision)
             if request is None:
                 if watch.marker and (raw := await stored(False)):
-                    return Decision.model_validate_json(raw)
+                    return read_decision(raw)
                 if watch.settled:
                     return None
                 target = self.keys.decisions  # every decision also goes there
@@ -410,7 +437,7 @@ class AsyncClient:
                 # is stored by then (the bot stores and publishes in one script)
                 watch.streams[target] = await self._last_id(target)
                 if raw := await stored(request is not None):
-                    return Decision.model_validate_json(raw)
+                    return read_decision(raw)
         if request is not None:
             watch.settled = True
             watch.streams = {target: watch.streams[target]}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import os
 import threading
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
@@ -17,6 +18,9 @@ from hitl.client import AsyncClient, OnMessage
 from hitl.protocol import AgentMessage, Decision, Request
 
 T = TypeVar("T")
+
+_ORPHANS: list[Any] = []
+"""Loops and clients a forked child inherited from its parent: never closed there."""
 
 
 def _off_loop(callback: Callable[[AgentMessage], Any] | None) -> OnMessage | None:
@@ -38,16 +42,47 @@ class Client:
 
     def __init__(self, url: str | None = None, *, prefix: str | None = None, name: str | None = None,
                  agent: str | None = None, retries: int = 8) -> None:
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="hitl-client", daemon=True)
-        self._thread.start()
+        self._lock = threading.Lock()
+        self._start()
 
         async def make() -> AsyncClient:
             return AsyncClient.from_url(url, prefix=prefix, name=name, agent=agent, retries=retries)
 
-        self.aio = self.run(make())
-        self.agent = self.aio.agent
-        self.reply_to = self.aio.reply_to
+        self._aio = self.run(make())
+        self.agent = self._aio.agent
+        self.reply_to = self._aio.reply_to
+        self._retries = retries
+
+    def _start(self) -> None:
+        self._pid = os.getpid()
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="hitl-client", daemon=True)
+        self._thread.start()
+
+    @property
+    def aio(self) -> AsyncClient:
+        """The `AsyncClient` this client runs (this process's own, also after a fork)."""
+        if self._pid != os.getpid():
+            self._forked()
+        return self._aio
+
+    def _forked(self) -> None:
+        """In a process forked after this client was made, its loop's thread does not exist (a
+        call would wait for ever) and its connections are the parent's: make this process's own
+        loop and client (the same reply stream), once. The parent's are left alone: kept, never
+        closed or collected from here."""
+        with self._lock:
+            if self._pid == os.getpid():
+                return
+            old = self._aio
+            _ORPHANS.append((self._loop, self._thread, old))
+            self._start()
+
+            async def make() -> AsyncClient:
+                return AsyncClient.from_url(old.url, prefix=old.keys.prefix, agent=old.agent, retries=self._retries,
+                                            name=old.reply_to.removeprefix(old.keys.results("")))
+
+            self._aio = self.run(make())
 
     @classmethod
     def from_url(cls, url: str | None = None, **kwargs: Any) -> Client:
@@ -94,6 +129,8 @@ class Client:
         return self.run(self.aio.ask_human(question, options, timeout=timeout, **fields))
 
     def close(self) -> None:
+        if self._pid != os.getpid():  # a forked child that never used it: the parent's to close
+            return
         if self._loop.is_closed():
             return
         self.run(self.aio.close())
