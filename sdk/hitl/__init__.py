@@ -17,6 +17,7 @@ from hitl.errors import (
     InvalidRequest,
     NotApproved,
     Rejected,
+    RequestLost,
     Unreachable,
 )
 from hitl.protocol import AgentMessage, Decision, Request, Status
@@ -35,6 +36,7 @@ __all__ = [
     "NotApproved",
     "Rejected",
     "Request",
+    "RequestLost",
     "Status",
     "Unreachable",
     "ask_human",

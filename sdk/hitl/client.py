@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import inspect
 import json
+import logging
 import math
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -30,10 +31,12 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from hitl import config
 from hitl.bounds import OutOfBounds, check_entry, check_value
 from hitl.connect import connect
-from hitl.errors import DecisionTimeout, InvalidRequest, Unreachable
+from hitl.errors import DecisionTimeout, InvalidRequest, RequestLost, Unreachable
 from hitl.keys import AgentKeys
 from hitl.protocol import AgentMessage, Decision, Kind, Request
 from hitl.reading import read_decision, read_message
+
+log = logging.getLogger("hitl")
 
 OnMessage = Callable[[AgentMessage], Awaitable[None] | None]
 
@@ -45,6 +48,14 @@ LOCATE_S = 1.0
 """Until the bot has stored a request, how often (at most) a wait looks up where its decision
 will be published while other requests' decisions arrive on `{prefix}:decisions`."""
 REDIS_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
+RECHECK_S = 10.0
+"""How often (at most) a wait with nothing for it checks that Redis still has its request (a
+restart without persistence or a failover can lose it); also done after each reconnect. Never
+on the path of a decision that arrives within this time."""
+SCAN_MAX = 10_000
+"""How many queue entries a resumed wait reads, at most, looking for its request's entry."""
+HELD_MAX = 1000
+"""How many sent, not yet answered requests a client keeps to send again if Redis loses them."""
 
 
 @dataclass
@@ -125,6 +136,7 @@ class AsyncClient:
         self._sent: dict[str, _Watch] = {}  # request id -> where its first wait starts (submit)
         self._seen: dict[str, str] = {}  # stream -> an entry id this client has read up to there
         self._unsending: dict[str, str] = {}  # request id -> its entry, while (or if) not known sent
+        self._held: dict[str, tuple[str, str]] = {}  # request id -> (its entry, the XADD's id), until answered
         self._cluster = isinstance(client, RedisCluster)
 
     @classmethod
@@ -176,14 +188,15 @@ class AsyncClient:
         if self._cluster:  # a cluster pipeline may run its commands on several nodes in any order
             positions = await self._positions(streams)
             async with self._redis():
-                await self.redis.xadd(self.keys.requests, {"request": body})
+                entry_id = await self.redis.xadd(self.keys.requests, {"request": body})
         else:
             async with self._redis(), self.redis.pipeline(transaction=False) as p:
                 for s in streams:
                     p.xrevrange(s, count=1)
                 p.xadd(self.keys.requests, {"request": body})
                 res = await p.execute()
-        self._unsending.pop(request.id, None)
+            entry_id = res[-1]
+        self._sent_as(request.id, body, entry_id)
         if not self._cluster:
             positions = {s: str(r[0][0]) if r else "0-0" for s, r in zip(streams, res, strict=False)}
         if len(self._sent) >= 10_000:
@@ -240,8 +253,8 @@ class AsyncClient:
                 # an ask that timed out before its request was known sent: send it now (again is
                 # harmless: the same id is the same request for the bot)
                 async with self._redis():
-                    await self.redis.xadd(self.keys.requests, {"request": body})
-                self._unsending.pop(request_id, None)
+                    entry_id = await self.redis.xadd(self.keys.requests, {"request": body})
+                self._sent_as(request_id, body, entry_id)
             sent = self._sent.pop(request_id, None) if reply_to is None else None
             if sent is None:  # a resume: an invalid marker with no request stored answers it
                 own = reply_to or self._replies.get(request_id)
@@ -280,8 +293,8 @@ class AsyncClient:
                 # no pipeline: the hot path of an agent's every call).
                 self._unsent(request.id, body)
                 async with self._redis():
-                    await self.redis.xadd(self.keys.requests, {"request": body})
-                self._unsending.pop(request.id, None)
+                    entry_id = await self.redis.xadd(self.keys.requests, {"request": body})
+                self._sent_as(request.id, body, entry_id)
                 watch = _Watch({stream: last}, settled=True, marker=False)
                 return await self._wait(request.id, watch, deadline, timeout, on_message, look_first=False)
             if self._cluster:  # a cluster pipeline may run its commands on several nodes in any order
@@ -304,11 +317,12 @@ class AsyncClient:
                 p.hmget(key, ["decision", "request"])
                 p.xadd(self.keys.requests, {"request": body})
                 res = await p.execute()
-            self._unsending.pop(request.id, None)
+            self._sent_as(request.id, body, res[-1])
             stored, stored_request = res[len(streams)]
             if chosen:
                 _taken(request.id, stored_request, (request.agent, request.action))
             if stored:
+                self._held.pop(request.id, None)
                 return read_decision(stored)
             positions = {s: str(r[0][0]) if r else "0-0" for s, r in zip(streams, res, strict=False)}
             self._note_seen(stream, positions[stream])
@@ -322,6 +336,15 @@ class AsyncClient:
         if len(self._unsending) >= 10_000:
             self._unsending.pop(next(iter(self._unsending)))
         self._unsending[request_id] = body
+
+    def _sent_as(self, request_id: str, body: str, entry_id: Any) -> None:
+        """`body` went out as queue entry `entry_id`: kept until its wait is answered, so a wait
+        that finds Redis without it (a restart without persistence, a failover) sends it again."""
+        self._unsending.pop(request_id, None)
+        self._held.pop(request_id, None)
+        if len(self._held) >= HELD_MAX:
+            self._held.pop(next(iter(self._held)))
+        self._held[request_id] = (body, entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id))
 
     def _note_seen(self, stream: str, entry_id: str) -> None:
         """Remember a position on `stream` this client has reached (a later fresh ask waits from it)."""
@@ -360,10 +383,17 @@ class AsyncClient:
 
     async def _wait(self, request_id: str, watch: _Watch, deadline: float | None, timeout: float | None,
                     on_message: OnMessage | None = None, *, look_first: bool = True) -> Decision:
+        decision = await self._await(request_id, watch, deadline, timeout, on_message, look_first=look_first)
+        self._held.pop(request_id, None)
+        return decision
+
+    async def _await(self, request_id: str, watch: _Watch, deadline: float | None, timeout: float | None,
+                     on_message: OnMessage | None, *, look_first: bool) -> Decision:
         loop = asyncio.get_running_loop()
         if look_first and (found := await self._locate(request_id, watch)):
             return found
         next_locate = 0.0
+        next_check = loop.time() + RECHECK_S  # never on the way of a decision that comes at once
         while True:
             block = BLOCK_MS
             if deadline is not None:
@@ -380,6 +410,9 @@ class AsyncClient:
                 with contextlib.suppress(Unreachable):
                     if found := await self._locate(request_id, watch):
                         return found
+                    # back after a connection loss: Redis may have come back without the request
+                    next_check = loop.time() + RECHECK_S
+                    await self._recover(request_id, watch)
                 continue
             for stream, entries in rows or []:
                 if stream not in watch.streams:
@@ -407,6 +440,57 @@ class AsyncClient:
                 with contextlib.suppress(Unreachable):
                     if found := await self._locate(request_id, watch):
                         return found
+            if loop.time() >= next_check:
+                next_check = loop.time() + RECHECK_S
+                with contextlib.suppress(Unreachable):
+                    await self._recover(request_id, watch)
+
+    async def _recover(self, request_id: str, watch: _Watch) -> None:
+        """When Redis no longer knows the request (no record, no invalid marker, its entry not in
+        the queue: lost in a restart without persistence or a failover to a replica that never
+        had it), send it again if this client holds it (the same id is the same request: the bot
+        keeps one); else raise RequestLost, as no decision can ever come."""
+        held = self._held.get(request_id)
+        async with self._redis():
+            if held is not None:  # its own entry, by id, checked first: once read, it is recorded
+                queued = bool(await self.redis.xrange(self.keys.requests, held[1], held[1]))
+            else:
+                queued = await self._queued(request_id)
+            if queued or await self.redis.exists(self.keys.request(request_id)) \
+                    or await self.redis.exists(self.keys.invalid(request_id)):
+                return
+            if held is None:
+                raise RequestLost(f"request {request_id} is not in hitl's Redis (no record, no refusal, not queued): "
+                                  "lost in a Redis restart without persistence or a failover, or never sent, and this "
+                                  "client does not hold it to send again; submit it again (the same id is the same "
+                                  "request)", request_id)
+            body = held[0]
+            entry_id = await self.redis.xadd(self.keys.requests, {"request": body})
+        log.warning("hitl: Redis lost request %s (a restart without persistence or a failover); sent it again",
+                    request_id)
+        self._sent_as(request_id, body, entry_id)
+        reply = _reply_of(body)
+        if reply and reply not in watch.streams:  # the bot publishes to this try's reply stream now
+            watch.streams[reply] = await self._last_id(reply)
+
+    async def _queued(self, request_id: str) -> bool:
+        """Whether an entry for `request_id` is in the queue (read up to SCAN_MAX entries: the bot
+        trims read ones, so it holds little more than what the bot has not read yet; past that it
+        cannot tell, and says yes)."""
+        start, read = "-", 0
+        while read < SCAN_MAX:
+            rows = await self.redis.xrange(self.keys.requests, start, "+", count=500)
+            for _, fields in rows:
+                raw = fields.get("request") or ""
+                if request_id in raw:
+                    with contextlib.suppress(ValueError, AttributeError):
+                        if json.loads(raw).get("id") == request_id:
+                            return True
+            if len(rows) < 500:
+                return False
+            read += len(rows)
+            start = f"({rows[-1][0]}"
+        return True
 
     async def _locate(self, request_id: str, watch: _Watch) -> Decision | None:
         """The stored decision, if any; else make `watch` follow the stream the decision will

@@ -25,6 +25,16 @@ class DecisionTimeout(HitlError, TimeoutError):
         self.request_ids = request_ids
 
 
+class RequestLost(HitlError, LookupError):
+    """A wait found Redis without its request (no record, no refusal, not queued: lost in a Redis
+    restart without persistence or a failover, or never sent) and this client does not hold it
+    to send again (a resumed wait); no decision can come: submit it again (same id, same request)."""
+
+    def __init__(self, message: str, request_id: str) -> None:
+        super().__init__(message)
+        self.request_id = request_id
+
+
 class NotApproved(HitlError):
     """A request was decided and not approved; `decision` holds the whole outcome."""
 
