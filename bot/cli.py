@@ -85,7 +85,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _unreachable_redis(e: BaseException) -> bool:
     exc = sys.modules.get("redis.exceptions")  # loaded if Redis was used at all
-    return exc is not None and isinstance(e, (exc.ConnectionError, exc.TimeoutError))
+    # a Redis Cluster none of whose seed nodes answers raises RedisClusterException
+    return exc is not None and isinstance(e, (exc.ConnectionError, exc.TimeoutError, exc.RedisClusterException))
 
 
 def _main(args: argparse.Namespace) -> int:
@@ -138,8 +139,10 @@ def _main(args: argparse.Namespace) -> int:
             return 2
         if not _unreachable_redis(e):
             raise
-        print(f"hitl: cannot reach Redis at {os.environ.get('REDIS_URL', 'redis://localhost:6379/0')}: {e}",
-              file=sys.stderr)
+        from hitl.config import shown_url
+
+        url = shown_url(os.environ.get("REDIS_URL") or "redis://localhost:6379/0")
+        print(f"hitl: cannot reach Redis at {url} (set REDIS_URL to hitl's Redis): {e}", file=sys.stderr)
         return 2
     return 2
 
