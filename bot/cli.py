@@ -17,6 +17,9 @@ from typing import Any
 from bot.env import ConfigError
 
 APPROVED = {"approved", "auto_approved", "answered", "resolved"}
+# `hitl request --wait`: the exit status per decision, so a script can tell them apart
+# (rejected and denied: 1; 2 is unusable arguments or no Redis; 124 no decision in time)
+WAIT_EXIT = {"expired": 3, "invalid": 4}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -213,7 +216,8 @@ async def _request(args: argparse.Namespace, data: dict[str, Any]) -> int:
             print(f"no decision within {args.timeout}s", file=sys.stderr)
             return 124
         print(decision.model_dump_json(indent=2))
-        return 0 if decision.status in APPROVED else 1
+        status = str(decision.status)
+        return 0 if status in APPROVED else WAIT_EXIT.get(status, 1)
     finally:
         await client.close()
 

@@ -3,12 +3,23 @@ encoding, a decision a script must tell apart by exit code. Real processes, real
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
+
+from bot.intake import Intake
+from bot.routing import SingleChannelRouter
+from store.models import Choice, Status, utcnow
+from store.redis_store import Store
+from store.transitions import expire, vote
+from tests.util import eventually
 
 ROOT = Path(__file__).resolve().parent.parent
 REQ = ["--agent", "a", "--action", "b", "--summary", "c"]
@@ -44,3 +55,34 @@ def test_malformed_redis_url_is_a_config_error(url: str, command: list[str]) -> 
     assert out.returncode in (1, 2) if command == ["doctor"] else out.returncode == 2, out.stderr
     assert "Traceback" not in out.stderr and "REDIS_URL" in out.stderr + out.stdout
     assert "s3cr3tpw" not in out.stderr + out.stdout
+
+
+async def _decided_by_cli(store: Store, redis_url: str, rid: str, decide: Callable[[Any], Any]) -> int:
+    router = SingleChannelRouter()
+    intake = Intake(store, lambda: router, redis_url=redis_url, consumer="c")
+    task = asyncio.create_task(intake.run())
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bot.cli", "request", *REQ, "--id", rid, "--wait", "--timeout", "30",
+            cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT), "REDIS_URL": redis_url},
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        await eventually(lambda: store.exists(rid), 20, "request from the CLI")
+        await store.apply(decide(await store.get(rid)), utcnow())
+        stdout, _ = await proc.communicate()
+        assert json.loads(stdout)["request_id"] == rid
+        assert proc.returncode is not None
+        return proc.returncode
+    finally:
+        intake.stop()
+        await task
+        await intake.close()
+
+
+@pytest.mark.parametrize(("name", "decide", "code"), [
+    ("rejected", lambda r: vote(r, user_id="U0ALICE", name="alice", choice=Choice.reject, now=utcnow()), 1),
+    ("expired", lambda r: expire(r, now=utcnow(), reason="nobody"), 3),
+    ("invalid", lambda r: expire(r, now=utcnow(), status=Status.invalid, reason="refused"), 4),
+])
+async def test_wait_exit_code_tells_each_outcome_apart(store: Store, redis_url: str, name: str,
+                                                       decide: Callable[[Any], Any], code: int) -> None:
+    assert await _decided_by_cli(store, redis_url, f"cli-{name}", decide) == code
