@@ -177,9 +177,11 @@ def _read_json(source: str | None) -> dict[str, Any]:
     if not source:
         return {}
     try:
-        text = sys.stdin.read() if source == "-" else Path(source).read_text()
+        text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
     except OSError as e:
         raise UsageError(f"--json: cannot read {source}: {e.strerror or e}") from e
+    except UnicodeDecodeError as e:
+        raise UsageError(f"--json {source} is not UTF-8 text (byte {e.start}): JSON must be UTF-8") from e
     return _json_object(text, f"--json {source}")
 
 

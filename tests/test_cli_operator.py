@@ -86,3 +86,11 @@ async def _decided_by_cli(store: Store, redis_url: str, rid: str, decide: Callab
 async def test_wait_exit_code_tells_each_outcome_apart(store: Store, redis_url: str, name: str,
                                                        decide: Callable[[Any], Any], code: int) -> None:
     assert await _decided_by_cli(store, redis_url, f"cli-{name}", decide) == code
+
+
+def test_request_json_in_another_encoding_is_a_usage_error(tmp_path: Path) -> None:
+    latin1 = tmp_path / "req.json"
+    latin1.write_bytes(b'{"agent": "a", "action": "b", "summary": "caf\xe9"}')
+    out = _hitl("request", "--json", str(latin1), env={"REDIS_URL": "redis://127.0.0.1:1/0"})
+    assert out.returncode == 2, out.stderr
+    assert "Traceback" not in out.stderr and f"--json {latin1}" in out.stderr and "UTF-8" in out.stderr
