@@ -94,3 +94,15 @@ def test_request_json_in_another_encoding_is_a_usage_error(tmp_path: Path) -> No
     out = _hitl("request", "--json", str(latin1), env={"REDIS_URL": "redis://127.0.0.1:1/0"})
     assert out.returncode == 2, out.stderr
     assert "Traceback" not in out.stderr and f"--json {latin1}" in out.stderr and "UTF-8" in out.stderr
+
+
+@pytest.mark.parametrize("command", [["request"], ["mcp"], ["hook", "claude-code"], ["keys", "create"], ["doctor"]])
+def test_readme_commands_table_names_every_flag(command: list[str]) -> None:
+    import re
+
+    out = _hitl(*command, "--help")
+    assert out.returncode == 0, out.stderr
+    flags = set(re.findall(r"(--[a-z][a-z-]*)", out.stdout)) - {"--help"}
+    row = next(line for line in (ROOT / "README.md").read_text().splitlines()
+               if line.startswith(f"| `hitl {' '.join(command)}"))
+    assert not [f for f in flags if f not in row], row
