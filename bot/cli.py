@@ -17,6 +17,9 @@ from typing import Any
 from bot.env import ConfigError
 
 APPROVED = {"approved", "auto_approved", "answered", "resolved"}
+# `hitl request --wait`: the exit status per decision, so a script can tell them apart
+# (rejected and denied: 1; 2 is unusable arguments or no Redis; 124 no decision in time)
+WAIT_EXIT = {"expired": 3, "invalid": 4}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -85,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _unreachable_redis(e: BaseException) -> bool:
     exc = sys.modules.get("redis.exceptions")  # loaded if Redis was used at all
-    return exc is not None and isinstance(e, (exc.ConnectionError, exc.TimeoutError))
+    # a Redis Cluster none of whose seed nodes answers raises RedisClusterException
+    return exc is not None and isinstance(e, (exc.ConnectionError, exc.TimeoutError, exc.RedisClusterException))
 
 
 def _main(args: argparse.Namespace) -> int:
@@ -138,8 +142,10 @@ def _main(args: argparse.Namespace) -> int:
             return 2
         if not _unreachable_redis(e):
             raise
-        print(f"hitl: cannot reach Redis at {os.environ.get('REDIS_URL', 'redis://localhost:6379/0')}: {e}",
-              file=sys.stderr)
+        from hitl.config import shown_url
+
+        url = shown_url(os.environ.get("REDIS_URL") or "redis://localhost:6379/0")
+        print(f"hitl: cannot reach Redis at {url} (set REDIS_URL to hitl's Redis): {e}", file=sys.stderr)
         return 2
     return 2
 
@@ -171,9 +177,11 @@ def _read_json(source: str | None) -> dict[str, Any]:
     if not source:
         return {}
     try:
-        text = sys.stdin.read() if source == "-" else Path(source).read_text()
+        text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
     except OSError as e:
         raise UsageError(f"--json: cannot read {source}: {e.strerror or e}") from e
+    except UnicodeDecodeError as e:
+        raise UsageError(f"--json {source} is not UTF-8 text (byte {e.start}): JSON must be UTF-8") from e
     return _json_object(text, f"--json {source}")
 
 
@@ -210,7 +218,8 @@ async def _request(args: argparse.Namespace, data: dict[str, Any]) -> int:
             print(f"no decision within {args.timeout}s", file=sys.stderr)
             return 124
         print(decision.model_dump_json(indent=2))
-        return 0 if decision.status in APPROVED else 1
+        status = str(decision.status)
+        return 0 if status in APPROVED else WAIT_EXIT.get(status, 1)
     finally:
         await client.close()
 

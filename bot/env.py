@@ -48,6 +48,10 @@ def agent_settings() -> tuple[str, str]:
     for name, value, check in (("REDIS_URL", url, check_redis_url), ("HITL_PREFIX", prefix, check_prefix)):
         try:
             check(value)
+            if name == "REDIS_URL":
+                from store.connect import parse  # what the client will read: host, port, nodes
+
+                parse(value)
         except ValueError as e:
             problems.append(f"{name}: {e}")
     if problems:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from hitl.config import shown_url
+
 from bot.config import Settings
 from bot.doctor.report import Check, Status
 from store.health import GroupFacts, ProbeError, ServerFacts, group_facts, probe_store, server_facts
@@ -94,7 +96,7 @@ async def redis_checks(settings: Settings) -> list[Check]:
         try:
             facts = await server_facts(store.redis)
         except (ProbeError, OSError) as e:
-            return [Check("redis.server", ERROR, f"cannot reach Redis at {settings.redis_url}: {e}",
+            return [Check("redis.server", ERROR, f"cannot reach Redis at {shown_url(settings.redis_url)}: {e}",
                           "start Redis, or set REDIS_URL to where it runs")]
         checks = [version(settings.redis_url, facts), persistence(facts), eviction(facts)]
         try:

@@ -7,7 +7,6 @@ import json
 import os
 import re
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
 ID_ALPHABET = re.compile(r"[^A-Za-z0-9._-]")
@@ -26,13 +25,14 @@ def agent_name(value: str | None = None) -> str:
 
 
 def shown_url(url: str) -> str:
-    """The URL without its password, for error messages."""
-    parts = urlsplit(url)
-    if parts.password:
-        host = parts.hostname or ""
-        netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
-        return urlunsplit(parts._replace(netloc=netloc))
-    return url
+    """The URL without its password, for error messages. Textual, so it also works on the
+    multi-host cluster and sentinel forms and on a URL too malformed to parse."""
+    scheme, sep, rest = url.partition("://")
+    netloc, slash, path = rest.partition("/")
+    userinfo, at, hosts = netloc.rpartition("@")
+    if not sep or not at or ":" not in userinfo:
+        return url
+    return f"{scheme}://{userinfo.partition(':')[0]}:***@{hosts}{slash}{path}"
 
 
 def stable_id(kind: str, *parts: Any) -> str:

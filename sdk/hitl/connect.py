@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 from typing import Any, Literal
-from urllib.parse import parse_qsl, unquote
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
@@ -73,6 +73,11 @@ def parse(url: str) -> Target:
     if not sep:
         raise BadRedisUrl("must start with redis://, rediss://, unix://, redis+cluster:// or redis+sentinel://")
     if scheme in SINGLE_SCHEMES:
+        if scheme != "unix":
+            try:
+                _ = urlsplit(url).port  # what redis-py reads; a bad port or bracket would raise there
+            except ValueError as e:
+                raise BadRedisUrl(f"not a usable URL ({e}): write {scheme}://[user:password@]host:port/db") from None
         return Target("single", tls=scheme == "rediss")
     base, _, mode = scheme.partition("+")
     if base not in ("redis", "rediss") or mode not in ("cluster", "sentinel"):
