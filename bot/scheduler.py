@@ -32,7 +32,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,7 +67,7 @@ from store.models import Record, State, Status, from_epoch, utcnow
 from store.pacing import PostSlots, post_window
 from store.redis_store import Store
 from store.transitions import Transition, escalate, expire, grant, not_voted, remind
-from store.trust import stand_ins
+from store.trust import Away, stand_ins
 
 log = logging.getLogger("hitl.scheduler")
 
@@ -317,7 +317,7 @@ class Scheduler(DueWorker):
         item the card's (how many of its items wait, whoever should decide any of them)."""
         if record.batch is None:
             left = (expire_at_ms(record) - self.now_ms()) / 1000
-            who = await self._reminded(record)
+            who = self._reminded(record, await self.store.trust.absences())
             return who, reminder_message(record, who, left, await self._outcome(record, tier))
         try:
             ids = (await self.store.get_batch(record.batch)).items
@@ -325,12 +325,13 @@ class Scheduler(DueWorker):
             ids = [record.id]
         waiting = [r for r in await self.store.get_many(ids) if r.state is State.pending] or [record]
         first = min(waiting, key=expire_at_ms)
-        who = list(dict.fromkeys([w for r in waiting for w in await self._reminded(r)]))
+        absences = await self.store.trust.absences()  # read once for the card's items
+        who = list(dict.fromkeys([w for r in waiting for w in self._reminded(r, absences)]))
         left = (expire_at_ms(first) - self.now_ms()) / 1000
         outcome = await self._outcome(first, tier_of(self.policy(), first.route))
         return who, batch_reminder_message(len(waiting), who, left, outcome)
 
-    async def _reminded(self, record: Record) -> list[str]:
+    def _reminded(self, record: Record, absences: Mapping[str, Away]) -> list[str]:
         """Whom a reminder mentions: the approvers who have not voted yet (a quorum's voters are
         not told to decide again), each away one by whoever stands in for them (the rule the
         card and the click use, `store.trust.stand_ins`), unless that stand-in asked for this
@@ -338,7 +339,7 @@ class Scheduler(DueWorker):
         waiting = not_voted(record)
         if not waiting:
             return []
-        away = stand_ins(waiting, await self.store.trust.absences(), from_epoch(self.clock()))
+        away = stand_ins(waiting, absences, from_epoch(self.clock()))
         who = [away[a].delegate if a in away and away[a].delegate != record.request.requested_by else a
                for a in waiting]
         return list(dict.fromkeys(who))
