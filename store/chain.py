@@ -136,11 +136,15 @@ def _str(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value or "")
 
 
+def id_order(entry_id: str) -> tuple[int, int]:
+    """A stream id as what orders it: (milliseconds, sequence)."""
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
 def _older(a: str, b: str) -> bool:
     """Whether stream id `a` comes before `b`."""
-    am, _, aseq = a.partition("-")
-    bm, _, bseq = b.partition("-")
-    return (int(am), int(aseq or 0)) < (int(bm), int(bseq or 0))
+    return id_order(a) < id_order(b)
 
 
 def next_id(entry_id: str) -> str:

@@ -23,7 +23,7 @@ from redis.exceptions import NoScriptError, ResponseError
 
 from store.accept import Accepted, accept_call, decision_stats
 from store.audit_feed import AuditFeed
-from store.chain import ChainStore
+from store.chain import ChainStore, id_order
 from store.connect import check_prefix, connect, hash_tag, same_slot
 from store.durable import WAIT_TIMEOUT_MS, run_waited
 from store.errors import AlreadyDecided, Conflict, NotFound
@@ -454,7 +454,7 @@ class Store:
             rows = [await self.chain.xrange(self.keys.audit, *span)] if span else []
             rows += [await self.chain.xrange(self.keys.audit, i, i) for i in ids]
         found = [row for r in rows for row in r]  # the range holds only this request's entries
-        return [_audit(i, f) for i, f in sorted(found, key=lambda row: _id_key(row[0]))]
+        return [_audit(i, f) for i, f in sorted(found, key=lambda row: id_order(row[0]))]
 
     async def audit_entries(self, count: int = 1000) -> list[AuditEvent]:
         rows = cast(list[tuple[str, dict[str, str]]], await self.redis.xrange(self.keys.audit, count=count))
@@ -824,11 +824,6 @@ def _after(t: Transition, version: int) -> Record:
     if t.decision is not None:
         data["state"], data["decision"] = "decided", t.decision
     return Record.model_validate(data)
-
-
-def _id_key(entry_id: str) -> tuple[int, int]:
-    ms, _, seq = entry_id.partition("-")
-    return int(ms), int(seq or 0)
 
 
 def _audit(entry_id: str, f: dict[str, str]) -> AuditEvent:

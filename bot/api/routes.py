@@ -18,6 +18,7 @@ from bot.api.openapi import document
 from bot.api.schemas import CancelBody, state_of
 from bot.api.service import MAX_WAIT_S, Requests
 from bot.intake import describe
+from store.chain import id_order
 from store.models import MAX_ENTRY_BYTES
 
 BODY_LIMIT = MAX_ENTRY_BYTES
@@ -152,11 +153,7 @@ def _event(sid: str, decision: str) -> bytes:
 
 
 def _not_after(sid: str, last: str) -> bool:
-    def parts(x: str) -> tuple[int, int]:
-        a, _, b = x.partition("-")
-        return int(a), int(b or 0)
-
     try:
-        return parts(sid) <= parts(last)
+        return id_order(sid) <= id_order(last)
     except ValueError:
         return False

@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from bot.evidence.canonical import entry_hash
 from bot.evidence.signing import key_id, signature_ok
-from store.chain import ChainStore, next_id, parse_seal
+from store.chain import ChainStore, id_order, next_id, parse_seal
 from store.chain_models import Checkpoint, Link
 
 SHOWN = 20
@@ -230,8 +230,8 @@ async def _walk(chain: ChainStore, base: Link, keys: list[Ed25519PublicKey], no_
         audit = [row async for rows_ in chain.pages(chain.audit_key, lo, hi) for row in rows_]
         i = 0
         for cid, cf in page:
-            ck = _key(cid)
-            while i < len(audit) and _key(audit[i][0]) < ck:
+            ck = id_order(cid)
+            while i < len(audit) and id_order(audit[i][0]) < ck:
                 w.unsealed(audit[i][0])
                 i += 1
             fields = None
@@ -262,7 +262,7 @@ async def _walk(chain: ChainStore, base: Link, keys: list[Ed25519PublicKey], no_
     _coverage(r, cps, keys, no_key, base.seq)
     start = (r.signed_through or base.seq) + 1
     if r.unsigned and keys and r.last_seq and start in w.first_after:
-        age_ms = await chain.now_ms() - _key(w.first_after[start])[0]
+        age_ms = await chain.now_ms() - id_order(w.first_after[start])[0]
         if cadence is not None and (cps or base.seq) and cadence.fresh(age_ms, r.last_seq - start + 1):
             r.notes.append(f"entries seq {start}..{r.last_seq} (the oldest {age_ms // 1000} s old) wait for the "
                            "next signed checkpoint, due within the checkpoint interval")
@@ -302,6 +302,3 @@ def _coverage(r: Report, cps: list[Checkpoint], keys: list[Ed25519PublicKey], no
                       "a tail older than that means checkpoints stopped or were deleted")
 
 
-def _key(entry_id: str) -> tuple[int, int]:
-    ms, _, n = entry_id.partition("-")
-    return int(ms), int(n or 0)
