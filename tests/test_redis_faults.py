@@ -16,17 +16,10 @@ from blocks.ids import ActionId
 from store.redis_store import Store
 from tests.cut_proxy import CutProxy
 from tests.harness import Harness, running, start, stop
+from tests.test_forms_hardening import REVIEW_POLICY
 from tests.util import eventually
 
-REVIEWED = """
-tiers:
-  low:    {mode: auto, sample: 1.0}
-  medium: {mode: approve}
-  high:   {mode: approve}
-batching: {enabled: false}
-triggers:
-  first_use: {enabled: false}
-"""
+REVIEWED = REVIEW_POLICY  # every auto-routed action sampled for review
 
 
 async def _loaded(redis_url: str, script: str) -> bytes:
