@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 import shutil
 import socket
@@ -21,16 +22,30 @@ def _ephemeral_low() -> int:
         return 32768
 
 
+def _worker_range(low: int) -> range:
+    """This test process's share of [10000, low): the whole of it, or under pytest-xdist
+    (`PYTEST_XDIST_WORKER=gw<N>`, `PYTEST_XDIST_WORKER_COUNT`) one slice per worker, so two
+    workers never probe the same port at the same time and then both bind it."""
+    worker, count = os.environ.get("PYTEST_XDIST_WORKER", ""), os.environ.get("PYTEST_XDIST_WORKER_COUNT", "")
+    if not (worker.startswith("gw") and worker[2:].isdigit() and count.isdigit() and int(count) > 1):
+        return range(10000, low)
+    size = (low - 10000) // int(count)
+    start = 10000 + size * (int(worker[2:]) % int(count))
+    return range(start, start + size)
+
+
 def free_port() -> int:
     """A port nothing listens on, never one this process handed out before, and below the
     kernel's ephemeral range: a port taken from that range (bind to 0) can be given to any
     outgoing connection (a Redis client, an HTTP call) between the probe and the server's own
     bind, which then fails with "address already in use". A fixture that takes several ports
-    before starting its servers (a Sentinel set, a cluster) must also never get one twice."""
+    before starting its servers (a Sentinel set, a cluster) must also never get one twice.
+    Parallel test workers each draw from their own slice of the range (`_worker_range`)."""
     low = _ephemeral_low()
     if low > 12000:
+        ports = _worker_range(low)
         for _ in range(200):
-            port = random.randrange(10000, low)
+            port = random.choice(ports)
             if port in _HANDED_OUT:
                 continue
             with socket.socket() as s:
