@@ -1,0 +1,111 @@
+"""What the docs show users to copy, run against the product: a snippet that drifts from the
+code fails here, not in a user's hands."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import shlex
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import hitl
+import hitl.client
+import pytest
+import redis.asyncio as aioredis
+from redis.exceptions import NoPermissionError
+
+from bot.intake import Intake
+from bot.routing import SingleChannelRouter
+from store.models import Choice, Request, Route, Status, utcnow
+from store.redis_store import Store
+from store.transitions import vote
+from tests.util import eventually
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = ROOT / "docs"
+
+
+def _section(doc: str, heading: str) -> str:
+    """The text of `doc` from `heading` to the next heading of any level."""
+    text = (DOCS / doc).read_text()
+    start = text.index(heading)
+    nxt = re.search(r"^#+ ", text[start + len(heading):], re.M)
+    return text[start:start + len(heading) + (nxt.start() if nxt else len(text))]
+
+
+def _fenced(text: str) -> list[str]:
+    return re.findall(r"```[a-z]*\n(.*?)```", text, re.S)
+
+
+# ---- docs/protocol.md: the Redis ACL for agents ---------------------------------------------
+
+def _documented_acl() -> list[str]:
+    """The `ACL SETUSER ...` arguments exactly as docs/protocol.md shows them."""
+    (block,) = _fenced(_section("protocol.md", "## Redis ACLs for agents"))
+    words = shlex.split(block.replace("\\\n", " "))
+    assert words[:2] == ["ACL", "SETUSER"], block
+    return words
+
+
+class _Router:
+    def route(self, request: Request, *, first_use: bool = False, paused: bool = False) -> Route:
+        return SingleChannelRouter().route(request)
+
+
+@pytest.fixture
+async def agent_url(redis_url: str, store: Store) -> AsyncIterator[str]:
+    """A Redis user made by the documented ACL command, as a URL for the agent SDK."""
+    words = _documented_acl()
+    await store.redis.execute_command(*words)
+    user, password = words[2], next(w[1:] for w in words if w.startswith(">"))
+    yield redis_url.replace("redis://", f"redis://{user}:{password}@")
+    await store.redis.execute_command("ACL", "DELUSER", user)
+
+
+@pytest.fixture
+async def intake(store: Store, redis_url: str) -> AsyncIterator[Intake]:
+    router = _Router()
+    i = Intake(store, lambda: router, redis_url=redis_url, consumer="c")
+    task = asyncio.create_task(i.run())
+    yield i
+    i.stop()
+    await asyncio.wait_for(task, 10)
+    await i.close()
+
+
+async def _approve(store: Store, rid: str) -> None:
+    await eventually(lambda: store.exists(rid), what="record")
+    rec = await store.get(rid)
+    await store.apply(vote(rec, user_id="U0ALICE", name="alice", choice=Choice.approve, now=utcnow()), utcnow())
+
+
+async def test_the_documented_agent_acl_lets_the_sdk_ask_wait_and_read(
+        store: Store, intake: Intake, agent_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(hitl.client, "RECHECK_S", 0.0)  # also the lost-request check, at once
+    async with hitl.AsyncClient.from_url(agent_url, name="billing-agent") as client:
+        asked = asyncio.create_task(client.ask(agent="billing-agent", action="refund", summary="Refund $5",
+                                               id="refund-4711", params={"amount": 5}, timeout=10))
+        await _approve(store, "refund-4711")
+        assert (await asked).status is Status.approved
+        rid = await client.request(agent="billing-agent", action="refund", summary="Refund $6")
+        with pytest.raises(hitl.DecisionTimeout):  # pending: waits, checks it is not lost, times out
+            await client.wait(rid, timeout=0.3)
+        await _approve(store, rid)
+        assert (await client.wait(rid, timeout=10)).status is Status.approved
+        decision = await client.decision("refund-4711")
+        assert decision is not None and decision.status is Status.approved
+        assert await client.messages("refund-4711") == []
+
+
+async def test_the_documented_agent_acl_allows_nothing_else(store: Store, agent_url: str) -> None:
+    agent = aioredis.Redis.from_url(agent_url)
+    try:
+        for command in (("XADD", "hitl:audit", "*", "a", "b"), ("HSET", "hitl:req:x", "a", "b"),
+                        ("XADD", "hitl:results:other", "*", "a", "b"), ("XDEL", "hitl:requests", "1-1"),
+                        ("XREADGROUP", "GROUP", "hitl", "c", "STREAMS", "hitl:requests", ">"),
+                        ("GET", "hitl:secret:sample"), ("DEL", "hitl:requests")):
+            with pytest.raises(NoPermissionError):
+                await agent.execute_command(*command)
+    finally:
+        await agent.aclose()
