@@ -109,3 +109,24 @@ async def test_the_documented_agent_acl_allows_nothing_else(store: Store, agent_
                 await agent.execute_command(*command)
     finally:
         await agent.aclose()
+
+
+# ---- `/hitl` commands named anywhere in the docs exist ----------------------------------------
+
+def _doc_files() -> list[Path]:
+    return [ROOT / "README.md", *sorted(DOCS.rglob("*.md")), ROOT / "examples" / "README.md"]
+
+
+def test_every_slash_command_the_docs_name_exists() -> None:
+    from blocks.commands import COMMANDS
+
+    usage = {u.split()[0]: u for u, _ in COMMANDS}
+    wrong = []
+    for path in _doc_files():
+        # Slack's own error line for an app that did not answer is not a command of ours
+        text = re.sub(r"`/hitl failed\s+with the error", "", path.read_text())
+        for m in re.finditer(r"(?<![\w/.])/hitl\s+([a-z]+)(?:\s+([a-z]+))?", text):
+            sub, word = m.groups()
+            if sub not in usage or (word and word not in re.findall(r"[a-z]+", usage[sub])):
+                wrong.append(f"{path.relative_to(ROOT)}: {' '.join(m.group(0).split())}")
+    assert not wrong, f"commands /hitl does not have (see /hitl help): {wrong}"
