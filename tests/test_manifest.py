@@ -7,6 +7,7 @@ from the project's own copy in `emulator/data/`, derived by `scripts/derive_slac
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Iterable
 from functools import cache
 from pathlib import Path
@@ -141,12 +142,19 @@ def test_manifest_settings(manifest: dict[str, Any]) -> None:
     assert features["app_home"]["messages_tab_enabled"] is True  # the bot sends DMs
     [command] = features["slash_commands"]
     assert command["command"] == "/hitl"
-    assert command["usage_hint"] == "help | stats | queue | pause | resume | policy | audit <id>"
+    # what Slack shows as you type /hitl: every subcommand of /hitl help, or nobody finds them
+    from blocks.commands import COMMANDS
+
+    hinted = {part.split()[0] for part in command["usage_hint"].split("|")}
+    assert hinted == {usage.split()[0] for usage, _ in COMMANDS}, command["usage_hint"]
     # one endpoint serves interactivity, the slash command and events (bot/app.py)
     assert command["url"] == EVENTS_URL
     assert settings["interactivity"] == {"is_enabled": True, "request_url": EVENTS_URL}
     assert settings["event_subscriptions"]["request_url"] == EVENTS_URL
-    assert "app_home_opened" in settings["event_subscriptions"]["bot_events"]
+    # exactly the events a listener is registered for (handlers/*.py: app.event("..."))
+    listened = {m for f in (REPO / "handlers").glob("*.py")
+                for m in re.findall(r'app\.event\("([a-z_]+)"\)', f.read_text())}
+    assert set(settings["event_subscriptions"]["bot_events"]) == listened == {"app_home_opened"}
     assert settings["org_deploy_enabled"] is False
     assert settings["socket_mode_enabled"] is False
     assert settings["token_rotation_enabled"] is False
