@@ -130,3 +130,16 @@ def test_every_slash_command_the_docs_name_exists() -> None:
             if sub not in usage or (word and word not in re.findall(r"[a-z]+", usage[sub])):
                 wrong.append(f"{path.relative_to(ROOT)}: {' '.join(m.group(0).split())}")
     assert not wrong, f"commands /hitl does not have (see /hitl help): {wrong}"
+
+
+# ---- docs/commands.md: the /metrics table lists every family the bot exports -------------------
+
+def test_the_metrics_table_lists_every_metric_family() -> None:
+    emitted = {m for f in (ROOT / "bot").rglob("*.py")
+               for m in re.findall(r'(?:_family|histogram)\(\s*"(hitl_[a-z_]+)"', f.read_text())}
+    assert len(emitted) > 20, "the scan found the families"
+    table = _section("commands.md", "## `GET /metrics`")
+    documented = {m for row in table.splitlines() if row.startswith("| `hitl_")
+                  for m in re.findall(r"`(hitl_[a-z_]+)(?:\{[^}]*\})?`", row.split("|")[1])}
+    assert emitted - documented == set(), "exported but not in docs/commands.md's table"
+    assert documented - emitted == set(), "in docs/commands.md's table but never exported"
