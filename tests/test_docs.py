@@ -198,3 +198,25 @@ def test_every_cel_example_in_docs_policy_md_compiles() -> None:
     assert len(examples) >= 10
     for ex in examples:
         PolicyEngine.from_yaml(yaml.safe_dump({"rules": [{"name": "r", "when": ex, "tier": "high"}]}))
+
+
+# ---- docs/protocol.md's field tables are the wire models' fields --------------------------------
+
+def _table_names(section: str, column: int = 0) -> set[str]:
+    rows = [r for r in section.splitlines() if r.startswith("| `")]
+    return {n for r in rows for n in re.findall(r"`([a-z_]+)`", r.split("|")[column + 1])}
+
+
+def test_the_protocol_tables_list_every_field_of_the_wire_models() -> None:
+    from hitl.protocol import AgentMessage, Context, Decision, Metadata, Risk, Route
+
+    request_table = _section("protocol.md", "## A request")
+    assert _table_names(request_table) == set(Request.model_fields)
+    row = {r.split("|")[1].strip(" `"): r for r in request_table.splitlines() if r.startswith("| `")}
+    for name, model in (("risk", Risk), ("context", Context), ("metadata", Metadata)):
+        assert set(model.model_fields) <= set(re.findall(r"`([a-z_]+)`", row[name].split("|")[3])), name
+    decision_table = _section("protocol.md", "## A decision")
+    assert _table_names(decision_table) == set(Decision.model_fields)
+    route_row = next(r for r in decision_table.splitlines() if r.startswith("| `route`"))
+    assert set(Route.model_fields) <= set(re.findall(r"`([a-z_]+)`", route_row)), "a route field the doc omits"
+    assert _table_names(_section("protocol.md", "## Interim messages")) == set(AgentMessage.model_fields)
