@@ -3,6 +3,7 @@ code fails here, not in a user's hands."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import re
 import shlex
@@ -220,3 +221,41 @@ def test_the_protocol_tables_list_every_field_of_the_wire_models() -> None:
     route_row = next(r for r in decision_table.splitlines() if r.startswith("| `route`"))
     assert set(Route.model_fields) <= set(re.findall(r"`([a-z_]+)`", route_row)), "a route field the doc omits"
     assert _table_names(_section("protocol.md", "## Interim messages")) == set(AgentMessage.model_fields)
+
+
+# ---- every `hitl <command> --flag` the docs show is a flag of that command ---------------------
+
+def _subparser(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser | None:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            found: argparse.ArgumentParser | None = action.choices.get(name)
+            return found
+    return None
+
+
+def test_every_command_line_in_the_docs_uses_real_commands_and_flags() -> None:
+    from hitl.cli import parser as agent_parser
+
+    from bot.cli import _parser
+
+    bot, agent = _parser(), agent_parser()
+    wrong, seen = [], 0
+    for path in _doc_files():
+        for m in re.finditer(r"(?<![\w/.-])hitl ([a-z][a-z -]*)([^`\n]*)", path.read_text()):
+            words = m.group(1).split()
+            top = agent if words[0] in ("mcp", "hook") else bot
+            command, parser = [], top
+            for word in words:
+                sub = _subparser(parser, word)
+                if sub is None:
+                    break
+                command.append(word)
+                parser = sub
+            if not command:
+                continue  # prose ("hitl sits between ...")
+            seen += 1
+            options = {o for a in parser._actions for o in a.option_strings}
+            wrong += [f"{path.relative_to(ROOT)}: hitl {' '.join(command)} {flag}"
+                      for flag in re.findall(r"(?<![\w-])(--[a-z][a-z-]*)", m.group(0)) if flag not in options]
+    assert seen > 50
+    assert not wrong, wrong
