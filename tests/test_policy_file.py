@@ -204,6 +204,7 @@ def test_check_reports_an_invalid_request(tmp_path: Path) -> None:
     assert code == 2
     assert "built-in default policy: valid" in report
     assert "invalid request: confidence" in report
+    assert any(line.startswith(f"{bad}: invalid request: confidence") for line in report.splitlines())  # named once
 
 
 def test_check_shows_paused_and_first_use(tmp_path: Path) -> None:

@@ -30,8 +30,8 @@ def check(policy_path: Path | None, request_files: list[Path], *,
         lines.append("")
         try:
             requests = _requests(path)
-        except (OSError, ValueError) as e:
-            lines.append(f"{path}: {e}")
+        except (OSError, ValueError) as e:  # a ValueError names the file (and item) itself
+            lines.append(str(e) if isinstance(e, ValueError) else f"{path}: {e}")
             code = INVALID_REQUEST
             continue
         for label, request in requests:
@@ -87,9 +87,11 @@ def _requests(path: Path) -> list[tuple[str, Request]]:
     try:
         data: Any = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
-        raise ValueError(f"not JSON: {e}") from None
+        raise ValueError(f"{path}: not JSON: {e}") from None
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not UTF-8 text (byte {e.start}): JSON must be UTF-8") from None
     except RecursionError:
-        raise ValueError("not JSON this bot reads: nested too deep") from None
+        raise ValueError(f"{path}: not JSON this bot reads: nested too deep") from None
     items = data if isinstance(data, list) else [data]
     out = []
     for i, item in enumerate(items):
