@@ -186,6 +186,7 @@ def _read_json(source: str | None) -> dict[str, Any]:
 
 
 async def _request(args: argparse.Namespace, data: dict[str, Any]) -> int:
+    from hitl.errors import InvalidRequest
     from pydantic import ValidationError
 
     from bot.client import HitlClient
@@ -208,7 +209,11 @@ async def _request(args: argparse.Namespace, data: dict[str, Any]) -> int:
         return 2
     client = HitlClient.from_url(redis_url, prefix=prefix)
     try:
-        rid = await client.submit(request)
+        try:
+            rid = await client.submit(request)
+        except InvalidRequest as e:  # what the bot would refuse (a reply_to naming its own keys)
+            print(str(e), file=sys.stderr)
+            return 2
         print(rid, file=sys.stderr if args.wait else sys.stdout)
         if not args.wait:
             return 0

@@ -9,6 +9,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from hitl.keys import AgentKeys
+
 REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 """The request id alphabet (`hitl.protocol.REQUEST_ID_PATTERN`): no `:`, so an id can never
 reach into another key's name. Every key derived from an id is `{prefix}:<kind>:<id>`, and no
@@ -129,7 +131,6 @@ class Keys:
         return f"{self.prefix}:stats:{name}"
 
     def owns(self, key: str) -> bool:
-        """True when `key` is one of the bot's own keys (agents may only write results)."""
-        if key.startswith(self.results_prefix) and len(key) > len(self.results_prefix):
-            return False
-        return key == self.prefix or key.startswith(f"{self.prefix}:")
+        """True when `key` is one of the bot's own keys (agents may only write results): the SDK's
+        rule (`hitl.keys.AgentKeys.owns`), so a client refuses what the bot would."""
+        return AgentKeys(self.prefix).owns(key)

@@ -87,6 +87,9 @@ def test_request_refuses_an_invalid_request_before_sending() -> None:
     out = _hitl("request", "--agent", "a", "--action", "b", "--summary", "c", "--confidence", "2",
                 env={"REDIS_URL": "redis://127.0.0.1:1/0"})
     assert out.returncode == 2 and "confidence" in out.stderr
+    own = json.dumps({"agent": "a", "action": "b", "summary": "c", "reply_to": "hitl:audit"})
+    out = _hitl("request", "--json", "-", "--wait", input=own, env={"REDIS_URL": "redis://127.0.0.1:1/0"})
+    assert out.returncode == 2 and "names one of the bot's own keys" in out.stderr and "Traceback" not in out.stderr
 
 
 def test_request_explains_unusable_arguments(tmp_path: Path) -> None:

@@ -194,6 +194,32 @@ async def test_invalid_request_is_refused_before_anything_is_sent(h: Harness, cl
     assert await h.store.redis.xlen(h.store.keys.requests) == 0
 
 
+async def test_a_reply_to_naming_the_bots_own_key_is_refused_before_anything_is_sent(h: Harness) -> None:
+    """The bot would refuse it (and publish its `invalid` decision to {prefix}:decisions only); the
+    SDK says so at once instead of waiting on a stream the bot writes its audit trail to."""
+    prefix = h.store.keys.prefix
+    async with AsyncClient.from_url(h.redis_url, prefix=prefix, agent="billing") as c:
+        for reply_to in (f"{prefix}:audit", f"{prefix}:requests", prefix, f"{prefix}:results:"):
+            with pytest.raises(InvalidRequest, match="names one of the bot's own keys"):
+                await c.ask(action="refund", summary="Refund", reply_to=reply_to, timeout=5)
+        assert await h.store.redis.xlen(h.store.keys.requests) == 0
+        assert AgentKeys(prefix).owns(f"{prefix}:audit") and not AgentKeys(prefix).owns(f"{prefix}:results:a")
+
+
+async def test_an_entry_naming_the_request_without_a_decision_is_not_taken_for_one(h: Harness) -> None:
+    """Other writers' entries (an audit-like event, a note of the agent's own) on the reply stream
+    that carry the request's id but no `decision` field are passed over, not read as one."""
+    async with AsyncClient.from_url(h.redis_url, prefix=h.store.keys.prefix, agent="billing") as c:
+        request_id = await c.request(action="refund", summary="Refund $5", reply_to="agent:replies",
+                                     params={"amount": 5})
+        await h.store.redis.xadd("agent:replies", {"request_id": request_id, "event": "noted"})
+        waiting = asyncio.create_task(c.wait(request_id, timeout=20))
+        rec = await card_for(h, "refund")
+        assert not waiting.done()
+        await approve(h, rec)
+        assert (await waiting).approved
+
+
 def test_no_redis_is_one_line_naming_redis_url() -> None:
     url = f"redis://127.0.0.1:{free_port()}/0"
     with Client(url, retries=0) as client, pytest.raises(Unreachable) as e:

@@ -221,6 +221,9 @@ class AsyncClient:
             update["reply_to"] = self.reply_to
         request = request.model_copy(update=update) if update else request
         assert request.id is not None and request.reply_to is not None
+        if self.keys.owns(request.reply_to):
+            raise InvalidRequest(f"invalid request: reply_to {request.reply_to!r} names one of the bot's own keys; "
+                                 f"use a stream of your own or {self.keys.results('<name>')}")
         if len(self._replies) >= 10_000:
             self._replies.pop(next(iter(self._replies)))
         self._replies[request.id] = request.reply_to
@@ -420,7 +423,7 @@ class AsyncClient:
                 for entry_id, fields in entries:
                     watch.streams[stream] = entry_id
                     self._note_seen(stream, entry_id)
-                    if fields.get("request_id") == request_id:
+                    if fields.get("request_id") == request_id and "decision" in fields:
                         if watch.sent is not None:  # a chosen id: the request stored under it must be ours
                             async with self._redis():
                                 _taken(request_id, await self.redis.hget(self.keys.request(request_id), "request"),

@@ -26,3 +26,11 @@ class AgentKeys:
 
     def invalid(self, request_id: str) -> str:
         return f"{self.prefix}:invalid:{request_id}"
+
+    def owns(self, key: str) -> bool:
+        """True when `key` is one of the bot's own keys, which a request's `reply_to` may not name
+        (the bot refuses such a request): anything under the prefix but `{prefix}:results:<name>`."""
+        results = f"{self.prefix}:results:"
+        if key.startswith(results) and len(key) > len(results):
+            return False
+        return key == self.prefix or key.startswith(f"{self.prefix}:")
