@@ -248,12 +248,15 @@ class Store:
         reply_to: str | None,
         max_len: int = 10_000,
         max_age_s: float | None = None,
+        taken: bool = False,
     ) -> str:
         """Move an unusable entry to the dead-letter stream, tell its agent, ack it.
 
         The dead letters keep at most `max_len` entries, none older than `max_age_s`. An id
         that has a live record gets no `invalid` decision ('dead_live'): that id is decided
-        by its record."""
+        by its record. `taken`: the entry is another agent's (or action's) under that live id;
+        its `invalid` decision goes to its own `reply_to` alone (never the holder's: the caller
+        leaves that out), not to the decisions stream, and no marker is left."""
         k = self.keys
         min_id = f"{max(0, _ms(now) - int(max_age_s * 1000))}-0" if max_age_s else ""
         args: list[Any] = [
@@ -267,6 +270,7 @@ class Store:
             max_len,
             min_id,
             decision.request_id if decision else request_id,
+            "1" if taken else "",
             *dead_fields(entry),
         ]
         keys = [

@@ -341,3 +341,38 @@ async def test_a_malformed_retry_read_in_one_batch_with_its_valid_first_try_answ
         i.stop()
         await asyncio.wait_for(task, 10)
         await i.close()
+
+
+async def test_an_id_another_agent_holds_is_refused_and_answered_on_its_own_stream(store: Store, intake: Intake) -> None:
+    """The same id is the same request only for the same agent and action: another agent's entry
+    under a live id used to be acknowledged as a 'duplicate' and dropped, its body kept nowhere
+    and its agent told nothing (reading the id, it found the first agent's decision)."""
+    await store.redis.xadd(store.keys.requests, {"request": json.dumps({**GOOD, "id": "shared", "reply_to": "ag:a"})})
+    await eventually(lambda: _record(store, "shared"), what="the first agent's request")
+    other = {"agent": "ops", "action": "drop_table", "summary": "Drop the orders table", "id": "shared",
+             "reply_to": "ag:b"}
+    await store.redis.xadd(store.keys.requests, {"request": json.dumps(other)})
+    [(_, reply)] = await eventually(lambda: store.redis.xrange("ag:b"), what="the second agent's answer")
+    decision = json.loads(reply["decision"])
+    assert reply["request_id"] == "shared" and decision["status"] == "invalid"
+    assert "id 'shared' is taken by another request (billing: refund)" in decision["reason"]
+    [(_, dead)] = await store.redis.xrange(store.keys.dead)
+    assert dead["error"] == decision["reason"] and json.loads(dead["request"]) == other
+    # the first agent's request is untouched, and nothing answers it
+    rec = await store.get("shared")
+    assert rec.state is State.pending and rec.request.agent == "billing"
+    assert await store.redis.xlen("ag:a") == 0 and await store.redis.xlen(store.keys.decisions) == 0
+    assert not await store.redis.exists(store.keys.invalid("shared"))
+    assert (await store.redis.xpending(store.keys.requests, GROUP))["pending"] == 0
+
+
+async def test_another_agent_naming_the_holders_reply_stream_gets_nothing_there(store: Store, intake: Intake) -> None:
+    """The refusal never lands where the id's holder reads: it would take it for its own answer."""
+    await store.redis.xadd(store.keys.requests, {"request": json.dumps({**GOOD, "id": "held", "reply_to": "ag:a"})})
+    await eventually(lambda: _record(store, "held"), what="the holder's request")
+    await store.redis.xadd(store.keys.requests, {"request": json.dumps(
+        {"agent": "ops", "action": "refund", "summary": "s", "id": "held", "reply_to": "ag:a"})})
+    [(_, dead)] = await eventually(lambda: store.redis.xrange(store.keys.dead), what="the dead letter")
+    assert "is taken by another request" in dead["error"]
+    assert await store.redis.xlen("ag:a") == 0 and await store.redis.xlen(store.keys.decisions) == 0
+    assert (await store.get("held")).state is State.pending
