@@ -393,6 +393,8 @@ class Intake:
             raise Invalid(f"entry has no 'request' field (fields: {_clip(', '.join(entry.names())) or 'none'})")
         if len(entry.fields) > MAX_FIELDS:
             raise Invalid(f"entry has {len(entry.fields)} fields; send one field, 'request'")
+        if (n := entry.count("request")) > 1:  # which one the agent meant, nobody can tell
+            raise Invalid(f"entry has {n} 'request' fields; send one")
         if len(raw) > MAX_ENTRY_BYTES:
             raise Invalid(f"request is {len(raw)} bytes; the limit is {MAX_ENTRY_BYTES}")
         try:
@@ -458,7 +460,7 @@ class Intake:
         except Exception as e:  # last resort: keep the bytes, tell nobody, move on
             log.exception("intake: dead letter of %s failed; keeping it as base64", entry.id)
             packed = base64.b64encode(json.dumps(
-                [[base64.b64encode(k).decode(), base64.b64encode(v).decode()] for k, v in entry.fields.items()]
+                [[base64.b64encode(k).decode(), base64.b64encode(v).decode()] for k, v in entry.items()]
             ).encode())
             last = Entry(entry.id, {b"raw_base64": packed[:256 * 1024]})
             return await self.store.dead_letter(

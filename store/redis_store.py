@@ -770,9 +770,10 @@ def dead_fields(entry: Entry) -> list[bytes]:
     and DEAD_BYTES_MAX bytes; a cut entry says so in `truncated`."""
     out: list[bytes] = []
     size, kept = 0, 0
-    for name, value in entry.fields.items():
+    items = entry.items()  # a name sent twice is kept twice, as sent
+    for name, value in items:
         if kept == DEAD_FIELDS_MAX or size + len(name) + len(value) > DEAD_BYTES_MAX:
-            out += [b"truncated", f"{len(entry.fields)} fields, {kept} kept".encode()]
+            out += [b"truncated", f"{len(items)} fields, {kept} kept".encode()]
             break
         out += [name, value]
         size, kept = size + len(name) + len(value), kept + 1

@@ -376,3 +376,23 @@ async def test_another_agent_naming_the_holders_reply_stream_gets_nothing_there(
     assert "is taken by another request" in dead["error"]
     assert await store.redis.xlen("ag:a") == 0 and await store.redis.xlen(store.keys.decisions) == 0
     assert (await store.get("held")).state is State.pending
+
+
+async def test_an_entry_sending_request_twice_is_refused_and_keeps_both(store: Store, intake: Intake,
+                                                                         raw: aioredis.Redis) -> None:
+    """Redis keeps every pair of an entry, names repeated or not; intake used to read the entry
+    as a dict, accept the last `request` and drop the first without a trace (its dead letter,
+    too, kept only the last one)."""
+    first, second = json.dumps({**GOOD, "id": "one"}).encode(), json.dumps({**GOOD, "id": "two"}).encode()
+    entry_id = (await raw.execute_command("XADD", store.keys.requests, "*", "request", first,
+                                          "request", second, "note", "x")).decode()
+    await store.redis.xadd(store.keys.requests, {"request": json.dumps({**GOOD, "id": "after"})})
+    await eventually(lambda: _record(store, "after"), what="the valid request after it")
+    raw.set_response_callback("XRANGE", lambda r, **_: r)  # every pair as stored, repeated names too
+    [(_, dead)] = await raw.xrange(store.keys.dead)
+    pairs = dict(zip(dead[::2], dead[1::2], strict=True))
+    assert pairs[b"error"] == b"entry has 2 'request' fields; send one", pairs[b"error"]
+    assert pairs[b"entry_id"].decode() == entry_id
+    assert [v for k, v in zip(dead[::2], dead[1::2], strict=True) if k == b"request"] == [first, second]
+    assert not await store.exists("one") and not await store.exists("two")
+    assert (await store.redis.xpending(store.keys.requests, GROUP))["pending"] == 0
