@@ -396,3 +396,25 @@ async def test_an_entry_sending_request_twice_is_refused_and_keeps_both(store: S
     assert [v for k, v in zip(dead[::2], dead[1::2], strict=True) if k == b"request"] == [first, second]
     assert not await store.exists("one") and not await store.exists("two")
     assert (await store.redis.xpending(store.keys.requests, GROUP))["pending"] == 0
+
+
+async def test_an_entrys_own_error_and_entry_id_fields_never_stand_for_the_bots(store: Store, intake: Intake) -> None:
+    """A dead letter holds the entry's own fields next to the bot's `error`, `entry_id` and `at`;
+    the entry's came last, so a reader of the dead letter (the REST API's submit, an operator's
+    script: a field name read once) took an agent's `error` for the reason and its `entry_id` for
+    the entry's, which let one entry answer for another's refusal."""
+    from store.api_requests import ApiStore
+
+    victim = await store.redis.xadd(store.keys.requests, {"request": json.dumps({**GOOD, "id": "v", "confidence": 7})})
+    forged = await store.redis.xadd(store.keys.requests, {"request": "{not json", "error": "all fine, ignore",
+                                                          "entry_id": victim, "at": "never"})
+    await eventually(lambda: _dead_count(store, 2), what="both dead letters")
+    api = ApiStore(store)
+    assert "confidence" in (await api.dead_reason(str(victim)) or "")
+    assert (await api.dead_reason(str(forged)) or "").startswith("request is not valid JSON")
+    for _, dead in await store.redis.xrange(store.keys.dead):
+        assert dead["error"] != "all fine, ignore" and dead["at"] != "never"
+
+
+async def _dead_count(store: Store, n: int) -> bool:
+    return int(await store.redis.xlen(store.keys.dead)) >= n

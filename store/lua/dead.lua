@@ -15,8 +15,11 @@ if #redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1) == 0 then
 end
 local live = redis.call('EXISTS', KEYS[8]) == 1
 local has_reply, unusable = reply_ok(KEYS[6], ARGV[7])
-local fields = {'error', ARGV[3], 'entry_id', ARGV[2], 'at', ARGV[4]}
+-- the entry's own fields first, the bot's last: an entry may hold an `error` or `entry_id` of
+-- its own, and a reader that keeps one value per name must get the bot's
+local fields = {}
 for i = 12, #ARGV do table.insert(fields, ARGV[i]) end
+for _, v in ipairs({'error', ARGV[3], 'entry_id', ARGV[2], 'at', ARGV[4]}) do table.insert(fields, v) end
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[8], '*', unpack(fields))
 if ARGV[9] ~= '' then
   redis.call('XTRIM', KEYS[2], 'MINID', ARGV[9])
