@@ -343,6 +343,12 @@ class Intake:
         self._seen.add(action)
 
     async def _verdict(self, entry: Entry, router: Router, acc: Accepted, verdict: str) -> str:
+        if verdict.startswith("taken:"):  # the id is another agent's (or action's) request: never merged
+            holder = json.loads(verdict.removeprefix("taken:"))
+            return await self._dead(entry, f"id {acc.request.id!r} is taken by another request "
+                                           f"({holder.get('agent')}: {holder.get('action')}); choose another "
+                                           "id (the same id is the same request only for the same agent and "
+                                           "action)", taken_reply=str(holder.get("reply_to") or ""))
         if verdict.startswith("reply_type:"):
             return await self._dead(entry, f"reply_to {acc.request.reply_to!r} is an existing "
                                            f"{verdict.removeprefix('reply_type:')} key, not a stream; use a "
@@ -387,6 +393,8 @@ class Intake:
             raise Invalid(f"entry has no 'request' field (fields: {_clip(', '.join(entry.names())) or 'none'})")
         if len(entry.fields) > MAX_FIELDS:
             raise Invalid(f"entry has {len(entry.fields)} fields; send one field, 'request'")
+        if (n := entry.count("request")) > 1:  # which one the agent meant, nobody can tell
+            raise Invalid(f"entry has {n} 'request' fields; send one")
         if len(raw) > MAX_ENTRY_BYTES:
             raise Invalid(f"request is {len(raw)} bytes; the limit is {MAX_ENTRY_BYTES}")
         try:
@@ -428,12 +436,15 @@ class Intake:
             return {}
         return data if isinstance(data, dict) else {}
 
-    async def _dead(self, entry: Entry, error: str) -> str:
+    async def _dead(self, entry: Entry, error: str, *, taken_reply: str | None = None) -> str:
+        """Dead-letter `entry`. `taken_reply`: the entry names an id another agent's (or action's)
+        request holds, whose reply stream this is ('' for none): the entry's own agent is told
+        on its own reply_to, never on that one (its holder would take the refusal for its answer)."""
         error = _unicode(error)  # a reason quoting the entry's own text stays storable
         data = self._salvage(entry)
         reply = data.get("reply_to")
         reply_to = reply if isinstance(reply, str) and _usable_text(reply) and not self.store.keys.owns(reply) \
-            and not self.store.reply_to_problem(reply) else None
+            and not self.store.reply_to_problem(reply) and reply != taken_reply else None
         sent = data.get("id")
         rid = sent if isinstance(sent, str) and is_request_id(sent) else entry.id
         # the agent matches its answer by the id it sent, even one outside the alphabet
@@ -443,13 +454,13 @@ class Intake:
             decision = Decision(request_id=shown, status=Status.invalid, reason=error, decided_at=utcnow())
             return await self.store.dead_letter(entry, error, utcnow(), request_id=rid, decision=decision,
                                                 reply_to=reply_to, max_len=self.dead_max_len,
-                                                max_age_s=self.dead_max_age_s)
+                                                max_age_s=self.dead_max_age_s, taken=taken_reply is not None)
         except Unavailable:
             raise
         except Exception as e:  # last resort: keep the bytes, tell nobody, move on
             log.exception("intake: dead letter of %s failed; keeping it as base64", entry.id)
             packed = base64.b64encode(json.dumps(
-                [[base64.b64encode(k).decode(), base64.b64encode(v).decode()] for k, v in entry.fields.items()]
+                [[base64.b64encode(k).decode(), base64.b64encode(v).decode()] for k, v in entry.items()]
             ).encode())
             last = Entry(entry.id, {b"raw_base64": packed[:256 * 1024]})
             return await self.store.dead_letter(

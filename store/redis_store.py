@@ -248,12 +248,15 @@ class Store:
         reply_to: str | None,
         max_len: int = 10_000,
         max_age_s: float | None = None,
+        taken: bool = False,
     ) -> str:
         """Move an unusable entry to the dead-letter stream, tell its agent, ack it.
 
         The dead letters keep at most `max_len` entries, none older than `max_age_s`. An id
         that has a live record gets no `invalid` decision ('dead_live'): that id is decided
-        by its record."""
+        by its record. `taken`: the entry is another agent's (or action's) under that live id;
+        its `invalid` decision goes to its own `reply_to` alone (never the holder's: the caller
+        leaves that out), not to the decisions stream, and no marker is left."""
         k = self.keys
         min_id = f"{max(0, _ms(now) - int(max_age_s * 1000))}-0" if max_age_s else ""
         args: list[Any] = [
@@ -267,6 +270,7 @@ class Store:
             max_len,
             min_id,
             decision.request_id if decision else request_id,
+            "1" if taken else "",
             *dead_fields(entry),
         ]
         keys = [
@@ -766,9 +770,10 @@ def dead_fields(entry: Entry) -> list[bytes]:
     and DEAD_BYTES_MAX bytes; a cut entry says so in `truncated`."""
     out: list[bytes] = []
     size, kept = 0, 0
-    for name, value in entry.fields.items():
+    items = entry.items()  # a name sent twice is kept twice, as sent
+    for name, value in items:
         if kept == DEAD_FIELDS_MAX or size + len(name) + len(value) > DEAD_BYTES_MAX:
-            out += [b"truncated", f"{len(entry.fields)} fields, {kept} kept".encode()]
+            out += [b"truncated", f"{len(items)} fields, {kept} kept".encode()]
             break
         out += [name, value]
         size, kept = size + len(name) + len(value), kept + 1

@@ -18,7 +18,7 @@ from store.connect import connect
 GROUP = "hitl"
 
 RawFields = dict[bytes, bytes]
-_Rows = list[tuple[bytes, RawFields | None]]
+_Rows = list[tuple[bytes, list[bytes] | None]]
 
 
 @dataclass(frozen=True)
@@ -27,6 +27,9 @@ class Entry:
 
     id: str
     fields: RawFields
+    pairs: tuple[tuple[bytes, bytes], ...] | None = None
+    """Every (name, value) pair as stored, when a name repeats (Redis keeps them all; `fields`
+    holds the last value of each name); None when no name repeats."""
 
     def field(self, name: str) -> bytes | None:
         return self.fields.get(name.encode())
@@ -35,10 +38,42 @@ class Entry:
         """The entry's field names, readable even when they are not UTF-8."""
         return sorted(n.decode("utf-8", "backslashreplace") for n in self.fields)
 
+    def count(self, name: str) -> int:
+        """How many times the entry holds field `name`."""
+        key = name.encode()
+        if self.pairs is None:
+            return int(key in self.fields)
+        return sum(1 for n, _ in self.pairs if n == key)
+
+    def items(self) -> list[tuple[bytes, bytes]]:
+        """Every (name, value) pair in stored order, repeated names included."""
+        return list(self.pairs) if self.pairs is not None else list(self.fields.items())
+
+
+def _entry(entry_id: bytes, flat: list[bytes]) -> Entry:
+    pairs = tuple(zip(flat[::2], flat[1::2], strict=True))
+    fields = dict(pairs)
+    return Entry(entry_id.decode(), fields, pairs if len(fields) < len(pairs) else None)
+
 
 def _entries(rows: _Rows) -> list[Entry]:
     # entries deleted while pending come back without fields: nothing to handle
-    return [Entry(i.decode(), f) for i, f in rows if f]
+    return [_entry(i, f) for i, f in rows if f]
+
+
+def _raw(response: object, **_: object) -> object:
+    """A reply as Redis sent it: redis-py's own parsing makes each entry a dict, which keeps one
+    value of a field name sent twice and loses the other."""
+    return response
+
+
+def _rows(response: object) -> _Rows:
+    """The entries of an XREADGROUP reply for one stream (RESP2: [[name, rows]]; RESP3: {name: rows})."""
+    if not response:
+        return []
+    if isinstance(response, dict):
+        return cast(_Rows, next(iter(response.values())))
+    return cast(_Rows, cast(list[list[object]], response)[0][1])
 
 
 class RequestStream:
@@ -50,20 +85,21 @@ class RequestStream:
         # `connect` serves every REDIS_URL form (single, cluster, Sentinel); bytes, never decoded here.
         self._redis: aioredis.Redis = connect(url, socket_timeout=block_ms / 1000 + 10, retry=False,
                                               decode_responses=False)
+        for command in ("XREADGROUP", "XAUTOCLAIM"):  # entries as stored, every pair of each
+            self._redis.set_response_callback(command, _raw)
 
     async def close(self) -> None:
         await self._redis.aclose()
 
     async def read(self, consumer: str, start: str, *, count: int = 100, block_ms: int | None = None) -> list[Entry]:
         """Entries for `consumer`: new ones (`>`), or its own unacknowledged ones (`0`)."""
-        rows = cast(list[tuple[bytes, _Rows]] | None, await self._redis.xreadgroup(
-            GROUP, consumer, {self.key: start}, count=count, block=block_ms))
+        rows = _rows(await self._redis.xreadgroup(GROUP, consumer, {self.key: start}, count=count, block=block_ms))
         if not rows:
             return []
-        gone = [i for i, f in rows[0][1] if not f]
+        gone = [i for i, f in rows if not f]
         if gone:  # deleted while pending (XDEL): nothing to handle, and it must not hold back trimming
             await self._redis.xack(self.key, GROUP, *gone)
-        return _entries(rows[0][1])
+        return _entries(rows)
 
     async def reclaim(self, consumer: str, idle_ms: int, *, count: int = 100) -> list[Entry]:
         """Take over entries other consumers left idle for `idle_ms`."""

@@ -53,6 +53,9 @@ INVALID = [
     ("unknown field", {**GOOD, "colour": "red"}, "colour: Extra inputs are not permitted"),
     ("editable not in params", {**GOOD, "editable": ["amount"]}, "editable names 'amount'"),
     ("reply_to into the audit stream", {**GOOD, "reply_to": "hitl:audit"}, "names one of the bot's own keys"),
+    # a number sent as text is converted by the model, past the bounds JSON numbers are held to
+    ("tool_calls as text past 1e15", {**GOOD, "metadata": {"tool_calls": "1" * 20}},
+     "metadata.tool_calls: Input should be less than or equal to 1000000000000000"),
 ]
 
 

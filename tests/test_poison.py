@@ -341,3 +341,80 @@ async def test_a_malformed_retry_read_in_one_batch_with_its_valid_first_try_answ
         i.stop()
         await asyncio.wait_for(task, 10)
         await i.close()
+
+
+async def test_an_id_another_agent_holds_is_refused_and_answered_on_its_own_stream(store: Store, intake: Intake) -> None:
+    """The same id is the same request only for the same agent and action: another agent's entry
+    under a live id used to be acknowledged as a 'duplicate' and dropped, its body kept nowhere
+    and its agent told nothing (reading the id, it found the first agent's decision)."""
+    await store.redis.xadd(store.keys.requests, {"request": json.dumps({**GOOD, "id": "shared", "reply_to": "ag:a"})})
+    await eventually(lambda: _record(store, "shared"), what="the first agent's request")
+    other = {"agent": "ops", "action": "drop_table", "summary": "Drop the orders table", "id": "shared",
+             "reply_to": "ag:b"}
+    await store.redis.xadd(store.keys.requests, {"request": json.dumps(other)})
+    [(_, reply)] = await eventually(lambda: store.redis.xrange("ag:b"), what="the second agent's answer")
+    decision = json.loads(reply["decision"])
+    assert reply["request_id"] == "shared" and decision["status"] == "invalid"
+    assert "id 'shared' is taken by another request (billing: refund)" in decision["reason"]
+    [(_, dead)] = await store.redis.xrange(store.keys.dead)
+    assert dead["error"] == decision["reason"] and json.loads(dead["request"]) == other
+    # the first agent's request is untouched, and nothing answers it
+    rec = await store.get("shared")
+    assert rec.state is State.pending and rec.request.agent == "billing"
+    assert await store.redis.xlen("ag:a") == 0 and await store.redis.xlen(store.keys.decisions) == 0
+    assert not await store.redis.exists(store.keys.invalid("shared"))
+    assert (await store.redis.xpending(store.keys.requests, GROUP))["pending"] == 0
+
+
+async def test_another_agent_naming_the_holders_reply_stream_gets_nothing_there(store: Store, intake: Intake) -> None:
+    """The refusal never lands where the id's holder reads: it would take it for its own answer."""
+    await store.redis.xadd(store.keys.requests, {"request": json.dumps({**GOOD, "id": "held", "reply_to": "ag:a"})})
+    await eventually(lambda: _record(store, "held"), what="the holder's request")
+    await store.redis.xadd(store.keys.requests, {"request": json.dumps(
+        {"agent": "ops", "action": "refund", "summary": "s", "id": "held", "reply_to": "ag:a"})})
+    [(_, dead)] = await eventually(lambda: store.redis.xrange(store.keys.dead), what="the dead letter")
+    assert "is taken by another request" in dead["error"]
+    assert await store.redis.xlen("ag:a") == 0 and await store.redis.xlen(store.keys.decisions) == 0
+    assert (await store.get("held")).state is State.pending
+
+
+async def test_an_entry_sending_request_twice_is_refused_and_keeps_both(store: Store, intake: Intake,
+                                                                         raw: aioredis.Redis) -> None:
+    """Redis keeps every pair of an entry, names repeated or not; intake used to read the entry
+    as a dict, accept the last `request` and drop the first without a trace (its dead letter,
+    too, kept only the last one)."""
+    first, second = json.dumps({**GOOD, "id": "one"}).encode(), json.dumps({**GOOD, "id": "two"}).encode()
+    entry_id = (await raw.execute_command("XADD", store.keys.requests, "*", "request", first,
+                                          "request", second, "note", "x")).decode()
+    await store.redis.xadd(store.keys.requests, {"request": json.dumps({**GOOD, "id": "after"})})
+    await eventually(lambda: _record(store, "after"), what="the valid request after it")
+    raw.set_response_callback("XRANGE", lambda r, **_: r)  # every pair as stored, repeated names too
+    [(_, dead)] = await raw.xrange(store.keys.dead)
+    pairs = dict(zip(dead[::2], dead[1::2], strict=True))
+    assert pairs[b"error"] == b"entry has 2 'request' fields; send one", pairs[b"error"]
+    assert pairs[b"entry_id"].decode() == entry_id
+    assert [v for k, v in zip(dead[::2], dead[1::2], strict=True) if k == b"request"] == [first, second]
+    assert not await store.exists("one") and not await store.exists("two")
+    assert (await store.redis.xpending(store.keys.requests, GROUP))["pending"] == 0
+
+
+async def test_an_entrys_own_error_and_entry_id_fields_never_stand_for_the_bots(store: Store, intake: Intake) -> None:
+    """A dead letter holds the entry's own fields next to the bot's `error`, `entry_id` and `at`;
+    the entry's came last, so a reader of the dead letter (the REST API's submit, an operator's
+    script: a field name read once) took an agent's `error` for the reason and its `entry_id` for
+    the entry's, which let one entry answer for another's refusal."""
+    from store.api_requests import ApiStore
+
+    victim = await store.redis.xadd(store.keys.requests, {"request": json.dumps({**GOOD, "id": "v", "confidence": 7})})
+    forged = await store.redis.xadd(store.keys.requests, {"request": "{not json", "error": "all fine, ignore",
+                                                          "entry_id": victim, "at": "never"})
+    await eventually(lambda: _dead_count(store, 2), what="both dead letters")
+    api = ApiStore(store)
+    assert "confidence" in (await api.dead_reason(str(victim)) or "")
+    assert (await api.dead_reason(str(forged)) or "").startswith("request is not valid JSON")
+    for _, dead in await store.redis.xrange(store.keys.dead):
+        assert dead["error"] != "all fine, ignore" and dead["at"] != "never"
+
+
+async def _dead_count(store: Store, n: int) -> bool:
+    return int(await store.redis.xlen(store.keys.dead)) >= n

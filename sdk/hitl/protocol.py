@@ -172,7 +172,9 @@ class Metadata(_Open):
     session_id: ShortText | None = None
     model: ShortText | None = None
     prompt_version: ShortText | None = None
-    tool_calls: int | None = Field(default=None, ge=0)
+    tool_calls: int | None = Field(default=None, ge=0, le=10**15)
+    """Bounded here too (hitl.bounds.MAX_NUMBER): `"123..."` as text is converted to a number
+    after the JSON's numbers were checked, and must not store one no JSON reader reads back."""
 
 
 class Request(_Strict):

@@ -1,5 +1,6 @@
 -- Store a valid request's effects and acknowledge its stream entry, atomically.
--- Checks first (still pending for the group, not a duplicate, routed on the current pause
+-- Checks first (still pending for the group, not a duplicate nor an id another agent or action
+-- holds ('taken:<JSON of the holder's agent, action, reply_to>'), routed on the current pause
 -- switch and seen-actions set, reply key usable), then the writes, XACK last: a failure can
 -- only happen before anything is written.
 -- KEYS: requests, record, trail, audit, pending, outbox, decisions, reply (or decisions when the
@@ -25,6 +26,13 @@ if #redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1) == 0 then
 end
 local rid, at = ARGV[3], ARGV[5]
 if redis.call('EXISTS', KEYS[2]) == 1 then
+  -- the same id is the same request only for the same agent and action: another's entry under
+  -- it is refused (intake dead-letters it, told who holds the id), never merged into this one
+  local ok, held = pcall(cjson.decode, redis.call('HGET', KEYS[2], 'request') or '')
+  if ok and type(held) == 'table' and (held['agent'] ~= ARGV[16] or held['action'] ~= ARGV[11]) then
+    return 'taken:' .. cjson.encode({agent = held['agent'], action = held['action'],
+                                     reply_to = held['reply_to'] or ''})
+  end
   audit(KEYS[4], KEYS[3], 'duplicate', rid, 'system', at, cjson.encode({entry_id = ARGV[2]}))
   redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
   return 'duplicate'
