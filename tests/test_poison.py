@@ -15,8 +15,9 @@ from redis.exceptions import ResponseError
 
 from bot.intake import Intake
 from bot.routing import SingleChannelRouter
-from store.models import Request, Route, State, Status
+from store.models import Choice, Request, Route, State, Status, utcnow
 from store.redis_store import GROUP, Entry, Store
+from store.transitions import vote
 from tests.util import eventually
 
 ROUTER = SingleChannelRouter()
@@ -418,3 +419,37 @@ async def test_an_entrys_own_error_and_entry_id_fields_never_stand_for_the_bots(
 
 async def _dead_count(store: Store, n: int) -> bool:
     return int(await store.redis.xlen(store.keys.dead)) >= n
+
+
+async def test_someone_elses_malformed_entry_under_my_id_is_not_my_answer(store: Store, redis_url: str) -> None:
+    """A malformed entry naming id X waits in the queue; an agent then asks under X and waits. The
+    bot refuses the first entry and publishes that refusal under X: the agent's client must pass
+    over it (it refuses another entry, `entry_id`) and wait for its own request, which people decide."""
+    from hitl import AsyncClient
+
+    bad = await store.redis.xadd(store.keys.requests, {"request": json.dumps({**GOOD, "id": "X-1", "confidence": 5})})
+
+    async def blocked_in_xread() -> bool:
+        return any(c.get("cmd") == "xread" and "b" in c.get("flags", "") for c in await store.redis.client_list())
+
+    async with AsyncClient.from_url(redis_url, prefix=store.keys.prefix, agent="billing") as client:
+        asking = asyncio.create_task(client.ask(**{k: v for k, v in GOOD.items() if k != "agent"}, id="X-1",
+                                                timeout=20))
+        await eventually(blocked_in_xread, what="the agent waiting on its streams")
+        i = Intake(store, lambda: ROUTER, redis_url=redis_url, consumer="c1")
+        task = asyncio.create_task(i.run())
+        try:
+            await eventually(lambda: store.exists("X-1"), what="the agent's own request stored")
+            published = await store.redis.xrange(store.keys.decisions)
+            assert [(f["request_id"], json.loads(f["decision"])["status"], f["entry_id"]) for _, f in published] == [
+                ("X-1", "invalid", bad)]
+            rec = await store.get("X-1")
+            assert rec.state == State.pending
+            await asyncio.sleep(0.2)  # time for the client to read what was published (and wrongly return)
+            assert not asking.done()
+            await store.apply(vote(rec, user_id="U0ALICE", name="alice", choice=Choice.approve, now=utcnow()), utcnow())
+            assert (await asking).status == Status.approved
+        finally:
+            i.stop()
+            await asyncio.wait_for(task, 10)
+            await i.close()

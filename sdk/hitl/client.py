@@ -349,6 +349,13 @@ class AsyncClient:
             self._held.pop(next(iter(self._held)))
         self._held[request_id] = (body, entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id))
 
+    def _refuses_another(self, request_id: str, fields: dict[str, Any]) -> bool:
+        """Whether a published entry is the bot's refusal (`invalid`) of another queue entry
+        than the one this client sent under `request_id` (someone else's malformed entry naming
+        the same id): not this request's answer, which is still to come."""
+        refused, held = fields.get("entry_id"), self._held.get(request_id)
+        return refused is not None and held is not None and refused != held[1]
+
     def _note_seen(self, stream: str, entry_id: str) -> None:
         """Remember a position on `stream` this client has reached (a later fresh ask waits from it)."""
         if stream not in self._seen and len(self._seen) >= 1000:
@@ -423,7 +430,8 @@ class AsyncClient:
                 for entry_id, fields in entries:
                     watch.streams[stream] = entry_id
                     self._note_seen(stream, entry_id)
-                    if fields.get("request_id") == request_id and "decision" in fields:
+                    if fields.get("request_id") == request_id and "decision" in fields \
+                            and not self._refuses_another(request_id, fields):
                         if watch.sent is not None:  # a chosen id: the request stored under it must be ours
                             async with self._redis():
                                 _taken(request_id, await self.redis.hget(self.keys.request(request_id), "request"),

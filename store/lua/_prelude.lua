@@ -31,11 +31,17 @@ end
 
 -- Decision to {prefix}:decisions, and to the agent's reply stream when it named one.
 -- `unreachable` (the reply key's type when reply_ok refused it) is recorded in the audit.
-local function publish(decisions_key, reply_key, has_reply, request_id, decision, at, audit_key, trail_key, unreachable)
-  redis.call('XADD', decisions_key, 'MAXLEN', '~', 100000, '*', 'request_id', request_id, 'decision', decision)
+-- `entry_id` (optional): the queue entry an `invalid` decision refuses, published beside it so
+-- an agent that sent another entry under the same id does not take that refusal for its answer.
+local function publish(decisions_key, reply_key, has_reply, request_id, decision, at, audit_key, trail_key, unreachable, entry_id)
+  local fields = {'request_id', request_id, 'decision', decision}
+  if entry_id then
+    table.insert(fields, 'entry_id'); table.insert(fields, entry_id)
+  end
+  redis.call('XADD', decisions_key, 'MAXLEN', '~', 100000, '*', unpack(fields))
   local streams = {decisions_key}
   if has_reply == '1' then
-    redis.call('XADD', reply_key, 'MAXLEN', '~', 10000, '*', 'request_id', request_id, 'decision', decision)
+    redis.call('XADD', reply_key, 'MAXLEN', '~', 10000, '*', unpack(fields))
     table.insert(streams, reply_key)
   end
   local detail = {streams = streams}

@@ -8,6 +8,8 @@
 --       entry is another agent's (or action's) under an id a request holds: its decision goes to
 --       its own reply_to alone, never to decisions, no marker; the caller never passes the
 --       holder's reply_to), raw field pairs...
+-- The published entries also carry `entry_id`: the refused queue entry (another entry under
+-- the same id is not refused by it, and its agent must not take this for its answer).
 -- The published request_id is the id the agent sent, even one outside the id alphabet (so a
 -- waiting agent recognises its answer); keys are named from request_id, always a valid id.
 if #redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1) == 0 then
@@ -29,10 +31,11 @@ local answer_taken = live and ARGV[6] ~= '' and ARGV[11] == '1' and has_reply ==
 if answer_taken then detail['answered'] = KEYS[6] end
 audit(KEYS[3], KEYS[4], 'invalid', ARGV[5], 'system', ARGV[4], cjson.encode(detail))
 if answer_taken then
-  redis.call('XADD', KEYS[6], 'MAXLEN', '~', 10000, '*', 'request_id', ARGV[10], 'decision', ARGV[6])
+  redis.call('XADD', KEYS[6], 'MAXLEN', '~', 10000, '*', 'request_id', ARGV[10], 'decision', ARGV[6],
+             'entry_id', ARGV[2])
 elseif ARGV[6] ~= '' and not live then
   redis.call('SET', KEYS[7], ARGV[6], 'EX', 604800)
-  publish(KEYS[5], KEYS[6], has_reply, ARGV[10], ARGV[6], ARGV[4], KEYS[3], KEYS[4], unusable)
+  publish(KEYS[5], KEYS[6], has_reply, ARGV[10], ARGV[6], ARGV[4], KEYS[3], KEYS[4], unusable, ARGV[2])
 end
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
 if live then return 'dead_live' end
