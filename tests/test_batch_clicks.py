@@ -1,0 +1,75 @@
+"""What a click on a batch card means when the card no longer matches the items: every item
+settled since it was drawn (its lock redraw refused), decided elsewhere while a modal was open
+(found by an adversarial review)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from blocks.ids import BatchActionId
+from store.models import State
+from tests.harness import Harness, running
+from tests.test_batch import POLICY, _cards_showing, _item
+from tests.util import eventually
+
+
+@pytest.fixture
+async def h(redis_url: str, tmp_path: Path) -> AsyncIterator[Harness]:
+    async with running(redis_url, tmp_path, POLICY) as harness:
+        yield harness
+
+
+def _card(h: Harness, ts: str) -> dict[str, Any]:
+    return next(m for m in h.emu.messages("#approvals") if m["ts"] == ts)
+
+
+def _has_buttons(message: dict[str, Any]) -> bool:
+    return any(b.get("type") == "actions" for b in message.get("blocks") or [])
+
+
+async def _settled_behind_an_open_card(h: Harness) -> tuple[list[str], str]:
+    """Two items on a batch card, both decided, the last redraw (the lock) refused by Slack:
+    the card still offers its bulk buttons. The items and the card's ts."""
+    ids = [await h.push(summary=f"Refund {i}", batch_key="stuck") for i in range(2)]
+    await _cards_showing(h, ids)
+    first = await h.store.get(ids[0])
+    assert first.ts
+    await _item(h, first, "U0ALICE", "approve")
+    await eventually(lambda: asyncio.sleep(0, "*Approved* by" in json.dumps(_card(h, first.ts or "")["blocks"])),
+                     what="the first item shown approved")
+    updates = len(h.emu.calls_to("chat.update"))
+    h.emu.inject("chat.update", status=403, body="<html>Forbidden</html>")  # a proxy's page: refused for good
+    await _item(h, await h.store.get(ids[1]), "U0ALICE", "approve")
+    await h.decided(ids[1])
+
+    async def refused() -> bool:
+        queued = await h.store.redis.zrange(h.store.keys.outbox, 0, -1)
+        return len(h.emu.calls_to("chat.update")) > updates and not any(m.startswith(b"batch:") for m in queued)
+
+    await eventually(refused, what="the lock redraw refused")
+    assert _has_buttons(_card(h, first.ts))
+    return ids, first.ts
+
+
+async def test_approve_all_on_a_card_whose_items_are_all_settled_locks_it(h: Harness) -> None:
+    _, ts = await _settled_behind_an_open_card(h)
+    await h.emu.click("U0BOB", "#approvals", ts, BatchActionId.approve_all)
+    assert "already been settled" in await h.ephemeral("U0BOB")
+    await eventually(lambda: asyncio.sleep(0, not _has_buttons(_card(h, ts))), what="the card locked")
+    assert "All decided" in json.dumps(_card(h, ts)["blocks"])
+
+
+async def test_reject_all_on_a_card_whose_items_are_all_settled_locks_it(h: Harness) -> None:
+    ids, ts = await _settled_behind_an_open_card(h)
+    await h.emu.click("U0BOB", "#approvals", ts, BatchActionId.reject_all)
+    assert "already been settled" in await h.ephemeral("U0BOB")
+    assert h.emu.top_view("U0BOB") is None  # no form to reject nothing
+    await eventually(lambda: asyncio.sleep(0, not _has_buttons(_card(h, ts))), what="the card locked")
+    assert all(r.state is State.decided and r.decision and r.decision.status.value == "approved"
+               for r in await h.store.get_many(ids))
