@@ -139,7 +139,7 @@ async def on_reject_all(ack: AsyncAck, body: dict[str, Any], action: dict[str, A
             return
         channel, ts = _where(body)
         await client.views_open(trigger_id=body["trigger_id"], view=reject_all_modal(
-            batch, pending, BatchMeta(b=v.b, c=channel, t=ts, i=v.i, h=v.h)))
+            batch, pending, BatchMeta(b=v.b, c=channel, t=ts, i=v.i, h=v.h, n=len(pending))))
     except ERRORS as e:
         await respond(**refusal_message(e), response_type="ephemeral", replace_original=False)
 
@@ -159,9 +159,12 @@ async def on_reject_all_submitted(ack: AsyncAck, body: dict[str, Any], view: dic
         return
     outcomes = await reviews.decide_many(deps(context), [r.id for r in pending], user["id"], user_name(user),
                                          Choice.reject, reason_code=rejection.code, reason=rejection.text)
+    gone = max(0, (meta.n or 0) - len(pending))  # listed in the form, settled before it was sent
+    if gone:
+        await catch_up(context, meta.b)
     if meta.c:
         await client.chat_postEphemeral(channel=meta.c, user=user["id"],
-                                        **bulk_result_message("rejected", outcomes, arrived=arrived))
+                                        **bulk_result_message("rejected", outcomes, arrived=arrived, gone=gone))
 
 
 async def on_one_by_one(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], respond: AsyncRespond,

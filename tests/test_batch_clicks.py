@@ -73,3 +73,20 @@ async def test_reject_all_on_a_card_whose_items_are_all_settled_locks_it(h: Harn
     await eventually(lambda: asyncio.sleep(0, not _has_buttons(_card(h, ts))), what="the card locked")
     assert all(r.state is State.decided and r.decision and r.decision.status.value == "approved"
                for r in await h.store.get_many(ids))
+
+
+
+async def test_reject_all_says_which_of_the_items_in_its_form_were_settled_meanwhile(h: Harness) -> None:
+    ids = [await h.push(summary=f"Refund {i}", batch_key="form") for i in range(2)]
+    await _cards_showing(h, ids)
+    rec = await h.store.get(ids[0])
+    assert rec.ts
+    await h.emu.click("U0BOB", "#approvals", rec.ts, BatchActionId.reject_all)
+    view = await eventually(lambda: asyncio.sleep(0, h.emu.top_view("U0BOB")), what="reject-all modal")
+    assert "Rejecting 2 requests" in json.dumps(view.blocks)
+    await _item(h, rec, "U0ALICE", "approve")  # decided on the card while Bob fills in the form
+    await h.decided(ids[0])
+    assert (await h.emu.submit_view("U0BOB", view.id, {"hitl.reason_code": {"value": "risky"}})).closed
+    reply = await h.ephemeral("U0BOB")
+    assert "Rejected 1 of the 2 you saw" in reply and "1 had already been settled" in reply
+    assert (await h.store.get(ids[0])).decision.status.value == "approved"  # type: ignore[union-attr]
