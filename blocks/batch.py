@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from blocks.batch_lines import SUMMARY_MAX, item_line, review_line, strike
+from blocks.batch_lines import SUMMARY_MAX, item_line, mixes_actions, review_line, strike
 from blocks.cards import card, delegation_note
 from blocks.facts import voters
 from blocks.ids import BatchActionId, BlockId, batch_item_block_id
@@ -109,7 +109,8 @@ def batch_card(batch: Batch, records: list[Record], *, paused: bool = False,
         top.append(context([f"⏸ *Automation paused:* {why}"]))
     room = MESSAGE_BLOCKS_MAX - len(top) - 2  # the actions and the footer
     items_drawn: dict[tuple[str, int], Block] = {}  # each item's block, drawn once per summary length
-    prefix, drawn, lines = _draw(batch, kind, by_id, room, memo=items_drawn)
+    what = mixes_actions(items)
+    prefix, drawn, lines = _draw(batch, kind, by_id, room, memo=items_drawn, what=what)
     # the text of all blocks together has a limit too: the items' summaries are shortened first,
     # then only if even the shortest do not fit do items wait for a later drawing ("N more not
     # shown yet"), as when blocks run short
@@ -117,18 +118,20 @@ def batch_card(batch: Batch, records: list[Record], *, paused: bool = False,
     for summary_max in SUMMARY_STEPS:
         if text_size(lines) <= text_room:
             break
-        prefix, drawn, lines = _draw(batch, kind, by_id, room, summary_max=summary_max, memo=items_drawn)
+        prefix, drawn, lines = _draw(batch, kind, by_id, room, summary_max=summary_max, memo=items_drawn,
+                                     what=what)
     if len(prefix) > 1 and text_size(lines) > text_room:  # the longest prefix that fits (drawing is monotone)
         lo, hi = 1, len(prefix) - 1
         while lo < hi:
             mid = (lo + hi + 1) // 2
-            shorter = _draw(batch, kind, by_id, room, upto=mid, summary_max=SUMMARY_STEPS[-1], memo=items_drawn)
+            shorter = _draw(batch, kind, by_id, room, upto=mid, summary_max=SUMMARY_STEPS[-1], memo=items_drawn,
+                            what=what)
             if text_size(shorter[2]) <= text_room:
                 lo = mid
             else:
                 hi = mid - 1
         prefix, drawn, lines = _draw(batch, kind, by_id, room, upto=lo, summary_max=SUMMARY_STEPS[-1],
-                                     memo=items_drawn)
+                                     memo=items_drawn, what=what)
     shown_open = [r for r in drawn if awaiting(r, kind)]
     blocks = top + lines
     if shown_open:
@@ -153,12 +156,13 @@ def _delegations(open_items: list[Record], absences: Mapping[str, Away] | None, 
 
 def _draw(batch: Batch, kind: str, by_id: dict[str, Record], room: int, upto: int | None = None,
           summary_max: int = SUMMARY_MAX, memo: dict[tuple[str, int], Block] | None = None,
-          ) -> tuple[list[str], list[Record], list[Block]]:
+          *, what: bool = False) -> tuple[list[str], list[Record], list[Block]]:
     """The prefix of the batch's item ids the card covers (what the bulk buttons bind), the
     records it draws, and their blocks: one per item; settled items folded into one block
     when room runs short (with `max_items` valid, every item fits on its own). `upto`: the
     prefix holds at most that many ids; `summary_max`: each item's summary cut to that; `memo`:
-    item blocks drawn before in this card's drawing (an item draws the same at one length)."""
+    item blocks drawn before in this card's drawing (an item draws the same at one length);
+    `what`: each line names its action and agent (`mixes_actions`)."""
     items = [by_id[i] for i in batch.items if i in by_id]
     settled = [r for r in items if not awaiting(r, kind)]
     fold = len(items) > room
@@ -179,15 +183,15 @@ def _draw(batch: Batch, kind: str, by_id: dict[str, Record], room: int, upto: in
     lines: list[Block] = []
     folded = [r for r in drawn if not awaiting(r, kind)] if fold else []
     if folded:
-        text = "\n".join(_settled_line(kind, r, summary_max) for r in _arrival(folded))
+        text = "\n".join(_settled_line(kind, r, summary_max, what) for r in _arrival(folded))
         lines.append(section(truncate(f"*{len(folded)} settled:*\n{text}", 3000)))
     for r in _arrival(drawn):
         if r not in folded:
             if memo is None:
-                lines.append(_item(batch, kind, r, summary_max))
+                lines.append(_item(batch, kind, r, summary_max, what))
             else:
                 if (r.id, summary_max) not in memo:
-                    memo[r.id, summary_max] = _item(batch, kind, r, summary_max)
+                    memo[r.id, summary_max] = _item(batch, kind, r, summary_max, what)
                 lines.append(memo[r.id, summary_max])
     return prefix, drawn, lines
 
@@ -250,30 +254,30 @@ def _warnings(pending: list[Record]) -> list[str]:
     return out
 
 
-def _settled_line(kind: str, record: Record, summary_max: int = SUMMARY_MAX) -> str:
-    return review_line(record, summary_max) if kind == REVIEW else _decided_line(record, summary_max)
+def _settled_line(kind: str, record: Record, summary_max: int = SUMMARY_MAX, what: bool = False) -> str:
+    return review_line(record, summary_max, what=what) if kind == REVIEW else _decided_line(record, summary_max, what)
 
 
-def _decided_line(record: Record, summary_max: int = SUMMARY_MAX) -> str:
+def _decided_line(record: Record, summary_max: int = SUMMARY_MAX, what: bool = False) -> str:
     """Approved items read as done (✅), rejected and expired ones are struck through (❌)."""
-    line = item_line(record, summary_max)
+    line = item_line(record, summary_max, what=what)
     d = record.decision
     if d is not None and d.status.value in ("approved", "auto_approved", "answered", "resolved"):
         return f"✅ {line}\n{outcome_line(record)}"
     return f"❌ {strike(line)}\n{outcome_line(record)}"
 
 
-def _item(batch: Batch, kind: str, record: Record, summary_max: int = SUMMARY_MAX) -> Block:
+def _item(batch: Batch, kind: str, record: Record, summary_max: int = SUMMARY_MAX, what: bool = False) -> Block:
     block_id = batch_item_block_id(batch.id, record.id)
     if kind == REVIEW:
         if record.review is not None:
-            return section(truncate(review_line(record, summary_max), 3000), block_id=block_id)
-        return {**section(truncate(review_line(record, summary_max), 3000), block_id=block_id), "accessory": {
+            return section(truncate(review_line(record, summary_max, what=what), 3000), block_id=block_id)
+        return {**section(truncate(review_line(record, summary_max, what=what), 3000), block_id=block_id), "accessory": {
             "type": "overflow", "action_id": BatchActionId.review_item.value, "options": [
                 option("✅ Looks right", "ok"), option("⚠️ Was wrong…", "wrong"), option("🔍 Details", "details")]}}
     if record.state is not State.pending:
-        return section(truncate(_decided_line(record, summary_max), 3000), block_id=block_id)
-    line = item_line(record, summary_max)
+        return section(truncate(_decided_line(record, summary_max, what), 3000), block_id=block_id)
+    line = item_line(record, summary_max, what=what)
     if record.route.quorum > 1 and record.approvals():
         line += f"\n⏳ {len(record.approvals())} of {record.route.quorum} approvals: " + voters(record.approvals())
     choices = [option("✅ Approve", item_value("approve", record))]

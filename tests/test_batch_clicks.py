@@ -90,3 +90,17 @@ async def test_reject_all_says_which_of_the_items_in_its_form_were_settled_meanw
     reply = await h.ephemeral("U0BOB")
     assert "Rejected 1 of the 2 you saw" in reply and "1 had already been settled" in reply
     assert (await h.store.get(ids[0])).decision.status.value == "approved"  # type: ignore[union-attr]
+
+
+async def test_a_batch_key_shared_by_agents_names_each_items_action_on_its_line(h: Harness) -> None:
+    """One `batch_key`, two agents, two actions: each line says what approving it runs (the
+    lead's totals do not say which item is which), and the one that cannot be undone says so."""
+    ids = [await h.push(agent="crm", action="archive_account", summary="Clean up account 42", batch_key="tidy"),
+           await h.push(agent="janitor", action="delete_account", summary="Clean up account 43", batch_key="tidy",
+                        risk={"reversible": False})]
+    [msg] = await _cards_showing(h, ids)
+    lines = {b["block_id"].rsplit(":", 1)[1]: b["text"]["text"] for b in msg["blocks"]
+             if str(b.get("block_id", "")).startswith("hitl.batch:")}
+    assert "archive_account" in lines[ids[0]] and "crm" in lines[ids[0]]
+    assert "delete_account" in lines[ids[1]] and "janitor" in lines[ids[1]]
+    assert "undone" in lines[ids[1]] and "undone" not in lines[ids[0]]
