@@ -246,8 +246,11 @@ def _warnings(pending: list[Record]) -> list[str]:
     if irreversible:
         out.append(f"⚠️ {irreversible} of these cannot be undone")
     quorum = max((r.route.quorum for r in pending), default=1)
-    if quorum > 1:
+    needing = sum(1 for r in pending if r.route.quorum == quorum)
+    if quorum > 1 and needing == len(pending):
         out.append(f"Each needs {quorum} different approvers")
+    elif quorum > 1:  # a card mixing tiers: only some need more than one person
+        out.append(f"{needing} of these need{'s' if needing == 1 else ''} {quorum} different approvers")
     requesters = {r.request.requested_by for r in pending if r.request.requested_by}
     if requesters:
         out.append("Requested for " + ", ".join(user_mention(u) for u in sorted(requesters)[:5]))
@@ -332,8 +335,11 @@ def _footer(kind: str, items: list[Record], open_items: list[Record], drawn: lis
     route = items[0].route
     word = "to check" if kind == REVIEW else "waiting"
     mode = {REVIEW: "ran, reviewed afterwards", SHADOW: "shadow review"}.get(kind, _mode(route.mode))
+    tiers = list(dict.fromkeys(r.route.tier for r in items))  # a shared batch_key may mix tiers
+    tier = (f"{clip(tiers[0], 40).capitalize()} tier" if len(tiers) == 1 else
+            f"{', '.join(clip(t, 40) for t in tiers[:4]).capitalize()} tiers")
     parts = [f"Batch of {len(items)}", f"{len(open_items)} {word}", f"{len(items) - len(open_items)} settled",
-             f"{clip(route.tier, 40).capitalize()} tier", mode]
+             tier, mode]
     if len(drawn) < len(items):
         parts.append(f"{len(items) - len(drawn)} more not shown yet (they stay open)")
     return " · ".join(parts)

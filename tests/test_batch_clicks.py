@@ -104,3 +104,14 @@ async def test_a_batch_key_shared_by_agents_names_each_items_action_on_its_line(
     assert "archive_account" in lines[ids[0]] and "crm" in lines[ids[0]]
     assert "delete_account" in lines[ids[1]] and "janitor" in lines[ids[1]]
     assert "undone" in lines[ids[1]] and "undone" not in lines[ids[0]]
+
+
+async def test_a_batch_mixing_tiers_says_which_need_two_approvers_and_names_every_tier(h: Harness) -> None:
+    ids = [await h.push(summary="Refund $100", risk={"amount": 100, "currency": "USD"}, batch_key="mixed"),
+           await h.push(summary="Refund $900", risk={"amount": 900, "currency": "USD"}, batch_key="mixed")]
+    [msg] = await _cards_showing(h, ids)
+    assert [r.route.tier for r in await h.store.get_many(ids)] == ["medium", "high"]
+    text = json.dumps(msg["blocks"])
+    assert "Each needs 2" not in text and "1 of these needs 2 different approvers" in text
+    footer = msg["blocks"][-1]["elements"][0]["text"]
+    assert "Medium" in footer and "high" in footer.lower()
