@@ -142,8 +142,11 @@ def batch_card(batch: Batch, records: list[Record], *, paused: bool = False,
     return {"text": text, "blocks": fit_blocks(blocks[:MESSAGE_BLOCKS_MAX])}
 
 
-FOOTER_TEXT = 400
-"""Kept for the bulk buttons and the footer when items are drawn within the text limit."""
+FOOTER_TEXT = 900
+"""Kept for the bulk buttons and the footer when items are drawn within the text limit: the
+buttons' texts with their confirmations (a title of up to 100 and a text of up to 300 each, about
+550 together) and the footer (up to about 300). Less, and a card filled to the limit is cut by
+`fit_blocks` at its longest text, the lead, whose warnings come last."""
 SUMMARY_STEPS = (120, 80, 50)
 """Shorter item summaries, tried in turn, when a card's items do not fit its text limit."""
 
