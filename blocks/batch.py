@@ -100,10 +100,13 @@ def batch_card(batch: Batch, records: list[Record], *, paused: bool = False,
     by_id = {r.id: r for r in records}
     items = [by_id[i] for i in batch.items if i in by_id]
     open_items = [r for r in items if awaiting(r, kind)]
-    lead = _lead(kind, items, open_items)
-    if kind != REVIEW and (notes := _delegations(open_items, absences, now)):
-        lead += "\n" + notes
-    top: list[Block] = [header(_title(kind, name, items, open_items)), section(truncate(lead, 3000))]
+    def lead(waiting: list[Record]) -> Block:
+        text = _lead(kind, items, waiting)
+        if kind != REVIEW and (notes := _delegations(waiting, absences, now)):
+            text += "\n" + notes
+        return section(truncate(text, 3000))
+
+    top: list[Block] = [header(_title(kind, name, items, open_items)), lead(open_items)]
     if paused and kind != REVIEW and open_items:
         why = clip(paused_reason, 500) if paused_reason else "every request needs a person"
         top.append(context([f"⏸ *Automation paused:* {why}"]))
@@ -133,6 +136,10 @@ def batch_card(batch: Batch, records: list[Record], *, paused: bool = False,
         prefix, drawn, lines = _draw(batch, kind, by_id, room, upto=lo, summary_max=SUMMARY_STEPS[-1],
                                      memo=items_drawn, what=what)
     shown_open = [r for r in drawn if awaiting(r, kind)]
+    if shown_open and len(shown_open) < len(open_items):
+        # some wait for a later drawing: what "Approving all" runs, and its warnings, are about
+        # the items the bulk buttons act on (the footer says how many more wait)
+        top[1] = lead(shown_open)
     blocks = top + lines
     if shown_open:
         blocks.append(_actions(batch, kind, prefix, shown_open))

@@ -186,3 +186,17 @@ def test_a_card_filled_to_the_text_limit_keeps_its_warnings_whole() -> None:
     lead = msg["blocks"][1]["text"]["text"]
     assert lead.endswith("Requested for <@U0R0>, <@U0R1>, <@U0R10>, <@U0R11>, <@U0R12>"), lead[-80:]
     assert text_size(msg["blocks"]) <= MESSAGE_TEXT_MAX
+
+
+def test_the_lead_of_a_card_that_cannot_show_every_item_describes_what_approve_all_does() -> None:
+    """Past the room, waiting items wait for a later drawing: the lead's "Approving all runs ...
+    moving $X in total" and its warnings must be about the items Approve all acts on."""
+    from blocks.payloads import BatchValue
+
+    records = [_record(i, risk={"amount": 10, "currency": "USD", "reversible": i < 46}) for i in range(60)]
+    msg = batch_card(_batch(60), records)
+    value = BatchValue.unpack(next(b for b in msg["blocks"] if b["type"] == "actions")["elements"][0]["value"])
+    assert value.n == 46  # no pause notice: 46 items fit
+    lead = msg["blocks"][1]["text"]["text"]
+    assert "*delete_file* 46 times, moving $460.00 in total" in lead and "cannot be undone" not in lead
+    assert "14 more not shown yet" in msg["blocks"][-1]["elements"][0]["text"]
