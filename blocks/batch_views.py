@@ -124,7 +124,8 @@ def bulk_result_message(verb: str, outcomes: list[tuple[str, Record | None, Exce
     """`{"text", "blocks"}` telling the clicker what a bulk action did to each item, honestly.
 
     `arrived`: items that joined the card after it was drawn (left alone, still waiting);
-    `gone`: items shown that someone else settled between drawing and the click."""
+    `gone`: items shown that were settled between drawing and the click (by anyone, the
+    clicker's own earlier click included)."""
     done = [r for _, r, e in outcomes if r is not None and (r.decision is not None or r.review is not None)]
     waiting = [r for _, r, e in outcomes if r is not None and r.decision is None and r.review is None]
     refused: Counter[str] = Counter()
@@ -140,7 +141,8 @@ def bulk_result_message(verb: str, outcomes: list[tuple[str, Record | None, Exce
     for reason, n in refused.most_common():
         lines.append(f"⛔ {n} not {verb}: {escape(MESSAGES.get(reason, reason))}")
     if late:
-        lines.append(f"{late} had already been settled by someone else; nothing changed for them.")
+        # not "by someone else": a double click finds the items its own first click settled
+        lines.append(f"{late} had already been settled; nothing changed for them (the card shows by whom).")
     if arrived:
         lines.append(f"🆕 {arrived} arrived after you looked and wait on the card.")
     text = truncate("\n".join(lines), 3000)

@@ -115,3 +115,17 @@ async def test_a_batch_mixing_tiers_says_which_need_two_approvers_and_names_ever
     assert "Each needs 2" not in text and "1 of these needs 2 different approvers" in text
     footer = msg["blocks"][-1]["elements"][0]["text"]
     assert "Medium" in footer and "high" in footer.lower()
+
+
+async def test_a_second_approve_all_by_the_same_person_does_not_blame_someone_else(h: Harness) -> None:
+    ids = [await h.push(summary=f"Refund {i}", batch_key="twice") for i in range(2)]
+    await _cards_showing(h, ids)
+    rec = await h.store.get(ids[0])
+    assert rec.ts
+    h.bots[0].delivery.stop()  # the card stays as drawn: the second click meets the same buttons
+    await asyncio.sleep(0)
+    await h.emu.click("U0ALICE", "#approvals", rec.ts, BatchActionId.approve_all)
+    assert "Approved 2 of the 2 you saw" in await h.ephemeral("U0ALICE")
+    await h.emu.click("U0ALICE", "#approvals", rec.ts, BatchActionId.approve_all)
+    reply = await h.ephemeral("U0ALICE", 2)
+    assert "2 had already been settled" in reply and "someone else" not in reply
