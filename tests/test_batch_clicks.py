@@ -1,6 +1,7 @@
-"""What a click on a batch card means when the card no longer matches the items: every item
-settled since it was drawn (its lock redraw refused), decided elsewhere while a modal was open
-(found by an adversarial review)."""
+"""What a batch card tells people and what a click on it means when the card no longer matches
+the items: every item settled since it was drawn (its lock redraw refused), decided elsewhere
+while a modal was open, a second click by the same person; and cards whose items mix agents,
+actions or tiers under one batch_key (found by an adversarial review)."""
 
 from __future__ import annotations
 
