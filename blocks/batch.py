@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from blocks.batch_lines import SUMMARY_MAX, item_line, review_line, strike
+from blocks.batch_lines import SUMMARY_MAX, item_line, mixes_actions, review_line, strike
 from blocks.cards import card, delegation_note
 from blocks.facts import voters
 from blocks.ids import BatchActionId, BlockId, batch_item_block_id
@@ -100,16 +100,20 @@ def batch_card(batch: Batch, records: list[Record], *, paused: bool = False,
     by_id = {r.id: r for r in records}
     items = [by_id[i] for i in batch.items if i in by_id]
     open_items = [r for r in items if awaiting(r, kind)]
-    lead = _lead(kind, items, open_items)
-    if kind != REVIEW and (notes := _delegations(open_items, absences, now)):
-        lead += "\n" + notes
-    top: list[Block] = [header(_title(kind, name, items, open_items)), section(truncate(lead, 3000))]
+    def lead(waiting: list[Record]) -> Block:
+        text = _lead(kind, items, waiting)
+        if kind != REVIEW and (notes := _delegations(waiting, absences, now)):
+            text += "\n" + notes
+        return section(truncate(text, 3000))
+
+    top: list[Block] = [header(_title(kind, name, items, open_items)), lead(open_items)]
     if paused and kind != REVIEW and open_items:
         why = clip(paused_reason, 500) if paused_reason else "every request needs a person"
         top.append(context([f"⏸ *Automation paused:* {why}"]))
     room = MESSAGE_BLOCKS_MAX - len(top) - 2  # the actions and the footer
     items_drawn: dict[tuple[str, int], Block] = {}  # each item's block, drawn once per summary length
-    prefix, drawn, lines = _draw(batch, kind, by_id, room, memo=items_drawn)
+    what = mixes_actions(items)
+    prefix, drawn, lines = _draw(batch, kind, by_id, room, memo=items_drawn, what=what)
     # the text of all blocks together has a limit too: the items' summaries are shortened first,
     # then only if even the shortest do not fit do items wait for a later drawing ("N more not
     # shown yet"), as when blocks run short
@@ -117,19 +121,25 @@ def batch_card(batch: Batch, records: list[Record], *, paused: bool = False,
     for summary_max in SUMMARY_STEPS:
         if text_size(lines) <= text_room:
             break
-        prefix, drawn, lines = _draw(batch, kind, by_id, room, summary_max=summary_max, memo=items_drawn)
+        prefix, drawn, lines = _draw(batch, kind, by_id, room, summary_max=summary_max, memo=items_drawn,
+                                     what=what)
     if len(prefix) > 1 and text_size(lines) > text_room:  # the longest prefix that fits (drawing is monotone)
         lo, hi = 1, len(prefix) - 1
         while lo < hi:
             mid = (lo + hi + 1) // 2
-            shorter = _draw(batch, kind, by_id, room, upto=mid, summary_max=SUMMARY_STEPS[-1], memo=items_drawn)
+            shorter = _draw(batch, kind, by_id, room, upto=mid, summary_max=SUMMARY_STEPS[-1], memo=items_drawn,
+                            what=what)
             if text_size(shorter[2]) <= text_room:
                 lo = mid
             else:
                 hi = mid - 1
         prefix, drawn, lines = _draw(batch, kind, by_id, room, upto=lo, summary_max=SUMMARY_STEPS[-1],
-                                     memo=items_drawn)
+                                     memo=items_drawn, what=what)
     shown_open = [r for r in drawn if awaiting(r, kind)]
+    if shown_open and len(shown_open) < len(open_items):
+        # some wait for a later drawing: what "Approving all" runs, and its warnings, are about
+        # the items the bulk buttons act on (the footer says how many more wait)
+        top[1] = lead(shown_open)
     blocks = top + lines
     if shown_open:
         blocks.append(_actions(batch, kind, prefix, shown_open))
@@ -139,8 +149,11 @@ def batch_card(batch: Batch, records: list[Record], *, paused: bool = False,
     return {"text": text, "blocks": fit_blocks(blocks[:MESSAGE_BLOCKS_MAX])}
 
 
-FOOTER_TEXT = 400
-"""Kept for the bulk buttons and the footer when items are drawn within the text limit."""
+FOOTER_TEXT = 900
+"""Kept for the bulk buttons and the footer when items are drawn within the text limit: the
+buttons' texts with their confirmations (a title of up to 100 and a text of up to 300 each, about
+550 together) and the footer (up to about 300). Less, and a card filled to the limit is cut by
+`fit_blocks` at its longest text, the lead, whose warnings come last."""
 SUMMARY_STEPS = (120, 80, 50)
 """Shorter item summaries, tried in turn, when a card's items do not fit its text limit."""
 
@@ -153,12 +166,13 @@ def _delegations(open_items: list[Record], absences: Mapping[str, Away] | None, 
 
 def _draw(batch: Batch, kind: str, by_id: dict[str, Record], room: int, upto: int | None = None,
           summary_max: int = SUMMARY_MAX, memo: dict[tuple[str, int], Block] | None = None,
-          ) -> tuple[list[str], list[Record], list[Block]]:
+          *, what: bool = False) -> tuple[list[str], list[Record], list[Block]]:
     """The prefix of the batch's item ids the card covers (what the bulk buttons bind), the
     records it draws, and their blocks: one per item; settled items folded into one block
     when room runs short (with `max_items` valid, every item fits on its own). `upto`: the
     prefix holds at most that many ids; `summary_max`: each item's summary cut to that; `memo`:
-    item blocks drawn before in this card's drawing (an item draws the same at one length)."""
+    item blocks drawn before in this card's drawing (an item draws the same at one length);
+    `what`: each line names its action and agent (`mixes_actions`)."""
     items = [by_id[i] for i in batch.items if i in by_id]
     settled = [r for r in items if not awaiting(r, kind)]
     fold = len(items) > room
@@ -179,15 +193,15 @@ def _draw(batch: Batch, kind: str, by_id: dict[str, Record], room: int, upto: in
     lines: list[Block] = []
     folded = [r for r in drawn if not awaiting(r, kind)] if fold else []
     if folded:
-        text = "\n".join(_settled_line(kind, r, summary_max) for r in _arrival(folded))
+        text = "\n".join(_settled_line(kind, r, summary_max, what) for r in _arrival(folded))
         lines.append(section(truncate(f"*{len(folded)} settled:*\n{text}", 3000)))
     for r in _arrival(drawn):
         if r not in folded:
             if memo is None:
-                lines.append(_item(batch, kind, r, summary_max))
+                lines.append(_item(batch, kind, r, summary_max, what))
             else:
                 if (r.id, summary_max) not in memo:
-                    memo[r.id, summary_max] = _item(batch, kind, r, summary_max)
+                    memo[r.id, summary_max] = _item(batch, kind, r, summary_max, what)
                 lines.append(memo[r.id, summary_max])
     return prefix, drawn, lines
 
@@ -242,38 +256,41 @@ def _warnings(pending: list[Record]) -> list[str]:
     if irreversible:
         out.append(f"⚠️ {irreversible} of these cannot be undone")
     quorum = max((r.route.quorum for r in pending), default=1)
-    if quorum > 1:
+    needing = sum(1 for r in pending if r.route.quorum == quorum)
+    if quorum > 1 and needing == len(pending):
         out.append(f"Each needs {quorum} different approvers")
+    elif quorum > 1:  # a card mixing tiers: only some need more than one person
+        out.append(f"{needing} of these need{'s' if needing == 1 else ''} {quorum} different approvers")
     requesters = {r.request.requested_by for r in pending if r.request.requested_by}
     if requesters:
         out.append("Requested for " + ", ".join(user_mention(u) for u in sorted(requesters)[:5]))
     return out
 
 
-def _settled_line(kind: str, record: Record, summary_max: int = SUMMARY_MAX) -> str:
-    return review_line(record, summary_max) if kind == REVIEW else _decided_line(record, summary_max)
+def _settled_line(kind: str, record: Record, summary_max: int = SUMMARY_MAX, what: bool = False) -> str:
+    return review_line(record, summary_max, what=what) if kind == REVIEW else _decided_line(record, summary_max, what)
 
 
-def _decided_line(record: Record, summary_max: int = SUMMARY_MAX) -> str:
+def _decided_line(record: Record, summary_max: int = SUMMARY_MAX, what: bool = False) -> str:
     """Approved items read as done (✅), rejected and expired ones are struck through (❌)."""
-    line = item_line(record, summary_max)
+    line = item_line(record, summary_max, what=what)
     d = record.decision
     if d is not None and d.status.value in ("approved", "auto_approved", "answered", "resolved"):
         return f"✅ {line}\n{outcome_line(record)}"
     return f"❌ {strike(line)}\n{outcome_line(record)}"
 
 
-def _item(batch: Batch, kind: str, record: Record, summary_max: int = SUMMARY_MAX) -> Block:
+def _item(batch: Batch, kind: str, record: Record, summary_max: int = SUMMARY_MAX, what: bool = False) -> Block:
     block_id = batch_item_block_id(batch.id, record.id)
     if kind == REVIEW:
         if record.review is not None:
-            return section(truncate(review_line(record, summary_max), 3000), block_id=block_id)
-        return {**section(truncate(review_line(record, summary_max), 3000), block_id=block_id), "accessory": {
+            return section(truncate(review_line(record, summary_max, what=what), 3000), block_id=block_id)
+        return {**section(truncate(review_line(record, summary_max, what=what), 3000), block_id=block_id), "accessory": {
             "type": "overflow", "action_id": BatchActionId.review_item.value, "options": [
                 option("✅ Looks right", "ok"), option("⚠️ Was wrong…", "wrong"), option("🔍 Details", "details")]}}
     if record.state is not State.pending:
-        return section(truncate(_decided_line(record, summary_max), 3000), block_id=block_id)
-    line = item_line(record, summary_max)
+        return section(truncate(_decided_line(record, summary_max, what), 3000), block_id=block_id)
+    line = item_line(record, summary_max, what=what)
     if record.route.quorum > 1 and record.approvals():
         line += f"\n⏳ {len(record.approvals())} of {record.route.quorum} approvals: " + voters(record.approvals())
     choices = [option("✅ Approve", item_value("approve", record))]
@@ -328,8 +345,11 @@ def _footer(kind: str, items: list[Record], open_items: list[Record], drawn: lis
     route = items[0].route
     word = "to check" if kind == REVIEW else "waiting"
     mode = {REVIEW: "ran, reviewed afterwards", SHADOW: "shadow review"}.get(kind, _mode(route.mode))
+    tiers = list(dict.fromkeys(r.route.tier for r in items))  # a shared batch_key may mix tiers
+    tier = (f"{clip(tiers[0], 40).capitalize()} tier" if len(tiers) == 1 else
+            f"{', '.join(clip(t, 40) for t in tiers[:4]).capitalize()} tiers")
     parts = [f"Batch of {len(items)}", f"{len(open_items)} {word}", f"{len(items) - len(open_items)} settled",
-             f"{clip(route.tier, 40).capitalize()} tier", mode]
+             tier, mode]
     if len(drawn) < len(items):
         parts.append(f"{len(items) - len(drawn)} more not shown yet (they stay open)")
     return " · ".join(parts)

@@ -26,11 +26,12 @@ PARAMS_SHOWN = 2
 
 
 def facts(record: Record) -> list[str]:
-    """The item's facts not already in its summary: amount, up to two params, confidence."""
+    """The item's facts not already in its summary: that it cannot be undone, amount, up to two
+    params, confidence."""
     req = record.request
     params = current_params(record)
     summary = req.summary.lower()
-    out = []
+    out = ["⚠️ cannot be undone"] if req.risk.reversible is False else []
     amount_param = next((k for k in params if k.lower() == "amount" and isinstance(params[k], int | float)
                          and not isinstance(params[k], bool)), None)
     if amount_param is not None and (amount_param in record.changes or params[amount_param] != req.risk.amount):
@@ -53,13 +54,22 @@ def facts(record: Record) -> list[str]:
     return out
 
 
-def item_line(record: Record, summary_max: int = SUMMARY_MAX) -> str:
+def item_line(record: Record, summary_max: int = SUMMARY_MAX, *, what: bool = False) -> str:
     """The item's one line of mrkdwn: summary (the agent's words, cut to `summary_max`), facts,
-    request id."""
+    request id. `what`: the line also names the action and the agent (a card or list mixing
+    them, where the title does not say what approving this item runs)."""
+    req = record.request
     edited = " _(agent's summary; edited below)_" if record.changes else ""
-    head = f"*{clip(record.request.summary, summary_max)}*{edited}"
-    tail = " · ".join([*facts(record), f"`{record.id}`"])
+    head = f"*{clip(req.summary, summary_max)}*{edited}"
+    doing = [f"*{clip(req.action, 80)}* from {clip(req.agent, 80)}"] if what else []
+    tail = " · ".join([*doing, *facts(record), f"`{record.id}`"])
     return truncate(f"{head}\n{tail}", ITEM_LINE_MAX)
+
+
+def mixes_actions(records: list[Record]) -> bool:
+    """Whether `records` run more than one action or come from more than one agent (a shared
+    `batch_key`): each item's line must then say which it runs (`item_line`'s `what`)."""
+    return len({(r.request.agent, r.request.action) for r in records}) > 1
 
 
 def strike(text: str) -> str:
@@ -67,9 +77,9 @@ def strike(text: str) -> str:
     return "\n".join(f"~{line}~" if line.strip() else line for line in text.split("\n"))
 
 
-def review_line(record: Record, summary_max: int = SUMMARY_MAX) -> str:
-    """A review batch item: its line, then who checked it and the verdict, once checked."""
-    line = item_line(record, summary_max)
+def review_line(record: Record, summary_max: int = SUMMARY_MAX, *, what: bool = False) -> str:
+    """A review batch item: its line (`item_line`), then who checked it and the verdict, once checked."""
+    line = item_line(record, summary_max, what=what)
     rv = record.review
     if rv is None:
         return line

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from blocks.batch_lines import item_line
+from blocks.batch_lines import item_line, mixes_actions
 from blocks.cards import card
 from blocks.facts import REJECT_REASONS
 from blocks.ids import INPUT_ACTION, BatchActionId, BlockId, CallbackId
@@ -26,7 +26,8 @@ from store.models import Batch, Record
 
 def reject_all_modal(batch: Batch, pending: list[Record], meta: BatchMeta) -> dict[str, Any]:
     """The reason for rejecting every waiting item the card showed."""
-    lines = "\n".join(f"• {item_line(r)}" for r in pending[:15])
+    what = mixes_actions(pending)
+    lines = "\n".join(f"• {item_line(r, what=what)}" for r in pending[:15])
     more = f"\n…and {len(pending) - 15} more" if len(pending) > 15 else ""
     return modal(CallbackId.reject_all_modal, "Reject all", [
         section(truncate(f"Rejecting {len(pending)} requests:\n{lines}{more}", 3000)),
@@ -111,7 +112,7 @@ def digest_card(channel: str, waiting: list[Record], oldest_age_s: float | None,
 def queue_modal(channel: str, waiting: list[Record], *, total: int | None = None) -> dict[str, Any]:
     """The requests waiting for a card in a channel, oldest first (the first of them when
     `total`, how many wait in all, is larger)."""
-    lines = [f"• {item_line(r)}" for r in waiting[:90]]
+    lines = [f"• {item_line(r, what=True)}" for r in waiting[:90]]  # a channel's queue mixes actions
     body: list[Block] = [section(truncate("\n".join(lines[i:i + 10]), 3000)) for i in range(0, len(lines), 10)]
     return modal(CallbackId.queue_modal, "Queue", [
         context([f"{len(waiting) if total is None else total} requests waiting in {escape(channel)}"]),
@@ -123,7 +124,8 @@ def bulk_result_message(verb: str, outcomes: list[tuple[str, Record | None, Exce
     """`{"text", "blocks"}` telling the clicker what a bulk action did to each item, honestly.
 
     `arrived`: items that joined the card after it was drawn (left alone, still waiting);
-    `gone`: items shown that someone else settled between drawing and the click."""
+    `gone`: items shown that were settled between drawing and the click (by anyone, the
+    clicker's own earlier click included)."""
     done = [r for _, r, e in outcomes if r is not None and (r.decision is not None or r.review is not None)]
     waiting = [r for _, r, e in outcomes if r is not None and r.decision is None and r.review is None]
     refused: Counter[str] = Counter()
@@ -139,7 +141,8 @@ def bulk_result_message(verb: str, outcomes: list[tuple[str, Record | None, Exce
     for reason, n in refused.most_common():
         lines.append(f"⛔ {n} not {verb}: {escape(MESSAGES.get(reason, reason))}")
     if late:
-        lines.append(f"{late} had already been settled by someone else; nothing changed for them.")
+        # not "by someone else": a double click finds the items its own first click settled
+        lines.append(f"{late} had already been settled; nothing changed for them (the card shows by whom).")
     if arrived:
         lines.append(f"🆕 {arrived} arrived after you looked and wait on the card.")
     text = truncate("\n".join(lines), 3000)

@@ -79,7 +79,8 @@ class BatchValue(_Packed):
 
 class BatchMeta(_Packed):
     """private_metadata of a batch modal: the batch, the item shown (and the `params_mark` of
-    the values shown for it, `p`), and the card's place."""
+    the values shown for it, `p`), the card's place, and for Reject all the items the card drew
+    (`i`, `h`) and how many waiting ones the form listed (`n`)."""
 
     limit: ClassVar[int] = 3000
     b: str
@@ -89,3 +90,4 @@ class BatchMeta(_Packed):
     i: int | None = None
     h: str | None = None
     p: str | None = None
+    n: int | None = None

@@ -22,7 +22,7 @@ from handlers.deps import deps, user_name
 from handlers.forms import ack_rejection
 from store.backlog import BacklogStore
 from store.errors import StoreError
-from store.models import Batch, Choice, Record, State
+from store.models import Batch, Choice, Record, State, utcnow
 
 ERRORS = (StoreError, PayloadError)
 
@@ -97,6 +97,15 @@ def _is_pending(r: Record) -> bool:
     return r.state is State.pending
 
 
+async def catch_up(context: AsyncBoltContext, batch_id: str) -> None:
+    """Redraw the batch card: a click found items it offered settled since (its lock redraw may
+    have been refused or lost), so the card must catch up and end locked, as a single card does
+    on a late click."""
+    d = deps(context)
+    await d.store.enqueue(f"batch:{batch_id}", int(utcnow().timestamp() * 1000))
+    d.kick()
+
+
 async def on_approve_all(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], respond: AsyncRespond,
                          context: AsyncBoltContext) -> None:
     await ack()
@@ -108,6 +117,8 @@ async def on_approve_all(ack: AsyncAck, body: dict[str, Any], action: dict[str, 
         outcomes = await reviews.decide_many(deps(context), [r.id for r in pending], user["id"],
                                              user_name(user), Choice.approve, seen=marks)
         gone = max(0, (v.n or 0) - len(pending))
+        if gone:
+            await catch_up(context, v.b)
         await respond(**bulk_result_message("approved", outcomes, arrived=arrived, gone=gone),
                       response_type="ephemeral", replace_original=False)
     except ERRORS as e:
@@ -119,10 +130,16 @@ async def on_reject_all(ack: AsyncAck, body: dict[str, Any], action: dict[str, A
     await ack()
     try:
         v = BatchValue.unpack(action["value"])
-        batch, pending, _ = await drawn(context, v.b, v.i, v.h, _is_pending)
+        batch, pending, arrived = await drawn(context, v.b, v.i, v.h, _is_pending)
+        if len(pending) < (v.n or 0):
+            await catch_up(context, v.b)
+        if not pending:  # nothing the card showed still waits: no form to reject nothing
+            await respond(**bulk_result_message("rejected", [], arrived=arrived, gone=v.n or 0),
+                          response_type="ephemeral", replace_original=False)
+            return
         channel, ts = _where(body)
         await client.views_open(trigger_id=body["trigger_id"], view=reject_all_modal(
-            batch, pending, BatchMeta(b=v.b, c=channel, t=ts, i=v.i, h=v.h)))
+            batch, pending, BatchMeta(b=v.b, c=channel, t=ts, i=v.i, h=v.h, n=len(pending))))
     except ERRORS as e:
         await respond(**refusal_message(e), response_type="ephemeral", replace_original=False)
 
@@ -142,9 +159,12 @@ async def on_reject_all_submitted(ack: AsyncAck, body: dict[str, Any], view: dic
         return
     outcomes = await reviews.decide_many(deps(context), [r.id for r in pending], user["id"], user_name(user),
                                          Choice.reject, reason_code=rejection.code, reason=rejection.text)
+    gone = max(0, (meta.n or 0) - len(pending))  # listed in the form, settled before it was sent
+    if gone:
+        await catch_up(context, meta.b)
     if meta.c:
         await client.chat_postEphemeral(channel=meta.c, user=user["id"],
-                                        **bulk_result_message("rejected", outcomes, arrived=arrived))
+                                        **bulk_result_message("rejected", outcomes, arrived=arrived, gone=gone))
 
 
 async def on_one_by_one(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], respond: AsyncRespond,
@@ -155,6 +175,8 @@ async def on_one_by_one(ack: AsyncAck, body: dict[str, Any], action: dict[str, A
         batch, pending = await _pending(context, bid)
         channel, ts = _where(body)
         first = pending[0] if pending else None
+        if first is None:
+            await catch_up(context, bid)
         meta = BatchMeta(b=bid, r=first.id if first else None, c=channel, t=ts, p=first.params_mark if first else None)
         await client.views_open(trigger_id=body["trigger_id"],
                                 view=one_by_one_modal(batch, first, (1, len(pending)), meta))

@@ -17,7 +17,7 @@ from blocks.messages import refusal_message
 from blocks.modals import reject_modal
 from blocks.payloads import BatchValue
 from handlers import reviews
-from handlers.batch import ERRORS, drawn, item_choice
+from handlers.batch import ERRORS, catch_up, drawn, item_choice
 from handlers.deps import deps, user_name
 from store.errors import AlreadyDecided, NotAllowed
 from store.models import Record
@@ -61,6 +61,8 @@ async def on_review_all(ack: AsyncAck, body: dict[str, Any], action: dict[str, A
             except (NotAllowed, AlreadyDecided) as e:
                 outcomes.append((r.id, None, e))
         gone = max(0, (v.n or 0) - len(unchecked))
+        if gone:
+            await catch_up(context, v.b)
         await respond(**bulk_result_message("marked right", outcomes, arrived=arrived, gone=gone),
                       response_type="ephemeral", replace_original=False)
     except ERRORS as e:

@@ -169,3 +169,34 @@ def test_the_lead_names_stand_ins_by_the_card_rule() -> None:
     later = json.dumps(batch_card(_batch(3), records, absences=away, now=NOW + timedelta(days=1))["blocks"])
     assert "is away" not in later
     assert "is away" not in json.dumps(batch_card(_batch(3), records)["blocks"])  # absences unknown
+
+
+def test_a_card_filled_to_the_text_limit_keeps_its_warnings_whole() -> None:
+    """Items fill the card's text up to Slack's limit with room kept for the bulk buttons and the
+    footer; that room must hold their confirmations (300 characters each), or Slack's limit is
+    met by cutting the longest text, the lead, and its warnings go first."""
+    from blocks.kit import MESSAGE_TEXT_MAX, text_size
+
+    records = [_record(i, summary="S" * 300, agent=f"agent-{i}-" + "a" * 90, action=f"act_{i}_" + "b" * 90,
+                       params={"order_id": "X" * 200, "amount": 5, "note": "n" * 300}, editable=["amount"],
+                       requested_by=f"U0R{i}", risk={"amount": 100 + i, "currency": "USD", "reversible": False})
+               for i in range(45)]
+    msg = batch_card(_batch(45), records, paused=True, paused_reason="p" * 600)
+    _check(msg["blocks"])
+    lead = msg["blocks"][1]["text"]["text"]
+    assert lead.endswith("Requested for <@U0R0>, <@U0R1>, <@U0R10>, <@U0R11>, <@U0R12>"), lead[-80:]
+    assert text_size(msg["blocks"]) <= MESSAGE_TEXT_MAX
+
+
+def test_the_lead_of_a_card_that_cannot_show_every_item_describes_what_approve_all_does() -> None:
+    """Past the room, waiting items wait for a later drawing: the lead's "Approving all runs ...
+    moving $X in total" and its warnings must be about the items Approve all acts on."""
+    from blocks.payloads import BatchValue
+
+    records = [_record(i, risk={"amount": 10, "currency": "USD", "reversible": i < 46}) for i in range(60)]
+    msg = batch_card(_batch(60), records)
+    value = BatchValue.unpack(next(b for b in msg["blocks"] if b["type"] == "actions")["elements"][0]["value"])
+    assert value.n == 46  # no pause notice: 46 items fit
+    lead = msg["blocks"][1]["text"]["text"]
+    assert "*delete_file* 46 times, moving $460.00 in total" in lead and "cannot be undone" not in lead
+    assert "14 more not shown yet" in msg["blocks"][-1]["elements"][0]["text"]

@@ -1,0 +1,132 @@
+"""What a batch card tells people and what a click on it means when the card no longer matches
+the items: every item settled since it was drawn (its lock redraw refused), decided elsewhere
+while a modal was open, a second click by the same person; and cards whose items mix agents,
+actions or tiers under one batch_key (found by an adversarial review)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from blocks.ids import BatchActionId
+from store.models import State
+from tests.harness import Harness, running
+from tests.test_batch import POLICY, _cards_showing, _item
+from tests.util import eventually
+
+
+@pytest.fixture
+async def h(redis_url: str, tmp_path: Path) -> AsyncIterator[Harness]:
+    async with running(redis_url, tmp_path, POLICY) as harness:
+        yield harness
+
+
+def _card(h: Harness, ts: str) -> dict[str, Any]:
+    return next(m for m in h.emu.messages("#approvals") if m["ts"] == ts)
+
+
+def _has_buttons(message: dict[str, Any]) -> bool:
+    return any(b.get("type") == "actions" for b in message.get("blocks") or [])
+
+
+async def _settled_behind_an_open_card(h: Harness) -> tuple[list[str], str]:
+    """Two items on a batch card, both decided, the last redraw (the lock) refused by Slack:
+    the card still offers its bulk buttons. The items and the card's ts."""
+    ids = [await h.push(summary=f"Refund {i}", batch_key="stuck") for i in range(2)]
+    await _cards_showing(h, ids)
+    first = await h.store.get(ids[0])
+    assert first.ts
+    await _item(h, first, "U0ALICE", "approve")
+    await eventually(lambda: asyncio.sleep(0, "*Approved* by" in json.dumps(_card(h, first.ts or "")["blocks"])),
+                     what="the first item shown approved")
+    updates = len(h.emu.calls_to("chat.update"))
+    h.emu.inject("chat.update", status=403, body="<html>Forbidden</html>")  # a proxy's page: refused for good
+    await _item(h, await h.store.get(ids[1]), "U0ALICE", "approve")
+    await h.decided(ids[1])
+
+    async def refused() -> bool:
+        queued = await h.store.redis.zrange(h.store.keys.outbox, 0, -1)
+        return len(h.emu.calls_to("chat.update")) > updates and not any(m.startswith(b"batch:") for m in queued)
+
+    await eventually(refused, what="the lock redraw refused")
+    assert _has_buttons(_card(h, first.ts))
+    return ids, first.ts
+
+
+async def test_approve_all_on_a_card_whose_items_are_all_settled_locks_it(h: Harness) -> None:
+    _, ts = await _settled_behind_an_open_card(h)
+    await h.emu.click("U0BOB", "#approvals", ts, BatchActionId.approve_all)
+    assert "already been settled" in await h.ephemeral("U0BOB")
+    await eventually(lambda: asyncio.sleep(0, not _has_buttons(_card(h, ts))), what="the card locked")
+    assert "All decided" in json.dumps(_card(h, ts)["blocks"])
+
+
+async def test_reject_all_on_a_card_whose_items_are_all_settled_locks_it(h: Harness) -> None:
+    ids, ts = await _settled_behind_an_open_card(h)
+    await h.emu.click("U0BOB", "#approvals", ts, BatchActionId.reject_all)
+    assert "already been settled" in await h.ephemeral("U0BOB")
+    assert h.emu.top_view("U0BOB") is None  # no form to reject nothing
+    await eventually(lambda: asyncio.sleep(0, not _has_buttons(_card(h, ts))), what="the card locked")
+    assert all(r.state is State.decided and r.decision and r.decision.status.value == "approved"
+               for r in await h.store.get_many(ids))
+
+
+
+async def test_reject_all_says_which_of_the_items_in_its_form_were_settled_meanwhile(h: Harness) -> None:
+    ids = [await h.push(summary=f"Refund {i}", batch_key="form") for i in range(2)]
+    await _cards_showing(h, ids)
+    rec = await h.store.get(ids[0])
+    assert rec.ts
+    await h.emu.click("U0BOB", "#approvals", rec.ts, BatchActionId.reject_all)
+    view = await eventually(lambda: asyncio.sleep(0, h.emu.top_view("U0BOB")), what="reject-all modal")
+    assert "Rejecting 2 requests" in json.dumps(view.blocks)
+    await _item(h, rec, "U0ALICE", "approve")  # decided on the card while Bob fills in the form
+    await h.decided(ids[0])
+    assert (await h.emu.submit_view("U0BOB", view.id, {"hitl.reason_code": {"value": "risky"}})).closed
+    reply = await h.ephemeral("U0BOB")
+    assert "Rejected 1 of the 2 you saw" in reply and "1 had already been settled" in reply
+    assert (await h.store.get(ids[0])).decision.status.value == "approved"  # type: ignore[union-attr]
+
+
+async def test_a_batch_key_shared_by_agents_names_each_items_action_on_its_line(h: Harness) -> None:
+    """One `batch_key`, two agents, two actions: each line says what approving it runs (the
+    lead's totals do not say which item is which), and the one that cannot be undone says so."""
+    ids = [await h.push(agent="crm", action="archive_account", summary="Clean up account 42", batch_key="tidy"),
+           await h.push(agent="janitor", action="delete_account", summary="Clean up account 43", batch_key="tidy",
+                        risk={"reversible": False})]
+    [msg] = await _cards_showing(h, ids)
+    lines = {b["block_id"].rsplit(":", 1)[1]: b["text"]["text"] for b in msg["blocks"]
+             if str(b.get("block_id", "")).startswith("hitl.batch:")}
+    assert "archive_account" in lines[ids[0]] and "crm" in lines[ids[0]]
+    assert "delete_account" in lines[ids[1]] and "janitor" in lines[ids[1]]
+    assert "undone" in lines[ids[1]] and "undone" not in lines[ids[0]]
+
+
+async def test_a_batch_mixing_tiers_says_which_need_two_approvers_and_names_every_tier(h: Harness) -> None:
+    ids = [await h.push(summary="Refund $100", risk={"amount": 100, "currency": "USD"}, batch_key="mixed"),
+           await h.push(summary="Refund $900", risk={"amount": 900, "currency": "USD"}, batch_key="mixed")]
+    [msg] = await _cards_showing(h, ids)
+    assert [r.route.tier for r in await h.store.get_many(ids)] == ["medium", "high"]
+    text = json.dumps(msg["blocks"])
+    assert "Each needs 2" not in text and "1 of these needs 2 different approvers" in text
+    footer = msg["blocks"][-1]["elements"][0]["text"]
+    assert "Medium" in footer and "high" in footer.lower()
+
+
+async def test_a_second_approve_all_by_the_same_person_does_not_blame_someone_else(h: Harness) -> None:
+    ids = [await h.push(summary=f"Refund {i}", batch_key="twice") for i in range(2)]
+    await _cards_showing(h, ids)
+    rec = await h.store.get(ids[0])
+    assert rec.ts
+    h.bots[0].delivery.stop()  # the card stays as drawn: the second click meets the same buttons
+    await asyncio.sleep(0)
+    await h.emu.click("U0ALICE", "#approvals", rec.ts, BatchActionId.approve_all)
+    assert "Approved 2 of the 2 you saw" in await h.ephemeral("U0ALICE")
+    await h.emu.click("U0ALICE", "#approvals", rec.ts, BatchActionId.approve_all)
+    reply = await h.ephemeral("U0ALICE", 2)
+    assert "2 had already been settled" in reply and "someone else" not in reply
