@@ -61,7 +61,8 @@ def item_line(record: Record, summary_max: int = SUMMARY_MAX, *, what: bool = Fa
     req = record.request
     edited = " _(agent's summary; edited below)_" if record.changes else ""
     head = f"*{clip(req.summary, summary_max)}*{edited}"
-    doing = [f"*{clip(req.action, 80)}* from {clip(req.agent, 80)}"] if what else []
+    names = min(80, summary_max)  # shorter with the summary when a card's items do not fit
+    doing = [f"*{clip(req.action, names)}* from {clip(req.agent, names)}"] if what else []
     tail = " · ".join([*doing, *facts(record), f"`{record.id}`"])
     return truncate(f"{head}\n{tail}", ITEM_LINE_MAX)
 

@@ -141,8 +141,11 @@ def test_any_batch_fits_and_escapes_once(batch: tuple[Batch, list[Record]], paus
     _escaped_once(msg["blocks"])
     assert len(msg["text"]) <= 3000
     shown = json.dumps(msg["blocks"])
-    for r in recs:  # every item is on the card, whatever its content
-        assert r.id in shown
+    # every item is on the card, whatever its content, or (when even the shortest lines of all
+    # items pass the card's text limit) counted as waiting for a later drawing: never dropped
+    missing = [r for r in recs if f"`{r.id}`" not in shown]
+    if missing:
+        assert f"{len(missing)} more not shown yet (they stay open)" in shown
 
 
 @PROPS
