@@ -95,10 +95,7 @@ async def archive(chain: ChainStore, url: str, *, batch: int = BATCH, migrate_sc
             await conn.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK + 1,))
             prev = await _archived_head(conn)
         if prev is not None:
-            live = (await chain.links([prev.id]))[0]
-            if live is not None and live.hash != prev.hash:
-                raise ArchiveError(f"the archive and the live chain disagree at seq {prev.seq}: "
-                                   "run `hitl audit verify`")
+            await _check_archive_head(chain, prev)
         else:
             prev = await chain.base()
         head = await chain.head()
@@ -121,6 +118,28 @@ async def archive(chain: ChainStore, url: str, *, batch: int = BATCH, migrate_sc
         raise ArchiveError(f"archive database error: {_line(e)}") from None
     finally:
         await conn.close()
+
+
+async def _check_archive_head(chain: ChainStore, prev: Link) -> None:
+    """The archive's last row must be a link of the live chain: still in Redis with the same
+    hash, or the link a trim left as the base. Anything else (a new Redis, a FLUSHALL, another
+    prefix's archive) must stop the archiver before it marks the other chain's seq as archived:
+    retention would then move this chain's base to a link it never had."""
+    live = (await chain.links([prev.id]))[0]
+    if live is not None:
+        if live.hash != prev.hash:
+            raise ArchiveError(f"the archive and the live chain disagree at seq {prev.seq}: "
+                               "run `hitl audit verify`")
+        return
+    base = await chain.base()
+    if base.seq == prev.seq and base.hash == prev.hash:
+        return
+    if base.seq > prev.seq:
+        raise ArchiveError(f"Redis was trimmed through seq {base.seq} but the archive holds only through seq "
+                           f"{prev.seq}: entries seq {prev.seq + 1}..{base.seq} are in neither; nothing archived")
+    raise ArchiveError(f"the archive holds seq {prev.seq} (entry {prev.id}), which the live chain neither holds nor "
+                       f"trimmed (its base is seq {base.seq}): the archive of another Redis or prefix? Archive each "
+                       "chain to its own database; nothing archived")
 
 
 async def _copy(conn: psycopg.AsyncConnection[Any], chain: ChainStore,

@@ -1,0 +1,47 @@
+"""Attacks on the audit trail as evidence that the other evidence tests did not cover."""
+
+from __future__ import annotations
+
+import pytest
+
+from bot.evidence.archive import ArchiveError, archive, trim
+from bot.evidence.signing import NO_KEY
+from bot.evidence.verify import verify_live
+from store.chain import ChainStore
+from store.redis_store import Store
+from tests.test_audit_archive import rows, sealed
+
+
+async def test_an_archive_of_another_chain_is_refused_not_marked_as_this_ones(
+        store: Store, chain: ChainStore, pg_url: str) -> None:
+    """The archive held seq 1..20 of a chain Redis no longer has (a new Redis, a FLUSHALL, a
+    wrong URL); the live chain is at seq 5. The archiver used to copy nothing, say nothing and
+    set the archive mark to the archive's seq 20, so retention then moved the live chain's base
+    to a link of the other chain: `verify` called the intact live chain broken, and nothing of
+    it was ever archived. It now refuses with one line that says why, and nothing moves."""
+    await sealed(store, chain, 20)
+    await archive(chain, pg_url)
+    await store.redis.flushdb()
+    await sealed(store, chain, 5)
+    with pytest.raises(ArchiveError, match="seq 20"):
+        await archive(chain, pg_url)
+    assert await chain.archived() is None
+    assert await trim(chain, None) == 0
+    r = await verify_live(chain, [], NO_KEY)
+    assert r.problems == [] and r.first_seq == 1 and r.last_seq == 5
+    assert [s for s, _ in await rows(pg_url)] == list(range(1, 21))
+
+
+async def test_redis_trimmed_past_the_archive_is_named_as_such(store: Store, chain: ChainStore, pg_url: str) -> None:
+    """Redis trimmed through seq 25 (after an archive run to another database) while this
+    archive holds 1..20: the entries 21..25 are in neither, said as such (it used to blame a
+    chain "broken at seq 26")."""
+    await sealed(store, chain, 20)
+    await archive(chain, pg_url)
+    await sealed(store, chain, 10)
+    link = (await chain.links([(await chain.xrange(store.keys.audit))[24][0]]))[0]
+    assert link is not None and link.seq == 25
+    await chain.trim_through(link)
+    with pytest.raises(ArchiveError, match=r"trimmed through seq 25 .* seq 21\.\.25 are in neither"):
+        await archive(chain, pg_url)
+    assert [s for s, _ in await rows(pg_url)] == list(range(1, 21))
