@@ -119,6 +119,7 @@ class Store:
                 "batch_round",
                 "review",
                 "control",
+                "policy",
                 "trim_requests",
                 "undeliverable",
             )
@@ -434,6 +435,15 @@ class Store:
         once = k.audit_once(key or uuid.uuid4().hex)
         args = [event, "", actor, now.isoformat(), json.dumps(self.redact(detail), default=str), "0"]
         return str(await self._run("audit", [k.audit, once, once], args))
+
+    async def policy_in_force(self, digest: str, source: str, now: datetime) -> str:
+        """Audit `policy_changed` unless the policy last audited as in force has this `digest`:
+        the id of the entry written ('' when none was needed). Every replica calls it when it
+        starts and on each reload, so a change made while the bot was down is audited too, and
+        one change is one entry whichever replicas see it."""
+        args = [digest, source, now.isoformat(),
+                json.dumps(self.redact({"source": source, "digest": digest}), default=str)]
+        return str(await self._run("policy", [self.keys.policy, self.keys.audit], args))
 
     async def trail(self, request_id: str) -> list[AuditEvent]:
         """Every audit entry of one request, oldest first: the run intake wrote (its id range in

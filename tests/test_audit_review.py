@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from bot.evidence.archive import ArchiveError, archive, trim
 from bot.evidence.signing import NO_KEY
 from bot.evidence.verify import verify_live
 from store.chain import ChainStore
+from store.models import AuditEvent
 from store.redis_store import Store
+from tests.harness import Harness, running
 from tests.test_audit_archive import rows, sealed
+from tests.util import eventually
 
 
 async def test_an_archive_of_another_chain_is_refused_not_marked_as_this_ones(
@@ -45,3 +50,32 @@ async def test_redis_trimmed_past_the_archive_is_named_as_such(store: Store, cha
     with pytest.raises(ArchiveError, match=r"trimmed through seq 25 .* seq 21\.\.25 are in neither"):
         await archive(chain, pg_url)
     assert [s for s, _ in await rows(pg_url)] == list(range(1, 21))
+
+
+POLICY = ('defaults:\n  channel: "#approvals"\ntiers:\n  low: {mode: auto}\n  medium: {mode: approve}\n'
+          '  high: {mode: approve}\n')
+
+
+async def test_a_policy_changed_while_the_bot_was_down_is_audited_at_start(redis_url: str, tmp_path: Path) -> None:
+    """Changing the policy file and restarting (a deploy, a ConfigMap and a rollout restart)
+    put the new policy in force with no `policy_changed` entry: only a reload while running was
+    audited, so the trail could not say under which rules the requests after a deploy were
+    routed. The policy in force is now audited when intake starts, once per change (a restart
+    on the same file, or a second replica, adds nothing)."""
+    async with running(redis_url, tmp_path, POLICY) as h:
+        first = h.bot.policy.digest
+        assert [e.detail["digest"] for e in await _routed_then_policies(h)] == [first]
+    async with running(redis_url, tmp_path, POLICY) as h:  # same file: nothing new
+        assert [e.detail["digest"] for e in await _routed_then_policies(h)] == [first]
+    async with running(redis_url, tmp_path, POLICY.replace("low: {mode: auto}", "low: {mode: approve}")) as h:
+        second = h.bot.policy.digest
+        changed = await _routed_then_policies(h)
+        assert second != first and [e.detail["digest"] for e in changed] == [first, second]
+        assert changed[0].detail["previous"] is None and changed[1].detail["previous"] == first
+
+
+async def _routed_then_policies(h: Harness) -> list[AuditEvent]:
+    """The `policy_changed` entries once intake routed a request (it audits the policy before)."""
+    rid = await h.push()
+    await eventually(lambda: h.store.exists(rid), what="the request routed")
+    return [e for e in await h.store.audit_entries() if e.event == "policy_changed"]
