@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from bot.evidence.archive import ArchiveError, archive, trim
-from bot.evidence.signing import NO_KEY
+from bot.evidence.sealer import Sealer
+from bot.evidence.signing import NO_KEY, Signer
 from bot.evidence.verify import verify_live
 from store.chain import ChainStore
 from store.models import AuditEvent
@@ -79,3 +81,35 @@ async def _routed_then_policies(h: Harness) -> list[AuditEvent]:
     rid = await h.push()
     await eventually(lambda: h.store.exists(rid), what="the request routed")
     return [e for e in await h.store.audit_entries() if e.event == "policy_changed"]
+
+
+async def _checkpoints(url: str) -> list[tuple[int, str]]:
+    async with await psycopg.AsyncConnection.connect(url) as c:
+        return [(int(r[0]), r[1]) for r in await (await c.execute(
+            "SELECT seq, sig FROM hitl_audit_checkpoints ORDER BY seq")).fetchall()]
+
+
+async def test_a_forged_or_damaged_checkpoint_row_never_takes_a_real_ones_place_in_the_archive(
+        store: Store, chain: ChainStore, signer: Signer, pg_url: str) -> None:
+    """Checkpoints were archived as Redis held them, first come first kept (primary key seq,
+    ON CONFLICT DO NOTHING), unchecked: a row XADDed to {prefix}:chain:checkpoints ahead of the
+    real one took its seq in the append-only archive for good, and a row with a field too long
+    for its column (a 65-character hash) failed every archive run, so retention stopped too.
+    The archive now keeps only checkpoints of the chain it holds (their seq and hash match an
+    archived entry), well-formed, real ones (verified with the signing key) before the rest."""
+    sealer = Sealer(chain, signer, owner="test")
+    await sealed(store, chain, 10)
+    head = await chain.head()
+    assert head is not None and head.seq == 10
+    cps = store.keys.prefix + ":chain:checkpoints"
+    await store.redis.xadd(cps, {"seq": 3, "hash": "a" * 65, "time": 1, "sig": "x", "key": signer.key_id})
+    await store.redis.xadd(cps, {"seq": 10, "hash": head.hash, "time": 1, "sig": "Zm9yZ2Vk", "key": signer.key_id})
+    await store.redis.xadd(cps, {"seq": 10, "hash": head.hash, "time": 1, "sig": "Zm9yZ2Vk", "key": "0" * 16})
+    await sealer.lead()
+    real = await sealer.checkpoint(force=True)
+    assert real is not None and real.seq == 10
+    res = await archive(chain, pg_url, keys=[signer.public])
+    assert res.copied == 10
+    assert await _checkpoints(pg_url) == [(10, real.sig)]
+    r = await verify_live(chain, [signer.public], NO_KEY)
+    assert {p.kind for p in r.problems} == {"bad_signature"}  # the forged rows stay reported in Redis
