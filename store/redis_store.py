@@ -447,7 +447,11 @@ class Store:
 
     async def trail(self, request_id: str) -> list[AuditEvent]:
         """Every audit entry of one request, oldest first: the run intake wrote (its id range in
-        the record's `intake` field) and those listed on `{prefix}:trail:<id>` by every other step."""
+        the record's `intake` field) and those listed on `{prefix}:trail:<id>` by every other step.
+        A name outside the id alphabet (typed in `/hitl audit`) has none: it is not looked up
+        (`<id>:notices` names another key of a request, of another type)."""
+        if not is_request_id(request_id):
+            return []
         async with self.redis.pipeline(transaction=False) as p:
             p.hget(self.keys.request(request_id), "intake")
             p.lrange(self.keys.trail(request_id), 0, -1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import psycopg
@@ -12,8 +13,9 @@ from bot.evidence.sealer import Sealer
 from bot.evidence.signing import NO_KEY, Signer
 from bot.evidence.verify import verify_live
 from store.chain import ChainStore
-from store.models import AuditEvent
+from store.models import AuditEvent, Choice
 from store.redis_store import Store
+from tests.audit_util import decide, hitl
 from tests.harness import Harness, running
 from tests.test_audit_archive import rows, sealed
 from tests.util import eventually
@@ -113,3 +115,18 @@ async def test_a_forged_or_damaged_checkpoint_row_never_takes_a_real_ones_place_
     assert await _checkpoints(pg_url) == [(10, real.sig)]
     r = await verify_live(chain, [signer.public], NO_KEY)
     assert {p.kind for p in r.problems} == {"bad_signature"}  # the forged rows stay reported in Redis
+
+
+async def test_an_audit_lookup_of_a_name_that_is_no_request_id_is_empty_not_an_error(
+        store: Store, redis_url: str) -> None:
+    """`/hitl audit r1:notices` and `hitl audit export --request r1:notices` looked the name up
+    as a request: `{prefix}:req:r1:notices` is a set (escalation notices sent), so HGET failed
+    with WRONGTYPE: a traceback from the command line, an error instead of "no request" in
+    Slack. A name outside the request id alphabet names no request: it has no trail."""
+    await decide(store, "r1", Choice.approve)
+    await store.note_notice("r1", "1:U0BOB")
+    assert await store.trail("r1:notices") == []
+    assert [e.event for e in await store.trail("r1")][:2] == ["received", "routed"]
+    done = hitl(["audit", "export", "--request", "r1:notices"], {"REDIS_URL": redis_url, "HITL_PREFIX": "hitl"})
+    assert done.returncode == 0, done.stderr
+    assert [json.loads(x)["type"] for x in done.stdout.splitlines()] == ["header"]
