@@ -130,3 +130,20 @@ async def test_an_audit_lookup_of_a_name_that_is_no_request_id_is_empty_not_an_e
     done = hitl(["audit", "export", "--request", "r1:notices"], {"REDIS_URL": redis_url, "HITL_PREFIX": "hitl"})
     assert done.returncode == 0, done.stderr
     assert [json.loads(x)["type"] for x in done.stdout.splitlines()] == ["header"]
+
+
+async def test_line_separators_in_a_decision_never_split_a_feedback_record(
+        store: Store, redis_url: str, tmp_path: Path) -> None:
+    """The feedback export wrote U+2028, U+2029 and U+0085 from a reviewer's reason or an
+    agent's params as they are: a record broke in two for every reader that splits lines on
+    more than "\\n" (str.splitlines, as our own tests read it; JavaScript tools). It now writes
+    them as JSON escapes, as the audit export does; the values read back unchanged."""
+    odd = "no\u2028way\u2029at\u0085all"
+    await decide(store, "r1", Choice.reject, params={"note": odd}, reason_code="other", reason=odd)
+    out = tmp_path / "fb.jsonl"
+    done = hitl(["feedback", "export", "--out", str(out)], {"REDIS_URL": redis_url, "HITL_PREFIX": "hitl"})
+    assert done.returncode == 0, done.stderr
+    lines = out.read_text(encoding="utf-8").splitlines()
+    assert len(lines) == 2
+    rec = json.loads(lines[1])
+    assert rec["reason"] == odd and rec["params"] == {"note": odd}
