@@ -147,3 +147,21 @@ async def test_line_separators_in_a_decision_never_split_a_feedback_record(
     assert len(lines) == 2
     rec = json.loads(lines[1])
     assert rec["reason"] == odd and rec["params"] == {"note": odd}
+
+
+async def test_a_trim_that_lost_the_race_never_moves_the_base_back(store: Store, chain: ChainStore, pg_url: str) -> None:
+    """Two trims at once (the CLI's `--trim-redis` beside the leader's retention, or an old
+    leader's archive run still going after a new leader's): one read the base, the other trimmed
+    through seq 30, then the first trimmed through seq 20. The script set the base to seq 20
+    without looking, so `verify` found seq 21..30 missing and called the chain broken. A trim
+    now never moves the base back."""
+    await sealed(store, chain, 50)
+    await archive(chain, pg_url)
+    ids = [i for i, _ in await chain.xrange(store.keys.audit)]
+    at20, at30 = await chain.links([ids[19], ids[29]])
+    assert at20 is not None and at30 is not None
+    assert await chain.trim_through(at30) == 30
+    assert await chain.trim_through(at20) == 0
+    assert await chain.base() == at30
+    r = await verify_live(chain, [], NO_KEY)
+    assert r.problems == [] and r.first_seq == 31 and r.last_seq == 50
