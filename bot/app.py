@@ -185,7 +185,7 @@ class Bot:
         if found is None:
             return False
         engine, digest = found
-        await self.store.audit_system("policy_changed", "system", {"source": engine.source, "digest": digest}, now)
+        await self.store.policy_in_force(digest, engine.source, now)  # '' when another replica audited it
         self.policy.install(engine, digest)
         return True
 
@@ -252,10 +252,14 @@ def _tier_approvers(engine: PolicyEngine, tier: str) -> tuple[str, ...] | None:
 
 async def _secrets(store: Store, hint_key: HintKey, policy: PolicyHolder) -> None:
     """The deployment's secrets routing needs, read when intake starts: the key sealing
-    HumanLayer hints, and the salt that sampling and canary picks are keyed by."""
+    HumanLayer hints, and the salt that sampling and canary picks are keyed by; and the policy
+    in force, audited when it changed since the trail last named one."""
     found = await store.secrets([HINTS_SECRET, "sample"])  # one round trip at each start
     await hint_key.load(store, found[HINTS_SECRET])
     policy.sample_salt = found["sample"]
+    # the policy in force, audited before the first request is routed by it when it is not the
+    # one the trail last named (the file changed while the bot was down: a deploy)
+    await store.policy_in_force(policy.digest, policy().source, utcnow())
 
 
 def _kick_both(delivery: Delivery, scheduler: Scheduler) -> None:

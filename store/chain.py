@@ -70,8 +70,11 @@ redis.call('XADD', KEYS[2], '*', 'seq', ARGV[2], 'hash', ARGV[3], 'time', ARGV[4
 return 'ok'
 """
 
-# KEYS: base, audit, chain; ARGV: seq, hash, id, minid (first id kept)
+# KEYS: base, audit, chain; ARGV: seq, hash, id, minid (first id kept). A trim that lost a race
+# with another (it read the base before the other moved it further) does nothing: the base never
+# moves back, or verify would find the entries between missing.
 _TRIM = """
+if (tonumber(redis.call('HGET', KEYS[1], 'seq') or '0') or 0) >= tonumber(ARGV[1]) then return 0 end
 redis.call('HSET', KEYS[1], 'seq', ARGV[1], 'hash', ARGV[2], 'id', ARGV[3])
 local a = redis.call('XTRIM', KEYS[2], 'MINID', ARGV[4])
 redis.call('XTRIM', KEYS[3], 'MINID', ARGV[4])
@@ -352,7 +355,8 @@ class ChainStore:
 
     async def trim_through(self, link: Link) -> int:
         """Drop audit entries and seals up to `link` (inclusive), moving the base there first:
-        one script, so verify always knows where the kept chain starts."""
+        one script, so verify always knows where the kept chain starts. Nothing when the base
+        is already at or past `link` (another trim got there first): 0."""
         return int(await self._trim(keys=[self.k.base, self.audit_key, self.k.chain],
                                     args=[link.seq, link.hash, link.id, next_id(link.id)]))
 

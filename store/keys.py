@@ -70,6 +70,11 @@ class Keys:
         return f"{self.prefix}:deadlines"
 
     @property
+    def policy(self) -> str:
+        """Hash naming the policy last audited as in force (`digest`, `source`, `at`)."""
+        return f"{self.prefix}:policy"
+
+    @property
     def actions_seen(self) -> str:
         return f"{self.prefix}:actions"
 

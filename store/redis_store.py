@@ -119,6 +119,7 @@ class Store:
                 "batch_round",
                 "review",
                 "control",
+                "policy",
                 "trim_requests",
                 "undeliverable",
             )
@@ -439,9 +440,22 @@ class Store:
         args = [event, "", actor, now.isoformat(), json.dumps(self.redact(detail), default=str), "0"]
         return str(await self._run("audit", [k.audit, once, once], args))
 
+    async def policy_in_force(self, digest: str, source: str, now: datetime) -> str:
+        """Audit `policy_changed` unless the policy last audited as in force has this `digest`:
+        the id of the entry written ('' when none was needed). Every replica calls it when it
+        starts and on each reload, so a change made while the bot was down is audited too, and
+        one change is one entry whichever replicas see it."""
+        args = [digest, source, now.isoformat(),
+                json.dumps(self.redact({"source": source, "digest": digest}), default=str)]
+        return str(await self._run("policy", [self.keys.policy, self.keys.audit], args))
+
     async def trail(self, request_id: str) -> list[AuditEvent]:
         """Every audit entry of one request, oldest first: the run intake wrote (its id range in
-        the record's `intake` field) and those listed on `{prefix}:trail:<id>` by every other step."""
+        the record's `intake` field) and those listed on `{prefix}:trail:<id>` by every other step.
+        A name outside the id alphabet (typed in `/hitl audit`) has none: it is not looked up
+        (`<id>:notices` names another key of a request, of another type)."""
+        if not is_request_id(request_id):
+            return []
         async with self.redis.pipeline(transaction=False) as p:
             p.hget(self.keys.request(request_id), "intake")
             p.lrange(self.keys.trail(request_id), 0, -1)

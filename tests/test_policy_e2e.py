@@ -159,7 +159,9 @@ async def test_a_policy_change_goes_into_force_only_once_it_is_audited(h: Harnes
 
 
 async def _audited(h: Harness):  # type: ignore[no-untyped-def]
-    return next((e for e in await h.store.audit_entries() if e.event == "policy_changed"), None)
+    """The `policy_changed` entry of a change (the one at start names no `previous`)."""
+    return next((e for e in await h.store.audit_entries()
+                 if e.event == "policy_changed" and e.detail.get("previous")), None)
 
 def test_malformed_policy_at_start_is_a_clear_error(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yml"

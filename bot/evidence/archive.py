@@ -10,20 +10,27 @@ nothing twice, nothing lost. Redis is trimmed only through what the archive hold
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import psycopg
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from bot.evidence.archive_schema import MIGRATIONS
 from bot.evidence.canonical import canonical, entry_hash
+from bot.evidence.signing import key_id, signature_ok
 from store.chain import ChainStore, parse_seal
-from store.chain_models import Link
+from store.chain_models import Checkpoint, Link
 
 BATCH = 500
 LOCK = 0x6869746C  # pg advisory lock: one archiver (and one migration) at a time
+_HEX64 = re.compile("[0-9a-f]{64}")
+_KEY_ID = re.compile("[0-9a-f]{16}")
+_SIG = re.compile("[A-Za-z0-9+/]{86}==")
+"""Base64 of a 64-byte Ed25519 signature."""
 
 
 class ArchiveError(Exception):
@@ -85,8 +92,10 @@ async def _archived_head(conn: psycopg.AsyncConnection[Any]) -> Link | None:
 
 
 async def archive(chain: ChainStore, url: str, *, batch: int = BATCH, migrate_schema: bool = True,
-                  after_batch: Callable[[Link], Awaitable[None]] | None = None) -> ArchiveResult:
-    """Copy every sealed entry not yet archived; ArchiveError (one line) when it cannot."""
+                  after_batch: Callable[[Link], Awaitable[None]] | None = None,
+                  keys: list[Ed25519PublicKey] | None = None) -> ArchiveResult:
+    """Copy every sealed entry not yet archived; ArchiveError (one line) when it cannot.
+    `keys`: the checkpoint signing key(s), so only real checkpoints take a seq's place."""
     conn = await connect(url)
     res = ArchiveResult()
     try:
@@ -95,10 +104,7 @@ async def archive(chain: ChainStore, url: str, *, batch: int = BATCH, migrate_sc
             await conn.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK + 1,))
             prev = await _archived_head(conn)
         if prev is not None:
-            live = (await chain.links([prev.id]))[0]
-            if live is not None and live.hash != prev.hash:
-                raise ArchiveError(f"the archive and the live chain disagree at seq {prev.seq}: "
-                                   "run `hitl audit verify`")
+            await _check_archive_head(chain, prev)
         else:
             prev = await chain.base()
         head = await chain.head()
@@ -111,7 +117,7 @@ async def archive(chain: ChainStore, url: str, *, batch: int = BATCH, migrate_sc
             res.last = prev
             if after_batch is not None:
                 await after_batch(prev)
-        res.checkpoints = await _copy_checkpoints(conn, chain)
+        res.checkpoints = await _copy_checkpoints(conn, chain, keys or [])
         if res.last is None:
             res.last = await _archived_head(conn)
             if res.last is not None:
@@ -121,6 +127,28 @@ async def archive(chain: ChainStore, url: str, *, batch: int = BATCH, migrate_sc
         raise ArchiveError(f"archive database error: {_line(e)}") from None
     finally:
         await conn.close()
+
+
+async def _check_archive_head(chain: ChainStore, prev: Link) -> None:
+    """The archive's last row must be a link of the live chain: still in Redis with the same
+    hash, or the link a trim left as the base. Anything else (a new Redis, a FLUSHALL, another
+    prefix's archive) must stop the archiver before it marks the other chain's seq as archived:
+    retention would then move this chain's base to a link it never had."""
+    live = (await chain.links([prev.id]))[0]
+    if live is not None:
+        if live.hash != prev.hash:
+            raise ArchiveError(f"the archive and the live chain disagree at seq {prev.seq}: "
+                               "run `hitl audit verify`")
+        return
+    base = await chain.base()
+    if base.seq == prev.seq and base.hash == prev.hash:
+        return
+    if base.seq > prev.seq:
+        raise ArchiveError(f"Redis was trimmed through seq {base.seq} but the archive holds only through seq "
+                           f"{prev.seq}: entries seq {prev.seq + 1}..{base.seq} are in neither; nothing archived")
+    raise ArchiveError(f"the archive holds seq {prev.seq} (entry {prev.id}), which the live chain neither holds nor "
+                       f"trimmed (its base is seq {base.seq}): the archive of another Redis or prefix? Archive each "
+                       "chain to its own database; nothing archived")
 
 
 async def _copy(conn: psycopg.AsyncConnection[Any], chain: ChainStore,
@@ -168,13 +196,38 @@ async def _insert(conn: psycopg.AsyncConnection[Any], rows: list[tuple[Any, ...]
                                "rolled back")
 
 
-async def _copy_checkpoints(conn: psycopg.AsyncConnection[Any], chain: ChainStore) -> int:
-    cps = await chain.checkpoints()
+def _well_formed(c: Checkpoint) -> bool:
+    """A row the sealer could have written (anything else would not fit the columns, or fail
+    the whole run): seq and time in range, a hex hash and key id, a 64-byte signature."""
+    return (0 < c.seq < 2**63 and 0 <= c.time < 2**63 and _HEX64.fullmatch(c.hash) is not None
+            and _KEY_ID.fullmatch(c.key) is not None and _SIG.fullmatch(c.sig) is not None)
+
+
+async def _copy_checkpoints(conn: psycopg.AsyncConnection[Any], chain: ChainStore,
+                            keys: list[Ed25519PublicKey]) -> int:
+    """Checkpoints of what the archive holds: well-formed, at an archived seq with its hash.
+    The table keeps one per seq and is append-only, so a row anyone wrote into Redis ahead of
+    the real checkpoint must not take its place: those verifying with one of `keys` (the
+    signing key) go in first, a row naming one of those keys that does not verify never."""
+    known = {key_id(k): k for k in keys}
+    cps = [c for c in await chain.checkpoints() if _well_formed(c)]
+    if not cps:
+        return 0
     async with conn.transaction(), conn.cursor() as cur:
+        await cur.execute("SELECT seq, hash FROM hitl_audit WHERE seq = ANY(%s)", (sorted({c.seq for c in cps}),))
+        archived = {(int(seq), h) for seq, h in await cur.fetchall()}
+        real, other = [], []
+        for c in cps:
+            if (c.seq, c.hash) not in archived:
+                continue
+            if c.key not in known:
+                other.append(c)
+            elif signature_ok(known[c.key], c):
+                real.append(c)
         await cur.executemany(
             "INSERT INTO hitl_audit_checkpoints (seq, hash, time_ms, sig, key_id) VALUES (%s, %s, %s, %s, %s) "
-            "ON CONFLICT (seq) DO NOTHING", [(c.seq, c.hash, c.time, c.sig, c.key) for c in cps])
-    return len(cps)
+            "ON CONFLICT (seq) DO NOTHING", [(c.seq, c.hash, c.time, c.sig, c.key) for c in real + other])
+    return len(real) + len(other)
 
 
 async def trim(chain: ChainStore, keep_days: float | None) -> int:
@@ -203,8 +256,9 @@ async def trim(chain: ChainStore, keep_days: float | None) -> int:
     return await chain.trim_through(mark)
 
 
-async def maintain_archive(chain: ChainStore, url: str, retention_days: float | None) -> None:
+async def maintain_archive(chain: ChainStore, url: str, retention_days: float | None,
+                           keys: list[Ed25519PublicKey] | None = None) -> None:
     """What the sealing leader runs every HITL_AUDIT_ARCHIVE_S: archive, then apply retention."""
-    await archive(chain, url, migrate_schema=False)
+    await archive(chain, url, migrate_schema=False, keys=keys)
     if retention_days:
         await trim(chain, retention_days)

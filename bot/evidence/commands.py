@@ -218,8 +218,10 @@ async def _archive(args: argparse.Namespace, chain: Any) -> int:
     async def progress(link: Any) -> None:
         print(f"hitl: archived through seq {link.seq}", file=sys.stderr, flush=True)
 
+    signer = load_evidence_settings().signer()  # real checkpoints first (a forged row never takes their place)
     try:
-        res = await archive(chain, args.to, batch=args.batch, migrate_schema=args.migrate, after_batch=progress)
+        res = await archive(chain, args.to, batch=args.batch, migrate_schema=args.migrate, after_batch=progress,
+                            keys=[signer.public] if signer else [])
     except ArchiveError as e:
         print(f"hitl: archive failed: {e}", file=sys.stderr)
         return 1

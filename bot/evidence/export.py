@@ -17,7 +17,7 @@ from __future__ import annotations
 import csv
 import json
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -33,9 +33,9 @@ _UNSAFE = re.compile("[\u0085\u2028\u2029\ud800-\udfff]")
 than "\\n" (U+0085, U+2028, U+2029), and lone surrogates (bytes that were not UTF-8)."""
 
 
-def jsonl(value: Any) -> str:
+def jsonl(value: Any, default: Callable[[Any], Any] | None = None) -> str:
     """One JSONL line's JSON: UTF-8 text kept as it is, the characters above escaped."""
-    return _UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", json.dumps(value, ensure_ascii=False))
+    return _UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", json.dumps(value, ensure_ascii=False, default=default))
 
 
 @dataclass(frozen=True)

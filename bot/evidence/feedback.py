@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import IO, Any
 
-from bot.evidence.export import stream_id
+from bot.evidence.export import jsonl, stream_id
 from bot.evidence.redaction import Redactor
 from store.models import Record, Vote
 from store.redis_store import Store
@@ -129,6 +129,7 @@ async def export_feedback(store: Store, out: IO[str], f: Filters, redact: Redact
         for record in await store.get_many(ids):
             rec = record_of(record, redact, pseudo)
             if rec is not None and _keep(rec, f):
-                out.write(json.dumps(rec, ensure_ascii=False, default=str) + "\n")
+                # line breaks other than "\n" (U+2028, U+2029, U+0085) as JSON escapes, as in the audit export
+                out.write(jsonl(rec, default=str) + "\n")
                 n += 1
     return n

@@ -45,9 +45,10 @@ def sealer(settings: Settings, store: Store, ev: EvidenceSettings | None = None)
         from bot.evidence.archive import maintain_archive
 
         url, days = ev.archive_url, ev.retention_days
+        keys = [key.public] if key is not None else []
 
         async def maintain_fn() -> None:
-            await maintain_archive(chain, url, days)
+            await maintain_archive(chain, url, days, keys)
 
         maintain = maintain_fn
     owner = f"{settings.consumer}:{os.getpid()}:{uuid.uuid4().hex[:8]}"  # unique even if consumers clash
