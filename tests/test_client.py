@@ -14,7 +14,7 @@ from bot.routing import SingleChannelRouter
 from store.models import Choice, Mode, Request, Route, Status, utcnow
 from store.redis_store import Store
 from store.transitions import vote
-from tests.util import eventually
+from tests.util import eventually, started
 
 
 class AutoRouter:
@@ -27,12 +27,8 @@ class AutoRouter:
 @pytest.fixture
 async def intake(store: Store, redis_url: str) -> AsyncIterator[Intake]:
     router = AutoRouter()
-    i = Intake(store, lambda: router, redis_url=redis_url, consumer="c")
-    task = asyncio.create_task(i.run())
-    yield i
-    i.stop()
-    await asyncio.wait_for(task, 10)
-    await i.close()
+    async with started(Intake(store, lambda: router, redis_url=redis_url, consumer="c")) as i:
+        yield i
 
 
 async def _approve(store: Store, rid: str, user: str = "U0ALICE") -> None:

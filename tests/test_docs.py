@@ -21,7 +21,7 @@ from bot.routing import SingleChannelRouter
 from store.models import Choice, Request, Route, Status, utcnow
 from store.redis_store import Store
 from store.transitions import vote
-from tests.util import eventually
+from tests.util import eventually, started
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
@@ -67,12 +67,8 @@ async def agent_url(redis_url: str, store: Store) -> AsyncIterator[str]:
 @pytest.fixture
 async def intake(store: Store, redis_url: str) -> AsyncIterator[Intake]:
     router = _Router()
-    i = Intake(store, lambda: router, redis_url=redis_url, consumer="c")
-    task = asyncio.create_task(i.run())
-    yield i
-    i.stop()
-    await asyncio.wait_for(task, 10)
-    await i.close()
+    async with started(Intake(store, lambda: router, redis_url=redis_url, consumer="c")) as i:
+        yield i
 
 
 async def _approve(store: Store, rid: str) -> None:

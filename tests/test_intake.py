@@ -12,20 +12,15 @@ from bot.intake import Intake
 from bot.routing import SingleChannelRouter
 from store.models import State
 from store.redis_store import GROUP, Store
-from tests.util import eventually
+from tests.util import eventually, started
 
 ROUTER = SingleChannelRouter()
 
 
 @pytest.fixture
 async def intake(store: Store, redis_url: str) -> AsyncIterator[Intake]:
-    i = Intake(store, lambda: ROUTER, redis_url=redis_url, consumer="c1", claim_idle_s=0.2, max_deliveries=3)
-    task = asyncio.create_task(i.run())
-    await eventually(lambda: asyncio.sleep(0, i.running), what="intake running")
-    yield i
-    i.stop()
-    await asyncio.wait_for(task, 10)
-    await i.close()
+    async with started(Intake(store, lambda: ROUTER, redis_url=redis_url, consumer="c1", claim_idle_s=0.2, max_deliveries=3)) as i:
+        yield i
 
 
 async def _push(store: Store, value: object, field: str = "request") -> str:

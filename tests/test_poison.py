@@ -18,7 +18,7 @@ from bot.routing import SingleChannelRouter
 from store.models import Choice, Request, Route, State, Status, utcnow
 from store.redis_store import GROUP, Entry, Store
 from store.transitions import vote
-from tests.util import eventually
+from tests.util import eventually, started
 
 ROUTER = SingleChannelRouter()
 GOOD = {"agent": "billing", "action": "refund", "summary": "Refund $250"}
@@ -26,13 +26,9 @@ GOOD = {"agent": "billing", "action": "refund", "summary": "Refund $250"}
 
 @pytest.fixture
 async def intake(store: Store, redis_url: str) -> AsyncIterator[Intake]:
-    i = Intake(store, lambda: ROUTER, redis_url=redis_url, consumer="c1", claim_idle_s=0.2, max_deliveries=3)
-    task = asyncio.create_task(i.run())
-    await eventually(lambda: asyncio.sleep(0, i.running), what="intake running")
-    yield i
-    i.stop()
-    await asyncio.wait_for(task, 10)
-    await i.close()
+    async with started(Intake(store, lambda: ROUTER, redis_url=redis_url, consumer="c1", claim_idle_s=0.2,
+                              max_deliveries=3)) as i:
+        yield i
 
 
 @pytest.fixture
@@ -140,18 +136,12 @@ async def test_an_agent_that_sent_an_unusable_id_still_gets_its_answer(store: St
 
 async def test_intake_trims_what_it_has_acknowledged(store: Store, redis_url: str) -> None:
     """Issue 9: the requests stream does not grow for ever."""
-    i = Intake(store, lambda: ROUTER, redis_url=redis_url, consumer="c1", trim_every_s=0.05)
     for n in range(20):
         await store.redis.xadd(store.keys.requests, {"request": json.dumps({**GOOD, "id": f"t{n}"})})
-    task = asyncio.create_task(i.run())
-    try:
+    async with started(Intake(store, lambda: ROUTER, redis_url=redis_url, consumer="c1", trim_every_s=0.05)):
         await eventually(lambda: store.exists("t19"), what="all accepted")
         await eventually(lambda: _shorter(store, 2), what="the stream trimmed")
         assert await store.pending_count() == 20
-    finally:
-        i.stop()
-        await asyncio.wait_for(task, 10)
-        await i.close()
 
 
 async def _shorter(store: Store, n: int) -> bool:
@@ -242,19 +232,13 @@ class _DeadLetterFailsOnce(Store):
 
 
 async def test_a_bug_met_on_one_entry_dead_letters_it_at_once(store: Store, redis_url: str) -> None:
-    i = Intake(store, lambda: _Breaks(), redis_url=redis_url, consumer="c1")
     await store.redis.xadd(store.keys.requests, {"request": json.dumps({**GOOD, "id": "b", "summary": "boom"})})
     await store.redis.xadd(store.keys.requests, {"request": json.dumps({**GOOD, "id": "after"})})
-    task = asyncio.create_task(i.run())
-    try:
+    async with started(Intake(store, lambda: _Breaks(), redis_url=redis_url, consumer="c1")) as i:
         await eventually(lambda: _record(store, "after"), what="the request after the bad one")
         [(_, dead)] = await eventually(lambda: store.redis.xrange(store.keys.dead), what="dead letter")
         assert dead["error"] == "internal error while processing: RuntimeError: a bug met on this request"
         assert i.running
-    finally:
-        i.stop()
-        await asyncio.wait_for(task, 10)
-        await i.close()
 
 
 async def test_when_even_the_dead_letter_fails_the_bytes_are_kept_as_base64(redis_url: str) -> None:
@@ -303,23 +287,18 @@ async def test_a_batch_holding_an_unanswerable_entry_is_accepted_around_it(store
     before and after it are accepted, it is dead-lettered under its entry id, and nothing stays
     pending."""
     # pushed before intake starts, so its first read takes all three
-    i = Intake(store, lambda: ROUTER, redis_url=redis_url, consumer="c1", claim_idle_s=0.2, max_deliveries=3)
     await store.ensure_group()
     for body in ({**GOOD, "id": "ok0", "reply_to": "ag:0"}, {**GOOD, "id": "p\ud800", "reply_to": "ag:p\ud800"},
                  {**GOOD, "id": "ok1", "reply_to": "ag:1"}):
         await store.redis.xadd(store.keys.requests, {"request": json.dumps(body)})
-    task = asyncio.create_task(i.run())
-    try:
+    async with started(Intake(store, lambda: ROUTER, redis_url=redis_url, consumer="c1", claim_idle_s=0.2,
+                              max_deliveries=3)) as i:
         await eventually(lambda: _record(store, "ok1"), what="the request after it")
         assert await _record(store, "ok0") is not None and i.running
         [(_, dead)] = await eventually(lambda: store.redis.xrange(store.keys.dead), what="its dead letter")
         assert "surrogate" in dead["error"]
         assert await store.redis.xlen("ag:0") == 0 and await store.redis.xlen("ag:1") == 0
         assert (await store.redis.xpending(store.keys.requests, GROUP))["pending"] == 0
-    finally:
-        i.stop()
-        await asyncio.wait_for(task, 10)
-        await i.close()
 
 
 async def test_a_malformed_retry_read_in_one_batch_with_its_valid_first_try_answers_nothing(
@@ -327,21 +306,16 @@ async def test_a_malformed_retry_read_in_one_batch_with_its_valid_first_try_answ
     """Entries of one read are handled in stream order: the valid X is stored before the malformed
     retry of X is dead-lettered, which then finds X live and publishes nothing (it used to publish
     `invalid` for X while X went on to a card)."""
-    i = Intake(store, lambda: ROUTER, redis_url=redis_url, consumer="c1", claim_idle_s=0.2, max_deliveries=3)
     await store.ensure_group()
     await store.redis.xadd(store.keys.requests, {"request": json.dumps({**GOOD, "id": "X", "reply_to": "ag:x"})})
     await store.redis.xadd(store.keys.requests, {"request": json.dumps({**GOOD, "id": "X", "reply_to": "ag:x",
                                                                         "confidence": 7})})
-    task = asyncio.create_task(i.run())
-    try:
+    async with started(Intake(store, lambda: ROUTER, redis_url=redis_url, consumer="c1", claim_idle_s=0.2,
+                              max_deliveries=3)):
         await eventually(lambda: store.redis.xlen(store.keys.dead), what="the retry's dead letter")
         assert (await store.get("X")).state is State.pending
         assert await store.redis.xlen("ag:x") == 0 and await store.redis.xlen(store.keys.decisions) == 0
         assert not await store.redis.exists(store.keys.invalid("X"))
-    finally:
-        i.stop()
-        await asyncio.wait_for(task, 10)
-        await i.close()
 
 
 async def test_an_id_another_agent_holds_is_refused_and_answered_on_its_own_stream(store: Store, intake: Intake) -> None:
@@ -436,9 +410,7 @@ async def test_someone_elses_malformed_entry_under_my_id_is_not_my_answer(store:
         asking = asyncio.create_task(client.ask(**{k: v for k, v in GOOD.items() if k != "agent"}, id="X-1",
                                                 timeout=20))
         await eventually(blocked_in_xread, what="the agent waiting on its streams")
-        i = Intake(store, lambda: ROUTER, redis_url=redis_url, consumer="c1")
-        task = asyncio.create_task(i.run())
-        try:
+        async with started(Intake(store, lambda: ROUTER, redis_url=redis_url, consumer="c1")):
             await eventually(lambda: store.exists("X-1"), what="the agent's own request stored")
             published = await store.redis.xrange(store.keys.decisions)
             assert [(f["request_id"], json.loads(f["decision"])["status"], f["entry_id"]) for _, f in published] == [
@@ -449,7 +421,3 @@ async def test_someone_elses_malformed_entry_under_my_id_is_not_my_answer(store:
             assert not asking.done()
             await store.apply(vote(rec, user_id="U0ALICE", name="alice", choice=Choice.approve, now=utcnow()), utcnow())
             assert (await asking).status == Status.approved
-        finally:
-            i.stop()
-            await asyncio.wait_for(task, 10)
-            await i.close()

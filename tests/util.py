@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, Protocol, TypeVar
 
 
 async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 10.0, what: str = "condition") -> Any:
@@ -18,6 +19,33 @@ async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 10.0,
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         await asyncio.sleep(0.02)
+
+
+class _Runs(Protocol):
+    running: bool
+
+    async def run(self) -> None: ...
+    def stop(self) -> None: ...
+    async def close(self) -> None: ...
+
+
+R = TypeVar("R", bound=_Runs)
+
+
+@contextlib.asynccontextmanager
+async def started(worker: R) -> AsyncIterator[R]:
+    """`worker.run()` (intake, say) as a task, yielded once it is running; stopped, awaited and
+    closed on the way out."""
+    task = asyncio.create_task(worker.run())
+    try:
+        await eventually(lambda: asyncio.sleep(0, worker.running or task.done()), what="worker running")
+        if task.done():
+            task.result()  # it failed to start: say why
+        yield worker
+    finally:
+        worker.stop()
+        await asyncio.wait_for(task, 10)
+        await worker.close()
 
 
 def shown_request_ids(message: dict[str, Any]) -> set[str]:
