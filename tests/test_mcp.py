@@ -184,3 +184,25 @@ async def test_an_id_hitl_never_saw_is_unknown_not_pending_for_ever(h: Harness) 
     async with stdio(h, 1) as client:  # a new server process
         again = await call(client, "get_decision", {"request_id": "kept-1", "wait_s": 0.1})
     assert again["status"] == "pending"
+
+
+async def test_a_reused_id_with_other_arguments_is_never_their_approval(h: Harness) -> None:
+    """A model that reuses its request_id for another call of the same action (other params,
+    another question) gets an error, not the earlier call's approval or answer: no card was
+    ever posted for the new arguments (it came back `approved`, or with the old answer)."""
+    rid = await h.push(agent="mcp-test-agent", action="refund", summary="Refund $5", params={"amount": 5},
+                       id="refund-ana")
+    await approve(h, await h.card(rid))
+    qid = await h.push(agent="mcp-test-agent", kind="question", action="question", summary="Ship to Berlin?",
+                       id="ask-1")
+    await answer(h, await h.card(qid), "yes")
+    async with stdio(h, 2) as client:
+        same = await call(client, "request_approval", {"action": "refund", "summary": "Refund $5 to Ana",
+                                                       "params": {"amount": 5}, "request_id": "refund-ana"})
+        other = await call(client, "request_approval", {"action": "refund", "summary": "Refund $5000 to Ana",
+                                                        "params": {"amount": 5000}, "request_id": "refund-ana"})
+        asked = await call(client, "ask_human", {"question": "Delete every customer?", "request_id": "ask-1"})
+    assert same["status"] == "approved"  # the same call again: its decision (a retry is safe)
+    assert other["status"] == "error" and "other arguments" in other["message"], other
+    assert asked["status"] == "error" and "another question" in asked["message"], asked
+    assert not other.get("approved") and "answer" not in asked

@@ -267,10 +267,16 @@ class AsyncClient:
 
     async def agent_of(self, request_id: str) -> str | None:
         """The agent of the request stored under `request_id` (None while there is none)."""
+        stored = await self.stored(request_id)
+        return str(stored.get("agent")) if stored is not None else None
+
+    async def stored(self, request_id: str) -> dict[str, Any] | None:
+        """The request the bot stored under `request_id`, as sent (None while there is none)."""
         async with self._redis():
             raw = await self.redis.hget(self.keys.request(request_id), "request")
-        with contextlib.suppress(ValueError, AttributeError):
-            return str(json.loads(raw)["agent"]) if raw else None
+        with contextlib.suppress(ValueError):
+            stored = json.loads(raw) if raw else None
+            return stored if isinstance(stored, dict) else None
         return None
 
     async def messages(self, request_id: str) -> list[AgentMessage]:

@@ -8,6 +8,7 @@ request is in Redis before any wait begins, so nothing is lost when a client giv
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
 from typing import Any
@@ -17,9 +18,10 @@ from mcp.server.mcpserver import MCPServer
 from hitl import outcome
 from hitl.client import AsyncClient
 from hitl.errors import DecisionTimeout, HitlError
-from hitl.protocol import Kind
+from hitl.protocol import Kind, Request
 
 DEFAULT_WAIT_S = 50.0
+SHOWN = 80
 
 INSTRUCTIONS = (
     "Before any consequential or irreversible action (payments, deletions, emails to customers, "
@@ -30,15 +32,57 @@ INSTRUCTIONS = (
 )
 
 
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def _what(request: Request | dict[str, Any]) -> tuple[str, ...]:
+    """What a call asks people about, to compare the one sent with the one stored under its id:
+    its action, and the question and its options, or the action's arguments (a retry may word
+    its summary anew)."""
+    data = request.model_dump(mode="json", exclude_none=True) if isinstance(request, Request) else request
+    action = str(data.get("action"))
+    if data.get("kind") == Kind.question:
+        return (action, "question", str(data.get("summary")), _canonical(data.get("options") or []))
+    return (action, "params", _canonical(data.get("params") or {}))
+
+
+def _reused(request_id: str, agent: str, sent: tuple[str, ...], stored: dict[str, Any]) -> str | None:
+    """Why the request stored under `request_id` is not the call sent with it; None when it is,
+    or when it is another agent's or action's (the client says that id is taken)."""
+    was = _what(stored)
+    if was == sent or str(stored.get("agent")) != agent or was[0] != sent[0]:
+        return None
+    if sent[1] == "question":
+        shown = f"another question ({str(stored.get('summary'))[:SHOWN]!r})"
+    elif was[1] == "params":
+        shown = f"other arguments ({was[2][:SHOWN]}, not {sent[2][:SHOWN]})"
+    else:
+        shown = "a question"
+    return (f"request_id {request_id!r} was already used for {shown}; nobody has decided this call. "
+            "Choose another request_id: the same id is the same request, for a retry of the very same call")
+
+
 def build_server(client: AsyncClient, *, max_wait_s: float = DEFAULT_WAIT_S) -> MCPServer:
     """The MCP server over one hitl client; every wait is bounded by `max_wait_s`."""
     server = MCPServer("hitl", instructions=INSTRUCTIONS, log_level="WARNING")
-    sent: dict[str, None] = {}  # ids this server sent (insertion-ordered, the newest 10,000)
+    # ids this server sent (insertion-ordered, the newest 10,000), with what each asked people
+    sent: dict[str, tuple[str, ...]] = {}
+
+    async def mismatch(request_id: str) -> dict[str, Any] | None:
+        """An error when the request stored under an id this server sent asks about something
+        else (an earlier call's, under a reused id): its decision is not this call's."""
+        if (what := sent.get(request_id)) is None or (stored := await client.stored(request_id)) is None:
+            return None
+        if (why := _reused(request_id, client.agent, what, stored)) is None:
+            return None
+        return {"status": "error", "request_id": request_id, "message": why}
 
     async def settle(request_id: str, wait_s: float | None) -> dict[str, Any]:
         waited = max_wait_s if wait_s is None else max(0.0, min(wait_s, max_wait_s))
         try:
-            return outcome.decided(await client.wait(request_id, waited or 0.001))
+            decision = await client.wait(request_id, waited or 0.001)
+            return await mismatch(request_id) or outcome.decided(decision)
         except DecisionTimeout:
             return outcome.pending(request_id, waited)
         except HitlError as e:  # the id is taken by another request, Redis away: said, never a decision
@@ -48,12 +92,15 @@ def build_server(client: AsyncClient, *, max_wait_s: float = DEFAULT_WAIT_S) -> 
         fields = {k: v for k, v in fields.items() if v is not None}
         fields.setdefault("id", f"mcp-{uuid.uuid4().hex}")
         try:
-            request_id = await client.submit(client.build(**fields))
+            request = client.build(**fields)
+            request_id = await client.submit(request)
+            if len(sent) >= 10_000:
+                sent.pop(next(iter(sent)))
+            sent[request_id] = _what(request)
+            if error := await mismatch(request_id):  # an earlier call's, already stored
+                return error
         except HitlError as e:
             return {"status": "error", "message": str(e)}
-        if len(sent) >= 10_000:
-            sent.pop(next(iter(sent)))
-        sent[request_id] = None
         return await settle(request_id, wait_s)
 
     @server.tool()
