@@ -206,3 +206,18 @@ async def test_a_reused_id_with_other_arguments_is_never_their_approval(h: Harne
     assert other["status"] == "error" and "other arguments" in other["message"], other
     assert asked["status"] == "error" and "another question" in asked["message"], asked
     assert not other.get("approved") and "answer" not in asked
+
+
+@pytest.mark.parametrize(("args", "env", "named"), [
+    (["--wait", "nan"], {}, "--wait"),
+    (["--wait", "inf"], {}, "--wait"),
+    (["--wait", "-1"], {}, "--wait"),
+    ([], {"HITL_MCP_WAIT_S": "50s"}, "HITL_MCP_WAIT_S"),
+])
+def test_a_wait_that_is_not_a_bound_is_refused_at_start(args: list[str], env: dict[str, str], named: str) -> None:
+    """The wait bounds every call: NaN made each call send its request, then fail (a model
+    retrying posted a card per try), infinity never answered pending, a negative wait never
+    waited, and a malformed HITL_MCP_WAIT_S was a traceback. Now the server does not start."""
+    out = subprocess.run([sys.executable, "-m", "hitl", "mcp", *args], input="", capture_output=True, text=True,
+                         timeout=60, env={**os.environ, "REDIS_URL": "redis://127.0.0.1:1/0", **env})
+    assert out.returncode == 2 and named in out.stderr and "Traceback" not in out.stderr, out.stderr

@@ -9,6 +9,7 @@ request is in Redis before any wait begins, so nothing is lost when a client giv
 from __future__ import annotations
 
 import json
+import math
 import os
 import uuid
 from typing import Any
@@ -63,8 +64,25 @@ def _reused(request_id: str, agent: str, sent: tuple[str, ...], stored: dict[str
             "Choose another request_id: the same id is the same request, for a retry of the very same call")
 
 
+def wait_from(value: float | None, env: str | None) -> float:
+    """The longest wait of one call: `--wait`, else HITL_MCP_WAIT_S (seconds), else the default;
+    ValueError naming the setting when it is not a positive, finite number of seconds (NaN
+    failed every call after sending its request, infinity never answered `pending`)."""
+    if value is None and not env:
+        return DEFAULT_WAIT_S
+    name = "--wait" if value is not None else "HITL_MCP_WAIT_S"
+    try:
+        wait = float(value if value is not None else env)  # type: ignore[arg-type]
+    except ValueError:
+        raise ValueError(f"HITL_MCP_WAIT_S={env!r} is not a number of seconds") from None
+    if not 0 < wait < math.inf:
+        raise ValueError(f"{name} must be a positive, finite number of seconds, not {wait:g}")
+    return wait
+
+
 def build_server(client: AsyncClient, *, max_wait_s: float = DEFAULT_WAIT_S) -> MCPServer:
     """The MCP server over one hitl client; every wait is bounded by `max_wait_s`."""
+    max_wait_s = wait_from(max_wait_s, None)
     server = MCPServer("hitl", instructions=INSTRUCTIONS, log_level="WARNING")
     # ids this server sent (insertion-ordered, the newest 10,000), with what each asked people
     sent: dict[str, tuple[str, ...]] = {}
@@ -151,7 +169,7 @@ def build_server(client: AsyncClient, *, max_wait_s: float = DEFAULT_WAIT_S) -> 
 def serve(*, transport: str = "stdio", host: str = "127.0.0.1", port: int = 8000,
           max_wait_s: float | None = None, agent: str | None = None) -> int:
     """Run the server until its client goes away (stdio) or it is stopped (HTTP)."""
-    wait = max_wait_s if max_wait_s is not None else float(os.environ.get("HITL_MCP_WAIT_S", DEFAULT_WAIT_S))
+    wait = wait_from(max_wait_s, os.environ.get("HITL_MCP_WAIT_S"))
     client = AsyncClient.from_url(agent=agent or os.environ.get("HITL_AGENT") or "mcp-agent")
     server = build_server(client, max_wait_s=wait)
     if transport == "stdio":
