@@ -20,11 +20,12 @@ from mcp import Client
 from mcp.client.stdio import StdioServerParameters
 
 from tests.harness import Harness
-from tests.redis_server import free_port
+from tests.redis_server import RedisServer, free_port
 from tests.reviewer import answer, approve, card_for, edit, h, reject
+from tests.test_sdk_resume import _hang, hung_redis
 from tests.util import eventually
 
-__all__ = ["h"]
+__all__ = ["h", "hung_redis"]
 
 REFUND = {"action": "refund", "summary": "Refund $250 to Ana for order A-17",
           "params": {"order": "A-17", "amount": 250}, "editable": ["amount"]}
@@ -221,3 +222,21 @@ def test_a_wait_that_is_not_a_bound_is_refused_at_start(args: list[str], env: di
     out = subprocess.run([sys.executable, "-m", "hitl", "mcp", *args], input="", capture_output=True, text=True,
                          timeout=60, env={**os.environ, "REDIS_URL": "redis://127.0.0.1:1/0", **env})
     assert out.returncode == 2 and named in out.stderr and "Traceback" not in out.stderr, out.stderr
+
+
+async def test_every_call_answers_within_its_bound_while_redis_hangs(hung_redis: RedisServer) -> None:
+    """A hung Redis (or a network partition) held each call about 54 s with `--wait 1`: the
+    sending and the lookups were bounded only by socket timeouts and retries, past the bound the
+    server promises and past common client timeouts. Each call now answers within its wait plus
+    a short bound for Redis round trips, with an error that names the request (never a decision)."""
+    params = StdioServerParameters(command=sys.executable, args=["-m", "hitl", "mcp", "--wait", "1"],
+                                   env={**os.environ, "REDIS_URL": hung_redis.url})
+    async with Client(params) as client:
+        assert (await call(client, "request_approval", {**REFUND, "wait_s": 0}))["status"] == "pending"
+        _hang(hung_redis)  # Redis stops answering
+        # an upper bound only to catch the overrun (before: about 54 s for each call)
+        sent = await call(client, "request_approval", {**REFUND, "wait_s": 0}, read_timeout_seconds=20)
+        read = await call(client, "get_decision", {"request_id": sent["request_id"], "wait_s": 0},
+                          read_timeout_seconds=20)
+    assert sent["status"] == "error" and sent["request_id"].startswith("mcp-") and "did not answer" in sent["message"]
+    assert read["status"] == "error" and "did not answer" in read["message"] and "approved" not in read

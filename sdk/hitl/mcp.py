@@ -3,11 +3,13 @@
 Runs over stdio (`python -m hitl mcp`) or streamable HTTP (`--transport http`). A call waits
 at most `--wait` seconds (default 50, below common client timeouts); then it answers
 `{"status": "pending", "request_id": ...}` and the model calls `get_decision` later. The
-request is in Redis before any wait begins, so nothing is lost when a client gives up.
+request is in Redis before any wait begins, so nothing is lost when a client gives up. A hung
+Redis adds at most SEND_S (5 s) to a call, which then answers an error.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import os
@@ -17,12 +19,15 @@ from typing import Any
 from mcp.server.mcpserver import MCPServer
 
 from hitl import outcome
-from hitl.client import AsyncClient
+from hitl.client import AsyncClient, entry
 from hitl.errors import DecisionTimeout, HitlError
 from hitl.protocol import Kind, Request
 
 DEFAULT_WAIT_S = 50.0
 SHOWN = 80
+SEND_S = 5.0
+"""How long a call's Redis round trips may take besides its wait (sending, lookups), at most
+`--wait`: a call answers within its wait and this, Redis answering or not."""
 
 INSTRUCTIONS = (
     "Before any consequential or irreversible action (payments, deletions, emails to customers, "
@@ -96,30 +101,53 @@ def build_server(client: AsyncClient, *, max_wait_s: float = DEFAULT_WAIT_S) -> 
             return None
         return {"status": "error", "request_id": request_id, "message": why}
 
-    async def settle(request_id: str, wait_s: float | None) -> dict[str, Any]:
-        waited = max_wait_s if wait_s is None else max(0.0, min(wait_s, max_wait_s))
+    send_s = min(SEND_S, max_wait_s)
+
+    def remember(request_id: str, what: tuple[str, ...]) -> None:
+        if len(sent) >= 10_000 and request_id not in sent:
+            sent.pop(next(iter(sent)))
+        sent[request_id] = what
+
+    def waited_of(wait_s: float | None) -> float:
+        return max_wait_s if wait_s is None else max(0.0, min(wait_s, max_wait_s))
+
+    def unanswered(request_id: str, waited: float) -> dict[str, Any]:
+        return {"status": "error", "request_id": request_id,
+                "message": f"hitl's Redis did not answer within {waited + send_s:g}s; nothing is decided. "
+                           f"Call get_decision with request_id {request_id!r} later."}
+
+    async def settle(request_id: str, waited: float) -> dict[str, Any]:
         try:
             decision = await client.wait(request_id, waited or 0.001)
             return await mismatch(request_id) or outcome.decided(decision)
         except DecisionTimeout:
             return outcome.pending(request_id, waited)
         except HitlError as e:  # the id is taken by another request, Redis away: said, never a decision
-            return {"status": "error", "message": str(e)}
+            return {"status": "error", "request_id": request_id, "message": str(e)}
 
     async def submit(fields: dict[str, Any], wait_s: float | None) -> dict[str, Any]:
         fields = {k: v for k, v in fields.items() if v is not None}
         fields.setdefault("id", f"mcp-{uuid.uuid4().hex}")
+        waited = waited_of(wait_s)
         try:
             request = client.build(**fields)
-            request_id = await client.submit(request)
-            if len(sent) >= 10_000:
-                sent.pop(next(iter(sent)))
-            sent[request_id] = _what(request)
-            if error := await mismatch(request_id):  # an earlier call's, already stored
-                return error
+            entry(request)  # what the bot would refuse, before anything is sent
         except HitlError as e:
             return {"status": "error", "message": str(e)}
-        return await settle(request_id, wait_s)
+        request_id = str(request.id)
+        remember(request_id, _what(request))  # before sending: get_decision knows it, sent or not yet
+        try:
+            # the whole call within its wait and `send_s` for Redis round trips, Redis answering or not
+            async with asyncio.timeout(waited + send_s):
+                try:
+                    await client.submit(request)
+                    if error := await mismatch(request_id):  # an earlier call's, already stored
+                        return error
+                except HitlError as e:
+                    return {"status": "error", "request_id": request_id, "message": str(e)}
+                return await settle(request_id, waited)
+        except TimeoutError:
+            return unanswered(request_id, waited)
 
     @server.tool()
     async def request_approval(action: str, summary: str, params: dict[str, Any] | None = None,
@@ -147,21 +175,25 @@ def build_server(client: AsyncClient, *, max_wait_s: float = DEFAULT_WAIT_S) -> 
     @server.tool()
     async def get_decision(request_id: str, wait_s: float | None = None) -> dict[str, Any]:
         """The decision on an earlier request_approval or ask_human (waits up to `wait_s`)."""
+        waited = waited_of(wait_s)
         try:
-            agent = await client.agent_of(request_id)
-            if agent is not None and agent != client.agent:  # never another agent's answer
-                return {"status": "error", "request_id": request_id,
-                        "message": f"{request_id} is not a request of this agent ({client.agent})"}
-            if agent is None and request_id not in sent and await client.decision(request_id) is None:
-                # not one this server sent, and hitl has no record of it: a wrong id would
-                # otherwise read as pending for ever
-                return {"status": "unknown", "request_id": request_id,
-                        "message": f"hitl has no request {request_id!r}: use the request_id that "
-                                   "request_approval or ask_human returned (an id sent by another "
-                                   "process moments ago may not be read yet: call again shortly)"}
-            return await settle(request_id, wait_s)
+            async with asyncio.timeout(waited + send_s):  # within the wait and `send_s`, Redis answering or not
+                agent = await client.agent_of(request_id)
+                if agent is not None and agent != client.agent:  # never another agent's answer
+                    return {"status": "error", "request_id": request_id,
+                            "message": f"{request_id} is not a request of this agent ({client.agent})"}
+                if agent is None and request_id not in sent and await client.decision(request_id) is None:
+                    # not one this server sent, and hitl has no record of it: a wrong id would
+                    # otherwise read as pending for ever
+                    return {"status": "unknown", "request_id": request_id,
+                            "message": f"hitl has no request {request_id!r}: use the request_id that "
+                                       "request_approval or ask_human returned (an id sent by another "
+                                       "process moments ago may not be read yet: call again shortly)"}
+                return await settle(request_id, waited)
         except HitlError as e:
             return {"status": "error", "request_id": request_id, "message": str(e)}
+        except TimeoutError:
+            return unanswered(request_id, waited)
 
     return server
 
