@@ -209,6 +209,9 @@ async def _request(args: argparse.Namespace, data: dict[str, Any]) -> int:
         for err in e.errors():
             print(f"{'.'.join(str(x) for x in err['loc'])}: {err['msg']}", file=sys.stderr)
         return 2
+    if args.timeout is not None and not args.timeout >= 0:  # before sending: NaN failed after it
+        print(f"--timeout must be a number of seconds (0 or more), not {args.timeout:g}", file=sys.stderr)
+        return 2
     client = HitlClient.from_url(redis_url, prefix=prefix)
     try:
         try:
