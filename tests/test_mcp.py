@@ -240,3 +240,23 @@ async def test_every_call_answers_within_its_bound_while_redis_hangs(hung_redis:
                           read_timeout_seconds=20)
     assert sent["status"] == "error" and sent["request_id"].startswith("mcp-") and "did not answer" in sent["message"]
     assert read["status"] == "error" and "did not answer" in read["message"] and "approved" not in read
+
+
+async def test_a_request_still_queued_is_pending_not_unknown(redis_url: str) -> None:
+    """With the bot down or behind, a request another process (or this server before a restart)
+    sent is in the queue, not yet stored: get_decision called it unknown ("hitl has no request"),
+    and a model resubmitting got a second card later. A queued request of another agent is
+    still never read."""
+    from hitl.client import AsyncClient
+
+    async with AsyncClient.from_url(redis_url, agent="mcp-test-agent") as mine, \
+            AsyncClient.from_url(redis_url, agent="payments-bot") as theirs:
+        await mine.submit({"action": "refund", "summary": "Refund $5", "id": "queued-1"})
+        await theirs.submit({"action": "refund", "summary": "Refund $9", "id": "queued-2"})
+    params = StdioServerParameters(command=sys.executable, args=["-m", "hitl", "mcp", "--wait", "1"],
+                                   env={**os.environ, "REDIS_URL": redis_url, "HITL_AGENT": "mcp-test-agent"})
+    async with Client(params) as client:
+        queued = await call(client, "get_decision", {"request_id": "queued-1", "wait_s": 0})
+        other = await call(client, "get_decision", {"request_id": "queued-2", "wait_s": 0})
+    assert queued["status"] == "pending", queued
+    assert other["status"] == "error" and "not a request of this agent" in other["message"], other

@@ -494,6 +494,17 @@ class AsyncClient:
         """Whether an entry for `request_id` is in the queue (read up to SCAN_MAX entries: the bot
         trims read ones, so it holds little more than what the bot has not read yet; past that it
         cannot tell, and says yes)."""
+        found, whole = await self._scan_queue(request_id)
+        return found is not None or not whole
+
+    async def queued(self, request_id: str) -> dict[str, Any] | None:
+        """The request first queued under `request_id` and not yet stored by the bot (the bot down
+        or behind), as sent; None when none is among the queue's first SCAN_MAX entries."""
+        async with self._redis():
+            return (await self._scan_queue(request_id))[0]
+
+    async def _scan_queue(self, request_id: str) -> tuple[dict[str, Any] | None, bool]:
+        """The first queued request with this id, and whether the whole queue was read."""
         start, read = "-", 0
         while read < SCAN_MAX:
             rows = await self.redis.xrange(self.keys.requests, start, "+", count=500)
@@ -501,13 +512,14 @@ class AsyncClient:
                 raw = fields.get("request") or ""
                 if request_id in raw:
                     with contextlib.suppress(ValueError, AttributeError):
-                        if json.loads(raw).get("id") == request_id:
-                            return True
+                        request = json.loads(raw)
+                        if request.get("id") == request_id:
+                            return request, True
             if len(rows) < 500:
-                return False
+                return None, True
             read += len(rows)
             start = f"({rows[-1][0]}"
-        return True
+        return None, False
 
     async def _locate(self, request_id: str, watch: _Watch) -> Decision | None:
         """The stored decision, if any; else make `watch` follow the stream the decision will

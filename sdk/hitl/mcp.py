@@ -179,12 +179,14 @@ def build_server(client: AsyncClient, *, max_wait_s: float = DEFAULT_WAIT_S) -> 
         try:
             async with asyncio.timeout(waited + send_s):  # within the wait and `send_s`, Redis answering or not
                 agent = await client.agent_of(request_id)
+                if agent is None and request_id not in sent and (queued := await client.queued(request_id)):
+                    agent = str(queued.get("agent"))  # sent, not yet stored: the bot is down or behind
                 if agent is not None and agent != client.agent:  # never another agent's answer
                     return {"status": "error", "request_id": request_id,
                             "message": f"{request_id} is not a request of this agent ({client.agent})"}
                 if agent is None and request_id not in sent and await client.decision(request_id) is None:
-                    # not one this server sent, and hitl has no record of it: a wrong id would
-                    # otherwise read as pending for ever
+                    # not one this server sent, and hitl has no record of it, none queued: a wrong
+                    # id would otherwise read as pending for ever
                     return {"status": "unknown", "request_id": request_id,
                             "message": f"hitl has no request {request_id!r}: use the request_id that "
                                        "request_approval or ask_human returned (an id sent by another "
