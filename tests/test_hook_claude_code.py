@@ -209,3 +209,13 @@ async def test_a_command_too_long_for_the_summary_is_shown_cut_never_whole(h: Ha
     assert (await task)["permissionDecision"] == "ask"
     assert "evil.example" not in shown
     assert "cut" in shown[-200:] and "params" in shown[-200:], shown[-200:]
+
+
+async def test_a_request_redis_never_took_is_not_said_to_be_open_in_slack(hung_redis: RedisServer) -> None:
+    """Redis hung before the hook sent anything: the answer said the request 'stays open' in
+    Slack, where there was none to find."""
+    _hang(hung_redis)
+    out = await asyncio.wait_for(run_hook(json.dumps(EVENT), hung_redis.url, timeout=1), 20)
+    assert out["permissionDecision"] == "ask"
+    assert "stays open" not in out["permissionDecisionReason"]
+    assert "did not answer" in out["permissionDecisionReason"], out

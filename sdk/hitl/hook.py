@@ -94,13 +94,17 @@ def verdict(decision: Decision, tool_input: dict[str, Any]) -> dict[str, Any]:
 async def decide(event: dict[str, Any], client: AsyncClient, timeout_s: float) -> dict[str, Any]:
     fields = request_fields(event)
     request = client.build(**{k: v for k, v in fields.items() if v is not None})
-    request_id = request.id or "not sent"
+    request_id, sent = request.id or "not sent", False
     try:
         # the whole exchange (sending included) within the hook's time, Redis answering or not
         async with asyncio.timeout(timeout_s):
             request_id = await client.submit(request)
+            sent = True
             decision = await client.wait(request_id, timeout_s)
     except (DecisionTimeout, TimeoutError):
+        if not sent:  # Redis did not take it in time: there may be nothing in Slack to find
+            return output("ask", f"hitl's Redis did not answer within {timeout_s:g}s (hitl request {request_id} "
+                                 "may not have reached Slack). Asking here instead.")
         return output("ask", f"No decision in Slack within {timeout_s:g}s (hitl request {request_id}); "
                              "it stays open there. Asking here instead.")
     return verdict(decision, event["tool_input"])
