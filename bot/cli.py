@@ -16,9 +16,11 @@ from typing import Any
 
 from bot.env import ConfigError
 
-APPROVED = {"approved", "auto_approved", "answered", "resolved"}
+APPROVED = {"approved", "auto_approved"}
+ANSWERED = {"answered", "resolved"}
+"""A question's success; for an action, a person handed it back or resolved it: not approved."""
 # `hitl request --wait`: the exit status per decision, so a script can tell them apart
-# (rejected and denied: 1; 2 is unusable arguments or no Redis; 124 no decision in time)
+# (rejected, denied, and an action handed back or resolved by a person: 1; 2 is unusable arguments or no Redis; 124 no decision in time)
 WAIT_EXIT = {"expired": 3, "invalid": 4}
 
 
@@ -207,6 +209,9 @@ async def _request(args: argparse.Namespace, data: dict[str, Any]) -> int:
         for err in e.errors():
             print(f"{'.'.join(str(x) for x in err['loc'])}: {err['msg']}", file=sys.stderr)
         return 2
+    if args.timeout is not None and not args.timeout >= 0:  # before sending: NaN failed after it
+        print(f"--timeout must be a number of seconds (0 or more), not {args.timeout:g}", file=sys.stderr)
+        return 2
     client = HitlClient.from_url(redis_url, prefix=prefix)
     try:
         try:
@@ -224,7 +229,9 @@ async def _request(args: argparse.Namespace, data: dict[str, Any]) -> int:
             return 124
         print(decision.model_dump_json(indent=2))
         status = str(decision.status)
-        return 0 if status in APPROVED else WAIT_EXIT.get(status, 1)
+        if status in APPROVED or (status in ANSWERED and request.kind == "question"):
+            return 0
+        return WAIT_EXIT.get(status, 1)
     finally:
         await client.close()
 

@@ -100,9 +100,12 @@ def test_request_explains_unusable_arguments(tmp_path: Path) -> None:
         (["--agent", "a", "--action", "b", "--summary", "c", "--params", "[1]"], "--params must be a JSON object"),
         (["--json", str(bad)], f"--json {bad} is not valid JSON"),
         (["--json", str(tmp_path / "missing.json")], "cannot read"),
+        # checked before sending (NaN was a traceback after the request had gone out)
+        (["--agent", "a", "--action", "b", "--summary", "c", "--wait", "--timeout", "nan"], "--timeout"),
+        (["--agent", "a", "--action", "b", "--summary", "c", "--wait", "--timeout", "-1"], "--timeout"),
     ]
     for args, message in cases:
-        out = _hitl("request", *args)
+        out = _hitl("request", *args, env={"REDIS_URL": "redis://127.0.0.1:1/0"})
         assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr, out.stderr
 
 

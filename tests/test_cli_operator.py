@@ -63,15 +63,19 @@ def test_malformed_redis_url_is_a_config_error(url: str, command: list[str]) -> 
     assert "s3cr3tpw" not in out.stderr + out.stdout
 
 
-async def _decided_by_cli(store: Store, redis_url: str, rid: str, decide: Callable[[Any], Any]) -> int:
+async def _decided_by_cli(store: Store, redis_url: str, rid: str, decide: Callable[[Any], Any],
+                          kind: str = "approval") -> int:
     router = SingleChannelRouter()
     intake = Intake(store, lambda: router, redis_url=redis_url, consumer="c")
     task = asyncio.create_task(intake.run())
     try:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bot.cli", "request", *REQ, "--id", rid, "--wait", "--timeout", "30",
+            sys.executable, "-m", "bot.cli", "request", "--json", "-", *REQ, "--id", rid, "--wait", "--timeout", "30",
             cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT), "REDIS_URL": redis_url},
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        assert proc.stdin is not None
+        proc.stdin.write(json.dumps({"kind": kind}).encode())
+        proc.stdin.close()
         await eventually(lambda: store.exists(rid), 20, "request from the CLI")
         await store.apply(decide(await store.get(rid)), utcnow())
         stdout, _ = await proc.communicate()
@@ -88,10 +92,22 @@ async def _decided_by_cli(store: Store, redis_url: str, rid: str, decide: Callab
     ("rejected", lambda r: vote(r, user_id="U0ALICE", name="alice", choice=Choice.reject, now=utcnow()), 1),
     ("expired", lambda r: expire(r, now=utcnow(), reason="nobody"), 3),
     ("invalid", lambda r: expire(r, now=utcnow(), status=Status.invalid, reason="refused"), 4),
+    # a person took the action over and handed it back, or resolved the case: not approved (both
+    # exited 0, so `hitl request --wait && ./deploy.sh` deployed)
+    ("handed-back", lambda r: vote(r, user_id="U0CAROL", name="carol", choice=Choice.hand_back, now=utcnow(),
+                                   answer="Wait for the freeze"), 1),
+    ("resolved", lambda r: vote(r, user_id="U0CAROL", name="carol", choice=Choice.resolve, now=utcnow()), 1),
 ])
 async def test_wait_exit_code_tells_each_outcome_apart(store: Store, redis_url: str, name: str,
                                                        decide: Callable[[Any], Any], code: int) -> None:
     assert await _decided_by_cli(store, redis_url, f"cli-{name}", decide) == code
+
+
+async def test_wait_exits_0_for_an_answered_question(store: Store, redis_url: str) -> None:
+    """A question's answer is its success (only an action handed back is not)."""
+    answered = await _decided_by_cli(store, redis_url, "cli-question", lambda r: vote(
+        r, user_id="U0CAROL", name="carol", choice=Choice.answer, now=utcnow(), answer="Berlin"), kind="question")
+    assert answered == 0
 
 
 def test_request_json_in_another_encoding_is_a_usage_error(tmp_path: Path) -> None:

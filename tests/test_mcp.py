@@ -20,11 +20,12 @@ from mcp import Client
 from mcp.client.stdio import StdioServerParameters
 
 from tests.harness import Harness
-from tests.redis_server import free_port
+from tests.redis_server import RedisServer, free_port
 from tests.reviewer import answer, approve, card_for, edit, h, reject
+from tests.test_sdk_resume import _hang, hung_redis
 from tests.util import eventually
 
-__all__ = ["h"]
+__all__ = ["h", "hung_redis"]
 
 REFUND = {"action": "refund", "summary": "Refund $250 to Ana for order A-17",
           "params": {"order": "A-17", "amount": 250}, "editable": ["amount"]}
@@ -184,3 +185,78 @@ async def test_an_id_hitl_never_saw_is_unknown_not_pending_for_ever(h: Harness) 
     async with stdio(h, 1) as client:  # a new server process
         again = await call(client, "get_decision", {"request_id": "kept-1", "wait_s": 0.1})
     assert again["status"] == "pending"
+
+
+async def test_a_reused_id_with_other_arguments_is_never_their_approval(h: Harness) -> None:
+    """A model that reuses its request_id for another call of the same action (other params,
+    another question) gets an error, not the earlier call's approval or answer: no card was
+    ever posted for the new arguments (it came back `approved`, or with the old answer)."""
+    rid = await h.push(agent="mcp-test-agent", action="refund", summary="Refund $5", params={"amount": 5},
+                       id="refund-ana")
+    await approve(h, await h.card(rid))
+    qid = await h.push(agent="mcp-test-agent", kind="question", action="question", summary="Ship to Berlin?",
+                       id="ask-1")
+    await answer(h, await h.card(qid), "yes")
+    async with stdio(h, 2) as client:
+        same = await call(client, "request_approval", {"action": "refund", "summary": "Refund $5 to Ana",
+                                                       "params": {"amount": 5}, "request_id": "refund-ana"})
+        other = await call(client, "request_approval", {"action": "refund", "summary": "Refund $5000 to Ana",
+                                                        "params": {"amount": 5000}, "request_id": "refund-ana"})
+        asked = await call(client, "ask_human", {"question": "Delete every customer?", "request_id": "ask-1"})
+    assert same["status"] == "approved"  # the same call again: its decision (a retry is safe)
+    assert other["status"] == "error" and "other arguments" in other["message"], other
+    assert asked["status"] == "error" and "another question" in asked["message"], asked
+    assert not other.get("approved") and "answer" not in asked
+
+
+@pytest.mark.parametrize(("args", "env", "named"), [
+    (["--wait", "nan"], {}, "--wait"),
+    (["--wait", "inf"], {}, "--wait"),
+    (["--wait", "-1"], {}, "--wait"),
+    ([], {"HITL_MCP_WAIT_S": "50s"}, "HITL_MCP_WAIT_S"),
+])
+def test_a_wait_that_is_not_a_bound_is_refused_at_start(args: list[str], env: dict[str, str], named: str) -> None:
+    """The wait bounds every call: NaN made each call send its request, then fail (a model
+    retrying posted a card per try), infinity never answered pending, a negative wait never
+    waited, and a malformed HITL_MCP_WAIT_S was a traceback. Now the server does not start."""
+    out = subprocess.run([sys.executable, "-m", "hitl", "mcp", *args], input="", capture_output=True, text=True,
+                         timeout=60, env={**os.environ, "REDIS_URL": "redis://127.0.0.1:1/0", **env})
+    assert out.returncode == 2 and named in out.stderr and "Traceback" not in out.stderr, out.stderr
+
+
+async def test_every_call_answers_within_its_bound_while_redis_hangs(hung_redis: RedisServer) -> None:
+    """A hung Redis (or a network partition) held each call about 54 s with `--wait 1`: the
+    sending and the lookups were bounded only by socket timeouts and retries, past the bound the
+    server promises and past common client timeouts. Each call now answers within its wait plus
+    a short bound for Redis round trips, with an error that names the request (never a decision)."""
+    params = StdioServerParameters(command=sys.executable, args=["-m", "hitl", "mcp", "--wait", "1"],
+                                   env={**os.environ, "REDIS_URL": hung_redis.url})
+    async with Client(params) as client:
+        assert (await call(client, "request_approval", {**REFUND, "wait_s": 0}))["status"] == "pending"
+        _hang(hung_redis)  # Redis stops answering
+        # an upper bound only to catch the overrun (before: about 54 s for each call)
+        sent = await call(client, "request_approval", {**REFUND, "wait_s": 0}, read_timeout_seconds=20)
+        read = await call(client, "get_decision", {"request_id": sent["request_id"], "wait_s": 0},
+                          read_timeout_seconds=20)
+    assert sent["status"] == "error" and sent["request_id"].startswith("mcp-") and "did not answer" in sent["message"]
+    assert read["status"] == "error" and "did not answer" in read["message"] and "approved" not in read
+
+
+async def test_a_request_still_queued_is_pending_not_unknown(redis_url: str) -> None:
+    """With the bot down or behind, a request another process (or this server before a restart)
+    sent is in the queue, not yet stored: get_decision called it unknown ("hitl has no request"),
+    and a model resubmitting got a second card later. A queued request of another agent is
+    still never read."""
+    from hitl.client import AsyncClient
+
+    async with AsyncClient.from_url(redis_url, agent="mcp-test-agent") as mine, \
+            AsyncClient.from_url(redis_url, agent="payments-bot") as theirs:
+        await mine.submit({"action": "refund", "summary": "Refund $5", "id": "queued-1"})
+        await theirs.submit({"action": "refund", "summary": "Refund $9", "id": "queued-2"})
+    params = StdioServerParameters(command=sys.executable, args=["-m", "hitl", "mcp", "--wait", "1"],
+                                   env={**os.environ, "REDIS_URL": redis_url, "HITL_AGENT": "mcp-test-agent"})
+    async with Client(params) as client:
+        queued = await call(client, "get_decision", {"request_id": "queued-1", "wait_s": 0})
+        other = await call(client, "get_decision", {"request_id": "queued-2", "wait_s": 0})
+    assert queued["status"] == "pending", queued
+    assert other["status"] == "error" and "not a request of this agent" in other["message"], other

@@ -4,6 +4,7 @@ command delegates its `mcp` and `hook` subcommands here."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 
@@ -29,9 +30,14 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if args.command == "mcp":
-        from hitl.mcp import serve
+        from hitl.mcp import serve, wait_from
 
-        return serve(transport=args.transport, host=args.host, port=args.port, max_wait_s=args.wait,
+        try:  # checked before the server starts: a bad wait is a message, not a server failing each call
+            wait = wait_from(args.wait, os.environ.get("HITL_MCP_WAIT_S"))
+        except ValueError as e:
+            print(f"hitl mcp: {e}", file=sys.stderr)
+            return 2
+        return serve(transport=args.transport, host=args.host, port=args.port, max_wait_s=wait,
                      agent=args.agent)
     from hitl.hook import claude_code
 

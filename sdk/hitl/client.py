@@ -267,10 +267,16 @@ class AsyncClient:
 
     async def agent_of(self, request_id: str) -> str | None:
         """The agent of the request stored under `request_id` (None while there is none)."""
+        stored = await self.stored(request_id)
+        return str(stored.get("agent")) if stored is not None else None
+
+    async def stored(self, request_id: str) -> dict[str, Any] | None:
+        """The request the bot stored under `request_id`, as sent (None while there is none)."""
         async with self._redis():
             raw = await self.redis.hget(self.keys.request(request_id), "request")
-        with contextlib.suppress(ValueError, AttributeError):
-            return str(json.loads(raw)["agent"]) if raw else None
+        with contextlib.suppress(ValueError):
+            stored = json.loads(raw) if raw else None
+            return stored if isinstance(stored, dict) else None
         return None
 
     async def messages(self, request_id: str) -> list[AgentMessage]:
@@ -488,6 +494,17 @@ class AsyncClient:
         """Whether an entry for `request_id` is in the queue (read up to SCAN_MAX entries: the bot
         trims read ones, so it holds little more than what the bot has not read yet; past that it
         cannot tell, and says yes)."""
+        found, whole = await self._scan_queue(request_id)
+        return found is not None or not whole
+
+    async def queued(self, request_id: str) -> dict[str, Any] | None:
+        """The request first queued under `request_id` and not yet stored by the bot (the bot down
+        or behind), as sent; None when none is among the queue's first SCAN_MAX entries."""
+        async with self._redis():
+            return (await self._scan_queue(request_id))[0]
+
+    async def _scan_queue(self, request_id: str) -> tuple[dict[str, Any] | None, bool]:
+        """The first queued request with this id, and whether the whole queue was read."""
         start, read = "-", 0
         while read < SCAN_MAX:
             rows = await self.redis.xrange(self.keys.requests, start, "+", count=500)
@@ -495,13 +512,14 @@ class AsyncClient:
                 raw = fields.get("request") or ""
                 if request_id in raw:
                     with contextlib.suppress(ValueError, AttributeError):
-                        if json.loads(raw).get("id") == request_id:
-                            return True
+                        request = json.loads(raw)
+                        if request.get("id") == request_id:
+                            return request, True
             if len(rows) < 500:
-                return False
+                return None, True
             read += len(rows)
             start = f"({rows[-1][0]}"
-        return True
+        return None, False
 
     async def _locate(self, request_id: str, watch: _Watch) -> Decision | None:
         """The stored decision, if any; else make `watch` follow the stream the decision will

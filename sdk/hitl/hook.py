@@ -25,6 +25,7 @@ from hitl.review import editable_name
 
 DEFAULT_TIMEOUT_S = 55.0  # under Claude Code's default hook timeout of 60 s
 EDITABLE_MAX = 2000
+CUT = " … [cut here: the tool input goes on, see its params]"
 
 
 def output(decision: str, reason: str, updated: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -46,8 +47,14 @@ def summary(tool: str, tool_input: dict[str, Any]) -> str:
     elif isinstance(tool_input.get("url"), str):
         text = f"Claude Code wants to use {tool} on {tool_input['url']}"
     else:
-        text = f"Claude Code wants to use {tool}: {json.dumps(tool_input)[:500]}"
-    return text[:MAX_TEXT]
+        text = f"Claude Code wants to use {tool}: {_cut(json.dumps(tool_input), 500, '…')}"
+    return _cut(text, MAX_TEXT, CUT)
+
+
+def _cut(text: str, limit: int, mark: str) -> str:
+    """`text`, or its head and `mark` when it is longer than `limit`: a reviewer must see that
+    the rest (of a command, say) is missing, not read the head as the whole."""
+    return text if len(text) <= limit else text[: limit - len(mark)] + mark
 
 
 def request_fields(event: dict[str, Any]) -> dict[str, Any]:
@@ -87,13 +94,17 @@ def verdict(decision: Decision, tool_input: dict[str, Any]) -> dict[str, Any]:
 async def decide(event: dict[str, Any], client: AsyncClient, timeout_s: float) -> dict[str, Any]:
     fields = request_fields(event)
     request = client.build(**{k: v for k, v in fields.items() if v is not None})
-    request_id = request.id or "not sent"
+    request_id, sent = request.id or "not sent", False
     try:
         # the whole exchange (sending included) within the hook's time, Redis answering or not
         async with asyncio.timeout(timeout_s):
             request_id = await client.submit(request)
+            sent = True
             decision = await client.wait(request_id, timeout_s)
     except (DecisionTimeout, TimeoutError):
+        if not sent:  # Redis did not take it in time: there may be nothing in Slack to find
+            return output("ask", f"hitl's Redis did not answer within {timeout_s:g}s (hitl request {request_id} "
+                                 "may not have reached Slack). Asking here instead.")
         return output("ask", f"No decision in Slack within {timeout_s:g}s (hitl request {request_id}); "
                              "it stays open there. Asking here instead.")
     return verdict(decision, event["tool_input"])

@@ -3,11 +3,15 @@
 Runs over stdio (`python -m hitl mcp`) or streamable HTTP (`--transport http`). A call waits
 at most `--wait` seconds (default 50, below common client timeouts); then it answers
 `{"status": "pending", "request_id": ...}` and the model calls `get_decision` later. The
-request is in Redis before any wait begins, so nothing is lost when a client gives up.
+request is in Redis before any wait begins, so nothing is lost when a client gives up. A hung
+Redis adds at most SEND_S (5 s) to a call, which then answers an error.
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
+import math
 import os
 import uuid
 from typing import Any
@@ -15,11 +19,15 @@ from typing import Any
 from mcp.server.mcpserver import MCPServer
 
 from hitl import outcome
-from hitl.client import AsyncClient
+from hitl.client import AsyncClient, entry
 from hitl.errors import DecisionTimeout, HitlError
-from hitl.protocol import Kind
+from hitl.protocol import Kind, Request
 
 DEFAULT_WAIT_S = 50.0
+SHOWN = 80
+SEND_S = 5.0
+"""How long a call's Redis round trips may take besides its wait (sending, lookups), at most
+`--wait`: a call answers within its wait and this, Redis answering or not."""
 
 INSTRUCTIONS = (
     "Before any consequential or irreversible action (payments, deletions, emails to customers, "
@@ -30,31 +38,116 @@ INSTRUCTIONS = (
 )
 
 
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def _what(request: Request | dict[str, Any]) -> tuple[str, ...]:
+    """What a call asks people about, to compare the one sent with the one stored under its id:
+    its action, and the question and its options, or the action's arguments (a retry may word
+    its summary anew)."""
+    data = request.model_dump(mode="json", exclude_none=True) if isinstance(request, Request) else request
+    action = str(data.get("action"))
+    if data.get("kind") == Kind.question:
+        return (action, "question", str(data.get("summary")), _canonical(data.get("options") or []))
+    return (action, "params", _canonical(data.get("params") or {}))
+
+
+def _reused(request_id: str, agent: str, sent: tuple[str, ...], stored: dict[str, Any]) -> str | None:
+    """Why the request stored under `request_id` is not the call sent with it; None when it is,
+    or when it is another agent's or action's (the client says that id is taken)."""
+    was = _what(stored)
+    if was == sent or str(stored.get("agent")) != agent or was[0] != sent[0]:
+        return None
+    if sent[1] == "question":
+        shown = f"another question ({str(stored.get('summary'))[:SHOWN]!r})"
+    elif was[1] == "params":
+        shown = f"other arguments ({was[2][:SHOWN]}, not {sent[2][:SHOWN]})"
+    else:
+        shown = "a question"
+    return (f"request_id {request_id!r} was already used for {shown}; nobody has decided this call. "
+            "Choose another request_id: the same id is the same request, for a retry of the very same call")
+
+
+def wait_from(value: float | None, env: str | None) -> float:
+    """The longest wait of one call: `--wait`, else HITL_MCP_WAIT_S (seconds), else the default;
+    ValueError naming the setting when it is not a positive, finite number of seconds (NaN
+    failed every call after sending its request, infinity never answered `pending`)."""
+    if value is None and not env:
+        return DEFAULT_WAIT_S
+    name = "--wait" if value is not None else "HITL_MCP_WAIT_S"
+    try:
+        wait = float(value if value is not None else env)  # type: ignore[arg-type]
+    except ValueError:
+        raise ValueError(f"HITL_MCP_WAIT_S={env!r} is not a number of seconds") from None
+    if not 0 < wait < math.inf:
+        raise ValueError(f"{name} must be a positive, finite number of seconds, not {wait:g}")
+    return wait
+
+
 def build_server(client: AsyncClient, *, max_wait_s: float = DEFAULT_WAIT_S) -> MCPServer:
     """The MCP server over one hitl client; every wait is bounded by `max_wait_s`."""
+    max_wait_s = wait_from(max_wait_s, None)
     server = MCPServer("hitl", instructions=INSTRUCTIONS, log_level="WARNING")
-    sent: dict[str, None] = {}  # ids this server sent (insertion-ordered, the newest 10,000)
+    # ids this server sent (insertion-ordered, the newest 10,000), with what each asked people
+    sent: dict[str, tuple[str, ...]] = {}
 
-    async def settle(request_id: str, wait_s: float | None) -> dict[str, Any]:
-        waited = max_wait_s if wait_s is None else max(0.0, min(wait_s, max_wait_s))
+    async def mismatch(request_id: str) -> dict[str, Any] | None:
+        """An error when the request stored under an id this server sent asks about something
+        else (an earlier call's, under a reused id): its decision is not this call's."""
+        if (what := sent.get(request_id)) is None or (stored := await client.stored(request_id)) is None:
+            return None
+        if (why := _reused(request_id, client.agent, what, stored)) is None:
+            return None
+        return {"status": "error", "request_id": request_id, "message": why}
+
+    send_s = min(SEND_S, max_wait_s)
+
+    def remember(request_id: str, what: tuple[str, ...]) -> None:
+        if len(sent) >= 10_000 and request_id not in sent:
+            sent.pop(next(iter(sent)))
+        sent[request_id] = what
+
+    def waited_of(wait_s: float | None) -> float:
+        return max_wait_s if wait_s is None else max(0.0, min(wait_s, max_wait_s))
+
+    def unanswered(request_id: str, waited: float) -> dict[str, Any]:
+        return {"status": "error", "request_id": request_id,
+                "message": f"hitl's Redis did not answer within {waited + send_s:g}s; nothing is decided. "
+                           f"Call get_decision with request_id {request_id!r} later."}
+
+    async def settle(request_id: str, waited: float) -> dict[str, Any]:
         try:
-            return outcome.decided(await client.wait(request_id, waited or 0.001))
+            decision = await client.wait(request_id, waited or 0.001)
+            return await mismatch(request_id) or outcome.decided(decision)
         except DecisionTimeout:
             return outcome.pending(request_id, waited)
         except HitlError as e:  # the id is taken by another request, Redis away: said, never a decision
-            return {"status": "error", "message": str(e)}
+            return {"status": "error", "request_id": request_id, "message": str(e)}
 
     async def submit(fields: dict[str, Any], wait_s: float | None) -> dict[str, Any]:
         fields = {k: v for k, v in fields.items() if v is not None}
         fields.setdefault("id", f"mcp-{uuid.uuid4().hex}")
+        waited = waited_of(wait_s)
         try:
-            request_id = await client.submit(client.build(**fields))
+            request = client.build(**fields)
+            entry(request)  # what the bot would refuse, before anything is sent
         except HitlError as e:
             return {"status": "error", "message": str(e)}
-        if len(sent) >= 10_000:
-            sent.pop(next(iter(sent)))
-        sent[request_id] = None
-        return await settle(request_id, wait_s)
+        request_id = str(request.id)
+        remember(request_id, _what(request))  # before sending: get_decision knows it, sent or not yet
+        try:
+            # the whole call within its wait and `send_s` for Redis round trips, Redis answering or not
+            async with asyncio.timeout(waited + send_s):
+                try:
+                    await client.submit(request)
+                    if error := await mismatch(request_id):  # an earlier call's, already stored
+                        return error
+                except HitlError as e:
+                    return {"status": "error", "request_id": request_id, "message": str(e)}
+                return await settle(request_id, waited)
+        except TimeoutError:
+            return unanswered(request_id, waited)
 
     @server.tool()
     async def request_approval(action: str, summary: str, params: dict[str, Any] | None = None,
@@ -82,21 +175,27 @@ def build_server(client: AsyncClient, *, max_wait_s: float = DEFAULT_WAIT_S) -> 
     @server.tool()
     async def get_decision(request_id: str, wait_s: float | None = None) -> dict[str, Any]:
         """The decision on an earlier request_approval or ask_human (waits up to `wait_s`)."""
+        waited = waited_of(wait_s)
         try:
-            agent = await client.agent_of(request_id)
-            if agent is not None and agent != client.agent:  # never another agent's answer
-                return {"status": "error", "request_id": request_id,
-                        "message": f"{request_id} is not a request of this agent ({client.agent})"}
-            if agent is None and request_id not in sent and await client.decision(request_id) is None:
-                # not one this server sent, and hitl has no record of it: a wrong id would
-                # otherwise read as pending for ever
-                return {"status": "unknown", "request_id": request_id,
-                        "message": f"hitl has no request {request_id!r}: use the request_id that "
-                                   "request_approval or ask_human returned (an id sent by another "
-                                   "process moments ago may not be read yet: call again shortly)"}
-            return await settle(request_id, wait_s)
+            async with asyncio.timeout(waited + send_s):  # within the wait and `send_s`, Redis answering or not
+                agent = await client.agent_of(request_id)
+                if agent is None and request_id not in sent and (queued := await client.queued(request_id)):
+                    agent = str(queued.get("agent"))  # sent, not yet stored: the bot is down or behind
+                if agent is not None and agent != client.agent:  # never another agent's answer
+                    return {"status": "error", "request_id": request_id,
+                            "message": f"{request_id} is not a request of this agent ({client.agent})"}
+                if agent is None and request_id not in sent and await client.decision(request_id) is None:
+                    # not one this server sent, and hitl has no record of it, none queued: a wrong
+                    # id would otherwise read as pending for ever
+                    return {"status": "unknown", "request_id": request_id,
+                            "message": f"hitl has no request {request_id!r}: use the request_id that "
+                                       "request_approval or ask_human returned (an id sent by another "
+                                       "process moments ago may not be read yet: call again shortly)"}
+                return await settle(request_id, waited)
         except HitlError as e:
             return {"status": "error", "request_id": request_id, "message": str(e)}
+        except TimeoutError:
+            return unanswered(request_id, waited)
 
     return server
 
@@ -104,7 +203,7 @@ def build_server(client: AsyncClient, *, max_wait_s: float = DEFAULT_WAIT_S) -> 
 def serve(*, transport: str = "stdio", host: str = "127.0.0.1", port: int = 8000,
           max_wait_s: float | None = None, agent: str | None = None) -> int:
     """Run the server until its client goes away (stdio) or it is stopped (HTTP)."""
-    wait = max_wait_s if max_wait_s is not None else float(os.environ.get("HITL_MCP_WAIT_S", DEFAULT_WAIT_S))
+    wait = wait_from(max_wait_s, os.environ.get("HITL_MCP_WAIT_S"))
     client = AsyncClient.from_url(agent=agent or os.environ.get("HITL_AGENT") or "mcp-agent")
     server = build_server(client, max_wait_s=wait)
     if transport == "stdio":
