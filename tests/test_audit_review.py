@@ -165,3 +165,24 @@ async def test_a_trim_that_lost_the_race_never_moves_the_base_back(store: Store,
     assert await chain.base() == at30
     r = await verify_live(chain, [], NO_KEY)
     assert r.problems == [] and r.first_seq == 31 and r.last_seq == 50
+
+
+async def test_api_keys_created_and_revoked_are_audited_without_the_secret(store: Store, redis_url: str) -> None:
+    """`hitl keys create` and `hitl keys revoke` wrote no audit entry, although a key grants
+    submit and cancel rights as its agents: nobody could tell from the trail when a key came
+    to exist or who ended it. Each is now one system entry by `cli` (never the secret)."""
+    env = {"REDIS_URL": redis_url, "HITL_PREFIX": "hitl"}
+    made = hitl(["keys", "create", "--agent", "billing-bot", "--agent", "ops-bot", "--name", "ci"], env)
+    assert made.returncode == 0, made.stderr
+    key = made.stdout.strip()
+    key_id = key.split("_")[1]
+    assert hitl(["keys", "revoke", key_id], env).returncode == 0
+    assert hitl(["keys", "revoke", key_id], env).returncode == 0  # revoked already: nothing new
+    entries = [e for e in await store.audit_entries() if e.event.startswith("api_key_")]
+    assert [(e.event, e.actor, e.request_id) for e in entries] == [
+        ("api_key_created", "cli", ""), ("api_key_revoked", "cli", "")]
+    for e in entries:
+        assert e.detail["key_id"] == key_id and e.detail["agents"] == ["billing-bot", "ops-bot"]
+        assert e.detail["name"] == "ci"
+    raw = json.dumps(await store.redis.xrange(store.keys.audit))
+    assert key.split("_", 2)[2] not in raw
