@@ -4,7 +4,8 @@ Keys (all under the prefix): `{prefix}:chain` is a stream whose entry ids are th
 entries' ids, each with `seq` and `hash`; `:chain:head` the last sealed link; `:chain:base`
 the link before the first entry still in Redis (moved by a trim); `:chain:checkpoints` the
 signed checkpoints; `:chain:lease`/`:chain:fence` the leader lease and its fencing token;
-`:chain:status` the leader's last report; `:chain:archived` the last link verified in the archive.
+`:chain:status` the leader's last report; `:chain:archived` the last link verified in the archive
+(and how far the archiver has read the checkpoints).
 
 A seal's `hash` is stored as 43 characters of unpadded base64 since issue 13 (one seal per
 audit entry: 22 bytes less each than 64 hex digits); seals written before hold 64 hex digits,
@@ -242,9 +243,10 @@ class ChainStore:
                                      args=[token, cp.seq, cp.hash, cp.time, cp.sig, cp.key])
         return bool(res == "ok")
 
-    async def checkpoint_rows(self) -> list[tuple[str, Checkpoint | None]]:
-        """Every row of the checkpoints stream, oldest first (None: a damaged row)."""
-        return [(i, parse_checkpoint(f)) for i, f in await self.xrange(self.k.checkpoints)]
+    async def checkpoint_rows(self, after: str | None = None) -> list[tuple[str, Checkpoint | None]]:
+        """Every row of the checkpoints stream (after stream id `after`), oldest first (None: a damaged row)."""
+        lo = f"({after}" if after else "-"
+        return [(i, parse_checkpoint(f)) for i, f in await self.xrange(self.k.checkpoints, lo)]
 
     async def checkpoints(self) -> list[Checkpoint]:
         """The well-formed checkpoints, oldest first (damaged rows are left out: verify reports them)."""
@@ -352,6 +354,18 @@ class ChainStore:
 
     async def archived(self) -> Link | None:
         return _link(_hash(await self._raw("HGETALL", self.k.archived)))
+
+    async def checkpoints_scanned(self) -> tuple[str, int] | None:
+        """How far the archiver settled the checkpoints stream: (the last stream id settled, the
+        archive's highest checkpoint seq then); None before the first run."""
+        at, top = await self.redis.hmget(self.k.archived, ["checkpoints_id", "checkpoints_top"])
+        try:
+            return (_str(at), int(top)) if at else None
+        except (TypeError, ValueError):
+            return None
+
+    async def mark_checkpoints_scanned(self, stream_id: str, top: int) -> None:
+        await self.redis.hset(self.k.archived, mapping={"checkpoints_id": stream_id, "checkpoints_top": top})
 
     async def trim_through(self, link: Link) -> int:
         """Drop audit entries and seals up to `link` (inclusive), moving the base there first:

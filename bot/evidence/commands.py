@@ -226,7 +226,7 @@ async def _archive(args: argparse.Namespace, chain: Any) -> int:
         print(f"hitl: archive failed: {e}", file=sys.stderr)
         return 1
     print(f"archived {res.copied} new entries (archive holds through seq {res.last.seq if res.last else 0}), "
-          f"{res.checkpoints} checkpoints")
+          f"{res.checkpoints} new checkpoints")
     if args.trim_redis:
         keep = args.keep_days if args.keep_days is not None else load_evidence_settings().retention_days
         print(f"trimmed {await trim(chain, keep)} archived entries from Redis")
