@@ -35,7 +35,8 @@ _FOREIGN = re.compile("[\udc80-\udcff]")
 class Problem:
     kind: str
     """deleted, gap, order, modified, inserted, truncated, rewritten, bad_signature,
-    malformed (a damaged seal or checkpoint row), base (the base was moved without a trim)"""
+    malformed (a damaged seal or checkpoint row), base (the base was moved without a trim),
+    archive (the archive and the live chain disagree: `verify --archive`)"""
     seq: int | None
     entry_id: str | None
     message: str
@@ -253,7 +254,8 @@ async def _walk(chain: ChainStore, base: Link, keys: list[Ed25519PublicKey], no_
     r.unsealed = sum([len(rows_) async for rows_ in chain.pages(chain.audit_key, after)])
     w.checkpoints(cps, keys, base.seq)
     if base.seq:
-        r.notes.append(f"entries through seq {base.seq} were trimmed from Redis (see the archive)")
+        r.notes.append(f"entries through seq {base.seq} were trimmed from Redis and are not checked here: "
+                       "`hitl audit verify --archive URL` checks them in the archive")
     if r.unsealed:
         r.notes.append(f"{r.unsealed} newest entries are not sealed yet (the sealer runs in `hitl run`)")
     if w.foreign:
