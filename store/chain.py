@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 from collections.abc import AsyncIterator
 from typing import Any, cast
 
@@ -61,6 +62,15 @@ for a, b, c in string.gmatch(ARGV[3], '([^,;]+),([^,;]+),([^,;]+);') do
   id, seq, h = a, b, c
 end
 redis.call('HSET', KEYS[2], 'id', id, 'seq', seq, 'hash', ARGV[4])
+return 'ok'
+"""
+
+# KEYS: fence, head; ARGV: token, expected head id ('' = none), seq, hash, id: the leader puts the
+# head back on the last seal after a write outside hitl moved it
+_REPAIR = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 'fenced' end
+if (redis.call('HGET', KEYS[2], 'id') or '') ~= ARGV[2] then return 'moved' end
+redis.call('HSET', KEYS[2], 'seq', ARGV[3], 'hash', ARGV[4], 'id', ARGV[5])
 return 'ok'
 """
 
@@ -179,6 +189,7 @@ class ChainStore:
         self._seal = client.register_script(_SEAL)
         self._checkpoint = client.register_script(_CHECKPOINT)
         self._trim = client.register_script(_TRIM)
+        self._repair = client.register_script(_REPAIR)
 
     # ---- leadership ----------------------------------------------------------------
     async def lease(self, owner: str, ttl_ms: int) -> int:
@@ -237,6 +248,22 @@ class ChainStore:
                         for s, i, h in zip(range(first_seq, first_seq + len(ids)), ids, hashes, strict=True)])
         return str(await self._seal(keys=[self.k.fence, self.k.head, self.k.chain],
                                     args=[token, expected, blob, hashes[-1] if hashes else ""]))
+
+    async def last_seal(self) -> Link | None:
+        """The newest seal stored (None: none, or a damaged row)."""
+        rows = await self.xrevrange(self.k.chain, count=1)
+        return parse_seal(*rows[0]) if rows else None
+
+    async def repair_head(self, token: int, expected: str, link: Link) -> bool:
+        """Set the head to `link` if this leader still holds the fence and the head is `expected`."""
+        return str(await self._repair(keys=[self.k.fence, self.k.head],
+                                      args=[token, expected, link.seq, link.hash, link.id])) == "ok"
+
+    async def alarm(self, event: str, detail: dict[str, Any], at: str) -> str:
+        """A system audit entry written by the chain's keeper (actor `system`): its id."""
+        return _str(await self.redis.xadd(self.audit_key, {
+            "event": event, "request_id": "", "actor": "system", "at": at,
+            "detail": json.dumps(detail, sort_keys=True)}))
 
     async def add_checkpoint(self, token: int, cp: Checkpoint) -> bool:
         res = await self._checkpoint(keys=[self.k.fence, self.k.checkpoints],
@@ -333,7 +360,7 @@ class ChainStore:
         fields = {"sealed_seq": status.sealed_seq, "signing": int(status.signing), "reason": status.reason,
                   "checkpoint_seq": "" if status.checkpoint_seq is None else status.checkpoint_seq,
                   "checkpoint_at": "" if status.checkpoint_at is None else status.checkpoint_at,
-                  "updated_at": status.updated_at, "unsealed": status.unsealed}
+                  "updated_at": status.updated_at, "unsealed": status.unsealed, "alarm": status.alarm}
         async with self.redis.pipeline(transaction=True) as p:
             p.hset(self.k.status, mapping=fields)
             p.expire(self.k.status, ttl_s)
@@ -347,7 +374,8 @@ class ChainStore:
                            reason=f.get("reason", ""),
                            checkpoint_seq=int(f["checkpoint_seq"]) if f.get("checkpoint_seq") else None,
                            checkpoint_at=int(f["checkpoint_at"]) if f.get("checkpoint_at") else None,
-                           updated_at=int(f.get("updated_at") or 0), unsealed=int(f.get("unsealed") or 0))
+                           updated_at=int(f.get("updated_at") or 0), unsealed=int(f.get("unsealed") or 0),
+                           alarm=f.get("alarm", ""))
 
     async def mark_archived(self, link: Link) -> None:
         await self.redis.hset(self.k.archived, mapping={"seq": link.seq, "hash": link.hash, "id": link.id})

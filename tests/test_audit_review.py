@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import psycopg
 import pytest
 
+from blocks.stats import audit_line
 from bot.evidence.archive import ArchiveError, archive, trim
 from bot.evidence.sealer import Sealer
 from bot.evidence.signing import NO_KEY, Signer
@@ -222,3 +224,39 @@ async def test_an_archive_run_copies_only_the_checkpoints_it_has_not_seen(
         await c.execute(f"CREATE DATABASE {other.rsplit('/', 1)[1]}")
     fresh = await archive(chain, other, keys=[signer.public])
     assert (fresh.copied, fresh.checkpoints) == (25, 5)
+
+
+async def test_a_chain_head_moved_under_the_sealer_is_reported_and_sealing_goes_on(
+        store: Store, chain: ChainStore, signer: Signer, caplog: pytest.LogCaptureFixture) -> None:
+    """The chain head moved while the sealer's fencing token was still valid: only a write to
+    Redis outside hitl explains it. The sealer logged "another replica leads" and carried on
+    from the moved head; moved back without deleting seals, every round then failed (its seals
+    came before the stream's last) and sealing stopped. It now logs an ERROR, audits
+    `chain_tampered` with what it found, reports it (`/hitl stats`, the App Home, /metrics) and
+    goes on from the last seal stored; `verify` flags a head behind the last seal."""
+    caplog.set_level(logging.ERROR, "hitl.sealer")
+    sealer = Sealer(chain, signer, owner="leader")
+    for i in range(10):
+        await store.redis.xadd(store.keys.audit, {"event": "clicked", "request_id": f"r{i}", "actor": "U1",
+                                                  "at": "2026-01-05T12:00:00+00:00", "detail": "{}"})
+    assert await sealer.seal_all() == 10
+    at5 = (await chain.links([(await chain.xrange(store.keys.audit))[4][0]]))[0]
+    assert at5 is not None
+    await store.redis.hset(chain.k.head, mapping={"seq": at5.seq, "hash": at5.hash, "id": at5.id})
+    r = await verify_live(chain, [signer.public], NO_KEY)
+    assert [(p.kind, p.seq) for p in r.problems] == [("head", 5)]
+    await store.redis.xadd(store.keys.audit, {"event": "clicked", "request_id": "r10", "actor": "U1",
+                                              "at": "2026-01-05T12:00:00+00:00", "detail": "{}"})
+    for _ in range(3):
+        await sealer.step()
+    assert await chain.unsealed() == 0
+    head = await chain.head()
+    assert head is not None and head.seq == 12  # r10 and the chain_tampered entry, after seq 10
+    alarms = [e for e in await store.audit_entries() if e.event == "chain_tampered"]
+    assert len(alarms) == 1 and alarms[0].actor == "system"
+    assert alarms[0].detail["found"]["seq"] == 5 and alarms[0].detail["expected"]["seq"] == 10
+    assert any(rec.levelno == logging.ERROR and "head moved" in rec.getMessage() for rec in caplog.records)
+    status = await chain.status()
+    assert status is not None and "head moved" in status.alarm
+    assert "TAMPERED" in audit_line(status, status.updated_at)
+    assert (await verify_live(chain, [signer.public], NO_KEY)).problems == []
