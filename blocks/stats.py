@@ -136,6 +136,8 @@ def audit_line(status: ChainStatus | None, now_ms: int) -> str:
         return (":warning: *Audit chain:* no sealer has reported in the last 30 s; new audit "
                 "entries are not being sealed (`hitl run` seals them).")
     sealed = f"sealed through #{status.sealed_seq:,}"
+    if status.alarm:
+        return f":rotating_light: *Audit chain TAMPERED:* {clip(status.alarm, 600)} ({sealed})."
     if not status.signing:
         return f":warning: *Audit chain:* {sealed}, but checkpoints are OFF: {status.reason}."
     if status.checkpoint_seq is None or status.checkpoint_at is None:

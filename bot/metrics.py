@@ -110,6 +110,9 @@ async def render_metrics(bot: Any) -> str:
                 [("", 1 if control.get("paused") == "1" else 0)]),
         _family("hitl_stats_lag", "gauge", "Audit events not yet counted into the stats.",
                 [("", await stats.lag())]),
+        _family("hitl_audit_chain_tampered", "gauge", "1 while the sealing leader reports a change to the audit "
+                "chain only a write outside hitl explains (its head moved under it: `chain_tampered`).",
+                [("", 1 if (chain := await store.chain.status()) is not None and chain.alarm else 0)]),
         _family("hitl_requests_total", "counter", "Requests routed, by mode.",
                 _by(totals, "mode:", "mode")),
         _family("hitl_requests_paused_total", "counter", "Requests routed while paused, by mode.",

@@ -115,6 +115,11 @@ class ApiKeys:
         keys = [_key(i, r) for i, r in zip(ids, rows, strict=True) if r]
         return sorted(keys, key=lambda k: k.created_at)
 
+    async def get(self, key_id: str) -> ApiKey | None:
+        """A key's stored facts (None: no such key)."""
+        raw = await self.redis.hgetall(self._key(key_id))
+        return _key(key_id, raw) if raw else None
+
     async def revoke(self, key_id: str, now: datetime) -> bool:
         """Revoke a key at once (kept, marked revoked, for the record); False if unknown."""
         if not await self.redis.exists(self._key(key_id)):

@@ -4,7 +4,8 @@ Keys (all under the prefix): `{prefix}:chain` is a stream whose entry ids are th
 entries' ids, each with `seq` and `hash`; `:chain:head` the last sealed link; `:chain:base`
 the link before the first entry still in Redis (moved by a trim); `:chain:checkpoints` the
 signed checkpoints; `:chain:lease`/`:chain:fence` the leader lease and its fencing token;
-`:chain:status` the leader's last report; `:chain:archived` the last link verified in the archive.
+`:chain:status` the leader's last report; `:chain:archived` the last link verified in the archive
+(and how far the archiver has read the checkpoints).
 
 A seal's `hash` is stored as 43 characters of unpadded base64 since issue 13 (one seal per
 audit entry: 22 bytes less each than 64 hex digits); seals written before hold 64 hex digits,
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 from collections.abc import AsyncIterator
 from typing import Any, cast
 
@@ -60,6 +62,15 @@ for a, b, c in string.gmatch(ARGV[3], '([^,;]+),([^,;]+),([^,;]+);') do
   id, seq, h = a, b, c
 end
 redis.call('HSET', KEYS[2], 'id', id, 'seq', seq, 'hash', ARGV[4])
+return 'ok'
+"""
+
+# KEYS: fence, head; ARGV: token, expected head id ('' = none), seq, hash, id: the leader puts the
+# head back on the last seal after a write outside hitl moved it
+_REPAIR = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 'fenced' end
+if (redis.call('HGET', KEYS[2], 'id') or '') ~= ARGV[2] then return 'moved' end
+redis.call('HSET', KEYS[2], 'seq', ARGV[3], 'hash', ARGV[4], 'id', ARGV[5])
 return 'ok'
 """
 
@@ -178,6 +189,7 @@ class ChainStore:
         self._seal = client.register_script(_SEAL)
         self._checkpoint = client.register_script(_CHECKPOINT)
         self._trim = client.register_script(_TRIM)
+        self._repair = client.register_script(_REPAIR)
 
     # ---- leadership ----------------------------------------------------------------
     async def lease(self, owner: str, ttl_ms: int) -> int:
@@ -237,14 +249,31 @@ class ChainStore:
         return str(await self._seal(keys=[self.k.fence, self.k.head, self.k.chain],
                                     args=[token, expected, blob, hashes[-1] if hashes else ""]))
 
+    async def last_seal(self) -> Link | None:
+        """The newest seal stored (None: none, or a damaged row)."""
+        rows = await self.xrevrange(self.k.chain, count=1)
+        return parse_seal(*rows[0]) if rows else None
+
+    async def repair_head(self, token: int, expected: str, link: Link) -> bool:
+        """Set the head to `link` if this leader still holds the fence and the head is `expected`."""
+        return str(await self._repair(keys=[self.k.fence, self.k.head],
+                                      args=[token, expected, link.seq, link.hash, link.id])) == "ok"
+
+    async def alarm(self, event: str, detail: dict[str, Any], at: str) -> str:
+        """A system audit entry written by the chain's keeper (actor `system`): its id."""
+        return _str(await self.redis.xadd(self.audit_key, {
+            "event": event, "request_id": "", "actor": "system", "at": at,
+            "detail": json.dumps(detail, sort_keys=True)}))
+
     async def add_checkpoint(self, token: int, cp: Checkpoint) -> bool:
         res = await self._checkpoint(keys=[self.k.fence, self.k.checkpoints],
                                      args=[token, cp.seq, cp.hash, cp.time, cp.sig, cp.key])
         return bool(res == "ok")
 
-    async def checkpoint_rows(self) -> list[tuple[str, Checkpoint | None]]:
-        """Every row of the checkpoints stream, oldest first (None: a damaged row)."""
-        return [(i, parse_checkpoint(f)) for i, f in await self.xrange(self.k.checkpoints)]
+    async def checkpoint_rows(self, after: str | None = None) -> list[tuple[str, Checkpoint | None]]:
+        """Every row of the checkpoints stream (after stream id `after`), oldest first (None: a damaged row)."""
+        lo = f"({after}" if after else "-"
+        return [(i, parse_checkpoint(f)) for i, f in await self.xrange(self.k.checkpoints, lo)]
 
     async def checkpoints(self) -> list[Checkpoint]:
         """The well-formed checkpoints, oldest first (damaged rows are left out: verify reports them)."""
@@ -331,7 +360,7 @@ class ChainStore:
         fields = {"sealed_seq": status.sealed_seq, "signing": int(status.signing), "reason": status.reason,
                   "checkpoint_seq": "" if status.checkpoint_seq is None else status.checkpoint_seq,
                   "checkpoint_at": "" if status.checkpoint_at is None else status.checkpoint_at,
-                  "updated_at": status.updated_at, "unsealed": status.unsealed}
+                  "updated_at": status.updated_at, "unsealed": status.unsealed, "alarm": status.alarm}
         async with self.redis.pipeline(transaction=True) as p:
             p.hset(self.k.status, mapping=fields)
             p.expire(self.k.status, ttl_s)
@@ -345,13 +374,26 @@ class ChainStore:
                            reason=f.get("reason", ""),
                            checkpoint_seq=int(f["checkpoint_seq"]) if f.get("checkpoint_seq") else None,
                            checkpoint_at=int(f["checkpoint_at"]) if f.get("checkpoint_at") else None,
-                           updated_at=int(f.get("updated_at") or 0), unsealed=int(f.get("unsealed") or 0))
+                           updated_at=int(f.get("updated_at") or 0), unsealed=int(f.get("unsealed") or 0),
+                           alarm=f.get("alarm", ""))
 
     async def mark_archived(self, link: Link) -> None:
         await self.redis.hset(self.k.archived, mapping={"seq": link.seq, "hash": link.hash, "id": link.id})
 
     async def archived(self) -> Link | None:
         return _link(_hash(await self._raw("HGETALL", self.k.archived)))
+
+    async def checkpoints_scanned(self) -> tuple[str, int] | None:
+        """How far the archiver settled the checkpoints stream: (the last stream id settled, the
+        archive's highest checkpoint seq then); None before the first run."""
+        at, top = await self.redis.hmget(self.k.archived, ["checkpoints_id", "checkpoints_top"])
+        try:
+            return (_str(at), int(top)) if at else None
+        except (TypeError, ValueError):
+            return None
+
+    async def mark_checkpoints_scanned(self, stream_id: str, top: int) -> None:
+        await self.redis.hset(self.k.archived, mapping={"checkpoints_id": stream_id, "checkpoints_top": top})
 
     async def trim_through(self, link: Link) -> int:
         """Drop audit entries and seals up to `link` (inclusive), moving the base there first:

@@ -44,3 +44,5 @@ class ChainStatus:
     updated_at: int
     """Epoch ms of the report; a stale report means no sealer is running."""
     unsealed: int = 0
+    alarm: str = ""
+    """What the leader found that only tampering explains (its chain head moved under it); empty when nothing."""

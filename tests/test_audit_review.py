@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import psycopg
 import pytest
 
+from blocks.stats import audit_line
 from bot.evidence.archive import ArchiveError, archive, trim
 from bot.evidence.sealer import Sealer
 from bot.evidence.signing import NO_KEY, Signer
 from bot.evidence.verify import verify_live
 from store.chain import ChainStore
+from store.chain_models import Link
 from store.models import AuditEvent, Choice
 from store.redis_store import Store
 from tests.audit_util import decide, hitl
 from tests.harness import Harness, running
+from tests.pg_server import PostgresServer
 from tests.test_audit_archive import rows, sealed
 from tests.util import eventually
 
@@ -165,3 +169,94 @@ async def test_a_trim_that_lost_the_race_never_moves_the_base_back(store: Store,
     assert await chain.base() == at30
     r = await verify_live(chain, [], NO_KEY)
     assert r.problems == [] and r.first_seq == 31 and r.last_seq == 50
+
+
+async def test_api_keys_created_and_revoked_are_audited_without_the_secret(store: Store, redis_url: str) -> None:
+    """`hitl keys create` and `hitl keys revoke` wrote no audit entry, although a key grants
+    submit and cancel rights as its agents: nobody could tell from the trail when a key came
+    to exist or who ended it. Each is now one system entry by `cli` (never the secret)."""
+    env = {"REDIS_URL": redis_url, "HITL_PREFIX": "hitl"}
+    made = hitl(["keys", "create", "--agent", "billing-bot", "--agent", "ops-bot", "--name", "ci"], env)
+    assert made.returncode == 0, made.stderr
+    key = made.stdout.strip()
+    key_id = key.split("_")[1]
+    assert hitl(["keys", "revoke", key_id], env).returncode == 0
+    assert hitl(["keys", "revoke", key_id], env).returncode == 0  # revoked already: nothing new
+    entries = [e for e in await store.audit_entries() if e.event.startswith("api_key_")]
+    assert [(e.event, e.actor, e.request_id) for e in entries] == [
+        ("api_key_created", "cli", ""), ("api_key_revoked", "cli", "")]
+    for e in entries:
+        assert e.detail["key_id"] == key_id and e.detail["agents"] == ["billing-bot", "ops-bot"]
+        assert e.detail["name"] == "ci"
+    raw = json.dumps(await store.redis.xrange(store.keys.audit))
+    assert key.split("_", 2)[2] not in raw
+
+
+async def test_an_archive_run_copies_only_the_checkpoints_it_has_not_seen(
+        store: Store, chain: ChainStore, signer: Signer, pg_url: str, pg: PostgresServer) -> None:
+    """Every archive run read every checkpoint Redis holds and sent each to PostgreSQL again
+    (about 525,000 a year at one a minute, every minute). A run now reads only the rows after
+    those an earlier run settled, and inserts only new ones; a checkpoint of entries the archive
+    does not hold yet is read again next run (then it goes in); another database gets them all."""
+    async def signed(n: int) -> None:
+        await sealed(store, chain, n)
+        sealer = Sealer(chain, signer, owner="test")
+        await sealer.lead()
+        assert await sealer.checkpoint(force=True) is not None
+
+    for _ in range(3):
+        await signed(5)
+    first = await archive(chain, pg_url, keys=[signer.public])
+    assert (first.checkpoints, first.checkpoints_read) == (3, 3)
+
+    async def meanwhile(link: Link) -> None:  # sealed and signed while the run copies: not archived yet
+        if link.seq == 20:
+            await signed(5)
+
+    await signed(5)
+    second = await archive(chain, pg_url, keys=[signer.public], after_batch=meanwhile)
+    assert (second.checkpoints, second.checkpoints_read) == (1, 2)
+    third = await archive(chain, pg_url, keys=[signer.public])
+    assert (third.copied, third.checkpoints, third.checkpoints_read) == (5, 1, 1)
+    assert [s for s, _ in await _checkpoints(pg_url)] == [5, 10, 15, 20, 25]
+    other = pg_url.rsplit("/", 1)[0] + "/other_" + pg_url.rsplit("/", 1)[1]
+    async with await psycopg.AsyncConnection.connect(pg.url(), autocommit=True) as c:
+        await c.execute(f"CREATE DATABASE {other.rsplit('/', 1)[1]}")
+    fresh = await archive(chain, other, keys=[signer.public])
+    assert (fresh.copied, fresh.checkpoints) == (25, 5)
+
+
+async def test_a_chain_head_moved_under_the_sealer_is_reported_and_sealing_goes_on(
+        store: Store, chain: ChainStore, signer: Signer, caplog: pytest.LogCaptureFixture) -> None:
+    """The chain head moved while the sealer's fencing token was still valid: only a write to
+    Redis outside hitl explains it. The sealer logged "another replica leads" and carried on
+    from the moved head; moved back without deleting seals, every round then failed (its seals
+    came before the stream's last) and sealing stopped. It now logs an ERROR, audits
+    `chain_tampered` with what it found, reports it (`/hitl stats`, the App Home, /metrics) and
+    goes on from the last seal stored; `verify` flags a head behind the last seal."""
+    caplog.set_level(logging.ERROR, "hitl.sealer")
+    sealer = Sealer(chain, signer, owner="leader")
+    for i in range(10):
+        await store.redis.xadd(store.keys.audit, {"event": "clicked", "request_id": f"r{i}", "actor": "U1",
+                                                  "at": "2026-01-05T12:00:00+00:00", "detail": "{}"})
+    assert await sealer.seal_all() == 10
+    at5 = (await chain.links([(await chain.xrange(store.keys.audit))[4][0]]))[0]
+    assert at5 is not None
+    await store.redis.hset(chain.k.head, mapping={"seq": at5.seq, "hash": at5.hash, "id": at5.id})
+    r = await verify_live(chain, [signer.public], NO_KEY)
+    assert [(p.kind, p.seq) for p in r.problems] == [("head", 5)]
+    await store.redis.xadd(store.keys.audit, {"event": "clicked", "request_id": "r10", "actor": "U1",
+                                              "at": "2026-01-05T12:00:00+00:00", "detail": "{}"})
+    for _ in range(3):
+        await sealer.step()
+    assert await chain.unsealed() == 0
+    head = await chain.head()
+    assert head is not None and head.seq == 12  # r10 and the chain_tampered entry, after seq 10
+    alarms = [e for e in await store.audit_entries() if e.event == "chain_tampered"]
+    assert len(alarms) == 1 and alarms[0].actor == "system"
+    assert alarms[0].detail["found"]["seq"] == 5 and alarms[0].detail["expected"]["seq"] == 10
+    assert any(rec.levelno == logging.ERROR and "head moved" in rec.getMessage() for rec in caplog.records)
+    status = await chain.status()
+    assert status is not None and "head moved" in status.alarm
+    assert "TAMPERED" in audit_line(status, status.updated_at)
+    assert (await verify_live(chain, [signer.public], NO_KEY)).problems == []

@@ -42,6 +42,9 @@ class ArchiveResult:
     copied: int = 0
     last: Link | None = None
     checkpoints: int = 0
+    """Checkpoints inserted by this run."""
+    checkpoints_read: int = 0
+    """Checkpoint rows this run read from Redis (only those after what earlier runs settled)."""
     trimmed: int = 0
 
 
@@ -117,7 +120,7 @@ async def archive(chain: ChainStore, url: str, *, batch: int = BATCH, migrate_sc
             res.last = prev
             if after_batch is not None:
                 await after_batch(prev)
-        res.checkpoints = await _copy_checkpoints(conn, chain, keys or [])
+        res.checkpoints, res.checkpoints_read = await _copy_checkpoints(conn, chain, keys or [])
         if res.last is None:
             res.last = await _archived_head(conn)
             if res.last is not None:
@@ -204,30 +207,51 @@ def _well_formed(c: Checkpoint) -> bool:
 
 
 async def _copy_checkpoints(conn: psycopg.AsyncConnection[Any], chain: ChainStore,
-                            keys: list[Ed25519PublicKey]) -> int:
-    """Checkpoints of what the archive holds: well-formed, at an archived seq with its hash.
-    The table keeps one per seq and is append-only, so a row anyone wrote into Redis ahead of
-    the real checkpoint must not take its place: those verifying with one of `keys` (the
-    signing key) go in first, a row naming one of those keys that does not verify never."""
+                            keys: list[Ed25519PublicKey]) -> tuple[int, int]:
+    """Checkpoints of what the archive holds: well-formed, at an archived seq with its hash;
+    (inserted, rows read). The table keeps one per seq and is append-only, so a row anyone wrote
+    into Redis ahead of the real checkpoint must not take its place: those verifying with one of
+    `keys` (the signing key) go in first, a row naming one of those keys that does not verify never.
+
+    Only rows after those an earlier run settled are read: settled is every row up to the first
+    one that could still go in later (a checkpoint of entries the archive does not hold yet),
+    remembered in Redis with the archive's highest checkpoint seq, so another database (or
+    rows another archiver added) starts from the first row again."""
     known = {key_id(k): k for k in keys}
-    cps = [c for c in await chain.checkpoints() if _well_formed(c)]
-    if not cps:
-        return 0
     async with conn.transaction(), conn.cursor() as cur:
-        await cur.execute("SELECT seq, hash FROM hitl_audit WHERE seq = ANY(%s)", (sorted({c.seq for c in cps}),))
+        await cur.execute("SELECT coalesce(max(seq), 0) FROM hitl_audit_checkpoints")
+        top = int((await cur.fetchone() or (0,))[0])
+        scanned = await chain.checkpoints_scanned()
+        rows = await chain.checkpoint_rows(scanned[0] if scanned and scanned[1] == top else None)
+        head = await _archived_head(conn)
+        held = head.seq if head else 0
+        settled = None
+        for row_id, c in rows:
+            if c is not None and _well_formed(c) and c.seq > held:
+                break  # may go in once its entries are archived: read again next run
+            settled = row_id
+        cps = [c for _, c in rows if c is not None and _well_formed(c) and c.seq <= held]
+        seqs = sorted({c.seq for c in cps})
+        await cur.execute("SELECT seq, hash FROM hitl_audit WHERE seq = ANY(%s)", (seqs,))
         archived = {(int(seq), h) for seq, h in await cur.fetchall()}
-        real, other = [], []
+        await cur.execute("SELECT seq FROM hitl_audit_checkpoints WHERE seq = ANY(%s)", (seqs,))
+        taken = {int(r[0]) for r in await cur.fetchall()}
+        real: dict[int, Checkpoint] = {}
+        other: dict[int, Checkpoint] = {}
         for c in cps:
-            if (c.seq, c.hash) not in archived:
+            if (c.seq, c.hash) not in archived or c.seq in taken:
                 continue
             if c.key not in known:
-                other.append(c)
+                other.setdefault(c.seq, c)
             elif signature_ok(known[c.key], c):
-                real.append(c)
+                real.setdefault(c.seq, c)
+        new = list({**other, **real}.values())
         await cur.executemany(
             "INSERT INTO hitl_audit_checkpoints (seq, hash, time_ms, sig, key_id) VALUES (%s, %s, %s, %s, %s) "
-            "ON CONFLICT (seq) DO NOTHING", [(c.seq, c.hash, c.time, c.sig, c.key) for c in real + other])
-    return len(real) + len(other)
+            "ON CONFLICT (seq) DO NOTHING", [(c.seq, c.hash, c.time, c.sig, c.key) for c in new])
+    if settled is not None:
+        await chain.mark_checkpoints_scanned(settled, max([top, *(c.seq for c in new)]))
+    return len(new), len(rows)
 
 
 async def trim(chain: ChainStore, keep_days: float | None) -> int:

@@ -22,6 +22,8 @@ def add_parsers(sub: Any) -> None:
     v.add_argument("--file", help="verify an export file offline instead of the live chain")
     v.add_argument("--pubkey", action="append", default=[],
                    help="public key file (PEM or base64) to check signatures with; repeat for old keys")
+    v.add_argument("--archive", metavar="URL", help="postgresql://...: also re-hash the archive and check that it "
+                   "links up to the live chain (default HITL_AUDIT_ARCHIVE_URL)")
     e = a.add_parser("export", help="write sealed entries with their chain fields and checkpoints")
     _range(e)
     e.add_argument("--format", choices=["jsonl", "csv"], default="jsonl")
@@ -167,8 +169,18 @@ async def _live(args: argparse.Namespace) -> int:
             from bot.evidence.verify import Cadence, verify_live
 
             ev = load_evidence_settings()
-            report = await verify_live(chain, _keys(args.pubkey), NO_KEY + " and no --pubkey given",
+            keys = _keys(args.pubkey)
+            report = await verify_live(chain, keys, NO_KEY + " and no --pubkey given",
                                        Cadence(int(ev.checkpoint_s * 1000), ev.checkpoint_every))
+            if url := args.archive or ev.archive_url:
+                from bot.evidence.archive import ArchiveError
+                from bot.evidence.verify_archive import verify_archive
+
+                try:
+                    await verify_archive(url, chain, report, keys)
+                except ArchiveError as e:
+                    print(f"hitl: cannot verify the archive: {e}", file=sys.stderr)
+                    return 2
             print("\n".join(report.lines()))
             return report.exit_code
         if args.audit_command == "export":
@@ -226,7 +238,7 @@ async def _archive(args: argparse.Namespace, chain: Any) -> int:
         print(f"hitl: archive failed: {e}", file=sys.stderr)
         return 1
     print(f"archived {res.copied} new entries (archive holds through seq {res.last.seq if res.last else 0}), "
-          f"{res.checkpoints} checkpoints")
+          f"{res.checkpoints} new checkpoints")
     if args.trim_redis:
         keep = args.keep_days if args.keep_days is not None else load_evidence_settings().retention_days
         print(f"trimmed {await trim(chain, keep)} archived entries from Redis")

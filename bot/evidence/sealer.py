@@ -22,6 +22,7 @@ from bot.evidence.signing import NO_KEY, Signer, signature_ok
 from store.chain import ChainStore
 from store.chain_models import GENESIS, ChainStatus, Checkpoint, Link
 from store.failures import Refused
+from store.models import utcnow
 
 log = logging.getLogger("hitl.sealer")
 
@@ -72,12 +73,16 @@ class Sealer:
         self._maintaining: asyncio.Future[None] | None = None
         self.caught_up = True
         """Whether the last round read everything there was (no backlog left)."""
+        self.alarm = ""
+        """What this leader found that only tampering explains (reported with its status)."""
+        self._alarmed: tuple[Link | None, Link | None] | None = None
 
     async def lead(self) -> bool:
         """Take or renew the lease; on taking it, start from the chain as stored."""
         token = await self.chain.lease(self.owner, LEASE_MS)
         if token != self.token or not self._loaded:
-            self._head = await self.chain.head()
+            mine = self._head if token == self.token and token else None  # still the leader: where it left the head
+            self._head = await self._load_head(token, mine)
             cp = await self.chain.last_checkpoint()
             # one this key cannot verify (forged, or another key's before a rotation) does not
             # count: the next checkpoint is due now, signed by this key
@@ -85,6 +90,31 @@ class Sealer:
             self._loaded = token != 0
         self.token = token
         return token != 0
+
+    async def _load_head(self, token: int, mine: Link | None) -> Link | None:
+        """The head to chain from. The head key and the newest seal are written by one fenced
+        script, so they always agree (or every seal was trimmed), and while this replica holds
+        the fence nobody else moves them: a disagreement, or a head moved from where this leader
+        left it, means a write to Redis outside hitl. Then say so everywhere (an ERROR line, a
+        `chain_tampered` audit entry, the status report) and go on from the newest seal."""
+        found, last = await self.chain.head(), await self.chain.last_seal()
+        torn = last is not None and last != found
+        if not token or not (torn or (mine is not None and found != mine)):
+            return found
+        resume = last if last is not None else found
+        detail = {"expected": _link(mine), "found": _link(found), "last_seal": _link(last), "resumed_from": _link(resume)}
+        self.alarm = (f"the chain head moved under the sealing leader (its fencing token still valid): it was at "
+                      f"{_where(mine)}, found at {_where(found)}, newest seal {_where(last)}; only a write to Redis "
+                      f"outside hitl explains it: run `hitl audit verify`. Sealing goes on from {_where(resume)}")
+        log.error("sealer: %s", self.alarm)
+        if (found, last) != self._alarmed:
+            self._alarmed = (found, last)
+            await self.chain.alarm("chain_tampered", detail, utcnow().isoformat())
+        if resume is not None and resume != found and not await self.chain.repair_head(
+                token, found.id if found else "", resume):
+            self.token, self._loaded = 0, False
+            return found
+        return resume
 
     async def seal_batch(self, block_ms: int | None = None, count: int = BATCH) -> int:
         """Seal the next entries (up to `count`) after the head; the number sealed."""
@@ -125,6 +155,9 @@ class Sealer:
                 await asyncio.sleep(0)
             hashes += chain_hashes(hashes[-1] if hashes else prev, seq + 1 + i, rows[i:i + HASH_CHUNK])
         res = await self.chain.seal(self.token, head.id if head else "", seq + 1, [i for i, _ in rows], hashes)
+        if res == "moved":  # the fence held, so no replica moved it: the next lead() says what did
+            self._loaded = False
+            return 0
         if res != "ok":
             log.warning("sealer: stopped sealing (%s); another replica leads", res)
             self.token, self._loaded = 0, False
@@ -158,7 +191,7 @@ class Sealer:
             sealed_seq=self._head.seq if self._head else 0, signing=self.signer is not None,
             reason="" if self.signer else self.signing_off,
             checkpoint_seq=cp.seq if cp else None, checkpoint_at=cp.time if cp else None,
-            updated_at=now_ms, unsealed=self._backlog))
+            updated_at=now_ms, unsealed=self._backlog, alarm=self.alarm))
         self._reported = now_ms
 
     async def step(self, block_ms: int | None = None) -> int:
@@ -223,3 +256,11 @@ class Sealer:
                 log.exception("sealer: round failed; retrying")
                 self.token, self._loaded = 0, False
                 await asyncio.sleep(1.0)
+
+
+def _link(link: Link | None) -> dict[str, object] | None:
+    return None if link is None else {"seq": link.seq, "hash": link.hash, "id": link.id}
+
+
+def _where(link: Link | None) -> str:
+    return "no link" if link is None else f"seq {link.seq} (entry {link.id})"

@@ -35,7 +35,9 @@ _FOREIGN = re.compile("[\udc80-\udcff]")
 class Problem:
     kind: str
     """deleted, gap, order, modified, inserted, truncated, rewritten, bad_signature,
-    malformed (a damaged seal or checkpoint row), base (the base was moved without a trim)"""
+    malformed (a damaged seal or checkpoint row), base (the base was moved without a trim),
+    archive (the archive and the live chain disagree: `verify --archive`), head (the chain head
+    is behind the newest seal, or names another hash: moved by a write outside hitl)"""
     seq: int | None
     entry_id: str | None
     message: str
@@ -249,11 +251,20 @@ async def _walk(chain: ChainStore, base: Link, keys: list[Ed25519PublicKey], no_
     if head is not None and head.seq > (r.last_seq or base.seq):
         w.problem("truncated", (r.last_seq or base.seq) + 1, None, f"the chain head is seq {head.seq} but the "
                   f"seals end at seq {r.last_seq or base.seq}: entries at the tail were deleted")
+    now = await chain.head()  # read after the walk: a head the sealer moved is at or past every seal read
+    if now is not None and r.last_seq and now.seq < r.last_seq:
+        w.problem("head", now.seq, now.id, f"the chain head says seq {now.seq} ({now.id}) but seals run to seq "
+                  f"{r.last_seq}: the head was moved back by a write outside hitl (the sealer audits "
+                  "`chain_tampered` and goes on from the newest seal)")
+    elif now is not None and now.seq == r.last_seq and w.prev is not None and now.hash != w.prev:
+        w.problem("head", now.seq, now.id, f"the chain head names seq {now.seq} with a hash other than its seal's: "
+                  "it was set by a write outside hitl")
     after = next_id(head.id) if head else lo
     r.unsealed = sum([len(rows_) async for rows_ in chain.pages(chain.audit_key, after)])
     w.checkpoints(cps, keys, base.seq)
     if base.seq:
-        r.notes.append(f"entries through seq {base.seq} were trimmed from Redis (see the archive)")
+        r.notes.append(f"entries through seq {base.seq} were trimmed from Redis and are not checked here: "
+                       "`hitl audit verify --archive URL` checks them in the archive")
     if r.unsealed:
         r.notes.append(f"{r.unsealed} newest entries are not sealed yet (the sealer runs in `hitl run`)")
     if w.foreign:
