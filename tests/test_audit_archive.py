@@ -87,7 +87,9 @@ async def test_a_killed_archive_process_is_completed_exactly_once(
         proc.stderr.close()
         await blocker.rollback()
     assert [s for s, _ in await rows(pg_url)] == list(range(1, 101))
-    res = hitl(["audit", "archive", "--to", pg_url], {"REDIS_URL": redis_url})
+    res = hitl(["audit", "archive"], {"REDIS_URL": redis_url})  # neither --to nor HITL_AUDIT_ARCHIVE_URL
+    assert res.returncode == 2 and "give --to postgresql://... or set HITL_AUDIT_ARCHIVE_URL" in res.stderr
+    res = hitl(["audit", "archive"], {"REDIS_URL": redis_url, "HITL_AUDIT_ARCHIVE_URL": pg_url})
     assert res.returncode == 0, res.stderr
     assert "archived 2900 new entries" in res.stdout
     assert [s for s, _ in await rows(pg_url)] == list(range(1, 3001))

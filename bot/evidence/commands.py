@@ -30,7 +30,7 @@ def add_parsers(sub: Any) -> None:
     e.add_argument("--request", help="only this request's entries")
     e.add_argument("--out", help="file to write (default: stdout)")
     ar = a.add_parser("archive", help="copy sealed entries to PostgreSQL (append-only, idempotent)")
-    ar.add_argument("--to", required=True, help="postgresql://... (or HITL_AUDIT_ARCHIVE_URL)")
+    ar.add_argument("--to", help="postgresql://... (default HITL_AUDIT_ARCHIVE_URL)")
     ar.add_argument("--trim-redis", action="store_true", help="after a verified copy, drop archived entries from Redis")
     ar.add_argument("--keep-days", type=float, help="with --trim-redis: keep the last N days in Redis "
                     "(default HITL_AUDIT_RETENTION_DAYS, else none)")
@@ -230,9 +230,13 @@ async def _archive(args: argparse.Namespace, chain: Any) -> int:
     async def progress(link: Any) -> None:
         print(f"hitl: archived through seq {link.seq}", file=sys.stderr, flush=True)
 
-    signer = load_evidence_settings().signer()  # real checkpoints first (a forged row never takes their place)
+    ev = load_evidence_settings()
+    url = args.to or ev.archive_url
+    if not url:
+        raise ValueError("audit archive: which database? give --to postgresql://... or set HITL_AUDIT_ARCHIVE_URL")
+    signer = ev.signer()  # real checkpoints first (a forged row never takes their place)
     try:
-        res = await archive(chain, args.to, batch=args.batch, migrate_schema=args.migrate, after_batch=progress,
+        res = await archive(chain, url, batch=args.batch, migrate_schema=args.migrate, after_batch=progress,
                             keys=[signer.public] if signer else [])
     except ArchiveError as e:
         print(f"hitl: archive failed: {e}", file=sys.stderr)
