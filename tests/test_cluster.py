@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -17,6 +18,7 @@ import redis
 
 from blocks.ids import ActionId
 from bot.config import ConfigError, load_settings
+from store.backlog import BacklogStore
 from store.models import Status
 from store.redis_store import GROUP
 from tests.harness import Harness, start, stop
@@ -33,7 +35,7 @@ async def h(cluster_url: str) -> AsyncIterator[Harness]:
     await stop(harness)
 
 
-async def test_the_loop_on_a_cluster(h: Harness) -> None:
+async def test_the_loop_on_a_cluster(h: Harness, caplog: pytest.LogCaptureFixture) -> None:
     assert h.store.cluster
     rid = await h.push(params={"order": "4711", "amount": 250})
     waiting = asyncio.create_task(h.client.wait(rid, timeout=10))
@@ -49,6 +51,18 @@ async def test_the_loop_on_a_cluster(h: Harness) -> None:
     for expected in ("received", "routed", "posted", "clicked", "decided", "published"):
         assert expected in events, events
     assert (await h.store.redis.xpending(h.store.keys.requests, GROUP))["pending"] == 0
+    # every card posted ends the delivery pass cleanly (the backlog's count of waiting cards
+    # once failed on a cluster after each post: "delivery: pass failed", no digest refresh)
+    assert not [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+async def test_the_backlog_counts_on_a_cluster(h: Harness) -> None:
+    state = BacklogStore(h.store)
+    assert await state.add("#approvals", "post:a", 1) == 1
+    assert await state.add("#approvals", "post:b", 2) == 2
+    assert await state.remove("#approvals", "post:a") == (1, False)
+    await state.set_digest("#approvals", "C0APPROVALS", "1.0")
+    assert await state.remove("#approvals", "post:b") == (0, True)
 
 
 async def test_health_and_metrics_on_a_cluster(h: Harness) -> None:
