@@ -17,10 +17,11 @@ import pytest
 import redis
 
 from blocks.ids import ActionId
+from bot.client import HitlClient
 from bot.config import ConfigError, load_settings
 from store.backlog import BacklogStore
 from store.models import Status
-from store.redis_store import GROUP
+from store.redis_store import GROUP, Store
 from tests.harness import Harness, start, stop
 from tests.redis_cluster import LocalCluster
 from tests.util import eventually
@@ -118,6 +119,22 @@ async def test_two_teams_on_different_shards(redis_cluster: LocalCluster, cluste
     finally:
         for t in teams:
             await stop(t)
+
+
+async def test_requests_that_start_together_on_a_new_client_each_go_out_once(cluster_url: str) -> None:
+    """An agent that starts and sends at once: commands issued together on a new cluster client
+    picked their node before it knew the slots, and the redirections that followed closed
+    connections others were using, failing some ('cannot reach Redis') and sending others twice."""
+    store = Store.from_url(cluster_url, prefix="{hitl}")
+    client = HitlClient.from_url(cluster_url, prefix="{hitl}", name="eager")
+    try:
+        ids = await asyncio.gather(*(client.request(agent="billing", action="refund", summary=f"Refund #{i}")
+                                     for i in range(40)))
+        sent = [json.loads(f["request"])["id"] for _, f in await store.redis.xrange(store.keys.requests)]
+        assert sorted(sent) == sorted(ids)
+    finally:
+        await client.close()
+        await store.close()
 
 
 def test_a_cluster_url_needs_a_hash_tagged_prefix(cluster_url: str) -> None:

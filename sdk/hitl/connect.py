@@ -151,6 +151,19 @@ class FollowMasterTLS(FollowMaster, SSLConnection):
     pass
 
 
+class WaitingCluster(RedisCluster):
+    """A cluster client that learns the slots before its first commands go out."""
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        if self._initialize:
+            # learn the slots first (one caller at a time, under redis-py's lock): commands that
+            # start together on a new client (or after a node failed) otherwise pick their node
+            # before the slots are known, and the redirections that follow close connections
+            # other commands are using, which fails some and sends others twice
+            await self.initialize()
+        return await super().execute_command(*args, **kwargs)
+
+
 class SentinelRedis(aioredis.Redis):
     """The master's client; closing it also closes its connections to the sentinels."""
 
@@ -185,8 +198,8 @@ def connect(url: str, *, socket_timeout: float | None = 5.0, retry: bool | Retry
         return aioredis.Redis.from_pool(pool)  # the client owns (and closes) the pool
     creds: dict[str, Any] = {"username": t.username, "password": t.password, "ssl": t.tls}
     if t.kind == "cluster":
-        return RedisCluster(startup_nodes=[ClusterNode(h, p) for h, p in t.nodes],
-                            max_connections=max_connections, **creds, **opts)
+        return WaitingCluster(startup_nodes=[ClusterNode(h, p) for h, p in t.nodes],
+                              max_connections=max_connections, **creds, **opts)
     sentinel_kwargs = {"socket_timeout": 5, "socket_connect_timeout": 5, "ssl": t.tls,
                        "username": t.options.get("sentinel_username"),
                        "password": t.options.get("sentinel_password")}
