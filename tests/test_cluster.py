@@ -20,10 +20,11 @@ from blocks.ids import ActionId
 from bot.client import HitlClient
 from bot.config import ConfigError, load_settings
 from store.backlog import BacklogStore
-from store.models import Status
-from store.redis_store import GROUP, Store
+from store.models import Route, Status, utcnow
+from store.redis_store import GROUP, Accepted, Store
 from tests.harness import Harness, start, stop
 from tests.redis_cluster import LocalCluster
+from tests.test_store import _request
 from tests.util import eventually
 
 pytestmark = pytest.mark.cluster
@@ -132,6 +133,27 @@ async def test_requests_that_start_together_on_a_new_client_each_go_out_once(clu
                                      for i in range(40)))
         sent = [json.loads(f["request"])["id"] for _, f in await store.redis.xrange(store.keys.requests)]
         assert sorted(sent) == sorted(ids)
+    finally:
+        await client.close()
+        await store.close()
+
+
+async def test_a_burst_wider_than_the_connection_pool_waits_for_connections(cluster_url: str) -> None:
+    """All of a prefix's keys are on one master, so every concurrent command takes a connection
+    to it: past the pool's 64, redis-py's cluster client failed at once (MaxConnectionsError)
+    where a single server's pool waits. An agent's burst then failed as 'cannot reach Redis', and
+    intake's 100-entry batch (its accepts side by side) as 'Redis unavailable'."""
+    store = Store.from_url(cluster_url, prefix="{hitl}")
+    client = HitlClient.from_url(cluster_url, prefix="{hitl}", name="burst")
+    try:
+        await store.ensure_group()
+        ids = await asyncio.gather(*(client.request(agent="billing", action="refund", summary=f"Refund #{i}")
+                                     for i in range(150)))
+        rows = await store.redis.xreadgroup(GROUP, "t", {store.keys.requests: ">"}, count=150)
+        items = [(str(e), Accepted(_request(json.loads(f["request"])["id"]), Route(), None, post=False))
+                 for e, f in rows[0][1]]
+        assert await store.accept_many(items, utcnow()) == ["accepted"] * 150
+        assert sorted(await store.pending_ids(limit=200)) == sorted(ids)
     finally:
         await client.close()
         await store.close()
