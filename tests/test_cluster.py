@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 import redis
+from hitl.errors import InvalidRequest
 
 from blocks.ids import ActionId
 from bot.client import HitlClient
@@ -82,7 +83,9 @@ async def test_health_and_metrics_on_a_cluster(h: Harness) -> None:
 async def test_a_reply_to_in_another_slot_is_refused_with_a_reason(h: Harness) -> None:
     """The decision is written in the same script as the state change, so the agent's stream must
     share the prefix's slot; a stream elsewhere would fail every time, so it is refused up front."""
-    bad = await h.push(reply_to="agent:inbox", id="elsewhere")
+    # an agent without the Python client (which refuses it before sending)
+    await h.push_raw({"id": "elsewhere", "agent": "billing-agent", "action": "refund", "summary": "Refund",
+                      "reply_to": "agent:inbox"})
     good = await h.push(reply_to="agent:{hitl}:inbox", id="same-slot")
 
     async def dead() -> list[dict[str, str]]:
@@ -90,7 +93,8 @@ async def test_a_reply_to_in_another_slot_is_refused_with_a_reason(h: Harness) -
 
     rows = await eventually(dead, what="dead-lettered entry")
     assert "another Redis Cluster slot" in rows[0]["error"] and "{hitl}" in rows[0]["error"]
-    assert bad == "elsewhere" and not await h.store.exists("elsewhere")
+    assert not await h.store.exists("elsewhere")
+    assert (await h.client.wait("elsewhere", timeout=5)).status is Status.invalid  # told on {hitl}:decisions
     rec = await h.card(good)
     await h.click(rec, "U0ALICE", ActionId.approve)
     await h.decided(good)
@@ -157,6 +161,23 @@ async def test_a_burst_wider_than_the_connection_pool_waits_for_connections(clus
     finally:
         await client.close()
         await store.close()
+
+
+async def test_the_client_refuses_up_front_what_a_cluster_cannot_carry(cluster_url: str) -> None:
+    """The agent's side of the bot's two cluster rules. A prefix without a hash tag named keys
+    the bot (which refuses such a prefix) never reads: every ask waited out its timeout. A
+    reply_to in another slot is dead-lettered, but the client watched it together with
+    `{hitl}:decisions` (a CROSSSLOT error out of ask) or alone (no answer until the timeout)."""
+    with pytest.raises(ValueError, match=r"HITL_PREFIX='\{hitl\}'"):
+        HitlClient.from_url(cluster_url, prefix="hitl")
+    async with HitlClient.from_url(cluster_url, prefix="{hitl}", name="agent") as client:
+        for chosen in ({"id": "own-stream"}, {}):
+            with pytest.raises(InvalidRequest, match=r"reply_to 'agent:inbox' is in another Redis Cluster slot"):
+                await client.ask(agent="billing", action="refund", summary="Refund", reply_to="agent:inbox",
+                                 timeout=2, **chosen)
+        assert not await client.redis.exists("{hitl}:requests")  # nothing was sent
+        rid = await client.request(agent="billing", action="refund", summary="Refund", reply_to="agent:{hitl}:inbox")
+        assert rid
 
 
 def test_a_cluster_url_needs_a_hash_tagged_prefix(cluster_url: str) -> None:
