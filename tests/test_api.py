@@ -43,6 +43,7 @@ async def test_an_auto_routed_request_is_decided_in_the_submit_answer_and_idempo
     assert status == 200 and d["status"] == "auto_approved"
 
 
+@pytest.mark.cluster_too
 async def test_long_poll_returns_the_reviewers_decision(h: Harness, api: Api) -> None:
     status, body, _ = await api.call("POST", "/v1/requests", json=REFUND)
     assert status == 201 and body["state"] == "pending" and body["route"]["mode"] == "approve"
