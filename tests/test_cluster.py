@@ -20,6 +20,8 @@ from hitl.errors import InvalidRequest
 from blocks.ids import ActionId
 from bot.client import HitlClient
 from bot.config import ConfigError, load_settings
+from bot.doctor.redis_checks import redis_checks
+from bot.doctor.report import Status as CheckStatus
 from store.backlog import BacklogStore
 from store.models import Route, Status, utcnow
 from store.redis_store import GROUP, Accepted, Store
@@ -178,6 +180,25 @@ async def test_the_client_refuses_up_front_what_a_cluster_cannot_carry(cluster_u
         assert not await client.redis.exists("{hitl}:requests")  # nothing was sent
         rid = await client.request(agent="billing", action="refund", summary="Refund", reply_to="agent:{hitl}:inbox")
         assert rid
+
+
+async def test_doctor_reads_the_master_that_holds_the_prefix(redis_cluster: LocalCluster, cluster_url: str) -> None:
+    """`hitl doctor` judged persistence and eviction from whichever master redis-py sends INFO
+    and CONFIG GET to by default, not the one holding the prefix's slot: a master that would
+    evict hitl's records, or keep nothing on disk, was reported as fine."""
+    port = redis_cluster.master_port("{hitl}:requests")
+    with redis.Redis(port=port) as c:
+        c.config_set("maxmemory-policy", "allkeys-lru")
+        c.config_set("appendonly", "no")
+        c.config_set("save", "")
+    try:
+        checks = {c.name: c for c in await redis_checks(load_settings(redis_url=cluster_url, prefix="{hitl}"))}
+        assert checks["redis.eviction"].status is CheckStatus.error and "allkeys-lru" in checks["redis.eviction"].detail
+        assert checks["redis.persistence"].status is CheckStatus.error
+    finally:
+        with redis.Redis(port=port) as c:
+            c.config_set("maxmemory-policy", "noeviction")
+            c.config_set("appendonly", "yes")
 
 
 def test_a_cluster_url_needs_a_hash_tagged_prefix(cluster_url: str) -> None:
