@@ -35,9 +35,11 @@ class BacklogStore:
         async with self.redis.pipeline(transaction=True) as p:
             p.zrem(self._waiting(channel), member)
             p.zcard(self._waiting(channel))
-            p.hexists(self._digest(channel), "ts")
-            _, n, up = await p.execute()
-        return int(n), bool(up)
+            # HGET, not HEXISTS: redis-py's cluster transactions pass keyword arguments to each
+            # reply's callback, and HEXISTS's (`bool`) takes none
+            p.hget(self._digest(channel), "ts")
+            _, n, ts = await p.execute()
+        return int(n), bool(ts)
 
     async def members(self, channel: str, limit: int | None = 500) -> list[tuple[str, int]]:
         """Waiting operations, oldest first, with the time they started waiting (all: None)."""

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError, ResponseError
 from redis.retry import Retry
@@ -65,9 +66,9 @@ class GroupFacts:
     oldest_pending_idle_ms: int = 0
 
 
-async def _config(redis: aioredis.Redis, name: str) -> str | None:
+async def _config(redis: aioredis.Redis, name: str, **target: Any) -> str | None:
     try:
-        got: dict[Any, Any] = await redis.config_get(name)
+        got: dict[Any, Any] = await redis.config_get(name, **target)
     except ResponseError:
         return None  # CONFIG is renamed or refused (many managed services)
     value = got.get(name, got.get(name.encode()))
@@ -76,15 +77,21 @@ async def _config(redis: aioredis.Redis, name: str) -> str | None:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-async def server_facts(redis: aioredis.Redis) -> ServerFacts:
-    """INFO server, persistence and memory, and the `save` and `appendfsync` settings."""
-    info: dict[str, Any] = await redis.info("everything")
+async def server_facts(redis: aioredis.Redis, key: str | None = None) -> ServerFacts:
+    """INFO server, persistence and memory, and the `save` and `appendfsync` settings: on a
+    Redis Cluster, those of the master serving `key`'s slot (where hitl's keys live), not of
+    whichever node redis-py sends keyless commands to."""
+    target: dict[str, Any] = {}
+    if key is not None and isinstance(redis, RedisCluster):
+        await redis.initialize()  # the slots map (a no-op once known)
+        target["target_nodes"] = redis.get_node_from_key(key)
+    info: dict[str, Any] = await redis.info("everything", **target)
     return ServerFacts(
         version=str(info.get("redis_version", "?")),
         mode=str(info.get("redis_mode", "standalone")),
         aof_enabled=str(info.get("aof_enabled", "0")) == "1",
-        rdb_save=await _config(redis, "save"),
-        aof_fsync=await _config(redis, "appendfsync"),
+        rdb_save=await _config(redis, "save", **target),
+        aof_fsync=await _config(redis, "appendfsync", **target),
         maxmemory_policy=str(info.get("maxmemory_policy", "?")),
         maxmemory=int(info.get("maxmemory", 0) or 0),
         used_memory=int(info.get("used_memory", 0) or 0),

@@ -12,10 +12,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from bot.evidence.signing import Signer
 from store.chain import ChainStore
+from store.connect import parse
 from store.redis_store import Store
 from tests.pg_server import PostgresServer
 from tests.redis_cluster import LocalCluster, LocalSentinel
 from tests.redis_server import RedisServer
+
+CLUSTER_PREFIX = "{hitl}"
 
 
 @pytest.fixture(scope="session")
@@ -26,8 +29,23 @@ def redis_server() -> Iterator[RedisServer]:
     server.stop()
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A test marked `cluster_too` runs on the redis-server and again on the 3-master Redis
+    Cluster (`redis_url` is then the cluster's, and HITL_PREFIX `{hitl}`)."""
+    if metafunc.definition.get_closest_marker("cluster_too") and "redis_url" in metafunc.fixturenames:
+        metafunc.parametrize("redis_url", ["server", pytest.param("cluster", marks=pytest.mark.cluster)],
+                             indirect=True)
+
+
 @pytest.fixture
-async def redis_url(redis_server: RedisServer) -> AsyncIterator[str]:
+async def redis_url(redis_server: RedisServer, request: pytest.FixtureRequest,
+                    monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[str]:
+    if getattr(request, "param", "server") == "cluster":
+        cluster: LocalCluster = request.getfixturevalue("redis_cluster")
+        cluster.flush()
+        monkeypatch.setenv("HITL_PREFIX", CLUSTER_PREFIX)  # what the bot and its clients read
+        yield cluster.url
+        return
     if redis_server.proc is None or redis_server.proc.poll() is not None:
         redis_server.start(appendonly=True)
     client = aioredis.Redis.from_url(redis_server.url)
@@ -38,7 +56,7 @@ async def redis_url(redis_server: RedisServer) -> AsyncIterator[str]:
 
 @pytest.fixture
 async def store(redis_url: str) -> AsyncIterator[Store]:
-    s = Store.from_url(redis_url, prefix="hitl")
+    s = Store.from_url(redis_url, prefix=CLUSTER_PREFIX if parse(redis_url).kind == "cluster" else "hitl")
     yield s
     await s.close()
 

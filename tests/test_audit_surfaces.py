@@ -33,7 +33,7 @@ def test_audit_line(status: ChainStatus | None, expected: str) -> None:
 
 
 async def sealed_everything(h: Harness) -> int:
-    chain = ChainStore(h.store.redis, "hitl")
+    chain = ChainStore(h.store.redis, h.store.keys.prefix)
 
     async def done() -> int | None:
         head = await chain.head()
@@ -55,6 +55,7 @@ async def test_without_a_key_stats_and_home_say_checkpoints_are_off(redis_url: s
         await stop(h)
 
 
+@pytest.mark.cluster_too
 async def test_with_a_key_the_bot_signs_and_verify_passes(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     signer = Signer(Ed25519PrivateKey.generate())
     monkeypatch.setenv("HITL_AUDIT_KEY", base64.b64encode(signer.private.private_bytes_raw()).decode())
@@ -63,7 +64,7 @@ async def test_with_a_key_the_bot_signs_and_verify_passes(redis_url: str, monkey
     try:
         await h.card(await h.push(id="a1", summary="Refund $40 to Ana"))
         n = await sealed_everything(h)
-        chain = ChainStore(h.store.redis, "hitl")
+        chain = ChainStore(h.store.redis, h.store.keys.prefix)
 
         async def signed() -> bool:
             cp = await chain.last_checkpoint()

@@ -85,6 +85,7 @@ async def test_related_requests_share_one_card_updated_in_place(h: Harness) -> N
     assert (await h.store.get(ids[0])).decision is None
 
 
+@pytest.mark.cluster_too
 async def test_approve_all_is_honest_about_each_item(h: Harness) -> None:
     ids = [await h.push(summary=f"Refund ${100 + i}", risk={"amount": 100 + i, "currency": "USD"},
                         batch_key="refunds-7") for i in range(3)]
@@ -146,6 +147,7 @@ def _shown(view: Any) -> int | None:
     return int(m.group(1)) if m else None
 
 
+@pytest.mark.cluster_too
 async def test_review_one_by_one(h: Harness) -> None:
     ids = [await h.push(action="send_email", summary=f"Email customer {i}", batch_key="emails") for i in range(3)]
     await _cards_showing(h, ids)

@@ -96,6 +96,7 @@ async def test_client_validates_before_sending(redis_url: str, store: Store) -> 
     assert await store.redis.exists(store.keys.requests) == 0
 
 
+@pytest.mark.cluster_too
 async def test_sync_client(store: Store, intake: Intake, redis_url: str) -> None:
     result: dict[str, object] = {}
 
@@ -125,6 +126,7 @@ async def test_asking_again_with_a_decided_id_answers_with_the_stored_decision(
     assert await store.redis.xlen(store.keys.results("agent-4")) == 1
 
 
+@pytest.mark.cluster_too
 async def test_concurrent_asks_on_one_client_each_get_their_own_decision(
         store: Store, intake: Intake, redis_url: str) -> None:
     async with HitlClient.from_url(redis_url, name="agent-5") as client:

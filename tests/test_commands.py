@@ -106,6 +106,7 @@ async def test_help_lists_every_command_and_unknown_shows_it(h: Harness) -> None
     assert not h.emu.messages("#general")
 
 
+@pytest.mark.cluster_too
 async def test_pause_by_an_admin_sends_everything_to_people_and_survives_a_restart(
         h: Harness, policy_file: Path) -> None:
     assert (await h.client.wait(await h.push(**LOOKUP), timeout=10)).status is Status.auto_approved

@@ -38,6 +38,7 @@ def _ephemerals_for(h: Harness, user: str) -> list[str]:
     return [json.dumps(e) for e in h.emu.ephemerals(user)]
 
 
+@pytest.mark.cluster_too
 async def test_approve(h: Harness) -> None:
     rid = await h.push(params={"order": "4711", "amount": 250}, confidence=0.72,
                        context={"recommendation": "Refund the duplicate charge"})
@@ -64,6 +65,7 @@ async def test_approve(h: Harness) -> None:
         assert expected in events, events
 
 
+@pytest.mark.cluster_too
 async def test_edit_with_a_changed_number(h: Harness) -> None:
     rid = await h.push(params={"order": "4711", "amount": 250}, editable=["amount"])
     rec = await h.card(rid)
@@ -86,6 +88,7 @@ async def _open_view(h: Harness, user: str) -> Any:
     return h.emu.top_view(user)
 
 
+@pytest.mark.cluster_too
 async def test_reject_with_a_reason(h: Harness) -> None:
     rid = await h.push()
     rec = await h.card(rid)

@@ -167,6 +167,7 @@ async def test_handover_card_carries_the_context_package_within_limits(h: Harnes
     assert events[0].detail["seconds"] == pytest.approx(done.time_to_escalate_s, abs=0.002)
 
 
+@pytest.mark.cluster_too
 async def test_take_over_reply_and_resolve_reach_the_agent(h: Harness) -> None:
     rid = await push_handover(h)
     rec = await h.card(rid)
@@ -217,6 +218,7 @@ async def test_a_user_asking_for_a_person_gets_one_whatever_the_policy(h: Harnes
     assert ActionId.approve in actions(msg) and ActionId.take_over in actions(msg)
 
 
+@pytest.mark.cluster_too
 async def test_levels_notify_in_order_and_a_decision_stops_the_chain(h: Harness) -> None:
     rid = await h.push(params={"order": "4711"})
     rec = await h.card(rid)

@@ -73,6 +73,7 @@ async def _pending(h: Harness, **fields: object) -> str:
     return rid
 
 
+@pytest.mark.cluster_too
 async def test_a_grant_approves_similar_requests_within_its_bounds(h: Harness) -> None:
     rid = await h.push(summary="Refund $50 to Ana", params={"to": "ana"}, risk={"amount": 50})
     rec = await h.card(rid)

@@ -134,6 +134,7 @@ async def test_an_agent_that_sent_an_unusable_id_still_gets_its_answer(store: St
     assert not [k for k in await store.redis.keys("*x:trail*")]
 
 
+@pytest.mark.cluster_too
 async def test_intake_trims_what_it_has_acknowledged(store: Store, redis_url: str) -> None:
     """Issue 9: the requests stream does not grow for ever."""
     for n in range(20):

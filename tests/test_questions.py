@@ -49,6 +49,7 @@ async def test_answered_by_an_option(h: Harness) -> None:
     await eventually(locked, what="card locked with the answer")
 
 
+@pytest.mark.cluster_too
 async def test_answered_in_the_modal(h: Harness) -> None:
     rid = await h.push(kind="question", action="ask_policy",
                        summary="Can we refund after 60 days?")

@@ -79,6 +79,7 @@ async def test_a_sampled_automatic_action_is_checked_and_an_override_reaches_the
     assert len(notes) == 1 and notes[0]["event"] == "override" and notes[0]["text"] == "Wrong order"
 
 
+@pytest.mark.cluster_too
 async def test_looks_right_is_recorded(h: Harness) -> None:
     rid = await h.push(action="lookup_order", summary="Look up order 9", confidence=0.95)
     rec = await h.card(rid)

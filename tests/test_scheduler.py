@@ -127,6 +127,7 @@ async def retry_after_passed(w: World, *channels: str) -> None:
         await w.store.redis.hset(PostSlots(w.store).keys(channel)[0], "blocked_until", 0)
 
 
+@pytest.mark.cluster_too
 async def test_reminders_and_levels_fire_in_order_then_expiry_ends_them(w: World) -> None:
     rec = await w.request()
     await step(w, 130)
@@ -183,6 +184,7 @@ async def test_a_decision_cancels_what_is_scheduled(w: World) -> None:
     assert len(await w.events(rec.id)) == 1 and len(w.thread(rec)) == 1
 
 
+@pytest.mark.cluster_too
 async def test_two_schedulers_racing_fire_each_deadline_once(w: World) -> None:
     recs = [await w.request() for _ in range(8)]
     a, b = w.scheduler(), w.scheduler()

@@ -34,28 +34,27 @@ async def _decide(h: Harness, rid: str, user: str = "U0ALICE") -> None:
     assert (await h.client.wait(rid, timeout=20)).status is Status.approved
 
 
-async def _fail_over(sentinel: LocalSentinel) -> int:
-    old = sentinel.master_port()
-    sentinel.master.kill()  # SIGKILL: no shutdown, no last sync
-    return await asyncio.to_thread(sentinel.wait_failover, old)
-
-
 async def test_the_bot_follows_a_failover_and_keeps_deciding(redis_sentinel: LocalSentinel) -> None:
     h = await start(redis_sentinel.url, redis_wait_replicas=1)
     try:
         assert h.store.wait_replicas == 1  # HITL_REDIS_WAIT_REPLICAS reaches the store
         before = await h.push(agent="agent-1", summary="Decided before the failover")
         await _decide(h, before)
-        waiting = await h.push(agent="agent-2", summary="Carded before, decided after")
+        waiting = await h.push(agent="agent-2", summary="Carded before, clicked during the failover")
         rec = await h.card(waiting)
-        new_port = await _fail_over(redis_sentinel)
+        old = redis_sentinel.master_port()
+        redis_sentinel.master.kill()  # SIGKILL: no shutdown, no last sync
+        # a click and an agent's push while no master answers: both are retried onto the new one
+        click = asyncio.create_task(h.click(rec, "U0BOB", ActionId.approve))
+        pushed = asyncio.create_task(h.push(agent="agent-3", summary="Pushed during the failover"))
+        new_port = await asyncio.to_thread(redis_sentinel.wait_failover, old)
         assert new_port == redis_sentinel.replica.port
         # everything the bot acted on is on the new master: WAIT 1 made the replica have it
         assert (await h.store.get(before)).decision is not None
         assert (await h.store.get(waiting)).ts == rec.ts
-        await h.click(rec, "U0BOB", ActionId.approve)
+        assert (await click).status == 200
         assert (await h.client.wait(waiting, timeout=20)).status is Status.approved
-        after = await h.push(agent="agent-3", summary="Pushed after the failover")
+        after = await pushed
         await _decide(h, after)
         decided = [json.loads(f["decision"])["request_id"]
                    for _, f in await h.store.redis.xrange(h.store.keys.decisions)]

@@ -70,6 +70,7 @@ async def receiver() -> AsyncIterator[Receiver]:
     await runner.cleanup()
 
 
+@pytest.mark.cluster_too
 async def test_a_flaky_receiver_gets_exactly_one_accepted_signed_delivery(redis_url: str, receiver: Receiver) -> None:
     receiver.fail_first = 5
     async with api_harness(redis_url) as h:

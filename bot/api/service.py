@@ -55,6 +55,8 @@ class Requests:
             raise ApiError(400, "invalid_request", f"reply_to {request.reply_to!r} names one of the bot's own "
                            f"keys; use a stream of your own or {self.store.keys.results_prefix}<name>",
                            field="reply_to")
+        if request.reply_to and (problem := self.store.reply_to_problem(request.reply_to)):
+            raise ApiError(400, "invalid_request", problem, field="reply_to")  # (another cluster slot)
         if request.callback_url is not None:
             try:
                 self.callbacks.check(request.callback_url)

@@ -94,7 +94,7 @@ async def redis_checks(settings: Settings) -> list[Check]:
     store = probe_store(settings.redis_url, settings.prefix)
     try:
         try:
-            facts = await server_facts(store.redis)
+            facts = await server_facts(store.redis, store.keys.requests)
         except (ProbeError, OSError) as e:
             return [Check("redis.server", ERROR, f"cannot reach Redis at {shown_url(settings.redis_url)}: {e}",
                           "start Redis, or set REDIS_URL to where it runs")]

@@ -30,7 +30,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from hitl import config
 from hitl.bounds import OutOfBounds, check_entry, check_value
-from hitl.connect import connect
+from hitl.connect import check_prefix, connect, hash_tag, same_slot
 from hitl.errors import DecisionTimeout, InvalidRequest, RequestLost, Unreachable
 from hitl.keys import AgentKeys
 from hitl.protocol import AgentMessage, Decision, Kind, Request
@@ -145,6 +145,7 @@ class AsyncClient:
         """A client with its own connections (URL from `REDIS_URL` when not given); the blocking
         one's timeout outlasts its BLOCK. `retries` spans a Redis restart (about 6 s at 8)."""
         url = config.redis_url(url)
+        check_prefix(url, config.prefix(prefix))  # on a cluster, a prefix the bot would refuse
         # every REDIS_URL form: one server, redis+cluster://, redis+sentinel:// (hitl.connect)
         plain = connect(url, socket_timeout=5, retries=retries)
         blocking = connect(url, socket_timeout=BLOCK_MS / 1000 + BLOCK_MARGIN_S, retry=False)
@@ -219,6 +220,12 @@ class AsyncClient:
             update["id"] = uuid.uuid4().hex
         if request.reply_to is None:
             update["reply_to"] = self.reply_to
+        elif self._cluster and not same_slot(request.reply_to, self.keys.requests):
+            # the bot writes the decision in the same script as the record: it refuses this
+            tag = hash_tag(self.keys.prefix)
+            raise InvalidRequest(f"invalid request: reply_to {request.reply_to!r} is in another Redis Cluster "
+                                 f"slot than hitl's keys; use {self.keys.results('<name>')}, or a stream of "
+                                 f"your own whose first {{...}} is {{{tag}}} (such as agent:{{{tag}}}:inbox)")
         request = request.model_copy(update=update) if update else request
         assert request.id is not None and request.reply_to is not None
         if self.keys.owns(request.reply_to):

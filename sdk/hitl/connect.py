@@ -11,12 +11,13 @@ slot, so the key prefix must carry a hash tag (`{hitl}`): `check_prefix` refuses
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import redis.asyncio as aioredis
-from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.cluster import ClusterNode, ClusterPipeline, RedisCluster
 from redis.asyncio.connection import SSLConnection
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelManagedConnection
@@ -151,6 +152,63 @@ class FollowMasterTLS(FollowMaster, SSLConnection):
     pass
 
 
+_gated: contextvars.ContextVar[bool] = contextvars.ContextVar("hitl_cluster_gated", default=False)
+"""Set while a command or pipeline holds its place (a pipeline retrying a redirected command
+through the client must not wait for a second one)."""
+
+
+class WaitingCluster(RedisCluster):
+    """A cluster client that learns the slots before its first commands go out, and whose
+    commands wait for a free connection, as a single server's blocking pool does, instead of
+    failing.
+
+    redis-py's cluster client raises MaxConnectionsError at once when a node's pool is
+    exhausted, and all of one prefix's keys are on one master: a burst of more concurrent
+    commands than `max_connections` (an agent's many asks, intake's accepts side by side)
+    failed as if Redis were unreachable. Here at most `max_connections` commands or pipelines
+    are in flight, each holding at most one connection per node."""
+
+    def __init__(self, *, max_connections: int, **kwargs: Any) -> None:
+        super().__init__(max_connections=max_connections, **kwargs)
+        self._gate = asyncio.Semaphore(max_connections)
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        if _gated.get():
+            return await super().execute_command(*args, **kwargs)
+        if self._initialize:
+            # learn the slots first (one caller at a time, under redis-py's lock): commands that
+            # start together on a new client (or after a node failed) otherwise pick their node
+            # before the slots are known, and the redirections that follow close connections
+            # other commands are using, which fails some and sends others twice
+            await self.initialize()
+        async with self._gate:
+            token = _gated.set(True)
+            try:
+                return await super().execute_command(*args, **kwargs)
+            finally:
+                _gated.reset(token)
+
+    def pipeline(self, transaction: Any | None = None, shard_hint: Any | None = None) -> ClusterPipeline:
+        if shard_hint:
+            return super().pipeline(transaction, shard_hint)  # refused there, in redis-py's words
+        return _WaitingPipeline(self, transaction)  # type: ignore[abstract]  # (as redis-py's own)
+
+
+class _WaitingPipeline(ClusterPipeline):
+    """A pipeline that waits for its place among the client's `max_connections`."""
+
+    async def execute(self, raise_on_error: bool = True, allow_redirections: bool = True) -> list[Any]:
+        client = self.cluster_client
+        if _gated.get() or not isinstance(client, WaitingCluster):
+            return await super().execute(raise_on_error, allow_redirections)
+        async with client._gate:
+            token = _gated.set(True)
+            try:
+                return await super().execute(raise_on_error, allow_redirections)
+            finally:
+                _gated.reset(token)
+
+
 class SentinelRedis(aioredis.Redis):
     """The master's client; closing it also closes its connections to the sentinels."""
 
@@ -185,8 +243,8 @@ def connect(url: str, *, socket_timeout: float | None = 5.0, retry: bool | Retry
         return aioredis.Redis.from_pool(pool)  # the client owns (and closes) the pool
     creds: dict[str, Any] = {"username": t.username, "password": t.password, "ssl": t.tls}
     if t.kind == "cluster":
-        return RedisCluster(startup_nodes=[ClusterNode(h, p) for h, p in t.nodes],
-                            max_connections=max_connections, **creds, **opts)
+        return WaitingCluster(startup_nodes=[ClusterNode(h, p) for h, p in t.nodes],
+                              max_connections=max_connections, **creds, **opts)
     sentinel_kwargs = {"socket_timeout": 5, "socket_connect_timeout": 5, "ssl": t.tls,
                        "username": t.options.get("sentinel_username"),
                        "password": t.options.get("sentinel_password")}
