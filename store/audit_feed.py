@@ -15,7 +15,7 @@ from redis.client import NEVER_DECODE
 from redis.exceptions import ResponseError
 
 from store.chain import text
-from store.connect import connect
+from store.connect import clock_ms, connect
 from store.keys import Keys
 from store.stats import STATS_GROUP
 
@@ -74,5 +74,4 @@ class AuditFeed:
 
     async def now_ms(self) -> float:
         """Redis's clock, shared by every replica."""
-        seconds, micros = cast(tuple[int, int], await self._redis.time())
-        return int(seconds) * 1000 + int(micros) / 1000
+        return await clock_ms(self._redis, self.keys.audit)

@@ -26,11 +26,12 @@ import base64
 import binascii
 import json
 from collections.abc import AsyncIterator
-from typing import Any, cast
+from typing import Any
 
 from redis.client import NEVER_DECODE
 
 from store.chain_models import GENESIS, ChainStatus, Checkpoint, Link
+from store.connect import clock_ms
 
 Row = tuple[str, dict[str, str]]
 """A stream entry: its id and fields, decoded by `text`."""
@@ -221,8 +222,7 @@ class ChainStore:
 
     async def now_ms(self) -> int:
         """Redis's clock, shared by every replica (a replica's own clock may be off)."""
-        seconds, micros = cast(tuple[int, int], await self.redis.time())
-        return int(seconds) * 1000 + int(micros) // 1000
+        return int(await clock_ms(self.redis, self.k.head))
 
     async def head(self) -> Link | None:
         return _link(_hash(await self._raw("HGETALL", self.k.head)))

@@ -10,11 +10,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.asyncio.cluster import RedisCluster
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError, ResponseError
 from redis.retry import Retry
 
+from store.connect import node_of
 from store.keys import Keys
 from store.redis_store import GROUP, Store
 
@@ -81,10 +81,7 @@ async def server_facts(redis: aioredis.Redis, key: str | None = None) -> ServerF
     """INFO server, persistence and memory, and the `save` and `appendfsync` settings: on a
     Redis Cluster, those of the master serving `key`'s slot (where hitl's keys live), not of
     whichever node redis-py sends keyless commands to."""
-    target: dict[str, Any] = {}
-    if key is not None and isinstance(redis, RedisCluster):
-        await redis.initialize()  # the slots map (a no-op once known)
-        target["target_nodes"] = redis.get_node_from_key(key)
+    target = await node_of(redis, key) if key is not None else {}
     info: dict[str, Any] = await redis.info("everything", **target)
     return ServerFacts(
         version=str(info.get("redis_version", "?")),

@@ -206,3 +206,32 @@ def test_a_cluster_url_needs_a_hash_tagged_prefix(cluster_url: str) -> None:
         load_settings(redis_url=cluster_url, prefix="hitl")
     assert "HITL_PREFIX" in str(e.value) and "{hitl}" in str(e.value) and "one slot" in str(e.value)
     assert load_settings(redis_url=cluster_url, prefix="{hitl}").prefix == "{hitl}"
+
+
+async def test_the_redis_clock_is_read_on_the_master_holding_the_prefix(redis_cluster: LocalCluster,
+                                                                        cluster_url: str) -> None:
+    """The sealer's and the stats projector's clock is "Redis's, shared by every replica": on a
+    cluster it was read from whichever node redis-py sends keyless commands to, so replicas (and
+    the scripts, which run on the prefix's master) could read different machines' clocks."""
+    from store.audit_feed import AuditFeed
+
+    def time_calls() -> dict[int, int]:
+        out = {}
+        for node in redis_cluster.nodes:
+            with redis.Redis(port=node.port, decode_responses=True) as c:
+                out[node.port] = int(c.info("commandstats").get("cmdstat_time", {}).get("calls", 0))
+        return out
+
+    for prefix in ("{hitl}", "{team-a}", "{team-b}"):
+        store = Store.from_url(cluster_url, prefix=prefix)
+        feed = AuditFeed(cluster_url, store.redis, store.keys, block_ms=100)
+        try:
+            before = time_calls()
+            await store.chain.now_ms()
+            await feed.now_ms()
+            after = time_calls()
+        finally:
+            await feed.close()
+            await store.close()
+        holder = redis_cluster.master_port(f"{prefix}:requests")
+        assert {p: after[p] - before[p] for p in after} == {p: 2 if p == holder else 0 for p in after}, prefix
