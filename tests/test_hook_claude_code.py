@@ -219,3 +219,18 @@ async def test_a_request_redis_never_took_is_not_said_to_be_open_in_slack(hung_r
     assert out["permissionDecision"] == "ask"
     assert "stays open" not in out["permissionDecisionReason"]
     assert "did not answer" in out["permissionDecisionReason"], out
+
+
+@pytest.mark.parametrize("where", ["docs/adapters/claude-code.md", "examples/claude_code/settings.json"])
+def test_the_suggested_matcher_leaves_hitls_own_mcp_tools_alone(where: str) -> None:
+    """The suggested `mcp__.*` also gated `mcp__hitl__request_approval`: asking for approval
+    itself waited for an approval (a second card about the asking), and every get_decision too."""
+    import re
+
+    found = re.search(r'"matcher": "[^"]*"', (Path(__file__).parent.parent / where).read_text())
+    assert found is not None
+    matcher = re.compile(json.loads("{" + found.group(0) + "}")["matcher"])
+    for tool in ("Bash", "Write", "mcp__github__create_issue", "mcp__mail__send"):
+        assert matcher.fullmatch(tool), tool
+    for tool in ("mcp__hitl__request_approval", "mcp__hitl__ask_human", "mcp__hitl__get_decision"):
+        assert not matcher.search(tool), tool
