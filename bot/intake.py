@@ -28,11 +28,13 @@ from bot.routing import Router, immediate_decision, needs_card
 from bot.timing import honour_user_request, plan, tier_of
 from store import bounds
 from store.accept import Accepted, TrustCheck
+from store.errors import AlreadyDecided, Conflict, NotFound
 from store.failures import Refused, StoreFailure, Unavailable
 from store.keys import is_request_id
-from store.models import MAX_ENTRY_BYTES, Decision, Request, Status, utcnow
+from store.models import MAX_ENTRY_BYTES, Cancel, Decision, Request, Status, utcnow
 from store.redis_store import Store
 from store.stream import Entry, RequestStream
+from store.transitions import WITHDRAWN_CODE, withdraw
 from store.trust import TrustState, member
 
 log = logging.getLogger("hitl.intake")
@@ -208,8 +210,10 @@ class Intake:
         todo: list[tuple[Entry, Request]] = []
         for entry in entries:
             try:
-                todo.append((entry, self.parse(entry)))
-                continue
+                if entry.field("cancel") is None or entry.field("request") is not None:
+                    todo.append((entry, self.parse(entry)))
+                    continue
+                step = self._withdraw(entry)  # after the requests before it, as for an invalid entry
             except Invalid as e:
                 step = self._dead(entry, str(e))
             except Exception as e:  # a bug met on this entry: it must not stop the batch
@@ -388,29 +392,12 @@ class Intake:
 
     def parse(self, entry: Entry) -> Request:
         """The entry's request, or Invalid with a readable reason."""
-        raw = entry.field("request")
-        if raw is None:
+        if entry.field("request") is None:
             raise Invalid(f"entry has no 'request' field (fields: {_clip(', '.join(entry.names())) or 'none'})")
-        if len(entry.fields) > MAX_FIELDS:
-            raise Invalid(f"entry has {len(entry.fields)} fields; send one field, 'request'")
-        if (n := entry.count("request")) > 1:  # which one the agent meant, nobody can tell
-            raise Invalid(f"entry has {n} 'request' fields; send one")
-        if len(raw) > MAX_ENTRY_BYTES:
-            raise Invalid(f"request is {len(raw)} bytes; the limit is {MAX_ENTRY_BYTES}")
+        if entry.field("cancel") is not None:
+            raise Invalid("entry has both 'request' and 'cancel'; send one per entry")
         try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError as e:
-            raise Invalid(f"request is not UTF-8 text (byte {e.start}: {e.reason})") from e
-        try:
-            data = bounds.loads(text)
-        except bounds.OutOfBounds as e:
-            raise Invalid(f"request is out of bounds: {e}") from e
-        except ValueError as e:  # json.JSONDecodeError
-            raise Invalid(f"request is not valid JSON: {e}") from e
-        if not isinstance(data, dict):
-            raise Invalid(f"request must be a JSON object, not {type(data).__name__}")
-        try:
-            request = Request.model_validate(data)
+            request = Request.model_validate(self._json(entry, "request"))
         except ValidationError as e:
             raise Invalid(describe(e)) from e
         if request.reply_to and self.store.keys.owns(request.reply_to):
@@ -421,6 +408,72 @@ class Intake:
         if request.id is None:
             request = request.model_copy(update={"id": entry.id})
         return request
+
+    @staticmethod
+    def _json(entry: Entry, name: str) -> dict[str, Any]:
+        """The JSON object in the entry's one field `name` (within bounds), or Invalid."""
+        raw = entry.field(name)
+        assert raw is not None
+        if len(entry.fields) > MAX_FIELDS:
+            raise Invalid(f"entry has {len(entry.fields)} fields; send one field, {name!r}")
+        if (n := entry.count(name)) > 1:  # which one the agent meant, nobody can tell
+            raise Invalid(f"entry has {n} {name!r} fields; send one")
+        if len(raw) > MAX_ENTRY_BYTES:
+            raise Invalid(f"{name} is {len(raw)} bytes; the limit is {MAX_ENTRY_BYTES}")
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise Invalid(f"{name} is not UTF-8 text (byte {e.start}: {e.reason})") from e
+        try:
+            data = bounds.loads(text)
+        except bounds.OutOfBounds as e:
+            raise Invalid(f"{name} is out of bounds: {e}") from e
+        except ValueError as e:  # json.JSONDecodeError
+            raise Invalid(f"{name} is not valid JSON: {e}") from e
+        if not isinstance(data, dict):
+            raise Invalid(f"{name} must be a JSON object, not {type(data).__name__}")
+        return data
+
+    async def _withdraw(self, entry: Entry) -> str:
+        """An agent withdraws its pending request (a `cancel` entry): the `withdraw` transition,
+        the entry acknowledged in the same step. Another agent's request, a decided one or an
+        unknown id is dead-lettered with the reason, audited on the request's trail, and
+        nothing is published (no agent takes a refused withdrawal for a decision). The same
+        withdrawal again (a retry) finds it done and changes nothing."""
+        try:
+            cancel = Cancel.model_validate(self._json(entry, "cancel"))
+        except ValidationError as e:
+            return await self._dead(entry, f"cancel: {describe(e)}", answer=False)
+        except Invalid as e:
+            return await self._dead(entry, f"cancel: {e}", answer=False)
+        rid = cancel.id
+        for _ in range(10):
+            try:
+                rec = await self.store.get(rid)
+            except NotFound:
+                return await self._dead(entry, f"cancel: no request {rid!r} (not sent, or not read yet: a "
+                                               "withdrawal follows its request into the queue)", answer=False)
+            if rec.request.agent != cancel.agent:
+                return await self._dead(entry, f"cancel: request {rid!r} is another agent's ({rec.request.agent}), "
+                                               f"not {cancel.agent}'s: an agent withdraws only its own requests",
+                                        answer=False, request_id=rid)
+            if rec.decision is not None:
+                if rec.decision.reason_code == WITHDRAWN_CODE:  # withdrawn already: the same again is done
+                    await self.store.ack(entry.id)
+                    return "withdrawn_before"
+                return await self._dead(entry, f"cancel: request {rid!r} is already decided "
+                                               f"({rec.decision.status}); the withdrawal changes nothing",
+                                        answer=False, request_id=rid)
+            now = utcnow()
+            try:
+                await self.store.apply(withdraw(rec, now=now, by=f"{cancel.agent} (queue)", reason=cancel.reason),
+                                       now, ack=entry.id)
+            except (Conflict, AlreadyDecided, NotFound):  # a click or a deadline came first: look again
+                continue
+            self.on_accepted()  # delivery locks the card
+            return "withdrawn"
+        return await self._dead(entry, f"cancel: request {rid!r} kept changing; send the withdrawal again",
+                                answer=False, request_id=rid)
 
     @staticmethod
     def _salvage(entry: Entry) -> dict[str, Any]:
@@ -436,11 +489,19 @@ class Intake:
             return {}
         return data if isinstance(data, dict) else {}
 
-    async def _dead(self, entry: Entry, error: str, *, taken_reply: str | None = None) -> str:
+    async def _dead(self, entry: Entry, error: str, *, taken_reply: str | None = None, answer: bool = True,
+                    request_id: str | None = None) -> str:
         """Dead-letter `entry`. `taken_reply`: the entry names an id another agent's (or action's)
         request holds, whose reply stream this is ('' for none): the entry's own agent is told
-        on its own reply_to, never on that one (its holder would take the refusal for its answer)."""
+        on its own reply_to, never on that one (its holder would take the refusal for its answer).
+        `answer`: False for an entry that is no request (a withdrawal): nothing is published,
+        the refusal is audited on `request_id`'s trail (the entry's id when None)."""
         error = _unicode(error)  # a reason quoting the entry's own text stays storable
+        if not answer:
+            log.warning("intake: dead-lettered %s: %s", entry.id, error)
+            return await self.store.dead_letter(entry, error, utcnow(), request_id=request_id or entry.id,
+                                                decision=None, reply_to=None, max_len=self.dead_max_len,
+                                                max_age_s=self.dead_max_age_s)
         data = self._salvage(entry)
         reply = data.get("reply_to")
         reply_to = reply if isinstance(reply, str) and _usable_text(reply) and not self.store.keys.owns(reply) \

@@ -286,6 +286,11 @@ class Store:
         ]
         return str(await self._run("dead", keys, args))
 
+    async def ack(self, entry_id: str) -> None:
+        """Acknowledge a queue entry whose effect is stored already (a withdrawal applied by an
+        earlier delivery of the same entry, or sent again)."""
+        await self.redis.xack(self.keys.requests, GROUP, entry_id)
+
     async def queue_lag(self) -> int:
         """Entries of the requests stream not yet read or not yet acknowledged by intake."""
         if not await self.redis.exists(self.keys.requests):
@@ -346,8 +351,10 @@ class Store:
             raise NotFound(request_id)
         return _record(raw), raw.get("post_attempt")
 
-    async def apply(self, t: Transition, now: datetime, *, count_trust: bool = False) -> Record:
+    async def apply(self, t: Transition, now: datetime, *, count_trust: bool = False,
+                    ack: str | None = None) -> Record:
         """Write a transition if the record is still pending at the version it was computed from.
+        `ack`: a queue entry (a withdrawal) acknowledged in the same step as the write.
 
         `count_trust`: a decision by people whose trust count (`handlers.trust`) must happen:
         `trust:<id>` is scheduled with it, `TRUST_RECOUNT_MS` on, and taken off once counted,
@@ -374,7 +381,7 @@ class Store:
         args.append(t.message or "")
         stats, total_key, hour_key, expire = decision_stats(self.keys, t, _ms(now))
         # last: this call's token, so the client's retry after a lost reply finds its own write
-        args += [stats, expire, uuid.uuid4().hex[:16]]
+        args += [stats, expire, GROUP if ack else "", ack or "", uuid.uuid4().hex[:16]]
         keys = [
             k.request(rec.id),
             k.trail(rec.id),
@@ -387,6 +394,7 @@ class Store:
             k.outbox_again,
             total_key,
             hour_key,
+            k.requests,
         ]
         res = await self._run("apply", keys, args)
         status = res[0]

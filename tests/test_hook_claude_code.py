@@ -68,24 +68,64 @@ async def test_rejected_is_denied_with_the_reason(h: Harness) -> None:
     assert out["permissionDecision"] == "deny" and "Not on the release branch" in out["permissionDecisionReason"]
 
 
-async def test_no_decision_in_time_asks_and_the_request_stays_open(h: Harness) -> None:
+def _call_id() -> str:
+    """The hook's request id for EVENT (the same tool call is the same request)."""
+    from hitl.hook import request_fields
+
+    return str(request_fields(EVENT)["id"])
+
+
+async def _first_try(h: Harness) -> Any:
+    """EVENT's request sent as the hook sends it, by another client (an earlier try), with its card."""
+    from hitl.hook import request_fields
+
+    fields = {k: v for k, v in request_fields(EVENT).items() if v is not None}
+    return await h.card(await h.client.submit({**fields, "agent": "claude-code"}))
+
+
+async def test_no_decision_in_time_withdraws_the_slack_request_and_asks(h: Harness) -> None:
+    """The hook answered `ask` and left the card open: a later click in Slack contradicted what
+    the person at the terminal chose, and the audit recorded the Slack decision. Now the
+    request is withdrawn first, its card locked saying why."""
     out = await run_hook(json.dumps(EVENT), h.redis_url, timeout=0.5)
-    assert out["permissionDecision"] == "ask" and "stays open" in out["permissionDecisionReason"]
-    rec = await card_for(h, "Bash")
-    assert rec.decision is None
-    # the same tool call asked again (a retried hook) is the same request, decided now
-    task = asyncio.create_task(run_hook(json.dumps(EVENT), h.redis_url))
+    assert out["permissionDecision"] == "ask" and "withdrawn" in out["permissionDecisionReason"], out
+    rec = await h.decided(_call_id())
+    assert rec.decision is not None and rec.decision.reason_code == "withdrawn"
+    assert rec.decision.reason == "asked at the terminal instead (Claude Code hook timed out)"
+    assert [e.event for e in await h.store.trail(rec.id)].count("withdrawn") == 1
+
+    async def locked() -> bool:
+        text = json.dumps(h.message(rec))
+        return "Withdrawn" in text and "asked at the terminal" in text
+
+    await eventually(locked, what="card locked as withdrawn")
+    # the same tool call asked again (a retried hook): still nobody decided in Slack, so ask, never deny
+    again = await run_hook(json.dumps(EVENT), h.redis_url, timeout=5)
+    assert again["permissionDecision"] == "ask", again
+
+
+async def test_a_decision_that_lands_before_the_withdrawal_wins(h: Harness) -> None:
+    """The wait ends, the withdrawal is queued, and a reviewer's approval is recorded before the
+    bot reads it: the approval stands (the withdrawal is refused) and the hook allows."""
+    rec = await _first_try(h)
+    h.bot.intake.stop()  # the withdrawal stays queued until the approval is in
+    await eventually(lambda: asyncio.sleep(0, not h.bot.intake.running), what="intake stopped")
+    task = asyncio.create_task(run_hook(json.dumps(EVENT), h.redis_url, timeout=0.5))
+
+    async def withdrawal_queued() -> bool:
+        return any("cancel" in f or b"cancel" in f for _, f in await h.store.redis.xrange(h.store.keys.requests))
+
+    await eventually(withdrawal_queued, what="the hook's withdrawal")
     await approve(h, rec)
-    assert (await task)["permissionDecision"] == "allow"
-    assert await h.store.redis.zcard(h.store.keys.pending) == 0
+    out = await task
+    assert out["permissionDecision"] == "allow", out
+    assert (await h.store.get(rec.id)).decision.status == "approved"  # type: ignore[union-attr]
 
 
 async def test_a_retried_hook_gets_an_approval_given_while_it_waits(h: Harness) -> None:
     """The retried hook is a new client: its request is a duplicate, whose decision the bot
-    publishes to the first hook's reply stream. The retry must get it all the same."""
-    out = await run_hook(json.dumps(EVENT), h.redis_url, timeout=0.5)
-    assert out["permissionDecision"] == "ask"
-    rec = await card_for(h, "Bash")
+    publishes to the first try's reply stream. The retry must get it all the same."""
+    rec = await _first_try(h)
     task = asyncio.create_task(run_hook(json.dumps(EVENT), h.redis_url, timeout=30))
 
     async def resubmitted() -> bool:  # the bot has handled the retry's submission: it waits now
@@ -219,3 +259,18 @@ async def test_a_request_redis_never_took_is_not_said_to_be_open_in_slack(hung_r
     assert out["permissionDecision"] == "ask"
     assert "stays open" not in out["permissionDecisionReason"]
     assert "did not answer" in out["permissionDecisionReason"], out
+
+
+@pytest.mark.parametrize("where", ["docs/adapters/claude-code.md", "examples/claude_code/settings.json"])
+def test_the_suggested_matcher_leaves_hitls_own_mcp_tools_alone(where: str) -> None:
+    """The suggested `mcp__.*` also gated `mcp__hitl__request_approval`: asking for approval
+    itself waited for an approval (a second card about the asking), and every get_decision too."""
+    import re
+
+    found = re.search(r'"matcher": "[^"]*"', (Path(__file__).parent.parent / where).read_text())
+    assert found is not None
+    matcher = re.compile(json.loads("{" + found.group(0) + "}")["matcher"])
+    for tool in ("Bash", "Write", "mcp__github__create_issue", "mcp__mail__send"):
+        assert matcher.fullmatch(tool), tool
+    for tool in ("mcp__hitl__request_approval", "mcp__hitl__ask_human", "mcp__hitl__get_decision"):
+        assert not matcher.search(tool), tool

@@ -260,3 +260,91 @@ async def test_a_request_still_queued_is_pending_not_unknown(redis_url: str) -> 
         other = await call(client, "get_decision", {"request_id": "queued-2", "wait_s": 0})
     assert queued["status"] == "pending", queued
     assert other["status"] == "error" and "not a request of this agent" in other["message"], other
+
+
+TOKEN = "s3cret-token-for-the-mcp-tests"
+INIT = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
+        "params": {"protocolVersion": "2025-03-26", "capabilities": {},
+                   "clientInfo": {"name": "probe", "version": "1"}}}
+
+
+@asynccontextmanager
+async def served(h: Harness, *args: str, **env: str) -> AsyncIterator[int]:
+    """`hitl mcp --transport http` with `args` and `env`, up: yields its port."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "hitl", "mcp", "--transport", "http", "--port", str(port),
+                             "--wait", "5", *args], env={**_env(h), **env}, stderr=subprocess.DEVNULL)
+    try:
+        async def up() -> bool:
+            try:
+                async with aiohttp.ClientSession() as s, s.get(f"http://127.0.0.1:{port}/mcp") as r:
+                    return r.status < 500
+            except aiohttp.ClientError:
+                return False
+
+        await eventually(up, 30, "MCP HTTP server")
+        yield port
+    finally:
+        proc.terminate()
+        await asyncio.to_thread(proc.wait, 10)
+
+
+async def _post(port: int, **headers: str) -> int:
+    """The status of an MCP `initialize` POST with `headers`."""
+    sent = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream", **headers}
+    async with aiohttp.ClientSession(skip_auto_headers=["Host"] if "Host" in headers else []) as s, \
+            s.post(f"http://127.0.0.1:{port}/mcp", json=INIT, headers=sent) as r:
+        return r.status
+
+
+@pytest.mark.parametrize(("env", "named"), [
+    ({}, "HITL_MCP_TOKEN"),
+    ({"HITL_MCP_TOKEN": ""}, "HITL_MCP_TOKEN"),
+    ({"HITL_MCP_TOKEN": "short"}, "HITL_MCP_TOKEN"),
+    ({"HITL_MCP_TOKEN": TOKEN}, "HITL_MCP_ALLOWED_HOSTS"),  # a wildcard bind: which names clients use?
+])
+def test_a_network_bind_without_its_safeguards_does_not_start(env: dict[str, str], named: str) -> None:
+    """`--host 0.0.0.0` served anyone on the network, no token, any Host and Origin: they could
+    submit approval requests as the agent and read its decisions. It does not start now."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("HITL_MCP_")}
+    try:
+        out = subprocess.run([sys.executable, "-m", "hitl", "mcp", "--transport", "http", "--host", "0.0.0.0",
+                              "--port", str(free_port())], capture_output=True, text=True, timeout=15,
+                             env={**base, "REDIS_URL": "redis://127.0.0.1:1/0", **env})
+    except subprocess.TimeoutExpired as e:
+        raise AssertionError("the server started") from e
+    assert out.returncode == 2 and named in out.stderr and "Traceback" not in out.stderr, out.stderr
+
+
+async def test_a_network_bind_needs_the_token_and_an_allowed_host(h: Harness) -> None:
+    """On a network address: no token or a wrong one is 401, a Host not allowed 421, an Origin
+    not allowed 403 (never a 500); the right token from an allowed host works, with the
+    official client configured with the header."""
+    async with served(h, "--host", "0.0.0.0", HITL_MCP_TOKEN=TOKEN,
+                      HITL_MCP_ALLOWED_HOSTS="mcp.internal:*") as port:
+        bearer = f"Bearer {TOKEN}"
+        assert await _post(port) == 401
+        assert await _post(port, Authorization="Bearer wrong") == 401
+        assert await _post(port, Authorization=f"Bearer {TOKEN}x") == 401
+        assert await _post(port, Authorization=TOKEN) == 401  # not a bearer token
+        assert await _post(port, Authorization="Bearer \u00e9t\u00e9") == 401
+        assert await _post(port, Authorization=bearer, Host="evil.example") == 421
+        assert await _post(port, Authorization=bearer, Origin="http://evil.example") == 403
+        assert await _post(port, Authorization=bearer, Host=f"mcp.internal:{port}") == 200
+        assert await _post(port, Authorization=bearer) == 200  # loopback names are always the machine's own
+        from mcp.client.streamable_http import streamable_http_client
+        from mcp.shared._httpx_utils import create_mcp_http_client
+
+        async with create_mcp_http_client(headers={"Authorization": bearer}) as http_client, \
+                Client(streamable_http_client(f"http://127.0.0.1:{port}/mcp", http_client=http_client)) as client:
+            names = {t.name for t in (await client.list_tools()).tools}
+    assert "request_approval" in names
+
+
+async def test_on_loopback_a_token_is_optional_and_enforced_when_set(h: Harness) -> None:
+    async with served(h) as port:
+        assert await _post(port) == 200
+        assert await _post(port, Host="evil.example") == 421  # the library's own loopback check
+    async with served(h, HITL_MCP_TOKEN=TOKEN) as port:
+        assert await _post(port) == 401
+        assert await _post(port, Authorization=f"Bearer {TOKEN}") == 200

@@ -19,6 +19,10 @@ def parser() -> argparse.ArgumentParser:
     mcp.add_argument("--wait", type=float, help="longest wait of one tool call, seconds "
                                                 "(default HITL_MCP_WAIT_S or 50)")
     mcp.add_argument("--agent", help="agent name on the cards (default HITL_AGENT or mcp-agent)")
+    mcp.add_argument("--allowed-host", action="append", default=[], metavar="HOST[:PORT]",
+                     help="HTTP: a Host header clients may send (repeat; default HITL_MCP_ALLOWED_HOSTS)")
+    mcp.add_argument("--allowed-origin", action="append", default=[], metavar="URL",
+                     help="HTTP: an Origin header browsers may send (repeat; default HITL_MCP_ALLOWED_ORIGINS)")
     hook = sub.add_parser("hook", help="agent hooks")
     hsub = hook.add_subparsers(dest="hook", required=True, metavar="AGENT")
     cc = hsub.add_parser("claude-code", help="Claude Code PreToolUse hook (JSON on stdin, decision on stdout)")
@@ -31,14 +35,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if args.command == "mcp":
         from hitl.mcp import serve, wait_from
+        from hitl.mcp_http import guard
 
         try:  # checked before the server starts: a bad wait is a message, not a server failing each call
             wait = wait_from(args.wait, os.environ.get("HITL_MCP_WAIT_S"))
+            # and a server the network could use without a token never starts
+            http = guard(args.host, os.environ, args.allowed_host, args.allowed_origin) \
+                if args.transport == "http" else None
         except ValueError as e:
             print(f"hitl mcp: {e}", file=sys.stderr)
             return 2
         return serve(transport=args.transport, host=args.host, port=args.port, max_wait_s=wait,
-                     agent=args.agent)
+                     agent=args.agent, guard=http)
     from hitl.hook import claude_code
 
     return claude_code(args.timeout)

@@ -33,7 +33,7 @@ from hitl.bounds import OutOfBounds, check_entry, check_value
 from hitl.connect import check_prefix, connect, hash_tag, same_slot
 from hitl.errors import DecisionTimeout, InvalidRequest, RequestLost, Unreachable
 from hitl.keys import AgentKeys
-from hitl.protocol import AgentMessage, Decision, Kind, Request
+from hitl.protocol import AgentMessage, Cancel, Decision, Kind, Request
 from hitl.reading import read_decision, read_message
 
 log = logging.getLogger("hitl")
@@ -56,6 +56,8 @@ SCAN_MAX = 10_000
 """How many queue entries a resumed wait reads, at most, looking for its request's entry."""
 HELD_MAX = 1000
 """How many sent, not yet answered requests a client keeps to send again if Redis loses them."""
+CANCEL_S = 10.0
+"""How long `cancel` waits, by default, for the decision in force."""
 
 
 @dataclass
@@ -271,6 +273,25 @@ class AsyncClient:
                 streams = [s for s in (own, self.keys.decisions) if s]
                 sent = _Watch(await self._positions(streams), settled=False, marker=True)
             return await self._wait(request_id, sent, deadline, timeout, on_message)
+
+    async def cancel(self, request_id: str, reason: str | None = None, *,
+                     timeout: float | None = CANCEL_S) -> Decision:
+        """Withdraw a pending request of this client's agent: it ends `rejected` with reason_code
+        `withdrawn`, its card locked showing `reason`. Returns the decision in force: the
+        withdrawal, or the decision made before the withdrawal arrived (an approval stays an
+        approval: check `approved`). DecisionTimeout when none comes within `timeout` (the bot
+        down or behind; an id that is not this agent's request: that withdrawal is refused)."""
+        try:
+            body = Cancel(id=request_id, agent=self.agent, reason=reason).model_dump_json(exclude_none=True)
+        except ValidationError as e:
+            raise InvalidRequest(f"invalid withdrawal: {e.errors()[0]['loc'][0]}: {e.errors()[0]['msg']}") from e
+        # withdrawn: never sent again by a wait (one that never went out, one Redis lost)
+        self._unsending.pop(request_id, None)
+        self._held.pop(request_id, None)
+        async with self._bounded(request_id, timeout) as deadline, self._redis():
+            await self.redis.xadd(self.keys.requests, {"cancel": body})
+        left = None if deadline is None else max(0.001, deadline - asyncio.get_running_loop().time())
+        return await self.wait(request_id, left)
 
     async def agent_of(self, request_id: str) -> str | None:
         """The agent of the request stored under `request_id` (None while there is none)."""

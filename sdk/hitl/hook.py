@@ -3,7 +3,8 @@
 Reads the hook's JSON on stdin, submits the tool call (hitl's policy decides: auto, approval,
 deny), waits within the hook's time and prints the hook output: `allow` only for an approved
 call (with `updatedInput` when a reviewer edited it), `deny` with the reviewer's reason, and
-`ask` (Claude Code asks the person at the terminal) when there is no decision in time, hitl is
+`ask` (Claude Code asks the person at the terminal) when there is no decision in time (the
+Slack request is withdrawn first, so no later click contradicts the terminal), hitl is
 unreachable, or the input cannot be read. It never allows what was not approved.
 """
 
@@ -20,12 +21,16 @@ from hitl.client import AsyncClient
 from hitl.config import stable_id
 from hitl.connect import BadRedisUrl
 from hitl.errors import DecisionTimeout, HitlError, describe
-from hitl.protocol import MAX_TEXT, Decision
+from hitl.protocol import MAX_TEXT, Decision, Status
 from hitl.review import editable_name
 
 DEFAULT_TIMEOUT_S = 55.0  # under Claude Code's default hook timeout of 60 s
+WITHDRAW_S = 3.0
+"""How long the withdrawal of an unanswered request may take after `--timeout` (55 + 3 < 60)."""
+WITHDRAWN_REASON = "asked at the terminal instead (Claude Code hook timed out)"
 EDITABLE_MAX = 2000
 CUT = " … [cut here: the tool input goes on, see its params]"
+WITHDRAWN = "withdrawn"  # the reason_code of a withdrawn request
 
 
 def output(decision: str, reason: str, updated: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -81,7 +86,11 @@ def request_fields(event: dict[str, Any]) -> dict[str, Any]:
     return fields
 
 
-def verdict(decision: Decision, tool_input: dict[str, Any]) -> dict[str, Any]:
+def verdict(decision: Decision, tool_input: dict[str, Any], waited_s: float | None = None) -> dict[str, Any]:
+    if decision.status == Status.rejected and decision.reason_code == WITHDRAWN:  # nobody decided in Slack
+        waited = f"within {waited_s:g}s " if waited_s is not None else ""
+        return output("ask", f"No decision in Slack {waited}(hitl request {decision.request_id}); it is withdrawn "
+                             "there. Asking here instead.")
     if not decision.approved:
         return output("deny", describe(decision))
     who = ", ".join(v.name or v.user_id for v in decision.decided_by) or "hitl policy"
@@ -105,9 +114,22 @@ async def decide(event: dict[str, Any], client: AsyncClient, timeout_s: float) -
         if not sent:  # Redis did not take it in time: there may be nothing in Slack to find
             return output("ask", f"hitl's Redis did not answer within {timeout_s:g}s (hitl request {request_id} "
                                  "may not have reached Slack). Asking here instead.")
-        return output("ask", f"No decision in Slack within {timeout_s:g}s (hitl request {request_id}); "
-                             "it stays open there. Asking here instead.")
+        return await withdrawn(client, request_id, timeout_s, event["tool_input"])
     return verdict(decision, event["tool_input"])
+
+
+async def withdrawn(client: AsyncClient, request_id: str, timeout_s: float, tool_input: dict[str, Any]) -> dict[str, Any]:
+    """No decision in time: withdraw the Slack request (a later click there must not contradict
+    what the person at the terminal decides), then ask. A decision that landed first wins: an
+    approval allows, a rejection denies. A withdrawal that fails still asks, never allows."""
+    try:
+        async with asyncio.timeout(WITHDRAW_S):
+            decision = await client.cancel(request_id, WITHDRAWN_REASON, timeout=WITHDRAW_S)
+    except Exception as e:  # Redis away, the bot behind: ask all the same
+        return output("ask", f"No decision in Slack within {timeout_s:g}s (hitl request {request_id}), and it "
+                             f"could not be withdrawn ({type(e).__name__}): it may stay open there. "
+                             "Asking here instead.")
+    return verdict(decision, tool_input, waited_s=timeout_s)
 
 
 async def run(raw: str, *, timeout_s: float, url: str | None = None) -> dict[str, Any]:

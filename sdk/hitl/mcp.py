@@ -1,6 +1,7 @@
 """`hitl mcp`: an MCP server with the tools `request_approval`, `ask_human` and `get_decision`.
 
-Runs over stdio (`python -m hitl mcp`) or streamable HTTP (`--transport http`). A call waits
+Runs over stdio (`python -m hitl mcp`) or streamable HTTP (`--transport http`, guarded by
+hitl.mcp_http: a token and Host/Origin checks off loopback). A call waits
 at most `--wait` seconds (default 50, below common client timeouts); then it answers
 `{"status": "pending", "request_id": ...}` and the model calls `get_decision` later. The
 request is in Redis before any wait begins, so nothing is lost when a client gives up. A hung
@@ -21,6 +22,8 @@ from mcp.server.mcpserver import MCPServer
 from hitl import outcome
 from hitl.client import AsyncClient, entry
 from hitl.errors import DecisionTimeout, HitlError
+from hitl.mcp_http import BearerToken, Guard
+from hitl.mcp_http import guard as http_guard
 from hitl.protocol import Kind, Request
 
 DEFAULT_WAIT_S = 50.0
@@ -201,13 +204,21 @@ def build_server(client: AsyncClient, *, max_wait_s: float = DEFAULT_WAIT_S) -> 
 
 
 def serve(*, transport: str = "stdio", host: str = "127.0.0.1", port: int = 8000,
-          max_wait_s: float | None = None, agent: str | None = None) -> int:
-    """Run the server until its client goes away (stdio) or it is stopped (HTTP)."""
+          max_wait_s: float | None = None, agent: str | None = None, guard: Guard | None = None) -> int:
+    """Run the server until its client goes away (stdio) or it is stopped (HTTP). Over HTTP,
+    `guard` (default: from the environment, for `host`) says who may call it."""
     wait = wait_from(max_wait_s, os.environ.get("HITL_MCP_WAIT_S"))
+    if transport != "stdio" and guard is None:
+        guard = http_guard(host, os.environ)
     client = AsyncClient.from_url(agent=agent or os.environ.get("HITL_AGENT") or "mcp-agent")
     server = build_server(client, max_wait_s=wait)
-    if transport == "stdio":
+    if guard is None:
         server.run("stdio")
-    else:
-        server.run("streamable-http", host=host, port=port)
+        return 0
+    import uvicorn
+
+    app: Any = server.streamable_http_app(transport_security=guard.security, host=host)
+    if guard.token is not None:
+        app = BearerToken(app, guard.token)
+    asyncio.run(uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning")).serve())
     return 0

@@ -234,6 +234,16 @@ class Request(_Strict):
         return self
 
 
+class Cancel(_Strict):
+    """An agent withdraws its pending request (the `cancel` field of a queue entry): it ends
+    `rejected` with reason_code `withdrawn`, unless it is decided already."""
+
+    id: RequestId
+    agent: Name
+    """The request's agent: another agent's request is never withdrawn."""
+    reason: Text | None = None
+
+
 class Change(_Strict):
     before: Any = None
     after: Any = None

@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
-from hitl.client import AsyncClient, OnMessage
+from hitl.client import CANCEL_S, AsyncClient, OnMessage
 from hitl.protocol import AgentMessage, Decision, Request
 
 T = TypeVar("T")
@@ -119,6 +119,9 @@ class Client:
 
     def messages(self, request_id: str) -> list[AgentMessage]:
         return self.run(self.aio.messages(request_id))
+
+    def cancel(self, request_id: str, reason: str | None = None, *, timeout: float | None = CANCEL_S) -> Decision:
+        return self.run(self.aio.cancel(request_id, reason, timeout=timeout))
 
     def ask(self, *, timeout: float | None = None, on_message: Callable[[AgentMessage], None] | None = None,
             **fields: Any) -> Decision:

@@ -2,11 +2,13 @@
 -- A reply key that is no longer a stream does not stop the decision: it is stored, published to
 -- {prefix}:decisions, and the failure to reach reply_to is in the `published` audit entry.
 -- KEYS: record, trail, audit, pending, outbox, decisions, reply (or decisions), deadlines,
---       outbox again-set, stats total, stats hour
+--       outbox again-set, stats total, stats hour, requests (the queue)
 -- ARGV: request_id, expected_version, now_ms, now_iso, n_fields, field pairs...,
 --       decision ('' if none), has_reply, outbox_member ('' if none), n_deadlines, members...,
 --       n_schedule, (member, due_ms) pairs..., audits..., message ('' if none),
---       stats ops of the decision (JSON, '' if none), stats hour expiry, apply token
+--       stats ops of the decision (JSON, '' if none), stats hour expiry, consumer group and
+--       queue entry to acknowledge with the write ('' if none: a withdrawal sent over the
+--       queue is acknowledged in the same step that applies it), apply token
 -- A message is an interim note to the agent (take over, reply): added to the reply stream as
 -- `message_for` + `message`, never as a `decision`, so readers of decisions skip it.
 -- The apply token (random per call, last in ARGV) is kept on the record as `applied`: the
@@ -49,6 +51,7 @@ end
 i = audits_from(ARGV, i, KEYS[3], KEYS[2], rid, at)
 local message = ARGV[i] or ''
 local stats_ops, stats_expire = ARGV[i + 1] or '', ARGV[i + 2] or ''
+local ack_group, ack_entry = ARGV[i + 3] or '', ARGV[i + 4] or ''
 local v = redis.call('HINCRBY', KEYS[1], 'version', 1)
 if token ~= '' then redis.call('HSET', KEYS[1], 'applied', token) end
 if decision ~= '' then
@@ -67,5 +70,8 @@ if message ~= '' then
 end
 if member ~= '' then
   queue_op(KEYS[5], KEYS[9], member, ARGV[3])
+end
+if ack_entry ~= '' then
+  redis.call('XACK', KEYS[12], ack_group, ack_entry)
 end
 return {'ok', tostring(v)}

@@ -1,0 +1,89 @@
+"""Withdrawing a request over the queue (`XADD {prefix}:requests * cancel <JSON>`): the agent's
+own pending request ends `rejected`, reason_code `withdrawn`, its card locked; a decided request,
+another agent's, an unknown id or a malformed entry is dead-lettered and changes nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import hitl
+from hitl.client import AsyncClient
+
+from tests.harness import Harness
+from tests.reviewer import approve, h
+from tests.util import eventually
+
+__all__ = ["h"]
+
+REFUND = {"action": "refund", "summary": "Refund $250 to Ana", "params": {"amount": 250}}
+
+
+async def _dead(h: Harness, n: int) -> list[dict[str, str]]:
+    async def found() -> list[dict[str, str]] | None:
+        rows = await h.store.redis.xrange(h.store.keys.dead)
+        return [dict(f) for _, f in rows] if len(rows) >= n else None
+
+    return list(await eventually(found, what=f"{n} dead letters"))
+
+
+async def test_an_agent_withdraws_its_pending_request(h: Harness) -> None:
+    async with AsyncClient.from_url(h.redis_url, agent="billing-agent") as client:
+        rid = await client.request(**REFUND)
+        rec = await h.card(rid)
+        decision = await client.cancel(rid, reason="the customer paid meanwhile")
+        again = await client.cancel(rid, reason="twice")  # idempotent: the decision in force
+    assert decision.status == "rejected" and decision.reason_code == "withdrawn"
+    assert decision.reason == "the customer paid meanwhile" and again == decision
+    trail = [e.event for e in await h.store.trail(rid)]
+    assert trail.count("withdrawn") == 1 and "invalid" not in trail, trail
+
+    async def locked() -> bool:
+        text = json.dumps(h.message(rec))
+        return "Withdrawn" in text and "the customer paid meanwhile" in text
+
+    await eventually(locked, what="card locked as withdrawn, with the reason")
+
+    async def all_read() -> bool:  # the second withdrawal too
+        return await h.store.queue_lag() == 0
+
+    await eventually(all_read, what="every entry handled")
+    assert await h.store.redis.xlen(h.store.keys.dead) == 0
+    assert await h.store.redis.zcard(h.store.keys.pending) == 0
+
+
+async def test_the_sync_client_withdraws_too(h: Harness) -> None:
+    def withdrawn() -> hitl.Decision:
+        with hitl.Client(h.redis_url, agent="billing-agent") as client:
+            return client.cancel(client.request(**REFUND))
+
+    decision = await asyncio.to_thread(withdrawn)
+    assert decision.status == "rejected" and decision.reason_code == "withdrawn"
+
+
+async def test_a_withdrawal_never_changes_a_decision_nor_another_agents_request(h: Harness) -> None:
+    async with AsyncClient.from_url(h.redis_url, agent="billing-agent") as client:
+        done = await client.request(**REFUND, id="done-1")
+        await approve(h, await h.card(done))
+        assert (await client.cancel(done, reason="too late")).approved  # the decision in force
+        theirs = await h.push(agent="payments-bot", id="theirs-1")
+        await h.card(theirs)
+        before = await h.store.redis.xlen(h.store.keys.decisions)
+        queue = h.store.keys.requests
+        await h.store.redis.xadd(queue, {"cancel": json.dumps({"id": theirs, "agent": "billing-agent"})})
+        await h.store.redis.xadd(queue, {"cancel": json.dumps({"id": "nobody-1", "agent": "billing-agent"})})
+        await h.store.redis.xadd(queue, {"cancel": "{not json"})
+        await h.store.redis.xadd(queue, {"cancel": json.dumps({"id": "x", "agent": "a", "extra": 1})})
+        dead = await _dead(h, 5)
+    errors = [d["error"] for d in dead]
+    assert "already decided (approved)" in errors[0], errors
+    assert "another agent's" in errors[1] and "payments-bot" in errors[1], errors
+    assert "no request 'nobody-1'" in errors[2], errors
+    assert "not valid JSON" in errors[3] and "extra" in errors[4], errors
+    assert (await h.store.get(done)).decision.status == "approved"  # type: ignore[union-attr]
+    assert (await h.store.get(theirs)).decision is None
+    # nothing published for any of them: no agent takes a refused withdrawal for a decision
+    assert await h.store.redis.xlen(h.store.keys.decisions) == before
+    assert "invalid" in [e.event for e in await h.store.trail(done)]  # the refusal is audited
+
+
