@@ -68,13 +68,22 @@ class BatchValue(_Packed):
     i: int | None = None
     h: str | None = None
     m: str | None = None
-    """The `params_mark` of each item drawn, comma-separated in the card's order (an item
-    edited since is not approved by a bulk click)."""
+    """The `params_mark` of each waiting item drawn, as `<place in the drawn items>:<mark>`,
+    comma-separated (an item edited since is not approved by a bulk click). Cards drawn before
+    carry one mark per drawn item, empty for settled ones, in the card's order."""
 
     def marks_of(self, ids: list[str]) -> dict[str, str]:
-        """Item id -> the mark the card showed for it (none for a card drawn without marks)."""
-        marks = (self.m or "").split(",") if self.m else []
-        return dict(zip(ids, marks, strict=False)) if len(marks) == len(ids) else {}
+        """Item id -> the mark the card showed for it (`ids`: the items the card drew); an item
+        the card carries no mark for is absent (a bulk approval refuses it as stale)."""
+        entries = self.m.split(",") if self.m else []
+        if not any(":" in e for e in entries):  # drawn before places were carried
+            return dict(zip(ids, entries, strict=True)) if len(entries) == len(ids) else {}
+        marks: dict[str, str] = {}
+        for entry in entries:
+            place, _, mark = entry.partition(":")
+            if place.isdigit() and int(place) < len(ids):
+                marks[ids[int(place)]] = mark
+        return marks
 
 
 class BatchMeta(_Packed):
