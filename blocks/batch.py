@@ -196,8 +196,9 @@ def _draw(batch: Batch, kind: str, by_id: dict[str, Record], room: int, upto: in
     if folded:
         text = "\n".join(_settled_line(kind, r, summary_max, what) for r in _arrival(folded))
         lines.append(section(truncate(f"*{len(folded)} settled:*\n{text}", 3000)))
+    folded_ids = {r.id for r in folded}  # by id: comparing records field by field made big batches quadratic
     for r in _arrival(drawn):
-        if r not in folded:
+        if r.id not in folded_ids:
             if memo is None:
                 lines.append(_item(batch, kind, r, summary_max, what))
             else:
