@@ -130,3 +130,28 @@ async def test_a_second_approve_all_by_the_same_person_does_not_blame_someone_el
     await h.emu.click("U0ALICE", "#approvals", rec.ts, BatchActionId.approve_all)
     reply = await h.ephemeral("U0ALICE", 2)
     assert "2 had already been settled" in reply and "someone else" not in reply
+
+
+async def test_a_batch_lock_redraw_refused_for_good_is_audited_once_on_its_items(h: Harness) -> None:
+    """The card's lock is refused (a proxy's 403 page): it is not retried, and each item on the
+    card says so in its trail once, however many redraws Slack refuses the same way."""
+    ids, ts = await _settled_behind_an_open_card(h)
+
+    async def refusals() -> list[int] | None:
+        n = [sum(1 for e in await h.store.trail(rid) if e.event == "update_refused") for rid in ids]
+        return n if all(n) else None
+
+    assert await eventually(refusals, what="the refusal audited on each item") == [1, 1]
+    assert (await h.store.trail(ids[0]))[-1].detail.get("error") == "http_403"
+    h.emu.inject("chat.update", status=403, body="<html>Forbidden</html>")  # the click's catch-up: refused again
+    updates = len(h.emu.calls_to("chat.update"))
+    await h.emu.click("U0BOB", "#approvals", ts, BatchActionId.approve_all)
+    assert "already been settled" in await h.ephemeral("U0BOB")
+    await eventually(lambda: asyncio.sleep(0, len(h.emu.calls_to("chat.update")) > updates), what="the redraw")
+
+    async def given_up() -> bool:
+        queued = await h.store.redis.zrange(h.store.keys.outbox, 0, -1)
+        return not any(m.startswith(b"batch:") for m in queued)
+
+    await eventually(given_up, what="the refused redraw given up")
+    assert await refusals() == [1, 1]
