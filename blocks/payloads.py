@@ -89,7 +89,7 @@ class BatchValue(_Packed):
 class BatchMeta(_Packed):
     """private_metadata of a batch modal: the batch, the item shown (and the `params_mark` of
     the values shown for it, `p`), the card's place, and for Reject all the items the card drew
-    (`i`, `h`) and how many waiting ones the form listed (`n`)."""
+    (`i`, `h`), how many waiting ones the form listed (`n`) and which (`k`)."""
 
     limit: ClassVar[int] = 3000
     b: str
@@ -100,3 +100,12 @@ class BatchMeta(_Packed):
     h: str | None = None
     p: str | None = None
     n: int | None = None
+    k: str | None = None
+    """Reject all: the places in the batch of the items its form listed, comma-separated, when
+    it left out some the person may not decide (None: every waiting item the card drew)."""
+
+    def listed_of(self, items: list[str]) -> set[str] | None:
+        """The ids among the batch's `items` that a Reject all form listed (None: all it drew)."""
+        if self.k is None:
+            return None
+        return {items[int(n)] for n in self.k.split(",") if n.isdigit() and int(n) < len(items)}

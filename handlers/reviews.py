@@ -28,6 +28,21 @@ async def check(d: Deps, request_id: str, user_id: str, choice: Choice) -> Recor
     return record
 
 
+async def check_many(d: Deps, records: list[Record], user_id: str, choice: Choice
+                     ) -> tuple[list[Record], list[tuple[str, Record | None, Exception | None]]]:
+    """The records `user_id` may do `choice` on now (before opening one form for them all), and
+    (request id, None, the refusal) for each other one, audited as `check` audits it."""
+    mine: list[Record] = []
+    refused: list[tuple[str, Record | None, Exception | None]] = []
+    for record in records:
+        try:
+            await _authorize(d, record, user_id, choice)
+            mine.append(record)
+        except (NotAllowed, AlreadyDecided) as e:
+            refused.append((record.id, None, e))
+    return mine, refused
+
+
 async def decide(d: Deps, request_id: str, user_id: str, name: str, choice: Choice, *,
                  seen: str | None = None, **kw: Any) -> Record:
     """Apply one person's choice; the record after it. Raises NotAllowed, AlreadyDecided, NotFound.
