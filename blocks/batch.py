@@ -59,11 +59,12 @@ def group_kind(group: str) -> tuple[str, str]:
     return APPROVE, group
 
 
-def _marks(prefix: list[str], shown: list[Record]) -> str | None:
-    """Each drawn item's `params_mark`, in the card's order (items not shown open: empty)."""
+def _marks(prefix: list[str], shown: list[Record]) -> str:
+    """The `params_mark` of each item drawn open, with its place in the card's items
+    (`BatchValue.m`). Only open items take one, and each takes a block of the card, so this
+    fits the button whatever the batch's length: the bulk check never has to be left out."""
     by_id = {r.id: r.params_mark for r in shown}
-    marks = ",".join(by_id.get(rid, "") for rid in prefix)
-    return marks if 0 < len(marks) <= 1200 else None  # the button value stays under Slack's 2,000
+    return ",".join(f"{n}:{by_id[rid]}" for n, rid in enumerate(prefix) if rid in by_id)
 
 
 def item_value(choice: str, record: Record) -> str:
@@ -195,8 +196,9 @@ def _draw(batch: Batch, kind: str, by_id: dict[str, Record], room: int, upto: in
     if folded:
         text = "\n".join(_settled_line(kind, r, summary_max, what) for r in _arrival(folded))
         lines.append(section(truncate(f"*{len(folded)} settled:*\n{text}", 3000)))
+    folded_ids = {r.id for r in folded}  # by id: comparing records field by field made big batches quadratic
     for r in _arrival(drawn):
-        if r not in folded:
+        if r.id not in folded_ids:
             if memo is None:
                 lines.append(_item(batch, kind, r, summary_max, what))
             else:

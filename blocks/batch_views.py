@@ -24,13 +24,17 @@ from store.errors import AlreadyDecided, NotAllowed
 from store.models import Batch, Record
 
 
-def reject_all_modal(batch: Batch, pending: list[Record], meta: BatchMeta) -> dict[str, Any]:
-    """The reason for rejecting every waiting item the card showed."""
+def reject_all_modal(batch: Batch, pending: list[Record], meta: BatchMeta, *, left: int = 0) -> dict[str, Any]:
+    """The reason for rejecting every waiting item the card showed that the person may decide
+    (`left`: how many others it showed are not theirs to decide)."""
     what = mixes_actions(pending)
     lines = "\n".join(f"• {item_line(r, what=what)}" for r in pending[:15])
     more = f"\n…and {len(pending) - 15} more" if len(pending) > 15 else ""
+    n = len(pending)
+    others = (f"\n{left} other{'s' if left > 1 else ''} on the card {'are' if left > 1 else 'is'} not yours to "
+              "decide; they stay open for their approvers.") if left else ""
     return modal(CallbackId.reject_all_modal, "Reject all", [
-        section(truncate(f"Rejecting {len(pending)} requests:\n{lines}{more}", 3000)),
+        section(truncate(f"Rejecting {n} request{'s' if n > 1 else ''}:\n{lines}{more}{others}", 3000)),
         input_block(BlockId.reason_code, "Reason", reasons()),
         input_block(BlockId.reason_text, "Details", {  # Slack itself adds "(optional)"
             "type": "plain_text_input", "action_id": INPUT_ACTION, "multiline": True, "max_length": 2000},

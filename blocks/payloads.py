@@ -68,19 +68,28 @@ class BatchValue(_Packed):
     i: int | None = None
     h: str | None = None
     m: str | None = None
-    """The `params_mark` of each item drawn, comma-separated in the card's order (an item
-    edited since is not approved by a bulk click)."""
+    """The `params_mark` of each waiting item drawn, as `<place in the drawn items>:<mark>`,
+    comma-separated (an item edited since is not approved by a bulk click). Cards drawn before
+    carry one mark per drawn item, empty for settled ones, in the card's order."""
 
     def marks_of(self, ids: list[str]) -> dict[str, str]:
-        """Item id -> the mark the card showed for it (none for a card drawn without marks)."""
-        marks = (self.m or "").split(",") if self.m else []
-        return dict(zip(ids, marks, strict=False)) if len(marks) == len(ids) else {}
+        """Item id -> the mark the card showed for it (`ids`: the items the card drew); an item
+        the card carries no mark for is absent (a bulk approval refuses it as stale)."""
+        entries = self.m.split(",") if self.m else []
+        if not any(":" in e for e in entries):  # drawn before places were carried
+            return dict(zip(ids, entries, strict=True)) if len(entries) == len(ids) else {}
+        marks: dict[str, str] = {}
+        for entry in entries:
+            place, _, mark = entry.partition(":")
+            if place.isdigit() and int(place) < len(ids):
+                marks[ids[int(place)]] = mark
+        return marks
 
 
 class BatchMeta(_Packed):
     """private_metadata of a batch modal: the batch, the item shown (and the `params_mark` of
     the values shown for it, `p`), the card's place, and for Reject all the items the card drew
-    (`i`, `h`) and how many waiting ones the form listed (`n`)."""
+    (`i`, `h`), how many waiting ones the form listed (`n`) and which (`k`)."""
 
     limit: ClassVar[int] = 3000
     b: str
@@ -91,3 +100,12 @@ class BatchMeta(_Packed):
     h: str | None = None
     p: str | None = None
     n: int | None = None
+    k: str | None = None
+    """Reject all: the places in the batch of the items its form listed, comma-separated, when
+    it left out some the person may not decide (None: every waiting item the card drew)."""
+
+    def listed_of(self, items: list[str]) -> set[str] | None:
+        """The ids among the batch's `items` that a Reject all form listed (None: all it drew)."""
+        if self.k is None:
+            return None
+        return {items[int(n)] for n in self.k.split(",") if n.isdigit() and int(n) < len(items)}

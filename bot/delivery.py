@@ -513,8 +513,7 @@ class Delivery(DueWorker):
                 await self.store.mark_undeliverable(key, member, until, e.error, utcnow())
             return
         if member.startswith("update:"):  # the card stays as its last redraw left it: said once
-            await self.store.audit(key, "update_refused", "system", {"error": e.error}, utcnow(),
-                                   key=f"update_refused:{key}:{e.error}")
+            await self._redraw_refused(key, e.error)
         if member.startswith("batch:"):
             try:
                 batch = await self.store.get_batch(key)
@@ -524,12 +523,20 @@ class Delivery(DueWorker):
             # see them and the next redraw (a decision's lock) is tried all the same; those that
             # joined since and are on no card are (said once, and they still expire)
             shown = {r.id for r in await self.store.get_many(batch.items) if r.ts} if batch and batch.ts else set()
+            for rid in [i for i in batch.items if i in shown] if batch else []:  # as a single card's, per item
+                await self._redraw_refused(rid, e.error, batch=key)
             async with lease.ending() as until:
                 for rid in [i for i in batch.items if i not in shown] if batch else []:
                     await self.store.mark_undeliverable(rid, member, until, e.error, utcnow())
                 await self.store.finish_outbox(member, until)
             return
         await lease.finish()
+
+    async def _redraw_refused(self, rid: str, error: str, **detail: str) -> None:
+        """Audit that the card of `rid` stays as its last redraw left it (the decision's lock
+        included): once per request and error, however many redraws Slack refuses so."""
+        await self.store.audit(rid, "update_refused", "system", {"error": error, **detail}, utcnow(),
+                               key=f"update_refused:{rid}:{error}")
 
     async def _retry_later(self, member: str, lease: Lease, why: str) -> None:
         n = self._attempts[member] = self._attempts.get(member, 0) + 1

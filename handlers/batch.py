@@ -21,7 +21,7 @@ from handlers import reviews
 from handlers.deps import deps, user_name
 from handlers.forms import ack_rejection
 from store.backlog import BacklogStore
-from store.errors import StoreError
+from store.errors import NotAllowed, StoreError
 from store.models import Batch, Choice, Record, State, utcnow
 
 ERRORS = (StoreError, PayloadError)
@@ -137,9 +137,18 @@ async def on_reject_all(ack: AsyncAck, body: dict[str, Any], action: dict[str, A
             await respond(**bulk_result_message("rejected", [], arrived=arrived, gone=v.n or 0),
                           response_type="ephemeral", replace_original=False)
             return
+        # the form lists only what this person may reject; none: refused now, not at the form's end
+        mine, refused = await reviews.check_many(deps(context), pending, body["user"]["id"], Choice.reject)
+        if not mine:
+            await respond(**bulk_result_message("rejected", refused, arrived=arrived),
+                          response_type="ephemeral", replace_original=False)
+            return
         channel, ts = _where(body)
+        places = {rid: n for n, rid in enumerate(batch.items)}
+        listed = None if not refused else ",".join(str(places[r.id]) for r in mine)
         await client.views_open(trigger_id=body["trigger_id"], view=reject_all_modal(
-            batch, pending, BatchMeta(b=v.b, c=channel, t=ts, i=v.i, h=v.h, n=len(pending))))
+            batch, mine, BatchMeta(b=v.b, c=channel, t=ts, i=v.i, h=v.h, n=len(mine), k=listed),
+            left=sum(1 for _, _, e in refused if isinstance(e, NotAllowed))))
     except ERRORS as e:
         await respond(**refusal_message(e), response_type="ephemeral", replace_original=False)
 
@@ -152,7 +161,9 @@ async def on_reject_all_submitted(ack: AsyncAck, body: dict[str, Any], view: dic
     meta = BatchMeta.unpack(view.get("private_metadata"))
     user = body["user"]
     try:
-        _, pending, arrived = await drawn(context, meta.b, meta.i, meta.h, _is_pending)
+        batch, pending, arrived = await drawn(context, meta.b, meta.i, meta.h, _is_pending)
+        if (listed := meta.listed_of(batch.items)) is not None:  # the others are not this person's
+            pending = [r for r in pending if r.id in listed]
     except ERRORS as e:
         if meta.c:
             await client.chat_postEphemeral(channel=meta.c, user=user["id"], **refusal_message(e))

@@ -17,6 +17,8 @@ from store.transitions import authorize, authorize_review, primary_choice, vote
 from store.trust import Away
 
 MAX_RETRIES = 20
+UNSEEN = "-"
+"""The mark of values a card did not show (no `params_mark` is ever this): an approval naming it is stale."""
 
 
 async def check(d: Deps, request_id: str, user_id: str, choice: Choice) -> Record:
@@ -24,6 +26,21 @@ async def check(d: Deps, request_id: str, user_id: str, choice: Choice) -> Recor
     record = await d.store.get(request_id)
     await _authorize(d, record, user_id, choice)
     return record
+
+
+async def check_many(d: Deps, records: list[Record], user_id: str, choice: Choice
+                     ) -> tuple[list[Record], list[tuple[str, Record | None, Exception | None]]]:
+    """The records `user_id` may do `choice` on now (before opening one form for them all), and
+    (request id, None, the refusal) for each other one, audited as `check` audits it."""
+    mine: list[Record] = []
+    refused: list[tuple[str, Record | None, Exception | None]] = []
+    for record in records:
+        try:
+            await _authorize(d, record, user_id, choice)
+            mine.append(record)
+        except (NotAllowed, AlreadyDecided) as e:
+            refused.append((record.id, None, e))
+    return mine, refused
 
 
 async def decide(d: Deps, request_id: str, user_id: str, name: str, choice: Choice, *,
@@ -133,15 +150,16 @@ async def decide_many(d: Deps, request_ids: list[str], user_id: str, name: str, 
                       seen: dict[str, str] | None = None,
                       **kw: Any) -> list[tuple[str, Record | None, Exception | None]]:
     """The same choice on each request separately: its own authorization, quorum and decision
-    (`seen`: request id -> the values' mark the card showed, as in `decide`).
+    (`seen`: request id -> the values' mark the card showed, as in `decide`; a request it
+    gives no mark for is refused as stale: the bulk click never approves unchecked).
 
     Returns (request id, record after, None) or (request id, None, the refusal) per item;
     refused items stay pending."""
     out: list[tuple[str, Record | None, Exception | None]] = []
     for rid in request_ids:
         try:
-            out.append((rid, await decide(d, rid, user_id, name, choice, seen=(seen or {}).get(rid) or None,
-                                          **kw), None))
+            mark = None if seen is None else seen.get(rid) or UNSEEN
+            out.append((rid, await decide(d, rid, user_id, name, choice, seen=mark, **kw), None))
         except (NotAllowed, AlreadyDecided, Conflict) as e:
             out.append((rid, None, e))
     return out

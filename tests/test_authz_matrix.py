@@ -336,13 +336,6 @@ async def _async(v: Any) -> Any:
     return v
 
 
-def then(first: Act, second: Act) -> Act:
-    async def act(h: Harness, case: Case, user: str) -> Reply | None:
-        await first(h, case, user)
-        return await second(h, case, user)
-    return act
-
-
 def step(action_id: str, value: Callable[[Case], str] | None = None) -> Act:
     """A step of the one-by-one review modal the person opened from the batch card (`value`:
     a hand-made one)."""
@@ -500,8 +493,12 @@ ROWS: list[Row] = [
     Row(BatchActionId.approve_all, "forged_other_batch", "U0BOB", batch,
         click(BatchActionId.approve_all, lambda c: BatchValue(b="nope", n=2, i=2, h="x").pack()),
         audit=None, words="nothing was changed"),
+    Row(BatchActionId.reject_all, "non_approver", NA, batch, click(BatchActionId.reject_all),
+        reason="not_an_approver", words="not rejected"),
+    Row(BatchActionId.reject_all, "outsider", OUTSIDER, batch, click(BatchActionId.reject_all),
+        audit="system_outsider"),
     Row(CallbackId.reject_all_modal, "non_approver", NA, batch,
-        then(click(BatchActionId.reject_all), lambda h, c, u: _submit_top(h, u, CallbackId.reject_all_modal)),
+        modal("U0BOB", click(BatchActionId.reject_all), CallbackId.reject_all_modal, REASON),
         reason="not_an_approver"),
     Row(BatchActionId.step_approve, "non_approver", NA, batch, step(BatchActionId.step_approve),
         reason="not_an_approver", told="modal"),
@@ -545,14 +542,6 @@ ROWS: list[Row] = [
     Row("/hitl pause", "outsider", OUTSIDER, nothing, command("pause now"), audit="system_outsider",
         told="reply"),
 ]
-
-
-async def _submit_top(h: Harness, user: str, callback: str) -> Reply:
-    view = await _view(h, user, callback)
-    result = await h.emu.submit_view(user, view.id, REASON)
-    view.open = False
-    assert result.reply is not None, result.problem
-    return result.reply
 
 
 # ---- the checks ----------------------------------------------------------------------------
@@ -653,8 +642,7 @@ SUBCOMMANDS_THAT_CHANGE = {"/hitl pause", "/hitl resume", "/hitl trust reset", "
                            "/hitl trust unpin", "/hitl grants revoke"}
 """`/hitl away` changes only the asker's own absence; the other subcommands only read."""
 READ_ONLY = {ActionId.show_context.value, BatchActionId.one_by_one.value, BatchActionId.open_queue.value,
-             BatchActionId.step_reason.value, BatchActionId.step_skip.value, BatchActionId.reject_all.value,
-             "/hitl"}
+             BatchActionId.step_reason.value, BatchActionId.step_skip.value, "/hitl"}
 """Elements that change nothing themselves (they open a view or read); what they lead to has rows."""
 
 

@@ -130,3 +130,84 @@ async def test_a_second_approve_all_by_the_same_person_does_not_blame_someone_el
     await h.emu.click("U0ALICE", "#approvals", rec.ts, BatchActionId.approve_all)
     reply = await h.ephemeral("U0ALICE", 2)
     assert "2 had already been settled" in reply and "someone else" not in reply
+
+
+async def test_a_batch_lock_redraw_refused_for_good_is_audited_once_on_its_items(h: Harness) -> None:
+    """The card's lock is refused (a proxy's 403 page): it is not retried, and each item on the
+    card says so in its trail once, however many redraws Slack refuses the same way."""
+    ids, ts = await _settled_behind_an_open_card(h)
+
+    async def refusals() -> list[int] | None:
+        n = [sum(1 for e in await h.store.trail(rid) if e.event == "update_refused") for rid in ids]
+        return n if all(n) else None
+
+    assert await eventually(refusals, what="the refusal audited on each item") == [1, 1]
+    assert (await h.store.trail(ids[0]))[-1].detail.get("error") == "http_403"
+    h.emu.inject("chat.update", status=403, body="<html>Forbidden</html>")  # the click's catch-up: refused again
+    updates = len(h.emu.calls_to("chat.update"))
+    await h.emu.click("U0BOB", "#approvals", ts, BatchActionId.approve_all)
+    assert "already been settled" in await h.ephemeral("U0BOB")
+    await eventually(lambda: asyncio.sleep(0, len(h.emu.calls_to("chat.update")) > updates), what="the redraw")
+
+    async def given_up() -> bool:
+        queued = await h.store.redis.zrange(h.store.keys.outbox, 0, -1)
+        return not any(m.startswith(b"batch:") for m in queued)
+
+    await eventually(given_up, what="the refused redraw given up")
+    assert await refusals() == [1, 1]
+
+
+async def _refused(h: Harness, rid: str, user: str) -> list[str]:
+    return [str(e.detail.get("reason")) for e in await h.store.trail(rid) if e.event == "refused" and e.actor == user]
+
+
+PEOPLE = """
+defaults: {channel: "#approvals", approvers: [U0ALICE, U0BOB]}
+tiers:
+  low: {mode: auto}
+  medium: {mode: approve}
+  high: {mode: approve}
+  carol: {mode: approve, approvers: [U0CAROL]}
+rules:
+  - {name: carol, when: 'request.params.to == "carol"', tier: carol}
+batching: {window: 30s, max_items: 40}
+triggers:
+  first_use: {enabled: false}
+"""
+"""Items of one batch decided by different people: Carol decides only those sent to her."""
+
+
+async def test_reject_all_by_someone_who_may_decide_no_item_opens_no_form(redis_url: str, tmp_path: Path) -> None:
+    """Dave decides none of them: the click is refused at once (told why, audited), not after
+    he fills in a form he could never send."""
+    async with running(redis_url, tmp_path, PEOPLE) as h:
+        ids = [await h.push(summary=f"Refund {i}", batch_key="theirs") for i in range(2)]
+        await _cards_showing(h, ids)
+        rec = await h.store.get(ids[0])
+        assert rec.ts
+        await h.emu.click("U0DAVE", "#approvals", rec.ts, BatchActionId.reject_all)
+        assert "Rejected 0 of the 2 you saw" in await h.ephemeral("U0DAVE")
+        assert h.emu.top_view("U0DAVE") is None
+        assert [await _refused(h, rid, "U0DAVE") for rid in ids] == [["not_an_approver"], ["not_an_approver"]]
+        assert all(r.state is State.pending for r in await h.store.get_many(ids))
+
+
+async def test_reject_all_lists_only_the_items_the_person_may_decide_and_rejects_only_those(
+        redis_url: str, tmp_path: Path) -> None:
+    async with running(redis_url, tmp_path, PEOPLE) as h:
+        ids = [await h.push(summary="Refund 0", batch_key="some"),
+               await h.push(summary="Refund 1", batch_key="some", params={"to": "carol"})]
+        await _cards_showing(h, ids)
+        rec = await h.store.get(ids[0])
+        assert rec.ts
+        await h.emu.click("U0CAROL", "#approvals", rec.ts, BatchActionId.reject_all)
+        view = await eventually(lambda: asyncio.sleep(0, h.emu.top_view("U0CAROL")), what="reject-all modal")
+        text = json.dumps(view.blocks)
+        assert "Rejecting 1 request:" in text and "Refund 1" in text and "Refund 0" not in text
+        assert "1 other on the card is not yours to decide" in text
+        assert await _refused(h, ids[0], "U0CAROL") == ["not_an_approver"]
+        assert (await h.emu.submit_view("U0CAROL", view.id, {"hitl.reason_code": {"value": "risky"}})).closed
+        assert "Rejected 1 of the 1 you saw" in await h.ephemeral("U0CAROL")
+        theirs, mine = await h.store.get_many(ids)
+        assert mine.decision and mine.decision.status.value == "rejected"
+        assert theirs.state is State.pending and await _refused(h, ids[0], "U0CAROL") == ["not_an_approver"]

@@ -140,6 +140,30 @@ def test_the_block_budget_is_computed_even_past_max_items() -> None:
     assert value.i == value.n == 45 and "15 more not shown yet" in json.dumps(msg["blocks"])
 
 
+@pytest.mark.parametrize("settled", [0, 800])
+def test_the_bulk_buttons_carry_the_mark_of_every_waiting_item_they_bind(settled: int) -> None:
+    """However many items the card covers (800 settled ones of old data ahead of the waiting
+    ones), the bulk value names each waiting item's values, so Approve all never approves unchecked."""
+    from blocks.payloads import BatchValue
+
+    records = [_record(i, decided=i < settled) for i in range(settled + 45)]
+    msg = batch_card(_batch(settled + 45), records)
+    _check(msg["blocks"])
+    actions = next(b for b in msg["blocks"] if b["type"] == "actions")
+    value = BatchValue.unpack(actions["elements"][0]["value"])
+    assert value.i is not None and value.n
+    marks = value.marks_of(_batch(settled + 45).items[:value.i])
+    assert marks == {r.id: r.params_mark for r in records[settled:settled + value.n]}
+
+
+def test_a_bulk_value_drawn_before_marks_carried_places_still_reads() -> None:
+    from blocks.payloads import BatchValue
+
+    assert BatchValue(b="b1", m=",abc,def").marks_of(["r0", "r1", "r2"]) == {"r0": "", "r1": "abc", "r2": "def"}
+    assert BatchValue(b="b1", m="abc").marks_of(["r0", "r1"]) == {}  # not the card's items: nothing checked passes
+    assert BatchValue(b="b1", m="1:abc,9:def").marks_of(["r0", "r1"]) == {"r1": "abc"}
+
+
 @pytest.mark.parametrize("offer", [None, 3600])
 def test_an_item_offers_a_grant_only_when_its_route_does(offer: int | None) -> None:
     records = [_record(i, editable=["path"]).model_copy(update={"route": Route(

@@ -141,3 +141,51 @@ async def test_the_late_redraw_is_settled_whichever_replica_retries_it(redis_url
 
 async def _queued(h: Harness, member: str) -> bool:
     return await h.store.redis.zscore(h.store.keys.outbox, member) is not None
+
+
+@pytest.fixture
+def quick_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The outbox's back-off after a transient failure, shortened (0.5 s doubling in the product)."""
+    from bot import delivery
+
+    monkeypatch.setattr(delivery, "backoff_s", lambda attempt: 0.05)
+
+
+@pytest.mark.usefixtures("quick_retries")
+async def test_a_lock_redraw_that_fails_for_a_while_is_retried_until_the_card_locks(h: Harness) -> None:
+    rid = await h.push()
+    rec = await h.card(rid)
+    h.emu.inject("chat.update", status=500, times=2)
+    h.emu.inject("chat.update", status=503, times=1)
+    await h.click(rec, "U0ALICE", ActionId.approve)
+    await h.decided(rid)
+    await eventually(lambda: _locked(h, "request_id", rid), what="the decided card locked")
+    assert len(h.emu.calls_to("chat.update")) >= 4  # three failed, then the lock
+    assert not any(e.event == "update_refused" for e in await h.store.trail(rid))
+
+
+@pytest.mark.usefixtures("quick_retries")
+async def test_a_batch_lock_redraw_that_fails_for_a_while_is_retried_until_the_card_locks(
+        redis_url: str, tmp_path: Path) -> None:
+    from tests.test_batch import _cards_showing, _item
+
+    async with running(redis_url, tmp_path, BATCHED) as h:
+        ids = [await h.push(summary=f"Refund {i}", batch_key="flaky") for i in range(2)]
+        await _cards_showing(h, ids)
+        first, second = await h.store.get_many(ids)
+        assert first.batch
+        await _item(h, first, "U0ALICE", "approve")
+        await h.decided(ids[0])
+        await eventually(lambda: _card_of(h, first.batch or "", "*Approved* by"), what="the first item drawn approved")
+        h.emu.inject("chat.update", status=500, times=2)
+        h.emu.inject("chat.update", status=503, times=1)
+        updates = len(h.emu.calls_to("chat.update"))
+        await _item(h, second, "U0ALICE", "approve")  # the last item: this redraw is the card's lock
+        await h.decided(ids[1])
+        await eventually(lambda: _locked(h, "batch_id", first.batch or ""), what="the batch card locked")
+        assert len(h.emu.calls_to("chat.update")) >= updates + 4
+        assert "All decided" in str(cards_of(h, "batch_id", first.batch)[0]["blocks"])
+
+
+async def _card_of(h: Harness, batch: str, words: str) -> bool:
+    return any(words in str(c["blocks"]) for c in cards_of(h, "batch_id", batch))

@@ -183,3 +183,49 @@ async def _stale_approve_refused(h: Harness, rec: Record, amount: str) -> None:
     after = await h.store.get(rec.id)
     assert after.state is State.pending and [v.user_id for v in after.votes] == ["U0BOB"]
     assert {"choice": "approve", "reason": "stale"} in await _refusals(h, rec.id)
+
+
+async def test_approve_all_on_a_batch_too_long_for_a_list_of_marks_still_leaves_out_an_edited_item(
+        redis_url: str, tmp_path: Path) -> None:
+    """Old data: a batch from before `max_items` was capped holds 1,200 settled items beside the 3
+    waiting ones, so the card covers 1,204 items, too many to carry a mark for each in the button
+    as a comma list. The check must hold all the same: the item Bob edited after the card was
+    drawn is not approved by Carol's Approve all, and she is told why."""
+    import json
+
+    from blocks.ids import BatchActionId
+    from store.models import utcnow
+    from tests.test_batch import _cards_showing, _item
+
+    async with running(redis_url, tmp_path, BATCHED) as h:
+        ids = [await h.push(summary=f"Refund {i}", params={"amount": 100 + i}, editable=["amount"],
+                            batch_key="old") for i in range(4)]
+        await _cards_showing(h, ids)
+        first = await h.store.get(ids[0])
+        assert first.batch and first.channel and first.ts
+        for user in ("U0ALICE", "U0BOB"):
+            await _item(h, first, user, "approve")
+        await h.client.wait(ids[0], timeout=10)
+        # 1,200 more settled items, as a batch grown before the cap left them: copies of the first
+        settled = await h.store.redis.hgetall(h.store.keys.request(ids[0]))
+        request = json.loads(settled["request"])
+        old = [f"old-{i}" for i in range(1200)]
+        async with h.store.redis.pipeline(transaction=False) as p:
+            for rid in old:
+                p.hset(h.store.keys.request(rid), mapping={**settled, "request": json.dumps({**request, "id": rid})})
+            p.rpush(h.store.keys.batch_items(first.batch), *old)
+            await p.execute()
+        await h.store.enqueue(f"batch:{first.batch}", int(utcnow().timestamp() * 1000))
+        h.bot.delivery.kick()
+        await eventually(lambda: _card_says(h, first, "Batch of 1204"), what="the card covering 1,204 items")
+        h.emu.inject("chat.update", status=500, times=1000)  # Carol's card keeps the values it drew
+        await _item(h, await h.store.get(ids[1]), "U0BOB", "edit")
+        view = await eventually(lambda: _top(h, "U0BOB"), what="Bob's edit form")
+        assert (await h.emu.submit_view("U0BOB", view.id, {param_block_id("amount"): {"value": "1"}})).closed
+        await _votes(h, ids[1], 1)
+        await h.emu.click("U0CAROL", first.channel, first.ts, BatchActionId.approve_all)
+        assert "edited this request after your card or form showed it" in await h.ephemeral("U0CAROL")
+        edited, *others = [await h.store.get(rid) for rid in ids[1:]]
+        assert [v.user_id for v in edited.votes] == ["U0BOB"]
+        assert {"choice": "approve", "reason": "stale"} in await _refusals(h, ids[1])
+        assert all([v.user_id for v in r.votes] == ["U0CAROL"] for r in others)
