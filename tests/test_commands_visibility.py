@@ -14,6 +14,7 @@ from blocks.commands import audit_message
 from blocks.ids import ActionId
 from tests.harness import Harness, start, stop
 from tests.test_commands import hitl, words
+from tests.test_home import home_of
 
 POLICY = """
 admins: ["U0ADMIN"]
@@ -118,3 +119,8 @@ async def test_when_slack_cannot_say_who_is_in_the_channel_the_request_stays_hid
     assert words(await hitl(h, "audit inv-1", user=ERIN)) == words(audit_message("inv-1", []))
     assert await refusals(h, ERIN)
     assert INVOICE["summary"] in words(await hitl(h, "queue", user=ADMIN))  # admins need no lookup
+async def test_the_home_lists_an_open_request_only_to_its_channels_members(h: Harness) -> None:
+    await h.card(await h.push(**INVOICE))
+    assert INVOICE["summary"] in await home_of(h, ERIN)
+    carol = await home_of(h, CAROL)
+    assert INVOICE["summary"] not in carol and "Waiting for you: 0" in carol
