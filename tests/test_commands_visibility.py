@@ -5,6 +5,8 @@ A private channel's request never reaches anyone else through hitl."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -12,9 +14,11 @@ import pytest
 
 from blocks.commands import audit_message
 from blocks.ids import ActionId
+from blocks.payloads import ButtonValue
 from tests.harness import Harness, start, stop
 from tests.test_commands import hitl, words
 from tests.test_home import home_of
+from tests.util import eventually
 
 POLICY = """
 admins: ["U0ADMIN"]
@@ -58,9 +62,10 @@ def hidden(text: str, *records: dict[str, str]) -> bool:
     return not any(r["id"] in text or r["summary"] in text for r in records)
 
 
-async def refusals(h: Harness, user: str) -> list[dict[str, str]]:
-    return [e.detail for e in await h.store.audit_entries(100_000)
-            if e.event == "refused" and e.actor == user and e.detail.get("command") == "audit"]
+async def refusals(h: Harness, user: str, command: str = "audit") -> list[dict[str, str]]:
+    """The system `refused` entries of `user`'s `/hitl <command>` (or click: `choice`)."""
+    return [e.detail for e in await h.store.audit_entries(100_000) if e.event == "refused" and e.actor == user
+            and command in (e.detail.get("command"), e.detail.get("choice"))]
 
 
 async def test_a_private_channels_request_is_seen_only_by_those_who_need_to(h: Harness) -> None:
@@ -124,3 +129,20 @@ async def test_the_home_lists_an_open_request_only_to_its_channels_members(h: Ha
     assert INVOICE["summary"] in await home_of(h, ERIN)
     carol = await home_of(h, CAROL)
     assert INVOICE["summary"] not in carol and "Waiting for you: 0" in carol
+
+
+async def test_full_context_of_another_request_is_not_opened_by_a_hand_made_button(h: Harness) -> None:
+    """"Show full context" on a public handover card, its value made by hand to name the private
+    wire: refused as for a request that does not exist (the card's own context still opens)."""
+    wire = await h.card(await h.push(**WIRE))
+    public = await h.card(await h.push(id="hand-1", kind="escalation", summary="Customer asks for a person"))
+    assert public.channel and public.ts
+    forged = ButtonValue(r=wire.id, p=wire.params_mark).pack()
+    await h.emu.click(CAROL, public.channel, public.ts, ActionId.show_context, value=forged)
+    told = await h.ephemeral(CAROL)
+    assert "Acme" not in told and "DE89" not in told and h.emu.top_view(CAROL) is None, told
+    assert await refusals(h, CAROL, "show_context") == [
+        {"choice": "show_context", "reason": "not_allowed", "request": "wire-1", "channel": public.channel}]
+    await h.click(public, CAROL, ActionId.show_context)  # the card she sees: its context opens
+    view = await eventually(lambda: asyncio.sleep(0, h.emu.top_view(CAROL)), what="context modal")
+    assert "Customer asks for a person" in json.dumps(view.blocks)
