@@ -28,12 +28,13 @@ COMMANDS: tuple[tuple[str, str], ...] = (
     ("help", "this list"),
     ("stats [24h|7d|30d]", "the loop's health: routes, escalation rate, decisions, time to "
      "decision and to escalate, queue, reviewers, warning signs, and a chart (default 24h)"),
-    ("queue", "requests waiting for a person, oldest first, with a link to each card"),
+    ("queue", "requests waiting for a person that you may see, oldest first, with a link to each "
+     "card, and how many others wait"),
     ("pause [reason]", "admins: every request goes to a person (auto and audit suspended) "
      "until resumed; cards say why"),
     ("resume", "admins: requests route by the policy again"),
     ("policy", "the active policy in plain words"),
-    ("audit <request id>", "who did what to one request, and when"),
+    ("audit <request id>", "who did what to one request you may see, and when"),
     ("trust [reset|pin|unpin AGENT/ACTION]", "each action's autonomy: new or trusted, counts, "
      "override rate, last change; admins reset or pin one"),
     ("grants [revoke GRANT_ID]", "standing grants in force (approve similar requests for a "
@@ -94,16 +95,26 @@ def queue_line(record: Record, link: str | None, now: datetime) -> str:
             f"tier · {mode_label(record.route.mode)}{votes}{where}")
 
 
-def queue_message(items: list[tuple[Record, str | None]], total: int, now: datetime) -> dict[str, Any]:
-    """Pending requests, oldest first, with age, tier and a link to each card."""
-    if not items:
+def queue_message(items: list[tuple[Record, str | None]], total: int, now: datetime, *,
+                  hidden: int = 0, looked_at: int | None = None) -> dict[str, Any]:
+    """Pending requests, oldest first, with age, tier and a link to each card. `items`: those
+    the asker may see (`total` wait in all); `hidden`: how many of those looked at they may
+    not see (a count, nothing more); `looked_at`: set when only that many were looked at."""
+    if not total:
         return _reply("Nothing is waiting for a person.",
                       [section(":white_check_mark: Nothing is waiting for a person.")])
+    shown = items[:QUEUE_SHOWN]
     blocks: list[Block] = [header(f"Waiting for a person: {total}")]
-    blocks += [section(queue_line(r, link, now)) for r, link in items[:QUEUE_SHOWN]]
-    if total > len(items[:QUEUE_SHOWN]):
-        blocks.append(context([f"and {total - len(items[:QUEUE_SHOWN])} more (oldest shown "
-                               "first)"]))
+    blocks += [section(queue_line(r, link, now)) for r, link in shown]
+    if not shown:
+        blocks.append(section(":lock: None of them is yours to see."))
+    more = total - len(shown) - hidden
+    if more > 0:
+        checked = f"; only the {looked_at} oldest were checked for what you may see" if looked_at else ""
+        blocks.append(context([f"and {more} more (oldest shown first{checked})"]))
+    if hidden:
+        blocks.append(context([f":lock: {hidden} more waiting that you cannot see: only their approvers, "
+                               "requester, people who acted on them and hitl admins see them."]))
     return _reply(f"{total} requests waiting for a person", blocks)
 
 

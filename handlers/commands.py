@@ -31,9 +31,11 @@ from blocks.commands import (
 )
 from blocks.stats import audit_line, stats_message, window_label
 from blocks.trust import with_calibration
+from handlers import reviews
 from handlers.deps import Deps, deps
 from handlers.slack_errors import classify
 from handlers.trust_commands import do_away, do_grants, do_trust, plain
+from store.errors import NotFound
 from store.models import Record, utcnow
 from store.redis_store import Store
 from store.stats import Report, StatsStore
@@ -42,6 +44,8 @@ log = logging.getLogger("hitl.commands")
 
 WINDOWS = {"": 24, "24h": 24, "1d": 24, "7d": 168, "1w": 168, "30d": 720}
 QUEUE_LIMIT = 20
+SCAN = 500
+"""Pending requests looked at (oldest first) to find those someone may see (not an admin)."""
 PERMALINK_WAIT_S = 1.5
 REASON_MAX = 500
 
@@ -120,6 +124,16 @@ async def pending_records(store: Store, limit: int) -> tuple[list[Record], int]:
     return [r for r in found if isinstance(r, Record)], total
 
 
+async def visible_pending(d: Deps, user: str) -> tuple[list[Record], int, int]:
+    """Pending requests `user` may see (`reviews.may_see`) among the SCAN oldest, oldest first;
+    how many are pending in all; how many of those looked at they may not see."""
+    records, total = await pending_records(d.store, SCAN)
+    absences = await d.store.trust.absences()  # read once for the whole scan
+    seen = await asyncio.gather(*(reviews.may_see(d, r, user, absences=absences) for r in records))
+    visible = [r for r, ok in zip(records, seen, strict=True) if ok]
+    return visible, total, len(records) - len(visible)
+
+
 # ---- subcommands --------------------------------------------------------------------------------
 
 
@@ -128,9 +142,17 @@ async def do_help(a: Asked) -> Reply:
 
 
 async def do_queue(a: Asked, client: AsyncWebClient) -> Reply:
-    records, total = await pending_records(a.d.store, QUEUE_LIMIT)
-    links = await permalinks(client, records, a.team_domain)
-    return queue_message(list(zip(records, links, strict=True)), total, utcnow())
+    """Admins see every request waiting; anyone else those they may see, and a count of the others."""
+    hidden, looked_at = 0, None
+    if a.user in a.d.admins():
+        records, total = await pending_records(a.d.store, QUEUE_LIMIT)
+    else:
+        records, total, hidden = await visible_pending(a.d, a.user)
+        looked_at = SCAN if total > SCAN else None
+    shown = records[:QUEUE_LIMIT]
+    links = await permalinks(client, shown, a.team_domain)
+    return queue_message(list(zip(shown, links, strict=True)), total, utcnow(), hidden=hidden,
+                         looked_at=looked_at)
 
 
 async def do_pause(a: Asked) -> Reply:
@@ -167,7 +189,22 @@ async def do_audit(a: Asked) -> Reply:
     rid = a.args.split()[0] if a.args else ""
     if not rid:
         return usage_message(f"Which request? `{a.command} audit <request id>`")
-    return audit_message(rid, await a.d.store.trail(rid))
+    trail = await a.d.store.trail(rid)
+    if trail and a.user not in a.d.admins() and not await _may_see(a.d, rid, a.user):
+        # answered as for an id that does not exist: no way to learn that it does
+        await a.d.store.audit_system("refused", a.user, {"command": "audit", "reason": "not_allowed",
+                                                         "request": rid, "channel": a.channel}, utcnow())
+        trail = []
+    return audit_message(rid, trail)
+
+
+async def _may_see(d: Deps, request_id: str, user: str) -> bool:
+    """Whether `user` may see the request's trail (its record gone, only admins may)."""
+    try:
+        record = await d.store.get(request_id)
+    except NotFound:
+        return False
+    return await reviews.may_see(d, record, user)
 
 
 async def do_stats(a: Asked) -> tuple[Reply, Report | None]:

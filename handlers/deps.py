@@ -14,10 +14,12 @@ CONTEXT_KEY = "hitl"
 
 
 class Directory(Protocol):
-    """Slack's user groups: who is in a group (cached; refreshed in the background); whether a
-    person or a user group exists (SlackFailure when Slack could not say)."""
+    """Slack's user groups: who is in a group (cached; refreshed in the background); who is in
+    a channel and whether a person or a user group exists (SlackFailure when Slack could not say)."""
 
     async def members(self, group_id: str) -> frozenset[str]: ...
+
+    async def channel_members(self, channel: str) -> frozenset[str]: ...
 
     async def exists(self, target: str) -> bool: ...
 
@@ -25,6 +27,9 @@ class Directory(Protocol):
 class NoDirectory:
     async def members(self, group_id: str) -> frozenset[str]:
         return frozenset()
+
+    async def channel_members(self, channel: str) -> frozenset[str]:
+        return frozenset()  # nobody to ask: nobody is known to be in it
 
     async def exists(self, target: str) -> bool:
         return True  # nobody to ask

@@ -21,7 +21,7 @@ from blocks.payloads import ButtonValue, ModalMeta, PayloadError
 from handlers import reviews
 from handlers.deps import Deps, deps, user_name
 from store.errors import NotAllowed, NotFound, StoreError
-from store.models import Choice, Record
+from store.models import Choice, Record, utcnow
 
 Modal = Callable[[Record, ModalMeta], dict[str, Any]]
 
@@ -129,16 +129,24 @@ async def decide_from_modal(body: dict[str, Any], view: dict[str, Any], context:
 async def on_show_context(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any],
                           respond: AsyncRespond, context: AsyncBoltContext,
                           client: AsyncWebClient) -> None:
-    """"Show full context": everything the agent sent, in a modal (anyone who sees the card)."""
+    """"Show full context": everything the agent sent, in a modal (anyone who sees the card). A
+    value naming a request of another card (made by hand) opens only for someone who may see
+    that request; anyone else is told it does not exist, and the attempt audited."""
     await ack()
+    d, user = deps(context), body["user"]["id"]
+    container = body.get("container") or {}
+    channel, ts = container.get("channel_id"), container.get("message_ts")
     try:
         rid = ButtonValue.unpack(action["value"]).r
-        record = await deps(context).store.get(rid)
+        record = await d.store.get(rid)
+        if (record.channel, record.ts) != (channel, ts) and not await reviews.may_see(d, record, user):
+            await d.store.audit_system("refused", user, {"choice": "show_context", "reason": "not_allowed",
+                                                         "request": rid, "channel": channel}, utcnow())
+            raise NotFound(rid)
     except (StoreError, PayloadError) as e:
         await respond(**refusal_message(e), response_type="ephemeral", replace_original=False)
         return
-    container = body.get("container") or {}
-    meta = ModalMeta(r=rid, c=container.get("channel_id"), t=container.get("message_ts"))
+    meta = ModalMeta(r=rid, c=channel, t=ts)
     await client.views_open(trigger_id=body["trigger_id"], view=context_modal(record, meta))
 
 

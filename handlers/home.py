@@ -12,6 +12,7 @@ from blocks.home import WAITING_SHOWN, home_view, pause_modal
 from blocks.ids import INPUT_ACTION, BlockId, CallbackId, HomeActionId
 from handlers import reviews
 from handlers.commands import (
+    SCAN,
     Asked,
     audit_status_line,
     control_line,
@@ -25,18 +26,23 @@ from handlers.deps import Deps, deps
 from handlers.trust_commands import home_blocks
 from store.models import Record, utcnow
 
-SCAN = 500
-"""Pending requests looked at (oldest first) to find what the viewer may decide."""
 HOME_HOURS = 24
 
 
 async def waiting_for(d: Deps, user_id: str) -> tuple[list[Record], int]:
     """Pending requests `user_id` may decide among the SCAN oldest, oldest first: by the rule
     their click meets (`reviews.may_approve`: approvers, user groups, standing in for someone
-    away); and how many are pending in all (more than SCAN: the count is a lower bound)."""
+    away) and that they may see (`reviews.may_see`: a request naming no approvers, only the
+    members of its card's channel); and how many are pending in all (more than SCAN: the count
+    is a lower bound)."""
     records, total = await pending_records(d.store, SCAN)
     absences = await d.store.trust.absences()  # read once for the whole scan
-    allowed = await asyncio.gather(*(reviews.may_approve(d, r, user_id, absences=absences) for r in records))
+
+    async def theirs(r: Record) -> bool:
+        return (await reviews.may_approve(d, r, user_id, absences=absences)
+                and await reviews.may_see(d, r, user_id, absences=absences))
+
+    allowed = await asyncio.gather(*(theirs(r) for r in records))
     return [r for r, ok in zip(records, allowed, strict=True) if ok], total
 
 

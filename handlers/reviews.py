@@ -11,6 +11,7 @@ from typing import Any
 
 from handlers import trust
 from handlers.deps import Deps
+from handlers.slack_errors import SlackFailure
 from store.errors import AlreadyDecided, Conflict, NotAllowed, StoreError
 from store.models import AgentMessage, Choice, Record, Review, Vote, utcnow
 from store.transitions import authorize, authorize_review, primary_choice, vote
@@ -113,6 +114,26 @@ async def may_approve(d: Deps, record: Record, user_id: str, *,
     except StoreError:
         return False
     return True
+
+
+async def may_see(d: Deps, record: Record, user_id: str, *,
+                   absences: Mapping[str, Away] | None = None) -> bool:
+    """Whether `user_id` may see `record` (its line in `/hitl queue`, its audit trail, its place
+    on the App Home): hitl admins; whoever may decide it by the rule a click meets (approvers,
+    their user groups, people an escalation brought in, a stand-in for an approver away); its
+    requester; whoever acted on it; and, when it names no approvers, the members of the channel
+    its card went to (Slack's rule for that channel; when Slack cannot say, nobody more)."""
+    if user_id in d.admins() or user_id == record.request.requested_by or user_id in record.actors():
+        return True
+    if record.route.approvers:
+        groups, absent = await _standing(d, record, user_id, absences=absences)
+        return record.may_decide(user_id, groups | frozenset(absent))
+    if user_id in record.extra_approvers:
+        return True
+    try:
+        return user_id in await d.directory.channel_members(record.channel or record.route.channel)
+    except SlackFailure:
+        return False
 
 
 async def _authorize(d: Deps, record: Record, user_id: str, choice: Choice) -> tuple[list[str], str | None]:

@@ -300,6 +300,18 @@ class Record(BaseModel):
     def voter_ids(self) -> set[str]:
         return {v.user_id for v in self.votes}
 
+    def actors(self) -> set[str]:
+        """Everyone who acted on the request: voted (approved, edited, rejected, answered), took
+        it over, replied to the agent, decided it, reviewed it afterwards."""
+        people = self.voter_ids() | {m.by.user_id for m in self.messages}
+        if self.owner is not None:
+            people.add(self.owner.user_id)
+        if self.decision is not None:
+            people |= {v.user_id for v in self.decision.decided_by}
+        if self.review is not None:
+            people.add(self.review.by.user_id)
+        return people
+
 
 class AuditEvent(BaseModel):
     """One entry of the append-only audit stream."""

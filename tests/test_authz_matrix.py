@@ -541,6 +541,9 @@ ROWS: list[Row] = [
         reason="not_granter", told="reply"),
     Row("/hitl pause", "outsider", OUTSIDER, nothing, command("pause now"), audit="system_outsider",
         told="reply"),
+    # /hitl subcommands that read what only some may see: answered as if the request did not exist
+    Row("/hitl audit", "not_allowed", NA, approval, command(lambda c: f"audit {c.rec.id}"), audit="system",
+        reason="not_allowed", told="reply", words="I have no request"),
 ]
 
 
@@ -607,7 +610,10 @@ async def test_refused(h: Harness, row: Row) -> None:
     if row.told == "reply":
         assert reply is not None
         text = reply.body
-        assert "admins" in text or "granted" in text or "another organisation" in text, text
+        if row.words:
+            assert row.words in text, text
+        else:
+            assert "admins" in text or "granted" in text or "another organisation" in text, text
     elif row.told == "modal":
         async def noted() -> str | None:
             v = h.emu.top_view(user)
