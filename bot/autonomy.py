@@ -51,9 +51,10 @@ async def route(store: Store, router: Router, request: Request, *, paused: bool,
     terms = engine.grant_terms(r.tier)
     if canary:
         # it must reach a person and look like any other card (also "Approve and allow
-        # similar" where a real request would offer it: handlers.trust makes no grant of it);
-        # its decision reaches no agent
-        mode = r.mode if r.mode in (Mode.approve, Mode.escalate) else Mode.approve
+        # similar" where a real request would offer it: handlers.trust makes no grant of it;
+        # the agent's view hidden where the policy routes its action to shadow mode, as on
+        # every real card of that action); its decision reaches no agent
+        mode = r.mode if r.mode in (Mode.approve, Mode.shadow, Mode.escalate) else Mode.approve
         offer = None
         if (mode is Mode.approve and not paused and request.kind is Kind.approval and terms is not None
                 and terms.allows(request)):

@@ -254,8 +254,8 @@ def vote(
         _tell_agent(t, record, "reply", answer, v, now)
     elif choice in (Choice.approve, Choice.edit) and approvals >= record.route.quorum:
         t.decision = _decision(record, Status.approved, votes, now, params=params, changes=changes)
-    if t.decision is not None and record.route.mode is Mode.shadow:
-        _compare_shadow(t, record)
+    if t.decision is not None and record.route.mode is Mode.shadow and not record.route.canary:
+        _compare_shadow(t, record)  # a canary is no agent's proposal: it says nothing of agreement
     return t
 
 
