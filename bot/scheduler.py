@@ -272,7 +272,11 @@ class Scheduler(DueWorker):
         status = await self._outcome(record, tier)
         waited = fmt_duration(timeout_s(record.request, record.route))
         reason = f"No decision in {waited}"
-        if status is not on_timeout(record, tier):
+        if status is Status.auto_approved and record.route.canary:
+            # a known-answer item is never approved by automation, whatever its answer; its card
+            # and reminders said what a real request's say (the same shape), only the end differs
+            status = Status.expired
+        elif status is not on_timeout(record, tier):
             reason += f"; the {record.route.tier} tier would approve it, but automation is paused"
         elif status is Status.auto_approved:
             reason += f"; the {record.route.tier} tier approves what nobody decides in time"
