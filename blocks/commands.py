@@ -183,12 +183,16 @@ def _actor(actor: str) -> str:
     return user_mention(actor) if is_user_id(actor) else f"_{escape(actor) or 'unknown'}_"
 
 
-def _detail(e: AuditEvent) -> str:
+def _detail(e: AuditEvent, *, waiting: bool = False) -> str:
+    """`waiting`: the request is not decided yet (a shadow route's confidence bands are left out)."""
     d = e.detail
     if e.event == "received":
         return f"action {clip(str(d.get('action', '')), 100)}"
     if e.event == "routed":
-        rules = ", ".join(str(x) for x in d.get("rules") or []) or "no rule"
+        names = [str(x) for x in d.get("rules") or []]
+        if waiting and d.get("mode") == "shadow":  # as on its card: the agent's confidence stays hidden
+            names = [x for x in names if not x.startswith("confidence")]
+        rules = ", ".join(names) or "no rule"
         paused = ", while paused" if d.get("paused") else ""
         sampled = ", sampled for review" if d.get("sampled") else ""
         return clip(f"{d.get('mode')} in tier {d.get('tier')} ({rules}){sampled}{paused}", 300)
@@ -221,8 +225,9 @@ def audit_message(request_id: str, events: list[AuditEvent]) -> dict[str, Any]:
         return _reply(f"No audit trail for {rid}", [section(
             f":mag: I have no request `{rid}` (or it has no audit entries).")])
     lines = []
+    waiting = not any(e.event in ("decided", "expired", "withdrawn") for e in events)
     for e in events[:TRAIL_SHOWN]:
-        detail = _detail(e)
+        detail = _detail(e, waiting=waiting)
         lines.append(f"{fmt_time(e.at)} *{escape(e.event)}* by {_actor(e.actor)}"
                      + (f": {detail}" if detail else ""))
     blocks: list[Block] = [header(f"Audit trail of {request_id}")]
