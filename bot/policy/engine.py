@@ -80,6 +80,14 @@ def sample_point(key: str, salt: bytes = b"") -> float:
     return int.from_bytes(digest[:8], "big") / 2**64
 
 
+def _sample_of(mode: Mode | None, sample: float | None, unset: float | None) -> float | None:
+    """The sampling rate a tier or rule brings: its own `sample`; unset, every one in mode
+    `audit` (act, then a person reviews: docs/policy.md), else `unset`."""
+    if sample is not None:
+        return sample
+    return 1.0 if mode is Mode.audit else unset
+
+
 def _sample_key(request: Request) -> str:
     return request.id or f"{request.agent}\0{request.action}\0{request.summary}"
 
@@ -104,7 +112,7 @@ class PolicyEngine:
         d = policy.defaults
         self.tiers: dict[str, ResolvedTier] = {
             name: ResolvedTier(
-                name=name, rank=rank, mode=t.mode, sample=t.sample,
+                name=name, rank=rank, mode=t.mode, sample=_sample_of(t.mode, t.sample, 0.0) or 0.0,
                 channel=t.channel or d.channel,
                 approvers=tuple(d.approvers if t.approvers is None else t.approvers),
                 quorum=t.quorum or d.quorum, timeout_s=t.timeout or d.timeout,
@@ -119,7 +127,7 @@ class PolicyEngine:
         self._rules = [
             _CompiledRule(r.name, compile_condition(r.when), Hit(
                 r.name, None if r.tier is None else index[r.tier], r.mode,
-                r.reason or f"rule {r.name}", r.sample), read_paths(r.when))
+                r.reason or f"rule {r.name}", _sample_of(r.mode, r.sample, None)), read_paths(r.when))
             for r in policy.rules
         ]
         self._include = referenced_fields([r.when for r in policy.rules])

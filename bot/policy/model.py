@@ -127,7 +127,8 @@ class Tier(_Section):
     """One risk tier; unset fields come from `defaults`."""
 
     mode: Mode
-    sample: Fraction = 0.0
+    sample: Fraction | None = None
+    """Unset: every one in mode `audit` (that is what audit means), none otherwise."""
     channel: Channel | None = None
     approvers: list[Approver] | None = None
     quorum: int | None = Field(default=None, ge=1, le=10)
