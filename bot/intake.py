@@ -143,10 +143,13 @@ class Intake:
             await asyncio.wait_for(self._stopping.wait(), seconds)
 
     async def _drain_own_pending(self) -> None:
-        while not self._stopping.is_set():
-            entries = await self.stream.read(self.consumer, "0")
+        start = "0"
+        while not self._stopping.is_set():  # one pass: an entry left pending (a withdrawal waiting for
+            # its request, a refusal by Redis) is retried by reclaim once idle, not re-read at once
+            entries = await self.stream.read(self.consumer, start)
             if not entries:
                 return
+            start = entries[-1].id
             # re-read after a restart: an entry that crashed us every time must not loop forever
             await self._process(await self._without_poison(entries))
 
@@ -451,6 +454,11 @@ class Intake:
             try:
                 rec = await self.store.get(rid)
             except NotFound:
+                if await self.stream.request_pending(rid, before=entry.id):
+                    # another replica holds its request, read but not stored yet: left unacknowledged,
+                    # so it is retried (reclaimed once idle) after that request is stored or refused
+                    log.info("intake: withdrawal %s of %r waits for its request", entry.id, rid)
+                    return "waiting"
                 return await self._dead(entry, f"cancel: no request {rid!r} (not sent, or not read yet: a "
                                                "withdrawal follows its request into the queue)", answer=False)
             if rec.request.agent != cancel.agent:

@@ -10,6 +10,9 @@ import json
 import hitl
 from hitl.client import AsyncClient
 
+from bot.intake import Intake
+from bot.routing import SingleChannelRouter
+from store.redis_store import GROUP, Store
 from tests.harness import Harness
 from tests.reviewer import approve, h
 from tests.util import eventually
@@ -87,3 +90,36 @@ async def test_a_withdrawal_never_changes_a_decision_nor_another_agents_request(
     assert "invalid" in [e.event for e in await h.store.trail(done)]  # the refusal is audited
 
 
+
+
+async def test_a_withdrawal_another_replica_reads_before_its_request_is_stored_waits_for_it(
+        store: Store, redis_url: str) -> None:
+    """Two replicas: `a` holds the request entry (read, not yet stored) while `b` reads the
+    withdrawal sent right after it. The withdrawal stays pending and is applied once retried
+    (reclaim), never dead-lettered as "no request"; one for an id never sent still is, at once."""
+    def replica(name: str) -> Intake:
+        return Intake(store, lambda: SingleChannelRouter(), redis_url=redis_url, consumer=name,
+                      claim_idle_s=0, max_deliveries=5)
+
+    a, b = replica("a"), replica("b")
+    queue = store.keys.requests
+    try:
+        await store.ensure_group()
+        await store.redis.xadd(queue, {"request": json.dumps({**REFUND, "agent": "billing-agent", "id": "r1"})})
+        await store.redis.xadd(queue, {"cancel": json.dumps({"id": "r1", "agent": "billing-agent"})})
+        await store.redis.xadd(queue, {"cancel": json.dumps({"id": "ghost-1", "agent": "billing-agent"})})
+        [held] = await a.stream.read("a", ">", count=1)  # replica a is held back with the request
+        await b._process(await b.stream.read("b", ">"))
+        [dead] = [f for _, f in await store.redis.xrange(store.keys.dead)]
+        assert "no request 'ghost-1'" in dead["error"], dead  # never sent: refused at once
+        assert [p["message_id"] for p in await store.redis.xpending_range(queue, GROUP, "-", "+", 10)] \
+            == [held.id, (await store.redis.xrange(queue))[1][0]]  # the withdrawal waits, unacknowledged
+        await a._process([held])  # the request is stored
+        assert (await store.get("r1")).decision is None
+        assert await b.reclaim() == 1  # the withdrawal, retried
+        decision = (await store.get("r1")).decision
+        assert decision is not None and decision.reason_code == "withdrawn", decision
+        assert await store.queue_lag() == 0 and await store.redis.xlen(store.keys.dead) == 1
+    finally:
+        await a.close()
+        await b.close()
