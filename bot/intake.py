@@ -46,6 +46,8 @@ MAX_TRUST = 10_000  # actions whose trust hash is kept in process (checked by ac
 TRIM_EVERY_S = 10.0  # how often acknowledged entries are trimmed from the requests stream
 MAX_FIELDS = 32  # a request entry has one field, `request`; a few more are tolerated
 MAX_SALVAGE_BYTES = 1 << 20
+WITHDRAW_REFUSED = "withdraw_refused"
+"""The audit event of a refused withdrawal, on the request's trail."""
 """An unusable entry is read for its id and reply_to up to this size (the rest stay unanswered)."""
 
 
@@ -503,13 +505,14 @@ class Intake:
         request holds, whose reply stream this is ('' for none): the entry's own agent is told
         on its own reply_to, never on that one (its holder would take the refusal for its answer).
         `answer`: False for an entry that is no request (a withdrawal): nothing is published,
-        the refusal is audited on `request_id`'s trail (the entry's id when None)."""
+        the refusal is audited `withdraw_refused` on `request_id`'s trail (the entry's id when
+        None), never `invalid` (the request itself is not)."""
         error = _unicode(error)  # a reason quoting the entry's own text stays storable
         if not answer:
             log.warning("intake: dead-lettered %s: %s", entry.id, error)
             return await self.store.dead_letter(entry, error, utcnow(), request_id=request_id or entry.id,
                                                 decision=None, reply_to=None, max_len=self.dead_max_len,
-                                                max_age_s=self.dead_max_age_s)
+                                                max_age_s=self.dead_max_age_s, event=WITHDRAW_REFUSED)
         data = self._salvage(entry)
         reply = data.get("reply_to")
         reply_to = reply if isinstance(reply, str) and _usable_text(reply) and not self.store.keys.owns(reply) \

@@ -15,6 +15,8 @@ from bot.routing import SingleChannelRouter
 from store.redis_store import GROUP, Store
 from tests.harness import Harness
 from tests.reviewer import approve, h
+from tests.test_commands import hitl as slash
+from tests.test_commands import words
 from tests.util import eventually
 
 __all__ = ["h"]
@@ -87,7 +89,13 @@ async def test_a_withdrawal_never_changes_a_decision_nor_another_agents_request(
     assert (await h.store.get(theirs)).decision is None
     # nothing published for any of them: no agent takes a refused withdrawal for a decision
     assert await h.store.redis.xlen(h.store.keys.decisions) == before
-    assert "invalid" in [e.event for e in await h.store.trail(done)]  # the refusal is audited
+    # the refusal is audited on the request's trail as what it is, not as an invalid request
+    trail = await h.store.trail(done)
+    [refused] = [e for e in trail if e.detail.get("error")]
+    assert refused.event == "withdraw_refused" and "already decided (approved)" in refused.detail["error"]
+    assert "invalid" not in [e.event for e in trail]
+    text = words(await slash(h, f"audit {done}"))
+    assert "*withdraw_refused* by _system_: cancel: request 'done-1' is already decided (approved)" in text, text
 
 
 
