@@ -180,8 +180,11 @@ class Intake:
         for e, n in zip(entries, await self.stream.deliveries(entries), strict=True):
             if n > self.max_deliveries:
                 try:
-                    await self._dead(e, f"delivered {n} times without being processed "
-                                        "(a consumer crashed on it each time)")
+                    if is_withdrawal(e):  # no request: refused as a withdrawal, on its request's trail
+                        await self.withdrawals.give_up(e, n)
+                    else:
+                        await self._dead(e, f"delivered {n} times without being processed "
+                                            "(a consumer crashed on it each time)")
                 except Unavailable:
                     raise
                 except Exception:  # stays pending (reclaimed later): the others go on meanwhile

@@ -90,6 +90,17 @@ class Withdrawals:
         return await self.refuse(entry, f"cancel: request {rid!r} kept changing; send the withdrawal again",
                                  request_id=rid)
 
+    async def give_up(self, entry: Entry, deliveries: int) -> str:
+        """Refuse a withdrawal delivered `deliveries` times without being applied (its request
+        never stored meanwhile, or a consumer crashed on it), on its request's trail."""
+        try:
+            rid: str | None = Cancel.model_validate(entry_json(entry, "cancel")).id
+        except (ValidationError, Invalid):
+            rid = None
+        return await self.refuse(entry, f"cancel: delivered {deliveries} times without being applied (its "
+                                        "request was never stored meanwhile, or a consumer crashed on it)",
+                                 request_id=rid)
+
     async def refuse(self, entry: Entry, error: str, *, request_id: str | None = None) -> str:
         """Dead-letter the withdrawal with `error`, audited `withdraw_refused` on `request_id`'s
         trail (the entry's id when None), never `invalid` (the request itself is not); nothing

@@ -131,3 +131,27 @@ async def test_a_withdrawal_another_replica_reads_before_its_request_is_stored_w
     finally:
         await a.close()
         await b.close()
+
+
+async def test_a_withdrawal_that_waited_too_long_is_refused_as_a_withdrawal(store: Store, redis_url: str) -> None:
+    """A withdrawal left waiting for its request (held by a replica that never stores it) ends
+    dead-lettered after HITL_MAX_DELIVERIES like any entry, but as a refused withdrawal: on the
+    request's trail, and no `invalid` decision published under the queue entry's id."""
+    a = Intake(store, lambda: SingleChannelRouter(), redis_url=redis_url, consumer="a")
+    b = Intake(store, lambda: SingleChannelRouter(), redis_url=redis_url, consumer="b", max_deliveries=1)
+    queue = store.keys.requests
+    try:
+        await store.ensure_group()
+        await store.redis.xadd(queue, {"request": json.dumps({**REFUND, "agent": "billing-agent", "id": "r2"})})
+        await store.redis.xadd(queue, {"cancel": json.dumps({"id": "r2", "agent": "billing-agent"})})
+        await a.stream.read("a", ">", count=1)  # replica a holds the request, and never stores it
+        await b._process(await b.stream.read("b", ">"))  # waits
+        assert await store.redis.xlen(store.keys.dead) == 0
+        await b._drain_own_pending()  # b restarts: its second delivery is past max_deliveries
+        [(_, dead)] = await store.redis.xrange(store.keys.dead)
+        assert dead["error"].startswith("cancel: "), dead
+        assert await store.redis.xlen(store.keys.decisions) == 0
+        assert [e.event for e in await store.trail("r2")] == ["withdraw_refused"]
+    finally:
+        await a.close()
+        await b.close()
