@@ -210,6 +210,8 @@ def _detail(e: AuditEvent, *, waiting: bool = False) -> str:
         return "changed " + (clip(", ".join(d.get("changes") or {}), 200) or "nothing")
     if e.event == "refused":
         return clip(str(d.get("reason", "")), 200)
+    if e.event == "withdraw_refused":  # the agent's withdrawal, refused: the request is unchanged
+        return clip(str(d.get("error", "")), 300)
     if e.event == "posted":
         channel = str(d.get("channel", ""))  # an id: Slack shows a mention of it as #name
         return f"card in <#{channel}>" if _CHANNEL_ID.match(channel) else f"card in {clip(channel, 40)}"

@@ -6,8 +6,9 @@ many times goes to the dead-letter stream. Nothing is acknowledged before its ef
 stored: the accept and dead-letter scripts do both in one step.
 
 No entry can stop intake: entries are read as raw bytes (store.stream), each field is decoded
-and parsed within bounds (store.bounds), and any failure while handling one entry dead-letters
-that entry with a reason and moves on to the next.
+and parsed within bounds (bot.entries), and any failure while handling one entry dead-letters
+that entry with a reason and moves on to the next. A `cancel` entry (an agent withdrawing its
+request) is handled by bot.withdrawals, in stream order with the requests around it.
 """
 
 from __future__ import annotations
@@ -19,22 +20,20 @@ import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
-from typing import Any
 
 from pydantic import ValidationError
 
 from bot import autonomy
+from bot.entries import Invalid, clip, describe, entry_json, salvage, unicode_text, usable_text
 from bot.routing import Router, immediate_decision, needs_card
 from bot.timing import honour_user_request, plan, tier_of
-from store import bounds
+from bot.withdrawals import Withdrawals, is_withdrawal
 from store.accept import Accepted, TrustCheck
-from store.errors import AlreadyDecided, Conflict, NotFound
 from store.failures import Refused, StoreFailure, Unavailable
 from store.keys import is_request_id
-from store.models import MAX_ENTRY_BYTES, Cancel, Decision, Request, Status, utcnow
+from store.models import Decision, Request, Status, utcnow
 from store.redis_store import Store
 from store.stream import Entry, RequestStream
-from store.transitions import WITHDRAWN_CODE, withdraw
 from store.trust import TrustState, member
 
 log = logging.getLogger("hitl.intake")
@@ -44,22 +43,6 @@ CONCURRENCY = 16  # entries of one read routed at once (trust lookups are Redis 
 MAX_SEEN = 100_000  # actions remembered as seen in process (a cache of {prefix}:actions)
 MAX_TRUST = 10_000  # actions whose trust hash is kept in process (checked by accept.lua at each use)
 TRIM_EVERY_S = 10.0  # how often acknowledged entries are trimmed from the requests stream
-MAX_FIELDS = 32  # a request entry has one field, `request`; a few more are tolerated
-MAX_SALVAGE_BYTES = 1 << 20
-"""An unusable entry is read for its id and reply_to up to this size (the rest stay unanswered)."""
-
-
-class Invalid(Exception):
-    """A queue entry that can never become a request; the message says why, in plain words."""
-
-
-def describe(e: ValidationError) -> str:
-    """Pydantic errors as `field.path: message; ...`, the text agents see in `reason`."""
-    parts = []
-    for err in e.errors()[:10]:
-        loc = ".".join(str(x) for x in err["loc"]) or "request"
-        parts.append(f"{loc}: {err['msg'].removeprefix('Value error, ')}")
-    return "; ".join(parts)
 
 
 class Intake:
@@ -98,6 +81,9 @@ class Intake:
         self._trust: dict[str, tuple[TrustState, dict[str, str]]] = {}
         """Agent/action -> its trust as last read; accept.lua refuses a route made on a stale one."""
         self.stream = RequestStream(redis_url, store.keys.requests, block_ms=BLOCK_MS)
+        self.withdrawals = Withdrawals(store, self.stream, on_applied=lambda: self.on_accepted(),
+                                       dead_max_len=dead_max_len, dead_max_age_s=dead_max_age_s)
+        """`cancel` entries; on_accepted after one is applied: delivery locks the card."""
         self._stopping = asyncio.Event()
         self._failures: dict[str, int] = {}
         self.running = False
@@ -143,10 +129,13 @@ class Intake:
             await asyncio.wait_for(self._stopping.wait(), seconds)
 
     async def _drain_own_pending(self) -> None:
-        while not self._stopping.is_set():
-            entries = await self.stream.read(self.consumer, "0")
+        start = "0"
+        while not self._stopping.is_set():  # one pass: an entry left pending (a withdrawal waiting for
+            # its request, a refusal by Redis) is retried by reclaim once idle, not re-read at once
+            entries = await self.stream.read(self.consumer, start)
             if not entries:
                 return
+            start = entries[-1].id
             # re-read after a restart: an entry that crashed us every time must not loop forever
             await self._process(await self._without_poison(entries))
 
@@ -191,8 +180,11 @@ class Intake:
         for e, n in zip(entries, await self.stream.deliveries(entries), strict=True):
             if n > self.max_deliveries:
                 try:
-                    await self._dead(e, f"delivered {n} times without being processed "
-                                        "(a consumer crashed on it each time)")
+                    if is_withdrawal(e):  # no request: refused as a withdrawal, on its request's trail
+                        await self.withdrawals.give_up(e, n)
+                    else:
+                        await self._dead(e, f"delivered {n} times without being processed "
+                                            "(a consumer crashed on it each time)")
                 except Unavailable:
                     raise
                 except Exception:  # stays pending (reclaimed later): the others go on meanwhile
@@ -210,10 +202,10 @@ class Intake:
         todo: list[tuple[Entry, Request]] = []
         for entry in entries:
             try:
-                if entry.field("cancel") is None or entry.field("request") is not None:
+                if not is_withdrawal(entry):
                     todo.append((entry, self.parse(entry)))
                     continue
-                step = self._withdraw(entry)  # after the requests before it, as for an invalid entry
+                step = self.withdrawals.handle(entry)  # after the requests before it, as for an invalid entry
             except Invalid as e:
                 step = self._dead(entry, str(e))
             except Exception as e:  # a bug met on this entry: it must not stop the batch
@@ -388,16 +380,16 @@ class Intake:
                 await self._dead(entry, f"Redis refused to store it {n} times: {e}")
             return
         log.error("intake: entry %s could not be handled", entry.id, exc_info=e)
-        await self._dead(entry, f"internal error while processing: {type(e).__name__}: {_clip(str(e))}")
+        await self._dead(entry, f"internal error while processing: {type(e).__name__}: {clip(str(e))}")
 
     def parse(self, entry: Entry) -> Request:
         """The entry's request, or Invalid with a readable reason."""
         if entry.field("request") is None:
-            raise Invalid(f"entry has no 'request' field (fields: {_clip(', '.join(entry.names())) or 'none'})")
+            raise Invalid(f"entry has no 'request' field (fields: {clip(', '.join(entry.names())) or 'none'})")
         if entry.field("cancel") is not None:
             raise Invalid("entry has both 'request' and 'cancel'; send one per entry")
         try:
-            request = Request.model_validate(self._json(entry, "request"))
+            request = Request.model_validate(entry_json(entry, "request"))
         except ValidationError as e:
             raise Invalid(describe(e)) from e
         if request.reply_to and self.store.keys.owns(request.reply_to):
@@ -409,107 +401,20 @@ class Intake:
             request = request.model_copy(update={"id": entry.id})
         return request
 
-    @staticmethod
-    def _json(entry: Entry, name: str) -> dict[str, Any]:
-        """The JSON object in the entry's one field `name` (within bounds), or Invalid."""
-        raw = entry.field(name)
-        assert raw is not None
-        if len(entry.fields) > MAX_FIELDS:
-            raise Invalid(f"entry has {len(entry.fields)} fields; send one field, {name!r}")
-        if (n := entry.count(name)) > 1:  # which one the agent meant, nobody can tell
-            raise Invalid(f"entry has {n} {name!r} fields; send one")
-        if len(raw) > MAX_ENTRY_BYTES:
-            raise Invalid(f"{name} is {len(raw)} bytes; the limit is {MAX_ENTRY_BYTES}")
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError as e:
-            raise Invalid(f"{name} is not UTF-8 text (byte {e.start}: {e.reason})") from e
-        try:
-            data = bounds.loads(text)
-        except bounds.OutOfBounds as e:
-            raise Invalid(f"{name} is out of bounds: {e}") from e
-        except ValueError as e:  # json.JSONDecodeError
-            raise Invalid(f"{name} is not valid JSON: {e}") from e
-        if not isinstance(data, dict):
-            raise Invalid(f"{name} must be a JSON object, not {type(data).__name__}")
-        return data
-
-    async def _withdraw(self, entry: Entry) -> str:
-        """An agent withdraws its pending request (a `cancel` entry): the `withdraw` transition,
-        the entry acknowledged in the same step. Another agent's request, a decided one or an
-        unknown id is dead-lettered with the reason, audited on the request's trail, and
-        nothing is published (no agent takes a refused withdrawal for a decision). The same
-        withdrawal again (a retry) finds it done and changes nothing."""
-        try:
-            cancel = Cancel.model_validate(self._json(entry, "cancel"))
-        except ValidationError as e:
-            return await self._dead(entry, f"cancel: {describe(e)}", answer=False)
-        except Invalid as e:
-            return await self._dead(entry, f"cancel: {e}", answer=False)
-        rid = cancel.id
-        for _ in range(10):
-            try:
-                rec = await self.store.get(rid)
-            except NotFound:
-                return await self._dead(entry, f"cancel: no request {rid!r} (not sent, or not read yet: a "
-                                               "withdrawal follows its request into the queue)", answer=False)
-            if rec.request.agent != cancel.agent:
-                return await self._dead(entry, f"cancel: request {rid!r} is another agent's ({rec.request.agent}), "
-                                               f"not {cancel.agent}'s: an agent withdraws only its own requests",
-                                        answer=False, request_id=rid)
-            if rec.decision is not None:
-                if rec.decision.reason_code == WITHDRAWN_CODE:  # withdrawn already: the same again is done
-                    await self.store.ack(entry.id)
-                    return "withdrawn_before"
-                return await self._dead(entry, f"cancel: request {rid!r} is already decided "
-                                               f"({rec.decision.status}); the withdrawal changes nothing",
-                                        answer=False, request_id=rid)
-            now = utcnow()
-            try:
-                await self.store.apply(withdraw(rec, now=now, by=f"{cancel.agent} (queue)", reason=cancel.reason),
-                                       now, ack=entry.id)
-            except (Conflict, AlreadyDecided, NotFound):  # a click or a deadline came first: look again
-                continue
-            self.on_accepted()  # delivery locks the card
-            return "withdrawn"
-        return await self._dead(entry, f"cancel: request {rid!r} kept changing; send the withdrawal again",
-                                answer=False, request_id=rid)
-
-    @staticmethod
-    def _salvage(entry: Entry) -> dict[str, Any]:
-        """What can be read of an unusable entry (for its id and reply_to), or nothing. Parsed
-        without the bounds that refused it (a number too large, NaN, deep nesting, more than
-        MAX_ENTRY_BYTES: its agent still learns why), up to MAX_SALVAGE_BYTES."""
-        raw = entry.field("request")
-        if not raw or len(raw) > MAX_SALVAGE_BYTES:
-            return {}
-        try:
-            data = json.loads(raw.decode("utf-8"), parse_int=_none, parse_float=_none, parse_constant=_none)
-        except (ValueError, RecursionError):  # not UTF-8, not JSON, nested past Python's own limit
-            return {}
-        return data if isinstance(data, dict) else {}
-
-    async def _dead(self, entry: Entry, error: str, *, taken_reply: str | None = None, answer: bool = True,
-                    request_id: str | None = None) -> str:
+    async def _dead(self, entry: Entry, error: str, *, taken_reply: str | None = None) -> str:
         """Dead-letter `entry`. `taken_reply`: the entry names an id another agent's (or action's)
         request holds, whose reply stream this is ('' for none): the entry's own agent is told
         on its own reply_to, never on that one (its holder would take the refusal for its answer).
-        `answer`: False for an entry that is no request (a withdrawal): nothing is published,
-        the refusal is audited on `request_id`'s trail (the entry's id when None)."""
-        error = _unicode(error)  # a reason quoting the entry's own text stays storable
-        if not answer:
-            log.warning("intake: dead-lettered %s: %s", entry.id, error)
-            return await self.store.dead_letter(entry, error, utcnow(), request_id=request_id or entry.id,
-                                                decision=None, reply_to=None, max_len=self.dead_max_len,
-                                                max_age_s=self.dead_max_age_s)
-        data = self._salvage(entry)
+        A withdrawal is refused by bot.withdrawals, never here."""
+        error = unicode_text(error)  # a reason quoting the entry's own text stays storable
+        data = salvage(entry)
         reply = data.get("reply_to")
-        reply_to = reply if isinstance(reply, str) and _usable_text(reply) and not self.store.keys.owns(reply) \
+        reply_to = reply if isinstance(reply, str) and usable_text(reply) and not self.store.keys.owns(reply) \
             and not self.store.reply_to_problem(reply) and reply != taken_reply else None
         sent = data.get("id")
         rid = sent if isinstance(sent, str) and is_request_id(sent) else entry.id
         # the agent matches its answer by the id it sent, even one outside the alphabet
-        shown = sent if _usable_text(sent) else rid
+        shown = sent if usable_text(sent) else rid
         log.warning("intake: dead-lettered %s: %s", entry.id, error)
         try:
             decision = Decision(request_id=shown, status=Status.invalid, reason=error, decided_at=utcnow())
@@ -525,7 +430,7 @@ class Intake:
             ).encode())
             last = Entry(entry.id, {b"raw_base64": packed[:256 * 1024]})
             return await self.store.dead_letter(
-                last, f"{error} (and the dead letter failed: {type(e).__name__}: {_clip(_unicode(str(e)))})", utcnow(),
+                last, f"{error} (and the dead letter failed: {type(e).__name__}: {clip(unicode_text(str(e)))})", utcnow(),
                 request_id=entry.id, decision=None, reply_to=None, max_len=self.dead_max_len,
                 max_age_s=self.dead_max_age_s)
 
@@ -537,28 +442,6 @@ def _asks_first_use(router: Router) -> bool:
     return bool(triggers is not None and triggers.first_use.enabled)
 
 
-def _none(_: str) -> None:
-    """A number, as far as salvaging an id and a reply_to goes (however large: never parsed)."""
-
-
-def _usable_text(value: object) -> bool:
-    """Text an agent may have meant as its id or reply stream: 1-256 characters, all Unicode."""
-    return isinstance(value, str) and 0 < len(value) <= 256 and _unicode(value) == value
-
-
-def _unicode(text: str) -> str:
-    """`text` with any half surrogate pair (from a JSON escape) written out as `\\udXXX`."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return text.encode("utf-8", "backslashreplace").decode("utf-8")
-    return text
-
-
 def _first_line(e: BaseException) -> str:
     text = str(e)
-    return _clip(text.splitlines()[0] if text else type(e).__name__, 200)
-
-
-def _clip(text: str, n: int = 300) -> str:
-    return text if len(text) <= n else text[: n - 3] + "..."
+    return clip(text.splitlines()[0] if text else type(e).__name__, 200)

@@ -250,8 +250,9 @@ class Store:
         max_len: int = 10_000,
         max_age_s: float | None = None,
         taken: bool = False,
+        event: str = "invalid",
     ) -> str:
-        """Move an unusable entry to the dead-letter stream, tell its agent, ack it.
+        """Move an unusable entry to the dead-letter stream, tell its agent, ack it, audit `event`.
 
         The dead letters keep at most `max_len` entries, none older than `max_age_s`. An id
         that has a live record gets no `invalid` decision ('dead_live'): that id is decided
@@ -272,6 +273,7 @@ class Store:
             min_id,
             decision.request_id if decision else request_id,
             "1" if taken else "",
+            event,
             *dead_fields(entry),
         ]
         keys = [

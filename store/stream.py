@@ -8,6 +8,7 @@ field itself and dead-letters what it cannot use.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import cast
 
@@ -16,6 +17,8 @@ import redis.asyncio as aioredis
 from store.connect import connect
 
 GROUP = "hitl"
+PENDING_SCAN = 1000
+"""How many unacknowledged entries a withdrawal looks through for its request; past that it waits."""
 
 RawFields = dict[bytes, bytes]
 _Rows = list[tuple[bytes, list[bytes] | None]]
@@ -113,3 +116,33 @@ class RequestStream:
                 p.xpending_range(self.key, GROUP, e.id, e.id, 1)
             infos = await p.execute()
         return [int(info[0]["times_delivered"]) if info else 1 for info in infos]
+
+    async def request_pending(self, request_id: str, before: str, *, scan: int = PENDING_SCAN) -> bool:
+        """Whether an entry before `before` that requests `request_id` is still unacknowledged in
+        the group (read by some consumer, not yet stored nor refused); True too when more than
+        `scan` entries are unacknowledged before it (it may be among those not looked at)."""
+        rows = await self._redis.xpending_range(self.key, GROUP, "-", f"({before}", scan)
+        if not rows:
+            return False
+        if len(rows) >= scan:
+            return True
+        async with self._redis.pipeline(transaction=False) as p:
+            for row in rows:
+                p.xrange(self.key, row["message_id"], row["message_id"])
+            found = await p.execute()
+        return any(_requests(entry_id, fields, request_id) for rows_ in found for entry_id, fields in rows_)
+
+
+def _requests(entry_id: bytes, fields: dict[bytes, bytes], request_id: str) -> bool:
+    """Whether the raw entry is a request for `request_id` (its `id`, else its entry id)."""
+    raw = fields.get(b"request")
+    if raw is None:
+        return False
+    try:
+        data = json.loads(raw)
+    except (ValueError, RecursionError):
+        return False
+    if not isinstance(data, dict):
+        return False
+    sent = data.get("id")
+    return bool(sent == request_id if sent is not None else entry_id.decode() == request_id)

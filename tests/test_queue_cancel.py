@@ -10,8 +10,13 @@ import json
 import hitl
 from hitl.client import AsyncClient
 
+from bot.intake import Intake
+from bot.routing import SingleChannelRouter
+from store.redis_store import GROUP, Store
 from tests.harness import Harness
 from tests.reviewer import approve, h
+from tests.test_commands import hitl as slash
+from tests.test_commands import words
 from tests.util import eventually
 
 __all__ = ["h"]
@@ -84,6 +89,69 @@ async def test_a_withdrawal_never_changes_a_decision_nor_another_agents_request(
     assert (await h.store.get(theirs)).decision is None
     # nothing published for any of them: no agent takes a refused withdrawal for a decision
     assert await h.store.redis.xlen(h.store.keys.decisions) == before
-    assert "invalid" in [e.event for e in await h.store.trail(done)]  # the refusal is audited
+    # the refusal is audited on the request's trail as what it is, not as an invalid request
+    trail = await h.store.trail(done)
+    [refused] = [e for e in trail if e.detail.get("error")]
+    assert refused.event == "withdraw_refused" and "already decided (approved)" in refused.detail["error"]
+    assert "invalid" not in [e.event for e in trail]
+    text = words(await slash(h, f"audit {done}"))
+    assert "*withdraw_refused* by _system_: cancel: request 'done-1' is already decided (approved)" in text, text
 
 
+
+
+async def test_a_withdrawal_another_replica_reads_before_its_request_is_stored_waits_for_it(
+        store: Store, redis_url: str) -> None:
+    """Two replicas: `a` holds the request entry (read, not yet stored) while `b` reads the
+    withdrawal sent right after it. The withdrawal stays pending and is applied once retried
+    (reclaim), never dead-lettered as "no request"; one for an id never sent still is, at once."""
+    def replica(name: str) -> Intake:
+        return Intake(store, lambda: SingleChannelRouter(), redis_url=redis_url, consumer=name,
+                      claim_idle_s=0, max_deliveries=5)
+
+    a, b = replica("a"), replica("b")
+    queue = store.keys.requests
+    try:
+        await store.ensure_group()
+        await store.redis.xadd(queue, {"request": json.dumps({**REFUND, "agent": "billing-agent", "id": "r1"})})
+        await store.redis.xadd(queue, {"cancel": json.dumps({"id": "r1", "agent": "billing-agent"})})
+        await store.redis.xadd(queue, {"cancel": json.dumps({"id": "ghost-1", "agent": "billing-agent"})})
+        [held] = await a.stream.read("a", ">", count=1)  # replica a is held back with the request
+        await b._process(await b.stream.read("b", ">"))
+        [dead] = [f for _, f in await store.redis.xrange(store.keys.dead)]
+        assert "no request 'ghost-1'" in dead["error"], dead  # never sent: refused at once
+        assert [p["message_id"] for p in await store.redis.xpending_range(queue, GROUP, "-", "+", 10)] \
+            == [held.id, (await store.redis.xrange(queue))[1][0]]  # the withdrawal waits, unacknowledged
+        await a._process([held])  # the request is stored
+        assert (await store.get("r1")).decision is None
+        assert await b.reclaim() == 1  # the withdrawal, retried
+        decision = (await store.get("r1")).decision
+        assert decision is not None and decision.reason_code == "withdrawn", decision
+        assert await store.queue_lag() == 0 and await store.redis.xlen(store.keys.dead) == 1
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_a_withdrawal_that_waited_too_long_is_refused_as_a_withdrawal(store: Store, redis_url: str) -> None:
+    """A withdrawal left waiting for its request (held by a replica that never stores it) ends
+    dead-lettered after HITL_MAX_DELIVERIES like any entry, but as a refused withdrawal: on the
+    request's trail, and no `invalid` decision published under the queue entry's id."""
+    a = Intake(store, lambda: SingleChannelRouter(), redis_url=redis_url, consumer="a")
+    b = Intake(store, lambda: SingleChannelRouter(), redis_url=redis_url, consumer="b", max_deliveries=1)
+    queue = store.keys.requests
+    try:
+        await store.ensure_group()
+        await store.redis.xadd(queue, {"request": json.dumps({**REFUND, "agent": "billing-agent", "id": "r2"})})
+        await store.redis.xadd(queue, {"cancel": json.dumps({"id": "r2", "agent": "billing-agent"})})
+        await a.stream.read("a", ">", count=1)  # replica a holds the request, and never stores it
+        await b._process(await b.stream.read("b", ">"))  # waits
+        assert await store.redis.xlen(store.keys.dead) == 0
+        await b._drain_own_pending()  # b restarts: its second delivery is past max_deliveries
+        [(_, dead)] = await store.redis.xrange(store.keys.dead)
+        assert dead["error"].startswith("cancel: "), dead
+        assert await store.redis.xlen(store.keys.decisions) == 0
+        assert [e.event for e in await store.trail("r2")] == ["withdraw_refused"]
+    finally:
+        await a.close()
+        await b.close()

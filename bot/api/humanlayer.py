@@ -19,7 +19,7 @@ from bot.api.auth import Auth
 from bot.api.errors import ApiError, read_json
 from bot.api.hints import HintKey, seal
 from bot.api.service import Requests
-from bot.intake import describe
+from bot.entries import describe
 from store.api_keys import ApiKey
 from store.errors import AlreadyDecided, Conflict
 from store.models import Record, Status, utcnow

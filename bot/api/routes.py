@@ -17,7 +17,7 @@ from bot.api.errors import ApiError, read_json
 from bot.api.openapi import document
 from bot.api.schemas import CancelBody, state_of
 from bot.api.service import MAX_WAIT_S, Requests
-from bot.intake import describe
+from bot.entries import describe
 from store.chain import id_order
 from store.models import MAX_ENTRY_BYTES
 

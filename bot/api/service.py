@@ -19,7 +19,7 @@ from bot.api.bus import DecisionBus
 from bot.api.callbacks import CallbackPolicy
 from bot.api.errors import ApiError
 from bot.api.schemas import RequestState, state_of
-from bot.intake import describe
+from bot.entries import describe
 from store.api_keys import ApiKey
 from store.api_requests import ApiStore
 from store.errors import AlreadyDecided, Conflict, NotFound

@@ -7,7 +7,8 @@
 --       dead_max_len, dead_min_id ('' for no age limit), published request_id, taken ('1': the
 --       entry is another agent's (or action's) under an id a request holds: its decision goes to
 --       its own reply_to alone, never to decisions, no marker; the caller never passes the
---       holder's reply_to), raw field pairs...
+--       holder's reply_to), audit event ('invalid'; 'withdraw_refused' for a refused withdrawal),
+--       raw field pairs...
 -- The published entries also carry `entry_id`: the refused queue entry (another entry under
 -- the same id is not refused by it, and its agent must not take this for its answer).
 -- The published request_id is the id the agent sent, even one outside the id alphabet (so a
@@ -20,7 +21,7 @@ local has_reply, unusable = reply_ok(KEYS[6], ARGV[7])
 -- the entry's own fields first, the bot's last: an entry may hold an `error` or `entry_id` of
 -- its own, and a reader that keeps one value per name must get the bot's
 local fields = {}
-for i = 12, #ARGV do table.insert(fields, ARGV[i]) end
+for i = 13, #ARGV do table.insert(fields, ARGV[i]) end
 for _, v in ipairs({'error', ARGV[3], 'entry_id', ARGV[2], 'at', ARGV[4]}) do table.insert(fields, v) end
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[8], '*', unpack(fields))
 if ARGV[9] ~= '' then
@@ -29,7 +30,7 @@ end
 local detail = {entry_id = ARGV[2], error = ARGV[3], live = live}
 local answer_taken = live and ARGV[6] ~= '' and ARGV[11] == '1' and has_reply == '1'
 if answer_taken then detail['answered'] = KEYS[6] end
-audit(KEYS[3], KEYS[4], 'invalid', ARGV[5], 'system', ARGV[4], cjson.encode(detail))
+audit(KEYS[3], KEYS[4], ARGV[12], ARGV[5], 'system', ARGV[4], cjson.encode(detail))
 if answer_taken then
   redis.call('XADD', KEYS[6], 'MAXLEN', '~', 10000, '*', 'request_id', ARGV[10], 'decision', ARGV[6],
              'entry_id', ARGV[2])
