@@ -181,14 +181,31 @@ async def on_reject_all_submitted(ack: AsyncAck, body: dict[str, Any], view: dic
 
 async def on_one_by_one(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], respond: AsyncRespond,
                         context: AsyncBoltContext, client: AsyncWebClient) -> None:
+    """Open the one-by-one modal on the batch of the clicked card. A value naming another batch
+    (made by hand) is refused and audited; someone who may decide none of its waiting items is
+    told why at once (each item's trail has the refusal, as for Reject all), no modal."""
     await ack()
+    d, user = deps(context), body["user"]["id"]
     try:
         bid = BatchValue.unpack(action["value"]).b
-        batch, pending = await _pending(context, bid)
+        batch = await d.store.get_batch(bid)
+        records = await d.store.get_many(batch.items)
         channel, ts = _where(body)
+        if not any((r.channel, r.ts) == (channel, ts) for r in records):  # not this card's batch
+            await d.store.audit_system("refused", user, {"choice": "one_by_one", "reason": "not_allowed",
+                                                         "batch": bid, "channel": channel}, utcnow())
+            raise PayloadError("not the batch of this card")
+        pending = [r for r in records if r.state is State.pending]
         first = pending[0] if pending else None
         if first is None:
             await catch_up(context, bid)
+        else:  # the least a step asks (rejecting): someone who may not even reject gets no modal
+            mine, refused = await reviews.check_many(d, pending, user, Choice.reject)
+            if not mine:
+                error = refused[0][2]
+                assert error is not None
+                await respond(**refusal_message(error), response_type="ephemeral", replace_original=False)
+                return
         meta = BatchMeta(b=bid, r=first.id if first else None, c=channel, t=ts, p=first.params_mark if first else None)
         await client.views_open(trigger_id=body["trigger_id"],
                                 view=one_by_one_modal(batch, first, (1, len(pending)), meta))

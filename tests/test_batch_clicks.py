@@ -260,3 +260,66 @@ async def test_open_queue_lists_only_the_queue_of_the_clicked_digest(redis_url: 
         await h.emu.click("U0CAROL", "#approvals", card["ts"], BatchActionId.open_queue)
         view = await eventually(lambda: asyncio.sleep(0, h.emu.top_view("U0CAROL")), what="queue modal")
         assert "Acme" not in json.dumps(view.blocks) and "requests waiting in #approvals" in json.dumps(view.blocks)
+
+
+BOOKS = """
+defaults: {channel: "#approvals", approvers: [U0ALICE, U0BOB]}
+tiers:
+  low: {mode: auto}
+  medium: {mode: approve}
+  high: {mode: approve}
+  finance: {mode: approve, channel: "#finance-approvals", approvers: [U0FIONA]}
+rules:
+  - {name: finance, when: 'request.action == "wire"', tier: finance}
+batching: {window: 30s, max_items: 40}
+triggers: {first_use: {enabled: false}}
+"""
+"""Batches in #approvals (Alice and Bob decide) and in the private #finance-approvals (Fiona)."""
+
+
+async def _answer(h: Harness, user: str) -> Any:
+    """The modal opened for `user`, or the ephemerals they were sent, whichever comes first."""
+    return await eventually(lambda: asyncio.sleep(0, h.emu.top_view(user) or h.emu.ephemerals(user)),
+                            what=f"an answer to {user}")
+
+
+async def test_one_by_one_opens_only_the_batch_of_the_clicked_card(redis_url: str, tmp_path: Path) -> None:
+    """"Review one by one" on Bob's card, its value made by hand to name the private finance
+    batch: refused (told, audited), no modal showing the wire."""
+    async with running(redis_url, tmp_path, BOOKS) as h:
+        h.emu.add_user("U0FIONA", "fiona")
+        h.emu.add_channel("finance-approvals", "C0FINANCE", is_private=True, members=["U0FIONA"])
+        wires = [await h.push(action="wire", summary=f"Wire $9{i},000 to Acme Holdings", batch_key="wires")
+                 for i in range(2)]
+        refunds = [await h.push(summary=f"Refund {i}", batch_key="refunds") for i in range(2)]
+        await _cards_showing(h, wires, "#finance-approvals")
+        await _cards_showing(h, refunds)
+        wire, refund = await h.store.get(wires[0]), await h.store.get(refunds[0])
+        assert wire.batch and refund.ts
+        forged = BatchValue(b=wire.batch).pack()
+        await h.emu.click("U0BOB", "#approvals", refund.ts, BatchActionId.one_by_one, value=forged)
+        answer = await _answer(h, "U0BOB")
+        assert h.emu.top_view("U0BOB") is None, json.dumps(answer.blocks)
+        assert "Acme" not in json.dumps(answer)
+        refused = [e.detail for e in await h.store.audit_entries(100_000)
+                   if e.event == "refused" and e.actor == "U0BOB"]
+        assert refused == [{"choice": "one_by_one", "reason": "not_allowed", "batch": wire.batch,
+                            "channel": h.emu.ws.channel("#approvals").id}]
+        await h.emu.click("U0BOB", "#approvals", refund.ts, BatchActionId.one_by_one)  # its own: opens
+        view = await eventually(lambda: asyncio.sleep(0, h.emu.top_view("U0BOB")), what="one-by-one modal")
+        assert "Refund" in json.dumps(view.blocks)
+
+
+async def test_one_by_one_by_someone_who_may_decide_no_item_opens_no_modal(redis_url: str, tmp_path: Path) -> None:
+    """Dave decides none of the items: told why at once, each item's trail has the refusal."""
+    async with running(redis_url, tmp_path, BOOKS) as h:
+        ids = [await h.push(summary=f"Refund {i}", batch_key="theirs") for i in range(2)]
+        await _cards_showing(h, ids)
+        rec = await h.store.get(ids[0])
+        assert rec.ts
+        await h.emu.click("U0DAVE", "#approvals", rec.ts, BatchActionId.one_by_one)
+        answer = await _answer(h, "U0DAVE")
+        assert h.emu.top_view("U0DAVE") is None, json.dumps(answer.blocks)
+        assert "not one of" in json.dumps(answer) or "approver" in json.dumps(answer), answer
+        assert [await _refused(h, rid, "U0DAVE") for rid in ids] == [["not_an_approver"], ["not_an_approver"]]
+        assert all(r.state is State.pending for r in await h.store.get_many(ids))
