@@ -113,14 +113,19 @@ def digest_card(channel: str, waiting: list[Record], oldest_age_s: float | None,
     ]}
 
 
-def queue_modal(channel: str, waiting: list[Record], *, total: int | None = None) -> dict[str, Any]:
+def queue_modal(channel: str, waiting: list[Record], *, total: int | None = None,
+                hidden: int = 0) -> dict[str, Any]:
     """The requests waiting for a card in a channel, oldest first (the first of them when
-    `total`, how many wait in all, is larger)."""
+    `total`, how many wait in all, is larger); `hidden`: how many of those looked at the
+    person may not see (counted, nothing else shown)."""
     lines = [f"• {item_line(r, what=True)}" for r in waiting[:90]]  # a channel's queue mixes actions
     body: list[Block] = [section(truncate("\n".join(lines[i:i + 10]), 3000)) for i in range(0, len(lines), 10)]
+    lock = [context([f":lock: {hidden} of them you cannot see: only their approvers, requester, people "
+                     "who acted on them, hitl admins and, when none is named, the channel's members see them."])]
     return modal(CallbackId.queue_modal, "Queue", [
         context([f"{len(waiting) if total is None else total} requests waiting in {escape(channel)}"]),
-        *(body or [section("Nothing is waiting.")])], private_metadata="")
+        *(body or [section("Nothing is waiting." if not hidden else "None of them is yours to see.")]),
+        *(lock if hidden else [])], private_metadata="")
 
 
 def bulk_result_message(verb: str, outcomes: list[tuple[str, Record | None, Exception | None]], *,

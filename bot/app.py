@@ -293,9 +293,10 @@ def build_app(settings: Settings, store: Store | None = None, policy: PolicyHold
                     claim_idle_s=settings.claim_idle_s, max_deliveries=settings.max_deliveries,
                     dead_max_len=settings.dead_max_len, dead_max_age_s=settings.dead_max_age_s,
                     on_accepted=lambda: _kick_both(delivery, scheduler))
+    directory = SlackDirectory(gateway)
     scheduler = Scheduler(store, gateway, lambda: intake.router(),
-                          on_change=delivery.kick, slot_window=delivery.slot_window)
-    d = Deps(store=store, directory=SlackDirectory(gateway), external_teams=lambda: policy().external_teams, kick=delivery.kick,
+                          on_change=delivery.kick, slot_window=delivery.slot_window, directory=directory)
+    d = Deps(store=store, directory=directory, external_teams=lambda: policy().external_teams, kick=delivery.kick,
              admins=lambda: frozenset(policy().admins), paused=pause.current, on_pause=lambda paused, reason: _paused(store, pause, paused, reason),
              policy_lines=lambda: policy_lines(policy(), policy.last_error), chart=charts.png,
              trust_after=lambda: policy().policy.trust.after,

@@ -46,6 +46,7 @@ from blocks.text import fmt_duration
 from bot.autonomy import absence_due, redraw_naming
 from bot.delivery import EARLY_MS as SLOT_EARLY_MS
 from bot.delivery import IN_PLACE_MS, POST_BURST, POST_RATE, SLOT_LEASE_MS, Slot, post_in_slot
+from bot.directory import SlackDirectory
 from bot.gateway import Gateway, Permanent, RateLimited, SlackFailure, Transient
 from bot.policy import ResolvedTier
 from bot.timing import (
@@ -147,8 +148,10 @@ class Scheduler(DueWorker):
     def __init__(self, store: Store, slack: Gateway, policy: Callable[[], Any], *,
                  clock: Callable[[], float] = time.time, lease_ms: int = LEASE_MS,
                  batch: int = 50, on_change: Callable[[], None] = lambda: None,
-                 slot_window: Window | None = None) -> None:
+                 slot_window: Window | None = None, directory: SlackDirectory | None = None) -> None:
         super().__init__()
+        self.directory = directory or SlackDirectory(slack)
+        """Who is in a channel a level notifies (shared with the handlers' who-may-see)."""
         self.max_wait_s = MAX_WAIT_S
         self.store = store
         self.slack = slack
@@ -590,20 +593,18 @@ class Scheduler(DueWorker):
         return [str(u) for u in users][:MAX_MEMBERS]
 
     async def _channel_members(self, channel: str) -> list[str]:
-        members: list[str] = []
-        cursor = None
+        """The people in `channel` (the directory's listing, shared with who-may-see). Slack
+        refusing for good (no such channel, not in it): logged, nobody; a 429: the level is
+        retried at Slack's Retry-After; other transient failures propagate (retried with a
+        growing back-off): a level is never recorded as if the channel were empty."""
         try:
-            cid = await self.slack.channel_id(channel)
-            while len(members) < MAX_MEMBERS:
-                resp = await self._call("conversations.members", channel=cid, limit=200, cursor=cursor)
-                page: list[Any] = resp.get("members") or []
-                members += [str(u) for u in page]
-                cursor = (resp.get("response_metadata") or {}).get("next_cursor")
-                if not cursor:
-                    break
+            members = await self.directory.channel_members(channel)
+        except RateLimited as e:
+            raise RetryLater(self.now_ms() + int(e.retry_after_s * 1000), "Slack rate limit") from e
         except Permanent as e:
             log.warning("scheduler: members of %s unknown: %s", channel, e.error)
-        return [m for m in members if m[:1] in "UW"][:MAX_MEMBERS]
+            return []
+        return sorted(m for m in members if m[:1] in "UW")[:MAX_MEMBERS]
 
     # ---- helpers --------------------------------------------------------------------------
 

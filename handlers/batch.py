@@ -4,6 +4,7 @@ the items the card drew (`BatchValue.i`/`h`): later arrivals stay open and the r
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
@@ -180,14 +181,31 @@ async def on_reject_all_submitted(ack: AsyncAck, body: dict[str, Any], view: dic
 
 async def on_one_by_one(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], respond: AsyncRespond,
                         context: AsyncBoltContext, client: AsyncWebClient) -> None:
+    """Open the one-by-one modal on the batch of the clicked card. A value naming another batch
+    (made by hand) is refused and audited; someone who may decide none of its waiting items is
+    told why at once (each item's trail has the refusal, as for Reject all), no modal."""
     await ack()
+    d, user = deps(context), body["user"]["id"]
     try:
         bid = BatchValue.unpack(action["value"]).b
-        batch, pending = await _pending(context, bid)
+        batch = await d.store.get_batch(bid)
+        records = await d.store.get_many(batch.items)
         channel, ts = _where(body)
+        if not any((r.channel, r.ts) == (channel, ts) for r in records):  # not this card's batch
+            await d.store.audit_system("refused", user, {"choice": "one_by_one", "reason": "not_allowed",
+                                                         "batch": bid, "channel": channel}, utcnow())
+            raise PayloadError("not the batch of this card")
+        pending = [r for r in records if r.state is State.pending]
         first = pending[0] if pending else None
         if first is None:
             await catch_up(context, bid)
+        else:  # the least a step asks (rejecting): someone who may not even reject gets no modal
+            mine, refused = await reviews.check_many(d, pending, user, Choice.reject)
+            if not mine:
+                error = refused[0][2]
+                assert error is not None
+                await respond(**refusal_message(error), response_type="ephemeral", replace_original=False)
+                return
         meta = BatchMeta(b=bid, r=first.id if first else None, c=channel, t=ts, p=first.params_mark if first else None)
         await client.views_open(trigger_id=body["trigger_id"],
                                 view=one_by_one_modal(batch, first, (1, len(pending)), meta))
@@ -236,16 +254,36 @@ async def on_step(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], c
     await client.views_update(view_id=view["id"], hash=view.get("hash"), view=new)
 
 
-async def on_open_queue(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], context: AsyncBoltContext,
-                        client: AsyncWebClient) -> None:
+async def on_open_queue(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], respond: AsyncRespond,
+                        context: AsyncBoltContext, client: AsyncWebClient) -> None:
+    """The backlog digest's "Open the queue": the requests waiting for a card in the channel the
+    clicked digest is about, those the person may see (`reviews.may_see`, as `/hitl queue`). A
+    value naming another channel's queue (made by hand) is refused and audited."""
     await ack()
-    channel = BatchValue.unpack(action["value"]).b
-    store = deps(context).store
+    d, user = deps(context), body["user"]["id"]
+    store = d.store
     state = BacklogStore(store)
+    try:
+        channel = BatchValue.unpack(action["value"]).b
+    except PayloadError as e:
+        await respond(**refusal_message(e), response_type="ephemeral", replace_original=False)
+        return
+    where = _where(body)
+    digest = await state.digest(channel)
+    if (digest.get("channel_id"), digest.get("ts")) != where:  # not this card's queue
+        await store.audit_system("refused", user, {"choice": "open_queue", "reason": "not_allowed",
+                                                   "queue": channel, "channel": where[0]}, utcnow())
+        await respond(**refusal_message(PayloadError("not the queue of this card")), response_type="ephemeral",
+                      replace_original=False)
+        return
     ids = await state.waiting_ids(channel, None)  # all of them: the count says how many wait
-    waiting = [r for r in await store.get_many(ids[:200]) if not r.ts]
+    records = [r for r in await store.get_many(ids[:200]) if not r.ts]
+    absences = await store.trust.absences()  # read once for the whole list
+    seen = await asyncio.gather(*(reviews.may_see(d, r, user, absences=absences) for r in records))
+    waiting = [r for r, ok in zip(records, seen, strict=True) if ok]
     total = len(ids) - len(await state.posted(ids))
-    await client.views_open(trigger_id=body["trigger_id"], view=queue_modal(channel, waiting, total=total))
+    await client.views_open(trigger_id=body["trigger_id"], view=queue_modal(
+        channel, waiting, total=total, hidden=len(records) - len(waiting)))
 
 
 async def on_reason_chosen(ack: AsyncAck) -> None:

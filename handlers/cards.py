@@ -24,7 +24,10 @@ async def on_approve(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any]
     user = body["user"]
     try:
         value = ButtonValue.unpack(action["value"])
-        await reviews.decide(deps(context), value.r, user["id"], user_name(user), Choice.approve, seen=value.p)
+        # a button without the values' mark (a card drawn by an older version) is stale: the
+        # card is redrawn with its mark, and the person approves what it then shows
+        await reviews.decide(deps(context), value.r, user["id"], user_name(user), Choice.approve,
+                             seen=value.p or reviews.UNSEEN)
     except (StoreError, PayloadError) as e:
         await respond(**refusal_message(e), response_type="ephemeral", replace_original=False)
 

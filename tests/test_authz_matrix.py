@@ -337,11 +337,16 @@ async def _async(v: Any) -> Any:
 
 
 def step(action_id: str, value: Callable[[Case], str] | None = None) -> Act:
-    """A step of the one-by-one review modal the person opened from the batch card (`value`:
-    a hand-made one)."""
+    """A step of the one-by-one review modal opened from the batch card by an approver (U0BOB)
+    and sent by the row's person (a modal opened while they could, or made by hand; `value`: a
+    hand-made one). Someone who may decide no item gets no modal from the card itself."""
     async def act(h: Harness, case: Case, user: str) -> Reply:
-        await click(BatchActionId.one_by_one)(h, case, user)
-        view = await _view(h, user, CallbackId.one_by_one_modal)
+        await click(BatchActionId.one_by_one)(h, case, "U0BOB")
+        view = await _view(h, "U0BOB", CallbackId.one_by_one_modal)
+        if user != "U0BOB":
+            h.emu.ws.views.stacks["U0BOB"].remove(view.id)
+            h.emu.ws.views.stacks.setdefault(user, []).append(view.id)
+            view.user_id = user
         return await h.emu.click_view(user, view.id, action_id, value=value(case) if value else None)
     return act
 
@@ -359,6 +364,13 @@ async def _batch_and_mine(h: Harness) -> Case:
     b = await batch(h)
     target = await approval(h)
     return Case(target.rids, batch=b.batch, recs=[b.rec, target.rec])
+
+
+async def _batch_and_batch(h: Harness) -> Case:
+    """A batch card, and another batch (watched) whose id a button of the first is made to carry."""
+    clicked = await batch(h)
+    other = await batch(h)
+    return Case(other.rids, batch=other.batch, recs=[clicked.rec, *other.recs])
 
 
 def other_in_batch_meta(case: Case) -> str:
@@ -500,6 +512,11 @@ ROWS: list[Row] = [
     Row(CallbackId.reject_all_modal, "non_approver", NA, batch,
         modal("U0BOB", click(BatchActionId.reject_all), CallbackId.reject_all_modal, REASON),
         reason="not_an_approver"),
+    Row(BatchActionId.one_by_one, "non_approver", NA, batch, click(BatchActionId.one_by_one),
+        reason="not_an_approver"),
+    Row(BatchActionId.one_by_one, "forged_other_batch", "U0BOB", _batch_and_batch,
+        click(BatchActionId.one_by_one, lambda c: BatchValue(b=c.batch or "").pack()), audit="system",
+        reason="not_allowed"),
     Row(BatchActionId.step_approve, "non_approver", NA, batch, step(BatchActionId.step_approve),
         reason="not_an_approver", told="modal"),
     Row(BatchActionId.step_approve, "forged_other_request", "U0BOB", _batch_and_other,
@@ -647,7 +664,7 @@ HANDLERS = Path(__file__).resolve().parent.parent / "handlers"
 SUBCOMMANDS_THAT_CHANGE = {"/hitl pause", "/hitl resume", "/hitl trust reset", "/hitl trust pin",
                            "/hitl trust unpin", "/hitl grants revoke"}
 """`/hitl away` changes only the asker's own absence; the other subcommands only read."""
-READ_ONLY = {ActionId.show_context.value, BatchActionId.one_by_one.value, BatchActionId.open_queue.value,
+READ_ONLY = {ActionId.show_context.value, BatchActionId.open_queue.value,
              BatchActionId.step_reason.value, BatchActionId.step_skip.value, "/hitl"}
 """Elements that change nothing themselves (they open a view or read); what they lead to has rows."""
 

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from blocks.ids import BatchActionId
+from blocks.payloads import BatchValue
 from store.models import State
 from tests.harness import Harness, running
 from tests.test_batch import POLICY, _cards_showing, _item
@@ -211,3 +212,114 @@ async def test_reject_all_lists_only_the_items_the_person_may_decide_and_rejects
         theirs, mine = await h.store.get_many(ids)
         assert mine.decision and mine.decision.status.value == "rejected"
         assert theirs.state is State.pending and await _refused(h, ids[0], "U0CAROL") == ["not_an_approver"]
+
+
+QUEUES = """
+defaults: {channel: "#approvals", tier: medium}
+tiers:
+  low: {mode: auto}
+  medium: {mode: approve}
+  high: {mode: approve}
+  finance: {mode: approve, channel: "#finance-approvals"}
+rules:
+  - {name: finance, when: 'request.action == "wire"', tier: finance}
+batching: {enabled: false}
+triggers: {first_use: {enabled: false}}
+"""
+"""Two channels whose cards wait for their posting slots: #approvals (public) and
+#finance-approvals (private: Fiona only)."""
+
+
+async def test_open_queue_lists_only_the_queue_of_the_clicked_digest(redis_url: str, tmp_path: Path) -> None:
+    """The digest's "Open the queue" in #approvals, its value made by hand to name the private
+    finance channel: refused (told, audited), nothing of that channel shown; the card's own
+    value still opens its own queue."""
+    async with running(redis_url, tmp_path, QUEUES, rate_limits=True, post_rate=0.5, post_burst=1.0,
+                       backlog_at=2) as h:
+        h.emu.add_user("U0FIONA", "fiona")
+        h.emu.add_channel("finance-approvals", "C0FINANCE", is_private=True, members=["U0FIONA"])
+        for i in range(3):
+            await h.push(action="wire", summary=f"Wire $9{i},000 to Acme Holdings")
+            await h.push(action=f"refund_{i}", summary=f"Refund {i}")
+
+        async def digest() -> dict[str, Any] | None:
+            return next((m for m in h.emu.messages("#approvals") if "Approval backlog" in json.dumps(m["blocks"])),
+                        None)
+
+        card = await eventually(digest, 20, "the backlog digest")
+        forged = BatchValue(b="#finance-approvals").pack()
+        await h.emu.click("U0CAROL", "#approvals", card["ts"], BatchActionId.open_queue, value=forged)
+        answered = await eventually(lambda: asyncio.sleep(0, h.emu.top_view("U0CAROL") or h.emu.ephemerals("U0CAROL")),
+                                    what="an answer to Carol")
+        assert h.emu.top_view("U0CAROL") is None, json.dumps(answered.blocks)
+        assert "Acme" not in json.dumps(answered), answered
+        refused = [e.detail for e in await h.store.audit_entries(100_000)
+                   if e.event == "refused" and e.actor == "U0CAROL"]
+        assert refused == [{"choice": "open_queue", "reason": "not_allowed", "queue": "#finance-approvals",
+                            "channel": h.emu.ws.channel("#approvals").id}]
+        await h.emu.click("U0CAROL", "#approvals", card["ts"], BatchActionId.open_queue)
+        view = await eventually(lambda: asyncio.sleep(0, h.emu.top_view("U0CAROL")), what="queue modal")
+        assert "Acme" not in json.dumps(view.blocks) and "requests waiting in #approvals" in json.dumps(view.blocks)
+
+
+BOOKS = """
+defaults: {channel: "#approvals", approvers: [U0ALICE, U0BOB]}
+tiers:
+  low: {mode: auto}
+  medium: {mode: approve}
+  high: {mode: approve}
+  finance: {mode: approve, channel: "#finance-approvals", approvers: [U0FIONA]}
+rules:
+  - {name: finance, when: 'request.action == "wire"', tier: finance}
+batching: {window: 30s, max_items: 40}
+triggers: {first_use: {enabled: false}}
+"""
+"""Batches in #approvals (Alice and Bob decide) and in the private #finance-approvals (Fiona)."""
+
+
+async def _answer(h: Harness, user: str) -> Any:
+    """The modal opened for `user`, or the ephemerals they were sent, whichever comes first."""
+    return await eventually(lambda: asyncio.sleep(0, h.emu.top_view(user) or h.emu.ephemerals(user)),
+                            what=f"an answer to {user}")
+
+
+async def test_one_by_one_opens_only_the_batch_of_the_clicked_card(redis_url: str, tmp_path: Path) -> None:
+    """"Review one by one" on Bob's card, its value made by hand to name the private finance
+    batch: refused (told, audited), no modal showing the wire."""
+    async with running(redis_url, tmp_path, BOOKS) as h:
+        h.emu.add_user("U0FIONA", "fiona")
+        h.emu.add_channel("finance-approvals", "C0FINANCE", is_private=True, members=["U0FIONA"])
+        wires = [await h.push(action="wire", summary=f"Wire $9{i},000 to Acme Holdings", batch_key="wires")
+                 for i in range(2)]
+        refunds = [await h.push(summary=f"Refund {i}", batch_key="refunds") for i in range(2)]
+        await _cards_showing(h, wires, "#finance-approvals")
+        await _cards_showing(h, refunds)
+        wire, refund = await h.store.get(wires[0]), await h.store.get(refunds[0])
+        assert wire.batch and refund.ts
+        forged = BatchValue(b=wire.batch).pack()
+        await h.emu.click("U0BOB", "#approvals", refund.ts, BatchActionId.one_by_one, value=forged)
+        answer = await _answer(h, "U0BOB")
+        assert h.emu.top_view("U0BOB") is None, json.dumps(answer.blocks)
+        assert "Acme" not in json.dumps(answer)
+        refused = [e.detail for e in await h.store.audit_entries(100_000)
+                   if e.event == "refused" and e.actor == "U0BOB"]
+        assert refused == [{"choice": "one_by_one", "reason": "not_allowed", "batch": wire.batch,
+                            "channel": h.emu.ws.channel("#approvals").id}]
+        await h.emu.click("U0BOB", "#approvals", refund.ts, BatchActionId.one_by_one)  # its own: opens
+        view = await eventually(lambda: asyncio.sleep(0, h.emu.top_view("U0BOB")), what="one-by-one modal")
+        assert "Refund" in json.dumps(view.blocks)
+
+
+async def test_one_by_one_by_someone_who_may_decide_no_item_opens_no_modal(redis_url: str, tmp_path: Path) -> None:
+    """Dave decides none of the items: told why at once, each item's trail has the refusal."""
+    async with running(redis_url, tmp_path, BOOKS) as h:
+        ids = [await h.push(summary=f"Refund {i}", batch_key="theirs") for i in range(2)]
+        await _cards_showing(h, ids)
+        rec = await h.store.get(ids[0])
+        assert rec.ts
+        await h.emu.click("U0DAVE", "#approvals", rec.ts, BatchActionId.one_by_one)
+        answer = await _answer(h, "U0DAVE")
+        assert h.emu.top_view("U0DAVE") is None, json.dumps(answer.blocks)
+        assert "not one of" in json.dumps(answer) or "approver" in json.dumps(answer), answer
+        assert [await _refused(h, rid, "U0DAVE") for rid in ids] == [["not_an_approver"], ["not_an_approver"]]
+        assert all(r.state is State.pending for r in await h.store.get_many(ids))

@@ -519,3 +519,21 @@ async def test_a_level_still_sending_keeps_its_lease_so_no_other_replica_sends_i
     assert len(w.emu.messages("#approvals-leads")) == 1
     assert len(_dms(w, "U0DAVE")) == 1 and len(w.thread(rec)) == 1
     assert [d["level"] for e, d in await w.events(rec.id) if e == "escalated"] == [1]
+
+
+@pytest.mark.parametrize("failure", [{"error": "internal_error", "times": 3}, {"status": 429, "retry_after": 10}])
+async def test_a_channel_slack_cannot_list_for_now_is_listed_again_before_its_level_counts(
+        w: World, failure: dict[str, Any]) -> None:
+    """A level notifying a channel, while Slack fails to list its members (a 5xx-like error, a
+    429): the level is run again later, and the channel's members are brought in then: it is
+    never recorded as if the channel had nobody in it."""
+    leads = w.emu.ws.find_channel("#approvals-leads")
+    assert leads is not None
+    leads.members.add("U0CAROL")
+    rec = await w.request()
+    w.emu.inject("conversations.members", **failure)
+    await step(w, 55)
+    rec = await w.store.get(rec.id)
+    level_1 = next(d for e, d in await w.events(rec.id) if e == "escalated")
+    assert level_1["level"] == 1 and "U0CAROL" in rec.extra_approvers
+    authorize(rec, "U0CAROL", Choice.approve)

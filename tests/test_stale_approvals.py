@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from blocks.ids import ActionId, param_block_id
+from blocks.payloads import ButtonValue
 from store.models import Record, State, Status
 from tests.harness import Harness, running
 from tests.util import eventually
@@ -229,3 +230,30 @@ async def test_approve_all_on_a_batch_too_long_for_a_list_of_marks_still_leaves_
         assert [v.user_id for v in edited.votes] == ["U0BOB"]
         assert {"choice": "approve", "reason": "stale"} in await _refusals(h, ids[1])
         assert all([v.user_id for v in r.votes] == ["U0CAROL"] for r in others)
+
+
+async def test_an_approve_button_without_a_fingerprint_is_refused_as_stale(redis_url: str, tmp_path: Path) -> None:
+    """A card drawn by an older version: its Approve carries no `params_mark`. Bob edited the
+    amount since; Alice's click would approve 99999 she never saw. Refused as stale (told,
+    audited), her card redrawn with the values and a fingerprint; from it she approves."""
+    async with running(redis_url, tmp_path, POLICY) as h:
+        rid = await h.push(params={"amount": 100, "to": "ana"}, editable=["amount"], summary="Refund")
+        rec = await h.card(rid)
+        assert rec.channel and rec.ts
+        bob = await _edit(h, rec, "U0BOB")
+        await h.emu.submit_view("U0BOB", bob, {param_block_id("amount"): {"value": "99999"}})
+        await _votes(h, rid, 1)
+        updates = len(h.emu.calls_to("chat.update"))
+        old = ButtonValue(r=rid).pack()
+        await h.emu.click("U0ALICE", rec.channel, rec.ts, ActionId.approve, value=old)
+        assert "changed" in await h.ephemeral("U0ALICE")
+        assert {"choice": "approve", "reason": "stale"} in await _refusals(h, rid)
+        assert [v.user_id for v in (await h.store.get(rid)).votes] == ["U0BOB"]
+
+        async def redrawn() -> bool:
+            return len(h.emu.calls_to("chat.update")) > updates
+
+        await eventually(redrawn, what="the card redrawn")
+        await h.click(rec, "U0ALICE", ActionId.approve)  # the card as it stands: the fingerprint of 99999
+        await h.decided(rid)
+        assert (await h.store.get(rid)).decision.status is Status.approved  # type: ignore[union-attr]
