@@ -52,9 +52,11 @@ async def on_item(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], r
         choice, meta = item_choice(body, action)
         rid = meta.r
         if choice == "approve":
-            await reviews.decide(d, rid, user["id"], user_name(user), Choice.approve, seen=meta.p)
+            # an item value with no mark (a card drawn by an older version) is stale, as on single cards
+            await reviews.decide(d, rid, user["id"], user_name(user), Choice.approve, seen=meta.p or reviews.UNSEEN)
         elif choice == GRANT:  # the single card's "Approve and allow similar", same path
-            reply = await reviews.approve_with_grant(d, rid, user["id"], user_name(user), seen=meta.p)
+            reply = await reviews.approve_with_grant(d, rid, user["id"], user_name(user),
+                                                     seen=meta.p or reviews.UNSEEN)
             await respond(text=reply["text"], response_type="ephemeral", replace_original=False)
         elif choice == "reject":
             record = await reviews.check(d, rid, user["id"], Choice.reject)
@@ -238,7 +240,8 @@ async def on_step(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], c
         code = (chosen.get("selected_option") or {}).get("value")
         try:
             if action["action_id"] == BatchActionId.step_approve:
-                await reviews.decide(d, meta.r, user["id"], user_name(user), Choice.approve, seen=meta.p)
+                await reviews.decide(d, meta.r, user["id"], user_name(user), Choice.approve,
+                                     seen=meta.p or reviews.UNSEEN)
             else:
                 await reviews.decide(d, meta.r, user["id"], user_name(user), Choice.reject,
                                      reason_code=code or "other", reason=None if code else "Rejected in one-by-one review")

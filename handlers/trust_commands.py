@@ -197,8 +197,10 @@ async def on_approve_grant(ack: AsyncAck, body: dict[str, Any], action: dict[str
     await ack()
     user, d = body["user"], deps(context)
     try:
-        rid = ButtonValue.unpack(action["value"]).r
-        reply = await reviews.approve_with_grant(d, rid, user["id"], user_name(user))
+        value = ButtonValue.unpack(action["value"])
+        # the values' mark, as Approve: none (a card drawn by an older version) is stale
+        reply = await reviews.approve_with_grant(d, value.r, user["id"], user_name(user),
+                                                 seen=value.p or reviews.UNSEEN)
     except (StoreError, PayloadError) as e:
         await respond(**refusal_message(e), response_type="ephemeral", replace_original=False)
         return

@@ -257,3 +257,30 @@ async def test_an_approve_button_without_a_fingerprint_is_refused_as_stale(redis
         await h.click(rec, "U0ALICE", ActionId.approve)  # the card as it stands: the fingerprint of 99999
         await h.decided(rid)
         assert (await h.store.get(rid)).decision.status is Status.approved  # type: ignore[union-attr]
+
+
+def _button_value(message: dict[str, object], action_id: str) -> str:
+    for block in message["blocks"]:  # type: ignore[attr-defined]
+        for element in block.get("elements", []):
+            if element.get("action_id") == action_id:
+                return str(element["value"])
+    raise AssertionError(f"no {action_id} button")
+
+
+async def test_approve_and_allow_similar_from_a_card_drawn_before_an_edit_is_refused(
+        redis_url: str, tmp_path: Path) -> None:
+    """"Approve and allow similar" carries the values' fingerprint like Approve, but the click
+    ignored it: Alice's click on the card as drawn (amount 100) approved Bob's 90 she never saw,
+    and voted a standing grant for it. Refused as stale now; a button with no fingerprint too."""
+    async with running(redis_url, tmp_path, POLICY) as h:
+        rid = await h.push(params={"amount": 100, "to": "ana"}, editable=["amount"], summary="Refund")
+        rec = await h.card(rid)
+        assert rec.channel and rec.ts
+        drawn = _button_value(h.message(rec), ActionId.approve_grant)
+        await h.emu.submit_view("U0BOB", await _edit(h, rec, "U0BOB"), {param_block_id("amount"): {"value": "90"}})
+        await _votes(h, rid, 1)
+        for value in (drawn, ButtonValue(r=rid).pack()):
+            await h.emu.click("U0ALICE", rec.channel, rec.ts, ActionId.approve_grant, value=value)
+            assert "changed" in await h.ephemeral("U0ALICE")
+        assert [v.user_id for v in (await h.store.get(rid)).votes] == ["U0BOB"]
+        assert (await _refusals(h, rid)).count({"choice": "approve", "reason": "stale"}) == 2
