@@ -169,7 +169,27 @@ async def test_review_with_a_hash_reply_key_records_the_verdict(store: Store) ->
                     by=Vote(user_id="U0A", name="a", choice=Choice.reject, at=utcnow()))
     await store.review(rec, review, json.dumps({"event": "override"}), utcnow())
     assert (await store.get("r1")).review is not None
-    assert "overridden" in [e.event for e in await store.trail("r1")]
+    [overridden] = [e for e in await store.trail("r1") if e.event == "overridden"]
+    # the agent was not told (its reply key is no stream): the trail says so, as for decisions
+    assert overridden.detail == {"reason_code": "other", "delivered": False,
+                                 "reply_failed": "agent:box is a hash, not a stream"}
+
+
+async def test_an_override_of_a_request_that_named_no_reply_stream_says_nobody_was_told(store: Store) -> None:
+    d = Decision(request_id="r2", status=Status.auto_approved, decided_at=utcnow())
+    assert await _accepted(store, _request("r2"), d) == "accepted"
+    review = Review(verdict="wrong", reason_code="other",
+                    by=Vote(user_id="U0A", name="a", choice=Choice.reject, at=utcnow()))
+    await store.review(await store.get("r2"), review, json.dumps({"event": "override"}), utcnow())
+    [overridden] = [e for e in await store.trail("r2") if e.event == "overridden"]
+    assert overridden.detail == {"reason_code": "other", "delivered": False,
+                                 "reply_failed": "the request named no reply_to"}
+    ok = Decision(request_id="r3", status=Status.auto_approved, decided_at=utcnow())
+    assert await _accepted(store, _request("r3", reply_to="agent:in"), ok) == "accepted"
+    await store.review(await store.get("r3"), review, json.dumps({"event": "override"}), utcnow())
+    [told] = [e for e in await store.trail("r3") if e.event == "overridden"]
+    assert told.detail == {"reason_code": "other", "delivered": True}
+    assert [f["message_for"] for _, f in await store.redis.xrange("agent:in") if "message_for" in f] == ["r3"]
 
 
 # ---- idempotent retries, trimming -----------------------------------------------------------

@@ -17,15 +17,21 @@ if earlier then
   return {'reviewed', earlier}
 end
 local rid, at = ARGV[1], ARGV[5]
-local has_reply = reply_ok(KEYS[5], ARGV[6])  -- checked before any write: an XADD cannot fail half-way
+local has_reply, unusable = reply_ok(KEYS[5], ARGV[6])  -- checked before any write: an XADD cannot fail half-way
 redis.call('HSET', KEYS[1], 'review', ARGV[2])
 redis.call('HINCRBY', KEYS[1], 'version', 1)
 local review = cjson.decode(ARGV[2])
 audit(KEYS[3], KEYS[2], 'reviewed', rid, review['by']['user_id'], at,
   cjson.encode({verdict = ARGV[3], reason_code = review['reason_code']}))
 if ARGV[3] == 'wrong' then
-  audit(KEYS[3], KEYS[2], 'overridden', rid, review['by']['user_id'], at,
-    cjson.encode({reason_code = review['reason_code']}))
+  -- whether the agent was told, and why not: an override nobody hears of leaves a trace
+  local detail = {reason_code = review['reason_code'], delivered = has_reply == '1'}
+  if unusable then
+    detail['reply_failed'] = KEYS[5] .. ' is a ' .. unusable .. ', not a stream'
+  elseif ARGV[6] ~= '1' then
+    detail['reply_failed'] = 'the request named no reply_to'
+  end
+  audit(KEYS[3], KEYS[2], 'overridden', rid, review['by']['user_id'], at, cjson.encode(detail))
   if has_reply == '1' then
     redis.call('XADD', KEYS[5], 'MAXLEN', '~', 10000, '*', 'message_for', rid, 'message', ARGV[7])
   end
