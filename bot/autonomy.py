@@ -50,17 +50,19 @@ async def route(store: Store, router: Router, request: Request, *, paused: bool,
     r = router.route(request, paused=paused, trust=state)
     terms = engine.grant_terms(r.tier)
     if canary:
-        # it must reach a person and look like any other card (also "Approve and allow
-        # similar" where a real request would offer it: handlers.trust makes no grant of it;
-        # the agent's view hidden where the policy routes its action to shadow mode, as on
-        # every real card of that action); its decision reaches no agent
-        mode = r.mode if r.mode in (Mode.approve, Mode.shadow, Mode.escalate) else Mode.approve
+        # it must look exactly like a real request of its route: the same card where the policy
+        # sends real ones to a person (also "Approve and allow similar" where a real request
+        # would offer it: handlers.trust makes no grant of it; the agent's view hidden where its
+        # action is in shadow mode), and no card where real ones run or are refused alone (the
+        # canary file refuses such canaries; a promotion of their action can still route one
+        # there): forcing it to a person would show a card no real request of its route gets.
+        # Never batched, never covered by a grant, never sampled for review; its decision
+        # reaches no agent
         offer = None
-        if (mode is Mode.approve and not paused and request.kind is Kind.approval and terms is not None
+        if (r.mode is Mode.approve and not paused and request.kind is Kind.approval and terms is not None
                 and terms.allows(request)):
             offer = r.grant_offer_s or terms.duration_s
-        return r.model_copy(update={"canary": True, "mode": mode, "sampled": False, "group": None,
-                                    "grant_offer_s": offer})
+        return r.model_copy(update={"canary": True, "sampled": False, "group": None, "grant_offer_s": offer})
     update: dict[str, object] = {}
     if (r.mode is Mode.approve and not paused and request.kind is Kind.approval and terms is not None
             and terms.allows(request)):

@@ -3,27 +3,35 @@
 One JSON object per line (or one JSON list): a request (`agent`, `action`, `summary`, ...) plus
 `answer` (`approve` or `reject`) and an optional `why` the reviewer reads when they got it
 wrong. The path is relative to the policy file; an invalid file refuses the policy, naming
-the line.
+the line. So does a canary the policy itself would never show a person (routed `auto`,
+`audit` or `deny` by its tier and rules): a card for it would be one no real request of its
+route ever gets, which tells it apart.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
 from bot.policy.load import PolicyError
-from bot.policy.model import Policy
-from store.models import Request
+from store.models import Mode, Request
+
+if TYPE_CHECKING:
+    from bot.policy.engine import PolicyEngine
 
 ANSWERS = ("approve", "reject")
 MAX_CANARIES = 1000
+SHOWN = frozenset({Mode.approve, Mode.shadow, Mode.escalate})
+"""Routes on which a person sees the request before it runs: the only ones a canary may have."""
 
 
-def load_canaries(policy: Policy, policy_path: Path) -> list[dict[str, Any]]:
-    """The validated canaries of `policy` (none without `trust.canaries.file`)."""
+def load_canaries(engine: PolicyEngine, policy_path: Path) -> list[dict[str, Any]]:
+    """The validated canaries of `engine`'s policy (none without `trust.canaries.file`), each
+    one the policy routes to a person."""
+    policy = engine.policy
     name = policy.trust.canaries.file
     if not name:
         return []
@@ -54,9 +62,16 @@ def load_canaries(policy: Policy, policy_path: Path) -> list[dict[str, Any]]:
         canary.pop("id", None)
         canary.pop("reply_to", None)
         try:
-            Request.model_validate(canary)
+            request = Request.model_validate({**canary, "id": "canary"})
         except ValidationError as e:
             problems.append(f"{where} item {i}: {e.errors()[0]['msg']}")
+            continue
+        # as a known action's request, not paused (pausing sends real requests to people too)
+        route = engine.route(request)
+        if route.mode not in SHOWN:
+            problems.append(f"{where} item {i}: the policy routes it to {route.mode.value} (tier {route.tier}: "
+                            f"{'; '.join(route.reasons)}): no person would see it, and a card for it "
+                            f"would be one no real request of that route gets")
             continue
         out.append({"request": canary, "answer": answer, "why": why if isinstance(why, str) else None})
     if problems:

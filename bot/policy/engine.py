@@ -150,7 +150,7 @@ class PolicyEngine:
         from bot.policy.canaries import load_canaries
 
         engine = cls(load_file(path), str(path))
-        engine.canaries = load_canaries(engine.policy, path)
+        engine.canaries = load_canaries(engine, path)
         return engine
 
     def grant_rule(self, tier: str) -> GrantRule | None:

@@ -50,7 +50,7 @@ class PolicyHolder:
         except (OSError, UnicodeDecodeError) as e:
             raise PolicyError(str(self.path), [f"cannot read the file: {e}"]) from None
         engine = PolicyEngine.from_yaml(text, str(self.path))
-        engine.canaries = load_canaries(engine.policy, self.path)
+        engine.canaries = load_canaries(engine, self.path)
         return engine, _digest(text)
 
     def reload(self) -> bool:
