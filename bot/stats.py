@@ -45,7 +45,8 @@ load the projector then reads the audit stream in batches, one wake for many req
 one per request (each wake took the event loop from intake's hot path). Counters lag by at most
 this much more."""
 RECORD_FIELDS = ("created_at", "posted_at", "route", "request", "changes", "intake")
-_NEEDS_RECORD = frozenset({"clicked", "posted"})
+_NEEDS_RECORD = frozenset({"clicked", "posted", "escalated", "expired", "refused", "reviewed", "overridden"})
+"""Events whose count reads the record: its times, and its route (a canary's events count nowhere)."""
 
 
 def _decode_record(raw: list[str | None]) -> dict[str, Any] | None:

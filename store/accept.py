@@ -78,10 +78,14 @@ def _hour_expiry(hour: int) -> str:
 
 
 @functools.lru_cache(maxsize=4096)
-def intake_stats(agent: str, action: str, mode: str, paused: bool, status: str, hour: int) -> str:
+def intake_stats(agent: str, action: str, mode: str, paused: bool, status: str, hour: int,
+                 canary: bool = False) -> str:
     """The packed stats ops of the events accept.lua writes (`received`, `routed`, and `decided`
     when `status`), by `ops_for` as for any event: they depend on nothing else, so intake
-    computes them once per agent, action, route and hour, not once per request."""
+    computes them once per agent, action, route and hour, not once per request. None for a
+    canary (counted only when scored)."""
+    if canary:
+        return ""
     at_ms = hour * HOUR_MS
     ops = ops_for({"event": "received", "actor": agent, "detail": json.dumps({"action": action})},
                   at_ms, None, at_ms)
@@ -107,7 +111,7 @@ def accept_call(keys: Keys, entry_id: str, acc: Accepted, now: datetime, *, deci
     decision_json = decision.model_dump_json() if decision else ""
     hour = now_ms // HOUR_MS
     stats = intake_stats(req.agent, req.action, route.mode.value, bool(route.paused),
-                         decision.status.value if decision else "", hour)
+                         decision.status.value if decision else "", hour, route.canary)
     total_key, hour_key, expire = keys.stats("total"), keys.stats(f"h:{hour}"), _hour_expiry(hour)
     # stored once: a decided record's route and params are the decision's; a pending one's
     # params are the request's until a reviewer edits them
@@ -137,7 +141,7 @@ def accept_call(keys: Keys, entry_id: str, acc: Accepted, now: datetime, *, deci
 def decision_stats(keys: Keys, t: Transition, now_ms: int) -> tuple[str, str, str, str]:
     """`stats_args` of a transition's `decided` event (counted by apply.lua); no ops without one."""
     ops: list[Op] = []
-    if t.decision is not None:
+    if t.decision is not None and not t.record.route.canary:  # a canary counts only when scored
         rec = t.record
         changes = json.loads(t.fields["changes"]) if "changes" in t.fields else rec.changes
         record = {"created_at": ms(rec.created_at), "changes": changes}

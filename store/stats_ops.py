@@ -62,7 +62,9 @@ def ops_for(fields: dict[str, str], at_ms: int, record: dict[str, Any] | None,
             now_ms: int) -> list[Op]:
     """The increments one audit event causes, in its hour's bucket and in the totals.
 
-    An event older than the buckets' retention only counts in the totals.
+    An event older than the buckets' retention only counts in the totals. An event of a
+    canary (its record's route says so) causes none but its scoring (`canary_scored`): the
+    loop's figures are the real requests' (docs/trust.md).
     """
     at_hour = at_ms // HOUR_MS
     expired = (at_hour + 1) * HOUR_MS + RETENTION_S * 1000 <= now_ms
@@ -75,6 +77,8 @@ def ops_for(fields: dict[str, str], at_ms: int, record: dict[str, Any] | None,
     if not isinstance(detail, dict):
         detail = {}
     rec = record or {}
+    if (rec.get("route") or {}).get("canary") and event != "canary_scored":
+        return []  # a known-answer item the bot injected: it counts in the vigilance figures alone
     out: list[Op] = []
 
     def both(name: str, amount: int = 1) -> None:
