@@ -83,3 +83,16 @@ async def test_automatic_outcomes_are_not_feedback(store: Store, redis_url: str,
     hitl(["feedback", "export", "--out", str(out)], {"REDIS_URL": redis_url}, check=True)
     _, recs = records(out)
     assert [r["request_id"] for r in recs] == ["ok1"]
+
+
+async def test_canaries_are_not_feedback(store: Store, redis_url: str, tmp_path: Path) -> None:
+    """A canary is a known-answer item the bot injected, not the agent's proposal: what people
+    made of it teaches the agent nothing (it counts towards no trust or calibration either)."""
+    await history(store)
+    await decide(store, "gold1", Choice.reject, reason_code="wrong_params", reason="not the customer's card",
+                 canary=True)
+    await decide(store, "gold2", Choice.approve, canary=True)
+    out = tmp_path / "fb.jsonl"
+    hitl(["feedback", "export", "--out", str(out)], {"REDIS_URL": redis_url}, check=True)
+    _, recs = records(out)
+    assert sorted(r["request_id"] for r in recs) == ["edit1", "ok1", "pol1", "rej1"]

@@ -74,7 +74,10 @@ def _reviewer(v: Vote, pseudo: Pseudonyms) -> dict[str, Any]:
 
 
 def record_of(r: Record, redact: Redactor, pseudo: Pseudonyms) -> dict[str, Any] | None:
-    """The feedback record of one request, or None when no person decided or reviewed it."""
+    """The feedback record of one request, or None when no person decided or reviewed it, or
+    it was a canary (a known-answer item the bot injected: no agent proposed it)."""
+    if r.route.canary:
+        return None
     d, req = r.decision, r.request
     review = r.review
     human = d is not None and bool(d.decided_by) and d.status.value in HUMAN_OUTCOMES
