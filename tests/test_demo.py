@@ -14,6 +14,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+import bot.cli
 import bot.demo
 from bot.demo import DEMO_REQUESTS, Demo, report_line
 from bot.evidence.signing import load_signer
@@ -174,3 +175,13 @@ async def test_hitl_demo_stops_on_ctrl_c_and_leaves_nothing_running() -> None:
     redis_port = int(redis_line.split("redis://127.0.0.1:")[1].split("/")[0])
     page_port = int(out.split("open http://127.0.0.1:")[1].split("/")[0])
     assert not _listening(redis_port) and not _listening(page_port)
+
+
+@pytest.mark.parametrize("port", ["-1", "70000", "http"])
+def test_a_port_that_is_not_one_is_a_usage_error_not_a_traceback(
+        port: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        bot.cli.main(["demo", "--port", port])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "hitl demo: error: argument --port:" in err and "Traceback" not in err
