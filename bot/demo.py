@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import os
 import secrets
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -64,8 +66,18 @@ async def _reachable(url: str) -> bool:
         await client.aclose()
 
 
+def _die_with_parent() -> None:
+    """In the child, before exec: on Linux, be sent SIGTERM when the demo dies, even by SIGKILL."""
+    with contextlib.suppress(Exception):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 class PrivateRedis:
-    """A `redis-server` on a free port in a temporary directory, no persistence."""
+    """A `redis-server` on a free port in a temporary directory, no persistence.
+
+    It runs in a session of its own: Ctrl-C in a terminal signals the whole foreground process
+    group, and the server must outlive the bot, which finishes its in-flight work on the way out;
+    the demo stops it last (and on Linux the kernel stops it if the demo is killed outright)."""
 
     def __init__(self, binary: str) -> None:
         self.port = _free_port()
@@ -74,7 +86,8 @@ class PrivateRedis:
         self.proc = subprocess.Popen(
             [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
              "--appendonly", "no", "--dir", self.dir],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+            preexec_fn=_die_with_parent if sys.platform == "linux" else None)
 
     def stop(self) -> None:
         """Terminate the server (kill it if it does not exit) and remove its directory."""
@@ -292,10 +305,11 @@ async def _cancel(task: asyncio.Task[None]) -> None:
 
 
 async def demo(port: int = 8080, agent: bool = True, redis_url: str | None = None) -> int:
-    """Run the demo until Ctrl-C (or SIGTERM); everything it started is stopped on the way out."""
+    """Run the demo until Ctrl-C (or SIGTERM, or SIGHUP when its terminal closes); everything it
+    started is stopped on the way out."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    signals = (signal.SIGINT, signal.SIGTERM)
+    signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
     for sig in signals:
         loop.add_signal_handler(sig, stop.set)
     try:

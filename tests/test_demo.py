@@ -148,10 +148,14 @@ async def test_the_demo_signs_audit_checkpoints_with_a_throwaway_key(
     assert any("audit checkpoints signed with your key" in x for x in lines), lines
 
 
-async def test_hitl_demo_stops_on_ctrl_c_and_leaves_nothing_running() -> None:
+@pytest.mark.parametrize("stop", ["ctrl-c", "hangup"])
+async def test_hitl_demo_stops_on_ctrl_c_and_leaves_nothing_running(stop: str) -> None:
+    """Ctrl-C in a terminal signals the whole foreground process group (here: a session of the
+    demo's own); closing the terminal sends SIGHUP. The bot stops before its Redis does, so it
+    finishes its work without losing the server under it, and nothing is left running."""
     env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}  # a private redis-server
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bot.cli", "demo", "--port", "0", env=env,
+        sys.executable, "-m", "bot.cli", "demo", "--port", "0", env=env, start_new_session=True,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
     assert proc.stdout is not None
     lines: list[str] = []
@@ -161,7 +165,13 @@ async def test_hitl_demo_stops_on_ctrl_c_and_leaves_nothing_running() -> None:
                 line = (await proc.stdout.readline()).decode()
                 assert line, f"hitl demo exited early: {''.join(lines)}"
                 lines.append(line)
-        proc.send_signal(signal.SIGINT)
+        children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")  # Linux: the redis-server
+        for child in children.read_text().split() if children.exists() else ():
+            assert os.getpgid(int(child)) != proc.pid, "Ctrl-C would stop the Redis under the bot"
+        if stop == "ctrl-c":
+            os.killpg(proc.pid, signal.SIGINT)
+        else:
+            proc.send_signal(signal.SIGHUP)
         rest, _ = await asyncio.wait_for(proc.communicate(), 20)
     finally:
         if proc.returncode is None:
@@ -175,6 +185,7 @@ async def test_hitl_demo_stops_on_ctrl_c_and_leaves_nothing_running() -> None:
     redis_port = int(redis_line.split("redis://127.0.0.1:")[1].split("/")[0])
     page_port = int(out.split("open http://127.0.0.1:")[1].split("/")[0])
     assert not _listening(redis_port) and not _listening(page_port)
+    assert "Redis unavailable" not in out  # the server was not stopped under the bot
 
 
 @pytest.mark.parametrize("port", ["-1", "70000", "http"])
