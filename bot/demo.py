@@ -30,10 +30,11 @@ from typing import Any
 import redis.asyncio as aioredis
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
 
 from bot.app import build_app
 from bot.client import HitlClient
-from bot.config import load_settings
+from bot.config import Settings
 from bot.evidence.signing import key_id
 from emulator import Emulator
 from store.models import Decision
@@ -263,7 +264,7 @@ class Demo:
         if not any(os.environ.get(name) for name in KEY_VARS):  # a key of the user's is used as it is
             self.key = ThrowawayKey()
             self._stack.callback(self.key.remove)
-        settings = load_settings(slack_bot_token="xoxb-demo", slack_signing_secret=secret,
+        settings = DemoSettings(slack_bot_token="xoxb-demo", slack_signing_secret=secret,
                                  slack_api_url=self.emu.api_url, redis_url=self.redis_url,
                                  prefix=DEMO_PREFIX, policy=self.policy, port=bot_port,
                                  host="127.0.0.1", consumer="demo", housekeeping="inline")
@@ -296,6 +297,20 @@ class Demo:
                else "your key (HITL_AUDIT_KEY_FILE or HITL_AUDIT_KEY)")
         self.out(f"  audit checkpoints signed with {key}")
         self.out(TRY)
+
+
+class DemoSettings(Settings):
+    """The demo bot's settings: only the values the demo gives, never the environment's. Someone
+    who runs hitl for real has SLACK_APP_TOKEN, HITL_POST_RATE, HITL_REDIS_WAIT_REPLICAS and the
+    like exported; they are for that bot, and would make this one a Socket Mode client of the
+    emulator, wait for replicas a private Redis does not have, or post one card a minute."""
+
+    @classmethod
+    def settings_customise_sources(
+            cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings,)
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:

@@ -196,3 +196,17 @@ def test_a_port_that_is_not_one_is_a_usage_error_not_a_traceback(
     assert exit_.value.code == 2
     err = capsys.readouterr().err
     assert "hitl demo: error: argument --port:" in err and "Traceback" not in err
+
+
+async def test_the_bot_s_settings_in_the_user_s_shell_do_not_reach_the_demo(
+        redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Someone who runs hitl for real has its variables exported: none may change the demo."""
+    for name, value in {"SLACK_APP_TOKEN": "xapp-1-A0-1-real", "HITL_REDIS_WAIT_REPLICAS": "1",
+                        "HITL_POST_RATE": "0.01", "HITL_WEBHOOK_HOSTS": "hooks.example.com",
+                        "HITL_CLAIM_IDLE_S": "0.001", "HITL_MAX_DELIVERIES": "1"}.items():
+        monkeypatch.setenv(name, value)
+    async with Demo(redis_url=redis_url, port=0, agent=False, out=lambda line: None) as d:
+        s = d.bot.settings
+        assert not s.socket_mode and s.slack_app_token is None  # not a Socket Mode bot
+        assert (s.redis_wait_replicas, s.post_rate, s.webhook_hosts) == (0, 1.0, "")
+        assert (s.claim_idle_s, s.max_deliveries) == (30.0, 5)
