@@ -26,11 +26,14 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from hitl.config import shown_url
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
+from redis.exceptions import AuthenticationError
 
 from bot.app import build_app
 from bot.client import HitlClient
@@ -58,11 +61,22 @@ def _free_port() -> int:
 
 
 async def _reachable(url: str) -> bool:
+    return await _why_not(url) is None
+
+
+async def _why_not(url: str) -> str | None:
+    """None when the Redis at `url` answers PING, else what went wrong and what to do, in words."""
     client = aioredis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1)
     try:
-        return bool(await client.ping())
+        await client.ping()
+        return None
+    except AuthenticationError:
+        if urlsplit(url).password is None:
+            return ("it asks for a password, and REDIS_URL has none: redis://:PASSWORD@host:port/0 "
+                    "(or redis://USER:PASSWORD@...).\nFix REDIS_URL, or unset it")
+        return "it refused the password (or user) in REDIS_URL.\nFix REDIS_URL, or unset it"
     except Exception:
-        return False
+        return "nothing answers there.\nStart that Redis, or unset REDIS_URL"
     finally:
         await client.aclose()
 
@@ -105,11 +119,11 @@ class PrivateRedis:
 async def find_redis(url: str | None) -> tuple[str, PrivateRedis | None]:
     """The Redis at `url` when one is given (it must answer), else a private redis-server."""
     if url:
-        if await _reachable(url):
+        why = await _why_not(url)
+        if why is None:
             return url, None
-        raise SystemExit(
-            f"hitl demo: nothing answers at REDIS_URL={url}.\n"
-            "Start that Redis, or unset REDIS_URL and the demo starts a private redis-server.")
+        raise SystemExit(f"hitl demo: REDIS_URL={shown_url(url)}: {why}, "
+                         "and the demo starts a private redis-server.")
     binary = shutil.which("redis-server")
     if not binary:
         raise SystemExit(
@@ -291,7 +305,7 @@ class Demo:
                  if self.private_redis else
                  f" (yours, from REDIS_URL: only keys under {DEMO_PREFIX}: are used, and emptied)")
         self.out(f"hitl demo is running: open {self.url} in a browser (Ctrl-C stops it).")
-        self.out(f"  Redis {self.redis_url}{whose}")
+        self.out(f"  Redis {shown_url(self.redis_url)}{whose}")  # never the password
         self.out(f"  key prefix {DEMO_PREFIX}; policy {self.policy}")
         key = (f"a throwaway key, id {self.key.key_id} (made for this run, removed on exit)" if self.key
                else "your key (HITL_AUDIT_KEY_FILE or HITL_AUDIT_KEY)")

@@ -13,13 +13,14 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+import redis
 
 import bot.cli
 import bot.demo
 from bot.demo import DEMO_REQUESTS, Demo, report_line
 from bot.evidence.signing import load_signer
 from store.models import Change, Choice, Decision, Status, Vote
-from tests.redis_server import free_port
+from tests.redis_server import RedisServer, free_port
 from tests.util import eventually
 
 NOW = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
@@ -80,7 +81,7 @@ async def test_a_private_redis_server_unless_redis_url_is_set(
 
 async def test_an_explicit_redis_url_that_does_not_answer_is_a_clear_error() -> None:
     nowhere = f"redis://127.0.0.1:{free_port()}/0"
-    with pytest.raises(SystemExit, match=rf"(?s)nothing answers at REDIS_URL={nowhere}.*unset REDIS_URL"):
+    with pytest.raises(SystemExit, match=rf"(?s)REDIS_URL={nowhere}: nothing answers there.*unset REDIS_URL"):
         async with Demo(redis_url=nowhere, port=0, agent=False, out=lambda line: None):
             pass
 
@@ -210,3 +211,27 @@ async def test_the_bot_s_settings_in_the_user_s_shell_do_not_reach_the_demo(
         assert not s.socket_mode and s.slack_app_token is None  # not a Socket Mode bot
         assert (s.redis_wait_replicas, s.post_rate, s.webhook_hosts) == (0, 1.0, "")
         assert (s.claim_idle_s, s.max_deliveries) == (30.0, 5)
+
+
+async def test_a_redis_url_whose_password_is_missing_or_wrong_says_so_and_never_shows_it() -> None:
+    server = RedisServer()
+    server.start()
+    try:
+        with redis.Redis(port=server.port) as r:
+            r.config_set("requirepass", "s3cret-pw")
+        base = f"127.0.0.1:{server.port}/0"
+        for url, why in [(f"redis://{base}", "asks for a password"),
+                         (f"redis://:wrong-pw@{base}", "refused the password")]:
+            with pytest.raises(SystemExit) as exit_:
+                async with Demo(redis_url=url, port=0, agent=False, out=lambda line: None):
+                    pass
+            assert why in str(exit_.value) and "nothing answers" not in str(exit_.value)
+            assert "wrong-pw" not in str(exit_.value)
+        lines: list[str] = []
+        async with Demo(redis_url=f"redis://:s3cret-pw@{base}", port=0, agent=False, out=lines.append):
+            pass
+        assert any(f"Redis redis://:***@{base} (yours" in x for x in lines), lines
+        assert "s3cret-pw" not in "\n".join(lines)
+    finally:
+        server.stop()
+
