@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import redis.asyncio as aioredis
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hitl.config import shown_url
@@ -40,6 +39,8 @@ from bot.client import HitlClient
 from bot.config import Settings
 from bot.evidence.signing import key_id
 from emulator import Emulator
+from store.connect import BadRedisUrl, connect
+from store.connect import parse as parse_redis_url
 from store.models import Decision
 
 DEMO_PREFIX = "hitl-demo"
@@ -66,7 +67,10 @@ async def _reachable(url: str) -> bool:
 
 async def _why_not(url: str) -> str | None:
     """None when the Redis at `url` answers PING, else what went wrong and what to do, in words."""
-    client = aioredis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1)
+    try:  # as the bot connects to it (a Sentinel master too)
+        client = connect(url, socket_timeout=1, socket_connect_timeout=1, retry=False)
+    except BadRedisUrl as e:
+        return f"{e}.\nFix REDIS_URL, or unset it"
     try:
         await client.ping()
         return None
@@ -119,6 +123,12 @@ class PrivateRedis:
 async def find_redis(url: str | None) -> tuple[str, PrivateRedis | None]:
     """The Redis at `url` when one is given (it must answer), else a private redis-server."""
     if url:
+        with contextlib.suppress(BadRedisUrl):  # said below, in the words of the check
+            if parse_redis_url(url).kind == "cluster":
+                raise SystemExit(
+                    f"hitl demo: REDIS_URL={shown_url(url)} is a Redis Cluster; the demo runs on one Redis "
+                    "server.\nPoint REDIS_URL at one, or unset it and the demo "
+                    "starts a private redis-server.")
         why = await _why_not(url)
         if why is None:
             return url, None

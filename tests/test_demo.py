@@ -235,3 +235,15 @@ async def test_a_redis_url_whose_password_is_missing_or_wrong_says_so_and_never_
     finally:
         server.stop()
 
+
+
+async def test_a_redis_cluster_or_a_malformed_redis_url_is_refused_in_words_not_a_traceback() -> None:
+    url = "redis+cluster://:pw@127.0.0.1:7000,127.0.0.1:7001/"  # refused before it is asked anything
+    with pytest.raises(SystemExit, match=r"(?s)is a Redis Cluster; the demo runs on one Redis server.*unset it") \
+            as exit_:
+        async with Demo(redis_url=url, port=0, agent=False, out=lambda line: None):
+            pass
+    assert ":pw@" not in str(exit_.value)
+    with pytest.raises(SystemExit, match=r"(?s)REDIS_URL=http://127.0.0.1:6379: unknown scheme 'http'.*unset it"):
+        async with Demo(redis_url="http://127.0.0.1:6379", port=0, agent=False, out=lambda line: None):
+            pass
