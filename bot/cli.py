@@ -24,6 +24,17 @@ ANSWERED = {"answered", "resolved"}
 WAIT_EXIT = {"expired": 3, "invalid": 4}
 
 
+def _port(text: str) -> int:
+    """A TCP port for argparse: 0 (a free one, said when printed) to 65535."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a port: use 1-65535, or 0 for a free one")
+    return port
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="hitl", description="Human judgment for AI agents, inside Slack.")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -31,7 +42,8 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("housekeep", help="only seal the audit chain and count stats, at the lowest CPU priority "
                                      "(what `hitl run` starts beside itself: docs/deploy.md)")
     demo = sub.add_parser("demo", help="the whole loop on the built-in Slack emulator, no workspace needed")
-    demo.add_argument("--port", type=int, default=8080, help="emulator web page port (default 8080)")
+    demo.add_argument("--port", type=_port, default=8080,
+                      help="emulator web page port (default 8080; 0: a free one)")
     demo.add_argument("--no-agent", action="store_true", help="do not push the demo requests")
     req = sub.add_parser("request", help="push a request from a shell, optionally wait for its decision")
     req.add_argument("--json", dest="json_file", help="the whole request as JSON (a file, or - for stdin)")

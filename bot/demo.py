@@ -14,26 +14,33 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import os
 import secrets
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
-import redis.asyncio as aioredis
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from hitl.config import shown_url
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
+from redis.exceptions import AuthenticationError
 
 from bot.app import build_app
 from bot.client import HitlClient
-from bot.config import load_settings
+from bot.config import Settings
 from bot.evidence.signing import key_id
 from emulator import Emulator
+from store.connect import BadRedisUrl, connect
+from store.connect import parse as parse_redis_url
 from store.models import Decision
 
 DEMO_PREFIX = "hitl-demo"
@@ -55,17 +62,41 @@ def _free_port() -> int:
 
 
 async def _reachable(url: str) -> bool:
-    client = aioredis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1)
+    return await _why_not(url) is None
+
+
+async def _why_not(url: str) -> str | None:
+    """None when the Redis at `url` answers PING, else what went wrong and what to do, in words."""
+    try:  # as the bot connects to it (a Sentinel master too)
+        client = connect(url, socket_timeout=1, socket_connect_timeout=1, retry=False)
+    except BadRedisUrl as e:
+        return f"{e}.\nFix REDIS_URL, or unset it"
     try:
-        return bool(await client.ping())
+        await client.ping()
+        return None
+    except AuthenticationError:
+        if urlsplit(url).password is None:
+            return ("it asks for a password, and REDIS_URL has none: redis://:PASSWORD@host:port/0 "
+                    "(or redis://USER:PASSWORD@...).\nFix REDIS_URL, or unset it")
+        return "it refused the password (or user) in REDIS_URL.\nFix REDIS_URL, or unset it"
     except Exception:
-        return False
+        return "nothing answers there.\nStart that Redis, or unset REDIS_URL"
     finally:
         await client.aclose()
 
 
+def _die_with_parent() -> None:
+    """In the child, before exec: on Linux, be sent SIGTERM when the demo dies, even by SIGKILL."""
+    with contextlib.suppress(Exception):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 class PrivateRedis:
-    """A `redis-server` on a free port in a temporary directory, no persistence."""
+    """A `redis-server` on a free port in a temporary directory, no persistence.
+
+    It runs in a session of its own: Ctrl-C in a terminal signals the whole foreground process
+    group, and the server must outlive the bot, which finishes its in-flight work on the way out;
+    the demo stops it last (and on Linux the kernel stops it if the demo is killed outright)."""
 
     def __init__(self, binary: str) -> None:
         self.port = _free_port()
@@ -74,7 +105,8 @@ class PrivateRedis:
         self.proc = subprocess.Popen(
             [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
              "--appendonly", "no", "--dir", self.dir],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+            preexec_fn=_die_with_parent if sys.platform == "linux" else None)
 
     def stop(self) -> None:
         """Terminate the server (kill it if it does not exit) and remove its directory."""
@@ -91,11 +123,17 @@ class PrivateRedis:
 async def find_redis(url: str | None) -> tuple[str, PrivateRedis | None]:
     """The Redis at `url` when one is given (it must answer), else a private redis-server."""
     if url:
-        if await _reachable(url):
+        with contextlib.suppress(BadRedisUrl):  # said below, in the words of the check
+            if parse_redis_url(url).kind == "cluster":
+                raise SystemExit(
+                    f"hitl demo: REDIS_URL={shown_url(url)} is a Redis Cluster; the demo runs on one Redis "
+                    "server.\nPoint REDIS_URL at one, or unset it and the demo "
+                    "starts a private redis-server.")
+        why = await _why_not(url)
+        if why is None:
             return url, None
-        raise SystemExit(
-            f"hitl demo: nothing answers at REDIS_URL={url}.\n"
-            "Start that Redis, or unset REDIS_URL and the demo starts a private redis-server.")
+        raise SystemExit(f"hitl demo: REDIS_URL={shown_url(url)}: {why}, "
+                         "and the demo starts a private redis-server.")
     binary = shutil.which("redis-server")
     if not binary:
         raise SystemExit(
@@ -250,7 +288,7 @@ class Demo:
         if not any(os.environ.get(name) for name in KEY_VARS):  # a key of the user's is used as it is
             self.key = ThrowawayKey()
             self._stack.callback(self.key.remove)
-        settings = load_settings(slack_bot_token="xoxb-demo", slack_signing_secret=secret,
+        settings = DemoSettings(slack_bot_token="xoxb-demo", slack_signing_secret=secret,
                                  slack_api_url=self.emu.api_url, redis_url=self.redis_url,
                                  prefix=DEMO_PREFIX, policy=self.policy, port=bot_port,
                                  host="127.0.0.1", consumer="demo", housekeeping="inline")
@@ -277,12 +315,26 @@ class Demo:
                  if self.private_redis else
                  f" (yours, from REDIS_URL: only keys under {DEMO_PREFIX}: are used, and emptied)")
         self.out(f"hitl demo is running: open {self.url} in a browser (Ctrl-C stops it).")
-        self.out(f"  Redis {self.redis_url}{whose}")
+        self.out(f"  Redis {shown_url(self.redis_url)}{whose}")  # never the password
         self.out(f"  key prefix {DEMO_PREFIX}; policy {self.policy}")
         key = (f"a throwaway key, id {self.key.key_id} (made for this run, removed on exit)" if self.key
                else "your key (HITL_AUDIT_KEY_FILE or HITL_AUDIT_KEY)")
         self.out(f"  audit checkpoints signed with {key}")
         self.out(TRY)
+
+
+class DemoSettings(Settings):
+    """The demo bot's settings: only the values the demo gives, never the environment's. Someone
+    who runs hitl for real has SLACK_APP_TOKEN, HITL_POST_RATE, HITL_REDIS_WAIT_REPLICAS and the
+    like exported; they are for that bot, and would make this one a Socket Mode client of the
+    emulator, wait for replicas a private Redis does not have, or post one card a minute."""
+
+    @classmethod
+    def settings_customise_sources(
+            cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings,)
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:
@@ -292,10 +344,11 @@ async def _cancel(task: asyncio.Task[None]) -> None:
 
 
 async def demo(port: int = 8080, agent: bool = True, redis_url: str | None = None) -> int:
-    """Run the demo until Ctrl-C (or SIGTERM); everything it started is stopped on the way out."""
+    """Run the demo until Ctrl-C (or SIGTERM, or SIGHUP when its terminal closes); everything it
+    started is stopped on the way out."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    signals = (signal.SIGINT, signal.SIGTERM)
+    signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
     for sig in signals:
         loop.add_signal_handler(sig, stop.set)
     try:

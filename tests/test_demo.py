@@ -13,12 +13,14 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+import redis
 
+import bot.cli
 import bot.demo
 from bot.demo import DEMO_REQUESTS, Demo, report_line
 from bot.evidence.signing import load_signer
 from store.models import Change, Choice, Decision, Status, Vote
-from tests.redis_server import free_port
+from tests.redis_server import RedisServer, free_port
 from tests.util import eventually
 
 NOW = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
@@ -79,7 +81,7 @@ async def test_a_private_redis_server_unless_redis_url_is_set(
 
 async def test_an_explicit_redis_url_that_does_not_answer_is_a_clear_error() -> None:
     nowhere = f"redis://127.0.0.1:{free_port()}/0"
-    with pytest.raises(SystemExit, match=rf"(?s)nothing answers at REDIS_URL={nowhere}.*unset REDIS_URL"):
+    with pytest.raises(SystemExit, match=rf"(?s)REDIS_URL={nowhere}: nothing answers there.*unset REDIS_URL"):
         async with Demo(redis_url=nowhere, port=0, agent=False, out=lambda line: None):
             pass
 
@@ -147,10 +149,14 @@ async def test_the_demo_signs_audit_checkpoints_with_a_throwaway_key(
     assert any("audit checkpoints signed with your key" in x for x in lines), lines
 
 
-async def test_hitl_demo_stops_on_ctrl_c_and_leaves_nothing_running() -> None:
+@pytest.mark.parametrize("stop", ["ctrl-c", "hangup"])
+async def test_hitl_demo_stops_on_ctrl_c_and_leaves_nothing_running(stop: str) -> None:
+    """Ctrl-C in a terminal signals the whole foreground process group (here: a session of the
+    demo's own); closing the terminal sends SIGHUP. The bot stops before its Redis does, so it
+    finishes its work without losing the server under it, and nothing is left running."""
     env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}  # a private redis-server
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bot.cli", "demo", "--port", "0", env=env,
+        sys.executable, "-m", "bot.cli", "demo", "--port", "0", env=env, start_new_session=True,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
     assert proc.stdout is not None
     lines: list[str] = []
@@ -160,7 +166,13 @@ async def test_hitl_demo_stops_on_ctrl_c_and_leaves_nothing_running() -> None:
                 line = (await proc.stdout.readline()).decode()
                 assert line, f"hitl demo exited early: {''.join(lines)}"
                 lines.append(line)
-        proc.send_signal(signal.SIGINT)
+        children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")  # Linux: the redis-server
+        for child in children.read_text().split() if children.exists() else ():
+            assert os.getpgid(int(child)) != proc.pid, "Ctrl-C would stop the Redis under the bot"
+        if stop == "ctrl-c":
+            os.killpg(proc.pid, signal.SIGINT)
+        else:
+            proc.send_signal(signal.SIGHUP)
         rest, _ = await asyncio.wait_for(proc.communicate(), 20)
     finally:
         if proc.returncode is None:
@@ -174,3 +186,64 @@ async def test_hitl_demo_stops_on_ctrl_c_and_leaves_nothing_running() -> None:
     redis_port = int(redis_line.split("redis://127.0.0.1:")[1].split("/")[0])
     page_port = int(out.split("open http://127.0.0.1:")[1].split("/")[0])
     assert not _listening(redis_port) and not _listening(page_port)
+    assert "Redis unavailable" not in out  # the server was not stopped under the bot
+
+
+@pytest.mark.parametrize("port", ["-1", "70000", "http"])
+def test_a_port_that_is_not_one_is_a_usage_error_not_a_traceback(
+        port: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        bot.cli.main(["demo", "--port", port])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "hitl demo: error: argument --port:" in err and "Traceback" not in err
+
+
+async def test_the_bot_s_settings_in_the_user_s_shell_do_not_reach_the_demo(
+        redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Someone who runs hitl for real has its variables exported: none may change the demo."""
+    for name, value in {"SLACK_APP_TOKEN": "xapp-1-A0-1-real", "HITL_REDIS_WAIT_REPLICAS": "1",
+                        "HITL_POST_RATE": "0.01", "HITL_WEBHOOK_HOSTS": "hooks.example.com",
+                        "HITL_CLAIM_IDLE_S": "0.001", "HITL_MAX_DELIVERIES": "1"}.items():
+        monkeypatch.setenv(name, value)
+    async with Demo(redis_url=redis_url, port=0, agent=False, out=lambda line: None) as d:
+        s = d.bot.settings
+        assert not s.socket_mode and s.slack_app_token is None  # not a Socket Mode bot
+        assert (s.redis_wait_replicas, s.post_rate, s.webhook_hosts) == (0, 1.0, "")
+        assert (s.claim_idle_s, s.max_deliveries) == (30.0, 5)
+
+
+async def test_a_redis_url_whose_password_is_missing_or_wrong_says_so_and_never_shows_it() -> None:
+    server = RedisServer()
+    server.start()
+    try:
+        with redis.Redis(port=server.port) as r:
+            r.config_set("requirepass", "s3cret-pw")
+        base = f"127.0.0.1:{server.port}/0"
+        for url, why in [(f"redis://{base}", "asks for a password"),
+                         (f"redis://:wrong-pw@{base}", "refused the password")]:
+            with pytest.raises(SystemExit) as exit_:
+                async with Demo(redis_url=url, port=0, agent=False, out=lambda line: None):
+                    pass
+            assert why in str(exit_.value) and "nothing answers" not in str(exit_.value)
+            assert "wrong-pw" not in str(exit_.value)
+        lines: list[str] = []
+        async with Demo(redis_url=f"redis://:s3cret-pw@{base}", port=0, agent=False, out=lines.append):
+            pass
+        assert any(f"Redis redis://:***@{base} (yours" in x for x in lines), lines
+        assert "s3cret-pw" not in "\n".join(lines)
+    finally:
+        server.stop()
+
+
+
+async def test_a_redis_cluster_or_a_malformed_redis_url_is_refused_in_words_not_a_traceback() -> None:
+    url = "redis+cluster://:pw@127.0.0.1:7000,127.0.0.1:7001/"  # refused before it is asked anything
+    with pytest.raises(SystemExit, match=r"(?s)is a Redis Cluster; the demo runs on one Redis server.*unset it") \
+            as exit_:
+        async with Demo(redis_url=url, port=0, agent=False, out=lambda line: None):
+            pass
+    assert ":pw@" not in str(exit_.value)
+    with pytest.raises(SystemExit, match=r"(?s)REDIS_URL=http://127.0.0.1:6379: unknown scheme 'http'.*unset it"):
+        async with Demo(redis_url="http://127.0.0.1:6379", port=0, agent=False, out=lambda line: None):
+            pass
