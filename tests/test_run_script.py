@@ -63,7 +63,21 @@ def _run(where: Path, *args: str) -> None:
 
 
 def _pip_runs(log: Path) -> list[str]:
-    return log.read_text().splitlines() if log.exists() else []
+    return [line for line in log.read_text().splitlines() if line.startswith("-m pip")] if log.exists() else []
+
+
+def test_a_venv_an_older_python_built_is_made_again(tmp_path: Path) -> None:
+    """`run` kept any .venv with a python in it: one an older Python (3.10) built failed in pip
+    instead of being made again with a Python run can use."""
+    where, log = _sandbox(tmp_path)
+    old = where / ".venv" / "bin" / "python"
+    old.write_text(f'#!/bin/sh\necho "$*" >> {log}\ncase "$1" in -c) exit 1;; esac\n')  # "3.10"
+    env = {**os.environ, "PIP_NO_INDEX": "1", "REDIS_URL": "redis://127.0.0.1:1/0"}
+    done = subprocess.run([str(where / "run"), "install"], capture_output=True, text=True, env=env,
+                          timeout=120, check=False)
+    assert "replacing .venv: it does not run Python 3.11 or newer" in done.stderr, done.stderr
+    assert "creating .venv with Python 3." in done.stderr
+    assert not _pip_runs(log)  # the old venv's pip was never run
 
 
 @pytest.mark.parametrize(("first", "then", "installs"), [
