@@ -8,8 +8,10 @@ an agent would, and intake does the rest.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 
+from store.keys import is_request_id
 from store.models import Decision
 from store.redis_store import Store
 
@@ -23,6 +25,22 @@ _SUBMIT_NEW = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return false end
 return redis.call('XADD', KEYS[2], '*', 'request', ARGV[1])
 """
+
+
+@dataclass(frozen=True)
+class Message:
+    """An entry of `{prefix}:messages`: an interim message and where it stands among decisions."""
+
+    id: str
+    request_id: str
+    message: str
+    """The message JSON, as the agent's reply stream got it."""
+    after: str
+    """The newest decision's stream id when the message was added ("0-0": none yet)."""
+
+
+def _message(entry_id: str, fields: dict[str, str]) -> Message:
+    return Message(entry_id, fields.get("request_id", ""), fields.get("message", ""), fields.get("after") or "0-0")
 
 
 class ApiStore:
@@ -62,31 +80,58 @@ class ApiStore:
         rows = await self.redis.xrange(self.keys.decisions, f"({last_id}", "+", count=count)
         return [(i, f.get("request_id", ""), f.get("decision", "")) for i, f in rows if f.get("decision")]
 
-    async def feeds_after(self, last_decision: str, last_audit: str, block_ms: int, count: int = 500
-                          ) -> tuple[list[tuple[str, str, str]], list[tuple[str, str, str]]]:
-        """New decisions (entry id, request id, decision JSON) and audit events (entry id,
-        request id, event) after the given ids, waiting up to `block_ms` for the first."""
+    async def messages_from(self, first_id: str, count: int = 500) -> list[Message]:
+        """Interim messages from stream id `first_id` on (inclusive; `(<id>` for exclusive)."""
+        rows = await self.redis.xrange(self.keys.messages, first_id, "+", count=count)
+        return [_message(i, f) for i, f in rows if f.get("message")]
+
+    async def feeds_after(self, last_decision: str, last_audit: str, last_message: str, block_ms: int,
+                          count: int = 500) -> tuple[list[tuple[str, str, str]], list[tuple[str, str, str]],
+                                                     list[Message]]:
+        """New decisions (entry id, request id, decision JSON), audit events (entry id, request
+        id, event) and interim messages after the given ids, waiting up to `block_ms` for the first."""
         k = self.keys
-        got = await self.redis.xread({k.decisions: last_decision, k.audit: last_audit}, count=count,
-                                     block=block_ms)
+        got = await self.redis.xread({k.decisions: last_decision, k.audit: last_audit, k.messages: last_message},
+                                     count=count, block=block_ms)
         decisions: list[tuple[str, str, str]] = []
         audits: list[tuple[str, str, str]] = []
+        messages: list[Message] = []
         for stream, rows in got or []:
             if stream == k.decisions:
                 decisions += [(i, f.get("request_id", ""), f.get("decision", "")) for i, f in rows
                               if f.get("decision")]
+            elif stream == k.messages:
+                messages += [_message(i, f) for i, f in rows if f.get("message")]
             else:
                 audits += [(i, f.get("request_id", ""), f.get("event", "")) for i, f in rows]
-        return decisions, audits
+        return decisions, audits, messages
 
-    async def last_ids(self) -> tuple[str, str]:
-        """The newest entry ids of the decisions and audit streams ("0-0" when empty): where
-        a reader that wants only new entries starts (`$` would skip those added between reads)."""
+    async def last_ids(self) -> tuple[str, str, str]:
+        """The newest entry ids of the decisions, audit and messages streams ("0-0" when empty):
+        where a reader that wants only new entries starts (`$` would skip those added between reads)."""
         async with self.redis.pipeline(transaction=False) as p:
-            p.xrevrange(self.keys.decisions, count=1)
-            p.xrevrange(self.keys.audit, count=1)
-            d, a = await p.execute()
-        return (str(d[0][0]) if d else "0-0"), (str(a[0][0]) if a else "0-0")
+            for key in (self.keys.decisions, self.keys.audit, self.keys.messages):
+                p.xrevrange(key, count=1)
+            d, a, m = await p.execute()
+        return (str(d[0][0]) if d else "0-0"), (str(a[0][0]) if a else "0-0"), (str(m[0][0]) if m else "0-0")
+
+    async def message_owners(self, messages: list[Message]) -> list[str | None]:
+        """The agent of each message's request (None where there is no record), in one round trip."""
+        ids = [m.request_id if is_request_id(m.request_id) else None for m in messages]
+        async with self.redis.pipeline(transaction=False) as p:
+            for rid in ids:
+                if rid is not None:
+                    p.hget(self.keys.request(rid), "request")
+            found = iter(await p.execute())
+        out: list[str | None] = []
+        for rid in ids:
+            raw = next(found) if rid is not None else None
+            try:
+                data = json.loads(raw) if raw else None
+            except ValueError:
+                data = None
+            out.append(str(data.get("agent")) if isinstance(data, dict) and data.get("agent") else None)
+        return out
 
     async def owners_of(self, rows: list[tuple[str, str, str]]) -> list[str | None]:
         """The agent each published decision (entry id, request id, decision JSON) is for, where

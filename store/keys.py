@@ -41,6 +41,13 @@ class Keys:
         return f"{self.prefix}:decisions"
 
     @property
+    def messages(self) -> str:
+        """Stream of every interim message to an agent (take over, reply, override), with
+        `after`, the newest decision id when it was added: the HTTP API's event stream and
+        webhooks read it (agents read theirs on `reply_to`)."""
+        return f"{self.prefix}:messages"
+
+    @property
     def audit(self) -> str:
         return f"{self.prefix}:audit"
 

@@ -36,6 +36,7 @@ from hitl.protocol import (
     Option,
     Request,
     RequestId,
+    ReviewResult,
     Risk,
     Route,
     ShortText,
@@ -79,6 +80,7 @@ __all__ = [
     "Request",
     "RequestId",
     "Review",
+    "ReviewResult",
     "Risk",
     "Route",
     "ShortText",
@@ -311,6 +313,18 @@ class Record(BaseModel):
         if self.review is not None:
             people.add(self.review.by.user_id)
         return people
+
+    def review_result(self) -> ReviewResult | None:
+        """The after-the-fact review as agents read it (REST API, MCP), if there is one."""
+        rv = self.review
+        return None if rv is None else ReviewResult.from_stored(rv.model_dump(mode="json"))
+
+    def agent_messages(self) -> list[AgentMessage]:
+        """Every interim message the agent was sent, oldest first: those kept on the record
+        (take over, replies) and the override a `wrong` review sent (kept as the review)."""
+        result = self.review_result()
+        override = result.override(self.id) if result is not None else None
+        return [*self.messages, override] if override is not None else list(self.messages)
 
 
 class AuditEvent(BaseModel):

@@ -398,6 +398,8 @@ class Store:
             hour_key,
             k.requests,
         ]
+        if t.message and not rec.route.canary:
+            keys.append(k.messages)
         res = await self._run("apply", keys, args)
         status = res[0]
         if status == "ok":
@@ -414,6 +416,8 @@ class Store:
         k, reply = self.keys, record.request.reply_to or ""
         keys = [k.request(record.id), k.trail(record.id), k.audit, k.outbox, reply or k.decisions,
                 k.outbox_again, k.deadlines]
+        if not record.route.canary:
+            keys += [k.decisions, k.messages]
         args = [record.id, json.dumps(self.redact(review.model_dump(mode="json"))), review.verdict, _ms(now), now.isoformat(),
                 "1" if reply else "0", message, _ms(now) + TRUST_RECOUNT_MS]
         res = await self._run("review", keys, args)

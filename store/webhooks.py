@@ -15,6 +15,7 @@ from typing import Any
 
 from redis.exceptions import ResponseError
 
+from store.keys import is_request_id
 from store.redis_store import Store
 
 GROUP = "webhooks"
@@ -32,6 +33,9 @@ return redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
 
 @dataclass(frozen=True)
 class Delivery:
+    member: str
+    """Its member of the due set: the request id (its decision), or `<request id>@<entry id>`
+    (an interim message of `{prefix}:messages`)."""
     request_id: str
     url: str
     body: str
@@ -68,33 +72,38 @@ class WebhookStore:
         """Deliveries no receiver accepted in time, with the last error."""
         return f"{self.keys.prefix}:webhooks:dead"
 
-    def delivery_key(self, request_id: str) -> str:
-        return f"{self.keys.request(request_id)}:webhook"
+    def delivery_key(self, member: str) -> str:
+        """A decision's delivery (`member` is its request id), or a message's (`<id>@<entry id>`)."""
+        rid, _, entry = member.partition("@")
+        return f"{self.keys.request(rid)}:webhook" + (f":{entry}" if entry else "")
 
-    async def ensure_group(self) -> None:
+    async def ensure_group(self, stream: str | None = None) -> None:
         """The `webhooks` group from the stream's start, so no decision is skipped."""
         try:
-            await self.redis.xgroup_create(self.keys.decisions, GROUP, id="0", mkstream=True)
+            await self.redis.xgroup_create(stream or self.keys.decisions, GROUP, id="0", mkstream=True)
         except ResponseError as e:
             if "BUSYGROUP" not in str(e):
                 raise
 
-    async def read(self, consumer: str, own: bool, block_ms: int, count: int = 100
+    async def read(self, consumer: str, own: bool, block_ms: int, count: int = 100, stream: str | None = None
                    ) -> list[tuple[str, str, str]]:
-        """Decisions for this consumer: its own unacknowledged ones (`own`), else new ones."""
-        got = await self.redis.xreadgroup(GROUP, consumer, {self.keys.decisions: "0" if own else ">"},
+        """Decisions (or, from `{prefix}:messages`, interim messages) for this consumer: its own
+        unacknowledged ones (`own`), else new ones."""
+        stream = stream or self.keys.decisions
+        got = await self.redis.xreadgroup(GROUP, consumer, {stream: "0" if own else ">"},
                                           count=count, block=None if own else block_ms)
         rows = got[0][1] if got else []
-        return [(i, f.get("request_id", ""), f.get("decision", "")) for i, f in rows]
+        return [(i, f.get("request_id", ""), f.get("decision") or f.get("message", "")) for i, f in rows]
 
-    async def reclaim(self, consumer: str, idle_ms: int, count: int = 100) -> list[tuple[str, str, str]]:
+    async def reclaim(self, consumer: str, idle_ms: int, count: int = 100, stream: str | None = None
+                      ) -> list[tuple[str, str, str]]:
         """Decisions another consumer read and left unacknowledged for `idle_ms` (a replica that
         stopped between its read and its enqueue), taken over by `consumer` (XAUTOCLAIM); an
         entry deleted meanwhile comes back with no request id (it is only acknowledged)."""
-        res = await self.redis.execute_command("XAUTOCLAIM", self.keys.decisions, GROUP, consumer, idle_ms,
-                                               "0-0", "COUNT", count)
-        return [(i, (f or {}).get("request_id", ""), (f or {}).get("decision", "")) for i, f in res[1] or ()
-                if i is not None]
+        res = await self.redis.execute_command("XAUTOCLAIM", stream or self.keys.decisions, GROUP, consumer,
+                                               idle_ms, "0-0", "COUNT", count)
+        return [(i, (f or {}).get("request_id", ""), (f or {}).get("decision") or (f or {}).get("message", ""))
+                for i, f in res[1] or () if i is not None]
 
     async def callback_urls(self, rows: list[tuple[str, str, str]]) -> list[tuple[str | None, str | None]]:
         """(callback_url, agent) for each published decision (entry id, request id, decision
@@ -104,33 +113,56 @@ class WebhookStore:
             out.append((data.get("callback_url"), data.get("agent")) if data else (None, None))
         return out
 
-    async def enqueue(self, entry_id: str, request_id: str, url: str | None, body: str, now_ms: int) -> None:
-        """Create the delivery (once per request) and acknowledge the decision entry, atomically."""
-        keys = [self.keys.decisions, self.delivery_key(request_id), self.due]
+    async def message_targets(self, rows: list[tuple[str, str, str]]) -> list[tuple[str | None, str | None]]:
+        """(callback_url, agent) of each interim message's request (entry id, request id,
+        message JSON); (None, None) where there is no record."""
+        ids = [rid if is_request_id(rid) else None for _, rid, _ in rows]
+        async with self.redis.pipeline(transaction=False) as p:
+            for rid in ids:
+                if rid is not None:
+                    p.hget(self.keys.request(rid), "request")
+            found = iter(await p.execute())
+        out: list[tuple[str | None, str | None]] = []
+        for rid in ids:
+            raw = next(found) if rid is not None else None
+            try:
+                data = json.loads(raw) if raw else None
+            except ValueError:
+                data = None
+            out.append((data.get("callback_url"), data.get("agent")) if isinstance(data, dict) else (None, None))
+        return out
+
+    async def enqueue(self, entry_id: str, request_id: str, url: str | None, body: str, now_ms: int,
+                      stream: str | None = None) -> None:
+        """Create the delivery (once per request, or per message of `{prefix}:messages`) and
+        acknowledge the entry, atomically. `request_id`: the due set's member."""
+        keys = [stream or self.keys.decisions, self.delivery_key(request_id), self.due]
         await self._enqueue(keys=keys, args=[GROUP, entry_id, request_id, url or "", body, now_ms])
 
-    async def enqueue_many(self, items: list[tuple[str, str, str | None, str]], now_ms: int) -> None:
+    async def enqueue_many(self, items: list[tuple[str, str, str | None, str]], now_ms: int,
+                           stream: str | None = None) -> None:
         """`enqueue` for a read batch of (entry id, request id, url, body), in one round trip:
         the script for each decision with a URL, one XACK for the others (they create nothing)."""
         if self.store.cluster:  # cluster pipelines refuse scripts: one by one
             for entry_id, request_id, url, body in items:
-                await self.enqueue(entry_id, request_id, url, body, now_ms)
+                await self.enqueue(entry_id, request_id, url, body, now_ms, stream)
             return
+        stream = stream or self.keys.decisions
         plain = [entry_id for entry_id, _, url, _ in items if not url]
         async with self.redis.pipeline(transaction=False) as p:
             for entry_id, request_id, url, body in items:
                 if url:
-                    keys = [self.keys.decisions, self.delivery_key(request_id), self.due]
+                    keys = [stream, self.delivery_key(request_id), self.due]
                     await self._enqueue(keys=keys, args=[GROUP, entry_id, request_id, url, body, now_ms], client=p)
             if plain:
-                p.xack(self.keys.decisions, GROUP, *plain)
+                p.xack(stream, GROUP, *plain)
             await p.execute()
 
-    async def get(self, request_id: str) -> Delivery | None:
-        raw = await self.redis.hgetall(self.delivery_key(request_id))
+    async def get(self, member: str) -> Delivery | None:
+        raw = await self.redis.hgetall(self.delivery_key(member))
         if not raw:
             return None
-        return Delivery(request_id, raw["url"], raw["body"], int(raw.get("attempts", 0)), raw["state"],
+        return Delivery(member, member.partition("@")[0], raw["url"], raw["body"], int(raw.get("attempts", 0)), raw["state"],
                         int(raw["created_at"]), raw.get("last_error"))
 
     async def attempted(self, request_id: str, *, attempt: int, state: str, error: str | None,
@@ -147,7 +179,7 @@ class WebhookStore:
                 p.hget(key, "url")
             res = await p.execute()
         if state == "dead":
-            await self.redis.xadd(self.dead, {"request_id": request_id, "url": res[1] or "",
+            await self.redis.xadd(self.dead, {"request_id": request_id.partition("@")[0], "url": res[1] or "",
                                               "error": error or "", "attempts": attempt},
                                   maxlen=10000, approximate=True)
         return attempt

@@ -33,6 +33,8 @@ class Api:
     service: Requests
     webhooks: WebhookWorker
     enqueuer: Enqueuer
+    messages: Enqueuer
+    """Interim messages -> deliveries (event `message`)."""
 
     def background(self) -> dict[str, Any]:
         """Tasks to run while the bot runs (by name)."""
@@ -42,6 +44,7 @@ class Api:
         tasks: dict[str, Any] = {"api-decisions": self.bus.run, "webhooks": self._webhooks}
         if self.webhooks.policy.enabled:
             tasks["webhook-enqueue"] = self.enqueuer.run
+            tasks["webhook-enqueue-messages"] = self.messages.run
         return tasks
 
     async def metrics(self) -> list[str]:
@@ -81,6 +84,8 @@ def mount(webapp: web.Application, settings: Settings, store: Store,
     worker = WebhookWorker(store, hooks, callbacks, retry_s=settings.webhook_retry_s,
                            give_up_s=settings.webhook_give_up_s)
     enqueuer = Enqueuer(hooks, settings.consumer, kick=worker.kick, claim_idle_s=settings.claim_idle_s)
+    messages = Enqueuer(hooks, settings.consumer, kick=worker.kick, claim_idle_s=settings.claim_idle_s,
+                        messages=True)
     v1 = web.Application(client_max_size=MAX_ENTRY_BYTES + 1024, middlewares=[json_errors])
     v1.add_routes(routes.routes(auth, service, bus))
     hl = web.Application(client_max_size=humanlayer.BODY_LIMIT + 1024, middlewares=[json_errors])
@@ -88,5 +93,5 @@ def mount(webapp: web.Application, settings: Settings, store: Store,
     webapp.add_subapp("/v1", v1)
     webapp.add_subapp("/humanlayer/v1", hl)
     webapp.middlewares.append(json_not_found)
-    return Api(keys, bus, service, worker, enqueuer)
+    return Api(keys, bus, service, worker, enqueuer, messages)
 

@@ -13,14 +13,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from store.api_requests import ApiStore
+from store.api_requests import ApiStore, Message
+from store.chain import id_order
 
 log = logging.getLogger("hitl.api")
 
 BLOCK_MS = 1000
+READ_COUNT = 500
+"""Entries of each stream read at a time."""
 QUEUE_MAX = 1000
 IDLE_LINGER_S = 1.0
 """With nobody to tell on this replica (no long-poll, submitter or event stream), the feeds are
@@ -34,12 +38,44 @@ INTAKE_EVENTS = frozenset({"routed", "duplicate", "invalid"})
 """Audit events that end intake's handling of an entry (the record exists, or never will)."""
 
 
+Order = tuple[tuple[int, int], int, tuple[int, int]]
+
+
+@dataclass(frozen=True)
+class Event:
+    """One event of an event stream: a decision (`event: decision`, `id:` its stream id) or an
+    interim message (`event: message`, `id: <after>.<message id>`). `order` places both kinds
+    in the order they were written: a message comes after the decision it was added after."""
+
+    order: Order
+    id: str
+    kind: str
+    data: str
+
+    @classmethod
+    def decision(cls, entry_id: str, decision: str) -> Event:
+        return cls((id_order(entry_id), 0, (0, 0)), entry_id, "decision", decision)
+
+    @classmethod
+    def message(cls, m: Message) -> Event:
+        return cls((id_order(m.after), 1, id_order(m.id)), f"{m.after}.{m.id}", "message", m.message)
+
+
+def position(last_event_id: str) -> Order | None:
+    """Where an event stream resumes: after the event of this id (None: not one of ours)."""
+    if re.fullmatch(r"\d{1,20}-\d{1,20}", last_event_id):
+        return id_order(last_event_id), 0, (0, 0)
+    if m := re.fullmatch(r"(\d{1,20}-\d{1,20})\.(\d{1,20}-\d{1,20})", last_event_id):
+        return id_order(m[1]), 1, id_order(m[2])
+    return None
+
+
 @dataclass(eq=False)
 class Subscriber:
-    """An event stream: the decisions of `agents`, as (stream id, request id, decision JSON)."""
+    """An event stream: the decisions and interim messages of `agents`, in order."""
 
     agents: frozenset[str]
-    queue: asyncio.Queue[tuple[str, str, str]] = field(default_factory=lambda: asyncio.Queue(QUEUE_MAX))
+    queue: asyncio.Queue[Event] = field(default_factory=lambda: asyncio.Queue(QUEUE_MAX))
     overflowed: bool = False
 
 
@@ -99,24 +135,25 @@ class DecisionBus:
             self.close()
 
     async def _read(self) -> None:
-        last_decision = last_audit = ""
+        last_decision = last_audit = last_message = ""
         skip = False
         while True:
             try:
                 if not last_decision:
-                    last_decision, last_audit = await self.api.last_ids()
+                    last_decision, last_audit, last_message = await self.api.last_ids()
                 elif skip:  # nobody here waited for what was added during the pause: not read
                     newest = await self.api.last_ids()
                     if self._idle():  # and nobody registered while we asked
-                        last_decision, last_audit = newest
+                        last_decision, last_audit, last_message = newest
                 skip = False
-                decisions, audits = await self.api.feeds_after(last_decision, last_audit, BLOCK_MS)
+                decisions, audits, messages = await self.api.feeds_after(last_decision, last_audit, last_message,
+                                                                         BLOCK_MS, READ_COUNT)
                 self.running = True
             except asyncio.CancelledError:
                 raise
             except Exception as e:
                 self.running = False
-                last_decision = last_audit = ""
+                last_decision = last_audit = last_message = ""
                 log.warning("api: decisions feed unavailable (%s); retrying in 1s", e)
                 await asyncio.sleep(1.0)
                 continue
@@ -127,10 +164,19 @@ class DecisionBus:
                         for fut in self._intake.pop(rid, ()):
                             if not fut.done():
                                 fut.set_result(event)
+            if len(messages) >= READ_COUNT:  # a full page: a decision after its last message waits for the rest
+                limit = id_order(messages[-1].after)
+                decisions = [d for d in decisions if id_order(d[0]) <= limit]
             if decisions:
                 last_decision = decisions[-1][0]
-                await self._dispatch(decisions)
-            if (decisions or audits) and self._idle():
+            # a message added after a decision this read did not reach (a full page) waits for it
+            known = id_order(last_decision)
+            messages = [m for m in messages if id_order(m.after) <= known]
+            if messages:
+                last_message = messages[-1].id
+            if decisions or messages:
+                await self._dispatch(decisions, messages)
+            if (decisions or audits or messages) and self._idle():
                 await self._pause()
                 skip = self._idle()
 
@@ -146,7 +192,7 @@ class DecisionBus:
         finally:
             wanted.cancel()
 
-    async def _dispatch(self, rows: list[tuple[str, str, str]]) -> None:
+    async def _dispatch(self, rows: list[tuple[str, str, str]], messages: list[Message]) -> None:
         for _, rid, decision in rows:
             for fut in self._waiters.pop(rid, ()):
                 if not fut.done():
@@ -154,21 +200,23 @@ class DecisionBus:
         if not self._subscribers:
             return
         try:
-            agents = await self.api.owners_of(rows)
+            agents = await self.api.owners_of(rows) if rows else []
+            agents += await self.api.message_owners(messages) if messages else []
         except asyncio.CancelledError:
             raise
         except Exception as e:  # Redis refused the read: no stream may silently miss these
-            log.warning("api: could not read whose %d decisions are; event streams end and resume by "
-                        "Last-Event-ID (%s)", len(rows), e)
+            log.warning("api: could not read whose %d decisions and messages are; event streams end and "
+                        "resume by Last-Event-ID (%s)", len(rows) + len(messages), e)
             for sub in list(self._subscribers):
                 sub.overflowed = True
             self._subscribers.clear()
             return
-        for row, agent in zip(rows, agents, strict=True):
+        events = [Event.decision(i, d) for i, _, d in rows] + [Event.message(m) for m in messages]
+        for event, agent in sorted(zip(events, agents, strict=True), key=lambda pair: pair[0].order):
             for sub in list(self._subscribers):
                 if agent in sub.agents:
                     try:
-                        sub.queue.put_nowait(row)
+                        sub.queue.put_nowait(event)
                     except asyncio.QueueFull:
                         sub.overflowed = True  # the stream ends; the client resumes by Last-Event-ID
                         with contextlib.suppress(KeyError):

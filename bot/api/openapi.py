@@ -67,7 +67,8 @@ def document() -> dict[str, Any]:
                           "202": _json("RequestState", "Queued; intake has not taken it yet (`state: queued`)"),
                           **_errors(400, 401, 403, 409, 413, 429)}}},
         "/v1/requests/{id}": {"get": {
-            "summary": "A request's state, route and decision", "operationId": "getRequest",
+            "summary": "A request's state, route and decision; its interim messages (`taken_over`, `reply`, "
+                       "`override`) and after-the-fact review when there are any", "operationId": "getRequest",
             "security": auth, "parameters": [ID],
             "responses": {"200": _json("RequestState", "The request"), **_errors(401, 403, 404, 429)}}},
         "/v1/requests/{id}/decision": {"get": {
@@ -85,9 +86,12 @@ def document() -> dict[str, Any]:
             "responses": {"200": _json("RequestState", "Withdrawn: the request with its decision"),
                           **_errors(400, 401, 403, 404, 409, 413, 429)}}},
         "/v1/events": {"get": {
-            "summary": "Server-Sent Events: every decision of the key's agents (resume with Last-Event-ID)",
+            "summary": "Server-Sent Events: every decision and interim message of the key's agents, in order "
+                       "(resume with Last-Event-ID)",
             "operationId": "events", "security": auth,
-            "responses": {"200": {"description": "`event: decision`, `id:` stream id, `data:` the decision JSON",
+            "responses": {"200": {"description": "`event: decision`, `id:` stream id, `data:` the decision JSON; "
+                                                 "`event: message`, `id: <decision id>.<message id>`, `data:` the "
+                                                 "interim message JSON (AgentMessage)",
                                   "content": {"text/event-stream": {"schema": {"type": "string"}}}},
                           **_errors(401, 429)}}},
     }

@@ -4,27 +4,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
 from pydantic import ValidationError
 
 from bot.api.auth import Auth
-from bot.api.bus import DecisionBus
+from bot.api.bus import DecisionBus, Event, Order, position
 from bot.api.errors import ApiError, read_json
 from bot.api.openapi import document
 from bot.api.schemas import CancelBody, state_of
 from bot.api.service import MAX_WAIT_S, Requests
 from bot.entries import describe
-from store.chain import id_order
 from store.models import MAX_ENTRY_BYTES
 
 BODY_LIMIT = MAX_ENTRY_BYTES
 KEEPALIVE_S = 15.0
 BACKLOG_PAGE = 500
-"""Decisions read at a time when a stream resumes from Last-Event-ID (all pages are sent)."""
+"""Decisions (and messages) read at a time when a stream resumes from Last-Event-ID (all pages are sent)."""
+MESSAGE_MARGIN_MS = 60_000
+"""How far before the decision a stream resumes from its messages are read (see `_backlog`)."""
 
 
 def _json(model: Any, status: int = 200) -> web.Response:
@@ -93,35 +93,28 @@ def routes(auth: Auth, service: Requests, bus: DecisionBus) -> web.RouteTableDef
 
 async def _stream(request: web.Request, bus: DecisionBus, service: Requests,
                   agents: frozenset[str], active: Callable[[], Awaitable[bool]]) -> web.StreamResponse:
-    """Server-Sent Events: `event: decision`, `id:` the stream id (resume with Last-Event-ID).
-    The key is asked again (`active`) before anything is sent and at each keep-alive: the
-    stream of a revoked key ends without another event (its reconnection gets 401)."""
+    """Server-Sent Events: `event: decision` (`id:` its stream id) and `event: message` (an
+    interim message: take over, reply, override), in the order they were written; resume with
+    Last-Event-ID. The key is asked again (`active`) before anything is sent and at each
+    keep-alive: the stream of a revoked key ends without another event (its reconnection gets 401)."""
     sub = bus.subscribe(agents)
     resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
     try:
         await resp.prepare(request)
         await resp.write(b": hitl decisions\n\n")
-        last = request.headers.get("Last-Event-ID", "")
-        if not re.fullmatch(r"\d{1,20}-\d{1,20}", last):
-            last = ""
-        if last:  # everything after it, page by page (the live feed queues up meanwhile)
-            while True:
-                backlog = await service.api.decisions_after(last, BACKLOG_PAGE)
-                owners = await service.api.owners_of(backlog)
-                if not await active():
-                    return await _end(resp)
-                for (sid, _rid, decision), agent in zip(backlog, owners, strict=True):
-                    if agent in agents:
-                        await resp.write(_event(sid, decision))
-                if backlog:
-                    last = backlog[-1][0]  # read past: the live feed skips up to here
-                if len(backlog) < BACKLOG_PAGE:
-                    break
+        last = position(request.headers.get("Last-Event-ID", ""))
+        if last is not None:  # everything after it, page by page (the live feed queues up meanwhile)
+            if not await active():
+                return await _end(resp)
+            async for event, agent in _backlog(service, last):
+                if agent in agents:
+                    await resp.write(_event(event))
+                last = event.order  # read past: the live feed skips up to here
         loop = asyncio.get_running_loop()
         quiet_since = loop.time()
         while not sub.overflowed and request.transport is not None and not request.transport.is_closing():
             try:
-                sid, _rid, decision = await asyncio.wait_for(sub.queue.get(), 1.0)
+                event = await asyncio.wait_for(sub.queue.get(), 1.0)
             except TimeoutError:
                 if loop.time() - quiet_since >= KEEPALIVE_S:
                     if not await active():
@@ -130,16 +123,50 @@ async def _stream(request: web.Request, bus: DecisionBus, service: Requests,
                     quiet_since = loop.time()
                 continue
             quiet_since = loop.time()
-            if last and _not_after(sid, last):
+            if last is not None and event.order <= last:
                 continue
             if not await active():
                 break
-            await resp.write(_event(sid, decision))
+            await resp.write(_event(event))
     except ConnectionResetError:
         pass
     finally:
         bus.unsubscribe(sub)
     return await _end(resp)
+
+
+async def _backlog(service: Requests, last: Order) -> AsyncIterator[tuple[Event, str | None]]:
+    """Every decision and interim message after `last`, in order, with its agent: both streams
+    read page by page and merged (a message comes after the decision it was added after)."""
+    (ms, seq), _, _ = last
+    decisions: list[tuple[Event, str | None]] = []
+    messages: list[tuple[Event, str | None]] = []
+    d_next, d_done = f"{ms}-{seq}", False
+    # a message added after that decision has a later id, but for a clock that went back: a
+    # margin of ids before it is read too, and each message placed by its own `after`
+    m_next, m_done = f"{max(0, ms - MESSAGE_MARGIN_MS)}-0", False
+    while True:
+        if not decisions and not d_done:
+            page = await service.api.decisions_after(d_next, BACKLOG_PAGE)
+            d_done = len(page) < BACKLOG_PAGE
+            if page:
+                d_next = page[-1][0]
+                owners = await service.api.owners_of(page)
+                decisions = [(Event.decision(i, d), a) for (i, _, d), a in zip(page, owners, strict=True)]
+        while not messages and not m_done:  # (a page may hold only messages sent already)
+            got = await service.api.messages_from(m_next, BACKLOG_PAGE)
+            m_done = len(got) < BACKLOG_PAGE
+            if got:
+                m_next = f"({got[-1].id}"
+                owners = await service.api.message_owners(got)
+                messages = [(e, a) for e, a in ((Event.message(m), a) for m, a in zip(got, owners, strict=True))
+                            if e.order > last]
+        if not decisions and not messages:
+            return
+        if messages and (not decisions or messages[0][0].order < decisions[0][0].order):
+            yield messages.pop(0)
+        else:
+            yield decisions.pop(0)
 
 
 async def _end(resp: web.StreamResponse) -> web.StreamResponse:
@@ -148,12 +175,5 @@ async def _end(resp: web.StreamResponse) -> web.StreamResponse:
     return resp
 
 
-def _event(sid: str, decision: str) -> bytes:
-    return f"id: {sid}\nevent: decision\ndata: {decision}\n\n".encode()
-
-
-def _not_after(sid: str, last: str) -> bool:
-    try:
-        return id_order(sid) <= id_order(last)
-    except ValueError:
-        return False
+def _event(event: Event) -> bytes:
+    return f"id: {event.id}\nevent: {event.kind}\ndata: {event.data}\n\n".encode()

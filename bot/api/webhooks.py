@@ -1,4 +1,5 @@
-"""Signed webhooks: each decision of a request with a `callback_url` is POSTed to it.
+"""Signed webhooks: each decision of a request with a `callback_url` is POSTed to it, and so
+is each interim message (take over, reply, override) of `{prefix}:messages` (event `message`).
 
 The enqueuer reads `{prefix}:decisions` through the consumer group `webhooks` and stores one
 durable delivery per decision (store.webhooks); the worker leases due deliveries, signs and
@@ -16,6 +17,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
 import aiohttp
 
@@ -60,19 +62,22 @@ def _now_ms() -> int:
 
 
 class Enqueuer:
-    """Decisions -> deliveries (one per decided request with a callback_url)."""
+    """Decisions -> deliveries (one per decided request with a callback_url); with `messages`,
+    interim messages of `{prefix}:messages` -> deliveries (one per message), event `message`."""
 
     def __init__(self, hooks: WebhookStore, consumer: str, kick: Callable[[], None] = lambda: None,
-                 *, claim_idle_s: float = 30.0) -> None:
+                 *, claim_idle_s: float = 30.0, messages: bool = False) -> None:
         self.hooks = hooks
         self.consumer = consumer
         self.kick = kick
         self.claim_idle_ms = int(claim_idle_s * 1000)
+        self.messages = messages
+        self.stream = hooks.keys.messages if messages else hooks.keys.decisions
 
     async def reclaim(self) -> int:
         """Take over decisions another replica read but never stored as deliveries (it was
         stopped or died in between, and may never come back under its consumer name)."""
-        rows = await self.hooks.reclaim(self.consumer, self.claim_idle_ms, READ_COUNT)
+        rows = await self.hooks.reclaim(self.consumer, self.claim_idle_ms, READ_COUNT, self.stream)
         if rows:
             log.info("webhooks: took over %d decisions another replica had read", len(rows))
             await self.process(rows)
@@ -86,13 +91,13 @@ class Enqueuer:
         while True:
             try:
                 if not grouped:
-                    await self.hooks.ensure_group()
+                    await self.hooks.ensure_group(self.stream)
                     grouped = True
                 if not own and loop.time() - last_claim >= min(self.claim_idle_ms / 2000, 5.0):
                     last_claim = loop.time()
                     while await self.reclaim() == READ_COUNT:
                         pass
-                rows = await self.hooks.read(self.consumer, own, READ_BLOCK_MS, READ_COUNT)
+                rows = await self.hooks.read(self.consumer, own, READ_BLOCK_MS, READ_COUNT, self.stream)
                 if own and not rows:
                     own = False
                     continue
@@ -109,17 +114,22 @@ class Enqueuer:
     async def process(self, rows: list[tuple[str, str, str]]) -> int:
         if not rows:
             return 0
-        targets = await self.hooks.callback_urls(rows)  # only decisions that are their request's own
+        if self.messages:
+            targets = await self.hooks.message_targets(rows)
+        else:
+            targets = await self.hooks.callback_urls(rows)  # only decisions that are their request's own
+        kind = "message" if self.messages else "decision"
         n = 0
         items: list[tuple[str, str, str | None, str]] = []
-        for (entry_id, rid, decision), (url, agent) in zip(rows, targets, strict=True):
+        for (entry_id, rid, data), (url, agent) in zip(rows, targets, strict=True):
             body = ""
-            if url and decision:
+            if url and data:
                 n += 1
-                body = json.dumps({"event": "decision", "request_id": rid, "agent": agent,
-                                   "decision": json.loads(decision)}, separators=(",", ":"))
-            items.append((entry_id, rid, url if body else None, body))
-        await self.hooks.enqueue_many(items, _now_ms())
+                body = json.dumps({"event": kind, "request_id": rid, "agent": agent,
+                                   kind: json.loads(data)}, separators=(",", ":"))
+            member = f"{rid}@{entry_id}" if self.messages else rid
+            items.append((entry_id, member, url if body else None, body))
+        await self.hooks.enqueue_many(items, _now_ms(), self.stream)
         if n:
             self.kick()
         return n
@@ -191,29 +201,31 @@ class WebhookWorker(DueWorker):
         task.add_done_callback(ended)
 
     async def _deliver(self, d: Delivery, lease: int) -> None:
-        rid = d.request_id
+        rid, member = d.request_id, d.member
         status, error, final = await self._post(d.url, d.body)
         attempt = d.attempts + 1
         now = datetime.now(UTC)
-        detail = {"attempt": attempt, "url": d.url, "status": status, "error": error}
+        detail: dict[str, Any] = {"attempt": attempt, "url": d.url, "status": status, "error": error}
+        if member != rid:  # an interim message's delivery: which one
+            detail["message"] = member.partition("@")[2]
         if error is None:
-            await self.hooks.attempted(rid, attempt=attempt, state="delivered", error=None, status=status)
+            await self.hooks.attempted(member, attempt=attempt, state="delivered", error=None, status=status)
             await self.store.audit(rid, "webhook_delivered", "system", detail, now)
-            await self.store.finish_due(self.hooks.due, rid, lease)
+            await self.store.finish_due(self.hooks.due, member, lease)
             return
         waited_s = (_now_ms() - d.created_ms) / 1000
         backoff = min(self.retry_s * 2 ** (attempt - 1), MAX_BACKOFF_S)
         if final or waited_s + backoff > self.give_up_s:
-            await self.hooks.attempted(rid, attempt=attempt, state="dead", error=error, status=status)
+            await self.hooks.attempted(member, attempt=attempt, state="dead", error=error, status=status)
             await self.store.audit(rid, "webhook_failed", "system", detail, now)
             await self.store.audit(rid, "webhook_dead", "system",
                                    {"attempts": attempt, "url": d.url, "error": error}, now)
-            log.warning("webhooks: gave up on %s after %d attempts: %s", rid, attempt, error)
-            await self.store.finish_due(self.hooks.due, rid, lease)
+            log.warning("webhooks: gave up on %s after %d attempts: %s", member, attempt, error)
+            await self.store.finish_due(self.hooks.due, member, lease)
             return
-        await self.hooks.attempted(rid, attempt=attempt, state="pending", error=error, status=status)
+        await self.hooks.attempted(member, attempt=attempt, state="pending", error=error, status=status)
         await self.store.audit(rid, "webhook_failed", "system", {**detail, "retry_in_s": backoff}, now)
-        await self.store.finish_due(self.hooks.due, rid, lease, retry_at_ms=_now_ms() + int(backoff * 1000))
+        await self.store.finish_due(self.hooks.due, member, lease, retry_at_ms=_now_ms() + int(backoff * 1000))
 
     async def _post(self, url: str, body: str) -> tuple[int | None, str | None, bool]:
         """(HTTP status, error or None when accepted, whether the error is final)."""

@@ -33,7 +33,7 @@ from hitl.bounds import OutOfBounds, check_entry, check_value
 from hitl.connect import check_prefix, connect, hash_tag, same_slot
 from hitl.errors import DecisionTimeout, InvalidRequest, RequestLost, Unreachable
 from hitl.keys import AgentKeys
-from hitl.protocol import AgentMessage, Cancel, Decision, Kind, Request
+from hitl.protocol import AgentMessage, Cancel, Decision, Kind, Request, ReviewResult
 from hitl.reading import read_decision, read_message
 
 log = logging.getLogger("hitl")
@@ -312,6 +312,18 @@ class AsyncClient:
         async with self._redis():
             raw = await self.redis.hget(self.keys.request(request_id), "messages")
         return [m for m in map(read_message, json.loads(raw)) if m is not None] if raw else []
+
+    async def notes(self, request_id: str) -> tuple[list[AgentMessage], ReviewResult | None]:
+        """Every interim message of a request so far, oldest first, the override a `wrong`
+        review sent included, and that after-the-fact review (None until there is one)."""
+        async with self._redis():
+            raw, review_raw = await self.redis.hmget(self.keys.request(request_id), ["messages", "review"])
+        messages = [m for m in map(read_message, json.loads(raw)) if m is not None] if raw else []
+        review = None
+        with contextlib.suppress(ValueError, KeyError, TypeError):
+            review = ReviewResult.from_stored(json.loads(review_raw)) if review_raw else None
+        override = review.override(request_id) if review is not None else None
+        return ([*messages, override] if override is not None else messages), review
 
     async def ask(self, *, timeout: float | None = None, on_message: OnMessage | None = None,
                   **fields: Any) -> Decision:

@@ -194,11 +194,28 @@ def build_server(client: AsyncClient, *, max_wait_s: float = DEFAULT_WAIT_S) -> 
                             "message": f"hitl has no request {request_id!r}: use the request_id that "
                                        "request_approval or ask_human returned (an id sent by another "
                                        "process moments ago may not be read yet: call again shortly)"}
-                return await settle(request_id, waited)
+                result = await settle(request_id, waited)
+                if result["status"] not in ("error", "unknown"):
+                    result.update(await noted(request_id))
+                return result
         except HitlError as e:
             return {"status": "error", "request_id": request_id, "message": str(e)}
         except TimeoutError:
             return unanswered(request_id, waited)
+
+    async def noted(request_id: str) -> dict[str, Any]:
+        """`messages` (take over, replies, an override) and `review`, when there are any: an
+        agent without a reply stream hears of an override here."""
+        messages, review = await client.notes(request_id)
+        out: dict[str, Any] = {}
+        if messages:
+            out["messages"] = [m.model_dump(mode="json", exclude_none=True) for m in messages]
+        if review is not None:
+            out["review"] = review.model_dump(mode="json", exclude_none=True)
+            if review.verdict == "wrong":
+                out["message"] = (f"{out.get('message', '')} A reviewer has since flagged this action as wrong "
+                                  f"({review.reason_code or 'no reason code'}): see `review`.").strip()
+        return out
 
     return server
 

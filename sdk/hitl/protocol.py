@@ -373,3 +373,31 @@ class AgentMessage(BaseModel):
         if isinstance(data, dict) and data.get("reason_code") is None:
             data.pop("reason_code", None)
         return data
+
+
+class ReviewResult(BaseModel):
+    """A person's check, after the fact, of an action that ran on its own (audit mode, a sampled
+    `auto_approved`): what the REST API (`GET /v1/requests/{id}`) and the MCP server's
+    `get_decision` report as `review`. A `wrong` verdict is an override: the agent also gets an
+    interim message of event `override`."""
+
+    verdict: str
+    """`ok` (looks right) or `wrong` (an override: the agent should not have done it)."""
+    reason_code: str | None = None
+    reason: str | None = None
+    by: Vote
+    at: datetime
+
+    @classmethod
+    def from_stored(cls, data: dict[str, Any]) -> ReviewResult:
+        """From a record's stored `review` (`verdict`, `by`, `reason_code`, `reason`)."""
+        by = Vote.model_validate({k: v for k, v in data["by"].items() if k in Vote.model_fields})
+        return cls(verdict=data["verdict"], reason_code=data.get("reason_code"), reason=data.get("reason"),
+                   by=by, at=by.at)
+
+    def override(self, request_id: str) -> AgentMessage | None:
+        """The `override` message the agent was sent, when the verdict is `wrong`."""
+        if self.verdict != "wrong":
+            return None
+        return AgentMessage(request_id=request_id, event="override", text=self.reason,
+                            reason_code=self.reason_code, by=self.by, at=self.at)

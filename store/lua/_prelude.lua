@@ -51,6 +51,17 @@ local function publish(decisions_key, reply_key, has_reply, request_id, decision
   return audit(audit_key, trail_key, 'published', request_id, 'system', at, cjson.encode(detail))
 end
 
+-- An interim message to {prefix}:messages (the HTTP API's event stream and webhooks). `after`
+-- is the newest decision id at that moment: it places the message among the decisions, which
+-- live in another stream, so an event stream resumes from either kind without a gap.
+local function tell(messages_key, decisions_key, request_id, message)
+  local last = redis.call('XREVRANGE', decisions_key, '+', '-', 'COUNT', 1)
+  local after = '0-0'
+  if last[1] then after = last[1][1] end
+  redis.call('XADD', messages_key, 'MAXLEN', '~', 100000, '*', 'request_id', request_id,
+    'message', message, 'after', after)
+end
+
 local function audits_from(argv, i, audit_key, trail_key, request_id, at)
   local n = tonumber(argv[i]); i = i + 1
   for _ = 1, n do

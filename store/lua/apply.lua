@@ -2,7 +2,8 @@
 -- A reply key that is no longer a stream does not stop the decision: it is stored, published to
 -- {prefix}:decisions, and the failure to reach reply_to is in the `published` audit entry.
 -- KEYS: record, trail, audit, pending, outbox, decisions, reply (or decisions), deadlines,
---       outbox again-set, stats total, stats hour, requests (the queue)
+--       outbox again-set, stats total, stats hour, requests (the queue),
+--       messages (absent for a canary: no agent hears of it)
 -- ARGV: request_id, expected_version, now_ms, now_iso, n_fields, field pairs...,
 --       decision ('' if none), has_reply, outbox_member ('' if none), n_deadlines, members...,
 --       n_schedule, (member, due_ms) pairs..., audits..., message ('' if none),
@@ -64,6 +65,9 @@ end
 if message ~= '' then
   if has_reply == '1' then
     redis.call('XADD', KEYS[7], 'MAXLEN', '~', 10000, '*', 'message_for', rid, 'message', message)
+  end
+  if KEYS[13] then
+    tell(KEYS[13], KEYS[6], rid, message)
   end
   audit(KEYS[3], KEYS[2], 'messaged', rid, 'system', at,
     cjson.encode({event = cjson.decode(message)['event'], delivered = (has_reply == '1')}))

@@ -1,6 +1,7 @@
 -- Record the after-the-fact review of an action that ran on its own; once per request.
 -- A "wrong" verdict is an override: audited as such, and the agent is told on its reply stream.
--- KEYS: record, trail, audit, outbox, reply (or decisions), outbox again-set, deadlines
+-- KEYS: record, trail, audit, outbox, reply (or decisions), outbox again-set, deadlines,
+--       decisions, messages (both absent for a canary: no agent hears of it)
 -- ARGV: request_id, review JSON, verdict, now_ms, now_iso, has_reply, message JSON,
 --       due_ms of `trust:<id>` (the review's trust count, made durable: docs/trust.md)
 if redis.call('EXISTS', KEYS[1]) == 0 then
@@ -35,9 +36,10 @@ if ARGV[3] == 'wrong' then
   if has_reply == '1' then
     redis.call('XADD', KEYS[5], 'MAXLEN', '~', 10000, '*', 'message_for', rid, 'message', ARGV[7])
   end
+  if KEYS[9] then
+    tell(KEYS[9], KEYS[8], rid, ARGV[7])
+  end
 end
 queue_op(KEYS[4], KEYS[6], 'update:' .. rid, ARGV[4])
-if KEYS[7] then
-  redis.call('ZADD', KEYS[7], ARGV[8], 'trust:' .. rid)
-end
+redis.call('ZADD', KEYS[7], ARGV[8], 'trust:' .. rid)
 return {'ok'}
