@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
@@ -134,3 +135,41 @@ async def test_concurrent_asks_on_one_client_each_get_their_own_decision(
                                                       timeout=10) for i in range(20)))
     assert len({d.request_id for d in decisions}) == 20
     assert all(d.status is Status.auto_approved for d in decisions)
+
+
+async def _all_end(tasks: list[asyncio.Task[Any]]) -> None:
+    """Every task ends (a wait whose cancellation was lost reads on for ever: 5 s is its bound)."""
+    _, pending = await asyncio.wait(tasks, timeout=5)
+    assert not pending, f"{len(pending)} of {len(tasks)} cancelled waits still waiting"
+
+
+@pytest.mark.cluster_too
+async def test_cancelled_waits_end_and_the_client_works_on(store: Store, intake: Intake, redis_url: str) -> None:
+    """An agent cancels its waits (a task cancelled at shutdown, an asyncio.wait_for around
+    `wait`, an MCP call bounded by its wait), more of them than the client's 64 connections.
+    A cancellation that came while a command was being sent was lost (redis-py sends through
+    asyncio.wait_for, which on Python 3.11 returns the send's result instead of the
+    cancellation): the wait read on for ever, holding a connection (on a cluster, a place in
+    the client's queue); a few rounds of that left every later command waiting."""
+    client = HitlClient.from_url(redis_url, name="agent-6")
+    try:
+        ids = await asyncio.gather(*(client.request(agent="a", action="refund", summary=f"Refund {i}")
+                                     for i in range(100)))
+        for steps in range(16):  # the cancellation lands at each step of the waits' first commands
+            waits = [asyncio.create_task(client.wait(rid)) for rid in ids]
+            for _ in range(steps):
+                await asyncio.sleep(0)
+            for t in waits:
+                t.cancel()
+            await _all_end(waits)
+            assert all(t.cancelled() for t in waits)
+        bounded = [asyncio.create_task(asyncio.wait_for(client.wait(rid), 0.01 * (i % 10)))
+                   for i, rid in enumerate(ids)]
+        await _all_end(bounded)
+        assert all(isinstance(t.exception(), TimeoutError) for t in bounded)
+        waiting = asyncio.create_task(client.ask(agent="a", action="refund", summary="After", id="after",
+                                                 timeout=10))
+        await _approve(store, "after")  # a decision published after all that is still read
+        assert (await waiting).approved
+    finally:
+        await client.close()

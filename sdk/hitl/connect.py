@@ -18,7 +18,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode, ClusterPipeline, RedisCluster
-from redis.asyncio.connection import SSLConnection
+from redis.asyncio.connection import AbstractConnection, SSLConnection
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelManagedConnection
 from redis.backoff import ExponentialBackoff
@@ -131,7 +131,40 @@ def check_prefix(url: str, prefix: str) -> None:
             f"and a script may only touch keys of one slot (prefix {prefix!r} has no {{...}})")
 
 
-class FollowMaster(SentinelManagedConnection):
+class KeepsCancellation(AbstractConnection):
+    """A connection whose send never loses its caller's cancellation.
+
+    redis-py sends each command through `asyncio.wait_for`, which on Python 3.11 returns the
+    send's result when the caller is cancelled as the send completes: the command then read
+    its reply as if nothing had happened. A cancelled wait (a task cancelled at shutdown, an
+    `asyncio.wait_for` or an MCP call bounding it, its own timeout) read on for ever, holding
+    a connection, and enough of them left every later command waiting for one. Here the
+    cancellation goes on after the send, as it would have from the read (the connection is
+    closed: its reply is never read)."""
+
+    async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        task = asyncio.current_task()
+        cancels = task.cancelling() if task is not None else 0
+        await super().send_packed_command(command, check_health)
+        if task is not None and task.cancelling() > cancels:
+            await self.disconnect(nowait=True)
+            raise asyncio.CancelledError
+
+
+_CANCELLABLE: dict[type[Any], type[Any]] = {}
+
+
+def cancellable(connection_class: type[Any]) -> type[Any]:
+    """`connection_class` that keeps its caller's cancellation (KeepsCancellation)."""
+    if issubclass(connection_class, KeepsCancellation):
+        return connection_class
+    if connection_class not in _CANCELLABLE:
+        _CANCELLABLE[connection_class] = type(f"Cancellable{connection_class.__name__}",
+                                              (KeepsCancellation, connection_class), {})
+    return _CANCELLABLE[connection_class]
+
+
+class FollowMaster(KeepsCancellation, SentinelManagedConnection):
     """Asks the sentinels for the master on every (re)connect, one attempt each.
 
     redis-py 8.1's connection reconnects inside a command retry straight to the address it had,
@@ -171,6 +204,12 @@ class WaitingCluster(RedisCluster):
     def __init__(self, *, max_connections: int, **kwargs: Any) -> None:
         super().__init__(max_connections=max_connections, **kwargs)
         self._gate = asyncio.Semaphore(max_connections)
+        # every node's connections keep a cancellation (the nodes found later are made from
+        # these kwargs, shared with the nodes manager)
+        keeps = cancellable(self.connection_kwargs["connection_class"])
+        self.connection_kwargs["connection_class"] = keeps
+        for node in self.startup_nodes:
+            node.connection_class = keeps
 
     async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
         if _gated.get():
@@ -240,6 +279,7 @@ def connect(url: str, *, socket_timeout: float | None = 5.0, retry: bool | Retry
     if t.kind == "single":
         # A blocking pool: a burst waits for a free connection instead of failing.
         pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=max_connections, timeout=10, **opts)
+        pool.connection_class = cancellable(pool.connection_class)
         return aioredis.Redis.from_pool(pool)  # the client owns (and closes) the pool
     creds: dict[str, Any] = {"username": t.username, "password": t.password, "ssl": t.tls}
     if t.kind == "cluster":
