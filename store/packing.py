@@ -13,6 +13,7 @@ from typing import Any
 
 import hiredis
 import redis.asyncio as aioredis
+from hitl.connect import cancellable
 
 
 class FastPackConnection(aioredis.Connection):
@@ -29,7 +30,9 @@ class FastPackConnection(aioredis.Connection):
 
 def use_fast_packing(client: aioredis.Redis) -> None:
     """New connections of `client`'s pool pack with hiredis (plain TCP pools only: TLS and
-    Unix-socket connections keep their own classes)."""
+    Unix-socket connections keep their own classes), and keep their caller's cancellation as
+    every connection `connect` makes does (`hitl.connect.cancellable`)."""
     pool = getattr(client, "connection_pool", None)
-    if pool is not None and getattr(pool, "connection_class", None) is aioredis.Connection:
-        pool.connection_class = FastPackConnection
+    if pool is not None and getattr(pool, "connection_class", None) in (aioredis.Connection,
+                                                                        cancellable(aioredis.Connection)):
+        pool.connection_class = cancellable(FastPackConnection)

@@ -29,7 +29,10 @@ def test_what_redis_py_refuses_is_still_refused(bad: object) -> None:
 
 
 async def test_the_store_uses_it_and_it_talks_to_redis(store: Store) -> None:
-    assert store.redis.connection_pool.connection_class is FastPackConnection
+    from hitl.connect import KeepsCancellation
+
+    used = store.redis.connection_pool.connection_class
+    assert issubclass(used, FastPackConnection) and issubclass(used, KeepsCancellation)
     await store.redis.set("k", "é ✓")
     assert await store.redis.get("k") == "é ✓"
     assert "maxmemory" in await store.redis.config_get("maxmemory")
