@@ -16,6 +16,7 @@ from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
 from emulator import Emulator, InteractionError, sign
+from tests.util import eventually
 
 SECRET = "test-signing-secret"
 
@@ -451,7 +452,12 @@ async def test_a_real_bolt_app_cannot_tell(emu: Emulator) -> None:
     try:
         ts = (await bolt_client.chat_postMessage(channel="#approvals", text="c", blocks=CARD))["ts"]
         assert (await emu.click("U0ALICE", "#approvals", ts, "approve")).status == 200
-        [vid] = emu.views
+
+        # Bolt answers the click before its listener opens the modal
+        async def opened() -> list[str]:
+            return list(emu.views)
+
+        [vid] = await eventually(opened, what="the modal Bolt opens after its ack")
         result = await emu.submit_view("U0ALICE", vid, {"reason": {"v": "bad"}})
         assert result.errors == {"reason": "Say more"} and not result.closed
         result = await emu.submit_view("U0ALICE", vid, {"reason": {"v": "fine"}})
