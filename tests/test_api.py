@@ -206,3 +206,23 @@ async def test_events_resumed_after_more_than_a_page_of_decisions_send_them_all(
 
 async def _at_least(count: Any, n: int) -> bool:
     return int(await count) >= n
+
+
+async def test_a_request_in_non_latin_text_within_64_kib_of_utf8_is_accepted_as_sent(h: Harness, api: Api) -> None:
+    """The limit is 64 KiB of UTF-8 JSON (docs/protocol.md), as the queue counts it: the API used
+    to queue the request with every non-ASCII character escaped (`\\u4e2d`, six bytes for three,
+    twelve for an emoji's four), so a 35 KiB request in Chinese was refused as 72 KiB."""
+    turns = [{"role": "customer", "text": "退款请求" * 700 + "🙂" * 100} for _ in range(4)]
+    body = {**REFUND, "id": "utf8-1", "context": {"conversation": turns}}
+    raw = json.dumps(body, ensure_ascii=False).encode()
+    assert len(raw) < 40_000 and len(json.dumps(body).encode()) > 64 * 1024  # escaped, it is past 64 KiB
+    status, got, _ = await api.call("POST", "/v1/requests", data=raw, headers={"Content-Type": "application/json"})
+    assert status == 201, got
+    rec = await h.store.get("utf8-1")
+    assert [t.text for t in rec.request.context.conversation] == [t["text"] for t in turns]
+    # past the limit in UTF-8 bytes: refused with the body's own size
+    big = {**body, "id": "utf8-2", "context": {"conversation": turns * 2}}
+    raw = json.dumps(big, ensure_ascii=False).encode()
+    status, got, _ = await api.call("POST", "/v1/requests", data=raw, headers={"Content-Type": "application/json"})
+    assert status == 413 and got["error"]["code"] == "too_large"
+    assert f"{len(raw)} bytes" in got["error"]["message"], got
