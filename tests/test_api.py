@@ -226,3 +226,30 @@ async def test_a_request_in_non_latin_text_within_64_kib_of_utf8_is_accepted_as_
     status, got, _ = await api.call("POST", "/v1/requests", data=raw, headers={"Content-Type": "application/json"})
     assert status == 413 and got["error"]["code"] == "too_large"
     assert f"{len(raw)} bytes" in got["error"]["message"], got
+
+
+async def _next_decision(resp: Any) -> dict[str, Any]:
+    async for line in resp.content:
+        if line.startswith(b"data: "):
+            return json.loads(line[6:])  # type: ignore[no-any-return]
+    raise AssertionError("the stream ended")
+
+
+@pytest.mark.parametrize("last", ["99999999999999999999-0", "18446744073709551615-18446744073709551615",
+                                  "9999999999999-0", "9999999999999-0.9999999999999-5"])
+async def test_events_resumed_from_an_id_past_the_streams_end_still_send_new_decisions(
+        h: Harness, api: Api, last: str) -> None:
+    """A Last-Event-ID no stream has reached (a client of another installation, a Redis restored
+    from an older backup, a typo) resumes from the newest event: a number past a stream id's
+    64 bits made Redis refuse the read, the stream broke off (a 500 in the log) and so did every
+    reconnection with the same id; an id in the future made the live feed skip every decision
+    as already sent, so the client waited for ever."""
+    status, _, _ = await api.call("POST", "/v1/requests", json={**LOOKUP, "id": "before-1"})
+    assert status == 201
+    async with api.session.get(api.base + "/v1/events", headers={**api.headers(), "Last-Event-ID": last}) as resp:
+        assert resp.status == 200
+        await resp.content.readline()  # the opening comment: the resume is read before what follows
+        status, _, _ = await api.call("POST", "/v1/requests", json={**LOOKUP, "id": "after-1"})
+        assert status == 201
+        async with asyncio.timeout(10):
+            assert (await _next_decision(resp))["request_id"] == "after-1"

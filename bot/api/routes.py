@@ -11,7 +11,7 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from bot.api.auth import Auth
-from bot.api.bus import DecisionBus, Event, Order, position
+from bot.api.bus import DecisionBus, Event, Order, newest, position
 from bot.api.errors import ApiError, read_json
 from bot.api.openapi import document
 from bot.api.schemas import CancelBody, state_of
@@ -97,12 +97,17 @@ async def _stream(request: web.Request, bus: DecisionBus, service: Requests,
     interim message: take over, reply, override), in the order they were written; resume with
     Last-Event-ID. The key is asked again (`active`) before anything is sent and at each
     keep-alive: the stream of a revoked key ends without another event (its reconnection gets 401)."""
+    last = position(request.headers.get("Last-Event-ID", ""))
+    if last is not None:
+        # an id past the streams' end (another installation's, a Redis restored from an older
+        # backup, a number past 64 bits) resumes from their end, read before subscribing: else the
+        # read is refused, or the live feed skips every new event as sent already
+        last = min(last, newest(*await service.api.last_ids()))
     sub = bus.subscribe(agents)
     resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
     try:
         await resp.prepare(request)
         await resp.write(b": hitl decisions\n\n")
-        last = position(request.headers.get("Last-Event-ID", ""))
         if last is not None:  # everything after it, page by page (the live feed queues up meanwhile)
             if not await active():
                 return await _end(resp)
