@@ -253,3 +253,23 @@ async def test_events_resumed_from_an_id_past_the_streams_end_still_send_new_dec
         assert status == 201
         async with asyncio.timeout(10):
             assert (await _next_decision(resp))["request_id"] == "after-1"
+
+
+async def test_a_body_that_does_not_decode_as_its_content_encoding_is_a_400(h: Harness, api: Api) -> None:
+    """`Content-Encoding: gzip` (or deflate) on a body that is not compressed was a 500 (aiohttp's
+    RequestPayloadError escaped as a bug) and dropped the connection; a compressed body that is
+    fine is read as any other."""
+    import gzip
+
+    before = await _added(h)
+    plain = json.dumps({**REFUND, "id": "enc-1"}).encode()
+    for path, encoding in (("/v1/requests", "gzip"), ("/v1/requests", "deflate"),
+                           ("/v1/requests/enc-1/cancel", "gzip"), ("/humanlayer/v1/function_calls", "gzip")):
+        status, body, _ = await api.call("POST", path, data=plain, headers={
+            "Content-Type": "application/json", "Content-Encoding": encoding})
+        assert status == 400 and body["error"]["code"] == "invalid_json", (path, encoding, body)
+        assert encoding in body["error"]["message"]
+    assert await _added(h) == before  # nothing was queued
+    status, body, _ = await api.call("POST", "/v1/requests", data=gzip.compress(plain), headers={
+        "Content-Type": "application/json", "Content-Encoding": "gzip"})
+    assert status == 201 and body["id"] == "enc-1"
