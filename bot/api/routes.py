@@ -17,6 +17,7 @@ from bot.api.openapi import document
 from bot.api.schemas import CancelBody, state_of
 from bot.api.service import MAX_WAIT_S, Requests
 from bot.entries import describe
+from store.chain import id_order
 from store.models import MAX_ENTRY_BYTES
 
 BODY_LIMIT = MAX_ENTRY_BYTES
@@ -142,7 +143,9 @@ async def _stream(request: web.Request, bus: DecisionBus, service: Requests,
 
 async def _backlog(service: Requests, last: Order) -> AsyncIterator[tuple[Event, str | None]]:
     """Every decision and interim message after `last`, in order, with its agent: both streams
-    read page by page and merged (a message comes after the decision it was added after)."""
+    read page by page and merged (a message comes after the decision it was added after). A
+    message whose decision was added after the decisions were read ends the backlog: it and
+    that decision come from the live feed, in order."""
     (ms, seq), _, _ = last
     decisions: list[tuple[Event, str | None]] = []
     messages: list[tuple[Event, str | None]] = []
@@ -169,6 +172,10 @@ async def _backlog(service: Requests, last: Order) -> AsyncIterator[tuple[Event,
         if not decisions and not messages:
             return
         if messages and (not decisions or messages[0][0].order < decisions[0][0].order):
+            if not decisions and messages[0][0].order[0] > id_order(d_next):
+                # added after a decision that came after the decisions were read: the live feed
+                # has both, in order (sent from here, the decision would be skipped as sent)
+                return
             yield messages.pop(0)
         else:
             yield decisions.pop(0)
