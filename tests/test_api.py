@@ -173,6 +173,11 @@ async def test_an_id_naming_another_key_of_a_request_and_odd_humanlayer_fields_a
         assert status == 400 and body["error"]["field"] == "channel.slack.allowed_responder_ids"
         call["spec"]["channel"]["slack"]["allowed_responder_ids"] = "U0ALICE"  # was split into letters
         assert (await api.call("POST", "/humanlayer/v1/function_calls", json=call))[0] == 400
+        # a channel that is not an id was posted to as its text ("{'id': 'C1'}"): Slack refused the card
+        call["spec"]["channel"]["slack"] = {"channel_or_user_id": {"id": "C1"}}
+        status, body, _ = await api.call("POST", "/humanlayer/v1/function_calls", json=call)
+        assert status == 400 and body["error"]["field"] == "channel.slack.channel_or_user_id"
+        assert (await api.call("GET", "/humanlayer/v1/function_calls/c-int"))[0] == 404  # nothing kept
     finally:
         await api.close()
 
