@@ -173,6 +173,11 @@ async def test_an_id_naming_another_key_of_a_request_and_odd_humanlayer_fields_a
         assert status == 400 and body["error"]["field"] == "channel.slack.allowed_responder_ids"
         call["spec"]["channel"]["slack"]["allowed_responder_ids"] = "U0ALICE"  # was split into letters
         assert (await api.call("POST", "/humanlayer/v1/function_calls", json=call))[0] == 400
+        # a channel that is not an id was posted to as its text ("{'id': 'C1'}"): Slack refused the card
+        call["spec"]["channel"]["slack"] = {"channel_or_user_id": {"id": "C1"}}
+        status, body, _ = await api.call("POST", "/humanlayer/v1/function_calls", json=call)
+        assert status == 400 and body["error"]["field"] == "channel.slack.channel_or_user_id"
+        assert (await api.call("GET", "/humanlayer/v1/function_calls/c-int"))[0] == 404  # nothing kept
     finally:
         await api.close()
 
@@ -206,3 +211,70 @@ async def test_events_resumed_after_more_than_a_page_of_decisions_send_them_all(
 
 async def _at_least(count: Any, n: int) -> bool:
     return int(await count) >= n
+
+
+async def test_a_request_in_non_latin_text_within_64_kib_of_utf8_is_accepted_as_sent(h: Harness, api: Api) -> None:
+    """The limit is 64 KiB of UTF-8 JSON (docs/protocol.md), as the queue counts it: the API used
+    to queue the request with every non-ASCII character escaped (`\\u4e2d`, six bytes for three,
+    twelve for an emoji's four), so a 35 KiB request in Chinese was refused as 72 KiB."""
+    turns = [{"role": "customer", "text": "退款请求" * 700 + "🙂" * 100} for _ in range(4)]
+    body = {**REFUND, "id": "utf8-1", "context": {"conversation": turns}}
+    raw = json.dumps(body, ensure_ascii=False).encode()
+    assert len(raw) < 40_000 and len(json.dumps(body).encode()) > 64 * 1024  # escaped, it is past 64 KiB
+    status, got, _ = await api.call("POST", "/v1/requests", data=raw, headers={"Content-Type": "application/json"})
+    assert status == 201, got
+    rec = await h.store.get("utf8-1")
+    assert [t.text for t in rec.request.context.conversation] == [t["text"] for t in turns]
+    # past the limit in UTF-8 bytes: refused with the body's own size
+    big = {**body, "id": "utf8-2", "context": {"conversation": turns * 2}}
+    raw = json.dumps(big, ensure_ascii=False).encode()
+    status, got, _ = await api.call("POST", "/v1/requests", data=raw, headers={"Content-Type": "application/json"})
+    assert status == 413 and got["error"]["code"] == "too_large"
+    assert f"{len(raw)} bytes" in got["error"]["message"], got
+
+
+async def _next_decision(resp: Any) -> dict[str, Any]:
+    async for line in resp.content:
+        if line.startswith(b"data: "):
+            return json.loads(line[6:])  # type: ignore[no-any-return]
+    raise AssertionError("the stream ended")
+
+
+@pytest.mark.parametrize("last", ["99999999999999999999-0", "18446744073709551615-18446744073709551615",
+                                  "9999999999999-0", "9999999999999-0.9999999999999-5"])
+async def test_events_resumed_from_an_id_past_the_streams_end_still_send_new_decisions(
+        h: Harness, api: Api, last: str) -> None:
+    """A Last-Event-ID no stream has reached (a client of another installation, a Redis restored
+    from an older backup, a typo) resumes from the newest event: a number past a stream id's
+    64 bits made Redis refuse the read, the stream broke off (a 500 in the log) and so did every
+    reconnection with the same id; an id in the future made the live feed skip every decision
+    as already sent, so the client waited for ever."""
+    status, _, _ = await api.call("POST", "/v1/requests", json={**LOOKUP, "id": "before-1"})
+    assert status == 201
+    async with api.session.get(api.base + "/v1/events", headers={**api.headers(), "Last-Event-ID": last}) as resp:
+        assert resp.status == 200
+        await resp.content.readline()  # the opening comment: the resume is read before what follows
+        status, _, _ = await api.call("POST", "/v1/requests", json={**LOOKUP, "id": "after-1"})
+        assert status == 201
+        async with asyncio.timeout(10):
+            assert (await _next_decision(resp))["request_id"] == "after-1"
+
+
+async def test_a_body_that_does_not_decode_as_its_content_encoding_is_a_400(h: Harness, api: Api) -> None:
+    """`Content-Encoding: gzip` (or deflate) on a body that is not compressed was a 500 (aiohttp's
+    RequestPayloadError escaped as a bug) and dropped the connection; a compressed body that is
+    fine is read as any other."""
+    import gzip
+
+    before = await _added(h)
+    plain = json.dumps({**REFUND, "id": "enc-1"}).encode()
+    for path, encoding in (("/v1/requests", "gzip"), ("/v1/requests", "deflate"),
+                           ("/v1/requests/enc-1/cancel", "gzip"), ("/humanlayer/v1/function_calls", "gzip")):
+        status, body, _ = await api.call("POST", path, data=plain, headers={
+            "Content-Type": "application/json", "Content-Encoding": encoding})
+        assert status == 400 and body["error"]["code"] == "invalid_json", (path, encoding, body)
+        assert encoding in body["error"]["message"]
+    assert await _added(h) == before  # nothing was queued
+    status, body, _ = await api.call("POST", "/v1/requests", data=gzip.compress(plain), headers={
+        "Content-Type": "application/json", "Content-Encoding": "gzip"})
+    assert status == 201 and body["id"] == "enc-1"

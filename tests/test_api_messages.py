@@ -131,3 +131,35 @@ async def test_get_decision_over_mcp_tells_of_an_override(h: Harness) -> None:
     assert got["status"] == "auto_approved" and got["review"]["verdict"] == "wrong"
     assert [(m["event"], m["reason_code"], m["text"]) for m in got["messages"]] == [
         ("override", "wrong_action", "Wrong order")]
+
+
+async def test_a_resume_that_reads_a_message_whose_decision_came_after_its_read_loses_neither(
+        h: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A resumed stream reads the decisions after Last-Event-ID, then the messages. A decision
+    and a message after it, both added between those two reads, made the backlog send the
+    message and then skip the decision from the live feed as sent already (it comes before the
+    message): the client never saw that decision. Both now come, in order."""
+    api = Api(h, await new_key(h, "support-bot"))
+    try:
+        status, _, _ = await api.call("POST", "/v1/requests", json={**LOOKUP, "id": "rs-1"})
+        assert status == 201
+        [(first, _)] = await h.store.redis.xrevrange(h.store.keys.decisions, count=1)
+        store = h.bot.api.service.api
+        read = store.messages_from
+        hooked = False
+
+        async def between_the_reads(first_id: str, count: int = 500) -> Any:
+            nonlocal hooked
+            if not hooked:  # once: the first read of messages, after the decisions' read
+                hooked = True
+                status, _, _ = await api.call("POST", "/v1/requests", json={**LOOKUP, "id": "rs-2"})
+                assert status == 201
+                await override(h, "rs-2")
+            return await read(first_id, count)
+
+        monkeypatch.setattr(store, "messages_from", between_the_reads)
+        async with api.session.get(api.base + "/v1/events", headers={**api.headers(), "Last-Event-ID": first}) as resp:
+            got = await events(resp, 2)
+        assert [(kind, data["request_id"]) for _, kind, data in got] == [("decision", "rs-2"), ("message", "rs-2")]
+    finally:
+        await api.close()

@@ -70,6 +70,12 @@ def position(last_event_id: str) -> Order | None:
     return None
 
 
+def newest(decision_id: str, _audit_id: str, message_id: str) -> Order:
+    """A position at or after every event of the streams whose newest ids these are (`last_ids`):
+    a message's `after` is never past the newest decision, and whatever comes next is after it."""
+    return id_order(decision_id), 1, id_order(message_id)
+
+
 @dataclass(eq=False)
 class Subscriber:
     """An event stream: the decisions and interim messages of `agents`, in order."""

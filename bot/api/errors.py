@@ -87,6 +87,11 @@ async def read_json(request: web.Request, limit: int) -> Any:
         raw = await request.read()
     except web.HTTPRequestEntityTooLarge as e:
         raise ApiError(413, "too_large", f"the body is larger than {limit} bytes") from e
+    except web.RequestPayloadError as e:  # not what its Content-Encoding says (gzip that is not)
+        why = str(e).rpartition("message:")[2].strip()  # (aiohttp's text: "400, message:\n  <why>")
+        # the rest of such a body cannot be read past either: the connection is not reused
+        raise ApiError(400, "invalid_json", f"the body could not be read: {why}", field="request",
+                       headers={"Connection": "close"}) from e
     if len(raw) > limit:
         raise ApiError(413, "too_large", f"the body is {len(raw)} bytes; the limit is {limit}")
     try:

@@ -76,6 +76,10 @@ def _slack(channel: dict[str, Any] | None) -> dict[str, Any]:
     if ids is not None and not (isinstance(ids, list) and all(isinstance(x, str) for x in ids)):
         raise ApiError(400, "invalid_request", "channel.slack.allowed_responder_ids: a list of Slack user ids",
                        field="channel.slack.allowed_responder_ids")
+    where = slack.get("channel_or_user_id")
+    if where is not None and not isinstance(where, str):  # (its text was taken: a card sent nowhere)
+        raise ApiError(400, "invalid_request", "channel.slack.channel_or_user_id: a Slack channel or user id",
+                       field="channel.slack.channel_or_user_id")
     return slack
 
 

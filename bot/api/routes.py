@@ -11,12 +11,13 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from bot.api.auth import Auth
-from bot.api.bus import DecisionBus, Event, Order, position
+from bot.api.bus import DecisionBus, Event, Order, newest, position
 from bot.api.errors import ApiError, read_json
 from bot.api.openapi import document
 from bot.api.schemas import CancelBody, state_of
 from bot.api.service import MAX_WAIT_S, Requests
 from bot.entries import describe
+from store.chain import id_order
 from store.models import MAX_ENTRY_BYTES
 
 BODY_LIMIT = MAX_ENTRY_BYTES
@@ -97,12 +98,17 @@ async def _stream(request: web.Request, bus: DecisionBus, service: Requests,
     interim message: take over, reply, override), in the order they were written; resume with
     Last-Event-ID. The key is asked again (`active`) before anything is sent and at each
     keep-alive: the stream of a revoked key ends without another event (its reconnection gets 401)."""
+    last = position(request.headers.get("Last-Event-ID", ""))
+    if last is not None:
+        # an id past the streams' end (another installation's, a Redis restored from an older
+        # backup, a number past 64 bits) resumes from their end, read before subscribing: else the
+        # read is refused, or the live feed skips every new event as sent already
+        last = min(last, newest(*await service.api.last_ids()))
     sub = bus.subscribe(agents)
     resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
     try:
         await resp.prepare(request)
         await resp.write(b": hitl decisions\n\n")
-        last = position(request.headers.get("Last-Event-ID", ""))
         if last is not None:  # everything after it, page by page (the live feed queues up meanwhile)
             if not await active():
                 return await _end(resp)
@@ -137,7 +143,9 @@ async def _stream(request: web.Request, bus: DecisionBus, service: Requests,
 
 async def _backlog(service: Requests, last: Order) -> AsyncIterator[tuple[Event, str | None]]:
     """Every decision and interim message after `last`, in order, with its agent: both streams
-    read page by page and merged (a message comes after the decision it was added after)."""
+    read page by page and merged (a message comes after the decision it was added after). A
+    message whose decision was added after the decisions were read ends the backlog: it and
+    that decision come from the live feed, in order."""
     (ms, seq), _, _ = last
     decisions: list[tuple[Event, str | None]] = []
     messages: list[tuple[Event, str | None]] = []
@@ -164,6 +172,10 @@ async def _backlog(service: Requests, last: Order) -> AsyncIterator[tuple[Event,
         if not decisions and not messages:
             return
         if messages and (not decisions or messages[0][0].order < decisions[0][0].order):
+            if not decisions and messages[0][0].order[0] > id_order(d_next):
+                # added after a decision that came after the decisions were read: the live feed
+                # has both, in order (sent from here, the decision would be skipped as sent)
+                return
             yield messages.pop(0)
         else:
             yield decisions.pop(0)

@@ -70,9 +70,11 @@ class Requests:
         if request.agent not in key.agents:
             raise ApiError(403, "forbidden", f"this API key may not act for agent {request.agent!r}")
         rid = request.id or uuid.uuid4().hex
-        raw = json.dumps({**data, "id": rid})
-        if len(raw.encode()) > MAX_ENTRY_BYTES:
-            raise ApiError(413, "too_large", f"request is {len(raw.encode())} bytes; the limit is {MAX_ENTRY_BYTES}")
+        # the agent's text as it sent it (not \u-escaped: that made non-ASCII text up to three
+        # times its size), measured in UTF-8 bytes as intake measures the queue entry
+        raw = json.dumps({**data, "id": rid}, ensure_ascii=False)
+        if (size := len(raw.encode())) > MAX_ENTRY_BYTES:
+            raise ApiError(413, "too_large", f"request is {size} bytes; the limit is {MAX_ENTRY_BYTES}")
         # registered before the entry exists: the audit feed cannot tell of it before we listen
         fut = self.bus.intake_waiter(rid)
         try:
