@@ -105,8 +105,10 @@ class Told:
 
     def stood_in(self, record: Record) -> dict[str, str]:
         """Targets away by who stands in for them on `record`: not its requester (they cannot
-        decide it, so the target is told as before)."""
-        return {t: d for t, (d, _) in self.stand_ins.items() if d != record.request.requested_by}
+        decide it, so the target is told as before), nor anyone for a target who is its
+        requester (nobody decides for them: the target is told as before, and cannot decide)."""
+        requester = record.request.requested_by
+        return {t: d for t, (d, _) in self.stand_ins.items() if requester not in (d, t)}
 
     def for_item(self, record: Record) -> list[str]:
         """Whom the level lets decide `record` (nobody new where anyone may decide already)."""

@@ -16,6 +16,7 @@ from store.models import Record, State, Status
 from tests.harness import Harness, start, stop
 from tests.test_batch_trust_e2e import _batch, _choose
 from tests.test_grants_e2e import _card_says, _events
+from tests.util import eventually
 
 POLICY = """
 defaults: {tier: pair}
@@ -65,6 +66,10 @@ async def _unchanged(h: Harness, rec: Record, voters: list[str]) -> None:
     assert after.state is State.pending, f"decided by {[v.user_id for v in after.votes]}"
     assert [v.user_id for v in after.votes] == voters
     assert not await h.store.trust.grants(), "a standing grant was made by one seat"
+
+
+async def _voters(h: Harness, rec: Record, voters: list[str]) -> bool:
+    return [v.user_id for v in (await h.store.get(rec.id)).votes] == voters
 
 
 async def _decided_by(h: Harness, rec: Record) -> list[str]:
@@ -187,3 +192,22 @@ async def test_a_batch_item_counts_seats_like_a_single_card(redis_url: str, tmp_
         assert grant.by == ["U0BOB", "U0CAROL"]
     finally:
         await stop(h)
+
+
+async def test_nobody_stands_in_for_the_requester_of_the_request(h: Harness) -> None:
+    """Alice asked for the wire herself and is away, Bob standing in: her seat is the
+    requester's, which nobody fills (she could not approve it, so her stand-in cannot either).
+    Bob's click is refused, told and audited, and Carol alone is one seat of two."""
+    await h.emu.slash_command("U0ALICE", "C0GENERAL", "/hitl", AWAY)
+    rec = await h.card(await h.push(action="wire", summary="Wire $40 to ACME", risk={"amount": 40},
+                                    requested_by="U0ALICE"))
+    await _card_says(h, rec, "<@U0ALICE> asked for this, so nobody approves it for them")
+    await h.click(rec, "U0BOB", ActionId.approve_grant)
+    await _refused(h, rec, "U0BOB", "requester_seat", "The approver you stand in for asked for this action")
+    await _unchanged(h, rec, [])
+    await h.click(rec, "U0BOB", ActionId.approve)
+    await _refused(h, rec, "U0BOB", "requester_seat", "asked for this action themselves", 2)
+    await h.click(rec, "U0CAROL", ActionId.approve)
+    await eventually(lambda: _voters(h, rec, ["U0CAROL"]), what="Carol's vote")
+    await _unchanged(h, rec, ["U0CAROL"])
+    assert not await _events(h, rec.id, "delegated")
