@@ -211,3 +211,22 @@ async def test_nobody_stands_in_for_the_requester_of_the_request(h: Harness) -> 
     await eventually(lambda: _voters(h, rec, ["U0CAROL"]), what="Carol's vote")
     await _unchanged(h, rec, ["U0CAROL"])
     assert not await _events(h, rec.id, "delegated")
+
+
+async def test_a_grant_made_for_an_approver_away_never_covers_their_own_request(h: Harness) -> None:
+    """Bob (for Alice, away) and Carol grant similar wires. A wire Alice then asks for herself is
+    one nobody could approve for her seat, so the grant does not cover it: it goes to people.
+    Another wire is covered as before."""
+    await h.emu.slash_command("U0ALICE", "C0GENERAL", "/hitl", AWAY)
+    rec = await _wire(h)
+    await _card_says(h, rec, "<@U0BOB> decides for them")
+    await h.click(rec, "U0BOB", ActionId.approve_grant)
+    assert "1 of 2 so far" in await h.ephemeral("U0BOB")
+    await h.click(rec, "U0CAROL", ActionId.approve_grant)
+    [grant] = await h.grants(1)
+    assert grant.by == ["U0BOB", "U0CAROL"]
+    own = await h.card(await h.push(action="wire", summary="Wire $30 to ACME", risk={"amount": 30},
+                                    requested_by="U0ALICE"))
+    assert own.state is State.pending and own.route.grant is None
+    other = await h.push(action="wire", summary="Wire $35 to ACME", risk={"amount": 35})
+    assert (await h.client.wait(other, timeout=10)).status is Status.auto_approved
