@@ -18,6 +18,8 @@ from store.models import Record, Status
 MESSAGES: dict[str, str] = {
     "self_approval": "You asked for this action, so you cannot approve it yourself. "
     "Another approver has to decide.",
+    "requester_seat": "The approver you stand in for asked for this action themselves, so nobody can "
+    "approve it for them. Another approver has to decide. Nothing was changed.",
     "not_an_approver": "You are not one of the approvers for this request.",
     "already_voted": "You have already voted on this request; another person has to "
     "approve it to reach the quorum.",

@@ -154,11 +154,14 @@ def away_message(away: Away | None, now: datetime) -> dict[str, Any]:
 def delegation_line(live: Mapping[str, Away], requester: str | None = None) -> str:
     """The card's note: who decides for whom while they are away, and until when (so a card
     not yet redrawn is still right once the date passes). A stand-in who asked for the
-    request is named as unable to decide it (the requester rule holds)."""
+    request is named as unable to decide it (the requester rule holds), and so is one standing
+    in for the approver who asked for it (nobody approves for the requester)."""
     parts = []
     for a, away in list(live.items())[:5]:
         head = f"{user_mention(a)} is away until {fmt_time(away.until)}: {who(away.delegate)}"
-        if away.delegate == requester:
+        if a == requester:
+            parts.append(f"{head} stands in, but {user_mention(a)} asked for this, so nobody approves it for them")
+        elif away.delegate == requester:
             parts.append(f"{head} stands in but asked for this, so cannot decide it")
         else:
             parts.append(f"{head} decides for them")

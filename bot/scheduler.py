@@ -105,15 +105,22 @@ class Told:
 
     def stood_in(self, record: Record) -> dict[str, str]:
         """Targets away by who stands in for them on `record`: not its requester (they cannot
-        decide it, so the target is told as before)."""
-        return {t: d for t, (d, _) in self.stand_ins.items() if d != record.request.requested_by}
+        decide it, so the target is told as before), nor anyone for a target who is its
+        requester (nobody decides for them: the target is told as before, and cannot decide)."""
+        requester = record.request.requested_by
+        return {t: d for t, (d, _) in self.stand_ins.items() if requester not in (d, t)}
 
     def for_item(self, record: Record) -> list[str]:
-        """Whom the level lets decide `record` (nobody new where anyone may decide already)."""
+        """Whom the level lets decide `record` (nobody new where anyone may decide already). Who
+        stands in for a target the card names as an approver is not added: they decide for them
+        already (`store.trust.stand_ins`, the click's rule), on the target's seat; as an approver
+        in their own right they would hold a seat of their own beside it."""
         if not record.route.approvers:
             return []
         standing = self.stood_in(record)
-        extra = [u for t, (_, people) in self.stand_ins.items() if t in standing for u in people]
+        named = set(record.route.approvers)
+        extra = [u for t, (_, people) in self.stand_ins.items() if t in standing and t not in named
+                 for u in people]
         return list(dict.fromkeys([*self.approvers, *extra]))
 
     def recipients(self, targets: list[str], items: list[Record]) -> list[tuple[str, str | None]]:

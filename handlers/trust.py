@@ -129,7 +129,8 @@ def _grant_of(record: Record, terms: GrantTerms, offer: int, now: datetime) -> G
     return Grant(id=f"g-{record.id}"[:80], agent=r.agent, action=r.action, tier=record.route.tier,
                  request_id=record.id, bounds=terms.bounds_for(r), created_at=now,
                  expires_at=now + timedelta(seconds=min(offer, terms.duration_s)),
-                 approvers=list(record.route.approvers), quorum=record.route.quorum)
+                 approvers=list(record.route.approvers), quorum=record.route.quorum,
+                 seats=sorted({v.seat for v in record.approvals() if v.seat}))
 
 
 async def grant_from_card(d: Deps, record: Record, user_id: str, now: datetime) -> dict[str, str]:

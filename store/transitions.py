@@ -30,7 +30,7 @@ from store.models import (
     stale,
 )
 
-REFUSAL_CODES = ("self_approval", "not_an_approver", "already_voted", "approver_voted", "delegate_voted",
+REFUSAL_CODES = ("self_approval", "requester_seat", "not_an_approver", "already_voted", "approver_voted", "delegate_voted",
                  "seat_taken", "owned", "already_owner", "not_reviewable", "bad_option", "stale",
                  "wrong_choice")
 """Codes of NotAllowed; the words people read are in `blocks.messages` and `blocks.escalation`."""
@@ -101,6 +101,12 @@ def authorize(
         # no card offers it (a payload made by hand): an approval is never "answered" or
         # "resolved", a question never "approved" or "rejected", a handover never "approved"
         raise NotAllowed("wrong_choice", f"a {record.request.kind.value} cannot be given {choice.value!r}")
+    requester = record.request.requested_by
+    if choice in DECIDING and requester is not None and requester in stands_in:
+        # the requester's seat is one nobody fills: who stands in for them acts in their name
+        stands_in = [a for a in stands_in if a != requester]
+        if not stands_in:
+            raise NotAllowed("requester_seat", f"{requester} asked for this request, so nobody decides it for them")
     if not record.may_decide(user_id, groups):
         raise NotAllowed("not_an_approver", "not an approver of this request")
     owner = record.owner
@@ -164,10 +170,10 @@ def seat_for(record: Record, user_id: str, stands_in: Sequence[str] = ()) -> str
 def not_voted(record: Record) -> list[str]:
     """The approvers the card names whose seat has no vote yet: whom a reminder is for. A vote
     their stand-in cast fills the seat; an approval of values edited since does not (its voter
-    has to approve the new values)."""
+    has to approve the new values). The requester's seat is nobody's to fill (`requester_seat`)."""
     mark = record.params_mark
     taken = {v.holder for v in record.votes if v.choice in VOTING and not stale(v, mark)}
-    return [a for a in record.route.approvers if a not in taken]
+    return [a for a in record.route.approvers if a not in taken and a != record.request.requested_by]
 
 
 def _decision(

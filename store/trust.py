@@ -199,6 +199,10 @@ class Grant(BaseModel):
     were kept (it then covers requests of a tier that names no approvers only)."""
     quorum: int = 1
     """The quorum of the card it was made on (that many people granted it)."""
+    seats: list[str] = Field(default_factory=list)
+    """Approvers away whose seat a granter's approval took (they stood in for them): nobody
+    approves their own request, in person or through a stand-in, so the grant covers none of
+    theirs either."""
 
     def matches(self, request: Request, now: datetime, route: Route, same: tuple[str, ...] = ()) -> bool:
         """Whether the grant stands in for people on `request`, which the policy routes to
@@ -206,12 +210,12 @@ class Grant(BaseModel):
         agent and action, within its bounds, before it expires, and only where
         its granters could have decided the request themselves (the tier, approvers and quorum
         it was made under, as many granters as the quorum), never for a request made on behalf
-        of one of them."""
+        of one of them or of an approver one of them stood in for (`seats`)."""
         return (request.agent == self.agent and request.action == self.action
                 and now < self.expires_at and self.bounds.covers(request, same)
                 and route.tier == self.tier and sorted(route.approvers) == sorted(self.approvers or [])
                 and route.quorum <= max(self.quorum, len(set(self.by)))
-                and request.requested_by not in self.by)
+                and request.requested_by not in self.by and request.requested_by not in self.seats)
 
 
 class Away(BaseModel):

@@ -16,6 +16,7 @@ from store.models import Record, State, Status
 from tests.harness import Harness, start, stop
 from tests.test_batch_trust_e2e import _batch, _choose
 from tests.test_grants_e2e import _card_says, _events
+from tests.util import eventually
 
 POLICY = """
 defaults: {tier: pair}
@@ -65,6 +66,10 @@ async def _unchanged(h: Harness, rec: Record, voters: list[str]) -> None:
     assert after.state is State.pending, f"decided by {[v.user_id for v in after.votes]}"
     assert [v.user_id for v in after.votes] == voters
     assert not await h.store.trust.grants(), "a standing grant was made by one seat"
+
+
+async def _voters(h: Harness, rec: Record, voters: list[str]) -> bool:
+    return [v.user_id for v in (await h.store.get(rec.id)).votes] == voters
 
 
 async def _decided_by(h: Harness, rec: Record) -> list[str]:
@@ -187,3 +192,41 @@ async def test_a_batch_item_counts_seats_like_a_single_card(redis_url: str, tmp_
         assert grant.by == ["U0BOB", "U0CAROL"]
     finally:
         await stop(h)
+
+
+async def test_nobody_stands_in_for_the_requester_of_the_request(h: Harness) -> None:
+    """Alice asked for the wire herself and is away, Bob standing in: her seat is the
+    requester's, which nobody fills (she could not approve it, so her stand-in cannot either).
+    Bob's click is refused, told and audited, and Carol alone is one seat of two."""
+    await h.emu.slash_command("U0ALICE", "C0GENERAL", "/hitl", AWAY)
+    rec = await h.card(await h.push(action="wire", summary="Wire $40 to ACME", risk={"amount": 40},
+                                    requested_by="U0ALICE"))
+    await _card_says(h, rec, "<@U0ALICE> asked for this, so nobody approves it for them")
+    await h.click(rec, "U0BOB", ActionId.approve_grant)
+    await _refused(h, rec, "U0BOB", "requester_seat", "The approver you stand in for asked for this action")
+    await _unchanged(h, rec, [])
+    await h.click(rec, "U0BOB", ActionId.approve)
+    await _refused(h, rec, "U0BOB", "requester_seat", "asked for this action themselves", 2)
+    await h.click(rec, "U0CAROL", ActionId.approve)
+    await eventually(lambda: _voters(h, rec, ["U0CAROL"]), what="Carol's vote")
+    await _unchanged(h, rec, ["U0CAROL"])
+    assert not await _events(h, rec.id, "delegated")
+
+
+async def test_a_grant_made_for_an_approver_away_never_covers_their_own_request(h: Harness) -> None:
+    """Bob (for Alice, away) and Carol grant similar wires. A wire Alice then asks for herself is
+    one nobody could approve for her seat, so the grant does not cover it: it goes to people.
+    Another wire is covered as before."""
+    await h.emu.slash_command("U0ALICE", "C0GENERAL", "/hitl", AWAY)
+    rec = await _wire(h)
+    await _card_says(h, rec, "<@U0BOB> decides for them")
+    await h.click(rec, "U0BOB", ActionId.approve_grant)
+    assert "1 of 2 so far" in await h.ephemeral("U0BOB")
+    await h.click(rec, "U0CAROL", ActionId.approve_grant)
+    [grant] = await h.grants(1)
+    assert grant.by == ["U0BOB", "U0CAROL"]
+    own = await h.card(await h.push(action="wire", summary="Wire $30 to ACME", risk={"amount": 30},
+                                    requested_by="U0ALICE"))
+    assert own.state is State.pending and own.route.grant is None
+    other = await h.push(action="wire", summary="Wire $35 to ACME", risk={"amount": 35})
+    assert (await h.client.wait(other, timeout=10)).status is Status.auto_approved

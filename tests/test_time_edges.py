@@ -255,3 +255,56 @@ async def test_a_level_tells_whoever_stands_in_for_a_target_away(redis_url: str,
         await h.click(rec, "U0BOB", ActionId.approve)
         decision = await h.client.wait(rid, timeout=10)
         assert decision.status is Status.approved and decision.decided_by[0].user_id == "U0BOB"
+
+
+async def test_a_level_gives_nobody_the_seat_of_a_target_away_who_asked_for_the_request(
+        redis_url: str, tmp_path: Path) -> None:
+    """Dave, whom the level notifies, asked for the refund himself and is away, Bob standing in:
+    nobody decides for the requester, so Bob is neither told nor let decide; Dave is told as
+    before (and still cannot approve his own request)."""
+    async with running(redis_url, tmp_path, STOOD_IN) as h:
+        now = utcnow()
+        await h.store.trust.set_away(Away(user="U0DAVE", delegate="U0BOB", until=now + timedelta(days=2), since=now))
+        rec = await h.card(await h.push(summary="Refund $42", requested_by="U0DAVE"))
+        _later(h, 601)
+        await eventually(lambda: _at_level(h, [rec.id], 1), 10, "level 1")
+        assert not h.emu.messages("U0BOB")
+        assert len(h.emu.messages("U0DAVE")) == 1
+        rec = await h.store.get(rec.id)
+        assert "U0BOB" not in rec.extra_approvers
+        [detail] = [e.detail for e in await h.store.trail(rec.id) if e.event == "escalated"]
+        assert "stood_in" not in detail
+        await h.click(rec, "U0BOB", ActionId.approve)
+        assert "not one of the approvers" in await h.ephemeral("U0BOB")
+        assert (await h.store.get(rec.id)).votes == []
+
+
+SEATED = STOOD_IN.replace('approvers: ["U0ALICE"]', 'approvers: ["U0ALICE", "U0DAVE"]\n    quorum: 2')
+
+
+async def test_a_level_for_an_approver_away_leaves_their_stand_in_on_their_seat(
+        redis_url: str, tmp_path: Path) -> None:
+    """Quorum 2 of Alice and Dave; the level notifies Dave, who is away, Bob standing in. Bob is
+    told and decides for Dave: his vote takes Dave's seat, so Dave's own vote is refused (an
+    approver and their stand-in hold one seat), and Alice's makes the quorum."""
+    async with running(redis_url, tmp_path, SEATED) as h:
+        now = utcnow()
+        await h.store.trust.set_away(Away(user="U0DAVE", delegate="U0BOB", until=now + timedelta(days=2), since=now))
+        rec = await h.card(await h.push(summary="Refund $43"))
+        _later(h, 601)
+        await eventually(lambda: _at_level(h, [rec.id], 1), 10, "level 1")
+        assert "standing in for <@U0DAVE>" in json.dumps(h.emu.messages("U0BOB")[0]["blocks"])
+        await h.click(rec, "U0BOB", ActionId.approve)
+
+        async def voted(n: int) -> bool:
+            return len((await h.store.get(rec.id)).votes) == n
+
+        await eventually(lambda: voted(1), what="Bob's vote")
+        await h.click(rec, "U0DAVE", ActionId.approve)
+        assert "Your stand-in already voted" in await h.ephemeral("U0DAVE")
+        after = await h.store.get(rec.id)
+        assert after.decision is None and [v.user_id for v in after.votes] == ["U0BOB"]
+        assert [e.detail["reason"] for e in await h.store.trail(rec.id) if e.event == "refused"] == ["delegate_voted"]
+        await h.click(rec, "U0ALICE", ActionId.approve)
+        decision = await h.client.wait(rec.id, timeout=10)
+        assert [v.user_id for v in decision.decided_by] == ["U0BOB", "U0ALICE"]

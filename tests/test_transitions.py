@@ -11,7 +11,7 @@ import pytest
 
 from store.errors import AlreadyDecided, NotAllowed
 from store.models import AgentMessage, Choice, Record, Request, Route, State, Status, Vote
-from store.transitions import TIMEOUT_CODE, authorize, escalate, expire, remind, vote
+from store.transitions import TIMEOUT_CODE, authorize, escalate, expire, not_voted, remind, vote
 
 NOW = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -169,6 +169,21 @@ def test_an_approver_and_their_stand_in_share_one_seat() -> None:
     with pytest.raises(NotAllowed) as e:
         authorize(bob, "U0BOB", Choice.approve, groups=both, stands_in=PAIR.approvers)
     assert e.value.reason == "already_voted"
+
+
+def test_nobody_fills_the_requesters_seat() -> None:
+    """Alice asked for it and is away: Bob, standing in for her, may not approve or edit it (in
+    her name), nor take her seat; standing in for Carol too, he takes Carol's. Rejecting stays
+    open to him, as to Alice; reminders name nobody for her seat."""
+    record = make(route=PAIR, kind="approval", requested_by="U0ALICE")
+    for choice in (Choice.approve, Choice.edit):
+        with pytest.raises(NotAllowed) as e:
+            authorize(record, "U0BOB", choice, groups=frozenset({"U0ALICE"}), stands_in=["U0ALICE"])
+        assert e.value.reason == "requester_seat"
+    both = frozenset(PAIR.approvers)
+    assert authorize(record, "U0BOB", Choice.approve, groups=both, stands_in=PAIR.approvers) == "U0CAROL"
+    assert authorize(record, "U0BOB", Choice.reject, groups=frozenset({"U0ALICE"}), stands_in=["U0ALICE"]) == "U0ALICE"
+    assert not_voted(record) == ["U0CAROL"]
 
 
 def test_a_vote_recorded_without_a_seat_is_its_voters_own() -> None:
