@@ -218,3 +218,16 @@ async def test_hitl_never_posts_to_a_response_url_that_is_not_slacks(h: Harness)
         assert hits == []
     finally:
         await runner.cleanup()
+
+
+@pytest.mark.parametrize("signature", ["v0=é", "v0=" + "ü" * 64, "v0=\u2603"])
+async def test_a_signature_that_is_not_ascii_is_401(h: Harness, signature: str) -> None:
+    """A forged signature with letters outside ASCII (hmac.compare_digest refuses to compare
+    such text: it raised, a 500) is refused like any other that does not match."""
+    body = urlencode({"command": "/hitl", "text": "help", "user_id": "U0ALICE", "team_id": "T0HITL"}).encode()
+    headers = signed(body) | {"X-Slack-Signature": signature}
+    url = f"http://127.0.0.1:{h.bot.port}/slack/events"
+    async with aiohttp.ClientSession() as s, s.post(
+            url, data=body, headers={**headers, "Content-Type": FORM}) as r:
+        status, text = r.status, await r.text()
+    assert status == 401, text
