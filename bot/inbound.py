@@ -4,9 +4,9 @@ Bolt sees it, with the status a client can act on instead of a server error.
 - 401: no timestamp or signature, a timestamp that is not a number or is more than five
   minutes off, a signature that does not match (Slack's own rules, checked in full here).
 - 400: a signed body that is not what Slack sends: a form without a `payload` object, a
-  `payload` that is not a JSON object, a JSON body that is not an object, bytes that are not
-  UTF-8, and a payload whose fields the listeners read do not have Slack's types (an
-  interaction without a user id, `block_actions` without actions or an action without an
+  `payload` that is not a JSON object (or is nested too deep to parse), a JSON body that is
+  not an object, bytes that are not UTF-8, and a payload whose fields the listeners read do
+  not have Slack's types (an interaction without a user id, `block_actions` without actions or an action without an
   `action_id`, a modal submission without a view, a callback_id or a state of objects, an
   input's value that is not text, a slash command without `command` or `user_id`).
 """
@@ -81,6 +81,8 @@ def _object_problem(text: str) -> str | None:
         data = json.loads(text)
     except ValueError:
         return "not JSON"
+    except RecursionError:  # nested deeper than the parser goes: no Slack payload is
+        return "JSON nested too deep"
     if not isinstance(data, dict):
         return "not a JSON object"
     return _shape_problem(data)

@@ -231,3 +231,14 @@ async def test_a_signature_that_is_not_ascii_is_401(h: Harness, signature: str) 
             url, data=body, headers={**headers, "Content-Type": FORM}) as r:
         status, text = r.status, await r.text()
     assert status == 401, text
+
+
+@pytest.mark.parametrize(("body", "content_type"), [
+    (urlencode({"payload": '{"a": ' + "[" * 50_000 + "]" * 50_000 + "}"}).encode(), FORM),
+    (b'{"type": "event_callback", "event": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "application/json"),
+])
+async def test_a_signed_body_nested_too_deep_to_parse_is_400(h: Harness, body: bytes, content_type: str) -> None:
+    """JSON nested deeper than the parser recurses (a RecursionError, not a ValueError: it
+    escaped the door, a 500) is not what Slack sends."""
+    status, text = await send(h, body, sign(SECRET, body, int(time.time())), content_type)
+    assert status == 400, text
