@@ -305,7 +305,8 @@ def build_app(settings: Settings, store: Store | None = None, policy: PolicyHold
     scheduler.recount = lambda rid: trust.recount(d, rid)
     bolt = AsyncApp(signing_secret=settings.slack_signing_secret or "unused",
                     client=bolt_client, request_verification_enabled=not settings.socket_mode,
-                    process_before_response=False, logger=_bolt_logger())
+                    process_before_response=False, logger=_bolt_logger(),
+                    user_facing_authorize_error_message=http_ack.UNAUTHORIZED)
     bolt.error(http_ack.remember_error)
 
     @bolt.middleware

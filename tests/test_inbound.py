@@ -242,3 +242,21 @@ async def test_a_signed_body_nested_too_deep_to_parse_is_400(h: Harness, body: b
     escaped the door, a 500) is not what Slack sends."""
     status, text = await send(h, body, sign(SECRET, body, int(time.time())), content_type)
     assert status == 400, text
+
+
+async def test_a_click_slack_cannot_authorize_yet_fails_visibly_and_the_next_one_counts(h: Harness) -> None:
+    """Bolt checks the bot token (`auth.test`) at the first request; when Slack answers that
+    with an error (`internal_error`, a rate limit after retries) Bolt answered 200 with a
+    "reinstall this app" text: the click was acknowledged and dropped, nobody told. Now it is
+    a 503 (Slack shows the person it failed), nothing changes, and a click again counts."""
+    from blocks.ids import ActionId
+
+    rid = await h.push()
+    rec = await h.card(rid)
+    h.emu.inject("auth.test", error="internal_error")
+    first = await h.click(rec, "U0ALICE", ActionId.approve)
+    assert first.status == 503, first.body
+    assert (await h.store.get(rid)).decision is None
+    again = await h.click(rec, "U0ALICE", ActionId.approve)
+    assert again.status == 200
+    await h.decided(rid)
