@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
-from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
+from slack_bolt.adapter.aiohttp import to_aiohttp_response
 from slack_bolt.async_app import AsyncApp, AsyncBoltContext
 from slack_sdk.web.async_client import AsyncWebClient
 
@@ -34,6 +34,7 @@ from bot.directory import SlackDirectory
 from bot.evidence import wiring as evidence
 from bot.gateway import Gateway, web_client
 from bot.housekeeping import Companion
+from bot.inbound import bolt_request
 from bot.inbound import check as check_inbound
 from bot.intake import Intake
 from bot.metrics import render_metrics
@@ -304,7 +305,8 @@ def build_app(settings: Settings, store: Store | None = None, policy: PolicyHold
     scheduler.recount = lambda rid: trust.recount(d, rid)
     bolt = AsyncApp(signing_secret=settings.slack_signing_secret or "unused",
                     client=bolt_client, request_verification_enabled=not settings.socket_mode,
-                    process_before_response=False, logger=_bolt_logger())
+                    process_before_response=False, logger=_bolt_logger(),
+                    user_facing_authorize_error_message=http_ack.UNAUTHORIZED)
     bolt.error(http_ack.remember_error)
 
     @bolt.middleware
@@ -340,12 +342,13 @@ def build_app(settings: Settings, store: Store | None = None, policy: PolicyHold
     async def events(request: web.Request) -> web.Response:
         if bot.closing:  # stopping: this replica takes no new work (/healthz says so too)
             return web.json_response({"ok": False, "error": "hitl is restarting; try again"}, status=503)
-        refused = check_inbound(settings.slack_signing_secret or "", request.headers, await request.read(),
-                                request.content_type)
+        raw = await request.read()
+        refused = check_inbound(settings.slack_signing_secret or "", request.headers, raw, request.content_type)
         if refused is not None:
             return refused
         try:
-            return await to_aiohttp_response(await http_ack.dispatch(bolt, await to_bolt_request(request)))
+            slack = bolt_request(raw, request.content_type, request.query_string, request.headers)
+            return await to_aiohttp_response(await http_ack.dispatch(bolt, slack))
         except Exception:  # a signed request our checks let through and Bolt tripped over
             log.exception("slack request could not be handled")
             return web.json_response({"ok": False, "error": "this request could not be handled"}, status=400)

@@ -18,7 +18,9 @@ empty 200, as Socket Mode acknowledges its envelope: Bolt's 404 would make Slack
 (and count it failed) or show the person an error. Bolt's other answers (401) are kept.
 A listener that fails never makes the answer a server error: after `ack()` Slack gets the
 acknowledgement (the failure is logged); before it, 503 when Redis or the network is
-unreachable or refused the call, and 400 otherwise (`settled`).
+unreachable or refused the call, and 400 otherwise (`settled`). A request Bolt could not
+authorize (its check of the bot token, `auth.test`, failed: a Slack error, a rate limit) ran
+no listener: 503 too, not Bolt's 200 with a text, which acknowledged a click and dropped it.
 """
 
 from __future__ import annotations
@@ -43,6 +45,9 @@ _RUNNING: set[asyncio.Future[BoltResponse]] = set()
 _LISTENERS: set[asyncio.Task[Any]] = set()
 """Listeners that acknowledged their request and may still be working: Slack told the person
 it went through, so a bot that stops lets them finish (`drain`)."""
+UNAUTHORIZED = "hitl could not check its Slack token with Slack just now; try again in a moment."
+"""Bolt's answer (`user_facing_authorize_error_message`) when its check of the bot token failed:
+`settled` makes it a 503."""
 ERROR = "hitl_listener_error"
 """Where `remember_error` keeps a listener's failure in the request's context."""
 
@@ -113,7 +118,10 @@ async def _dispatch(bolt: AsyncApp, request: AsyncBoltRequest) -> BoltResponse:
 def settled(response: BoltResponse | None, ack: SignallingAck, request: AsyncBoltRequest) -> BoltResponse:
     """Bolt's answer, unless a listener failed: then the acknowledgement it had sent, or (it
     failed before acknowledging) 503 for Redis or a network that cannot be reached or refused the
-    call, 400 for anything else. Never a 500."""
+    call, 400 for anything else; or Bolt could not authorize it: 503. Never a 500."""
+    if response is not None and ack.sent is None and response.body == UNAUTHORIZED:
+        log.warning("slack: request not authorized (Slack failed the bot token's check); answered 503")
+        return _json(503, "hitl could not complete this right now; try again in a moment")
     if response is not None and response.status == 404 and ack.sent is None and ERROR not in request.context:
         body = request.body if isinstance(request.body, dict) else {}
         kind = body.get("type") or ("slash_command" if "command" in body else "?")

@@ -4,11 +4,15 @@ Bolt sees it, with the status a client can act on instead of a server error.
 - 401: no timestamp or signature, a timestamp that is not a number or is more than five
   minutes off, a signature that does not match (Slack's own rules, checked in full here).
 - 400: a signed body that is not what Slack sends: a form without a `payload` object, a
-  `payload` that is not a JSON object, a JSON body that is not an object, bytes that are not
-  UTF-8, and a payload whose fields the listeners read do not have Slack's types (an
-  interaction without a user id, `block_actions` without actions or an action without an
+  `payload` that is not a JSON object (or is nested too deep to parse), a JSON body that is
+  not an object, bytes that are not UTF-8, and a payload whose fields the listeners read do
+  not have Slack's types (an interaction without a user id, `block_actions` without actions or an action without an
   `action_id`, a modal submission without a view, a callback_id or a state of objects, an
   input's value that is not text, a slash command without `command` or `user_id`).
+
+What passes reaches Bolt as `bolt_request` builds it: with the fields `check` read, not those
+of Bolt's own parser, which takes any form whose text says `payload` anywhere (a slash
+command's words, a channel's or a person's name) for an interaction and reads it as empty.
 """
 
 from __future__ import annotations
@@ -22,6 +26,9 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from aiohttp import web
+from slack_bolt.context.async_context import AsyncBoltContext
+from slack_bolt.request.async_internals import build_async_context
+from slack_bolt.request.async_request import AsyncBoltRequest
 
 MAX_SKEW_S = 300
 
@@ -42,7 +49,8 @@ def check(secret: str, headers: Mapping[str, str], body: bytes, content_type: st
         return _refuse(401, "stale request timestamp")
     base = b"v0:" + timestamp.encode() + b":" + body
     expected = "v0=" + hmac.new(secret.encode(), base, hashlib.sha256).hexdigest()
-    if not secret or not hmac.compare_digest(expected, signature):
+    # compare_digest refuses text outside ASCII (a TypeError): such a signature matches nothing
+    if not secret or not signature.isascii() or not hmac.compare_digest(expected, signature):
         return _refuse(401, "invalid signature")
     try:
         text = body.decode("utf-8")
@@ -66,6 +74,28 @@ def check(secret: str, headers: Mapping[str, str], body: bytes, content_type: st
     return None
 
 
+def fields(body: bytes, content_type: str) -> dict[str, Any]:
+    """The fields of a request `check` let through: a JSON body's object, a form's `payload`
+    object, or else the form's fields (the last of a repeated one, as Bolt keeps it)."""
+    text = body.decode("utf-8")
+    if content_type == "application/json":
+        return dict(json.loads(text))
+    form = parse_qs(text, keep_blank_values=True)
+    if "payload" in form:
+        return dict(json.loads(form["payload"][0]))
+    return {k: v[-1] for k, v in form.items()}
+
+
+def bolt_request(body: bytes, content_type: str, query: str, headers: Mapping[str, str]) -> AsyncBoltRequest:
+    """Bolt's request for one `check` let through, carrying the fields `check` read."""
+    request = AsyncBoltRequest(body=body.decode("utf-8"), query=query, headers=dict(headers))
+    read = fields(body, content_type)
+    if request.body != read:  # Bolt's parser misread it (a command whose text says `payload`)
+        request.body = read
+        request.context = build_async_context(AsyncBoltContext({}), read)
+    return request
+
+
 OBJECTS = ("view", "user", "team", "channel", "container", "message", "enterprise", "state", "event")
 LISTS = ("actions", "authorizations")
 INTERACTIONS = ("block_actions", "view_submission", "view_closed", "block_suggestion", "shortcut",
@@ -80,6 +110,8 @@ def _object_problem(text: str) -> str | None:
         data = json.loads(text)
     except ValueError:
         return "not JSON"
+    except RecursionError:  # nested deeper than the parser goes: no Slack payload is
+        return "JSON nested too deep"
     if not isinstance(data, dict):
         return "not a JSON object"
     return _shape_problem(data)

@@ -340,3 +340,13 @@ def test_the_audit_reply_escapes_the_id_as_typed_in_its_text() -> None:
     for events in ([], [AuditEvent(event="received", request_id="x", actor="agent", at=utcnow())]):
         reply = audit_message("<!channel>", events)
         assert "<!channel>" not in reply["text"] and "&lt;!channel&gt;" in reply["text"]
+
+
+async def test_a_command_whose_words_say_payload_is_answered(h: Harness) -> None:
+    """Bolt takes any form whose body contains `payload` for an interaction and, finding no
+    `payload` field, parsed a slash command to nothing: `/hitl pause payload schema change`
+    (or any command from a channel named #payloads) went unanswered and did nothing."""
+    reply = await hitl(h, "pause payload schema change", user="U0ADMIN")
+    assert "Automation paused" in reply["text"]
+    assert (await h.store.control()).get("reason") == "payload schema change"
+    assert "/hitl" in words(await hitl(h, "help payload"))

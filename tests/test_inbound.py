@@ -218,3 +218,45 @@ async def test_hitl_never_posts_to_a_response_url_that_is_not_slacks(h: Harness)
         assert hits == []
     finally:
         await runner.cleanup()
+
+
+@pytest.mark.parametrize("signature", ["v0=é", "v0=" + "ü" * 64, "v0=\u2603"])
+async def test_a_signature_that_is_not_ascii_is_401(h: Harness, signature: str) -> None:
+    """A forged signature with letters outside ASCII (hmac.compare_digest refuses to compare
+    such text: it raised, a 500) is refused like any other that does not match."""
+    body = urlencode({"command": "/hitl", "text": "help", "user_id": "U0ALICE", "team_id": "T0HITL"}).encode()
+    headers = signed(body) | {"X-Slack-Signature": signature}
+    url = f"http://127.0.0.1:{h.bot.port}/slack/events"
+    async with aiohttp.ClientSession() as s, s.post(
+            url, data=body, headers={**headers, "Content-Type": FORM}) as r:
+        status, text = r.status, await r.text()
+    assert status == 401, text
+
+
+@pytest.mark.parametrize(("body", "content_type"), [
+    (urlencode({"payload": '{"a": ' + "[" * 50_000 + "]" * 50_000 + "}"}).encode(), FORM),
+    (b'{"type": "event_callback", "event": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "application/json"),
+])
+async def test_a_signed_body_nested_too_deep_to_parse_is_400(h: Harness, body: bytes, content_type: str) -> None:
+    """JSON nested deeper than the parser recurses (a RecursionError, not a ValueError: it
+    escaped the door, a 500) is not what Slack sends."""
+    status, text = await send(h, body, sign(SECRET, body, int(time.time())), content_type)
+    assert status == 400, text
+
+
+async def test_a_click_slack_cannot_authorize_yet_fails_visibly_and_the_next_one_counts(h: Harness) -> None:
+    """Bolt checks the bot token (`auth.test`) at the first request; when Slack answers that
+    with an error (`internal_error`, a rate limit after retries) Bolt answered 200 with a
+    "reinstall this app" text: the click was acknowledged and dropped, nobody told. Now it is
+    a 503 (Slack shows the person it failed), nothing changes, and a click again counts."""
+    from blocks.ids import ActionId
+
+    rid = await h.push()
+    rec = await h.card(rid)
+    h.emu.inject("auth.test", error="internal_error")
+    first = await h.click(rec, "U0ALICE", ActionId.approve)
+    assert first.status == 503, first.body
+    assert (await h.store.get(rid)).decision is None
+    again = await h.click(rec, "U0ALICE", ActionId.approve)
+    assert again.status == 200
+    await h.decided(rid)

@@ -387,3 +387,13 @@ async def test_a_form_hitl_could_not_handle_stays_open_with_slacks_error(
                                                           BlockId.reason_text.value: {"value": "Wrong customer"}})
     assert not result.closed and h.emu.top_view("U0ALICE") is not None  # the person still has the form
     assert (await h.store.get(rid)).decision is None
+
+
+async def test_a_command_slack_cannot_authorize_yet_says_try_again(h: Harness) -> None:
+    """Bolt's check of the bot token (`auth.test`) failed at Slack: the person is told to try
+    again (as the HTTP door's 503 does), not to reinstall the app, and the next one runs."""
+    h.emu.inject("auth.test", error="internal_error")
+    first = await h.emu.slash_command("U0ALICE", "#general", "/hitl", "help")
+    assert "try again in a moment" in first.body and "reinstall" not in first.body, first.body
+    again = await h.emu.slash_command("U0ALICE", "#general", "/hitl", "help")
+    assert "/hitl commands" in again.body
