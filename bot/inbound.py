@@ -144,6 +144,19 @@ def _shape_problem(data: dict[str, Any]) -> str | None:
     return None
 
 
+def envelope_problem(kind: str, payload: object) -> str | None:
+    """What `check` would refuse (400) in a Socket Mode envelope's payload, or None: the same
+    shapes as over HTTP, for an envelope of type `kind` (`interactive`, `slash_commands`,
+    `events_api`)."""
+    if not isinstance(payload, dict):
+        return "not a JSON object"
+    if kind == "slash_commands":
+        if all(isinstance(payload.get(k), str) and payload[k] for k in ("command", "user_id")):
+            return None
+        return "a slash command without its command and user_id"
+    return _shape_problem(payload)
+
+
 def _text(value: object) -> bool:
     return isinstance(value, str) and value != ""
 

@@ -38,7 +38,7 @@ from slack_sdk.socket_mode.async_client import AsyncBaseSocketModeClient
 from slack_sdk.socket_mode.request import SocketModeRequest
 from slack_sdk.socket_mode.response import SocketModeResponse
 
-from bot import http_ack
+from bot import http_ack, inbound
 from bot.env import ConfigError
 from bot.gateway import web_client
 
@@ -114,6 +114,19 @@ class _Client(SocketModeClient):
             raise Unanswered(f"apps.connections.open: {error}") from e
         return str(response["url"])
 
+    async def run_message_listeners(self, message: dict[str, Any], raw_message: str) -> None:
+        """slack_sdk's, except an envelope whose payload it cannot read (neither an object nor
+        text: it raises, and the envelope is never acknowledged, so Slack sends it again and
+        again) is acknowledged and dropped, as the HTTP door answers such a body 400."""
+        payload = message.get("payload") if isinstance(message, dict) else None
+        if message.get("envelope_id") and "payload" in message and not isinstance(payload, (dict, str)):
+            log.warning("Socket Mode: envelope %s is not what Slack sends: not a JSON object; acknowledged, "
+                        "not handled", message["envelope_id"])
+            with contextlib.suppress(Exception):  # the socket went away: Slack retries it, refused again
+                await self.send_socket_mode_response(SocketModeResponse(str(message["envelope_id"])))
+            return
+        await super().run_message_listeners(message, raw_message)
+
     async def connect(self) -> None:
         """One attempt: a new URL, a new session, then the old one closed (Slack's advice for a
         refresh; the SDK closes first, and retries forever inside this call)."""
@@ -187,6 +200,12 @@ class SocketDoor(AsyncBaseSocketModeHandler):
         if me is not None:
             self._handling.add(me)
             me.add_done_callback(self._handling.discard)
+        if (problem := inbound.envelope_problem(req.type, req.payload)) is not None:
+            # the HTTP door's 400: acknowledged (a resend would be the same), never handled
+            log.warning("Socket Mode: envelope %s is not what Slack sends: %s; acknowledged, not handled",
+                        req.envelope_id, problem)
+            await self._ack(client, req.envelope_id, None)
+            return
         request = AsyncBoltRequest(mode="socket_mode", body=req.payload, headers=retry_headers(req))
         response: BoltResponse | None = None
         try:
@@ -198,11 +217,14 @@ class SocketDoor(AsyncBaseSocketModeHandler):
             # through; unacknowledged, Slack keeps it open with its error, as the HTTP door's 503 does
             log.warning("Socket Mode: form %s not acknowledged: hitl could not handle it now", req.envelope_id)
             return
+        await self._ack(client, req.envelope_id, ack_payload(response, command=req.type == "slash_commands"))
+
+    @staticmethod
+    async def _ack(client: AsyncBaseSocketModeClient, envelope_id: str, payload: dict[str, Any] | None) -> None:
         try:
-            payload = ack_payload(response, command=req.type == "slash_commands")
-            await client.send_socket_mode_response(SocketModeResponse(req.envelope_id, payload))
+            await client.send_socket_mode_response(SocketModeResponse(envelope_id, payload))
         except Exception as e:  # the socket went away meanwhile: Slack retries or shows an error
-            log.warning("Socket Mode: envelope %s not acknowledged: %s: %s", req.envelope_id, type(e).__name__, e)
+            log.warning("Socket Mode: envelope %s not acknowledged: %s: %s", envelope_id, type(e).__name__, e)
 
     # -- the connection ---------------------------------------------------------------------
 

@@ -132,6 +132,33 @@ async def test_a_redelivered_envelope_reaches_middleware_as_a_retry(h: Harness,
                      what="the retry dropped")
 
 
+@pytest.mark.parametrize(("kind", "payload", "why"), [
+    ("interactive", {"type": "block_actions", "user": {"id": "U0ALICE"}, "actions": {"action_id": "approve"}},
+     "a field that Slack sends as a list of objects is not one"),
+    ("interactive", {"type": "block_actions", "user": {"id": ["U0ALICE"]}, "actions": []},
+     "block_actions without a user id"),
+    ("interactive", {"type": "view_submission", "user": {"id": "U0ALICE"},
+                     "view": {"type": "modal", "callback_id": "reject", "state": {"values": {"b": {"a": {"value": 7}}}}}},
+     "a state value does not have Slack's types"),
+    ("slash_command", {"command": "/hitl", "text": "stats"}, "a slash command without its command and user_id"),
+    ("event_callback", {"type": "event_callback", "event": {"user": "U0ALICE"}}, "event_callback without an event type"),
+    ("interactive", ["not", "an", "object"], "not a JSON object"),
+])
+async def test_a_payload_not_shaped_as_slack_sends_is_acknowledged_and_never_handled(
+        h: Harness, caplog: pytest.LogCaptureFixture, kind: str, payload: Any, why: str) -> None:
+    """The HTTP door answers these 400 before Bolt sees them (bot/inbound.py); over the socket the
+    same check refuses them: acknowledged (Slack would only send them again), logged with what is
+    wrong, and no listener or Bolt middleware runs on them."""
+    caplog.set_level(logging.INFO)
+    handled = len(h.emu.socket_mode.envelopes)
+    _, body, _, timed_out = await h.emu.socket_mode.deliver(kind, payload, 3.0)
+    assert not timed_out and body == ""
+    refusals = [r.getMessage() for r in caplog.records if r.name == "hitl.socket" and "not what Slack sends" in r.getMessage()]
+    assert refusals and why in refusals[0], [r.getMessage() for r in caplog.records]
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], [r.getMessage() for r in caplog.records]
+    assert len(h.emu.socket_mode.envelopes) == handled + 1
+
+
 def test_the_retry_headers_are_those_of_http_and_only_on_a_retry() -> None:
     from slack_sdk.socket_mode.request import SocketModeRequest
 
