@@ -118,8 +118,9 @@ async def test_a_batch_mixing_tiers_says_which_need_two_approvers_and_names_ever
     assert [r.route.tier for r in await h.store.get_many(ids)] == ["medium", "high"]
     text = json.dumps(msg["blocks"])
     assert "Each needs 2" not in text and "1 of these needs 2 different approvers" in text
-    footer = msg["blocks"][-1]["elements"][0]["text"]
-    assert "Medium" in footer and "high" in footer.lower()
+    footer = msg["blocks"][-1]["elements"][0]["text"].lower()
+    # items of one millisecond list in id order, so either tier may come first
+    assert "medium" in footer and "high" in footer and "tiers" in footer
 
 
 async def test_a_second_approve_all_by_the_same_person_does_not_blame_someone_else(h: Harness) -> None:
