@@ -100,11 +100,17 @@ def canary_feedback(record: Record, said: str, known: dict[str, Any]) -> dict[st
 
 
 def grant_reply(status: str, grant: Grant | None, quorum: int, n: int) -> dict[str, str]:
-    """What the person who asked for a grant is told."""
+    """What the person who asked for a grant is told: `created` (or `exists`), `waiting` (the
+    request waits for more people, `n` of `quorum` asked so far), `unmet` (the request was
+    decided with fewer asking: no grant follows), `refused` (the tier allows none)."""
     if status == "refused" or grant is None:
         return {"text": "Approved. This tier allows no standing grant for this request."}
     until = fmt_time(grant.expires_at)
     scope = f"{grant.agent} / {grant.action} ({grant.bounds.describe()})"
+    if status == "unmet":  # the request was decided before its quorum asked for the grant
+        return {"text": f"Approved: the request is decided. No standing grant for similar requests "
+                        f"({escape(scope)}): it needs {quorum} people to choose \"Approve and allow "
+                        f"similar\" on the same request, and {n} of {quorum} did before it was decided."}
     if status == "waiting":
         return {"text": f"Approved. A standing grant for similar requests ({escape(scope)}) needs "
                         f"{quorum} people; {n} of {quorum} so far."}

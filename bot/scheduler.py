@@ -111,17 +111,30 @@ class Told:
         return {t: d for t, (d, _) in self.stand_ins.items() if requester not in (d, t)}
 
     def for_item(self, record: Record) -> list[str]:
-        """Whom the level lets decide `record` (nobody new where anyone may decide already). Who
-        stands in for a target the card names as an approver is not added: they decide for them
-        already (`store.trust.stand_ins`, the click's rule), on the target's seat; as an approver
-        in their own right they would hold a seat of their own beside it."""
+        """Whom the level lets decide `record` (nobody new where anyone may decide already): the
+        targets' own people, and who stands in for a target the card does not name (on that
+        target's seat: `seats_for`). Who stands in for a target the card names as an approver is
+        not added: they decide for them already (`store.trust.stand_ins`, the click's rule)."""
         if not record.route.approvers:
             return []
+        return list(dict.fromkeys([*self.approvers, *self.seats_for(record)]))
+
+    def seats_for(self, record: Record) -> dict[str, list[str]]:
+        """The people the level brings in on `record` only to stand in for a target away the card
+        does not name, with those targets: their vote takes the target's seat (the target
+        holds their own seat as someone the level notified), so the two are one vote of a
+        quorum, never two. Someone the level also brings in in their own right is not listed."""
+        if not record.route.approvers:
+            return {}
         standing = self.stood_in(record)
-        named = set(record.route.approvers)
-        extra = [u for t, (_, people) in self.stand_ins.items() if t in standing and t not in named
-                 for u in people]
-        return list(dict.fromkeys([*self.approvers, *extra]))
+        named, own = set(record.route.approvers), set(self.approvers)
+        seats: dict[str, list[str]] = {}
+        for t, (_, people) in self.stand_ins.items():
+            if t in standing and t not in named:
+                for u in people:
+                    if u not in own:
+                        seats.setdefault(u, []).append(t)
+        return seats
 
     def recipients(self, targets: list[str], items: list[Record]) -> list[tuple[str, str | None]]:
         """Who is told, once each, and the target away they stand in for (None: their own)."""
@@ -389,7 +402,7 @@ class Scheduler(DueWorker):
                 return self.now_ms() + ROUND_WAIT_MS // 10  # sent meanwhile, or another item took it
         elif done is not None:  # the card's targets were told: this item records its level
             told = Told.load(done)
-            await self._apply(record.id, lambda r: grant(r, approvers=told.for_item(r)))
+            await self._apply(record.id, lambda r: grant(r, approvers=told.for_item(r), seats_of=told.seats_for(r)))
             await self._record_level(record, tier, due, targets, told, {}, batch)
             return None
         items = await self._round_items(record, tier, n, targets, gap_ms)
@@ -408,7 +421,7 @@ class Scheduler(DueWorker):
         told = await self._told(targets, items)
         # Who may decide first, then tell them: a notified person's click must never be refused.
         for item in items:
-            await self._apply(item.id, lambda r: grant(r, approvers=told.for_item(r)))
+            await self._apply(item.id, lambda r: grant(r, approvers=told.for_item(r), seats_of=told.seats_for(r)))
         if not await self._owes_level(record.id, n):  # decided (or escalated elsewhere) meanwhile
             return None  # a batch card's other items at this level take the round over
         batch = record.batch
@@ -460,7 +473,8 @@ class Scheduler(DueWorker):
         seconds = max(0.0, (now_ms - due) / 1000)
         now = from_epoch(self.clock())
         applied = await self._apply(record.id, lambda r: escalate(
-            r, now=now, level=number, targets=targets, approvers=told.for_item(r), seconds=seconds,
+            r, now=now, level=number, targets=targets, approvers=told.for_item(r), seats_of=told.seats_for(r),
+            seconds=seconds,
             failed=failed, next_due_ms=next_level_ms(r, tier, now_ms), stood_in=told.stood_in(r),
             batch=batch) if r.escalation_level == n else None)
         if applied:

@@ -14,7 +14,7 @@ from handlers.deps import Deps
 from handlers.slack_errors import SlackFailure
 from store.errors import AlreadyDecided, Conflict, NotAllowed, StoreError
 from store.models import AgentMessage, Choice, Record, Review, Vote, utcnow
-from store.transitions import authorize, authorize_review, primary_choice, vote
+from store.transitions import acting_for, authorize, authorize_review, primary_choice, vote
 from store.trust import Away
 
 MAX_RETRIES = 20
@@ -97,10 +97,12 @@ async def approve_with_grant(d: Deps, request_id: str, user_id: str, name: str, 
 
 async def _standing(d: Deps, record: Record, user_id: str, *,
                     absences: Mapping[str, Away] | None = None) -> tuple[frozenset[str], list[str]]:
-    """The groups of `record`'s approvers `user_id` is in, and the approvers away they stand in for."""
+    """The groups of `record`'s approvers `user_id` is in, and the approvers away they stand in
+    for (those the card names, else the targets away an escalation level brought them in for)."""
     groups = frozenset([g for g in record.route.approvers
                         if g.startswith("S") and user_id in await d.directory.members(g)])
-    return groups, await trust.standing_in_for(d, record, user_id, groups, absences=absences)
+    absent = await trust.standing_in_for(d, record, user_id, groups, absences=absences)
+    return groups, acting_for(record, user_id, groups, absent)
 
 
 async def may_approve(d: Deps, record: Record, user_id: str, *,

@@ -154,6 +154,8 @@ async def grant_from_card(d: Deps, record: Record, user_id: str, now: datetime) 
         return grant_reply("created" if record.decision is not None or n >= quorum else "waiting", grant,
                            quorum, min(n, quorum))
     status, n = await d.store.trust.vote_grant(grant, user_id, record.route.quorum, now, redact=d.store.redact)
+    if status == "waiting" and record.decision is not None:
+        status = "unmet"  # decided: nobody can ask for this grant any more, so none follows
     return grant_reply(status, grant, record.route.quorum, n)
 
 

@@ -169,6 +169,7 @@ RECORD_EXTRAS = (
     "reminders",
     "escalated_to",
     "extra_approvers",
+    "extra_seats",
     "time_to_escalate_s",
     "owner",
     "messages",
@@ -248,6 +249,13 @@ class Record(BaseModel):
         default_factory=list
     )
     """Users who may decide because an escalation level notified them (or their group)."""
+    extra_seats: Annotated[dict[str, list[str]], BeforeValidator(_json_text)] = Field(
+        default_factory=dict
+    )
+    """Of `extra_approvers`, those a level brought in only to stand in for a target away (one the
+    card does not name), with those targets: their vote takes a target's seat, never one of
+    their own (`store.transitions.seat_for`). Absent from records written before it was kept:
+    everyone a level brought in then holds their own seat, as before."""
     time_to_escalate_s: float | None = None
     """Seconds from the trigger to the first person notified (escalation card or level)."""
     owner: Annotated[Vote | None, BeforeValidator(_json_text)] = None

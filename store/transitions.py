@@ -101,6 +101,7 @@ def authorize(
         # no card offers it (a payload made by hand): an approval is never "answered" or
         # "resolved", a question never "approved" or "rejected", a handover never "approved"
         raise NotAllowed("wrong_choice", f"a {record.request.kind.value} cannot be given {choice.value!r}")
+    stands_in = acting_for(record, user_id, groups, stands_in)
     requester = record.request.requested_by
     if choice in DECIDING and requester is not None and requester in stands_in:
         # the requester's seat is one nobody fills: who stands in for them acts in their name
@@ -120,6 +121,22 @@ def authorize(
     ):
         raise NotAllowed("already_voted", "already voted on this request")
     return seat_for(record, user_id, stands_in) if choice in VOTING else None
+
+
+def acting_for(record: Record, user_id: str, groups: frozenset[str] = frozenset(),
+               stands_in: Sequence[str] = ()) -> list[str]:
+    """The approvers away `user_id` acts for on `record`: `stands_in` (those the card names,
+    by the click's rule), else, for someone an escalation level brought in only to stand in for
+    a target away (`Record.extra_seats`), those targets; empty for whoever decides in their own
+    right (an approver named, a member of a group named, someone a level notified), who holds a
+    seat of their own."""
+    if stands_in:
+        return list(stands_in)
+    targets = record.extra_seats.get(user_id)
+    named = set(record.route.approvers)
+    if not targets or user_id in named or groups & named:
+        return []
+    return list(targets)
 
 
 def offered(record: Record) -> frozenset[Choice]:
@@ -441,6 +458,7 @@ def escalate(
     counts_level: bool = True,
     stood_in: dict[str, str] | None = None,
     batch: str | None = None,
+    seats_of: dict[str, list[str]] | None = None,
 ) -> Transition:
     """Escalation level `level` notified `targets`: widen who may decide, record the time to
     escalate (audit `escalated` with `seconds` and `level`), schedule the next level.
@@ -451,6 +469,8 @@ def escalate(
     used up: the tier's levels still come at their times, each telling its people.
     `stood_in`: targets away, by whoever stands in for them and was told instead. `batch`: a
     batch card's item whose card was told once for all its items (its level round).
+    `seats_of`: of `approvers`, those brought in only to stand in for targets away, with those
+    targets (kept in `extra_seats`: their votes take those targets' seats).
     """
     if record.state is not State.pending:
         raise AlreadyDecided(record)
@@ -460,7 +480,10 @@ def escalate(
             t.fields["escalation_level"] = str(record.escalation_level + 1)
         notified = list(dict.fromkeys([*record.escalated_to, *targets]))
         t.fields["escalated_to"] = _dump(notified)
-        t.fields["extra_approvers"] = _dump(_widened(record, approvers))
+        extra, seats = _widened(record, approvers, seats_of)
+        t.fields["extra_approvers"] = _dump(extra)
+        if seats != record.extra_seats:
+            t.fields["extra_seats"] = _dump(seats)
     else:
         t.update_card = False
     if record.time_to_escalate_s is None:
@@ -478,22 +501,41 @@ def escalate(
     return t
 
 
-def _widened(record: Record, approvers: list[str]) -> list[str]:
-    """The extra approvers with `approvers` added, at most MAX_EXTRA_APPROVERS: the people a
-    level is about to notify first (each of them may decide when told), then earlier ones."""
-    return list(dict.fromkeys([*approvers, *record.extra_approvers]))[:MAX_EXTRA_APPROVERS]
+def _widened(record: Record, approvers: list[str], seats_of: dict[str, list[str]] | None = None
+             ) -> tuple[list[str], dict[str, list[str]]]:
+    """The extra approvers with `approvers` added, at most MAX_EXTRA_APPROVERS (the people a
+    level is about to notify first: each of them may decide when told, then earlier ones), and
+    whose seat each stand-in among them takes (`Record.extra_seats`).
+
+    Someone brought in in their own right (in `approvers`, not in `seats_of`; or already an
+    extra approver with no seat kept) holds their own seat from then on; a stand-in standing in
+    for several targets takes the first of their seats still free, as on the card."""
+    seats_of = seats_of or {}
+    extra = list(dict.fromkeys([*approvers, *record.extra_approvers]))[:MAX_EXTRA_APPROVERS]
+    own = {a for a in approvers if a not in seats_of}
+    own |= {a for a in record.extra_approvers if a not in record.extra_seats}
+    seats = {a: list(t) for a, t in record.extra_seats.items() if a not in own}
+    for a, targets in seats_of.items():
+        if a not in own:
+            seats[a] = list(dict.fromkeys([*seats.get(a, []), *targets]))
+    kept = set(extra)
+    return extra, {a: t for a, t in seats.items() if a in kept}
 
 
-def grant(record: Record, *, approvers: list[str]) -> Transition | None:
+def grant(record: Record, *, approvers: list[str], seats_of: dict[str, list[str]] | None = None
+          ) -> Transition | None:
     """Let the people an escalation level is about to notify decide, before they are told
-    (None: they already may). The card is not redrawn; `escalate` records the level."""
+    (None: they already may); `seats_of` as in `escalate`. The card is not redrawn; `escalate`
+    records the level."""
     if record.state is not State.pending:
         raise AlreadyDecided(record)
-    extra = _widened(record, approvers)
-    if extra == record.extra_approvers:
+    extra, seats = _widened(record, approvers, seats_of)
+    if extra == record.extra_approvers and seats == record.extra_seats:
         return None
     t = Transition(record, update_card=False)
     t.fields["extra_approvers"] = _dump(extra)
+    if seats != record.extra_seats:
+        t.fields["extra_seats"] = _dump(seats)
     return t
 
 

@@ -230,3 +230,18 @@ async def test_a_grant_made_for_an_approver_away_never_covers_their_own_request(
     assert own.state is State.pending and own.route.grant is None
     other = await h.push(action="wire", summary="Wire $35 to ACME", risk={"amount": 35})
     assert (await h.client.wait(other, timeout=10)).status is Status.auto_approved
+
+
+async def test_a_grant_asked_for_by_the_approval_that_decides_says_no_grant_follows(h: Harness) -> None:
+    """Alice approves plainly; Carol's "Approve and allow similar" is the second seat and decides
+    the request, with one person of two asking for the grant. No grant can follow (the request
+    is decided): her reply says so, not "1 of 2 so far"."""
+    rec = await _wire(h)
+    await h.click(rec, "U0ALICE", ActionId.approve)
+    await eventually(lambda: _voters(h, rec, ["U0ALICE"]), what="Alice's vote")
+    await h.click(rec, "U0CAROL", ActionId.approve_grant)
+    assert await _decided_by(h, rec) == ["U0ALICE", "U0CAROL"]
+    reply = await h.ephemeral("U0CAROL")
+    assert "so far" not in reply and "no standing grant" in reply.lower(), reply
+    assert "2 people" in reply, reply
+    assert not await h.store.trust.grants()

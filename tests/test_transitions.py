@@ -11,7 +11,16 @@ import pytest
 
 from store.errors import AlreadyDecided, NotAllowed
 from store.models import AgentMessage, Choice, Record, Request, Route, State, Status, Vote
-from store.transitions import TIMEOUT_CODE, authorize, escalate, expire, not_voted, remind, vote
+from store.transitions import (
+    TIMEOUT_CODE,
+    authorize,
+    escalate,
+    expire,
+    grant,
+    not_voted,
+    remind,
+    vote,
+)
 
 NOW = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -194,6 +203,43 @@ def test_a_vote_recorded_without_a_seat_is_its_voters_own() -> None:
     assert bob.votes[0].seat is None and bob.votes[0].holder == "U0BOB"
     assert authorize(bob, "U0ALICE", Choice.approve) is None
     assert vote(bob, **who("U0ALICE", Choice.approve)).decision is not None
+
+
+def test_a_stand_in_a_level_brought_in_takes_the_targets_seat() -> None:
+    """A level notifies Dave (the card does not name him), away, Bob standing in: Bob's vote takes
+    Dave's seat, so the two are one vote of the quorum, whichever votes first; Alice is the
+    second seat. A later level naming Bob himself gives him a seat of his own."""
+    record = make(route=PAIR, kind="approval")
+    t = grant(record, approvers=["U0DAVE", "U0BOB"], seats_of={"U0BOB": ["U0DAVE"]})
+    assert t is not None
+    record = apply(record, t)
+    assert record.extra_approvers == ["U0DAVE", "U0BOB"] and record.extra_seats == {"U0BOB": ["U0DAVE"]}
+    assert grant(record, approvers=["U0DAVE", "U0BOB"], seats_of={"U0BOB": ["U0DAVE"]}) is None
+    assert authorize(record, "U0BOB", Choice.approve) == "U0DAVE"
+    assert authorize(record, "U0DAVE", Choice.approve) is None
+    bob = apply(record, vote(record, **who("U0BOB", Choice.approve), seat="U0DAVE"))
+    assert _refusal(bob, "U0DAVE") == "delegate_voted"
+    dave = apply(record, vote(record, **who("U0DAVE", Choice.approve)))
+    assert _refusal(dave, "U0BOB") == "approver_voted"
+    assert vote(bob, **who("U0ALICE", Choice.approve)).decision is not None
+    # the next level names Bob himself: his own seat from then on, Dave's stays Dave's
+    t = escalate(record, now=NOW, level=2, targets=["U0BOB"], approvers=["U0BOB"], seconds=1.0, next_due_ms=None)
+    later = apply(record, t)
+    assert later.extra_seats == {} and authorize(later, "U0BOB", Choice.approve) is None
+    # nor does a stand-in who is an approver the card names take anyone's seat
+    alice = apply(make(route=PAIR, kind="approval"),
+                  grant(make(route=PAIR, kind="approval"), approvers=["U0DAVE"], seats_of={"U0ALICE": ["U0DAVE"]}))
+    assert authorize(alice, "U0ALICE", Choice.approve) is None
+
+
+def test_people_a_level_brought_in_before_seats_were_kept_hold_their_own() -> None:
+    """A record written before `extra_seats` was kept reads as before: everyone a level brought
+    in holds their own seat, also when a later level finds the same stand-in again."""
+    record = Record.model_validate(make(route=PAIR, kind="approval").model_dump()
+                                   | {"extra_approvers": ["U0DAVE", "U0BOB"]})
+    assert record.extra_seats == {} and authorize(record, "U0BOB", Choice.approve) is None
+    again = grant(record, approvers=["U0DAVE", "U0BOB"], seats_of={"U0BOB": ["U0DAVE"]})
+    assert again is None
 
 
 def test_expire_and_timeout_approval() -> None:
