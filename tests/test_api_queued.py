@@ -126,3 +126,16 @@ async def test_a_humanlayer_call_intake_refuses_is_answered_rejected_not_pending
         assert got["approved"] is False and got["comment"] and got["responded_at"], got
     finally:
         await api.close()
+
+
+async def test_an_escalation_of_a_queued_humanlayer_call_is_refused_retryably_not_404(h: Harness) -> None:
+    api = Api(h, await new_key(h, "billing-bot"))
+    base = "/humanlayer/v1"
+    try:
+        call = {"run_id": "billing-bot", "call_id": "hq-2", "spec": {"fn": "refund", "kwargs": {"amount": 5}}}
+        assert (await api.call("POST", f"{base}/function_calls", json=call))[0] == 200
+        status, body, headers = await api.call("POST", f"{base}/agent/function_calls/hq-2/escalate_email",
+                                               json={"escalation_msg": "please look"})
+        assert status == 409 and body["error"]["code"] == "queued" and headers.get("Retry-After"), body
+    finally:
+        await api.close()

@@ -283,7 +283,7 @@ class HumanLayerApi:
         approvers = [str(x) for x in slack.get("allowed_responder_ids") or []]
         asked = utcnow()  # the trigger: time to escalate runs from the agent's call, not the request's age
         for _ in range(10):
-            record = await self.service.get(rid, key)
+            record = await self.service.stored(rid, key)  # 409 `queued` before intake has taken it
             now = utcnow()
             allowed = self._allowed(record, approvers)
             # people brought in now; the policy's own levels keep their times (none is used up, so

@@ -201,18 +201,25 @@ class Requests:
                 for fut in futs:
                     self.bus.forget(rid, fut)
 
+    async def stored(self, rid: str, key: ApiKey) -> Record:
+        """The record, to act on: 404 / 403 as for a GET; 409 `queued` (retry after Retry-After)
+        while intake has not taken a request this API queued; 409 `already_decided` once intake
+        refused it."""
+        rec = await self._record(rid)
+        if rec is not None and rec.request.agent in key.agents:
+            return rec
+        st = await self.state(rid, key)
+        extra = {"request": st.model_dump(mode="json")}
+        if st.state == "queued":
+            raise ApiError(409, "queued", f"request {rid!r} is still queued: intake has not taken it yet; "
+                           "retry", headers={"Retry-After": "1"}, extra=extra)
+        raise ApiError(409, "already_decided", f"request {rid!r} is already decided", extra=extra)
+
     async def cancel(self, rid: str, key: ApiKey, reason: str | None) -> Record:
         """Withdraw a pending request (decided `rejected`, reason_code `withdrawn`); 409 if decided,
         409 `queued` (retry after Retry-After) while intake has not taken it yet."""
         for _ in range(10):
-            rec = await self._record(rid)
-            if rec is None or rec.request.agent not in key.agents:
-                st = await self.state(rid, key)  # 404 / 403 as for a GET
-                extra = {"request": st.model_dump(mode="json")}
-                if st.state == "queued":
-                    raise ApiError(409, "queued", f"request {rid!r} is still queued: intake has not taken it yet; "
-                                   "retry the cancel", headers={"Retry-After": "1"}, extra=extra)
-                raise ApiError(409, "already_decided", f"request {rid!r} is already decided", extra=extra)
+            rec = await self.stored(rid, key)
             now = utcnow()
             try:
                 t = withdraw(rec, now=now, by=f"{rec.request.agent} (API key {key.id})", reason=reason)
