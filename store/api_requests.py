@@ -18,13 +18,32 @@ from store.redis_store import Store
 DEAD_SCAN = 500
 """Newest dead letters searched for an entry the API submitted (intake dead-letters at once)."""
 
+QUEUED_TTL_S = 7 * 24 * 3600
+"""How long the API remembers what it queued under an id (as long as an `invalid` marker)."""
+
 _SUBMIT_NEW = """
--- KEYS: the request's record, the requests stream ; ARGV: the request JSON
+-- KEYS: the request's record, the requests stream, the id's queued marker
+-- ARGV: the request JSON, its agent, the marker's TTL in seconds
 -- Add the request to the queue unless a record of its id exists: the queue entry's id, or
--- false for an id already taken (the caller reads that record).
+-- false for an id already taken (the caller reads that record). In the same step the marker
+-- notes the entry as the agent's newest under this id (`a:<agent>`) and whose it is
+-- (`q:<entry>`): intake's refusal of it is kept there too (dead.lua: `r:`/`x:<entry>`).
 if redis.call('EXISTS', KEYS[1]) == 1 then return false end
-return redis.call('XADD', KEYS[2], '*', 'request', ARGV[1])
+local entry = redis.call('XADD', KEYS[2], '*', 'request', ARGV[1])
+redis.call('HSET', KEYS[3], 'a:' .. ARGV[2], entry, 'q:' .. entry, ARGV[2])
+redis.call('EXPIRE', KEYS[3], tonumber(ARGV[3]))
+return entry
 """
+
+
+@dataclass(frozen=True)
+class Queued:
+    """What the API queued under one id: each agent's newest entry, and intake's refusals."""
+
+    entries: dict[str, str]
+    """agent -> its newest queue entry id under this request id."""
+    refused: dict[str, tuple[str, str]]
+    """entry id -> (intake's error, its `invalid` decision JSON or "")."""
 
 
 @dataclass(frozen=True)
@@ -56,11 +75,27 @@ class ApiStore:
         """Add a request (JSON text) to the queue, as `XADD {prefix}:requests * request <JSON>`."""
         return str(await self.redis.xadd(self.keys.requests, {"request": raw}))
 
-    async def submit_new(self, request_id: str, raw: str) -> str | None:
+    async def submit_new(self, request_id: str, raw: str, agent: str) -> str | None:
         """`submit` unless request `request_id` has a record already (None then), in one round
-        trip: the queue gets the same entry an agent's XADD makes, and no entry for a known id."""
-        entry = await self._submit_new(keys=[self.keys.request(request_id), self.keys.requests], args=[raw])
+        trip: the queue gets the same entry an agent's XADD makes, and no entry for a known id.
+        The entry is noted as `agent`'s under that id (`queued`) in the same step."""
+        entry = await self._submit_new(keys=[self.keys.request(request_id), self.keys.requests,
+                                             self.keys.queued(request_id)], args=[raw, agent, QUEUED_TTL_S])
         return str(entry) if entry else None
+
+    async def queued(self, request_id: str) -> Queued | None:
+        """What the API queued under `request_id` (None: nothing, or forgotten)."""
+        raw = await self.redis.hgetall(self.keys.queued(request_id))
+        if not raw:
+            return None
+        entries = {k[2:]: v for k, v in raw.items() if k.startswith("a:")}
+        refused = {k[2:]: (v, raw.get("x:" + k[2:], "")) for k, v in raw.items() if k.startswith("r:")}
+        return Queued(entries, refused)
+
+    async def in_queue(self, entry_id: str) -> bool:
+        """Whether queue entry `entry_id` is still in the requests stream (intake trims only
+        entries it has acknowledged)."""
+        return bool(await self.redis.xrange(self.keys.requests, entry_id, entry_id, count=1))
 
     async def dead_reason(self, entry_id: str) -> str | None:
         """The dead-letter `error` of a queue entry, if intake refused it."""

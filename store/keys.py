@@ -109,6 +109,11 @@ class Keys:
         """A Slack request already handled (handlers.once), kept ten minutes."""
         return f"{self.prefix}:slackonce:{digest}"
 
+    def queued(self, request_id: str) -> str:
+        """What the HTTP API queued under a request id that intake may not have taken yet: per
+        agent its newest queue entry, and intake's refusal of such an entry (kept 7 days)."""
+        return f"{self.prefix}:queued:{request_id}"
+
     def invalid(self, request_id: str) -> str:
         """The `invalid` decision of a request id that never became a request (kept 7 days)."""
         return f"{self.prefix}:invalid:{request_id}"

@@ -285,6 +285,7 @@ class Store:
             reply_to or k.decisions,
             k.invalid(request_id),
             k.request(request_id),
+            k.queued(request_id),
         ]
         return str(await self._run("dead", keys, args))
 

@@ -348,3 +348,23 @@ async def test_on_loopback_a_token_is_optional_and_enforced_when_set(h: Harness)
     async with served(h, HITL_MCP_TOKEN=TOKEN) as port:
         assert await _post(port) == 401
         assert await _post(port, Authorization=f"Bearer {TOKEN}") == 200
+
+
+async def test_another_agents_refused_id_is_never_shown_as_its_decision(h: Harness) -> None:
+    """Intake refused another agent's entry (never stored: only the id's `invalid` marker, kept
+    7 days, tells of it); get_decision of that id must not hand that refusal (and its reason,
+    which may quote the other agent's entry) to this agent as its own decision."""
+    await h.client.redis.xadd(h.bot.store.keys.requests, {"request": json.dumps(
+        {"id": "refused-1", "agent": "payments-bot", "action": "refund", "params": {"secret": "s3"}})})
+    await h.client.redis.xadd(h.bot.store.keys.requests, {"request": json.dumps(
+        {"id": "refused-2", "agent": "mcp-test-agent", "action": "refund"})})
+    for rid in ("refused-1", "refused-2"):
+        await eventually(lambda rid=rid: h.bot.store.redis.exists(h.bot.store.keys.invalid(rid)),
+                         what="the entry refused")
+    await h.bot.store.redis.xtrim(h.bot.store.keys.requests, maxlen=0)  # as intake trims what it acknowledged
+    async with stdio(h, 1) as client:
+        read = await call(client, "get_decision", {"request_id": "refused-1", "wait_s": 0.1})
+        own = await call(client, "get_decision", {"request_id": "refused-2", "wait_s": 0.1})
+    assert own["status"] == "invalid" and "summary" in own["message"], own  # its own refusal: told
+    assert read["status"] in ("unknown", "error"), read
+    assert "invalid" not in json.dumps(read).replace("invalid_", "")

@@ -22,7 +22,7 @@ from bot.api.service import Requests
 from bot.entries import describe
 from store.api_keys import ApiKey
 from store.errors import AlreadyDecided, Conflict
-from store.models import Record, Status, utcnow
+from store.models import Decision, Record, Status, utcnow
 from store.transitions import escalate
 
 BODY_LIMIT = 64 * 1024
@@ -189,6 +189,17 @@ def contact_status(record: Record) -> dict[str, Any]:
     return status
 
 
+def refused_status(kind: str, d: Decision) -> dict[str, Any]:
+    """The status of a call whose request intake refused (never stored): rejected with intake's
+    reason (a contact: no answer, and why)."""
+    at = d.decided_at.isoformat()
+    if kind == "fn":
+        return {"requested_at": at, "responded_at": at, "approved": False,
+                "comment": d.reason or STATUS_WORDS.get(d.status, d.status.value), "reject_option_name": None}
+    return {"requested_at": at, "responded_at": at, "response_option_name": None,
+            "response": f"(no answer: {d.reason or STATUS_WORDS.get(d.status, d.status.value)})"}
+
+
 class HumanLayerApi:
     def __init__(self, auth: Auth, service: Requests,
                  tier_approvers: Callable[[str], Sequence[str] | None] = lambda tier: None,
@@ -241,9 +252,17 @@ class HumanLayerApi:
         try:
             record = await self.service.get(rid, key)
         except ApiError as e:
-            if e.status != 404:
+            if e.status not in (403, 404):
                 raise
-            return web.json_response({**call, "status": None})  # still queued: intake has not taken it yet
+            try:
+                state = await self.service.state(rid, key)  # queued, or refused by intake
+            except ApiError as again:
+                if again.status != 404:
+                    raise
+                state = None
+            if state is None or state.decision is None:
+                return web.json_response({**call, "status": None})  # still queued: intake has not taken it yet
+            return web.json_response({**call, "status": refused_status(kind, state.decision)})
         status = function_status(record, call) if kind == "fn" else contact_status(record)
         return web.json_response({**call, "status": status})
 
@@ -264,7 +283,7 @@ class HumanLayerApi:
         approvers = [str(x) for x in slack.get("allowed_responder_ids") or []]
         asked = utcnow()  # the trigger: time to escalate runs from the agent's call, not the request's age
         for _ in range(10):
-            record = await self.service.get(rid, key)
+            record = await self.service.stored(rid, key)  # 409 `queued` before intake has taken it
             now = utcnow()
             allowed = self._allowed(record, approvers)
             # people brought in now; the policy's own levels keep their times (none is used up, so

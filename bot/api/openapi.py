@@ -25,7 +25,7 @@ def _json(name: str, description: str) -> dict[str, Any]:
 def _errors(*codes: int) -> dict[str, Any]:
     words = {400: "Malformed JSON or an invalid field (`error.field` names it)",
              401: "Missing, unknown or revoked API key", 403: "The key is not scoped to this agent",
-             404: "No such request", 409: "Conflict (already decided, or the id belongs to another agent)",
+             404: "No such request", 409: "Conflict (already decided, the id belongs to another agent, or still queued: retry after Retry-After)",
              413: "Body too large", 429: "Rate limit of this key (see Retry-After)"}
     out = {str(c): _json("ErrorBody", words[c]) for c in codes}
     if 429 in codes:

@@ -62,7 +62,7 @@ def routes(auth: Auth, service: Requests, bus: DecisionBus) -> web.RouteTableDef
     @r.get("/requests/{id}")
     async def get(request: web.Request) -> web.Response:
         key = await auth(request)
-        return _json(state_of(await service.get(request.match_info["id"], key)))
+        return _json(await service.state(request.match_info["id"], key))
 
     @r.get("/requests/{id}/decision")
     async def decision(request: web.Request) -> web.Response:

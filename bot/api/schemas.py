@@ -27,7 +27,7 @@ class RequestState(BaseModel):
 
     id: str
     state: Literal["queued", "pending", "decided"]
-    """`queued`: in the queue, not yet taken by intake (only right after a submit)."""
+    """`queued`: submitted through the API, in the queue, not yet taken by intake."""
     duplicate: bool = False
     """True when this id had already been submitted: the answer is the earlier request's."""
     agent: str | None = None

@@ -24,7 +24,7 @@ from store.api_keys import ApiKey
 from store.api_requests import ApiStore
 from store.errors import AlreadyDecided, Conflict, NotFound
 from store.keys import is_request_id
-from store.models import MAX_ENTRY_BYTES, Decision, Record, Request, utcnow
+from store.models import MAX_ENTRY_BYTES, Decision, Record, Request, Status, utcnow
 from store.redis_store import Store
 from store.transitions import withdraw
 
@@ -79,7 +79,7 @@ class Requests:
         fut = self.bus.intake_waiter(rid)
         try:
             for _ in range(10):
-                entry_id = await self.api.submit_new(rid, raw)  # the id check and the XADD in one step
+                entry_id = await self.api.submit_new(rid, raw, request.agent)  # the id check and the XADD in one step
                 if entry_id is not None:
                     return await self._outcome(rid, entry_id, key, fut)
                 existing = await self._record(rid)
@@ -150,33 +150,76 @@ class Requests:
             raise ApiError(403, "forbidden", f"this API key may not read requests of agent {rec.request.agent!r}")
         return rec
 
+    async def state(self, rid: str, key: ApiKey) -> RequestState:
+        """The request's state for this key: its record's; else, for a request this API queued
+        for one of the key's agents that intake has not taken yet, `queued` (or `decided`
+        `invalid` once intake refused it). A key of other agents gets 403 for a queued request as
+        for a stored one, and 404 where nothing is known."""
+        rec = await self._record(rid)
+        if rec is not None and rec.request.agent in key.agents:
+            return state_of(rec)
+        queued = await self.api.queued(rid) if is_request_id(rid) else None
+        if queued is not None:
+            for agent, entry in sorted(queued.entries.items()):
+                if agent not in key.agents:
+                    continue
+                if entry in queued.refused:
+                    error, raw = queued.refused[entry]
+                    decision = Decision.model_validate_json(raw) if raw else Decision(
+                        request_id=rid, status=Status.invalid, reason=error, decided_at=utcnow())
+                    return RequestState(id=rid, state="decided", agent=agent, decision=decision)
+                if await self.api.in_queue(entry):
+                    return RequestState(id=rid, state="queued", agent=agent)
+            if rec is None and queued.entries and not any(a in key.agents for a in queued.entries):
+                agent = min(queued.entries)
+                raise ApiError(403, "forbidden", f"this API key may not read requests of agent {agent!r}")
+        if rec is None:
+            raise ApiError(404, "not_found", f"no request {rid!r}")
+        raise ApiError(403, "forbidden", f"this API key may not read requests of agent {rec.request.agent!r}")
+
     async def decision(self, rid: str, key: ApiKey, wait: float) -> Decision | None:
-        """The decision, waiting up to `wait` seconds for it (None if still pending)."""
-        rec = await self.get(rid, key)
-        if rec.decision is not None or wait <= 0:
-            return rec.decision
+        """The decision, waiting up to `wait` seconds for it (None if still pending). A request
+        still queued is waited for too: intake's refusal of it is its decision (`invalid`)."""
+        st = await self.state(rid, key)
+        if st.decision is not None or wait <= 0:
+            return st.decision
         loop = asyncio.get_running_loop()
         deadline = loop.time() + min(wait, MAX_WAIT_S)
         while True:
-            fut = self.bus.waiter(rid)
+            # a decision published for the id, or intake's verdict on an entry of it; then read
+            # again: what was published may be another agent's (an `invalid` for its entry)
+            futs = {self.bus.waiter(rid), self.bus.intake_waiter(rid)}
             try:
-                rec = await self.get(rid, key)  # after registering: nothing published in between is missed
-                if rec.decision is not None:
-                    return rec.decision
+                st = await self.state(rid, key)  # after registering: nothing published in between is missed
+                if st.decision is not None:
+                    return st.decision
                 left = deadline - loop.time()
                 if left <= 0:
                     return None
-                try:
-                    return Decision.model_validate_json(await asyncio.wait_for(fut, min(left, REREAD_S)))
-                except TimeoutError:
-                    continue
+                await asyncio.wait(futs, timeout=min(left, REREAD_S), return_when=asyncio.FIRST_COMPLETED)
             finally:
-                self.bus.forget(rid, fut)
+                for fut in futs:
+                    self.bus.forget(rid, fut)
+
+    async def stored(self, rid: str, key: ApiKey) -> Record:
+        """The record, to act on: 404 / 403 as for a GET; 409 `queued` (retry after Retry-After)
+        while intake has not taken a request this API queued; 409 `already_decided` once intake
+        refused it."""
+        rec = await self._record(rid)
+        if rec is not None and rec.request.agent in key.agents:
+            return rec
+        st = await self.state(rid, key)
+        extra = {"request": st.model_dump(mode="json")}
+        if st.state == "queued":
+            raise ApiError(409, "queued", f"request {rid!r} is still queued: intake has not taken it yet; "
+                           "retry", headers={"Retry-After": "1"}, extra=extra)
+        raise ApiError(409, "already_decided", f"request {rid!r} is already decided", extra=extra)
 
     async def cancel(self, rid: str, key: ApiKey, reason: str | None) -> Record:
-        """Withdraw a pending request (decided `rejected`, reason_code `withdrawn`); 409 if decided."""
+        """Withdraw a pending request (decided `rejected`, reason_code `withdrawn`); 409 if decided,
+        409 `queued` (retry after Retry-After) while intake has not taken it yet."""
         for _ in range(10):
-            rec = await self.get(rid, key)
+            rec = await self.stored(rid, key)
             now = utcnow()
             try:
                 t = withdraw(rec, now=now, by=f"{rec.request.agent} (API key {key.id})", reason=reason)

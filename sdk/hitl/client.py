@@ -298,6 +298,21 @@ class AsyncClient:
         stored = await self.stored(request_id)
         return str(stored.get("agent")) if stored is not None else None
 
+    async def refused_agent(self, request_id: str, scan: int = 2000) -> str | None:
+        """The agent of the newest entry under `request_id` the bot refused (its dead letter,
+        among the newest `scan`), or None when none is found: whose an `invalid` marker is."""
+        async with self._redis():
+            rows = await self.redis.xrevrange(self.keys.dead, count=scan)
+        for _, fields in rows:
+            raw = fields.get("request") or ""
+            if request_id not in raw:
+                continue
+            with contextlib.suppress(ValueError, AttributeError):
+                sent = json.loads(raw)
+                if sent.get("id") == request_id:
+                    return str(sent.get("agent")) if sent.get("agent") is not None else None
+        return None
+
     async def stored(self, request_id: str) -> dict[str, Any] | None:
         """The request the bot stored under `request_id`, as sent (None while there is none)."""
         async with self._redis():

@@ -15,6 +15,11 @@ class AgentKeys:
         return f"{self.prefix}:requests"
 
     @property
+    def dead(self) -> str:
+        """Entries the bot refused (dead letters): the entry's own fields, and `error`."""
+        return f"{self.prefix}:requests:dead"
+
+    @property
     def decisions(self) -> str:
         return f"{self.prefix}:decisions"
 

@@ -194,6 +194,16 @@ def build_server(client: AsyncClient, *, max_wait_s: float = DEFAULT_WAIT_S) -> 
                             "message": f"hitl has no request {request_id!r}: use the request_id that "
                                        "request_approval or ask_human returned (an id sent by another "
                                        "process moments ago may not be read yet: call again shortly)"}
+                if agent is None and request_id not in sent \
+                        and (owner := await client.refused_agent(request_id)) != client.agent:
+                    # only an `invalid` marker answers: the bot refused an entry under this id,
+                    # and it is not known to be this agent's (the marker does not say whose)
+                    if owner is not None:
+                        return {"status": "error", "request_id": request_id,
+                                "message": f"{request_id} is not a request of this agent ({client.agent})"}
+                    return {"status": "unknown", "request_id": request_id,
+                            "message": f"hitl has no request {request_id!r} of this agent ({client.agent}): "
+                                       "use the request_id that request_approval or ask_human returned"}
                 result = await settle(request_id, waited)
                 if result["status"] not in ("error", "unknown"):
                     result.update(await noted(request_id))

@@ -2,7 +2,8 @@
 -- Checks first, writes next, XACK last. An id that already has a record is live: its
 -- decision belongs to that record, so an invalid entry reusing it publishes nothing and
 -- leaves no invalid marker.
--- KEYS: requests, dead, audit, trail, decisions, reply (or decisions), invalid marker, record
+-- KEYS: requests, dead, audit, trail, decisions, reply (or decisions), invalid marker, record,
+--       the HTTP API's queued marker of the id (store/api_requests.py)
 -- ARGV: group, entry_id, error, now_iso, request_id, decision ('' if none), has_reply,
 --       dead_max_len, dead_min_id ('' for no age limit), published request_id, taken ('1': the
 --       entry is another agent's (or action's) under an id a request holds: its decision goes to
@@ -37,6 +38,10 @@ if answer_taken then
 elseif ARGV[6] ~= '' and not live then
   redis.call('SET', KEYS[7], ARGV[6], 'EX', 604800)
   publish(KEYS[5], KEYS[6], has_reply, ARGV[10], ARGV[6], ARGV[4], KEYS[3], KEYS[4], unusable, ARGV[2])
+end
+-- an entry the HTTP API queued: its refusal is kept beside it, for its own agent alone
+if redis.call('HEXISTS', KEYS[9], 'q:' .. ARGV[2]) == 1 then
+  redis.call('HSET', KEYS[9], 'r:' .. ARGV[2], ARGV[3], 'x:' .. ARGV[2], ARGV[6])
 end
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
 if live then return 'dead_live' end
