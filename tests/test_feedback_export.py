@@ -96,3 +96,31 @@ async def test_canaries_are_not_feedback(store: Store, redis_url: str, tmp_path:
     hitl(["feedback", "export", "--out", str(out)], {"REDIS_URL": redis_url}, check=True)
     _, recs = records(out)
     assert sorted(r["request_id"] for r in recs) == ["edit1", "ok1", "pol1", "rej1"]
+
+
+async def test_a_rejection_after_an_edit_is_not_a_correction(store: Store, redis_url: str,
+                                                              tmp_path: Path) -> None:
+    """Two must approve: Alice edits (her approval), Bob rejects against policy. The edit was
+    turned down, not taken: the record is a policy signal, not a teaching pair."""
+    from store.models import Request, Route, utcnow
+    from store.redis_store import GROUP, Accepted
+    from store.transitions import vote
+
+    req = Request.model_validate({"id": "q1", "agent": "billing", "action": "refund", "summary": "Refund $250",
+                                  "params": {"amount": 250}, "editable": ["amount"], "confidence": 0.9})
+    await store.ensure_group()
+    await store.redis.xadd(store.keys.requests, {"request": req.model_dump_json()})
+    res = await store.redis.xreadgroup(GROUP, "t", {store.keys.requests: ">"}, count=1)
+    route = Route(rules=["refunds"], tier="high", quorum=2)
+    assert await store.accept(res[0][1][0][0], Accepted(req, route, None, post=True), utcnow()) == "accepted"
+    await store.apply(vote(await store.get("q1"), user_id="U0ALICE", name="alice", choice=Choice.edit,
+                           now=utcnow(), edits={"amount": 200}), utcnow())
+    await store.apply(vote(await store.get("q1"), user_id="U0BOB", name="bob", choice=Choice.reject,
+                           now=utcnow(), reason_code="policy", reason="no refunds on this account"), utcnow())
+    out = tmp_path / "fb.jsonl"
+    hitl(["feedback", "export", "--out", str(out)], {"REDIS_URL": redis_url}, check=True)
+    _, recs = records(out)
+    (r,) = recs
+    assert (r["outcome"], r["reason_code"]) == ("rejected", "policy")
+    assert r["signal"] == "policy"
+    assert r["edited"] is False and r["diff"] == {}

@@ -94,7 +94,10 @@ def record_of(r: Record, redact: Redactor, pseudo: Pseudonyms) -> dict[str, Any]
         reason_code, reason = review.reason_code, review.reason
         reviewers = [_reviewer(review.by, pseudo)]
         final, changes, at = r.params, {}, review.by.at
-    diff = {k: {"before": c.before, "after": c.after} for k, c in changes.items()}
+    # an edit is a correction only when it was approved: edits a co-approver made before
+    # someone rejected (a quorum) were turned down, so they are no gold pair and the
+    # rejection's own code decides the signal
+    diff = {k: {"before": c.before, "after": c.after} for k, c in changes.items()} if outcome == "approved" else {}
     if diff:
         signal = "teaching"
     elif outcome == "overridden" or (outcome == "rejected" and reason_code in POLICY_CODES):
