@@ -15,7 +15,7 @@ from blocks.trust import canary_feedback, demotion_notice, grant_reply
 from handlers.deps import Deps
 from store.errors import NotAllowed, NotFound
 from store.models import Choice, Kind, Mode, Record, Status, utcnow
-from store.transitions import VOTING, Transition
+from store.transitions import VOTING, Transition, acting_for
 from store.trust import Away, Grant, GrantTerms, stand_ins
 
 log = logging.getLogger("hitl.trust")
@@ -202,8 +202,10 @@ async def standing_in_for(d: Deps, record: Record, user_id: str, groups: frozens
     empty when they may decide in their own right. Reads the absences as they are now (or
     takes them as just read, `absences`), with the rule the card's words use
     (`store.trust.stand_ins`)."""
-    if record.may_decide(user_id, groups) or not record.route.approvers:
+    if not record.route.approvers:
         return []
+    if record.may_decide(user_id, groups) and not acting_for(record, user_id, groups):
+        return []  # in their own right (a level brought them in only as a stand-in: not that)
     if absences is None:
         absences = await d.store.trust.absences()
     live = stand_ins(record.route.approvers, absences, utcnow())

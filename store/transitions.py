@@ -126,17 +126,15 @@ def authorize(
 def acting_for(record: Record, user_id: str, groups: frozenset[str] = frozenset(),
                stands_in: Sequence[str] = ()) -> list[str]:
     """The approvers away `user_id` acts for on `record`: `stands_in` (those the card names,
-    by the click's rule), else, for someone an escalation level brought in only to stand in for
-    a target away (`Record.extra_seats`), those targets; empty for whoever decides in their own
-    right (an approver named, a member of a group named, someone a level notified), who holds a
-    seat of their own."""
-    if stands_in:
-        return list(stands_in)
-    targets = record.extra_seats.get(user_id)
+    by the click's rule), then, for someone an escalation level brought in only to stand in for
+    a target away (`Record.extra_seats`), those targets, so their vote takes whichever of these
+    seats is still free; empty for whoever decides in their own right (an approver named, a
+    member of a group named, someone a level notified), who holds a seat of their own."""
+    targets = record.extra_seats.get(user_id) or []
     named = set(record.route.approvers)
-    if not targets or user_id in named or groups & named:
-        return []
-    return list(targets)
+    if user_id in named or groups & named:
+        targets = []
+    return list(dict.fromkeys([*stands_in, *targets]))
 
 
 def offered(record: Record) -> frozenset[Choice]:

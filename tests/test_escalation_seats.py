@@ -134,3 +134,24 @@ async def test_a_batch_items_level_stand_in_and_the_manager_are_one_seat(redis_u
         assert (await h.store.get(second.id)).state is State.pending
         await _item(h, first, "U0CAROL", "approve")
         assert [v.user_id for v in (await h.client.wait(first.id, timeout=10)).decided_by] == ["U0BOB", "U0CAROL"]
+
+
+async def test_a_stand_in_for_a_named_approver_and_a_manager_takes_the_seat_still_free(
+        redis_url: str, tmp_path: Path) -> None:
+    """Bob stands in for Alice (named on the card) and, once the level brings in Dave (away too),
+    for Dave. Dave approves himself; Bob's approval then takes Alice's seat, still free, not Dave's
+    (taken): two seats, the quorum met."""
+    async with running(redis_url, tmp_path, MANAGED) as h:
+        await _away(h)
+        now = utcnow()
+        await h.store.trust.set_away(Away(user="U0ALICE", delegate="U0BOB", until=now + timedelta(days=2), since=now))
+        rec = await h.card(await h.push(summary="Refund $42"))
+        _later(h, 601)
+        await eventually(lambda: _at_level(h, [rec.id], 1), 10, "level 1")
+        await h.click(rec, "U0DAVE", ActionId.approve)
+        await eventually(lambda: _votes(h, rec, 1), what="Dave's vote")
+        await h.click(rec, "U0BOB", ActionId.approve)
+        decision = await h.client.wait(rec.id, timeout=10)
+        assert decision.status is Status.approved, await _refusals(h, rec)
+        raw = json.loads(await h.store.redis.hget(h.store.keys.request(rec.id), "votes"))
+        assert [(v["user_id"], v.get("seat")) for v in raw] == [("U0DAVE", None), ("U0BOB", "U0ALICE")]
