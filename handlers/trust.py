@@ -153,7 +153,8 @@ async def grant_from_card(d: Deps, record: Record, user_id: str, now: datetime) 
         n = len(record.approvals())
         return grant_reply("created" if record.decision is not None or n >= quorum else "waiting", grant,
                            quorum, min(n, quorum))
-    status, n = await d.store.trust.vote_grant(grant, user_id, record.route.quorum, now, redact=d.store.redact)
+    status, n = await d.store.trust.vote_grant(grant, user_id, record.route.quorum, now, redact=d.store.redact,
+                                               current=[v.user_id for v in record.approvals()])
     if status == "waiting" and record.decision is not None:
         status = "unmet"  # decided: nobody can ask for this grant any more, so none follows
     return grant_reply(status, grant, record.route.quorum, n)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from importlib import resources
@@ -344,9 +344,11 @@ class TrustStore:
     # ---- grants -------------------------------------------------------------------------------
 
     async def vote_grant(self, grant: Grant, user: str, quorum: int, now: datetime, *,
-                         redact: Redact) -> tuple[str, int]:
+                         redact: Redact, current: Sequence[str]) -> tuple[str, int]:
         """One person asks for `grant` on its request: ('created', n), ('waiting', n people so
-        far) or ('exists', n). The grant is stored as it is (its `same` values are what it
+        far) or ('exists', n). Only the askers in `current` count: those whose approval is of
+        the values as they stand (an edit since leaves an earlier approval, and the grant asked
+        for with it, stale). The grant is stored as it is (its `same` values are what it
         matches); its `grant_created` audit entry is the `redact`ed form."""
         ttl = max(60, int((grant.expires_at - now).total_seconds()) + 86400)
         keys = [self.k.grant_votes(grant.request_id), self.k.grants, self.keys.audit,
@@ -354,7 +356,7 @@ class TrustStore:
         body = grant.model_dump(mode="json", exclude={"by"})
         res = await self._run("trust_grant", keys, [
             grant.request_id, user, quorum, json.dumps(body), now.isoformat(), ttl, grant.id,
-            json.dumps(redact(body), default=str)])
+            json.dumps(redact(body), default=str), json.dumps(sorted({*current, user}))])
         return str(res[0]), int(res[1]) if res[0] == "waiting" else quorum
 
     async def grants(self) -> list[Grant]:

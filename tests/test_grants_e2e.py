@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from blocks.ids import ActionId, HomeActionId
+from blocks.ids import ActionId, HomeActionId, param_block_id
 from store.models import Mode, Record, State, Status, utcnow
 from store.trust import Away
 from tests.harness import Harness, start, stop
@@ -384,3 +384,48 @@ async def test_an_away_date_at_the_end_of_time_is_refused_or_shown_and_cards_sti
     rec = await h.card(await h.push(action="invoice", summary="Pay invoice 9"))
     assert rec.route.delegates == {"U0ALICE": "U0BOB"}
     await _card_says(h, rec, "is away until")
+
+
+PAIR = """
+defaults: {tier: medium}
+tiers:
+  low:  {mode: auto}
+  medium: {mode: approve, quorum: 2, grants: {duration: 1h, max_amount: 100, same: [to]}}
+  high: {mode: approve}
+batching: {enabled: false}
+triggers:
+  first_use: {enabled: false}
+"""
+
+
+async def test_a_grant_asked_for_on_values_edited_since_counts_no_more(redis_url: str, tmp_path: Path) -> None:
+    """Quorum 2, grants bound to the same `to`. Alice approves "ana" and asks for a grant; Bob
+    edits `to` to "bea" (his approval of the new values: Alice's is stale); Carol approves "bea"
+    and asks for a grant, which decides the request. Alice never asked for a grant on "bea", and
+    nobody who decided wanted "ana": no grant follows (one current asker of two), and nothing
+    sent to "ana" is approved on its own."""
+    policy = tmp_path / "policy.yml"
+    policy.write_text(PAIR)
+    h = await start(redis_url, policy=policy)
+    try:
+        rid = await h.push(summary="Refund $50", params={"to": "ana"}, editable=["to"], risk={"amount": 50})
+        rec = await h.card(rid)
+        await h.click(rec, "U0ALICE", ActionId.approve_grant)
+        assert "1 of 2 so far" in await h.ephemeral("U0ALICE")
+        await h.click(rec, "U0BOB", ActionId.edit)
+        view = await eventually(lambda: asyncio.sleep(0, h.emu.top_view("U0BOB")), what="edit modal")
+        assert (await h.emu.submit_view("U0BOB", view.id, {param_block_id("to"): {"value": "bea"}})).closed
+        await eventually(lambda: _voters(h, rid, 2), what="Bob's edit")
+        await _card_says(h, await h.store.get(rid), "bea")  # redrawn with the values Carol approves
+        await h.click(await h.store.get(rid), "U0CAROL", ActionId.approve_grant)
+        decision = await h.client.wait(rid, timeout=10)
+        assert decision.status is Status.approved and decision.params == {"to": "bea"}
+        assert "no standing grant" in (await h.ephemeral("U0CAROL")).lower()
+        assert await h.store.trust.grants() == []
+        await _pending(h, summary="Refund $40", params={"to": "ana"}, risk={"amount": 40})
+    finally:
+        await stop(h)
+
+
+async def _voters(h: Harness, rid: str, n: int) -> bool:
+    return len((await h.store.get(rid)).votes) == n

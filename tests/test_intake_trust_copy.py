@@ -52,7 +52,7 @@ async def test_a_grant_revoked_between_routing_and_accept_approves_nothing(
     now = utcnow()
     g = Grant(id="g-1", agent="billing", action="refund", tier="medium", request_id="r0",
               created_at=now, expires_at=now + timedelta(hours=1))
-    assert (await store.trust.vote_grant(g, "U1", 1, now, redact=store.redact))[0] == "created"
+    assert (await store.trust.vote_grant(g, "U1", 1, now, redact=store.redact, current=("U1", "U2", "U3")))[0] == "created"
     real = store.trust.matching_grant
 
     async def then_revoked(request: Any, at: Any, route: Any, **kw: Any) -> Any:

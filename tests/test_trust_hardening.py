@@ -254,7 +254,7 @@ async def test_an_expired_grant_is_audited_redacted(store: Store) -> None:
     g = Grant(id="g-1", agent="bot", action="refund", tier="medium", request_id="r1",
               bounds=GrantBounds(params={"card_number": [CARD]}, absent=[]), created_at=now - timedelta(hours=2),
               expires_at=now - timedelta(hours=1))
-    assert (await store.trust.vote_grant(g, "U1", 1, now, redact=store.redact))[0] == "created"
+    assert (await store.trust.vote_grant(g, "U1", 1, now, redact=store.redact, current=("U1", "U2", "U3")))[0] == "created"
     assert await store.trust.matching_grant(_req(card_number=CARD), now, Route(tier="medium"),
                                             redact=store.redact) is None
     entries = await store.audit_entries()

@@ -46,12 +46,25 @@ async def test_a_grant_is_created_once_per_quorum(store: Store) -> None:
     now = utcnow()
     g = Grant(id="g-1", agent="bot", action="refund", tier="high", request_id="r1",
               bounds=GrantBounds(amount_max=100), created_at=now, expires_at=now + timedelta(hours=1))
-    assert await store.trust.vote_grant(g, "U1", 2, now, redact=store.redact) == ("waiting", 1)
-    assert await store.trust.vote_grant(g, "U1", 2, now, redact=store.redact) == ("waiting", 1)  # the same person twice
-    got = await asyncio.gather(*(store.trust.vote_grant(g, u, 2, now, redact=store.redact) for u in ("U2", "U3")))
+    assert await store.trust.vote_grant(g, "U1", 2, now, redact=store.redact, current=("U1", "U2", "U3")) == ("waiting", 1)
+    assert await store.trust.vote_grant(g, "U1", 2, now, redact=store.redact, current=("U1", "U2", "U3")) == ("waiting", 1)  # the same person twice
+    got = await asyncio.gather(*(store.trust.vote_grant(g, u, 2, now, redact=store.redact, current=("U1", "U2", "U3")) for u in ("U2", "U3")))
     assert sorted(s for s, _ in got) == ["created", "exists"]
     [grant] = await store.trust.grants()
     assert grant.by[:2] == ["U1", "U2"] or grant.by[:2] == ["U1", "U3"]
+
+
+async def test_a_grant_asked_for_with_an_approval_no_longer_current_does_not_count(store: Store) -> None:
+    """U1 asked, then an edit made U1's approval stale: U2's ask is the only one that counts."""
+    now = utcnow()
+    g = Grant(id="g-2", agent="bot", action="refund", tier="high", request_id="r2",
+              bounds=GrantBounds(amount_max=100), created_at=now, expires_at=now + timedelta(hours=1))
+    assert await store.trust.vote_grant(g, "U1", 2, now, redact=store.redact, current=["U1"]) == ("waiting", 1)
+    assert await store.trust.vote_grant(g, "U2", 2, now, redact=store.redact, current=["U3"]) == ("waiting", 1)
+    assert await store.trust.grants() == []
+    assert await store.trust.vote_grant(g, "U3", 2, now, redact=store.redact, current=["U1", "U2"]) == ("created", 2)
+    [grant] = await store.trust.grants()
+    assert grant.by == ["U1", "U2", "U3"]
 
 
 def test_bands() -> None:
