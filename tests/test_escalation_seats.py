@@ -43,9 +43,17 @@ def _later(h: Harness, seconds: float) -> None:
     h.bot.scheduler.kick()
 
 
-async def _away(h: Harness) -> None:
+async def _away(h: Harness, user: str = "U0DAVE") -> None:
     now = utcnow()
-    await h.store.trust.set_away(Away(user="U0DAVE", delegate="U0BOB", until=now + timedelta(days=2), since=now))
+    await h.store.trust.set_away(Away(user=user, delegate="U0BOB", until=now + timedelta(days=2), since=now))
+
+
+async def _escalated_card(h: Harness, summary: str) -> Record:
+    """A posted card of the medium tier, its first level (Dave) fired."""
+    rec = await h.card(await h.push(summary=summary))
+    _later(h, 601)
+    await eventually(lambda: _at_level(h, [rec.id], 1), 10, "level 1")
+    return rec
 
 
 async def _at_level(h: Harness, ids: list[str], n: int) -> bool:
@@ -66,9 +74,7 @@ async def test_a_stand_in_a_level_brought_in_and_the_manager_are_one_seat(redis_
     seat, refused, nothing decided. Carol's approval is the second seat."""
     async with running(redis_url, tmp_path, MANAGED) as h:
         await _away(h)
-        rec = await h.card(await h.push(summary="Refund $40"))
-        _later(h, 601)
-        await eventually(lambda: _at_level(h, [rec.id], 1), 10, "level 1")
+        rec = await _escalated_card(h, "Refund $40")
         assert "standing in for <@U0DAVE>" in json.dumps(h.emu.messages("U0BOB")[0]["blocks"])
         await h.click(rec, "U0BOB", ActionId.approve)
         await eventually(lambda: _votes(h, rec, 1), what="Bob's vote")
@@ -98,9 +104,7 @@ async def test_a_manager_who_voted_leaves_no_seat_for_their_stand_in(redis_url: 
     for him, is refused (Dave's seat has voted); Alice's approval is the second seat."""
     async with running(redis_url, tmp_path, MANAGED) as h:
         await _away(h)
-        rec = await h.card(await h.push(summary="Refund $41"))
-        _later(h, 601)
-        await eventually(lambda: _at_level(h, [rec.id], 1), 10, "level 1")
+        rec = await _escalated_card(h, "Refund $41")
         await h.click(rec, "U0DAVE", ActionId.approve)
         await eventually(lambda: _votes(h, rec, 1), what="Dave's vote")
         await h.click(rec, "U0BOB", ActionId.approve)
@@ -143,11 +147,8 @@ async def test_a_stand_in_for_a_named_approver_and_a_manager_takes_the_seat_stil
     (taken): two seats, the quorum met."""
     async with running(redis_url, tmp_path, MANAGED) as h:
         await _away(h)
-        now = utcnow()
-        await h.store.trust.set_away(Away(user="U0ALICE", delegate="U0BOB", until=now + timedelta(days=2), since=now))
-        rec = await h.card(await h.push(summary="Refund $42"))
-        _later(h, 601)
-        await eventually(lambda: _at_level(h, [rec.id], 1), 10, "level 1")
+        await _away(h, "U0ALICE")
+        rec = await _escalated_card(h, "Refund $42")
         await h.click(rec, "U0DAVE", ActionId.approve)
         await eventually(lambda: _votes(h, rec, 1), what="Dave's vote")
         await h.click(rec, "U0BOB", ActionId.approve)
